@@ -1,0 +1,399 @@
+//! Warden's TOML configuration: parsed strictly (unknown keys are errors, reported as
+//! `file:line:column: message`), then validated as a whole.
+//!
+//! Defends against: typos silently disabling a setting, secrets written into the config file
+//! (secrets are only referenced: `{ env = "VAR" }` or `{ file = "/path" }`), binding a network
+//! interface while nothing authenticates callers.
+//! Does not defend against: a secret pasted into a plain field such as `env` or `args`; those are
+//! documented as not-for-secrets.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing HTTP listener.
+    #[serde(default)]
+    pub listen: Listen,
+    /// How several upstreams are combined behind one endpoint.
+    #[serde(default)]
+    pub federation: Federation,
+    /// The MCP servers Warden fronts. At least one.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<Upstream>,
+}
+
+/// The client-facing listener (`/mcp`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address to bind. Default `127.0.0.1:8931`. A non-loopback address is refused while no
+    /// authentication is configured.
+    #[serde(default = "default_addr")]
+    pub addr: SocketAddr,
+    /// Extra `Host` header values accepted (besides `localhost`, `127.0.0.1` and `[::1]` with
+    /// any port, which are always accepted on a loopback bind). Exact `host[:port]` strings.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted, exact (`scheme://host[:port]`). Loopback origins are always
+    /// accepted; requests without `Origin` (non-browser clients) are accepted.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, in bytes. Default 4 MiB.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers), in bytes. Default 64 KiB.
+    #[serde(default = "default_header")]
+    pub max_header_bytes: usize,
+    /// Deepest JSON nesting accepted in one message. Default 64.
+    #[serde(default = "default_depth")]
+    pub max_json_depth: usize,
+    /// Seconds a client may take to send a request's head and body. Default 30.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// Seconds after which a session with no traffic is closed. Default 1800.
+    #[serde(default = "default_idle")]
+    pub session_idle_timeout_secs: u64,
+    /// Most concurrent sessions; more are refused with 503. Default 10000.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// `retry` (ms) announced in SSE priming events. Default 1000.
+    #[serde(default = "default_retry")]
+    pub sse_retry_ms: u64,
+}
+
+/// Combining several upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// Placed between an upstream's namespace and a tool or prompt name. Default `__`.
+    #[serde(default = "default_sep")]
+    pub separator: String,
+}
+
+/// How Warden talks to an upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+    /// A remote Streamable HTTP server.
+    Http,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Unique name, `[A-Za-z0-9_-]{1,32}`; used in logs and as the default namespace.
+    pub name: String,
+    /// Prefix for this upstream's tools and prompts (`<namespace><separator><name>`) and resource
+    /// URIs (`warden://<namespace>/<uri>`). Default: `name`. `""` exposes names unchanged.
+    pub namespace: Option<String>,
+    /// `stdio` or `http`.
+    pub transport: Transport,
+    /// stdio: the program to run.
+    pub command: Option<String>,
+    /// stdio: its arguments (not for secrets).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: working directory. Default: Warden's.
+    pub cwd: Option<PathBuf>,
+    /// stdio: names of Warden's environment variables the child inherits. Nothing else is
+    /// inherited. Default `["PATH", "HOME", "LANG"]`.
+    #[serde(default = "default_env_allow")]
+    pub env_allow: Vec<String>,
+    /// stdio: variables set to literal values (not for secrets).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// stdio: variables whose values are secrets, read from Warden's environment or a file.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    /// http: the server's MCP endpoint (`http://` only to loopback hosts, else `https://`).
+    pub url: Option<String>,
+    /// http: headers sent on every request whose values are secrets (e.g. `Authorization`).
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretRef>,
+    /// Seconds to connect and complete `initialize`. Default 30.
+    #[serde(default = "default_connect")]
+    pub connect_timeout_secs: u64,
+    /// Seconds a single request may take before it is cancelled. Default 120.
+    #[serde(default = "default_call")]
+    pub call_timeout_secs: u64,
+}
+
+/// A secret: never written in the config, only referenced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Read from this environment variable of Warden's.
+    pub env: Option<String>,
+    /// Read from this file (trailing newline trimmed).
+    pub file: Option<PathBuf>,
+    /// Text placed before the secret (for example `"Bearer "`).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn default_addr() -> SocketAddr {
+    "127.0.0.1:8931".parse().expect("literal address")
+}
+fn default_body() -> usize {
+    4 << 20
+}
+fn default_header() -> usize {
+    64 << 10
+}
+fn default_depth() -> usize {
+    warden_protocol::jsonrpc::DEFAULT_MAX_DEPTH
+}
+fn default_read_timeout() -> u64 {
+    30
+}
+fn default_idle() -> u64 {
+    1800
+}
+fn default_max_sessions() -> usize {
+    10_000
+}
+fn default_retry() -> u64 {
+    1000
+}
+fn default_sep() -> String {
+    "__".into()
+}
+fn default_env_allow() -> Vec<String> {
+    ["PATH", "HOME", "LANG"].iter().map(|s| s.to_string()).collect()
+}
+fn default_connect() -> u64 {
+    30
+}
+fn default_call() -> u64 {
+    120
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+impl Default for Federation {
+    fn default() -> Self {
+        Federation { separator: default_sep() }
+    }
+}
+
+/// A configuration error, already formatted for a human (`file:line:col: …` where known).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate text; `origin` names the source in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError(format!("{origin}:{line}:{col}: {}", e.message().trim()))
+        })?;
+        cfg.validate().map_err(|m| ConfigError(format!("{origin}: {m}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.listen.addr.ip().is_loopback() {
+            return Err(format!(
+                "listen.addr: refusing to bind non-loopback address {} because no authentication \
+                 is configured; bind 127.0.0.1 or ::1",
+                self.listen.addr
+            ));
+        }
+        if self.listen.max_body_bytes < 1024 || self.listen.max_json_depth < 8 {
+            return Err("listen: max_body_bytes must be ≥ 1024 and max_json_depth ≥ 8".into());
+        }
+        let sep = &self.federation.separator;
+        if sep.is_empty() || !sep.chars().all(is_tool_char) {
+            return Err("federation.separator: expected one or more of [A-Za-z0-9_.-]".into());
+        }
+        if self.upstreams.is_empty() {
+            return Err("upstream: expected at least one [[upstream]] table".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut namespaces = std::collections::HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let at = format!("upstream[{i}]");
+            if !valid_name(&u.name) {
+                return Err(format!("{at}.name: expected 1-32 of [A-Za-z0-9_-], got {:?}", u.name));
+            }
+            if !names.insert(u.name.clone()) {
+                return Err(format!("{at}.name: duplicate upstream name {:?}", u.name));
+            }
+            let ns = u.namespace();
+            if !ns.is_empty() && !valid_name(ns) {
+                return Err(format!("{at}.namespace: expected \"\" or 1-32 of [A-Za-z0-9_-]"));
+            }
+            if !ns.is_empty() && !namespaces.insert(ns.to_string()) {
+                return Err(format!("{at}.namespace: {ns:?} is used by another upstream"));
+            }
+            match u.transport {
+                Transport::Stdio => {
+                    if u.command.as_deref().unwrap_or("").is_empty() {
+                        return Err(format!("{at}.command: required for transport = \"stdio\""));
+                    }
+                    if u.url.is_some() || !u.secret_headers.is_empty() {
+                        return Err(format!("{at}: url/secret_headers are for transport = \"http\""));
+                    }
+                }
+                Transport::Http => {
+                    let url = u.url.as_deref().ok_or(format!("{at}.url: required for transport = \"http\""))?;
+                    check_upstream_url(url).map_err(|m| format!("{at}.url: {m}"))?;
+                    if u.command.is_some() || !u.args.is_empty() || !u.env.is_empty() || !u.secret_env.is_empty() {
+                        return Err(format!("{at}: command/args/env/secret_env are for transport = \"stdio\""));
+                    }
+                }
+            }
+            for (k, s) in u.secret_env.iter().chain(u.secret_headers.iter()) {
+                if s.env.is_some() == s.file.is_some() {
+                    return Err(format!("{at}: secret {k:?}: expected exactly one of env or file"));
+                }
+            }
+            if u.call_timeout_secs == 0 || u.connect_timeout_secs == 0 {
+                return Err(format!("{at}: timeouts must be at least 1 second"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Upstream {
+    /// The namespace used for prefixing (`name` unless set).
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl SecretRef {
+    /// Resolve the secret now. The error names the reference, never the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        let raw = match (&self.env, &self.file) {
+            (Some(var), _) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            (_, Some(p)) => std::fs::read_to_string(p)
+                .map_err(|e| format!("secret file {}: {e}", p.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            _ => return Err("empty secret reference".into()),
+        };
+        Ok(format!("{}{raw}", self.prefix))
+    }
+}
+
+/// Characters the spec allows in tool names.
+pub fn is_tool_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn check_upstream_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => match u.host() {
+            Some(url::Host::Domain("localhost")) => Ok(()),
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            _ => Err("plain http is allowed only to loopback hosts; use https".into()),
+        },
+        s => Err(format!("unsupported scheme {s:?}; expected https (or http to loopback)")),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[listen]
+addr = "127.0.0.1:0"
+
+[[upstream]]
+name = "fix"
+transport = "stdio"
+command = "warden-fixture"
+args = ["--stdio"]
+secret_env = { TOKEN = { env = "FIX_TOKEN" } }
+
+[[upstream]]
+name = "remote"
+transport = "http"
+url = "http://127.0.0.1:9/mcp"
+"#;
+
+    #[test]
+    fn valid_config_parses_with_defaults() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.listen.max_body_bytes, 4 << 20);
+        assert_eq!(c.federation.separator, "__");
+        assert_eq!(c.upstreams[0].namespace(), "fix");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position_and_expectation() {
+        let bad = OK.replace("args = [", "argz = [");
+        let e = Config::parse(&bad, "t.toml").unwrap_err().0;
+        assert!(e.starts_with("t.toml:10:1: unknown field `argz`, expected one of"), "{e}");
+        assert!(e.contains("`args`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let bad = OK.replace("addr = \"127.0.0.1:0\"", "addr = 5");
+        let e = Config::parse(&bad, "t.toml").unwrap_err().0;
+        assert!(e.starts_with("t.toml:3:8:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        for (from, to, want) in [
+            ("127.0.0.1:0", "0.0.0.0:0", "listen.addr: refusing to bind non-loopback"),
+            ("name = \"remote\"", "name = \"fix\"", "upstream[1].name: duplicate"),
+            ("http://127.0.0.1:9/mcp", "http://example.com/mcp", "upstream[1].url: plain http"),
+            ("command = \"warden-fixture\"", "", "upstream[0].command: required"),
+            ("{ env = \"FIX_TOKEN\" }", "{ env = \"A\", file = \"/b\" }", "exactly one of env or file"),
+        ] {
+            let e = Config::parse(&OK.replace(from, to), "t.toml").unwrap_err().0;
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_without_echoing_values() {
+        let dir = std::env::temp_dir().join(format!("warden-secret-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        let f = SecretRef { env: None, file: Some(dir.clone()), prefix: "Bearer ".into() };
+        assert_eq!(f.resolve().unwrap(), "Bearer s3cret");
+        let e = SecretRef { env: Some("WARDEN_TEST_UNSET_VAR".into()), file: None, prefix: String::new() };
+        assert_eq!(e.resolve().unwrap_err(), "environment variable WARDEN_TEST_UNSET_VAR is not set");
+        std::fs::remove_file(dir).ok();
+    }
+}

@@ -1,0 +1,13 @@
+//! The gateway: listener, sessions, upstream connections, federation and the call pipeline.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod framing;
+pub mod gateway;
+pub mod namespace;
+pub mod pipeline;
+pub mod relay;
+pub mod rpc;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,467 @@
+//! Warden's [`Service`]: one client session relayed to every configured upstream.
+//!
+//! Each client session gets its own connection to each upstream (a child process or an HTTP
+//! session), opened at `initialize`, so that what an upstream asks of "its client" (sampling,
+//! elicitation, roots), its log level and its subscriptions belong to exactly one client.
+//! Listings are fanned out and merged; calls are routed by the exposed name or URI.
+
+use crate::error::GatewayError;
+use crate::namespace::{self, Namespaces};
+use crate::pipeline;
+use crate::rpc::Peer;
+use crate::server::{Initialized, Service, Session};
+use crate::upstream::{Conn, ServerHandler, ServerInit, Spec};
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use warden_protocol::jsonrpc::{self, ErrorObject, Message};
+use warden_protocol::version;
+
+const MAX_PAGES: usize = 50;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What is shared by all sessions.
+pub struct Shared {
+    pub specs: Vec<Spec>,
+    pub ns: Namespaces,
+    pub http: reqwest::Client,
+}
+
+/// The relay service.
+pub struct Relay {
+    pub shared: Arc<Shared>,
+}
+
+/// A client-visible name or URI → (upstream, upstream's own name or URI).
+type RouteTable = HashMap<String, (usize, String)>;
+
+#[derive(Default)]
+struct Routes {
+    tools: RouteTable,
+    prompts: RouteTable,
+    resources: RouteTable,
+    refreshed: Option<Instant>,
+}
+
+struct Slot {
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    retry_at: Mutex<Option<(Instant, Duration)>>,
+}
+
+pub struct RelaySession {
+    pub shared: Arc<Shared>,
+    peer: Peer,
+    client_caps: Value,
+    upstream_init: Value,
+    slots: Vec<Slot>,
+    routes: Mutex<Routes>,
+    closed: AtomicBool,
+    me: Weak<RelaySession>,
+}
+
+/// The listing methods and the field that holds their items.
+pub fn list_field(method: &str) -> Option<(&'static str, &'static str)> {
+    Some(match method {
+        "tools/list" => ("tools", "tools"),
+        "prompts/list" => ("prompts", "prompts"),
+        "resources/list" => ("resources", "resources"),
+        "resources/templates/list" => ("resources", "resourceTemplates"),
+        _ => return None,
+    })
+}
+
+impl Service for Relay {
+    fn initialize(&self, params: Value, peer: Peer) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
+        let shared = self.shared.clone();
+        async move {
+            let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
+            let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+            let client_info = params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
+            let upstream_init = json!({
+                "protocolVersion": negotiated,
+                "capabilities": client_caps,
+                "clientInfo": client_info,
+            });
+            let session = Arc::new_cyclic(|me| RelaySession {
+                slots: shared.specs.iter().map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) }).collect(),
+                shared: shared.clone(),
+                peer,
+                client_caps,
+                upstream_init,
+                routes: Mutex::new(Routes::default()),
+                closed: AtomicBool::new(false),
+                me: me.clone(),
+            });
+            let inits: Vec<Option<ServerInit>> =
+                join_all((0..shared.specs.len()).map(|i| {
+                    let s = session.clone();
+                    async move { s.conn(i).await.ok().and_then(|c| c.init()) }
+                }))
+                .await;
+            let result = json!({
+                "protocolVersion": negotiated,
+                "capabilities": merge_capabilities(inits.iter().flatten()),
+                "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
+                "instructions": merge_instructions(&shared.specs, &inits),
+            });
+            let session: Arc<dyn Session> = session;
+            Ok(Initialized { session, result })
+        }
+        .boxed()
+    }
+}
+
+/// The capabilities Warden announces: the union of the upstreams'.
+pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Value {
+    let mut caps = Map::new();
+    let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    for i in inits {
+        let c = &i.capabilities;
+        for (cap, flags) in [("tools", &["listChanged"][..]), ("prompts", &["listChanged"]), ("resources", &["subscribe", "listChanged"])] {
+            if let Some(v) = c.get(cap) {
+                let e = caps.entry(cap).or_insert_with(|| json!({}));
+                for f in flags {
+                    if flag(v, f) {
+                        e[*f] = true.into();
+                    }
+                }
+            }
+        }
+        for cap in ["logging", "completions"] {
+            if c.get(cap).is_some() {
+                caps.entry(cap).or_insert_with(|| json!({}));
+            }
+        }
+    }
+    Value::Object(caps)
+}
+
+fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Value {
+    let parts: Vec<String> = specs
+        .iter()
+        .zip(inits)
+        .filter_map(|(s, i)| i.as_ref()?.instructions.as_ref().map(|t| format!("[{}] {t}", s.name)))
+        .collect();
+    if parts.is_empty() {
+        Value::Null
+    } else {
+        Value::String(parts.join("\n\n"))
+    }
+}
+
+impl Session for RelaySession {
+    fn request(self: Arc<Self>, method: String, params: Option<Value>, peer: Peer) -> BoxFuture<'static, Result<Value, ErrorObject>> {
+        async move { pipeline::handle(&self, &method, params, peer).await.map_err(|e| e.to_error_object()) }.boxed()
+    }
+
+    fn notification(self: Arc<Self>, method: String, params: Option<Value>) {
+        match method.as_str() {
+            "notifications/initialized" => {}
+            "notifications/roots/list_changed" => {
+                tokio::spawn(async move {
+                    for i in 0..self.slots.len() {
+                        if let Some(c) = self.live_conn(i).await {
+                            c.notify(&method, params.clone()).await;
+                        }
+                    }
+                });
+            }
+            other => tracing::debug!(method = other, "client notification not relayed"),
+        }
+    }
+
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        async move {
+            self.closed.store(true, Ordering::Relaxed);
+            let conns: Vec<Arc<Conn>> = {
+                let mut v = Vec::new();
+                for s in &self.slots {
+                    if let Some(c) = s.conn.lock().await.take() {
+                        v.push(c);
+                    }
+                }
+                v
+            };
+            join_all(conns.iter().map(|c| c.close())).await;
+        }
+        .boxed()
+    }
+}
+
+impl RelaySession {
+    /// The live connection to upstream `i`, connecting (or reconnecting, with backoff) if needed.
+    pub async fn conn(&self, i: usize) -> Result<Arc<Conn>, GatewayError> {
+        let slot = &self.slots[i];
+        let mut guard = slot.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.is_alive() {
+                return Ok(c.clone());
+            }
+            tracing::info!(upstream = %self.shared.specs[i].name, "reconnecting upstream for this session");
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(GatewayError::Unavailable);
+        }
+        if let Some((at, _)) = *slot.retry_at.lock() {
+            if Instant::now() < at {
+                return Err(GatewayError::Unavailable);
+            }
+        }
+        let spec = &self.shared.specs[i];
+        match Conn::connect(spec, self.upstream_init.clone(), self.handler(i), &self.shared.http).await {
+            Ok(c) => {
+                *slot.retry_at.lock() = None;
+                *guard = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let mut r = slot.retry_at.lock();
+                let delay = r.map(|(_, d)| (d * 2).min(MAX_BACKOFF)).unwrap_or(Duration::from_millis(500));
+                *r = Some((Instant::now() + delay, delay));
+                tracing::warn!(upstream = %spec.name, error = %e, retry_in = ?delay, "upstream connection failed");
+                Err(GatewayError::Unavailable)
+            }
+        }
+    }
+
+    async fn live_conn(&self, i: usize) -> Option<Arc<Conn>> {
+        self.slots[i].conn.lock().await.clone().filter(|c| c.is_alive())
+    }
+
+    pub fn upstream_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn handler(&self, i: usize) -> ServerHandler {
+        let me = self.me.clone();
+        Arc::new(move |conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>| {
+            if let Some(s) = me.upgrade() {
+                s.from_upstream(i, conn, msg, ctx);
+            }
+        })
+    }
+
+    /// Something an upstream sent on its own: relay it to the client it belongs to.
+    fn from_upstream(&self, i: usize, conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>) {
+        let peer = ctx.unwrap_or_else(|| self.peer.clone());
+        match msg {
+            Message::Notification { method, mut params } => {
+                match method.as_str() {
+                    "notifications/resources/updated" => {
+                        if let Some(uri) = params.as_mut().and_then(|p| p.get_mut("uri")) {
+                            if let Some(u) = uri.as_str() {
+                                *uri = self.shared.ns.uri(i, u).into();
+                            }
+                        }
+                    }
+                    "notifications/tools/list_changed" | "notifications/prompts/list_changed" | "notifications/resources/list_changed" => {
+                        self.routes.lock().refreshed = None;
+                    }
+                    _ => {}
+                }
+                peer.notify(&method, params);
+            }
+            Message::Request { id, method, params } => {
+                let needed = match method.as_str() {
+                    "ping" => {
+                        let c = conn.clone();
+                        tokio::spawn(async move { c.respond(id, Ok(json!({}))).await });
+                        return;
+                    }
+                    "sampling/createMessage" => "sampling",
+                    "elicitation/create" => "elicitation",
+                    "roots/list" => "roots",
+                    _ => "",
+                };
+                let c = conn.clone();
+                if needed.is_empty() || self.client_caps.get(needed).is_none() {
+                    tokio::spawn(async move {
+                        c.respond(id, Err(ErrorObject::new(jsonrpc::METHOD_NOT_FOUND, format!("client does not support {method}")))).await
+                    });
+                    return;
+                }
+                let key = id.clone();
+                let task = tokio::spawn(async move {
+                    let res = peer.request(&method, params).await;
+                    c.respond(id, res).await;
+                });
+                conn.track_serving(key, task.abort_handle());
+            }
+            Message::Response { .. } | Message::Error { .. } => {}
+        }
+    }
+
+    /// Every page of a listing from one upstream.
+    async fn list_all(&self, i: usize, method: &str, field: &str) -> Result<Vec<Value>, GatewayError> {
+        let conn = self.conn(i).await?;
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor.take().map(|c| json!({ "cursor": c }));
+            let mut page = conn.call(method, params, None).await?;
+            if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
+                items.extend(a);
+            }
+            match page.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return Ok(items),
+            }
+        }
+        tracing::warn!(upstream = %self.shared.specs[i].name, method, "listing has more than {MAX_PAGES} pages; truncated");
+        Ok(items)
+    }
+
+    /// Fan a listing out to every upstream that has the capability, rename, and merge.
+    /// Colliding names are withheld from the answer and from routing.
+    pub async fn list(&self, method: &str) -> Result<Value, GatewayError> {
+        let (cap, field) = list_field(method).ok_or(GatewayError::MethodNotFound)?;
+        let ns = &self.shared.ns;
+        let ups: Vec<usize> = (0..self.slots.len()).collect();
+        let pages = join_all(ups.iter().map(|&i| async move {
+            match self.conn(i).await {
+                Ok(c) if c.has_capability(cap) => (i, self.list_all(i, method, field).await),
+                Ok(_) => (i, Ok(vec![])),
+                Err(e) => (i, Err(e)),
+            }
+        }))
+        .await;
+        let key = if field == "resourceTemplates" { "uriTemplate" } else if cap == "resources" { "uri" } else { "name" };
+        let mut entries: Vec<(String, usize, String, Value)> = Vec::new();
+        for (i, res) in pages {
+            let items = match res {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(upstream = %self.shared.specs[i].name, method, error = %e, "listing failed; upstream left out");
+                    continue;
+                }
+            };
+            for item in items {
+                let Some(orig) = item.get(key).and_then(Value::as_str).map(str::to_string) else { continue };
+                let exposed = match cap {
+                    "tools" => match ns.tool_name(i, &orig) {
+                        Some(n) => n,
+                        None => {
+                            tracing::warn!(upstream = %self.shared.specs[i].name, "tool with an invalid name withheld");
+                            continue;
+                        }
+                    },
+                    "prompts" => ns.name(i, &orig),
+                    _ => ns.uri(i, &orig),
+                };
+                entries.push((exposed, i, orig, item));
+            }
+        }
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for (e, ..) in &entries {
+            *count.entry(e.as_str()).or_default() += 1;
+        }
+        let dup: std::collections::HashSet<String> = count.into_iter().filter(|(_, n)| *n > 1).map(|(e, _)| e.to_string()).collect();
+        let mut out: Vec<Value> = Vec::with_capacity(entries.len());
+        let mut table: RouteTable = HashMap::new();
+        for (exposed, i, orig, mut item) in entries {
+            if dup.contains(&exposed) {
+                tracing::warn!(name = %exposed, upstream = %self.shared.specs[i].name, "name collision; withheld");
+                continue;
+            }
+            item[key] = Value::String(exposed.clone());
+            table.insert(exposed, (i, orig));
+            out.push(item);
+        }
+        {
+            let mut r = self.routes.lock();
+            match cap {
+                "tools" => r.tools = table,
+                "prompts" => r.prompts = table,
+                _ if key == "uri" => r.resources = table,
+                _ => {}
+            }
+            if cap == "tools" {
+                r.refreshed = Some(Instant::now());
+            }
+        }
+        Ok(json!({ field: out }))
+    }
+
+    /// Resolve a tool or prompt name, refreshing the listing at most once a second on a miss.
+    pub async fn resolve_name(&self, kind: &str, name: &str) -> Option<(usize, String)> {
+        let lookup = |r: &Routes| if kind == "tools" { r.tools.get(name).cloned() } else { r.prompts.get(name).cloned() };
+        if let Some(hit) = lookup(&self.routes.lock()) {
+            return Some(hit);
+        }
+        let stale = {
+            let r = self.routes.lock();
+            r.refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+                || (kind == "prompts" && r.prompts.is_empty())
+        };
+        if stale {
+            let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }).await;
+        }
+        lookup(&self.routes.lock())
+    }
+
+    /// Resolve a client-visible resource URI.
+    pub async fn resolve_uri(&self, uri: &str) -> Option<(usize, String)> {
+        if let Some(hit) = self.shared.ns.resolve_uri(uri) {
+            return Some(hit);
+        }
+        if let Some(hit) = self.routes.lock().resources.get(uri).cloned() {
+            return Some(hit);
+        }
+        let unprefixed: Vec<usize> = self.shared.ns.unprefixed().collect();
+        match unprefixed.as_slice() {
+            [one] => Some((*one, uri.to_string())),
+            [] => None,
+            _ => {
+                let _ = self.list("resources/list").await;
+                self.routes.lock().resources.get(uri).cloned()
+            }
+        }
+    }
+
+    /// Send `method` to every connected upstream declaring `cap`.
+    pub async fn broadcast(&self, cap: &str, method: &str, params: Option<Value>) -> Result<Value, GatewayError> {
+        let mut any = false;
+        for i in 0..self.slots.len() {
+            if let Ok(c) = self.conn(i).await {
+                if c.has_capability(cap) {
+                    any = true;
+                    if let Err(e) = c.call(method, params.clone(), None).await {
+                        tracing::warn!(upstream = %self.shared.specs[i].name, method, error = %e, "broadcast failed for one upstream");
+                    }
+                }
+            }
+        }
+        if any {
+            Ok(json!({}))
+        } else {
+            Err(GatewayError::MethodNotFound)
+        }
+    }
+
+    /// Rewrite URIs in a `resources/read` result to the client-visible form.
+    pub fn rewrite_contents(&self, i: usize, mut result: Value) -> Value {
+        if let Some(Value::Array(items)) = result.get_mut("contents") {
+            for it in items {
+                if let Some(u) = it.get("uri").and_then(Value::as_str) {
+                    let n = self.shared.ns.uri(i, u);
+                    it["uri"] = n.into();
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Report names claimed by more than one upstream (startup and on change).
+pub fn report_collisions(names: &[(String, Vec<String>)]) -> Vec<String> {
+    let c = namespace::collisions(names.iter().map(|(u, n)| (u.as_str(), n.clone())));
+    for m in &c {
+        tracing::error!(collision = %m, "federation name collision: both entries are withheld from clients");
+    }
+    c
+}

@@ -1,0 +1,681 @@
+//! Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25) on `/mcp`: POST/GET/DELETE, sessions,
+//! JSON or SSE answers, SSE priming events, per-stream event ids, resumption with `Last-Event-ID`,
+//! the standalone GET stream, and the listener-side checks.
+//!
+//! Defends against: DNS rebinding (`Host`/`Origin` allow-list → 403), oversized or slow bodies
+//! (413 / 408), deep nesting, invalid UTF-8 and malformed JSON-RPC (400 with a JSON-RPC error),
+//! unknown or terminated sessions (404), unsupported protocol revisions (400), session-id
+//! guessing (256-bit random ids), replay of another stream's events (event ids are checked
+//! against the stream they name, within the caller's session), unbounded buffering (event and
+//! stream retention caps, session cap → 503).
+//! Does not defend against: unauthenticated callers (the authentication stage arrives with its
+//! own issue; until then binding is restricted to loopback), floods (runtime limits issue).
+
+use super::{Conn, Service};
+use crate::rpc::{Calls, Outbound};
+use axum::body::Body;
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use warden_protocol::jsonrpc::{self, Id, Message};
+use warden_protocol::{sse, version};
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+const MAX_EVENTS_PER_STREAM: usize = 1024;
+const MAX_DONE_STREAMS: usize = 16;
+
+/// Limits and allow-lists of the HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_sessions: usize,
+    pub sse_retry_ms: u64,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_body_bytes: 4 << 20,
+            max_json_depth: jsonrpc::DEFAULT_MAX_DEPTH,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1800),
+            max_sessions: 10_000,
+            sse_retry_ms: 1000,
+            allowed_hosts: vec![],
+            allowed_origins: vec![],
+        }
+    }
+}
+
+/// The `/mcp` endpoint for one [`Service`].
+pub struct McpEndpoint {
+    svc: Arc<dyn Service>,
+    opts: HttpOptions,
+    sessions: RwLock<HashMap<String, Arc<HttpSession>>>,
+    started: Instant,
+}
+
+struct HttpSession {
+    conn: OnceLock<Arc<Conn>>,
+    streams: Arc<Streams>,
+    last_seen: AtomicU64,
+}
+
+/// All SSE streams of one session; the session's [`Outbound`].
+struct Streams {
+    inner: Mutex<StreamsInner>,
+    priming: bool,
+    retry_ms: u64,
+}
+
+#[derive(Default)]
+struct StreamsInner {
+    next: u64,
+    map: HashMap<u64, Stream>,
+    standalone: Option<u64>,
+    done_order: VecDeque<u64>,
+}
+
+struct Stream {
+    /// The request this stream answers (None: the standalone GET stream).
+    request: Option<Id>,
+    events: VecDeque<(u64, Bytes)>,
+    next_seq: u64,
+    live: Option<mpsc::UnboundedSender<Bytes>>,
+    done: bool,
+}
+
+type HttpResponse = Response<Body>;
+
+fn rpc_error(status: StatusCode, id: Id, code: i64, msg: &str) -> HttpResponse {
+    let body = Message::error(id, code, msg).to_json();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("static response parts")
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> HttpResponse {
+    rpc_error(status, Id::Null, jsonrpc::SERVER_ERROR, msg)
+}
+
+fn json_response(msg: &Message) -> HttpResponse {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(msg.to_json()))
+        .expect("static response parts")
+}
+
+fn sse_response(rx: mpsc::UnboundedReceiver<Bytes>) -> HttpResponse {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .expect("static response parts")
+}
+
+fn new_session_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts(h: &HeaderMap, mime: &str) -> bool {
+    h.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|p| {
+            let t = p.split(';').next().unwrap_or("").trim();
+            t == mime || t == "*/*"
+        })
+    })
+}
+
+/// `host[:port]` → host, for `localhost`, IPv4 and bracketed IPv6.
+fn host_part(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split(']').next().map(|h| &authority[..h.len() + 1]).unwrap_or(authority);
+    }
+    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    let h = host.to_ascii_lowercase();
+    h == "localhost" || h == "[::1]" || h.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+impl McpEndpoint {
+    pub fn new(svc: Arc<dyn Service>, opts: HttpOptions) -> Arc<Self> {
+        let ep = Arc::new(McpEndpoint { svc, opts, sessions: RwLock::new(HashMap::new()), started: Instant::now() });
+        let weak = Arc::downgrade(&ep);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let Some(ep) = weak.upgrade() else { break };
+                ep.housekeeping().await;
+            }
+        });
+        ep
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Close idle sessions; keep standalone streams alive with a comment (and notice dead ones).
+    async fn housekeeping(&self) {
+        let now = self.now_ms();
+        let idle_ms = self.opts.idle_timeout.as_millis() as u64;
+        let mut expired = Vec::new();
+        {
+            let sessions = self.sessions.read();
+            for (id, s) in sessions.iter() {
+                let live = s.streams.keepalive();
+                let busy = s.conn.get().map(|c| c.has_inflight()).unwrap_or(false);
+                if !live && !busy && now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) > idle_ms {
+                    expired.push(id.clone());
+                }
+            }
+        }
+        for id in expired {
+            tracing::info!("closing idle session");
+            self.terminate(&id).await;
+        }
+    }
+
+    async fn terminate(&self, id: &str) -> bool {
+        let s = self.sessions.write().remove(id);
+        match s {
+            Some(s) => {
+                s.streams.close_all();
+                if let Some(c) = s.conn.get() {
+                    c.close().await;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Close every session (shutdown).
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = self.sessions.read().keys().cloned().collect();
+        for id in ids {
+            self.terminate(&id).await;
+        }
+    }
+
+    /// `Host` and `Origin` checks (DNS rebinding protection).
+    pub fn check_host_origin(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), HttpResponse> {
+        let host = header_str(req_headers, "host").or(authority);
+        let host_ok = match host {
+            Some(h) => is_loopback_name(host_part(h)) || self.opts.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)),
+            None => false,
+        };
+        if !host_ok {
+            return Err(plain(StatusCode::FORBIDDEN, "Forbidden: Host header not allowed"));
+        }
+        if let Some(origin) = req_headers.get(header::ORIGIN) {
+            let o = origin.to_str().unwrap_or("");
+            let ok = match o.split_once("://") {
+                Some((scheme, rest)) if scheme == "http" || scheme == "https" => {
+                    is_loopback_name(host_part(rest)) || self.opts.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(plain(StatusCode::FORBIDDEN, "Forbidden: Origin not allowed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle one request to `/mcp`.
+    pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+        let authority = req.uri().authority().map(|a| a.as_str().to_string());
+        if let Err(r) = self.check_host_origin(req.headers(), authority.as_deref()) {
+            return r;
+        }
+        if let Some(v) = header_str(req.headers(), VERSION_HEADER) {
+            if !version::is_supported(v) {
+                return plain(StatusCode::BAD_REQUEST, "Bad Request: unsupported MCP-Protocol-Version");
+            }
+        } else if req.headers().contains_key(VERSION_HEADER) {
+            return plain(StatusCode::BAD_REQUEST, "Bad Request: unsupported MCP-Protocol-Version");
+        }
+        match *req.method() {
+            Method::POST => self.post(req).await,
+            Method::GET => self.get(req),
+            Method::DELETE => self.delete(req).await,
+            _ => {
+                let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                r
+            }
+        }
+    }
+
+    fn session_of(&self, h: &HeaderMap) -> Result<(String, Arc<HttpSession>), HttpResponse> {
+        let Some(id) = header_str(h, SESSION_HEADER) else {
+            return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"));
+        };
+        match self.sessions.read().get(id) {
+            Some(s) if s.conn.get().is_some() => {
+                s.last_seen.store(self.now_ms(), Ordering::Relaxed);
+                Ok((id.to_string(), s.clone()))
+            }
+            _ => Err(rpc_error(StatusCode::NOT_FOUND, Id::Null, jsonrpc::SERVER_ERROR, "Session not found")),
+        }
+    }
+
+    async fn post(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+        let (parts, body) = req.into_parts();
+        let ct = header_str(&parts.headers, "content-type").unwrap_or("");
+        if ct.split(';').next().map(str::trim) != Some("application/json") {
+            return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type: expected application/json");
+        }
+        let want_sse = accepts(&parts.headers, "text/event-stream");
+        if !want_sse && !accepts(&parts.headers, "application/json") {
+            return plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: accept application/json or text/event-stream");
+        }
+        let limited = Limited::new(body, self.opts.max_body_bytes);
+        let bytes = match tokio::time::timeout(self.opts.read_timeout, limited.collect()).await {
+            Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout: body not received in time"),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, Id::Null, jsonrpc::INVALID_REQUEST, "Payload Too Large")
+            }
+            Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "Bad Request: could not read body"),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let msg = match Message::parse(&bytes, self.opts.max_json_depth) {
+            Ok(m) => m,
+            Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
+        };
+        if msg.method() == Some("initialize") {
+            return self.initialize(msg, &parts.headers).await;
+        }
+        let (_sid, session) = match self.session_of(&parts.headers) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let conn = session.conn.get().expect("checked by session_of").clone();
+        match msg {
+            Message::Request { id, method, params } => {
+                if want_sse {
+                    let (stream, rx) = session.streams.open(Some(id.clone()));
+                    conn.request(id, method, params, Some(stream));
+                    sse_response(rx)
+                } else {
+                    let (stream, mut rx) = session.streams.open_json(id.clone());
+                    conn.request(id, method, params, Some(stream));
+                    match rx.recv().await {
+                        Some(b) => Response::builder()
+                            .status(StatusCode::OK)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Body::from(b))
+                            .expect("static response parts"),
+                        None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
+                    }
+                }
+            }
+            Message::Notification { method, params } => {
+                conn.notification(method, params);
+                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+            }
+            Message::Response { id, result } => {
+                conn.response(id, Ok(result));
+                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+            }
+            Message::Error { id, error } => {
+                conn.response(id, Err(error));
+                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+            }
+        }
+    }
+
+    async fn initialize(self: &Arc<Self>, msg: Message, h: &HeaderMap) -> HttpResponse {
+        let Message::Request { id, params, .. } = msg else {
+            return plain(StatusCode::BAD_REQUEST, "Bad Request: initialize must be a request");
+        };
+        if h.contains_key(SESSION_HEADER) {
+            return rpc_error(StatusCode::BAD_REQUEST, id, jsonrpc::INVALID_REQUEST, "initialize must not carry Mcp-Session-Id");
+        }
+        let params = params.unwrap_or_else(|| serde_json::json!({}));
+        let requested = params.get("protocolVersion").and_then(|v| v.as_str());
+        let negotiated = version::negotiate(requested);
+        let sid = new_session_id();
+        let streams = Arc::new(Streams {
+            inner: Mutex::new(StreamsInner::default()),
+            priming: negotiated >= "2025-11-25",
+            retry_ms: self.opts.sse_retry_ms,
+        });
+        let session = Arc::new(HttpSession { conn: OnceLock::new(), streams: streams.clone(), last_seen: AtomicU64::new(self.now_ms()) });
+        {
+            let mut map = self.sessions.write();
+            if map.len() >= self.opts.max_sessions {
+                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::SERVER_ERROR, "Too many sessions");
+            }
+            map.insert(sid.clone(), session.clone());
+        }
+        let calls = Arc::new(Calls::new("warden-"));
+        let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
+        match self.svc.initialize(params, peer).await {
+            Ok(init) => {
+                let conn = Conn::new(init.session, streams, calls);
+                let _ = session.conn.set(conn);
+                let mut r = json_response(&Message::Response { id, result: init.result });
+                r.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("base64url is visible ASCII"));
+                r
+            }
+            Err(error) => {
+                self.sessions.write().remove(&sid);
+                let mut r = json_response(&Message::Error { id, error });
+                *r.status_mut() = StatusCode::OK;
+                r
+            }
+        }
+    }
+
+    fn get(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+        if !accepts(req.headers(), "text/event-stream") {
+            return plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: GET requires Accept: text/event-stream");
+        }
+        let (_sid, session) = match self.session_of(req.headers()) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        if let Some(last) = header_str(req.headers(), "last-event-id") {
+            if let Some(rx) = session.streams.resume(last) {
+                return sse_response(rx);
+            }
+        }
+        match session.streams.open_standalone() {
+            Some(rx) => sse_response(rx),
+            None => plain(StatusCode::CONFLICT, "Conflict: only one standalone SSE stream per session"),
+        }
+    }
+
+    async fn delete(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+        let (sid, _) = match self.session_of(req.headers()) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        self.terminate(&sid).await;
+        Response::builder().status(StatusCode::OK).body(Body::empty()).expect("static")
+    }
+}
+
+impl Streams {
+    fn event_id(stream: u64, seq: u64) -> String {
+        format!("{stream}-{seq}")
+    }
+
+    fn alloc(&self, inner: &mut StreamsInner, request: Option<Id>) -> u64 {
+        inner.next += 1;
+        let s = inner.next;
+        inner.map.insert(s, Stream { request, events: VecDeque::new(), next_seq: 1, live: None, done: false });
+        s
+    }
+
+    /// A new SSE stream answering `request` (POST) — with a priming event when the session's
+    /// revision supports resumption.
+    fn open(&self, request: Option<Id>) -> (u64, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock();
+        let s = self.alloc(&mut inner, request);
+        if self.priming {
+            let _ = tx.send(Bytes::from(sse::encode(Some(&Self::event_id(s, 0)), "", Some(self.retry_ms))));
+        }
+        inner.map.get_mut(&s).expect("just inserted").live = Some(tx);
+        (s, rx)
+    }
+
+    /// A stream whose single payload is the JSON response (Accept without text/event-stream):
+    /// related messages that arrive first go to the standalone stream instead.
+    fn open_json(&self, request: Id) -> (u64, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock();
+        let s = self.alloc(&mut inner, Some(request));
+        let st = inner.map.get_mut(&s).expect("just inserted");
+        st.live = Some(tx);
+        st.next_seq = u64::MAX; // marks JSON mode
+        (s, rx)
+    }
+
+    fn open_standalone(&self) -> Option<mpsc::UnboundedReceiver<Bytes>> {
+        let mut inner = self.inner.lock();
+        if let Some(s) = inner.standalone {
+            if inner.map.get(&s).map(|st| st.live.as_ref().is_some_and(|l| !l.is_closed())).unwrap_or(false) {
+                return None;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = match inner.standalone {
+            Some(s) if inner.map.contains_key(&s) => s,
+            _ => {
+                let s = self.alloc(&mut inner, None);
+                inner.standalone = Some(s);
+                s
+            }
+        };
+        if self.priming {
+            let _ = tx.send(Bytes::from(sse::encode(Some(&Self::event_id(s, 0)), "", Some(self.retry_ms))));
+        }
+        // undelivered messages queued while no standalone stream was attached
+        let st = inner.map.get_mut(&s).expect("exists");
+        for (_, ev) in st.events.drain(..) {
+            let _ = tx.send(ev);
+        }
+        st.live = Some(tx);
+        Some(rx)
+    }
+
+    /// Resume the stream named by `last` after that event; None if the id names no stream of
+    /// this session.
+    fn resume(&self, last: &str) -> Option<mpsc::UnboundedReceiver<Bytes>> {
+        let (s, seq) = last.split_once('-')?;
+        let (s, seq): (u64, u64) = (s.parse().ok()?, seq.parse().ok()?);
+        let mut inner = self.inner.lock();
+        let standalone = inner.standalone == Some(s);
+        let st = inner.map.get_mut(&s)?;
+        if st.next_seq == u64::MAX || (standalone && st.live.as_ref().is_some_and(|l| !l.is_closed())) {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (n, ev) in st.events.iter() {
+            if *n > seq {
+                let _ = tx.send(ev.clone());
+            }
+        }
+        if !st.done {
+            st.live = Some(tx);
+        }
+        Some(rx)
+    }
+
+    /// Send a keep-alive comment on live streams; true if any stream is live.
+    fn keepalive(&self) -> bool {
+        let mut inner = self.inner.lock();
+        let mut any = false;
+        for st in inner.map.values_mut() {
+            if let Some(l) = &st.live {
+                if st.next_seq != u64::MAX && l.send(Bytes::from_static(b": keep-alive\n\n")).is_err() {
+                    st.live = None;
+                } else {
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    fn close_all(&self) {
+        let mut inner = self.inner.lock();
+        inner.map.clear();
+        inner.standalone = None;
+    }
+
+    fn push(st: &mut Stream, s: u64, json: String) -> bool {
+        if st.next_seq == u64::MAX {
+            // JSON mode: only the response itself is carried.
+            return match st.live.take() {
+                Some(l) => l.send(Bytes::from(json)).is_ok(),
+                None => false,
+            };
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let ev = Bytes::from(sse::encode(Some(&Self::event_id(s, seq)), &json, None));
+        if let Some(l) = &st.live {
+            if l.send(ev.clone()).is_err() {
+                st.live = None;
+            }
+        }
+        st.events.push_back((seq, ev));
+        if st.events.len() > MAX_EVENTS_PER_STREAM {
+            st.events.pop_front();
+        }
+        true
+    }
+
+    fn finish(inner: &mut StreamsInner, s: u64) {
+        if let Some(st) = inner.map.get_mut(&s) {
+            st.done = true;
+            st.live = None;
+        }
+        inner.done_order.push_back(s);
+        while inner.done_order.len() > MAX_DONE_STREAMS {
+            if let Some(old) = inner.done_order.pop_front() {
+                inner.map.remove(&old);
+            }
+        }
+    }
+}
+
+impl Outbound for Streams {
+    fn send(&self, stream: Option<u64>, msg: Message) -> bool {
+        let mut inner = self.inner.lock();
+        let closes = |st: &Stream| match (&msg, &st.request) {
+            (Message::Response { id, .. } | Message::Error { id, .. }, Some(r)) => id == r,
+            _ => false,
+        };
+        // 1. the stream of the related request, if it is still open (JSON-mode streams carry
+        //    only their response)
+        if let Some(s) = stream {
+            if let Some(st) = inner.map.get_mut(&s) {
+                if !st.done && (st.next_seq != u64::MAX || closes(st)) {
+                    let done = closes(st);
+                    let ok = Self::push(st, s, msg.to_json());
+                    if done {
+                        Self::finish(&mut inner, s);
+                    }
+                    return ok;
+                }
+            }
+            if matches!(msg, Message::Response { .. } | Message::Error { .. }) {
+                return false;
+            }
+        }
+        // 2. the standalone stream if live, 3. any open SSE request stream (newest first),
+        // 4. queue on the standalone stream for when it (re)attaches
+        let json = msg.to_json();
+        if let Some(s) = inner.standalone {
+            if let Some(st) = inner.map.get_mut(&s) {
+                if st.live.as_ref().is_some_and(|l| !l.is_closed()) {
+                    return Self::push(st, s, json);
+                }
+            }
+        }
+        let newest_open = inner
+            .map
+            .iter()
+            .filter(|(_, st)| !st.done && st.request.is_some() && st.next_seq != u64::MAX && st.live.is_some())
+            .map(|(s, _)| *s)
+            .max();
+        if let Some(s) = newest_open {
+            let st = inner.map.get_mut(&s).expect("found above");
+            return Self::push(st, s, json);
+        }
+        if matches!(msg, Message::Request { .. }) {
+            return false;
+        }
+        let s = match inner.standalone {
+            Some(s) => s,
+            None => {
+                let s = self.alloc(&mut inner, None);
+                inner.standalone = Some(s);
+                s
+            }
+        };
+        let st = inner.map.get_mut(&s).expect("exists");
+        Self::push(st, s, json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_parsing_and_loopback_names() {
+        assert_eq!(host_part("localhost:8080"), "localhost");
+        assert_eq!(host_part("[::1]:8080"), "[::1]");
+        assert_eq!(host_part("127.0.0.1"), "127.0.0.1");
+        assert!(is_loopback_name("LOCALHOST"));
+        assert!(is_loopback_name("127.0.0.2"));
+        assert!(!is_loopback_name("evil.com"));
+        assert!(!is_loopback_name("localhost.evil.com"));
+    }
+
+    #[test]
+    fn accept_header_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;q=0.9, text/event-stream"));
+        assert!(accepts(&h, "text/event-stream"));
+        assert!(accepts(&h, "application/json"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert!(!accepts(&h, "application/json"));
+    }
+
+    #[test]
+    fn resumption_replays_only_the_named_stream_after_the_event() {
+        let st = Streams { inner: Mutex::new(StreamsInner::default()), priming: true, retry_ms: 500 };
+        let (a, _rxa) = st.open(Some(Id::Num(1)));
+        let (b, _rxb) = st.open(Some(Id::Num(2)));
+        let note = |n: i64| Message::Notification { method: "notifications/progress".into(), params: Some(serde_json::json!({"n": n})) };
+        assert!(st.send(Some(a), note(1)));
+        assert!(st.send(Some(b), note(2)));
+        assert!(st.send(Some(a), note(3)));
+        let mut rx = st.resume(&format!("{a}-1")).unwrap();
+        let got = rx.try_recv().unwrap();
+        assert!(std::str::from_utf8(&got).unwrap().contains("\"n\":3"));
+        assert!(rx.try_recv().is_err(), "no event of stream b, nothing before the id");
+        assert!(st.resume("999-0").is_none());
+        assert!(st.resume("garbage").is_none());
+    }
+}

@@ -1,0 +1,114 @@
+//! Serving MCP to clients. A [`Service`] answers `initialize` with a [`Session`]; the transports
+//! ([`http`]: Streamable HTTP, [`stdio`]: one local client) own framing, session ids, streams and
+//! delivery, and share [`Conn`] for everything after a message is decoded. Warden's relay and the
+//! test fixture are both services, so both speak the same transport code.
+
+pub mod http;
+pub mod stdio;
+
+use crate::rpc::{Calls, Outbound, Peer};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::task::AbortHandle;
+use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
+
+/// What a session's `initialize` produced.
+pub struct Initialized {
+    pub session: Arc<dyn Session>,
+    /// The `initialize` result sent to the client.
+    pub result: Value,
+}
+
+pub trait Service: Send + Sync + 'static {
+    /// Answer `initialize`. `peer` reaches the new client (session level).
+    fn initialize(&self, params: Value, peer: Peer) -> BoxFuture<'static, Result<Initialized, ErrorObject>>;
+}
+
+pub trait Session: Send + Sync + 'static {
+    /// Answer one request. `peer` is tied to the request's stream.
+    fn request(self: Arc<Self>, method: String, params: Option<Value>, peer: Peer)
+        -> BoxFuture<'static, Result<Value, ErrorObject>>;
+    /// A notification from the client (`notifications/cancelled` is handled by the transport).
+    fn notification(self: Arc<Self>, method: String, params: Option<Value>);
+    /// The session ended (DELETE, idle timeout, stdin closed, shutdown).
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// One client session after `initialize`: dispatches decoded messages, tracks requests in flight
+/// (so `notifications/cancelled` can stop them) and requests to the client.
+pub struct Conn {
+    pub session: Arc<dyn Session>,
+    out: Arc<dyn Outbound>,
+    calls: Arc<Calls<()>>,
+    inflight: Mutex<HashMap<Id, AbortHandle>>,
+}
+
+impl Conn {
+    pub fn new(session: Arc<dyn Session>, out: Arc<dyn Outbound>, calls: Arc<Calls<()>>) -> Arc<Conn> {
+        Arc::new(Conn { session, out, calls, inflight: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn peer(&self, stream: Option<u64>) -> Peer {
+        Peer::new(self.out.clone(), self.calls.clone(), stream)
+    }
+
+    /// Run a request; its response (or error) goes out on `stream`. A duplicate id of a request
+    /// still in flight is refused.
+    pub fn request(self: &Arc<Self>, id: Id, method: String, params: Option<Value>, stream: Option<u64>) {
+        let mut inflight = self.inflight.lock();
+        if inflight.contains_key(&id) {
+            drop(inflight);
+            self.out.send(stream, Message::error(id, jsonrpc::INVALID_REQUEST, "request id already in use"));
+            return;
+        }
+        let me = self.clone();
+        let key = id.clone();
+        let fut = self.session.clone().request(method, params, self.peer(stream));
+        let task = tokio::spawn(async move {
+            let reply = match fut.await {
+                Ok(result) => Message::Response { id: key.clone(), result },
+                Err(error) => Message::Error { id: key.clone(), error },
+            };
+            me.inflight.lock().remove(&key);
+            me.out.send(stream, reply);
+        });
+        inflight.insert(id, task.abort_handle());
+    }
+
+    pub fn notification(self: &Arc<Self>, method: String, params: Option<Value>) {
+        if method == "notifications/cancelled" {
+            let id = params.as_ref().and_then(|p| p.get("requestId")).and_then(|v| Message::from_value(
+                serde_json::json!({"jsonrpc": "2.0", "id": v, "result": {}})).ok());
+            if let Some(Message::Response { id, .. }) = id {
+                if let Some(h) = self.inflight.lock().remove(&id) {
+                    h.abort();
+                }
+            }
+            return;
+        }
+        self.session.clone().notification(method, params);
+    }
+
+    /// A client's answer to one of Warden's requests.
+    pub fn response(&self, id: Id, res: Result<Value, ErrorObject>) {
+        if !self.calls.complete(&id, res) {
+            tracing::debug!(%id, "response to an unknown request id ignored");
+        }
+    }
+
+    pub fn has_inflight(&self) -> bool {
+        !self.inflight.lock().is_empty()
+    }
+
+    /// Stop everything and let the session clean up.
+    pub async fn close(&self) {
+        for (_, h) in self.inflight.lock().drain() {
+            h.abort();
+        }
+        self.calls.fail_all(&ErrorObject::new(jsonrpc::INTERNAL_ERROR, "client session closed"));
+        self.session.clone().close().await;
+    }
+}

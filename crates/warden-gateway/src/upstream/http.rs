@@ -1,0 +1,255 @@
+//! A remote Streamable HTTP upstream: Warden's own session with it (`Mcp-Session-Id`), JSON or
+//! SSE answers, resumption of a broken answer stream with `Last-Event-ID`, and the standalone
+//! GET stream for messages the server sends on its own.
+//!
+//! Defends against: a server that sends unbounded SSE events (per-event cap), one that drops
+//! streams (bounded resumption attempts, then the call fails), one whose session expires (the
+//! connection is marked closed and re-established on next use).
+//! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05.
+
+use super::{Incoming, IncomingTx, Spec};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_protocol::jsonrpc::{self, Id, Message, DEFAULT_MAX_DEPTH};
+use warden_protocol::sse;
+
+const MAX_EVENT: usize = 16 << 20;
+const MAX_RESUME: u32 = 5;
+
+pub struct HttpTransport {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    session: Mutex<Option<HeaderValue>>,
+    version: Mutex<Option<HeaderValue>>,
+    incoming: IncomingTx,
+    standalone: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl HttpTransport {
+    pub fn new(spec: &Spec, client: reqwest::Client, incoming: IncomingTx) -> Arc<Self> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &spec.headers {
+            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                (Ok(k), Ok(mut v)) => {
+                    v.set_sensitive(true);
+                    headers.insert(k, v);
+                }
+                _ => tracing::error!(upstream = %spec.name, header = %k, "invalid header name or value; not sent"),
+            }
+        }
+        Arc::new(HttpTransport {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            client,
+            headers,
+            session: Mutex::new(None),
+            version: Mutex::new(None),
+            incoming,
+            standalone: Mutex::new(None),
+        })
+    }
+
+    pub fn set_protocol_version(&self, v: &str) {
+        *self.version.lock() = HeaderValue::from_str(v).ok();
+    }
+
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut rb = self.client.request(method, &self.url).headers(self.headers.clone());
+        if let Some(s) = self.session.lock().clone() {
+            rb = rb.header("mcp-session-id", s);
+        }
+        if let Some(v) = self.version.lock().clone() {
+            rb = rb.header("mcp-protocol-version", v);
+        }
+        rb
+    }
+
+    fn deliver(&self, msg: Message, related: Option<Id>) {
+        let _ = self.incoming.send(Incoming::Message { msg, related });
+    }
+
+    /// Tell the waiting call that its request failed at the HTTP level.
+    fn fail(&self, related: &Option<Id>, text: String) {
+        tracing::warn!(upstream = %self.name, error = %text, "upstream HTTP request failed");
+        if let Some(id) = related {
+            self.deliver(Message::error(id.clone(), jsonrpc::INTERNAL_ERROR, format!("upstream {}: {text}", self.name)), None);
+        }
+    }
+
+    pub async fn send(self: &Arc<Self>, msg: Message) -> Result<(), String> {
+        let related = match &msg {
+            Message::Request { id, .. } => Some(id.clone()),
+            _ => None,
+        };
+        let is_init = msg.method() == Some("initialize");
+        let resp = self
+            .request(reqwest::Method::POST)
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .body(msg.to_json())
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        let status = resp.status();
+        if is_init {
+            if let Some(s) = resp.headers().get("mcp-session-id") {
+                *self.session.lock() = Some(s.clone());
+            }
+        }
+        if status == reqwest::StatusCode::NOT_FOUND && self.session.lock().is_some() {
+            let _ = self.incoming.send(Incoming::Closed("upstream session expired (404)".into()));
+            return Err("upstream session expired".into());
+        }
+        if !status.is_success() {
+            self.fail(&related, format!("HTTP {status}"));
+            return Ok(());
+        }
+        if status == reqwest::StatusCode::ACCEPTED || related.is_none() {
+            return Ok(());
+        }
+        let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        if ct.starts_with("text/event-stream") {
+            let me = self.clone();
+            tokio::spawn(async move { me.read_answer_stream(resp, related).await });
+        } else if ct.starts_with("application/json") {
+            let body = resp.bytes().await.map_err(|e| format!("reading body: {}", e.without_url()))?;
+            match Message::parse(&body, DEFAULT_MAX_DEPTH) {
+                Ok(m) => self.deliver(m, related),
+                Err(e) => self.fail(&related, format!("invalid JSON-RPC answer: {e}")),
+            }
+        } else {
+            self.fail(&related, format!("unexpected content type {ct:?}"));
+        }
+        Ok(())
+    }
+
+    /// Read SSE events of one request's answer; if the stream ends before the answer, resume
+    /// it with `Last-Event-ID` (bounded attempts).
+    async fn read_answer_stream(self: Arc<Self>, first: reqwest::Response, related: Option<Id>) {
+        let mut resp = first;
+        let mut last_id: Option<String> = None;
+        let mut retry = Duration::from_millis(1000);
+        for attempt in 0..=MAX_RESUME {
+            let (answered, id, r) = self.read_events(resp, &related).await;
+            if answered {
+                return;
+            }
+            if id.is_some() {
+                last_id = id;
+            }
+            if let Some(r) = r {
+                retry = Duration::from_millis(r.min(30_000));
+            }
+            let Some(last) = last_id.clone() else { break };
+            if attempt == MAX_RESUME {
+                break;
+            }
+            tokio::time::sleep(retry).await;
+            match self.request(reqwest::Method::GET).header(ACCEPT, "text/event-stream").header("last-event-id", last).send().await {
+                Ok(r) if r.status().is_success() => resp = r,
+                Ok(r) => {
+                    self.fail(&related, format!("resuming the answer stream: HTTP {}", r.status()));
+                    return;
+                }
+                Err(e) => {
+                    self.fail(&related, format!("resuming the answer stream: {}", e.without_url()));
+                    return;
+                }
+            }
+        }
+        self.fail(&related, "answer stream ended without a response".into());
+    }
+
+    /// Returns (the answer to `related` arrived, last event id, retry hint).
+    async fn read_events(&self, resp: reqwest::Response, related: &Option<Id>) -> (bool, Option<String>, Option<u64>) {
+        let mut dec = sse::Decoder::new(MAX_EVENT);
+        let mut body = resp.bytes_stream();
+        let mut retry = None;
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            let events = match dec.feed(&chunk) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(upstream = %self.name, error = %e, "upstream SSE event too large; stream dropped");
+                    break;
+                }
+            };
+            for ev in events {
+                if ev.retry.is_some() {
+                    retry = ev.retry;
+                }
+                if ev.data.trim().is_empty() || ev.event.as_deref().is_some_and(|e| e != "message") {
+                    continue;
+                }
+                match Message::parse(ev.data.as_bytes(), DEFAULT_MAX_DEPTH) {
+                    Ok(m) => {
+                        let done = matches!((&m, related), (Message::Response { id, .. } | Message::Error { id, .. }, Some(r)) if id == r);
+                        self.deliver(m, related.clone());
+                        if done {
+                            return (true, dec.last_event_id().map(str::to_string), retry);
+                        }
+                    }
+                    Err(e) => tracing::warn!(upstream = %self.name, error = %e, "invalid message in upstream SSE stream; ignored"),
+                }
+            }
+        }
+        (false, dec.last_event_id().map(str::to_string), retry)
+    }
+
+    /// Open the GET stream for server-initiated messages (reconnecting with backoff).
+    pub fn start_standalone_stream(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut last: Option<String> = None;
+            let mut failures = 0u32;
+            loop {
+                let Some(t) = me.upgrade() else { return };
+                let mut rb = t.request(reqwest::Method::GET).header(ACCEPT, "text/event-stream");
+                if let Some(l) = &last {
+                    rb = rb.header("last-event-id", l.clone());
+                }
+                let delay = match rb.send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => return,
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                        let _ = t.incoming.send(Incoming::Closed("upstream session expired (404)".into()));
+                        return;
+                    }
+                    Ok(r) if r.status().is_success() => {
+                        failures = 0;
+                        let (_, id, retry) = t.read_events(r, &None).await;
+                        if id.is_some() {
+                            last = id;
+                        }
+                        Duration::from_millis(retry.unwrap_or(1000).min(30_000))
+                    }
+                    _ => {
+                        failures += 1;
+                        if failures > 8 {
+                            tracing::warn!(upstream = %t.name, "standalone stream unavailable; giving up");
+                            return;
+                        }
+                        Duration::from_millis(250 << failures.min(7))
+                    }
+                };
+                drop(t);
+                tokio::time::sleep(delay).await;
+            }
+        });
+        *self.standalone.lock() = Some(task.abort_handle());
+    }
+
+    /// End the session: stop the GET stream and DELETE the session.
+    pub async fn close(&self) {
+        if let Some(h) = self.standalone.lock().take() {
+            h.abort();
+        }
+        if self.session.lock().is_some() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.request(reqwest::Method::DELETE).send()).await;
+        }
+    }
+}

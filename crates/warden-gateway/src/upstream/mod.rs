@@ -1,0 +1,317 @@
+//! Warden as a client of one upstream MCP server: one connection (a stdio child or a Streamable
+//! HTTP session), its `initialize` handshake, calls with timeouts and cancellation, and routing of
+//! what the server sends on its own (notifications, sampling/elicitation/roots requests) to the
+//! downstream peer of the request it belongs to.
+//!
+//! Defends against: an upstream that crashes, hangs, answers ids it was never asked, or writes
+//! garbage (each pending call fails with a clear error; garbage is logged and skipped), and
+//! against an upstream speaking an unsupported protocol revision (connection refused).
+//! Does not defend against: hostile content in well-formed upstream messages (response policy).
+
+pub mod http;
+pub mod stdio;
+
+use crate::config::{self, Transport as Kind};
+use crate::rpc::{cancelled_notification, CallResult, Calls, CancelGuard, Peer};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
+use warden_protocol::version;
+
+/// What a transport reports to its connection.
+pub enum Incoming {
+    /// A message; `related` is the id of Warden's request whose response stream carried it.
+    Message { msg: Message, related: Option<Id> },
+    /// The transport is gone (child exited, session expired).
+    Closed(String),
+}
+
+pub type IncomingTx = mpsc::UnboundedSender<Incoming>;
+
+/// Everything needed to (re)connect an upstream, secrets already resolved.
+#[derive(Clone)]
+pub struct Spec {
+    pub name: String,
+    pub kind: Kind,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: Option<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+}
+
+impl Spec {
+    /// Resolve an upstream's config (reads secrets; the error names the missing reference only).
+    pub fn from_config(u: &config::Upstream) -> Result<Spec, String> {
+        let mut env: Vec<(String, String)> = u
+            .env_allow
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect();
+        env.extend(u.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (k, s) in &u.secret_env {
+            env.push((k.clone(), s.resolve().map_err(|e| format!("upstream {}: {k}: {e}", u.name))?));
+        }
+        let mut headers = Vec::new();
+        for (k, s) in &u.secret_headers {
+            headers.push((k.clone(), s.resolve().map_err(|e| format!("upstream {}: header {k}: {e}", u.name))?));
+        }
+        Ok(Spec {
+            name: u.name.clone(),
+            kind: u.transport,
+            command: u.command.clone().unwrap_or_default(),
+            args: u.args.clone(),
+            cwd: u.cwd.clone(),
+            env,
+            url: u.url.clone().unwrap_or_default(),
+            headers,
+            connect_timeout: Duration::from_secs(u.connect_timeout_secs),
+            call_timeout: Duration::from_secs(u.call_timeout_secs),
+        })
+    }
+}
+
+enum Transport {
+    Stdio(stdio::StdioTransport),
+    Http(Arc<http::HttpTransport>),
+}
+
+impl Transport {
+    async fn send(&self, msg: Message) -> Result<(), String> {
+        match self {
+            Transport::Stdio(t) => t.send(&msg),
+            Transport::Http(t) => t.send(msg).await,
+        }
+    }
+    async fn close(&self) {
+        match self {
+            Transport::Stdio(t) => t.close().await,
+            Transport::Http(t) => t.close().await,
+        }
+    }
+}
+
+/// Called for every message the server sends on its own: the connection, the message, and the
+/// downstream peer of the request it relates to (if known).
+pub type ServerHandler = Arc<dyn Fn(&Arc<Conn>, Message, Option<Peer>) + Send + Sync>;
+
+/// What the upstream said in `initialize`.
+#[derive(Clone, Debug)]
+pub struct ServerInit {
+    pub protocol_version: String,
+    pub capabilities: Value,
+    pub server_info: Value,
+    pub instructions: Option<String>,
+}
+
+/// One live connection to an upstream.
+pub struct Conn {
+    pub name: String,
+    transport: Transport,
+    calls: Arc<Calls<Option<Peer>>>,
+    handler: ServerHandler,
+    alive: AtomicBool,
+    init: Mutex<Option<ServerInit>>,
+    call_timeout: Duration,
+    /// Tasks answering the server's own requests, by the server's request id (so the server's
+    /// `notifications/cancelled` can stop them).
+    serving: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
+}
+
+fn err(code: i64, msg: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code, msg)
+}
+
+impl Conn {
+    /// Connect and complete `initialize` with `init_params` (protocolVersion, capabilities,
+    /// clientInfo), within the spec's connect timeout.
+    pub async fn connect(spec: &Spec, init_params: Value, handler: ServerHandler, client: &reqwest::Client) -> Result<Arc<Conn>, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let transport = match spec.kind {
+            Kind::Stdio => Transport::Stdio(stdio::StdioTransport::spawn(spec, tx)?),
+            Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
+        };
+        let conn = Arc::new(Conn {
+            name: spec.name.clone(),
+            transport,
+            calls: Arc::new(Calls::new("")),
+            handler,
+            alive: AtomicBool::new(true),
+            init: Mutex::new(None),
+            call_timeout: spec.call_timeout,
+            serving: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&conn), rx));
+        let handshake = async {
+            let result = conn.call("initialize", Some(init_params), None).await.map_err(|e| format!("initialize failed: {e}"))?;
+            let v = result.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
+            if !version::is_supported(v) {
+                return Err(format!("upstream speaks unsupported protocol revision {v:?}"));
+            }
+            let init = ServerInit {
+                protocol_version: v.to_string(),
+                capabilities: result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+                server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+                instructions: result.get("instructions").and_then(Value::as_str).map(str::to_string),
+            };
+            if let Transport::Http(t) = &conn.transport {
+                t.set_protocol_version(&init.protocol_version);
+            }
+            *conn.init.lock() = Some(init);
+            conn.notify("notifications/initialized", None).await;
+            if let Transport::Http(t) = &conn.transport {
+                t.start_standalone_stream();
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(spec.connect_timeout, handshake).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(e)) => {
+                conn.close().await;
+                Err(e)
+            }
+            Err(_) => {
+                conn.close().await;
+                Err(format!("no answer to initialize within {:?}", spec.connect_timeout))
+            }
+        }
+    }
+
+    pub fn init(&self) -> Option<ServerInit> {
+        self.init.lock().clone()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Does the server declare this top-level capability?
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.init.lock().as_ref().is_some_and(|i| i.capabilities.get(cap).is_some())
+    }
+
+    /// Call a method within the connection's call timeout. Messages the server sends about this
+    /// call reach `ctx`. Dropping the future cancels the call upstream.
+    pub async fn call(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+        if !self.is_alive() {
+            return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} is not available", self.name)));
+        }
+        let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
+        let (id, rx) = self.calls.start(ctx, progress);
+        let mut guard = CancelGuard::new(self.calls.clone(), id.clone(), |id| {
+            if let Transport::Stdio(t) = &self.transport {
+                let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
+            } else if let Transport::Http(t) = &self.transport {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
+                });
+            }
+        });
+        let msg = Message::Request { id: id.clone(), method: method.into(), params };
+        if let Err(e) = self.transport.send(msg).await {
+            guard.disarm();
+            self.calls.forget(&id);
+            return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} unreachable: {e}", self.name)));
+        }
+        let out = tokio::time::timeout(self.call_timeout, rx).await;
+        match out {
+            Ok(Ok(res)) => {
+                guard.disarm();
+                res
+            }
+            Ok(Err(_)) => {
+                guard.disarm();
+                Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)))
+            }
+            // the guard cancels the call upstream
+            Err(_) => Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} timed out after {:?}", self.name, self.call_timeout))),
+        }
+    }
+
+    pub async fn notify(&self, method: &str, params: Option<Value>) {
+        let _ = self.transport.send(Message::Notification { method: method.into(), params }).await;
+    }
+
+    /// Answer a request the server sent.
+    pub async fn respond(&self, id: Id, res: CallResult) {
+        self.serving.lock().remove(&id);
+        let msg = match res {
+            Ok(result) => Message::Response { id, result },
+            Err(error) => Message::Error { id, error },
+        };
+        let _ = self.transport.send(msg).await;
+    }
+
+    /// Track the task serving a server request so the server can cancel it.
+    pub fn track_serving(&self, id: Id, h: tokio::task::AbortHandle) {
+        self.serving.lock().insert(id, h);
+    }
+
+    pub async fn close(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+        for (_, h) in self.serving.lock().drain() {
+            h.abort();
+        }
+        self.transport.close().await;
+        self.calls.fail_all(&err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)));
+    }
+}
+
+async fn dispatch(conn: Weak<Conn>, mut rx: mpsc::UnboundedReceiver<Incoming>) {
+    while let Some(item) = rx.recv().await {
+        let Some(conn) = conn.upgrade() else { break };
+        match item {
+            Incoming::Closed(reason) => {
+                if conn.alive.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(upstream = %conn.name, %reason, "upstream connection closed");
+                }
+                conn.calls.fail_all(&err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed: {reason}", conn.name)));
+                for (_, h) in conn.serving.lock().drain() {
+                    h.abort();
+                }
+            }
+            Incoming::Message { msg, related } => match msg {
+                Message::Response { id, result } => {
+                    if !conn.calls.complete(&id, Ok(result)) {
+                        tracing::debug!(upstream = %conn.name, %id, "response to an unknown id ignored");
+                    }
+                }
+                Message::Error { id, error } => {
+                    if !conn.calls.complete(&id, Err(error)) {
+                        tracing::debug!(upstream = %conn.name, %id, "error for an unknown id ignored");
+                    }
+                }
+                Message::Notification { ref method, ref params } if method == "notifications/cancelled" => {
+                    let target = params.as_ref().and_then(|p| p.get("requestId")).cloned();
+                    if let Some(Ok(Message::Response { id, .. })) =
+                        target.map(|t| Message::from_value(json!({"jsonrpc": "2.0", "id": t, "result": {}})))
+                    {
+                        if let Some(h) = conn.serving.lock().remove(&id) {
+                            h.abort();
+                        }
+                    }
+                }
+                other => {
+                    let ctx = match &other {
+                        Message::Notification { method, params } if method == "notifications/progress" => params
+                            .as_ref()
+                            .and_then(|p| p.get("progressToken"))
+                            .and_then(|t| conn.calls.ctx_for_progress(t))
+                            .flatten(),
+                        _ => related.and_then(|r| conn.calls.ctx(&r)).flatten(),
+                    };
+                    (conn.handler)(&conn, other, ctx);
+                }
+            },
+        }
+    }
+}
