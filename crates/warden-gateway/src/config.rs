@@ -195,8 +195,8 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Read, parse and validate a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -361,7 +361,7 @@ url = "http://127.0.0.1:9/mcp"
     fn unknown_key_is_an_error_with_position_and_expectation() {
         let bad = OK.replace("args = [", "argz = [");
         let e = Config::parse(&bad, "t.toml").unwrap_err().0;
-        assert!(e.starts_with("t.toml:10:1: unknown field `argz`, expected one of"), "{e}");
+        assert!(e.starts_with("t.toml:9:1: unknown field `argz`, expected one of"), "{e}");
         assert!(e.contains("`args`"), "{e}");
     }
 

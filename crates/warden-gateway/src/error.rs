@@ -32,7 +32,9 @@ impl GatewayError {
     pub fn code(&self) -> i64 {
         match self {
             GatewayError::MethodNotFound => jsonrpc::METHOD_NOT_FOUND,
-            GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::InvalidParams(_) => jsonrpc::INVALID_PARAMS,
+            GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::InvalidParams(_) => {
+                jsonrpc::INVALID_PARAMS
+            }
             GatewayError::UnknownResource => jsonrpc::RESOURCE_NOT_FOUND,
             GatewayError::Unavailable => jsonrpc::INTERNAL_ERROR,
             GatewayError::Upstream(e) => e.code,

@@ -98,7 +98,9 @@ impl Control {
             }
             let mut cursor: Option<Value> = None;
             for _ in 0..50 {
-                let Ok(page) = conn.call(method, cursor.take().map(|c| json!({"cursor": c})), None).await else { break };
+                let Ok(page) = conn.call(method, cursor.take().map(|c| json!({"cursor": c})), None).await else {
+                    break;
+                };
                 for it in page.get(field).and_then(Value::as_array).into_iter().flatten() {
                     if let Some(n) = it.get("name").and_then(Value::as_str) {
                         names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
@@ -144,7 +146,10 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(cfg: Config) -> Result<Gateway, String> {
         let specs = cfg.upstreams.iter().map(Spec::from_config).collect::<Result<Vec<_>, _>>()?;
-        let ns = Namespaces::new(&cfg.federation.separator, cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect());
+        let ns = Namespaces::new(
+            &cfg.federation.separator,
+            cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect(),
+        );
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -178,7 +183,10 @@ impl Gateway {
         control.start();
         let endpoint = McpEndpoint::new(self.service(), self.http_options());
         let router = mcp_router(endpoint.clone(), Some(control.clone()));
-        let limits = ListenLimits { max_header_bytes: self.cfg.listen.max_header_bytes, read_timeout: Duration::from_secs(self.cfg.listen.read_timeout_secs) };
+        let limits = ListenLimits {
+            max_header_bytes: self.cfg.listen.max_header_bytes,
+            read_timeout: Duration::from_secs(self.cfg.listen.read_timeout_secs),
+        };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
         serve_router(listener, router, limits, shutdown).await;
         tracing::info!("shutting down: closing sessions and upstreams");
@@ -226,7 +234,12 @@ pub struct ListenLimits {
 
 /// Accept connections until `shutdown`; HTTP/1.1 and HTTP/2 with header size and header read
 /// time limits (over-large heads get 431, slow heads are dropped).
-pub async fn serve_router(listener: TcpListener, router: Router, limits: ListenLimits, shutdown: impl Future<Output = ()>) {
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: ListenLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

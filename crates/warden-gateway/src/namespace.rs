@@ -71,7 +71,10 @@ pub fn collisions<'a>(lists: impl IntoIterator<Item = (&'a str, Vec<String>)>) -
             seen.entry(n).or_default().push(up);
         }
     }
-    seen.into_iter().filter(|(_, v)| v.len() > 1).map(|(n, v)| format!("{n:?} is exposed by {}", v.join(" and "))).collect()
+    seen.into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(n, v)| format!("{n:?} is exposed by {}", v.join(" and ")))
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,12 @@ pub enum Route {
     Broadcast { cap: &'static str },
 }
 
-pub async fn handle(s: &Arc<RelaySession>, method: &str, params: Option<Value>, peer: Peer) -> Result<Value, GatewayError> {
+pub async fn handle(
+    s: &Arc<RelaySession>,
+    method: &str,
+    params: Option<Value>,
+    peer: Peer,
+) -> Result<Value, GatewayError> {
     let started = Instant::now();
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
     let route = route(s, method, params.clone()).await;
@@ -50,7 +55,9 @@ pub async fn handle(s: &Arc<RelaySession>, method: &str, params: Option<Value>, 
     // 9. record (audit and metrics arrive with their issue; a trace event for now)
     match &result {
         Ok(_) => tracing::debug!(method, elapsed_us = started.elapsed().as_micros() as u64, "ok"),
-        Err(e) => tracing::info!(method, reason = e.reason(), elapsed_us = started.elapsed().as_micros() as u64, "error"),
+        Err(e) => {
+            tracing::info!(method, reason = e.reason(), elapsed_us = started.elapsed().as_micros() as u64, "error")
+        }
     }
     result
 }
@@ -92,7 +99,8 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
             let r = p.get("ref").cloned().ok_or(GatewayError::InvalidParams("missing ref"))?;
             let (up, field, orig) = match r.get("type").and_then(Value::as_str) {
                 Some("ref/prompt") => {
-                    let (up, o) = s.resolve_name("prompts", str_param(&r, "name")?).await.ok_or(GatewayError::UnknownPrompt)?;
+                    let (up, o) =
+                        s.resolve_name("prompts", str_param(&r, "name")?).await.ok_or(GatewayError::UnknownPrompt)?;
                     (up, "name", o)
                 }
                 Some("ref/resource") => {

@@ -81,14 +81,19 @@ impl Service for Relay {
         async move {
             let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
             let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
-            let client_info = params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
+            let client_info =
+                params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
             let upstream_init = json!({
                 "protocolVersion": negotiated,
                 "capabilities": client_caps,
                 "clientInfo": client_info,
             });
             let session = Arc::new_cyclic(|me| RelaySession {
-                slots: shared.specs.iter().map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) }).collect(),
+                slots: shared
+                    .specs
+                    .iter()
+                    .map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) })
+                    .collect(),
                 shared: shared.clone(),
                 peer,
                 client_caps,
@@ -97,12 +102,11 @@ impl Service for Relay {
                 closed: AtomicBool::new(false),
                 me: me.clone(),
             });
-            let inits: Vec<Option<ServerInit>> =
-                join_all((0..shared.specs.len()).map(|i| {
-                    let s = session.clone();
-                    async move { s.conn(i).await.ok().and_then(|c| c.init()) }
-                }))
-                .await;
+            let inits: Vec<Option<ServerInit>> = join_all((0..shared.specs.len()).map(|i| {
+                let s = session.clone();
+                async move { s.conn(i).await.ok().and_then(|c| c.init()) }
+            }))
+            .await;
             let result = json!({
                 "protocolVersion": negotiated,
                 "capabilities": merge_capabilities(inits.iter().flatten()),
@@ -122,7 +126,11 @@ pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Va
     let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     for i in inits {
         let c = &i.capabilities;
-        for (cap, flags) in [("tools", &["listChanged"][..]), ("prompts", &["listChanged"]), ("resources", &["subscribe", "listChanged"])] {
+        for (cap, flags) in [
+            ("tools", &["listChanged"][..]),
+            ("prompts", &["listChanged"]),
+            ("resources", &["subscribe", "listChanged"]),
+        ] {
             if let Some(v) = c.get(cap) {
                 let e = caps.entry(cap).or_insert_with(|| json!({}));
                 for f in flags {
@@ -155,7 +163,12 @@ fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Value {
 }
 
 impl Session for RelaySession {
-    fn request(self: Arc<Self>, method: String, params: Option<Value>, peer: Peer) -> BoxFuture<'static, Result<Value, ErrorObject>> {
+    fn request(
+        self: Arc<Self>,
+        method: String,
+        params: Option<Value>,
+        peer: Peer,
+    ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
         async move { pipeline::handle(&self, &method, params, peer).await.map_err(|e| e.to_error_object()) }.boxed()
     }
 
@@ -241,13 +254,13 @@ impl RelaySession {
         let me = self.me.clone();
         Arc::new(move |conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>| {
             if let Some(s) = me.upgrade() {
-                s.from_upstream(i, conn, msg, ctx);
+                s.on_upstream_message(i, conn, msg, ctx);
             }
         })
     }
 
     /// Something an upstream sent on its own: relay it to the client it belongs to.
-    fn from_upstream(&self, i: usize, conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>) {
+    fn on_upstream_message(&self, i: usize, conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>) {
         let peer = ctx.unwrap_or_else(|| self.peer.clone());
         match msg {
             Message::Notification { method, mut params } => {
@@ -259,7 +272,9 @@ impl RelaySession {
                             }
                         }
                     }
-                    "notifications/tools/list_changed" | "notifications/prompts/list_changed" | "notifications/resources/list_changed" => {
+                    "notifications/tools/list_changed"
+                    | "notifications/prompts/list_changed"
+                    | "notifications/resources/list_changed" => {
                         self.routes.lock().refreshed = None;
                     }
                     _ => {}
@@ -281,7 +296,14 @@ impl RelaySession {
                 let c = conn.clone();
                 if needed.is_empty() || self.client_caps.get(needed).is_none() {
                     tokio::spawn(async move {
-                        c.respond(id, Err(ErrorObject::new(jsonrpc::METHOD_NOT_FOUND, format!("client does not support {method}")))).await
+                        c.respond(
+                            id,
+                            Err(ErrorObject::new(
+                                jsonrpc::METHOD_NOT_FOUND,
+                                format!("client does not support {method}"),
+                            )),
+                        )
+                        .await
                     });
                     return;
                 }
@@ -330,7 +352,13 @@ impl RelaySession {
             }
         }))
         .await;
-        let key = if field == "resourceTemplates" { "uriTemplate" } else if cap == "resources" { "uri" } else { "name" };
+        let key = if field == "resourceTemplates" {
+            "uriTemplate"
+        } else if cap == "resources" {
+            "uri"
+        } else {
+            "name"
+        };
         let mut entries: Vec<(String, usize, String, Value)> = Vec::new();
         for (i, res) in pages {
             let items = match res {
@@ -341,7 +369,9 @@ impl RelaySession {
                 }
             };
             for item in items {
-                let Some(orig) = item.get(key).and_then(Value::as_str).map(str::to_string) else { continue };
+                let Some(orig) = item.get(key).and_then(Value::as_str).map(str::to_string) else {
+                    continue;
+                };
                 let exposed = match cap {
                     "tools" => match ns.tool_name(i, &orig) {
                         Some(n) => n,
@@ -360,7 +390,8 @@ impl RelaySession {
         for (e, ..) in &entries {
             *count.entry(e.as_str()).or_default() += 1;
         }
-        let dup: std::collections::HashSet<String> = count.into_iter().filter(|(_, n)| *n > 1).map(|(e, _)| e.to_string()).collect();
+        let dup: std::collections::HashSet<String> =
+            count.into_iter().filter(|(_, n)| *n > 1).map(|(e, _)| e.to_string()).collect();
         let mut out: Vec<Value> = Vec::with_capacity(entries.len());
         let mut table: RouteTable = HashMap::new();
         for (exposed, i, orig, mut item) in entries {
@@ -389,7 +420,13 @@ impl RelaySession {
 
     /// Resolve a tool or prompt name, refreshing the listing at most once a second on a miss.
     pub async fn resolve_name(&self, kind: &str, name: &str) -> Option<(usize, String)> {
-        let lookup = |r: &Routes| if kind == "tools" { r.tools.get(name).cloned() } else { r.prompts.get(name).cloned() };
+        let lookup = |r: &Routes| {
+            if kind == "tools" {
+                r.tools.get(name).cloned()
+            } else {
+                r.prompts.get(name).cloned()
+            }
+        };
         if let Some(hit) = lookup(&self.routes.lock()) {
             return Some(hit);
         }

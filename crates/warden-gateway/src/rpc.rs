@@ -21,6 +21,8 @@ pub trait Outbound: Send + Sync + 'static {
     /// (Streamable HTTP), `None` means "no particular request". Returns false when the message
     /// could not be delivered anywhere.
     fn send(&self, stream: Option<u64>, msg: Message) -> bool;
+    /// The request a stream answers was cancelled: end the stream without a response.
+    fn close_stream(&self, _stream: u64) {}
 }
 
 struct Pending<C> {

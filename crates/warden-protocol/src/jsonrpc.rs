@@ -183,17 +183,19 @@ impl Message {
         };
         let id = match o.get("id") {
             None => None,
-            Some(raw) => Some(Id::from_value(raw).ok_or(ParseError::Invalid {
-                reason: "id must be a string or an integer",
-                id: None,
-            })?),
+            Some(raw) => Some(
+                Id::from_value(raw)
+                    .ok_or(ParseError::Invalid { reason: "id must be a string or an integer", id: None })?,
+            ),
         };
         let bad = |reason| ParseError::Invalid { reason, id: id.clone() };
         if o.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err(bad("jsonrpc must be \"2.0\""));
         }
         if let Some(m) = o.remove("method") {
-            let Value::String(method) = m else { return Err(bad("method must be a string")) };
+            let Value::String(method) = m else {
+                return Err(bad("method must be a string"));
+            };
             let params = o.remove("params");
             if matches!(params, Some(ref p) if !p.is_object() && !p.is_array()) {
                 return Err(bad("params must be an object or an array"));
@@ -204,7 +206,9 @@ impl Message {
                 Some(id) => Message::Request { id, method, params },
             });
         }
-        let Some(id) = id.clone() else { return Err(bad("a response needs an id")) };
+        let Some(id) = id.clone() else {
+            return Err(bad("a response needs an id"));
+        };
         match (o.remove("result"), o.remove("error")) {
             (Some(result), None) => {
                 if id == Id::Null {
@@ -294,8 +298,10 @@ mod tests {
         assert_eq!(Message::parse(b"{\"a\":\"\xff\"}", 64), Err(ParseError::Utf8));
         assert!(matches!(p("{"), Err(ParseError::Json(_))));
         assert_eq!(p("[]"), Err(ParseError::Batch));
-        assert!(matches!(p(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
-            Err(ParseError::Invalid { id: Some(Id::Num(1)), .. })));
+        assert!(matches!(
+            p(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            Err(ParseError::Invalid { id: Some(Id::Num(1)), .. })
+        ));
         assert!(matches!(p(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), Err(ParseError::Invalid { .. })));
         assert!(matches!(p(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#), Err(ParseError::Invalid { .. })));
         assert!(matches!(p(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#), Err(ParseError::Invalid { .. })));

@@ -53,7 +53,14 @@ pub struct TooLarge(pub usize);
 
 impl Decoder {
     pub fn new(max_event_bytes: usize) -> Self {
-        Decoder { buf: Vec::new(), cur: Event::default(), has_data: false, max: max_event_bytes, last_id: None, skip_lf: false }
+        Decoder {
+            buf: Vec::new(),
+            cur: Event::default(),
+            has_data: false,
+            max: max_event_bytes,
+            last_id: None,
+            skip_lf: false,
+        }
     }
 
     /// The last event id seen (for `Last-Event-ID` on reconnect).
@@ -73,7 +80,9 @@ impl Decoder {
                     continue;
                 }
             }
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else { break };
+            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                break;
+            };
             let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
             let end = line.pop();
             if end == Some(b'\r') {

@@ -15,9 +15,7 @@ pub fn is_supported(v: &str) -> bool {
 
 /// The revision to answer an `initialize` with: the client's if supported, else our latest.
 pub fn negotiate(requested: Option<&str>) -> &'static str {
-    requested
-        .and_then(|r| SUPPORTED.iter().copied().find(|s| *s == r))
-        .unwrap_or(LATEST)
+    requested.and_then(|r| SUPPORTED.iter().copied().find(|s| *s == r)).unwrap_or(LATEST)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use warden_gateway::server::{Initialized, Service, Session};
 use warden_protocol::jsonrpc::{self, ErrorObject};
 use warden_protocol::version;
 
-pub const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+pub const PNG: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 pub const WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 
 pub struct Fixture {
@@ -132,16 +133,24 @@ impl FixtureSession {
     async fn call_tool(&self, name: &str, args: Value, meta: Option<Value>, peer: Peer) -> Result<Value, ErrorObject> {
         Ok(match name {
             "test_simple_text" => text("This is a simple text response for testing."),
-            "test_image_content" => json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}),
-            "test_audio_content" => json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}),
-            "test_embedded_resource" => json!({"content": [{"type": "resource", "resource": {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}}]}),
+            "test_image_content" => {
+                json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]})
+            }
+            "test_audio_content" => {
+                json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]})
+            }
+            "test_embedded_resource" => {
+                json!({"content": [{"type": "resource", "resource": {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}}]})
+            }
             "test_multiple_content_types" => json!({"content": [
                 {"type": "text", "text": "Multiple content types test:"},
                 {"type": "image", "data": PNG, "mimeType": "image/png"},
                 {"type": "resource", "resource": {"uri": "test://mixed-content-resource", "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}}
             ]}),
             "test_tool_with_logging" => {
-                for (i, m) in ["Tool execution started", "Tool processing data", "Tool execution completed"].iter().enumerate() {
+                for (i, m) in
+                    ["Tool execution started", "Tool processing data", "Tool execution completed"].iter().enumerate()
+                {
                     if i > 0 {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -162,7 +171,9 @@ impl FixtureSession {
                     other => other.to_string(),
                 })
             }
-            "test_error_handling" => json!({"isError": true, "content": [{"type": "text", "text": "This tool intentionally returns an error for testing"}]}),
+            "test_error_handling" => {
+                json!({"isError": true, "content": [{"type": "text", "text": "This tool intentionally returns an error for testing"}]})
+            }
             "test_reconnection" => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 text("Reconnection test completed successfully. If you received this, the client properly reconnected after stream closure.")
@@ -179,7 +190,8 @@ impl FixtureSession {
                 }
             }
             "test_elicitation" => {
-                let message = args.get("message").and_then(Value::as_str).ok_or_else(|| invalid("message is required"))?;
+                let message =
+                    args.get("message").and_then(Value::as_str).ok_or_else(|| invalid("message is required"))?;
                 let params = json!({"message": message, "requestedSchema": {"type": "object", "properties": {"response": {"type": "string", "description": "User's response"}}, "required": ["response"]}});
                 self.elicit(&peer, params, "User response").await
             }
@@ -242,7 +254,9 @@ fn prompt_get(name: &str, args: &Value) -> Result<Value, ErrorObject> {
     let msg = |content: Value| json!({"role": "user", "content": content});
     let arg = |k: &str| args.get(k).and_then(Value::as_str).ok_or_else(|| invalid(&format!("missing argument {k}")));
     Ok(match name {
-        "test_simple_prompt" => json!({"messages": [msg(json!({"type": "text", "text": "This is a simple prompt for testing."}))]}),
+        "test_simple_prompt" => {
+            json!({"messages": [msg(json!({"type": "text", "text": "This is a simple prompt for testing."}))]})
+        }
         "test_prompt_with_arguments" => {
             let (a1, a2) = (arg("arg1")?, arg("arg2")?);
             json!({"messages": [msg(json!({"type": "text", "text": format!("Prompt with arguments: arg1='{a1}', arg2='{a2}'")}))]})
@@ -271,15 +285,30 @@ fn resource_read(uri: &str) -> Result<Value, ErrorObject> {
         }
     }
     Ok(match uri {
-        "test://static-text" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."})),
+        "test://static-text" => one(
+            json!({"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."}),
+        ),
         "test://static-binary" => one(json!({"uri": uri, "mimeType": "image/png", "blob": PNG})),
-        "test://watched-resource" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"})),
-        _ => return Err(ErrorObject { code: jsonrpc::RESOURCE_NOT_FOUND, message: "Resource not found".into(), data: Some(json!({"uri": uri})) }),
+        "test://watched-resource" => {
+            one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"}))
+        }
+        _ => {
+            return Err(ErrorObject {
+                code: jsonrpc::RESOURCE_NOT_FOUND,
+                message: "Resource not found".into(),
+                data: Some(json!({"uri": uri})),
+            })
+        }
     })
 }
 
 impl Session for FixtureSession {
-    fn request(self: Arc<Self>, method: String, params: Option<Value>, peer: Peer) -> BoxFuture<'static, Result<Value, ErrorObject>> {
+    fn request(
+        self: Arc<Self>,
+        method: String,
+        params: Option<Value>,
+        peer: Peer,
+    ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
         async move {
             let p = params.unwrap_or_else(|| json!({}));
             let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();

@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub mod fixture;
+pub mod harness;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use warden_gateway::config::Config;
 use warden_gateway::gateway::Gateway;
 
-
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Security gateway for the Model Context Protocol")]
 struct Cli {
@@ -35,11 +34,13 @@ enum Cmd {
     },
 }
 
-fn load(path: &PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
     let mut cfg = Config::load(path).map_err(|e| anyhow::anyhow!(e.0))?;
     if let Some(addr) = listen {
         if !addr.ip().is_loopback() {
-            anyhow::bail!("--listen: refusing to bind non-loopback address {addr} because no authentication is configured");
+            anyhow::bail!(
+                "--listen: refusing to bind non-loopback address {addr} because no authentication is configured"
+            );
         }
         cfg.listen.addr = addr;
     }

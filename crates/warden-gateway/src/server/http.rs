@@ -99,6 +99,8 @@ struct Stream {
 }
 
 type HttpResponse = Response<Body>;
+/// A refusal: status and a message safe to show.
+pub type Reject = (StatusCode, &'static str);
 
 fn rpc_error(status: StatusCode, id: Id, code: i64, msg: &str) -> HttpResponse {
     let body = Message::error(id, code, msg).to_json();
@@ -231,25 +233,28 @@ impl McpEndpoint {
     }
 
     /// `Host` and `Origin` checks (DNS rebinding protection).
-    pub fn check_host_origin(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), HttpResponse> {
+    pub fn check_host_origin(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), Reject> {
         let host = header_str(req_headers, "host").or(authority);
         let host_ok = match host {
-            Some(h) => is_loopback_name(host_part(h)) || self.opts.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)),
+            Some(h) => {
+                is_loopback_name(host_part(h)) || self.opts.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h))
+            }
             None => false,
         };
         if !host_ok {
-            return Err(plain(StatusCode::FORBIDDEN, "Forbidden: Host header not allowed"));
+            return Err((StatusCode::FORBIDDEN, "Forbidden: Host header not allowed"));
         }
         if let Some(origin) = req_headers.get(header::ORIGIN) {
             let o = origin.to_str().unwrap_or("");
             let ok = match o.split_once("://") {
                 Some((scheme, rest)) if scheme == "http" || scheme == "https" => {
-                    is_loopback_name(host_part(rest)) || self.opts.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o))
+                    is_loopback_name(host_part(rest))
+                        || self.opts.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o))
                 }
                 _ => false,
             };
             if !ok {
-                return Err(plain(StatusCode::FORBIDDEN, "Forbidden: Origin not allowed"));
+                return Err((StatusCode::FORBIDDEN, "Forbidden: Origin not allowed"));
             }
         }
         Ok(())
@@ -258,14 +263,16 @@ impl McpEndpoint {
     /// Handle one request to `/mcp`.
     pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        if let Err(r) = self.check_host_origin(req.headers(), authority.as_deref()) {
-            return r;
+        if let Err((status, msg)) = self.check_host_origin(req.headers(), authority.as_deref()) {
+            return plain(status, msg);
         }
-        if let Some(v) = header_str(req.headers(), VERSION_HEADER) {
-            if !version::is_supported(v) {
-                return plain(StatusCode::BAD_REQUEST, "Bad Request: unsupported MCP-Protocol-Version");
-            }
-        } else if req.headers().contains_key(VERSION_HEADER) {
+        let versions: Vec<_> = req.headers().get_all(VERSION_HEADER).iter().collect();
+        let version_ok = match versions.as_slice() {
+            [] => true,
+            [v] => v.to_str().is_ok_and(version::is_supported),
+            _ => false,
+        };
+        if !version_ok {
             return plain(StatusCode::BAD_REQUEST, "Bad Request: unsupported MCP-Protocol-Version");
         }
         match *req.method() {
@@ -280,16 +287,16 @@ impl McpEndpoint {
         }
     }
 
-    fn session_of(&self, h: &HeaderMap) -> Result<(String, Arc<HttpSession>), HttpResponse> {
+    fn session_of(&self, h: &HeaderMap) -> Result<(String, Arc<HttpSession>), Reject> {
         let Some(id) = header_str(h, SESSION_HEADER) else {
-            return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"));
+            return Err((StatusCode::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"));
         };
         match self.sessions.read().get(id) {
             Some(s) if s.conn.get().is_some() => {
                 s.last_seen.store(self.now_ms(), Ordering::Relaxed);
                 Ok((id.to_string(), s.clone()))
             }
-            _ => Err(rpc_error(StatusCode::NOT_FOUND, Id::Null, jsonrpc::SERVER_ERROR, "Session not found")),
+            _ => Err((StatusCode::NOT_FOUND, "Session not found")),
         }
     }
 
@@ -307,7 +314,12 @@ impl McpEndpoint {
         let bytes = match tokio::time::timeout(self.opts.read_timeout, limited.collect()).await {
             Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout: body not received in time"),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, Id::Null, jsonrpc::INVALID_REQUEST, "Payload Too Large")
+                return rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Id::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "Payload Too Large",
+                )
             }
             Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "Bad Request: could not read body"),
             Ok(Ok(c)) => c.to_bytes(),
@@ -321,7 +333,7 @@ impl McpEndpoint {
         }
         let (_sid, session) = match self.session_of(&parts.headers) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err((status, msg)) => return plain(status, msg),
         };
         let conn = session.conn.get().expect("checked by session_of").clone();
         match msg {
@@ -363,7 +375,12 @@ impl McpEndpoint {
             return plain(StatusCode::BAD_REQUEST, "Bad Request: initialize must be a request");
         };
         if h.contains_key(SESSION_HEADER) {
-            return rpc_error(StatusCode::BAD_REQUEST, id, jsonrpc::INVALID_REQUEST, "initialize must not carry Mcp-Session-Id");
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                jsonrpc::INVALID_REQUEST,
+                "initialize must not carry Mcp-Session-Id",
+            );
         }
         let params = params.unwrap_or_else(|| serde_json::json!({}));
         let requested = params.get("protocolVersion").and_then(|v| v.as_str());
@@ -374,7 +391,11 @@ impl McpEndpoint {
             priming: negotiated >= "2025-11-25",
             retry_ms: self.opts.sse_retry_ms,
         });
-        let session = Arc::new(HttpSession { conn: OnceLock::new(), streams: streams.clone(), last_seen: AtomicU64::new(self.now_ms()) });
+        let session = Arc::new(HttpSession {
+            conn: OnceLock::new(),
+            streams: streams.clone(),
+            last_seen: AtomicU64::new(self.now_ms()),
+        });
         {
             let mut map = self.sessions.write();
             if map.len() >= self.opts.max_sessions {
@@ -389,7 +410,8 @@ impl McpEndpoint {
                 let conn = Conn::new(init.session, streams, calls);
                 let _ = session.conn.set(conn);
                 let mut r = json_response(&Message::Response { id, result: init.result });
-                r.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("base64url is visible ASCII"));
+                r.headers_mut()
+                    .insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("base64url is visible ASCII"));
                 r
             }
             Err(error) => {
@@ -407,7 +429,7 @@ impl McpEndpoint {
         }
         let (_sid, session) = match self.session_of(req.headers()) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err((status, msg)) => return plain(status, msg),
         };
         if let Some(last) = header_str(req.headers(), "last-event-id") {
             if let Some(rx) = session.streams.resume(last) {
@@ -423,7 +445,7 @@ impl McpEndpoint {
     async fn delete(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
         let (sid, _) = match self.session_of(req.headers()) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err((status, msg)) => return plain(status, msg),
         };
         self.terminate(&sid).await;
         Response::builder().status(StatusCode::OK).body(Body::empty()).expect("static")
@@ -635,6 +657,13 @@ impl Outbound for Streams {
         let st = inner.map.get_mut(&s).expect("exists");
         Self::push(st, s, json)
     }
+
+    fn close_stream(&self, stream: u64) {
+        let mut inner = self.inner.lock();
+        if inner.map.get(&stream).is_some_and(|st| st.request.is_some() && !st.done) {
+            Self::finish(&mut inner, stream);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -667,7 +696,10 @@ mod tests {
         let st = Streams { inner: Mutex::new(StreamsInner::default()), priming: true, retry_ms: 500 };
         let (a, _rxa) = st.open(Some(Id::Num(1)));
         let (b, _rxb) = st.open(Some(Id::Num(2)));
-        let note = |n: i64| Message::Notification { method: "notifications/progress".into(), params: Some(serde_json::json!({"n": n})) };
+        let note = |n: i64| Message::Notification {
+            method: "notifications/progress".into(),
+            params: Some(serde_json::json!({"n": n})),
+        };
         assert!(st.send(Some(a), note(1)));
         assert!(st.send(Some(b), note(2)));
         assert!(st.send(Some(a), note(3)));

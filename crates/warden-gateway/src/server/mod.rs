@@ -29,8 +29,12 @@ pub trait Service: Send + Sync + 'static {
 
 pub trait Session: Send + Sync + 'static {
     /// Answer one request. `peer` is tied to the request's stream.
-    fn request(self: Arc<Self>, method: String, params: Option<Value>, peer: Peer)
-        -> BoxFuture<'static, Result<Value, ErrorObject>>;
+    fn request(
+        self: Arc<Self>,
+        method: String,
+        params: Option<Value>,
+        peer: Peer,
+    ) -> BoxFuture<'static, Result<Value, ErrorObject>>;
     /// A notification from the client (`notifications/cancelled` is handled by the transport).
     fn notification(self: Arc<Self>, method: String, params: Option<Value>);
     /// The session ended (DELETE, idle timeout, stdin closed, shutdown).
@@ -43,7 +47,7 @@ pub struct Conn {
     pub session: Arc<dyn Session>,
     out: Arc<dyn Outbound>,
     calls: Arc<Calls<()>>,
-    inflight: Mutex<HashMap<Id, AbortHandle>>,
+    inflight: Mutex<HashMap<Id, (AbortHandle, Option<u64>)>>,
 }
 
 impl Conn {
@@ -75,16 +79,22 @@ impl Conn {
             me.inflight.lock().remove(&key);
             me.out.send(stream, reply);
         });
-        inflight.insert(id, task.abort_handle());
+        inflight.insert(id, (task.abort_handle(), stream));
     }
 
     pub fn notification(self: &Arc<Self>, method: String, params: Option<Value>) {
         if method == "notifications/cancelled" {
-            let id = params.as_ref().and_then(|p| p.get("requestId")).and_then(|v| Message::from_value(
-                serde_json::json!({"jsonrpc": "2.0", "id": v, "result": {}})).ok());
+            let id = params
+                .as_ref()
+                .and_then(|p| p.get("requestId"))
+                .and_then(|v| Message::from_value(serde_json::json!({"jsonrpc": "2.0", "id": v, "result": {}})).ok());
             if let Some(Message::Response { id, .. }) = id {
-                if let Some(h) = self.inflight.lock().remove(&id) {
+                let entry = self.inflight.lock().remove(&id);
+                if let Some((h, stream)) = entry {
                     h.abort();
+                    if let Some(s) = stream {
+                        self.out.close_stream(s);
+                    }
                 }
             }
             return;
@@ -105,7 +115,7 @@ impl Conn {
 
     /// Stop everything and let the session clean up.
     pub async fn close(&self) {
-        for (_, h) in self.inflight.lock().drain() {
+        for (_, (h, _)) in self.inflight.lock().drain() {
             h.abort();
         }
         self.calls.fail_all(&ErrorObject::new(jsonrpc::INTERNAL_ERROR, "client session closed"));

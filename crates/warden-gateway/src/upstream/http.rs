@@ -39,7 +39,9 @@ impl HttpTransport {
                     v.set_sensitive(true);
                     headers.insert(k, v);
                 }
-                _ => tracing::error!(upstream = %spec.name, header = %k, "invalid header name or value; not sent"),
+                _ => {
+                    tracing::error!(upstream = %spec.name, header = %k, "invalid header name or value; not sent")
+                }
             }
         }
         Arc::new(HttpTransport {
@@ -77,7 +79,10 @@ impl HttpTransport {
     fn fail(&self, related: &Option<Id>, text: String) {
         tracing::warn!(upstream = %self.name, error = %text, "upstream HTTP request failed");
         if let Some(id) = related {
-            self.deliver(Message::error(id.clone(), jsonrpc::INTERNAL_ERROR, format!("upstream {}: {text}", self.name)), None);
+            self.deliver(
+                Message::error(id.clone(), jsonrpc::INTERNAL_ERROR, format!("upstream {}: {text}", self.name)),
+                None,
+            );
         }
     }
 
@@ -150,7 +155,13 @@ impl HttpTransport {
                 break;
             }
             tokio::time::sleep(retry).await;
-            match self.request(reqwest::Method::GET).header(ACCEPT, "text/event-stream").header("last-event-id", last).send().await {
+            match self
+                .request(reqwest::Method::GET)
+                .header(ACCEPT, "text/event-stream")
+                .header("last-event-id", last)
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => resp = r,
                 Ok(r) => {
                     self.fail(&related, format!("resuming the answer stream: HTTP {}", r.status()));
@@ -194,7 +205,9 @@ impl HttpTransport {
                             return (true, dec.last_event_id().map(str::to_string), retry);
                         }
                     }
-                    Err(e) => tracing::warn!(upstream = %self.name, error = %e, "invalid message in upstream SSE stream; ignored"),
+                    Err(e) => {
+                        tracing::warn!(upstream = %self.name, error = %e, "invalid message in upstream SSE stream; ignored")
+                    }
                 }
             }
         }

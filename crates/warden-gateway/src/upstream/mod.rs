@@ -51,11 +51,8 @@ pub struct Spec {
 impl Spec {
     /// Resolve an upstream's config (reads secrets; the error names the missing reference only).
     pub fn from_config(u: &config::Upstream) -> Result<Spec, String> {
-        let mut env: Vec<(String, String)> = u
-            .env_allow
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
-            .collect();
+        let mut env: Vec<(String, String)> =
+            u.env_allow.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
         env.extend(u.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (k, s) in &u.secret_env {
             env.push((k.clone(), s.resolve().map_err(|e| format!("upstream {}: {k}: {e}", u.name))?));
@@ -80,7 +77,7 @@ impl Spec {
 }
 
 enum Transport {
-    Stdio(stdio::StdioTransport),
+    Stdio(Box<stdio::StdioTransport>),
     Http(Arc<http::HttpTransport>),
 }
 
@@ -133,10 +130,15 @@ fn err(code: i64, msg: impl Into<String>) -> ErrorObject {
 impl Conn {
     /// Connect and complete `initialize` with `init_params` (protocolVersion, capabilities,
     /// clientInfo), within the spec's connect timeout.
-    pub async fn connect(spec: &Spec, init_params: Value, handler: ServerHandler, client: &reqwest::Client) -> Result<Arc<Conn>, String> {
+    pub async fn connect(
+        spec: &Spec,
+        init_params: Value,
+        handler: ServerHandler,
+        client: &reqwest::Client,
+    ) -> Result<Arc<Conn>, String> {
         let (tx, rx) = mpsc::unbounded_channel();
         let transport = match spec.kind {
-            Kind::Stdio => Transport::Stdio(stdio::StdioTransport::spawn(spec, tx)?),
+            Kind::Stdio => Transport::Stdio(Box::new(stdio::StdioTransport::spawn(spec, tx)?)),
             Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
         };
         let conn = Arc::new(Conn {
@@ -151,7 +153,10 @@ impl Conn {
         });
         tokio::spawn(dispatch(Arc::downgrade(&conn), rx));
         let handshake = async {
-            let result = conn.call("initialize", Some(init_params), None).await.map_err(|e| format!("initialize failed: {e}"))?;
+            let result = conn
+                .call("initialize", Some(init_params), None)
+                .await
+                .map_err(|e| format!("initialize failed: {e}"))?;
             let v = result.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
             if !version::is_supported(v) {
                 return Err(format!("upstream speaks unsupported protocol revision {v:?}"));
@@ -233,7 +238,10 @@ impl Conn {
                 Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)))
             }
             // the guard cancels the call upstream
-            Err(_) => Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} timed out after {:?}", self.name, self.call_timeout))),
+            Err(_) => Err(err(
+                jsonrpc::INTERNAL_ERROR,
+                format!("upstream {} timed out after {:?}", self.name, self.call_timeout),
+            )),
         }
     }
 

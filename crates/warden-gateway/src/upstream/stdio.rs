@@ -69,9 +69,13 @@ impl StdioTransport {
                                 break;
                             }
                         }
-                        Err(e) => tracing::warn!(upstream = %n, error = %e, line = %excerpt(&b), "upstream wrote a non-JSON-RPC line to stdout; ignored"),
+                        Err(e) => {
+                            tracing::warn!(upstream = %n, error = %e, line = %excerpt(&b), "upstream wrote a non-JSON-RPC line to stdout; ignored")
+                        }
                     },
-                    Ok(Line::TooLong) => tracing::warn!(upstream = %n, "upstream wrote an over-long line; ignored"),
+                    Ok(Line::TooLong) => {
+                        tracing::warn!(upstream = %n, "upstream wrote an over-long line; ignored")
+                    }
                     Ok(Line::Eof) | Err(_) => {
                         let _ = incoming.send(Incoming::Closed("process exited".into()));
                         break;
@@ -85,14 +89,22 @@ impl StdioTransport {
             let mut r = BufReader::new(stderr);
             loop {
                 match framing::read_line(&mut r, 64 << 10).await {
-                    Ok(Line::Data(b)) => tracing::info!(upstream = %n, stderr = %excerpt(&b), "upstream stderr"),
-                    Ok(Line::TooLong) => tracing::info!(upstream = %n, "upstream stderr: over-long line"),
+                    Ok(Line::Data(b)) => {
+                        tracing::info!(upstream = %n, stderr = %excerpt(&b), "upstream stderr")
+                    }
+                    Ok(Line::TooLong) => {
+                        tracing::info!(upstream = %n, "upstream stderr: over-long line")
+                    }
                     Ok(Line::Eof) | Err(_) => break,
                 }
             }
         });
 
-        Ok(StdioTransport { stdin: parking_lot::Mutex::new(Some(tx)), child: tokio::sync::Mutex::new(Some(child)), name })
+        Ok(StdioTransport {
+            stdin: parking_lot::Mutex::new(Some(tx)),
+            child: tokio::sync::Mutex::new(Some(child)),
+            name,
+        })
     }
 
     pub fn send(&self, msg: &Message) -> Result<(), String> {
@@ -107,7 +119,9 @@ impl StdioTransport {
     /// Close stdin, then SIGTERM, then SIGKILL, waiting a little at each stage.
     pub async fn close(&self) {
         self.stdin.lock().take();
-        let Some(mut child) = self.child.lock().await.take() else { return };
+        let Some(mut child) = self.child.lock().await.take() else {
+            return;
+        };
         if let Ok(Ok(status)) = tokio::time::timeout(STAGE_WAIT, child.wait()).await {
             tracing::info!(upstream = %self.name, %status, "stdio upstream exited");
             return;

@@ -18,8 +18,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let args = Args::parse();
     match args.http {
         Some(addr) => {
@@ -33,7 +35,13 @@ async fn main() -> anyhow::Result<()> {
             .await;
         }
         None => {
-            warden_gateway::server::stdio::serve(Arc::new(Fixture { stdio: true }), tokio::io::stdin(), tokio::io::stdout(), 64).await?;
+            warden_gateway::server::stdio::serve(
+                Arc::new(Fixture { stdio: true }),
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+                64,
+            )
+            .await?;
         }
     }
     Ok(())

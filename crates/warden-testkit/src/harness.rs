@@ -1,0 +1,223 @@
+//! Helpers for integration tests and benchmarks: start `warden` and `warden-fixture` processes
+//! on loopback, and a small raw MCP-over-HTTP client that shows exactly what went over the wire.
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use warden_protocol::sse;
+
+/// Path of a binary built in this workspace's target directory (next to the running test).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built; run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Stderr log of the process (Warden's log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("warden-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) * 1000 + (Instant::now().elapsed().as_nanos() as u64 % 1000)
+}
+
+fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{url} did not come up");
+}
+
+/// Start the fixture over HTTP; `url` is its `/mcp` endpoint.
+pub fn fixture_http() -> Proc {
+    let port = free_port();
+    let dir = tempdir("fixture");
+    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new(bin("warden-fixture"))
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_http(&url);
+    Proc { child, url, dir }
+}
+
+/// The TOML of a stdio upstream running the fixture.
+pub fn fixture_stdio_upstream(name: &str, namespace: Option<&str>, extra: &str) -> String {
+    let ns = namespace.map(|n| format!("namespace = {n:?}\n")).unwrap_or_default();
+    format!(
+        "[[upstream]]\nname = {name:?}\n{ns}transport = \"stdio\"\ncommand = {:?}\nargs = [\"--stdio\"]\n{extra}\n",
+        bin("warden-fixture").display().to_string()
+    )
+}
+
+/// Start `warden serve` with `[listen]` filled in and `upstreams` appended.
+pub fn warden(listen_extra: &str, upstreams: &str) -> Proc {
+    let port = free_port();
+    let dir = tempdir("warden");
+    let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{listen_extra}\n\n{upstreams}");
+    std::fs::write(dir.join("warden.toml"), &cfg).unwrap();
+    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new(bin("warden"))
+        .args(["serve", "--config"])
+        .arg(dir.join("warden.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_http(&url);
+    Proc { child, url, dir }
+}
+
+/// What came back for one HTTP request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// JSON-RPC messages (from a JSON body or SSE events).
+    pub messages: Vec<Value>,
+    /// SSE event ids, in order (priming event included).
+    pub event_ids: Vec<String>,
+    pub raw: String,
+}
+
+impl Reply {
+    /// The message that answers request `id`.
+    pub fn answer(&self, id: i64) -> Option<&Value> {
+        self.messages
+            .iter()
+            .find(|m| m.get("id") == Some(&json!(id)) && (m.get("result").is_some() || m.get("error").is_some()))
+    }
+}
+
+/// A raw MCP Streamable HTTP client.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+}
+
+pub fn init_params() -> Value {
+    json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}, "elicitation": {}, "roots": {}}, "clientInfo": {"name": "warden-tests", "version": "1"}})
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            url: url.to_string(),
+            session: None,
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, &self.url).header("accept", "application/json, text/event-stream");
+        if let Some(s) = &self.session {
+            rb = rb.header("mcp-session-id", s).header("mcp-protocol-version", "2025-11-25");
+        }
+        rb
+    }
+
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let raw = resp.text().await.unwrap_or_default();
+        let mut messages = Vec::new();
+        let mut event_ids = Vec::new();
+        let is_sse = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if is_sse {
+            let mut d = sse::Decoder::new(64 << 20);
+            for ev in d.feed(raw.as_bytes()).unwrap() {
+                if let Some(id) = ev.id {
+                    event_ids.push(id);
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    messages.push(v);
+                }
+            }
+        } else if let Ok(v) = serde_json::from_str::<Value>(&raw) {
+            messages.push(v);
+        }
+        Reply { status, headers, messages, event_ids, raw }
+    }
+
+    /// POST one JSON value (or raw body) and read the whole answer.
+    pub async fn post(&self, body: &Value) -> Reply {
+        let r = self
+            .request(reqwest::Method::POST)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        Self::read(r).await
+    }
+
+    pub async fn initialize(&mut self) -> Value {
+        let r = self.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init_params()})).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        self.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+        assert!(self.session.is_some(), "no session id");
+        let n = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(n.status, 202);
+        r.messages[0]["result"].clone()
+    }
+
+    /// Send a request and return its answer message (result or error).
+    pub async fn call(&self, id: i64, method: &str, params: Value) -> Value {
+        let r = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await;
+        r.answer(id).cloned().unwrap_or_else(|| panic!("no answer to {method}: {} {}", r.status, r.raw))
+    }
+
+    pub async fn tool(&self, id: i64, name: &str, args: Value) -> Value {
+        self.call(id, "tools/call", json!({"name": name, "arguments": args})).await
+    }
+}
