@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use warden_gateway::config::Config;
 use warden_gateway::gateway::Gateway;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Security gateway for the Model Context Protocol")]
 struct Cli {
@@ -32,6 +34,8 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Measure tools/call latency directly against the fixture and through Warden.
+    Bench(bench::BenchArgs),
 }
 
 fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
                 gw.serve_stdio().await?;
                 Ok(())
             }
+            Cmd::Bench(args) => bench::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(3));

@@ -1,0 +1,295 @@
+//! `warden bench`: `tools/call` latency and throughput against the fixture server **directly** and
+//! **through Warden**, in one run, for an HTTP upstream and a stdio upstream, plus Warden's RSS
+//! (idle, after load, per idle session). Everything runs on loopback; request loops are bounded.
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, Mutex};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The fixture server binary (default: `warden-fixture` next to this binary).
+    #[arg(long)]
+    fixture: Option<PathBuf>,
+    /// Calls measured per target at concurrency 1 (higher concurrency levels run 10x as many).
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, default_value = "1,64")]
+    concurrency: String,
+    /// Idle sessions opened to measure memory per session.
+    #[arg(long, default_value_t = 500)]
+    sessions: usize,
+}
+
+enum Target {
+    Http { client: reqwest::Client, url: String, session: String },
+    Stdio { stdin: Mutex<tokio::process::ChildStdin>, pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>, next: std::sync::atomic::AtomicU64, _child: Child },
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} not ready")
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn answer_of(body: &str) -> Option<Value> {
+    // JSON body, or SSE events: the last data line holding a result/error
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return Some(v);
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
+}
+
+async fn http_session(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "warden-bench", "version": "1"}}});
+    let r = client.post(url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(init.to_string()).send().await?;
+    let sid = r.headers().get("mcp-session-id").ok_or_else(|| anyhow!("no session id from {url}"))?.to_str()?.to_string();
+    r.text().await?;
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await?;
+    Ok(sid)
+}
+
+impl Target {
+    async fn http(url: &str) -> anyhow::Result<Target> {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let session = http_session(&client, url).await?;
+        Ok(Target::Http { client, url: url.to_string(), session })
+    }
+
+    async fn stdio(fixture: &PathBuf) -> anyhow::Result<Target> {
+        let mut child = Command::new(fixture).arg("--stdio").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Default::default();
+        let p2 = pending.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    if let Some(id) = v.get("id").and_then(Value::as_u64) {
+                        if let Some(tx) = p2.lock().expect("lock").remove(&id) {
+                            let _ = tx.send(v);
+                        }
+                    }
+                }
+            }
+        });
+        let t = Target::Stdio { stdin: Mutex::new(stdin), pending, next: 1.into(), _child: child };
+        let init = t.rpc("initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "warden-bench", "version": "1"}})).await?;
+        if init.get("result").is_none() {
+            bail!("fixture initialize failed: {init}");
+        }
+        if let Target::Stdio { stdin, .. } = &t {
+            stdin.lock().await.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await?;
+        }
+        Ok(t)
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        match self {
+            Target::Http { client, url, session } => {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-session-id", session)
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .body(body.to_string())
+                    .send()
+                    .await?;
+                let text = r.text().await?;
+                answer_of(&text).ok_or_else(|| anyhow!("no answer in {text:?}"))
+            }
+            Target::Stdio { stdin, pending, next, .. } => {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                pending.lock().expect("lock").insert(id, tx);
+                let line = format!("{}\n", json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+                stdin.lock().await.write_all(line.as_bytes()).await?;
+                Ok(rx.await?)
+            }
+        }
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        let v = self.rpc("tools/call", json!({"name": "echo", "arguments": {"text": "bench"}})).await?;
+        if v.pointer("/result/content/0/text").and_then(Value::as_str) != Some("bench") {
+            bail!("unexpected answer {v}");
+        }
+        Ok(())
+    }
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rate: f64,
+}
+
+async fn load(t: Arc<Target>, calls: usize, conc: usize) -> anyhow::Result<Stats> {
+    for _ in 0..(calls / 10).max(50) {
+        t.call().await?; // warm-up
+    }
+    let per = calls.div_ceil(conc);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let s = Instant::now();
+                t.call().await?;
+                lat.push(s.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(per * conc);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Stats { p50: pct(0.50), p99: pct(0.99), rate: all.len() as f64 / wall.as_secs_f64() })
+}
+
+async fn start_warden(upstream: &str) -> anyhow::Result<(Child, String)> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("warden-bench-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\n\n{upstream}");
+    std::fs::write(dir.join("w.toml"), cfg)?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--config"])
+        .arg(dir.join("w.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/readyz")).await?;
+    Ok((child, format!("{base}/mcp")))
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let fixture = match a.fixture {
+        Some(f) => f,
+        None => std::env::current_exe()?.with_file_name("warden-fixture"),
+    };
+    anyhow::ensure!(fixture.exists(), "fixture not found at {} (build warden-testkit)", fixture.display());
+    let levels: Vec<usize> = a.concurrency.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>().context("--concurrency")?;
+
+    let fport = free_port()?;
+    let mut fx = Command::new(&fixture).args(["--http", &format!("127.0.0.1:{fport}")]).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+    let fx_url = format!("http://127.0.0.1:{fport}/mcp");
+    wait_ready_port(fport).await?;
+
+    let fpath = fixture.display().to_string();
+    let (w_http, w_http_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n")).await?;
+    let (w_stdio, w_stdio_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n")).await?;
+    let pid_http = w_http.id().unwrap_or(0);
+    let pid_stdio = w_stdio.id().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_http = rss_kb(pid_http);
+    let idle_stdio = rss_kb(pid_stdio);
+
+    println!("| upstream | path | concurrency | calls | p50 µs | p99 µs | calls/s | added p50 µs | p50 ratio |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in &levels {
+        let calls = if c == 1 { a.calls } else { a.calls * 10 };
+        for (kind, direct, via) in [
+            ("http", Arc::new(Target::http(&fx_url).await?), Arc::new(Target::http(&w_http_url).await?)),
+            ("stdio", Arc::new(Target::stdio(&fixture).await?), Arc::new(Target::http(&w_stdio_url).await?)),
+        ] {
+            let d = load(direct, calls, c).await?;
+            let w = load(via, calls, c).await?;
+            println!("| {kind} | direct | {c} | {calls} | {:.0} | {:.0} | {:.0} | | |", us(d.p50), us(d.p99), d.rate);
+            println!(
+                "| {kind} | via Warden | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                us(w.p50),
+                us(w.p99),
+                w.rate,
+                us(w.p50) - us(d.p50),
+                us(w.p50) / us(d.p50)
+            );
+        }
+    }
+    let loaded_http = rss_kb(pid_http);
+    let loaded_stdio = rss_kb(pid_stdio);
+
+    // idle sessions: open N sessions through the HTTP-upstream Warden and leave them idle
+    let client = reqwest::Client::new();
+    let before = rss_kb(pid_http);
+    for _ in 0..a.sessions {
+        http_session(&client, &w_http_url).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb(pid_http);
+    println!();
+    println!("| Warden RSS | HTTP upstream | stdio upstream |");
+    println!("|---|---:|---:|");
+    println!("| idle (after start) | {:.1} MB | {:.1} MB |", idle_http as f64 / 1024.0, idle_stdio as f64 / 1024.0);
+    println!("| after the load above | {:.1} MB | {:.1} MB |", loaded_http as f64 / 1024.0, loaded_stdio as f64 / 1024.0);
+    println!(
+        "| per idle session ({} sessions, each with its own upstream session) | {:.1} KB | |",
+        a.sessions,
+        (after.saturating_sub(before)) as f64 / a.sessions as f64
+    );
+    let _ = fx.kill().await;
+    Ok(())
+}
+
+async fn wait_ready_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("fixture did not start")
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The official MCP conformance suite (server scenarios) against Warden fronting the fixture
+# server over stdio and over HTTP, and against the fixture directly (baseline).
+# Needs: scripts/setup.sh, and `cargo build --workspace` done.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
+CONF="$INTEROP/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+[ -f "$CONF" ] || CONF="$INTEROP/node_modules/.bin/conformance"
+TMP="$(mktemp -d)"
+failures=0; passed=0
+
+run_suite() { # name url
+  local out="$TMP/$1.log"
+  echo "conformance: $1 ($2)"
+  if "$NODE22" "$CONF" server --url "$2" >"$out" 2>&1 && grep -q "Total: [0-9]* passed, 0 failed" "$out"; then
+    grep "Total:" "$out"; passed=$((passed + 1))
+  else
+    cat "$out"; echo "conformance: $1 FAILED"; failures=$((failures + 1))
+  fi
+}
+
+FX=$(free_port)
+start_bg "$BIN/warden-fixture" --http "127.0.0.1:$FX" 2>"$TMP/fixture.log"
+wait_port "$FX"
+
+W1=$(free_port); W2=$(free_port)
+cat > "$TMP/stdio.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$W1"
+[[upstream]]
+name = "fixture"
+namespace = ""
+transport = "stdio"
+command = "$BIN/warden-fixture"
+args = ["--stdio"]
+TOML
+cat > "$TMP/http.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$W2"
+[[upstream]]
+name = "fixture"
+namespace = ""
+transport = "http"
+url = "http://127.0.0.1:$FX/mcp"
+TOML
+start_bg "$BIN/warden" serve --config "$TMP/stdio.toml" 2>"$TMP/warden-stdio.log"
+start_bg "$BIN/warden" serve --config "$TMP/http.toml" 2>"$TMP/warden-http.log"
+wait_ready "http://127.0.0.1:$W1/readyz"
+wait_ready "http://127.0.0.1:$W2/readyz"
+
+run_suite fixture-direct "http://localhost:$FX/mcp"
+run_suite warden-stdio-upstream "http://localhost:$W1/mcp"
+run_suite warden-http-upstream "http://localhost:$W2/mcp"
+echo "conformance: $passed passed, $failures failed"
+[ "$failures" -eq 0 ]

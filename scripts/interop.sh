@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Interop through Warden: the official TypeScript and Python SDK clients against the official
+# reference server (server-everything, stdio upstream) and a Python SDK server (HTTP upstream).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
+TMP="$(mktemp -d)"
+PP=$(free_port); WP=$(free_port)
+start_bg "$PY" "$INTEROP/py_server.py" "$PP" >"$TMP/py-server.log" 2>&1
+wait_port "$PP" 60
+cat > "$TMP/interop.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$WP"
+[[upstream]]
+name = "everything"
+transport = "stdio"
+command = "$NODE22"
+args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"]
+[[upstream]]
+name = "py"
+transport = "http"
+url = "http://127.0.0.1:$PP/mcp"
+TOML
+start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
+wait_ready "http://127.0.0.1:$WP/readyz" 60
+failures=0
+(cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
+"$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
+if [ "$failures" -ne 0 ]; then
+  echo "--- warden log (tail)"; tail -40 "$TMP/warden.log"; echo "--- py server log (tail)"; tail -20 "$TMP/py-server.log"
+fi
+echo "interop: $((2 - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]

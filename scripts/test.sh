@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run all of Warden's tests: formatting and lints, unit and integration tests (nextest), the
+# official MCP conformance suite through Warden (stdio and HTTP upstreams), and interop with the
+# official TypeScript and Python SDKs. Installs what it needs first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --locked
+cargo nextest run --workspace --locked --no-fail-fast
+bash scripts/conformance.sh
+bash scripts/interop.sh
+echo "test.sh: all suites passed"
