@@ -64,6 +64,11 @@ pub struct Listen {
     /// `retry` (ms) announced in SSE priming events. Default 1000.
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
+    /// Milliseconds a request may take and still be answered with a single JSON body (cheaper
+    /// for both sides); a request still running after this, or one that sends progress, logs or
+    /// requests first, is answered with an SSE stream. 0: always SSE. Default 10.
+    #[serde(default = "default_grace")]
+    pub sse_grace_ms: u64,
 }
 
 /// Combining several upstreams.
@@ -162,6 +167,9 @@ fn default_max_sessions() -> usize {
 }
 fn default_retry() -> u64 {
     1000
+}
+fn default_grace() -> u64 {
+    10
 }
 fn default_sep() -> String {
     "__".into()

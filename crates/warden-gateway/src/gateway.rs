@@ -172,6 +172,7 @@ impl Gateway {
             idle_timeout: Duration::from_secs(l.session_idle_timeout_secs),
             max_sessions: l.max_sessions,
             sse_retry_ms: l.sse_retry_ms,
+            sse_grace: Duration::from_millis(l.sse_grace_ms),
             allowed_hosts: l.allowed_hosts.clone(),
             allowed_origins: l.allowed_origins.clone(),
         }

@@ -30,8 +30,18 @@ pub struct BenchArgs {
 }
 
 enum Target {
-    Http { client: reqwest::Client, url: String, session: String },
-    Stdio { stdin: Mutex<tokio::process::ChildStdin>, pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>, next: std::sync::atomic::AtomicU64, _child: Child },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        session: String,
+        next: std::sync::atomic::AtomicU64,
+    },
+    Stdio {
+        stdin: Mutex<tokio::process::ChildStdin>,
+        pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+        next: std::sync::atomic::AtomicU64,
+        _child: Child,
+    },
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -54,7 +64,9 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -71,8 +83,15 @@ fn answer_of(body: &str) -> Option<Value> {
 
 async fn http_session(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "warden-bench", "version": "1"}}});
-    let r = client.post(url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(init.to_string()).send().await?;
-    let sid = r.headers().get("mcp-session-id").ok_or_else(|| anyhow!("no session id from {url}"))?.to_str()?.to_string();
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await?;
+    let sid =
+        r.headers().get("mcp-session-id").ok_or_else(|| anyhow!("no session id from {url}"))?.to_str()?.to_string();
     r.text().await?;
     client
         .post(url)
@@ -87,13 +106,19 @@ async fn http_session(client: &reqwest::Client, url: &str) -> anyhow::Result<Str
 
 impl Target {
     async fn http(url: &str) -> anyhow::Result<Target> {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build()?;
         let session = http_session(&client, url).await?;
-        Ok(Target::Http { client, url: url.to_string(), session })
+        Ok(Target::Http { client, url: url.to_string(), session, next: 1.into() })
     }
 
     async fn stdio(fixture: &PathBuf) -> anyhow::Result<Target> {
-        let mut child = Command::new(fixture).arg("--stdio").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+        let mut child = Command::new(fixture)
+            .arg("--stdio")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Default::default();
@@ -123,8 +148,9 @@ impl Target {
 
     async fn rpc(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         match self {
-            Target::Http { client, url, session } => {
-                let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+            Target::Http { client, url, session, next } => {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
                 let r = client
                     .post(url)
                     .header("content-type", "application/json")
@@ -221,15 +247,24 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("warden-fixture"),
     };
     anyhow::ensure!(fixture.exists(), "fixture not found at {} (build warden-testkit)", fixture.display());
-    let levels: Vec<usize> = a.concurrency.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>().context("--concurrency")?;
+    let levels: Vec<usize> =
+        a.concurrency.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>().context("--concurrency")?;
 
     let fport = free_port()?;
-    let mut fx = Command::new(&fixture).args(["--http", &format!("127.0.0.1:{fport}")]).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+    let mut fx = Command::new(&fixture)
+        .args(["--http", &format!("127.0.0.1:{fport}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
     let fx_url = format!("http://127.0.0.1:{fport}/mcp");
     wait_ready_port(fport).await?;
 
     let fpath = fixture.display().to_string();
-    let (w_http, w_http_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n")).await?;
+    let (w_http, w_http_url) = start_warden(&format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n"
+    ))
+    .await?;
     let (w_stdio, w_stdio_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n")).await?;
     let pid_http = w_http.id().unwrap_or(0);
     let pid_stdio = w_stdio.id().unwrap_or(0);
@@ -273,7 +308,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("| Warden RSS | HTTP upstream | stdio upstream |");
     println!("|---|---:|---:|");
     println!("| idle (after start) | {:.1} MB | {:.1} MB |", idle_http as f64 / 1024.0, idle_stdio as f64 / 1024.0);
-    println!("| after the load above | {:.1} MB | {:.1} MB |", loaded_http as f64 / 1024.0, loaded_stdio as f64 / 1024.0);
+    println!(
+        "| after the load above | {:.1} MB | {:.1} MB |",
+        loaded_http as f64 / 1024.0,
+        loaded_stdio as f64 / 1024.0
+    );
     println!(
         "| per idle session ({} sessions, each with its own upstream session) | {:.1} KB | |",
         a.sessions,

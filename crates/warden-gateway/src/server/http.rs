@@ -41,6 +41,9 @@ pub struct HttpOptions {
     pub idle_timeout: Duration,
     pub max_sessions: usize,
     pub sse_retry_ms: u64,
+    /// How long a request may take and still be answered with one JSON body; past this, or as
+    /// soon as a related message is sent first, the answer becomes an SSE stream. 0: always SSE.
+    pub sse_grace: Duration,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
 }
@@ -54,6 +57,7 @@ impl Default for HttpOptions {
             idle_timeout: Duration::from_secs(1800),
             max_sessions: 10_000,
             sse_retry_ms: 1000,
+            sse_grace: Duration::from_millis(10),
             allowed_hosts: vec![],
             allowed_origins: vec![],
         }
@@ -96,6 +100,8 @@ struct Stream {
     next_seq: u64,
     live: Option<mpsc::UnboundedSender<Bytes>>,
     done: bool,
+    /// JSON mode that turns into SSE when anything but the answer is sent first.
+    lazy: bool,
 }
 
 type HttpResponse = Response<Body>;
@@ -338,12 +344,42 @@ impl McpEndpoint {
         let conn = session.conn.get().expect("checked by session_of").clone();
         match msg {
             Message::Request { id, method, params } => {
-                if want_sse {
+                if want_sse && self.opts.sse_grace.is_zero() {
                     let (stream, rx) = session.streams.open(Some(id.clone()));
                     conn.request(id, method, params, Some(stream));
                     sse_response(rx)
+                } else if want_sse {
+                    let (stream, mut rx) = session.streams.open_json(id.clone(), true);
+                    conn.request(id, method, params, Some(stream));
+                    let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
+                        Ok(first) => first,
+                        Err(_) => {
+                            session.streams.upgrade(stream);
+                            rx.recv().await
+                        }
+                    };
+                    match first {
+                        Some(b) if b.first() == Some(&b'{') => Response::builder()
+                            .status(StatusCode::OK)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Body::from(b))
+                            .expect("static response parts"),
+                        Some(b) => {
+                            let (tx, out) = mpsc::unbounded_channel();
+                            let _ = tx.send(b);
+                            tokio::spawn(async move {
+                                while let Some(b) = rx.recv().await {
+                                    if tx.send(b).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                            sse_response(out)
+                        }
+                        None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
+                    }
                 } else {
-                    let (stream, mut rx) = session.streams.open_json(id.clone());
+                    let (stream, mut rx) = session.streams.open_json(id.clone(), false);
                     conn.request(id, method, params, Some(stream));
                     match rx.recv().await {
                         Some(b) => Response::builder()
@@ -460,7 +496,9 @@ impl Streams {
     fn alloc(&self, inner: &mut StreamsInner, request: Option<Id>) -> u64 {
         inner.next += 1;
         let s = inner.next;
-        inner.map.insert(s, Stream { request, events: VecDeque::new(), next_seq: 1, live: None, done: false });
+        inner
+            .map
+            .insert(s, Stream { request, events: VecDeque::new(), next_seq: 1, live: None, done: false, lazy: false });
         s
     }
 
@@ -479,14 +517,35 @@ impl Streams {
 
     /// A stream whose single payload is the JSON response (Accept without text/event-stream):
     /// related messages that arrive first go to the standalone stream instead.
-    fn open_json(&self, request: Id) -> (u64, mpsc::UnboundedReceiver<Bytes>) {
+    fn open_json(&self, request: Id, lazy: bool) -> (u64, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inner = self.inner.lock();
         let s = self.alloc(&mut inner, Some(request));
         let st = inner.map.get_mut(&s).expect("just inserted");
         st.live = Some(tx);
         st.next_seq = u64::MAX; // marks JSON mode
+        st.lazy = lazy;
         (s, rx)
+    }
+
+    /// Turn a lazy JSON-mode stream into an SSE stream (priming event first).
+    fn upgrade(&self, s: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(st) = inner.map.get_mut(&s) {
+            self.upgrade_locked(st, s);
+        }
+    }
+
+    fn upgrade_locked(&self, st: &mut Stream, s: u64) {
+        if st.lazy && st.next_seq == u64::MAX && !st.done {
+            st.next_seq = 1;
+            st.lazy = false;
+            if self.priming {
+                if let Some(l) = &st.live {
+                    let _ = l.send(Bytes::from(sse::encode(Some(&Self::event_id(s, 0)), "", Some(self.retry_ms))));
+                }
+            }
+        }
     }
 
     fn open_standalone(&self) -> Option<mpsc::UnboundedReceiver<Bytes>> {
@@ -610,6 +669,9 @@ impl Outbound for Streams {
         //    only their response)
         if let Some(s) = stream {
             if let Some(st) = inner.map.get_mut(&s) {
+                if st.lazy && !closes(st) {
+                    self.upgrade_locked(st, s);
+                }
                 if !st.done && (st.next_seq != u64::MAX || closes(st)) {
                     let done = closes(st);
                     let ok = Self::push(st, s, msg.to_json());

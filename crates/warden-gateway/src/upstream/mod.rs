@@ -17,9 +17,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
 use warden_protocol::version;
 
@@ -31,7 +30,22 @@ pub enum Incoming {
     Closed(String),
 }
 
-pub type IncomingTx = mpsc::UnboundedSender<Incoming>;
+/// Where a transport hands what it reads. Called on the reading task itself (no extra hop): the
+/// connection's dispatch is synchronous and spawns only for work that waits.
+#[derive(Clone)]
+pub struct IncomingTx(Arc<OnceLock<Weak<Conn>>>);
+
+impl IncomingTx {
+    pub fn send(&self, item: Incoming) -> Result<(), ()> {
+        match self.0.get().and_then(Weak::upgrade) {
+            Some(conn) => {
+                dispatch(&conn, item);
+                Ok(())
+            }
+            None => Err(()),
+        }
+    }
+}
 
 /// Everything needed to (re)connect an upstream, secrets already resolved.
 #[derive(Clone)]
@@ -136,7 +150,8 @@ impl Conn {
         handler: ServerHandler,
         client: &reqwest::Client,
     ) -> Result<Arc<Conn>, String> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let cell = Arc::new(OnceLock::new());
+        let tx = IncomingTx(cell.clone());
         let transport = match spec.kind {
             Kind::Stdio => Transport::Stdio(Box::new(stdio::StdioTransport::spawn(spec, tx)?)),
             Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
@@ -151,7 +166,7 @@ impl Conn {
             call_timeout: spec.call_timeout,
             serving: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&conn), rx));
+        let _ = cell.set(Arc::downgrade(&conn));
         let handshake = async {
             let result = conn
                 .call("initialize", Some(init_params), None)
@@ -274,9 +289,8 @@ impl Conn {
     }
 }
 
-async fn dispatch(conn: Weak<Conn>, mut rx: mpsc::UnboundedReceiver<Incoming>) {
-    while let Some(item) = rx.recv().await {
-        let Some(conn) = conn.upgrade() else { break };
+fn dispatch(conn: &Arc<Conn>, item: Incoming) {
+    {
         match item {
             Incoming::Closed(reason) => {
                 if conn.alive.swap(false, Ordering::Relaxed) {
@@ -317,7 +331,7 @@ async fn dispatch(conn: Weak<Conn>, mut rx: mpsc::UnboundedReceiver<Incoming>) {
                             .flatten(),
                         _ => related.and_then(|r| conn.calls.ctx(&r)).flatten(),
                     };
-                    (conn.handler)(&conn, other, ctx);
+                    (conn.handler)(conn, other, ctx);
                 }
             },
         }
