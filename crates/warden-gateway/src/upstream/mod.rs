@@ -36,13 +36,14 @@ pub enum Incoming {
 pub struct IncomingTx(Arc<OnceLock<Weak<Conn>>>);
 
 impl IncomingTx {
-    pub fn send(&self, item: Incoming) -> Result<(), ()> {
+    /// Deliver; false once the connection is gone.
+    pub fn send(&self, item: Incoming) -> bool {
         match self.0.get().and_then(Weak::upgrade) {
             Some(conn) => {
                 dispatch(&conn, item);
-                Ok(())
+                true
             }
-            None => Err(()),
+            None => false,
         }
     }
 }

@@ -65,7 +65,7 @@ impl StdioTransport {
                     Ok(Line::Data(b)) if b.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Line::Data(b)) => match Message::parse(&b, DEFAULT_MAX_DEPTH) {
                         Ok(msg) => {
-                            if incoming.send(Incoming::Message { msg, related: None }).is_err() {
+                            if !incoming.send(Incoming::Message { msg, related: None }) {
                                 break;
                             }
                         }
