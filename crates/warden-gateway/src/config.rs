@@ -395,6 +395,20 @@ url = "http://127.0.0.1:9/mcp"
     }
 
     #[test]
+    fn config_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let want = reference_markdown();
+        if std::env::var_os("WARDEN_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(have == want, "docs/config.md is stale: run WARDEN_BLESS=1 cargo test -p warden-gateway config_reference");
+        for key in ["`addr`", "`sse_grace_ms`", "`secret_env`", "`separator`", "`upstream`", "`prefix`"] {
+            assert!(want.contains(key), "{key} missing from the reference");
+        }
+    }
+
+    #[test]
     fn secrets_resolve_from_env_and_file_without_echoing_values() {
         let dir = std::env::temp_dir().join(format!("warden-secret-{}", std::process::id()));
         std::fs::write(&dir, "s3cret\n").unwrap();
@@ -404,4 +418,34 @@ url = "http://127.0.0.1:9/mcp"
         assert_eq!(e.resolve().unwrap_err(), "environment variable WARDEN_TEST_UNSET_VAR is not set");
         std::fs::remove_file(dir).ok();
     }
+}
+
+/// The configuration reference (docs/config.md), generated from the `///` comments of the config
+/// structs in this file. `cargo test` fails when docs/config.md is stale; regenerate with
+/// `WARDEN_BLESS=1 cargo test -p warden-gateway config_reference`.
+pub fn reference_markdown() -> String {
+    let src = include_str!("config.rs");
+    let sections = [("Config", "top level"), ("Listen", "[listen]"), ("Federation", "[federation]"), ("Upstream", "[[upstream]]"), ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`")];
+    let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");
+    for (name, title) in sections {
+        let start = src.find(&format!("pub struct {name} {{")).expect("struct in config.rs");
+        let body = &src[start..start + src[start..].find("\n}\n").expect("struct end")];
+        out.push_str(&format!("\n## {title}\n\n| key | type | meaning |\n|---|---|---|\n"));
+        let mut doc = Vec::new();
+        let mut rename: Option<String> = None;
+        for line in body.lines().skip(1) {
+            let t = line.trim();
+            if let Some(d) = t.strip_prefix("///") {
+                doc.push(d.trim().to_string());
+            } else if let Some(r) = t.strip_prefix("#[serde(").and_then(|a| a.split("rename = \"").nth(1)) {
+                rename = r.split('"').next().map(str::to_string);
+            } else if let Some(f) = t.strip_prefix("pub ") {
+                let (field, ty) = f.split_once(": ").expect("field: type");
+                let key = rename.take().unwrap_or_else(|| field.to_string());
+                out.push_str(&format!("| `{key}` | `{}` | {} |\n", ty.trim_end_matches(','), doc.join(" ").replace('|', "\\|")));
+                doc.clear();
+            }
+        }
+    }
+    out
 }
