@@ -402,7 +402,10 @@ url = "http://127.0.0.1:9/mcp"
             std::fs::write(path, &want).unwrap();
         }
         let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(have == want, "docs/config.md is stale: run WARDEN_BLESS=1 cargo test -p warden-gateway config_reference");
+        assert!(
+            have == want,
+            "docs/config.md is stale: run WARDEN_BLESS=1 cargo test -p warden-gateway config_reference"
+        );
         for key in ["`addr`", "`sse_grace_ms`", "`secret_env`", "`separator`", "`upstream`", "`prefix`"] {
             assert!(want.contains(key), "{key} missing from the reference");
         }
@@ -425,7 +428,13 @@ url = "http://127.0.0.1:9/mcp"
 /// `WARDEN_BLESS=1 cargo test -p warden-gateway config_reference`.
 pub fn reference_markdown() -> String {
     let src = include_str!("config.rs");
-    let sections = [("Config", "top level"), ("Listen", "[listen]"), ("Federation", "[federation]"), ("Upstream", "[[upstream]]"), ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`")];
+    let sections = [
+        ("Config", "top level"),
+        ("Listen", "[listen]"),
+        ("Federation", "[federation]"),
+        ("Upstream", "[[upstream]]"),
+        ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
+    ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");
     for (name, title) in sections {
         let start = src.find(&format!("pub struct {name} {{")).expect("struct in config.rs");
@@ -442,7 +451,11 @@ pub fn reference_markdown() -> String {
             } else if let Some(f) = t.strip_prefix("pub ") {
                 let (field, ty) = f.split_once(": ").expect("field: type");
                 let key = rename.take().unwrap_or_else(|| field.to_string());
-                out.push_str(&format!("| `{key}` | `{}` | {} |\n", ty.trim_end_matches(','), doc.join(" ").replace('|', "\\|")));
+                out.push_str(&format!(
+                    "| `{key}` | `{}` | {} |\n",
+                    ty.trim_end_matches(','),
+                    doc.join(" ").replace('|', "\\|")
+                ));
                 doc.clear();
             }
         }
