@@ -335,6 +335,46 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The configuration reference (docs/config.md), generated from the `///` comments of the config
+/// structs in this file. `cargo test` fails when docs/config.md is stale; regenerate with
+/// `WARDEN_BLESS=1 cargo test -p warden-gateway config_reference`.
+pub fn reference_markdown() -> String {
+    let src = include_str!("config.rs");
+    let sections = [
+        ("Config", "top level"),
+        ("Listen", "[listen]"),
+        ("Federation", "[federation]"),
+        ("Upstream", "[[upstream]]"),
+        ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
+    ];
+    let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");
+    for (name, title) in sections {
+        let start = src.find(&format!("pub struct {name} {{")).expect("struct in config.rs");
+        let body = &src[start..start + src[start..].find("\n}\n").expect("struct end")];
+        out.push_str(&format!("\n## {title}\n\n| key | type | meaning |\n|---|---|---|\n"));
+        let mut doc = Vec::new();
+        let mut rename: Option<String> = None;
+        for line in body.lines().skip(1) {
+            let t = line.trim();
+            if let Some(d) = t.strip_prefix("///") {
+                doc.push(d.trim().to_string());
+            } else if let Some(r) = t.strip_prefix("#[serde(").and_then(|a| a.split("rename = \"").nth(1)) {
+                rename = r.split('"').next().map(str::to_string);
+            } else if let Some(f) = t.strip_prefix("pub ") {
+                let (field, ty) = f.split_once(": ").expect("field: type");
+                let key = rename.take().unwrap_or_else(|| field.to_string());
+                out.push_str(&format!(
+                    "| `{key}` | `{}` | {} |\n",
+                    ty.trim_end_matches(','),
+                    doc.join(" ").replace('|', "\\|")
+                ));
+                doc.clear();
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,44 +461,4 @@ url = "http://127.0.0.1:9/mcp"
         assert_eq!(e.resolve().unwrap_err(), "environment variable WARDEN_TEST_UNSET_VAR is not set");
         std::fs::remove_file(dir).ok();
     }
-}
-
-/// The configuration reference (docs/config.md), generated from the `///` comments of the config
-/// structs in this file. `cargo test` fails when docs/config.md is stale; regenerate with
-/// `WARDEN_BLESS=1 cargo test -p warden-gateway config_reference`.
-pub fn reference_markdown() -> String {
-    let src = include_str!("config.rs");
-    let sections = [
-        ("Config", "top level"),
-        ("Listen", "[listen]"),
-        ("Federation", "[federation]"),
-        ("Upstream", "[[upstream]]"),
-        ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
-    ];
-    let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");
-    for (name, title) in sections {
-        let start = src.find(&format!("pub struct {name} {{")).expect("struct in config.rs");
-        let body = &src[start..start + src[start..].find("\n}\n").expect("struct end")];
-        out.push_str(&format!("\n## {title}\n\n| key | type | meaning |\n|---|---|---|\n"));
-        let mut doc = Vec::new();
-        let mut rename: Option<String> = None;
-        for line in body.lines().skip(1) {
-            let t = line.trim();
-            if let Some(d) = t.strip_prefix("///") {
-                doc.push(d.trim().to_string());
-            } else if let Some(r) = t.strip_prefix("#[serde(").and_then(|a| a.split("rename = \"").nth(1)) {
-                rename = r.split('"').next().map(str::to_string);
-            } else if let Some(f) = t.strip_prefix("pub ") {
-                let (field, ty) = f.split_once(": ").expect("field: type");
-                let key = rename.take().unwrap_or_else(|| field.to_string());
-                out.push_str(&format!(
-                    "| `{key}` | `{}` | {} |\n",
-                    ty.trim_end_matches(','),
-                    doc.join(" ").replace('|', "\\|")
-                ));
-                doc.clear();
-            }
-        }
-    }
-    out
 }
