@@ -72,14 +72,15 @@ fn wait_http(url: &str) {
 /// Start the fixture over HTTP; `url` is its `/mcp` endpoint.
 pub fn fixture_http() -> Proc {
     let port = free_port();
-    let dir = tempdir("fixture");
+    let mut cmd = Command::new(bin("warden-fixture"));
+    cmd.args(["--http", &format!("127.0.0.1:{port}")]);
+    spawn_logged(cmd, tempdir("fixture"), port)
+}
+
+/// Start `cmd` with stderr to `dir/stderr.log`; wait for its `/mcp` endpoint on `port`.
+fn spawn_logged(mut cmd: Command, dir: PathBuf, port: u16) -> Proc {
     let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new(bin("warden-fixture"))
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let child = cmd.stdout(Stdio::null()).stderr(err).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
     wait_http(&url);
     Proc { child, url, dir }
@@ -100,18 +101,9 @@ pub fn warden(listen_extra: &str, upstreams: &str) -> Proc {
     let dir = tempdir("warden");
     let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{listen_extra}\n\n{upstreams}");
     std::fs::write(dir.join("warden.toml"), &cfg).unwrap();
-    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new(bin("warden"))
-        .args(["serve", "--config"])
-        .arg(dir.join("warden.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    wait_http(&url);
-    Proc { child, url, dir }
+    let mut cmd = Command::new(bin("warden"));
+    cmd.args(["serve", "--config"]).arg(dir.join("warden.toml")).env("RUST_LOG", "info");
+    spawn_logged(cmd, dir, port)
 }
 
 /// What came back for one HTTP request.
@@ -191,14 +183,17 @@ impl Client {
 
     /// POST one JSON value (or raw body) and read the whole answer.
     pub async fn post(&self, body: &Value) -> Reply {
-        let r = self
-            .request(reqwest::Method::POST)
+        Self::read(self.post_stream(body).await).await
+    }
+
+    /// POST one JSON value; the answer is left unread (to read a stream piece by piece).
+    pub async fn post_stream(&self, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await
-            .unwrap();
-        Self::read(r).await
+            .unwrap()
     }
 
     pub async fn initialize(&mut self) -> Value {

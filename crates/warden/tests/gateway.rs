@@ -159,13 +159,7 @@ async fn sse_resumption_replays_only_the_same_stream() {
     c.initialize().await;
     // open a slow call's stream, read only the priming event, then disconnect
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 400}, "_meta": {"progressToken": "p"}}});
-    let mut resp = c
-        .request(reqwest::Method::POST)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut resp = c.post_stream(&body).await;
     let first = resp.chunk().await.unwrap().unwrap();
     let first = String::from_utf8_lossy(&first).to_string();
     assert!(first.starts_with("id: ") && first.contains("retry: "), "priming event: {first:?}");
