@@ -12,7 +12,7 @@ if [ ! -x "$NODE22" ] || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/sdk
 fi
 if [ ! -x "$PY" ] || ! "$PY" -c 'import mcp' 2>/dev/null; then
   echo "setup: creating Python venv"
-  python3 -m venv "$ROOT/.venv"
+  python3 -m venv --clear "$ROOT/.venv"
   "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -r "$INTEROP/requirements.txt"
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
