@@ -69,6 +69,7 @@ impl Control {
                             Ok(conn) => {
                                 tracing::info!(upstream = %spec.name, "upstream ready");
                                 *c.conns[i].lock() = Some(conn.clone());
+                                *c.shared.known[i].lock() = conn.init();
                                 c.refresh_names(i, &conn).await;
                                 backoff = Duration::from_millis(500);
                             }
@@ -156,7 +157,8 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http }) })
+        let known = specs.iter().map(|_| Mutex::new(None)).collect();
+        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known }) })
     }
 
     fn service(&self) -> Arc<dyn Service> {

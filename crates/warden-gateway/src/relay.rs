@@ -30,6 +30,9 @@ pub struct Shared {
     pub specs: Vec<Spec>,
     pub ns: Namespaces,
     pub http: reqwest::Client,
+    /// What each upstream said to Warden's control connection, when it is up. Sessions answer
+    /// `initialize` from this and connect to the upstream on first use.
+    pub known: Vec<Mutex<Option<ServerInit>>>,
 }
 
 /// The relay service.
@@ -102,9 +105,17 @@ impl Service for Relay {
                 closed: AtomicBool::new(false),
                 me: me.clone(),
             });
+            // Capabilities from the control connections; an upstream without one (not ready
+            // yet, or `warden stdio`, which has none) is connected now to learn them.
             let inits: Vec<Option<ServerInit>> = join_all((0..shared.specs.len()).map(|i| {
                 let s = session.clone();
-                async move { s.conn(i).await.ok().and_then(|c| c.init()) }
+                let known = shared.known[i].lock().clone();
+                async move {
+                    match known {
+                        Some(k) => Some(k),
+                        None => s.conn(i).await.ok().and_then(|c| c.init()),
+                    }
+                }
             }))
             .await;
             let result = json!({

@@ -316,7 +316,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         loaded_stdio as f64 / 1024.0
     );
     println!(
-        "| per idle session ({} sessions, each with its own upstream session) | {:.1} KB | |",
+        "| per idle session ({} initialized sessions; upstreams connect on first use) | {:.1} KB | |",
         a.sessions,
         (after.saturating_sub(before)) as f64 / a.sessions as f64
     );

@@ -337,3 +337,48 @@ async fn stdio_mode_serves_one_client() {
         tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits when stdin closes").unwrap();
     assert!(status.success());
 }
+
+/// Child processes of `pid` (all threads), from /proc.
+fn child_count(pid: u32) -> usize {
+    let mut n = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        n += c.split_whitespace().count();
+    }
+    n
+}
+
+#[tokio::test]
+async fn idle_sessions_open_no_upstream_until_used() {
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), ""));
+    let pid = w.child.id();
+    let base = w.url.replace("/mcp", "/readyz");
+    for _ in 0..100 {
+        if reqwest::get(&base).await.unwrap().status().as_u16() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(child_count(pid), 1, "only the control connection's child");
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::new(&w.url);
+        let init = c.initialize().await;
+        assert!(init["capabilities"]["tools"].is_object(), "capabilities known without connecting: {init}");
+        clients.push(c);
+    }
+    assert_eq!(child_count(pid), 1, "idle sessions spawned upstream processes");
+    assert_eq!(text_of(&clients[0].tool(1, "echo", json!({"text": "first use"})).await), "first use");
+    assert_eq!(child_count(pid), 2, "first use connects exactly this session's upstream");
+    let r = clients[0].request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut n = child_count(pid);
+    for _ in 0..50 {
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = child_count(pid);
+    }
+    assert_eq!(n, 1, "closing the session ends its child");
+}
