@@ -24,7 +24,7 @@ FX=$(free_port)
 start_bg "$BIN/warden-fixture" --http "127.0.0.1:$FX" 2>"$TMP/fixture.log"
 wait_port "$FX"
 
-W1=$(free_port); W2=$(free_port)
+W1=$(free_port); W2=$(free_port); W3=$(free_port)
 cat > "$TMP/stdio.toml" <<TOML
 [listen]
 addr = "127.0.0.1:$W1"
@@ -44,13 +44,18 @@ namespace = ""
 transport = "http"
 url = "http://127.0.0.1:$FX/mcp"
 TOML
+# the same with every answer as an SSE stream (priming events, multiple concurrent streams)
+sed -e "s/127.0.0.1:$W1/127.0.0.1:$W3/" -e 's/^\[listen\]$/[listen]\nsse_grace_ms = 0/' "$TMP/stdio.toml" > "$TMP/sse.toml"
 start_bg "$BIN/warden" serve --config "$TMP/stdio.toml" 2>"$TMP/warden-stdio.log"
+start_bg "$BIN/warden" serve --config "$TMP/sse.toml" 2>"$TMP/warden-sse.log"
 start_bg "$BIN/warden" serve --config "$TMP/http.toml" 2>"$TMP/warden-http.log"
 wait_ready "http://127.0.0.1:$W1/readyz"
 wait_ready "http://127.0.0.1:$W2/readyz"
+wait_ready "http://127.0.0.1:$W3/readyz"
 
 run_suite fixture-direct "http://localhost:$FX/mcp"
 run_suite warden-stdio-upstream "http://localhost:$W1/mcp"
 run_suite warden-http-upstream "http://localhost:$W2/mcp"
+run_suite warden-always-sse "http://localhost:$W3/mcp"
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]
