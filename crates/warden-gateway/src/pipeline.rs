@@ -20,7 +20,7 @@ pub enum Route {
     /// One upstream, with the request rewritten to the upstream's own names.
     One { up: usize, params: Value },
     /// Every upstream with a capability.
-    Broadcast { cap: &'static str },
+    Broadcast { cap: &'static str, params: Value },
 }
 
 pub async fn handle(
@@ -31,7 +31,7 @@ pub async fn handle(
 ) -> Result<Value, GatewayError> {
     let started = Instant::now();
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
-    let route = route(s, method, params.clone()).await;
+    let route = route(s, method, params).await;
     // 6. request policy: kill switch → authorization → limits → schema → guards → approval
     //    (added by the authorization and content-security issues)
     // 7. upstream
@@ -39,7 +39,7 @@ pub async fn handle(
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
         Ok(Route::FanOut) => s.list(method).await,
-        Ok(Route::Broadcast { cap }) => s.broadcast(cap, method, params).await,
+        Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params }) => {
             let conn = s.conn(up).await?;
             let r = conn.call(method, Some(params), Some(peer)).await.map_err(GatewayError::from);
@@ -77,7 +77,7 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
     }
     match method {
         "ping" => Ok(Route::Local(json!({}))),
-        "logging/setLevel" => Ok(Route::Broadcast { cap: "logging" }),
+        "logging/setLevel" => Ok(Route::Broadcast { cap: "logging", params: p }),
         "tools/call" | "prompts/get" => {
             let kind = if method == "tools/call" { "tools" } else { "prompts" };
             let name = str_param(&p, "name")?.to_string();

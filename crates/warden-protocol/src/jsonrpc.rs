@@ -164,6 +164,61 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Id::Num(n) => s.serialize_i64(*n),
+            Id::Str(v) => s.serialize_str(v),
+            Id::Null => s.serialize_unit(),
+        }
+    }
+}
+
+impl serde::Serialize for ErrorObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("code", &self.code)?;
+        m.serialize_entry("message", &self.message)?;
+        if let Some(d) = &self.data {
+            m.serialize_entry("data", d)?;
+        }
+        m.end()
+    }
+}
+
+impl serde::Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("jsonrpc", "2.0")?;
+        match self {
+            Message::Request { id, method, params } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("method", method)?;
+                if let Some(p) = params {
+                    m.serialize_entry("params", p)?;
+                }
+            }
+            Message::Notification { method, params } => {
+                m.serialize_entry("method", method)?;
+                if let Some(p) = params {
+                    m.serialize_entry("params", p)?;
+                }
+            }
+            Message::Response { id, result } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("result", result)?;
+            }
+            Message::Error { id, error } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("error", error)?;
+            }
+        }
+        m.end()
+    }
+}
+
 impl Message {
     /// Parse one message from bytes with a nesting limit.
     pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Message, ParseError> {
@@ -253,8 +308,9 @@ impl Message {
         Value::Object(m)
     }
 
+    /// Serialize without copying params/result (the relay's hot path).
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        serde_json::to_string(self).expect("a Message always serializes")
     }
 
     pub fn method(&self) -> Option<&str> {
@@ -290,6 +346,7 @@ mod tests {
             let m = p(c).unwrap();
             let back: Value = serde_json::from_str(c).unwrap();
             assert_eq!(m.to_value(), back, "{c}");
+            assert_eq!(serde_json::from_str::<Value>(&m.to_json()).unwrap(), back, "{c}");
         }
     }
 
