@@ -97,19 +97,10 @@ impl Control {
             if !conn.has_capability(cap) {
                 continue;
             }
-            let mut cursor: Option<Value> = None;
-            for _ in 0..50 {
-                let Ok(page) = conn.call(method, cursor.take().map(|c| json!({"cursor": c})), None).await else {
-                    break;
-                };
-                for it in page.get(field).and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(n) = it.get("name").and_then(Value::as_str) {
-                        names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
-                    }
-                }
-                match page.get("nextCursor") {
-                    Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                    _ => break,
+            let Ok(items) = conn.list_all(method, field).await else { continue };
+            for it in &items {
+                if let Some(n) = it.get("name").and_then(Value::as_str) {
+                    names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
                 }
             }
         }

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use warden_protocol::jsonrpc::{self, ErrorObject, Message};
 use warden_protocol::version;
 
-const MAX_PAGES: usize = 50;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What is shared by all sessions.
@@ -329,26 +328,6 @@ impl RelaySession {
         }
     }
 
-    /// Every page of a listing from one upstream.
-    async fn list_all(&self, i: usize, method: &str, field: &str) -> Result<Vec<Value>, GatewayError> {
-        let conn = self.conn(i).await?;
-        let mut items = Vec::new();
-        let mut cursor: Option<Value> = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| json!({ "cursor": c }));
-            let mut page = conn.call(method, params, None).await?;
-            if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
-                items.extend(a);
-            }
-            match page.get("nextCursor") {
-                Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                _ => return Ok(items),
-            }
-        }
-        tracing::warn!(upstream = %self.shared.specs[i].name, method, "listing has more than {MAX_PAGES} pages; truncated");
-        Ok(items)
-    }
-
     /// Fan a listing out to every upstream that has the capability, rename, and merge.
     /// Colliding names are withheld from the answer and from routing.
     pub async fn list(&self, method: &str) -> Result<Value, GatewayError> {
@@ -357,7 +336,7 @@ impl RelaySession {
         let ups: Vec<usize> = (0..self.slots.len()).collect();
         let pages = join_all(ups.iter().map(|&i| async move {
             match self.conn(i).await {
-                Ok(c) if c.has_capability(cap) => (i, self.list_all(i, method, field).await),
+                Ok(c) if c.has_capability(cap) => (i, c.list_all(method, field).await.map_err(GatewayError::from)),
                 Ok(_) => (i, Ok(vec![])),
                 Err(e) => (i, Err(e)),
             }

@@ -35,7 +35,8 @@ impl Id {
             Id::Null => Value::Null,
         }
     }
-    fn from_value(v: &Value) -> Option<Id> {
+    /// An id from JSON: a string or an integer (null too; callers decide if it is allowed).
+    pub fn from_value(v: &Value) -> Option<Id> {
         match v {
             Value::String(s) => Some(Id::Str(s.clone())),
             Value::Number(n) => n.as_i64().map(Id::Num),
@@ -60,6 +61,11 @@ pub struct ErrorObject {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
+}
+
+/// The `requestId` named by a `notifications/cancelled`.
+pub fn cancelled_request_id(params: Option<&Value>) -> Option<Id> {
+    params?.get("requestId").and_then(Id::from_value).filter(|id| *id != Id::Null)
 }
 
 impl ErrorObject {

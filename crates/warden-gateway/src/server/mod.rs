@@ -84,11 +84,7 @@ impl Conn {
 
     pub fn notification(self: &Arc<Self>, method: String, params: Option<Value>) {
         if method == "notifications/cancelled" {
-            let id = params
-                .as_ref()
-                .and_then(|p| p.get("requestId"))
-                .and_then(|v| Message::from_value(serde_json::json!({"jsonrpc": "2.0", "id": v, "result": {}})).ok());
-            if let Some(Message::Response { id, .. }) = id {
+            if let Some(id) = jsonrpc::cancelled_request_id(params.as_ref()) {
                 let entry = self.inflight.lock().remove(&id);
                 if let Some((h, stream)) = entry {
                     h.abort();

@@ -138,6 +138,9 @@ pub struct Conn {
     serving: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
 }
 
+/// Most pages read from one listing.
+pub const MAX_PAGES: usize = 50;
+
 fn err(code: i64, msg: impl Into<String>) -> ErrorObject {
     ErrorObject::new(code, msg)
 }
@@ -261,6 +264,26 @@ impl Conn {
         }
     }
 
+    /// Every page of a listing (`tools/list`, …): the items under `field`, at most `MAX_PAGES`
+    /// pages (a server that pages forever is cut off, with a warning).
+    pub async fn list_all(&self, method: &str, field: &str) -> Result<Vec<Value>, ErrorObject> {
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor.take().map(|c| json!({ "cursor": c }));
+            let mut page = self.call(method, params, None).await?;
+            if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
+                items.extend(a);
+            }
+            match page.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return Ok(items),
+            }
+        }
+        tracing::warn!(upstream = %self.name, method, "listing has more than {MAX_PAGES} pages; truncated");
+        Ok(items)
+    }
+
     pub async fn notify(&self, method: &str, params: Option<Value>) {
         let _ = self.transport.send(Message::Notification { method: method.into(), params }).await;
     }
@@ -314,10 +337,7 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
                     }
                 }
                 Message::Notification { ref method, ref params } if method == "notifications/cancelled" => {
-                    let target = params.as_ref().and_then(|p| p.get("requestId")).cloned();
-                    if let Some(Ok(Message::Response { id, .. })) =
-                        target.map(|t| Message::from_value(json!({"jsonrpc": "2.0", "id": t, "result": {}})))
-                    {
+                    if let Some(id) = jsonrpc::cancelled_request_id(params.as_ref()) {
                         if let Some(h) = conn.serving.lock().remove(&id) {
                             h.abort();
                         }
