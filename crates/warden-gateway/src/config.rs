@@ -25,6 +25,12 @@ pub struct Config {
     /// The MCP servers Warden fronts. At least one.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<Upstream>,
+    /// Who may call: bearer tokens, API keys, client certificates. Absent: only a loopback bind
+    /// is allowed and every caller is the anonymous `local` principal.
+    pub auth: Option<Auth>,
+    /// The directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// The client-facing listener (`/mcp`, `/healthz`, `/readyz`).
@@ -69,6 +75,151 @@ pub struct Listen {
     /// requests first, is answered with an SSE stream. 0: always SSE. Default 10.
     #[serde(default = "default_grace")]
     pub sse_grace_ms: u64,
+    /// Serve HTTPS (TLS 1.3 only). Absent: plain HTTP, allowed on a non-loopback address only
+    /// with `trusted_proxies` (a TLS-terminating proxy in front).
+    pub tls: Option<Tls>,
+    /// Addresses of TLS-terminating reverse proxies. Required for plain HTTP on a non-loopback
+    /// address; `X-Forwarded-For`/`X-Forwarded-Proto` are believed only from these addresses.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// TLS for the listener: TLS 1.3 only; files are re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates for client certificates (mTLS). When set, a client certificate is
+    /// required and verified against these, and its subject becomes the caller's principal.
+    pub client_ca_file: Option<PathBuf>,
+    /// Seconds between checks for changed certificate files. Default 10.
+    #[serde(default = "default_tls_reload")]
+    pub reload_secs: u64,
+}
+
+/// Authentication (DESIGN.md stage 2). Every request to `/mcp` must present one accepted
+/// credential: a bearer JWT from an accepted issuer (or the built-in authorization server), an
+/// opaque token accepted by introspection, an API key, or a verified client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// This server's canonical resource URI (RFC 8707), the MCP endpoint's public URL, e.g.
+    /// `https://mcp.example.com/mcp`. Tokens must name it in `aud`. Required on a non-loopback
+    /// bind; on loopback it defaults to `http://<Host header>/mcp`.
+    pub resource: Option<String>,
+    /// Scopes every request needs. Missing ones get 403 `insufficient_scope`. Default none.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Scopes announced in the protected resource metadata. Default: `required_scopes`.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Authorization servers whose JWT access tokens are accepted.
+    #[serde(default, rename = "jwt")]
+    pub issuers: Vec<JwtIssuer>,
+    /// Opaque access tokens checked by RFC 7662 introspection.
+    pub introspection: Option<Introspection>,
+    /// API keys for service clients (`warden apikey create` prints one with its entry).
+    #[serde(default, rename = "api_key")]
+    pub api_keys: Vec<ApiKeyEntry>,
+    /// Scopes granted to a caller authenticated by a verified client certificate.
+    #[serde(default)]
+    pub mtls_scopes: Vec<String>,
+    /// The built-in OAuth 2.1 authorization server.
+    pub builtin: Option<BuiltinAs>,
+}
+
+/// An external authorization server whose JWTs are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// The issuer, compared exactly with `iss`. Keys are found by RFC 8414 / OIDC discovery
+    /// under it unless `jwks_url` is set. `https://` (plain `http://` only to loopback).
+    pub issuer: String,
+    /// The JWKS URL, skipping discovery.
+    pub jwks_url: Option<String>,
+    /// Signature algorithms accepted (asymmetric only). Default: RS256/384/512, PS256/384/512,
+    /// ES256, ES384, EdDSA.
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Clock leeway for `exp`/`nbf`/`iat`, seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Longest accepted token lifetime (`exp - iat`), seconds. Default 3600.
+    #[serde(default = "default_lifetime")]
+    pub max_lifetime_secs: u64,
+    /// Claim holding the caller's roles (dotted path, e.g. `realm_access.roles`). Default `roles`.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim holding the caller's tenant (dotted path). Default `tenant`.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// Seconds between background JWKS refreshes. Default 300.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// Fewest seconds between JWKS fetches caused by an unknown `kid`. Default 10.
+    #[serde(default = "default_kid_refresh")]
+    pub unknown_kid_refresh_secs: u64,
+}
+
+/// RFC 7662 token introspection for opaque tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    /// The introspection endpoint (`https://`, or `http://` to loopback).
+    pub endpoint: String,
+    /// Warden's client id at the authorization server.
+    pub client_id: String,
+    /// Warden's client secret.
+    pub client_secret: SecretRef,
+    /// Seconds a result is cached (never past the token's `exp`). Default 30.
+    #[serde(default = "default_introspect_cache")]
+    pub cache_secs: u64,
+}
+
+/// One API key, stored only as a hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The key's public id (the part after `wdk_`, before the next `_`).
+    pub id: String,
+    /// `sha256:<hex>` of the whole key.
+    pub hash: String,
+    /// The principal's subject.
+    pub subject: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+    /// Expiry, RFC 3339 (e.g. `2027-01-31T00:00:00Z`). Absent: no expiry.
+    pub expires: Option<String>,
+}
+
+/// The built-in OAuth 2.1 authorization server (for the embedded default and small teams).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinAs {
+    /// The signing key (PKCS#8 Ed25519, created on first start). Default
+    /// `warden-data/signing-key.pk8` beside the config file.
+    pub key_file: Option<PathBuf>,
+    /// Local users with argon2id password hashes (`warden user add`). Default
+    /// `warden-data/users.toml` beside the config file.
+    pub users_file: Option<PathBuf>,
+    /// Access token lifetime, seconds (at most 3600). Default 900.
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime, seconds. Default 86400.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: u64,
+    /// Scopes clients may request. Default `["mcp"]`.
+    #[serde(default = "default_as_scopes")]
+    pub scopes: Vec<String>,
+    /// Accept RFC 7591 dynamic client registration. Default true.
+    #[serde(default = "default_true")]
+    pub dynamic_registration: bool,
 }
 
 /// Combining several upstreams.
@@ -171,6 +322,45 @@ fn default_retry() -> u64 {
 fn default_grace() -> u64 {
     10
 }
+fn default_tls_reload() -> u64 {
+    10
+}
+fn default_algs() -> Vec<String> {
+    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"].map(String::from).to_vec()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_lifetime() -> u64 {
+    3600
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_kid_refresh() -> u64 {
+    10
+}
+fn default_introspect_cache() -> u64 {
+    30
+}
+fn default_access_ttl() -> u64 {
+    900
+}
+fn default_refresh_ttl() -> u64 {
+    86400
+}
+fn default_as_scopes() -> Vec<String> {
+    vec!["mcp".into()]
+}
+fn default_true() -> bool {
+    true
+}
 fn default_sep() -> String {
     "__".into()
 }
@@ -205,7 +395,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        Config::parse(&text, &path.display().to_string())
+        let mut cfg = Config::parse(&text, &path.display().to_string())?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(cfg)
+    }
+
+    /// `p` resolved against the config file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 
     /// Parse and validate text; `origin` names the source in messages.
@@ -218,13 +419,29 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Check the configuration as a whole (after parsing, or after a CLI override).
+    pub fn validate(&self) -> Result<(), String> {
         if !self.listen.addr.ip().is_loopback() {
-            return Err(format!(
-                "listen.addr: refusing to bind non-loopback address {} because no authentication \
-                 is configured; bind 127.0.0.1 or ::1",
-                self.listen.addr
-            ));
+            let Some(auth) = &self.auth else {
+                return Err(format!(
+                    "listen.addr: refusing to bind non-loopback address {} because no authentication \
+                     is configured; add [auth] or bind 127.0.0.1 or ::1",
+                    self.listen.addr
+                ));
+            };
+            if auth.resource.is_none() {
+                return Err("auth.resource: required on a non-loopback bind (the public URL of /mcp)".into());
+            }
+            if self.listen.tls.is_none() && self.listen.trusted_proxies.is_empty() {
+                return Err(format!(
+                    "listen: refusing plain HTTP on non-loopback address {}; configure [listen.tls] or, \
+                     behind a TLS-terminating proxy, listen.trusted_proxies",
+                    self.listen.addr
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
         }
         if self.listen.max_body_bytes < 1024 || self.listen.max_json_depth < 8 {
             return Err("listen: max_body_bytes must be ≥ 1024 and max_json_depth ≥ 8".into());
@@ -264,7 +481,7 @@ impl Config {
                 }
                 Transport::Http => {
                     let url = u.url.as_deref().ok_or(format!("{at}.url: required for transport = \"http\""))?;
-                    check_upstream_url(url).map_err(|m| format!("{at}.url: {m}"))?;
+                    check_remote_url(url).map_err(|m| format!("{at}.url: {m}"))?;
                     if u.command.is_some() || !u.args.is_empty() || !u.env.is_empty() || !u.secret_env.is_empty() {
                         return Err(format!("{at}: command/args/env/secret_env are for transport = \"stdio\""));
                     }
@@ -277,6 +494,66 @@ impl Config {
             }
             if u.call_timeout_secs == 0 || u.connect_timeout_secs == 0 {
                 return Err(format!("{at}: timeouts must be at least 1 second"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Auth {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(r) = &self.resource {
+            let u = reqwest::Url::parse(r).map_err(|e| format!("auth.resource: not a URL: {e}"))?;
+            if u.fragment().is_some() || !matches!(u.scheme(), "https" | "http") {
+                return Err("auth.resource: expected an http(s) URL without a fragment".into());
+            }
+        }
+        if self.issuers.is_empty()
+            && self.introspection.is_none()
+            && self.api_keys.is_empty()
+            && self.builtin.is_none()
+            && self.mtls_scopes.is_empty()
+        {
+            return Err("auth: no credential is accepted; configure jwt, introspection, api_key, builtin or \
+                        mtls_scopes"
+                .into());
+        }
+        for (i, j) in self.issuers.iter().enumerate() {
+            check_remote_url(&j.issuer).map_err(|m| format!("auth.jwt[{i}].issuer: {m}"))?;
+            if let Some(u) = &j.jwks_url {
+                check_remote_url(u).map_err(|m| format!("auth.jwt[{i}].jwks_url: {m}"))?;
+            }
+            for a in &j.algorithms {
+                if !default_algs().contains(a) {
+                    return Err(format!(
+                        "auth.jwt[{i}].algorithms: {a:?} is not accepted (asymmetric algorithms only: {})",
+                        default_algs().join(", ")
+                    ));
+                }
+            }
+            if j.max_lifetime_secs == 0 || j.leeway_secs > 300 {
+                return Err(format!("auth.jwt[{i}]: max_lifetime_secs must be ≥ 1 and leeway_secs ≤ 300"));
+            }
+        }
+        if let Some(x) = &self.introspection {
+            check_remote_url(&x.endpoint).map_err(|m| format!("auth.introspection.endpoint: {m}"))?;
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            if !ids.insert(&k.id) {
+                return Err(format!("auth.api_key[{i}].id: duplicate id {:?}", k.id));
+            }
+            let hex = k.hash.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("auth.api_key[{i}].hash: expected sha256:<64 hex digits>"));
+            }
+            if let Some(e) = &k.expires {
+                humantime::parse_rfc3339(e).map_err(|e| format!("auth.api_key[{i}].expires: {e}"))?;
+            }
+        }
+        if let Some(b) = &self.builtin {
+            if b.access_token_ttl_secs == 0 || b.access_token_ttl_secs > 3600 {
+                return Err("auth.builtin.access_token_ttl_secs: expected 1..=3600".into());
             }
         }
         Ok(())
@@ -314,7 +591,8 @@ fn valid_name(s: &str) -> bool {
     (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn check_upstream_url(url: &str) -> Result<(), String> {
+/// `https://`, or `http://` to a loopback host.
+pub fn check_remote_url(url: &str) -> Result<(), String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     match u.scheme() {
         "https" => Ok(()),
@@ -343,6 +621,12 @@ pub fn reference_markdown() -> String {
     let sections = [
         ("Config", "top level"),
         ("Listen", "[listen]"),
+        ("Tls", "[listen.tls]"),
+        ("Auth", "[auth]"),
+        ("JwtIssuer", "[[auth.jwt]]"),
+        ("Introspection", "[auth.introspection]"),
+        ("ApiKeyEntry", "[[auth.api_key]]"),
+        ("BuiltinAs", "[auth.builtin]"),
         ("Federation", "[federation]"),
         ("Upstream", "[[upstream]]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),

@@ -2,14 +2,18 @@
 //! upstream (readiness and collision reports), serve `/mcp`, `/healthz` and `/readyz` on a
 //! hardened HTTP listener, or one client over stdio; shut everything down cleanly.
 
+use crate::auth::{Authenticator, PeerCert};
 use crate::config::Config;
 use crate::namespace::Namespaces;
 use crate::relay::{report_collisions, Relay, Shared};
+use crate::server::http::Authenticate;
 use crate::server::http::{HttpOptions, McpEndpoint};
 use crate::server::Service;
+use crate::tls::TlsState;
 use crate::upstream::{Conn, ServerHandler, Spec};
 use axum::body::Body;
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use http::{Request, StatusCode};
@@ -18,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -133,6 +138,7 @@ impl Control {
 pub struct Gateway {
     pub cfg: Config,
     pub shared: Arc<Shared>,
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Gateway {
@@ -149,7 +155,8 @@ impl Gateway {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();
-        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known }) })
+        let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
+        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known }), auth })
     }
 
     fn service(&self) -> Arc<dyn Service> {
@@ -175,11 +182,29 @@ impl Gateway {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let control = Control::new(self.shared.clone());
         control.start();
-        let endpoint = McpEndpoint::new(self.service(), self.http_options());
-        let router = mcp_router(endpoint.clone(), Some(control.clone()));
+        let authn = self.auth.clone().map(|a| {
+            a.start();
+            a as Arc<dyn Authenticate>
+        });
+        let endpoint = McpEndpoint::new(self.service(), self.http_options(), authn);
+        let mut router = mcp_router(endpoint.clone(), Some(control.clone()));
+        if let Some(a) = &self.auth {
+            router = router.merge(auth_router(a.clone(), endpoint.clone()));
+        }
+        let tls = match &self.cfg.listen.tls {
+            Some(t) => {
+                let scopes = self.cfg.auth.as_ref().map(|a| a.mtls_scopes.clone()).unwrap_or_default();
+                let state = TlsState::new(t, scopes).map_err(std::io::Error::other)?;
+                state.start_reload();
+                Some(state)
+            }
+            None => None,
+        };
         let limits = ListenLimits {
             max_header_bytes: self.cfg.listen.max_header_bytes,
             read_timeout: Duration::from_secs(self.cfg.listen.read_timeout_secs),
+            tls,
+            trusted_proxies: self.cfg.listen.trusted_proxies.clone(),
         };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
         serve_router(listener, router, limits, shutdown).await;
@@ -219,15 +244,65 @@ pub fn mcp_router(endpoint: Arc<McpEndpoint>, control: Option<Arc<Control>>) -> 
         .with_state(AppState { endpoint, control })
 }
 
-/// Listener-level limits.
-#[derive(Clone, Copy)]
+/// Protected resource metadata (RFC 9728) and, when configured, the built-in authorization
+/// server; behind the same `Host` check as `/mcp`.
+pub fn auth_router(auth: Arc<Authenticator>, endpoint: Arc<McpEndpoint>) -> Router {
+    let prm = |State(a): State<Arc<Authenticator>>, req: Request<Body>| async move {
+        let resource = a.resource_for(req.headers(), req.uri().authority().map(|x| x.as_str()));
+        let mut r = axum::Json(a.metadata(&resource)).into_response();
+        r.headers_mut().insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, http::HeaderValue::from_static("*"));
+        r
+    };
+    let mut r = Router::new()
+        .route("/.well-known/oauth-protected-resource", get(prm))
+        .route("/.well-known/oauth-protected-resource/mcp", get(prm))
+        .with_state(auth.clone());
+    if auth.builtin.is_some() {
+        r = r.merge(crate::auth::builtin::router(auth));
+    }
+    r.route_layer(axum::middleware::from_fn(move |req: Request<Body>, next: axum::middleware::Next| {
+        let endpoint = endpoint.clone();
+        async move {
+            let authority = req.uri().authority().map(|a| a.as_str().to_string());
+            match endpoint.check_host(req.headers(), authority.as_deref()) {
+                Ok(()) => next.run(req).await,
+                Err((status, msg)) => (status, msg).into_response(),
+            }
+        }
+    }))
+}
+
+/// Listener-level limits and transport security.
+#[derive(Clone, Default)]
 pub struct ListenLimits {
     pub max_header_bytes: usize,
     pub read_timeout: Duration,
+    /// Serve HTTPS with this state.
+    pub tls: Option<Arc<TlsState>>,
+    /// Plain HTTP behind these proxies: connections from anywhere else (but loopback) are
+    /// refused, and only these may set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
-/// Accept connections until `shutdown`; HTTP/1.1 and HTTP/2 with header size and header read
-/// time limits (over-large heads get 431, slow heads are dropped).
+/// The client's address: the peer, or the address a trusted proxy forwarded.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+fn client_addr(peer: IpAddr, trusted: &[IpAddr], h: &http::HeaderMap) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    h.get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
+}
+
+/// Accept connections until `shutdown`; HTTP/1.1 and HTTP/2 (TLS 1.3 when configured) with
+/// header size and header read time limits (over-large heads get 431, slow heads are dropped).
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
@@ -242,9 +317,10 @@ pub async fn serve_router(
         .header_read_timeout(limits.read_timeout);
     builder.http2().max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
+    let trusted: Arc<[IpAddr]> = limits.trusted_proxies.clone().into();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -255,11 +331,41 @@ pub async fn serve_router(
                 }
             },
         };
+        let peer = peer.ip().to_canonical();
+        if limits.tls.is_none() && !trusted.is_empty() && !trusted.contains(&peer) && !peer.is_loopback() {
+            tracing::warn!(%peer, "refusing a plain-HTTP connection that is not from a trusted proxy");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
         let b = builder.clone();
+        let router = router.clone();
+        let tls = limits.tls.clone();
+        let trusted = trusted.clone();
+        let read_timeout = limits.read_timeout;
         tokio::spawn(async move {
-            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            let with_info = |cert: Option<PeerCert>| {
+                tower::ServiceExt::map_request(router, move |mut req: Request<hyper::body::Incoming>| {
+                    let addr = client_addr(peer, &trusted, req.headers());
+                    req.extensions_mut().insert(ClientAddr(addr));
+                    if let Some(c) = &cert {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    req
+                })
+            };
+            match tls {
+                None => {
+                    let svc = TowerToHyperService::new(with_info(None));
+                    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(tls) => match tls.accept(stream, read_timeout).await {
+                    Ok((s, cert)) => {
+                        let svc = TowerToHyperService::new(with_info(cert));
+                        let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                    Err(e) => tracing::info!(%peer, error = %e, "TLS connection refused"),
+                },
+            }
         });
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway: listener, sessions, upstream connections, federation and the call pipeline.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod framing;
@@ -10,4 +11,5 @@ pub mod pipeline;
 pub mod relay;
 pub mod rpc;
 pub mod server;
+pub mod tls;
 pub mod upstream;

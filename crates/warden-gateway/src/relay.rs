@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Message};
 use warden_protocol::version;
 
@@ -58,6 +59,8 @@ struct Slot {
 pub struct RelaySession {
     pub shared: Arc<Shared>,
     peer: Peer,
+    /// Who opened this session; the policy stages read it.
+    pub principal: Arc<Principal>,
     client_caps: Value,
     upstream_init: Value,
     slots: Vec<Slot>,
@@ -78,7 +81,12 @@ pub fn list_field(method: &str) -> Option<(&'static str, &'static str)> {
 }
 
 impl Service for Relay {
-    fn initialize(&self, params: Value, peer: Peer) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
+    fn initialize(
+        &self,
+        params: Value,
+        peer: Peer,
+        principal: Arc<Principal>,
+    ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
         let shared = self.shared.clone();
         async move {
             let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
@@ -98,6 +106,7 @@ impl Service for Relay {
                     .collect(),
                 shared: shared.clone(),
                 peer,
+                principal,
                 client_caps,
                 upstream_init,
                 routes: Mutex::new(Routes::default()),

@@ -25,7 +25,12 @@ struct FixtureSession {
 }
 
 impl Service for Fixture {
-    fn initialize(&self, params: Value, peer: Peer) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
+    fn initialize(
+        &self,
+        params: Value,
+        peer: Peer,
+        _principal: Arc<warden_policy::Principal>,
+    ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
         let stdio = self.stdio;
         async move {
             let v = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));

@@ -36,17 +36,78 @@ enum Cmd {
     },
     /// Measure tools/call latency directly against the fixture and through Warden.
     Bench(bench::BenchArgs),
+    /// API keys for service clients.
+    #[command(subcommand)]
+    Apikey(ApikeyCmd),
+    /// Tokens of the built-in authorization server.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Local users of the built-in authorization server.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Print a new key (shown once) and the `[[auth.api_key]]` entry (its hash) to add to the config.
+    Create {
+        #[arg(long)]
+        subject: String,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Mint an access token with the built-in server's key (development and service tokens).
+    Mint {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 15m or 1h (at most 1h).
+        #[arg(long, default_value = "15m")]
+        ttl: humantime::Duration,
+        /// The resource (audience). Default: auth.resource, else http://<listen.addr>/mcp.
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value = "warden-cli")]
+        client_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user or set a user's password (read from stdin, first line).
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        name: String,
+        /// Comma-separated scopes the user may grant (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
+}
+
+fn builtin(cfg: &Config) -> anyhow::Result<&warden_gateway::config::BuiltinAs> {
+    cfg.auth.as_ref().and_then(|a| a.builtin.as_ref()).context("the config has no [auth.builtin] section")
 }
 
 fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
     let mut cfg = Config::load(path).map_err(|e| anyhow::anyhow!(e.0))?;
     if let Some(addr) = listen {
-        if !addr.ip().is_loopback() {
-            anyhow::bail!(
-                "--listen: refusing to bind non-loopback address {addr} because no authentication is configured"
-            );
-        }
         cfg.listen.addr = addr;
+        cfg.validate().map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
     }
     Ok(cfg)
 }
@@ -89,6 +150,44 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Apikey(ApikeyCmd::Create { subject, scopes, tenant, expires }) => {
+                if let Some(e) = &expires {
+                    humantime::parse_rfc3339(e).context("--expires")?;
+                }
+                let (key, entry) =
+                    warden_gateway::auth::apikey::generate(&subject, &scopes, tenant.as_deref(), expires.as_deref());
+                println!("{key}");
+                eprintln!("The key above is shown once. Add this entry to the config:\n\n{entry}");
+                Ok(())
+            }
+            Cmd::Token(TokenCmd::Mint { config, sub, scopes, ttl, resource, client_id }) => {
+                let cfg = load(&config, None)?;
+                let b = builtin(&cfg)?;
+                let ttl = ttl.as_secs();
+                anyhow::ensure!((1..=3600).contains(&ttl), "--ttl: expected 1s to 1h");
+                let auth = cfg.auth.as_ref().expect("checked by builtin()");
+                let resource = resource
+                    .or_else(|| auth.resource.clone())
+                    .unwrap_or_else(|| format!("http://{}/mcp", cfg.listen.addr));
+                let server =
+                    warden_gateway::auth::builtin::AuthServer::new(b, auth, &cfg).map_err(|e| anyhow::anyhow!(e))?;
+                println!("{}", server.mint(&sub, &scopes, &client_id, &resource, ttl));
+                Ok(())
+            }
+            Cmd::User(UserCmd::Add { config, name, scopes }) => {
+                let cfg = load(&config, None)?;
+                let (_, users_path) = warden_gateway::auth::builtin::paths(builtin(&cfg)?, &cfg);
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                anyhow::ensure!(password.chars().count() >= 8, "the password must have at least 8 characters");
+                let mut users =
+                    warden_gateway::auth::builtin::UsersFile::load(&users_path).map_err(|e| anyhow::anyhow!(e))?;
+                users.set(&name, password, scopes).map_err(|e| anyhow::anyhow!(e))?;
+                users.save(&users_path).map_err(|e| anyhow::anyhow!(e))?;
+                println!("user {name} saved in {}", users_path.display());
+                Ok(())
+            }
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(3));

@@ -7,15 +7,18 @@
 //! unknown or terminated sessions (404), unsupported protocol revisions (400), session-id
 //! guessing (256-bit random ids), replay of another stream's events (event ids are checked
 //! against the stream they name, within the caller's session), unbounded buffering (event and
-//! stream retention caps, session cap → 503).
-//! Does not defend against: unauthenticated callers (the authentication stage arrives with its
-//! own issue; until then binding is restricted to loopback), floods (runtime limits issue).
+//! stream retention caps, session cap → 503), session hijacking by another caller (a session is
+//! bound to the principal that opened it; anyone else presenting its id gets 404), and — with an
+//! [`Authenticate`] stage — unauthenticated callers (checked right after `Host`/`Origin`, before
+//! anything else reads the request).
+//! Does not defend against: floods (runtime limits issue).
 
 use super::{Conn, Service};
 use crate::rpc::{Calls, Outbound};
 use axum::body::Body;
 use base64::Engine;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use parking_lot::{Mutex, RwLock};
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, Id, Message};
 use warden_protocol::{sse, version};
 
@@ -64,15 +68,29 @@ impl Default for HttpOptions {
     }
 }
 
+/// The authentication stage: a principal, or the refusal to send.
+pub trait Authenticate: Send + Sync + 'static {
+    /// `req` is the request head; the body is not read before authentication.
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Arc<Principal>, Response<Body>>>;
+}
+
 /// The `/mcp` endpoint for one [`Service`].
 pub struct McpEndpoint {
     svc: Arc<dyn Service>,
     opts: HttpOptions,
+    /// None: every caller is the anonymous local principal (loopback only, enforced by config).
+    auth: Option<Arc<dyn Authenticate>>,
+    local: Arc<Principal>,
     sessions: RwLock<HashMap<String, Arc<HttpSession>>>,
     started: Instant,
 }
 
 struct HttpSession {
+    /// The principal that opened the session ([`Principal::binding_key`]).
+    owner: String,
     conn: OnceLock<Arc<Conn>>,
     streams: Arc<Streams>,
     last_seen: AtomicU64,
@@ -173,8 +191,15 @@ fn is_loopback_name(host: &str) -> bool {
 }
 
 impl McpEndpoint {
-    pub fn new(svc: Arc<dyn Service>, opts: HttpOptions) -> Arc<Self> {
-        let ep = Arc::new(McpEndpoint { svc, opts, sessions: RwLock::new(HashMap::new()), started: Instant::now() });
+    pub fn new(svc: Arc<dyn Service>, opts: HttpOptions, auth: Option<Arc<dyn Authenticate>>) -> Arc<Self> {
+        let ep = Arc::new(McpEndpoint {
+            svc,
+            opts,
+            auth,
+            local: Arc::new(Principal::local()),
+            sessions: RwLock::new(HashMap::new()),
+            started: Instant::now(),
+        });
         let weak = Arc::downgrade(&ep);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -238,8 +263,9 @@ impl McpEndpoint {
         }
     }
 
-    /// `Host` and `Origin` checks (DNS rebinding protection).
-    pub fn check_host_origin(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), Reject> {
+    /// The `Host` check alone (DNS rebinding protection for the OAuth endpoints, which browsers
+    /// reach from other origins).
+    pub fn check_host(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), Reject> {
         let host = header_str(req_headers, "host").or(authority);
         let host_ok = match host {
             Some(h) => {
@@ -247,9 +273,16 @@ impl McpEndpoint {
             }
             None => false,
         };
-        if !host_ok {
-            return Err((StatusCode::FORBIDDEN, "Forbidden: Host header not allowed"));
+        if host_ok {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, "Forbidden: Host header not allowed"))
         }
+    }
+
+    /// `Host` and `Origin` checks (DNS rebinding protection).
+    pub fn check_host_origin(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), Reject> {
+        self.check_host(req_headers, authority)?;
         if let Some(origin) = req_headers.get(header::ORIGIN) {
             let o = origin.to_str().unwrap_or("");
             let ok = match o.split_once("://") {
@@ -267,11 +300,23 @@ impl McpEndpoint {
     }
 
     /// Handle one request to `/mcp`.
-    pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+    pub async fn handle(self: &Arc<Self>, mut req: Request<Body>) -> HttpResponse {
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
         if let Err((status, msg)) = self.check_host_origin(req.headers(), authority.as_deref()) {
             return plain(status, msg);
         }
+        let principal = match &self.auth {
+            None => self.local.clone(),
+            Some(a) => {
+                let (parts, body) = req.into_parts();
+                let r = a.authenticate(&parts).await;
+                req = Request::from_parts(parts, body);
+                match r {
+                    Ok(p) => p,
+                    Err(refusal) => return refusal,
+                }
+            }
+        };
         let versions: Vec<_> = req.headers().get_all(VERSION_HEADER).iter().collect();
         let version_ok = match versions.as_slice() {
             [] => true,
@@ -282,9 +327,9 @@ impl McpEndpoint {
             return plain(StatusCode::BAD_REQUEST, "Bad Request: unsupported MCP-Protocol-Version");
         }
         match *req.method() {
-            Method::POST => self.post(req).await,
-            Method::GET => self.get(req),
-            Method::DELETE => self.delete(req).await,
+            Method::POST => self.post(req, principal).await,
+            Method::GET => self.get(req, &principal),
+            Method::DELETE => self.delete(req, &principal).await,
             _ => {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
@@ -293,12 +338,12 @@ impl McpEndpoint {
         }
     }
 
-    fn session_of(&self, h: &HeaderMap) -> Result<(String, Arc<HttpSession>), Reject> {
+    fn session_of(&self, h: &HeaderMap, who: &Principal) -> Result<(String, Arc<HttpSession>), Reject> {
         let Some(id) = header_str(h, SESSION_HEADER) else {
             return Err((StatusCode::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"));
         };
         match self.sessions.read().get(id) {
-            Some(s) if s.conn.get().is_some() => {
+            Some(s) if s.conn.get().is_some() && s.owner == who.binding_key() => {
                 s.last_seen.store(self.now_ms(), Ordering::Relaxed);
                 Ok((id.to_string(), s.clone()))
             }
@@ -306,7 +351,7 @@ impl McpEndpoint {
         }
     }
 
-    async fn post(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+    async fn post(self: &Arc<Self>, req: Request<Body>, principal: Arc<Principal>) -> HttpResponse {
         let (parts, body) = req.into_parts();
         let ct = header_str(&parts.headers, "content-type").unwrap_or("");
         if ct.split(';').next().map(str::trim) != Some("application/json") {
@@ -335,9 +380,9 @@ impl McpEndpoint {
             Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
         };
         if msg.method() == Some("initialize") {
-            return self.initialize(msg, &parts.headers).await;
+            return self.initialize(msg, &parts.headers, principal).await;
         }
-        let (_sid, session) = match self.session_of(&parts.headers) {
+        let (_sid, session) = match self.session_of(&parts.headers, &principal) {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -406,7 +451,7 @@ impl McpEndpoint {
         }
     }
 
-    async fn initialize(self: &Arc<Self>, msg: Message, h: &HeaderMap) -> HttpResponse {
+    async fn initialize(self: &Arc<Self>, msg: Message, h: &HeaderMap, principal: Arc<Principal>) -> HttpResponse {
         let Message::Request { id, params, .. } = msg else {
             return plain(StatusCode::BAD_REQUEST, "Bad Request: initialize must be a request");
         };
@@ -428,6 +473,7 @@ impl McpEndpoint {
             retry_ms: self.opts.sse_retry_ms,
         });
         let session = Arc::new(HttpSession {
+            owner: principal.binding_key(),
             conn: OnceLock::new(),
             streams: streams.clone(),
             last_seen: AtomicU64::new(self.now_ms()),
@@ -441,7 +487,7 @@ impl McpEndpoint {
         }
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        match self.svc.initialize(params, peer).await {
+        match self.svc.initialize(params, peer, principal).await {
             Ok(init) => {
                 let conn = Conn::new(init.session, streams, calls);
                 let _ = session.conn.set(conn);
@@ -459,11 +505,11 @@ impl McpEndpoint {
         }
     }
 
-    fn get(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
+    fn get(self: &Arc<Self>, req: Request<Body>, principal: &Principal) -> HttpResponse {
         if !accepts(req.headers(), "text/event-stream") {
             return plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: GET requires Accept: text/event-stream");
         }
-        let (_sid, session) = match self.session_of(req.headers()) {
+        let (_sid, session) = match self.session_of(req.headers(), principal) {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -478,8 +524,8 @@ impl McpEndpoint {
         }
     }
 
-    async fn delete(self: &Arc<Self>, req: Request<Body>) -> HttpResponse {
-        let (sid, _) = match self.session_of(req.headers()) {
+    async fn delete(self: &Arc<Self>, req: Request<Body>, principal: &Principal) -> HttpResponse {
+        let (sid, _) = match self.session_of(req.headers(), principal) {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };

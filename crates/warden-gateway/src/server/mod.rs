@@ -13,6 +13,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::task::AbortHandle;
+use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
 
 /// What a session's `initialize` produced.
@@ -23,8 +24,14 @@ pub struct Initialized {
 }
 
 pub trait Service: Send + Sync + 'static {
-    /// Answer `initialize`. `peer` reaches the new client (session level).
-    fn initialize(&self, params: Value, peer: Peer) -> BoxFuture<'static, Result<Initialized, ErrorObject>>;
+    /// Answer `initialize`. `peer` reaches the new client (session level); `principal` is the
+    /// authenticated caller the session belongs to.
+    fn initialize(
+        &self,
+        params: Value,
+        peer: Peer,
+        principal: Arc<Principal>,
+    ) -> BoxFuture<'static, Result<Initialized, ErrorObject>>;
 }
 
 pub trait Session: Send + Sync + 'static {

@@ -27,8 +27,12 @@ async fn main() -> anyhow::Result<()> {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             eprintln!("warden-fixture listening on http://{}/mcp", listener.local_addr()?);
-            let ep = McpEndpoint::new(Arc::new(Fixture { stdio: false }), HttpOptions::default());
-            let limits = ListenLimits { max_header_bytes: 64 << 10, read_timeout: std::time::Duration::from_secs(30) };
+            let ep = McpEndpoint::new(Arc::new(Fixture { stdio: false }), HttpOptions::default(), None);
+            let limits = ListenLimits {
+                max_header_bytes: 64 << 10,
+                read_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            };
             serve_router(listener, mcp_router(ep, None), limits, async {
                 let _ = tokio::signal::ctrl_c().await;
             })

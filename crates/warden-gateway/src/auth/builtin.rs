@@ -1,0 +1,854 @@
+//! The built-in OAuth 2.1 authorization server, so that real MCP clients can log in to a Warden
+//! without an external IdP: RFC 8414 metadata, `/authorize` with a login and consent page,
+//! `/token` (authorization code with PKCE, refresh with rotation), RFC 7591 registration, a JWKS.
+//! Access tokens are EdDSA JWTs for exactly one resource (this server), valid at most an hour.
+//!
+//! Defends against: code interception (PKCE S256 only, `plain` refused), open redirects and code
+//! leakage (redirect URIs registered and matched exactly; errors before the redirect URI is
+//! validated are shown, never redirected), code replay (single use, 60 s; a replay revokes every
+//! token issued from it), refresh token theft (rotation; reuse of a rotated token revokes the whole
+//! family), login CSRF and clickjacking (per-request token bound to a `SameSite=Strict` cookie;
+//! `X-Frame-Options: DENY` and `frame-ancestors 'none'`), password theft from the users file
+//! (argon2id hashes only), tokens for other resources (`resource` must be this server).
+//! Does not defend against (yet): password guessing beyond argon2's cost (no lockout), state lost
+//! on restart (registrations, codes and refresh tokens are in memory; the signing key persists),
+//! Client ID Metadata Documents (not supported: clients register dynamically).
+
+use super::jwt::{self, Issuer, KeySource};
+use super::{sha256, Authenticator};
+use crate::config::{Auth, BuiltinAs, Config};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::Mutex;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
+
+const CODE_TTL: Duration = Duration::from_secs(60);
+const PENDING_TTL: Duration = Duration::from_secs(600);
+const MAX_CLIENTS: usize = 10_000;
+const MAX_PENDING: usize = 10_000;
+
+/// The issuer for a resource URI: its origin.
+pub fn issuer_for(resource: &str) -> String {
+    reqwest::Url::parse(resource).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn random_token() -> String {
+    B64.encode(rand::random::<[u8; 32]>())
+}
+
+/// A local user (`warden user add`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Scopes this user may grant; empty: all of the server's scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default, rename = "user")]
+    pub users: Vec<User>,
+}
+
+impl UsersFile {
+    pub fn load(path: &Path) -> Result<UsersFile, String> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Add or replace `name` with a new password.
+    pub fn set(&mut self, name: &str, password: &str, scopes: Vec<String>) -> Result<(), String> {
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
+        let hash = Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| e.to_string())?.to_string();
+        self.users.retain(|u| u.name != name);
+        self.users.push(User { name: name.into(), password_hash: hash, scopes });
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        write_private(path, text.as_bytes())
+    }
+}
+
+/// Write a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The signing key: PKCS#8 Ed25519 at `path`, created when absent.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            Ed25519KeyPair::from_pkcs8(&b).map_err(|_| format!("{}: not a PKCS#8 Ed25519 key", path.display()))?;
+            Ok(b)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|_| "cannot generate a signing key".to_string())?;
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            write_private(path, doc.as_ref())?;
+            tracing::info!(path = %path.display(), "created the built-in authorization server's signing key");
+            Ok(doc.as_ref().to_vec())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Where the built-in server keeps its key and users.
+pub fn paths(b: &BuiltinAs, cfg: &Config) -> (PathBuf, PathBuf) {
+    let key = b.key_file.clone().unwrap_or_else(|| "warden-data/signing-key.pk8".into());
+    let users = b.users_file.clone().unwrap_or_else(|| "warden-data/users.toml".into());
+    (cfg.path(&key), cfg.path(&users))
+}
+
+struct Client {
+    name: String,
+    redirect_uris: Vec<String>,
+    /// SHA-256 of the secret for confidential clients.
+    secret: Option<[u8; 32]>,
+}
+
+struct Pending {
+    client_id: String,
+    redirect_uri: String,
+    scopes: Vec<String>,
+    state: Option<String>,
+    challenge: String,
+    resource: String,
+    csrf: String,
+    created: Instant,
+}
+
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    scopes: Vec<String>,
+    challenge: String,
+    resource: String,
+    subject: String,
+    created: Instant,
+    used: bool,
+    family: String,
+}
+
+struct Refresh {
+    client_id: String,
+    subject: String,
+    scopes: Vec<String>,
+    resource: String,
+    expires: u64,
+    family: String,
+    used: bool,
+}
+
+#[derive(Default)]
+struct Store {
+    clients: HashMap<String, Client>,
+    pending: HashMap<String, Pending>,
+    codes: HashMap<[u8; 32], Code>,
+    refresh: HashMap<[u8; 32], Refresh>,
+    revoked_families: std::collections::HashSet<String>,
+}
+
+pub struct AuthServer {
+    cfg: BuiltinAs,
+    signing: EncodingKey,
+    kid: String,
+    jwks: Value,
+    keys: Arc<Issuer>,
+    users: HashMap<String, User>,
+    store: Mutex<Store>,
+}
+
+impl AuthServer {
+    pub fn new(b: &BuiltinAs, _auth: &Auth, cfg: &Config) -> Result<Arc<AuthServer>, String> {
+        let (key_path, users_path) = paths(b, cfg);
+        let pkcs8 = load_or_create_key(&key_path)?;
+        let users = UsersFile::load(&users_path)?.users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        Ok(Arc::new(Self::with_key(b.clone(), &pkcs8, users)?))
+    }
+
+    fn with_key(cfg: BuiltinAs, pkcs8: &[u8], users: HashMap<String, User>) -> Result<AuthServer, String> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| "not a PKCS#8 Ed25519 key".to_string())?;
+        let x = B64.encode(pair.public_key().as_ref());
+        let kid = B64.encode(&sha256(pair.public_key().as_ref())[..12]);
+        let jwks =
+            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]});
+        let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|e| e.to_string())?;
+        let rules = super::builtin_rules("builtin");
+        let keys = Issuer::new(rules, KeySource::Static, jwt::parse_jwks(&set), reqwest::Client::new());
+        Ok(AuthServer {
+            cfg,
+            signing: EncodingKey::from_ed_der(pkcs8),
+            kid,
+            jwks,
+            keys,
+            users,
+            store: Mutex::new(Store::default()),
+        })
+    }
+
+    /// The verifier of this server's tokens.
+    pub fn keys(&self) -> Arc<Issuer> {
+        self.keys.clone()
+    }
+
+    /// A signed access token for `resource`.
+    pub fn mint(&self, subject: &str, scopes: &[String], client_id: &str, resource: &str, ttl: u64) -> String {
+        let now = now();
+        let claims = json!({
+            "iss": issuer_for(resource),
+            "sub": subject,
+            "aud": resource,
+            "client_id": client_id,
+            "scope": scopes.join(" "),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl.min(3600),
+            "jti": B64.encode(rand::random::<[u8; 16]>()),
+        });
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(self.kid.clone());
+        h.typ = Some("at+jwt".into());
+        jsonwebtoken::encode(&h, &claims, &self.signing).expect("Ed25519 signing does not fail")
+    }
+
+    fn metadata(&self, issuer: &str) -> Value {
+        let mut m = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "scopes_supported": self.cfg.scopes,
+            "authorization_response_iss_parameter_supported": true,
+            "client_id_metadata_document_supported": false,
+        });
+        if self.cfg.dynamic_registration {
+            m["registration_endpoint"] = format!("{issuer}/register").into();
+        }
+        m
+    }
+}
+
+fn no_store(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response<Body> {
+    no_store(
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+            .body(Body::from(v.to_string()))
+            .expect("static response parts"),
+    )
+}
+
+fn oauth_error(status: StatusCode, error: &str, desc: &str) -> Response<Body> {
+    json_response(status, json!({"error": error, "error_description": desc}))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, body: String, cookie: Option<String>) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header("x-frame-options", "DENY")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        )
+        .header("referrer-policy", "no-referrer")
+        .header("x-content-type-options", "nosniff");
+    if let Some(c) = cookie {
+        b = b.header(header::SET_COOKIE, c);
+    }
+    no_store(b.body(Body::from(body)).expect("static response parts"))
+}
+
+fn error_page(msg: &str) -> Response<Body> {
+    page(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "<!doctype html><title>Authorization error</title><h1>Authorization error</h1><p>{}</p>",
+            html_escape(msg)
+        ),
+        None,
+    )
+}
+
+fn redirect(uri: &str, params: &[(&str, &str)]) -> Response<Body> {
+    let mut u = match reqwest::Url::parse(uri) {
+        Ok(u) => u,
+        Err(_) => return error_page("invalid redirect URI"),
+    };
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    no_store(
+        Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, u.as_str())
+            .body(Body::empty())
+            .expect("static response parts"),
+    )
+}
+
+/// A redirect URI a client may register: absolute, no fragment; `https`, `http` to loopback, or a
+/// private-use scheme (native apps); never `javascript:`, `data:` or `file:`.
+fn valid_redirect(u: &str) -> bool {
+    let Ok(p) = reqwest::Url::parse(u) else { return false };
+    if p.fragment().is_some() || u.len() > 2000 {
+        return false;
+    }
+    match p.scheme() {
+        "https" => p.host().is_some(),
+        "http" => crate::config::check_remote_url(u).is_ok(),
+        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" | "ftp" | "ws" | "wss" => false,
+        _ => true,
+    }
+}
+
+fn pkce_ok(verifier: &str, challenge: &str) -> bool {
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let computed = B64.encode(sha256(verifier.as_bytes()));
+    well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+type S = Arc<Authenticator>;
+
+fn server(a: &Authenticator) -> &AuthServer {
+    a.builtin.as_deref().expect("routes exist only with a built-in server")
+}
+
+fn issuer_of(a: &Authenticator, h: &HeaderMap) -> (String, String) {
+    let resource = a.resource_for(h, None);
+    (issuer_for(&resource), resource)
+}
+
+/// The built-in server's routes; only mounted when it is configured.
+pub fn router(auth: Arc<Authenticator>) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(as_metadata))
+        .route("/.well-known/openid-configuration", get(as_metadata))
+        .route("/jwks", get(|State(a): State<S>| async move { json_response(StatusCode::OK, server(&a).jwks.clone()) }))
+        .route("/register", post(register))
+        .route("/authorize", get(authorize_get).post(authorize_post))
+        .route("/token", post(token))
+        .with_state(auth)
+}
+
+async fn as_metadata(State(a): State<S>, h: HeaderMap) -> Response<Body> {
+    let (issuer, _) = issuer_of(&a, &h);
+    json_response(StatusCode::OK, server(&a).metadata(&issuer))
+}
+
+async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body> {
+    let s = server(&a);
+    if !s.cfg.dynamic_registration {
+        return oauth_error(StatusCode::FORBIDDEN, "access_denied", "dynamic registration is disabled");
+    }
+    let Ok(m) = serde_json::from_slice::<Value>(&body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "expected a JSON object");
+    };
+    let uris: Vec<String> = match m.get("redirect_uris").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "expected 1 to 10 redirect_uris"),
+    };
+    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len()) || !uris.iter().all(|u| valid_redirect(u)) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "a redirect URI is not acceptable");
+    }
+    let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
+    if !matches!(method, "none" | "client_secret_basic" | "client_secret_post") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "unsupported token_endpoint_auth_method",
+        );
+    }
+    for (field, allowed) in
+        [("grant_types", &["authorization_code", "refresh_token"][..]), ("response_types", &["code"][..])]
+    {
+        if let Some(v) = m.get(field).and_then(Value::as_array) {
+            if v.iter().any(|g| !g.as_str().is_some_and(|g| allowed.contains(&g))) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_metadata",
+                    "unsupported grant or response type",
+                );
+            }
+        }
+    }
+    let name: String =
+        m.get("client_name").and_then(Value::as_str).unwrap_or("unnamed client").chars().take(100).collect();
+    let client_id = random_token();
+    let secret = (method != "none").then(random_token);
+    {
+        let mut st = s.store.lock();
+        if st.clients.len() >= MAX_CLIENTS {
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many clients");
+        }
+        st.clients.insert(
+            client_id.clone(),
+            Client {
+                name: name.clone(),
+                redirect_uris: uris.clone(),
+                secret: secret.as_ref().map(|x| sha256(x.as_bytes())),
+            },
+        );
+    }
+    tracing::info!(client = %name, "client registered");
+    let mut out = json!({
+        "client_id": client_id,
+        "client_id_issued_at": now(),
+        "client_name": name,
+        "redirect_uris": uris,
+        "token_endpoint_auth_method": method,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    });
+    if let Some(sec) = secret {
+        out["client_secret"] = sec.into();
+        out["client_secret_expires_at"] = 0.into();
+    }
+    json_response(StatusCode::CREATED, out)
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    resource: Option<String>,
+}
+
+async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<AuthorizeQuery>) -> Response<Body> {
+    let s = server(&a);
+    let (issuer, resource) = issuer_of(&a, &h);
+    let Some(client_id) = q.client_id.as_deref() else { return error_page("missing client_id") };
+    let (client_name, redirect_uri) = {
+        let st = s.store.lock();
+        let Some(c) = st.clients.get(client_id) else { return error_page("unknown client") };
+        let r = match q.redirect_uri.as_deref() {
+            Some(r) if c.redirect_uris.iter().any(|u| u == r) => r.to_string(),
+            None if c.redirect_uris.len() == 1 => c.redirect_uris[0].clone(),
+            _ => return error_page("the redirect URI does not match one registered for this client"),
+        };
+        (c.name.clone(), r)
+    };
+    // From here errors go back to the (validated) redirect URI.
+    let state = q.state.clone();
+    let fail = |error: &str, desc: &str| {
+        let mut p = vec![("error", error), ("error_description", desc), ("iss", issuer.as_str())];
+        if let Some(st) = &state {
+            p.push(("state", st));
+        }
+        redirect(&redirect_uri, &p)
+    };
+    if q.response_type.as_deref() != Some("code") {
+        return fail("unsupported_response_type", "only response_type=code");
+    }
+    let challenge = match (q.code_challenge.as_deref(), q.code_challenge_method.as_deref()) {
+        (Some(c), Some("S256")) if c.len() == 43 => c.to_string(),
+        (Some(_), Some("S256")) => return fail("invalid_request", "malformed code_challenge"),
+        (Some(_), _) => return fail("invalid_request", "code_challenge_method must be S256"),
+        (None, _) => return fail("invalid_request", "PKCE (S256) is required"),
+    };
+    if let Some(r) = q.resource.as_deref() {
+        if r != resource {
+            return fail("invalid_target", "this server issues tokens only for its own resource");
+        }
+    }
+    let scopes: Vec<String> = match q.scope.as_deref() {
+        Some(sc) if !sc.trim().is_empty() => sc.split_whitespace().map(String::from).collect(),
+        _ => s.cfg.scopes.clone(),
+    };
+    if let Some(bad) = scopes.iter().find(|x| !s.cfg.scopes.contains(x)) {
+        tracing::info!(scope = %bad, "authorization request for an unknown scope");
+        return fail("invalid_scope", "a requested scope is not offered");
+    }
+    let request_id = random_token();
+    let csrf = random_token();
+    {
+        let mut st = s.store.lock();
+        st.pending.retain(|_, p| p.created.elapsed() < PENDING_TTL);
+        if st.pending.len() >= MAX_PENDING {
+            return error_page("too many authorization requests in progress; try again later");
+        }
+        st.pending.insert(
+            request_id.clone(),
+            Pending {
+                client_id: client_id.to_string(),
+                redirect_uri: redirect_uri.clone(),
+                scopes: scopes.clone(),
+                state: q.state.clone(),
+                challenge,
+                resource: resource.clone(),
+                csrf: csrf.clone(),
+                created: Instant::now(),
+            },
+        );
+    }
+    let e = html_escape;
+    let body = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Authorize {client}</title>
+<style>body{{font-family:sans-serif;max-width:32em;margin:3em auto}}code{{word-break:break-all}}</style></head>
+<body><h1>Authorize access</h1>
+<p>The application <strong>{client}</strong> asks to use <code>{resource}</code> as you, with these scopes:</p>
+<ul>{scopes}</ul>
+<p>After you decide, you will be sent to <code>{redirect}</code>.</p>
+<form method="post" action="/authorize">
+<input type="hidden" name="request_id" value="{rid}"><input type="hidden" name="csrf" value="{csrf}">
+<p><label>User <input name="username" autocomplete="username" required></label></p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
+<p><button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button></p>
+</form></body></html>"#,
+        client = e(&client_name),
+        resource = e(&resource),
+        scopes = scopes.iter().map(|x| format!("<li><code>{}</code></li>", e(x))).collect::<String>(),
+        redirect = e(&redirect_uri),
+        rid = e(&request_id),
+        csrf = e(&csrf),
+    );
+    let secure = if a.resource_for(&h, None).starts_with("https:") { "; Secure" } else { "" };
+    let cookie = format!("warden_csrf={csrf}; Path=/authorize; HttpOnly; SameSite=Strict; Max-Age=600{secure}");
+    page(StatusCode::OK, body, Some(cookie))
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    request_id: String,
+    csrf: String,
+    username: Option<String>,
+    password: Option<String>,
+    decision: String,
+}
+
+fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentForm>) -> Response<Body> {
+    let s = server(&a);
+    let (issuer, _) = issuer_of(&a, &h);
+    let cookie = cookie_value(&h, "warden_csrf").unwrap_or("");
+    let p = {
+        let mut st = s.store.lock();
+        let ok = st.pending.get(&f.request_id).is_some_and(|p| {
+            p.created.elapsed() < PENDING_TTL
+                && bool::from(p.csrf.as_bytes().ct_eq(f.csrf.as_bytes()))
+                && bool::from(p.csrf.as_bytes().ct_eq(cookie.as_bytes()))
+        });
+        if !ok {
+            return error_page("this authorization request is unknown, expired or was not submitted from its own page");
+        }
+        st.pending.remove(&f.request_id).expect("checked above")
+    };
+    let mut base = vec![("iss", issuer.as_str())];
+    if let Some(st) = &p.state {
+        base.push(("state", st));
+    }
+    if f.decision != "approve" {
+        base.extend([("error", "access_denied"), ("error_description", "the user denied access")]);
+        return redirect(&p.redirect_uri, &base);
+    }
+    let user = f.username.as_deref().and_then(|u| s.users.get(u));
+    let password = f.password.unwrap_or_default();
+    let verified = match user {
+        Some(u) => PasswordHash::new(&u.password_hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false),
+        None => {
+            // Same cost for unknown users.
+            let _ = UsersFile::default().set("x", &password, vec![]);
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        tracing::info!("built-in authorization server: login failed");
+        base.extend([("error", "access_denied"), ("error_description", "login failed")]);
+        return redirect(&p.redirect_uri, &base);
+    };
+    if !user.scopes.is_empty() && p.scopes.iter().any(|x| !user.scopes.contains(x)) {
+        base.extend([("error", "invalid_scope"), ("error_description", "the user may not grant a requested scope")]);
+        return redirect(&p.redirect_uri, &base);
+    }
+    let code = random_token();
+    s.store.lock().codes.insert(
+        sha256(code.as_bytes()),
+        Code {
+            client_id: p.client_id,
+            redirect_uri: p.redirect_uri.clone(),
+            scopes: p.scopes,
+            challenge: p.challenge,
+            resource: p.resource,
+            subject: user.name.clone(),
+            created: Instant::now(),
+            used: false,
+            family: random_token(),
+        },
+    );
+    tracing::info!(user = %user.name, "authorization granted");
+    base.push(("code", &code));
+    redirect(&p.redirect_uri, &base)
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    resource: Option<String>,
+    scope: Option<String>,
+}
+
+/// The authenticated client of a token request.
+fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Result<String, Response<Body>> {
+    let basic = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(i, p)| (decode_form(i), decode_form(p))));
+    let (id, secret) = match (&basic, &f.client_id) {
+        (Some((i, p)), _) => (i.clone(), Some(p.clone())),
+        (None, Some(i)) => (i.clone(), f.client_secret.clone()),
+        (None, None) => {
+            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"))
+        }
+    };
+    let ok = match st.clients.get(&id) {
+        Some(Client { secret: None, .. }) => secret.is_none(),
+        Some(Client { secret: Some(want), .. }) => secret.is_some_and(|s| bool::from(sha256(s.as_bytes()).ct_eq(want))),
+        None => false,
+    };
+    if ok {
+        Ok(id)
+    } else {
+        Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"))
+    }
+}
+
+fn decode_form(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Response<Body> {
+    let s = server(&a);
+    let ttl = s.cfg.access_token_ttl_secs;
+    let mut st = s.store.lock();
+    let client_id = match client_auth(&st, &h, &f) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let grant = match f.grant_type.as_str() {
+        "authorization_code" => {
+            let key = sha256(f.code.as_deref().unwrap_or("").as_bytes());
+            let Some(c) = st.codes.get_mut(&key) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
+            };
+            if c.used {
+                let family = c.family.clone();
+                tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
+                st.revoked_families.insert(family);
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code already used");
+            }
+            c.used = true;
+            if c.created.elapsed() > CODE_TTL || c.client_id != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
+            }
+            if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "redirect_uri does not match");
+            }
+            if !pkce_ok(f.code_verifier.as_deref().unwrap_or(""), &c.challenge) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
+            }
+            if f.resource.as_deref().is_some_and(|r| r != c.resource) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant");
+            }
+            (c.subject.clone(), c.scopes.clone(), c.resource.clone(), c.family.clone())
+        }
+        "refresh_token" => {
+            let key = sha256(f.refresh_token.as_deref().unwrap_or("").as_bytes());
+            let Some(r) = st.refresh.get_mut(&key) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+            };
+            if r.client_id != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+            }
+            if r.used {
+                let family = r.family.clone();
+                tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
+                st.revoked_families.insert(family);
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token already used");
+            }
+            r.used = true;
+            if r.expires <= now() {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired");
+            }
+            let scopes = match f.scope.as_deref() {
+                Some(sc) => {
+                    let want: Vec<String> = sc.split_whitespace().map(String::from).collect();
+                    if want.iter().any(|w| !r.scopes.contains(w)) {
+                        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant");
+                    }
+                    want
+                }
+                None => r.scopes.clone(),
+            };
+            if f.resource.as_deref().is_some_and(|x| x != r.resource) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant");
+            }
+            (r.subject.clone(), scopes, r.resource.clone(), r.family.clone())
+        }
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"),
+    };
+    let (subject, scopes, resource, family) = grant;
+    if st.revoked_families.contains(&family) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked");
+    }
+    let refresh = random_token();
+    st.refresh.retain(|_, r| r.expires > now());
+    st.refresh.insert(
+        sha256(refresh.as_bytes()),
+        Refresh {
+            client_id: client_id.clone(),
+            subject: subject.clone(),
+            scopes: scopes.clone(),
+            resource: resource.clone(),
+            expires: now() + s.cfg.refresh_token_ttl_secs,
+            family,
+            used: false,
+        },
+    );
+    st.codes.retain(|_, c| c.created.elapsed() < CODE_TTL * 10);
+    drop(st);
+    let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh,
+            "scope": scopes.join(" "),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_example() {
+        // RFC 7636 appendix B.
+        assert!(pkce_ok("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!pkce_ok("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!pkce_ok("short", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+    }
+
+    #[test]
+    fn redirect_uris_are_restricted() {
+        for ok in ["https://app.example/cb", "http://127.0.0.1:3000/cb", "http://localhost/cb", "com.example.app:/cb"] {
+            assert!(valid_redirect(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.example/cb",
+            "javascript:alert(1)",
+            "https://a.example/cb#frag",
+            "data:text/html,x",
+            "/relative",
+        ] {
+            assert!(!valid_redirect(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify_for_their_resource_only() {
+        let pk = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let cfg: BuiltinAs = toml::from_str("").unwrap();
+        let s = AuthServer::with_key(cfg, pk.as_ref(), HashMap::new()).unwrap();
+        let t = s.mint("alice", &["mcp".into()], "cli", "http://127.0.0.1:1/mcp", 600);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let h = jsonwebtoken::decode_header(&t).unwrap();
+        let keys = s.keys();
+        let p = rt.block_on(keys.verify(&t, &h, "http://127.0.0.1:1", "http://127.0.0.1:1/mcp")).unwrap();
+        assert_eq!((p.subject.as_str(), p.scopes.clone()), ("alice", vec!["mcp".to_string()]));
+        assert!(rt.block_on(keys.verify(&t, &h, "http://127.0.0.1:1", "http://127.0.0.1:2/mcp")).is_err());
+    }
+}

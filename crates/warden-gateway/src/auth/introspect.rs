@@ -1,0 +1,95 @@
+//! Opaque bearer tokens checked with the authorization server (RFC 7662), cached briefly.
+//!
+//! Defends against: revoked or expired opaque tokens (an inactive answer is final; results are
+//! cached at most `cache_secs` and never past `exp`), tokens for another resource (`aud` must
+//! name this server), token leakage through the cache (keyed by SHA-256 of the token).
+//! Does not defend against: a token revoked less than `cache_secs` ago.
+
+use super::AuthError;
+use crate::config::{Introspection, JwtIssuer};
+use parking_lot::Mutex;
+use ring::digest::{digest, SHA256};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use warden_policy::{AuthMethod, Principal};
+
+const MAX_CACHE: usize = 10_000;
+
+pub struct Introspector {
+    cfg: Introspection,
+    secret: String,
+    /// Lifetime and claim rules (reusing the JWT issuer defaults).
+    rules: JwtIssuer,
+    http: reqwest::Client,
+    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Map<String, Value>>)>>,
+}
+
+impl Introspector {
+    pub fn new(cfg: Introspection, http: reqwest::Client) -> Result<Introspector, String> {
+        let secret = cfg.client_secret.resolve().map_err(|e| format!("auth.introspection.client_secret: {e}"))?;
+        let rules: JwtIssuer = toml::from_str(&format!("issuer = {:?}", cfg.endpoint)).expect("defaults parse");
+        Ok(Introspector { cfg, secret, rules, http, cache: Mutex::new(HashMap::new()) })
+    }
+
+    async fn ask(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        let resp = self
+            .http
+            .post(&self.cfg.endpoint)
+            .basic_auth(&self.cfg.client_id, Some(&self.secret))
+            .header("accept", "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e.without_url(), "introspection request failed");
+                AuthError::Unavailable("token introspection unavailable")
+            })?;
+        if !resp.status().is_success() {
+            tracing::warn!(status = %resp.status(), "introspection refused");
+            return Err(AuthError::Unavailable("token introspection unavailable"));
+        }
+        let body = resp.bytes().await.map_err(|_| AuthError::Unavailable("token introspection unavailable"))?;
+        serde_json::from_slice(&body).map_err(|_| AuthError::Unavailable("token introspection unavailable"))
+    }
+
+    /// Whether `token` is active and for `audience`; its principal.
+    pub async fn check(&self, token: &str, audience: &str) -> Result<Principal, AuthError> {
+        let key: [u8; 32] = digest(&SHA256, token.as_bytes()).as_ref().try_into().expect("32 bytes");
+        let cached = self.cache.lock().get(&key).filter(|(until, _)| *until > Instant::now()).map(|(_, c)| c.clone());
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let r = self.ask(token).await?;
+                let active = r.get("active").and_then(Value::as_bool) == Some(true);
+                let c = active.then_some(r);
+                let mut ttl = Duration::from_secs(self.cfg.cache_secs);
+                if let Some(exp) = c.as_ref().and_then(|c| c.get("exp")).and_then(Value::as_u64) {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    ttl = ttl.min(Duration::from_secs(exp.saturating_sub(now.as_secs())));
+                }
+                let mut cache = self.cache.lock();
+                if cache.len() >= MAX_CACHE {
+                    let now = Instant::now();
+                    cache.retain(|_, (until, _)| *until > now);
+                    if cache.len() >= MAX_CACHE {
+                        cache.clear();
+                    }
+                }
+                cache.insert(key, (Instant::now() + ttl, c.clone()));
+                c
+            }
+        };
+        let claims = claims.ok_or(AuthError::InvalidToken("token is not active"))?;
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(AuthError::InvalidToken("token is not for this resource"));
+        }
+        super::jwt::claims_principal(claims, &self.rules, AuthMethod::Introspection)
+    }
+}

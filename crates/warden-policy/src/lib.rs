@@ -1,0 +1,7 @@
+//! The pure decision core: no I/O. Today it holds the [`Principal`] that authentication produces
+//! and every later stage reads; rules, guards, detectors and redactors join it with their issues.
+#![forbid(unsafe_code)]
+
+pub mod principal;
+
+pub use principal::{AuthMethod, Principal};
