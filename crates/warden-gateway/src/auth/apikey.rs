@@ -5,9 +5,9 @@
 //! time, and the same work for an unknown id), expired keys.
 //! Does not defend against: a key stolen from the client (rotate it: remove the entry).
 
+use super::sha256;
 use crate::config::ApiKeyEntry;
 use base64::Engine;
-use ring::digest::{digest, SHA256};
 use std::collections::HashMap;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
@@ -31,10 +31,6 @@ pub struct ApiKeys {
 pub enum KeyError {
     Unknown,
     Expired,
-}
-
-fn sha256(s: &str) -> [u8; 32] {
-    digest(&SHA256, s.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -82,7 +78,7 @@ impl ApiKeys {
     /// The principal of `key`, if it is a configured, unexpired key.
     pub fn check(&self, key: &str, now: SystemTime) -> Result<Principal, KeyError> {
         let id = key.strip_prefix(PREFIX).and_then(|r| r.split_once('_')).map(|(id, _)| id).unwrap_or("");
-        let presented = sha256(key);
+        let presented = sha256(key.as_bytes());
         let (want, entry) = match self.by_id.get(id) {
             Some(e) => (e.hash, Some(e)),
             None => ([0u8; 32], None),
@@ -108,7 +104,7 @@ pub fn generate(subject: &str, scopes: &[String], tenant: Option<&str>, expires:
     let key = format!("{PREFIX}{id}_{secret}");
     let mut entry = format!(
         "[[auth.api_key]]\nid = {id:?}\nhash = \"sha256:{}\"\nsubject = {subject:?}\nscopes = {scopes:?}\n",
-        hex(&sha256(&key))
+        hex(&sha256(key.as_bytes()))
     );
     if let Some(t) = tenant {
         entry.push_str(&format!("tenant = {t:?}\n"));

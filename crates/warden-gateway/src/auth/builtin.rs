@@ -676,7 +676,7 @@ struct TokenForm {
 }
 
 /// The authenticated client of a token request.
-fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Result<String, Response<Body>> {
+fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Option<String> {
     let basic = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -687,20 +687,14 @@ fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Result<String, Respo
     let (id, secret) = match (&basic, &f.client_id) {
         (Some((i, p)), _) => (i.clone(), Some(p.clone())),
         (None, Some(i)) => (i.clone(), f.client_secret.clone()),
-        (None, None) => {
-            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"))
-        }
+        (None, None) => return None,
     };
     let ok = match st.clients.get(&id) {
         Some(Client { secret: None, .. }) => secret.is_none(),
         Some(Client { secret: Some(want), .. }) => secret.is_some_and(|s| bool::from(sha256(s.as_bytes()).ct_eq(want))),
         None => false,
     };
-    if ok {
-        Ok(id)
-    } else {
-        Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"))
-    }
+    ok.then_some(id)
 }
 
 fn decode_form(s: &str) -> String {
@@ -711,9 +705,8 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
     let s = server(&a);
     let ttl = s.cfg.access_token_ttl_secs;
     let mut st = s.store.lock();
-    let client_id = match client_auth(&st, &h, &f) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(client_id) = client_auth(&st, &h, &f) else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     };
     let grant = match f.grant_type.as_str() {
         "authorization_code" => {

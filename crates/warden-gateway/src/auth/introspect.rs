@@ -5,16 +5,11 @@
 //! name this server), token leakage through the cache (keyed by SHA-256 of the token).
 //! Does not defend against: a token revoked less than `cache_secs` ago.
 
-use super::AuthError;
+use super::{now_secs, sha256, AuthError, TtlCache};
 use crate::config::{Introspection, JwtIssuer};
-use parking_lot::Mutex;
-use ring::digest::{digest, SHA256};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warden_policy::{AuthMethod, Principal};
-
-const MAX_CACHE: usize = 10_000;
 
 pub struct Introspector {
     cfg: Introspection,
@@ -22,14 +17,15 @@ pub struct Introspector {
     /// Lifetime and claim rules (reusing the JWT issuer defaults).
     rules: JwtIssuer,
     http: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Map<String, Value>>)>>,
+    /// Results by SHA-256 of the token; `None`: inactive.
+    cache: TtlCache<Option<Map<String, Value>>>,
 }
 
 impl Introspector {
     pub fn new(cfg: Introspection, http: reqwest::Client) -> Result<Introspector, String> {
         let secret = cfg.client_secret.resolve().map_err(|e| format!("auth.introspection.client_secret: {e}"))?;
         let rules: JwtIssuer = toml::from_str(&format!("issuer = {:?}", cfg.endpoint)).expect("defaults parse");
-        Ok(Introspector { cfg, secret, rules, http, cache: Mutex::new(HashMap::new()) })
+        Ok(Introspector { cfg, secret, rules, http, cache: TtlCache::default() })
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
@@ -56,28 +52,18 @@ impl Introspector {
 
     /// Whether `token` is active and for `audience`; its principal.
     pub async fn check(&self, token: &str, audience: &str) -> Result<Principal, AuthError> {
-        let key: [u8; 32] = digest(&SHA256, token.as_bytes()).as_ref().try_into().expect("32 bytes");
-        let cached = self.cache.lock().get(&key).filter(|(until, _)| *until > Instant::now()).map(|(_, c)| c.clone());
-        let claims = match cached {
+        let key = sha256(token.as_bytes());
+        let claims = match self.cache.get(&key) {
             Some(c) => c,
             None => {
                 let r = self.ask(token).await?;
                 let active = r.get("active").and_then(Value::as_bool) == Some(true);
                 let c = active.then_some(r);
-                let mut ttl = Duration::from_secs(self.cfg.cache_secs);
+                let mut until = now_secs() + self.cfg.cache_secs;
                 if let Some(exp) = c.as_ref().and_then(|c| c.get("exp")).and_then(Value::as_u64) {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                    ttl = ttl.min(Duration::from_secs(exp.saturating_sub(now.as_secs())));
+                    until = until.min(exp);
                 }
-                let mut cache = self.cache.lock();
-                if cache.len() >= MAX_CACHE {
-                    let now = Instant::now();
-                    cache.retain(|_, (until, _)| *until > now);
-                    if cache.len() >= MAX_CACHE {
-                        cache.clear();
-                    }
-                }
-                cache.insert(key, (Instant::now() + ttl, c.clone()));
+                self.cache.put(key, until, c.clone());
                 c
             }
         };

@@ -33,7 +33,7 @@ use warden_policy::Principal;
 
 /// Longest credential accepted in `Authorization`.
 pub const MAX_TOKEN_BYTES: usize = 8192;
-const MAX_VERIFIED_CACHE: usize = 10_000;
+const MAX_CACHE: usize = 10_000;
 
 /// Why a request was not authenticated. Messages are safe to show a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +74,40 @@ pub struct Authenticator {
     introspection: Option<introspect::Introspector>,
     api_keys: apikey::ApiKeys,
     pub builtin: Option<Arc<builtin::AuthServer>>,
-    /// Verified JWTs by SHA-256(token, resource): (exp, principal).
-    verified: Mutex<HashMap<[u8; 32], (u64, Arc<Principal>)>>,
+    /// Verified JWTs by SHA-256(token, resource), until their `exp`.
+    verified: TtlCache<Arc<Principal>>,
 }
 
-fn now_secs() -> u64 {
+/// A bounded map of results that expire (unix seconds), keyed by a digest (never a token).
+pub struct TtlCache<V> {
+    map: Mutex<HashMap<[u8; 32], (u64, V)>>,
+}
+
+impl<V: Clone> Default for TtlCache<V> {
+    fn default() -> Self {
+        TtlCache { map: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<V: Clone> TtlCache<V> {
+    pub fn get(&self, key: &[u8; 32]) -> Option<V> {
+        self.map.lock().get(key).filter(|(until, _)| *until > now_secs()).map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, key: [u8; 32], until: u64, v: V) {
+        let mut m = self.map.lock();
+        if m.len() >= MAX_CACHE {
+            let now = now_secs();
+            m.retain(|_, (e, _)| *e > now);
+            if m.len() >= MAX_CACHE {
+                m.clear();
+            }
+        }
+        m.insert(key, (until, v));
+    }
+}
+
+pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -130,7 +159,7 @@ impl Authenticator {
             introspection,
             api_keys: apikey::ApiKeys::new(&auth.api_keys),
             builtin,
-            verified: Mutex::new(HashMap::new()),
+            verified: TtlCache::default(),
         }))
     }
 
@@ -235,10 +264,8 @@ impl Authenticator {
                 ctx.update(resource.as_bytes());
                 ctx.finish().as_ref().try_into().expect("32 bytes")
             };
-            if let Some((exp, p)) = self.verified.lock().get(&cache_key) {
-                if *exp > now_secs() {
-                    return Ok(p.clone());
-                }
+            if let Some(p) = self.verified.get(&cache_key) {
+                return Ok(p);
             }
             let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed token"))?;
             let iss = unverified_issuer(token);
@@ -251,15 +278,7 @@ impl Authenticator {
                 Some((issuer, iss)) => {
                     let p = Arc::new(issuer.verify(token, &header, &iss, resource).await?);
                     let exp = p.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-                    let mut cache = self.verified.lock();
-                    if cache.len() >= MAX_VERIFIED_CACHE {
-                        let now = now_secs();
-                        cache.retain(|_, (e, _)| *e > now);
-                        if cache.len() >= MAX_VERIFIED_CACHE {
-                            cache.clear();
-                        }
-                    }
-                    cache.insert(cache_key, (exp, p.clone()));
+                    self.verified.put(cache_key, exp, p.clone());
                     return Ok(p);
                 }
                 None if self.introspection.is_none() => {
