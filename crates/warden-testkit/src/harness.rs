@@ -106,6 +106,14 @@ pub fn warden(listen_extra: &str, upstreams: &str) -> Proc {
     spawn_logged(cmd, dir, port)
 }
 
+/// Start `warden serve` on an existing config file listening on `port`.
+pub fn warden_config(cfg: &std::path::Path, port: u16) -> Proc {
+    let dir = cfg.parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(bin("warden"));
+    cmd.args(["serve", "--config"]).arg(cfg).env("RUST_LOG", "info");
+    spawn_logged(cmd, dir, port)
+}
+
 /// What came back for one HTTP request.
 #[derive(Debug)]
 pub struct Reply {
@@ -132,6 +140,8 @@ pub struct Client {
     pub http: reqwest::Client,
     pub url: String,
     pub session: Option<String>,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer: Option<String>,
 }
 
 pub fn init_params() -> Value {
@@ -144,11 +154,15 @@ impl Client {
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             url: url.to_string(),
             session: None,
+            bearer: None,
         }
     }
 
     pub fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, &self.url).header("accept", "application/json, text/event-stream");
+        if let Some(t) = &self.bearer {
+            rb = rb.bearer_auth(t);
+        }
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s).header("mcp-protocol-version", "2025-11-25");
         }

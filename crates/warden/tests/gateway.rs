@@ -4,6 +4,9 @@
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
+#[path = "gateway/auth.rs"]
+mod auth;
+
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 
 fn text_of(answer: &Value) -> String {

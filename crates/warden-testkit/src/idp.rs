@@ -1,0 +1,144 @@
+//! A test identity provider on loopback: RFC 8414 metadata, a JWKS (Ed25519 and ES256 keys), an
+//! RFC 7662 introspection endpoint, and a signer for tokens good and bad. It counts JWKS fetches
+//! so tests can check that unknown `kid`s cannot make Warden hammer it.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::Mutex;
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct IdpState {
+    pub issuer: String,
+    jwks: Value,
+    pub jwks_fetches: AtomicUsize,
+    /// Opaque token → introspection claims (absent: inactive).
+    pub opaque: Mutex<HashMap<String, Value>>,
+}
+
+pub struct Idp {
+    pub state: Arc<IdpState>,
+    pub issuer: String,
+    ed: Vec<u8>,
+    ec: Vec<u8>,
+    /// The Ed25519 public key, raw (for algorithm-confusion attacks).
+    pub ed_public: Vec<u8>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+impl Idp {
+    /// Start on a loopback port.
+    pub async fn start() -> Idp {
+        let rng = ring::rand::SystemRandom::new();
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec();
+        let ed_pub = Ed25519KeyPair::from_pkcs8(&ed).unwrap().public_key().as_ref().to_vec();
+        let ec_pub = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &ec, &rng)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let jwks = json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": B64.encode(&ed_pub), "kid": "ed1", "use": "sig"},
+            {"kty": "EC", "crv": "P-256", "x": B64.encode(&ec_pub[1..33]), "y": B64.encode(&ec_pub[33..]), "kid": "ec1", "alg": "ES256", "use": "sig"},
+            {"kty": "oct", "k": B64.encode(b"a shared secret that must never be used"), "kid": "hmac1"},
+        ]});
+        let state = Arc::new(IdpState {
+            issuer: issuer.clone(),
+            jwks,
+            jwks_fetches: AtomicUsize::new(0),
+            opaque: Mutex::new(HashMap::new()),
+        });
+        let app = Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(|State(s): State<Arc<IdpState>>| async move {
+                    Json(json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer),
+                                "introspection_endpoint": format!("{}/introspect", s.issuer)}))
+                }),
+            )
+            .route(
+                "/jwks",
+                get(|State(s): State<Arc<IdpState>>| async move {
+                    s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                    Json(s.jwks.clone())
+                }),
+            )
+            .route(
+                "/introspect",
+                post(|State(s): State<Arc<IdpState>>, Form(f): Form<HashMap<String, String>>| async move {
+                    let t = f.get("token").cloned().unwrap_or_default();
+                    Json(s.opaque.lock().get(&t).cloned().unwrap_or(json!({"active": false})))
+                }),
+            )
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Idp { state, issuer, ed, ec, ed_public: ed_pub, _task: task }
+    }
+
+    /// Claims of a good token for `resource`.
+    pub fn claims(&self, resource: &str, scope: &str) -> Map<String, Value> {
+        let n = now();
+        json!({"iss": self.issuer, "sub": "alice", "aud": resource, "iat": n, "nbf": n, "exp": n + 600,
+               "scope": scope, "client_id": "test-client", "tenant": "acme", "roles": ["dev"]})
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    /// Sign with the Ed25519 key (`kid` as given).
+    pub fn sign_ed(&self, claims: &Map<String, Value>, kid: Option<&str>) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = kid.map(String::from);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(&self.ed)).unwrap()
+    }
+
+    /// Sign with the P-256 key as ES256.
+    pub fn sign_ec(&self, claims: &Map<String, Value>) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("ec1".into());
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ec_der(&self.ec)).unwrap()
+    }
+
+    /// Sign with a fresh key nobody knows, with extra header fields (e.g. `jku`).
+    pub fn sign_foreign(claims: &Map<String, Value>, kid: &str, jku: Option<&str>) -> String {
+        let key = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        h.jku = jku.map(String::from);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(key.as_ref())).unwrap()
+    }
+
+    /// A token with an arbitrary header and an HMAC-SHA256 signature under `secret`.
+    pub fn sign_hs256_raw(header: &Value, claims: &Map<String, Value>, secret: &[u8]) -> String {
+        let msg =
+            format!("{}.{}", B64.encode(header.to_string()), B64.encode(Value::Object(claims.clone()).to_string()));
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), msg.as_bytes());
+        format!("{msg}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// `alg: none`.
+    pub fn unsigned(claims: &Map<String, Value>) -> String {
+        format!(
+            "{}.{}.",
+            B64.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+            B64.encode(Value::Object(claims.clone()).to_string())
+        )
+    }
+}

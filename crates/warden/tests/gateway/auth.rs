@@ -1,0 +1,650 @@
+//! The authentication attack matrix: one case each, expecting the exact status and challenge.
+
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use warden_testkit::harness::{fixture_stdio_upstream, warden, Client, Proc};
+use warden_testkit::idp::{now, Idp};
+
+fn challenge(r: &reqwest::Response) -> String {
+    r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+async fn init_status(url: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut rb = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": warden_testkit::harness::init_params()}).to_string());
+    if let Some(t) = bearer {
+        rb = rb.header("authorization", format!("Bearer {t}"));
+    }
+    let r = rb.send().await.unwrap();
+    (r.status().as_u16(), challenge(&r))
+}
+
+fn gateway_with(idp: &Idp, extra: &str) -> Proc {
+    let auth = format!(
+        "[auth]\nrequired_scopes = [\"mcp\"]\n{extra}\n[[auth.jwt]]\nissuer = {:?}\nunknown_kid_refresh_secs = 30\n",
+        idp.issuer
+    );
+    warden("", &format!("{}\n{auth}", fixture_stdio_upstream("fx", Some(""), "")))
+}
+
+#[tokio::test]
+async fn jwt_attack_matrix() {
+    let idp = Idp::start().await;
+    let w = gateway_with(&idp, "");
+    let url = &w.url;
+    let resource = url.clone();
+    let meta = format!("{}/.well-known/oauth-protected-resource/mcp", url.trim_end_matches("/mcp"));
+
+    // No token: 401 with the metadata URL and the scope.
+    let (s, c) = init_status(url, None).await;
+    assert_eq!(s, 401);
+    assert_eq!(c, format!("Bearer resource_metadata=\"{meta}\", scope=\"mcp\""));
+
+    // A good token (EdDSA and ES256) works end to end.
+    let good = idp.claims(&resource, "mcp");
+    for t in [idp.sign_ed(&good, Some("ed1")), idp.sign_ec(&good)] {
+        let mut c = Client::new(url);
+        c.bearer = Some(t);
+        c.initialize().await;
+        let a = c.tool(1, "echo", json!({"text": "hi"})).await;
+        assert_eq!(a["result"]["content"][0]["text"], "hi", "{a}");
+    }
+
+    let mut cases: Vec<(&str, String, &str)> = vec![];
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c.insert(k.into(), v);
+        c
+    };
+    let without = |k: &str| {
+        let mut c = good.clone();
+        c.remove(k);
+        c
+    };
+    cases.push(("malformed", "abc.def".into(), "malformed token"));
+    cases.push(("not base64", "a.b.c!".into(), "malformed token"));
+    let t = idp.sign_ed(&good, Some("ed1"));
+    let mut parts: Vec<&str> = t.split('.').collect();
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        Value::Object(with("sub", json!("mallory"))).to_string(),
+    );
+    parts[1] = &forged;
+    cases.push(("bad signature", parts.join("."), "bad signature"));
+    cases.push(("expired", idp.sign_ed(&with("exp", json!(now() - 120)), Some("ed1")), "token expired"));
+    cases.push((
+        "nbf in the future",
+        idp.sign_ed(&with("nbf", json!(now() + 600)), Some("ed1")),
+        "token not yet valid",
+    ));
+    cases.push((
+        "iat in the future",
+        idp.sign_ed(&with("iat", json!(now() + 600)), Some("ed1")),
+        "token issued in the future",
+    ));
+    cases.push((
+        "too long-lived",
+        idp.sign_ed(&with("exp", json!(now() + 86400)), Some("ed1")),
+        "token lifetime exceeds the maximum",
+    ));
+    cases.push((
+        "wrong issuer",
+        idp.sign_ed(&with("iss", json!("https://evil.example")), Some("ed1")),
+        "token from an untrusted issuer",
+    ));
+    cases.push((
+        "wrong audience",
+        idp.sign_ed(&with("aud", json!("https://other.example/mcp")), Some("ed1")),
+        "token is not for this resource",
+    ));
+    let other_port = url.replace(&url.split(':').nth(2).unwrap()[..5], "1/mcp");
+    cases.push((
+        "token for another local resource",
+        idp.sign_ed(&with("aud", json!(other_port)), Some("ed1")),
+        "token is not for this resource",
+    ));
+    cases.push(("no audience", idp.sign_ed(&without("aud"), Some("ed1")), "token lacks a required claim"));
+    cases.push(("no subject", idp.sign_ed(&without("sub"), Some("ed1")), "token lacks a required claim"));
+    cases.push(("alg none", Idp::unsigned(&good), "malformed token"));
+    cases.push((
+        "HS256 with the public key",
+        Idp::sign_hs256_raw(&json!({"alg": "HS256", "kid": "ed1"}), &good, &idp.ed_public),
+        "signature algorithm not accepted",
+    ));
+    cases.push((
+        "HS256 with the JWKS's symmetric key",
+        Idp::sign_hs256_raw(
+            &json!({"alg": "HS256", "kid": "hmac1"}),
+            &good,
+            b"a shared secret that must never be used",
+        ),
+        "signature algorithm not accepted",
+    ));
+    cases.push(("EdDSA header on the EC key", Idp::sign_foreign(&good, "ec1", None), "unknown signing key"));
+    cases.push(("unknown kid", Idp::sign_foreign(&good, "nobody", None), "unknown signing key"));
+    cases.push((
+        "jku pointing elsewhere",
+        Idp::sign_foreign(&good, "attacker", Some("http://127.0.0.1:9/evil-jwks")),
+        "unknown signing key",
+    ));
+    cases.push(("oversized token", "a".repeat(9000), "token too large"));
+    for (name, token, why) in &cases {
+        let (s, c) = init_status(url, Some(token)).await;
+        assert_eq!(s, 401, "{name}");
+        assert_eq!(
+            c,
+            format!("Bearer error=\"invalid_token\", error_description=\"{why}\", resource_metadata=\"{meta}\""),
+            "{name}"
+        );
+    }
+
+    // Flood of unknown kids: at most one extra JWKS fetch inside the refresh interval.
+    let before = idp.state.jwks_fetches.load(Ordering::SeqCst);
+    for i in 0..30 {
+        let (s, _) = init_status(url, Some(&Idp::sign_foreign(&good, &format!("random-{i}"), None))).await;
+        assert_eq!(s, 401);
+    }
+    let after = idp.state.jwks_fetches.load(Ordering::SeqCst);
+    assert!(after - before <= 1, "30 unknown kids caused {} JWKS fetches", after - before);
+
+    // Token in the query string: refused even alongside a good header.
+    let t = idp.sign_ed(&good, Some("ed1"));
+    let r = reqwest::Client::new()
+        .post(format!("{url}?access_token={t}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .bearer_auth(&t)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        challenge(&r),
+        "Bearer error=\"invalid_request\", error_description=\"tokens are accepted only in the Authorization header\""
+    );
+
+    // Missing scope: 403 with the scope needed (step-up).
+    let (s, c) = init_status(url, Some(&idp.sign_ed(&with("scope", json!("other")), Some("ed1")))).await;
+    assert_eq!(s, 403);
+    assert_eq!(
+        c,
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp\", resource_metadata=\"{meta}\", \
+             error_description=\"additional scope required\""
+        )
+    );
+
+    // Protected resource metadata at both well-known paths.
+    for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
+        let m: Value =
+            reqwest::get(format!("{}{path}", url.trim_end_matches("/mcp"))).await.unwrap().json().await.unwrap();
+        assert_eq!(m["resource"], resource.as_str(), "{m}");
+        assert_eq!(m["authorization_servers"], json!([idp.issuer]), "{m}");
+        assert_eq!(m["bearer_methods_supported"], json!(["header"]));
+    }
+
+    // No token ever reaches the log.
+    let log = w.log();
+    for (name, token, _) in &cases {
+        if token.len() > 20 {
+            assert!(!log.contains(token.as_str()), "{name}: token in the log");
+        }
+    }
+    assert!(!log.contains(&t), "token in the log");
+}
+
+#[tokio::test]
+async fn sessions_are_bound_to_their_principal() {
+    let idp = Idp::start().await;
+    let (key_a, entry_a) = warden_gateway::auth::apikey::generate("svc-a", &["mcp".into()], Some("tenant-a"), None);
+    let (key_b, entry_b) = warden_gateway::auth::apikey::generate("svc-b", &["mcp".into()], Some("tenant-b"), None);
+    let (key_old, entry_old) =
+        warden_gateway::auth::apikey::generate("svc-old", &["mcp".into()], None, Some("2020-01-01T00:00:00Z"));
+    let w = gateway_with(&idp, &format!("{entry_a}\n{entry_b}\n{entry_old}"));
+    let meta = format!("{}/.well-known/oauth-protected-resource/mcp", w.url.trim_end_matches("/mcp"));
+
+    let mut a = Client::new(&w.url);
+    a.bearer = Some(key_a.clone());
+    a.initialize().await;
+    assert_eq!(a.tool(1, "echo", json!({"text": "a"})).await["result"]["content"][0]["text"], "a");
+
+    // Another tenant's key presenting A's session id: as if the session did not exist.
+    let mut b = Client::new(&w.url);
+    b.bearer = Some(key_b);
+    b.session = a.session.clone();
+    let r = b.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "{}", r.raw);
+    // So does a JWT user.
+    b.bearer = Some(idp.sign_ed(&idp.claims(&w.url, "mcp"), Some("ed1")));
+    assert_eq!(b.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await.status, 404);
+    // A still works.
+    assert_eq!(
+        a.call(4, "tools/list", json!({})).await["result"]["tools"].as_array().map(|t| !t.is_empty()),
+        Some(true)
+    );
+
+    for (name, key, why) in [
+        ("wrong key", format!("{}x", &key_a[..key_a.len() - 1]), "unknown API key"),
+        ("unknown id", "wdk_000000000000_abcdef".to_string(), "unknown API key"),
+        ("expired key", key_old, "API key expired"),
+    ] {
+        let (s, c) = init_status(&w.url, Some(&key)).await;
+        assert_eq!(s, 401, "{name}");
+        assert_eq!(
+            c,
+            format!("Bearer error=\"invalid_token\", error_description=\"{why}\", resource_metadata=\"{meta}\""),
+            "{name}"
+        );
+    }
+    let log = w.log();
+    assert!(!log.contains(&key_a), "API key in the log");
+}
+
+#[tokio::test]
+async fn opaque_tokens_via_introspection_and_revocation() {
+    let idp = Idp::start().await;
+    std::env::set_var("WARDEN_TEST_INTROSPECT_SECRET", "s3cret");
+    let extra = format!(
+        "[auth.introspection]\nendpoint = \"{}/introspect\"\nclient_id = \"warden\"\n\
+         client_secret = {{ file = {:?} }}\ncache_secs = 1\n",
+        idp.issuer,
+        {
+            let p = std::env::temp_dir().join(format!("warden-introspect-secret-{}", std::process::id()));
+            std::fs::write(&p, "s3cret\n").unwrap();
+            p.display().to_string()
+        }
+    );
+    let w = gateway_with(&idp, &extra);
+    let n = now();
+    idp.state.opaque.lock().insert(
+        "opaque-token-1".into(),
+        json!({"active": true, "sub": "bob", "aud": w.url, "scope": "mcp", "exp": n + 600, "iat": n}),
+    );
+    idp.state.opaque.lock().insert(
+        "opaque-other-aud".into(),
+        json!({"active": true, "sub": "bob", "aud": "https://elsewhere/mcp", "scope": "mcp", "exp": n + 600}),
+    );
+    assert_eq!(init_status(&w.url, Some("opaque-token-1")).await.0, 200);
+    assert_eq!(init_status(&w.url, Some("opaque-other-aud")).await.0, 401);
+    assert_eq!(init_status(&w.url, Some("never-issued")).await.0, 401);
+    // Revoked at the IdP: refused once the (1 s) cache entry expires.
+    idp.state.opaque.lock().remove("opaque-token-1");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, c) = init_status(&w.url, Some("opaque-token-1")).await;
+    assert_eq!(s, 401);
+    assert!(c.contains("token is not active"), "{c}");
+}
+
+#[tokio::test]
+async fn network_bind_requires_auth_and_tls_or_proxy() {
+    let dir = std::env::temp_dir().join(format!("warden-bind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let up = fixture_stdio_upstream("fx", None, "");
+    for (cfg, want) in [
+        (format!("[listen]\naddr = \"0.0.0.0:0\"\n{up}"), "no authentication is configured"),
+        (
+            format!("[listen]\naddr = \"0.0.0.0:0\"\n{up}\n[auth]\nresource = \"https://mcp.example/mcp\"\nmtls_scopes = [\"mcp\"]\n"),
+            "refusing plain HTTP",
+        ),
+        (
+            format!("[listen]\naddr = \"0.0.0.0:0\"\n{up}\n[auth]\nmtls_scopes = [\"mcp\"]\n"),
+            "auth.resource: required on a non-loopback bind",
+        ),
+        (
+            format!("[listen]\naddr = \"127.0.0.1:0\"\n{up}\n[auth]\n[[auth.jwt]]\nissuer = \"https://idp\"\nalgorithms = [\"HS256\"]\n"),
+            "\"HS256\" is not accepted",
+        ),
+    ] {
+        let p = dir.join("w.toml");
+        std::fs::write(&p, cfg).unwrap();
+        let out = std::process::Command::new(warden_testkit::harness::bin("warden"))
+            .args(["check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{want}: {err}");
+    }
+    let ok = format!(
+        "[listen]\naddr = \"0.0.0.0:0\"\ntrusted_proxies = [\"10.0.0.1\"]\n{up}\n[auth]\nresource = \"https://mcp.example/mcp\"\nmtls_scopes = [\"mcp\"]\n"
+    );
+    std::fs::write(dir.join("w.toml"), ok).unwrap();
+    let out = std::process::Command::new(warden_testkit::harness::bin("warden"))
+        .args(["check", "--config"])
+        .arg(dir.join("w.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The built-in authorization server, driven like a browser and a client would.
+mod builtin {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+
+    pub struct As {
+        pub w: Proc,
+        pub base: String,
+        pub http: reqwest::Client,
+    }
+
+    /// Warden with `[auth.builtin]` and a user alice / "correct horse battery".
+    pub fn start() -> As {
+        let up = fixture_stdio_upstream("fx", Some(""), "");
+        let w = warden(
+            "",
+            &format!("{up}\n[auth]\nrequired_scopes = [\"mcp\"]\n[auth.builtin]\nscopes = [\"mcp\", \"admin\"]\n"),
+        );
+        let cfg = w.dir.join("warden.toml");
+        let mut child = std::process::Command::new(warden_testkit::harness::bin("warden"))
+            .args(["user", "add", "--config"])
+            .arg(&cfg)
+            .args(["alice", "--scopes", "mcp"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+        assert!(child.wait().unwrap().success());
+        // Users are read at start: restart with the user in place.
+        drop(w);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let port = warden_testkit::harness::free_port();
+        let text = text.replacen(text.split('"').nth(1).unwrap(), &format!("127.0.0.1:{port}"), 1);
+        std::fs::write(&cfg, text).unwrap();
+        let w = warden_testkit::harness::warden_config(&cfg, port);
+        let base = w.url.trim_end_matches("/mcp").to_string();
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        As { w, base, http }
+    }
+
+    pub fn pkce() -> (String, String) {
+        let verifier = B64.encode(rand_bytes());
+        let challenge = B64.encode(warden_gateway::auth::sha256(verifier.as_bytes()));
+        (verifier, challenge)
+    }
+
+    fn rand_bytes() -> [u8; 32] {
+        let mut b = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap();
+        b
+    }
+
+    impl As {
+        pub async fn register(&self, redirect: &str) -> String {
+            let r = self
+                .http
+                .post(format!("{}/register", self.base))
+                .json(&json!({"redirect_uris": [redirect], "client_name": "Test <b>Client</b>", "token_endpoint_auth_method": "none"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_string()
+        }
+
+        /// GET /authorize; the page, its hidden fields and the CSRF cookie — or the redirect.
+        pub async fn authorize(&self, query: &[(&str, &str)]) -> reqwest::Response {
+            self.http.get(format!("{}/authorize", self.base)).query(query).send().await.unwrap()
+        }
+
+        /// Submit the consent form as the browser would; the redirect's query.
+        pub async fn consent(
+            &self,
+            page: reqwest::Response,
+            user: &str,
+            pass: &str,
+            decision: &str,
+        ) -> (u16, Vec<(String, String)>) {
+            let cookie =
+                page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+            let html = page.text().await.unwrap();
+            let field = |name: &str| {
+                let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
+                html[at..].split('"').next().unwrap().to_string()
+            };
+            let r = self
+                .http
+                .post(format!("{}/authorize", self.base))
+                .header("cookie", cookie)
+                .form(&[
+                    ("request_id", field("request_id")),
+                    ("csrf", field("csrf")),
+                    ("username", user.into()),
+                    ("password", pass.into()),
+                    ("decision", decision.into()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), location_query(&r))
+        }
+
+        pub async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+            let r = self.http.post(format!("{}/token", self.base)).form(form).send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        }
+    }
+
+    pub fn location_query(r: &reqwest::Response) -> Vec<(String, String)> {
+        r.headers()
+            .get("location")
+            .and_then(|l| reqwest::Url::parse(l.to_str().ok()?).ok())
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+    }
+}
+
+#[tokio::test]
+async fn builtin_authorization_server_flow_and_attacks() {
+    use builtin::{get, location_query};
+    let a = builtin::start();
+    let resource = a.w.url.clone();
+    let redirect = "http://127.0.0.1:9/callback";
+
+    // Metadata: PRM names the built-in server; RFC 8414 document is complete.
+    let prm: Value = reqwest::get(format!("{}/.well-known/oauth-protected-resource/mcp", a.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"], json!([a.base]));
+    let m: Value =
+        reqwest::get(format!("{}/.well-known/oauth-authorization-server", a.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(m["issuer"], a.base.as_str());
+    assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+    assert!(m["registration_endpoint"].is_string());
+
+    let client = a.register(redirect).await;
+    let (verifier, challenge) = builtin::pkce();
+    let q = |extra: &[(&'static str, String)]| {
+        let mut v: Vec<(&str, String)> = vec![
+            ("response_type", "code".into()),
+            ("client_id", client.clone()),
+            ("redirect_uri", redirect.into()),
+            ("scope", "mcp".into()),
+            ("state", "xyz".into()),
+            ("code_challenge", challenge.clone()),
+            ("code_challenge_method", "S256".into()),
+            ("resource", resource.clone()),
+        ];
+        for (k, val) in extra {
+            v.retain(|(a, _)| a != k);
+            v.push((k, val.clone()));
+        }
+        v
+    };
+    let as_refs = |v: &Vec<(&'static str, String)>| v.iter().map(|(k, x)| (*k, x.clone())).collect::<Vec<_>>();
+
+    // The consent page: names client (escaped), scopes, redirect URI; framing forbidden.
+    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    let (status, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    assert_eq!(status, 303);
+    assert_eq!((get(&redir, "state"), get(&redir, "iss")), (Some("xyz"), Some(a.base.as_str())));
+    let code = get(&redir, "code").unwrap().to_string();
+
+    // PKCE verifier mismatch fails (and burns the code).
+    let (s, v) = a
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &client),
+            ("code_verifier", &"x".repeat(43)),
+        ])
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    // A fresh code, exchanged properly.
+    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    let code = get(&redir, "code").unwrap().to_string();
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect),
+        ("client_id", client.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("resource", resource.as_str()),
+    ];
+    let (s, tok) = a.token(&exchange).await;
+    assert_eq!(s, 200, "{tok}");
+    assert_eq!(tok["token_type"], "Bearer");
+    assert!(tok["expires_in"].as_u64().unwrap() <= 3600);
+    // The access token works at /mcp.
+    let mut c = Client::new(&a.w.url);
+    c.bearer = Some(tok["access_token"].as_str().unwrap().to_string());
+    c.initialize().await;
+    assert_eq!(
+        c.tool(1, "echo", json!({"text": "via built-in AS"})).await["result"]["content"][0]["text"],
+        "via built-in AS"
+    );
+    // Replayed code: refused, and the tokens issued from it are revoked.
+    let (s, v) = a.token(&exchange).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let r1 = tok["refresh_token"].as_str().unwrap();
+    let (s, _) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", r1), ("client_id", &client)]).await;
+    assert_eq!(s, 400, "refresh token of a replayed code must be revoked");
+
+    // Refresh rotation and reuse detection on a clean grant.
+    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    let code = get(&redir, "code").unwrap().to_string();
+    let (_, tok) = a
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &client),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    let r1 = tok["refresh_token"].as_str().unwrap().to_string();
+    let (s, t2) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", &r1), ("client_id", &client)]).await;
+    assert_eq!(s, 200, "{t2}");
+    let r2 = t2["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(r1, r2, "refresh tokens rotate");
+    let (s, v) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", &r1), ("client_id", &client)]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "reused refresh token");
+    let (s, _) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", &r2), ("client_id", &client)]).await;
+    assert_eq!(s, 400, "reuse revokes the whole family");
+
+    // `plain` PKCE and missing PKCE: sent back to the client with invalid_request.
+    for extra in [vec![("code_challenge_method", "plain".to_string())]] {
+        let r = a.authorize(&as_refs(&q(&extra)).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(get(&location_query(&r), "error"), Some("invalid_request"));
+    }
+    let no_pkce: Vec<(&str, String)> = q(&[]).into_iter().filter(|(k, _)| !k.starts_with("code_challenge")).collect();
+    let r = a.authorize(&no_pkce.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    assert_eq!(get(&location_query(&r), "error"), Some("invalid_request"));
+    // Redirect URI not matching exactly: an error page, never a redirect.
+    for bad in ["http://127.0.0.1:9/callback/", "http://127.0.0.1:9/callback?x=1", "http://evil.example/callback"] {
+        let r = a
+            .authorize(
+                &as_refs(&q(&[("redirect_uri", bad.to_string())]))
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert!(r.headers().get("location").is_none());
+    }
+    // A token for another resource is not issued.
+    let r = a
+        .authorize(
+            &as_refs(&q(&[("resource", "https://other.example/mcp".to_string())]))
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(get(&location_query(&r), "error"), Some("invalid_target"));
+    // Consent without the CSRF cookie is refused.
+    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let html = page.text().await.unwrap();
+    let rid = html.split("name=\"request_id\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/authorize", a.base))
+        .form(&[
+            ("request_id", rid),
+            ("csrf", csrf),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Wrong password and denial come back as access_denied.
+    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let (_, redir) = a.consent(page, "alice", "wrong", "approve").await;
+    assert_eq!(get(&redir, "error"), Some("access_denied"));
+    // A scope the user may not grant.
+    let page = a
+        .authorize(
+            &as_refs(&q(&[("scope", "mcp admin".to_string())]))
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    assert_eq!(get(&redir, "error"), Some("invalid_scope"));
+
+    // `warden token mint` makes tokens the gateway accepts.
+    let out = std::process::Command::new(warden_testkit::harness::bin("warden"))
+        .args(["token", "mint", "--config"])
+        .arg(a.w.dir.join("warden.toml"))
+        .args(["--sub", "svc", "--scopes", "mcp", "--ttl", "5m", "--resource", &resource])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(init_status(&a.w.url, Some(&minted)).await.0, 200);
+    let out = std::process::Command::new(warden_testkit::harness::bin("warden"))
+        .args(["token", "mint", "--config"])
+        .arg(a.w.dir.join("warden.toml"))
+        .args(["--sub", "svc", "--ttl", "2h"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a 2 h token must be refused");
+}
