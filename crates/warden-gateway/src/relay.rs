@@ -132,6 +132,9 @@ impl Service for Relay {
                 "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
                 "instructions": merge_instructions(&shared.specs, &inits),
             });
+            let p = &session.principal;
+            tracing::info!(subject = %p.subject, tenant = p.tenant.as_deref().unwrap_or("-"), method = ?p.method,
+                           version = negotiated, "session opened");
             let session: Arc<dyn Session> = session;
             Ok(Initialized { session, result })
         }

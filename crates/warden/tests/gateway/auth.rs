@@ -648,3 +648,128 @@ async fn builtin_authorization_server_flow_and_attacks() {
         .unwrap();
     assert!(!out.status.success(), "a 2 h token must be refused");
 }
+
+mod tls {
+    use super::*;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use warden_testkit::pki::Ca;
+
+    /// A client trusting `ca_pem`, speaking only `versions`, with an optional client certificate.
+    fn client_config(
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        identity: Option<(&str, &str)>,
+    ) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        match identity {
+            None => b.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).map(|c| c.unwrap()).collect();
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            }
+        }
+    }
+
+    async fn handshake(
+        port: u16,
+        cfg: rustls::ClientConfig,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        // TLS 1.3 client-certificate failures surface on first use.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed"));
+        }
+        Ok(s)
+    }
+
+    fn https(w: &Proc) -> String {
+        w.url.replace("http://127.0.0.1", "https://localhost")
+    }
+
+    #[tokio::test]
+    async fn tls13_only_with_mtls_principal_and_reload() {
+        let ca = Ca::new("Warden Test CA");
+        let dir = std::env::temp_dir().join(format!("warden-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_file, cert, key) = ca.write_server(&dir);
+        let up = fixture_stdio_upstream("fx", Some(""), "");
+        let w = warden(
+            &format!(
+                "[listen.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nreload_secs = 1\n",
+                cert.display().to_string(),
+                key.display().to_string(),
+                ca_file.display().to_string()
+            ),
+            &format!("{up}\n[auth]\nmtls_scopes = [\"mcp\"]\nrequired_scopes = [\"mcp\"]\n"),
+        );
+        let port: u16 = w.url.split(':').nth(2).unwrap().trim_end_matches("/mcp").parse().unwrap();
+
+        // TLS 1.2 only: refused.
+        assert!(handshake(port, client_config(&ca.pem, &[&rustls::version::TLS12], None)).await.is_err());
+        // TLS 1.3 without a client certificate: refused.
+        assert!(handshake(port, client_config(&ca.pem, &[&rustls::version::TLS13], None)).await.is_err());
+
+        let (c_pem, c_key, _) = ca.issue("svc-a", &["svc-a.example"], true);
+        let ca_cert = reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap();
+        let http = |identity: Option<reqwest::Identity>| {
+            let mut b = reqwest::Client::builder()
+                .use_rustls_tls()
+                .add_root_certificate(ca_cert.clone())
+                .tls_built_in_root_certs(false);
+            if let Some(i) = identity {
+                b = b.identity(i);
+            }
+            b.build().unwrap()
+        };
+        // A certificate from another CA: refused.
+        let other = Ca::new("Another CA");
+        let (o_pem, o_key, _) = other.issue("svc-x", &["svc-x.example"], true);
+        let bad = http(Some(reqwest::Identity::from_pem(format!("{o_pem}{o_key}").as_bytes()).unwrap()));
+        assert!(bad.get(format!("{}/../healthz", https(&w))).send().await.is_err());
+
+        // A good certificate authenticates on its own; its SAN is the principal.
+        let mut c = Client::new(&https(&w));
+        c.http = http(Some(reqwest::Identity::from_pem(format!("{c_pem}{c_key}").as_bytes()).unwrap()));
+        c.initialize().await;
+        assert_eq!(c.tool(1, "echo", json!({"text": "mtls"})).await["result"]["content"][0]["text"], "mtls");
+        assert!(w.log().contains("subject=svc-a.example"), "{}", w.log());
+
+        // Certificate reload: an open connection survives, new ones get the new certificate.
+        let cc = client_config(&ca.pem, &[&rustls::version::TLS13], Some((&c_pem, &c_key)));
+        let mut open = handshake(port, cc.clone()).await.unwrap();
+        let (new_cert, new_key, new_der) = ca.issue("localhost", &["localhost", "127.0.0.1"], false);
+        std::fs::write(&key, new_key).unwrap();
+        std::fs::write(&cert, new_cert).unwrap();
+        let mut seen_new = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = handshake(port, cc.clone()).await.unwrap();
+            if s.get_ref().1.peer_certificates().unwrap()[0].as_ref() == new_der.as_slice() {
+                seen_new = true;
+                break;
+            }
+        }
+        assert!(seen_new, "the new certificate was not served");
+        open.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = open.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"), "open connection dropped");
+    }
+}
