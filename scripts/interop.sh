@@ -23,11 +23,21 @@ url = "http://127.0.0.1:$PP/mcp"
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60
+# A second Warden with the built-in authorization server and one local user, for the SDKs' OAuth flows.
+AP=$(free_port)
+sed -e "s/127.0.0.1:$WP/127.0.0.1:$AP/" "$TMP/interop.toml" > "$TMP/oauth.toml"
+printf '[auth]\nrequired_scopes = ["mcp"]\n[auth.builtin]\n' >> "$TMP/oauth.toml"
+echo "interop-password-1" | "$BIN/warden" user add --config "$TMP/oauth.toml" interop >/dev/null
+start_bg "$BIN/warden" serve --config "$TMP/oauth.toml" 2>"$TMP/warden-oauth.log"
+wait_ready "http://127.0.0.1:$AP/readyz" 60
 failures=0
 (cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
+(cd "$INTEROP" && "$NODE22" ts-oauth.mjs "http://127.0.0.1:$AP/mcp" interop interop-password-1) || failures=$((failures + 1))
+"$PY" "$INTEROP/py_oauth.py" "http://127.0.0.1:$AP/mcp" interop interop-password-1 || failures=$((failures + 1))
 if [ "$failures" -ne 0 ]; then
   echo "--- warden log (tail)"; tail -40 "$TMP/warden.log"; echo "--- py server log (tail)"; tail -20 "$TMP/py-server.log"
+  echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
 fi
-echo "interop: $((2 - failures)) passed, $failures failed"
+echo "interop: $((4 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
