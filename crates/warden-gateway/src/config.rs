@@ -274,12 +274,29 @@ pub struct Upstream {
     /// http: headers sent on every request whose values are secrets (e.g. `Authorization`).
     #[serde(default)]
     pub secret_headers: BTreeMap<String, SecretRef>,
+    /// http: OAuth client credentials for this upstream (Warden's own identity there; clients'
+    /// tokens are never forwarded).
+    pub oauth: Option<UpstreamOAuth>,
     /// Seconds to connect and complete `initialize`. Default 30.
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: u64,
     /// Seconds a single request may take before it is cancelled. Default 120.
     #[serde(default = "default_call")]
     pub call_timeout_secs: u64,
+}
+
+/// OAuth 2.1 client credentials grant against an upstream's authorization server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamOAuth {
+    /// The token endpoint (`https://`, or `http://` to loopback).
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// Space-separated scopes to request.
+    pub scope: Option<String>,
+    /// RFC 8707 resource indicator to request (the upstream's canonical URI).
+    pub resource: Option<String>,
 }
 
 /// A secret: never written in the config, only referenced.
@@ -475,13 +492,16 @@ impl Config {
                     if u.command.as_deref().unwrap_or("").is_empty() {
                         return Err(format!("{at}.command: required for transport = \"stdio\""));
                     }
-                    if u.url.is_some() || !u.secret_headers.is_empty() {
-                        return Err(format!("{at}: url/secret_headers are for transport = \"http\""));
+                    if u.url.is_some() || !u.secret_headers.is_empty() || u.oauth.is_some() {
+                        return Err(format!("{at}: url/secret_headers/oauth are for transport = \"http\""));
                     }
                 }
                 Transport::Http => {
                     let url = u.url.as_deref().ok_or(format!("{at}.url: required for transport = \"http\""))?;
                     check_remote_url(url).map_err(|m| format!("{at}.url: {m}"))?;
+                    if let Some(o) = &u.oauth {
+                        check_remote_url(&o.token_url).map_err(|m| format!("{at}.oauth.token_url: {m}"))?;
+                    }
                     if u.command.is_some() || !u.args.is_empty() || !u.env.is_empty() || !u.secret_env.is_empty() {
                         return Err(format!("{at}: command/args/env/secret_env are for transport = \"stdio\""));
                     }
@@ -629,6 +649,7 @@ pub fn reference_markdown() -> String {
         ("BuiltinAs", "[auth.builtin]"),
         ("Federation", "[federation]"),
         ("Upstream", "[[upstream]]"),
+        ("UpstreamOAuth", "[upstream.oauth]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");

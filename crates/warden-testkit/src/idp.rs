@@ -22,6 +22,33 @@ pub struct IdpState {
     pub jwks_fetches: AtomicUsize,
     /// Opaque token → introspection claims (absent: inactive).
     pub opaque: Mutex<HashMap<String, Value>>,
+    /// Client credentials grants served.
+    pub token_requests: AtomicUsize,
+    ed: Vec<u8>,
+}
+
+/// `POST /token`, client credentials for client `warden` / secret `s3cret` (HTTP Basic): an
+/// EdDSA JWT for the requested `resource`.
+async fn token(
+    State(s): State<Arc<IdpState>>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("warden:s3cret"));
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str())
+        || f.get("grant_type").map(String::as_str) != Some("client_credentials")
+    {
+        return (axum::http::StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+    }
+    s.token_requests.fetch_add(1, Ordering::SeqCst);
+    let n = now();
+    let claims = json!({"iss": s.issuer, "sub": "warden", "aud": f.get("resource"), "iat": n, "exp": n + 300,
+                        "scope": f.get("scope").cloned().unwrap_or_default(), "client_id": "warden"});
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("ed1".into());
+    let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();
+    Json(json!({"access_token": t, "token_type": "Bearer", "expires_in": 300})).into_response()
 }
 
 pub struct Idp {
@@ -62,6 +89,8 @@ impl Idp {
             jwks,
             jwks_fetches: AtomicUsize::new(0),
             opaque: Mutex::new(HashMap::new()),
+            token_requests: AtomicUsize::new(0),
+            ed: ed.clone(),
         });
         let app = Router::new()
             .route(
@@ -85,6 +114,7 @@ impl Idp {
                     Json(s.opaque.lock().get(&t).cloned().unwrap_or(json!({"active": false})))
                 }),
             )
+            .route("/token", post(token))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

@@ -24,6 +24,7 @@ pub struct HttpTransport {
     url: String,
     client: reqwest::Client,
     headers: HeaderMap,
+    oauth: Option<Arc<super::oauth::ClientCredentials>>,
     session: Mutex<Option<HeaderValue>>,
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
@@ -49,6 +50,7 @@ impl HttpTransport {
             url: spec.url.clone(),
             client,
             headers,
+            oauth: spec.oauth.clone(),
             session: Mutex::new(None),
             version: Mutex::new(None),
             incoming,
@@ -60,15 +62,19 @@ impl HttpTransport {
         *self.version.lock() = HeaderValue::from_str(v).ok();
     }
 
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+    /// A request with this upstream's credentials, session and version headers.
+    async fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
         let mut rb = self.client.request(method, &self.url).headers(self.headers.clone());
+        if let Some(o) = &self.oauth {
+            rb = rb.header(http::header::AUTHORIZATION, o.header(&self.client).await?);
+        }
         if let Some(s) = self.session.lock().clone() {
             rb = rb.header("mcp-session-id", s);
         }
         if let Some(v) = self.version.lock().clone() {
             rb = rb.header("mcp-protocol-version", v);
         }
-        rb
+        Ok(rb)
     }
 
     fn deliver(&self, msg: Message, related: Option<Id>) {
@@ -94,6 +100,7 @@ impl HttpTransport {
         let is_init = msg.method() == Some("initialize");
         let resp = self
             .request(reqwest::Method::POST)
+            .await?
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(msg.to_json())
@@ -109,6 +116,11 @@ impl HttpTransport {
         if status == reqwest::StatusCode::NOT_FOUND && self.session.lock().is_some() {
             let _ = self.incoming.send(Incoming::Closed("upstream session expired (404)".into()));
             return Err("upstream session expired".into());
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            if let Some(o) = &self.oauth {
+                o.invalidate();
+            }
         }
         if !status.is_success() {
             self.fail(&related, format!("HTTP {status}"));
@@ -155,13 +167,14 @@ impl HttpTransport {
                 break;
             }
             tokio::time::sleep(retry).await;
-            match self
-                .request(reqwest::Method::GET)
-                .header(ACCEPT, "text/event-stream")
-                .header("last-event-id", last)
-                .send()
-                .await
-            {
+            let rb = match self.request(reqwest::Method::GET).await {
+                Ok(rb) => rb,
+                Err(e) => {
+                    self.fail(&related, format!("resuming the answer stream: {e}"));
+                    return;
+                }
+            };
+            match rb.header(ACCEPT, "text/event-stream").header("last-event-id", last).send().await {
                 Ok(r) if r.status().is_success() => resp = r,
                 Ok(r) => {
                     self.fail(&related, format!("resuming the answer stream: HTTP {}", r.status()));
@@ -222,7 +235,8 @@ impl HttpTransport {
             let mut failures = 0u32;
             loop {
                 let Some(t) = me.upgrade() else { return };
-                let mut rb = t.request(reqwest::Method::GET).header(ACCEPT, "text/event-stream");
+                let Ok(rb) = t.request(reqwest::Method::GET).await else { break };
+                let mut rb = rb.header(ACCEPT, "text/event-stream");
                 if let Some(l) = &last {
                     rb = rb.header("last-event-id", l.clone());
                 }
@@ -262,7 +276,9 @@ impl HttpTransport {
             h.abort();
         }
         if self.session.lock().is_some() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.request(reqwest::Method::DELETE).send()).await;
+            if let Ok(rb) = self.request(reqwest::Method::DELETE).await {
+                let _ = tokio::time::timeout(Duration::from_secs(2), rb.send()).await;
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! Does not defend against: hostile content in well-formed upstream messages (response policy).
 
 pub mod http;
+pub mod oauth;
 pub mod stdio;
 
 use crate::config::{self, Transport as Kind};
@@ -59,6 +60,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// OAuth client credentials (shared by all connections to this upstream).
+    pub oauth: Option<Arc<oauth::ClientCredentials>>,
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
 }
@@ -85,6 +88,7 @@ impl Spec {
             env,
             url: u.url.clone().unwrap_or_default(),
             headers,
+            oauth: u.oauth.as_ref().map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new)).transpose()?,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
             call_timeout: Duration::from_secs(u.call_timeout_secs),
         })

@@ -773,3 +773,35 @@ mod tls {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"), "open connection dropped");
     }
 }
+
+#[tokio::test]
+async fn upstream_credentials_are_wardens_own_never_the_clients() {
+    let idp = Idp::start().await;
+    // B: a protected Warden in front of the fixture, accepting only the IdP's JWTs.
+    let b = gateway_with(&idp, "");
+    let secret = std::env::temp_dir().join(format!("warden-upstream-secret-{}", std::process::id()));
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    // A: in front of B, authenticating its own clients with API keys and B with client credentials.
+    let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
+    let a = warden(
+        "",
+        &format!(
+            "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
+             [upstream.oauth]\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\nclient_secret = {{ file = {:?} }}\n\
+             scope = \"mcp\"\nresource = {:?}\n\n[auth]\n{entry}",
+            b.url,
+            idp.issuer,
+            secret.display().to_string(),
+            b.url
+        ),
+    );
+    let mut c = Client::new(&a.url);
+    c.bearer = Some(key.clone());
+    c.initialize().await;
+    assert_eq!(c.tool(1, "echo", json!({"text": "two hops"})).await["result"]["content"][0]["text"], "two hops");
+    assert_eq!(c.tool(2, "echo", json!({"text": "again"})).await["result"]["content"][0]["text"], "again");
+    // One token served every connection (control + session), and the client's key never reached B.
+    assert_eq!(idp.state.token_requests.load(Ordering::SeqCst), 1);
+    assert!(!b.log().contains(&key));
+    assert!(b.log().contains("subject=warden"), "{}", b.log());
+}
