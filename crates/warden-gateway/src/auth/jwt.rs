@@ -184,8 +184,14 @@ impl Issuer {
         }
     }
 
-    /// Fetch the keys now. Returns how many usable keys there are.
+    /// Fetch the keys now (one fetch at a time). Returns how many usable keys there are.
     pub async fn refresh(&self) -> Result<usize, String> {
+        let _one = self.fetching.lock().await;
+        self.fetch_now().await
+    }
+
+    /// Fetch the keys; the caller holds `fetching`.
+    async fn fetch_now(&self) -> Result<usize, String> {
         *self.last_fetch.lock() = Some(Instant::now());
         let url = self.jwks_url().await?;
         let doc = self.get_json(&url).await?;
@@ -222,7 +228,7 @@ impl Issuer {
             return Err(AuthError::InvalidToken("unknown signing key"));
         }
         let _one = self.fetching.lock().await;
-        // Someone else may have refreshed while we waited.
+        // Someone else (or the background refresh) may have fetched while we waited.
         let keys = self.keys.read().clone();
         if let Some(i) = Self::find(&keys, header.kid.as_deref(), header.alg) {
             return Ok((keys, i));
@@ -232,7 +238,7 @@ impl Issuer {
         if recent {
             return Err(AuthError::InvalidToken("unknown signing key"));
         }
-        if let Err(e) = self.refresh().await {
+        if let Err(e) = self.fetch_now().await {
             tracing::warn!(issuer = %self.cfg.issuer, error = %e, "JWKS fetch failed");
             if keys.is_empty() {
                 return Err(AuthError::Unavailable("authorization server keys unavailable"));
