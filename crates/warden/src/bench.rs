@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Idle sessions opened to measure memory per session.
     #[arg(long, default_value_t = 500)]
     sessions: usize,
+    /// Measure only the authentication stage, in process.
+    #[arg(long)]
+    auth: bool,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -244,6 +247,9 @@ fn us(d: Duration) -> f64 {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.auth {
+        return crate::bench_auth::run(a.calls.max(100)).await;
+    }
     let fixture = match a.fixture {
         Some(f) => f,
         None => std::env::current_exe()?.with_file_name("warden-fixture"),

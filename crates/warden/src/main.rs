@@ -6,6 +6,7 @@ use warden_gateway::config::Config;
 use warden_gateway::gateway::Gateway;
 
 mod bench;
+mod bench_auth;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Security gateway for the Model Context Protocol")]
