@@ -134,6 +134,24 @@ fn main() -> std::process::ExitCode {
             Cmd::Check { config } => {
                 let cfg = load(&config, None)?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
+                let tls = match &cfg.listen.tls {
+                    Some(t) if t.client_ca_file.is_some() => "TLS 1.3 with client certificates (mTLS)",
+                    Some(_) => "TLS 1.3",
+                    None if !cfg.listen.trusted_proxies.is_empty() => "plain HTTP behind trusted proxies",
+                    None => "plain HTTP (loopback)",
+                };
+                println!("listener: {} — {tls}", cfg.listen.addr);
+                match &cfg.auth {
+                    None => println!("authentication: none (loopback only; every caller is `local`)"),
+                    Some(a) => println!(
+                        "authentication: {} JWT issuer(s), introspection {}, {} API key(s), built-in authorization server {}, required scopes [{}]",
+                        a.issuers.len(),
+                        if a.introspection.is_some() { "on" } else { "off" },
+                        a.api_keys.len(),
+                        if a.builtin.is_some() { "on" } else { "off" },
+                        a.required_scopes.join(" ")
+                    ),
+                }
                 Ok(())
             }
             Cmd::Serve { config, listen } => {
