@@ -391,7 +391,7 @@ mod builtin {
         }
 
         /// GET /authorize; the page, its hidden fields and the CSRF cookie — or the redirect.
-        pub async fn authorize(&self, query: &[(&str, &str)]) -> reqwest::Response {
+        pub async fn authorize(&self, query: &[(&str, String)]) -> reqwest::Response {
             self.http.get(format!("{}/authorize", self.base)).query(query).send().await.unwrap()
         }
 
@@ -486,10 +486,9 @@ async fn builtin_authorization_server_flow_and_attacks() {
         }
         v
     };
-    let as_refs = |v: &Vec<(&'static str, String)>| v.iter().map(|(k, x)| (*k, x.clone())).collect::<Vec<_>>();
 
     // The consent page: names client (escaped), scopes, redirect URI; framing forbidden.
-    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let page = a.authorize(&q(&[])).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
@@ -510,7 +509,7 @@ async fn builtin_authorization_server_flow_and_attacks() {
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     // A fresh code, exchanged properly.
-    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let page = a.authorize(&q(&[])).await;
     let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
     let code = get(&redir, "code").unwrap().to_string();
     let exchange = [
@@ -541,7 +540,7 @@ async fn builtin_authorization_server_flow_and_attacks() {
     assert_eq!(s, 400, "refresh token of a replayed code must be revoked");
 
     // Refresh rotation and reuse detection on a clean grant.
-    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let page = a.authorize(&q(&[])).await;
     let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
     let code = get(&redir, "code").unwrap().to_string();
     let (_, tok) = a
@@ -565,38 +564,24 @@ async fn builtin_authorization_server_flow_and_attacks() {
 
     // `plain` PKCE and missing PKCE: sent back to the client with invalid_request.
     for extra in [vec![("code_challenge_method", "plain".to_string())]] {
-        let r = a.authorize(&as_refs(&q(&extra)).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+        let r = a.authorize(&q(&extra)).await;
         assert_eq!(r.status(), 303);
         assert_eq!(get(&location_query(&r), "error"), Some("invalid_request"));
     }
     let no_pkce: Vec<(&str, String)> = q(&[]).into_iter().filter(|(k, _)| !k.starts_with("code_challenge")).collect();
-    let r = a.authorize(&no_pkce.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let r = a.authorize(&no_pkce).await;
     assert_eq!(get(&location_query(&r), "error"), Some("invalid_request"));
     // Redirect URI not matching exactly: an error page, never a redirect.
     for bad in ["http://127.0.0.1:9/callback/", "http://127.0.0.1:9/callback?x=1", "http://evil.example/callback"] {
-        let r = a
-            .authorize(
-                &as_refs(&q(&[("redirect_uri", bad.to_string())]))
-                    .iter()
-                    .map(|(k, v)| (*k, v.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .await;
+        let r = a.authorize(&q(&[("redirect_uri", bad.to_string())])).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert!(r.headers().get("location").is_none());
     }
     // A token for another resource is not issued.
-    let r = a
-        .authorize(
-            &as_refs(&q(&[("resource", "https://other.example/mcp".to_string())]))
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let r = a.authorize(&q(&[("resource", "https://other.example/mcp".to_string())])).await;
     assert_eq!(get(&location_query(&r), "error"), Some("invalid_target"));
     // Consent without the CSRF cookie is refused.
-    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let page = a.authorize(&q(&[])).await;
     let html = page.text().await.unwrap();
     let rid = html.split("name=\"request_id\" value=\"").nth(1).unwrap().split('"').next().unwrap();
     let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
@@ -615,18 +600,11 @@ async fn builtin_authorization_server_flow_and_attacks() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Wrong password and denial come back as access_denied.
-    let page = a.authorize(&as_refs(&q(&[])).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let page = a.authorize(&q(&[])).await;
     let (_, redir) = a.consent(page, "alice", "wrong", "approve").await;
     assert_eq!(get(&redir, "error"), Some("access_denied"));
     // A scope the user may not grant.
-    let page = a
-        .authorize(
-            &as_refs(&q(&[("scope", "mcp admin".to_string())]))
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let page = a.authorize(&q(&[("scope", "mcp admin".to_string())])).await;
     let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
     assert_eq!(get(&redir, "error"), Some("invalid_scope"));
 
