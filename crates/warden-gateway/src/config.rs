@@ -520,6 +520,13 @@ impl Config {
     }
 }
 
+impl JwtIssuer {
+    /// The default rules for `issuer`.
+    pub fn with_defaults(issuer: &str) -> JwtIssuer {
+        toml::from_str(&format!("issuer = {issuer:?}")).expect("defaults parse")
+    }
+}
+
 impl Auth {
     fn validate(&self) -> Result<(), String> {
         if let Some(r) = &self.resource {

@@ -5,7 +5,7 @@
 //! time, and the same work for an unknown id), expired keys.
 //! Does not defend against: a key stolen from the client (rotate it: remove the entry).
 
-use super::sha256;
+use super::{hex, sha256};
 use crate::config::ApiKeyEntry;
 use base64::Engine;
 use std::collections::HashMap;
@@ -31,10 +31,6 @@ pub struct ApiKeys {
 pub enum KeyError {
     Unknown,
     Expired,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {

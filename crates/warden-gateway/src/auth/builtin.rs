@@ -15,7 +15,7 @@
 //! Client ID Metadata Documents (not supported: clients register dynamically).
 
 use super::jwt::{self, Issuer, KeySource};
-use super::{sha256, Authenticator};
+use super::{now_secs, sha256, Authenticator};
 use crate::config::{Auth, BuiltinAs, Config};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 const CODE_TTL: Duration = Duration::from_secs(60);
@@ -46,10 +46,6 @@ const MAX_PENDING: usize = 10_000;
 /// The issuer for a resource URI: its origin.
 pub fn issuer_for(resource: &str) -> String {
     reqwest::Url::parse(resource).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn random_token() -> String {
@@ -240,7 +236,7 @@ impl AuthServer {
 
     /// A signed access token for `resource`.
     pub fn mint(&self, subject: &str, scopes: &[String], client_id: &str, resource: &str, ttl: u64) -> String {
-        let now = now();
+        let now = now_secs();
         let claims = json!({
             "iss": issuer_for(resource),
             "sub": subject,
@@ -459,7 +455,7 @@ async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body>
     tracing::info!(client = %name, "client registered");
     let mut out = json!({
         "client_id": client_id,
-        "client_id_issued_at": now(),
+        "client_id_issued_at": now_secs(),
         "client_name": name,
         "redirect_uris": uris,
         "token_endpoint_auth_method": method,
@@ -750,7 +746,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token already used");
             }
             r.used = true;
-            if r.expires <= now() {
+            if r.expires <= now_secs() {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired");
             }
             let scopes = match f.scope.as_deref() {
@@ -775,7 +771,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked");
     }
     let refresh = random_token();
-    st.refresh.retain(|_, r| r.expires > now());
+    st.refresh.retain(|_, r| r.expires > now_secs());
     st.refresh.insert(
         sha256(refresh.as_bytes()),
         Refresh {
@@ -783,7 +779,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
             subject: subject.clone(),
             scopes: scopes.clone(),
             resource: resource.clone(),
-            expires: now() + s.cfg.refresh_token_ttl_secs,
+            expires: now_secs() + s.cfg.refresh_token_ttl_secs,
             family,
             used: false,
         },

@@ -24,7 +24,7 @@ pub struct Introspector {
 impl Introspector {
     pub fn new(cfg: Introspection, http: reqwest::Client) -> Result<Introspector, String> {
         let secret = cfg.client_secret.resolve().map_err(|e| format!("auth.introspection.client_secret: {e}"))?;
-        let rules: JwtIssuer = toml::from_str(&format!("issuer = {:?}", cfg.endpoint)).expect("defaults parse");
+        let rules = JwtIssuer::with_defaults(&cfg.endpoint);
         Ok(Introspector { cfg, secret, rules, http, cache: TtlCache::default() })
     }
 

@@ -10,7 +10,7 @@
 //! Does not defend against: use of a stolen token before it expires, or revocation before `exp`
 //! (keep lifetimes short, or use introspection).
 
-use super::AuthError;
+use super::{now_secs, AuthError};
 use crate::config::JwtIssuer;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use warden_policy::{AuthMethod, Principal};
 
 const MAX_DOC_BYTES: usize = 1 << 20;
@@ -286,10 +286,6 @@ impl Issuer {
         })?;
         claims_principal(data.claims, &self.cfg, AuthMethod::Jwt)
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn claim_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {

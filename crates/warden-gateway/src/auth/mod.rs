@@ -375,9 +375,14 @@ impl Authenticate for Authenticator {
 
 /// JWT rules for tokens of the built-in authorization server.
 pub fn builtin_rules(issuer: &str) -> JwtIssuer {
-    let mut j: JwtIssuer = toml::from_str(&format!("issuer = {issuer:?}")).expect("defaults parse");
+    let mut j = JwtIssuer::with_defaults(issuer);
     j.algorithms = vec!["EdDSA".into()];
     j
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A digest used for cache keys and PKCE.
