@@ -220,6 +220,20 @@ pub struct BuiltinAs {
     /// Accept RFC 7591 dynamic client registration. Default true.
     #[serde(default = "default_true")]
     pub dynamic_registration: bool,
+    /// Accept Client ID Metadata Documents: an `https` URL as `client_id`, whose JSON document
+    /// the server fetches (public addresses only). Default true.
+    #[serde(default = "default_true")]
+    pub client_metadata_documents: bool,
+    /// Development and tests only: also fetch client metadata documents from `http` loopback URLs.
+    /// Default false.
+    #[serde(default)]
+    pub client_metadata_allow_loopback: bool,
+    /// Registered clients, refresh tokens (as hashes) and revoked grants, kept across restarts.
+    /// Default `warden-data/as-state.json` beside the config file.
+    pub state_file: Option<PathBuf>,
+    /// Failed logins for one user name before it is locked for 15 minutes. Default 5.
+    #[serde(default = "default_login_attempts")]
+    pub max_failed_logins: u32,
 }
 
 /// Combining several upstreams.
@@ -375,6 +389,10 @@ fn default_refresh_ttl() -> u64 {
 fn default_as_scopes() -> Vec<String> {
     vec!["mcp".into()]
 }
+fn default_login_attempts() -> u32 {
+    5
+}
+
 fn default_true() -> bool {
     true
 }
@@ -581,6 +599,9 @@ impl Auth {
         if let Some(b) = &self.builtin {
             if b.access_token_ttl_secs == 0 || b.access_token_ttl_secs > 3600 {
                 return Err("auth.builtin.access_token_ttl_secs: expected 1..=3600".into());
+            }
+            if b.max_failed_logins == 0 {
+                return Err("auth.builtin.max_failed_logins: expected at least 1".into());
             }
         }
         Ok(())

@@ -172,3 +172,33 @@ impl Idp {
         )
     }
 }
+
+/// One page of a [`static_site`]: path, status, headers, body.
+pub type Page = (&'static str, u16, Vec<(&'static str, String)>, String);
+
+/// Serve fixed pages, made from the site's base URL, on a loopback port (client metadata
+/// documents, hostile ones included); the base URL and the number of requests served.
+pub async fn static_site(pages: impl FnOnce(&str) -> Vec<Page>) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let pages = pages(&base);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let pages = Arc::new(pages);
+    let app = Router::new().fallback(move |uri: axum::http::Uri| {
+        let pages = pages.clone();
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut b = axum::http::Response::builder();
+            let Some((_, status, headers, body)) = pages.iter().find(|p| p.0 == uri.path()) else {
+                return b.status(404).body(axum::body::Body::empty()).unwrap();
+            };
+            for (k, v) in headers {
+                b = b.header(*k, v);
+            }
+            b.status(*status).body(axum::body::Body::from(body.clone())).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, hits)
+}

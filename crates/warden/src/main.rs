@@ -195,7 +195,7 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::User(UserCmd::Add { config, name, scopes }) => {
                 let cfg = load(&config, None)?;
-                let (_, users_path) = warden_gateway::auth::builtin::paths(builtin(&cfg)?, &cfg);
+                let users_path = warden_gateway::auth::builtin::paths(builtin(&cfg)?, &cfg).users;
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
                 let password = line.trim_end_matches(['\n', '\r']);

@@ -10,12 +10,18 @@
 //! family), login CSRF and clickjacking (per-request token bound to a `SameSite=Strict` cookie;
 //! `X-Frame-Options: DENY` and `frame-ancestors 'none'`), password theft from the users file
 //! (argon2id hashes only), tokens for other resources (`resource` must be this server).
-//! Does not defend against (yet): password guessing beyond argon2's cost (no lockout), state lost
-//! on restart (registrations, codes and refresh tokens are in memory; the signing key persists),
-//! Client ID Metadata Documents (not supported: clients register dynamically).
+//! Clients identify themselves by dynamic registration or by a Client ID Metadata Document URL
+//! (see `cimd`). Password guessing meets argon2id's cost and a lockout per user name
+//! (`max_failed_logins` in 15 minutes; the lock also answers "login failed", so it reveals nothing).
+//! Registrations, refresh tokens (hashed) and revocations persist in the state file.
+//! Does not defend against (yet): a user's login being locked by someone guessing at their name
+//! (lockout is per name, not per source), revoking access tokens already issued (they live at most
+//! `access_token_ttl_secs`).
 
+use super::as_state::{refresh_key, Client, Code, Pending, Refresh, Store};
+use super::cimd::{self, Documents};
 use super::jwt::{self, Issuer, KeySource};
-use super::{now_secs, sha256, Authenticator};
+use super::{hex, now_secs, sha256, Authenticator};
 use crate::config::{Auth, BuiltinAs, Config};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -135,60 +141,20 @@ pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Where the built-in server keeps its key and users.
-pub fn paths(b: &BuiltinAs, cfg: &Config) -> (PathBuf, PathBuf) {
-    let key = b.key_file.clone().unwrap_or_else(|| "warden-data/signing-key.pk8".into());
-    let users = b.users_file.clone().unwrap_or_else(|| "warden-data/users.toml".into());
-    (cfg.path(&key), cfg.path(&users))
+/// Where the built-in server keeps its files.
+pub struct Paths {
+    pub key: PathBuf,
+    pub users: PathBuf,
+    pub state: PathBuf,
 }
 
-struct Client {
-    name: String,
-    redirect_uris: Vec<String>,
-    /// SHA-256 of the secret for confidential clients.
-    secret: Option<[u8; 32]>,
-}
-
-struct Pending {
-    client_id: String,
-    redirect_uri: String,
-    scopes: Vec<String>,
-    state: Option<String>,
-    challenge: String,
-    resource: String,
-    csrf: String,
-    created: Instant,
-}
-
-struct Code {
-    client_id: String,
-    redirect_uri: String,
-    scopes: Vec<String>,
-    challenge: String,
-    resource: String,
-    subject: String,
-    created: Instant,
-    used: bool,
-    family: String,
-}
-
-struct Refresh {
-    client_id: String,
-    subject: String,
-    scopes: Vec<String>,
-    resource: String,
-    expires: u64,
-    family: String,
-    used: bool,
-}
-
-#[derive(Default)]
-struct Store {
-    clients: HashMap<String, Client>,
-    pending: HashMap<String, Pending>,
-    codes: HashMap<[u8; 32], Code>,
-    refresh: HashMap<[u8; 32], Refresh>,
-    revoked_families: std::collections::HashSet<String>,
+pub fn paths(b: &BuiltinAs, cfg: &Config) -> Paths {
+    let or = |p: &Option<PathBuf>, d: &str| cfg.path(&p.clone().unwrap_or_else(|| d.into()));
+    Paths {
+        key: or(&b.key_file, "warden-data/signing-key.pk8"),
+        users: or(&b.users_file, "warden-data/users.toml"),
+        state: or(&b.state_file, "warden-data/as-state.json"),
+    }
 }
 
 pub struct AuthServer {
@@ -199,14 +165,21 @@ pub struct AuthServer {
     keys: Arc<Issuer>,
     users: HashMap<String, User>,
     store: Mutex<Store>,
+    /// The state file, and a lock that orders its writes.
+    state_path: Option<PathBuf>,
+    save: Mutex<()>,
+    documents: Option<Documents>,
 }
 
 impl AuthServer {
     pub fn new(b: &BuiltinAs, _auth: &Auth, cfg: &Config) -> Result<Arc<AuthServer>, String> {
-        let (key_path, users_path) = paths(b, cfg);
-        let pkcs8 = load_or_create_key(&key_path)?;
-        let users = UsersFile::load(&users_path)?.users.into_iter().map(|u| (u.name.clone(), u)).collect();
-        Ok(Arc::new(Self::with_key(b.clone(), &pkcs8, users)?))
+        let p = paths(b, cfg);
+        let pkcs8 = load_or_create_key(&p.key)?;
+        let users = UsersFile::load(&p.users)?.users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let mut s = Self::with_key(b.clone(), &pkcs8, users)?;
+        *s.store.get_mut() = Store::load(&p.state)?;
+        s.state_path = Some(p.state);
+        Ok(Arc::new(s))
     }
 
     fn with_key(cfg: BuiltinAs, pkcs8: &[u8], users: HashMap<String, User>) -> Result<AuthServer, String> {
@@ -219,14 +192,46 @@ impl AuthServer {
         let rules = super::builtin_rules("builtin");
         let keys = Issuer::new(rules, KeySource::Static, jwt::parse_jwks(&set), reqwest::Client::new());
         Ok(AuthServer {
-            cfg,
             signing: EncodingKey::from_ed_der(pkcs8),
             kid,
             jwks,
             keys,
             users,
             store: Mutex::new(Store::default()),
+            state_path: None,
+            save: Mutex::new(()),
+            documents: cfg.client_metadata_documents.then(|| Documents::new(cfg.client_metadata_allow_loopback)),
+            cfg,
         })
+    }
+
+    /// Write the persistent state after a change. A failure is logged, not fatal: the change is in
+    /// effect in memory, and the next successful write carries it.
+    fn persist(&self) {
+        let Some(path) = &self.state_path else { return };
+        let _order = self.save.lock();
+        let bytes = self.store.lock().snapshot();
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Err(e) = write_private(path, &bytes) {
+            tracing::error!(error = %e, "cannot save the authorization server's state");
+        }
+    }
+
+    /// A client by ID: registered, or described by its metadata document.
+    async fn client(&self, id: &str) -> Result<Client, String> {
+        if let Some(c) = self.store.lock().clients.get(id) {
+            return Ok(c.clone());
+        }
+        match &self.documents {
+            Some(d) if cimd::is_url(id) => {
+                let m = d.get(id).await?;
+                let name = format!("{} (from {})", m.name, m.host);
+                Ok(Client { name, redirect_uris: m.redirect_uris.clone(), secret: None })
+            }
+            _ => Err("unknown client".into()),
+        }
     }
 
     /// The verifier of this server's tokens.
@@ -267,7 +272,7 @@ impl AuthServer {
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             "scopes_supported": self.cfg.scopes,
             "authorization_response_iss_parameter_supported": true,
-            "client_id_metadata_document_supported": false,
+            "client_id_metadata_document_supported": self.documents.is_some(),
         });
         if self.cfg.dynamic_registration {
             m["registration_endpoint"] = format!("{issuer}/register").into();
@@ -406,36 +411,10 @@ async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body>
     let Ok(m) = serde_json::from_slice::<Value>(&body) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "expected a JSON object");
     };
-    let uris: Vec<String> = match m.get("redirect_uris").and_then(Value::as_array) {
-        Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "expected 1 to 10 redirect_uris"),
+    let ClientMeta { name, redirect_uris: uris, auth_method: method } = match check_client_metadata(&m) {
+        Ok(c) => c,
+        Err((error, desc)) => return oauth_error(StatusCode::BAD_REQUEST, error, desc),
     };
-    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len()) || !uris.iter().all(|u| valid_redirect(u)) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "a redirect URI is not acceptable");
-    }
-    let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
-    if !matches!(method, "none" | "client_secret_basic" | "client_secret_post") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_client_metadata",
-            "unsupported token_endpoint_auth_method",
-        );
-    }
-    for (field, allowed) in
-        [("grant_types", &["authorization_code", "refresh_token"][..]), ("response_types", &["code"][..])]
-    {
-        if let Some(v) = m.get(field).and_then(Value::as_array) {
-            if v.iter().any(|g| !g.as_str().is_some_and(|g| allowed.contains(&g))) {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client_metadata",
-                    "unsupported grant or response type",
-                );
-            }
-        }
-    }
-    let name: String =
-        m.get("client_name").and_then(Value::as_str).unwrap_or("unnamed client").chars().take(100).collect();
     let client_id = random_token();
     let secret = (method != "none").then(random_token);
     {
@@ -448,10 +427,11 @@ async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body>
             Client {
                 name: name.clone(),
                 redirect_uris: uris.clone(),
-                secret: secret.as_ref().map(|x| sha256(x.as_bytes())),
+                secret: secret.as_ref().map(|x| hex(&sha256(x.as_bytes()))),
             },
         );
     }
+    s.persist();
     tracing::info!(client = %name, "client registered");
     let mut out = json!({
         "client_id": client_id,
@@ -467,6 +447,40 @@ async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body>
         out["client_secret_expires_at"] = 0.into();
     }
     json_response(StatusCode::CREATED, out)
+}
+
+/// The client metadata that registration and metadata documents share.
+pub struct ClientMeta {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: String,
+}
+
+/// Check client metadata (RFC 7591 §2): 1–10 acceptable redirect URIs, an authentication method
+/// this server supports, and only the code flow with refresh tokens. Errors are (code, reason).
+pub fn check_client_metadata(m: &Value) -> Result<ClientMeta, (&'static str, &'static str)> {
+    let uris: Vec<String> = match m.get("redirect_uris").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => return Err(("invalid_redirect_uri", "expected 1 to 10 redirect_uris")),
+    };
+    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len()) || !uris.iter().all(|u| valid_redirect(u)) {
+        return Err(("invalid_redirect_uri", "a redirect URI is not acceptable"));
+    }
+    let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
+    if !matches!(method, "none" | "client_secret_basic" | "client_secret_post") {
+        return Err(("invalid_client_metadata", "unsupported token_endpoint_auth_method"));
+    }
+    for (field, allowed) in
+        [("grant_types", &["authorization_code", "refresh_token"][..]), ("response_types", &["code"][..])]
+    {
+        if let Some(v) = m.get(field).and_then(Value::as_array) {
+            if v.iter().any(|g| !g.as_str().is_some_and(|g| allowed.contains(&g))) {
+                return Err(("invalid_client_metadata", "unsupported grant or response type"));
+            }
+        }
+    }
+    let name = m.get("client_name").and_then(Value::as_str).unwrap_or("unnamed client").chars().take(100).collect();
+    Ok(ClientMeta { name, redirect_uris: uris, auth_method: method.to_string() })
 }
 
 #[derive(Deserialize)]
@@ -485,16 +499,16 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
     let s = server(&a);
     let (issuer, resource) = issuer_of(&a, &h);
     let Some(client_id) = q.client_id.as_deref() else { return error_page("missing client_id") };
-    let (client_name, redirect_uri) = {
-        let st = s.store.lock();
-        let Some(c) = st.clients.get(client_id) else { return error_page("unknown client") };
-        let r = match q.redirect_uri.as_deref() {
-            Some(r) if c.redirect_uris.iter().any(|u| u == r) => r.to_string(),
-            None if c.redirect_uris.len() == 1 => c.redirect_uris[0].clone(),
-            _ => return error_page("the redirect URI does not match one registered for this client"),
-        };
-        (c.name.clone(), r)
+    let c = match s.client(client_id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(&e),
     };
+    let redirect_uri = match q.redirect_uri.as_deref() {
+        Some(r) if c.redirect_uris.iter().any(|u| u == r) => r.to_string(),
+        None if c.redirect_uris.len() == 1 => c.redirect_uris[0].clone(),
+        _ => return error_page("the redirect URI does not match one registered for this client"),
+    };
+    let client_name = c.name;
     // From here errors go back to the (validated) redirect URI.
     let state = q.state.clone();
     let fail = |error: &str, desc: &str| {
@@ -617,20 +631,27 @@ async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentF
         base.extend([("error", "access_denied"), ("error_description", "the user denied access")]);
         return redirect(&p.redirect_uri, &base);
     }
-    let user = f.username.as_deref().and_then(|u| s.users.get(u));
+    let name = f.username.unwrap_or_default();
+    let max = s.cfg.max_failed_logins;
+    let locked = s.store.lock().locked(&name, max);
+    let user = s.users.get(&name);
     let password = f.password.unwrap_or_default();
-    let verified = match user {
-        Some(u) => PasswordHash::new(&u.password_hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false),
-        None => {
-            // Same cost for unknown users.
-            let _ = UsersFile::default().set("x", &password, vec![]);
-            false
-        }
-    };
+    let verified = !locked
+        && match user {
+            Some(u) => PasswordHash::new(&u.password_hash)
+                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .unwrap_or(false),
+            None => {
+                // Same cost for unknown users.
+                let _ = UsersFile::default().set("x", &password, vec![]);
+                false
+            }
+        };
     let Some(user) = user.filter(|_| verified) else {
-        tracing::info!("built-in authorization server: login failed");
+        if s.store.lock().failed_login(&name, max) {
+            tracing::warn!(user = %name, "built-in authorization server: too many failed logins, name locked for 15 min");
+        }
+        tracing::info!(locked, "built-in authorization server: login failed");
         base.extend([("error", "access_denied"), ("error_description", "login failed")]);
         return redirect(&p.redirect_uri, &base);
     };
@@ -639,7 +660,9 @@ async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentF
         return redirect(&p.redirect_uri, &base);
     }
     let code = random_token();
-    s.store.lock().codes.insert(
+    let mut st = s.store.lock();
+    st.login_succeeded(&name);
+    st.codes.insert(
         sha256(code.as_bytes()),
         Code {
             client_id: p.client_id,
@@ -653,6 +676,7 @@ async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentF
             family: random_token(),
         },
     );
+    drop(st);
     tracing::info!(user = %user.name, "authorization granted");
     base.push(("code", &code));
     redirect(&p.redirect_uri, &base)
@@ -672,7 +696,8 @@ struct TokenForm {
 }
 
 /// The authenticated client of a token request.
-fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Option<String> {
+/// Clients named by a metadata document URL are public: they present no secret.
+fn client_auth(st: &Store, url_clients: bool, h: &HeaderMap, f: &TokenForm) -> Option<String> {
     let basic = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -687,8 +712,10 @@ fn client_auth(st: &Store, h: &HeaderMap, f: &TokenForm) -> Option<String> {
     };
     let ok = match st.clients.get(&id) {
         Some(Client { secret: None, .. }) => secret.is_none(),
-        Some(Client { secret: Some(want), .. }) => secret.is_some_and(|s| bool::from(sha256(s.as_bytes()).ct_eq(want))),
-        None => false,
+        Some(Client { secret: Some(want), .. }) => {
+            secret.is_some_and(|s| bool::from(hex(&sha256(s.as_bytes())).as_bytes().ct_eq(want.as_bytes())))
+        }
+        None => url_clients && cimd::is_url(&id) && secret.is_none(),
     };
     ok.then_some(id)
 }
@@ -701,7 +728,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
     let s = server(&a);
     let ttl = s.cfg.access_token_ttl_secs;
     let mut st = s.store.lock();
-    let Some(client_id) = client_auth(&st, &h, &f) else {
+    let Some(client_id) = client_auth(&st, s.documents.is_some(), &h, &f) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     };
     let grant = match f.grant_type.as_str() {
@@ -714,6 +741,8 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
                 let family = c.family.clone();
                 tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
                 st.revoked_families.insert(family);
+                drop(st);
+                s.persist();
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code already used");
             }
             c.used = true;
@@ -732,7 +761,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
             (c.subject.clone(), c.scopes.clone(), c.resource.clone(), c.family.clone())
         }
         "refresh_token" => {
-            let key = sha256(f.refresh_token.as_deref().unwrap_or("").as_bytes());
+            let key = refresh_key(f.refresh_token.as_deref().unwrap_or(""));
             let Some(r) = st.refresh.get_mut(&key) else {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
             };
@@ -743,6 +772,8 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
                 let family = r.family.clone();
                 tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
                 st.revoked_families.insert(family);
+                drop(st);
+                s.persist();
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token already used");
             }
             r.used = true;
@@ -773,7 +804,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
     let refresh = random_token();
     st.refresh.retain(|_, r| r.expires > now_secs());
     st.refresh.insert(
-        sha256(refresh.as_bytes()),
+        refresh_key(&refresh),
         Refresh {
             client_id: client_id.clone(),
             subject: subject.clone(),
@@ -786,6 +817,7 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
     );
     st.codes.retain(|_, c| c.created.elapsed() < CODE_TTL * 10);
     drop(st);
+    s.persist();
     let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
     json_response(
         StatusCode::OK,

@@ -13,7 +13,9 @@
 //! Does not defend against: what [`jwt`], [`apikey`] and [`introspect`] list as out of scope.
 
 pub mod apikey;
+mod as_state;
 pub mod builtin;
+pub mod cimd;
 pub mod introspect;
 pub mod jwt;
 

@@ -336,10 +336,17 @@ mod builtin {
 
     /// Warden with `[auth.builtin]` and a user alice / "correct horse battery".
     pub fn start() -> As {
+        start_with("")
+    }
+
+    /// The same, with more `[auth.builtin]` settings.
+    pub fn start_with(builtin: &str) -> As {
         let up = fixture_stdio_upstream("fx", Some(""), "");
         let w = warden(
             "",
-            &format!("{up}\n[auth]\nrequired_scopes = [\"mcp\"]\n[auth.builtin]\nscopes = [\"mcp\", \"admin\"]\n"),
+            &format!(
+                "{up}\n[auth]\nrequired_scopes = [\"mcp\"]\n[auth.builtin]\nscopes = [\"mcp\", \"admin\"]\n{builtin}\n"
+            ),
         );
         let cfg = w.dir.join("warden.toml");
         let mut child = std::process::Command::new(warden_testkit::harness::bin("warden"))
@@ -378,6 +385,17 @@ mod builtin {
     }
 
     impl As {
+        /// Stop and start Warden again on the same port and files.
+        pub fn restart(&mut self) {
+            let cfg = self.w.dir.join("warden.toml");
+            let port: u16 = self.base.rsplit(':').next().unwrap().parse().unwrap();
+            self.w.child.kill().unwrap();
+            self.w.child.wait().unwrap();
+            self.w = warden_testkit::harness::warden_config(&cfg, port);
+            // Pooled connections went with the old process.
+            self.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        }
+
         pub async fn register(&self, redirect: &str) -> String {
             let r = self
                 .http
@@ -625,6 +643,120 @@ async fn builtin_authorization_server_flow_and_attacks() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "a 2 h token must be refused");
+}
+
+/// Client ID Metadata Documents, state that survives a restart, and the login lockout.
+#[tokio::test]
+async fn client_metadata_documents_persistent_state_and_lockout() {
+    use builtin::get;
+    let redirect = "http://127.0.0.1:9/cb";
+    let (site, hits) = warden_testkit::idp::static_site(|base| {
+        let doc = |id: String| {
+            json!({"client_id": id, "client_name": "Doc <i>Client</i>", "redirect_uris": [redirect],
+                   "token_endpoint_auth_method": "none"})
+            .to_string()
+        };
+        let json_type = || vec![("content-type", "application/json".to_string())];
+        vec![
+            ("/good.json", 200, json_type(), doc(format!("{base}/good.json"))),
+            ("/other.json", 200, json_type(), doc(format!("{base}/good.json"))),
+            ("/big.json", 200, json_type(), format!("{{\"pad\": \"{}\"}}", "x".repeat(6000))),
+            ("/moved.json", 302, vec![("location", format!("{base}/good.json"))], String::new()),
+            ("/secret.json", 200, json_type(), {
+                let mut d: Value = serde_json::from_str(&doc(format!("{base}/secret.json"))).unwrap();
+                d["client_secret"] = "s".into();
+                d.to_string()
+            }),
+        ]
+    })
+    .await;
+    let mut a = builtin::start_with("client_metadata_allow_loopback = true\nmax_failed_logins = 3");
+    let m: Value =
+        reqwest::get(format!("{}/.well-known/oauth-authorization-server", a.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(m["client_id_metadata_document_supported"], true);
+    let resource = a.w.url.clone();
+    let (verifier, challenge) = builtin::pkce();
+    let q = |client: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("response_type", "code".into()),
+            ("client_id", client.into()),
+            ("redirect_uri", redirect.into()),
+            ("scope", "mcp".into()),
+            ("code_challenge", challenge.clone()),
+            ("code_challenge_method", "S256".into()),
+            ("resource", resource.clone()),
+        ]
+    };
+
+    // A URL client: the page names it (escaped) and the host its document came from.
+    let good = format!("{site}/good.json");
+    let page = a.authorize(&q(&good)).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Doc &lt;i&gt;Client&lt;/i&gt; (from 127.0.0.1)"), "{html}");
+    let page = a.authorize(&q(&good)).await;
+    let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    let code = get(&redir, "code").unwrap().to_string();
+    let (s, tok) = a
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &good),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the document is fetched once and cached");
+    let mut c = Client::new(&a.w.url);
+    c.bearer = Some(tok["access_token"].as_str().unwrap().to_string());
+    c.initialize().await;
+    // A URL client presenting a secret is not a client of this server.
+    let (s, _) = a
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", &good), ("client_secret", "s")])
+        .await;
+    assert_eq!(s, 401);
+
+    // Hostile documents: an error page, never a redirect to the (unverified) redirect URI.
+    for bad in ["other.json", "big.json", "moved.json", "secret.json", "missing.json"] {
+        let r = a.authorize(&q(&format!("{site}/{bad}"))).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert!(r.headers().get("location").is_none(), "{bad}");
+    }
+    // A non-normal URL (dot segment) is refused before any fetch.
+    let before = hits.load(Ordering::SeqCst);
+    let r = a.authorize(&q(&format!("{site}/x/../good.json"))).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+
+    // State survives a restart: the registered client and the refresh token.
+    let registered = a.register(redirect).await;
+    a.restart();
+    let r1 = tok["refresh_token"].as_str().unwrap();
+    let (s, t2) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", r1), ("client_id", &good)]).await;
+    assert_eq!(s, 200, "refresh token after restart: {t2}");
+    a.restart();
+    let (s, v) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", r1), ("client_id", &good)]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "reuse is still detected after restart");
+    let r2 = t2["refresh_token"].as_str().unwrap();
+    let (s, _) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", r2), ("client_id", &good)]).await;
+    assert_eq!(s, 400, "and the revocation of the family persisted");
+    assert_eq!(a.authorize(&q(&registered)).await.status(), 200, "registered client known after restart");
+    let mode = std::fs::metadata(a.w.dir.join("warden-data/as-state.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077, 0);
+    let state = std::fs::read_to_string(a.w.dir.join("warden-data/as-state.json")).unwrap();
+    assert!(!state.contains(r2), "refresh tokens are stored only as hashes");
+
+    // Lockout: after 3 failures even the right password is refused, with the same answer.
+    for _ in 0..3 {
+        let page = a.authorize(&q(&registered)).await;
+        let (_, redir) = a.consent(page, "alice", "wrong password", "approve").await;
+        assert_eq!(get(&redir, "error_description"), Some("login failed"));
+    }
+    let page = a.authorize(&q(&registered)).await;
+    let (_, redir) = a.consent(page, "alice", "correct horse battery", "approve").await;
+    assert_eq!(get(&redir, "error_description"), Some("login failed"));
+    assert!(get(&redir, "code").is_none());
 }
 
 mod tls {
