@@ -5,5 +5,6 @@
 
 pub mod net;
 pub mod principal;
+pub mod rules;
 
 pub use principal::{AuthMethod, Principal};
