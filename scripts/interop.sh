@@ -20,6 +20,11 @@ args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/inde
 name = "py"
 transport = "http"
 url = "http://127.0.0.1:$PP/mcp"
+[[rule]]
+id = "interop-allow-all"
+tools = ["*"]
+resources = ["*"]
+prompts = ["*"]
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60

@@ -28,6 +28,15 @@ pub struct Config {
     /// Who may call: bearer tokens, API keys, client certificates. Absent: only a loopback bind
     /// is allowed and every caller is the anonymous `local` principal.
     pub auth: Option<Auth>,
+    /// Authorization rules. Nothing is reachable without an `allow` rule that matches it; a
+    /// matching `deny` rule overrides every allow.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+    /// Limits that apply to every call, whichever rule allowed it.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The admin API (kill switches): its own listener and credential.
+    pub admin: Option<Admin>,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -294,9 +303,111 @@ pub struct Upstream {
     /// Seconds to connect and complete `initialize`. Default 30.
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: u64,
+    /// Operator classification of this upstream's tools, by the upstream's tool name:
+    /// `"read_only"` or `"destructive"`. It wins over the tool's annotations.
+    #[serde(default)]
+    pub classify: BTreeMap<String, ToolClass>,
+    /// Believe this upstream's `readOnlyHint` for tools not in `classify`. Default false: an
+    /// unclassified tool counts as destructive, whatever it claims.
+    #[serde(default)]
+    pub trust_annotations: bool,
+    /// Calls in flight to this upstream at once, over all sessions; more get a retryable error.
+    pub max_concurrency: Option<usize>,
     /// Seconds a single request may take before it is cancelled. Default 120.
     #[serde(default = "default_call")]
     pub call_timeout_secs: u64,
+}
+
+/// How the operator classifies a tool.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolClass {
+    ReadOnly,
+    Destructive,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// One authorization rule (`[[rule]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A name for logs, audit and errors. Unique.
+    pub id: String,
+    /// `"allow"` (default) or `"deny"`.
+    #[serde(default)]
+    pub effect: Effect,
+    /// Upstream names (`*` wildcards). Default: every upstream.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Tool names as the upstream names them (`*` wildcards).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Resource URIs or URI templates as the upstream names them (`*` wildcards).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Prompt names as the upstream names them (`*` wildcards).
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// Scopes the caller must all hold.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles of which the caller must hold one (when not empty).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Tenants the caller must belong to one of (when not empty).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Match only tools classified read-only (by `classify`, or trusted annotations).
+    #[serde(default)]
+    pub read_only: bool,
+    /// A CEL condition over `principal`, `target` and `args`, e.g.
+    /// `args.table in ['orders', 'products']`. An error counts as false for allow, true for deny.
+    pub when: Option<String>,
+    /// Rate per caller and tool, like `"10/hour"` (units second, minute, hour, day).
+    pub rate: Option<String>,
+    /// Calls allowed at once before `rate` applies. Default 1.
+    pub burst: Option<u64>,
+    /// Calls per caller and tool per UTC day.
+    pub daily_quota: Option<u64>,
+    /// Seconds before the upstream call is cancelled. Default 30.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Limits over all calls (`[limits]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Rate per caller, like `"600/minute"`.
+    pub per_principal: Option<String>,
+    /// Burst for `per_principal`. Default 1.
+    pub per_principal_burst: Option<u64>,
+    /// Rate per tenant.
+    pub per_tenant: Option<String>,
+    /// Burst for `per_tenant`. Default 1.
+    pub per_tenant_burst: Option<u64>,
+    /// Calls in flight at once per caller.
+    pub max_concurrent_per_principal: Option<usize>,
+}
+
+/// The admin API (`[admin]`): kill switches today.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address to bind. Default `127.0.0.1:8932`. A non-loopback address needs `[listen.tls]`.
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+    /// The admin bearer token (at least 32 characters).
+    pub token: SecretRef,
+    /// Kill-switch state, kept across restarts. Default `warden-data/kill-switches.json`.
+    pub state_file: Option<PathBuf>,
 }
 
 /// OAuth 2.1 client credentials grant against an upstream's authorization server.
@@ -389,6 +500,10 @@ fn default_refresh_ttl() -> u64 {
 fn default_as_scopes() -> Vec<String> {
     vec!["mcp".into()]
 }
+fn default_admin_addr() -> SocketAddr {
+    "127.0.0.1:8932".parse().expect("static address")
+}
+
 fn default_login_attempts() -> u32 {
     5
 }
@@ -478,6 +593,18 @@ impl Config {
         if let Some(auth) = &self.auth {
             auth.validate()?;
         }
+        crate::policy::compile_limits(self)?;
+        if let Some(a) = &self.admin {
+            if !a.addr.ip().is_loopback() {
+                return Err("admin.addr: the admin API binds loopback only (reach it through SSH or a sidecar)".into());
+            }
+            if a.addr == self.listen.addr {
+                return Err("admin.addr: must differ from listen.addr".into());
+            }
+            if a.token.env.is_some() == a.token.file.is_some() {
+                return Err("admin.token: expected exactly one of env or file".into());
+            }
+        }
         if self.listen.max_body_bytes < 1024 || self.listen.max_json_depth < 8 {
             return Err("listen: max_body_bytes must be ≥ 1024 and max_json_depth ≥ 8".into());
         }
@@ -534,6 +661,7 @@ impl Config {
                 return Err(format!("{at}: timeouts must be at least 1 second"));
             }
         }
+        crate::policy::compile_rules(self)?;
         Ok(())
     }
 }
@@ -678,6 +806,9 @@ pub fn reference_markdown() -> String {
         ("Federation", "[federation]"),
         ("Upstream", "[[upstream]]"),
         ("UpstreamOAuth", "[upstream.oauth]"),
+        ("RuleConfig", "[[rule]]"),
+        ("Limits", "[limits]"),
+        ("Admin", "[admin]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");

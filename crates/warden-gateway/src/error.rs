@@ -3,6 +3,17 @@
 
 use warden_protocol::jsonrpc::{self, ErrorObject};
 
+/// JSON-RPC code of a call refused by a limit; `data.retryAfterSeconds` says when to retry, and the
+/// HTTP transport answers 429 with `Retry-After` when it can.
+pub const RATE_LIMITED: i64 = -32029;
+/// JSON-RPC code of a call cancelled by its timeout.
+pub const TIMEOUT: i64 = -32001;
+
+/// Whole seconds to wait, rounded up, at least 1.
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    (d.as_nanos().div_ceil(1_000_000_000) as u64).max(1)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("Method not found")]
@@ -17,6 +28,13 @@ pub enum GatewayError {
     InvalidParams(&'static str),
     #[error("Upstream unavailable")]
     Unavailable,
+    /// Over a limit; `limit` names which (principal, tenant, tool, daily_quota, …).
+    #[error("Rate limit exceeded ({limit}); retry after {} s", retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: std::time::Duration, limit: &'static str },
+    #[error("Request timed out")]
+    Timeout,
+    #[error("Call cancelled by the operator")]
+    Cancelled,
     /// The upstream's own JSON-RPC error, passed through.
     #[error("{0}")]
     Upstream(ErrorObject),
@@ -26,6 +44,11 @@ impl GatewayError {
     pub fn to_error_object(&self) -> ErrorObject {
         match self {
             GatewayError::Upstream(e) => e.clone(),
+            GatewayError::RateLimited { retry_after, limit } => {
+                let mut e = ErrorObject::new(self.code(), self.to_string());
+                e.data = Some(serde_json::json!({"retryAfterSeconds": retry_after_secs(*retry_after), "limit": limit}));
+                e
+            }
             e => ErrorObject::new(e.code(), e.to_string()),
         }
     }
@@ -37,6 +60,9 @@ impl GatewayError {
             }
             GatewayError::UnknownResource => jsonrpc::RESOURCE_NOT_FOUND,
             GatewayError::Unavailable => jsonrpc::INTERNAL_ERROR,
+            GatewayError::RateLimited { .. } => RATE_LIMITED,
+            GatewayError::Timeout => TIMEOUT,
+            GatewayError::Cancelled => jsonrpc::INTERNAL_ERROR,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -47,6 +73,9 @@ impl GatewayError {
             GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::UnknownResource => "unknown_target",
             GatewayError::InvalidParams(_) => "invalid_params",
             GatewayError::Unavailable => "upstream_unavailable",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::Timeout => "timeout",
+            GatewayError::Cancelled => "killed",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

@@ -4,7 +4,9 @@
 
 use crate::auth::{Authenticator, PeerCert};
 use crate::config::Config;
+use crate::killswitch::KillSwitches;
 use crate::namespace::Namespaces;
+use crate::policy::Policy;
 use crate::relay::{report_collisions, Relay, Shared};
 use crate::server::http::Authenticate;
 use crate::server::http::{HttpOptions, McpEndpoint};
@@ -141,6 +143,11 @@ pub struct Gateway {
     pub auth: Option<Arc<Authenticator>>,
 }
 
+/// Where kill-switch state is kept.
+pub fn kill_switch_path(a: &crate::config::Admin, cfg: &Config) -> std::path::PathBuf {
+    cfg.path(&a.state_file.clone().unwrap_or_else(|| "warden-data/kill-switches.json".into()))
+}
+
 impl Gateway {
     pub fn new(cfg: Config) -> Result<Gateway, String> {
         let specs = cfg.upstreams.iter().map(Spec::from_config).collect::<Result<Vec<_>, _>>()?;
@@ -156,7 +163,12 @@ impl Gateway {
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();
         let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
-        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known }), auth })
+        let kills = Arc::new(KillSwitches::load(cfg.admin.as_ref().map(|a| kill_switch_path(a, &cfg)))?);
+        let policy = Arc::new(Policy::new(&cfg, kills)?);
+        if policy.rules().is_empty() {
+            tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
+        }
+        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known, policy }), auth })
     }
 
     fn service(&self) -> Arc<dyn Service> {
@@ -206,8 +218,25 @@ impl Gateway {
             tls,
             trusted_proxies: self.cfg.listen.trusted_proxies.clone(),
         };
+        let admin = match &self.cfg.admin {
+            Some(a) => {
+                let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;
+                if token.len() < 32 {
+                    return Err(std::io::Error::other("admin.token: at least 32 characters"));
+                }
+                let servers = self.cfg.upstreams.iter().map(|u| u.name.clone()).collect();
+                let app = crate::admin::router(&token, self.shared.policy.kills.clone(), servers);
+                let l = TcpListener::bind(a.addr).await?;
+                tracing::info!(addr = %l.local_addr()?, "admin API listening");
+                Some(tokio::spawn(async move { axum::serve(l, app).await }))
+            }
+            None => None,
+        };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
         serve_router(listener, router, limits, shutdown).await;
+        if let Some(a) = admin {
+            a.abort();
+        }
         tracing::info!("shutting down: closing sessions and upstreams");
         endpoint.shutdown().await;
         control.close().await;

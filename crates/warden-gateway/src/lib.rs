@@ -1,13 +1,16 @@
 //! The gateway: listener, sessions, upstream connections, federation and the call pipeline.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod framing;
 pub mod gateway;
+pub mod killswitch;
 pub mod namespace;
 pub mod pipeline;
+pub mod policy;
 pub mod relay;
 pub mod rpc;
 pub mod server;

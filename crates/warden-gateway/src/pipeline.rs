@@ -10,6 +10,7 @@ use crate::rpc::Peer;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
+use warden_policy::rules::Kind;
 
 /// Where a request goes.
 pub enum Route {
@@ -17,8 +18,9 @@ pub enum Route {
     Local(Value),
     /// A listing merged from every upstream.
     FanOut,
-    /// One upstream, with the request rewritten to the upstream's own names.
-    One { up: usize, params: Value },
+    /// One upstream, with the request rewritten to the upstream's own names; `target` is what
+    /// the request uses, by the upstream's own name, and whether it is effectively read-only.
+    One { up: usize, params: Value, target: (Kind, String, bool) },
     /// Every upstream with a capability.
     Broadcast { cap: &'static str, params: Value },
 }
@@ -32,22 +34,17 @@ pub async fn handle(
     let started = Instant::now();
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
     let route = route(s, method, params).await;
-    // 6. request policy: kill switch → authorization → limits → schema → guards → approval
-    //    (added by the authorization and content-security issues)
-    // 7. upstream
+    // 6. request policy: kill switch → authorization → limits (policy.rs); listings are
+    //    filtered by the same rules in `RelaySession::list`.
+    //    schema → guards → approval come with the content-security and approval work.
+    // 7. upstream, within the rule's timeout, cancelled by a kill switch that says so
     let result = match route {
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
         Ok(Route::FanOut) => s.list(method).await,
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
-        Ok(Route::One { up, params }) => {
-            let conn = s.conn(up).await?;
-            let r = conn.call(method, Some(params), Some(peer)).await.map_err(GatewayError::from);
-            if method == "resources/read" {
-                r.map(|v| s.rewrite_contents(up, v))
-            } else {
-                r
-            }
+        Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
+            call_one(s, up, method, params, kind, &name, read_only, peer).await
         }
     };
     // 8. response policy: size cap → sanitize → injection detection → redaction
@@ -60,6 +57,40 @@ pub async fn handle(
         }
     }
     result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_one(
+    s: &Arc<RelaySession>,
+    up: usize,
+    method: &str,
+    params: Value,
+    kind: Kind,
+    name: &str,
+    read_only: bool,
+    peer: Peer,
+) -> Result<Value, GatewayError> {
+    let policy = &s.shared.policy;
+    let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
+    let grant = policy.admit(&s.principal, up, kind, name, read_only, args)?;
+    let conn = s.conn(up).await?;
+    let server = &s.shared.specs[up].name;
+    let tool = (kind == Kind::Tool).then_some(name);
+    let r = tokio::select! {
+        r = tokio::time::timeout(grant.timeout, conn.call(method, Some(params), Some(peer))) => match r {
+            Ok(r) => r.map_err(GatewayError::from),
+            Err(_) => {
+                tracing::info!(server = %server, name, rule = %grant.rule, "call timed out; cancelled upstream");
+                Err(GatewayError::Timeout)
+            }
+        },
+        _ = policy.kills.cancelled(server, tool) => Err(GatewayError::Cancelled),
+    };
+    if method == "resources/read" {
+        r.map(|v| s.rewrite_contents(up, v))
+    } else {
+        r
+    }
 }
 
 fn str_param<'a>(p: &'a Value, key: &str) -> Result<&'a str, GatewayError> {
@@ -81,25 +112,26 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
         "tools/call" | "prompts/get" => {
             let kind = if method == "tools/call" { "tools" } else { "prompts" };
             let name = str_param(&p, "name")?.to_string();
-            let (up, orig) = s.resolve_name(kind, &name).await.ok_or(if kind == "tools" {
+            let (up, orig, ro) = s.resolve_name(kind, &name).await.ok_or(if kind == "tools" {
                 GatewayError::UnknownTool
             } else {
                 GatewayError::UnknownPrompt
             })?;
-            p["name"] = orig.into();
-            Ok(Route::One { up, params: p })
+            p["name"] = orig.clone().into();
+            let k = if kind == "tools" { Kind::Tool } else { Kind::Prompt };
+            Ok(Route::One { up, params: p, target: (k, orig, ro) })
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let uri = str_param(&p, "uri")?.to_string();
             let (up, orig) = s.resolve_uri(&uri).await.ok_or(GatewayError::UnknownResource)?;
-            p["uri"] = orig.into();
-            Ok(Route::One { up, params: p })
+            p["uri"] = orig.clone().into();
+            Ok(Route::One { up, params: p, target: (Kind::Resource, orig, true) })
         }
         "completion/complete" => {
             let r = p.get("ref").cloned().ok_or(GatewayError::InvalidParams("missing ref"))?;
             let (up, field, orig) = match r.get("type").and_then(Value::as_str) {
                 Some("ref/prompt") => {
-                    let (up, o) =
+                    let (up, o, _) =
                         s.resolve_name("prompts", str_param(&r, "name")?).await.ok_or(GatewayError::UnknownPrompt)?;
                     (up, "name", o)
                 }
@@ -109,8 +141,9 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
                 }
                 _ => return Err(GatewayError::InvalidParams("unknown completion ref type")),
             };
-            p["ref"][field] = orig.into();
-            Ok(Route::One { up, params: p })
+            p["ref"][field] = orig.clone().into();
+            let kind = if field == "name" { Kind::Prompt } else { Kind::Resource };
+            Ok(Route::One { up, params: p, target: (kind, orig, true) })
         }
         _ => Err(GatewayError::MethodNotFound),
     }

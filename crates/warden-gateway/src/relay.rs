@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use warden_policy::rules::Kind;
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Message};
 use warden_protocol::version;
@@ -33,6 +34,8 @@ pub struct Shared {
     /// What each upstream said to Warden's control connection, when it is up. Sessions answer
     /// `initialize` from this and connect to the upstream on first use.
     pub known: Vec<Mutex<Option<ServerInit>>>,
+    /// Authorization, limits and kill switches.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// The relay service.
@@ -40,8 +43,8 @@ pub struct Relay {
     pub shared: Arc<Shared>,
 }
 
-/// A client-visible name or URI → (upstream, upstream's own name or URI).
-type RouteTable = HashMap<String, (usize, String)>;
+/// A client-visible name or URI → (upstream, upstream's own name or URI, effectively read-only).
+type RouteTable = HashMap<String, (usize, String, bool)>;
 
 #[derive(Default)]
 struct Routes {
@@ -49,6 +52,8 @@ struct Routes {
     prompts: RouteTable,
     resources: RouteTable,
     refreshed: Option<Instant>,
+    /// Kill-switch generation at the last tools listing.
+    kill_gen: u64,
 }
 
 struct Slot {
@@ -396,13 +401,33 @@ impl RelaySession {
             count.into_iter().filter(|(_, n)| *n > 1).map(|(e, _)| e.to_string()).collect();
         let mut out: Vec<Value> = Vec::with_capacity(entries.len());
         let mut table: RouteTable = HashMap::new();
+        let policy = &self.shared.policy;
+        let kind = match cap {
+            "tools" => Kind::Tool,
+            "prompts" => Kind::Prompt,
+            _ => Kind::Resource,
+        };
         for (exposed, i, orig, mut item) in entries {
             if dup.contains(&exposed) {
                 tracing::warn!(name = %exposed, upstream = %self.shared.specs[i].name, "name collision; withheld");
                 continue;
             }
+            let read_only = policy.read_only(i, kind, &orig, Some(&item));
+            if !policy.visible(&self.principal, i, kind, &orig, read_only) {
+                continue;
+            }
+            if kind == Kind::Tool {
+                // Clients see the effective classification, not the upstream's claim.
+                if !item.get("annotations").is_some_and(Value::is_object) {
+                    item["annotations"] = json!({});
+                }
+                item["annotations"]["readOnlyHint"] = read_only.into();
+                if !read_only {
+                    item["annotations"]["destructiveHint"] = true.into();
+                }
+            }
             item[key] = Value::String(exposed.clone());
-            table.insert(exposed, (i, orig));
+            table.insert(exposed, (i, orig, read_only));
             out.push(item);
         }
         {
@@ -415,13 +440,15 @@ impl RelaySession {
             }
             if cap == "tools" {
                 r.refreshed = Some(Instant::now());
+                r.kill_gen = policy.kills.generation();
             }
         }
         Ok(json!({ field: out }))
     }
 
-    /// Resolve a tool or prompt name, refreshing the listing at most once a second on a miss.
-    pub async fn resolve_name(&self, kind: &str, name: &str) -> Option<(usize, String)> {
+    /// Resolve a tool or prompt name, refreshing the listing at most once a second on a miss:
+    /// (upstream, its own name, effectively read-only).
+    pub async fn resolve_name(&self, kind: &str, name: &str) -> Option<(usize, String, bool)> {
         let lookup = |r: &Routes| {
             if kind == "tools" {
                 r.tools.get(name).cloned()
@@ -435,6 +462,7 @@ impl RelaySession {
         let stale = {
             let r = self.routes.lock();
             r.refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+                || r.kill_gen != self.shared.policy.kills.generation()
                 || (kind == "prompts" && r.prompts.is_empty())
         };
         if stale {
@@ -448,8 +476,8 @@ impl RelaySession {
         if let Some(hit) = self.shared.ns.resolve_uri(uri) {
             return Some(hit);
         }
-        if let Some(hit) = self.routes.lock().resources.get(uri).cloned() {
-            return Some(hit);
+        if let Some((up, orig, _)) = self.routes.lock().resources.get(uri).cloned() {
+            return Some((up, orig));
         }
         let unprefixed: Vec<usize> = self.shared.ns.unprefixed().collect();
         match unprefixed.as_slice() {
@@ -457,7 +485,7 @@ impl RelaySession {
             [] => None,
             _ => {
                 let _ = self.list("resources/list").await;
-                self.routes.lock().resources.get(uri).cloned()
+                self.routes.lock().resources.get(uri).map(|(up, orig, _)| (*up, orig.clone()))
             }
         }
     }

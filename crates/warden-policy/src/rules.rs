@@ -174,9 +174,13 @@ impl Rule {
 /// The outcome of a decision, naming the deciding rule (by index and id) for audit and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { rule: usize },
+    Allow {
+        rule: usize,
+    },
     /// `None`: no rule allowed it (the default).
-    Deny { rule: Option<usize> },
+    Deny {
+        rule: Option<usize>,
+    },
 }
 
 impl Decision {

@@ -96,10 +96,17 @@ pub fn fixture_stdio_upstream(name: &str, namespace: Option<&str>, extra: &str) 
 }
 
 /// Start `warden serve` with `[listen]` filled in and `upstreams` appended.
+/// A rule that allows everything, for tests about other things than authorization.
+pub const ALLOW_ALL: &str =
+    "\n[[rule]]\nid = \"test-allow-all\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\n";
+
+/// Start `warden serve` with `upstreams` (and whatever else follows them); configs without a
+/// `[[rule]]` get [`ALLOW_ALL`].
 pub fn warden(listen_extra: &str, upstreams: &str) -> Proc {
     let port = free_port();
     let dir = tempdir("warden");
-    let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{listen_extra}\n\n{upstreams}");
+    let rules = if upstreams.contains("[[rule]]") { "" } else { ALLOW_ALL };
+    let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{listen_extra}\n\n{upstreams}\n{rules}");
     std::fs::write(dir.join("warden.toml"), &cfg).unwrap();
     let mut cmd = Command::new(bin("warden"));
     cmd.args(["serve", "--config"]).arg(dir.join("warden.toml")).env("RUST_LOG", "info");

@@ -227,7 +227,10 @@ async fn start_warden(upstream: &str) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("warden-bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\n\n{upstream}");
+    let cfg = format!(
+        "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\n\n{upstream}\n\
+         [[rule]]\nid = \"bench\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\n"
+    );
     std::fs::write(dir.join("w.toml"), cfg)?;
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--config"])

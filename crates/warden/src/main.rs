@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use warden_gateway::config::Config;
 use warden_gateway::gateway::Gateway;
 
+mod admin_cli;
 mod bench;
 mod bench_auth;
 
@@ -46,6 +47,35 @@ enum Cmd {
     /// Local users of the built-in authorization server.
     #[command(subcommand)]
     User(UserCmd),
+    /// Switch off an upstream, or one of its tools, in the running gateway (admin API).
+    Kill {
+        #[arg(long)]
+        config: PathBuf,
+        /// The upstream's name.
+        server: String,
+        /// One tool (the upstream's own name); default: the whole upstream.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Why (recorded with who flipped it).
+        #[arg(long)]
+        reason: String,
+        /// Also cancel the calls already running.
+        #[arg(long)]
+        cancel_in_flight: bool,
+    },
+    /// Switch an upstream or tool back on.
+    Revive {
+        #[arg(long)]
+        config: PathBuf,
+        server: String,
+        #[arg(long)]
+        tool: Option<String>,
+    },
+    /// List the kill switches that are off.
+    Kills {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +182,16 @@ fn main() -> std::process::ExitCode {
                         a.required_scopes.join(" ")
                     ),
                 }
+                let deny = cfg.rules.iter().filter(|r| r.effect == warden_gateway::config::Effect::Deny).count();
+                println!(
+                    "authorization: {} allow rule(s), {deny} deny rule(s){}",
+                    cfg.rules.len() - deny,
+                    if cfg.rules.is_empty() { " — nothing is reachable until a [[rule]] allows it" } else { "" }
+                );
+                match &cfg.admin {
+                    Some(a) => println!("admin API: {} (kill switches)", a.addr),
+                    None => println!("admin API: off"),
+                }
                 Ok(())
             }
             Cmd::Serve { config, listen } => {
@@ -169,6 +209,13 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Kill { config, server, tool, reason, cancel_in_flight } => {
+                admin_cli::kill(&load(&config, None)?, &server, tool.as_deref(), &reason, cancel_in_flight).await
+            }
+            Cmd::Revive { config, server, tool } => {
+                admin_cli::revive(&load(&config, None)?, &server, tool.as_deref()).await
+            }
+            Cmd::Kills { config } => admin_cli::list(&load(&config, None)?).await,
             Cmd::Apikey(ApikeyCmd::Create { subject, scopes, tenant, expires }) => {
                 if let Some(e) = &expires {
                     humantime::parse_rfc3339(e).context("--expires")?;

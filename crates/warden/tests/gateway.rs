@@ -6,6 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 #[path = "gateway/auth.rs"]
 mod auth;
+#[path = "gateway/authz.rs"]
+mod authz;
 
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 
@@ -306,7 +308,7 @@ async fn stdio_mode_serves_one_client() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let dir = std::env::temp_dir().join(format!("warden-stdio-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("w.toml"), fixture_stdio_upstream("fx", Some(""), "")).unwrap();
+    std::fs::write(dir.join("w.toml"), fixture_stdio_upstream("fx", Some(""), "") + harness::ALLOW_ALL).unwrap();
     let mut child = tokio::process::Command::new(bin("warden"))
         .args(["stdio", "--config"])
         .arg(dir.join("w.toml"))

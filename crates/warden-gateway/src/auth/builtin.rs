@@ -104,10 +104,13 @@ impl UsersFile {
     }
 }
 
-/// Write a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Write a file readable by its owner only, replacing it atomically (parent created if needed).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

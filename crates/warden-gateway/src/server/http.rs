@@ -139,6 +139,32 @@ fn plain(status: StatusCode, msg: &'static str) -> HttpResponse {
     rpc_error(status, Id::Null, jsonrpc::SERVER_ERROR, msg)
 }
 
+/// A JSON answer to a request: 200, or 429 with `Retry-After` when the answer is a rate-limit
+/// error (the JSON-RPC body is the same either way).
+fn json_answer(b: Bytes) -> HttpResponse {
+    let retry = rate_limit_retry(&b);
+    let mut r = Response::builder()
+        .status(if retry.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK })
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(secs) = retry {
+        r = r.header(header::RETRY_AFTER, secs);
+    }
+    r.body(Body::from(b)).expect("static response parts")
+}
+
+/// `retryAfterSeconds` of a serialized rate-limit error; `None` for any other message.
+fn rate_limit_retry(b: &[u8]) -> Option<u64> {
+    let marker = format!("\"code\":{}", crate::error::RATE_LIMITED);
+    // The code comes first in Warden's own error objects; large results are never scanned.
+    if !b[..b.len().min(256)].windows(marker.len()).any(|w| w == marker.as_bytes()) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    (v["error"]["code"].as_i64() == Some(crate::error::RATE_LIMITED))
+        .then(|| v["error"]["data"]["retryAfterSeconds"].as_u64())
+        .flatten()
+}
+
 fn json_response(msg: &Message) -> HttpResponse {
     Response::builder()
         .status(StatusCode::OK)
@@ -404,11 +430,7 @@ impl McpEndpoint {
                         }
                     };
                     match first {
-                        Some(b) if b.first() == Some(&b'{') => Response::builder()
-                            .status(StatusCode::OK)
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from(b))
-                            .expect("static response parts"),
+                        Some(b) if b.first() == Some(&b'{') => json_answer(b),
                         Some(b) => {
                             let (tx, out) = mpsc::unbounded_channel();
                             let _ = tx.send(b);
@@ -427,11 +449,7 @@ impl McpEndpoint {
                     let (stream, mut rx) = session.streams.open_json(id.clone(), false);
                     conn.request(id, method, params, Some(stream));
                     match rx.recv().await {
-                        Some(b) => Response::builder()
-                            .status(StatusCode::OK)
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from(b))
-                            .expect("static response parts"),
+                        Some(b) => json_answer(b),
                         None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
                     }
                 }

@@ -1,0 +1,282 @@
+//! Stage 6 of the pipeline up to argument validation: kill switch → authorization → limits.
+//! [`Policy::admit`] is the one entry for a call; [`Policy::visible`] filters listings.
+//!
+//! Defends against: callers reaching targets no rule allows (denied and unknown targets get the
+//! same answer, so nothing can be enumerated), upstream annotations relaxing rules (the effective
+//! classification comes from the operator; an upstream's `readOnlyHint` counts only with
+//! `trust_annotations`), floods (GCRA per caller, per caller × tool, per tenant; daily quotas;
+//! concurrency caps per caller and per upstream), hung upstreams (per-rule timeouts that cancel
+//! the call), and runaway tools (kill switches, see `killswitch.rs`).
+//! Does not defend against (yet): limits shared between replicas (in memory per process; the Redis
+//! backend is still to come), human approval of destructive tools.
+
+use crate::config::{Config, Effect, ToolClass};
+use crate::error::GatewayError;
+use crate::killswitch::KillSwitches;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warden_policy::limits::{MemoryLimiter, Rate};
+use warden_policy::rules::{Condition, Decision, Glob, Kind, Rule, RuleSet, Target};
+use warden_policy::Principal;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What an allow rule imposes on the calls it allows.
+pub struct Obligation {
+    rate: Option<Rate>,
+    daily_quota: Option<u64>,
+    timeout: Duration,
+}
+
+struct Classification {
+    tools: BTreeMap<String, ToolClass>,
+    trust_annotations: bool,
+}
+
+pub struct Policy {
+    rules: RuleSet,
+    obligations: Vec<Obligation>,
+    per_principal: Option<Rate>,
+    per_tenant: Option<Rate>,
+    principal_concurrency: Option<usize>,
+    limiter: MemoryLimiter,
+    quotas: Mutex<HashMap<String, (u64, u64)>>,
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    upstream_slots: Vec<Option<Arc<Semaphore>>>,
+    classes: Vec<Classification>,
+    names: Vec<String>,
+    pub kills: Arc<KillSwitches>,
+    epoch: Instant,
+}
+
+/// What an admitted call carries: the rule that allowed it, its timeout, and the concurrency
+/// slots it holds until it is dropped.
+pub struct Grant {
+    pub rule: String,
+    pub timeout: Duration,
+    _slots: Vec<OwnedSemaphorePermit>,
+}
+
+fn globs(v: &[String]) -> Vec<Glob> {
+    v.iter().map(|s| Glob::new(s)).collect()
+}
+
+/// Compile the `[[rule]]` tables (also used by `Config::validate`).
+pub fn compile_rules(cfg: &Config) -> Result<(RuleSet, Vec<Obligation>), String> {
+    let mut ids = std::collections::HashSet::new();
+    let mut rules = Vec::new();
+    let mut obligations = Vec::new();
+    for (i, r) in cfg.rules.iter().enumerate() {
+        let at = format!("rule[{i}]");
+        if r.id.is_empty() || !ids.insert(r.id.as_str()) {
+            return Err(format!("{at}.id: expected a unique, non-empty id"));
+        }
+        if r.tools.is_empty() && r.resources.is_empty() && r.prompts.is_empty() {
+            return Err(format!("{at} ({}): names no tools, resources or prompts", r.id));
+        }
+        for s in &r.servers {
+            if !s.contains('*') && !cfg.upstreams.iter().any(|u| &u.name == s) {
+                return Err(format!("{at}.servers: no upstream is named {s:?}"));
+            }
+        }
+        let when = r.when.as_deref().map(Condition::compile).transpose().map_err(|e| format!("{at}.when: {e}"))?;
+        let rate =
+            r.rate.as_deref().map(|x| Rate::parse(x, r.burst)).transpose().map_err(|e| format!("{at}.rate: {e}"))?;
+        if r.burst.is_some() && r.rate.is_none() {
+            return Err(format!("{at}.burst: needs rate"));
+        }
+        if r.timeout_secs == Some(0) || r.daily_quota == Some(0) {
+            return Err(format!("{at}: timeout_secs and daily_quota must be at least 1"));
+        }
+        if r.effect == Effect::Deny && (rate.is_some() || r.daily_quota.is_some() || r.timeout_secs.is_some()) {
+            return Err(format!("{at}: a deny rule takes no rate, quota or timeout"));
+        }
+        obligations.push(Obligation {
+            rate,
+            daily_quota: r.daily_quota,
+            timeout: r.timeout_secs.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        });
+        rules.push(Rule {
+            id: r.id.clone(),
+            deny: r.effect == Effect::Deny,
+            servers: globs(&r.servers),
+            tools: globs(&r.tools),
+            resources: globs(&r.resources),
+            prompts: globs(&r.prompts),
+            scopes: r.scopes.clone(),
+            roles: r.roles.clone(),
+            tenants: r.tenants.clone(),
+            read_only: r.read_only,
+            when,
+        });
+    }
+    Ok((RuleSet::new(rules), obligations))
+}
+
+fn limit_rate(rate: &Option<String>, burst: Option<u64>, key: &str) -> Result<Option<Rate>, String> {
+    rate.as_deref().map(|r| Rate::parse(r, burst)).transpose().map_err(|e| format!("limits.{key}: {e}"))
+}
+
+/// Check `[limits]` (also used by `Config::validate`).
+pub fn compile_limits(cfg: &Config) -> Result<(Option<Rate>, Option<Rate>), String> {
+    let l = &cfg.limits;
+    if l.max_concurrent_per_principal == Some(0) || cfg.upstreams.iter().any(|u| u.max_concurrency == Some(0)) {
+        return Err("max_concurrent_per_principal and max_concurrency must be at least 1".into());
+    }
+    Ok((
+        limit_rate(&l.per_principal, l.per_principal_burst, "per_principal")?,
+        limit_rate(&l.per_tenant, l.per_tenant_burst, "per_tenant")?,
+    ))
+}
+
+impl Policy {
+    pub fn new(cfg: &Config, kills: Arc<KillSwitches>) -> Result<Policy, String> {
+        let (rules, obl) = compile_rules(cfg)?;
+        let (per_principal, per_tenant) = compile_limits(cfg)?;
+        Ok(Policy {
+            rules,
+            obligations: obl,
+            per_principal,
+            per_tenant,
+            principal_concurrency: cfg.limits.max_concurrent_per_principal,
+            limiter: MemoryLimiter::default(),
+            quotas: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            upstream_slots: cfg
+                .upstreams
+                .iter()
+                .map(|u| u.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+                .collect(),
+            classes: cfg
+                .upstreams
+                .iter()
+                .map(|u| Classification { tools: u.classify.clone(), trust_annotations: u.trust_annotations })
+                .collect(),
+            names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
+            kills,
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The effective classification of upstream `up`'s tool: the operator's, else (only when the
+    /// upstream is trusted) its `readOnlyHint`. Resources and prompts are reads.
+    pub fn read_only(&self, up: usize, kind: Kind, name: &str, tool: Option<&Value>) -> bool {
+        if kind != Kind::Tool {
+            return true;
+        }
+        let c = &self.classes[up];
+        match c.tools.get(name) {
+            Some(class) => *class == ToolClass::ReadOnly,
+            None => {
+                c.trust_annotations
+                    && tool.and_then(|t| t.pointer("/annotations/readOnlyHint")).and_then(Value::as_bool) == Some(true)
+            }
+        }
+    }
+
+    fn target<'a>(&'a self, up: usize, kind: Kind, name: &'a str, read_only: bool) -> Target<'a> {
+        Target { kind, server: &self.names[up], name, read_only }
+    }
+
+    /// Should a listing show this target to `p`?
+    pub fn visible(&self, p: &Principal, up: usize, kind: Kind, name: &str, read_only: bool) -> bool {
+        let tool = (kind == Kind::Tool).then_some(name);
+        !self.kills.killed(&self.names[up], tool) && self.rules.visible(p, &self.target(up, kind, name, read_only))
+    }
+
+    /// Kill switch → authorization → limits, for one call. A refusal by kill switch or rule is the
+    /// same error as an unknown target.
+    pub fn admit(
+        &self,
+        p: &Principal,
+        up: usize,
+        kind: Kind,
+        name: &str,
+        read_only: bool,
+        args: Option<&Value>,
+    ) -> Result<Grant, GatewayError> {
+        let unknown = || match kind {
+            Kind::Tool => GatewayError::UnknownTool,
+            Kind::Prompt => GatewayError::UnknownPrompt,
+            Kind::Resource => GatewayError::UnknownResource,
+        };
+        let server = &self.names[up];
+        let tool = (kind == Kind::Tool).then_some(name);
+        if self.kills.killed(server, tool) {
+            tracing::info!(subject = %p.subject, server = %server, name, "refused: kill switch");
+            return Err(unknown());
+        }
+        let rule = match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
+            Decision::Allow { rule } => rule,
+            Decision::Deny { rule } => {
+                let by = rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str());
+                tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = by, "denied");
+                return Err(unknown());
+            }
+        };
+        let id = &self.rules.rules()[rule].id;
+        let o = &self.obligations[rule];
+        let who = p.binding_key();
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let limited = |scope: &'static str, retry: Duration| {
+            tracing::info!(subject = %p.subject, server = %server, name, limit = scope, "rate limited");
+            GatewayError::RateLimited { retry_after: retry, limit: scope }
+        };
+        if let Some(r) = &self.per_principal {
+            self.limiter.check(&format!("p\0{who}"), r, now).map_err(|d| limited("principal", d))?;
+        }
+        if let (Some(r), Some(t)) = (&self.per_tenant, &p.tenant) {
+            self.limiter.check(&format!("t\0{t}"), r, now).map_err(|d| limited("tenant", d))?;
+        }
+        if let Some(r) = &o.rate {
+            self.limiter.check(&format!("r\0{who}\0{id}\0{server}\0{name}"), r, now).map_err(|d| limited("tool", d))?;
+        }
+        if let Some(q) = o.daily_quota {
+            self.take_quota(&format!("{who}\0{id}\0{server}\0{name}"), q).map_err(|d| limited("daily_quota", d))?;
+        }
+        let mut slots = Vec::new();
+        if let Some(n) = self.principal_concurrency {
+            let sem = {
+                let mut m = self.in_flight.lock();
+                if m.len() >= 10_000 {
+                    m.retain(|_, s| s.available_permits() < n); // keep only callers with calls running
+                }
+                m.entry(who.clone()).or_insert_with(|| Arc::new(Semaphore::new(n))).clone()
+            };
+            slots.push(sem.try_acquire_owned().map_err(|_| limited("principal_concurrency", Duration::from_secs(1)))?);
+        }
+        if let Some(sem) = &self.upstream_slots[up] {
+            slots.push(
+                sem.clone().try_acquire_owned().map_err(|_| limited("upstream_concurrency", Duration::from_secs(1)))?,
+            );
+        }
+        Ok(Grant { rule: id.clone(), timeout: o.timeout, _slots: slots })
+    }
+
+    /// One call against a per-UTC-day counter; when it is spent, the wait until midnight UTC.
+    fn take_quota(&self, key: &str, limit: u64) -> Result<(), Duration> {
+        let now = crate::auth::now_secs();
+        let day = now / 86_400;
+        let mut q = self.quotas.lock();
+        if q.len() > 100_000 {
+            q.retain(|_, (d, _)| *d == day);
+        }
+        let e = q.entry(key.to_string()).or_insert((day, 0));
+        if e.0 != day {
+            *e = (day, 0);
+        }
+        if e.1 >= limit {
+            return Err(Duration::from_secs((day + 1) * 86_400 - now));
+        }
+        e.1 += 1;
+        Ok(())
+    }
+}
