@@ -19,7 +19,7 @@
 
 use crate::Principal;
 use cel::{Context, Program};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// What is being reached.
@@ -98,6 +98,8 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 pub struct Condition {
     pub source: String,
     program: Program,
+    /// Which of `principal`, `target`, `args` it reads (only those are converted per call).
+    reads: [bool; 3],
 }
 
 impl std::fmt::Debug for Condition {
@@ -111,17 +113,21 @@ impl Condition {
     /// empty call catches misspelt variables that the evaluation reaches.
     pub fn compile(src: &str) -> Result<Condition, String> {
         let program = Program::compile(src).map_err(|e| format!("invalid CEL condition: {e}"))?;
+        let refs = program.references();
+        let reads = ["principal", "target", "args"].map(|v| refs.has_variable(v));
         let sample = Principal::local();
         let t = Target { kind: Kind::Tool, server: "", name: "", read_only: false };
-        if let Err(cel::ExecutionError::UndeclaredReference(v)) = program.execute(&context(&sample, &t, None)) {
+        if let Err(cel::ExecutionError::UndeclaredReference(v)) =
+            program.execute(&context([true; 3], &sample, &t, None))
+        {
             return Err(format!("unknown variable {v:?} in condition (use principal, target or args)"));
         }
-        Ok(Condition { source: src.to_string(), program })
+        Ok(Condition { source: src.to_string(), program, reads })
     }
 
     /// Evaluate; `None` when it does not evaluate to a boolean (missing key, type error, …).
-    fn eval(&self, ctx: &Context) -> Option<bool> {
-        match self.program.execute(ctx) {
+    fn eval(&self, p: &Principal, t: &Target, args: Option<&Value>) -> Option<bool> {
+        match self.program.execute(&context(self.reads, p, t, args)) {
             Ok(cel::Value::Bool(b)) => Some(b),
             _ => None,
         }
@@ -242,7 +248,6 @@ impl RuleSet {
     /// May `p` use `t` with these arguments (`None` for calls without arguments)?
     pub fn decide(&self, p: &Principal, t: &Target, args: Option<&Value>) -> Decision {
         let mut allow: Option<usize> = None;
-        let mut ctx: Option<Context> = None;
         for (idx, r) in self.candidates(t) {
             if !r.matches_target(t) || !r.matches_principal(p) {
                 continue;
@@ -252,11 +257,8 @@ impl RuleSet {
             }
             let holds = match &r.when {
                 None => true,
-                Some(c) => {
-                    let ctx = ctx.get_or_insert_with(|| context(p, t, args));
-                    // Fail closed both ways: an error never allows and always denies.
-                    c.eval(ctx).unwrap_or(r.deny)
-                }
+                // Fail closed both ways: an error never allows and always denies.
+                Some(c) => c.eval(p, t, args).unwrap_or(r.deny),
             };
             if !holds {
                 continue;
@@ -316,21 +318,53 @@ fn merge_sorted<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + '
     })
 }
 
-fn context(p: &Principal, t: &Target, args: Option<&Value>) -> Context<'static, 'static> {
-    let mut ctx = Context::default();
-    let principal = json!({
-        "subject": p.subject,
-        "tenant": p.tenant,
-        "client_id": p.client_id,
-        "scopes": p.scopes,
-        "roles": p.roles,
-        "claims": p.claims,
-    });
-    let target = json!({"kind": t.kind.as_str(), "server": t.server, "name": t.name, "read_only": t.read_only});
-    let empty = json!({});
-    for (k, v) in [("principal", &principal), ("target", &target), ("args", args.unwrap_or(&empty))] {
+/// CEL's built-in functions, registered once (building them costs ~20 µs).
+static ROOT: std::sync::OnceLock<Context<'static, 'static>> = std::sync::OnceLock::new();
+
+#[derive(serde::Serialize)]
+struct PrincipalView<'a> {
+    subject: &'a str,
+    tenant: Option<&'a str>,
+    client_id: Option<&'a str>,
+    scopes: &'a [String],
+    roles: &'a [String],
+    claims: &'a serde_json::Map<String, Value>,
+}
+
+#[derive(serde::Serialize)]
+struct TargetView<'a> {
+    kind: &'static str,
+    server: &'a str,
+    name: &'a str,
+    read_only: bool,
+}
+
+/// The variables a condition reads, on top of the shared built-ins.
+fn context(reads: [bool; 3], p: &Principal, t: &Target, args: Option<&Value>) -> Context<'static, 'static> {
+    let mut ctx = ROOT.get_or_init(Context::default).new_inner_scope();
+    if reads[0] {
+        let v = PrincipalView {
+            subject: &p.subject,
+            tenant: p.tenant.as_deref(),
+            client_id: p.client_id.as_deref(),
+            scopes: &p.scopes,
+            roles: &p.roles,
+            claims: &p.claims,
+        };
         if let Ok(v) = cel::to_value(v) {
-            ctx.add_variable_from_value(k, v);
+            ctx.add_variable_from_value("principal", v);
+        }
+    }
+    if reads[1] {
+        let v = TargetView { kind: t.kind.as_str(), server: t.server, name: t.name, read_only: t.read_only };
+        if let Ok(v) = cel::to_value(v) {
+            ctx.add_variable_from_value("target", v);
+        }
+    }
+    if reads[2] {
+        let empty = Value::Object(Default::default());
+        if let Ok(v) = cel::to_value(args.unwrap_or(&empty)) {
+            ctx.add_variable_from_value("args", v);
         }
     }
     ctx
@@ -339,6 +373,7 @@ fn context(p: &Principal, t: &Target, args: Option<&Value>) -> Context<'static, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn rule(id: &str, tools: &[&str]) -> Rule {
         Rule {

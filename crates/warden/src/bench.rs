@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Measure only the authentication stage, in process.
     #[arg(long)]
     auth: bool,
+    /// Measure only the request-policy stage (rules, limits), in process.
+    #[arg(long)]
+    policy: bool,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -252,6 +255,9 @@ fn us(d: Duration) -> f64 {
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
+    }
+    if a.policy {
+        return crate::bench_policy::run(a.calls.max(1000) * 10);
     }
     let fixture = match a.fixture {
         Some(f) => f,
