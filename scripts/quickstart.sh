@@ -12,6 +12,7 @@ if [ ! -s warden-data/users.toml ]; then
   echo "$PASS" | "$W" user add --config "$CFG" dev >/dev/null
   echo "Created user 'dev' with password: $PASS  (shown once; reset with: warden user add --config $CFG dev)" >&2
 fi
+mkdir -p warden-data
 if [ ! -s warden-data/admin-token ]; then
   (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=' > warden-data/admin-token)
 fi
