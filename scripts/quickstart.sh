@@ -14,7 +14,7 @@ if [ ! -s warden-data/users.toml ]; then
 fi
 mkdir -p warden-data
 if [ ! -s warden-data/admin-token ]; then
-  (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=' > warden-data/admin-token)
+  (umask 077; head -c 36 /dev/urandom | base64 | tr -d '/+=' > warden-data/admin-token)
 fi
 TOKEN="$("$W" token mint --config "$CFG" --sub dev --scopes mcp --ttl 1h)"
 cat >&2 <<MSG

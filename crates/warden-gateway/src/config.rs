@@ -430,7 +430,7 @@ pub struct UpstreamOAuth {
 pub struct SecretRef {
     /// Read from this environment variable of Warden's.
     pub env: Option<String>,
-    /// Read from this file (trailing newline trimmed).
+    /// Read from this file (trailing newline trimmed); relative to the config file's directory.
     pub file: Option<PathBuf>,
     /// Text placed before the secret (for example `"Bearer "`).
     #[serde(default)]
@@ -547,6 +547,24 @@ impl Config {
             std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = cfg.base_dir.clone();
+        let fix = |s: &mut SecretRef| {
+            if let Some(f) = s.file.as_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
+        };
+        for u in &mut cfg.upstreams {
+            u.secret_env.values_mut().chain(u.secret_headers.values_mut()).for_each(fix);
+            if let Some(o) = &mut u.oauth {
+                fix(&mut o.client_secret);
+            }
+        }
+        if let Some(i) = cfg.auth.as_mut().and_then(|a| a.introspection.as_mut()) {
+            fix(&mut i.client_secret);
+        }
+        if let Some(a) = &mut cfg.admin {
+            fix(&mut a.token);
+        }
         Ok(cfg)
     }
 
