@@ -34,11 +34,7 @@ namespace = ""
 transport = "stdio"
 command = "$BIN/warden-fixture"
 args = ["--stdio"]
-[[rule]]
-id = "conformance-allow-all"
-tools = ["*"]
-resources = ["*"]
-prompts = ["*"]
+$ALLOW_ALL
 TOML
 cat > "$TMP/http.toml" <<TOML
 [listen]
@@ -48,11 +44,7 @@ name = "fixture"
 namespace = ""
 transport = "http"
 url = "http://127.0.0.1:$FX/mcp"
-[[rule]]
-id = "conformance-allow-all"
-tools = ["*"]
-resources = ["*"]
-prompts = ["*"]
+$ALLOW_ALL
 TOML
 # the same with every answer as an SSE stream (priming events, multiple concurrent streams)
 sed -e "s/127.0.0.1:$W1/127.0.0.1:$W3/" -e 's/^\[listen\]$/[listen]\nsse_grace_ms = 0/' "$TMP/stdio.toml" > "$TMP/sse.toml"

