@@ -222,6 +222,15 @@ impl AuthServer {
         }
     }
 
+    /// Revoke every token of a grant family (a replayed code or reused refresh token), save, and
+    /// answer `invalid_grant`.
+    fn revoke_family(&self, mut st: parking_lot::MutexGuard<'_, Store>, family: String, why: &str) -> Response<Body> {
+        st.revoked_families.insert(family);
+        drop(st);
+        self.persist();
+        oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why)
+    }
+
     /// A client by ID: registered, or described by its metadata document.
     async fn client(&self, id: &str) -> Result<Client, String> {
         if let Some(c) = self.store.lock().clients.get(id) {
@@ -741,12 +750,9 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
             };
             if c.used {
-                let family = c.family.clone();
                 tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
-                st.revoked_families.insert(family);
-                drop(st);
-                s.persist();
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code already used");
+                let family = c.family.clone();
+                return s.revoke_family(st, family, "code already used");
             }
             c.used = true;
             if c.created.elapsed() > CODE_TTL || c.client_id != client_id {
@@ -772,12 +778,9 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
             }
             if r.used {
-                let family = r.family.clone();
                 tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
-                st.revoked_families.insert(family);
-                drop(st);
-                s.persist();
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token already used");
+                let family = r.family.clone();
+                return s.revoke_family(st, family, "refresh token already used");
             }
             r.used = true;
             if r.expires <= now_secs() {
