@@ -1,31 +1,52 @@
-//! The admin API, on its own listener (loopback by default) with its own bearer token:
+//! The admin API, on its own listener (loopback only):
 //!
 //! - `GET /admin/kill-switches` — the switches that are off;
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
-//! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on.
+//! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
+//! - `GET /admin/approvals[?state=pending]`, `GET /admin/approvals/{id}` — approval requests;
+//! - `POST /admin/approvals/{id}/approve`, `…/deny` `{by?, note?}` — decide one.
 //!
-//! Defends against: use by anyone without the admin token (compared in constant time over its
-//! SHA-256; MCP tokens and API keys are not accepted here), use from other sites through a browser
-//! (no CORS, JSON bodies only), switches for targets that do not exist (the server must be
-//! configured).
+//! Two kinds of caller:
+//! - the admin token (`[admin] token`): everything, every tenant; `by` names the person;
+//! - a principal authenticated like an MCP caller (bearer token, API key), holding the scope
+//!   [`SCOPE_ADMIN`] (kill switches and approvals; kill switches only without a tenant) or
+//!   [`SCOPE_APPROVE`] (approvals). A principal with a tenant sees and decides only that
+//!   tenant's approvals; others' look exactly like ids that do not exist. Its identity is
+//!   recorded as the approver, and it cannot approve its own calls unless configured.
+//!
+//! Defends against: use without a credential (the admin token is compared in constant time over
+//! its SHA-256), use from other sites through a browser (no CORS, JSON bodies only), switches for
+//! upstreams that do not exist, cross-tenant approval, self-approval.
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
-use crate::auth::sha256;
+use crate::approval::{Approvals, Approver, DecideError};
+use crate::auth::{sha256, Authenticator};
 use crate::killswitch::{Kill, KillSwitches};
+use crate::store::ApprovalState;
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, Response, StatusCode};
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Request, Response, StatusCode};
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use warden_policy::Principal;
+
+/// Scope for every admin operation (kill switches need a principal without a tenant).
+pub const SCOPE_ADMIN: &str = "warden:admin";
+/// Scope for listing and deciding approvals.
+pub const SCOPE_APPROVE: &str = "warden:approve";
 
 pub struct AdminState {
-    token_hash: [u8; 32],
-    kills: Arc<KillSwitches>,
-    servers: Vec<String>,
+    pub token_hash: [u8; 32],
+    pub kills: Arc<KillSwitches>,
+    pub servers: Vec<String>,
+    pub approvals: Arc<Approvals>,
+    pub auth: Option<Arc<Authenticator>>,
+    /// The MCP resource URI principals' tokens must be issued for.
+    pub resource: String,
 }
 
 type S = Arc<AdminState>;
@@ -39,27 +60,70 @@ fn reply(status: StatusCode, v: Value) -> Response<Body> {
         .expect("static response parts")
 }
 
-fn authorized(s: &AdminState, h: &HeaderMap) -> bool {
-    let presented = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    presented.is_some_and(|t| bool::from(sha256(t.as_bytes()).ct_eq(&s.token_hash)))
+fn unauthorized() -> Response<Body> {
+    let mut r = reply(StatusCode::UNAUTHORIZED, json!({"error": "admin token or an admin principal required"}));
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
+    r
 }
 
-pub fn router(token: &str, kills: Arc<KillSwitches>, servers: Vec<String>) -> Router {
-    let state = Arc::new(AdminState { token_hash: sha256(token.as_bytes()), kills, servers });
-    Router::new().route("/admin/kill-switches", get(list).post(kill).delete(revive)).with_state(state)
+fn forbidden() -> Response<Body> {
+    reply(StatusCode::FORBIDDEN, json!({"error": "this credential may not do that"}))
+}
+
+enum Caller {
+    Token,
+    Principal(Arc<Principal>),
+}
+
+impl Caller {
+    fn name(&self, declared: Option<String>) -> String {
+        match self {
+            Caller::Token => format!("admin-token:{}", declared.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into())),
+            Caller::Principal(p) => format!("principal:{}", p.subject),
+        }
+    }
+    fn may_kill(&self) -> bool {
+        match self {
+            Caller::Token => true,
+            Caller::Principal(p) => p.has_scope(SCOPE_ADMIN) && p.tenant.is_none(),
+        }
+    }
+    fn approver(&self, declared: Option<String>) -> Option<Approver> {
+        match self {
+            Caller::Token => Some(Approver { name: self.name(declared), requester_key: None, tenant: None }),
+            Caller::Principal(p) if p.has_scope(SCOPE_ADMIN) || p.has_scope(SCOPE_APPROVE) => Some(Approver::principal(p)),
+            Caller::Principal(_) => None,
+        }
+    }
+}
+
+async fn caller(s: &AdminState, h: &HeaderMap) -> Option<Caller> {
+    let presented = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
+    if bool::from(sha256(presented.as_bytes()).ct_eq(&s.token_hash)) {
+        return Some(Caller::Token);
+    }
+    let auth = s.auth.as_ref()?;
+    let mut req = Request::new(());
+    *req.headers_mut() = h.clone();
+    let (parts, ()) = req.into_parts();
+    auth.authenticate(&parts, &s.resource).await.ok().map(Caller::Principal)
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/kill-switches", get(list).post(kill).delete(revive))
+        .route("/admin/approvals", get(approvals))
+        .route("/admin/approvals/{id}", get(approval))
+        .route("/admin/approvals/{id}/{verdict}", post(decide))
+        .with_state(Arc::new(state))
 }
 
 async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    if !authorized(&s, &h) {
-        return unauthorized();
+    match caller(&s, &h).await {
+        None => unauthorized(),
+        Some(c) if !c.may_kill() => forbidden(),
+        Some(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
     }
-    reply(StatusCode::OK, json!({"kill_switches": s.kills.list()}))
-}
-
-fn unauthorized() -> Response<Body> {
-    let mut r = reply(StatusCode::UNAUTHORIZED, json!({"error": "admin token required"}));
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
-    r
 }
 
 #[derive(Deserialize)]
@@ -77,10 +141,17 @@ fn short(s: &str, max: usize) -> bool {
     !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control)
 }
 
+fn store_error(e: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %e, "admin: store error");
+    reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the store is unavailable; see the log"}))
+}
+
 async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    if !authorized(&s, &h) {
-        return unauthorized();
-    }
+    let c = match caller(&s, &h).await {
+        None => return unauthorized(),
+        Some(c) if !c.may_kill() => return forbidden(),
+        Some(c) => c,
+    };
     let Ok(k) = serde_json::from_slice::<KillRequest>(&body) else {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -93,21 +164,17 @@ async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Resp
     if !short(&k.reason, 500) || k.tool.as_deref().is_some_and(|t| !short(t, 128)) {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "reason (≤ 500 characters) is required; tool ≤ 128"}));
     }
-    let by = k.by.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into());
     let entry = Kill {
         server: k.server,
         tool: k.tool,
         reason: k.reason,
-        by,
+        by: c.name(k.by),
         at: crate::auth::now_secs(),
         cancel_in_flight: k.cancel_in_flight,
     };
-    match s.kills.kill(entry.clone()) {
+    match s.kills.kill(entry.clone()).await {
         Ok(()) => reply(StatusCode::OK, json!({"killed": entry})),
-        Err(e) => {
-            tracing::error!(error = %e, "kill switch in effect but not saved");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "in effect, but not saved; see the log"}))
-        }
+        Err(e) => store_error(e),
     }
 }
 
@@ -119,16 +186,105 @@ struct ReviveQuery {
 }
 
 async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) -> Response<Body> {
-    if !authorized(&s, &h) {
-        return unauthorized();
-    }
-    let by = q.by.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into());
-    match s.kills.revive(&q.server, q.tool.as_deref(), &by) {
+    let c = match caller(&s, &h).await {
+        None => return unauthorized(),
+        Some(c) if !c.may_kill() => return forbidden(),
+        Some(c) => c,
+    };
+    match s.kills.revive(&q.server, q.tool.as_deref(), &c.name(q.by)).await {
         Ok(true) => reply(StatusCode::OK, json!({"revived": {"server": q.server, "tool": q.tool}})),
         Ok(false) => reply(StatusCode::NOT_FOUND, json!({"error": "that switch is not off"})),
-        Err(e) => {
-            tracing::error!(error = %e, "revival in effect but not saved");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "in effect, but not saved; see the log"}))
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateQuery {
+    state: Option<String>,
+}
+
+async fn approver(s: &AdminState, h: &HeaderMap, declared: Option<String>) -> Result<Approver, Response<Body>> {
+    match caller(s, h).await {
+        None => Err(unauthorized()),
+        Some(c) => c.approver(declared).ok_or_else(forbidden),
+    }
+}
+
+async fn approvals(State(s): State<S>, h: HeaderMap, Query(q): Query<StateQuery>) -> Response<Body> {
+    let who = match approver(&s, &h, None).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let state = match q.state {
+        None => None,
+        Some(x) => match ApprovalState::parse(&x) {
+            Some(st) => Some(st),
+            None => return reply(StatusCode::BAD_REQUEST, json!({"error": "state: pending, approved, denied or consumed"})),
+        },
+    };
+    match s.approvals.list(&who, state).await {
+        Ok(v) => reply(StatusCode::OK, json!({"approvals": v})),
+        Err(e) => store_error(e),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    reply(StatusCode::NOT_FOUND, json!({"error": "no such approval"}))
+}
+
+async fn approval(State(s): State<S>, h: HeaderMap, Path(id): Path<String>) -> Response<Body> {
+    let who = match approver(&s, &h, None).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match s.approvals.get(&who, &id).await {
+        Ok(Some(a)) => reply(StatusCode::OK, json!({"approval": a})),
+        Ok(None) => not_found(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecideRequest {
+    by: Option<String>,
+    note: Option<String>,
+}
+
+async fn decide(
+    State(s): State<S>,
+    h: HeaderMap,
+    Path((id, verdict)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let approve = match verdict.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return reply(StatusCode::NOT_FOUND, json!({"error": "expected approve or deny"})),
+    };
+    let req: DecideRequest = if body.is_empty() {
+        DecideRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(_) => return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {by?, note?}"})),
         }
+    };
+    if req.note.as_deref().is_some_and(|n| n.len() > 500) {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "note: at most 500 characters"}));
+    }
+    let who = match approver(&s, &h, req.by).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match s.approvals.decide(&who, &id, approve, req.note).await {
+        Ok(a) => reply(StatusCode::OK, json!({"approval": a})),
+        Err(DecideError::NotFound) => not_found(),
+        Err(DecideError::NotPending) => reply(StatusCode::CONFLICT, json!({"error": "that approval is not pending"})),
+        Err(DecideError::SelfApproval) => {
+            reply(StatusCode::FORBIDDEN, json!({"error": "a caller cannot approve its own call"}))
+        }
+        Err(DecideError::Store(e)) => store_error(e),
     }
 }

@@ -35,8 +35,15 @@ pub struct Config {
     /// Limits that apply to every call, whichever rule allowed it.
     #[serde(default)]
     pub limits: Limits,
-    /// The admin API (kill switches): its own listener and credential.
+    /// The admin API (kill switches, approvals): its own listener and credential.
     pub admin: Option<Admin>,
+    /// Where limits, kill switches and approvals are kept: this process, or Redis shared by
+    /// several Wardens.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Human approval of calls whose rule says `approval = "user"` or `"admin"`.
+    #[serde(default)]
+    pub approval: ApprovalConfig,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -316,6 +323,33 @@ pub struct Upstream {
     /// Seconds a single request may take before it is cancelled. Default 120.
     #[serde(default = "default_call")]
     pub call_timeout_secs: u64,
+    /// Per-tenant instances or credentials, by tenant: a session of a principal of that tenant
+    /// connects with these settings in place of (or on top of) the ones above.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantUpstream>,
+    /// Only principals whose tenant has an entry in `tenants` reach this upstream at all.
+    #[serde(default)]
+    pub tenant_only: bool,
+}
+
+/// `[upstream.tenants.<tenant>]`: what differs for one tenant. Maps are merged over the
+/// upstream's own (same key: the tenant's value wins).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpstream {
+    /// http: this tenant's instance of the server.
+    pub url: Option<String>,
+    /// stdio: arguments replacing the upstream's.
+    pub args: Option<Vec<String>>,
+    /// stdio: variables set to literal values.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// stdio: secret variables (this tenant's credentials).
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    /// http: secret headers (this tenant's credentials).
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretRef>,
 }
 
 /// How the operator classifies a tool.
@@ -379,6 +413,98 @@ pub struct RuleConfig {
     pub daily_quota: Option<u64>,
     /// Seconds before the upstream call is cancelled. Default 30.
     pub timeout_secs: Option<u64>,
+    /// Hold each call for a person's decision: `"user"` asks the calling client's user through
+    /// MCP elicitation when the client supports it, else the admin queue; `"admin"` always uses
+    /// the admin approval queue (someone other than the caller decides).
+    pub approval: Option<ApprovalMode>,
+}
+
+/// Who approves a call.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    User,
+    Admin,
+}
+
+/// `[store]`: the backend of limits, kill switches and approvals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `"memory"` (default; this process only) or `"redis"` (shared by every Warden using it).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// redis: the server, `redis://host:port/db` (`rediss://` for TLS). Required for redis.
+    pub url: Option<String>,
+    /// redis: a password, when the server requires one.
+    pub password: Option<SecretRef>,
+    /// redis: prefix of every key. Default `"warden"`.
+    #[serde(default = "default_store_prefix")]
+    pub prefix: String,
+    /// redis: milliseconds to wait for any answer before counting Redis as out. Default 250.
+    #[serde(default = "default_store_timeout")]
+    pub timeout_ms: u64,
+    /// What a call that needs a limit does while the store is out: `"fail_closed"` (default:
+    /// refused with a clear error) or `"fail_open"` (allowed without the shared limit, logged).
+    #[serde(default)]
+    pub on_outage: OnOutage,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOutage {
+    #[default]
+    FailClosed,
+    FailOpen,
+}
+
+/// `[approval]`: how long calls wait for a decision and who may decide.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Seconds a call is held waiting for a decision. After that the caller gets an error naming
+    /// the pending approval; once approved, the same call (same arguments) goes through. Default 60.
+    #[serde(default = "default_approval_wait")]
+    pub wait_secs: u64,
+    /// Seconds an approval request lives, pending or approved-but-unused. Default 3600.
+    #[serde(default = "default_approval_ttl")]
+    pub ttl_secs: u64,
+    /// Let a principal approve its own calls through the admin API. Default false.
+    #[serde(default)]
+    pub allow_self_approval: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn default_store_prefix() -> String {
+    "warden".into()
+}
+fn default_store_timeout() -> u64 {
+    250
+}
+fn default_approval_wait() -> u64 {
+    60
+}
+fn default_approval_ttl() -> u64 {
+    3600
 }
 
 /// Limits over all calls (`[limits]`).
@@ -612,6 +738,26 @@ impl Config {
             auth.validate()?;
         }
         crate::policy::compile_limits(self)?;
+        let st = &self.store;
+        match st.backend {
+            StoreBackend::Memory if st.url.is_some() || st.password.is_some() => {
+                return Err("store: url and password are for backend = \"redis\"".into())
+            }
+            StoreBackend::Redis => {
+                let url = st.url.as_deref().ok_or("store.url: required for backend = \"redis\"")?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err("store.url: expected redis://host:port or rediss://host:port".into());
+                }
+                if !valid_name(&st.prefix) || st.timeout_ms == 0 {
+                    return Err("store: prefix must be 1-32 of [A-Za-z0-9_-] and timeout_ms at least 1".into());
+                }
+            }
+            _ => {}
+        }
+        let ap = &self.approval;
+        if ap.wait_secs == 0 || ap.ttl_secs < ap.wait_secs {
+            return Err("approval: wait_secs must be at least 1 and ttl_secs at least wait_secs".into());
+        }
         if let Some(a) = &self.admin {
             if !a.addr.ip().is_loopback() {
                 return Err("admin.addr: the admin API binds loopback only (reach it through SSH or a sidecar)".into());
@@ -677,6 +823,29 @@ impl Config {
             }
             if u.call_timeout_secs == 0 || u.connect_timeout_secs == 0 {
                 return Err(format!("{at}: timeouts must be at least 1 second"));
+            }
+            if u.tenant_only && u.tenants.is_empty() {
+                return Err(format!("{at}.tenant_only: needs at least one [upstream.tenants.<tenant>]"));
+            }
+            for (t, o) in &u.tenants {
+                let at = format!("{at}.tenants.{t}");
+                match u.transport {
+                    Transport::Stdio if o.url.is_some() || !o.secret_headers.is_empty() => {
+                        return Err(format!("{at}: url/secret_headers are for transport = \"http\""));
+                    }
+                    Transport::Http if o.args.is_some() || !o.env.is_empty() || !o.secret_env.is_empty() => {
+                        return Err(format!("{at}: args/env/secret_env are for transport = \"stdio\""));
+                    }
+                    _ => {}
+                }
+                if let Some(url) = &o.url {
+                    check_remote_url(url).map_err(|m| format!("{at}.url: {m}"))?;
+                }
+                for (k, s) in o.secret_env.iter().chain(o.secret_headers.iter()) {
+                    if s.env.is_some() == s.file.is_some() {
+                        return Err(format!("{at}: secret {k:?}: expected exactly one of env or file"));
+                    }
+                }
             }
         }
         crate::policy::compile_rules(self)?;
@@ -827,6 +996,9 @@ pub fn reference_markdown() -> String {
         ("RuleConfig", "[[rule]]"),
         ("Limits", "[limits]"),
         ("Admin", "[admin]"),
+        ("StoreConfig", "[store]"),
+        ("ApprovalConfig", "[approval]"),
+        ("TenantUpstream", "[upstream.tenants.<tenant>]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");

@@ -8,6 +8,11 @@ use warden_protocol::jsonrpc::{self, ErrorObject};
 pub const RATE_LIMITED: i64 = -32029;
 /// JSON-RPC code of a call cancelled by its timeout.
 pub const TIMEOUT: i64 = -32001;
+/// JSON-RPC code of a call held for approval and not approved: denied, or still pending
+/// (`data.approvalId`, `data.state`).
+pub const APPROVAL: i64 = -32030;
+/// JSON-RPC code of a call refused because the shared store (limits, approvals) is out.
+pub const STORE_UNAVAILABLE: i64 = -32031;
 
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
@@ -35,6 +40,15 @@ pub enum GatewayError {
     Timeout,
     #[error("Call cancelled by the operator")]
     Cancelled,
+    #[error("Call not approved: {reason}")]
+    ApprovalDenied { id: Option<String>, reason: &'static str },
+    /// Held for approval longer than `[approval] wait_secs`; the same call goes through once
+    /// the approval is given.
+    #[error("Call waiting for approval {id}; retry the same call once it is approved")]
+    ApprovalPending { id: String },
+    /// The store of limits or approvals is out and the outage policy is to fail closed.
+    #[error("Limits cannot be checked right now (store unavailable); call refused, retry later")]
+    StoreUnavailable,
     /// The upstream's own JSON-RPC error, passed through.
     #[error("{0}")]
     Upstream(ErrorObject),
@@ -47,6 +61,16 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after, limit } => {
                 let mut e = ErrorObject::new(self.code(), self.to_string());
                 e.data = Some(serde_json::json!({"retryAfterSeconds": retry_after_secs(*retry_after), "limit": limit}));
+                e
+            }
+            GatewayError::ApprovalPending { id } => {
+                let mut e = ErrorObject::new(self.code(), self.to_string());
+                e.data = Some(serde_json::json!({"approvalId": id, "state": "pending"}));
+                e
+            }
+            GatewayError::ApprovalDenied { id: Some(id), .. } => {
+                let mut e = ErrorObject::new(self.code(), self.to_string());
+                e.data = Some(serde_json::json!({"approvalId": id, "state": "denied"}));
                 e
             }
             e => ErrorObject::new(e.code(), e.to_string()),
@@ -63,6 +87,8 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => RATE_LIMITED,
             GatewayError::Timeout => TIMEOUT,
             GatewayError::Cancelled => jsonrpc::INTERNAL_ERROR,
+            GatewayError::ApprovalDenied { .. } | GatewayError::ApprovalPending { .. } => APPROVAL,
+            GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -76,6 +102,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Timeout => "timeout",
             GatewayError::Cancelled => "killed",
+            GatewayError::ApprovalDenied { .. } => "approval_denied",
+            GatewayError::ApprovalPending { .. } => "approval_pending",
+            GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

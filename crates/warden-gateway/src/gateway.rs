@@ -2,8 +2,9 @@
 //! upstream (readiness and collision reports), serve `/mcp`, `/healthz` and `/readyz` on a
 //! hardened HTTP listener, or one client over stdio; shut everything down cleanly.
 
+use crate::approval::Approvals;
 use crate::auth::{Authenticator, PeerCert};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::killswitch::KillSwitches;
 use crate::namespace::Namespaces;
 use crate::policy::Policy;
@@ -11,6 +12,9 @@ use crate::relay::{report_collisions, Relay, Shared};
 use crate::server::http::Authenticate;
 use crate::server::http::{HttpOptions, McpEndpoint};
 use crate::server::Service;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::Store;
 use crate::tls::TlsState;
 use crate::upstream::{Conn, ServerHandler, Spec};
 use axum::body::Body;
@@ -143,13 +147,31 @@ pub struct Gateway {
     pub auth: Option<Arc<Authenticator>>,
 }
 
-/// Where kill-switch state is kept.
+/// Where kill-switch state is kept (memory store).
 pub fn kill_switch_path(a: &crate::config::Admin, cfg: &Config) -> std::path::PathBuf {
     cfg.path(&a.state_file.clone().unwrap_or_else(|| "warden-data/kill-switches.json".into()))
 }
 
+/// The `[store]` backend.
+pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    let st = &cfg.store;
+    Ok(match st.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new(cfg.admin.as_ref().map(|a| kill_switch_path(a, cfg)))?),
+        StoreBackend::Redis => {
+            let mut url = st.url.clone().unwrap_or_default();
+            if let Some(pw) = &st.password {
+                let pw = pw.resolve().map_err(|e| format!("store.password: {e}"))?;
+                let mut u = reqwest::Url::parse(&url).map_err(|e| format!("store.url: {e}"))?;
+                u.set_password(Some(&pw)).map_err(|_| "store.url: cannot carry a password".to_string())?;
+                url = u.to_string();
+            }
+            Arc::new(RedisStore::new(&url, &st.prefix, Duration::from_millis(st.timeout_ms))?)
+        }
+    })
+}
+
 impl Gateway {
-    pub fn new(cfg: Config) -> Result<Gateway, String> {
+    pub async fn new(cfg: Config) -> Result<Gateway, String> {
         let specs = cfg.upstreams.iter().map(Spec::from_config).collect::<Result<Vec<_>, _>>()?;
         let ns = Namespaces::new(
             &cfg.federation.separator,
@@ -163,12 +185,15 @@ impl Gateway {
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();
         let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
-        let kills = Arc::new(KillSwitches::load(cfg.admin.as_ref().map(|a| kill_switch_path(a, &cfg)))?);
-        let policy = Arc::new(Policy::new(&cfg, kills)?);
+        let store = open_store(&cfg)?;
+        let kills = KillSwitches::load(store.clone()).await?;
+        kills.follow();
+        let policy = Arc::new(Policy::new(&cfg, kills, store.clone())?);
+        let approvals = Arc::new(Approvals::new(store, cfg.approval.clone()));
         if policy.rules().is_empty() {
             tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
         }
-        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known, policy }), auth })
+        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known, policy, approvals }), auth })
     }
 
     fn service(&self) -> Arc<dyn Service> {
@@ -224,8 +249,18 @@ impl Gateway {
                 if token.len() < 32 {
                     return Err(std::io::Error::other("admin.token: at least 32 characters"));
                 }
-                let servers = self.cfg.upstreams.iter().map(|u| u.name.clone()).collect();
-                let app = crate::admin::router(&token, self.shared.policy.kills.clone(), servers);
+                let resource = match &self.auth {
+                    Some(auth) => auth.resource_for(&http::HeaderMap::new(), Some(&listener.local_addr()?.to_string())),
+                    None => String::new(),
+                };
+                let app = crate::admin::router(crate::admin::AdminState {
+                    token_hash: crate::auth::sha256(token.as_bytes()),
+                    kills: self.shared.policy.kills.clone(),
+                    servers: self.cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
+                    approvals: self.shared.approvals.clone(),
+                    auth: self.auth.clone(),
+                    resource,
+                });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");
                 Some(tokio::spawn(async move { axum::serve(l, app).await }))

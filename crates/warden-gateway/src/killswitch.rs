@@ -1,16 +1,24 @@
 //! Kill switches: an operator turns off a whole upstream or one of its tools at runtime. A killed
 //! target disappears from listings and its calls are refused from the next call on; with
 //! `cancel_in_flight` the calls already running are cancelled too (the upstream gets
-//! `notifications/cancelled`). State is written to a private file after each flip, so a restart
-//! keeps it, and every flip is logged with who did it and why.
+//! `notifications/cancelled`). Sessions are told `notifications/tools/list_changed`.
 //!
-//! Backend: in memory with a file, per process. Sharing between replicas (Redis) is still to come.
+//! The switches live in the [`Store`](crate::store::Store): a private file with the memory
+//! backend, Redis with the Redis backend. Each process keeps a copy for the hot path (one atomic
+//! load when nothing is off) and, with a shared store, re-reads it when its version changes,
+//! polled every [`SYNC_EVERY`]: a flip on one replica is in effect on all within a second. While
+//! the store is out, the last copy stays in effect. Every flip is logged with who did it and why.
 
+use crate::store::{kill_key, Store, StoreError};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often a replica checks a shared store for flips made elsewhere.
+pub const SYNC_EVERY: Duration = Duration::from_millis(400);
 
 /// One flipped switch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,45 +28,86 @@ pub struct Kill {
     /// `None`: the whole upstream.
     pub tool: Option<String>,
     pub reason: String,
-    /// Who flipped it, as the admin client declared it.
+    /// Who flipped it: the admin principal, or what an admin-token client declared.
     pub by: String,
     /// Unix seconds.
     pub at: u64,
     pub cancel_in_flight: bool,
 }
 
-fn key(server: &str, tool: Option<&str>) -> String {
-    format!("{server}\0{}", tool.unwrap_or(""))
-}
-
 pub struct KillSwitches {
     map: RwLock<BTreeMap<String, Kill>>,
     any: AtomicBool,
-    path: Option<PathBuf>,
+    version: AtomicU64,
+    store: Arc<dyn Store>,
     changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl KillSwitches {
-    /// Switches saved at `path` (none when the file does not exist yet).
-    pub fn load(path: Option<PathBuf>) -> Result<KillSwitches, String> {
-        let list: Vec<Kill> = match &path {
-            Some(p) => match std::fs::read_to_string(p) {
-                Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-                Err(e) => return Err(format!("{}: {e}", p.display())),
-            },
-            None => vec![],
-        };
-        let map: BTreeMap<String, Kill> = list.into_iter().map(|k| (key(&k.server, k.tool.as_deref()), k)).collect();
-        for k in map.values() {
+    /// The switches in `store` now.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Arc<KillSwitches>, String> {
+        let (version, list) = store.kills().await.map_err(|e| format!("kill switches: {e}"))?;
+        for k in &list {
             tracing::warn!(server = %k.server, tool = ?k.tool, reason = %k.reason, by = %k.by, "kill switch active");
         }
-        Ok(KillSwitches {
-            any: AtomicBool::new(!map.is_empty()),
-            map: RwLock::new(map),
-            path,
+        let k = Arc::new(KillSwitches {
+            any: AtomicBool::new(!list.is_empty()),
+            map: RwLock::new(list.into_iter().map(|k| (kill_key(&k.server, k.tool.as_deref()), k)).collect()),
+            version: AtomicU64::new(version),
+            store,
             changed: tokio::sync::watch::channel(0).0,
-        })
+        });
+        Ok(k)
+    }
+
+    /// With a shared store, follow flips made by other replicas (until `self` is dropped).
+    pub fn follow(self: &Arc<Self>) {
+        if self.store.backend() == "memory" {
+            return;
+        }
+        let me: Weak<KillSwitches> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                tokio::time::sleep(SYNC_EVERY).await;
+                let Some(k) = me.upgrade() else { return };
+                match k.sync().await {
+                    Ok(()) => warned = false,
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::error!(error = %e, "kill switches: store unreachable; last known switches stay in effect");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Re-read the store if its version moved.
+    async fn sync(&self) -> Result<(), StoreError> {
+        let v = self.store.kills_version().await?;
+        if v == self.version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (v, list) = self.store.kills().await?;
+        self.replace(v, list);
+        Ok(())
+    }
+
+    fn replace(&self, version: u64, list: Vec<Kill>) {
+        {
+            let mut m = self.map.write();
+            let next: BTreeMap<String, Kill> =
+                list.into_iter().map(|k| (kill_key(&k.server, k.tool.as_deref()), k)).collect();
+            if *m == next {
+                self.version.store(version, Ordering::Release);
+                return;
+            }
+            *m = next;
+            self.any.store(!m.is_empty(), Ordering::Release);
+            self.version.store(version, Ordering::Release);
+        }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Is this upstream, or this tool of it, switched off?
@@ -71,48 +120,47 @@ impl KillSwitches {
             return None;
         }
         let m = self.map.read();
-        m.get(&key(server, None)).or_else(|| tool.and_then(|t| m.get(&key(server, Some(t))))).cloned()
+        m.get(&kill_key(server, None)).or_else(|| tool.and_then(|t| m.get(&kill_key(server, Some(t))))).cloned()
     }
 
-    /// Counts flips; listings cached before a flip are stale.
+    /// Counts changes seen by this process; listings cached before a change are stale.
     pub fn generation(&self) -> u64 {
         *self.changed.borrow()
+    }
+
+    /// Resolves at the next change (for telling sessions their listings changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn list(&self) -> Vec<Kill> {
         self.map.read().values().cloned().collect()
     }
 
-    pub fn kill(&self, k: Kill) -> Result<(), String> {
+    /// Switch off. Written to the store first; on an error the switch may still be in effect
+    /// (the memory backend could not save its file) — the copy here follows the store either way.
+    pub async fn kill(&self, k: Kill) -> Result<(), StoreError> {
+        let put = self.store.put_kill(&k).await;
         tracing::warn!(server = %k.server, tool = ?k.tool, reason = %k.reason, by = %k.by,
-            cancel_in_flight = k.cancel_in_flight, "kill switch flipped: off");
-        self.update(|m| {
-            m.insert(key(&k.server, k.tool.as_deref()), k.clone());
-        })
+            cancel_in_flight = k.cancel_in_flight, stored = put.is_ok(), "kill switch flipped: off");
+        let reloaded = self.reload().await;
+        put.and(reloaded)
     }
 
-    /// Turn a switch back on; false when it was not off.
-    pub fn revive(&self, server: &str, tool: Option<&str>, by: &str) -> Result<bool, String> {
-        let mut was = false;
-        self.update(|m| was = m.remove(&key(server, tool)).is_some())?;
+    /// Switch back on; false when it was not off.
+    pub async fn revive(&self, server: &str, tool: Option<&str>, by: &str) -> Result<bool, StoreError> {
+        let was = self.store.remove_kill(server, tool).await?;
         if was {
             tracing::warn!(server, tool = ?tool, by, "kill switch flipped: revived");
         }
+        self.reload().await?;
         Ok(was)
     }
 
-    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, Kill>)) -> Result<(), String> {
-        let bytes = {
-            let mut m = self.map.write();
-            f(&mut m);
-            self.any.store(!m.is_empty(), Ordering::Release);
-            serde_json::to_vec_pretty(&m.values().collect::<Vec<_>>()).expect("kills serialise")
-        };
-        self.changed.send_modify(|n| *n += 1);
-        match &self.path {
-            Some(p) => crate::auth::builtin::write_private(p, &bytes),
-            None => Ok(()),
-        }
+    async fn reload(&self) -> Result<(), StoreError> {
+        let (v, list) = self.store.kills().await?;
+        self.replace(v, list);
+        Ok(())
     }
 
     /// Resolves when a switch covering this call is flipped with `cancel_in_flight`.

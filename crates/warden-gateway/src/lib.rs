@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod approval;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -14,5 +15,6 @@ pub mod policy;
 pub mod relay;
 pub mod rpc;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod upstream;

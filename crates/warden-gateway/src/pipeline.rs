@@ -36,7 +36,7 @@ pub async fn handle(
     let route = route(s, method, params).await;
     // 6. request policy: kill switch → authorization → limits (policy.rs); listings are
     //    filtered by the same rules in `RelaySession::list`.
-    //    schema → guards → approval come with the content-security and approval work.
+    //    schema → guards come with the content-security work; approval (approval.rs) last.
     // 7. upstream, within the rule's timeout, cancelled by a kill switch that says so
     let result = match route {
         Err(e) => Err(e),
@@ -72,9 +72,15 @@ async fn call_one(
 ) -> Result<Value, GatewayError> {
     let policy = &s.shared.policy;
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
-    let grant = policy.admit(&s.principal, up, kind, name, read_only, args)?;
-    let conn = s.conn(up).await?;
+    let grant = policy.admit(&s.principal, up, kind, name, read_only, args).await?;
     let server = &s.shared.specs[up].name;
+    if let Some(mode) = grant.approval {
+        let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
+        let empty = json!({});
+        let args = args.unwrap_or(if method == "tools/call" || method == "prompts/get" { &empty } else { &params });
+        s.shared.approvals.require(mode, &s.principal, server, name, args, elicit).await?;
+    }
+    let conn = s.conn(up).await?;
     let tool = (kind == Kind::Tool).then_some(name);
     let r = tokio::select! {
         r = tokio::time::timeout(grant.timeout, conn.call(method, Some(params), Some(peer))) => match r {

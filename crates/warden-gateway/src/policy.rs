@@ -7,19 +7,21 @@
 //! `trust_annotations`), floods (GCRA per caller, per caller × tool, per tenant; daily quotas;
 //! concurrency caps per caller and per upstream), hung upstreams (per-rule timeouts that cancel
 //! the call), and runaway tools (kill switches, see `killswitch.rs`).
-//! Does not defend against (yet): limits shared between replicas (in memory per process; the Redis
-//! backend is still to come), human approval of destructive tools.
+//! Limits are taken from the [`Store`] (this process, or Redis shared by replicas), all of a call's
+//! at once or none; while the store is out, `[store] on_outage` decides (fail closed by default).
+//! Concurrency caps are per process. Human approval is `approval.rs`.
 
-use crate::config::{Config, Effect, ToolClass};
+use crate::config::{ApprovalMode, Config, Effect, OnOutage, ToolClass};
 use crate::error::GatewayError;
 use crate::killswitch::KillSwitches;
+use crate::store::{Check, Limit, Store};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_policy::limits::{MemoryLimiter, Rate};
+use warden_policy::limits::Rate;
 use warden_policy::rules::{Condition, Decision, Glob, Kind, Rule, RuleSet, Target};
 use warden_policy::Principal;
 
@@ -30,6 +32,7 @@ pub struct Obligation {
     rate: Option<Rate>,
     daily_quota: Option<u64>,
     timeout: Duration,
+    approval: Option<ApprovalMode>,
 }
 
 struct Classification {
@@ -43,14 +46,13 @@ pub struct Policy {
     per_principal: Option<Rate>,
     per_tenant: Option<Rate>,
     principal_concurrency: Option<usize>,
-    limiter: MemoryLimiter,
-    quotas: Mutex<HashMap<String, (u64, u64)>>,
+    store: Arc<dyn Store>,
+    on_outage: OnOutage,
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
     upstream_slots: Vec<Option<Arc<Semaphore>>>,
     classes: Vec<Classification>,
     names: Vec<String>,
     pub kills: Arc<KillSwitches>,
-    epoch: Instant,
 }
 
 /// What an admitted call carries: the rule that allowed it, its timeout, and the concurrency
@@ -58,6 +60,8 @@ pub struct Policy {
 pub struct Grant {
     pub rule: String,
     pub timeout: Duration,
+    /// Whose decision the call waits for, if anyone's.
+    pub approval: Option<ApprovalMode>,
     _slots: Vec<OwnedSemaphorePermit>,
 }
 
@@ -92,13 +96,19 @@ pub fn compile_rules(cfg: &Config) -> Result<(RuleSet, Vec<Obligation>), String>
         if r.timeout_secs == Some(0) || r.daily_quota == Some(0) {
             return Err(format!("{at}: timeout_secs and daily_quota must be at least 1"));
         }
-        if r.effect == Effect::Deny && (rate.is_some() || r.daily_quota.is_some() || r.timeout_secs.is_some()) {
-            return Err(format!("{at}: a deny rule takes no rate, quota or timeout"));
+        if r.effect == Effect::Deny
+            && (rate.is_some() || r.daily_quota.is_some() || r.timeout_secs.is_some() || r.approval.is_some())
+        {
+            return Err(format!("{at}: a deny rule takes no rate, quota, timeout or approval"));
+        }
+        if r.approval.is_some() && cfg.admin.is_none() {
+            return Err(format!("{at}.approval: approvals are decided on the admin API; configure [admin]"));
         }
         obligations.push(Obligation {
             rate,
             daily_quota: r.daily_quota,
             timeout: r.timeout_secs.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            approval: r.approval,
         });
         rules.push(Rule {
             id: r.id.clone(),
@@ -134,7 +144,7 @@ pub fn compile_limits(cfg: &Config) -> Result<(Option<Rate>, Option<Rate>), Stri
 }
 
 impl Policy {
-    pub fn new(cfg: &Config, kills: Arc<KillSwitches>) -> Result<Policy, String> {
+    pub fn new(cfg: &Config, kills: Arc<KillSwitches>, store: Arc<dyn Store>) -> Result<Policy, String> {
         let (rules, obl) = compile_rules(cfg)?;
         let (per_principal, per_tenant) = compile_limits(cfg)?;
         Ok(Policy {
@@ -143,8 +153,8 @@ impl Policy {
             per_principal,
             per_tenant,
             principal_concurrency: cfg.limits.max_concurrent_per_principal,
-            limiter: MemoryLimiter::default(),
-            quotas: Mutex::new(HashMap::new()),
+            store,
+            on_outage: cfg.store.on_outage,
             in_flight: Mutex::new(HashMap::new()),
             upstream_slots: cfg
                 .upstreams
@@ -158,7 +168,6 @@ impl Policy {
                 .collect(),
             names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
             kills,
-            epoch: Instant::now(),
         })
     }
 
@@ -194,7 +203,7 @@ impl Policy {
 
     /// Kill switch → authorization → limits, for one call. A refusal by kill switch or rule is the
     /// same error as an unknown target.
-    pub fn admit(
+    pub async fn admit(
         &self,
         p: &Principal,
         up: usize,
@@ -225,23 +234,11 @@ impl Policy {
         let id = &self.rules.rules()[rule].id;
         let o = &self.obligations[rule];
         let who = p.binding_key();
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        let limited = |scope: &'static str, retry: Duration| {
-            tracing::info!(subject = %p.subject, server = %server, name, limit = scope, "rate limited");
-            GatewayError::RateLimited { retry_after: retry, limit: scope }
+        let limited = |scope: &'static str| {
+            tracing::info!(subject = %p.subject, server = %server, name, limit = scope, "concurrency limited");
+            GatewayError::RateLimited { retry_after: Duration::from_secs(1), limit: scope }
         };
-        if let Some(r) = &self.per_principal {
-            self.limiter.check(&format!("p\0{who}"), r, now).map_err(|d| limited("principal", d))?;
-        }
-        if let (Some(r), Some(t)) = (&self.per_tenant, &p.tenant) {
-            self.limiter.check(&format!("t\0{t}"), r, now).map_err(|d| limited("tenant", d))?;
-        }
-        if let Some(r) = &o.rate {
-            self.limiter.check(&format!("r\0{who}\0{id}\0{server}\0{name}"), r, now).map_err(|d| limited("tool", d))?;
-        }
-        if let Some(q) = o.daily_quota {
-            self.take_quota(&format!("{who}\0{id}\0{server}\0{name}"), q).map_err(|d| limited("daily_quota", d))?;
-        }
+        // Concurrency slots first: they are local and given back on refusal; limits are not.
         let mut slots = Vec::new();
         if let Some(n) = self.principal_concurrency {
             let sem = {
@@ -251,32 +248,40 @@ impl Policy {
                 }
                 m.entry(who.clone()).or_insert_with(|| Arc::new(Semaphore::new(n))).clone()
             };
-            slots.push(sem.try_acquire_owned().map_err(|_| limited("principal_concurrency", Duration::from_secs(1)))?);
+            slots.push(sem.try_acquire_owned().map_err(|_| limited("principal_concurrency"))?);
         }
         if let Some(sem) = &self.upstream_slots[up] {
-            slots.push(
-                sem.clone().try_acquire_owned().map_err(|_| limited("upstream_concurrency", Duration::from_secs(1)))?,
-            );
+            slots.push(sem.clone().try_acquire_owned().map_err(|_| limited("upstream_concurrency"))?);
         }
-        Ok(Grant { rule: id.clone(), timeout: o.timeout, _slots: slots })
-    }
-
-    /// One call against a per-UTC-day counter; when it is spent, the wait until midnight UTC.
-    fn take_quota(&self, key: &str, limit: u64) -> Result<(), Duration> {
-        let now = crate::auth::now_secs();
-        let day = now / 86_400;
-        let mut q = self.quotas.lock();
-        if q.len() > 100_000 {
-            q.retain(|_, (d, _)| *d == day);
+        let mut checks = Vec::new();
+        if let Some(r) = self.per_principal {
+            checks.push(Check { key: format!("p\0{who}"), limit: Limit::Rate(r), scope: "principal" });
         }
-        let e = q.entry(key.to_string()).or_insert((day, 0));
-        if e.0 != day {
-            *e = (day, 0);
+        if let (Some(r), Some(t)) = (self.per_tenant, &p.tenant) {
+            checks.push(Check { key: format!("t\0{t}"), limit: Limit::Rate(r), scope: "tenant" });
         }
-        if e.1 >= limit {
-            return Err(Duration::from_secs((day + 1) * 86_400 - now));
+        if let Some(r) = o.rate {
+            checks.push(Check { key: format!("r\0{who}\0{id}\0{server}\0{name}"), limit: Limit::Rate(r), scope: "tool" });
         }
-        e.1 += 1;
-        Ok(())
+        if let Some(q) = o.daily_quota {
+            checks.push(Check { key: format!("q\0{who}\0{id}\0{server}\0{name}"), limit: Limit::Daily(q), scope: "daily_quota" });
+        }
+        if !checks.is_empty() {
+            match self.store.take(&checks).await {
+                Ok(Ok(())) => {}
+                Ok(Err(r)) => {
+                    tracing::info!(subject = %p.subject, server = %server, name, limit = r.scope, "rate limited");
+                    return Err(GatewayError::RateLimited { retry_after: r.retry_after, limit: r.scope });
+                }
+                Err(e) if self.on_outage == OnOutage::FailOpen => {
+                    tracing::warn!(error = %e, server = %server, name, "limit store out; call allowed (fail_open)");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, server = %server, name, "limit store out; call refused (fail_closed)");
+                    return Err(GatewayError::StoreUnavailable);
+                }
+            }
+        }
+        Ok(Grant { rule: id.clone(), timeout: o.timeout, approval: o.approval, _slots: slots })
     }
 }

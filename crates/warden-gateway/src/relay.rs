@@ -36,6 +36,8 @@ pub struct Shared {
     pub known: Vec<Mutex<Option<ServerInit>>>,
     /// Authorization, limits and kill switches.
     pub policy: Arc<crate::policy::Policy>,
+    /// Calls held for a person's decision.
+    pub approvals: Arc<crate::approval::Approvals>,
 }
 
 /// The relay service.
@@ -66,11 +68,13 @@ pub struct RelaySession {
     peer: Peer,
     /// Who opened this session; the policy stages read it.
     pub principal: Arc<Principal>,
-    client_caps: Value,
+    pub client_caps: Value,
     upstream_init: Value,
     slots: Vec<Slot>,
     routes: Mutex<Routes>,
     closed: AtomicBool,
+    /// Ends this session's background tasks.
+    gone: tokio_util::sync::CancellationToken,
     me: Weak<RelaySession>,
 }
 
@@ -116,8 +120,10 @@ impl Service for Relay {
                 upstream_init,
                 routes: Mutex::new(Routes::default()),
                 closed: AtomicBool::new(false),
+                gone: tokio_util::sync::CancellationToken::new(),
                 me: me.clone(),
             });
+            session.follow_kill_switches();
             // Capabilities from the control connections; an upstream without one (not ready
             // yet, or `warden stdio`, which has none) is connected now to learn them.
             let inits: Vec<Option<ServerInit>> = join_all((0..shared.specs.len()).map(|i| {
@@ -159,7 +165,8 @@ pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Va
             ("resources", &["subscribe", "listChanged"]),
         ] {
             if let Some(v) = c.get(cap) {
-                let e = caps.entry(cap).or_insert_with(|| json!({}));
+                // Warden's own listings change when a kill switch flips, whatever the upstream says.
+                let e = caps.entry(cap).or_insert_with(|| json!({"listChanged": true}));
                 for f in flags {
                     if flag(v, f) {
                         e[*f] = true.into();
@@ -218,6 +225,7 @@ impl Session for RelaySession {
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
         async move {
             self.closed.store(true, Ordering::Relaxed);
+            self.gone.cancel();
             let conns: Vec<Arc<Conn>> = {
                 let mut v = Vec::new();
                 for s in &self.slots {
@@ -234,6 +242,27 @@ impl Session for RelaySession {
 }
 
 impl RelaySession {
+    /// A kill switch flipped (here or on another replica): what this session may list changed.
+    fn follow_kill_switches(&self) {
+        let mut rx = self.shared.policy.kills.subscribe();
+        let me = self.me.clone();
+        let gone = self.gone.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = gone.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                let Some(s) = me.upgrade() else { return };
+                s.routes.lock().refreshed = None;
+                let peer = s.peer.session_level();
+                for kind in ["tools", "prompts", "resources"] {
+                    peer.notify(&format!("notifications/{kind}/list_changed"), None);
+                }
+            }
+        });
+    }
+
     /// The live connection to upstream `i`, connecting (or reconnecting, with backoff) if needed.
     pub async fn conn(&self, i: usize) -> Result<Arc<Conn>, GatewayError> {
         let slot = &self.slots[i];

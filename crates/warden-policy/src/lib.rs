@@ -3,6 +3,7 @@
 //! chose; rules, guards, detectors and redactors join it with their issues.
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod limits;
 pub mod net;
 pub mod principal;

@@ -75,13 +75,36 @@ impl Default for MemoryLimiter {
 impl MemoryLimiter {
     /// Take one request for `key` at `now_ns` (monotonic nanoseconds).
     pub fn check(&self, key: &str, rate: &Rate, now_ns: u64) -> Result<(), Duration> {
-        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock();
-        let next = gcra(shard.get(key).copied(), now_ns, rate)?;
-        if shard.len() >= MAX_KEYS_PER_SHARD && !shard.contains_key(key) {
-            // Keys whose TAT has passed carry no state worth keeping.
-            shard.retain(|_, tat| *tat > now_ns);
+        self.check_all(&[(key, rate)], now_ns).map_err(|(_, d)| d)
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        self.hasher.hash_one(key) as usize % SHARDS
+    }
+
+    /// Take one request from every `(key, rate)` at once, or from none: the first that does not
+    /// conform is returned by index with its wait. Keys must be distinct.
+    pub fn check_all(&self, checks: &[(&str, &Rate)], now_ns: u64) -> Result<(), (usize, Duration)> {
+        let idx: Vec<usize> = checks.iter().map(|(k, _)| self.shard_of(k)).collect();
+        let mut order = idx.clone();
+        order.sort_unstable();
+        order.dedup();
+        // Shards are locked in ascending order, so concurrent callers cannot deadlock.
+        let mut guards: Vec<(usize, parking_lot::MutexGuard<'_, HashMap<String, u64>>)> =
+            order.iter().map(|&i| (i, self.shards[i].lock())).collect();
+        let mut next = Vec::with_capacity(checks.len());
+        for (n, (key, rate)) in checks.iter().enumerate() {
+            let shard = &guards.iter().find(|(i, _)| *i == idx[n]).expect("locked above").1;
+            next.push(gcra(shard.get(*key).copied(), now_ns, rate).map_err(|d| (n, d))?);
         }
-        shard.insert(key.to_string(), next);
+        for (n, (key, _)) in checks.iter().enumerate() {
+            let shard = &mut guards.iter_mut().find(|(i, _)| *i == idx[n]).expect("locked above").1;
+            if shard.len() >= MAX_KEYS_PER_SHARD && !shard.contains_key(*key) {
+                // Keys whose TAT has passed carry no state worth keeping.
+                shard.retain(|_, tat| *tat > now_ns);
+            }
+            shard.insert(key.to_string(), next[n]);
+        }
         Ok(())
     }
 }
@@ -120,5 +143,21 @@ mod tests {
             assert!(l.check("k", &r, later).is_ok());
         }
         assert!(l.check("k", &r, later).is_err());
+    }
+
+    #[test]
+    fn check_all_takes_from_every_limit_or_from_none() {
+        let l = MemoryLimiter::default();
+        let wide = Rate::parse("100/s", Some(100)).unwrap();
+        let narrow = Rate::parse("1/s", None).unwrap();
+        let t = 5 * S;
+        assert!(l.check_all(&[("p", &wide), ("tool", &narrow)], t).is_ok());
+        let (which, _) = l.check_all(&[("p", &wide), ("tool", &narrow)], t).unwrap_err();
+        assert_eq!(which, 1);
+        // The refused call took nothing from "p": 98 more fit in its burst, not 97.
+        for _ in 0..99 {
+            assert!(l.check("p", &wide, t).is_ok());
+        }
+        assert!(l.check("p", &wide, t).is_err());
     }
 }

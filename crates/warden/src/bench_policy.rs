@@ -3,6 +3,7 @@
 //! → rules → per-caller and per-tool GCRA), one local rate-limit check, and filtering a 100-tool
 //! listing. No network.
 
+use futures::FutureExt;
 use serde_json::json;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use std::time::Instant;
 use warden_gateway::config::Config;
 use warden_gateway::killswitch::KillSwitches;
 use warden_gateway::policy::Policy;
+use warden_gateway::store::memory::MemoryStore;
+use warden_gateway::store::Store;
 use warden_policy::limits::{MemoryLimiter, Rate};
 use warden_policy::rules::{Kind, Target};
 use warden_policy::Principal;
@@ -39,8 +42,10 @@ pub fn run(n: usize) -> anyhow::Result<()> {
          rate = \"1000000/s\"\nburst = 1000000\n[limits]\nper_principal = \"1000000/s\"\nper_principal_burst = 1000000\n",
     );
     let cfg = Config::parse(&text, "bench").map_err(|e| anyhow::anyhow!(e.0))?;
-    let policy = Policy::new(&cfg, Arc::new(KillSwitches::load(None).map_err(|e| anyhow::anyhow!(e))?))
-        .map_err(|e| anyhow::anyhow!(e))?;
+    // The memory store answers at once: its futures are ready when first polled.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None).map_err(|e| anyhow::anyhow!(e))?);
+    let kills = KillSwitches::load(store.clone()).now_or_never().expect("ready").map_err(|e| anyhow::anyhow!(e))?;
+    let policy = Policy::new(&cfg, kills, store).map_err(|e| anyhow::anyhow!(e))?;
     let rules = policy.rules();
     let mut p = Principal::local();
     p.scopes = vec!["mcp".into()];
@@ -52,7 +57,7 @@ pub fn run(n: usize) -> anyhow::Result<()> {
     let d_exact = per_op(n, |_| assert!(rules.decide(&p, &exact, None).allowed()));
     let d_cel = per_op(n, |_| assert!(rules.decide(&p, &query, Some(&args)).allowed()));
     let admit = per_op(n, |_| {
-        policy.admit(&p, 0, Kind::Tool, "query", false, Some(&args)).expect("admitted");
+        policy.admit(&p, 0, Kind::Tool, "query", false, Some(&args)).now_or_never().expect("ready").expect("admitted");
     });
     let limiter = MemoryLimiter::default();
     let rate = Rate::parse("1000000/s", Some(1_000_000)).map_err(|e| anyhow::anyhow!(e))?;

@@ -222,7 +222,7 @@ async fn kill_switches_from_admin_api_and_cli() {
     assert_eq!(c.tool(3, "echo", json!({"text": "still on"})).await["result"]["content"][0]["text"], "still on");
     let listed = warden_cli(&["kills"], &cfg);
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(text.contains("fx / slow") && text.contains("runaway") && text.contains("by cli"), "{text}");
+    assert!(text.contains("fx / slow") && text.contains("runaway") && text.contains("by admin-token:cli"), "{text}");
 
     // Kill the whole upstream through the API; it survives a restart; revive brings it back.
     let r = http
@@ -250,7 +250,7 @@ async fn kill_switches_from_admin_api_and_cli() {
     assert!(warden_cli(&["revive", "fx", "--tool", "slow"], &cfg).status.success());
     assert_eq!(c.tool(7, "slow", json!({"ms": 1})).await["result"]["isError"], Value::Null);
     let log = w.log();
-    assert!(log.contains("kill switch flipped: revived") && log.contains("by=cli"), "{log}");
+    assert!(log.contains("kill switch flipped: revived") && log.contains("by=admin-token:cli"), "{log}");
 }
 
 #[tokio::test]

@@ -1,0 +1,284 @@
+//! Human approval: a call whose rule says `approval = …` is held until a person decides.
+//!
+//! - `"user"`, and the client declared `elicitation`: Warden asks the calling client's user with
+//!   `elicitation/create` (tool, a plain summary, the arguments) and goes on only on an explicit
+//!   accept with `approve: true`.
+//! - otherwise: an approval request is opened in the [`Store`] and the call waits (up to
+//!   `[approval] wait_secs`) for a decision on the admin API. When the wait runs out the caller
+//!   gets the approval's id; the request stays open for `ttl_secs`, and once approved the same
+//!   call goes through.
+//!
+//! An approval is bound to the SHA-256 of (principal, server, tool, canonical arguments): it
+//! covers exactly that call, by that caller, with those arguments, once (approved → consumed is
+//! one atomic step in the store). The approver is recorded; a principal cannot approve its own
+//! request unless `allow_self_approval`; a tenant's approvers see and decide only their tenant's.
+//!
+//! Defends against: an agent running destructive tools on injected instructions without anyone
+//! noticing; replay of an approval for other arguments, another caller or a second run; approval
+//! by the requester itself; approvals across tenants.
+//! Does not defend against: a user who approves without reading (elicitation is the user's own
+//! confirmation, not four eyes — use `"admin"` for that); a compromised admin token.
+
+use crate::config::{ApprovalConfig, ApprovalMode};
+use crate::error::GatewayError;
+use crate::rpc::Peer;
+use crate::store::{Approval, ApprovalState, Decision, Store};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use warden_policy::Principal;
+
+/// How often a held call re-reads its approval (decisions made on this process wake it at once).
+const POLL: Duration = Duration::from_millis(250);
+/// Largest rendering of the arguments shown to an approver.
+const MAX_SHOWN: usize = 4096;
+
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    cfg: ApprovalConfig,
+    decided: Notify,
+}
+
+/// Who decides, as the admin API authenticated them.
+pub struct Approver {
+    /// Shown and recorded: `"principal:<subject>"` or `"admin-token:<declared name>"`.
+    pub name: String,
+    /// SHA-256 of the approver's binding key, when the approver is a principal.
+    pub requester_key: Option<String>,
+    /// `Some(t)`: may see and decide only tenant `t`'s approvals. `None`: every tenant's.
+    pub tenant: Option<Option<String>>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum DecideError {
+    /// No such approval visible to this approver (also for other tenants').
+    NotFound,
+    /// Already decided, consumed or expired.
+    NotPending,
+    SelfApproval,
+    Store(String),
+}
+
+/// SHA-256 of (principal, server, tool, canonical arguments), hex.
+pub fn digest(p: &Principal, server: &str, tool: &str, args: &Value) -> String {
+    let mut s = format!("{}\0{server}\0{tool}\0", p.binding_key());
+    warden_policy::canonical::write(args, &mut s);
+    crate::auth::hex(&crate::auth::sha256(s.as_bytes()))
+}
+
+fn requester_key(p: &Principal) -> String {
+    crate::auth::hex(&crate::auth::sha256(p.binding_key().as_bytes()))
+}
+
+fn shown(args: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(args).unwrap_or_default();
+    if s.len() > MAX_SHOWN {
+        let mut cut = MAX_SHOWN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("\n… (truncated)");
+    }
+    s
+}
+
+fn random_id() -> String {
+    let b: [u8; 16] = rand::random();
+    crate::auth::hex(&b)
+}
+
+impl Approvals {
+    pub fn new(store: Arc<dyn Store>, cfg: ApprovalConfig) -> Approvals {
+        Approvals { store, cfg, decided: Notify::new() }
+    }
+
+    /// Hold a call until it is approved. `elicit` is the client's peer when it declared the
+    /// elicitation capability.
+    pub async fn require(
+        &self,
+        mode: ApprovalMode,
+        p: &Principal,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        elicit: Option<&Peer>,
+    ) -> Result<(), GatewayError> {
+        let summary = format!(
+            "{} asks to run the tool \"{tool}\" of the server \"{server}\"{}.",
+            p.subject,
+            p.tenant.as_deref().map(|t| format!(" for tenant \"{t}\"")).unwrap_or_default()
+        );
+        match (mode, elicit) {
+            (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, server, tool, args, &summary).await,
+            _ => self.queue(p, server, tool, args, summary).await,
+        }
+    }
+
+    async fn elicit(
+        &self,
+        peer: &Peer,
+        p: &Principal,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        summary: &str,
+    ) -> Result<(), GatewayError> {
+        let params = json!({
+            "message": format!("Approval needed. {summary}\n\nArguments:\n{}", shown(args)),
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"approve": {
+                    "type": "boolean",
+                    "title": "Approve this call",
+                    "description": format!("Run {tool} with the arguments above"),
+                    "default": false,
+                }},
+                "required": ["approve"],
+            },
+        });
+        let wait = Duration::from_secs(self.cfg.wait_secs);
+        let answer = tokio::time::timeout(wait, peer.request("elicitation/create", Some(params))).await;
+        let refuse = |reason| {
+            tracing::info!(subject = %p.subject, server, tool, reason, "approval by elicitation refused");
+            Err(GatewayError::ApprovalDenied { id: None, reason })
+        };
+        match answer {
+            Err(_) => refuse("the user did not answer in time"),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e.message, "elicitation failed");
+                refuse("the client could not ask its user")
+            }
+            Ok(Ok(r)) => {
+                let approved = r.get("action").and_then(Value::as_str) == Some("accept")
+                    && r.pointer("/content/approve").and_then(Value::as_bool) == Some(true);
+                if !approved {
+                    return refuse("declined by the user");
+                }
+                tracing::info!(subject = %p.subject, server, tool, approver = %format!("user:{} (elicitation)", p.subject),
+                    digest = %digest(p, server, tool, args), "call approved");
+                Ok(())
+            }
+        }
+    }
+
+    async fn queue(&self, p: &Principal, server: &str, tool: &str, args: &Value, summary: String) -> Result<(), GatewayError> {
+        let store_out = |e: crate::store::StoreError| {
+            tracing::error!(error = %e, "approval store out; call refused");
+            GatewayError::StoreUnavailable
+        };
+        let now = crate::auth::now_secs();
+        let fresh = Approval {
+            id: random_id(),
+            digest: digest(p, server, tool, args),
+            requester: requester_key(p),
+            subject: p.subject.clone(),
+            tenant: p.tenant.clone(),
+            server: server.into(),
+            tool: tool.into(),
+            arguments: args.clone(),
+            summary,
+            created: now,
+            expires: now + self.cfg.ttl_secs,
+            state: ApprovalState::Pending,
+            approver: None,
+            decided_at: None,
+            note: None,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.wait_secs);
+        let mut a = self.store.open_approval(&fresh).await.map_err(store_out)?;
+        if a.id == fresh.id {
+            tracing::info!(id = %a.id, subject = %p.subject, server, tool, "call held for approval");
+        }
+        loop {
+            match a.state {
+                ApprovalState::Approved => {
+                    if self.store.consume(&a.id).await.map_err(store_out)? {
+                        tracing::info!(id = %a.id, subject = %p.subject, server, tool,
+                            approver = a.approver.as_deref().unwrap_or(""), "call approved");
+                        return Ok(());
+                    }
+                    // An identical call took it first: this one needs its own.
+                    a = self.store.open_approval(&Approval { id: random_id(), ..fresh.clone() }).await.map_err(store_out)?;
+                    continue;
+                }
+                ApprovalState::Denied => {
+                    return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "denied by an approver" })
+                }
+                ApprovalState::Consumed => {
+                    a = self.store.open_approval(&Approval { id: random_id(), ..fresh.clone() }).await.map_err(store_out)?;
+                    continue;
+                }
+                ApprovalState::Pending => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(GatewayError::ApprovalPending { id: a.id });
+            }
+            let wake = self.decided.notified();
+            let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + POLL), wake).await;
+            a = match self.store.approval(&a.id).await.map_err(store_out)? {
+                Some(x) => x,
+                None => return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "the approval request expired" }),
+            };
+        }
+    }
+
+    fn visible(a: &Approval, who: &Approver) -> bool {
+        who.tenant.as_ref().is_none_or(|t| *t == a.tenant)
+    }
+
+    /// Approvals `who` may see, newest first.
+    pub async fn list(&self, who: &Approver, state: Option<ApprovalState>) -> Result<Vec<Approval>, String> {
+        let all = self.store.approvals(1000).await.map_err(|e| e.to_string())?;
+        Ok(all.into_iter().filter(|a| Self::visible(a, who) && state.is_none_or(|s| a.state == s)).collect())
+    }
+
+    pub async fn get(&self, who: &Approver, id: &str) -> Result<Option<Approval>, String> {
+        let a = self.store.approval(id).await.map_err(|e| e.to_string())?;
+        Ok(a.filter(|a| Self::visible(a, who)))
+    }
+
+    /// Approve or deny a pending approval.
+    pub async fn decide(
+        &self,
+        who: &Approver,
+        id: &str,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Approval, DecideError> {
+        let a = self
+            .store
+            .approval(id)
+            .await
+            .map_err(|e| DecideError::Store(e.to_string()))?
+            .filter(|a| Self::visible(a, who))
+            .ok_or(DecideError::NotFound)?;
+        if approve && !self.cfg.allow_self_approval && who.requester_key.as_deref() == Some(a.requester.as_str()) {
+            tracing::warn!(id, approver = %who.name, "self-approval refused");
+            return Err(DecideError::SelfApproval);
+        }
+        let d = Decision { approve, approver: who.name.clone(), at: crate::auth::now_secs(), note };
+        let out = self
+            .store
+            .decide(id, &d)
+            .await
+            .map_err(|e| DecideError::Store(e.to_string()))?
+            .ok_or(DecideError::NotPending)?;
+        tracing::warn!(id, approver = %who.name, approve, subject = %out.subject, server = %out.server,
+            tool = %out.tool, "approval decided");
+        self.decided.notify_waiters();
+        Ok(out)
+    }
+}
+
+impl Approver {
+    /// An approver authenticated as a principal.
+    pub fn principal(p: &Principal) -> Approver {
+        Approver {
+            name: format!("principal:{}", p.subject),
+            requester_key: Some(requester_key(p)),
+            tenant: Some(p.tenant.clone()).filter(|t| t.is_some()),
+        }
+    }
+}

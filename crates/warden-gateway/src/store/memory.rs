@@ -1,0 +1,216 @@
+//! The in-process backend: limits in a sharded map, kill switches in memory and in a private
+//! file (so a restart keeps them), approvals in memory (a restart forgets them; pending calls
+//! were lost with the process anyway).
+
+use super::{kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
+use crate::auth::now_secs;
+use crate::killswitch::Kill;
+use futures::future::{ready, BoxFuture};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+use warden_policy::limits::{MemoryLimiter, Rate};
+
+/// At most this many approvals are kept; the oldest expired or decided go first.
+const MAX_APPROVALS: usize = 10_000;
+
+pub struct MemoryStore {
+    limiter: MemoryLimiter,
+    quotas: Mutex<HashMap<String, (u64, u64)>>,
+    epoch: Instant,
+    kills: Mutex<(u64, BTreeMap<String, Kill>)>,
+    kill_file: Option<PathBuf>,
+    approvals: Mutex<Approvals>,
+}
+
+#[derive(Default)]
+struct Approvals {
+    by_id: HashMap<String, Approval>,
+    by_digest: HashMap<String, String>,
+}
+
+impl Approvals {
+    fn prune(&mut self, now: u64) {
+        self.by_id.retain(|_, a| a.expires > now);
+        let ids = &self.by_id;
+        self.by_digest.retain(|_, id| ids.contains_key(id));
+        if self.by_id.len() >= MAX_APPROVALS {
+            let mut old: Vec<(u64, String)> = self
+                .by_id
+                .values()
+                .filter(|a| a.state != ApprovalState::Pending)
+                .map(|a| (a.created, a.id.clone()))
+                .collect();
+            old.sort();
+            for (_, id) in old.into_iter().take(MAX_APPROVALS / 10) {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+}
+
+impl MemoryStore {
+    /// Kill switches saved at `kill_file` are loaded (none when it does not exist yet).
+    pub fn new(kill_file: Option<PathBuf>) -> Result<MemoryStore, String> {
+        let list: Vec<Kill> = match &kill_file {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(format!("{}: {e}", p.display())),
+            },
+            None => vec![],
+        };
+        Ok(MemoryStore {
+            limiter: MemoryLimiter::default(),
+            quotas: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            kills: Mutex::new((1, list.into_iter().map(|k| (kill_key(&k.server, k.tool.as_deref()), k)).collect())),
+            kill_file,
+            approvals: Mutex::new(Approvals::default()),
+        })
+    }
+
+    fn take_now(&self, checks: &[Check]) -> Result<(), Refusal> {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let rates: Vec<(usize, (&str, &Rate))> = checks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.limit {
+                Limit::Rate(r) => Some((i, (c.key.as_str(), r))),
+                Limit::Daily(_) => None,
+            })
+            .collect();
+        let daily: Vec<&Check> = checks.iter().filter(|c| matches!(c.limit, Limit::Daily(_))).collect();
+        // Quotas first (checked without taking), then rates (taken atomically), then quotas taken:
+        // a refused call takes nothing.
+        let secs = now_secs();
+        let day = secs / 86_400;
+        let mut q = self.quotas.lock();
+        for c in &daily {
+            let Limit::Daily(limit) = c.limit else { continue };
+            let used = q.get(&c.key).filter(|(d, _)| *d == day).map_or(0, |(_, n)| *n);
+            if used >= limit {
+                return Err(Refusal { scope: c.scope, retry_after: until_midnight(secs) });
+            }
+        }
+        let pairs: Vec<(&str, &Rate)> = rates.iter().map(|(_, p)| *p).collect();
+        self.limiter
+            .check_all(&pairs, now)
+            .map_err(|(n, d)| Refusal { scope: checks[rates[n].0].scope, retry_after: d })?;
+        if q.len() > 100_000 {
+            q.retain(|_, (d, _)| *d == day);
+        }
+        for c in daily {
+            let e = q.entry(c.key.clone()).or_insert((day, 0));
+            if e.0 != day {
+                *e = (day, 0);
+            }
+            e.1 += 1;
+        }
+        Ok(())
+    }
+
+    fn save_kills(&self, m: &BTreeMap<String, Kill>) -> Result<(), StoreError> {
+        let Some(p) = &self.kill_file else { return Ok(()) };
+        let bytes = serde_json::to_vec_pretty(&m.values().collect::<Vec<_>>()).expect("kills serialise");
+        crate::auth::builtin::write_private(p, &bytes)
+            .map_err(|e| StoreError(format!("in effect, but not saved to {}: {e}", p.display())))
+    }
+}
+
+fn done<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, StoreError>> {
+    ready(Ok(v)).boxed()
+}
+
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn take<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Result<(), Refusal>, StoreError>> {
+        done(self.take_now(checks))
+    }
+
+    fn kills(&self) -> BoxFuture<'_, Result<(u64, Vec<Kill>), StoreError>> {
+        let k = self.kills.lock();
+        done((k.0, k.1.values().cloned().collect()))
+    }
+
+    fn kills_version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        done(self.kills.lock().0)
+    }
+
+    fn put_kill<'a>(&'a self, k: &'a Kill) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut g = self.kills.lock();
+        g.1.insert(kill_key(&k.server, k.tool.as_deref()), k.clone());
+        g.0 += 1;
+        ready(self.save_kills(&g.1)).boxed()
+    }
+
+    fn remove_kill<'a>(&'a self, server: &'a str, tool: Option<&'a str>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut g = self.kills.lock();
+        if g.1.remove(&kill_key(server, tool)).is_none() {
+            return done(false);
+        }
+        g.0 += 1;
+        ready(self.save_kills(&g.1).map(|()| true)).boxed()
+    }
+
+    fn open_approval<'a>(&'a self, a: &'a Approval) -> BoxFuture<'a, Result<Approval, StoreError>> {
+        let mut g = self.approvals.lock();
+        g.prune(now_secs());
+        if let Some(live) = g.by_digest.get(&a.digest).and_then(|id| g.by_id.get(id)) {
+            if matches!(live.state, ApprovalState::Pending | ApprovalState::Approved) {
+                return done(live.clone());
+            }
+        }
+        g.by_digest.insert(a.digest.clone(), a.id.clone());
+        g.by_id.insert(a.id.clone(), a.clone());
+        done(a.clone())
+    }
+
+    fn approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
+        let now = now_secs();
+        done(self.approvals.lock().by_id.get(id).filter(|a| a.expires > now).cloned())
+    }
+
+    fn approvals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
+        let mut g = self.approvals.lock();
+        g.prune(now_secs());
+        let mut v: Vec<Approval> = g.by_id.values().cloned().collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        v.truncate(limit);
+        done(v)
+    }
+
+    fn decide<'a>(&'a self, id: &'a str, d: &'a Decision) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
+        let now = now_secs();
+        let mut g = self.approvals.lock();
+        let out = match g.by_id.get_mut(id) {
+            Some(a) if a.state == ApprovalState::Pending && a.expires > now => {
+                a.state = if d.approve { ApprovalState::Approved } else { ApprovalState::Denied };
+                a.approver = Some(d.approver.clone());
+                a.decided_at = Some(d.at);
+                a.note = d.note.clone();
+                Some(a.clone())
+            }
+            _ => None,
+        };
+        done(out)
+    }
+
+    fn consume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = now_secs();
+        let mut g = self.approvals.lock();
+        let out = match g.by_id.get_mut(id) {
+            Some(a) if a.state == ApprovalState::Approved && a.expires > now => {
+                a.state = ApprovalState::Consumed;
+                true
+            }
+            _ => false,
+        };
+        done(out)
+    }
+}

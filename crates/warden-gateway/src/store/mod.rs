@@ -1,0 +1,147 @@
+//! Where shared runtime state lives: rate-limit and quota counters, kill switches and approvals.
+//! One trait, [`Store`], with two backends:
+//!
+//! - [`memory::MemoryStore`] (default): one process; kill switches written to a private file.
+//! - [`redis::RedisStore`]: every Warden pointed at the same Redis shares limits, kill switches
+//!   and approvals. All the limits of one call are taken by one Lua script, atomically, in one
+//!   round trip; time is Redis's own clock, so replicas with skewed clocks still agree.
+//!
+//! A backend that cannot answer returns [`StoreError`]; what a call does then is the
+//! `[store] on_outage` policy, applied by the caller (fail closed unless configured otherwise).
+
+pub mod memory;
+pub mod redis;
+
+use crate::killswitch::Kill;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use warden_policy::limits::Rate;
+
+/// One limit a call must fit in.
+#[derive(Debug, Clone)]
+pub enum Limit {
+    Rate(Rate),
+    /// Calls per UTC day.
+    Daily(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub key: String,
+    pub limit: Limit,
+    /// Which limit this is, for the refusal (principal, tenant, tool, daily_quota).
+    pub scope: &'static str,
+}
+
+/// A call that does not fit: the limit and when it would.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub scope: &'static str,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// Where an approval stands. Only `Pending` can be decided; only `Approved` can be consumed,
+/// once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Consumed,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Consumed => "consumed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ApprovalState> {
+        Some(match s {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "denied" => ApprovalState::Denied,
+            "consumed" => ApprovalState::Consumed,
+            _ => return None,
+        })
+    }
+}
+
+/// One request for a person's decision about one call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    pub id: String,
+    /// Hex SHA-256 of (principal, server, tool, canonical arguments): what the approval is for.
+    pub digest: String,
+    /// Hex SHA-256 of the requester's binding key (method, tenant, subject).
+    pub requester: String,
+    pub subject: String,
+    pub tenant: Option<String>,
+    pub server: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub summary: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: u64,
+    pub state: ApprovalState,
+    pub approver: Option<String>,
+    pub decided_at: Option<u64>,
+    pub note: Option<String>,
+}
+
+/// A decision on a pending approval.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub approve: bool,
+    pub approver: String,
+    pub at: u64,
+    pub note: Option<String>,
+}
+
+/// Shared runtime state. Every method may fail with [`StoreError`] when the backend is out.
+pub trait Store: Send + Sync + 'static {
+    /// `"memory"` or `"redis"`.
+    fn backend(&self) -> &'static str;
+
+    /// Take one call from every check, or from none (atomically): the first refusal otherwise.
+    fn take<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Result<(), Refusal>, StoreError>>;
+
+    /// The kill switches that are off, and a version that changes with every flip.
+    fn kills(&self) -> BoxFuture<'_, Result<(u64, Vec<Kill>), StoreError>>;
+    /// The version alone (cheap; polled by replicas).
+    fn kills_version(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn put_kill<'a>(&'a self, k: &'a Kill) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// False when that switch was not off.
+    fn remove_kill<'a>(&'a self, server: &'a str, tool: Option<&'a str>) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Open `a` unless a live approval (pending or approved) with the same digest exists; either
+    /// way, the live one is returned.
+    fn open_approval<'a>(&'a self, a: &'a Approval) -> BoxFuture<'a, Result<Approval, StoreError>>;
+    fn approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Approval>, StoreError>>;
+    /// Approvals that have not expired, newest first, at most `limit`.
+    fn approvals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>>;
+    /// Decide a pending approval; `None` when it is not pending (or not there).
+    fn decide<'a>(&'a self, id: &'a str, d: &'a Decision) -> BoxFuture<'a, Result<Option<Approval>, StoreError>>;
+    /// Approved → consumed, once; true for the one caller that consumed it.
+    fn consume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+pub fn kill_key(server: &str, tool: Option<&str>) -> String {
+    format!("{server}\0{}", tool.unwrap_or(""))
+}
+
+/// Seconds until the next UTC midnight.
+pub fn until_midnight(now_secs: u64) -> Duration {
+    Duration::from_secs((now_secs / 86_400 + 1) * 86_400 - now_secs)
+}
