@@ -6,6 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 #[path = "gateway/auth.rs"]
 mod auth;
+#[path = "gateway/approval.rs"]
+mod approval;
 #[path = "gateway/authz.rs"]
 mod authz;
 

@@ -6,14 +6,14 @@ use warden_gateway::auth::apikey::generate;
 use warden_testkit::harness::{self, fixture_stdio_upstream, warden, Client, Proc};
 
 /// An API key for `subject` with roles and a tenant, and its config entry.
-fn key(subject: &str, scopes: &[&str], roles: &[&str], tenant: Option<&str>) -> (String, String) {
+pub(crate) fn key(subject: &str, scopes: &[&str], roles: &[&str], tenant: Option<&str>) -> (String, String) {
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     let (k, mut entry) = generate(subject, &scopes, tenant, None);
     entry.push_str(&format!("roles = {roles:?}\n"));
     (k, entry)
 }
 
-async fn client(w: &Proc, key: &str) -> Client {
+pub(crate) async fn client(w: &Proc, key: &str) -> Client {
     let mut c = Client::new(&w.url);
     c.bearer = Some(key.to_string());
     c.initialize().await;
@@ -29,7 +29,7 @@ async fn names(c: &Client, method: &str, field: &str, key: &str) -> Vec<String> 
 }
 
 /// The error of an answer, without its id, for comparing refusals.
-fn error(v: &Value) -> Value {
+pub(crate) fn error(v: &Value) -> Value {
     assert!(v.get("error").is_some(), "expected an error: {v}");
     v["error"].clone()
 }

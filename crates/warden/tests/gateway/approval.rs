@@ -1,0 +1,193 @@
+//! Human approval: the admin queue (bound, single-use, not self-given, tenant-scoped) and MCP
+//! elicitation back to the calling client.
+
+use crate::authz::{error, key};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use warden_protocol::sse;
+use warden_testkit::harness::{self, fixture_stdio_upstream, warden, Client, Proc};
+
+const TOKEN: &str = "an-admin-token-that-is-long-enough-0123456789";
+
+/// `[admin]` on a free port with [`TOKEN`]; returns the config text and the admin base URL.
+pub(crate) fn admin_section() -> (String, String) {
+    let port = harness::free_port();
+    let file = std::env::temp_dir().join(format!("warden-admin-token-{}-{port}", std::process::id()));
+    std::fs::write(&file, TOKEN).unwrap();
+    (
+        format!("[admin]\naddr = \"127.0.0.1:{port}\"\ntoken = {{ file = {:?} }}\n", file.display().to_string()),
+        format!("http://127.0.0.1:{port}/admin"),
+    )
+}
+
+/// A client that declares no client capabilities (so no elicitation).
+async fn plain_client(w: &Proc, bearer: &str) -> Client {
+    let mut c = Client::new(&w.url);
+    c.bearer = Some(bearer.into());
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "plain", "version": "1"}}});
+    let r = c.post(&init).await;
+    c.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+    c.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    c
+}
+
+async fn admin_get(url: &str, bearer: &str) -> (u16, Value) {
+    let r = reqwest::Client::new().get(url).bearer_auth(bearer).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin_post(url: &str, bearer: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new().post(url).bearer_auth(bearer).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Wait for exactly one pending approval visible to `bearer`.
+async fn one_pending(admin: &str, bearer: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = admin_get(&format!("{admin}/approvals?state=pending"), bearer).await;
+        assert_eq!(status, 200, "{v}");
+        if let Some(a) = v["approvals"].as_array().and_then(|a| a.first()) {
+            assert_eq!(v["approvals"].as_array().unwrap().len(), 1, "{v}");
+            return a.clone();
+        }
+        assert!(Instant::now() < until, "no pending approval appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin) = admin_section();
+    let (alice, ea) = key("alice", &["mcp", "warden:approve"], &[], Some("a"));
+    let (bob, eb) = key("bob", &["warden:approve"], &[], Some("a"));
+    let (carol, ec) = key("carol", &["mcp", "warden:approve"], &[], Some("b"));
+    let rules = "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n\
+                 [approval]\nwait_secs = 4\n";
+    let w = warden("", &format!("{up}\n[auth]\n{ea}{eb}{ec}\n{admin_cfg}\n{rules}"));
+    // Elicitation is declared by the usual test client, but "admin" means the queue regardless.
+    let c = crate::authz::client(&w, &alice).await;
+    let held = tokio::spawn({
+        let c = Client { session: c.session.clone(), bearer: c.bearer.clone(), ..Client::new(&w.url) };
+        async move { c.tool(1, "echo", json!({"text": "drop table"})).await }
+    });
+    let a = one_pending(&admin, &bob).await;
+    assert_eq!((a["subject"].as_str(), a["tenant"].as_str(), a["tool"].as_str()), (Some("alice"), Some("a"), Some("echo")));
+    assert_eq!(a["arguments"], json!({"text": "drop table"}));
+    assert_eq!(a["digest"].as_str().unwrap().len(), 64);
+    let id = a["id"].as_str().unwrap().to_string();
+
+    // Another tenant's approver sees nothing and cannot reach it; the caller cannot approve itself.
+    let (s, v) = admin_get(&format!("{admin}/approvals"), &carol).await;
+    assert_eq!((s, v["approvals"].as_array().unwrap().len()), (200, 0));
+    assert_eq!(admin_get(&format!("{admin}/approvals/{id}"), &carol).await.0, 404);
+    assert_eq!(admin_post(&format!("{admin}/approvals/{id}/approve"), &carol, json!({})).await.0, 404);
+    let (s, v) = admin_post(&format!("{admin}/approvals/{id}/approve"), &alice, json!({})).await;
+    assert_eq!(s, 403, "{v}");
+    // A caller credential without an approver scope, or none at all, gets nothing.
+    assert_eq!(admin_get(&format!("{admin}/approvals"), "wrong").await.0, 401);
+    assert!(!held.is_finished(), "still held");
+
+    let (s, v) = admin_post(&format!("{admin}/approvals/{id}/approve"), &bob, json!({"note": "ticket 7"})).await;
+    assert_eq!(s, 200, "{v}");
+    let done = tokio::time::timeout(Duration::from_secs(5), held).await.expect("released").unwrap();
+    assert_eq!(done["result"]["content"][0]["text"], "drop table", "{done}");
+    let (_, v) = admin_get(&format!("{admin}/approvals/{id}"), &bob).await;
+    assert_eq!(v["approval"]["state"], "consumed");
+    assert_eq!(v["approval"]["approver"], "principal:bob");
+    assert_eq!(v["approval"]["note"], "ticket 7");
+    assert_eq!(admin_post(&format!("{admin}/approvals/{id}/approve"), &bob, json!({})).await.0, 409);
+
+    // Single use: the same call again waits for a new decision; a denial is an error naming it.
+    let again = tokio::spawn({
+        let c = Client { session: c.session.clone(), bearer: c.bearer.clone(), ..Client::new(&w.url) };
+        async move { c.tool(2, "echo", json!({"text": "drop table"})).await }
+    });
+    let b = one_pending(&admin, TOKEN).await;
+    assert_ne!(b["id"], id);
+    let (s, _) = admin_post(&format!("{admin}/approvals/{}/deny", b["id"].as_str().unwrap()), TOKEN, json!({"by": "oncall"})).await;
+    assert_eq!(s, 200);
+    let denied = error(&again.await.unwrap());
+    assert_eq!((denied["code"].as_i64(), denied["data"]["state"].as_str()), (Some(-32030), Some("denied")), "{denied}");
+
+    // Not decided within wait_secs: the caller learns the id; once approved, the same call (same
+    // arguments in any key order) goes through at once, and other arguments need their own.
+    let started = Instant::now();
+    let pending = error(&c.tool(3, "echo", json!({"text": "later", "n": 1})).await);
+    assert!(started.elapsed() >= Duration::from_secs(3), "held for wait_secs");
+    assert_eq!(pending["data"]["state"], "pending", "{pending}");
+    let pid = pending["data"]["approvalId"].as_str().unwrap();
+    let (s, v) = admin_post(&format!("{admin}/approvals/{pid}/approve"), TOKEN, json!({"by": "oncall"})).await;
+    assert_eq!((s, v["approval"]["approver"].as_str()), (200, Some("admin-token:oncall")));
+    let other = tokio::spawn({
+        let c = Client { session: c.session.clone(), bearer: c.bearer.clone(), ..Client::new(&w.url) };
+        async move { c.tool(4, "echo", json!({"text": "other", "n": 1})).await }
+    });
+    let t = Instant::now();
+    let ok = c.call(5, "tools/call", serde_json::from_str(r#"{"arguments": {"n": 1, "text": "later"}, "name": "echo"}"#).unwrap()).await;
+    assert_eq!(ok["result"]["content"][0]["text"], "later", "{ok}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let other = error(&other.await.unwrap());
+    assert_eq!(other["data"]["state"], "pending", "other arguments are not covered: {other}");
+    assert!(w.log().contains("self-approval refused"));
+}
+
+/// POST a request and read its SSE stream, answering `elicitation/create` with `reply`;
+/// returns (the elicitation request's params, the final answer).
+async fn call_answering_elicitation(c: &Client, id: i64, params: Value, reply: Value) -> (Value, Value) {
+    let mut resp = c.post_stream(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})).await;
+    let mut d = sse::Decoder::new(1 << 20);
+    let mut asked = Value::Null;
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await.expect("stream").unwrap();
+        let Some(chunk) = chunk else { panic!("stream ended without an answer") };
+        for ev in d.feed(&chunk).unwrap() {
+            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if m["method"] == "elicitation/create" {
+                asked = m["params"].clone();
+                let r = c.post(&json!({"jsonrpc": "2.0", "id": m["id"], "result": reply})).await;
+                assert_eq!(r.status, 202);
+            } else if m["id"] == json!(id) {
+                return (asked, m);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_approval_asks_the_calling_client_by_elicitation() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin) = admin_section();
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let rules = "[[rule]]\nid = \"echo-user-approves\"\ntools = [\"echo\"]\napproval = \"user\"\n\
+                 [approval]\nwait_secs = 2\n";
+    let w = warden("", &format!("{up}\n[auth]\n{ea}\n{admin_cfg}\n{rules}"));
+    let c = crate::authz::client(&w, &alice).await;
+    let call = json!({"name": "echo", "arguments": {"text": "delete everything"}});
+    let (asked, answer) =
+        call_answering_elicitation(&c, 1, call.clone(), json!({"action": "accept", "content": {"approve": true}})).await;
+    let msg = asked["message"].as_str().unwrap();
+    assert!(msg.contains("\"echo\"") && msg.contains("delete everything") && msg.contains("alice"), "{msg}");
+    assert_eq!(asked["requestedSchema"]["properties"]["approve"]["type"], "boolean");
+    assert_eq!(answer["result"]["content"][0]["text"], "delete everything", "{answer}");
+
+    for reply in [
+        json!({"action": "decline"}),
+        json!({"action": "cancel"}),
+        json!({"action": "accept", "content": {"approve": false}}),
+        json!({"action": "accept", "content": {"approve": "yes"}}),
+    ] {
+        let (_, answer) = call_answering_elicitation(&c, 2, call.clone(), reply.clone()).await;
+        let e = error(&answer);
+        assert_eq!(e["code"], -32030, "{reply}: {e}");
+    }
+
+    // A client without the elicitation capability falls back to the admin queue.
+    let p = plain_client(&w, &alice).await;
+    let pending = error(&p.tool(3, "echo", json!({"text": "queued"})).await);
+    assert_eq!(pending["data"]["state"], "pending", "{pending}");
+    let a = one_pending(&admin, TOKEN).await;
+    assert_eq!(a["id"], pending["data"]["approvalId"]);
+}
