@@ -78,7 +78,9 @@ enum Caller {
 impl Caller {
     fn name(&self, declared: Option<String>) -> String {
         match self {
-            Caller::Token => format!("admin-token:{}", declared.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into())),
+            Caller::Token => {
+                format!("admin-token:{}", declared.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into()))
+            }
             Caller::Principal(p) => format!("principal:{}", p.subject),
         }
     }
@@ -91,14 +93,17 @@ impl Caller {
     fn approver(&self, declared: Option<String>) -> Option<Approver> {
         match self {
             Caller::Token => Some(Approver { name: self.name(declared), requester_key: None, tenant: None }),
-            Caller::Principal(p) if p.has_scope(SCOPE_ADMIN) || p.has_scope(SCOPE_APPROVE) => Some(Approver::principal(p)),
+            Caller::Principal(p) if p.has_scope(SCOPE_ADMIN) || p.has_scope(SCOPE_APPROVE) => {
+                Some(Approver::principal(p))
+            }
             Caller::Principal(_) => None,
         }
     }
 }
 
 async fn caller(s: &AdminState, h: &HeaderMap) -> Option<Caller> {
-    let presented = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
+    let presented =
+        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
     if bool::from(sha256(presented.as_bytes()).ct_eq(&s.token_hash)) {
         return Some(Caller::Token);
     }
@@ -220,7 +225,9 @@ async fn approvals(State(s): State<S>, h: HeaderMap, Query(q): Query<StateQuery>
         None => None,
         Some(x) => match ApprovalState::parse(&x) {
             Some(st) => Some(st),
-            None => return reply(StatusCode::BAD_REQUEST, json!({"error": "state: pending, approved, denied or consumed"})),
+            None => {
+                return reply(StatusCode::BAD_REQUEST, json!({"error": "state: pending, approved, denied or consumed"}))
+            }
         },
     };
     match s.approvals.list(&who, state).await {

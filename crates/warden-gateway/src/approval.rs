@@ -163,7 +163,14 @@ impl Approvals {
         }
     }
 
-    async fn queue(&self, p: &Principal, server: &str, tool: &str, args: &Value, summary: String) -> Result<(), GatewayError> {
+    async fn queue(
+        &self,
+        p: &Principal,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        summary: String,
+    ) -> Result<(), GatewayError> {
         let store_out = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "approval store out; call refused");
             GatewayError::StoreUnavailable
@@ -200,14 +207,22 @@ impl Approvals {
                         return Ok(());
                     }
                     // An identical call took it first: this one needs its own.
-                    a = self.store.open_approval(&Approval { id: random_id(), ..fresh.clone() }).await.map_err(store_out)?;
+                    a = self
+                        .store
+                        .open_approval(&Approval { id: random_id(), ..fresh.clone() })
+                        .await
+                        .map_err(store_out)?;
                     continue;
                 }
                 ApprovalState::Denied => {
                     return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "denied by an approver" })
                 }
                 ApprovalState::Consumed => {
-                    a = self.store.open_approval(&Approval { id: random_id(), ..fresh.clone() }).await.map_err(store_out)?;
+                    a = self
+                        .store
+                        .open_approval(&Approval { id: random_id(), ..fresh.clone() })
+                        .await
+                        .map_err(store_out)?;
                     continue;
                 }
                 ApprovalState::Pending => {}
@@ -219,7 +234,9 @@ impl Approvals {
             let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + POLL), wake).await;
             a = match self.store.approval(&a.id).await.map_err(store_out)? {
                 Some(x) => x,
-                None => return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "the approval request expired" }),
+                None => {
+                    return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "the approval request expired" })
+                }
             };
         }
     }

@@ -261,10 +261,18 @@ impl Policy {
             checks.push(Check { key: format!("t\0{t}"), limit: Limit::Rate(r), scope: "tenant" });
         }
         if let Some(r) = o.rate {
-            checks.push(Check { key: format!("r\0{who}\0{id}\0{server}\0{name}"), limit: Limit::Rate(r), scope: "tool" });
+            checks.push(Check {
+                key: format!("r\0{who}\0{id}\0{server}\0{name}"),
+                limit: Limit::Rate(r),
+                scope: "tool",
+            });
         }
         if let Some(q) = o.daily_quota {
-            checks.push(Check { key: format!("q\0{who}\0{id}\0{server}\0{name}"), limit: Limit::Daily(q), scope: "daily_quota" });
+            checks.push(Check {
+                key: format!("q\0{who}\0{id}\0{server}\0{name}"),
+                limit: Limit::Daily(q),
+                scope: "daily_quota",
+            });
         }
         if !checks.is_empty() {
             match self.store.take(&checks).await {

@@ -69,6 +69,28 @@ fn wait_http(url: &str) {
     panic!("{url} did not come up");
 }
 
+/// A real `redis-server` on a free loopback port, without persistence (installed by
+/// `scripts/setup.sh`); `url` is `redis://127.0.0.1:<port>`. Killed on drop.
+pub fn redis_server() -> Proc {
+    redis_server_on(free_port())
+}
+
+/// [`redis_server`] on a given port (to restart one after an outage).
+pub fn redis_server_on(port: u16) -> Proc {
+    let dir = tempdir("redis");
+    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(err.try_clone().unwrap())
+        .stderr(err)
+        .spawn()
+        .expect("redis-server (installed by scripts/setup.sh)");
+    wait_http(&format!("http://127.0.0.1:{port}/"));
+    Proc { child, url: format!("redis://127.0.0.1:{port}"), dir }
+}
+
 /// Start the fixture over HTTP; `url` is its `/mcp` endpoint.
 pub fn fixture_http() -> Proc {
     let port = free_port();

@@ -4,12 +4,14 @@
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
-#[path = "gateway/auth.rs"]
-mod auth;
 #[path = "gateway/approval.rs"]
 mod approval;
+#[path = "gateway/auth.rs"]
+mod auth;
 #[path = "gateway/authz.rs"]
 mod authz;
+#[path = "gateway/shared_store.rs"]
+mod shared_store;
 
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 

@@ -127,7 +127,13 @@ impl RedisStore {
         Ok(Some(a))
     }
 
-    async fn mv(&self, id: &str, from: ApprovalState, to: ApprovalState, d: Option<&Decision>) -> Result<bool, StoreError> {
+    async fn mv(
+        &self,
+        id: &str,
+        from: ApprovalState,
+        to: ApprovalState,
+        d: Option<&Decision>,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let moved: i64 = self
             .mv

@@ -74,7 +74,10 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
         async move { c.tool(1, "echo", json!({"text": "drop table"})).await }
     });
     let a = one_pending(&admin, &bob).await;
-    assert_eq!((a["subject"].as_str(), a["tenant"].as_str(), a["tool"].as_str()), (Some("alice"), Some("a"), Some("echo")));
+    assert_eq!(
+        (a["subject"].as_str(), a["tenant"].as_str(), a["tool"].as_str()),
+        (Some("alice"), Some("a"), Some("echo"))
+    );
     assert_eq!(a["arguments"], json!({"text": "drop table"}));
     assert_eq!(a["digest"].as_str().unwrap().len(), 64);
     let id = a["id"].as_str().unwrap().to_string();
@@ -107,7 +110,9 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
     });
     let b = one_pending(&admin, TOKEN).await;
     assert_ne!(b["id"], id);
-    let (s, _) = admin_post(&format!("{admin}/approvals/{}/deny", b["id"].as_str().unwrap()), TOKEN, json!({"by": "oncall"})).await;
+    let (s, _) =
+        admin_post(&format!("{admin}/approvals/{}/deny", b["id"].as_str().unwrap()), TOKEN, json!({"by": "oncall"}))
+            .await;
     assert_eq!(s, 200);
     let denied = error(&again.await.unwrap());
     assert_eq!((denied["code"].as_i64(), denied["data"]["state"].as_str()), (Some(-32030), Some("denied")), "{denied}");
@@ -126,7 +131,13 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
         async move { c.tool(4, "echo", json!({"text": "other", "n": 1})).await }
     });
     let t = Instant::now();
-    let ok = c.call(5, "tools/call", serde_json::from_str(r#"{"arguments": {"n": 1, "text": "later"}, "name": "echo"}"#).unwrap()).await;
+    let ok = c
+        .call(
+            5,
+            "tools/call",
+            serde_json::from_str(r#"{"arguments": {"n": 1, "text": "later"}, "name": "echo"}"#).unwrap(),
+        )
+        .await;
     assert_eq!(ok["result"]["content"][0]["text"], "later", "{ok}");
     assert!(t.elapsed() < Duration::from_secs(2));
     let other = error(&other.await.unwrap());
@@ -167,7 +178,8 @@ async fn user_approval_asks_the_calling_client_by_elicitation() {
     let c = crate::authz::client(&w, &alice).await;
     let call = json!({"name": "echo", "arguments": {"text": "delete everything"}});
     let (asked, answer) =
-        call_answering_elicitation(&c, 1, call.clone(), json!({"action": "accept", "content": {"approve": true}})).await;
+        call_answering_elicitation(&c, 1, call.clone(), json!({"action": "accept", "content": {"approve": true}}))
+            .await;
     let msg = asked["message"].as_str().unwrap();
     assert!(msg.contains("\"echo\"") && msg.contains("delete everything") && msg.contains("alice"), "{msg}");
     assert_eq!(asked["requestedSchema"]["properties"]["approve"]["type"], "boolean");
