@@ -71,6 +71,9 @@ async fn call_one(
     peer: Peer,
 ) -> Result<Value, GatewayError> {
     let policy = &s.shared.policy;
+    if !s.reaches(up) {
+        return Err(crate::policy::unknown(kind));
+    }
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     let grant = policy.admit(&s.principal, up, kind, name, read_only, args).await?;
     let server = &s.shared.specs[up].name;

@@ -143,6 +143,15 @@ pub fn compile_limits(cfg: &Config) -> Result<(Option<Rate>, Option<Rate>), Stri
     ))
 }
 
+/// The answer for a target that does not exist — and for one the caller may not know exists.
+pub fn unknown(kind: Kind) -> GatewayError {
+    match kind {
+        Kind::Tool => GatewayError::UnknownTool,
+        Kind::Prompt => GatewayError::UnknownPrompt,
+        Kind::Resource => GatewayError::UnknownResource,
+    }
+}
+
 impl Policy {
     pub fn new(cfg: &Config, kills: Arc<KillSwitches>, store: Arc<dyn Store>) -> Result<Policy, String> {
         let (rules, obl) = compile_rules(cfg)?;
@@ -212,11 +221,7 @@ impl Policy {
         read_only: bool,
         args: Option<&Value>,
     ) -> Result<Grant, GatewayError> {
-        let unknown = || match kind {
-            Kind::Tool => GatewayError::UnknownTool,
-            Kind::Prompt => GatewayError::UnknownPrompt,
-            Kind::Resource => GatewayError::UnknownResource,
-        };
+        let unknown = || unknown(kind);
         let server = &self.names[up];
         let tool = (kind == Kind::Tool).then_some(name);
         if self.kills.killed(server, tool) {

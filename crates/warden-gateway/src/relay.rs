@@ -130,6 +130,9 @@ impl Service for Relay {
                 let s = session.clone();
                 let known = shared.known[i].lock().clone();
                 async move {
+                    if !s.reaches(i) {
+                        return None; // not even its existence is shown to other tenants
+                    }
                     match known {
                         Some(k) => Some(k),
                         None => s.conn(i).await.ok().and_then(|c| c.init()),
@@ -242,6 +245,11 @@ impl Session for RelaySession {
 }
 
 impl RelaySession {
+    /// May this session's principal reach upstream `i` at all (per-tenant upstreams)?
+    pub fn reaches(&self, i: usize) -> bool {
+        self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).is_some()
+    }
+
     /// A kill switch flipped (here or on another replica): what this session may list changed.
     fn follow_kill_switches(&self) {
         let mut rx = self.shared.policy.kills.subscribe();
@@ -281,7 +289,9 @@ impl RelaySession {
                 return Err(GatewayError::Unavailable);
             }
         }
-        let spec = &self.shared.specs[i];
+        let Some(spec) = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()) else {
+            return Err(GatewayError::Unavailable);
+        };
         match Conn::connect(spec, self.upstream_init.clone(), self.handler(i), &self.shared.http).await {
             Ok(c) => {
                 *slot.retry_at.lock() = None;
@@ -380,7 +390,7 @@ impl RelaySession {
         let (cap, field) = list_field(method).ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
         let ups: Vec<usize> = (0..self.slots.len()).collect();
-        let pages = join_all(ups.iter().map(|&i| async move {
+        let pages = join_all(ups.iter().filter(|&&i| self.reaches(i)).map(|&i| async move {
             match self.conn(i).await {
                 Ok(c) if c.has_capability(cap) => (i, c.list_all(method, field).await.map_err(GatewayError::from)),
                 Ok(_) => (i, Ok(vec![])),
@@ -522,7 +532,7 @@ impl RelaySession {
     /// Send `method` to every connected upstream declaring `cap`.
     pub async fn broadcast(&self, cap: &str, method: &str, params: Option<Value>) -> Result<Value, GatewayError> {
         let mut any = false;
-        for i in 0..self.slots.len() {
+        for i in (0..self.slots.len()).filter(|&i| self.reaches(i)) {
             if let Ok(c) = self.conn(i).await {
                 if c.has_capability(cap) {
                     any = true;

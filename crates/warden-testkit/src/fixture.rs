@@ -93,6 +93,7 @@ fn tools() -> Value {
         t("crash", "Exits the server process mid-call", empty_schema()),
         t("garbage", "Writes non-JSON to stdout, then answers", empty_schema()),
         t("roots", "Asks the client for its roots", empty_schema()),
+        t("whoami", "Reports the credential the server was started with (FIXTURE_IDENTITY)", empty_schema()),
     ]})
 }
 
@@ -223,6 +224,7 @@ impl FixtureSession {
                 self.elicit(&peer, params, "Elicitation completed").await
             }
             "json_schema_2020_12_tool" => text(format!("JSON Schema 2020-12 tool called with: {args}")),
+            "whoami" => text(std::env::var("FIXTURE_IDENTITY").unwrap_or_else(|_| "anonymous".into())),
             "echo" => text(args.get("text").and_then(Value::as_str).ok_or_else(|| invalid("text is required"))?),
             "slow" => {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(100).min(60_000);

@@ -12,6 +12,8 @@ mod auth;
 mod authz;
 #[path = "gateway/shared_store.rs"]
 mod shared_store;
+#[path = "gateway/tenants.rs"]
+mod tenants;
 
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 

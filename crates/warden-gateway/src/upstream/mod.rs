@@ -12,6 +12,7 @@ pub mod http;
 pub mod oauth;
 pub mod stdio;
 
+use std::collections::BTreeMap;
 use crate::config::{self, Transport as Kind};
 use crate::rpc::{cancelled_notification, CallResult, Calls, CancelGuard, Peer};
 use parking_lot::Mutex;
@@ -64,6 +65,10 @@ pub struct Spec {
     pub oauth: Option<Arc<oauth::ClientCredentials>>,
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
+    /// Per-tenant variants of this spec (their own instance or credentials).
+    pub tenants: BTreeMap<String, Arc<Spec>>,
+    /// Only tenants in `tenants` reach this upstream.
+    pub tenant_only: bool,
 }
 
 impl Spec {
@@ -91,7 +96,47 @@ impl Spec {
             oauth: u.oauth.as_ref().map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new)).transpose()?,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
             call_timeout: Duration::from_secs(u.call_timeout_secs),
+            tenants: BTreeMap::new(),
+            tenant_only: u.tenant_only,
         })
+        .and_then(|mut base| {
+            let mut tenants = BTreeMap::new();
+            for (t, o) in &u.tenants {
+                let mut s = Spec { tenants: BTreeMap::new(), ..base.clone() };
+                let set = |list: &mut Vec<(String, String)>, k: &str, v: String| {
+                    list.retain(|(x, _)| x != k);
+                    list.push((k.to_string(), v));
+                };
+                for (k, v) in &o.env {
+                    set(&mut s.env, k, v.clone());
+                }
+                for (k, r) in &o.secret_env {
+                    set(&mut s.env, k, r.resolve().map_err(|e| format!("upstream {} tenant {t}: {k}: {e}", u.name))?);
+                }
+                for (k, r) in &o.secret_headers {
+                    let v = r.resolve().map_err(|e| format!("upstream {} tenant {t}: header {k}: {e}", u.name))?;
+                    set(&mut s.headers, k, v);
+                }
+                if let Some(a) = &o.args {
+                    s.args = a.clone();
+                }
+                if let Some(url) = &o.url {
+                    s.url = url.clone();
+                }
+                tenants.insert(t.clone(), Arc::new(s));
+            }
+            base.tenants = tenants;
+            Ok(base)
+        })
+    }
+
+    /// The spec a principal of `tenant` connects with; `None` when it may not reach this upstream.
+    pub fn for_tenant(&self, tenant: Option<&str>) -> Option<&Spec> {
+        match tenant.and_then(|t| self.tenants.get(t)) {
+            Some(s) => Some(s),
+            None if self.tenant_only => None,
+            None => Some(self),
+        }
     }
 }
 
