@@ -1,14 +1,20 @@
-//! `warden kill`, `warden revive`, `warden kills`: the admin API's kill switches from a shell,
-//! using the `[admin]` address and token of the same config file.
+//! `warden kill`, `warden revive`, `warden kills`, `warden approvals`, `warden approve`,
+//! `warden deny`: the admin API from a shell, using the `[admin]` address and token of the same
+//! config file.
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use warden_gateway::config::Config;
 
-fn endpoint(cfg: &Config) -> anyhow::Result<(String, String)> {
+/// The admin API's base URL (`…/admin`) and token.
+fn admin(cfg: &Config) -> anyhow::Result<(String, String)> {
     let a = cfg.admin.as_ref().context("the config has no [admin] section")?;
     let token = a.token.resolve().map_err(|e| anyhow::anyhow!("admin.token: {e}"))?;
-    Ok((format!("http://{}/admin/kill-switches", a.addr), token))
+    Ok((format!("http://{}/admin", a.addr), token))
+}
+
+fn endpoint(cfg: &Config) -> anyhow::Result<(String, String)> {
+    admin(cfg).map(|(base, token)| (format!("{base}/kill-switches"), token))
 }
 
 fn actor() -> String {
@@ -60,5 +66,52 @@ pub async fn list(cfg: &Config) -> anyhow::Result<()> {
             if k["cancel_in_flight"] == true { " (cancelled in-flight calls)" } else { "" }
         );
     }
+    Ok(())
+}
+
+pub async fn approvals(cfg: &Config, state: &str) -> anyhow::Result<()> {
+    let (base, token) = admin(cfg)?;
+    let mut rb = reqwest::Client::new().get(format!("{base}/approvals")).bearer_auth(token);
+    if state != "all" {
+        rb = rb.query(&[("state", state)]);
+    }
+    let v = send(rb).await?;
+    let list = v["approvals"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no {} approvals", if state == "all" { "" } else { state });
+    }
+    for a in list {
+        println!(
+            "{}\t{}\t{} / {}\tby {}{}\t{}{}",
+            a["id"].as_str().unwrap_or(""),
+            a["state"].as_str().unwrap_or(""),
+            a["server"].as_str().unwrap_or(""),
+            a["tool"].as_str().unwrap_or(""),
+            a["subject"].as_str().unwrap_or(""),
+            a["tenant"].as_str().map(|t| format!(" (tenant {t})")).unwrap_or_default(),
+            a["arguments"],
+            a["approver"].as_str().map(|x| format!("\tdecided by {x}")).unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+pub async fn decide(cfg: &Config, id: &str, approve: bool, note: Option<String>) -> anyhow::Result<()> {
+    let (base, token) = admin(cfg)?;
+    anyhow::ensure!(id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()), "expected an approval id");
+    let verdict = if approve { "approve" } else { "deny" };
+    let body = json!({"by": actor(), "note": note});
+    let v =
+        send(reqwest::Client::new().post(format!("{base}/approvals/{id}/{verdict}")).bearer_auth(token).json(&body))
+            .await?;
+    let a = &v["approval"];
+    println!(
+        "{}: {} / {} for {} — {}",
+        a["state"].as_str().unwrap_or(verdict),
+        a["server"].as_str().unwrap_or(""),
+        a["tool"].as_str().unwrap_or(""),
+        a["subject"].as_str().unwrap_or(""),
+        a["arguments"]
+    );
     Ok(())
 }

@@ -77,6 +77,30 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// List approval requests (default: the pending ones).
+    Approvals {
+        #[arg(long)]
+        config: PathBuf,
+        /// pending, approved, denied, consumed, or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Approve a held call.
+    Approve {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Deny a held call.
+    Deny {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,8 +213,18 @@ fn main() -> std::process::ExitCode {
                     cfg.rules.len() - deny,
                     if cfg.rules.is_empty() { " — nothing is reachable until a [[rule]] allows it" } else { "" }
                 );
+                let held = cfg.rules.iter().filter(|r| r.approval.is_some()).count();
+                println!(
+                    "store: {:?}{}; {held} rule(s) hold calls for approval",
+                    cfg.store.backend,
+                    if cfg.store.backend == warden_gateway::config::StoreBackend::Redis {
+                        format!(" (on outage: {:?})", cfg.store.on_outage)
+                    } else {
+                        String::new()
+                    }
+                );
                 match &cfg.admin {
-                    Some(a) => println!("admin API: {} (kill switches)", a.addr),
+                    Some(a) => println!("admin API: {} (kill switches, approvals)", a.addr),
                     None => println!("admin API: off"),
                 }
                 Ok(())
@@ -217,6 +251,9 @@ fn main() -> std::process::ExitCode {
                 admin_cli::revive(&load(&config, None)?, &server, tool.as_deref()).await
             }
             Cmd::Kills { config } => admin_cli::list(&load(&config, None)?).await,
+            Cmd::Approvals { config, state } => admin_cli::approvals(&load(&config, None)?, &state).await,
+            Cmd::Approve { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, true, note).await,
+            Cmd::Deny { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, false, note).await,
             Cmd::Apikey(ApikeyCmd::Create { subject, scopes, tenant, expires }) => {
                 if let Some(e) = &expires {
                     humantime::parse_rfc3339(e).context("--expires")?;

@@ -12,11 +12,11 @@ pub mod http;
 pub mod oauth;
 pub mod stdio;
 
-use std::collections::BTreeMap;
 use crate::config::{self, Transport as Kind};
 use crate::rpc::{cancelled_notification, CallResult, Calls, CancelGuard, Peer};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};

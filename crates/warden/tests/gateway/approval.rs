@@ -110,10 +110,17 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
     });
     let b = one_pending(&admin, TOKEN).await;
     assert_ne!(b["id"], id);
-    let (s, _) =
-        admin_post(&format!("{admin}/approvals/{}/deny", b["id"].as_str().unwrap()), TOKEN, json!({"by": "oncall"}))
-            .await;
-    assert_eq!(s, 200);
+    // …decided from the shell this time.
+    let cfg = w.dir.join("warden.toml");
+    let out = crate::authz::warden_cli(&["approvals"], &cfg);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(b["id"].as_str().unwrap()) && listed.contains("fx / echo") && listed.contains("alice"),
+        "{listed}"
+    );
+    let out = crate::authz::warden_cli(&["deny", b["id"].as_str().unwrap(), "--note", "not today"], &cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("denied"));
     let denied = error(&again.await.unwrap());
     assert_eq!((denied["code"].as_i64(), denied["data"]["state"].as_str()), (Some(-32030), Some("denied")), "{denied}");
 

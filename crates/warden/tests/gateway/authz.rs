@@ -167,7 +167,7 @@ async fn client_local(w: &Proc) -> Client {
     c
 }
 
-fn warden_cli(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
+pub(crate) fn warden_cli(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
     let mut cmd = std::process::Command::new(harness::bin("warden"));
     cmd.arg(args[0]).arg("--config").arg(cfg).args(&args[1..]);
     cmd.output().unwrap()

@@ -14,7 +14,8 @@ fn text(v: &Value) -> String {
 
 async fn listed(c: &Client, method: &str, field: &str, k: &str) -> Vec<String> {
     let v = c.call(90, method, json!({})).await;
-    let mut n: Vec<String> = v["result"][field].as_array().unwrap().iter().map(|t| t[k].as_str().unwrap().into()).collect();
+    let mut n: Vec<String> =
+        v["result"][field].as_array().unwrap().iter().map(|t| t[k].as_str().unwrap().into()).collect();
     n.sort();
     n
 }
@@ -71,14 +72,15 @@ wait_secs = 3
 
     // Listings: each tenant sees what its rules give it, and its own crm instance answers.
     assert_eq!(listed(&a, "tools/list", "tools", "name").await, ["crm__echo", "crm__slow", "crm__whoami"]);
-    assert_eq!(
-        listed(&b, "tools/list", "tools", "name").await,
-        ["crm__echo", "crm__slow", "crm__whoami", "lab__echo"]
-    );
+    assert_eq!(listed(&b, "tools/list", "tools", "name").await, ["crm__echo", "crm__slow", "crm__whoami", "lab__echo"]);
     assert!(listed(&n, "tools/list", "tools", "name").await.is_empty(), "no tenant: no per-tenant upstream");
     assert_eq!(text(&a.tool(1, "crm__whoami", json!({})).await), "credential-of-a");
     assert_eq!(text(&b.tool(1, "crm__whoami", json!({})).await), "credential-of-b");
-    for (method, field) in [("resources/list", "resources"), ("resources/templates/list", "resourceTemplates"), ("prompts/list", "prompts")] {
+    for (method, field) in [
+        ("resources/list", "resources"),
+        ("resources/templates/list", "resourceTemplates"),
+        ("prompts/list", "prompts"),
+    ] {
         let v = a.call(2, method, json!({})).await;
         assert_eq!(v["result"][field], json!([]), "{method}: {v}");
         let v = b.call(2, method, json!({})).await;
@@ -94,7 +96,10 @@ wait_secs = 3
     assert!(b.call(4, "resources/read", json!({"uri": uri})).await.get("result").is_some());
     let no_res = error(&a.call(4, "resources/read", json!({"uri": "warden://lab/test://nope"})).await);
     assert_eq!(error(&a.call(4, "resources/read", json!({"uri": uri})).await), no_res);
-    assert_eq!(error(&a.call(4, "resources/subscribe", json!({"uri": "warden://lab/test://watched-resource"})).await), no_res);
+    assert_eq!(
+        error(&a.call(4, "resources/subscribe", json!({"uri": "warden://lab/test://watched-resource"})).await),
+        no_res
+    );
     assert_eq!(error(&n.call(4, "resources/read", json!({"uri": "warden://crm/test://static-text"})).await), no_res);
     let no_prompt = error(&a.call(5, "prompts/get", json!({"name": "lab__nope"})).await);
     assert_eq!(error(&a.call(5, "prompts/get", json!({"name": "lab__test_simple_prompt"})).await), no_prompt);
