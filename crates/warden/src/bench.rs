@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Measure only the request-policy stage (rules, limits), in process.
     #[arg(long)]
     policy: bool,
+    /// With --policy: also measure limits in this Redis (`redis://127.0.0.1:6379`), against a
+    /// bare PING round trip to it.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -257,7 +261,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_auth::run(a.calls.max(100)).await;
     }
     if a.policy {
-        return crate::bench_policy::run(a.calls.max(1000) * 10);
+        crate::bench_policy::run(a.calls.max(1000) * 10)?;
+        if let Some(url) = &a.redis {
+            crate::bench_policy::redis(url, a.calls.max(1000)).await?;
+        }
+        return Ok(());
     }
     let fixture = match a.fixture {
         Some(f) => f,

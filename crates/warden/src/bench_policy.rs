@@ -79,3 +79,35 @@ pub fn run(n: usize) -> anyhow::Result<()> {
     println!("| filter a 100-tool listing | {listing:.2} | — |");
     Ok(())
 }
+
+/// The Redis store's cost per limited call, as a ratio to one bare round trip (PING) to the same
+/// Redis, measured alternately in one run: the limit check should be one round trip, no more.
+pub async fn redis(url: &str, n: usize) -> anyhow::Result<()> {
+    use warden_gateway::store::redis::RedisStore;
+    use warden_gateway::store::{Check, Limit};
+    let store = RedisStore::new(url, "bench", std::time::Duration::from_secs(2)).map_err(|e| anyhow::anyhow!(e))?;
+    let mut ping = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+    let rate = Rate::parse("1000000/s", Some(1_000_000)).map_err(|e| anyhow::anyhow!(e))?;
+    let checks = vec![
+        Check { key: "p\0bench".into(), limit: Limit::Rate(rate), scope: "principal" },
+        Check { key: "t\0bench".into(), limit: Limit::Rate(rate), scope: "tenant" },
+        Check { key: "r\0bench\0tool".into(), limit: Limit::Rate(rate), scope: "tool" },
+        Check { key: "q\0bench\0tool".into(), limit: Limit::Daily(u64::MAX / 2), scope: "daily_quota" },
+    ];
+    store.take(&checks).await.map_err(|e| anyhow::anyhow!(e))?.map_err(|r| anyhow::anyhow!("refused: {r:?}"))?;
+    let (mut t_ping, mut t_take) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut ping).await?;
+        t_ping += t.elapsed();
+        let t = Instant::now();
+        store.take(&checks).await.map_err(|e| anyhow::anyhow!(e))?.map_err(|r| anyhow::anyhow!("refused: {r:?}"))?;
+        t_take += t.elapsed();
+    }
+    let us = |d: std::time::Duration| d.as_nanos() as f64 / n as f64 / 1000.0;
+    println!("\n| Redis store, {n} calls alternating | µs per op |\n|---|---:|");
+    println!("| bare round trip (PING) | {:.1} |", us(t_ping));
+    println!("| take 3 GCRA limits + 1 daily quota (one Lua script) | {:.1} |", us(t_take));
+    println!("| ratio take / PING | {:.2} |", t_take.as_secs_f64() / t_ping.as_secs_f64());
+    Ok(())
+}
