@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
 TMP="$(mktemp -d)"
-PP=$(free_port); WP=$(free_port)
+PP=$(free_port); WP=$(free_port); ADP=$(free_port); ADP2=$(free_port)
+head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > "$TMP/admin-token"
 start_bg "$PY" "$INTEROP/py_server.py" "$PP" >"$TMP/py-server.log" 2>&1
 wait_port "$PP" 60
 cat > "$TMP/interop.toml" <<TOML
@@ -20,13 +21,24 @@ args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/inde
 name = "py"
 transport = "http"
 url = "http://127.0.0.1:$PP/mcp"
+# Held for the user's approval (MCP elicitation): the Python client approves, the TS one declines.
+[[rule]]
+id = "sum-needs-approval"
+servers = ["everything"]
+tools = ["get-sum"]
+approval = "user"
+[approval]
+wait_secs = 20
+[admin]
+addr = "127.0.0.1:$ADP"
+token = { file = "$TMP/admin-token" }
 $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60
 # A second Warden with the built-in authorization server and one local user, for the SDKs' OAuth flows.
 AP=$(free_port)
-sed -e "s/127.0.0.1:$WP/127.0.0.1:$AP/" "$TMP/interop.toml" > "$TMP/oauth.toml"
+sed -e "s/127.0.0.1:$WP/127.0.0.1:$AP/" -e "s/127.0.0.1:$ADP/127.0.0.1:$ADP2/" "$TMP/interop.toml" > "$TMP/oauth.toml"
 printf '[auth]\nrequired_scopes = ["mcp"]\n[auth.builtin]\n' >> "$TMP/oauth.toml"
 echo "interop-password-1" | "$BIN/warden" user add --config "$TMP/oauth.toml" interop >/dev/null
 start_bg "$BIN/warden" serve --config "$TMP/oauth.toml" 2>"$TMP/warden-oauth.log"

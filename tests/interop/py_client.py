@@ -11,6 +11,7 @@ from mcp.client.streamable_http import streamable_http_client
 URL = sys.argv[1]
 results = {"passed": 0, "failed": 0}
 logs: list = []
+approvals: list = []
 
 
 async def sampling(context, params):
@@ -20,6 +21,9 @@ async def sampling(context, params):
 
 
 async def elicitation(context, params):
+    if params.message.startswith("Approval needed"):  # Warden asking its user to approve a call
+        approvals.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": True})
     return types.ElicitResult(action="accept", content={"ok": True})
 
 
@@ -109,6 +113,11 @@ async def main():
             async def ping():
                 await s.send_ping()
 
+            async def approval_by_elicitation():
+                r = await s.call_tool("everything__get-sum", {"a": 2, "b": 3})
+                assert "5" in text(r), r
+                assert len(approvals) == 1 and "get-sum" in approvals[0] and '"a": 2' in approvals[0], approvals
+
             for name, c in [
                 ("initialize answered by Warden", server_info()),
                 ("tools/list federated", listing()),
@@ -119,6 +128,7 @@ async def main():
                 ("logging relayed", logging()),
                 ("resources and prompts", resources_and_prompts()),
                 ("ping", ping()),
+                ("approval asked of this client's user (elicitation), approved", approval_by_elicitation()),
             ]:
                 await check(name, c)
     print(f"py-client: {results['passed']} passed, {results['failed']} failed")

@@ -85,6 +85,13 @@ await check('elicitation relayed (both upstreams)', async () => {
   assert.match(text(p), /decline/);
 });
 
+await check('approval asked of this client (elicitation), declined: call refused', async () => {
+  await assert.rejects(
+    client.callTool({ name: 'everything__get-sum', arguments: { a: 1, b: 2 } }),
+    (e) => e.code === -32030 && /declined/.test(e.message),
+  );
+});
+
 await check('roots requested from this client', async () => {
   const r = await client.callTool({ name: 'everything__get-roots-list', arguments: {} });
   assert.match(JSON.stringify(r), /interop-root/);
