@@ -299,3 +299,28 @@ impl Approver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_binds_principal_server_tool_and_arguments_not_key_order() {
+        let p = Principal { subject: "alice".into(), tenant: Some("a".into()), ..Principal::local() };
+        let args: Value = serde_json::from_str(r#"{"b": [1, 2], "a": {"y": 1, "x": 2}}"#).unwrap();
+        let same: Value = serde_json::from_str(r#"{"a": {"x": 2, "y": 1}, "b": [1, 2]}"#).unwrap();
+        let d = digest(&p, "fx", "drop", &args);
+        assert_eq!(d, digest(&p, "fx", "drop", &same));
+        let other_tenant = Principal { tenant: Some("b".into()), ..p.clone() };
+        for other in [
+            digest(&other_tenant, "fx", "drop", &args),
+            digest(&p, "fy", "drop", &args),
+            digest(&p, "fx", "drop2", &args),
+            digest(&p, "fx", "drop", &json!({"a": {"x": 2, "y": 1}, "b": [2, 1]})),
+            // Separators cannot be forged by moving text between fields.
+            digest(&p, "fx\0drop", "", &args),
+        ] {
+            assert_ne!(d, other);
+        }
+    }
+}

@@ -214,3 +214,98 @@ impl Store for MemoryStore {
         done(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn now<T>(f: BoxFuture<'_, Result<T, StoreError>>) -> T {
+        f.now_or_never().expect("memory store answers at once").expect("no store error")
+    }
+
+    fn approval(id: &str, digest: &str) -> Approval {
+        let t = now_secs();
+        Approval {
+            id: id.into(),
+            digest: digest.into(),
+            requester: "r".into(),
+            subject: "s".into(),
+            tenant: None,
+            server: "fx".into(),
+            tool: "echo".into(),
+            arguments: json!({}),
+            summary: String::new(),
+            created: t,
+            expires: t + 60,
+            state: ApprovalState::Pending,
+            approver: None,
+            decided_at: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_call_takes_from_no_limit() {
+        let s = MemoryStore::new(None).unwrap();
+        let rate = Rate::parse("100/s", Some(100)).unwrap();
+        let checks = vec![
+            Check { key: "p".into(), limit: Limit::Rate(rate), scope: "principal" },
+            Check { key: "q".into(), limit: Limit::Daily(2), scope: "daily_quota" },
+        ];
+        assert_eq!(now(s.take(&checks)), Ok(()));
+        assert_eq!(now(s.take(&checks)), Ok(()));
+        let r = now(s.take(&checks)).unwrap_err();
+        assert_eq!(r.scope, "daily_quota");
+        assert!(r.retry_after <= Duration::from_secs(86_400));
+        // "p" gave 2 of its 100, not 3.
+        let only_p = &checks[..1];
+        for _ in 0..98 {
+            assert_eq!(now(s.take(only_p)), Ok(()));
+        }
+        assert_eq!(now(s.take(only_p)).unwrap_err().scope, "principal");
+    }
+
+    #[test]
+    fn approvals_are_decided_once_and_consumed_once() {
+        let s = MemoryStore::new(None).unwrap();
+        let a = now(s.open_approval(&approval("one", "d")));
+        assert_eq!(a.id, "one");
+        assert_eq!(now(s.open_approval(&approval("two", "d"))).id, "one", "same digest joins the live one");
+        assert!(!now(s.consume("one")), "pending is not consumable");
+        let d = Decision { approve: true, approver: "admin-token:x".into(), at: 1, note: None };
+        assert_eq!(now(s.decide("one", &d)).unwrap().state, ApprovalState::Approved);
+        assert!(now(s.decide("one", &d)).is_none(), "decided once");
+        assert!(now(s.consume("one")));
+        assert!(!now(s.consume("one")), "consumed once");
+        assert_eq!(now(s.open_approval(&approval("three", "d"))).id, "three", "a used approval covers nothing");
+        assert!(now(s.decide("nope", &d)).is_none());
+    }
+
+    #[test]
+    fn kill_switches_survive_a_restart_through_their_file() {
+        let dir = std::env::temp_dir().join(format!("warden-memstore-{}", std::process::id()));
+        let file = dir.join("kills.json");
+        let _ = std::fs::remove_file(&file);
+        let s = MemoryStore::new(Some(file.clone())).unwrap();
+        let k = Kill {
+            server: "fx".into(),
+            tool: Some("echo".into()),
+            reason: "r".into(),
+            by: "b".into(),
+            at: 1,
+            cancel_in_flight: false,
+        };
+        now(s.put_kill(&k));
+        let (v1, list) = now(s.kills());
+        assert_eq!(list, vec![k.clone()]);
+        let again = MemoryStore::new(Some(file.clone())).unwrap();
+        assert_eq!(now(again.kills()).1, vec![k]);
+        assert!(now(again.remove_kill("fx", Some("echo"))));
+        assert!(!now(again.remove_kill("fx", Some("echo"))));
+        assert!(now(again.kills_version()) != v1 || now(again.kills()).1.is_empty());
+        assert!(MemoryStore::new(Some(file)).unwrap().kills().now_or_never().unwrap().unwrap().1.is_empty());
+    }
+}

@@ -149,6 +149,24 @@ async fn a_config_without_rules_reaches_nothing_and_bad_rules_are_refused() {
         ("id = \"a\"", "names no tools"),
         ("id = \"a\"\ntools = [\"x\"]\nrate = \"10/week\"", "rule[0].rate"),
         ("id = \"a\"\ntools = [\"x\"]\nbogus = 1", "unknown field"),
+        ("id = \"a\"\ntools = [\"x\"]\napproval = \"user\"", "approval: approvals are decided on the admin API"),
+        ("id = \"a\"\ntools = [\"x\"]\napproval = \"maybe\"", "unknown variant"),
+        ("id = \"a\"\neffect = \"deny\"\ntools = [\"x\"]\napproval = \"admin\"", "a deny rule takes no"),
+        ("id = \"a\"\ntools = [\"x\"]\n[store]\nbackend = \"redis\"", "store.url: required"),
+        (
+            "id = \"a\"\ntools = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"http://x\"",
+            "store.url: expected redis://",
+        ),
+        ("id = \"a\"\ntools = [\"x\"]\n[store]\nurl = \"redis://x\"", "are for backend = \"redis\""),
+        (
+            "id = \"a\"\ntools = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://x\"\non_outage = \"shrug\"",
+            "unknown variant",
+        ),
+        ("id = \"a\"\ntools = [\"x\"]\n[approval]\nwait_secs = 0", "approval: wait_secs"),
+        (
+            "id = \"a\"\ntools = [\"x\"]\n[upstream.tenants.t1]\nurl = \"https://x.example/mcp\"",
+            "url/secret_headers are for",
+        ),
     ] {
         std::fs::write(dir.join("w.toml"), format!("{up}\n[[rule]]\n{rule}\n")).unwrap();
         let out = std::process::Command::new(harness::bin("warden"))
