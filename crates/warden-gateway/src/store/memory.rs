@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use warden_policy::limits::{MemoryLimiter, Rate};
 
-/// At most this many approvals are kept; the oldest expired or decided go first.
+/// At most this many approvals are kept; the oldest decided go first, and when all are pending new
+/// requests are refused.
 const MAX_APPROVALS: usize = 10_000;
 
 pub struct MemoryStore {
@@ -165,6 +166,10 @@ impl Store for MemoryStore {
             if matches!(live.state, ApprovalState::Pending | ApprovalState::Approved) {
                 return done(live.clone());
             }
+        }
+        if g.by_id.len() >= MAX_APPROVALS {
+            // Every slot holds a live pending request: refuse rather than grow without bound.
+            return ready(Err(StoreError(format!("approval queue full ({MAX_APPROVALS} pending)")))).boxed();
         }
         g.by_digest.insert(a.digest.clone(), a.id.clone());
         g.by_id.insert(a.id.clone(), a.clone());
