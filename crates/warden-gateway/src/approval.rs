@@ -200,24 +200,16 @@ impl Approvals {
         }
         loop {
             match a.state {
-                ApprovalState::Approved => {
-                    if self.store.consume(&a.id).await.map_err(store_out)? {
-                        tracing::info!(id = %a.id, subject = %p.subject, server, tool,
-                            approver = a.approver.as_deref().unwrap_or(""), "call approved");
-                        return Ok(());
-                    }
-                    // An identical call took it first: this one needs its own.
-                    a = self
-                        .store
-                        .open_approval(&Approval { id: random_id(), ..fresh.clone() })
-                        .await
-                        .map_err(store_out)?;
-                    continue;
+                ApprovalState::Approved if self.store.consume(&a.id).await.map_err(store_out)? => {
+                    tracing::info!(id = %a.id, subject = %p.subject, server, tool,
+                        approver = a.approver.as_deref().unwrap_or(""), "call approved");
+                    return Ok(());
                 }
                 ApprovalState::Denied => {
                     return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "denied by an approver" })
                 }
-                ApprovalState::Consumed => {
+                // An identical call used it first: this one needs its own.
+                ApprovalState::Approved | ApprovalState::Consumed => {
                     a = self
                         .store
                         .open_approval(&Approval { id: random_id(), ..fresh.clone() })

@@ -43,7 +43,7 @@ async fn admin_post(url: &str, bearer: &str, body: Value) -> (u16, Value) {
 }
 
 /// Wait for exactly one pending approval visible to `bearer`.
-async fn one_pending(admin: &str, bearer: &str) -> Value {
+pub(crate) async fn one_pending(admin: &str, bearer: &str) -> Value {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, v) = admin_get(&format!("{admin}/approvals?state=pending"), bearer).await;

@@ -95,23 +95,8 @@ async fn two_wardens_share_limits_kill_switches_and_approvals_and_fail_closed_wi
         let c = Client { session: ca.session.clone(), bearer: ca.bearer.clone(), ..Client::new(&a.url) };
         async move { c.tool(7, "slow", json!({"ms": 1})).await }
     });
-    let t = Instant::now();
-    let id = loop {
-        let v: serde_json::Value = http
-            .get(format!("{url_b}/approvals?state=pending"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(x) = v["approvals"][0]["id"].as_str() {
-            break x.to_string();
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no approval reached B");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pending = crate::approval::one_pending(&url_b, &bob).await;
+    let id = pending["id"].as_str().unwrap();
     let r = http.post(format!("{url_b}/approvals/{id}/approve")).bearer_auth(&bob).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let done = tokio::time::timeout(Duration::from_secs(5), held).await.expect("released").unwrap();

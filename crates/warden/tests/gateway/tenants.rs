@@ -5,7 +5,6 @@
 use crate::approval::admin_section;
 use crate::authz::{client, error, key};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
 
 fn text(v: &Value) -> String {
@@ -120,23 +119,8 @@ wait_secs = 3
         async move { c.tool(8, "crm__slow", json!({"ms": 1})).await }
     });
     let http = reqwest::Client::new();
-    let t = Instant::now();
-    let id = loop {
-        let v: Value = http
-            .get(format!("{admin}/approvals?state=pending"))
-            .bearer_auth("an-admin-token-that-is-long-enough-0123456789")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = v["approvals"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(t.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pending = crate::approval::one_pending(&admin, "an-admin-token-that-is-long-enough-0123456789").await;
+    let id = pending["id"].as_str().unwrap();
     let v: Value = http.get(format!("{admin}/approvals")).bearer_auth(&ka).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["approvals"], json!([]), "{v}");
     for (method, url) in [
