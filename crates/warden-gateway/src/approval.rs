@@ -287,7 +287,7 @@ impl Approver {
         Approver {
             name: format!("principal:{}", p.subject),
             requester_key: Some(requester_key(p)),
-            tenant: Some(p.tenant.clone()).filter(|t| t.is_some()),
+            tenant: p.tenant.clone().map(Some),
         }
     }
 }

@@ -523,7 +523,7 @@ pub struct Limits {
     pub max_concurrent_per_principal: Option<usize>,
 }
 
-/// The admin API (`[admin]`): kill switches today.
+/// The admin API (`[admin]`): kill switches and approvals.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {

@@ -56,24 +56,23 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn to_error_object(&self) -> ErrorObject {
+        if let GatewayError::Upstream(e) = self {
+            return e.clone();
+        }
+        let mut e = ErrorObject::new(self.code(), self.to_string());
+        e.data = self.data();
+        e
+    }
+    /// What a client can act on: when to retry, or which approval to wait for.
+    fn data(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
         match self {
-            GatewayError::Upstream(e) => e.clone(),
             GatewayError::RateLimited { retry_after, limit } => {
-                let mut e = ErrorObject::new(self.code(), self.to_string());
-                e.data = Some(serde_json::json!({"retryAfterSeconds": retry_after_secs(*retry_after), "limit": limit}));
-                e
+                Some(json!({"retryAfterSeconds": retry_after_secs(*retry_after), "limit": limit}))
             }
-            GatewayError::ApprovalPending { id } => {
-                let mut e = ErrorObject::new(self.code(), self.to_string());
-                e.data = Some(serde_json::json!({"approvalId": id, "state": "pending"}));
-                e
-            }
-            GatewayError::ApprovalDenied { id: Some(id), .. } => {
-                let mut e = ErrorObject::new(self.code(), self.to_string());
-                e.data = Some(serde_json::json!({"approvalId": id, "state": "denied"}));
-                e
-            }
-            e => ErrorObject::new(e.code(), e.to_string()),
+            GatewayError::ApprovalPending { id } => Some(json!({"approvalId": id, "state": "pending"})),
+            GatewayError::ApprovalDenied { id: Some(id), .. } => Some(json!({"approvalId": id, "state": "denied"})),
+            _ => None,
         }
     }
     pub fn code(&self) -> i64 {

@@ -154,9 +154,10 @@ fn json_answer(b: Bytes) -> HttpResponse {
 
 /// `retryAfterSeconds` of a serialized rate-limit error; `None` for any other message.
 fn rate_limit_retry(b: &[u8]) -> Option<u64> {
-    let marker = format!("\"code\":{}", crate::error::RATE_LIMITED);
+    static MARKER: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("\"code\":{}", crate::error::RATE_LIMITED));
     // The code comes first in Warden's own error objects; large results are never scanned.
-    if !b[..b.len().min(256)].windows(marker.len()).any(|w| w == marker.as_bytes()) {
+    if !b[..b.len().min(256)].windows(MARKER.len()).any(|w| w == MARKER.as_bytes()) {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(b).ok()?;

@@ -21,16 +21,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// All limits of one call, atomically, by Redis's clock (µs, exact in Lua's doubles until 2255).
-/// KEYS: the counters. ARGV: day, then per key: kind ("r" | "q"), a, b — for "r" the interval
-/// and tolerance in µs, for "q" the daily limit and 0. Returns {0} or {index (1-based), wait µs}.
+/// KEYS: the counters. ARGV, per key: kind ("r" | "q"), a, b — for "r" the interval and
+/// tolerance in µs, for "q" the daily limit and 0. Returns {0} or {index (1-based), wait µs}.
 const TAKE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nexts = {}
 for i = 1, #KEYS do
-  local kind = ARGV[3 * i - 1]
-  local a = tonumber(ARGV[3 * i])
-  local b = tonumber(ARGV[3 * i + 1])
+  local kind = ARGV[3 * i - 2]
+  local a = tonumber(ARGV[3 * i - 1])
+  local b = tonumber(ARGV[3 * i])
   local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
   if kind == 'r' then
     local tat = math.max(cur, now)
@@ -45,7 +45,7 @@ for i = 1, #KEYS do
   end
 end
 for i = 1, #KEYS do
-  if ARGV[3 * i - 1] == 'r' then
+  if ARGV[3 * i - 2] == 'r' then
     redis.call('SET', KEYS[i], string.format('%d', nexts[i]), 'PX', math.floor((nexts[i] - now) / 1000) + 1000)
   else
     redis.call('INCR', KEYS[i])
@@ -87,6 +87,18 @@ pub struct RedisStore {
     mv: Script,
 }
 
+/// An approval from its hash (`None` when it expired): the JSON written at open, with the fields
+/// decisions change laid over it.
+fn parse_approval(id: &str, h: &HashMap<String, String>) -> Result<Option<Approval>, StoreError> {
+    let Some(json) = h.get("json") else { return Ok(None) };
+    let mut a: Approval = serde_json::from_str(json).map_err(|e| StoreError(format!("approval {id}: {e}")))?;
+    a.state = h.get("state").and_then(|s| ApprovalState::parse(s)).unwrap_or(ApprovalState::Denied);
+    a.approver = h.get("approver").filter(|s| !s.is_empty()).cloned();
+    a.decided_at = h.get("decided_at").and_then(|s| s.parse().ok());
+    a.note = h.get("note").filter(|s| !s.is_empty()).cloned();
+    Ok(Some(a))
+}
+
 fn err(e: redis::RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
@@ -118,13 +130,7 @@ impl RedisStore {
     async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         let mut c = self.conn.clone();
         let h: HashMap<String, String> = c.hgetall(self.k(&format!("ap:{id}"))).await.map_err(err)?;
-        let Some(json) = h.get("json") else { return Ok(None) };
-        let mut a: Approval = serde_json::from_str(json).map_err(|e| StoreError(format!("approval {id}: {e}")))?;
-        a.state = h.get("state").and_then(|s| ApprovalState::parse(s)).unwrap_or(ApprovalState::Denied);
-        a.approver = h.get("approver").filter(|s| !s.is_empty()).cloned();
-        a.decided_at = h.get("decided_at").and_then(|s| s.parse().ok());
-        a.note = h.get("note").filter(|s| !s.is_empty()).cloned();
-        Ok(Some(a))
+        parse_approval(id, &h)
     }
 
     async fn mv(
@@ -162,7 +168,6 @@ impl Store for RedisStore {
             }
             let day = crate::auth::now_secs() / 86_400;
             let mut inv = self.take.prepare_invoke();
-            inv.arg(day);
             for c in checks {
                 match &c.limit {
                     Limit::Rate(r) => {
@@ -290,11 +295,17 @@ impl Store for RedisStore {
             let now = crate::auth::now_secs();
             let _: () = c.zrembyscore(self.k("aps"), 0, now).await.map_err(err)?;
             let ids: Vec<String> = c.zrevrange(self.k("aps"), 0, limit as isize - 1).await.map_err(err)?;
+            if ids.is_empty() {
+                return Ok(vec![]); // an empty pipeline is not a valid request
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(self.k(&format!("ap:{id}")));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await.map_err(err)?;
             let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(a) = self.get(&id).await? {
-                    out.push(a);
-                }
+            for (id, h) in ids.iter().zip(&hashes) {
+                out.extend(parse_approval(id, h)?);
             }
             out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
             Ok(out)
