@@ -1,0 +1,377 @@
+//! Argument guards: checks on one argument value, chosen per tool and argument in config.
+//!
+//! - [`path`]: traversal and prefix escapes (CVE-2025-53110: `/data/allowed_evil` is not inside
+//!   `/data/allowed`; containment is compared component by component), `..`, NUL, encoded or
+//!   backslash separators. Symlinks (CVE-2025-53109) need the filesystem: the gateway resolves
+//!   them with [`path_resolved`] where Warden shares the upstream's filesystem.
+//! - [`sql`]: parsed with a real SQL parser; exactly one statement, a query (no writes, DDL,
+//!   transaction control, `PRAGMA`, `ATTACH`, `SELECT … INTO`, data-modifying CTEs, or functions
+//!   that reach the filesystem, the network or sleep), tables and columns from allow-lists. The
+//!   Postgres server's `COMMIT; DROP SCHEMA …` bypass is two statements and refused.
+//! - [`argv`]: values handed to a command line: no option injection (mcp-server-git's
+//!   `--output=`), no shell metacharacters (`;`, `|`, `&`, `$(…)`, backticks) or line breaks.
+//! - [`url`]: https only (by default), no credentials in the URL, no private, loopback,
+//!   link-local, ULA or cloud-metadata addresses (SSRF) — for IP literals here, for names after
+//!   the gateway resolves them.
+//! - [`text`]: free text: hidden characters and explicit injection phrases.
+//!
+//! Does not defend against: a tool that ignores the value it was given and does something else,
+//! TOCTOU races on the filesystem between the check and the upstream's use (the built-in file
+//! tools open beneath a root instead), SQL dialect features the parser does not know (refused as
+//! parse errors, so this fails closed), redirects followed by the upstream itself.
+//!
+//! Refusals are safe to show: they name the rule, never echo the value.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub &'static str);
+
+fn refuse<T>(why: &'static str) -> Result<T, Refusal> {
+    Err(Refusal(why))
+}
+
+/// Check a path argument against allowed roots (absolute, already resolved by the caller if
+/// they may be symlinks). Relative paths are taken relative to the first root. Returns the
+/// normalised absolute path.
+pub fn path(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
+    if value.is_empty() {
+        return refuse("empty path");
+    }
+    if value.contains('\0') {
+        return refuse("path contains a NUL byte");
+    }
+    if value.contains('\\') {
+        return refuse("path contains a backslash");
+    }
+    let lower = value.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00", "%25"].iter().any(|e| lower.contains(e)) {
+        return refuse("path contains an encoded separator or dot");
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return refuse("path contains a control character");
+    }
+    let p = Path::new(value);
+    let base = match roots.first() {
+        Some(r) => r,
+        None => return refuse("no roots are configured for this path argument"),
+    };
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => out.push(c),
+            Component::CurDir => {}
+            Component::ParentDir => return refuse("path contains `..`"),
+            Component::Normal(n) => {
+                if n.to_str().is_some_and(|s| s.starts_with('~')) {
+                    return refuse("path starts with `~`");
+                }
+                out.push(n)
+            }
+        }
+    }
+    if !within(&out, roots) {
+        return refuse("path is outside the allowed roots");
+    }
+    Ok(out)
+}
+
+/// True when `p` is one of `roots` or beneath one, compared component by component.
+pub fn within(p: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| p.starts_with(r))
+}
+
+/// [`path`], then the same containment check on the path with symlinks resolved (the deepest
+/// existing ancestor is canonicalised, so a path to a file yet to be created works too).
+/// `roots` must be canonical already. This function reads the filesystem.
+pub fn path_resolved(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
+    let p = path(value, roots)?;
+    let mut existing = p.as_path();
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    let real = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(r) => break r,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name);
+                    existing = parent;
+                }
+                _ => return refuse("path cannot be resolved"),
+            },
+        }
+    };
+    let full = rest.iter().rev().fold(real, |acc, n| acc.join(n));
+    if !within(&full, roots) {
+        return refuse("path leaves the allowed roots through a symbolic link");
+    }
+    Ok(full)
+}
+
+/// SQL guard settings.
+#[derive(Debug, Clone, Default)]
+pub struct SqlPolicy {
+    /// Dialect: "generic", "sqlite", "postgres", "mysql".
+    pub dialect: String,
+    /// Tables a query may read (lower-case; empty: any).
+    pub tables: Vec<String>,
+    /// Columns a query may name (lower-case; empty: any). `*` is refused when set.
+    pub columns: Vec<String>,
+}
+
+/// Functions that reach outside the database or stall it, whatever the dialect.
+const SQL_DENIED_FUNCTIONS: &[&str] = &[
+    "load_extension",
+    "readfile",
+    "writefile",
+    "edit",
+    "fts3_tokenizer",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "lo_import",
+    "lo_export",
+    "lo_get",
+    "lo_put",
+    "dblink",
+    "dblink_exec",
+    "pg_sleep",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "set_config",
+    "pg_reload_conf",
+    "query_to_xml",
+    "sleep",
+    "benchmark",
+    "load_file",
+    "sys_exec",
+    "xp_cmdshell",
+];
+
+/// Check that `sql` is exactly one read-only query within the allow-lists.
+pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
+    use sqlparser::ast::{visit_expressions, visit_relations, visit_statements, Expr, SetExpr, Statement};
+    use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+    use std::ops::ControlFlow;
+    if sql.len() > 64 * 1024 {
+        return refuse("query is too long");
+    }
+    let dialect: Box<dyn Dialect> = match policy.dialect.as_str() {
+        "sqlite" => Box::new(SQLiteDialect {}),
+        "postgres" | "postgresql" => Box::new(PostgreSqlDialect {}),
+        "mysql" => Box::new(MySqlDialect {}),
+        _ => Box::new(GenericDialect {}),
+    };
+    let stmts = sqlparser::parser::Parser::new(dialect.as_ref())
+        .with_recursion_limit(50)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|_| Refusal("query does not parse"))?;
+    let [stmt] = stmts.as_slice() else {
+        return refuse(if stmts.is_empty() { "no statement" } else { "more than one statement" });
+    };
+    let Statement::Query(q) = stmt else {
+        return refuse("only read-only queries (SELECT) are allowed");
+    };
+    let mut bad: Option<&'static str> = None;
+    let _ = visit_statements(stmt, |s| {
+        if !matches!(s, Statement::Query(_)) {
+            bad = Some("the query contains a statement that is not a read");
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    fn body_writes(b: &SetExpr) -> bool {
+        match b {
+            SetExpr::Select(s) => s.into.is_some(),
+            SetExpr::Query(q) => body_writes(&q.body),
+            SetExpr::SetOperation { left, right, .. } => body_writes(left) || body_writes(right),
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => true,
+            _ => false,
+        }
+    }
+    let ctes_write = q.with.as_ref().is_some_and(|w| w.cte_tables.iter().any(|c| body_writes(&c.query.body)));
+    if body_writes(&q.body) || ctes_write {
+        return refuse("the query writes (INTO or a data-modifying clause)");
+    }
+    if !q.locks.is_empty() {
+        return refuse("row locks (FOR UPDATE/SHARE) are not allowed");
+    }
+    if let Some(b) = bad {
+        return refuse(b);
+    }
+    let cte_names: Vec<String> = q
+        .with
+        .as_ref()
+        .map(|w| w.cte_tables.iter().map(|c| c.alias.name.value.to_lowercase()).collect())
+        .unwrap_or_default();
+    if !policy.tables.is_empty() {
+        let _ = visit_relations(stmt, |rel| {
+            let name = rel
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches(['"', '`', '[', ']']).to_lowercase())
+                .unwrap_or_default();
+            let schema_ok = rel.0.len() == 1 || policy.tables.iter().any(|t| t.eq_ignore_ascii_case(&rel.to_string()));
+            if !(schema_ok && (policy.tables.contains(&name) || cte_names.contains(&name))) {
+                bad = Some("the query reads a table that is not allowed");
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    let _ = visit_expressions(stmt, |e| {
+        match e {
+            Expr::Function(f) => {
+                let n = f.name.0.last().map(|p| p.to_string().to_lowercase()).unwrap_or_default();
+                if SQL_DENIED_FUNCTIONS.contains(&n.as_str()) {
+                    bad = Some("the query calls a function that is not allowed");
+                    return ControlFlow::Break(());
+                }
+            }
+            Expr::Identifier(id) if !policy.columns.is_empty() => {
+                if !policy.columns.contains(&id.value.to_lowercase()) {
+                    bad = Some("the query names a column that is not allowed");
+                    return ControlFlow::Break(());
+                }
+            }
+            Expr::CompoundIdentifier(ids) if !policy.columns.is_empty() => {
+                if !ids.last().is_some_and(|id| policy.columns.contains(&id.value.to_lowercase())) {
+                    bad = Some("the query names a column that is not allowed");
+                    return ControlFlow::Break(());
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    if bad.is_none() && !policy.columns.is_empty() && has_wildcard(&q.body) {
+        bad = Some("`*` is not allowed when columns are restricted");
+    }
+    match bad {
+        Some(b) => refuse(b),
+        None => Ok(()),
+    }
+}
+
+fn has_wildcard(b: &sqlparser::ast::SetExpr) -> bool {
+    use sqlparser::ast::{SelectItem, SetExpr};
+    match b {
+        SetExpr::Select(s) => {
+            s.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
+        }
+        SetExpr::Query(q) => has_wildcard(&q.body),
+        SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
+        _ => false,
+    }
+}
+
+/// Check one command-line value.
+pub fn argv(value: &str) -> Result<(), Refusal> {
+    if value.starts_with('-') {
+        return refuse("value starts with `-` (option injection)");
+    }
+    if value.chars().any(|c| matches!(c, '\n' | '\r' | '\0')) {
+        return refuse("value contains a line break or NUL");
+    }
+    if value.chars().any(|c| {
+        matches!(
+            c,
+            ';' | '|' | '&' | '$' | '`' | '<' | '>' | '(' | ')' | '{' | '}' | '\\' | '!' | '*' | '?' | '"' | '\''
+        )
+    }) {
+        return refuse("value contains a shell metacharacter");
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return refuse("value contains a control character");
+    }
+    Ok(())
+}
+
+/// URL guard settings.
+#[derive(Debug, Clone, Default)]
+pub struct UrlPolicy {
+    /// Also allow plain `http`.
+    pub allow_http: bool,
+    /// Host names (exact, lower-case) or `*.suffix` patterns allowed; empty: any public host.
+    pub hosts: Vec<String>,
+}
+
+/// Check a URL argument. Returns the host to resolve when it is a name (the caller must then
+/// check every address it resolves to with [`crate::net::is_public_ip`]); `None` for IP literals,
+/// which are checked here.
+pub fn url(value: &str, policy: &UrlPolicy) -> Result<Option<String>, Refusal> {
+    let u = url::Url::parse(value).map_err(|_| Refusal("not a valid absolute URL"))?;
+    match u.scheme() {
+        "https" => {}
+        "http" if policy.allow_http => {}
+        _ => return refuse("URL scheme is not allowed"),
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return refuse("URL carries credentials");
+    }
+    let host = match u.host() {
+        None => return refuse("URL has no host"),
+        Some(url::Host::Ipv4(ip)) => {
+            return if crate::net::is_public_ip(ip.into()) {
+                allowed(&ip.to_string(), policy).map(|_| None)
+            } else {
+                refuse("URL points at a private, loopback or link-local address")
+            };
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            return if crate::net::is_public_ip(ip.into()) {
+                allowed(&ip.to_string(), policy).map(|_| None)
+            } else {
+                refuse("URL points at a private, loopback or link-local address")
+            };
+        }
+        Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+    };
+    let internal = host == "localhost"
+        || [".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".intranet", ".corp", ".lan"]
+            .iter()
+            .any(|s| host.ends_with(s))
+        || host == "metadata"
+        || !host.contains('.');
+    if internal {
+        return refuse("URL points at an internal host name");
+    }
+    allowed(&host, policy)?;
+    Ok(Some(host))
+}
+
+fn allowed(host: &str, policy: &UrlPolicy) -> Result<(), Refusal> {
+    if policy.hosts.is_empty()
+        || policy.hosts.iter().any(|h| match h.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => h == host,
+        })
+    {
+        Ok(())
+    } else {
+        refuse("URL host is not on the allow-list")
+    }
+}
+
+/// Check free text: hidden characters, or an injection score at or above `threshold`.
+pub fn text(value: &str, threshold: f32) -> Result<(), Refusal> {
+    let (clean, removed) = crate::sanitize::sanitize(value);
+    if removed.invisible > 0 || removed.control > 0 || removed.template_tokens > 0 {
+        return refuse("text contains hidden characters or chat-template tokens");
+    }
+    if removed.comments > 0 {
+        return refuse("text contains an HTML comment");
+    }
+    if crate::inject::scan(&clean).is_injection(threshold) {
+        return refuse("text reads as a prompt injection");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "guards_tests.rs"]
+mod tests;
