@@ -44,6 +44,14 @@ pub struct Config {
     /// Human approval of calls whose rule says `approval = "user"` or `"admin"`.
     #[serde(default)]
     pub approval: ApprovalConfig,
+    /// Content security: argument schemas, tool-definition scan and pins, output sanitizing,
+    /// injection detection and redaction.
+    #[serde(default)]
+    pub content: ContentConfig,
+    /// Argument guards: a check on one argument of one tool (paths, SQL, command-line values,
+    /// URLs, free text).
+    #[serde(default, rename = "guard")]
+    pub guards: Vec<GuardConfig>,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -494,6 +502,215 @@ impl Default for ApprovalConfig {
     }
 }
 
+/// `[content]`: what Warden checks in arguments, tool definitions and outputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Validate every `tools/call` against the tool's `inputSchema` (as pinned). Default true.
+    #[serde(default = "yes")]
+    pub validate_arguments: bool,
+    /// Strict schemas: objects that do not say otherwise get `additionalProperties: false`, so
+    /// undeclared arguments are refused. Default true.
+    #[serde(default = "yes")]
+    pub strict_schemas: bool,
+    /// `maxLength` for string arguments whose schema sets none. Default 65536.
+    #[serde(default = "default_max_string")]
+    pub max_string_length: u64,
+    /// `maxItems` for array arguments whose schema sets none. Default 1000.
+    #[serde(default = "default_max_items")]
+    pub max_array_items: u64,
+    /// Tool-definition poisoning scan at listing time: `"block"` (default: a suspect tool is
+    /// withheld and uncallable), `"warn"` (logged, still listed) or `"off"`.
+    #[serde(default)]
+    pub scan: ScanAction,
+    /// Pinning of tool definitions: `"tofu"` (default: trust the first definition seen, then
+    /// block a changed one until an operator approves it), `"file"` (only definitions in
+    /// `pin_file` are trusted) or `"off"`.
+    #[serde(default)]
+    pub pinning: PinMode,
+    /// The pin file `warden pin` writes. With `"tofu"` it also keeps first-seen pins across
+    /// restarts.
+    pub pin_file: Option<PathBuf>,
+    /// Largest result (serialized bytes) returned to a client; the rest is cut with a visible
+    /// marker. Default 1048576.
+    #[serde(default = "default_max_result")]
+    pub max_result_bytes: usize,
+    /// Largest single content item (text, image, audio, embedded resource). Default 262144.
+    #[serde(default = "default_max_item")]
+    pub max_item_bytes: usize,
+    /// Strip hidden content (HTML comments, zero-width/bidi/tag characters, ANSI escapes,
+    /// chat-template tokens) from outputs. Default true.
+    #[serde(default = "yes")]
+    pub sanitize: bool,
+    /// What to do with output that reads as a prompt injection: `"wrap"` (default: enclose it
+    /// in an untrusted-data boundary with a random delimiter and a one-line notice), `"flag"`
+    /// (log only), `"block"` (withhold it) or `"off"`.
+    #[serde(default)]
+    pub injection: InjectionAction,
+    /// Score (0–1) at which output counts as an injection. Default 0.5.
+    #[serde(default = "default_threshold")]
+    pub injection_threshold: f32,
+    /// What is redacted from outputs and error messages: `"secrets"`, `"pii"`, or single
+    /// classes (`"email"`, `"card"`, `"jwt"`, …). Default `["secrets", "pii"]`.
+    #[serde(default = "default_redact")]
+    pub redact: Vec<String>,
+    /// Scrub upstream error messages of file paths, stack traces and internal addresses.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub scrub_errors: bool,
+    /// Overrides for some tools.
+    #[serde(default, rename = "tool")]
+    pub tools: Vec<ContentOverride>,
+    /// Schema overlays for one argument of some tools.
+    #[serde(default, rename = "argument")]
+    pub arguments: Vec<ArgumentOverlay>,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `[[content.tool]]`: output handling for some tools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentOverride {
+    /// Upstream name (glob). Default any.
+    #[serde(default = "any")]
+    pub server: String,
+    /// The upstream's own tool names (globs).
+    pub tools: Vec<String>,
+    /// Injection action for these tools.
+    pub injection: Option<InjectionAction>,
+    /// Redaction classes for these tools (replaces the default list).
+    pub redact: Option<Vec<String>>,
+    /// Result cap for these tools.
+    pub max_result_bytes: Option<usize>,
+}
+
+/// `[[content.argument]]`: JSON Schema keywords laid over one argument's declared schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentOverlay {
+    /// Upstream name (glob). Default any.
+    #[serde(default = "any")]
+    pub server: String,
+    /// The upstream's own tool names (globs).
+    pub tools: Vec<String>,
+    /// The top-level argument.
+    pub argument: String,
+    /// Keywords, e.g. `{ maxLength = 200, pattern = "^[a-z]+$" }` or `{ enum = ["a", "b"] }`.
+    pub schema: toml::Table,
+}
+
+/// `[[guard]]`: one check on one argument.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Upstream name (glob). Default any.
+    #[serde(default = "any")]
+    pub server: String,
+    /// The upstream's own tool names (globs).
+    pub tools: Vec<String>,
+    /// The argument: a top-level name, or a JSON pointer (`/options/path`). Arrays of strings
+    /// are checked element by element.
+    pub argument: String,
+    /// `"path"`, `"sql"`, `"argv"`, `"url"` or `"text"`.
+    pub kind: GuardKind,
+    /// path: the allowed roots (absolute).
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    /// path: resolve symbolic links (Warden shares the upstream's filesystem). Default true.
+    #[serde(default = "yes")]
+    pub resolve_symlinks: bool,
+    /// sql: `"generic"` (default), `"sqlite"`, `"postgres"` or `"mysql"`.
+    #[serde(default)]
+    pub dialect: String,
+    /// sql: tables a query may read (empty: any).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// sql: columns a query may name (empty: any).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// url: also allow `http`. Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// url: allowed hosts (`example.com`, `*.example.com`); empty: any public host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// url: resolve the host and refuse private addresses. Default true.
+    #[serde(default = "yes")]
+    pub resolve: bool,
+    /// An argument that is missing is fine (the schema decides whether it is required); set
+    /// true to refuse calls without it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardKind {
+    Path,
+    Sql,
+    Argv,
+    Url,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanAction {
+    #[default]
+    Block,
+    Warn,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PinMode {
+    #[default]
+    Tofu,
+    File,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectionAction {
+    Flag,
+    #[default]
+    Wrap,
+    Block,
+    Off,
+}
+
+fn yes() -> bool {
+    true
+}
+fn any() -> String {
+    "*".into()
+}
+fn default_max_string() -> u64 {
+    65536
+}
+fn default_max_items() -> u64 {
+    1000
+}
+fn default_max_result() -> usize {
+    1 << 20
+}
+fn default_max_item() -> usize {
+    256 << 10
+}
+fn default_threshold() -> f32 {
+    warden_policy::inject::DEFAULT_THRESHOLD
+}
+fn default_redact() -> Vec<String> {
+    vec!["secrets".into(), "pii".into()]
+}
+
 fn default_store_prefix() -> String {
     "warden".into()
 }
@@ -849,6 +1066,7 @@ impl Config {
             }
         }
         crate::policy::compile_rules(self)?;
+        crate::content::Content::new(self)?;
         Ok(())
     }
 }
@@ -998,6 +1216,10 @@ pub fn reference_markdown() -> String {
         ("Admin", "[admin]"),
         ("StoreConfig", "[store]"),
         ("ApprovalConfig", "[approval]"),
+        ("ContentConfig", "[content]"),
+        ("ContentOverride", "[[content.tool]]"),
+        ("ArgumentOverlay", "[[content.argument]]"),
+        ("GuardConfig", "[[guard]]"),
         ("TenantUpstream", "[upstream.tenants.<tenant>]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];

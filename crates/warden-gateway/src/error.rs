@@ -49,7 +49,10 @@ pub enum GatewayError {
     /// The store of limits or approvals is out and the outage policy is to fail closed.
     #[error("Limits cannot be checked right now (store unavailable); call refused, retry later")]
     StoreUnavailable,
-    /// The upstream's own JSON-RPC error, passed through.
+    /// The output read as a prompt injection and the policy for it is `block`.
+    #[error("Output withheld by Warden: it reads as a prompt injection")]
+    Withheld,
+    /// The upstream's own JSON-RPC error, passed through (scrubbed and redacted).
     #[error("{0}")]
     Upstream(ErrorObject),
 }
@@ -85,7 +88,7 @@ impl GatewayError {
             GatewayError::Unavailable => jsonrpc::INTERNAL_ERROR,
             GatewayError::RateLimited { .. } => RATE_LIMITED,
             GatewayError::Timeout => TIMEOUT,
-            GatewayError::Cancelled => jsonrpc::INTERNAL_ERROR,
+            GatewayError::Cancelled | GatewayError::Withheld => jsonrpc::INTERNAL_ERROR,
             GatewayError::ApprovalDenied { .. } | GatewayError::ApprovalPending { .. } => APPROVAL,
             GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
             GatewayError::Upstream(e) => e.code,
@@ -104,6 +107,7 @@ impl GatewayError {
             GatewayError::ApprovalDenied { .. } => "approval_denied",
             GatewayError::ApprovalPending { .. } => "approval_pending",
             GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::Withheld => "blocked_by_guard",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

@@ -193,7 +193,13 @@ impl Gateway {
         if policy.rules().is_empty() {
             tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
         }
-        Ok(Gateway { cfg, shared: Arc::new(Shared { specs, ns, http, known, policy, approvals }), auth })
+        let content = Arc::new(crate::content::Content::new(&cfg)?);
+        let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir)?);
+        Ok(Gateway {
+            cfg,
+            shared: Arc::new(Shared { specs, ns, http, known, policy, approvals, content, registry }),
+            auth,
+        })
     }
 
     fn service(&self) -> Arc<dyn Service> {

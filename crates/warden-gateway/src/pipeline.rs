@@ -34,10 +34,12 @@ pub async fn handle(
     let started = Instant::now();
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
     let route = route(s, method, params).await;
-    // 6. request policy: kill switch → authorization → limits (policy.rs); listings are
-    //    filtered by the same rules in `RelaySession::list`.
-    //    schema → guards come with the content-security work; approval (approval.rs) last.
+    // 6. request policy: kill switch → authorization → limits (policy.rs) → argument schema →
+    //    guards (content.rs) → approval (approval.rs); listings are filtered by the same rules,
+    //    pins and the poisoning scan in `RelaySession::list` (registry.rs).
     // 7. upstream, within the rule's timeout, cancelled by a kill switch that says so
+    // 8. response policy: size cap → sanitize → injection detection → redaction, and scrubbed
+    //    upstream errors (content.rs), inside `call_one`, where the target is known
     let result = match route {
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
@@ -47,8 +49,6 @@ pub async fn handle(
             call_one(s, up, method, params, kind, &name, read_only, peer).await
         }
     };
-    // 8. response policy: size cap → sanitize → injection detection → redaction
-    //    (added by the content-security issue)
     // 9. record (audit and metrics arrive with their issue; a trace event for now)
     match &result {
         Ok(_) => tracing::debug!(method, elapsed_us = started.elapsed().as_micros() as u64, "ok"),
@@ -77,6 +77,18 @@ async fn call_one(
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     let grant = policy.admit(&s.principal, up, kind, name, read_only, args).await?;
     let server = &s.shared.specs[up].name;
+    let content = &s.shared.content;
+    if method == "tools/call" {
+        let empty = json!({});
+        let vetted = s.vetted(up, name);
+        let schema = vetted.as_ref().map(|v| &v.schema);
+        if let Err(why) = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await {
+            tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
+            return Ok(
+                json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true}),
+            );
+        }
+    }
     if let Some(mode) = grant.approval {
         let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
         let empty = json!({});
@@ -95,10 +107,32 @@ async fn call_one(
         },
         _ = policy.kills.cancelled(server, tool) => Err(GatewayError::Cancelled),
     };
-    if method == "resources/read" {
-        r.map(|v| s.rewrite_contents(up, v))
-    } else {
-        r
+    let r = if method == "resources/read" { r.map(|v| s.rewrite_contents(up, v)) } else { r };
+    match r {
+        Ok(mut v) => {
+            if method != "resources/subscribe" && method != "resources/unsubscribe" {
+                let rep = content.process_output(server, name, &mut v);
+                if rep.injection.is_injection(content.config().injection_threshold)
+                    || rep.removed.any()
+                    || !rep.redacted.is_empty()
+                    || rep.truncated
+                {
+                    let rules: Vec<&str> = rep.injection.findings.iter().map(|f| f.rule).collect();
+                    let redacted: Vec<&str> = rep.redacted.iter().map(|c| c.name()).collect();
+                    tracing::warn!(server = %server, name, score = rep.injection.score, rules = ?rules, blocked = rep.blocked,
+                        hidden = ?rep.removed, redacted = ?redacted, truncated = rep.truncated, "output policy acted");
+                }
+                if rep.blocked && method != "tools/call" {
+                    return Err(GatewayError::Withheld);
+                }
+            }
+            Ok(v)
+        }
+        Err(GatewayError::Upstream(mut e)) => {
+            content.process_error(server, name, &mut e);
+            Err(GatewayError::Upstream(e))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Shared {
     pub policy: Arc<crate::policy::Policy>,
     /// Calls held for a person's decision.
     pub approvals: Arc<crate::approval::Approvals>,
+    /// Argument and output checks.
+    pub content: Arc<crate::content::Content>,
+    /// Pins and the poisoning scan of tool definitions.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 /// The relay service.
@@ -56,6 +60,8 @@ struct Routes {
     refreshed: Option<Instant>,
     /// Kill-switch generation at the last tools listing.
     kill_gen: u64,
+    /// The vetted definition of each listed tool, by (upstream, its own name).
+    vetted: HashMap<(usize, String), Arc<crate::registry::Vetted>>,
 }
 
 struct Slot {
@@ -440,6 +446,7 @@ impl RelaySession {
             count.into_iter().filter(|(_, n)| *n > 1).map(|(e, _)| e.to_string()).collect();
         let mut out: Vec<Value> = Vec::with_capacity(entries.len());
         let mut table: RouteTable = HashMap::new();
+        let mut vetted = HashMap::new();
         let policy = &self.shared.policy;
         let kind = match cap {
             "tools" => Kind::Tool,
@@ -454,6 +461,17 @@ impl RelaySession {
             let read_only = policy.read_only(i, kind, &orig, Some(&item));
             if !policy.visible(&self.principal, i, kind, &orig, read_only) {
                 continue;
+            }
+            let server = &self.shared.specs[i].name;
+            match kind {
+                Kind::Tool => match self.shared.registry.vet(&self.shared.content, server, &orig, &item) {
+                    Ok(v) => {
+                        vetted.insert((i, orig.clone()), v);
+                    }
+                    Err(_) => continue, // logged by the registry
+                },
+                _ if !self.shared.registry.scan_other(server, &orig, &item) => continue,
+                _ => {}
             }
             if kind == Kind::Tool {
                 // Clients see the effective classification, not the upstream's claim.
@@ -478,6 +496,7 @@ impl RelaySession {
                 _ => {}
             }
             if cap == "tools" {
+                r.vetted = vetted;
                 r.refreshed = Some(Instant::now());
                 r.kill_gen = policy.kills.generation();
             }
@@ -508,6 +527,11 @@ impl RelaySession {
             let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }).await;
         }
         lookup(&self.routes.lock())
+    }
+
+    /// The vetted definition of upstream `up`'s tool `name` (its own name), from the last listing.
+    pub fn vetted(&self, up: usize, name: &str) -> Option<Arc<crate::registry::Vetted>> {
+        self.routes.lock().vetted.get(&(up, name.to_string())).cloned()
     }
 
     /// Resolve a client-visible resource URI.

@@ -207,6 +207,36 @@ impl Redactor {
     }
 }
 
+static STACK_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?m)^\s*(at\s+\S.*|File ".*", line \d+.*|Traceback \(most recent call last\):.*|thread '.*' panicked at .*|\d+:\s+0x[0-9a-f]+ - .*|goroutine \d+ \[.*)$"#)
+        .expect("stack line pattern")
+});
+static FS_PATH: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:\b[A-Za-z]:\\|~/|(?:^|[\s'\x22(=:])/)(?:[\w.@+-]+[/\\])+[\w.@+-]*").expect("path pattern")
+});
+static INTERNAL_ADDR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:10(?:\.\d{1,3}){3}|127(?:\.\d{1,3}){3}|192\.168(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|169\.254(?:\.\d{1,3}){2}|[\w-]+(?:\.[\w-]+)*\.(?:internal|local|localdomain|svc\.cluster\.local|corp|lan))(?::\d{1,5})?\b|\blocalhost:\d{1,5}\b")
+        .expect("internal address pattern")
+});
+
+/// Scrub an error message for a client: stack traces are cut, file paths and internal addresses
+/// (private IPs, `*.internal`, `*.svc.cluster.local`, `localhost:port`) replaced. Secrets are
+/// left to [`Redactor::redact`], which callers run afterwards.
+pub fn scrub_error(msg: &str) -> String {
+    let mut out = msg.to_string();
+    if let Some(m) = STACK_LINE.find(&out) {
+        out.truncate(m.start());
+        out = out.trim_end().to_string();
+        out.push_str(" [stack trace removed]");
+    }
+    let out = FS_PATH.replace_all(&out, |c: &Captures| {
+        let m = &c[0];
+        let lead: String = m.chars().take_while(|ch| !matches!(ch, '/' | '~') && !ch.is_ascii_alphabetic()).collect();
+        format!("{lead}[path]")
+    });
+    INTERNAL_ADDR.replace_all(&out, "[internal address]").into_owned()
+}
+
 fn luhn(s: &str) -> bool {
     let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
     if !(13..=19).contains(&digits.len()) || digits.iter().all(|&d| d == digits[0]) {
@@ -361,6 +391,16 @@ mod tests {
             let (out, f) = red(t);
             assert_eq!(out, t, "{f:?}");
         }
+    }
+
+    #[test]
+    fn errors_are_scrubbed() {
+        let m = scrub_error("ENOENT: open '/home/app/.config/secret.json' via db.prod.internal:5432 and 10.0.3.4\n    at Object.openSync (node:fs:601:3)\n    at main (/srv/app/index.js:3:1)");
+        assert_eq!(m, "ENOENT: open '[path]' via [internal address] and [internal address] [stack trace removed]");
+        let py = scrub_error("boom\nTraceback (most recent call last):\n  File \"/app/x.py\", line 3, in <module>");
+        assert_eq!(py, "boom [stack trace removed]");
+        assert_eq!(scrub_error("Unknown tool: foo"), "Unknown tool: foo");
+        assert_eq!(scrub_error("see https://example.com/a/b"), "see https://example.com/a/b");
     }
 
     #[test]

@@ -66,7 +66,10 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
     let (carol, ec) = key("carol", &["mcp", "warden:approve"], &[], Some("b"));
     let rules = "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n\
                  [approval]\nwait_secs = 4\n";
-    let w = warden("", &format!("{up}\n[auth]\n{ea}{eb}{ec}\n{admin_cfg}\n{rules}"));
+    // Lax schemas: the call below carries an argument echo does not declare, to show that
+    // approvals bind every argument in any key order.
+    let lax = "[content]\nstrict_schemas = false\n";
+    let w = warden("", &format!("{up}\n[auth]\n{ea}{eb}{ec}\n{admin_cfg}\n{lax}{rules}"));
     // Elicitation is declared by the usual test client, but "admin" means the queue regardless.
     let c = crate::authz::client(&w, &alice).await;
     let held = tokio::spawn({
