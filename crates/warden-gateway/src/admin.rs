@@ -4,7 +4,9 @@
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
 //! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
 //! - `GET /admin/approvals[?state=pending]`, `GET /admin/approvals/{id}` — approval requests;
-//! - `POST /admin/approvals/{id}/approve`, `…/deny` `{by?, note?}` — decide one.
+//! - `POST /admin/approvals/{id}/approve`, `…/deny` `{by?, note?}` — decide one;
+//! - `GET /admin/pins` — tool definitions that changed since they were pinned (withheld);
+//! - `POST /admin/pins/approve` `{server, tool, by?}` — accept a changed definition.
 //!
 //! Two kinds of caller:
 //! - the admin token (`[admin] token`): everything, every tenant; `by` names the person;
@@ -44,6 +46,7 @@ pub struct AdminState {
     pub kills: Arc<KillSwitches>,
     pub servers: Vec<String>,
     pub approvals: Arc<Approvals>,
+    pub registry: Arc<crate::registry::Registry>,
     pub auth: Option<Arc<Authenticator>>,
     /// The MCP resource URI principals' tokens must be issued for.
     pub resource: String,
@@ -120,6 +123,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))
         .route("/admin/approvals/{id}/{verdict}", post(decide))
+        .route("/admin/pins", get(pins))
+        .route("/admin/pins/approve", post(approve_pin))
         .with_state(Arc::new(state))
 }
 
@@ -128,6 +133,44 @@ async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {
         None => unauthorized(),
         Some(c) if !c.may_kill() => forbidden(),
         Some(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
+    }
+}
+
+async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
+    match caller(&s, &h).await {
+        None => unauthorized(),
+        Some(c) if !c.may_kill() => forbidden(),
+        Some(_) => reply(StatusCode::OK, json!({"pending": s.registry.pending()})),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinApproval {
+    server: String,
+    tool: String,
+    by: Option<String>,
+}
+
+async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
+    let c = match caller(&s, &h).await {
+        None => return unauthorized(),
+        Some(c) if !c.may_kill() => return forbidden(),
+        Some(c) => c,
+    };
+    let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, tool, by?}"}));
+    };
+    let by = c.name(p.by);
+    match s.registry.approve(&p.server, &p.tool) {
+        Some(change) => {
+            tracing::warn!(server = %p.server, tool = %p.tool, by = %by, "pin change approved through the admin API");
+            reply(
+                StatusCode::OK,
+                json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}}),
+            )
+        }
+        None => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server and tool"})),
     }
 }
 

@@ -29,6 +29,14 @@ struct OutputOverride {
     max_result_bytes: Option<usize>,
 }
 
+/// Schema keywords for one argument of the matching tools.
+struct ArgOverlay {
+    server: Glob,
+    tools: Vec<Glob>,
+    argument: String,
+    keywords: Map<String, Value>,
+}
+
 struct Guard {
     server: Glob,
     tools: Vec<Glob>,
@@ -50,7 +58,7 @@ pub struct Content {
     cfg: ContentConfig,
     redactor: Redactor,
     outputs: Vec<OutputOverride>,
-    overlays: Vec<(Glob, Vec<Glob>, String, Map<String, Value>)>,
+    overlays: Vec<ArgOverlay>,
     guards: Vec<Guard>,
 }
 
@@ -129,7 +137,12 @@ impl Content {
             let probe = json!({"type": "object", "properties": {a.argument.clone(): Value::Object(kw.clone())}});
             ArgSchema::compile(&probe, &Overlay::default())
                 .map_err(|e| format!("content.argument[{i}].schema: {e}"))?;
-            overlays.push((Glob::new(&a.server), globs(&a.tools), a.argument.clone(), kw));
+            overlays.push(ArgOverlay {
+                server: Glob::new(&a.server),
+                tools: globs(&a.tools),
+                argument: a.argument.clone(),
+                keywords: kw,
+            });
         }
         let guards = cfg
             .guards
@@ -154,8 +167,8 @@ impl Content {
             arguments: self
                 .overlays
                 .iter()
-                .filter(|(s, t, ..)| applies(s, t, server, tool))
-                .map(|(_, _, a, kw)| (a.clone(), kw.clone()))
+                .filter(|o| applies(&o.server, &o.tools, server, tool))
+                .map(|o| (o.argument.clone(), o.keywords.clone()))
                 .collect(),
         }
     }

@@ -264,6 +264,7 @@ impl Gateway {
                     kills: self.shared.policy.kills.clone(),
                     servers: self.cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                     approvals: self.shared.approvals.clone(),
+                    registry: self.shared.registry.clone(),
                     auth: self.auth.clone(),
                     resource,
                 });

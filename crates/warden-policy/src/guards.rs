@@ -232,17 +232,18 @@ pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
                     return ControlFlow::Break(());
                 }
             }
-            Expr::Identifier(id) if !policy.columns.is_empty() => {
-                if !policy.columns.contains(&id.value.to_lowercase()) {
-                    bad = Some("the query names a column that is not allowed");
-                    return ControlFlow::Break(());
-                }
+            Expr::Identifier(id)
+                if !policy.columns.is_empty() && !policy.columns.contains(&id.value.to_lowercase()) =>
+            {
+                bad = Some("the query names a column that is not allowed");
+                return ControlFlow::Break(());
             }
-            Expr::CompoundIdentifier(ids) if !policy.columns.is_empty() => {
-                if !ids.last().is_some_and(|id| policy.columns.contains(&id.value.to_lowercase())) {
-                    bad = Some("the query names a column that is not allowed");
-                    return ControlFlow::Break(());
-                }
+            Expr::CompoundIdentifier(ids)
+                if !policy.columns.is_empty()
+                    && !ids.last().is_some_and(|id| policy.columns.contains(&id.value.to_lowercase())) =>
+            {
+                bad = Some("the query names a column that is not allowed");
+                return ControlFlow::Break(());
             }
             _ => {}
         }

@@ -174,10 +174,7 @@ pub fn sanitize(s: &str) -> (Cow<'_, str>, Removed) {
         } else if c >= 0x80 {
             let ch = s[i..].chars().next().unwrap_or('\u{FFFD}');
             let vs = is_variation_selector(ch);
-            let drop = if is_invisible(ch) {
-                removed.invisible += 1;
-                true
-            } else if vs && prev_vs {
+            let drop = if is_invisible(ch) || (vs && prev_vs) {
                 removed.invisible += 1;
                 true
             } else if is_control(ch) {

@@ -117,7 +117,7 @@ fn describe(k: &jsonschema::error::ValidationErrorKind) -> String {
         K::Constant { .. } => "not the allowed value".into(),
         K::Pattern { .. } => "does not match the required pattern".into(),
         K::Format { format } => format!("not a valid {}", scrub(format)),
-        _ => scrub(&k.keyword().to_string()) + " constraint failed",
+        _ => scrub(k.keyword()) + " constraint failed",
     }
 }
 

@@ -94,7 +94,28 @@ fn tools() -> Value {
         t("garbage", "Writes non-JSON to stdout, then answers", empty_schema()),
         t("roots", "Asks the client for its roots", empty_schema()),
         t("whoami", "Reports the credential the server was started with (FIXTURE_IDENTITY)", empty_schema()),
+        t("fail", "Answers with a JSON-RPC error carrying `message`", str_arg("message", "The error message")),
     ]})
+}
+
+/// The tool listing, with descriptions replaced from the JSON object (name → description) in the
+/// file named by `FIXTURE_DESCRIPTIONS`, read at every listing: tests change a definition while
+/// the server runs (a rug pull) or poison one.
+fn listed_tools() -> Value {
+    let mut all = tools();
+    let file = std::env::var("FIXTURE_DESCRIPTIONS").ok();
+    let over: serde_json::Map<String, Value> = file
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if let Some(items) = all["tools"].as_array_mut() {
+        for t in items {
+            if let Some(d) = t["name"].as_str().and_then(|n| over.get(n)).cloned() {
+                t["description"] = d;
+            }
+        }
+    }
+    all
 }
 
 fn resources() -> Value {
@@ -225,6 +246,10 @@ impl FixtureSession {
             }
             "json_schema_2020_12_tool" => text(format!("JSON Schema 2020-12 tool called with: {args}")),
             "whoami" => text(std::env::var("FIXTURE_IDENTITY").unwrap_or_else(|_| "anonymous".into())),
+            "fail" => {
+                let m = args.get("message").and_then(Value::as_str).unwrap_or("failed");
+                return Err(ErrorObject::new(jsonrpc::INTERNAL_ERROR, m.to_string()));
+            }
             "echo" => text(args.get("text").and_then(Value::as_str).ok_or_else(|| invalid("text is required"))?),
             "slow" => {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(100).min(60_000);
@@ -321,7 +346,7 @@ impl Session for FixtureSession {
             let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             match method.as_str() {
                 "ping" => Ok(json!({})),
-                "tools/list" => Ok(tools()),
+                "tools/list" => Ok(listed_tools()),
                 "tools/call" => {
                     let args = p.get("arguments").cloned().unwrap_or_else(|| json!({}));
                     self.call_tool(&s("name"), args, p.get("_meta").cloned(), peer).await

@@ -10,6 +10,8 @@ mod approval;
 mod auth;
 #[path = "gateway/authz.rs"]
 mod authz;
+#[path = "gateway/content.rs"]
+mod content;
 #[path = "gateway/shared_store.rs"]
 mod shared_store;
 #[path = "gateway/tenants.rs"]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use warden_protocol::sse;
 use warden_testkit::harness::{self, fixture_stdio_upstream, warden, Client, Proc};
 
-const TOKEN: &str = "an-admin-token-that-is-long-enough-0123456789";
+pub(crate) const TOKEN: &str = "an-admin-token-that-is-long-enough-0123456789";
 
 /// `[admin]` on a free port with [`TOKEN`]; returns the config text and the admin base URL.
 pub(crate) fn admin_section() -> (String, String) {
