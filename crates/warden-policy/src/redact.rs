@@ -138,7 +138,7 @@ const ALL: &[Class] = &[
 ];
 
 static COMPILED: LazyLock<(RegexSet, Vec<Regex>)> = LazyLock::new(|| {
-    let pats: Vec<&str> = ALL.iter().map(|c| c.pattern()).collect();
+    let pats: Vec<String> = ALL.iter().map(|c| crate::inject::ascii_classes(c.pattern())).collect();
     (
         RegexSet::new(&pats).expect("redaction patterns compile"),
         pats.iter().map(|p| Regex::new(p).expect("redaction pattern compiles")).collect(),
@@ -208,14 +208,15 @@ impl Redactor {
 }
 
 static STACK_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?m)^\s*(at\s+\S.*|File ".*", line \d+.*|Traceback \(most recent call last\):.*|thread '.*' panicked at .*|\d+:\s+0x[0-9a-f]+ - .*|goroutine \d+ \[.*)$"#)
+    Regex::new(&crate::inject::ascii_classes(r#"(?m)^\s*(at\s+\S.*|File ".*", line \d+.*|Traceback \(most recent call last\):.*|thread '.*' panicked at .*|\d+:\s+0x[0-9a-f]+ - .*|goroutine \d+ \[.*)$"#))
         .expect("stack line pattern")
 });
 static FS_PATH: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:\b[A-Za-z]:\\|~/|(?:^|[\s'\x22(=:])/)(?:[\w.@+-]+[/\\])+[\w.@+-]*").expect("path pattern")
+    Regex::new(&crate::inject::ascii_classes(r"(?:\b[A-Za-z]:\\|~/|(?:^|[\s'\x22(=:])/)(?:[\w.@+-]+[/\\])+[\w.@+-]*"))
+        .expect("path pattern")
 });
 static INTERNAL_ADDR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:10(?:\.\d{1,3}){3}|127(?:\.\d{1,3}){3}|192\.168(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|169\.254(?:\.\d{1,3}){2}|[\w-]+(?:\.[\w-]+)*\.(?:internal|local|localdomain|svc\.cluster\.local|corp|lan))(?::\d{1,5})?\b|\blocalhost:\d{1,5}\b")
+    Regex::new(&crate::inject::ascii_classes(r"\b(?:10(?:\.\d{1,3}){3}|127(?:\.\d{1,3}){3}|192\.168(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|169\.254(?:\.\d{1,3}){2}|[\w-]+(?:\.[\w-]+)*\.(?:internal|local|localdomain|svc\.cluster\.local|corp|lan))(?::\d{1,5})?\b|\blocalhost:\d{1,5}\b"))
         .expect("internal address pattern")
 });
 

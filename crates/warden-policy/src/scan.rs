@@ -28,7 +28,7 @@ pub struct ToolFinding {
 }
 
 static SENSITIVE_PATH: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)~/\.ssh|\bid_(rsa|ed25519|ecdsa)\b|\.ssh/|\bmcp\.json\b|claude_desktop_config|\.cursor/|(^|[\s/'`])\.env\b|\.aws/credentials|/etc/(passwd|shadow|sudoers)|\.netrc\b|\.npmrc\b|\.git-credentials|\.kube/config|\.docker/config\.json|\bwallet\.dat\b")
+    Regex::new(&crate::inject::ascii_classes(r"(?i)~/\.ssh|\bid_(rsa|ed25519|ecdsa)\b|\.ssh/|\bmcp\.json\b|claude_desktop_config|\.cursor/|(^|[\s/'`])\.env\b|\.aws/credentials|/etc/(passwd|shadow|sudoers)|\.netrc\b|\.npmrc\b|\.git-credentials|\.kube/config|\.docker/config\.json|\bwallet\.dat\b"))
         .expect("sensitive path pattern")
 });
 static BASE64_BLOB: LazyLock<Regex> =

@@ -37,6 +37,13 @@ pub struct BenchArgs {
     /// bare PING round trip to it.
     #[arg(long)]
     redis: Option<String>,
+    /// Measure the content-security detectors: quality on the corpora, and speed.
+    #[arg(long)]
+    content: bool,
+    /// With --content: the directory of the shared corpora (default `../shared/corpora`
+    /// beside the repository).
+    #[arg(long)]
+    corpora: Option<PathBuf>,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -259,6 +266,9 @@ fn us(d: Duration) -> f64 {
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
+    }
+    if a.content {
+        return crate::bench_content::run(a.corpora);
     }
     if a.policy {
         crate::bench_policy::run(a.calls.max(1000) * 10)?;
