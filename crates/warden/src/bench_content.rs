@@ -13,9 +13,11 @@ use warden_policy::sanitize::sanitize;
 use warden_policy::scan;
 use warden_policy::schema::{ArgSchema, Overlay};
 
+/// Detected: an HTML comment (hidden from a reader, removed) or an injection score over the
+/// threshold on the sanitized text. (Invisible characters alone are stripped, not flagged.)
 fn flagged(text: &str) -> bool {
     let (clean, removed) = sanitize(text);
-    removed.comments > 0 || removed.invisible > 0 || inject::scan(&clean).is_injection(DEFAULT_THRESHOLD)
+    removed.comments > 0 || inject::scan(&clean).is_injection(DEFAULT_THRESHOLD)
 }
 
 fn lines(path: &Path) -> anyhow::Result<Vec<String>> {
@@ -93,7 +95,18 @@ pub fn run(corpora: Option<PathBuf>) -> anyhow::Result<()> {
         for set in ["email", "code", "table"] {
             let c = contexts(&bipia, set)?;
             let fp = c.iter().filter(|t| flagged(t)).count();
-            println!("| BIPIA {set} contexts | benign | {} | {} ({}) |", c.len(), fp, pct(fp, c.len()));
+            for t in c.iter().filter(|t| flagged(t)) {
+                let rules: Vec<&str> = inject::scan(&sanitize(t).0).findings.iter().map(|f| f.rule).collect();
+                eprintln!("flagged benign {set} context: {rules:?}");
+            }
+            let stripped = c.iter().filter(|t| sanitize(t).1.any()).count();
+            println!(
+                "| BIPIA {set} contexts | benign | {} | {} ({}); hidden characters stripped, not flagged: {} |",
+                c.len(),
+                fp,
+                pct(fp, c.len()),
+                stripped
+            );
             benign_all.extend(c);
         }
     } else {
