@@ -37,19 +37,22 @@ pub enum Class {
 }
 
 impl Class {
+    /// Secret classes, in the order they are applied (private keys and JWTs before the
+    /// key=value rule, which would otherwise take a part of them).
     pub const SECRETS: &'static [Class] = &[
+        Class::PrivateKey,
+        Class::Jwt,
         Class::AwsKey,
         Class::GoogleKey,
         Class::GithubToken,
         Class::SlackToken,
         Class::StripeKey,
         Class::ApiKey,
-        Class::Jwt,
-        Class::PrivateKey,
         Class::ConnectionPassword,
         Class::KeyValueSecret,
     ];
-    pub const PII: &'static [Class] = &[Class::Email, Class::Phone, Class::Card, Class::Iban, Class::NationalId];
+    /// Personal data classes, in the order they are applied (IBANs and cards before phones).
+    pub const PII: &'static [Class] = &[Class::Email, Class::Iban, Class::Card, Class::NationalId, Class::Phone];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -119,23 +122,8 @@ impl Class {
     }
 }
 
-const ALL: &[Class] = &[
-    Class::PrivateKey,
-    Class::Jwt,
-    Class::AwsKey,
-    Class::GoogleKey,
-    Class::GithubToken,
-    Class::SlackToken,
-    Class::StripeKey,
-    Class::ApiKey,
-    Class::ConnectionPassword,
-    Class::KeyValueSecret,
-    Class::Email,
-    Class::Iban,
-    Class::Card,
-    Class::NationalId,
-    Class::Phone,
-];
+/// Every class, secrets first.
+static ALL: LazyLock<Vec<Class>> = LazyLock::new(|| Class::SECRETS.iter().chain(Class::PII).copied().collect());
 
 static COMPILED: LazyLock<(RegexSet, Vec<Regex>)> = LazyLock::new(|| {
     let pats: Vec<String> = ALL.iter().map(|c| crate::inject::ascii_classes(c.pattern())).collect();
