@@ -117,6 +117,16 @@ async fn caller(s: &AdminState, h: &HeaderMap) -> Option<Caller> {
     auth.authenticate(&parts, &s.resource).await.ok().map(Caller::Principal)
 }
 
+/// A caller allowed to operate the gateway (kill switches, pins): the admin token, or a principal
+/// with [`SCOPE_ADMIN`] and no tenant. Otherwise the 401 or 403 to send.
+async fn operator(s: &AdminState, h: &HeaderMap) -> Result<Caller, Response<Body>> {
+    match caller(s, h).await {
+        None => Err(unauthorized()),
+        Some(c) if !c.may_kill() => Err(forbidden()),
+        Some(c) => Ok(c),
+    }
+}
+
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
@@ -129,18 +139,16 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    match caller(&s, &h).await {
-        None => unauthorized(),
-        Some(c) if !c.may_kill() => forbidden(),
-        Some(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
+    match operator(&s, &h).await {
+        Ok(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
+        Err(r) => r,
     }
 }
 
 async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    match caller(&s, &h).await {
-        None => unauthorized(),
-        Some(c) if !c.may_kill() => forbidden(),
-        Some(_) => reply(StatusCode::OK, json!({"pending": s.registry.pending()})),
+    match operator(&s, &h).await {
+        Ok(_) => reply(StatusCode::OK, json!({"pending": s.registry.pending()})),
+        Err(r) => r,
     }
 }
 
@@ -153,10 +161,9 @@ struct PinApproval {
 }
 
 async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    let c = match caller(&s, &h).await {
-        None => return unauthorized(),
-        Some(c) if !c.may_kill() => return forbidden(),
-        Some(c) => c,
+    let c = match operator(&s, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, tool, by?}"}));
@@ -195,10 +202,9 @@ fn store_error(e: impl std::fmt::Display) -> Response<Body> {
 }
 
 async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    let c = match caller(&s, &h).await {
-        None => return unauthorized(),
-        Some(c) if !c.may_kill() => return forbidden(),
-        Some(c) => c,
+    let c = match operator(&s, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let Ok(k) = serde_json::from_slice::<KillRequest>(&body) else {
         return reply(
@@ -234,10 +240,9 @@ struct ReviveQuery {
 }
 
 async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) -> Response<Body> {
-    let c = match caller(&s, &h).await {
-        None => return unauthorized(),
-        Some(c) if !c.may_kill() => return forbidden(),
-        Some(c) => c,
+    let c = match operator(&s, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     match s.kills.revive(&q.server, q.tool.as_deref(), &c.name(q.by)).await {
         Ok(true) => reply(StatusCode::OK, json!({"revived": {"server": q.server, "tool": q.tool}})),

@@ -346,10 +346,7 @@ impl Walker<'_> {
         }
         *self.budget = self.budget.saturating_sub(s.len());
         if self.scrub {
-            let t = redact::scrub_error(s);
-            if t != *s {
-                *s = t;
-            }
+            *s = redact::scrub_error(s);
         }
         if cfg.sanitize {
             let (clean, removed) = sanitize(s);
