@@ -349,11 +349,20 @@ impl RelaySession {
                     | "notifications/resources/list_changed" => {
                         self.routes.lock().refreshed = None;
                     }
+                    "notifications/progress" | "notifications/message" => {
+                        if let Some(p) = params.as_mut() {
+                            let server = &self.shared.specs[i].name;
+                            if self.shared.content.process_message(server, &method, p).blocked {
+                                tracing::warn!(upstream = %server, method, "notification reads as a prompt injection; dropped");
+                                return;
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 peer.notify(&method, params);
             }
-            Message::Request { id, method, params } => {
+            Message::Request { id, method, mut params } => {
                 let needed = match method.as_str() {
                     "ping" => {
                         let c = conn.clone();
@@ -378,6 +387,16 @@ impl RelaySession {
                         .await
                     });
                     return;
+                }
+                if let (Some(p), "sampling" | "elicitation") = (params.as_mut(), needed) {
+                    let server = &self.shared.specs[i].name;
+                    if self.shared.content.process_message(server, &method, p).blocked {
+                        tracing::warn!(upstream = %server, method, "request reads as a prompt injection; refused");
+                        let e =
+                            ErrorObject::new(jsonrpc::INVALID_PARAMS, "refused by Warden: reads as a prompt injection");
+                        tokio::spawn(async move { c.respond(id, Err(e)).await });
+                        return;
+                    }
                 }
                 let key = id.clone();
                 let task = tokio::spawn(async move {
