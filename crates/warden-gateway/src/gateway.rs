@@ -8,7 +8,7 @@ use crate::config::{Config, StoreBackend};
 use crate::killswitch::KillSwitches;
 use crate::namespace::Namespaces;
 use crate::policy::Policy;
-use crate::relay::{report_collisions, Relay, Shared};
+use crate::relay::{report_collisions, report_confusables, Relay, Shared};
 use crate::server::http::Authenticate;
 use crate::server::http::{HttpOptions, McpEndpoint};
 use crate::server::Service;
@@ -37,8 +37,11 @@ use tokio::net::TcpListener;
 pub struct Control {
     shared: Arc<Shared>,
     conns: Vec<Mutex<Option<Arc<Conn>>>>,
-    names: Mutex<Vec<Option<Vec<String>>>>,
+    /// Per upstream: the client-visible `cap:name` entries and the tools' own names.
+    names: Mutex<Vec<Option<(Vec<String>, Vec<String>)>>>,
     collisions: Mutex<Vec<String>>,
+    /// Look-alike tool names offered by different upstreams (shadowing).
+    confusables: Mutex<Vec<String>>,
 }
 
 impl Control {
@@ -49,6 +52,7 @@ impl Control {
             conns: (0..n).map(|_| Mutex::new(None)).collect(),
             names: Mutex::new(vec![None; n]),
             collisions: Mutex::new(vec![]),
+            confusables: Mutex::new(vec![]),
         })
     }
 
@@ -101,9 +105,10 @@ impl Control {
         }
     }
 
-    /// Re-read upstream `i`'s tool and prompt names and re-check collisions.
+    /// Re-read upstream `i`'s tool and prompt names and re-check collisions and look-alikes.
     async fn refresh_names(&self, i: usize, conn: &Arc<Conn>) {
         let mut names = Vec::new();
+        let mut tools = Vec::new();
         for (cap, method, field) in [("tools", "tools/list", "tools"), ("prompts", "prompts/list", "prompts")] {
             if !conn.has_capability(cap) {
                 continue;
@@ -112,15 +117,23 @@ impl Control {
             for it in &items {
                 if let Some(n) = it.get("name").and_then(Value::as_str) {
                     names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
+                    if cap == "tools" {
+                        tools.push(n.to_string());
+                    }
                 }
             }
         }
-        let all: Vec<(String, Vec<String>)> = {
+        let (all, tools): (Vec<(String, Vec<String>)>, Vec<(String, String)>) = {
             let mut g = self.names.lock();
-            g[i] = Some(names);
-            self.shared.specs.iter().zip(g.iter()).filter_map(|(s, n)| Some((s.name.clone(), n.clone()?))).collect()
+            g[i] = Some((names, tools));
+            let known = || self.shared.specs.iter().zip(g.iter()).filter_map(|(s, n)| Some((&s.name, n.as_ref()?)));
+            (
+                known().map(|(s, (n, _))| (s.clone(), n.clone())).collect(),
+                known().flat_map(|(s, (_, t))| t.iter().map(|t| (s.clone(), t.clone()))).collect(),
+            )
         };
         *self.collisions.lock() = report_collisions(&all);
+        *self.confusables.lock() = report_confusables(&tools);
     }
 
     pub fn status(&self) -> (bool, Value) {
@@ -131,7 +144,8 @@ impl Control {
             ready &= ok;
             ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());
         }
-        (ready, json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock()}))
+        (ready, json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
+                      "confusable_tools": *self.confusables.lock()}))
     }
 
     async fn close(&self) {

@@ -614,3 +614,18 @@ pub fn report_collisions(names: &[(String, Vec<String>)]) -> Vec<String> {
     }
     c
 }
+
+/// Report tool names of different upstreams that look alike (`send_email` and `send-emai1`): a
+/// server shadowing another's tool to catch calls meant for it. Both stay listed; operators
+/// decide (a kill switch or a deny rule).
+pub fn report_confusables(tools: &[(String, String)]) -> Vec<String> {
+    let pairs = warden_policy::scan::confusable_pairs(tools);
+    pairs
+        .into_iter()
+        .map(|((s1, t1), (s2, t2))| {
+            let m = format!("{s1}:{t1} looks like {s2}:{t2}");
+            tracing::warn!(confusable = %m, "tool names of two upstreams look alike (shadowing?)");
+            m
+        })
+        .collect()
+}
