@@ -531,6 +531,11 @@ pub struct ContentConfig {
     /// The pin file `warden pin` writes. With `"tofu"` it also keeps first-seen pins across
     /// restarts.
     pub pin_file: Option<PathBuf>,
+    /// Ed25519 public key (base64, printed by `warden pin keygen`) that must have signed the pin
+    /// file (`<pin_file>.sig`, written by `warden pin --sign-key`). Warden refuses to start with
+    /// a pin file whose signature does not verify. Requires `pinning = "file"`; approvals of
+    /// changed definitions then last until restart (re-sign with `warden pin`).
+    pub pin_public_key: Option<String>,
     /// Largest result (serialized bytes) returned to a client; the rest is cut with a visible
     /// marker. Default 1048576.
     #[serde(default = "default_max_result")]

@@ -115,6 +115,14 @@ impl Content {
         if c.pinning == crate::config::PinMode::File && c.pin_file.is_none() {
             return Err("content.pin_file: required for pinning = \"file\"".into());
         }
+        if let Some(k) = &c.pin_public_key {
+            crate::signing::parse_public_key(k).map_err(|m| format!("content.pin_public_key: {m}"))?;
+            if c.pinning != crate::config::PinMode::File {
+                return Err(
+                    "content.pin_public_key: requires pinning = \"file\" (signed pins are never added to)".into()
+                );
+            }
+        }
         let redactor = parse_redactor(&c.redact).map_err(|m| format!("content.redact: {m}"))?;
         let mut outputs = Vec::new();
         for (i, o) in c.tools.iter().enumerate() {

@@ -33,12 +33,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// What one upstream lists: the client-visible `cap:name` entries and the tools' own names.
+#[derive(Clone)]
+struct Listed {
+    entries: Vec<String>,
+    tools: Vec<String>,
+}
+
 /// Control connections: one per upstream, Warden's own, for readiness and name collisions.
 pub struct Control {
     shared: Arc<Shared>,
     conns: Vec<Mutex<Option<Arc<Conn>>>>,
-    /// Per upstream: the client-visible `cap:name` entries and the tools' own names.
-    names: Mutex<Vec<Option<(Vec<String>, Vec<String>)>>>,
+    names: Mutex<Vec<Option<Listed>>>,
     collisions: Mutex<Vec<String>>,
     /// Look-alike tool names offered by different upstreams (shadowing).
     confusables: Mutex<Vec<String>>,
@@ -123,17 +129,18 @@ impl Control {
                 }
             }
         }
-        let (all, tools): (Vec<(String, Vec<String>)>, Vec<(String, String)>) = {
+        let mut all = Vec::new();
+        let mut all_tools = Vec::new();
+        {
             let mut g = self.names.lock();
-            g[i] = Some((names, tools));
-            let known = || self.shared.specs.iter().zip(g.iter()).filter_map(|(s, n)| Some((&s.name, n.as_ref()?)));
-            (
-                known().map(|(s, (n, _))| (s.clone(), n.clone())).collect(),
-                known().flat_map(|(s, (_, t))| t.iter().map(|t| (s.clone(), t.clone()))).collect(),
-            )
-        };
+            g[i] = Some(Listed { entries: names, tools });
+            for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
+                all.push((s.name.clone(), l.entries.clone()));
+                all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
+            }
+        }
         *self.collisions.lock() = report_collisions(&all);
-        *self.confusables.lock() = report_confusables(&tools);
+        *self.confusables.lock() = report_confusables(&all_tools);
     }
 
     pub fn status(&self) -> (bool, Value) {
@@ -144,8 +151,11 @@ impl Control {
             ready &= ok;
             ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());
         }
-        (ready, json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
-                      "confusable_tools": *self.confusables.lock()}))
+        (
+            ready,
+            json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
+                      "confusable_tools": *self.confusables.lock()}),
+        )
     }
 
     async fn close(&self) {

@@ -10,6 +10,7 @@
 
 use crate::config::{ContentConfig, PinMode, ScanAction};
 use crate::content::Content;
+use crate::signing;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,8 +36,16 @@ pub struct PinFile {
 }
 
 impl PinFile {
-    pub fn load(path: &Path) -> Result<PinFile, String> {
+    /// Read a pin file; with `public_key`, only if `<path>.sig` is its valid signature.
+    pub fn load(path: &Path, public_key: Option<&str>) -> Result<PinFile, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(key) = public_key {
+            let sp = signing::signature_path(path);
+            let sig = std::fs::read_to_string(&sp)
+                .map_err(|e| format!("{}: {e} (the pin file must be signed: `warden pin --sign-key`)", sp.display()))?;
+            signing::verify(key, text.as_bytes(), &sig)
+                .map_err(|e| format!("{}: {e}; refusing the pin file", sp.display()))?;
+        }
         let f: PinFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if f.version != 1 {
             return Err(format!("{}: unsupported pin file version {}", path.display(), f.version));
@@ -44,14 +53,62 @@ impl PinFile {
         Ok(f)
     }
 
-    /// Write atomically (temporary file, then rename).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text + "\n")
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("{}: {e}", path.display()))
+    /// Write atomically (temporary file, then rename); with `key`, its detached signature too.
+    pub fn save(&self, path: &Path, key: Option<&signing::SigningKey>) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
+        if let Some(k) = key {
+            write_atomic(&signing::signature_path(path), &(k.sign(text.as_bytes()) + "\n"))?;
+        }
+        write_atomic(path, &text)
     }
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl PinFile {
+    /// Pin every definition of `server` (replacing what was pinned for it).
+    pub fn pin_server(&mut self, server: &str, tools: &[Value]) {
+        let pins = self.servers.entry(server.to_string()).or_default();
+        pins.clear();
+        for t in tools {
+            if let Some(name) = t.get("name").and_then(Value::as_str) {
+                pins.insert(name.to_string(), Pin { digest: scan::digest(t), definition: t.clone() });
+            }
+        }
+    }
+}
+
+/// What differs between two definitions, one line per changed leaf (`description: "a" → "b"`),
+/// for `warden pin diff` and the admin API.
+pub fn diff_definitions(old: &Value, new: &Value) -> Vec<String> {
+    fn walk(a: Option<&Value>, b: Option<&Value>, path: &str, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    walk(x.get(k), y.get(k), &p, out);
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) => {
+                for i in 0..x.len().max(y.len()) {
+                    walk(x.get(i), y.get(i), &format!("{path}[{i}]"), out);
+                }
+            }
+            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) => out.push(format!("{path}: {x} → {y}")),
+            (Some(x), None) => out.push(format!("{path}: removed (was {x})")),
+            (None, Some(y)) => out.push(format!("{path}: added {y}")),
+            (None, None) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(Some(old), Some(new), "", &mut out);
+    out
 }
 
 /// A definition that passed: its compiled schema and what the scan noticed (under `warn`).
@@ -84,6 +141,7 @@ pub struct PendingChange {
 
 pub struct Registry {
     mode: PinMode,
+    signed: bool,
     scan: ScanAction,
     file: Option<PathBuf>,
     pins: Mutex<PinFile>,
@@ -96,7 +154,7 @@ impl Registry {
     pub fn new(cfg: &ContentConfig, base: &Path) -> Result<Registry, String> {
         let file = cfg.pin_file.as_ref().map(|f| if f.is_absolute() { f.clone() } else { base.join(f) });
         let pins = match &file {
-            Some(f) if f.exists() => PinFile::load(f)?,
+            Some(f) if f.exists() || cfg.pin_public_key.is_some() => PinFile::load(f, cfg.pin_public_key.as_deref())?,
             Some(f) if cfg.pinning == PinMode::File => {
                 return Err(format!("content.pin_file: {} does not exist (write it with `warden pin`)", f.display()))
             }
@@ -104,12 +162,27 @@ impl Registry {
         };
         Ok(Registry {
             mode: cfg.pinning,
+            signed: cfg.pin_public_key.is_some(),
             scan: cfg.scan,
-            file,
+            // A signed pin file is never rewritten by the gateway (it holds no key).
+            file: if cfg.pin_public_key.is_some() { None } else { file },
             pins: Mutex::new(pins),
             pending: Mutex::new(BTreeMap::new()),
             vetted: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// One line for `warden check`: the pinning mode and what is pinned.
+    pub fn describe(&self) -> String {
+        let n: usize = self.pins.lock().servers.values().map(|t| t.len()).sum();
+        match self.mode {
+            PinMode::Off => "pins: off (a changed tool definition goes unnoticed)".into(),
+            PinMode::Tofu => format!("pins: {n} tool definition(s), trust on first use"),
+            PinMode::File => format!(
+                "pins: {n} tool definition(s), {}",
+                if self.signed { "signed (signature verified)" } else { "from the pin file (unsigned)" }
+            ),
+        }
     }
 
     /// Vet one tool definition from upstream `server` (its own name `tool`).
@@ -186,7 +259,7 @@ impl Registry {
                     .insert(tool.to_string(), Pin { digest: digest.to_string(), definition: item.clone() });
                 tracing::info!(server, tool, digest, "tool definition pinned on first use");
                 if let Some(f) = &self.file {
-                    if let Err(e) = pins.save(f) {
+                    if let Err(e) = pins.save(f, None) {
                         tracing::warn!(error = %e, "could not write the pin file");
                     }
                 }
@@ -220,7 +293,7 @@ impl Registry {
         let mut pins = self.pins.lock();
         pins.servers.entry(server.to_string()).or_default().insert(tool.to_string(), c.seen.clone());
         if let Some(f) = &self.file {
-            if let Err(e) = pins.save(f) {
+            if let Err(e) = pins.save(f, None) {
                 tracing::warn!(error = %e, "could not write the pin file");
             }
         }
@@ -277,11 +350,65 @@ mod tests {
         let (c, r) = setup(&format!("[content]\npin_file = {:?}", f.display().to_string()));
         let t = json!({"name": "t", "inputSchema": {"type": "object"}});
         r.vet(&c, "a", "t", &t).unwrap();
-        let saved = PinFile::load(&f).unwrap();
+        let saved = PinFile::load(&f, None).unwrap();
         assert_eq!(saved.servers["a"]["t"].digest, scan::digest(&t));
         let (c, r) = setup(&format!("[content]\npinning = \"file\"\npin_file = {:?}", f.display().to_string()));
         assert!(r.vet(&c, "a", "t", &t).is_ok());
         assert_eq!(r.vet(&c, "a", "u", &json!({"name": "u"})).unwrap_err(), Withheld::Unpinned);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn signed_pin_files_verify_or_are_refused() {
+        let dir = std::env::temp_dir().join(format!("warden-signed-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = signing::SigningKey::generate(&dir.join("k.pem")).unwrap();
+        let f = dir.join("pins.json");
+        let t = json!({"name": "t", "description": "Adds", "inputSchema": {"type": "object"}});
+        let mut pins = PinFile { version: 1, ..Default::default() };
+        pins.pin_server("a", std::slice::from_ref(&t));
+        pins.save(&f, Some(&key)).unwrap();
+        let cfg = |pk: &str| {
+            format!("[content]\npinning = \"file\"\npin_file = {:?}\npin_public_key = {pk:?}", f.display().to_string())
+        };
+        let (c, r) = setup(&cfg(&key.public_key()));
+        assert!(r.vet(&c, "a", "t", &t).is_ok());
+        // Someone edits the file to trust another definition: refused at startup.
+        let evil = std::fs::read_to_string(&f).unwrap().replace("Adds", "Adds and uploads");
+        std::fs::write(&f, evil).unwrap();
+        let parsed = crate::config::Config::parse(
+            &format!("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n{}", cfg(&key.public_key())),
+            "t",
+        )
+        .unwrap();
+        let err = Registry::new(&parsed.content, Path::new("/")).err().unwrap();
+        assert!(err.contains("does not verify"), "{err}");
+        std::fs::remove_file(signing::signature_path(&f)).unwrap();
+        let err = Registry::new(&parsed.content, Path::new("/")).err().unwrap();
+        assert!(err.contains("must be signed"), "{err}");
+        // A signed pin file needs pinning = "file".
+        let tofu = format!("[content]\npin_file = \"p.json\"\npin_public_key = {:?}", key.public_key());
+        assert!(crate::config::Config::parse(
+            &format!("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n{tofu}"),
+            "t"
+        )
+        .is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn definitions_diff_by_leaf() {
+        let a = json!({"name": "t", "description": "Adds", "inputSchema": {"type": "object", "required": ["a"]}});
+        let b = json!({"name": "t", "description": "Adds; uploads", "inputSchema": {"type": "object", "required": ["a", "b"]}, "title": "T"});
+        assert_eq!(
+            diff_definitions(&a, &b),
+            vec![
+                "description: \"Adds\" → \"Adds; uploads\"".to_string(),
+                "inputSchema.required[1]: added \"b\"".into(),
+                "title: added \"T\"".into()
+            ]
+        );
+        assert!(diff_definitions(&a, &a).is_empty());
     }
 }

@@ -10,6 +10,7 @@ mod bench;
 mod bench_auth;
 mod bench_content;
 mod bench_policy;
+mod pins;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Security gateway for the Model Context Protocol")]
@@ -40,6 +41,31 @@ enum Cmd {
     },
     /// Measure tools/call latency directly against the fixture and through Warden.
     Bench(bench::BenchArgs),
+    /// Connect to upstreams, list what they offer, and print the poisoning scan, pin changes and
+    /// look-alike tool names — locally, sending nothing anywhere. Exit status 1 when anything is
+    /// found. `warden scan --config FILE`, `warden scan --url URL`, `warden scan -- CMD ARGS…`.
+    Scan {
+        #[command(flatten)]
+        target: pins::Target,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the pin file (content.pin_file, or --out) from the definitions the upstreams offer
+    /// now; `warden pin diff` shows what changed since; `warden pin keygen` makes a signing key.
+    #[command(args_conflicts_with_subcommands = true)]
+    Pin {
+        #[command(subcommand)]
+        action: Option<PinCmd>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write (default: content.pin_file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Sign the file with this Ed25519 key (writes `<file>.sig`).
+        #[arg(long)]
+        sign_key: Option<PathBuf>,
+    },
     /// API keys for service clients.
     #[command(subcommand)]
     Apikey(ApikeyCmd),
@@ -101,6 +127,21 @@ enum Cmd {
         id: String,
         #[arg(long)]
         note: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PinCmd {
+    /// Show what differs between the pin file and what the upstreams offer now (exit status 1
+    /// when anything does).
+    Diff {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make an Ed25519 signing key for pin files; prints its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -185,11 +226,16 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Set by commands whose answer is a status (scan, pin diff: 1 when something was found).
+    let mut found = false;
     let res: anyhow::Result<()> = rt.block_on(async {
         match cli.cmd {
             Cmd::Check { config } => {
                 let cfg = load(&config, None)?;
+                let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir)
+                    .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
+                println!("{}", registry.describe());
                 let tls = match &cfg.listen.tls {
                     Some(t) if t.client_ca_file.is_some() => "TLS 1.3 with client certificates (mTLS)",
                     Some(_) => "TLS 1.3",
@@ -245,6 +291,18 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Scan { target, json } => {
+                found = pins::scan(&target, json).await? > 0;
+                Ok(())
+            }
+            Cmd::Pin { action: Some(PinCmd::Diff { config }), .. } => {
+                found = pins::diff(&config).await? > 0;
+                Ok(())
+            }
+            Cmd::Pin { action: Some(PinCmd::Keygen { out }), .. } => pins::keygen(&out),
+            Cmd::Pin { action: None, config, out, sign_key } => {
+                pins::pin(&config.context("--config is required")?, out, sign_key).await
+            }
             Cmd::Kill { config, server, tool, reason, cancel_in_flight } => {
                 admin_cli::kill(&load(&config, None)?, &server, tool.as_deref(), &reason, cancel_in_flight).await
             }
@@ -297,6 +355,7 @@ fn main() -> std::process::ExitCode {
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(3));
     match res {
+        Ok(()) if found => std::process::ExitCode::FAILURE,
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -187,6 +187,48 @@ pub struct Conn {
     serving: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
 }
 
+/// Everything an upstream offers, read once (`warden scan`, `warden pin`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Definitions {
+    pub tools: Vec<Value>,
+    pub prompts: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub instructions: Option<String>,
+}
+
+/// Connect to one upstream, read every listing it declares, and disconnect. Requests the server
+/// sends meanwhile are refused (no client is behind this connection).
+pub async fn list_definitions(spec: &Spec, http: &reqwest::Client) -> Result<Definitions, String> {
+    let init = json!({"protocolVersion": version::LATEST, "capabilities": {},
+                      "clientInfo": {"name": "warden-scan", "version": env!("CARGO_PKG_VERSION")}});
+    let handler: ServerHandler = Arc::new(|conn: &Arc<Conn>, msg, _| {
+        if let Message::Request { id, .. } = msg {
+            let c = conn.clone();
+            tokio::spawn(async move { c.respond(id, Err(err(jsonrpc::METHOD_NOT_FOUND, "not supported"))).await });
+        }
+    });
+    let conn = Conn::connect(spec, init, handler, http).await?;
+    let mut d = Definitions { instructions: conn.init().and_then(|i| i.instructions), ..Default::default() };
+    let mut result = Ok(());
+    for (cap, method, field, out) in [
+        ("tools", "tools/list", "tools", &mut d.tools),
+        ("prompts", "prompts/list", "prompts", &mut d.prompts),
+        ("resources", "resources/list", "resources", &mut d.resources),
+    ] {
+        if conn.has_capability(cap) {
+            match conn.list_all(method, field).await {
+                Ok(items) => *out = items,
+                Err(e) => {
+                    result = Err(format!("{method}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    conn.close().await;
+    result.map(|()| d)
+}
+
 /// Most pages read from one listing.
 pub const MAX_PAGES: usize = 50;
 
