@@ -403,7 +403,7 @@ mod tests {
         let (out, _) = red("ref 9-4111 1111 1111 1111");
         assert!(out.contains("[REDACTED:card]") && !out.contains("1111 1111"), "{out}");
         // Found by the `detectors` fuzz target: redacting again must change nothing.
-        let crash = "00+0000000000/p3-23p3-2332-24-2232-34-232--2\u{2}\02-34-2232200000/40/4+42-2434/-@4-3-33232244@/-3-322-24-2232-32-24-2232-344-655--2232--34-2232244@/--3-1";
+        let crash = "00+0000000000/p3-23p3-2332-24-2232-34-232--2\u{2}\u{0}2-34-2232200000/40/4+42-2434/-@4-3-33232244@/-3-322-24-2232-32-24-2232-344-655--2232--34-2232244@/--3-1";
         let (once, _) = red(crash);
         assert_eq!(red(&once), (once.clone(), vec![]), "not stable");
         assert_eq!(red("ids 000-12-3456").1, vec![]);
