@@ -8,6 +8,7 @@
 //! Pins are per upstream and tool name; with per-tenant upstream variants, every variant must
 //! present the same definition.
 
+use crate::auth::builtin::write_private;
 use crate::config::{ContentConfig, PinMode, ScanAction};
 use crate::content::Content;
 use crate::signing;
@@ -53,23 +54,15 @@ impl PinFile {
         Ok(f)
     }
 
-    /// Write atomically (temporary file, then rename); with `key`, its detached signature too.
+    /// Write atomically, owner-readable only; with `key`, its detached signature too.
     pub fn save(&self, path: &Path, key: Option<&signing::SigningKey>) -> Result<(), String> {
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
         if let Some(k) = key {
-            write_atomic(&signing::signature_path(path), &(k.sign(text.as_bytes()) + "\n"))?;
+            write_private(&signing::signature_path(path), (k.sign(text.as_bytes()) + "\n").as_bytes())?;
         }
-        write_atomic(path, &text)
+        write_private(path, text.as_bytes())
     }
-}
 
-fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-impl PinFile {
     /// Pin every definition of `server` (replacing what was pinned for it).
     pub fn pin_server(&mut self, server: &str, tools: &[Value]) {
         let pins = self.servers.entry(server.to_string()).or_default();

@@ -1,6 +1,7 @@
 //! Ed25519 signatures for files an operator vouches for (pin files; audit checkpoints later):
-//! a key file (PKCS#8 PEM, written 0600), a public key as base64 in config, and detached
-//! signatures as base64 over the exact bytes of the signed file.
+//! a key file (PKCS#8 DER, the same form as the built-in authorization server's key, written
+//! 0600), a public key as base64 in config, and detached signatures as base64 over the exact
+//! bytes of the signed file.
 //!
 //! Defends against a file edited by someone without the private key (a pin file rewritten to
 //! trust a malicious definition): the verifier refuses it.
@@ -12,50 +13,26 @@ use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use std::path::{Path, PathBuf};
 
-const PEM_LABEL: &str = "PRIVATE KEY";
-
 /// A signing key loaded from its key file.
 pub struct SigningKey(Ed25519KeyPair);
 
 impl SigningKey {
-    /// A new key, written to `path` (refusing to overwrite one) with mode 0600.
+    /// A new key, written to `path` (refusing to overwrite one) readable by its owner only.
     pub fn generate(path: &Path) -> Result<SigningKey, String> {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
-        let pem = format!(
-            "-----BEGIN {PEM_LABEL}-----\n{}\n-----END {PEM_LABEL}-----\n",
-            B64.encode(pkcs8.as_ref())
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(pem.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        if path.exists() {
+            return Err(format!("{}: already exists; not overwriting a key", path.display()));
+        }
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .map_err(|_| "key generation failed".to_string())?;
+        crate::auth::builtin::write_private(path, pkcs8.as_ref())?;
         Self::load(path)
     }
 
     pub fn load(path: &Path) -> Result<SigningKey, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let body: String = text
-            .lines()
-            .map(str::trim)
-            .skip_while(|l| *l != format!("-----BEGIN {PEM_LABEL}-----"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("-----END"))
-            .collect();
-        let der = B64.decode(body).map_err(|_| format!("{}: not a PEM private key", path.display()))?;
+        let der = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
             .map(SigningKey)
-            .map_err(|_| format!("{}: not an Ed25519 private key", path.display()))
+            .map_err(|_| format!("{}: not a PKCS#8 Ed25519 private key", path.display()))
     }
 
     /// The public key, base64 (what `content.pin_public_key` holds).
