@@ -17,7 +17,7 @@ pub mod registry;
 pub mod relay;
 pub mod rpc;
 pub mod server;
-pub mod signing;
+pub use warden_audit::signing;
 pub mod store;
 pub mod tls;
 pub mod upstream;

@@ -104,24 +104,7 @@ impl UsersFile {
     }
 }
 
-/// Write a file readable by its owner only, replacing it atomically (parent created if needed).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
-}
+pub use warden_audit::signing::write_private;
 
 /// The signing key: PKCS#8 Ed25519 at `path`, created when absent.
 pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {

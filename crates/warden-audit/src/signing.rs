@@ -1,4 +1,4 @@
-//! Ed25519 signatures for files an operator vouches for (pin files; audit checkpoints later):
+//! Ed25519 signatures for what an operator vouches for (pin files, audit checkpoints):
 //! a key file (PKCS#8 DER, the same form as the built-in authorization server's key, written
 //! 0600), a public key as base64 in config, and detached signatures as base64 over the exact
 //! bytes of the signed file.
@@ -24,7 +24,7 @@ impl SigningKey {
         }
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
             .map_err(|_| "key generation failed".to_string())?;
-        crate::auth::builtin::write_private(path, pkcs8.as_ref())?;
+        write_private(path, pkcs8.as_ref())?;
         Self::load(path)
     }
 
@@ -44,6 +44,26 @@ impl SigningKey {
     pub fn sign(&self, data: &[u8]) -> String {
         B64.encode(self.0.sign(data).as_ref())
     }
+}
+
+/// Write `bytes` to `path` readable by its owner only (0600), atomically (a temporary file,
+/// fsync, rename): a crash leaves the old file or the new one, never half of either.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Check a base64 public key's form (config validation).

@@ -1,0 +1,213 @@
+//! One audit record, and its place in the hash chain.
+//!
+//! The canonical form of a record is its JSON with object keys sorted by their bytes at every
+//! depth, as `warden_policy::canonical` writes it. [`Event`]'s fields are declared in that order
+//! and `serde_json` maps are sorted, so serializing an `Event` *is* its canonical form (a test
+//! holds this); the verifier, which must also read records written by other versions, works on
+//! the parsed JSON with `canonical` instead.
+//!
+//! A record's `hash` is the SHA-256 of its canonical form without `hash`; that form contains
+//! `seq` and `prev` (the previous record's hash in the same chain), so editing, deleting or
+//! reordering a record breaks the chain at that point.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first record of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What the verifier needs from a signed checkpoint: it covers the chain up to `seq`, whose
+/// hash is `hash`, and says how many events were dropped so far (queue full with
+/// `on_full = "drop"`), so a loss is on the record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub dropped: u64,
+    pub hash: String,
+    /// The signer's Ed25519 public key, base64 (the verifier checks it against the trusted one).
+    pub key: String,
+    pub seq: u64,
+    /// Ed25519 over [`Checkpoint::payload`], base64.
+    pub sig: String,
+}
+
+impl Checkpoint {
+    /// The bytes a checkpoint signs.
+    pub fn payload(chain: &str, seq: u64, hash: &str, dropped: u64) -> Vec<u8> {
+        format!("warden-audit-checkpoint/v1\n{chain}\n{seq}\n{hash}\n{dropped}").into_bytes()
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One audit record. Fields in byte order (see the module comment). `decision` is what policy
+/// decided (`allowed`/`denied`, with the `rule`), kept apart from `status`, what happened.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Approval details: id, mode, who decided, outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
+    /// The arguments, per `[audit] arguments` (absent for `none`; redacted for `redacted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Value>,
+    /// SHA-256 of the canonical arguments, whatever the argument policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_digest: Option<String>,
+    /// `tool`, `resource` or `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// The chain this record belongs to (one per writing instance).
+    pub chain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `allowed` or `denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// A short reason label (never free text from a client or an upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Guard and detector findings: `guard:<name>`, `injection:<rule>`, `redacted:<class>`, …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// What happened: `initialize`, `list`, `call`, `read`, `prompt`, `complete`, `subscribe`,
+    /// `ping`, `approval`, `kill_switch`, `pin`, `admin`, `auth_failure`, `checkpoint`, `audit`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The tool or prompt name (the upstream's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub prev: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+    /// The rule that allowed or denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// `success`, `validation_error`, `auth_denied`, `rate_limited`, `backend_error`, `timeout`,
+    /// `blocked_by_guard`, `error`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A resource URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+    /// RFC 3339, UTC, microseconds.
+    pub ts: String,
+}
+
+impl Event {
+    /// A new event of `kind` with `status`; the chain fields are filled by the writer.
+    pub fn new(kind: &str, status: &str) -> Event {
+        Event { kind: kind.into(), status: status.into(), ..Event::default() }
+    }
+
+    /// Link this event after `prev` (`seq`, hash) in `chain`, and seal it: returns the stored
+    /// line (canonical JSON, with `hash`).
+    pub fn seal(&mut self, chain: &str, seq: u64, prev: &str) -> String {
+        self.chain.clear();
+        self.chain.push_str(chain);
+        self.seq = seq;
+        self.prev.clear();
+        self.prev.push_str(prev);
+        self.hash = None;
+        let body = serde_json::to_vec(self).expect("events serialize");
+        self.hash = Some(hex(&Sha256::digest(&body)));
+        serde_json::to_string(self).expect("events serialize")
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// The hash a stored record should carry: SHA-256 of its canonical form without `hash`.
+pub fn expected_hash(record: &Value) -> String {
+    let mut v = record.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("hash");
+    }
+    hex(&Sha256::digest(warden_policy::canonical::to_string(&v).as_bytes()))
+}
+
+/// SHA-256 of a value's canonical form (the argument digest).
+pub fn digest(v: &Value) -> String {
+    hex(&Sha256::digest(warden_policy::canonical::to_string(v).as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serialization_is_the_canonical_form() {
+        let mut e = Event::new("call", "success");
+        e.approval = Some(json!({"z": 1, "a": [{"y": 2, "b": 3}]}));
+        e.args = Some(json!({"path": "/x", "n": 1.5}));
+        e.args_digest = Some("d".into());
+        e.capability = Some("tool".into());
+        e.client_addr = Some("127.0.0.1".into());
+        e.client_id = Some("c".into());
+        e.decision = Some("allowed".into());
+        e.detail = Some("x".into());
+        e.findings = vec!["guard:path".into()];
+        e.latency_us = Some(5);
+        e.method = Some("tools/call".into());
+        e.name = Some("echo".into());
+        e.request_id = Some("1".into());
+        e.result_bytes = Some(10);
+        e.rule = Some("r".into());
+        e.server = Some("s".into());
+        e.session = Some("sess".into());
+        e.subject = Some("alice".into());
+        e.target = Some("file:///a".into());
+        e.tenant = Some("t".into());
+        e.truncated = true;
+        e.ts = "2026-01-01T00:00:00.000000Z".into();
+        e.checkpoint = Some(Checkpoint { dropped: 0, hash: "h".into(), key: "k".into(), seq: 1, sig: "s".into() });
+        let line = e.seal("main", 7, GENESIS);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line, warden_policy::canonical::to_string(&v), "field order is canonical");
+        assert_eq!(v["hash"].as_str().unwrap(), expected_hash(&v));
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn any_change_changes_the_hash() {
+        let mut e = Event::new("call", "success");
+        e.ts = "t".into();
+        let line = e.seal("main", 1, GENESIS);
+        let mut v: Value = serde_json::from_str(&line).unwrap();
+        v["status"] = "timeout".into();
+        assert_ne!(v["hash"].as_str().unwrap(), expected_hash(&v));
+    }
+}

@@ -1,0 +1,310 @@
+//! The recorder: a bounded queue in front of one writer thread.
+//!
+//! The call path only stamps the time and pushes the event ([`Recorder::record`], a mutex and a
+//! condition variable); the writer links each event into the hash chain, seals it, appends whole
+//! batches to the sink (group commit: whatever queued while the last batch was written, plus up
+//! to `group_commit` of waiting) and signs a checkpoint every `checkpoint_every` events or
+//! `checkpoint_interval`. A caller that must not answer before its record is stored waits on
+//! [`Recorder::stored`].
+//!
+//! A full queue is never silent: `OnFull::Reject` refuses the event (the caller fails the request
+//! with 503), `OnFull::Drop` counts it, and the count is in every later checkpoint and in the
+//! metrics. A failing sink is retried with backoff; records stay queued meanwhile, so a sink that
+//! stays down fills the queue and the on-full policy applies.
+
+use crate::event::{Checkpoint, Event, GENESIS};
+use crate::signing::SigningKey;
+use crate::sink::{Sealed, Sink};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What to do with an event when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Refuse it: the request it records fails (503). Nothing happens unrecorded.
+    #[default]
+    Reject,
+    /// Drop it and count the drop (metrics, and every later checkpoint).
+    Drop,
+}
+
+pub struct Settings {
+    /// This writer's chain id.
+    pub chain: String,
+    pub capacity: usize,
+    pub on_full: OnFull,
+    /// Most events per batch.
+    pub max_batch: usize,
+    /// How long the writer waits for a batch to fill before writing it (0: write at once
+    /// whatever is queued).
+    pub group_commit: Duration,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// Where checkpoints are also appended (the anchor that reveals a truncated log).
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+/// The queue is full and the policy is to refuse.
+#[derive(Debug)]
+pub struct Full;
+
+/// A queued event's place: [`Recorder::stored`] waits for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+struct Queue {
+    items: VecDeque<(SystemTime, Event)>,
+    /// Tickets handed out so far.
+    next: u64,
+    closing: bool,
+}
+
+struct Inner {
+    q: Mutex<Queue>,
+    wake: Condvar,
+    /// Every ticket up to this one is stored.
+    stored: AtomicU64,
+    stored_notify: tokio::sync::Notify,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
+    capacity: usize,
+    on_full: OnFull,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Recorder {
+    /// Start the writer over `sink`; it continues the chain the sink already holds.
+    pub fn start(settings: Settings, mut sink: Box<dyn Sink>, key: Option<SigningKey>) -> Result<Recorder, String> {
+        let head = sink.head(&settings.chain)?;
+        let inner = Arc::new(Inner {
+            q: Mutex::new(Queue { items: VecDeque::new(), next: 0, closing: false }),
+            wake: Condvar::new(),
+            stored: AtomicU64::new(0),
+            stored_notify: tokio::sync::Notify::new(),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failing: false.into(),
+            capacity: settings.capacity.max(1),
+            on_full: settings.on_full,
+        });
+        let mut w = Writer {
+            inner: inner.clone(),
+            sink,
+            key,
+            seq: head.as_ref().map_or(0, |h| h.0),
+            prev: head.map_or_else(|| GENESIS.to_string(), |h| h.1),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            s: settings,
+        };
+        let handle = std::thread::Builder::new()
+            .name("warden-audit".into())
+            .spawn(move || w.run())
+            .map_err(|e| format!("audit writer thread: {e}"))?;
+        Ok(Recorder { inner, writer: Arc::new(Mutex::new(Some(handle))) })
+    }
+
+    /// Queue `e`, stamped now.
+    pub fn record(&self, e: Event) -> Result<Ticket, Full> {
+        let now = SystemTime::now();
+        let mut q = self.inner.q.lock();
+        if q.items.len() >= self.inner.capacity || q.closing {
+            drop(q);
+            if self.inner.on_full == OnFull::Drop {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(Full);
+        }
+        q.items.push_back((now, e));
+        q.next += 1;
+        let t = Ticket(q.next);
+        drop(q);
+        self.inner.wake.notify_one();
+        Ok(t)
+    }
+
+    /// Wait until the ticket's event is stored in the sink, at most `limit`. False on timeout.
+    pub async fn stored(&self, t: Ticket, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = self.inner.stored_notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.inner.stored.load(Ordering::Acquire) >= t.0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, n).await.is_err() {
+                return self.inner.stored.load(Ordering::Acquire) >= t.0;
+            }
+        }
+    }
+
+    /// The same, blocking (tests, the CLI).
+    pub fn stored_blocking(&self, t: Ticket, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.inner.stored.load(Ordering::Acquire) < t.0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    pub fn on_full(&self) -> OnFull {
+        self.inner.on_full
+    }
+    pub fn depth(&self) -> usize {
+        self.inner.q.lock().items.len()
+    }
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+    /// Events written so far by this process.
+    pub fn written(&self) -> u64 {
+        self.inner.written.load(Ordering::Relaxed)
+    }
+    /// The sink is failing (writes are being retried).
+    pub fn failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Relaxed)
+    }
+
+    /// Write what is queued, sign a last checkpoint and stop the writer.
+    pub fn close(&self) {
+        self.inner.q.lock().closing = true;
+        self.inner.wake.notify_one();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    sink: Box<dyn Sink>,
+    key: Option<SigningKey>,
+    seq: u64,
+    prev: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    s: Settings,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let mut batch: Vec<(SystemTime, Event)> = Vec::with_capacity(self.s.max_batch);
+        loop {
+            let (last_ticket, closing) = {
+                let mut q = self.inner.q.lock();
+                while q.items.is_empty() && !q.closing {
+                    let due = self.checkpoint_due_in();
+                    if self.inner.wake.wait_for(&mut q, due).timed_out() && self.checkpoint_due() {
+                        break;
+                    }
+                }
+                if !self.s.group_commit.is_zero() && q.items.len() < self.s.max_batch && !q.closing {
+                    let _ = self.inner.wake.wait_for(&mut q, self.s.group_commit);
+                }
+                let n = q.items.len().min(self.s.max_batch);
+                batch.extend(q.items.drain(..n));
+                (q.next - q.items.len() as u64, q.closing && q.items.is_empty())
+            };
+            if !batch.is_empty() {
+                let sealed: Vec<Sealed> = batch.drain(..).map(|(at, e)| self.seal(at, e)).collect();
+                self.write(&sealed);
+                self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                self.since_checkpoint += sealed.len() as u64;
+                self.inner.stored.store(last_ticket, Ordering::Release);
+                self.inner.stored_notify.notify_waiters();
+            }
+            if self.checkpoint_due() || (closing && self.since_checkpoint > 0) {
+                self.checkpoint();
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.key.is_some()
+            && self.since_checkpoint > 0
+            && (self.since_checkpoint >= self.s.checkpoint_every
+                || self.last_checkpoint.elapsed() >= self.s.checkpoint_interval)
+    }
+
+    fn checkpoint_due_in(&self) -> Duration {
+        if self.key.is_none() || self.since_checkpoint == 0 {
+            return Duration::from_secs(3600);
+        }
+        self.s.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed()).max(Duration::from_millis(1))
+    }
+
+    fn seal(&mut self, at: SystemTime, mut e: Event) -> Sealed {
+        e.ts = humantime::format_rfc3339_micros(at).to_string();
+        self.seq += 1;
+        let line = e.seal(&self.s.chain, self.seq, &self.prev);
+        self.prev.clone_from(e.hash.as_ref().expect("sealed"));
+        Sealed { event: e, line }
+    }
+
+    /// Append, retrying with backoff until it is stored (the queue behind it fills meanwhile).
+    fn write(&mut self, sealed: &[Sealed]) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.sink.append(sealed) {
+                Ok(()) => {
+                    if self.inner.failing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("audit sink recovered");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if !self.inner.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %e, "audit sink write failed; retrying (records stay queued)");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let Some(key) = &self.key else { return };
+        let dropped = self.inner.dropped.load(Ordering::Relaxed);
+        let sig = key.sign(&Checkpoint::payload(&self.s.chain, self.seq, &self.prev, dropped));
+        let cp = Checkpoint { dropped, hash: self.prev.clone(), key: key.public_key(), seq: self.seq, sig };
+        let mut e = Event::new("checkpoint", "success");
+        e.checkpoint = Some(cp);
+        let sealed = self.seal(SystemTime::now(), e);
+        self.write(std::slice::from_ref(&sealed));
+        if let Some(path) = &self.s.checkpoint_file {
+            if let Err(err) = append_line(path, &sealed.line) {
+                tracing::error!(error = %err, path = %path.display(), "cannot append the audit checkpoint file");
+            }
+        }
+        tracing::info!(chain = %self.s.chain, seq = sealed.event.seq, hash = %self.prev, "audit checkpoint signed");
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+}
+
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
+}

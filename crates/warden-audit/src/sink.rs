@@ -1,0 +1,329 @@
+//! Where sealed records go: a JSONL file or a SQLite database (WAL). Both are written by the
+//! recorder's one writer thread, a batch at a time (group commit), and read back by the
+//! verifier and `warden audit query`/`tail`.
+
+use crate::event::Event;
+use crate::Filter;
+use rusqlite::{params, Connection, OpenFlags};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A record sealed by the writer: the event and its stored line.
+pub struct Sealed {
+    pub event: Event,
+    pub line: String,
+}
+
+/// When a sink forces its writes to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Never: a record is in the OS once written, so it survives Warden being killed, not a
+    /// power cut (SQLite `synchronous = NORMAL` in WAL mode).
+    #[default]
+    Never,
+    /// After each batch (group commit): survives a power cut once acknowledged.
+    Batch,
+    /// After each event: batches of one.
+    Event,
+}
+
+pub trait Sink: Send {
+    /// The last (seq, hash) of `chain`, if it has records.
+    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String>;
+    /// Append a batch, atomically where the sink can.
+    fn append(&mut self, batch: &[Sealed]) -> Result<(), String>;
+}
+
+/// A record as stored, with where it is (for the verifier's messages).
+pub struct Stored {
+    pub location: String,
+    pub line: String,
+    /// The indexed columns a database keeps beside the record (chain, seq, kind, subject,
+    /// tenant, server, name, decision, status, hash), to be checked against it.
+    pub columns: Option<Vec<Option<String>>>,
+}
+
+/// The kind of store at `path`, by its extension: `.jsonl`/`.log` → JSONL, else SQLite.
+pub fn is_jsonl(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "log" | "ndjson"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSONL
+
+pub struct Jsonl {
+    file: File,
+    fsync: Fsync,
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl Jsonl {
+    pub fn open(path: &Path, fsync: Fsync) -> Result<Jsonl, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let mut file =
+            std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path).map_err(err)?;
+        // A record cut short (power cut mid-write) cannot be verified or extended: drop it so
+        // new records start on a line of their own; the verifier reports the gap it leaves.
+        let len = file.metadata().map_err(err)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1)).map_err(err)?;
+            file.read_exact(&mut last).map_err(err)?;
+            if last[0] != b'\n' {
+                let keep = last_newline(&mut file, len).map_err(err)?;
+                tracing::warn!(path = %path.display(), bytes = len - keep, "audit log ends in a partial record; cut it off");
+                file.set_len(keep).map_err(err)?;
+            }
+        }
+        Ok(Jsonl { file, fsync, path: path.to_path_buf(), buf: Vec::with_capacity(1 << 20) })
+    }
+}
+
+/// The length of `f` up to and including its last newline (0 if none).
+fn last_newline(f: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+impl Sink for Jsonl {
+    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+        // Read backwards a block at a time for the last record of this chain.
+        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let mut f = File::open(&self.path).map_err(err)?;
+        let mut end = f.metadata().map_err(err)?.len();
+        let mut carry: Vec<u8> = Vec::new();
+        let mut block = vec![0u8; 256 * 1024];
+        while end > 0 {
+            let start = end.saturating_sub(block.len() as u64);
+            let n = (end - start) as usize;
+            f.seek(SeekFrom::Start(start)).map_err(err)?;
+            f.read_exact(&mut block[..n]).map_err(err)?;
+            let mut data = block[..n].to_vec();
+            data.extend_from_slice(&carry);
+            let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            let first = if start > 0 { Some(lines.remove(0).to_vec()) } else { None };
+            for l in lines.iter().rev().filter(|l| !l.is_empty()) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) {
+                    if v["chain"] == chain {
+                        let seq = v["seq"].as_u64().ok_or("a record without seq")?;
+                        let hash = v["hash"].as_str().ok_or("a record without hash")?.to_string();
+                        return Ok(Some((seq, hash)));
+                    }
+                }
+            }
+            carry = first.unwrap_or_default();
+            end = start;
+        }
+        Ok(None)
+    }
+
+    fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        self.buf.clear();
+        for (i, s) in batch.iter().enumerate() {
+            self.buf.extend_from_slice(s.line.as_bytes());
+            self.buf.push(b'\n');
+            if self.fsync == Fsync::Event {
+                self.file.write_all(&self.buf).map_err(err)?;
+                self.file.sync_data().map_err(err)?;
+                self.buf.clear();
+            } else if self.buf.len() > (1 << 20) && i + 1 < batch.len() {
+                self.file.write_all(&self.buf).map_err(err)?;
+                self.buf.clear();
+            }
+        }
+        self.file.write_all(&self.buf).map_err(err)?;
+        if self.fsync == Fsync::Batch {
+            self.file.sync_data().map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every line of a JSONL log, numbered.
+pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<Stored, String>>, String> {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(BufReader::with_capacity(1 << 20, f).split(b'\n').enumerate().map(|(i, l)| {
+        let l = l.map_err(|e| e.to_string())?;
+        Ok(Stored {
+            location: format!("line {}", i + 1),
+            line: String::from_utf8(l).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            columns: None,
+        })
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_events (
+    id INTEGER PRIMARY KEY,
+    chain TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT,
+    tenant TEXT,
+    server TEXT,
+    name TEXT,
+    decision TEXT,
+    status TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_events_chain_seq ON audit_events (chain, seq);
+CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
+CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
+";
+
+/// The columns stored beside each record, in [`Stored::columns`] order.
+pub const COLUMNS: [&str; 10] = ["chain", "seq", "kind", "subject", "tenant", "server", "name", "decision", "status", "hash"];
+
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path, fsync: Fsync) -> Result<Sqlite, String> {
+        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let err = |e: rusqlite::Error| format!("{}: {e}", path.display());
+        let conn = Connection::open(path).map_err(err)?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        let sync = if fsync == Fsync::Never { "NORMAL" } else { "FULL" };
+        conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Sqlite { conn })
+    }
+}
+
+impl Sink for Sqlite {
+    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1")
+            .map_err(|e| e.to_string())?;
+        let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
+        match rows.next().map_err(|e| e.to_string())? {
+            Some(r) => Ok(Some((r.get::<_, i64>(0).map_err(|e| e.to_string())? as u64, r.get(1).map_err(|e| e.to_string())?))),
+            None => Ok(None),
+        }
+    }
+
+    fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(|e| e.to_string())?;
+            for s in batch {
+                let e = &s.event;
+                st.execute(params![
+                    e.chain,
+                    e.seq as i64,
+                    e.ts,
+                    e.kind,
+                    e.subject,
+                    e.tenant,
+                    e.server,
+                    e.name,
+                    e.decision,
+                    e.status,
+                    e.hash,
+                    s.line
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+}
+
+fn open_ro(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!("{}: no such file", path.display()));
+    }
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    c.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// Records of a SQLite log in insertion order after row `after_id`, at most `limit` (0: all).
+pub fn read_sqlite(path: &Path, after_id: i64, f: Option<&Filter>, limit: usize) -> Result<Vec<(i64, Stored)>, String> {
+    let c = open_ro(path)?;
+    let mut sql = format!("SELECT id, {}, record FROM audit_events WHERE id > ?", COLUMNS.join(", "));
+    let mut args: Vec<rusqlite::types::Value> = vec![after_id.into()];
+    if let Some(f) = f {
+        for (col, v) in [
+            ("subject", &f.subject),
+            ("tenant", &f.tenant),
+            ("server", &f.server),
+            ("name", &f.tool),
+            ("decision", &f.decision),
+            ("status", &f.status),
+            ("kind", &f.kind),
+        ] {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND {col} = ?"));
+                args.push(v.clone().into());
+            }
+        }
+        if let Some(s) = &f.since {
+            sql.push_str(" AND ts >= ?");
+            args.push(s.clone().into());
+        }
+        if let Some(u) = &f.until {
+            sql.push_str(" AND ts < ?");
+            args.push(u.clone().into());
+        }
+    }
+    sql.push_str(" ORDER BY id");
+    if limit > 0 {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    let mut st = c.prepare(&sql).map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            let id: i64 = r.get(0)?;
+            let mut cols = Vec::with_capacity(COLUMNS.len());
+            for i in 0..COLUMNS.len() {
+                let v: rusqlite::types::Value = r.get(i + 1)?;
+                cols.push(match v {
+                    rusqlite::types::Value::Null => None,
+                    rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                    rusqlite::types::Value::Text(t) => Some(t),
+                    other => Some(format!("{other:?}")),
+                });
+            }
+            let line: String = r.get(COLUMNS.len() + 1)?;
+            Ok((id, Stored { location: format!("row {id}"), line, columns: Some(cols) }))
+        })
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}

@@ -1,0 +1,223 @@
+use super::*;
+use crate::signing::SigningKey;
+use std::time::Duration;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("warden-audit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn settings(log: &Path, every: u64) -> Settings {
+    Settings {
+        chain: "main".into(),
+        capacity: 100_000,
+        on_full: OnFull::Reject,
+        max_batch: 512,
+        group_commit: Duration::ZERO,
+        checkpoint_every: every,
+        checkpoint_interval: Duration::from_secs(60),
+        checkpoint_file: Some(checkpoint_path(log)),
+    }
+}
+
+/// Write `n` call events to a fresh log and close it; returns the key's public half.
+fn write_log(log: &Path, n: usize, every: u64) -> String {
+    let kf = log.with_extension("key");
+    let key = SigningKey::load(&kf).or_else(|_| SigningKey::generate(&kf)).unwrap();
+    let public = key.public_key();
+    let r = Recorder::start(settings(log, every), open_sink(log, Fsync::Never).unwrap(), Some(key)).unwrap();
+    let mut last = None;
+    for i in 0..n {
+        let mut e = Event::new("call", if i % 3 == 0 { "success" } else { "backend_error" });
+        e.subject = Some(format!("user{}", i % 4));
+        e.name = Some("echo".into());
+        e.decision = Some("allowed".into());
+        last = Some(r.record(e).unwrap());
+    }
+    if let Some(t) = last {
+        assert!(r.stored_blocking(t, Duration::from_secs(10)));
+    }
+    r.close();
+    public
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+}
+
+fn put_lines(p: &Path, l: &[String]) {
+    std::fs::write(p, l.join("\n") + "\n").unwrap();
+}
+
+fn problems(p: &Path, key: &str) -> Vec<String> {
+    let r = verify(p, Some(key)).unwrap();
+    r.problems
+}
+
+#[test]
+fn a_clean_jsonl_log_verifies_and_continues_across_restarts() {
+    let d = dir("jsonl-clean");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 250, 100);
+    let key2 = write_log(&log, 10, 100);
+    assert_eq!(key, key2);
+    let r = verify(&log, Some(&key)).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let c = &r.chains["main"];
+    // Checkpoints at batch ends once 100 events have passed, and at each close.
+    assert!(c.checkpoints >= 2, "{c:?}");
+    assert_eq!(c.records, 260 + c.checkpoints, "{c:?}");
+    assert_eq!(c.signed_through, c.seq, "closed logs end with a checkpoint");
+    assert_eq!(lines(&checkpoint_path(&log)).len() as u64, c.checkpoints);
+}
+
+#[test]
+fn tampering_with_a_jsonl_log_is_found_and_located() {
+    let d = dir("jsonl-tamper");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 50, 1000);
+    let orig = lines(&log);
+
+    // Edited: a denied call made to look like a success.
+    let mut l = orig.clone();
+    assert!(l[10].contains("backend_error"));
+    l[10] = l[10].replace("backend_error", "success");
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 11:") && m.contains("edited")), "{p:?}");
+
+    // Edited with the hash recomputed: the next record's prev gives it away.
+    let mut v: serde_json::Value = serde_json::from_str(&orig[9]).unwrap();
+    v["subject"] = "someone-else".into();
+    v["hash"] = event::expected_hash(&v).into();
+    let mut l = orig.clone();
+    l[9] = warden_policy::canonical::to_string(&v);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 11:") && m.contains("rewritten")), "{p:?}");
+
+    // Deleted.
+    let mut l = orig.clone();
+    l.remove(20);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 21:") && m.contains("jumps from seq 20 to 22")), "{p:?}");
+
+    // Reordered.
+    let mut l = orig.clone();
+    l.swap(30, 31);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 32:") && m.contains("reordered")), "{p:?}");
+
+    // Cut from the start.
+    put_lines(&log, &orig[5..]);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 1:") && m.contains("starts at seq 6")), "{p:?}");
+
+    // Truncated at the end, final checkpoint and all: the checkpoint file remembers.
+    put_lines(&log, &orig[..40]);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("ends at seq 40") && m.contains("truncated")), "{p:?}");
+
+    // A checkpoint verified against another key.
+    put_lines(&log, &orig);
+    let other = SigningKey::generate(&d.join("other.key")).unwrap().public_key();
+    let p = problems(&log, &other);
+    assert!(p.iter().any(|m| m.contains("another key")), "{p:?}");
+
+    // A garbage line.
+    let mut l = orig.clone();
+    l[3] = "{not json".into();
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("line 4:") && m.contains("not a JSON record")), "{p:?}");
+
+    put_lines(&log, &orig);
+    assert!(problems(&log, &key).is_empty());
+}
+
+#[test]
+fn a_partial_last_line_is_cut_before_appending() {
+    let d = dir("jsonl-partial");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 5, 1000);
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"chain\":\"main\",\"seq\":"); // a write cut short
+    std::fs::write(&log, text).unwrap();
+    write_log(&log, 5, 1000);
+    let r = verify(&log, Some(&key)).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+}
+
+#[test]
+fn sqlite_log_verifies_and_tampering_is_found() {
+    let d = dir("sqlite");
+    let log = d.join("audit.db");
+    let key = write_log(&log, 120, 50);
+    let r = verify(&log, Some(&key)).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.records, 120 + r.chains["main"].checkpoints);
+    let c = rusqlite::Connection::open(&log).unwrap();
+    // Hide a record from queries by editing only its index column.
+    c.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).unwrap();
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("row 7:") && m.contains("column subject")), "{p:?}");
+    c.execute("UPDATE audit_events SET subject = 'user2' WHERE id = 7", []).unwrap();
+    assert!(problems(&log, &key).is_empty());
+    c.execute("DELETE FROM audit_events WHERE id = 60", []).unwrap();
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.starts_with("row 61:") && m.contains("deleted")), "{p:?}");
+    c.execute("DELETE FROM audit_events WHERE id > 100", []).unwrap();
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("truncated")), "{p:?}");
+}
+
+#[test]
+fn query_filters_on_both_sinks() {
+    for name in ["q.jsonl", "q.db"] {
+        let d = dir(&format!("query-{name}"));
+        let log = d.join(name);
+        write_log(&log, 40, 1000);
+        let f = Filter { subject: Some("user1".into()), status: Some("backend_error".into()), ..Filter::default() };
+        let mut got = Vec::new();
+        scan(&log, 0, Some(&f), |s| {
+            got.push(serde_json::from_str::<Event>(&s.line).unwrap());
+            true
+        })
+        .unwrap();
+        // i % 4 == 1 and i % 3 != 0, i < 40: 1,5,13,17,25,29,37 → 7
+        assert_eq!(got.len(), 7, "{name}");
+        assert!(got.iter().all(|e| f.matches(e)));
+    }
+}
+
+#[test]
+fn a_full_queue_rejects_or_counts() {
+    struct Stuck;
+    impl sink::Sink for Stuck {
+        fn head(&mut self, _: &str) -> Result<Option<(u64, String)>, String> {
+            Ok(None)
+        }
+        fn append(&mut self, _: &[sink::Sealed]) -> Result<(), String> {
+            Err("disk on fire".into())
+        }
+    }
+    for on_full in [OnFull::Reject, OnFull::Drop] {
+        let s = Settings { capacity: 10, on_full, checkpoint_file: None, ..settings(Path::new("x"), 1000) };
+        let r = Recorder::start(s, Box::new(Stuck), None).unwrap();
+        let mut refused = 0;
+        for _ in 0..100 {
+            if r.record(Event::new("call", "success")).is_err() {
+                refused += 1;
+            }
+        }
+        // The writer took one batch (≤ 10) and is retrying it; the queue holds 10 more.
+        assert!(refused >= 80, "{refused}");
+        assert_eq!(r.dropped(), if on_full == OnFull::Drop { refused } else { 0 });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(r.failing());
+    }
+}
