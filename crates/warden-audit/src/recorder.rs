@@ -165,6 +165,10 @@ impl Recorder {
     pub fn on_full(&self) -> OnFull {
         self.inner.on_full
     }
+    /// The queue is at capacity.
+    pub fn full(&self) -> bool {
+        self.depth() >= self.inner.capacity
+    }
     pub fn depth(&self) -> usize {
         self.inner.q.lock().items.len()
     }

@@ -196,7 +196,8 @@ CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
 ";
 
 /// The columns stored beside each record, in [`Stored::columns`] order.
-pub const COLUMNS: [&str; 10] = ["chain", "seq", "kind", "subject", "tenant", "server", "name", "decision", "status", "hash"];
+pub const COLUMNS: [&str; 10] =
+    ["chain", "seq", "kind", "subject", "tenant", "server", "name", "decision", "status", "hash"];
 
 pub struct Sqlite {
     conn: Connection,
@@ -212,8 +213,10 @@ impl Sqlite {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         let sync = if fsync == Fsync::Never { "NORMAL" } else { "FULL" };
-        conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"))
-            .map_err(err)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+        ))
+        .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Sqlite { conn })
     }
@@ -227,7 +230,9 @@ impl Sink for Sqlite {
             .map_err(|e| e.to_string())?;
         let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
         match rows.next().map_err(|e| e.to_string())? {
-            Some(r) => Ok(Some((r.get::<_, i64>(0).map_err(|e| e.to_string())? as u64, r.get(1).map_err(|e| e.to_string())?))),
+            Some(r) => {
+                Ok(Some((r.get::<_, i64>(0).map_err(|e| e.to_string())? as u64, r.get(1).map_err(|e| e.to_string())?)))
+            }
             None => Ok(None),
         }
     }

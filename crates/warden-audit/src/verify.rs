@@ -78,7 +78,10 @@ impl Report {
         };
         let hash_ok = e.hash.as_deref() == Some(expected_hash(&v).as_str());
         if !hash_ok {
-            self.problem(format!("{at}: chain {} seq {}: the hash does not match the content: the record was edited", e.chain, e.seq));
+            self.problem(format!(
+                "{at}: chain {} seq {}: the hash does not match the content: the record was edited",
+                e.chain, e.seq
+            ));
         }
         if let Some(cols) = &s.columns {
             let fields = [
@@ -215,7 +218,10 @@ impl Report {
                 ));
             }
             if c.dropped > 0 {
-                notes.push(format!("chain {name}: {} event(s) were dropped with the queue full (on_full = drop)", c.dropped));
+                notes.push(format!(
+                    "chain {name}: {} event(s) were dropped with the queue full (on_full = drop)",
+                    c.dropped
+                ));
             }
         }
         self.notes.extend(notes);

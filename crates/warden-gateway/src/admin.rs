@@ -47,6 +47,10 @@ pub struct AdminState {
     pub servers: Vec<String>,
     pub approvals: Arc<Approvals>,
     pub registry: Arc<crate::registry::Registry>,
+    pub audit: Arc<crate::audit::Audit>,
+    /// For the session and upstream gauges of `/metrics`.
+    pub sessions: Option<Arc<crate::server::http::McpEndpoint>>,
+    pub control: Option<Arc<crate::gateway::Control>>,
     pub auth: Option<Arc<Authenticator>>,
     /// The MCP resource URI principals' tokens must be issued for.
     pub resource: String,
@@ -117,14 +121,61 @@ async fn caller(s: &AdminState, h: &HeaderMap) -> Option<Caller> {
     auth.authenticate(&parts, &s.resource).await.ok().map(Caller::Principal)
 }
 
+/// Record a refused admin credential.
+fn refused(s: &AdminState, reason: &str) {
+    let mut e = warden_audit::Event::new("auth_failure", "auth_denied");
+    e.decision = Some("denied".into());
+    e.detail = Some(reason.into());
+    s.audit.emit(e);
+}
+
+/// Record an admin action: what, by whom, on what, with which parameters.
+fn admin_event(s: &AdminState, kind: &str, detail: &str, by: &str, server: &str, name: Option<&str>, args: Value) {
+    let mut e = warden_audit::Event::new(kind, "success");
+    e.decision = Some("allowed".into());
+    e.detail = Some(detail.into());
+    e.subject = Some(by.into());
+    e.server = Some(server.into());
+    e.name = name.map(str::to_string);
+    s.audit.arguments(&mut e, &args);
+    s.audit.emit(e);
+}
+
 /// A caller allowed to operate the gateway (kill switches, pins): the admin token, or a principal
 /// with [`SCOPE_ADMIN`] and no tenant. Otherwise the 401 or 403 to send.
 async fn operator(s: &AdminState, h: &HeaderMap) -> Result<Caller, Response<Body>> {
     match caller(s, h).await {
-        None => Err(unauthorized()),
-        Some(c) if !c.may_kill() => Err(forbidden()),
+        None => {
+            refused(s, "admin_credentials");
+            Err(unauthorized())
+        }
+        Some(c) if !c.may_kill() => {
+            refused(s, "admin_forbidden");
+            Err(forbidden())
+        }
         Some(c) => Ok(c),
     }
+}
+
+/// `GET /metrics`: Prometheus text exposition (no credential: the admin listener is loopback or
+/// an operator network, and no metric carries a secret).
+async fn metrics(State(s): State<S>) -> Response<Body> {
+    let m = &s.audit.metrics;
+    s.audit.refresh_gauges();
+    if let Some(e) = &s.sessions {
+        m.sessions.set(e.session_count() as i64);
+    }
+    if let Some(c) = &s.control {
+        for (name, up, restarts) in c.health() {
+            m.upstream_up.get_or_create(&vec![("server", name.clone())]).set(up as i64);
+            m.upstream_restarts.get_or_create(&vec![("server", name)]).set(restarts as i64);
+        }
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(Body::from(m.render()))
+        .expect("static response parts")
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -135,6 +186,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/approvals/{id}/{verdict}", post(decide))
         .route("/admin/pins", get(pins))
         .route("/admin/pins/approve", post(approve_pin))
+        .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
 }
 
@@ -172,6 +224,7 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
     match s.registry.approve(&p.server, &p.tool) {
         Some(change) => {
             tracing::warn!(server = %p.server, tool = %p.tool, by = %by, "pin change approved through the admin API");
+            admin_event(&s, "pin", "approved", &by, &p.server, Some(&p.tool), json!({"digest": change.seen.digest}));
             reply(
                 StatusCode::OK,
                 json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}}),
@@ -227,7 +280,11 @@ async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Resp
         cancel_in_flight: k.cancel_in_flight,
     };
     match s.kills.kill(entry.clone()).await {
-        Ok(()) => reply(StatusCode::OK, json!({"killed": entry})),
+        Ok(()) => {
+            let args = json!({"reason": entry.reason, "cancel_in_flight": entry.cancel_in_flight});
+            admin_event(&s, "kill_switch", "off", &entry.by, &entry.server, entry.tool.as_deref(), args);
+            reply(StatusCode::OK, json!({"killed": entry}))
+        }
         Err(e) => store_error(e),
     }
 }
@@ -244,8 +301,12 @@ async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) 
         Ok(c) => c,
         Err(r) => return r,
     };
-    match s.kills.revive(&q.server, q.tool.as_deref(), &c.name(q.by)).await {
-        Ok(true) => reply(StatusCode::OK, json!({"revived": {"server": q.server, "tool": q.tool}})),
+    let by = c.name(q.by);
+    match s.kills.revive(&q.server, q.tool.as_deref(), &by).await {
+        Ok(true) => {
+            admin_event(&s, "kill_switch", "on", &by, &q.server, q.tool.as_deref(), json!({}));
+            reply(StatusCode::OK, json!({"revived": {"server": q.server, "tool": q.tool}}))
+        }
         Ok(false) => reply(StatusCode::NOT_FOUND, json!({"error": "that switch is not off"})),
         Err(e) => store_error(e),
     }
@@ -259,8 +320,14 @@ struct StateQuery {
 
 async fn approver(s: &AdminState, h: &HeaderMap, declared: Option<String>) -> Result<Approver, Response<Body>> {
     match caller(s, h).await {
-        None => Err(unauthorized()),
-        Some(c) => c.approver(declared).ok_or_else(forbidden),
+        None => {
+            refused(s, "admin_credentials");
+            Err(unauthorized())
+        }
+        Some(c) => c.approver(declared).ok_or_else(|| {
+            refused(s, "admin_forbidden");
+            forbidden()
+        }),
     }
 }
 
@@ -333,8 +400,17 @@ async fn decide(
         Ok(w) => w,
         Err(r) => return r,
     };
-    match s.approvals.decide(&who, &id, approve, req.note).await {
-        Ok(a) => reply(StatusCode::OK, json!({"approval": a})),
+    match s.approvals.decide(&who, &id, approve, req.note.clone()).await {
+        Ok(a) => {
+            let outcome = if approve { "approved" } else { "denied" };
+            let mut e = warden_audit::Event::new("approval", "success");
+            e.decision = Some(if approve { "allowed" } else { "denied" }.into());
+            e.detail = Some(outcome.into());
+            e.subject = Some(who.name.clone());
+            e.approval = Some(json!({"id": id, "outcome": outcome, "by": who.name, "note": req.note}));
+            s.audit.emit(e);
+            reply(StatusCode::OK, json!({"approval": a}))
+        }
         Err(DecideError::NotFound) => not_found(),
         Err(DecideError::NotPending) => reply(StatusCode::CONFLICT, json!({"error": "that approval is not pending"})),
         Err(DecideError::SelfApproval) => {

@@ -48,6 +48,9 @@ pub struct Config {
     /// injection detection and redaction.
     #[serde(default)]
     pub content: ContentConfig,
+    /// The audit trail: a hash-chained, signed record of every operation.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Argument guards: a check on one argument of one tool (paths, SQL, command-line values,
     /// URLs, free text).
     #[serde(default, rename = "guard")]
@@ -502,6 +505,99 @@ impl Default for ApprovalConfig {
     }
 }
 
+/// `[audit]`: the record of every operation (initialize, listings, calls, reads, prompts,
+/// approvals, kill switches, pins, admin actions, authentication failures), hash-chained and
+/// signed at checkpoints; `warden audit verify|query|tail` read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Keep the audit trail. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The log: a SQLite database (WAL), or a JSONL file when the name ends in `.jsonl`.
+    /// Relative to the config file. Default `warden-audit.db`.
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// When writes are forced to disk: `"never"` (default: a record survives Warden being
+    /// killed once written, not a power cut), `"batch"` (fsync per group commit) or `"event"`.
+    #[serde(default)]
+    pub fsync: warden_audit::Fsync,
+    /// Milliseconds the writer waits for more events before writing a batch (group commit
+    /// window). Default 0: a batch is whatever queued while the last one was written. At most 100.
+    #[serde(default)]
+    pub group_commit_ms: u64,
+    /// Events waiting for the writer, at most. Default 65536.
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+    /// With the queue full: `"reject"` (default: requests fail with 503 until it drains) or
+    /// `"drop"` (the event is dropped and counted in metrics and checkpoints).
+    #[serde(default)]
+    pub on_full: warden_audit::OnFull,
+    /// When a request is answered: `"stored"` (default: after its record is in the log, so
+    /// every answered call has a record even if Warden is killed) or `"queued"` (at once).
+    #[serde(default)]
+    pub acknowledge: Acknowledge,
+    /// Arguments in records: `"redacted"` (default: secrets, PII and values of secret-named
+    /// keys replaced, long strings cut), `"none"` (only the digest) or `"full"`.
+    #[serde(default)]
+    pub arguments: AuditArguments,
+    /// Ed25519 key (PKCS#8) that signs checkpoints; created, 0600, when absent. Relative to the
+    /// config file. Default `warden-audit.key`.
+    #[serde(default = "default_audit_key")]
+    pub signing_key: PathBuf,
+    /// Sign a checkpoint after at least this many events. Default 10000.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// … or this many seconds after the last one, if there were events. Default 10.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+    /// This instance's chain name (several Wardens may share a database). Default `warden`.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    #[default]
+    Stored,
+    Queued,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditArguments {
+    None,
+    #[default]
+    Redacted,
+    Full,
+}
+
+fn default_audit_path() -> PathBuf {
+    "warden-audit.db".into()
+}
+fn default_audit_key() -> PathBuf {
+    "warden-audit.key".into()
+}
+fn default_audit_queue() -> usize {
+    65536
+}
+fn default_checkpoint_every() -> u64 {
+    10_000
+}
+fn default_checkpoint_secs() -> u64 {
+    10
+}
+fn default_instance() -> String {
+    "warden".into()
+}
+
 /// `[content]`: what Warden checks in arguments, tool definitions and outputs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -913,6 +1009,11 @@ impl Config {
         if let Some(a) = &mut cfg.admin {
             fix(&mut a.token);
         }
+        for p in [&mut cfg.audit.path, &mut cfg.audit.signing_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         Ok(cfg)
     }
 
@@ -960,6 +1061,16 @@ impl Config {
             auth.validate()?;
         }
         crate::policy::compile_limits(self)?;
+        let a = &self.audit;
+        if a.group_commit_ms > 100 {
+            return Err("audit.group_commit_ms: at most 100".into());
+        }
+        if a.queue_capacity == 0 || a.checkpoint_every == 0 || a.checkpoint_secs == 0 {
+            return Err("audit: queue_capacity, checkpoint_every and checkpoint_secs must be positive".into());
+        }
+        if a.instance.is_empty() || a.instance.len() > 64 || a.instance.chars().any(|c| c.is_control()) {
+            return Err("audit.instance: 1 to 64 printable characters".into());
+        }
         let st = &self.store;
         match st.backend {
             StoreBackend::Memory if st.url.is_some() || st.password.is_some() => {

@@ -43,6 +43,8 @@ struct Guard {
     pointer: String,
     required: bool,
     check: Check,
+    /// `guard.path`, `guard.sql`, … (audit findings, metrics).
+    label: &'static str,
 }
 
 enum Check {
@@ -181,39 +183,46 @@ impl Content {
         }
     }
 
-    /// Stage 6, after authorization and limits: schema, then guards. `Err` is a message safe to
-    /// return to the client (it never repeats the argument values).
+    /// Stage 6, after authorization and limits: schema, then guards. `Err` names what refused
+    /// (`schema`, `guard.path`, …) and a message safe to return to the client (it never repeats
+    /// the argument values).
     pub async fn check_arguments(
         &self,
         server: &str,
         tool: &str,
         schema: Option<&Result<ArgSchema, warden_policy::schema::SchemaError>>,
         args: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), (&'static str, String)> {
         if self.cfg.validate_arguments {
+            let refuse = |m: String| Err(("schema", m));
             match schema {
-                Some(Ok(s)) => s
-                    .validate(args)
-                    .map_err(|e| format!("arguments rejected by the tool's input schema: {}", e.join("; ")))?,
-                Some(Err(e)) => return Err(format!("the tool's {e}; calls are refused until it is fixed")),
-                None => return Err("the tool's definition has not been vetted; list tools and retry".into()),
+                Some(Ok(s)) => {
+                    if let Err(e) = s.validate(args) {
+                        return refuse(format!("arguments rejected by the tool's input schema: {}", e.join("; ")));
+                    }
+                }
+                Some(Err(e)) => return refuse(format!("the tool's {e}; calls are refused until it is fixed")),
+                None => return refuse("the tool's definition has not been vetted; list tools and retry".into()),
             }
         }
         for g in self.guards.iter().filter(|g| applies(&g.server, &g.tools, server, tool)) {
             let at = g.pointer.trim_start_matches('/');
             let values: Vec<&str> = match args.pointer(&g.pointer) {
                 None | Some(Value::Null) if g.required => {
-                    return Err(format!("argument `{at}` is required by a guard"))
+                    return Err((g.label, format!("argument `{at}` is required by a guard")))
                 }
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) => vec![s.as_str()],
                 Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().filter_map(Value::as_str).collect(),
                 Some(_) => {
-                    return Err(format!("argument `{at}` must be a string (or a list of strings) for its guard"))
+                    return Err((
+                        g.label,
+                        format!("argument `{at}` must be a string (or a list of strings) for its guard"),
+                    ))
                 }
             };
             for v in values {
-                g.run(v).await.map_err(|r| format!("argument `{at}` refused: {r}"))?;
+                g.run(v).await.map_err(|r| (g.label, format!("argument `{at}` refused: {r}")))?;
             }
         }
         Ok(())
@@ -454,7 +463,14 @@ fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> Result<Guar
         },
         GuardKind::Text => Check::Text(threshold),
     };
-    Ok(Guard { server: Glob::new(&g.server), tools: globs(&g.tools), pointer, required: g.required, check })
+    let label = match g.kind {
+        GuardKind::Path => "guard.path",
+        GuardKind::Sql => "guard.sql",
+        GuardKind::Argv => "guard.argv",
+        GuardKind::Url => "guard.url",
+        GuardKind::Text => "guard.text",
+    };
+    Ok(Guard { server: Glob::new(&g.server), tools: globs(&g.tools), pointer, required: g.required, check, label })
 }
 
 impl Guard {
@@ -575,7 +591,7 @@ mod tests {
         let c = content("[[guard]]\ntools = [\"read\"]\nargument = \"path\"\nkind = \"path\"\nroots = [\"/data/allowed\"]\nresolve_symlinks = false\n[[guard]]\ntools = [\"fetch\"]\nargument = \"/opts/url\"\nkind = \"url\"\n[content]\nvalidate_arguments = false");
         assert!(c.check_arguments("a", "read", None, &json!({"path": "/data/allowed/x"})).await.is_ok());
         let e = c.check_arguments("a", "read", None, &json!({"path": "/data/allowed_evil/x"})).await.unwrap_err();
-        assert_eq!(e, "argument `path` refused: path is outside the allowed roots");
+        assert_eq!(e, ("guard.path", "argument `path` refused: path is outside the allowed roots".to_string()));
         assert!(c
             .check_arguments("a", "read", None, &json!({"path": ["/data/allowed/a", "/etc/passwd"]}))
             .await

@@ -13,6 +13,9 @@ pub const TIMEOUT: i64 = -32001;
 pub const APPROVAL: i64 = -32030;
 /// JSON-RPC code of a call refused because the shared store (limits, approvals) is out.
 pub const STORE_UNAVAILABLE: i64 = -32031;
+/// JSON-RPC code of a request refused because the audit trail cannot record it (queue full, or
+/// the sink not storing in time); the HTTP transport answers 503.
+pub const AUDIT_UNAVAILABLE: i64 = -32032;
 
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
@@ -49,6 +52,9 @@ pub enum GatewayError {
     /// The store of limits or approvals is out and the outage policy is to fail closed.
     #[error("Limits cannot be checked right now (store unavailable); call refused, retry later")]
     StoreUnavailable,
+    /// The audit trail cannot record the request; it is refused rather than left unrecorded.
+    #[error("Audit trail unavailable; request refused, retry later")]
+    AuditUnavailable,
     /// The output read as a prompt injection and the policy for it is `block`.
     #[error("Output withheld by Warden: it reads as a prompt injection")]
     Withheld,
@@ -91,10 +97,11 @@ impl GatewayError {
             GatewayError::Cancelled | GatewayError::Withheld => jsonrpc::INTERNAL_ERROR,
             GatewayError::ApprovalDenied { .. } | GatewayError::ApprovalPending { .. } => APPROVAL,
             GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
+            GatewayError::AuditUnavailable => AUDIT_UNAVAILABLE,
             GatewayError::Upstream(e) => e.code,
         }
     }
-    /// A short label for logs and (later) metrics.
+    /// A short label for logs, audit records and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             GatewayError::MethodNotFound => "method_not_found",
@@ -107,6 +114,7 @@ impl GatewayError {
             GatewayError::ApprovalDenied { .. } => "approval_denied",
             GatewayError::ApprovalPending { .. } => "approval_pending",
             GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::AuditUnavailable => "audit_unavailable",
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::Upstream(_) => "upstream_error",
         }

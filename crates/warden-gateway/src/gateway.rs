@@ -48,6 +48,8 @@ pub struct Control {
     collisions: Mutex<Vec<String>>,
     /// Look-alike tool names offered by different upstreams (shadowing).
     confusables: Mutex<Vec<String>>,
+    /// Successful connects of each control connection (restarts + 1).
+    connects: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl Control {
@@ -59,7 +61,22 @@ impl Control {
             names: Mutex::new(vec![None; n]),
             collisions: Mutex::new(vec![]),
             confusables: Mutex::new(vec![]),
+            connects: (0..n).map(|_| Default::default()).collect(),
         })
+    }
+
+    /// Each upstream: name, connected, restarts (reconnects after the first connect).
+    pub fn health(&self) -> Vec<(String, bool, u64)> {
+        self.shared
+            .specs
+            .iter()
+            .zip(&self.conns)
+            .zip(&self.connects)
+            .map(|((s, c), n)| {
+                let up = c.lock().as_ref().is_some_and(|c| c.is_alive());
+                (s.name.clone(), up, n.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1))
+            })
+            .collect()
     }
 
     /// Keep each control connection up (reconnecting with backoff) for the life of `self`.
@@ -89,6 +106,7 @@ impl Control {
                         match Conn::connect(spec, init, handler, &c.shared.http).await {
                             Ok(conn) => {
                                 tracing::info!(upstream = %spec.name, "upstream ready");
+                                c.connects[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 *c.conns[i].lock() = Some(conn.clone());
                                 *c.shared.known[i].lock() = conn.init();
                                 c.refresh_names(i, &conn).await;
@@ -208,7 +226,11 @@ impl Gateway {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();
+        let audit = crate::audit::Audit::open(&cfg)?;
         let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
+        if let Some(a) = &auth {
+            a.set_audit(audit.clone());
+        }
         let store = open_store(&cfg)?;
         let kills = KillSwitches::load(store.clone()).await?;
         kills.follow();
@@ -218,10 +240,10 @@ impl Gateway {
             tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
         }
         let content = Arc::new(crate::content::Content::new(&cfg)?);
-        let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir)?);
+        let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir, audit.clone())?);
         Ok(Gateway {
             cfg,
-            shared: Arc::new(Shared { specs, ns, http, known, policy, approvals, content, registry }),
+            shared: Arc::new(Shared { specs, ns, http, known, policy, approvals, content, registry, audit }),
             auth,
         })
     }
@@ -289,6 +311,9 @@ impl Gateway {
                     servers: self.cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                     approvals: self.shared.approvals.clone(),
                     registry: self.shared.registry.clone(),
+                    audit: self.shared.audit.clone(),
+                    sessions: Some(endpoint.clone()),
+                    control: Some(control.clone()),
                     auth: self.auth.clone(),
                     resource,
                 });
@@ -306,13 +331,18 @@ impl Gateway {
         tracing::info!("shutting down: closing sessions and upstreams");
         endpoint.shutdown().await;
         control.close().await;
+        let audit = self.shared.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         Ok(())
     }
 
     /// Serve one client on stdin/stdout.
     pub async fn serve_stdio(self) -> std::io::Result<()> {
         let depth = self.cfg.listen.max_json_depth;
-        crate::server::stdio::serve(self.service(), tokio::io::stdin(), tokio::io::stdout(), depth).await
+        let r = crate::server::stdio::serve(self.service(), tokio::io::stdin(), tokio::io::stdout(), depth).await;
+        let audit = self.shared.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+        r
     }
 }
 

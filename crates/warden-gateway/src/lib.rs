@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod approval;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod content;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod framing;
 pub mod gateway;
 pub mod killswitch;
+pub mod metrics;
 pub mod namespace;
 pub mod pipeline;
 pub mod policy;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 use warden_policy::rules::Kind;
+use warden_protocol::jsonrpc::Id;
 
 /// Where a request goes.
 pub enum Route {
@@ -25,13 +26,95 @@ pub enum Route {
     Broadcast { cap: &'static str, params: Value },
 }
 
+/// What the stages learned about one request, for its audit record.
+#[derive(Default)]
+pub struct Note {
+    server: Option<String>,
+    capability: Option<&'static str>,
+    name: Option<String>,
+    target: Option<String>,
+    rule: Option<String>,
+    denied: bool,
+    /// A refusal that answers with a tool error rather than a JSON-RPC error.
+    refused: Option<&'static str>,
+    findings: Vec<String>,
+    truncated: bool,
+    approval: Option<Value>,
+    args: Option<Value>,
+}
+
+/// The audit kind of a method.
+fn kind_of(method: &str) -> &'static str {
+    match method {
+        "tools/call" => "call",
+        "resources/read" => "read",
+        "prompts/get" => "prompt",
+        "completion/complete" => "complete",
+        "resources/subscribe" | "resources/unsubscribe" => "subscribe",
+        "ping" => "ping",
+        "logging/setLevel" => "logging",
+        m if list_field(m).is_some() => "list",
+        _ => "request",
+    }
+}
+
+/// What happened, in the audit vocabulary, kept apart from what policy decided.
+fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static str {
+    match result {
+        Ok(_) if note.refused.is_some() => note.refused.unwrap_or_default(),
+        Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => "backend_error",
+        Ok(_) => "success",
+        Err(e) => match e {
+            _ if note.denied => "auth_denied",
+            GatewayError::ApprovalDenied { .. } => "auth_denied",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::Timeout => "timeout",
+            GatewayError::Withheld => "blocked_by_guard",
+            GatewayError::Upstream(_) | GatewayError::Unavailable => "backend_error",
+            GatewayError::Cancelled => "cancelled",
+            GatewayError::ApprovalPending { .. } => "approval_pending",
+            GatewayError::StoreUnavailable | GatewayError::AuditUnavailable => "unavailable",
+            GatewayError::MethodNotFound
+            | GatewayError::UnknownTool
+            | GatewayError::UnknownPrompt
+            | GatewayError::UnknownResource
+            | GatewayError::InvalidParams(_) => "validation_error",
+        },
+    }
+}
+
+/// The JSON size of a result, without building the text.
+fn json_size(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 pub async fn handle(
     s: &Arc<RelaySession>,
+    id: &Id,
     method: &str,
     params: Option<Value>,
     peer: Peer,
 ) -> Result<Value, GatewayError> {
     let started = Instant::now();
+    let audit = &s.shared.audit;
+    // Nothing runs that could not be recorded (`[audit] on_full = "reject"`).
+    if !audit.admits() {
+        return Err(GatewayError::AuditUnavailable);
+    }
+    let mut note = Note::default();
+    let params_name = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string);
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
     let route = route(s, method, params).await;
     // 6. request policy: kill switch → authorization → limits (policy.rs) → argument schema →
@@ -41,21 +124,64 @@ pub async fn handle(
     // 8. response policy: size cap → sanitize → injection detection → redaction, and scrubbed
     //    upstream errors (content.rs), inside `call_one`, where the target is known
     let result = match route {
+        Err(e @ (GatewayError::UnknownTool | GatewayError::UnknownPrompt)) => {
+            // Hidden by policy rather than absent: recorded as denied, with the rule.
+            let (cap, kind) = if method == "tools/call" { ("tools", Kind::Tool) } else { ("prompts", Kind::Prompt) };
+            let name = params_name.as_deref().unwrap_or_default();
+            if let Some((up, orig, ro)) = s.hidden(cap, name) {
+                note.rule = s.shared.policy.denial(&s.principal, up, kind, &orig, ro, None);
+                note.denied = note.rule.is_some();
+                note.server = Some(s.shared.specs[up].name.clone());
+                note.capability = Some(kind.as_str());
+                note.name = Some(orig);
+            }
+            Err(e)
+        }
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
         Ok(Route::FanOut) => s.list(method).await,
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
-            call_one(s, up, method, params, kind, &name, read_only, peer).await
+            call_one(s, up, method, params, kind, &name, read_only, peer, &mut note).await
         }
     };
-    // 9. record (audit and metrics arrive with their issue; a trace event for now)
+    // 9. record: the audit event (metrics are derived from it); the answer waits for it to be
+    //    stored unless `[audit] acknowledge = "queued"`.
+    let status = status_of(&result, &note);
+    let mut e = s.event(kind_of(method), status, Some(method));
+    e.request_id = Some(match id {
+        Id::Str(x) => x.clone(),
+        other => other.to_string(),
+    });
+    e.latency_us = Some(started.elapsed().as_micros() as u64);
+    e.server = note.server;
+    e.capability = note.capability.map(str::to_string);
+    e.name = note.name;
+    e.target = note.target;
+    e.decision = match (&note.rule, note.denied) {
+        (_, true) => Some("denied".into()),
+        (Some(_), false) => Some("allowed".into()),
+        (None, false) => None,
+    };
+    e.rule = note.rule;
+    e.findings = note.findings;
+    e.truncated = note.truncated;
+    e.approval = note.approval;
+    if let Some(a) = &note.args {
+        audit.arguments(&mut e, a);
+    }
     match &result {
-        Ok(_) => tracing::debug!(method, elapsed_us = started.elapsed().as_micros() as u64, "ok"),
-        Err(e) => {
-            tracing::info!(method, reason = e.reason(), elapsed_us = started.elapsed().as_micros() as u64, "error")
+        Ok(v) if matches!(e.kind.as_str(), "call" | "read" | "prompt") => e.result_bytes = Some(json_size(v)),
+        Ok(_) => {}
+        Err(err) => {
+            e.detail = Some(match err {
+                GatewayError::RateLimited { limit, .. } => (*limit).to_string(),
+                other => other.reason().to_string(),
+            });
+            tracing::info!(method, reason = err.reason(), elapsed_us = started.elapsed().as_micros() as u64, "error");
         }
     }
+    audit.commit(e).await?;
     result
 }
 
@@ -69,21 +195,42 @@ async fn call_one(
     name: &str,
     read_only: bool,
     peer: Peer,
+    note: &mut Note,
 ) -> Result<Value, GatewayError> {
     let policy = &s.shared.policy;
     if !s.reaches(up) {
         return Err(crate::policy::unknown(kind));
     }
-    let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
-    let grant = policy.admit(&s.principal, up, kind, name, read_only, args).await?;
     let server = &s.shared.specs[up].name;
+    note.server = Some(server.clone());
+    note.capability = Some(kind.as_str());
+    if kind == Kind::Resource {
+        note.target = Some(name.to_string());
+    } else {
+        note.name = Some(name.to_string());
+    }
+    let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
+    note.args = args.cloned();
+    let grant = match policy.admit(&s.principal, up, kind, name, read_only, args).await {
+        Ok(g) => g,
+        Err(e) => {
+            if matches!(e, GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::UnknownResource) {
+                note.rule = policy.denial(&s.principal, up, kind, name, read_only, args);
+                note.denied = note.rule.is_some();
+            }
+            return Err(e);
+        }
+    };
+    note.rule = Some(grant.rule.clone());
     let content = &s.shared.content;
     if method == "tools/call" {
         let empty = json!({});
         let vetted = s.vetted(up, name);
         let schema = vetted.as_ref().map(|v| &v.schema);
-        if let Err(why) = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await {
+        if let Err((by, why)) = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await {
             tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
+            note.refused = Some(if by == "schema" { "validation_error" } else { "blocked_by_guard" });
+            note.findings.push(format!("{by}:refused"));
             return Ok(
                 json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true}),
             );
@@ -93,7 +240,17 @@ async fn call_one(
         let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
         let empty = json!({});
         let args = args.unwrap_or(if method == "tools/call" || method == "prompts/get" { &empty } else { &params });
-        s.shared.approvals.require(mode, &s.principal, server, name, args, elicit).await?;
+        let r = s.shared.approvals.require(mode, &s.principal, server, name, args, elicit).await;
+        let mode = format!("{mode:?}").to_lowercase();
+        note.approval = Some(match &r {
+            Ok(()) => json!({"mode": mode, "outcome": "approved", "by_elicitation": elicit.is_some()}),
+            Err(GatewayError::ApprovalDenied { id, reason }) => {
+                json!({"mode": mode, "outcome": "denied", "id": id, "reason": reason})
+            }
+            Err(GatewayError::ApprovalPending { id }) => json!({"mode": mode, "outcome": "pending", "id": id}),
+            Err(e) => json!({"mode": mode, "outcome": "error", "reason": e.reason()}),
+        });
+        r?;
     }
     let conn = s.conn(up).await?;
     let tool = (kind == Kind::Tool).then_some(name);
@@ -112,18 +269,25 @@ async fn call_one(
         Ok(mut v) => {
             if method != "resources/subscribe" && method != "resources/unsubscribe" {
                 let rep = content.process_output(server, name, &mut v);
-                if rep.injection.is_injection(content.config().injection_threshold)
-                    || rep.removed.any()
-                    || !rep.redacted.is_empty()
-                    || rep.truncated
-                {
-                    let rules: Vec<&str> = rep.injection.findings.iter().map(|f| f.rule).collect();
-                    let redacted: Vec<&str> = rep.redacted.iter().map(|c| c.name()).collect();
-                    tracing::warn!(server = %server, name, score = rep.injection.score, rules = ?rules, blocked = rep.blocked,
-                        hidden = ?rep.removed, redacted = ?redacted, truncated = rep.truncated, "output policy acted");
+                let action = format!("{:?}", content.config().injection).to_lowercase();
+                if rep.injection.is_injection(content.config().injection_threshold) {
+                    note.findings
+                        .extend(rep.injection.findings.iter().map(|f| format!("injection.{}:{action}", f.rule)));
+                }
+                if rep.removed.any() {
+                    note.findings.push("sanitize:removed".into());
+                }
+                note.findings.extend(rep.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
+                note.truncated = rep.truncated;
+                if !note.findings.is_empty() || rep.truncated {
+                    tracing::warn!(server = %server, name, score = rep.injection.score, findings = ?note.findings,
+                        blocked = rep.blocked, hidden = ?rep.removed, truncated = rep.truncated, "output policy acted");
                 }
                 if rep.blocked && method != "tools/call" {
                     return Err(GatewayError::Withheld);
+                }
+                if rep.blocked {
+                    note.refused = Some("blocked_by_guard");
                 }
             }
             Ok(v)

@@ -55,6 +55,7 @@ pub struct Policy {
     pub kills: Arc<KillSwitches>,
 }
 
+/// `admit` says why it refused in `denied_by` (the rule, `no allow rule` or `kill_switch`).
 /// What an admitted call carries: the rule that allowed it, its timeout, and the concurrency
 /// slots it holds until it is dropped.
 pub struct Grant {
@@ -210,8 +211,29 @@ impl Policy {
         !self.kills.killed(&self.names[up], tool) && self.rules.visible(p, &self.target(up, kind, name, read_only))
     }
 
+    /// Why a target is hidden from `p`: `kill_switch`, the deny rule, or `no allow rule`; `None`
+    /// when it is not.
+    pub fn denial(
+        &self,
+        p: &Principal,
+        up: usize,
+        kind: Kind,
+        name: &str,
+        read_only: bool,
+        args: Option<&Value>,
+    ) -> Option<String> {
+        let tool = (kind == Kind::Tool).then_some(name);
+        if self.kills.killed(&self.names[up], tool) {
+            return Some("kill_switch".into());
+        }
+        match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
+            Decision::Deny { rule } => Some(rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str()).into()),
+            Decision::Allow { .. } => None,
+        }
+    }
+
     /// Kill switch → authorization → limits, for one call. A refusal by kill switch or rule is the
-    /// same error as an unknown target.
+    /// same error as an unknown target ([`Policy::denial`] says which rule, for the audit record).
     pub async fn admit(
         &self,
         p: &Principal,

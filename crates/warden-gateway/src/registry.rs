@@ -141,10 +141,25 @@ pub struct Registry {
     pending: Mutex<BTreeMap<(String, String), PendingChange>>,
     /// Vetted definitions by (server, digest): compiled once, whichever session lists them.
     vetted: Mutex<HashMap<(String, String), Arc<Vetted>>>,
+    /// Pin changes, first pins and poisoned definitions are recorded here.
+    audit: Arc<crate::audit::Audit>,
+}
+
+/// An audit event about a tool definition.
+fn definition_event(kind: &str, detail: &str, server: &str, tool: &str, findings: Vec<String>) -> warden_audit::Event {
+    let blocked = detail == "changed" || findings.iter().any(|f| f.ends_with(":block"));
+    let mut e = warden_audit::Event::new(kind, if blocked { "blocked_by_guard" } else { "success" });
+    e.decision = Some(if blocked { "denied" } else { "allowed" }.into());
+    e.detail = Some(detail.into());
+    e.server = Some(server.into());
+    e.capability = Some("tool".into());
+    e.name = Some(tool.into());
+    e.findings = findings;
+    e
 }
 
 impl Registry {
-    pub fn new(cfg: &ContentConfig, base: &Path) -> Result<Registry, String> {
+    pub fn new(cfg: &ContentConfig, base: &Path, audit: Arc<crate::audit::Audit>) -> Result<Registry, String> {
         let file = cfg.pin_file.as_ref().map(|f| if f.is_absolute() { f.clone() } else { base.join(f) });
         let pins = match &file {
             Some(f) if f.exists() || cfg.pin_public_key.is_some() => PinFile::load(f, cfg.pin_public_key.as_deref())?,
@@ -162,6 +177,7 @@ impl Registry {
             pins: Mutex::new(pins),
             pending: Mutex::new(BTreeMap::new()),
             vetted: Mutex::new(HashMap::new()),
+            audit,
         })
     }
 
@@ -191,6 +207,11 @@ impl Registry {
         let schema = ArgSchema::compile(item.get("inputSchema").unwrap_or(&empty), &content.overlay(server, tool));
         if let Err(e) = &schema {
             tracing::warn!(server, tool, error = %e, "tool input schema is unusable; calls to it are refused");
+        }
+        if !findings.is_empty() {
+            let action = if self.scan == ScanAction::Block { "block" } else { "warn" };
+            let f = findings.iter().map(|f| format!("scan.{}:{action}", f.rule)).collect();
+            self.audit.emit(definition_event("scan", "poisoned", server, tool, f));
         }
         let v = Arc::new(Vetted { schema, findings });
         let mut cache = self.vetted.lock();
@@ -238,6 +259,9 @@ impl Registry {
                         key,
                         PendingChange { server: server.into(), tool: tool.into(), pinned: p.clone(), seen },
                     );
+                    let mut e = definition_event("pin", "changed", server, tool, vec!["pin.changed:block".into()]);
+                    e.args = Some(serde_json::json!({"pinned": p.digest, "seen": digest}));
+                    self.audit.emit(e);
                 }
                 Err(Withheld::Changed { pinned: p.digest, seen: digest.to_string() })
             }
@@ -251,6 +275,9 @@ impl Registry {
                     .or_default()
                     .insert(tool.to_string(), Pin { digest: digest.to_string(), definition: item.clone() });
                 tracing::info!(server, tool, digest, "tool definition pinned on first use");
+                let mut e = definition_event("pin", "pinned", server, tool, vec![]);
+                e.args = Some(serde_json::json!({"digest": digest}));
+                self.audit.emit(e);
                 if let Some(f) = &self.file {
                     if let Err(e) = pins.save(f, None) {
                         tracing::warn!(error = %e, "could not write the pin file");
@@ -306,7 +333,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        (Content::new(&cfg).unwrap(), Registry::new(&cfg.content, Path::new("/")).unwrap())
+        (
+            Content::new(&cfg).unwrap(),
+            Registry::new(&cfg.content, Path::new("/"), crate::audit::Audit::disabled()).unwrap(),
+        )
     }
 
     #[test]
@@ -375,10 +405,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        let err = Registry::new(&parsed.content, Path::new("/")).err().unwrap();
+        let err = Registry::new(&parsed.content, Path::new("/"), crate::audit::Audit::disabled()).err().unwrap();
         assert!(err.contains("does not verify"), "{err}");
         std::fs::remove_file(signing::signature_path(&f)).unwrap();
-        let err = Registry::new(&parsed.content, Path::new("/")).err().unwrap();
+        let err = Registry::new(&parsed.content, Path::new("/"), crate::audit::Audit::disabled()).err().unwrap();
         assert!(err.contains("must be signed"), "{err}");
         // A signed pin file needs pinning = "file".
         let tofu = format!("[content]\npin_file = \"p.json\"\npin_public_key = {:?}", key.public_key());

@@ -42,6 +42,8 @@ pub struct Shared {
     pub content: Arc<crate::content::Content>,
     /// Pins and the poisoning scan of tool definitions.
     pub registry: Arc<crate::registry::Registry>,
+    /// The audit trail and metrics.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// The relay service.
@@ -57,6 +59,9 @@ struct Routes {
     tools: RouteTable,
     prompts: RouteTable,
     resources: RouteTable,
+    /// Tools and prompts the policy hides from this session (`tools:`/`prompts:` + name), so a
+    /// call to one is recorded as denied, with its rule, not as unknown.
+    hidden: RouteTable,
     refreshed: Option<Instant>,
     /// Kill-switch generation at the last tools listing.
     kill_gen: u64,
@@ -75,6 +80,10 @@ pub struct RelaySession {
     /// Who opened this session; the policy stages read it.
     pub principal: Arc<Principal>,
     pub client_caps: Value,
+    /// A digest of the transport's session id (the id itself is not recorded) and the client's
+    /// address, for audit records.
+    pub session_tag: String,
+    pub client_addr: Option<String>,
     upstream_init: Value,
     slots: Vec<Slot>,
     routes: Mutex<Routes>,
@@ -101,9 +110,11 @@ impl Service for Relay {
         params: Value,
         peer: Peer,
         principal: Arc<Principal>,
+        origin: crate::server::Origin,
     ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
         let shared = self.shared.clone();
         async move {
+            let started = Instant::now();
             let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
             let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
             let client_info =
@@ -123,6 +134,8 @@ impl Service for Relay {
                 peer,
                 principal,
                 client_caps,
+                session_tag: warden_audit::event::digest(&Value::String(origin.session))[..16].to_string(),
+                client_addr: origin.client.map(|a| a.to_string()),
                 upstream_init,
                 routes: Mutex::new(Routes::default()),
                 closed: AtomicBool::new(false),
@@ -155,6 +168,10 @@ impl Service for Relay {
             let p = &session.principal;
             tracing::info!(subject = %p.subject, tenant = p.tenant.as_deref().unwrap_or("-"), method = ?p.method,
                            version = negotiated, "session opened");
+            let mut e = session.event("initialize", "success", Some("initialize"));
+            e.detail = Some(format!("protocol {negotiated}"));
+            e.latency_us = Some(started.elapsed().as_micros() as u64);
+            shared.audit.commit(e).await.map_err(|e| e.to_error_object())?;
             let session: Arc<dyn Session> = session;
             Ok(Initialized { session, result })
         }
@@ -208,11 +225,13 @@ fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Value {
 impl Session for RelaySession {
     fn request(
         self: Arc<Self>,
+        id: jsonrpc::Id,
         method: String,
         params: Option<Value>,
         peer: Peer,
     ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
-        async move { pipeline::handle(&self, &method, params, peer).await.map_err(|e| e.to_error_object()) }.boxed()
+        async move { pipeline::handle(&self, &id, &method, params, peer).await.map_err(|e| e.to_error_object()) }
+            .boxed()
     }
 
     fn notification(self: Arc<Self>, method: String, params: Option<Value>) {
@@ -251,6 +270,16 @@ impl Session for RelaySession {
 }
 
 impl RelaySession {
+    /// An audit event of this session: who, from where, which method.
+    pub fn event(&self, kind: &str, status: &str, method: Option<&str>) -> warden_audit::Event {
+        let mut e = warden_audit::Event::new(kind, status);
+        crate::audit::Audit::principal(&mut e, &self.principal);
+        e.session = Some(self.session_tag.clone());
+        e.client_addr.clone_from(&self.client_addr);
+        e.method = method.map(str::to_string);
+        e
+    }
+
     /// May this session's principal reach upstream `i` at all (per-tenant upstreams)?
     pub fn reaches(&self, i: usize) -> bool {
         self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).is_some()
@@ -466,6 +495,7 @@ impl RelaySession {
         let mut out: Vec<Value> = Vec::with_capacity(entries.len());
         let mut table: RouteTable = HashMap::new();
         let mut vetted = HashMap::new();
+        let mut hidden: RouteTable = HashMap::new();
         let policy = &self.shared.policy;
         let kind = match cap {
             "tools" => Kind::Tool,
@@ -479,6 +509,9 @@ impl RelaySession {
             }
             let read_only = policy.read_only(i, kind, &orig, Some(&item));
             if !policy.visible(&self.principal, i, kind, &orig, read_only) {
+                if kind != Kind::Resource && hidden.len() < 10_000 {
+                    hidden.insert(format!("{cap}:{exposed}"), (i, orig, read_only));
+                }
                 continue;
             }
             let server = &self.shared.specs[i].name;
@@ -508,6 +541,10 @@ impl RelaySession {
         }
         {
             let mut r = self.routes.lock();
+            if cap != "resources" {
+                r.hidden.retain(|k, _| !k.starts_with(cap));
+                r.hidden.extend(hidden);
+            }
             match cap {
                 "tools" => r.tools = table,
                 "prompts" => r.prompts = table,
@@ -546,6 +583,12 @@ impl RelaySession {
             let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }).await;
         }
         lookup(&self.routes.lock())
+    }
+
+    /// A tool or prompt (`kind` `tools` or `prompts`) the policy hides from this session, as of
+    /// the last listing: (upstream, its own name, effectively read-only).
+    pub fn hidden(&self, kind: &str, name: &str) -> Option<(usize, String, bool)> {
+        self.routes.lock().hidden.get(&format!("{kind}:{name}")).cloned()
     }
 
     /// The vetted definition of upstream `up`'s tool `name` (its own name), from the last listing.

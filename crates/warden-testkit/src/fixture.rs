@@ -30,6 +30,7 @@ impl Service for Fixture {
         params: Value,
         peer: Peer,
         _principal: Arc<warden_policy::Principal>,
+        _origin: warden_gateway::server::Origin,
     ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
         let stdio = self.stdio;
         async move {
@@ -340,6 +341,7 @@ fn resource_read(uri: &str) -> Result<Value, ErrorObject> {
 impl Session for FixtureSession {
     fn request(
         self: Arc<Self>,
+        _id: warden_protocol::jsonrpc::Id,
         method: String,
         params: Option<Value>,
         peer: Peer,

@@ -6,6 +6,7 @@ use warden_gateway::config::Config;
 use warden_gateway::gateway::Gateway;
 
 mod admin_cli;
+mod audit_cli;
 mod bench;
 mod bench_auth;
 mod bench_content;
@@ -17,6 +18,9 @@ mod pins;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines as `text` (default) or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +70,9 @@ enum Cmd {
         #[arg(long)]
         sign_key: Option<PathBuf>,
     },
+    /// Read the audit trail: verify its hash chain and signatures, query it, tail it.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCmd),
     /// API keys for service clients.
     #[command(subcommand)]
     Apikey(ApikeyCmd),
@@ -220,11 +227,13 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    if cli.log_format == "json" {
+        logs.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // Set by commands whose answer is a status (scan, pin diff: 1 when something was found).
     let mut found = false;
@@ -232,7 +241,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Check { config } => {
                 let cfg = load(&config, None)?;
-                let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir)
+                let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir, warden_gateway::audit::Audit::disabled())
                     .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
                 println!("{}", registry.describe());
@@ -271,8 +280,23 @@ fn main() -> std::process::ExitCode {
                     }
                 );
                 match &cfg.admin {
-                    Some(a) => println!("admin API: {} (kill switches, approvals)", a.addr),
-                    None => println!("admin API: off"),
+                    Some(a) => println!("admin API: {} (kill switches, approvals, /metrics)", a.addr),
+                    None => println!("admin API: off (no /metrics)"),
+                }
+                let a = &cfg.audit;
+                if a.enabled {
+                    println!(
+                        "audit: {} (chain {}, fsync {:?}, acknowledge {:?}, arguments {:?}, on_full {:?}); checkpoint key {}",
+                        a.path.display(),
+                        a.instance,
+                        a.fsync,
+                        a.acknowledge,
+                        a.arguments,
+                        a.on_full,
+                        a.signing_key.display()
+                    );
+                } else {
+                    println!("audit: off — nothing is recorded");
                 }
                 Ok(())
             }
@@ -313,6 +337,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Approvals { config, state } => admin_cli::approvals(&load(&config, None)?, &state).await,
             Cmd::Approve { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, true, note).await,
             Cmd::Deny { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, false, note).await,
+            Cmd::Audit(cmd) => {
+                found = tokio::task::spawn_blocking(move || audit_cli::run(cmd)).await??;
+                Ok(())
+            }
             Cmd::Apikey(ApikeyCmd::Create { subject, scopes, tenant, expires }) => {
                 if let Some(e) = &expires {
                     humantime::parse_rfc3339(e).context("--expires")?;

@@ -78,6 +78,8 @@ pub struct Authenticator {
     pub builtin: Option<Arc<builtin::AuthServer>>,
     /// Verified JWTs by SHA-256(token, resource), until their `exp`.
     verified: TtlCache<Arc<Principal>>,
+    /// Where failures are recorded.
+    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
 }
 
 /// A bounded map of results that expire (unix seconds), keyed by a digest (never a token).
@@ -162,7 +164,13 @@ impl Authenticator {
             api_keys: apikey::ApiKeys::new(&auth.api_keys),
             builtin,
             verified: TtlCache::default(),
+            audit: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Record authentication failures in `audit`.
+    pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
     }
 
     /// Start background JWKS refreshes.
@@ -368,6 +376,13 @@ impl Authenticate for Authenticator {
                 Ok(p) => Ok(p),
                 Err(e) => {
                     tracing::info!(reason = e.reason(), "authentication failed");
+                    if let Some(a) = self.audit.get() {
+                        let mut ev = warden_audit::Event::new("auth_failure", "auth_denied");
+                        ev.decision = Some("denied".into());
+                        ev.detail = Some(e.reason().to_string());
+                        ev.client_addr = req.extensions.get::<crate::gateway::ClientAddr>().map(|c| c.0.to_string());
+                        a.emit(ev);
+                    }
                     Err(self.reject(&e, &resource))
                 }
             }

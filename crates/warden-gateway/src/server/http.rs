@@ -139,31 +139,38 @@ fn plain(status: StatusCode, msg: &'static str) -> HttpResponse {
     rpc_error(status, Id::Null, jsonrpc::SERVER_ERROR, msg)
 }
 
-/// A JSON answer to a request: 200, or 429 with `Retry-After` when the answer is a rate-limit
-/// error (the JSON-RPC body is the same either way).
+/// A JSON answer to a request: 200; or, with the same JSON-RPC body, 429 with `Retry-After` for
+/// a rate-limit error and 503 for a request refused because the audit trail cannot take it.
 fn json_answer(b: Bytes) -> HttpResponse {
-    let retry = rate_limit_retry(&b);
+    let special = special_status(&b);
     let mut r = Response::builder()
-        .status(if retry.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK })
+        .status(special.map_or(StatusCode::OK, |s| s.0))
         .header(header::CONTENT_TYPE, "application/json");
-    if let Some(secs) = retry {
+    if let Some((_, secs)) = special {
         r = r.header(header::RETRY_AFTER, secs);
     }
     r.body(Body::from(b)).expect("static response parts")
 }
 
-/// `retryAfterSeconds` of a serialized rate-limit error; `None` for any other message.
-fn rate_limit_retry(b: &[u8]) -> Option<u64> {
-    static MARKER: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("\"code\":{}", crate::error::RATE_LIMITED));
+/// The HTTP status and `Retry-After` of a serialized rate-limit or audit-unavailable error;
+/// `None` for any other message.
+fn special_status(b: &[u8]) -> Option<(StatusCode, u64)> {
+    static MARKERS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        [crate::error::RATE_LIMITED, crate::error::AUDIT_UNAVAILABLE].map(|c| format!("\"code\":{c}"))
+    });
     // The code comes first in Warden's own error objects; large results are never scanned.
-    if !b[..b.len().min(256)].windows(MARKER.len()).any(|w| w == MARKER.as_bytes()) {
+    let head = &b[..b.len().min(256)];
+    if !MARKERS.iter().any(|m| head.windows(m.len()).any(|w| w == m.as_bytes())) {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(b).ok()?;
-    (v["error"]["code"].as_i64() == Some(crate::error::RATE_LIMITED))
-        .then(|| v["error"]["data"]["retryAfterSeconds"].as_u64())
-        .flatten()
+    match v["error"]["code"].as_i64()? {
+        crate::error::RATE_LIMITED => {
+            v["error"]["data"]["retryAfterSeconds"].as_u64().map(|s| (StatusCode::TOO_MANY_REQUESTS, s))
+        }
+        crate::error::AUDIT_UNAVAILABLE => Some((StatusCode::SERVICE_UNAVAILABLE, 1)),
+        _ => None,
+    }
 }
 
 fn json_response(msg: &Message) -> HttpResponse {
@@ -407,7 +414,8 @@ impl McpEndpoint {
             Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
         };
         if msg.method() == Some("initialize") {
-            return self.initialize(msg, &parts.headers, principal).await;
+            let client = parts.extensions.get::<crate::gateway::ClientAddr>().map(|c| c.0);
+            return self.initialize(msg, &parts.headers, principal, client).await;
         }
         let (_sid, session) = match self.session_of(&parts.headers, &principal) {
             Ok(s) => s,
@@ -470,7 +478,13 @@ impl McpEndpoint {
         }
     }
 
-    async fn initialize(self: &Arc<Self>, msg: Message, h: &HeaderMap, principal: Arc<Principal>) -> HttpResponse {
+    async fn initialize(
+        self: &Arc<Self>,
+        msg: Message,
+        h: &HeaderMap,
+        principal: Arc<Principal>,
+        client: Option<std::net::IpAddr>,
+    ) -> HttpResponse {
         let Message::Request { id, params, .. } = msg else {
             return plain(StatusCode::BAD_REQUEST, "Bad Request: initialize must be a request");
         };
@@ -506,7 +520,8 @@ impl McpEndpoint {
         }
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        match self.svc.initialize(params, peer, principal).await {
+        let origin = super::Origin { session: sid.clone(), client };
+        match self.svc.initialize(params, peer, principal, origin).await {
             Ok(init) => {
                 let conn = Conn::new(init.session, streams, calls);
                 let _ = session.conn.set(conn);

@@ -23,6 +23,15 @@ pub struct Initialized {
     pub result: Value,
 }
 
+/// Where a session comes from, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The session id the transport gave it (`stdio` for stdio).
+    pub session: String,
+    /// The client's address (HTTP: the peer, or what a trusted proxy forwarded).
+    pub client: Option<std::net::IpAddr>,
+}
+
 pub trait Service: Send + Sync + 'static {
     /// Answer `initialize`. `peer` reaches the new client (session level); `principal` is the
     /// authenticated caller the session belongs to.
@@ -31,6 +40,7 @@ pub trait Service: Send + Sync + 'static {
         params: Value,
         peer: Peer,
         principal: Arc<Principal>,
+        origin: Origin,
     ) -> BoxFuture<'static, Result<Initialized, ErrorObject>>;
 }
 
@@ -38,6 +48,7 @@ pub trait Session: Send + Sync + 'static {
     /// Answer one request. `peer` is tied to the request's stream.
     fn request(
         self: Arc<Self>,
+        id: Id,
         method: String,
         params: Option<Value>,
         peer: Peer,
@@ -77,7 +88,7 @@ impl Conn {
         }
         let me = self.clone();
         let key = id.clone();
-        let fut = self.session.clone().request(method, params, self.peer(stream));
+        let fut = self.session.clone().request(id.clone(), method, params, self.peer(stream));
         let task = tokio::spawn(async move {
             let reply = match fut.await {
                 Ok(result) => Message::Response { id: key.clone(), result },

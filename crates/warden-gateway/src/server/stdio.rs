@@ -62,7 +62,15 @@ where
             (Message::Request { id, method, params }, None) if method == "initialize" => {
                 let params = params.unwrap_or_else(|| serde_json::json!({}));
                 let peer = Peer::new(sink.clone(), calls.clone(), None);
-                match svc.initialize(params, peer, Arc::new(warden_policy::Principal::local())).await {
+                match svc
+                    .initialize(
+                        params,
+                        peer,
+                        Arc::new(warden_policy::Principal::local()),
+                        super::Origin { session: "stdio".into(), client: None },
+                    )
+                    .await
+                {
                     Ok(init) => {
                         sink.send(None, Message::Response { id, result: init.result });
                         conn = Some(Conn::new(init.session, sink.clone(), calls.clone()));

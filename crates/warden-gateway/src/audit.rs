@@ -1,0 +1,226 @@
+//! Stage 9, record: the gateway's side of the audit trail. Builds [`Event`]s from what the
+//! pipeline, the transport, the admin API and the registry know, applies the argument policy,
+//! feeds the metrics, and hands the event to the recorder (warden-audit).
+//!
+//! Defends against: an operation leaving no trace (every request waits for its record by
+//! default, and a full queue refuses requests rather than losing records), secrets and PII in
+//! the trail (arguments are redacted by default: known secret and PII patterns, values under
+//! secret-looking keys, long strings cut; error texts are never recorded, only reason labels).
+//! Does not defend against: secrets the detectors do not recognise in `full` mode, or an
+//! attacker with write access to the log and the signing key.
+
+use crate::config::{Acknowledge, AuditArguments, Config};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_audit::{Event, OnFull, Recorder, Settings};
+use warden_policy::redact::{Class, Redactor};
+use warden_policy::Principal;
+
+pub struct Audit {
+    rec: Option<Recorder>,
+    arguments: AuditArguments,
+    redactor: Redactor,
+    ack: Acknowledge,
+    pub metrics: Metrics,
+    /// What `warden check` and the startup log say about the trail.
+    pub describe: String,
+}
+
+/// How long a request waits for its record before failing closed.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+/// Longest string kept in recorded arguments.
+const MAX_ARG_STRING: usize = 1024;
+
+/// Argument keys whose values are never recorded, whatever they look like.
+fn secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "credential",
+        "private_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+impl Audit {
+    /// No trail (tests, `[audit] enabled = false`); metrics still count.
+    pub fn disabled() -> Arc<Audit> {
+        Arc::new(Audit {
+            rec: None,
+            arguments: AuditArguments::None,
+            redactor: Redactor::new(&[]),
+            ack: Acknowledge::Queued,
+            metrics: Metrics::new(),
+            describe: "audit: off".into(),
+        })
+    }
+
+    pub fn open(cfg: &Config) -> Result<Arc<Audit>, String> {
+        let a = &cfg.audit;
+        if !a.enabled {
+            return Ok(Audit::disabled());
+        }
+        let key = match warden_audit::signing::SigningKey::load(&a.signing_key) {
+            Ok(k) => k,
+            Err(_) if !a.signing_key.exists() => warden_audit::signing::SigningKey::generate(&a.signing_key)?,
+            Err(e) => return Err(format!("audit.signing_key: {e}")),
+        };
+        let public = key.public_key();
+        let sink = warden_audit::open_sink(&a.path, a.fsync).map_err(|e| format!("audit.path: {e}"))?;
+        let rec = Recorder::start(
+            Settings {
+                chain: a.instance.clone(),
+                capacity: a.queue_capacity,
+                on_full: a.on_full,
+                max_batch: if a.fsync == warden_audit::Fsync::Event { 1 } else { 4096 },
+                group_commit: Duration::from_millis(a.group_commit_ms),
+                checkpoint_every: a.checkpoint_every,
+                checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
+                checkpoint_file: Some(warden_audit::checkpoint_path(&a.path)),
+            },
+            sink,
+            Some(key),
+        )?;
+        Ok(Arc::new(Audit {
+            rec: Some(rec),
+            arguments: a.arguments,
+            redactor: Redactor::new(&[Class::SECRETS, Class::PII].concat()),
+            ack: a.acknowledge,
+            metrics: Metrics::new(),
+            describe: format!(
+                "audit: {} (chain {}, fsync {}, arguments {}, on_full {}); checkpoints signed by {public}",
+                a.path.display(),
+                a.instance,
+                format!("{:?}", a.fsync).to_lowercase(),
+                format!("{:?}", a.arguments).to_lowercase(),
+                format!("{:?}", a.on_full).to_lowercase(),
+            ),
+        }))
+    }
+
+    /// Whether a request may start: false while the queue is full and full means refuse.
+    pub fn admits(&self) -> bool {
+        match &self.rec {
+            Some(r) if r.on_full() == OnFull::Reject => !r.full(),
+            _ => true,
+        }
+    }
+
+    /// Who: subject, tenant, client id.
+    pub fn principal(e: &mut Event, p: &Principal) {
+        e.subject = Some(p.subject.clone());
+        e.tenant.clone_from(&p.tenant);
+        e.client_id.clone_from(&p.client_id);
+    }
+
+    /// The arguments: always their digest, and the value per the argument policy.
+    pub fn arguments(&self, e: &mut Event, args: &Value) {
+        e.args_digest = Some(warden_audit::event::digest(args));
+        e.args = match self.arguments {
+            AuditArguments::None => None,
+            AuditArguments::Full => Some(args.clone()),
+            AuditArguments::Redacted => {
+                let mut v = args.clone();
+                self.redact(&mut v, 0);
+                Some(v)
+            }
+        };
+    }
+
+    fn redact(&self, v: &mut Value, depth: usize) {
+        if depth > 32 {
+            *v = Value::String("[deeper values not recorded]".into());
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                let mut found = Vec::new();
+                if let std::borrow::Cow::Owned(r) = self.redactor.redact(s, &mut found) {
+                    *s = r;
+                }
+                if s.len() > MAX_ARG_STRING {
+                    let mut cut = MAX_ARG_STRING;
+                    while !s.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    let more = s.len() - cut;
+                    s.truncate(cut);
+                    s.push_str(&format!("[… {more} bytes not recorded]"));
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.redact(x, depth + 1)),
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if secret_key(k) && !x.is_null() {
+                        *x = Value::String("[REDACTED:secret-named argument]".into());
+                    } else {
+                        self.redact(x, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Record an event that no request waits on (auth failures, admin actions, pin changes).
+    pub fn emit(&self, e: Event) {
+        self.metrics.observe(&e);
+        if let Some(r) = &self.rec {
+            if r.record(e).is_err() {
+                self.metrics.audit_rejected.inc();
+                tracing::error!("audit queue full: an event was not recorded");
+            }
+        }
+    }
+
+    /// Record a request's event and, unless `acknowledge = "queued"`, wait until it is stored.
+    /// Fails closed: a full queue or a sink that does not store it in time is an error.
+    pub async fn commit(&self, e: Event) -> Result<(), GatewayError> {
+        self.metrics.observe(&e);
+        let Some(r) = &self.rec else { return Ok(()) };
+        match r.record(e) {
+            Ok(t) if self.ack == Acknowledge::Stored => {
+                if r.stored(t, STORE_WAIT).await {
+                    Ok(())
+                } else {
+                    tracing::error!("audit record not stored in time; request failed closed");
+                    Err(GatewayError::AuditUnavailable)
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(_) if r.on_full() == OnFull::Drop => Ok(()),
+            Err(_) => {
+                self.metrics.audit_rejected.inc();
+                Err(GatewayError::AuditUnavailable)
+            }
+        }
+    }
+
+    /// Refresh the audit gauges (at scrape time).
+    pub fn refresh_gauges(&self) {
+        if let Some(r) = &self.rec {
+            self.metrics.audit_queue.set(r.depth() as i64);
+            self.metrics.audit_dropped.set(r.dropped() as i64);
+            self.metrics.audit_written.set(r.written() as i64);
+            self.metrics.audit_failing.set(r.failing() as i64);
+        }
+    }
+
+    /// Write what is queued and sign a last checkpoint.
+    pub fn close(&self) {
+        if let Some(r) = &self.rec {
+            r.close();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The audit trail and metrics end to end: every kind of operation leaves a record with its
+//! decision and status, secrets sent through never reach the trail, the log, or the metrics,
+//! `warden audit verify` passes on the real log and fails on an edited one, and a Warden killed
+//! with SIGKILL under load leaves a log that verifies and holds every call it answered.
+
+use crate::approval::admin_section;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+use warden_testkit::harness::{bin, fixture_stdio_upstream, warden, Client};
+
+const SECRETS: [&str; 4] =
+    ["AKIAIOSFODNN7EXAMPLE", "hunter2-correct-horse", "ann.secret@example.com", "4111111111111111"];
+
+fn audit(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("warden")).arg("audit").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn records(cfg: &str, filter: &[&str]) -> Vec<Value> {
+    let (ok, out) = audit(&[&["query", "--config", cfg, "--limit", "0"], filter].concat());
+    assert!(ok, "{out}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn sigterm(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+}
+
+#[tokio::test]
+async fn every_operation_is_recorded_without_secrets_and_verifies() {
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin_url) = admin_section();
+    let rules = "[[rule]]\nid = \"tools\"\ntools = [\"*\"]\nresources = [\"*\"]\n\
+                 [[rule]]\nid = \"no-errors\"\neffect = \"deny\"\ntools = [\"test_error_handling\"]\n\
+                 [[guard]]\nserver = \"fx\"\ntools = [\"test_sampling\"]\nargument = \"prompt\"\nkind = \"argv\"\n";
+    let mut w = warden("", &format!("{fx}{admin_cfg}{rules}"));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+
+    let v = c.call(1, "tools/list", json!({})).await;
+    assert!(v["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()));
+    // A call carrying secrets in its arguments (pattern-detected and under a secret-named key).
+    let text = format!("key {} card {} mail {}", SECRETS[0], SECRETS[3], SECRETS[2]);
+    c.tool(2, "echo", json!({"text": text})).await;
+    c.tool(3, "echo", json!({"text": "x", "password": SECRETS[1]})).await; // also a schema refusal
+    c.tool(4, "test_error_handling", json!({})).await; // denied by rule
+    c.tool(5, "no_such_tool", json!({})).await;
+    c.tool(6, "test_sampling", json!({"prompt": "-rf; $(curl evil)"})).await; // guard
+    c.call(7, "resources/read", json!({"uri": "test://static-text"})).await;
+
+    // Admin: a refused credential, a kill switch off and on.
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{admin_url}/kill-switches")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let kill = json!({"server": "fx", "tool": "echo", "reason": "audit test", "by": "tester"});
+    let r = http.post(format!("{admin_url}/kill-switches")).bearer_auth(crate::approval::TOKEN).json(&kill).send();
+    assert_eq!(r.await.unwrap().status(), 200);
+    let r = http
+        .delete(format!("{admin_url}/kill-switches?server=fx&tool=echo"))
+        .bearer_auth(crate::approval::TOKEN)
+        .send();
+    assert_eq!(r.await.unwrap().status(), 200);
+
+    // Metrics, on the admin listener.
+    let metrics_url = admin_url.replace("/admin", "/metrics");
+    let m = http.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    for want in [
+        "warden_requests_total{method=\"tools/call\",server=\"fx\",tool=\"echo\",status=\"success\"} 1",
+        "warden_authz_denials_total{rule=\"no-errors\"} 1",
+        "warden_auth_failures_total{reason=\"admin_credentials\"} 1",
+        "warden_kill_switch_flips_total{server=\"fx\",action=\"off\"} 1",
+        "warden_guard_findings_total{guard=\"guard.argv\",action=\"refused\"} 1",
+        "warden_guard_findings_total{guard=\"schema\",action=\"refused\"} 1",
+        "warden_upstream_up{server=\"fx\"} 1",
+        "warden_sessions_active 1",
+        "warden_pin_changes_total{server=\"fx\",change=\"pinned\"}",
+        "warden_request_duration_seconds_bucket{le=\"+Inf\",method=\"tools/call\",server=\"fx\",tool=\"echo\"} 2",
+        "warden_audit_queue_depth 0",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+
+    // A clean stop writes a final signed checkpoint.
+    sigterm(w.child.id());
+    let _ = w.child.wait();
+
+    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    assert!(ok, "{out}");
+    assert!(out.contains("records(s) verified") || out.contains("record(s) verified"), "{out}");
+    assert!(!out.contains("not yet covered"), "the final checkpoint covers everything: {out}");
+
+    let all = records(&cfg, &[]);
+    let kinds: Vec<&str> = all.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    for k in ["initialize", "list", "call", "read", "auth_failure", "kill_switch", "pin", "checkpoint"] {
+        assert!(kinds.contains(&k), "no {k} record in {kinds:?}");
+    }
+    let calls = records(&cfg, &["--kind", "call"]);
+    let by_id = |id: &str| calls.iter().find(|r| r["request_id"] == id).unwrap_or_else(|| panic!("no call {id}"));
+    let ok_call = by_id("2");
+    assert_eq!((ok_call["decision"].as_str(), ok_call["status"].as_str()), (Some("allowed"), Some("success")));
+    assert_eq!(ok_call["rule"], "tools");
+    assert_eq!(ok_call["subject"], "local");
+    assert_eq!(ok_call["client_addr"], "127.0.0.1");
+    assert!(ok_call["args_digest"].as_str().is_some_and(|d| d.len() == 64));
+    assert!(ok_call["result_bytes"].as_u64().is_some_and(|n| n > 0));
+    assert!(ok_call["latency_us"].as_u64().is_some());
+    assert_eq!(by_id("3")["status"], "validation_error");
+    assert_eq!(by_id("3")["args"]["password"], "[REDACTED:secret-named argument]");
+    let denied = by_id("4");
+    assert_eq!((denied["decision"].as_str(), denied["status"].as_str()), (Some("denied"), Some("auth_denied")));
+    assert_eq!(denied["rule"], "no-errors");
+    assert_eq!(by_id("5")["status"], "validation_error");
+    let guarded = by_id("6");
+    assert_eq!((guarded["decision"].as_str(), guarded["status"].as_str()), (Some("allowed"), Some("blocked_by_guard")));
+    assert_eq!(guarded["findings"], json!(["guard.argv:refused"]));
+    let q = records(&cfg, &["--decision", "denied", "--kind", "call"]);
+    assert_eq!(q.len(), 1, "{q:?}");
+    let kills = records(&cfg, &["--kind", "kill_switch"]);
+    assert_eq!(kills.len(), 2);
+    assert_eq!(kills[0]["subject"], "admin-token:tester");
+
+    // No secret anywhere: the database (and its WAL), the checkpoint file, the log, the metrics.
+    let mut outputs = vec![w.log(), m, audit(&["query", "--config", &cfg, "--limit", "0"]).1];
+    for f in std::fs::read_dir(&w.dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("warden-audit.db") {
+            outputs.push(String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned());
+        }
+    }
+    for (i, o) in outputs.iter().enumerate() {
+        for s in SECRETS {
+            assert!(!o.contains(s), "secret {s} found in output {i}");
+        }
+    }
+
+    // An edited record is found.
+    let db = w.dir.join("warden-audit.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE audit_events SET record = replace(record, '\"auth_denied\"', '\"success\"')", []).unwrap();
+    drop(conn);
+    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    assert!(!ok && out.contains("PROBLEM") && out.contains("edited"), "{out}");
+}
+
+/// kill -9 under load: the log verifies (up to its unsigned tail) and every call answered as a
+/// success has its record.
+#[tokio::test]
+async fn a_killed_warden_loses_no_answered_call() {
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let mut w = warden("", &format!("{fx}[audit]\ncheckpoint_every = 200\n"));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let answered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let url = w.url.clone();
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::new(&url);
+            c.initialize().await;
+            for i in 0..100_000i64 {
+                let id = worker * 1_000_000 + i;
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                  "params": {"name": "echo", "arguments": {"text": "load"}}});
+                let sent = c.request(reqwest::Method::POST).json(&body);
+                // The connection dies with Warden: that ends this worker.
+                let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), sent.send()).await else { return };
+                match Client::read(resp).await.answer(id) {
+                    Some(v) if v["result"]["content"][0]["text"] == "load" => answered.lock().push(id.to_string()),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    w.child.kill().unwrap(); // SIGKILL
+    let _ = w.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let answered = answered.lock().clone();
+    assert!(answered.len() > 100, "load ran: {} calls", answered.len());
+    eprintln!("{} calls answered before SIGKILL", answered.len());
+
+    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    assert!(ok, "{out}");
+    let recorded: std::collections::HashSet<String> = records(&cfg, &["--kind", "call", "--status", "success"])
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|id| !recorded.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered call(s) without a record, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
