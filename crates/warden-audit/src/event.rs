@@ -131,9 +131,14 @@ impl Event {
         self.prev.clear();
         self.prev.push_str(prev);
         self.hash = None;
-        let body = serde_json::to_vec(self).expect("events serialize");
-        self.hash = Some(hex(&Sha256::digest(&body)));
-        serde_json::to_string(self).expect("events serialize")
+        let mut body = serde_json::to_string(self).expect("events serialize");
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        // `hash` sorts just before `kind`, which every record has. Only scalars follow `kind`,
+        // and a string cannot hold an unescaped quote, so the last `,"kind":` is the top-level key.
+        let at = body.rfind(",\"kind\":").expect("every record has a kind");
+        body.insert_str(at, &format!(",\"hash\":\"{hash}\""));
+        self.hash = Some(hash);
+        body
     }
 }
 
@@ -171,7 +176,7 @@ mod tests {
     fn serialization_is_the_canonical_form() {
         let mut e = Event::new("call", "success");
         e.approval = Some(json!({"z": 1, "a": [{"y": 2, "b": 3}]}));
-        e.args = Some(json!({"path": "/x", "n": 1.5}));
+        e.args = Some(json!({"path": "/x", "n": 1.5, "kind": ",\"kind\":", "z": {"a": 1, "kind": 2}}));
         e.args_digest = Some("d".into());
         e.capability = Some("tool".into());
         e.client_addr = Some("127.0.0.1".into());

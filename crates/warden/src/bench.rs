@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// bare PING round trip to it.
     #[arg(long)]
     redis: Option<String>,
+    /// Measure the audit trail: sink throughput and the per-call recording cost, in process.
+    #[arg(long)]
+    audit: bool,
     /// Measure the content-security detectors: quality on the corpora, and speed.
     #[arg(long)]
     content: bool,
@@ -270,6 +273,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.content {
         return crate::bench_content::run(a.corpora);
     }
+    if a.audit {
+        return crate::bench_audit::run(a.calls.max(1000) * 100).await;
+    }
     if a.policy {
         crate::bench_policy::run(a.calls.max(1000) * 10)?;
         if let Some(url) = &a.redis {
@@ -300,6 +306,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n"
     ))
     .await?;
+    // The same without an audit trail: the cost of recording, in the same run.
+    let (_w_noaudit, w_noaudit_url) = start_warden(&format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n[audit]\nenabled = false\n"
+    ))
+    .await?;
     let (w_stdio, w_stdio_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n")).await?;
     let pid_http = w_http.id().unwrap_or(0);
     let pid_stdio = w_stdio.id().unwrap_or(0);
@@ -326,6 +337,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 us(w.p50) - us(d.p50),
                 us(w.p50) / us(d.p50)
             );
+            if kind == "http" {
+                let n = load(Arc::new(Target::http(&w_noaudit_url).await?), calls, c).await?;
+                println!(
+                    "| {kind} | via Warden, audit off | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                    us(n.p50),
+                    us(n.p99),
+                    n.rate,
+                    us(n.p50) - us(d.p50),
+                    us(n.p50) / us(d.p50)
+                );
+            }
         }
     }
     let loaded_http = rss_kb(pid_http);

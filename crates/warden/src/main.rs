@@ -8,6 +8,7 @@ use warden_gateway::gateway::Gateway;
 mod admin_cli;
 mod audit_cli;
 mod bench;
+mod bench_audit;
 mod bench_auth;
 mod bench_content;
 mod bench_policy;
