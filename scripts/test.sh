@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run all of Warden's tests: formatting and lints, unit and integration tests (nextest), the
 # official MCP conformance suite through Warden (stdio and HTTP upstreams), and interop with the
-# official TypeScript and Python SDKs, and short fuzzing runs (scripts/fuzz.sh). Installs what it
+# official TypeScript and Python SDKs, the deploy/ alert rules and dashboard (promtool), and short
+# fuzzing runs (scripts/fuzz.sh). Installs what it
 # needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,6 @@ cargo build --workspace --locked
 cargo nextest run --workspace --locked --no-fail-fast
 bash scripts/conformance.sh
 bash scripts/interop.sh
+bash scripts/check-deploy.sh
 bash scripts/fuzz.sh 15
 echo "test.sh: all suites passed"

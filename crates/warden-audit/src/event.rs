@@ -88,6 +88,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub prev: String,
+    /// Whether the tool is effectively read-only (false: destructive), as classified by policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,7 @@ mod tests {
         e.latency_us = Some(5);
         e.method = Some("tools/call".into());
         e.name = Some("echo".into());
+        e.read_only = Some(false);
         e.request_id = Some("1".into());
         e.result_bytes = Some(10);
         e.rule = Some("r".into());

@@ -29,6 +29,7 @@ pub struct Metrics {
     approvals: Family<Labels, Counter>,
     kill_switch: Family<Labels, Counter>,
     pins: Family<Labels, Counter>,
+    destructive: Family<Labels, Counter>,
     /// Set at scrape time.
     pub upstream_up: Family<Labels, Gauge>,
     pub upstream_restarts: Family<Labels, Gauge>,
@@ -69,6 +70,7 @@ impl Metrics {
             approvals: Family::default(),
             kill_switch: Family::default(),
             pins: Family::default(),
+            destructive: Family::default(),
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
             sessions: Gauge::default(),
@@ -94,6 +96,11 @@ impl Metrics {
         r.register("approvals", "Approval decisions by outcome", m.approvals.clone());
         r.register("kill_switch_flips", "Kill switches turned off or on", m.kill_switch.clone());
         r.register("pin_changes", "Tool definitions that changed against their pin, and pin approvals", m.pins.clone());
+        r.register(
+            "destructive_calls",
+            "Calls to tools not classified read-only, that ran (success or tool error)",
+            m.destructive.clone(),
+        );
         r.register("upstream_up", "Whether each upstream is connected (1) or not (0)", m.upstream_up.clone());
         r.register("upstream_restarts", "Reconnects or restarts of each upstream", m.upstream_restarts.clone());
         r.register("sessions_active", "Open client sessions", m.sessions.clone());
@@ -138,6 +145,9 @@ impl Metrics {
         }
         if e.decision.as_deref() == Some("denied") && e.status == "auth_denied" && e.kind != "auth_failure" {
             self.denials.get_or_create(&vec![("rule", s(&e.rule))]).inc();
+        }
+        if e.kind == "call" && e.read_only == Some(false) && matches!(e.status.as_str(), "success" | "backend_error") {
+            self.destructive.get_or_create(&vec![("server", s(&e.server)), ("tool", s(&e.name))]).inc();
         }
         if e.status == "rate_limited" {
             self.rate_limited.get_or_create(&vec![("limit", s(&e.detail))]).inc();

@@ -41,6 +41,7 @@ pub struct Note {
     truncated: bool,
     approval: Option<Value>,
     args: Option<Value>,
+    read_only: Option<bool>,
 }
 
 /// The audit kind of a method.
@@ -167,6 +168,7 @@ pub async fn handle(
     e.findings = note.findings;
     e.truncated = note.truncated;
     e.approval = note.approval;
+    e.read_only = note.read_only;
     if let Some(a) = &note.args {
         audit.arguments(&mut e, a);
     }
@@ -208,6 +210,9 @@ async fn call_one(
         note.target = Some(name.to_string());
     } else {
         note.name = Some(name.to_string());
+    }
+    if kind == Kind::Tool {
+        note.read_only = Some(read_only);
     }
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     note.args = args.cloned();
