@@ -286,14 +286,15 @@ fn main() -> std::process::ExitCode {
                 }
                 let a = &cfg.audit;
                 if a.enabled {
+                    let settings = format!(
+                        "fsync {:?}, acknowledge {:?}, arguments {:?}, on_full {:?}",
+                        a.fsync, a.acknowledge, a.arguments, a.on_full
+                    )
+                    .to_lowercase();
                     println!(
-                        "audit: {} (chain {}, fsync {:?}, acknowledge {:?}, arguments {:?}, on_full {:?}); checkpoint key {}",
+                        "audit: {} (chain {}, {settings}); checkpoint key {}",
                         a.path.display(),
                         a.instance,
-                        a.fsync,
-                        a.acknowledge,
-                        a.arguments,
-                        a.on_full,
                         a.signing_key.display()
                     );
                 } else {
