@@ -211,6 +211,27 @@ impl Policy {
         !self.kills.killed(&self.names[up], tool) && self.rules.visible(p, &self.target(up, kind, name, read_only))
     }
 
+    /// Kill switch, then rules: the index of the allowing rule, or what refused (`kill_switch`,
+    /// the deny rule's id, or `no allow rule`).
+    fn decide(
+        &self,
+        p: &Principal,
+        up: usize,
+        kind: Kind,
+        name: &str,
+        read_only: bool,
+        args: Option<&Value>,
+    ) -> Result<usize, &str> {
+        let tool = (kind == Kind::Tool).then_some(name);
+        if self.kills.killed(&self.names[up], tool) {
+            return Err("kill_switch");
+        }
+        match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
+            Decision::Allow { rule } => Ok(rule),
+            Decision::Deny { rule } => Err(rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str())),
+        }
+    }
+
     /// Why a target is hidden from `p`: `kill_switch`, the deny rule, or `no allow rule`; `None`
     /// when it is not.
     pub fn denial(
@@ -222,14 +243,7 @@ impl Policy {
         read_only: bool,
         args: Option<&Value>,
     ) -> Option<String> {
-        let tool = (kind == Kind::Tool).then_some(name);
-        if self.kills.killed(&self.names[up], tool) {
-            return Some("kill_switch".into());
-        }
-        match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
-            Decision::Deny { rule } => Some(rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str()).into()),
-            Decision::Allow { .. } => None,
-        }
+        self.decide(p, up, kind, name, read_only, args).err().map(str::to_string)
     }
 
     /// Kill switch → authorization → limits, for one call. A refusal by kill switch or rule is the
@@ -243,19 +257,12 @@ impl Policy {
         read_only: bool,
         args: Option<&Value>,
     ) -> Result<Grant, GatewayError> {
-        let unknown = || unknown(kind);
         let server = &self.names[up];
-        let tool = (kind == Kind::Tool).then_some(name);
-        if self.kills.killed(server, tool) {
-            tracing::info!(subject = %p.subject, server = %server, name, "refused: kill switch");
-            return Err(unknown());
-        }
-        let rule = match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
-            Decision::Allow { rule } => rule,
-            Decision::Deny { rule } => {
-                let by = rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str());
+        let rule = match self.decide(p, up, kind, name, read_only, args) {
+            Ok(rule) => rule,
+            Err(by) => {
                 tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = by, "denied");
-                return Err(unknown());
+                return Err(unknown(kind));
             }
         };
         let id = &self.rules.rules()[rule].id;
