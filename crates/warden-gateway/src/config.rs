@@ -280,6 +280,8 @@ pub enum Transport {
     Stdio,
     /// A remote Streamable HTTP server.
     Http,
+    /// Warden's own hardened tools, in process (`[upstream.files]`, `[upstream.sql]`).
+    Builtin,
 }
 
 /// One upstream MCP server.
@@ -341,6 +343,171 @@ pub struct Upstream {
     /// Only principals whose tenant has an entry in `tenants` reach this upstream at all.
     #[serde(default)]
     pub tenant_only: bool,
+    /// stdio: the sandbox the server runs in (Linux). On by default.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// builtin: the file tools (`read_file`, `list_directory`, `search_files`).
+    pub files: Option<FilesConfig>,
+    /// builtin: the SQL tools (`query`, and `sql` when `raw_query`).
+    pub sql: Option<SqlConfig>,
+}
+
+/// `[upstream.sandbox]`: how a stdio server is isolated. Every layer is applied as far as the
+/// kernel allows, and `warden check` and the `serve` log report what is active.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Run the server in the sandbox. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Paths the server may read and execute (directories: everything beneath), relative to the
+    /// config file. The program's own install prefix, `cwd` and the system paths are added.
+    #[serde(default)]
+    pub read_only: Vec<PathBuf>,
+    /// Paths the server may also write, create and delete in.
+    #[serde(default)]
+    pub read_write: Vec<PathBuf>,
+    /// Allow reading the system paths programs need (`/usr`, `/lib*`, `/bin`, certificates,
+    /// name resolution; `/etc` file by file). Default true.
+    #[serde(default = "default_true")]
+    pub system_paths: bool,
+    /// `"allow"` (default), `"deny"` (Unix sockets only: seccomp and Landlock) or `"isolated"`
+    /// (a fresh network namespace; falls back to `deny`).
+    #[serde(default)]
+    pub network: SandboxNetwork,
+    /// CPU seconds (RLIMIT_CPU).
+    pub cpu_secs: Option<u64>,
+    /// Address space in MiB (RLIMIT_AS). JavaScript runtimes reserve a lot: leave unset for Node.
+    pub address_space_mb: Option<u64>,
+    /// Open files (RLIMIT_NOFILE).
+    pub open_files: Option<u64>,
+    /// Processes and threads of the server's user (RLIMIT_NPROC; the kernel counts per uid, so
+    /// give each upstream its own `user` when this matters). Default 256 when Warden is root.
+    pub processes: Option<u64>,
+    /// Largest file the server may write, in MiB (RLIMIT_FSIZE).
+    pub file_size_mb: Option<u64>,
+    /// When Warden runs as root: the user the server runs as (name or uid). Default `nobody`.
+    pub user: Option<String>,
+    /// When Warden runs as root: the group (name or gid). Default: the user's primary group.
+    pub group: Option<String>,
+    /// Refuse to start the server when a layer cannot be applied. Default false (best effort,
+    /// reported).
+    #[serde(default)]
+    pub strict: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            enabled: true,
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+            system_paths: true,
+            network: SandboxNetwork::Allow,
+            cpu_secs: None,
+            address_space_mb: None,
+            open_files: None,
+            processes: None,
+            file_size_mb: None,
+            user: None,
+            group: None,
+            strict: false,
+        }
+    }
+}
+
+/// What a sandboxed server may reach over the network.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxNetwork {
+    #[default]
+    Allow,
+    Deny,
+    Isolated,
+}
+
+impl SandboxConfig {
+    /// The sandbox policy for a server started in `cwd`; `None` when disabled.
+    pub fn policy(&self, cwd: Option<&Path>) -> Option<warden_sandbox::Policy> {
+        if !self.enabled {
+            return None;
+        }
+        let mib = |v: Option<u64>| v.map(|m| m.saturating_mul(1 << 20));
+        let root = nix::unistd::geteuid().is_root();
+        let mut read_only = self.read_only.clone();
+        read_only.extend(cwd.map(Path::to_path_buf));
+        Some(warden_sandbox::Policy {
+            read_only,
+            read_write: self.read_write.clone(),
+            system_paths: self.system_paths,
+            network: match self.network {
+                SandboxNetwork::Allow => warden_sandbox::Network::Allow,
+                SandboxNetwork::Deny => warden_sandbox::Network::Deny,
+                SandboxNetwork::Isolated => warden_sandbox::Network::Isolated,
+            },
+            limits: warden_sandbox::Limits {
+                cpu_secs: self.cpu_secs,
+                address_space_bytes: mib(self.address_space_mb),
+                open_files: self.open_files,
+                processes: self.processes.or(root.then_some(256)),
+                file_size_bytes: mib(self.file_size_mb),
+            },
+            user: self.user.clone(),
+            group: self.group.clone(),
+            strict: self.strict,
+        })
+    }
+}
+
+/// `[upstream.files]`: the built-in file tools, confined to `roots`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Directories the tools may reach (relative to the config file). A path argument is
+    /// resolved beneath one of them and never leaves it (no `..`, no symlink out).
+    pub roots: Vec<PathBuf>,
+    /// Also offer `write_file`. Default false (read-only).
+    #[serde(default)]
+    pub writable: bool,
+    /// Largest file `read_file` returns, in bytes. Default 1 MiB.
+    #[serde(default = "default_max_file")]
+    pub max_file_bytes: u64,
+    /// Most entries `list_directory` and `search_files` return. Default 500.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+/// `[upstream.sql]`: the built-in SQL tools over one SQLite database, read-only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// The SQLite database file (relative to the config file); opened read-only.
+    pub database: PathBuf,
+    /// Tables the `query` tool may read, each with its allowed columns (`["*"]`: all).
+    pub tables: BTreeMap<String, Vec<String>>,
+    /// Also offer `sql`: exactly one read-only `SELECT`, checked by a SQL parser, run on a
+    /// read-only connection. Default false.
+    #[serde(default)]
+    pub raw_query: bool,
+    /// Most rows a query returns. Default 500.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Milliseconds a query may run. Default 2000.
+    #[serde(default = "default_sql_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_file() -> u64 {
+    1 << 20
+}
+fn default_max_entries() -> usize {
+    500
+}
+fn default_max_rows() -> usize {
+    500
+}
+fn default_sql_timeout() -> u64 {
+    2000
 }
 
 /// `[upstream.tenants.<tenant>]`: what differs for one tenant. Maps are merged over the
@@ -997,7 +1164,19 @@ impl Config {
                 *f = base.join(&*f);
             }
         };
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
         for u in &mut cfg.upstreams {
+            u.sandbox.read_only.iter_mut().chain(u.sandbox.read_write.iter_mut()).for_each(rel);
+            if let Some(f) = &mut u.files {
+                f.roots.iter_mut().for_each(rel);
+            }
+            if let Some(q) = &mut u.sql {
+                rel(&mut q.database);
+            }
             u.secret_env.values_mut().chain(u.secret_headers.values_mut()).for_each(fix);
             if let Some(o) = &mut u.oauth {
                 fix(&mut o.client_secret);
@@ -1009,11 +1188,8 @@ impl Config {
         if let Some(a) = &mut cfg.admin {
             fix(&mut a.token);
         }
-        for p in [&mut cfg.audit.path, &mut cfg.audit.signing_key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        rel(&mut cfg.audit.path);
+        rel(&mut cfg.audit.signing_key);
         Ok(cfg)
     }
 
@@ -1148,6 +1324,33 @@ impl Config {
                         return Err(format!("{at}: command/args/env/secret_env are for transport = \"stdio\""));
                     }
                 }
+                Transport::Builtin => {
+                    if u.command.is_some() || !u.args.is_empty() || u.url.is_some() || u.oauth.is_some() {
+                        return Err(format!("{at}: command/args/url/oauth are not for transport = \"builtin\""));
+                    }
+                    if u.files.is_none() && u.sql.is_none() {
+                        return Err(format!("{at}: transport = \"builtin\" needs [upstream.files] or [upstream.sql]"));
+                    }
+                    if !u.tenants.is_empty() {
+                        return Err(format!("{at}.tenants: not supported for transport = \"builtin\""));
+                    }
+                    if let Some(f) = &u.files {
+                        if f.roots.is_empty() {
+                            return Err(format!("{at}.files.roots: at least one directory"));
+                        }
+                    }
+                    if let Some(q) = &u.sql {
+                        if q.tables.is_empty() && !q.raw_query {
+                            return Err(format!("{at}.sql.tables: at least one table (or raw_query = true)"));
+                        }
+                        if q.max_rows == 0 || q.timeout_ms == 0 {
+                            return Err(format!("{at}.sql: max_rows and timeout_ms must be at least 1"));
+                        }
+                    }
+                }
+            }
+            if u.transport != Transport::Builtin && (u.files.is_some() || u.sql.is_some()) {
+                return Err(format!("{at}: [upstream.files] and [upstream.sql] are for transport = \"builtin\""));
             }
             for (k, s) in u.secret_env.iter().chain(u.secret_headers.iter()) {
                 if s.env.is_some() == s.file.is_some() {
@@ -1337,6 +1540,9 @@ pub fn reference_markdown() -> String {
         ("ArgumentOverlay", "[[content.argument]]"),
         ("GuardConfig", "[[guard]]"),
         ("TenantUpstream", "[upstream.tenants.<tenant>]"),
+        ("SandboxConfig", "[upstream.sandbox]"),
+        ("FilesConfig", "[upstream.files]"),
+        ("SqlConfig", "[upstream.sql]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");

@@ -11,7 +11,7 @@
 //! at once or none; while the store is out, `[store] on_outage` decides (fail closed by default).
 //! Concurrency caps are per process. Human approval is `approval.rs`.
 
-use crate::config::{ApprovalMode, Config, Effect, OnOutage, ToolClass};
+use crate::config::{ApprovalMode, Config, Effect, OnOutage, ToolClass, Transport};
 use crate::error::GatewayError;
 use crate::killswitch::KillSwitches;
 use crate::store::{Check, Limit, Store};
@@ -174,7 +174,11 @@ impl Policy {
             classes: cfg
                 .upstreams
                 .iter()
-                .map(|u| Classification { tools: u.classify.clone(), trust_annotations: u.trust_annotations })
+                .map(|u| Classification {
+                    tools: u.classify.clone(),
+                    // Warden's own tools describe themselves truthfully
+                    trust_annotations: u.trust_annotations || u.transport == Transport::Builtin,
+                })
                 .collect(),
             names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
             kills,

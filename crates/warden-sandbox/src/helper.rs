@@ -269,6 +269,8 @@ fn landlock(p: &Policy, program: &std::path::Path, report: &mut Report) -> Resul
             for path in paths {
                 // a declared path that does not exist grants nothing
                 if let Ok(fd) = PathFd::new(path) {
+                    // a file takes only the rights that apply to files
+                    let access = if path.is_dir() { access } else { access & AccessFs::from_file(abi) };
                     created = created.add_rule(PathBeneath::new(fd, access))?;
                     rules += 1;
                 }

@@ -226,7 +226,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// `warden check`: for each upstream, what isolates it (stdio: the sandbox on this kernel) or
+/// what it offers (builtin).
+fn describe_upstreams(cfg: &Config) -> anyhow::Result<()> {
+    use warden_gateway::config::Transport;
+    let support = warden_sandbox::Support::probe();
+    for u in &cfg.upstreams {
+        match u.transport {
+            Transport::Stdio => match u.sandbox.policy(u.cwd.as_deref()) {
+                Some(p) => println!("upstream {}: sandbox: {}", u.name, support.describe(&p)),
+                None => println!("upstream {}: sandbox: OFF (sandbox.enabled = false)", u.name),
+            },
+            Transport::Builtin => {
+                let b = warden_gateway::upstream::builtin::open(u).map_err(|e| anyhow::anyhow!(e))?;
+                println!("upstream {}: built-in tools: {}", u.name, b.describe());
+            }
+            Transport::Http => println!("upstream {}: remote Streamable HTTP", u.name),
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
+    // The sandbox helper: before anything else (it must still be single-threaded).
+    if std::env::args_os().nth(1).is_some_and(|a| a == warden_sandbox::HELPER_ARG) {
+        let code = warden_sandbox::run_helper(std::env::args_os().collect());
+        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        warden_gateway::upstream::stdio::set_sandbox_helper(exe);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
@@ -246,6 +275,7 @@ fn main() -> std::process::ExitCode {
                     .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
                 println!("{}", registry.describe());
+                describe_upstreams(&cfg)?;
                 let tls = match &cfg.listen.tls {
                     Some(t) if t.client_ca_file.is_some() => "TLS 1.3 with client certificates (mTLS)",
                     Some(_) => "TLS 1.3",

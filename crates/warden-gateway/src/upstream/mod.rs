@@ -8,6 +8,7 @@
 //! against an upstream speaking an unsupported protocol revision (connection refused).
 //! Does not defend against: hostile content in well-formed upstream messages (response policy).
 
+pub mod builtin;
 pub mod http;
 pub mod oauth;
 pub mod stdio;
@@ -69,6 +70,10 @@ pub struct Spec {
     pub tenants: BTreeMap<String, Arc<Spec>>,
     /// Only tenants in `tenants` reach this upstream.
     pub tenant_only: bool,
+    /// stdio: the sandbox the child runs in (`None`: none).
+    pub sandbox: Option<warden_sandbox::Policy>,
+    /// builtin: Warden's own tools (shared by every connection).
+    pub builtin: Option<Arc<warden_tools::Builtin>>,
 }
 
 impl Spec {
@@ -98,6 +103,14 @@ impl Spec {
             call_timeout: Duration::from_secs(u.call_timeout_secs),
             tenants: BTreeMap::new(),
             tenant_only: u.tenant_only,
+            sandbox: match u.transport {
+                Kind::Stdio => u.sandbox.policy(u.cwd.as_deref()),
+                _ => None,
+            },
+            builtin: match u.transport {
+                Kind::Builtin => Some(Arc::new(builtin::open(u)?)),
+                _ => None,
+            },
         })
         .and_then(|mut base| {
             let mut tenants = BTreeMap::new();
@@ -143,6 +156,7 @@ impl Spec {
 enum Transport {
     Stdio(Box<stdio::StdioTransport>),
     Http(Arc<http::HttpTransport>),
+    Builtin(builtin::BuiltinTransport),
 }
 
 impl Transport {
@@ -150,12 +164,14 @@ impl Transport {
         match self {
             Transport::Stdio(t) => t.send(&msg),
             Transport::Http(t) => t.send(msg).await,
+            Transport::Builtin(t) => t.send(msg),
         }
     }
     async fn close(&self) {
         match self {
             Transport::Stdio(t) => t.close().await,
             Transport::Http(t) => t.close().await,
+            Transport::Builtin(t) => t.close(),
         }
     }
 }
@@ -250,6 +266,7 @@ impl Conn {
         let transport = match spec.kind {
             Kind::Stdio => Transport::Stdio(Box::new(stdio::StdioTransport::spawn(spec, tx)?)),
             Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
+            Kind::Builtin => Transport::Builtin(builtin::BuiltinTransport::new(spec, tx)?),
         };
         let conn = Arc::new(Conn {
             name: spec.name.clone(),
@@ -322,13 +339,19 @@ impl Conn {
         let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
         let (id, rx) = self.calls.start(ctx, progress);
         let mut guard = CancelGuard::new(self.calls.clone(), id.clone(), |id| {
-            if let Transport::Stdio(t) = &self.transport {
-                let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
-            } else if let Transport::Http(t) = &self.transport {
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
-                });
+            match &self.transport {
+                Transport::Stdio(t) => {
+                    let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
+                }
+                Transport::Http(t) => {
+                    let t = t.clone();
+                    tokio::spawn(async move {
+                        let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
+                    });
+                }
+                Transport::Builtin(t) => {
+                    let _ = t.send(cancelled_notification(&id, "cancelled by client"));
+                }
             }
         });
         let msg = Message::Request { id: id.clone(), method: method.into(), params };
