@@ -45,7 +45,7 @@ impl Proc {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
+pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("warden-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -125,13 +125,18 @@ pub const ALLOW_ALL: &str =
 /// Start `warden serve` with `upstreams` (and whatever else follows them); configs without a
 /// `[[rule]]` get [`ALLOW_ALL`].
 pub fn warden(listen_extra: &str, upstreams: &str) -> Proc {
+    warden_with_env(listen_extra, upstreams, &[])
+}
+
+/// [`warden`] with extra environment variables for the Warden process.
+pub fn warden_with_env(listen_extra: &str, upstreams: &str, env: &[(&str, &str)]) -> Proc {
     let port = free_port();
     let dir = tempdir("warden");
     let rules = if upstreams.contains("[[rule]]") { "" } else { ALLOW_ALL };
     let cfg = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{listen_extra}\n\n{upstreams}\n{rules}");
     std::fs::write(dir.join("warden.toml"), &cfg).unwrap();
     let mut cmd = Command::new(bin("warden"));
-    cmd.args(["serve", "--config"]).arg(dir.join("warden.toml")).env("RUST_LOG", "info");
+    cmd.args(["serve", "--config"]).arg(dir.join("warden.toml")).env("RUST_LOG", "info").envs(env.iter().copied());
     spawn_logged(cmd, dir, port)
 }
 

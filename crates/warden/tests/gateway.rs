@@ -14,6 +14,8 @@ mod auth;
 mod authz;
 #[path = "gateway/content.rs"]
 mod content;
+#[path = "gateway/sandbox.rs"]
+mod sandbox;
 #[path = "gateway/shared_store.rs"]
 mod shared_store;
 #[path = "gateway/tenants.rs"]

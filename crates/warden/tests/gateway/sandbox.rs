@@ -1,0 +1,126 @@
+//! The sandbox end to end. A hostile stdio server tries to read an SSH key, `/etc/shadow` and
+//! Warden's environment, write outside its directory, open sockets, fork-bomb and leave a
+//! process behind. Each attempt must fail inside the sandbox while a well-behaved server in the
+//! same sandbox keeps working. The same server run without a sandbox must succeed at the
+//! attempts, which shows the checks can fail.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use warden_testkit::harness::{bin, fixture_stdio_upstream, tempdir, warden_with_env, Client};
+
+const SECRET_ENV: &str = "WARDEN_TEST_SANDBOX_SECRET";
+
+fn processes_with_arg(arg: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if cmd.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn results(v: &Value) -> Vec<Value> {
+    let text = v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no result: {v}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {v}"))
+}
+
+fn find<'a>(r: &'a [Value], name: &str) -> &'a Value {
+    r.iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("{name} missing"))
+}
+
+#[tokio::test]
+async fn hostile_server_is_contained_while_a_good_one_works() {
+    let t = tempdir("sandbox");
+    let perm = |p: &std::path::Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // a readable key, and writable directories: only the sandbox stands in the way
+    std::fs::create_dir_all(t.join("home/.ssh")).unwrap();
+    std::fs::write(t.join("home/.ssh/id_rsa"), "ssh-key-material SANDBOX-TEST-KEY").unwrap();
+    for d in ["outside", "work", "control-work"] {
+        std::fs::create_dir_all(t.join(d)).unwrap();
+        perm(&t.join(d), 0o777);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let marker = format!("1000.{}", std::process::id());
+    let control_marker = format!("1001.{}", std::process::id());
+    let hostile = bin("warden-hostile").display().to_string();
+    let work = t.join("work").display().to_string();
+    let upstreams = format!(
+        "[[upstream]]\nname = \"hostile\"\ntransport = \"stdio\"\ncommand = {hostile:?}\ncwd = {work:?}\n\
+         [upstream.sandbox]\nnetwork = \"deny\"\nread_write = [{work:?}]\nprocesses = 64\n\
+         [[upstream]]\nname = \"control\"\ntransport = \"stdio\"\ncommand = {hostile:?}\ncwd = {:?}\n\
+         [upstream.sandbox]\nenabled = false\n{}",
+        t.join("control-work").display().to_string(),
+        fixture_stdio_upstream("good", None, "[upstream.sandbox]\nnetwork = \"deny\"\nprocesses = 64\n"),
+    );
+    let home = t.join("home").display().to_string();
+    let mut w = warden_with_env("", &upstreams, &[("HOME", &home), (SECRET_ENV, "sandbox-secret-value")]);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+
+    let args = |m: &str| {
+        json!({"secret_env": SECRET_ENV, "warden_pid": w.child.id().to_string(), "outside": t.join("outside"),
+               "port": port, "marker": m})
+    };
+    let r = results(&c.tool(2, "hostile__attack", args(&marker)).await);
+    for name in [
+        "read_ssh_key",
+        "read_shadow",
+        "read_warden_environ",
+        "own_environment_secret",
+        "write_outside",
+        "tcp_connect",
+        "udp_socket",
+        "fork_bomb",
+    ] {
+        let a = find(&r, name);
+        assert_eq!(a["blocked"], true, "{name} was not blocked: {a}");
+    }
+    assert_eq!(find(&r, "write_inside")["works"], true, "{r:?}");
+    assert!(!t.join("outside/pwned.txt").exists());
+    let fork = find(&r, "fork_bomb")["detail"].as_str().unwrap().to_string();
+    assert!(fork.starts_with("stopped after"), "{fork}");
+
+    // the well-behaved server in the same kind of sandbox works normally
+    let echo = c.tool(3, "good__echo", json!({"text": "still fine"})).await;
+    assert_eq!(echo["result"]["content"][0]["text"], "still fine", "{echo}");
+
+    // without the sandbox the same attempts succeed (the checks above can fail)
+    let r = results(&c.tool(4, "control__attack", args(&control_marker)).await);
+    for name in ["read_ssh_key", "read_warden_environ", "write_outside", "tcp_connect"] {
+        let a = find(&r, name);
+        assert_eq!(a["blocked"], false, "{name} without a sandbox: {a}");
+    }
+    assert_eq!(find(&r, "own_environment_secret")["blocked"], true, "the environment is cleared even so");
+
+    // Warden reports what the sandbox applied
+    let log = w.log();
+    let line = log.lines().find(|l| l.contains("sandbox applied") && l.contains("\"hostile\"")).expect("report");
+    for layer in ["namespaces=active", "landlock=active", "seccomp=active", "no_new_privs=active", "network=active"] {
+        assert!(line.contains(layer), "{layer} not in {line}");
+    }
+    assert!(log.contains("WITHOUT a sandbox"), "the unsandboxed upstream is flagged");
+
+    // the sandboxed process that left its group ends with Warden; the control's does not
+    assert!(!processes_with_arg(&marker).is_empty(), "the hostile server's straggler runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = w.child.wait();
+    let start = Instant::now();
+    while !processes_with_arg(&marker).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(processes_with_arg(&marker).is_empty(), "a sandboxed process outlived Warden");
+    let left = processes_with_arg(&control_marker);
+    assert!(!left.is_empty(), "without a PID namespace the straggler survives");
+    for pid in left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    drop(listener);
+}
