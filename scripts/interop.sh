@@ -17,6 +17,9 @@ name = "everything"
 transport = "stdio"
 command = "$NODE22"
 args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"]
+[upstream.sandbox]                  # the official server, sandboxed: it may read its own packages
+read_only = ["$INTEROP"]
+network = "deny"
 [[upstream]]
 name = "py"
 transport = "http"
