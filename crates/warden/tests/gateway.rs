@@ -10,6 +10,8 @@ mod approval;
 mod audit;
 #[path = "gateway/auth.rs"]
 mod auth;
+#[path = "gateway/builtin.rs"]
+mod builtin;
 #[path = "gateway/authz.rs"]
 mod authz;
 #[path = "gateway/content.rs"]
