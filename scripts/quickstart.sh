@@ -29,4 +29,31 @@ Warden on http://127.0.0.1:8931/mcp
       -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
 
 MSG
-exec "$W" serve --config "$CFG"
+"$W" serve --config "$CFG" &
+WARDEN_PID=$!
+trap 'kill $WARDEN_PID 2>/dev/null' INT TERM
+# A short demonstration through every defence: a file read, a query, and an escape attempt.
+demo() {
+  local url=http://127.0.0.1:8931/mcp sid
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8931/readyz >/dev/null && break; sleep 0.2; done
+  sid="$(curl -s -D - -o /dev/null "$url" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"quickstart","version":"1"}}}' \
+    | tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}')"
+  [ -n "$sid" ] || return 0
+  call() {
+    echo "--- $1" >&2
+    curl -s "$url" -H "authorization: Bearer $TOKEN" -H "mcp-session-id: $sid" -H 'mcp-protocol-version: 2025-11-25' \
+      -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+      -d "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":$2}" | head -c 600 >&2
+    echo >&2
+  }
+  call "read a file (local__read_file README.md)" '{"name":"local__read_file","arguments":{"path":"README.md"}}'
+  call "query a table (local__query products, price < 4)" \
+    '{"name":"local__query","arguments":{"table":"products","where":[{"column":"price","op":"<","value":4}]}}'
+  call "escape attempt, refused (local__read_file ../quickstart.toml)" '{"name":"local__read_file","arguments":{"path":"../quickstart.toml"}}'
+  call "injection attempt, refused (local__sql with a stacked DROP)" '{"name":"local__sql","arguments":{"query":"SELECT 1; DROP TABLE products"}}'
+  echo "--- every call above is in the audit trail: $W audit tail --config $CFG" >&2
+}
+demo || true
+wait $WARDEN_PID

@@ -6,7 +6,9 @@
 //! `exec`s the server, which keeps pid 1. If no PID namespace could be made, stage 1 goes on as
 //! stage 2 itself.
 
-use crate::{program_prefixes, seccomp, Network, Policy, Report, HELPER_ARG, REPORT_PREFIX, SYSTEM_PATHS, SYSTEM_RW_PATHS};
+use crate::{
+    program_prefixes, seccomp, Network, Policy, Report, HELPER_ARG, REPORT_PREFIX, SYSTEM_PATHS, SYSTEM_RW_PATHS,
+};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
@@ -220,7 +222,11 @@ fn drop_user(p: &Policy, report: &mut Report) -> Result<(), String> {
     }
     let spec = p.user.as_deref().unwrap_or("nobody");
     let user = match spec.parse::<u32>() {
-        Ok(n) => User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| (u.uid, u.gid)).or(Some((Uid::from_raw(n), Gid::from_raw(n)))),
+        Ok(n) => User::from_uid(Uid::from_raw(n))
+            .ok()
+            .flatten()
+            .map(|u| (u.uid, u.gid))
+            .or(Some((Uid::from_raw(n), Gid::from_raw(n)))),
         Err(_) => User::from_name(spec).ok().flatten().map(|u| (u.uid, u.gid)),
     };
     let (uid, mut gid) = match (user, spec) {
@@ -259,7 +265,8 @@ fn landlock(p: &Policy, program: &std::path::Path, report: &mut Report) -> Resul
     ro.extend(p.read_only.iter().cloned());
     let net_deny = p.network != Network::Allow;
     let build = || -> Result<(landlock::RestrictionStatus, usize), landlock::RulesetError> {
-        let mut rs = Ruleset::default().set_compatibility(CompatLevel::BestEffort).handle_access(AccessFs::from_all(abi))?;
+        let mut rs =
+            Ruleset::default().set_compatibility(CompatLevel::BestEffort).handle_access(AccessFs::from_all(abi))?;
         if net_deny {
             rs = rs.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?;
         }

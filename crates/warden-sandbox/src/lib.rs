@@ -284,8 +284,7 @@ pub fn program_prefixes(program: &Path) -> Vec<PathBuf> {
     let found = if program.components().count() > 1 {
         Some(program.to_path_buf())
     } else {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|c| c.is_file()))
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|c| c.is_file()))
     };
     let mut out = Vec::new();
     let Some(found) = found else { return out };

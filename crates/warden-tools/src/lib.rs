@@ -72,7 +72,8 @@ impl Builtin {
             "tools/list" => Ok(json!({"tools": self.tools()})),
             "tools/call" => {
                 let p = params.ok_or((INVALID_PARAMS, "params are required".to_string()))?;
-                let name = p.get("name").and_then(Value::as_str).ok_or((INVALID_PARAMS, "name is required".to_string()))?;
+                let name =
+                    p.get("name").and_then(Value::as_str).ok_or((INVALID_PARAMS, "name is required".to_string()))?;
                 let empty = json!({});
                 let args = p.get("arguments").unwrap_or(&empty);
                 if !args.is_object() {
@@ -87,7 +88,9 @@ impl Builtin {
                 }
                 if let Some(r) = self.sql.as_ref().and_then(|s| s.call(name, args)) {
                     return Ok(match r {
-                        Ok(v) => json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false}),
+                        Ok(v) => {
+                            json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
+                        }
                         Err(e) => text(Err(e)),
                     });
                 }

@@ -49,10 +49,46 @@ pub struct SqlSettings {
 /// Functions a query may call. Everything else (load_extension, randomblob, zeroblob,
 /// fts3_tokenizer, sqlite_*, …) is refused by the authorizer.
 const FUNCTIONS: &[&str] = &[
-    "count", "sum", "total", "avg", "min", "max", "group_concat", "string_agg", "lower", "upper", "length", "abs",
-    "round", "coalesce", "ifnull", "nullif", "iif", "substr", "substring", "trim", "ltrim", "rtrim", "replace",
-    "instr", "like", "glob", "date", "time", "datetime", "julianday", "unixepoch", "strftime", "typeof", "printf",
-    "format", "hex", "quote", "sign", "char", "unicode",
+    "count",
+    "sum",
+    "total",
+    "avg",
+    "min",
+    "max",
+    "group_concat",
+    "string_agg",
+    "lower",
+    "upper",
+    "length",
+    "abs",
+    "round",
+    "coalesce",
+    "ifnull",
+    "nullif",
+    "iif",
+    "substr",
+    "substring",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "replace",
+    "instr",
+    "like",
+    "glob",
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "typeof",
+    "printf",
+    "format",
+    "hex",
+    "quote",
+    "sign",
+    "char",
+    "unicode",
 ];
 
 const OPS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "like"];
@@ -80,15 +116,19 @@ impl Sql {
             let all = cols.iter().any(|c| c == "*");
             allowed.insert(t.to_lowercase(), (!all).then(|| cols.iter().map(|c| c.to_lowercase()).collect()));
         }
-        let mut s = Sql { settings, allowed: Arc::new(allowed), columns: BTreeMap::new(), pool: Mutex::new(Vec::new()) };
+        let mut s =
+            Sql { settings, allowed: Arc::new(allowed), columns: BTreeMap::new(), pool: Mutex::new(Vec::new()) };
         // Read the declared columns with a plain read-only connection (the authorizer would
         // refuse PRAGMA table_info).
         let conn = Connection::open_with_flags(&s.settings.database, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| format!("sql database {}: {e}", s.settings.database.display()))?;
         for (t, cols) in &s.settings.tables {
             let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)").map_err(|e| e.to_string())?;
-            let have: Vec<String> =
-                st.query_map([t], |r| r.get(0)).map_err(|e| e.to_string())?.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+            let have: Vec<String> = st
+                .query_map([t], |r| r.get(0))
+                .map_err(|e| e.to_string())?
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
             if have.is_empty() {
                 return Err(format!("sql.tables: no table {t:?} in {}", s.settings.database.display()));
             }
@@ -123,8 +163,7 @@ impl Sql {
 
     pub fn tools(&self) -> Vec<Value> {
         let tables: Vec<&String> = self.columns.keys().collect();
-        let described: Vec<String> =
-            self.columns.iter().map(|(t, c)| format!("{t}({})", c.join(", "))).collect();
+        let described: Vec<String> = self.columns.iter().map(|(t, c)| format!("{t}({})", c.join(", "))).collect();
         let ro = json!({"readOnlyHint": true, "destructiveHint": false, "openWorldHint": false});
         let mut t = vec![json!({
             "name": "query", "title": "Query a table",
@@ -269,7 +308,9 @@ fn execute(
 fn refused(e: &rusqlite::Error) -> String {
     match e {
         rusqlite::Error::MultipleStatement => "refused: exactly one statement is allowed".into(),
-        rusqlite::Error::SqliteFailure(f, Some(m)) if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied => {
+        rusqlite::Error::SqliteFailure(f, Some(m))
+            if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied =>
+        {
             format!("refused: {m}")
         }
         e => format!("query failed: {e}"),
@@ -319,7 +360,9 @@ fn authorize(allowed: &BTreeMap<String, Option<Vec<String>>>, ctx: &AuthContext<
         // on their own)
         AuthAction::Read { .. } if ctx.database_name.is_none() => Authorization::Allow,
         // real tables: only in the main database
-        AuthAction::Read { table_name, column_name } if ctx.database_name == Some("main") => match allowed.get(&table_name.to_lowercase()) {
+        AuthAction::Read { table_name, column_name } if ctx.database_name == Some("main") => match allowed
+            .get(&table_name.to_lowercase())
+        {
             Some(None) => Authorization::Allow,
             Some(Some(cols)) if column_name.is_empty() || cols.iter().any(|c| c.eq_ignore_ascii_case(column_name)) => {
                 Authorization::Allow
@@ -380,7 +423,10 @@ mod tests {
         assert_eq!(r["row_count"], 2);
         // the reference server's injection: a value is only ever a value
         let r = s
-            .call("query", &json!({"table": "products", "where": [{"column": "name", "op": "=", "value": "x' OR '1'='1"}]}))
+            .call(
+                "query",
+                &json!({"table": "products", "where": [{"column": "name", "op": "=", "value": "x' OR '1'='1"}]}),
+            )
             .unwrap()
             .unwrap();
         assert_eq!(r["row_count"], 0);
@@ -448,10 +494,7 @@ mod tests {
     fn runaway_query_is_stopped_at_its_deadline() {
         let (path, s) = db("slow");
         let t = Instant::now();
-        let r = sql(
-            &s,
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
-        );
+        let r = sql(&s, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
         assert!(r.as_ref().unwrap_err().contains("limit"), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
         // the pooled connection still works afterwards

@@ -10,10 +10,10 @@ mod approval;
 mod audit;
 #[path = "gateway/auth.rs"]
 mod auth;
-#[path = "gateway/builtin.rs"]
-mod builtin;
 #[path = "gateway/authz.rs"]
 mod authz;
+#[path = "gateway/builtin.rs"]
+mod builtin;
 #[path = "gateway/content.rs"]
 mod content;
 #[path = "gateway/sandbox.rs"]

@@ -55,7 +55,9 @@ impl BuiltinTransport {
                     let msg = match res {
                         Ok(Ok(result)) => Message::Response { id, result },
                         Ok(Err((code, m))) => Message::Error { id, error: ErrorObject::new(code, m) },
-                        Err(_) => Message::Error { id, error: ErrorObject::new(jsonrpc::INTERNAL_ERROR, "tool failed") },
+                        Err(_) => {
+                            Message::Error { id, error: ErrorObject::new(jsonrpc::INTERNAL_ERROR, "tool failed") }
+                        }
                     };
                     incoming.send(Incoming::Message { msg, related: None });
                 });

@@ -338,20 +338,18 @@ impl Conn {
         }
         let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
         let (id, rx) = self.calls.start(ctx, progress);
-        let mut guard = CancelGuard::new(self.calls.clone(), id.clone(), |id| {
-            match &self.transport {
-                Transport::Stdio(t) => {
-                    let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
-                }
-                Transport::Http(t) => {
-                    let t = t.clone();
-                    tokio::spawn(async move {
-                        let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
-                    });
-                }
-                Transport::Builtin(t) => {
-                    let _ = t.send(cancelled_notification(&id, "cancelled by client"));
-                }
+        let mut guard = CancelGuard::new(self.calls.clone(), id.clone(), |id| match &self.transport {
+            Transport::Stdio(t) => {
+                let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
+            }
+            Transport::Http(t) => {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
+                });
+            }
+            Transport::Builtin(t) => {
+                let _ = t.send(cancelled_notification(&id, "cancelled by client"));
             }
         });
         let msg = Message::Request { id: id.clone(), method: method.into(), params };

@@ -66,7 +66,8 @@ impl StdioTransport {
     pub fn spawn(spec: &Spec, incoming: IncomingTx) -> Result<StdioTransport, String> {
         let mut cmd = match &spec.sandbox {
             Some(policy) => {
-                let helper = HELPER.get().ok_or("the sandbox helper is not available (run through the warden binary)")?;
+                let helper =
+                    HELPER.get().ok_or("the sandbox helper is not available (run through the warden binary)")?;
                 let (program, argv) = warden_sandbox::wrap(helper, policy, &spec.command, &spec.args);
                 let mut c = Command::new(program);
                 c.args(argv);
@@ -96,7 +97,9 @@ impl StdioTransport {
         let pgid = child.id();
         match &spec.sandbox {
             Some(_) => tracing::info!(upstream = %name, pid = pgid, "started stdio upstream in its sandbox"),
-            None => tracing::warn!(upstream = %name, pid = pgid, "started stdio upstream WITHOUT a sandbox (sandbox.enabled = false)"),
+            None => {
+                tracing::warn!(upstream = %name, pid = pgid, "started stdio upstream WITHOUT a sandbox (sandbox.enabled = false)")
+            }
         }
 
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -199,7 +202,8 @@ impl StdioTransport {
     fn end_group(&self) {
         let pgid = self.pgid.swap(0, std::sync::atomic::Ordering::Relaxed);
         if pgid != 0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

@@ -17,7 +17,9 @@ fn attempt(name: &str, r: Result<String, String>) -> Value {
 }
 
 fn read(path: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map(|s| format!("read {} bytes: {}", s.len(), s.chars().take(60).collect::<String>())).map_err(|e| e.to_string())
+    std::fs::read_to_string(path)
+        .map(|s| format!("read {} bytes: {}", s.len(), s.chars().take(60).collect::<String>()))
+        .map_err(|e| e.to_string())
 }
 
 fn attack(args: &Value) -> Value {
@@ -29,16 +31,14 @@ fn attack(args: &Value) -> Value {
         attempt("read_ssh_key", read(&format!("{home}/.ssh/id_rsa"))),
         attempt("read_shadow", read("/etc/shadow")),
         attempt("read_warden_environ", {
-            std::fs::read(format!("/proc/{}/environ", s("warden_pid")))
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    let text = String::from_utf8_lossy(&b).to_string();
-                    if text.contains(&secret_name) {
-                        Ok("found the secret in Warden's environment".into())
-                    } else {
-                        Err("readable but without the secret".into())
-                    }
-                })
+            std::fs::read(format!("/proc/{}/environ", s("warden_pid"))).map_err(|e| e.to_string()).and_then(|b| {
+                let text = String::from_utf8_lossy(&b).to_string();
+                if text.contains(&secret_name) {
+                    Ok("found the secret in Warden's environment".into())
+                } else {
+                    Err("readable but without the secret".into())
+                }
+            })
         }),
         attempt(
             "own_environment_secret",
@@ -47,9 +47,22 @@ fn attack(args: &Value) -> Value {
                 Err(_) => Err("not inherited".into()),
             },
         ),
-        attempt("write_outside", std::fs::write(format!("{}/pwned.txt", s("outside")), "pwned").map(|()| "written".into()).map_err(|e| e.to_string())),
-        attempt("tcp_connect", std::net::TcpStream::connect(("127.0.0.1", args["port"].as_u64().unwrap_or(1) as u16)).map(|_| "connected".into()).map_err(|e| e.to_string())),
-        attempt("udp_socket", std::net::UdpSocket::bind("127.0.0.1:0").map(|_| "bound".into()).map_err(|e| e.to_string())),
+        attempt(
+            "write_outside",
+            std::fs::write(format!("{}/pwned.txt", s("outside")), "pwned")
+                .map(|()| "written".into())
+                .map_err(|e| e.to_string()),
+        ),
+        attempt(
+            "tcp_connect",
+            std::net::TcpStream::connect(("127.0.0.1", args["port"].as_u64().unwrap_or(1) as u16))
+                .map(|_| "connected".into())
+                .map_err(|e| e.to_string()),
+        ),
+        attempt(
+            "udp_socket",
+            std::net::UdpSocket::bind("127.0.0.1:0").map(|_| "bound".into()).map_err(|e| e.to_string()),
+        ),
     ];
     // well-behaved work in its own directory must keep working
     let inside = std::fs::write("inside.txt", "ok").and_then(|()| std::fs::read_to_string("inside.txt"));
@@ -58,7 +71,13 @@ fn attack(args: &Value) -> Value {
     let mut kids = Vec::new();
     let mut error = String::new();
     for _ in 0..300 {
-        match Command::new("/bin/sleep").arg("30").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        match Command::new("/bin/sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
             Ok(c) => kids.push(c),
             Err(e) => {
                 error = e.to_string();
@@ -71,9 +90,18 @@ fn attack(args: &Value) -> Value {
         let _ = k.kill();
         let _ = k.wait();
     }
-    out.push(attempt("fork_bomb", if n == 300 { Ok("300 processes started".into()) } else { Err(format!("stopped after {n}: {error}")) }));
+    out.push(attempt(
+        "fork_bomb",
+        if n == 300 { Ok("300 processes started".into()) } else { Err(format!("stopped after {n}: {error}")) },
+    ));
     // a process that leaves the server's process group, to outlive it if it can
-    let left = Command::new("/bin/sleep").arg(&marker).process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let left = Command::new("/bin/sleep")
+        .arg(&marker)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     out.push(json!({"name": "left_behind", "started": left.is_ok()}));
     std::mem::forget(left);
     Value::Array(out)

@@ -34,7 +34,8 @@ async fn builtin_files_and_sql_are_confined_and_pass_through_every_stage() {
     let mut c = Client::new(&w.url);
     c.initialize().await;
     let list = c.call(2, "tools/list", json!({})).await;
-    let names: Vec<&str> = list["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    let names: Vec<&str> =
+        list["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     for n in ["local__read_file", "local__list_directory", "local__search_files", "local__query", "local__sql"] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
@@ -77,7 +78,11 @@ async fn builtin_files_and_sql_are_confined_and_pass_through_every_stage() {
 
     // real queries
     let r = c
-        .tool(20, "local__query", json!({"table": "products", "where": [{"column": "price", "op": "<", "value": 4}], "order_by": "price"}))
+        .tool(
+            20,
+            "local__query",
+            json!({"table": "products", "where": [{"column": "price", "op": "<", "value": 4}], "order_by": "price"}),
+        )
         .await;
     let rows = &r["result"]["structuredContent"]["rows"];
     assert_eq!(rows[0]["name"], "scone", "{r}");
@@ -119,7 +124,13 @@ async fn builtin_files_and_sql_are_confined_and_pass_through_every_stage() {
         assert!(is_error(&r), "{q}: {r}");
         assert!(!r.to_string().contains("4111111111111111"), "{q}: {r}");
     }
-    let r = c.tool(50, "local__query", json!({"table": "products", "columns": ["price"], "where": [{"column": "id", "op": "=", "value": 1}]})).await;
+    let r = c
+        .tool(
+            50,
+            "local__query",
+            json!({"table": "products", "columns": ["price"], "where": [{"column": "id", "op": "=", "value": 1}]}),
+        )
+        .await;
     assert_eq!(r["result"]["structuredContent"]["rows"][0]["price"], 3.5, "the database is unchanged: {r}");
 }
 
@@ -129,6 +140,9 @@ fn the_quickstart_config_checks() {
     let out = Command::new(bin("warden")).args(["check", "--config"]).arg(ex.join("quickstart.toml")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("upstream local: built-in tools: files [read_file, list_directory, search_files]"), "{stdout}");
+    assert!(
+        stdout.contains("upstream local: built-in tools: files [read_file, list_directory, search_files]"),
+        "{stdout}"
+    );
     assert!(stdout.contains("upstream demo: sandbox:"), "{stdout}");
 }
