@@ -381,8 +381,10 @@ pub struct SandboxConfig {
     pub address_space_mb: Option<u64>,
     /// Open files (RLIMIT_NOFILE).
     pub open_files: Option<u64>,
-    /// Processes and threads of the server's user (RLIMIT_NPROC; the kernel counts per uid, so
-    /// give each upstream its own `user` when this matters). Default 256 when Warden is root.
+    /// Processes and threads of the server's user (RLIMIT_NPROC). The kernel counts per uid:
+    /// every server running as the same user shares the limit, and each session of a stdio
+    /// upstream is one process with its threads; give an upstream its own `user` for a tight
+    /// limit. Default 4096 when Warden is root.
     pub processes: Option<u64>,
     /// Largest file the server may write, in MiB (RLIMIT_FSIZE).
     pub file_size_mb: Option<u64>,
@@ -449,7 +451,7 @@ impl SandboxConfig {
                 cpu_secs: self.cpu_secs,
                 address_space_bytes: mib(self.address_space_mb),
                 open_files: self.open_files,
-                processes: self.processes.or(root.then_some(256)),
+                processes: self.processes.or(root.then_some(4096)),
                 file_size_bytes: mib(self.file_size_mb),
             },
             user: self.user.clone(),

@@ -311,7 +311,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n[audit]\nenabled = false\n"
     ))
     .await?;
-    let (w_stdio, w_stdio_url) = start_warden(&format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n")).await?;
+    let stdio_up = format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n");
+    let (w_stdio, w_stdio_url) = start_warden(&stdio_up).await?;
+    // The same without the sandbox: its cost per call and per session start, in the same run.
+    let (_w_nosbx, w_nosbx_url) = start_warden(&format!("{stdio_up}[upstream.sandbox]\nenabled = false\n")).await?;
     let pid_http = w_http.id().unwrap_or(0);
     let pid_stdio = w_stdio.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -337,18 +340,34 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 us(w.p50) - us(d.p50),
                 us(w.p50) / us(d.p50)
             );
-            if kind == "http" {
-                let n = load(Arc::new(Target::http(&w_noaudit_url).await?), calls, c).await?;
-                println!(
-                    "| {kind} | via Warden, audit off | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                    us(n.p50),
-                    us(n.p99),
-                    n.rate,
-                    us(n.p50) - us(d.p50),
-                    us(n.p50) / us(d.p50)
-                );
-            }
+            let (label, other) = if kind == "http" { ("audit off", &w_noaudit_url) } else { ("sandbox off", &w_nosbx_url) };
+            let n = load(Arc::new(Target::http(other).await?), calls, c).await?;
+            println!(
+                "| {kind} | via Warden, {label} | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                us(n.p50),
+                us(n.p99),
+                n.rate,
+                us(n.p50) - us(d.p50),
+                us(n.p50) / us(d.p50)
+            );
         }
+    }
+    // Session start with a stdio upstream: initialize, then the first call, which starts the
+    // session's child (in its sandbox, or not).
+    println!();
+    println!("| stdio session start (initialize + first call, child spawned) | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    for (label, url) in [("sandboxed", &w_stdio_url), ("sandbox off", &w_nosbx_url)] {
+        let mut times = Vec::new();
+        for _ in 0..40 {
+            let t0 = std::time::Instant::now();
+            let t = Target::http(url).await?;
+            t.call().await?;
+            times.push(t0.elapsed());
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("| {label} | {:.1} | {:.1} |", ms(times[times.len() / 2]), ms(times[times.len() * 99 / 100]));
     }
     let loaded_http = rss_kb(pid_http);
     let loaded_stdio = rss_kb(pid_stdio);
