@@ -364,7 +364,8 @@ pub struct SandboxConfig {
     /// config file. The program's own install prefix, `cwd` and the system paths are added.
     #[serde(default)]
     pub read_only: Vec<PathBuf>,
-    /// Paths the server may also write, create and delete in.
+    /// Paths the server may also write, create and delete in (a server that needs a temporary
+    /// directory gets a private one here, named in `env = { TMPDIR = "…" }`).
     #[serde(default)]
     pub read_write: Vec<PathBuf>,
     /// Allow reading the system paths programs need (`/usr`, `/lib*`, `/bin`, certificates,
@@ -388,7 +389,9 @@ pub struct SandboxConfig {
     pub processes: Option<u64>,
     /// Largest file the server may write, in MiB (RLIMIT_FSIZE).
     pub file_size_mb: Option<u64>,
-    /// When Warden runs as root: the user the server runs as (name or uid). Default `nobody`.
+    /// When Warden runs as root: the user the server runs as (name or uid; a uid without an
+    /// account works). Default `nobody`. The program and its files must be readable by that user
+    /// (an interpreter installed under `/root` is not).
     pub user: Option<String>,
     /// When Warden runs as root: the group (name or gid). Default: the user's primary group.
     pub group: Option<String>,
