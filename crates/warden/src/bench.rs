@@ -340,7 +340,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 us(w.p50) - us(d.p50),
                 us(w.p50) / us(d.p50)
             );
-            let (label, other) = if kind == "http" { ("audit off", &w_noaudit_url) } else { ("sandbox off", &w_nosbx_url) };
+            let (label, other) =
+                if kind == "http" { ("audit off", &w_noaudit_url) } else { ("sandbox off", &w_nosbx_url) };
             let n = load(Arc::new(Target::http(other).await?), calls, c).await?;
             println!(
                 "| {kind} | via Warden, {label} | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",

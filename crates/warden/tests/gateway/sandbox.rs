@@ -54,7 +54,8 @@ async fn hostile_server_is_contained_while_a_good_one_works() {
     let work = t.join("work").display().to_string();
     // Process limits count per uid: when root, each server gets a uid of its own, so that other
     // tests' sandboxed servers (running as nobody) do not count against these limits.
-    let uid = |n: u32| if nix::unistd::geteuid().is_root() { format!("user = \"{}\"\n", 61000 + n) } else { String::new() };
+    let uid =
+        |n: u32| if nix::unistd::geteuid().is_root() { format!("user = \"{}\"\n", 61000 + n) } else { String::new() };
     let upstreams = format!(
         "[[upstream]]\nname = \"hostile\"\ntransport = \"stdio\"\ncommand = {hostile:?}\ncwd = {work:?}\n\
          [upstream.sandbox]\nnetwork = \"deny\"\nread_write = [{work:?}]\nprocesses = 64\n{}\
@@ -62,7 +63,14 @@ async fn hostile_server_is_contained_while_a_good_one_works() {
          [upstream.sandbox]\nenabled = false\n{}",
         uid(std::process::id() % 1000),
         t.join("control-work").display().to_string(),
-        fixture_stdio_upstream("good", None, &format!("[upstream.sandbox]\nnetwork = \"deny\"\nprocesses = 64\n{}", uid(1000 + std::process::id() % 1000))),
+        fixture_stdio_upstream(
+            "good",
+            None,
+            &format!(
+                "[upstream.sandbox]\nnetwork = \"deny\"\nprocesses = 64\n{}",
+                uid(1000 + std::process::id() % 1000)
+            )
+        ),
     );
     let home = t.join("home").display().to_string();
     let mut w = warden_with_env("", &upstreams, &[("HOME", &home), (SECRET_ENV, "sandbox-secret-value")]);
