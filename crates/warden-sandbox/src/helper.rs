@@ -197,21 +197,19 @@ fn stage2(mut a: Args) -> Result<i32, String> {
 fn limits(p: &Policy, report: &mut Report) -> Result<(), String> {
     let set = |r: Resource, v: u64| setrlimit(r, v, v).map_err(|e| format!("setrlimit {r:?}: {e}"));
     set(Resource::RLIMIT_CORE, 0)?;
-    let l = &p.limits;
-    let mut applied = vec!["core=0".to_string()];
-    for (r, name, v) in [
-        (Resource::RLIMIT_CPU, "cpu_secs", l.cpu_secs),
-        (Resource::RLIMIT_AS, "address_space_bytes", l.address_space_bytes),
-        (Resource::RLIMIT_NOFILE, "open_files", l.open_files),
-        (Resource::RLIMIT_NPROC, "processes", l.processes),
-        (Resource::RLIMIT_FSIZE, "file_size_bytes", l.file_size_bytes),
-    ] {
+    let resources = [
+        Resource::RLIMIT_CPU,
+        Resource::RLIMIT_AS,
+        Resource::RLIMIT_NOFILE,
+        Resource::RLIMIT_NPROC,
+        Resource::RLIMIT_FSIZE,
+    ];
+    for (r, (_, v)) in resources.into_iter().zip(p.limits.entries()) {
         if let Some(v) = v {
             set(r, v)?;
-            applied.push(format!("{name}={v}"));
         }
     }
-    report.add("limits", "active", applied.join(" "));
+    report.add("limits", "active", p.limits.describe());
     Ok(())
 }
 

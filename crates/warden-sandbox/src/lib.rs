@@ -88,6 +88,26 @@ pub struct Limits {
     pub file_size_bytes: Option<u64>,
 }
 
+impl Limits {
+    /// Each limit by its config name (without units), with its value.
+    pub fn entries(&self) -> [(&'static str, Option<u64>); 5] {
+        [
+            ("cpu_secs", self.cpu_secs),
+            ("address_space_bytes", self.address_space_bytes),
+            ("open_files", self.open_files),
+            ("processes", self.processes),
+            ("file_size_bytes", self.file_size_bytes),
+        ]
+    }
+
+    /// `core=0` and every set limit as `name=value`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec!["core=0".to_string()];
+        parts.extend(self.entries().iter().filter_map(|(n, v)| v.map(|v| format!("{n}={v}"))));
+        parts.join(" ")
+    }
+}
+
 /// One upstream's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -253,27 +273,7 @@ impl Support {
             Network::Isolated => "network isolated (namespace)",
         };
         let seccomp = if self.seccomp { "seccomp deny list" } else { "NO seccomp" };
-        format!("{fs}; {seccomp}; {net}; {user}; pid namespace; no_new_privs; {}", limits_text(&policy.limits))
-    }
-}
-
-fn limits_text(l: &Limits) -> String {
-    let mut parts = Vec::new();
-    for (name, v) in [
-        ("cpu_secs", l.cpu_secs),
-        ("address_space_bytes", l.address_space_bytes),
-        ("open_files", l.open_files),
-        ("processes", l.processes),
-        ("file_size_bytes", l.file_size_bytes),
-    ] {
-        if let Some(v) = v {
-            parts.push(format!("{name}={v}"));
-        }
-    }
-    if parts.is_empty() {
-        "limits: core=0".into()
-    } else {
-        format!("limits: core=0 {}", parts.join(" "))
+        format!("{fs}; {seccomp}; {net}; {user}; pid namespace; no_new_privs; limits: {}", policy.limits.describe())
     }
 }
 

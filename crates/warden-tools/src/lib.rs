@@ -32,14 +32,15 @@ impl Builtin {
 
     /// One line for logs and `warden check`.
     pub fn describe(&self) -> String {
+        let names = |tools: Vec<Value>| {
+            tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect::<Vec<_>>().join(", ")
+        };
         let mut parts = Vec::new();
         if let Some(f) = &self.files {
-            let names: Vec<String> = f.tools().iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
-            parts.push(format!("files [{}] via {}", names.join(", "), f.method()));
+            parts.push(format!("files [{}] via {}", names(f.tools()), f.method()));
         }
         if let Some(s) = &self.sql {
-            let names: Vec<String> = s.tools().iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
-            parts.push(format!("sql [{}] read-only", names.join(", ")));
+            parts.push(format!("sql [{}] read-only", names(s.tools())));
         }
         parts.join("; ")
     }

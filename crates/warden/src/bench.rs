@@ -332,25 +332,24 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             let d = load(direct, calls, c).await?;
             let w = load(via, calls, c).await?;
             println!("| {kind} | direct | {c} | {calls} | {:.0} | {:.0} | {:.0} | | |", us(d.p50), us(d.p99), d.rate);
-            println!(
-                "| {kind} | via Warden | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                us(w.p50),
-                us(w.p99),
-                w.rate,
-                us(w.p50) - us(d.p50),
-                us(w.p50) / us(d.p50)
-            );
-            let (label, other) =
-                if kind == "http" { ("audit off", &w_noaudit_url) } else { ("sandbox off", &w_nosbx_url) };
-            let n = load(Arc::new(Target::http(other).await?), calls, c).await?;
-            println!(
-                "| {kind} | via Warden, {label} | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                us(n.p50),
-                us(n.p99),
-                n.rate,
-                us(n.p50) - us(d.p50),
-                us(n.p50) / us(d.p50)
-            );
+            // a row through Warden, against the direct one
+            let via_row = |label: &str, w: &Stats| {
+                println!(
+                    "| {kind} | {label} | {c} | {calls} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                    us(w.p50),
+                    us(w.p99),
+                    w.rate,
+                    us(w.p50) - us(d.p50),
+                    us(w.p50) / us(d.p50)
+                )
+            };
+            via_row("via Warden", &w);
+            let (label, other) = if kind == "http" {
+                ("via Warden, audit off", &w_noaudit_url)
+            } else {
+                ("via Warden, sandbox off", &w_nosbx_url)
+            };
+            via_row(label, &load(Arc::new(Target::http(other).await?), calls, c).await?);
         }
     }
     // Session start with a stdio upstream: initialize, then the first call, which starts the

@@ -192,19 +192,19 @@ impl StdioTransport {
     }
 
     fn signal_group(&self, sig: nix::sys::signal::Signal) {
-        let pgid = self.pgid.load(std::sync::atomic::Ordering::Relaxed);
-        if pgid != 0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), sig);
-        }
+        killpg(self.pgid.load(std::sync::atomic::Ordering::Relaxed), sig);
     }
 
     /// SIGKILL to the whole group, once.
     fn end_group(&self) {
-        let pgid = self.pgid.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if pgid != 0 {
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
+        killpg(self.pgid.swap(0, std::sync::atomic::Ordering::Relaxed), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Signal a process group; 0 means none.
+fn killpg(pgid: u32, sig: nix::sys::signal::Signal) {
+    if pgid != 0 {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), sig);
     }
 }
 
