@@ -48,6 +48,8 @@ $ALLOW_ALL
 TOML
 # the same with every answer as an SSE stream (priming events, multiple concurrent streams)
 sed -e "s/127.0.0.1:$W1/127.0.0.1:$W3/" -e 's/^\[listen\]$/[listen]\nsse_grace_ms = 0/' "$TMP/stdio.toml" > "$TMP/sse.toml"
+# one audit trail per Warden (a chain has one writer); the checkpoint key is shared
+for c in stdio http sse; do printf '[audit]\npath = "audit-%s.db"\n' "$c" >> "$TMP/$c.toml"; done
 start_bg "$BIN/warden" serve --config "$TMP/stdio.toml" 2>"$TMP/warden-stdio.log"
 start_bg "$BIN/warden" serve --config "$TMP/sse.toml" 2>"$TMP/warden-sse.log"
 start_bg "$BIN/warden" serve --config "$TMP/http.toml" 2>"$TMP/warden-http.log"

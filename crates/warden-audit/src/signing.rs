@@ -28,6 +28,15 @@ impl SigningKey {
         Self::load(path)
     }
 
+    /// The key at `path`, created when absent. Several processes starting at once on the same
+    /// path all end up with the one key that reached the disk first.
+    pub fn load_or_generate(path: &Path) -> Result<SigningKey, String> {
+        let (der, _) = load_or_create_pkcs8(path)?;
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map(SigningKey)
+            .map_err(|_| format!("{}: not a PKCS#8 Ed25519 private key", path.display()))
+    }
+
     pub fn load(path: &Path) -> Result<SigningKey, String> {
         let der = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
@@ -54,16 +63,53 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = temp_beside(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let res = f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()));
+    let res = res.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display())));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// A temporary name next to `path`, unique to this process and call (two processes writing the
+/// same file never share one).
+fn temp_beside(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    path.with_file_name(name)
+}
+
+/// The PKCS#8 Ed25519 key at `path`, or a new one written there (0600) when there is none; true
+/// when this call created it. The new key is published with a hard link, which fails when the
+/// file exists, so of several processes racing, one key wins and every one of them reads it.
+pub fn load_or_create_pkcs8(path: &Path) -> Result<(Vec<u8>, bool), String> {
+    match std::fs::read(path) {
+        Ok(b) => return Ok((b, false)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{}: {e}", path.display())),
+        Err(_) => {}
+    }
+    let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map_err(|_| "key generation failed".to_string())?;
+    let tmp = temp_beside(path);
+    write_private(&tmp, doc.as_ref())?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok((doc.as_ref().to_vec(), true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).map(|b| (b, false)).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Check a base64 public key's form (config validation).
@@ -113,5 +159,25 @@ mod tests {
         assert!(verify(&k.public_key(), b"pins", "%%%").is_err());
         assert_eq!(signature_path(Path::new("/a/pins.json")), Path::new("/a/pins.json.sig"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    #[test]
+    fn processes_racing_to_create_a_key_all_get_the_same_one() {
+        let dir = std::env::temp_dir().join(format!("warden-key-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        let keys: Vec<(Vec<u8>, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8).map(|_| s.spawn(|| super::load_or_create_pkcs8(&path).unwrap())).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(keys.iter().filter(|(_, created)| *created).count(), 1, "exactly one created it");
+        assert!(keys.iter().all(|(k, _)| *k == keys[0].0 && *k == std::fs::read(&path).unwrap()));
+        // no temporary files are left behind
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -71,11 +71,8 @@ impl Audit {
         if !a.enabled {
             return Ok(Audit::disabled());
         }
-        let key = match warden_audit::signing::SigningKey::load(&a.signing_key) {
-            Ok(k) => k,
-            Err(_) if !a.signing_key.exists() => warden_audit::signing::SigningKey::generate(&a.signing_key)?,
-            Err(e) => return Err(format!("audit.signing_key: {e}")),
-        };
+        let key = warden_audit::signing::SigningKey::load_or_generate(&a.signing_key)
+            .map_err(|e| format!("audit.signing_key: {e}"))?;
         let public = key.public_key();
         let sink = warden_audit::open_sink(&a.path, a.fsync).map_err(|e| format!("audit.path: {e}"))?;
         let rec = Recorder::start(

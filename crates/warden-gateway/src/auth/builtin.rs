@@ -108,23 +108,12 @@ pub use warden_audit::signing::write_private;
 
 /// The signing key: PKCS#8 Ed25519 at `path`, created when absent.
 pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            Ed25519KeyPair::from_pkcs8(&b).map_err(|_| format!("{}: not a PKCS#8 Ed25519 key", path.display()))?;
-            Ok(b)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .map_err(|_| "cannot generate a signing key".to_string())?;
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            }
-            write_private(path, doc.as_ref())?;
-            tracing::info!(path = %path.display(), "created the built-in authorization server's signing key");
-            Ok(doc.as_ref().to_vec())
-        }
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    let (b, created) = warden_audit::signing::load_or_create_pkcs8(path)?;
+    Ed25519KeyPair::from_pkcs8(&b).map_err(|_| format!("{}: not a PKCS#8 Ed25519 key", path.display()))?;
+    if created {
+        tracing::info!(path = %path.display(), "created the built-in authorization server's signing key");
     }
+    Ok(b)
 }
 
 /// Where the built-in server keeps its files.
