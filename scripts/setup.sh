@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the tests need, project-locally: npm packages (conformance suite, Node 22,
-# TypeScript SDK, reference server), a Python venv with the Python SDK, and redis-server (Debian
-# package; the Redis-backed tests start their own on loopback). Idempotent.
+# TypeScript SDK, reference server), a Python venv with the Python SDK, and redis-server and the
+# PostgreSQL server (Debian packages; the tests start their own on loopback). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql; }
 command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 if [ ! -x "$NODE22" ] || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/sdk" ] \
    || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/server-everything" ]; then

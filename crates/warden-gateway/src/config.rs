@@ -486,8 +486,18 @@ pub struct FilesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
-    /// The SQLite database file (relative to the config file); opened read-only.
-    pub database: PathBuf,
+    /// A SQLite database file (relative to the config file), opened read-only. Either this or
+    /// `url`.
+    pub database: Option<PathBuf>,
+    /// A PostgreSQL server, `postgres://user@host:port/dbname`; queries run in read-only
+    /// transactions. Connect as a role that can read only what `tables` exposes. TLS to the
+    /// server is not supported yet: use loopback or a Unix socket (`host=/run/postgresql`).
+    pub url: Option<String>,
+    /// PostgreSQL: the password, kept out of the URL.
+    pub password: Option<SecretRef>,
+    /// PostgreSQL: the schema the tables are in. Default `public`.
+    #[serde(default = "default_schema")]
+    pub schema: String,
     /// Tables the `query` tool may read, each with its allowed columns (`["*"]`: all).
     pub tables: BTreeMap<String, Vec<String>>,
     /// Also offer `sql`: exactly one read-only `SELECT`, checked by a SQL parser, run on a
@@ -513,6 +523,9 @@ fn default_max_rows() -> usize {
 }
 fn default_sql_timeout() -> u64 {
     2000
+}
+fn default_schema() -> String {
+    "public".into()
 }
 
 /// `[upstream.tenants.<tenant>]`: what differs for one tenant. Maps are merged over the
@@ -1180,7 +1193,8 @@ impl Config {
                 f.roots.iter_mut().for_each(rel);
             }
             if let Some(q) = &mut u.sql {
-                rel(&mut q.database);
+                q.database.iter_mut().for_each(rel);
+                q.password.iter_mut().for_each(fix);
             }
             u.secret_env.values_mut().chain(u.secret_headers.values_mut()).for_each(fix);
             if let Some(o) = &mut u.oauth {
@@ -1350,6 +1364,16 @@ impl Config {
                         }
                         if q.max_rows == 0 || q.timeout_ms == 0 {
                             return Err(format!("{at}.sql: max_rows and timeout_ms must be at least 1"));
+                        }
+                        match (&q.database, &q.url) {
+                            (Some(_), None) if q.password.is_none() => {}
+                            (None, Some(url)) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                            }
+                            (None, Some(_)) => {
+                                return Err(format!("{at}.sql.url: expected postgres://user@host:port/dbname"))
+                            }
+                            (Some(_), None) => return Err(format!("{at}.sql.password: only with url (PostgreSQL)")),
+                            _ => return Err(format!("{at}.sql: exactly one of database (SQLite) or url (PostgreSQL)")),
                         }
                     }
                 }

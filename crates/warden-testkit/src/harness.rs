@@ -91,6 +91,125 @@ pub fn redis_server_on(port: u16) -> Proc {
     Proc { child, url: format!("redis://127.0.0.1:{port}"), dir }
 }
 
+/// A real PostgreSQL server: a fresh cluster (`initdb`, trust authentication on loopback, no
+/// fsync) in a temporary directory, listening on a free loopback port, run as the `postgres`
+/// user when the tests run as root (PostgreSQL refuses root). `url` is
+/// `postgres://warden@127.0.0.1:<port>/postgres`; `warden` is the cluster's superuser. Installed
+/// by `scripts/setup.sh`; `WARDEN_PG_BIN` overrides where its binaries are. Stopped on drop
+/// (immediate shutdown).
+pub struct Postgres {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT: immediate shutdown, which also releases the shared memory (SIGKILL of the
+        // postmaster would leave it behind).
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.proc.child.id() as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The directory with PostgreSQL's server binaries (`initdb`, `postgres`).
+fn pg_bin() -> PathBuf {
+    if let Some(d) = std::env::var_os("WARDEN_PG_BIN") {
+        return d.into();
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, p)| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|v| v.1).expect("PostgreSQL server binaries (installed by scripts/setup.sh)")
+}
+
+pub fn postgres_server() -> Postgres {
+    use std::os::unix::process::CommandExt;
+    let bin = pg_bin();
+    let dir = tempdir("postgres");
+    let data = dir.join("data");
+    // PostgreSQL will not run as root: give the cluster to the `postgres` user.
+    let owner = if nix::unistd::Uid::effective().is_root() {
+        let u = nix::unistd::User::from_name("postgres").ok().flatten().expect("a postgres user (scripts/setup.sh)");
+        std::os::unix::fs::chown(&dir, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+        Some((u.uid.as_raw(), u.gid.as_raw()))
+    } else {
+        None
+    };
+    let as_owner = |cmd: &mut Command| {
+        if let Some((uid, gid)) = owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(&dir);
+    };
+    let mut init = Command::new(bin.join("initdb"));
+    init.arg("-D").arg(&data).args(["-U", "warden", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    as_owner(&mut init);
+    let out = init.output().expect("initdb");
+    assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut cmd = Command::new(bin.join("postgres"));
+    cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(&dir).args([
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "shared_buffers=16MB",
+        "-c",
+        "max_connections=40",
+    ]);
+    as_owner(&mut cmd);
+    let child = cmd.stdout(Stdio::null()).stderr(err).spawn().expect("postgres");
+    let url = format!("postgres://warden@127.0.0.1:{port}/postgres");
+    let pg = Postgres { proc: Proc { child, url: url.clone(), dir }, url, port };
+    pg.sql(|_| ());
+    pg
+}
+
+impl Postgres {
+    /// Run `f` with a client connected as the superuser (retried until the server accepts
+    /// connections). On a thread of its own: the driver cannot run inside an async runtime.
+    pub fn sql<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut client = loop {
+                    match postgres::Client::connect(&self.url, postgres::NoTls) {
+                        Ok(c) => break c,
+                        Err(e) if Instant::now() > deadline => {
+                            panic!("postgres did not come up: {e}\n{}", self.proc.log())
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                };
+                f(&mut client)
+            })
+            .join()
+            .expect("postgres client thread")
+        })
+    }
+}
+
 /// Start the fixture over HTTP; `url` is its `/mcp` endpoint.
 pub fn fixture_http() -> Proc {
     let port = free_port();

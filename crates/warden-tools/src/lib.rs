@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use warden_protocol::version;
 
 pub use files::{Files, FilesSettings};
-pub use sql::{Sql, SqlSettings};
+pub use sql::{Database, Sql, SqlSettings};
 
 /// JSON-RPC error codes used here.
 const METHOD_NOT_FOUND: i64 = -32601;
@@ -40,7 +40,7 @@ impl Builtin {
             parts.push(format!("files [{}] via {}", names(f.tools()), f.method()));
         }
         if let Some(s) = &self.sql {
-            parts.push(format!("sql [{}] read-only", names(s.tools())));
+            parts.push(format!("sql [{}] read-only, {}", names(s.tools()), s.dialect()));
         }
         parts.join("; ")
     }

@@ -20,6 +20,8 @@ mod content;
 mod sandbox;
 #[path = "gateway/shared_store.rs"]
 mod shared_store;
+#[path = "gateway/sql_postgres.rs"]
+mod sql_postgres;
 #[path = "gateway/tenants.rs"]
 mod tenants;
 

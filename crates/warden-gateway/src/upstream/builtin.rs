@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
-use warden_tools::{Builtin, FilesSettings, SqlSettings};
+use warden_tools::{Builtin, Database, FilesSettings, SqlSettings};
 
 /// Build the tools from an upstream's config (roots and database must exist).
 pub fn open(u: &config::Upstream) -> Result<Builtin, String> {
@@ -19,13 +19,29 @@ pub fn open(u: &config::Upstream) -> Result<Builtin, String> {
         max_file_bytes: f.max_file_bytes,
         max_entries: f.max_entries,
     });
-    let sql = u.sql.as_ref().map(|q| SqlSettings {
-        database: q.database.clone(),
-        tables: q.tables.clone(),
-        raw_query: q.raw_query,
-        max_rows: q.max_rows,
-        timeout: std::time::Duration::from_millis(q.timeout_ms),
-    });
+    let sql = match &u.sql {
+        Some(q) => Some(SqlSettings {
+            database: match (&q.database, &q.url) {
+                (Some(path), _) => Database::Sqlite(path.clone()),
+                (None, Some(url)) => Database::Postgres {
+                    url: url.clone(),
+                    password: q
+                        .password
+                        .as_ref()
+                        .map(|p| p.resolve())
+                        .transpose()
+                        .map_err(|e| format!("upstream {}: sql.password: {e}", u.name))?,
+                    schema: q.schema.clone(),
+                },
+                (None, None) => return Err(format!("upstream {}: sql needs database or url", u.name)),
+            },
+            tables: q.tables.clone(),
+            raw_query: q.raw_query,
+            max_rows: q.max_rows,
+            timeout: std::time::Duration::from_millis(q.timeout_ms),
+        }),
+        None => None,
+    };
     Builtin::new(files, sql).map_err(|e| format!("upstream {}: {e}", u.name))
 }
 

@@ -1,9 +1,4 @@
-//! Read-only SQL over one SQLite database, limited to allow-listed tables and columns.
-//!
-//! `query` is structured: table, columns, filters, order and limit arrive as JSON. The statement
-//! is built here from allow-listed identifiers only, and every value is a bound parameter, so
-//! there is no text to inject into. `sql` (only when `raw_query` is on) takes one statement,
-//! which must pass every layer below:
+//! The SQLite engine. `sql` statements must pass every layer below:
 //!
 //! 1. a real SQL parser (sqlparser, SQLite dialect) must find exactly one statement, a `SELECT`
 //!    query;
@@ -16,14 +11,8 @@
 //!    attached databases limited to 0, and extension loading off (rusqlite's default);
 //! 5. a progress handler stops the query at its deadline, and rows beyond `max_rows` are not
 //!    read.
-//!
-//! Defends against SQL injection through arguments, stacked statements
-//! (`SELECT 1; DROP TABLE t`), `COMMIT; DROP …`, ATTACH of another file, PRAGMA writes,
-//! extension loading, reading tables or columns that are not allowed, and runaway queries.
-//!
-//! Does not defend against disclosure of the rows the allow list permits. Those results pass
-//! through Warden's output stages as untrusted text, like any upstream's.
 
+use super::{parse_one, quote, result, visible_columns, Database, Engine, Plan, SqlSettings};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
@@ -34,17 +23,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Settings of the SQL tools.
-#[derive(Debug, Clone)]
-pub struct SqlSettings {
-    pub database: PathBuf,
-    /// Table → allowed columns (`*`: all of them).
-    pub tables: BTreeMap<String, Vec<String>>,
-    pub raw_query: bool,
-    pub max_rows: usize,
-    pub timeout: Duration,
-}
 
 /// Functions a query may call. Everything else (load_extension, randomblob, zeroblob,
 /// fts3_tokenizer, sqlite_*, …) is refused by the authorizer.
@@ -91,14 +69,12 @@ const FUNCTIONS: &[&str] = &[
     "unicode",
 ];
 
-const OPS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "like"];
-
-pub struct Sql {
-    settings: SqlSettings,
+pub struct Sqlite {
+    database: PathBuf,
     /// Lower-cased table → allowed lower-cased columns (`None`: all).
     allowed: Arc<BTreeMap<String, Option<Vec<String>>>>,
-    /// Columns of each table as declared, for `*` and for the schema the tools describe.
-    columns: BTreeMap<String, Vec<String>>,
+    max_rows: usize,
+    timeout: Duration,
     pool: Mutex<Vec<Pooled>>,
 }
 
@@ -109,20 +85,28 @@ struct Pooled {
     epoch: Instant,
 }
 
-impl Sql {
-    pub fn new(settings: SqlSettings) -> Result<Sql, String> {
+impl Sqlite {
+    /// Open the database and read the declared columns of each allowed table.
+    pub fn open(settings: &SqlSettings) -> Result<(Sqlite, BTreeMap<String, Vec<String>>), String> {
+        let Database::Sqlite(database) = &settings.database else { return Err("not a SQLite database".into()) };
         let mut allowed = BTreeMap::new();
         for (t, cols) in &settings.tables {
             let all = cols.iter().any(|c| c == "*");
             allowed.insert(t.to_lowercase(), (!all).then(|| cols.iter().map(|c| c.to_lowercase()).collect()));
         }
-        let mut s =
-            Sql { settings, allowed: Arc::new(allowed), columns: BTreeMap::new(), pool: Mutex::new(Vec::new()) };
+        let s = Sqlite {
+            database: database.clone(),
+            allowed: Arc::new(allowed),
+            max_rows: settings.max_rows,
+            timeout: settings.timeout,
+            pool: Mutex::new(Vec::new()),
+        };
         // Read the declared columns with a plain read-only connection (the authorizer would
         // refuse PRAGMA table_info).
-        let conn = Connection::open_with_flags(&s.settings.database, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| format!("sql database {}: {e}", s.settings.database.display()))?;
-        for (t, cols) in &s.settings.tables {
+        let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| format!("sql database {}: {e}", database.display()))?;
+        let mut columns = BTreeMap::new();
+        for (t, cols) in &settings.tables {
             let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)").map_err(|e| e.to_string())?;
             let have: Vec<String> = st
                 .query_map([t], |r| r.get(0))
@@ -130,24 +114,18 @@ impl Sql {
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
             if have.is_empty() {
-                return Err(format!("sql.tables: no table {t:?} in {}", s.settings.database.display()));
+                return Err(format!("sql.tables: no table {t:?} in {}", database.display()));
             }
-            for c in cols.iter().filter(|c| *c != "*") {
-                if !have.iter().any(|h| h.eq_ignore_ascii_case(c)) {
-                    return Err(format!("sql.tables.{t}: no column {c:?}"));
-                }
-            }
-            let visible = if cols.iter().any(|c| c == "*") { have } else { cols.clone() };
-            s.columns.insert(t.clone(), visible);
+            columns.insert(t.clone(), visible_columns(t, cols, have)?);
         }
         let c = s.connect()?;
         s.pool.lock().expect("pool").push(c);
-        Ok(s)
+        Ok((s, columns))
     }
 
     fn connect(&self) -> Result<Pooled, String> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.settings.database, flags).map_err(|e| e.to_string())?;
+        let conn = Connection::open_with_flags(&self.database, flags).map_err(|e| e.to_string())?;
         conn.pragma_update(None, "query_only", true).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 100_000).map_err(|e| e.to_string())?;
@@ -161,102 +139,46 @@ impl Sql {
         Ok(Pooled { conn, deadline, epoch })
     }
 
-    pub fn tools(&self) -> Vec<Value> {
-        let tables: Vec<&String> = self.columns.keys().collect();
-        let described: Vec<String> = self.columns.iter().map(|(t, c)| format!("{t}({})", c.join(", "))).collect();
-        let ro = json!({"readOnlyHint": true, "destructiveHint": false, "openWorldHint": false});
-        let mut t = vec![json!({
-            "name": "query", "title": "Query a table",
-            "description": format!("Reads rows from one table. Tables and columns: {}. At most {} rows.", described.join("; "), self.settings.max_rows),
-            "inputSchema": {"type": "object", "additionalProperties": false, "required": ["table"], "properties": {
-                "table": {"type": "string", "enum": tables},
-                "columns": {"type": "array", "items": {"type": "string"}, "maxItems": 64, "description": "Columns to return; default all allowed"},
-                "where": {"type": "array", "maxItems": 16, "description": "Conditions, all of which must hold", "items": {"type": "object", "additionalProperties": false, "required": ["column", "op", "value"], "properties": {
-                    "column": {"type": "string"}, "op": {"type": "string", "enum": OPS}, "value": {"type": ["string", "number", "boolean", "null"]}}}},
-                "order_by": {"type": "string"},
-                "descending": {"type": "boolean"},
-                "limit": {"type": "integer", "minimum": 1, "maximum": self.settings.max_rows}}},
-            "annotations": ro})];
-        if self.settings.raw_query {
-            t.push(json!({
-                "name": "sql", "title": "Run a read-only SQL query",
-                "description": format!("Runs exactly one read-only SELECT (SQLite) over these tables and columns: {}. At most {} rows.", described.join("; "), self.settings.max_rows),
-                "inputSchema": {"type": "object", "additionalProperties": false, "required": ["query"], "properties": {
-                    "query": {"type": "string", "maxLength": 10000}}},
-                "annotations": ro}));
-        }
-        t
-    }
-
-    /// Run a tool; `None` when the name is not one of these tools.
-    pub fn call(&self, name: &str, args: &Value) -> Option<Result<Value, String>> {
-        Some(match name {
-            "query" => self.structured(args),
-            "sql" if self.settings.raw_query => match args.get("query").and_then(Value::as_str) {
-                Some(q) => check_raw(q).and_then(|()| self.run(q, Vec::new())),
-                None => Err("query: a string is required".into()),
-            },
-            _ => return None,
-        })
-    }
-
-    fn structured(&self, args: &Value) -> Result<Value, String> {
-        let table = args.get("table").and_then(Value::as_str).ok_or("table: a string is required")?;
-        let (table, visible) =
-            self.columns.get_key_value(table).ok_or_else(|| format!("table {table:?} is not allowed"))?;
-        let column = |c: &str| -> Result<String, String> {
-            visible
-                .iter()
-                .find(|v| v.as_str() == c)
-                .map(|v| quote(v))
-                .ok_or_else(|| format!("column {c:?} is not allowed in {table}"))
-        };
-        let cols: Vec<String> = match args.get("columns") {
-            None | Some(Value::Null) => visible.iter().map(|c| quote(c)).collect(),
-            Some(Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|c| c.as_str().ok_or("columns: strings expected".to_string()).and_then(&column))
-                .collect::<Result<_, _>>()?,
-            _ => return Err("columns: a non-empty array of names".into()),
-        };
-        let mut sql = format!("SELECT {} FROM {}", cols.join(", "), quote(table));
-        let mut params: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(w) = args.get("where").filter(|w| !w.is_null()) {
-            let conds = w.as_array().ok_or("where: an array of conditions")?;
-            let mut parts = Vec::new();
-            for c in conds {
-                let col = column(c.get("column").and_then(Value::as_str).ok_or("where: column is required")?)?;
-                let op = c.get("op").and_then(Value::as_str).ok_or("where: op is required")?;
-                let op = OPS.iter().find(|o| o.eq_ignore_ascii_case(op)).ok_or(format!("where: unknown op {op:?}"))?;
-                params.push(bind(c.get("value").unwrap_or(&Value::Null))?);
-                parts.push(format!("{col} {} ?{}", op.to_uppercase(), params.len()));
-            }
-            if !parts.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&parts.join(" AND "));
-            }
-        }
-        if let Some(o) = args.get("order_by").and_then(Value::as_str) {
-            let desc = args.get("descending").and_then(Value::as_bool).unwrap_or(false);
-            sql.push_str(&format!(" ORDER BY {}{}", column(o)?, if desc { " DESC" } else { "" }));
-        }
-        let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(self.settings.max_rows as u64);
-        sql.push_str(&format!(" LIMIT {}", limit.clamp(1, self.settings.max_rows as u64)));
-        self.run(&sql, params)
-    }
-
     fn run(&self, sql: &str, params: Vec<rusqlite::types::Value>) -> Result<Value, String> {
         let pooled = self.pool.lock().expect("pool").pop();
         let p = match pooled {
             Some(p) => p,
             None => self.connect()?,
         };
-        let deadline = p.epoch.elapsed() + self.settings.timeout;
+        let deadline = p.epoch.elapsed() + self.timeout;
         p.deadline.store(deadline.as_millis() as u64, Ordering::Relaxed);
-        let out = execute(&p.conn, sql, params, self.settings.max_rows, self.settings.timeout);
+        let out = execute(&p.conn, sql, params, self.max_rows, self.timeout);
         p.deadline.store(u64::MAX, Ordering::Relaxed);
         self.pool.lock().expect("pool").push(p);
         out
+    }
+}
+
+impl Engine for Sqlite {
+    fn structured(&self, plan: &Plan<'_>) -> Result<Value, String> {
+        let cols: Vec<String> = plan.columns.iter().map(|c| quote(c)).collect();
+        let mut sql = format!("SELECT {} FROM {}", cols.join(", "), quote(plan.table));
+        let mut params = Vec::new();
+        for (i, (col, op, value)) in plan.filters.iter().enumerate() {
+            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+            params.push(bind(value)?);
+            sql.push_str(&format!("{} {} ?{}", quote(col), op.to_uppercase(), params.len()));
+        }
+        if let Some((col, desc)) = plan.order_by {
+            sql.push_str(&format!(" ORDER BY {}{}", quote(col), if desc { " DESC" } else { "" }));
+        }
+        sql.push_str(&format!(" LIMIT {}", plan.limit));
+        self.run(&sql, params)
+    }
+
+    fn raw(&self, sql: &str) -> Result<Value, String> {
+        // Layer 1; layers 2 to 5 are in `run` and the connection.
+        parse_one(sql, &sqlparser::dialect::SQLiteDialect {})?;
+        self.run(sql, Vec::new())
+    }
+
+    fn dialect(&self) -> &'static str {
+        "SQLite"
     }
 }
 
@@ -302,7 +224,7 @@ fn execute(
             Err(e) => return Err(refused(&e)),
         }
     }
-    Ok(json!({"columns": names, "row_count": rows_out.len(), "truncated": truncated, "rows": rows_out}))
+    Ok(result(names, rows_out, truncated))
 }
 
 fn refused(e: &rusqlite::Error) -> String {
@@ -317,10 +239,6 @@ fn refused(e: &rusqlite::Error) -> String {
     }
 }
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
 fn bind(v: &Value) -> Result<rusqlite::types::Value, String> {
     use rusqlite::types::Value as V;
     Ok(match v {
@@ -333,23 +251,6 @@ fn bind(v: &Value) -> Result<rusqlite::types::Value, String> {
         Value::String(s) => V::Text(s.clone()),
         _ => return Err("value: a string, number, boolean or null".into()),
     })
-}
-
-/// Layer 1: the parser must see exactly one statement, and it must be a query.
-fn check_raw(sql: &str) -> Result<(), String> {
-    use sqlparser::ast::Statement;
-    use sqlparser::dialect::SQLiteDialect;
-    let stmts = sqlparser::parser::Parser::new(&SQLiteDialect {})
-        .with_recursion_limit(64)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| format!("refused: not valid SQL ({e})"))?;
-    match stmts.as_slice() {
-        [Statement::Query(_)] => Ok(()),
-        [] => Err("refused: no statement".into()),
-        [_] => Err("refused: only a SELECT query is allowed".into()),
-        _ => Err("refused: exactly one statement is allowed".into()),
-    }
 }
 
 /// Layer 3: what a statement may do while it is prepared.
@@ -379,6 +280,7 @@ fn authorize(allowed: &BTreeMap<String, Option<Vec<String>>>, ctx: &AuthContext<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::Sql;
 
     fn db(tag: &str) -> (PathBuf, Sql) {
         let path = std::env::temp_dir().join(format!("warden-sql-{tag}-{}.db", std::process::id()));
@@ -398,7 +300,7 @@ mod tests {
         tables.insert("products".into(), vec!["*".into()]);
         tables.insert("customers".into(), vec!["id".into(), "name".into()]);
         let s = Sql::new(SqlSettings {
-            database: path.clone(),
+            database: Database::Sqlite(path.clone()),
             tables,
             raw_query: true,
             max_rows: 2,
