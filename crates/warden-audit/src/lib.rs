@@ -1,9 +1,10 @@
 //! Warden's audit trail (stage 9 of DESIGN.md): one [`Event`] per operation, linked in a
 //! SHA-256 hash chain with Ed25519-signed checkpoints, written by one thread behind a bounded
-//! queue to a JSONL file or a SQLite database, and checked by [`verify::Report`].
+//! queue to a JSONL file, a SQLite database or PostgreSQL, and checked by [`verify::Report`].
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod pg;
 pub mod recorder;
 pub mod signing;
 pub mod sink;
@@ -52,71 +53,110 @@ pub fn checkpoint_path(log: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Open the sink for `path` (JSONL by extension, else SQLite).
-pub fn open_sink(path: &Path, fsync: Fsync) -> Result<Box<dyn sink::Sink>, String> {
-    Ok(if sink::is_jsonl(path) {
-        Box::new(sink::Jsonl::open(path, fsync)?)
-    } else {
-        Box::new(sink::Sqlite::open(path, fsync)?)
+/// Where a trail is kept.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A JSONL file (`.jsonl`, `.log`, `.ndjson`) or else a SQLite database.
+    File(PathBuf),
+    /// A PostgreSQL database (table `audit_events`), shared by several Wardens.
+    Postgres { url: String, password: Option<String> },
+}
+
+impl Store {
+    /// For messages: the path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::File(p) => p.display().to_string(),
+            Store::Postgres { url, .. } => match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let user = &url[s + 3..at];
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+
+    fn pg(&self) -> Option<Result<postgres::Config, String>> {
+        match self {
+            Store::Postgres { url, password } => Some(pg::config(url, password.as_deref())),
+            Store::File(_) => None,
+        }
+    }
+}
+
+/// Open the sink for `store`. A PostgreSQL sink connects on first use, on the writer's thread.
+pub fn open_sink(store: &Store, fsync: Fsync) -> Result<Box<dyn sink::Sink>, String> {
+    Ok(match store {
+        Store::Postgres { .. } => Box::new(pg::Postgres::new(store.pg().expect("postgres")?)),
+        Store::File(path) if sink::is_jsonl(path) => Box::new(sink::Jsonl::open(path, fsync)?),
+        Store::File(path) => Box::new(sink::Sqlite::open(path, fsync)?),
     })
 }
 
 const PAGE: usize = 10_000;
 
-/// Visit the stored records of the log at `path` after `cursor` (a line count for JSONL, a row
-/// id for SQLite), in order; returns the new cursor.
+/// Visit the stored records of `store` after `cursor` (a line count for JSONL, a row id for a
+/// database), in order; returns the new cursor. Blocking: call it off any async runtime.
 pub fn scan(
-    path: &Path,
+    store: &Store,
     cursor: i64,
     filter: Option<&Filter>,
     mut visit: impl FnMut(&sink::Stored) -> bool,
 ) -> Result<i64, String> {
-    if sink::is_jsonl(path) {
-        let mut n = 0i64;
-        for s in sink::read_jsonl(path)? {
-            n += 1;
-            if n <= cursor {
-                continue;
-            }
-            let s = s?;
-            if s.line.is_empty() {
-                continue;
-            }
-            let keep = filter.is_none_or(|f| serde_json::from_str::<Event>(&s.line).is_ok_and(|e| f.matches(&e)));
-            if keep && !visit(&s) {
-                return Ok(n);
-            }
-        }
-        Ok(n.max(cursor))
-    } else {
-        let mut after = cursor;
-        loop {
-            let page = sink::read_sqlite(path, after, filter, PAGE)?;
-            let Some(last) = page.last().map(|p| p.0) else { return Ok(after) };
-            for (id, s) in &page {
-                if !visit(s) {
-                    return Ok(*id);
+    let mut page: Box<dyn FnMut(i64) -> Result<Vec<(i64, sink::Stored)>, String>> = match store {
+        Store::File(path) if sink::is_jsonl(path) => {
+            let mut n = 0i64;
+            for s in sink::read_jsonl(path)? {
+                n += 1;
+                if n <= cursor {
+                    continue;
+                }
+                let s = s?;
+                if s.line.is_empty() {
+                    continue;
+                }
+                let keep = filter.is_none_or(|f| serde_json::from_str::<Event>(&s.line).is_ok_and(|e| f.matches(&e)));
+                if keep && !visit(&s) {
+                    return Ok(n);
                 }
             }
-            after = last;
+            return Ok(n.max(cursor));
         }
+        Store::File(path) => Box::new(move |after| sink::read_sqlite(path, after, filter, PAGE)),
+        Store::Postgres { .. } => {
+            let mut r = pg::Reader::open(&store.pg().expect("postgres")?)?;
+            Box::new(move |after| r.page(after, filter, PAGE))
+        }
+    };
+    let mut after = cursor;
+    loop {
+        let rows = page(after)?;
+        let Some(last) = rows.last().map(|p| p.0) else { return Ok(after) };
+        for (id, s) in &rows {
+            if !visit(s) {
+                return Ok(*id);
+            }
+        }
+        after = last;
     }
 }
 
-/// Verify the log at `path` (and its checkpoint file, if there is one).
-pub fn verify(path: &Path, public_key: Option<&str>) -> Result<verify::Report, String> {
+/// Verify the trail in `store` against its checkpoint file, when there is one.
+pub fn verify(store: &Store, checkpoints: Option<&Path>, public_key: Option<&str>) -> Result<verify::Report, String> {
     let mut r = verify::Report::new(public_key);
-    scan(path, 0, None, |s| {
+    scan(store, 0, None, |s| {
         r.add(s);
         true
     })?;
-    let cp = checkpoint_path(path);
-    match std::fs::read_to_string(&cp) {
-        Ok(text) => r.anchor(&text.lines().map(str::to_string).collect::<Vec<_>>()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match checkpoints.map(|cp| (cp, std::fs::read_to_string(cp))) {
+        Some((_, Ok(text))) => r.anchor(&text.lines().map(str::to_string).collect::<Vec<_>>()),
+        Some((cp, Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
             r.notes.push(format!("no checkpoint file {}: truncation of the log's end cannot be detected", cp.display()))
         }
-        Err(e) => return Err(format!("{}: {e}", cp.display())),
+        Some((cp, Err(e))) => return Err(format!("{}: {e}", cp.display())),
+        None => r.notes.push("no checkpoint file given: truncation of the log's end cannot be detected".into()),
     }
     r.finish();
     Ok(r)

@@ -85,8 +85,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// Start the writer over `sink`; it continues the chain the sink already holds.
+    /// All sink I/O, reading the head included, happens on the writer's thread (a database
+    /// driver may not run on the caller's async runtime).
     pub fn start(settings: Settings, mut sink: Box<dyn Sink>, key: Option<SigningKey>) -> Result<Recorder, String> {
-        let head = sink.head(&settings.chain)?;
         let inner = Arc::new(Inner {
             q: Mutex::new(Queue { items: VecDeque::new(), next: 0, closing: false }),
             wake: Condvar::new(),
@@ -98,20 +99,30 @@ impl Recorder {
             capacity: settings.capacity.max(1),
             on_full: settings.on_full,
         });
-        let mut w = Writer {
-            inner: inner.clone(),
-            sink,
-            key,
-            seq: head.as_ref().map_or(0, |h| h.0),
-            prev: head.map_or_else(|| GENESIS.to_string(), |h| h.1),
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
-            s: settings,
-        };
+        let w = inner.clone();
+        let (started, result) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("warden-audit".into())
-            .spawn(move || w.run())
+            .spawn(move || {
+                let head = match sink.head(&settings.chain) {
+                    Ok(h) => h,
+                    Err(e) => return drop(started.send(Err(e))),
+                };
+                let _ = started.send(Ok(()));
+                Writer {
+                    inner: w,
+                    sink,
+                    key,
+                    seq: head.as_ref().map_or(0, |h| h.0),
+                    prev: head.map_or_else(|| GENESIS.to_string(), |h| h.1),
+                    since_checkpoint: 0,
+                    last_checkpoint: Instant::now(),
+                    s: settings,
+                }
+                .run()
+            })
             .map_err(|e| format!("audit writer thread: {e}"))?;
+        result.recv().map_err(|_| "audit writer thread ended".to_string())??;
         Ok(Recorder { inner, writer: Arc::new(Mutex::new(Some(handle))) })
     }
 

@@ -279,39 +279,42 @@ fn open_ro(path: &Path) -> Result<Connection, String> {
     Ok(c)
 }
 
+/// A filter as SQL: ` AND col = <p>…` with numbered placeholders from `first` (`ph` writes
+/// one: `?N` for SQLite, `$N` for PostgreSQL), and the values to bind, in order.
+pub(crate) fn filter_sql(f: Option<&Filter>, first: usize, ph: impl Fn(usize) -> String) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    let Some(f) = f else { return (sql, args) };
+    for (col, op, v) in [
+        ("subject", "=", &f.subject),
+        ("tenant", "=", &f.tenant),
+        ("server", "=", &f.server),
+        ("name", "=", &f.tool),
+        ("decision", "=", &f.decision),
+        ("status", "=", &f.status),
+        ("kind", "=", &f.kind),
+        ("ts", ">=", &f.since),
+        ("ts", "<", &f.until),
+    ] {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {col} {op} {}", ph(first + args.len())));
+            args.push(v.clone());
+        }
+    }
+    (sql, args)
+}
+
 /// Records of a SQLite log in insertion order after row `after_id`, at most `limit` (0: all).
 pub fn read_sqlite(path: &Path, after_id: i64, f: Option<&Filter>, limit: usize) -> Result<Vec<(i64, Stored)>, String> {
     let c = open_ro(path)?;
-    let mut sql = format!("SELECT id, {}, record FROM audit_events WHERE id > ?", COLUMNS.join(", "));
-    let mut args: Vec<rusqlite::types::Value> = vec![after_id.into()];
-    if let Some(f) = f {
-        for (col, v) in [
-            ("subject", &f.subject),
-            ("tenant", &f.tenant),
-            ("server", &f.server),
-            ("name", &f.tool),
-            ("decision", &f.decision),
-            ("status", &f.status),
-            ("kind", &f.kind),
-        ] {
-            if let Some(v) = v {
-                sql.push_str(&format!(" AND {col} = ?"));
-                args.push(v.clone().into());
-            }
-        }
-        if let Some(s) = &f.since {
-            sql.push_str(" AND ts >= ?");
-            args.push(s.clone().into());
-        }
-        if let Some(u) = &f.until {
-            sql.push_str(" AND ts < ?");
-            args.push(u.clone().into());
-        }
-    }
-    sql.push_str(" ORDER BY id");
+    let (filter, values) = filter_sql(f, 2, |n| format!("?{n}"));
+    let mut sql =
+        format!("SELECT id, {}, record FROM audit_events WHERE id > ?1{filter} ORDER BY id", COLUMNS.join(", "));
     if limit > 0 {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
+    let mut args: Vec<rusqlite::types::Value> = vec![after_id.into()];
+    args.extend(values.into_iter().map(Into::into));
     let mut st = c.prepare(&sql).map_err(|e| e.to_string())?;
     let rows = st
         .query_map(rusqlite::params_from_iter(args), |r| {

@@ -27,7 +27,9 @@ fn write_log(log: &Path, n: usize, every: u64) -> String {
     let kf = log.with_extension("key");
     let key = SigningKey::load(&kf).or_else(|_| SigningKey::generate(&kf)).unwrap();
     let public = key.public_key();
-    let r = Recorder::start(settings(log, every), open_sink(log, Fsync::Never).unwrap(), Some(key)).unwrap();
+    let r =
+        Recorder::start(settings(log, every), open_sink(&Store::File(log.into()), Fsync::Never).unwrap(), Some(key))
+            .unwrap();
     let mut last = None;
     for i in 0..n {
         let mut e = Event::new("call", if i % 3 == 0 { "success" } else { "backend_error" });
@@ -43,6 +45,10 @@ fn write_log(log: &Path, n: usize, every: u64) -> String {
     public
 }
 
+fn verify_file(log: &Path, key: &str) -> Result<verify::Report, String> {
+    verify(&Store::File(log.into()), Some(&checkpoint_path(log)), Some(key))
+}
+
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
 }
@@ -52,7 +58,7 @@ fn put_lines(p: &Path, l: &[String]) {
 }
 
 fn problems(p: &Path, key: &str) -> Vec<String> {
-    let r = verify(p, Some(key)).unwrap();
+    let r = verify_file(p, key).unwrap();
     r.problems
 }
 
@@ -63,7 +69,7 @@ fn a_clean_jsonl_log_verifies_and_continues_across_restarts() {
     let key = write_log(&log, 250, 100);
     let key2 = write_log(&log, 10, 100);
     assert_eq!(key, key2);
-    let r = verify(&log, Some(&key)).unwrap();
+    let r = verify_file(&log, &key).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     let c = &r.chains["main"];
     // Checkpoints at batch ends once 100 events have passed, and at each close.
@@ -148,7 +154,7 @@ fn a_partial_last_line_is_cut_before_appending() {
     text.push_str("{\"chain\":\"main\",\"seq\":"); // a write cut short
     std::fs::write(&log, text).unwrap();
     write_log(&log, 5, 1000);
-    let r = verify(&log, Some(&key)).unwrap();
+    let r = verify_file(&log, &key).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
 }
 
@@ -157,7 +163,7 @@ fn sqlite_log_verifies_and_tampering_is_found() {
     let d = dir("sqlite");
     let log = d.join("audit.db");
     let key = write_log(&log, 120, 50);
-    let r = verify(&log, Some(&key)).unwrap();
+    let r = verify_file(&log, &key).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.records, 120 + r.chains["main"].checkpoints);
     let c = rusqlite::Connection::open(&log).unwrap();
@@ -183,7 +189,7 @@ fn query_filters_on_both_sinks() {
         write_log(&log, 40, 1000);
         let f = Filter { subject: Some("user1".into()), status: Some("backend_error".into()), ..Filter::default() };
         let mut got = Vec::new();
-        scan(&log, 0, Some(&f), |s| {
+        scan(&Store::File(log.clone()), 0, Some(&f), |s| {
             got.push(serde_json::from_str::<Event>(&s.line).unwrap());
             true
         })

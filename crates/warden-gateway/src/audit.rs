@@ -74,7 +74,8 @@ impl Audit {
         let key = warden_audit::signing::SigningKey::load_or_generate(&a.signing_key)
             .map_err(|e| format!("audit.signing_key: {e}"))?;
         let public = key.public_key();
-        let sink = warden_audit::open_sink(&a.path, a.fsync).map_err(|e| format!("audit.path: {e}"))?;
+        let store = a.store()?;
+        let sink = warden_audit::open_sink(&store, a.fsync).map_err(|e| format!("audit: {e}"))?;
         let rec = Recorder::start(
             Settings {
                 chain: a.instance.clone(),
@@ -84,11 +85,12 @@ impl Audit {
                 group_commit: Duration::from_millis(a.group_commit_ms),
                 checkpoint_every: a.checkpoint_every,
                 checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
-                checkpoint_file: Some(warden_audit::checkpoint_path(&a.path)),
+                checkpoint_file: Some(a.checkpoints()),
             },
             sink,
             Some(key),
-        )?;
+        )
+        .map_err(|e| format!("audit {}: {e}", store.describe()))?;
         Ok(Arc::new(Audit {
             rec: Some(rec),
             arguments: a.arguments,
@@ -97,7 +99,7 @@ impl Audit {
             metrics: Metrics::new(),
             describe: format!(
                 "audit: {} (chain {}, fsync {}, arguments {}, on_full {}); checkpoints signed by {public}",
-                a.path.display(),
+                store.describe(),
                 a.instance,
                 format!("{:?}", a.fsync).to_lowercase(),
                 format!("{:?}", a.arguments).to_lowercase(),

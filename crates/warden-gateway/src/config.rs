@@ -703,6 +703,15 @@ pub struct AuditConfig {
     /// Relative to the config file. Default `warden-audit.db`.
     #[serde(default = "default_audit_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead of `path`, `postgres://user@host:port/dbname`, shared by
+    /// several Wardens (each writes its own chain, `instance`; table `audit_events`, created
+    /// when missing). TLS to the server is not supported yet: use loopback or a Unix socket.
+    pub url: Option<String>,
+    /// PostgreSQL: the password, kept out of the URL.
+    pub password: Option<SecretRef>,
+    /// Where signed checkpoints are also appended, outside the log (the anchor that reveals a
+    /// truncated log). Relative to the config file. Default `<path>.checkpoints`.
+    pub checkpoint_file: Option<PathBuf>,
     /// When writes are forced to disk: `"never"` (default: a record survives Warden being
     /// killed once written, not a power cut), `"batch"` (fsync per group commit) or `"event"`.
     #[serde(default)]
@@ -739,6 +748,29 @@ pub struct AuditConfig {
     /// This instance's chain name (several Wardens may share a database). Default `warden`.
     #[serde(default = "default_instance")]
     pub instance: String,
+}
+
+impl AuditConfig {
+    /// Where the trail is kept (the password resolved now).
+    pub fn store(&self) -> Result<warden_audit::Store, String> {
+        Ok(match &self.url {
+            Some(url) => warden_audit::Store::Postgres {
+                url: url.clone(),
+                password: self
+                    .password
+                    .as_ref()
+                    .map(SecretRef::resolve)
+                    .transpose()
+                    .map_err(|e| format!("audit.password: {e}"))?,
+            },
+            None => warden_audit::Store::File(self.path.clone()),
+        })
+    }
+
+    /// The checkpoint file: `checkpoint_file`, or `<path>.checkpoints`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.checkpoint_file.clone().unwrap_or_else(|| warden_audit::checkpoint_path(&self.path))
+    }
 }
 
 impl Default for AuditConfig {
@@ -1208,6 +1240,8 @@ impl Config {
             fix(&mut a.token);
         }
         rel(&mut cfg.audit.path);
+        cfg.audit.checkpoint_file.iter_mut().for_each(rel);
+        cfg.audit.password.iter_mut().for_each(fix);
         rel(&mut cfg.audit.signing_key);
         Ok(cfg)
     }
@@ -1257,6 +1291,13 @@ impl Config {
         }
         crate::policy::compile_limits(self)?;
         let a = &self.audit;
+        match &a.url {
+            Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                return Err("audit.url: expected postgres://user@host:port/dbname".into())
+            }
+            None if a.password.is_some() => return Err("audit.password: only with url (PostgreSQL)".into()),
+            _ => {}
+        }
         if a.group_commit_ms > 100 {
             return Err("audit.group_commit_ms: at most 100".into());
         }

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use warden_audit::Filter;
 
@@ -14,8 +14,22 @@ pub struct Which {
     #[arg(long, conflicts_with = "log")]
     config: Option<PathBuf>,
     /// A log file directly (`.jsonl`, or a SQLite database).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "url")]
     log: Option<PathBuf>,
+    /// A PostgreSQL trail directly, `postgres://user[:password]@host:port/dbname`.
+    #[arg(long, conflicts_with = "config")]
+    url: Option<String>,
+    /// The checkpoint file to check the end of the trail against. Default: the config's, or
+    /// `<log>.checkpoints`.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+}
+
+/// A trail to read: where, its checkpoint file, and (from a config) the signing key file.
+struct Trail {
+    store: warden_audit::Store,
+    checkpoints: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -108,17 +122,30 @@ impl FilterArgs {
     }
 }
 
-/// The log path and, from a config, the signing key file.
-fn resolve(w: &Which) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-    match (&w.config, &w.log) {
-        (_, Some(l)) => Ok((l.clone(), None)),
-        (Some(c), None) => {
+fn resolve(w: &Which) -> anyhow::Result<Trail> {
+    let t = match (&w.config, &w.log, &w.url) {
+        (_, Some(l), _) => Trail {
+            store: warden_audit::Store::File(l.clone()),
+            checkpoints: Some(warden_audit::checkpoint_path(l)),
+            key_file: None,
+        },
+        (_, _, Some(u)) => Trail {
+            store: warden_audit::Store::Postgres { url: u.clone(), password: None },
+            checkpoints: None,
+            key_file: None,
+        },
+        (Some(c), None, None) => {
             let cfg = warden_gateway::config::Config::load(c).map_err(|e| anyhow::anyhow!(e.0))?;
             anyhow::ensure!(cfg.audit.enabled, "{}: [audit] enabled = false", c.display());
-            Ok((cfg.audit.path, Some(cfg.audit.signing_key)))
+            Trail {
+                store: cfg.audit.store().map_err(|e| anyhow::anyhow!(e))?,
+                checkpoints: Some(cfg.audit.checkpoints()),
+                key_file: Some(cfg.audit.signing_key),
+            }
         }
-        (None, None) => anyhow::bail!("give --config or --log"),
-    }
+        (None, None, None) => anyhow::bail!("give --config, --log or --url"),
+    };
+    Ok(Trail { checkpoints: w.checkpoints.clone().or(t.checkpoints), ..t })
 }
 
 fn print(line: &str) -> bool {
@@ -130,7 +157,7 @@ fn print(line: &str) -> bool {
 pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
     match cmd {
         AuditCmd::Verify { which, public_key } => {
-            let (log, key_file) = resolve(&which)?;
+            let Trail { store, checkpoints, key_file } = resolve(&which)?;
             let key = match public_key {
                 Some(k) => Some(k),
                 None => key_file
@@ -139,7 +166,8 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!(e))?,
             };
-            let r = warden_audit::verify(&log, key.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+            let r =
+                warden_audit::verify(&store, checkpoints.as_deref(), key.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
             for (name, c) in &r.chains {
                 println!(
                     "chain {name}: {} record(s), seq 1..{}, {} signed checkpoint(s), signed through seq {}",
@@ -153,31 +181,28 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                 println!("PROBLEM: {p}");
             }
             if r.ok() {
-                println!("{}: {} record(s) verified", log.display(), r.records);
+                println!("{}: {} record(s) verified", store.describe(), r.records);
             } else {
-                println!("{}: {} problem(s) found", log.display(), r.problems.len());
+                println!("{}: {} problem(s) found", store.describe(), r.problems.len());
             }
             Ok(!r.ok())
         }
         AuditCmd::Query { which, filter, limit } => {
-            let (log, _) = resolve(&which)?;
+            let store = resolve(&which)?.store;
             let f = filter.filter()?;
             let mut n = 0usize;
-            warden_audit::scan(&log, 0, Some(&f), |s| {
+            warden_audit::scan(&store, 0, Some(&f), |s| {
                 n += 1;
                 print(&s.line) && (limit == 0 || n < limit)
             })
             .map_err(|e| anyhow::anyhow!(e))?;
             Ok(false)
         }
-        AuditCmd::Tail { which, lines, follow } => {
-            let (log, _) = resolve(&which)?;
-            tail(&log, lines, follow)
-        }
+        AuditCmd::Tail { which, lines, follow } => tail(&resolve(&which)?.store, lines, follow),
     }
 }
 
-fn tail(log: &Path, n: usize, follow: bool) -> anyhow::Result<bool> {
+fn tail(log: &warden_audit::Store, n: usize, follow: bool) -> anyhow::Result<bool> {
     let mut last: VecDeque<String> = VecDeque::with_capacity(n + 1);
     let mut cursor = warden_audit::scan(log, 0, None, |s| {
         last.push_back(s.line.clone());

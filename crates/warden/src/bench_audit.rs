@@ -41,7 +41,7 @@ fn settings(path: &std::path::Path) -> Settings {
 fn throughput(path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path::Path) -> f64 {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(warden_audit::checkpoint_path(path));
-    let sink = warden_audit::open_sink(path, fsync).expect("sink");
+    let sink = warden_audit::open_sink(&warden_audit::Store::File(path.into()), fsync).expect("sink");
     let key = warden_audit::signing::SigningKey::load(key_file).expect("key");
     let public = key.public_key();
     let r = Recorder::start(settings(path), sink, Some(key)).expect("recorder");
@@ -65,7 +65,8 @@ fn throughput(path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path
     assert!(r.stored_blocking(last.expect("events"), Duration::from_secs(120)));
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     r.close();
-    let v = warden_audit::verify(path, Some(&public)).expect("verify");
+    let cp = warden_audit::checkpoint_path(path);
+    let v = warden_audit::verify(&warden_audit::Store::File(path.into()), Some(&cp), Some(&public)).expect("verify");
     assert!(v.ok(), "{:?}", v.problems);
     rate
 }

@@ -7,7 +7,7 @@ use crate::approval::admin_section;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
-use warden_testkit::harness::{bin, fixture_stdio_upstream, warden, Client};
+use warden_testkit::harness::{bin, fixture_stdio_upstream, postgres_server, warden, Client};
 
 const SECRETS: [&str; 4] =
     ["AKIAIOSFODNN7EXAMPLE", "hunter2-correct-horse", "ann.secret@example.com", "4111111111111111"];
@@ -148,8 +148,52 @@ async fn every_operation_is_recorded_without_secrets_and_verifies() {
 /// success has its record.
 #[tokio::test]
 async fn a_killed_warden_loses_no_answered_call() {
+    killed_under_load("[audit]\ncheckpoint_every = 200\n").await;
+}
+
+/// The same on PostgreSQL, then a second Warden writes its own chain into the same database,
+/// and an edited row is found.
+#[tokio::test]
+async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
+    let pg = postgres_server();
+    let section =
+        |instance: &str| format!("[audit]\nurl = {:?}\ninstance = {instance:?}\ncheckpoint_every = 200\n", pg.url);
+    let cfg_a = killed_under_load(&section("a")).await;
+
+    // Wardens sharing a trail share the signing key (one trusted key verifies every chain)
+    let key = std::path::Path::new(&cfg_a).with_file_name("warden-audit.key");
     let fx = fixture_stdio_upstream("fx", Some(""), "");
-    let mut w = warden("", &format!("{fx}[audit]\ncheckpoint_every = 200\n"));
+    let mut b = warden("", &format!("{fx}{}signing_key = {:?}\n", section("b"), key.display().to_string()));
+    let mut c = Client::new(&b.url);
+    c.initialize().await;
+    for i in 0..5 {
+        let r = c.tool(10 + i, "echo", json!({"text": "from b"})).await;
+        assert_eq!(r["result"]["content"][0]["text"], "from b", "{r}");
+    }
+    sigterm(b.child.id());
+    let _ = b.child.wait();
+    // both chains verify, each against its own checkpoint file
+    let (ok, out) = audit(&["verify", "--config", &cfg_a]);
+    assert!(ok && out.contains("chain a:") && out.contains("chain b:"), "{out}");
+    let (ok, out) = audit(&["verify", "--url", &pg.url]);
+    assert!(ok, "{out}");
+    let from_b =
+        records(&cfg_a, &["--kind", "call", "--status", "success"]).iter().filter(|r| r["chain"] == "b").count();
+    assert_eq!(from_b, 5);
+    // an edited record is found, with where
+    pg.sql(|db| {
+        db.execute("UPDATE audit_events SET record = replace(record, '\"success\"', '\"denied\"') WHERE id = 42", &[])
+            .unwrap()
+    });
+    let (ok, out) = audit(&["verify", "--url", &pg.url]);
+    assert!(!ok && out.contains("row 42"), "{out}");
+}
+
+/// Load through a Warden with this `[audit]` section, kill it with SIGKILL, and check its
+/// trail; returns the config's path.
+async fn killed_under_load(audit_section: &str) -> String {
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let mut w = warden("", &format!("{fx}{audit_section}"));
     let cfg = w.dir.join("warden.toml").display().to_string();
     let answered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();
@@ -196,4 +240,5 @@ async fn a_killed_warden_loses_no_answered_call() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+    cfg
 }

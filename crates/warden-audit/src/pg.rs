@@ -1,0 +1,192 @@
+//! The PostgreSQL store, for several Wardens sharing one trail: each writes its own chain
+//! (`audit.instance`) into `audit_events`, a batch per statement (`INSERT … SELECT FROM
+//! unnest(…)`), and `UNIQUE (chain, seq)` makes two writers of one chain an error, never an
+//! interleaving.
+//!
+//! A batch whose commit was acknowledged but whose answer was lost is retried after the
+//! reconnect; rows already there with the same hash count as stored, and a row there with
+//! another hash (a second Warden with the same `instance`) is an error that keeps the batch
+//! queued, so the on-full policy applies rather than silent loss.
+//!
+//! Durability is the server's (`synchronous_commit`); `fsync` does not apply. Not yet: TLS to
+//! the server (use loopback or a Unix socket).
+
+use crate::sink::{filter_sql, Sealed, Sink, Stored, COLUMNS};
+use crate::Filter;
+use postgres::{Client, NoTls};
+use std::time::Duration;
+
+const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(hashtext('warden_audit_schema'));
+CREATE TABLE IF NOT EXISTS audit_events (
+    id bigserial PRIMARY KEY,
+    chain text NOT NULL,
+    seq bigint NOT NULL,
+    ts text NOT NULL,
+    kind text NOT NULL,
+    subject text,
+    tenant text,
+    server text,
+    name text,
+    decision text,
+    status text NOT NULL,
+    hash text NOT NULL,
+    record text NOT NULL,
+    UNIQUE (chain, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
+CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
+";
+
+/// Parse a `postgres://` URL, with the password kept apart.
+pub fn config(url: &str, password: Option<&str>) -> Result<postgres::Config, String> {
+    let mut c: postgres::Config = url.parse().map_err(|e| format!("audit.url: {e}"))?;
+    if let Some(p) = password {
+        c.password(p);
+    }
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(5));
+    }
+    c.application_name("warden-audit").keepalives_idle(Duration::from_secs(30));
+    Ok(c)
+}
+
+fn connect(c: &postgres::Config) -> Result<Client, String> {
+    c.connect(NoTls).map_err(|e| format!("PostgreSQL: {}", message(&e)))
+}
+
+fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => d.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The sink. It connects on first use, on the writer's thread, and again after a failure.
+pub struct Postgres {
+    config: postgres::Config,
+    client: Option<Client>,
+}
+
+impl Postgres {
+    pub fn new(config: postgres::Config) -> Postgres {
+        Postgres { config, client: None }
+    }
+
+    fn client(&mut self) -> Result<&mut Client, String> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut c = connect(&self.config)?;
+            let mut tx = c.transaction().map_err(|e| message(&e))?;
+            tx.batch_execute(SCHEMA).map_err(|e| message(&e))?;
+            tx.commit().map_err(|e| message(&e))?;
+            self.client = Some(c);
+        }
+        Ok(self.client.as_mut().expect("connected"))
+    }
+
+    fn insert(&mut self, batch: &[Sealed]) -> Result<(), String> {
+        let c = self.client()?;
+        let col = |f: fn(&Sealed) -> Option<&str>| batch.iter().map(f).collect::<Vec<Option<&str>>>();
+        let seqs: Vec<i64> = batch.iter().map(|s| s.event.seq as i64).collect();
+        let chain = col(|s| Some(&s.event.chain));
+        let inserted = c
+            .execute(
+                "INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+                 ON CONFLICT (chain, seq) DO NOTHING",
+                &[
+                    &chain,
+                    &seqs,
+                    &col(|s| Some(&s.event.ts)),
+                    &col(|s| Some(&s.event.kind)),
+                    &col(|s| s.event.subject.as_deref()),
+                    &col(|s| s.event.tenant.as_deref()),
+                    &col(|s| s.event.server.as_deref()),
+                    &col(|s| s.event.name.as_deref()),
+                    &col(|s| s.event.decision.as_deref()),
+                    &col(|s| Some(&s.event.status)),
+                    &col(|s| s.event.hash.as_deref()),
+                    &col(|s| Some(&s.line)),
+                ],
+            )
+            .map_err(|e| message(&e))?;
+        if inserted as usize == batch.len() {
+            return Ok(());
+        }
+        // Some were there already: a retried batch (same hashes) or another writer (not).
+        let rows = c
+            .query(
+                "SELECT seq, hash FROM audit_events WHERE chain = $1 AND seq = ANY($2)",
+                &[&batch[0].event.chain, &seqs],
+            )
+            .map_err(|e| message(&e))?;
+        let stored: std::collections::HashMap<i64, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for s in batch {
+            if stored.get(&(s.event.seq as i64)).map(String::as_str) != s.event.hash.as_deref() {
+                return Err(format!(
+                    "chain {:?} already holds another record at seq {} (is a second Warden using the same audit.instance?)",
+                    s.event.chain, s.event.seq
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Postgres {
+    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+        let row = self
+            .client()?
+            .query_opt("SELECT seq, hash FROM audit_events WHERE chain = $1 ORDER BY seq DESC LIMIT 1", &[&chain])
+            .map_err(|e| message(&e))?;
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
+    fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let r = self.insert(batch);
+        if r.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        r
+    }
+}
+
+/// Reads a PostgreSQL trail a page at a time.
+pub struct Reader(Client);
+
+impl Reader {
+    pub fn open(config: &postgres::Config) -> Result<Reader, String> {
+        connect(config).map(Reader)
+    }
+
+    /// Records after row `after_id`, in row order, at most `limit`.
+    pub fn page(&mut self, after_id: i64, f: Option<&Filter>, limit: usize) -> Result<Vec<(i64, Stored)>, String> {
+        let (filter, values) = filter_sql(f, 2, |n| format!("${n}"));
+        let cols: Vec<String> =
+            COLUMNS.iter().map(|c| if *c == "seq" { "seq::text".to_string() } else { c.to_string() }).collect();
+        let sql = format!(
+            "SELECT id, {}, record FROM audit_events WHERE id > $1{filter} ORDER BY id LIMIT {limit}",
+            cols.join(", ")
+        );
+        let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&after_id];
+        args.extend(values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)));
+        let rows = match self.0.query(&sql, &args) {
+            Ok(r) => r,
+            // a trail no Warden has written to yet
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
+            Err(e) => return Err(message(&e)),
+        };
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let columns = (0..COLUMNS.len()).map(|i| r.get::<_, Option<String>>(i + 1)).collect();
+                (id, Stored { location: format!("row {id}"), line: r.get(COLUMNS.len() + 1), columns: Some(columns) })
+            })
+            .collect())
+    }
+}
