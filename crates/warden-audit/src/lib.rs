@@ -97,6 +97,9 @@ pub fn open_sink(store: &Store, fsync: Fsync) -> Result<Box<dyn sink::Sink>, Str
 
 const PAGE: usize = 10_000;
 
+/// Reads the page of records after a row id.
+type Pager<'a> = dyn FnMut(i64) -> Result<Vec<(i64, sink::Stored)>, String> + 'a;
+
 /// Visit the stored records of `store` after `cursor` (a line count for JSONL, a row id for a
 /// database), in order; returns the new cursor. Blocking: call it off any async runtime.
 pub fn scan(
@@ -105,7 +108,7 @@ pub fn scan(
     filter: Option<&Filter>,
     mut visit: impl FnMut(&sink::Stored) -> bool,
 ) -> Result<i64, String> {
-    let mut page: Box<dyn FnMut(i64) -> Result<Vec<(i64, sink::Stored)>, String>> = match store {
+    let mut page: Box<Pager> = match store {
         Store::File(path) if sink::is_jsonl(path) => {
             let mut n = 0i64;
             for s in sink::read_jsonl(path)? {
