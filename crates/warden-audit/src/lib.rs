@@ -8,6 +8,7 @@ pub mod pg;
 pub mod recorder;
 pub mod signing;
 pub mod sink;
+pub mod spool;
 pub mod verify;
 
 pub use event::{Checkpoint, Event};

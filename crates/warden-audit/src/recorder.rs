@@ -47,6 +47,8 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// Where checkpoints are also appended (the anchor that reveals a truncated log).
     pub checkpoint_file: Option<PathBuf>,
+    /// Spools of forwarders: every stored record is appended to each.
+    pub spools: Vec<Arc<crate::spool::Spool>>,
 }
 
 /// The queue is full and the policy is to refuse.
@@ -282,6 +284,9 @@ impl Writer {
                 Ok(()) => {
                     if self.inner.failing.swap(false, Ordering::Relaxed) {
                         tracing::warn!("audit sink recovered");
+                    }
+                    for spool in &self.s.spools {
+                        spool.append(sealed);
                     }
                     return;
                 }

@@ -19,6 +19,7 @@ fn settings(log: &Path, every: u64) -> Settings {
         checkpoint_every: every,
         checkpoint_interval: Duration::from_secs(60),
         checkpoint_file: Some(checkpoint_path(log)),
+        spools: Vec::new(),
     }
 }
 

@@ -21,6 +21,8 @@ use warden_policy::Principal;
 
 pub struct Audit {
     rec: Option<Recorder>,
+    /// Each forward destination's name and spool.
+    forwards: Vec<(String, Arc<warden_audit::spool::Spool>)>,
     arguments: AuditArguments,
     redactor: Redactor,
     ack: Acknowledge,
@@ -58,6 +60,7 @@ impl Audit {
     pub fn disabled() -> Arc<Audit> {
         Arc::new(Audit {
             rec: None,
+            forwards: Vec::new(),
             arguments: AuditArguments::None,
             redactor: Redactor::new(&[]),
             ack: Acknowledge::Queued,
@@ -75,6 +78,15 @@ impl Audit {
             .map_err(|e| format!("audit.signing_key: {e}"))?;
         let public = key.public_key();
         let store = a.store()?;
+        let mut spools = Vec::new();
+        for f in &a.forward {
+            let path = f.spool_path(a);
+            let spool = warden_audit::spool::Spool::open(&path, f.spool_max_mb << 20)
+                .map_err(|e| format!("audit.forward {}: {e}", f.name))?;
+            let spool = Arc::new(spool);
+            crate::forward::start(f, &a.instance, spool.clone())?;
+            spools.push((f.name.clone(), spool));
+        }
         let sink = warden_audit::open_sink(&store, a.fsync).map_err(|e| format!("audit: {e}"))?;
         let rec = Recorder::start(
             Settings {
@@ -86,6 +98,7 @@ impl Audit {
                 checkpoint_every: a.checkpoint_every,
                 checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
                 checkpoint_file: Some(a.checkpoints()),
+                spools: spools.iter().map(|s| s.1.clone()).collect(),
             },
             sink,
             Some(key),
@@ -93,6 +106,7 @@ impl Audit {
         .map_err(|e| format!("audit {}: {e}", store.describe()))?;
         Ok(Arc::new(Audit {
             rec: Some(rec),
+            forwards: spools,
             arguments: a.arguments,
             redactor: Redactor::new(&[Class::SECRETS, Class::PII].concat()),
             ack: a.acknowledge,
@@ -213,6 +227,11 @@ impl Audit {
             self.metrics.audit_dropped.set(r.dropped() as i64);
             self.metrics.audit_written.set(r.written() as i64);
             self.metrics.audit_failing.set(r.failing() as i64);
+        }
+        for (name, spool) in &self.forwards {
+            let labels = vec![("forward", name.clone())];
+            self.metrics.forward_pending.get_or_create(&labels).set(spool.pending() as i64);
+            self.metrics.forward_dropped.get_or_create(&labels).set(spool.dropped() as i64);
         }
     }
 

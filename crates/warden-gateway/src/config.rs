@@ -748,6 +748,80 @@ pub struct AuditConfig {
     /// This instance's chain name (several Wardens may share a database). Default `warden`.
     #[serde(default = "default_instance")]
     pub instance: String,
+    /// Copies of every record sent elsewhere (`[[audit.forward]]`).
+    #[serde(default)]
+    pub forward: Vec<ForwardConfig>,
+}
+
+/// `[[audit.forward]]`: a copy of every stored record sent to a SIEM or an OpenTelemetry
+/// collector over HTTP, in batches, through a disk spool: nothing is lost while the destination
+/// is down (up to `spool_max_mb`), requests are retried with backoff, and delivery resumes after
+/// a restart. At least once: de-duplicate on `chain` and `seq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// A name for logs, metrics and the spool file.
+    pub name: String,
+    /// Where to POST: `https://…`, or `http://` to a loopback host. For `otlp`, the collector's
+    /// logs endpoint (`…/v1/logs`).
+    pub url: String,
+    /// `"jsonl"` (default: the records as newline-delimited JSON, as stored) or `"otlp"`
+    /// (OTLP/HTTP JSON logs: one log record per audit record, its fields as attributes).
+    #[serde(default)]
+    pub format: ForwardFormat,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are secrets (`Authorization = { env = "SIEM_TOKEN", prefix = "Splunk " }`).
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretRef>,
+    /// Most records per request. Default 500.
+    #[serde(default = "default_forward_batch")]
+    pub batch: usize,
+    /// Milliseconds between looks at the spool while there is nothing to send. Default 1000.
+    #[serde(default = "default_forward_flush")]
+    pub flush_ms: u64,
+    /// Milliseconds a request may take. Default 10000.
+    #[serde(default = "default_forward_timeout")]
+    pub timeout_ms: u64,
+    /// The spool file, relative to the config file. Default `<audit.path>.<name>.spool`.
+    pub spool: Option<PathBuf>,
+    /// Largest undelivered backlog, in MiB; beyond it records are dropped from this copy only
+    /// (counted in `warden_audit_forward_dropped`). Default 1024.
+    #[serde(default = "default_forward_spool_mb")]
+    pub spool_max_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFormat {
+    #[default]
+    Jsonl,
+    Otlp,
+}
+
+fn default_forward_batch() -> usize {
+    500
+}
+fn default_forward_flush() -> u64 {
+    1000
+}
+fn default_forward_timeout() -> u64 {
+    10_000
+}
+fn default_forward_spool_mb() -> u64 {
+    1024
+}
+
+impl ForwardConfig {
+    /// The spool file: `spool`, or `<audit path>.<name>.spool`.
+    pub fn spool_path(&self, audit: &AuditConfig) -> PathBuf {
+        self.spool.clone().unwrap_or_else(|| {
+            let mut s = audit.path.as_os_str().to_owned();
+            s.push(format!(".{}.spool", self.name));
+            PathBuf::from(s)
+        })
+    }
 }
 
 impl AuditConfig {
@@ -1242,6 +1316,10 @@ impl Config {
         rel(&mut cfg.audit.path);
         cfg.audit.checkpoint_file.iter_mut().for_each(rel);
         cfg.audit.password.iter_mut().for_each(fix);
+        for f in &mut cfg.audit.forward {
+            f.spool.iter_mut().for_each(rel);
+            f.secret_headers.values_mut().for_each(fix);
+        }
         rel(&mut cfg.audit.signing_key);
         Ok(cfg)
     }
@@ -1297,6 +1375,17 @@ impl Config {
             }
             None if a.password.is_some() => return Err("audit.password: only with url (PostgreSQL)".into()),
             _ => {}
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for f in &a.forward {
+            let at = format!("audit.forward {:?}", f.name);
+            if !valid_name(&f.name) || !names.insert(&f.name) {
+                return Err(format!("{at}: name must be unique, 1-32 of [A-Za-z0-9_-]"));
+            }
+            check_remote_url(&f.url).map_err(|e| format!("{at}: url: {e}"))?;
+            if f.batch == 0 || f.flush_ms == 0 || f.timeout_ms == 0 || f.spool_max_mb == 0 {
+                return Err(format!("{at}: batch, flush_ms, timeout_ms and spool_max_mb must be at least 1"));
+            }
         }
         if a.group_commit_ms > 100 {
             return Err("audit.group_commit_ms: at most 100".into());
@@ -1613,6 +1702,8 @@ pub fn reference_markdown() -> String {
         ("SandboxConfig", "[upstream.sandbox]"),
         ("FilesConfig", "[upstream.files]"),
         ("SqlConfig", "[upstream.sql]"),
+        ("AuditConfig", "[audit]"),
+        ("ForwardConfig", "[[audit.forward]]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod content;
 pub mod error;
+pub mod forward;
 pub mod framing;
 pub mod gateway;
 pub mod killswitch;

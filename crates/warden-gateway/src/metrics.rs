@@ -39,6 +39,8 @@ pub struct Metrics {
     pub audit_rejected: Counter,
     pub audit_written: Gauge,
     pub audit_failing: Gauge,
+    pub forward_pending: Family<Labels, Gauge>,
+    pub forward_dropped: Family<Labels, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -79,6 +81,8 @@ impl Metrics {
             audit_rejected: Counter::default(),
             audit_written: Gauge::default(),
             audit_failing: Gauge::default(),
+            forward_pending: Family::default(),
+            forward_dropped: Family::default(),
             registry: Registry::default(),
         };
         r.register("requests", "MCP requests by method, server, tool and status", m.requests.clone());
@@ -113,6 +117,16 @@ impl Metrics {
         r.register("audit_rejected", "Requests refused because the audit queue was full", m.audit_rejected.clone());
         r.register("audit_written", "Audit events written by this process", m.audit_written.clone());
         r.register("audit_sink_failing", "Whether the audit sink is failing (1) or not (0)", m.audit_failing.clone());
+        r.register(
+            "audit_forward_pending_bytes",
+            "Audit records spooled for a forward destination and not yet delivered, in bytes",
+            m.forward_pending.clone(),
+        );
+        r.register(
+            "audit_forward_dropped",
+            "Audit records dropped from a forward copy (spool full), by forward",
+            m.forward_dropped.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 

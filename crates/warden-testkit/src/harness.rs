@@ -383,3 +383,48 @@ impl Client {
         self.call(id, "tools/call", json!({"name": name, "arguments": args})).await
     }
 }
+
+/// An HTTP receiver on loopback standing in for a SIEM or an OpenTelemetry collector: it
+/// answers every POST with `status` (settable: 503 plays a destination that is down) and keeps
+/// what it accepted (2xx) with the path and headers.
+pub struct Collector {
+    pub url: String,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    pub accepted: std::sync::Arc<parking_lot::Mutex<Vec<Received>>>,
+    /// Requests answered with something other than 2xx.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+pub async fn collector(status: u16) -> Collector {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let c = Collector {
+        url,
+        status: std::sync::Arc::new(status.into()),
+        accepted: Default::default(),
+        refused: Default::default(),
+    };
+    let (st, acc, refused) = (c.status.clone(), c.accepted.clone(), c.refused.clone());
+    let app = axum::Router::new().fallback(move |uri: http::Uri, headers: http::HeaderMap, body: axum::body::Bytes| {
+        let (st, acc, refused) = (st.clone(), acc.clone(), refused.clone());
+        async move {
+            let code = http::StatusCode::from_u16(st.load(Ordering::SeqCst)).unwrap();
+            if code.is_success() {
+                acc.lock().push(Received { path: uri.path().to_string(), headers, body: body.to_vec() });
+            } else {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            code
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    c
+}

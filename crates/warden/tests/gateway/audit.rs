@@ -242,3 +242,106 @@ async fn killed_under_load(audit_section: &str) -> String {
     );
     cfg
 }
+
+/// `[[audit.forward]]`: with the SIEM and the collector down, records wait in the disk spool,
+/// through a SIGKILL and a restart; once they are up, every stored record arrives (JSONL and
+/// OTLP logs), with the secret header sent and never logged.
+#[tokio::test]
+async fn forwarded_copies_survive_a_down_destination_and_a_restart() {
+    use std::sync::atomic::Ordering;
+    let siem = warden_testkit::harness::collector(503).await;
+    let otel = warden_testkit::harness::collector(503).await;
+    let spools = warden_testkit::harness::tempdir("spools");
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let forward = format!(
+        "[[audit.forward]]\nname = \"siem\"\nurl = \"{}/ingest\"\nflush_ms = 50\nspool = {:?}\n\
+         secret_headers = {{ Authorization = {{ env = \"WARDEN_TEST_SIEM_TOKEN\", prefix = \"Bearer \" }} }}\n\
+         [[audit.forward]]\nname = \"otel\"\nformat = \"otlp\"\nurl = \"{}/v1/logs\"\nflush_ms = 50\nspool = {:?}\n",
+        siem.url,
+        spools.join("siem.spool").display().to_string(),
+        otel.url,
+        spools.join("otel.spool").display().to_string()
+    );
+    let token = "siem-token-5f1d2c";
+    let mut w =
+        warden_testkit::harness::warden_with_env("", &format!("{fx}{forward}"), &[("WARDEN_TEST_SIEM_TOKEN", token)]);
+    let cfg = w.dir.join("warden.toml");
+    let port: u16 = w.url.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().parse().unwrap();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    for i in 0..5 {
+        c.tool(10 + i, "echo", json!({"text": "before"})).await;
+    }
+    // the destinations are down: tried, refused, nothing delivered
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while siem.refused.load(Ordering::SeqCst) == 0 || otel.refused.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no delivery was attempted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.child.kill().unwrap();
+    let _ = w.child.wait();
+    let log = w.log();
+
+    // restart on the same config, still down, then bring both up
+    std::env::set_var("WARDEN_TEST_SIEM_TOKEN", token);
+    let mut w = warden_testkit::harness::warden_config(&cfg, port);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    for i in 0..3 {
+        c.tool(20 + i, "echo", json!({"text": "after"})).await;
+    }
+    siem.status.store(200, Ordering::SeqCst);
+    otel.status.store(200, Ordering::SeqCst);
+    sigterm(w.child.id());
+    let _ = w.child.wait();
+    let stored = records(&cfg.display().to_string(), &[]);
+    let want: std::collections::BTreeSet<u64> = stored.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(want.len() > 16, "{} records", want.len());
+
+    // a third run delivers whatever the second could not before it stopped
+    let mut w = warden_testkit::harness::warden_config(&cfg, port);
+    let seqs = |c: &warden_testkit::harness::Collector, otlp: bool| -> std::collections::BTreeSet<u64> {
+        let mut out = std::collections::BTreeSet::new();
+        for r in c.accepted.lock().iter() {
+            let lines: Vec<String> = if otlp {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                let recs = v["resourceLogs"][0]["scopeLogs"][0]["logRecords"].as_array().unwrap().clone();
+                recs.iter().map(|l| l["body"]["stringValue"].as_str().unwrap().to_string()).collect()
+            } else {
+                String::from_utf8(r.body.clone()).unwrap().lines().map(str::to_string).collect()
+            };
+            for l in lines {
+                let v: Value = serde_json::from_str(&l).unwrap();
+                if v["chain"] == "warden" {
+                    out.insert(v["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(seqs(&siem, false).is_superset(&want) && seqs(&otel, true).is_superset(&want)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all delivered: siem missing {:?}, otel missing {:?}",
+            want.difference(&seqs(&siem, false)).collect::<Vec<_>>(),
+            want.difference(&seqs(&otel, true)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(w.child.id());
+    let _ = w.child.wait();
+    // the SIEM got its token and the right content type; OTLP is a logs export with attributes
+    let first = siem.accepted.lock()[0].clone();
+    assert_eq!(first.path, "/ingest");
+    assert_eq!(first.headers["authorization"], format!("Bearer {token}"));
+    assert_eq!(first.headers["content-type"], "application/x-ndjson");
+    let o = otel.accepted.lock()[0].clone();
+    assert_eq!(o.path, "/v1/logs");
+    let v: Value = serde_json::from_slice(&o.body).unwrap();
+    let rec = &v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+    assert!(rec["timeUnixNano"].as_str().unwrap().parse::<u128>().unwrap() > 1_600_000_000_000_000_000, "{rec}");
+    assert!(rec["attributes"].to_string().contains("warden.kind"), "{rec}");
+    assert_eq!(v["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"], "warden");
+    assert!(!log.contains(token) && !w.log().contains(token), "the token reached a log");
+}
