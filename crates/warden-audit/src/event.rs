@@ -113,6 +113,9 @@ pub struct Event {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The W3C trace id of the request (the client's, or one Warden started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// RFC 3339, UTC, microseconds.

@@ -51,6 +51,9 @@ pub struct Config {
     /// The audit trail: a hash-chained, signed record of every operation.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Traces: a span per pipeline stage sent to an OpenTelemetry collector.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Argument guards: a check on one argument of one tool (paths, SQL, command-line values,
     /// URLs, free text).
     #[serde(default, rename = "guard")]
@@ -753,6 +756,20 @@ pub struct AuditConfig {
     pub forward: Vec<ForwardConfig>,
 }
 
+/// `[telemetry]`: OpenTelemetry traces. Trace context is always propagated (from the client's
+/// `params._meta.traceparent` to the upstream's `traceparent` header and `_meta`) and the trace
+/// id is in each audit record; spans are recorded only when `traces_url` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP traces endpoint (`…/v1/traces`, JSON): `https://…`, or
+    /// `http://` to a loopback host.
+    pub traces_url: Option<String>,
+    /// Headers sent with every export.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
 /// `[[audit.forward]]`: a copy of every stored record sent to a SIEM or an OpenTelemetry
 /// collector over HTTP, in batches, through a disk spool: nothing is lost while the destination
 /// is down (up to `spool_max_mb`), requests are retried with backoff, and delivery resumes after
@@ -1376,6 +1393,9 @@ impl Config {
             None if a.password.is_some() => return Err("audit.password: only with url (PostgreSQL)".into()),
             _ => {}
         }
+        if let Some(u) = &self.telemetry.traces_url {
+            check_remote_url(u).map_err(|e| format!("telemetry.traces_url: {e}"))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for f in &a.forward {
             let at = format!("audit.forward {:?}", f.name);
@@ -1703,6 +1723,7 @@ pub fn reference_markdown() -> String {
         ("FilesConfig", "[upstream.files]"),
         ("SqlConfig", "[upstream.sql]"),
         ("AuditConfig", "[audit]"),
+        ("TelemetryConfig", "[telemetry]"),
         ("ForwardConfig", "[[audit.forward]]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];

@@ -23,4 +23,5 @@ pub mod server;
 pub use warden_audit::signing;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

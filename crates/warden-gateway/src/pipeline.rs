@@ -7,6 +7,7 @@
 use crate::error::GatewayError;
 use crate::relay::{list_field, RelaySession};
 use crate::rpc::Peer;
+use crate::trace::Trace;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,9 +116,12 @@ pub async fn handle(
         return Err(GatewayError::AuditUnavailable);
     }
     let mut note = Note::default();
+    let mut tr = Trace::start(params.as_ref(), s.shared.traces.is_some());
     let params_name = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string);
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
+    let stage = tr.begin("warden.route");
     let route = route(s, method, params).await;
+    tr.end(stage);
     // 6. request policy: kill switch → authorization → limits (policy.rs) → argument schema →
     //    guards (content.rs) → approval (approval.rs); listings are filtered by the same rules,
     //    pins and the poisoning scan in `RelaySession::list` (registry.rs).
@@ -143,7 +147,7 @@ pub async fn handle(
         Ok(Route::FanOut) => s.list(method).await,
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
-            call_one(s, up, method, params, kind, &name, read_only, peer, &mut note).await
+            call_one(s, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr).await
         }
     };
     // 9. record: the audit event (metrics are derived from it); the answer waits for it to be
@@ -183,7 +187,24 @@ pub async fn handle(
             tracing::info!(method, reason = err.reason(), elapsed_us = started.elapsed().as_micros() as u64, "error");
         }
     }
-    audit.commit(e).await?;
+    e.trace_id = Some(tr.trace_id());
+    let (server, name, decision) = (e.server.clone(), e.name.clone(), e.decision.clone());
+    let stage = tr.begin("warden.audit");
+    let committed = audit.commit(e).await;
+    tr.end(stage);
+    let span = match &name {
+        Some(n) => format!("{method} {n}"),
+        None => method.to_string(),
+    };
+    let attributes = [
+        ("mcp.method.name", Some(method)),
+        ("warden.server", server.as_deref()),
+        ("warden.name", name.as_deref()),
+        ("warden.decision", decision.as_deref()),
+        ("warden.status", Some(status)),
+    ];
+    tr.finish(span, &attributes, status != "success", s.shared.traces.as_deref());
+    committed?;
     result
 }
 
@@ -198,6 +219,7 @@ async fn call_one(
     read_only: bool,
     peer: Peer,
     note: &mut Note,
+    tr: &mut Trace,
 ) -> Result<Value, GatewayError> {
     let policy = &s.shared.policy;
     if !s.reaches(up) {
@@ -216,7 +238,10 @@ async fn call_one(
     }
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     note.args = args.cloned();
-    let grant = match policy.admit(&s.principal, up, kind, name, read_only, args).await {
+    let stage = tr.begin("warden.policy");
+    let admitted = policy.admit(&s.principal, up, kind, name, read_only, args).await;
+    tr.end(stage);
+    let grant = match admitted {
         Ok(g) => g,
         Err(e) => {
             if matches!(e, GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::UnknownResource) {
@@ -232,7 +257,10 @@ async fn call_one(
         let empty = json!({});
         let vetted = s.vetted(up, name);
         let schema = vetted.as_ref().map(|v| &v.schema);
-        if let Err((by, why)) = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await {
+        let stage = tr.begin("warden.arguments");
+        let checked = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await;
+        tr.end(stage);
+        if let Err((by, why)) = checked {
             tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
             note.refused = Some(if by == "schema" { "validation_error" } else { "blocked_by_guard" });
             note.findings.push(format!("{by}:refused"));
@@ -245,7 +273,9 @@ async fn call_one(
         let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
         let empty = json!({});
         let args = args.unwrap_or(if method == "tools/call" || method == "prompts/get" { &empty } else { &params });
+        let stage = tr.begin("warden.approval");
         let r = s.shared.approvals.require(mode, &s.principal, server, name, args, elicit).await;
+        tr.end(stage);
         let mode = format!("{mode:?}").to_lowercase();
         note.approval = Some(match &r {
             Ok(()) => json!({"mode": mode, "outcome": "approved", "by_elicitation": elicit.is_some()}),
@@ -259,8 +289,19 @@ async fn call_one(
     }
     let conn = s.conn(up).await?;
     let tool = (kind == Kind::Tool).then_some(name);
+    // 7. the upstream call carries the trace on: HTTP header and `_meta.traceparent`
+    let stage = tr.begin("warden.upstream");
+    let traceparent = tr.traceparent(stage);
+    let mut params = params;
+    if let Some(p) = params.as_object_mut() {
+        let meta = p.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("traceparent".into(), Value::String(traceparent.clone()));
+        }
+    }
+    let call = crate::trace::TRACEPARENT.scope(traceparent, conn.call(method, Some(params), Some(peer)));
     let r = tokio::select! {
-        r = tokio::time::timeout(grant.timeout, conn.call(method, Some(params), Some(peer))) => match r {
+        r = tokio::time::timeout(grant.timeout, call) => match r {
             Ok(r) => r.map_err(GatewayError::from),
             Err(_) => {
                 tracing::info!(server = %server, name, rule = %grant.rule, "call timed out; cancelled upstream");
@@ -269,7 +310,10 @@ async fn call_one(
         },
         _ = policy.kills.cancelled(server, tool) => Err(GatewayError::Cancelled),
     };
+    tr.end(stage);
     let r = if method == "resources/read" { r.map(|v| s.rewrite_contents(up, v)) } else { r };
+    // 8. response policy, ended however this returns
+    let _response = StageGuard::begin(tr, "warden.response_policy");
     match r {
         Ok(mut v) => {
             if method != "resources/subscribe" && method != "resources/unsubscribe" {
@@ -302,6 +346,22 @@ async fn call_one(
             Err(GatewayError::Upstream(e))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A stage that ends when dropped (for stages with several exits).
+struct StageGuard<'a>(&'a mut Trace, crate::trace::Stage);
+
+impl<'a> StageGuard<'a> {
+    fn begin(tr: &'a mut Trace, name: &'static str) -> StageGuard<'a> {
+        let s = tr.begin(name);
+        StageGuard(tr, s)
+    }
+}
+
+impl Drop for StageGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1);
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Shared {
     pub registry: Arc<crate::registry::Registry>,
     /// The audit trail and metrics.
     pub audit: Arc<crate::audit::Audit>,
+    /// Where spans go (`[telemetry] traces_url`).
+    pub traces: Option<Arc<crate::trace::Exporter>>,
 }
 
 /// The relay service.

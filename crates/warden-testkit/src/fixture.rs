@@ -89,6 +89,7 @@ fn tools() -> Value {
             "additionalProperties": false
         })),
         t("echo", "Echoes its text argument", str_arg("text", "Text to echo")),
+        t("trace_context", "Answers with the W3C traceparent the call carried in _meta", empty_schema()),
         t("slow", "Answers after `ms` milliseconds", json!({"type": "object", "properties": {"ms": {"type": "integer"}}})),
         t("hang", "Never answers (for cancellation and timeout tests)", empty_schema()),
         t("crash", "Exits the server process mid-call", empty_schema()),
@@ -253,6 +254,9 @@ impl FixtureSession {
             "fail" => {
                 let m = args.get("message").and_then(Value::as_str).unwrap_or("failed");
                 return Err(ErrorObject::new(jsonrpc::INTERNAL_ERROR, m.to_string()));
+            }
+            "trace_context" => {
+                text(meta.as_ref().and_then(|m| m.get("traceparent")).and_then(Value::as_str).unwrap_or("none"))
             }
             "echo" => text(args.get("text").and_then(Value::as_str).ok_or_else(|| invalid("text is required"))?),
             "slow" => {

@@ -74,6 +74,9 @@ impl HttpTransport {
         if let Some(v) = self.version.lock().clone() {
             rb = rb.header("mcp-protocol-version", v);
         }
+        if let Ok(tp) = crate::trace::TRACEPARENT.try_with(|t| HeaderValue::from_str(t)) {
+            rb = rb.header("traceparent", tp.map_err(|_| "bad traceparent")?);
+        }
         Ok(rb)
     }
 

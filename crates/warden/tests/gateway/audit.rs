@@ -345,3 +345,69 @@ async fn forwarded_copies_survive_a_down_destination_and_a_restart() {
     assert_eq!(v["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"], "warden");
     assert!(!log.contains(token) && !w.log().contains(token), "the token reached a log");
 }
+
+/// Trace context: the client's trace continues through Warden to the upstream (as the
+/// upstream span's child), the audit record carries the trace id, and the spans of every stage
+/// reach the collector as OTLP.
+#[tokio::test]
+async fn trace_context_flows_to_the_upstream_the_trail_and_the_collector() {
+    let otel = warden_testkit::harness::collector(200).await;
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let w = warden("", &format!("{fx}[telemetry]\ntraces_url = \"{}/v1/traces\"\n", otel.url));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let params = json!({"name": "trace_context", "arguments": {},
+                        "_meta": {"traceparent": format!("00-{trace}-{client_span}-01")}});
+    let r = c.call(2, "tools/call", params).await;
+    let seen = r["result"]["content"][0]["text"].as_str().unwrap().to_string();
+    let (t, parent, _) = warden_gateway::trace::parse_traceparent(&seen).expect("a valid traceparent upstream");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&t), trace, "{seen}");
+    assert_ne!(hex(&parent), client_span, "the upstream's parent is Warden's span");
+    // a request without context starts its own trace
+    let r = c.tool(3, "trace_context", json!({})).await;
+    let other = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(warden_gateway::trace::parse_traceparent(other).is_some() && !other.contains(trace), "{other}");
+
+    let rec = records(&cfg, &["--kind", "call", "--tool", "trace_context"]);
+    assert_eq!(rec[0]["trace_id"], trace, "{rec:?}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans: Vec<Value> = otel
+            .accepted
+            .lock()
+            .iter()
+            .flat_map(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                v["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default()
+            })
+            .filter(|s| s["traceId"] == trace)
+            .collect();
+        if !spans.is_empty() || std::time::Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(!names.is_empty(), "no spans ({} posts): {}", otel.accepted.lock().len(), w.log());
+    for n in [
+        "tools/call trace_context",
+        "warden.route",
+        "warden.policy",
+        "warden.arguments",
+        "warden.upstream",
+        "warden.response_policy",
+        "warden.audit",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    let root = spans.iter().find(|s| s["name"] == "tools/call trace_context").unwrap();
+    assert_eq!(root["parentSpanId"], client_span);
+    let upstream = spans.iter().find(|s| s["name"] == "warden.upstream").unwrap();
+    assert_eq!(upstream["spanId"], hex(&parent), "the upstream saw the upstream span as its parent");
+    assert_eq!(upstream["parentSpanId"], root["spanId"]);
+}
