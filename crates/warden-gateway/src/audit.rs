@@ -118,7 +118,11 @@ impl Audit {
                 format!("{:?}", a.fsync).to_lowercase(),
                 format!("{:?}", a.arguments).to_lowercase(),
                 format!("{:?}", a.on_full).to_lowercase(),
-            ),
+            ) + &a
+                .forward
+                .iter()
+                .map(|f| format!("; forwarded to {} ({})", f.name, format!("{:?}", f.format).to_lowercase()))
+                .collect::<String>(),
         }))
     }
 
