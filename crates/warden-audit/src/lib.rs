@@ -101,7 +101,7 @@ const PAGE: usize = 10_000;
 /// Reads the page of records after a row id.
 type Pager<'a> = dyn FnMut(i64) -> Result<Vec<(i64, sink::Stored)>, String> + 'a;
 
-/// Visit the stored records of `store` after `cursor` (a line count for JSONL, a row id for a
+/// Visit the stored records of `store` after `cursor` (a byte offset for JSONL, a row id for a
 /// database), in order; returns the new cursor. Blocking: call it off any async runtime.
 pub fn scan(
     store: &Store,
@@ -111,22 +111,19 @@ pub fn scan(
 ) -> Result<i64, String> {
     let mut page: Box<Pager> = match store {
         Store::File(path) if sink::is_jsonl(path) => {
-            let mut n = 0i64;
-            for s in sink::read_jsonl(path)? {
-                n += 1;
-                if n <= cursor {
-                    continue;
-                }
-                let s = s?;
+            let mut at = cursor;
+            for s in sink::read_jsonl(path, cursor.max(0) as u64)? {
+                let (end, s) = s?;
+                at = end as i64;
                 if s.line.is_empty() {
                     continue;
                 }
                 let keep = filter.is_none_or(|f| serde_json::from_str::<Event>(&s.line).is_ok_and(|e| f.matches(&e)));
                 if keep && !visit(&s) {
-                    return Ok(n);
+                    return Ok(at);
                 }
             }
-            return Ok(n.max(cursor));
+            return Ok(at);
         }
         Store::File(path) => Box::new(move |after| sink::read_sqlite(path, after, filter, PAGE)),
         Store::Postgres { .. } => {
@@ -150,10 +147,16 @@ pub fn scan(
 /// Verify the trail in `store` against its checkpoint file, when there is one.
 pub fn verify(store: &Store, checkpoints: Option<&Path>, public_key: Option<&str>) -> Result<verify::Report, String> {
     let mut r = verify::Report::new(public_key);
-    scan(store, 0, None, |s| {
+    let end = scan(store, 0, None, |s| {
         r.add(s);
         true
     })?;
+    if let Store::File(path) = store {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if sink::is_jsonl(path) && len > end as u64 {
+            r.notes.push(format!("the log ends in a partial record ({} bytes): a write cut short", len - end as u64));
+        }
+    }
     match checkpoints.map(|cp| (cp, std::fs::read_to_string(cp))) {
         Some((_, Ok(text))) => r.anchor(&text.lines().map(str::to_string).collect::<Vec<_>>()),
         Some((cp, Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {

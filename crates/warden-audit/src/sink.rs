@@ -158,16 +158,28 @@ impl Sink for Jsonl {
     }
 }
 
-/// Every line of a JSONL log, numbered.
-pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<Stored, String>>, String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(BufReader::with_capacity(1 << 20, f).split(b'\n').enumerate().map(|(i, l)| {
-        let l = l.map_err(|e| e.to_string())?;
-        Ok(Stored {
-            location: format!("line {}", i + 1),
-            line: String::from_utf8(l).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            columns: None,
-        })
+/// Every whole line of a JSONL log from byte `from` on, with the byte offset after it. Lines are
+/// numbered from 1 at `from` (true line numbers when `from` is 0). A last line without its
+/// newline (a write in progress) is left for the next read.
+pub fn read_jsonl(path: &Path, from: u64) -> Result<impl Iterator<Item = Result<(u64, Stored), String>>, String> {
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(from)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let (mut at, mut n) = (from, 0u64);
+    Ok(std::iter::from_fn(move || {
+        let mut l = Vec::new();
+        match r.read_until(b'\n', &mut l) {
+            Ok(0) => None,
+            Ok(_) if l.last() != Some(&b'\n') => None,
+            Ok(k) => {
+                at += k as u64;
+                n += 1;
+                l.pop();
+                let line = String::from_utf8(l).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                Some(Ok((at, Stored { location: format!("line {n}"), line, columns: None })))
+            }
+            Err(e) => Some(Err(e.to_string())),
+        }
     }))
 }
 

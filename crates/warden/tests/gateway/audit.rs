@@ -65,7 +65,16 @@ async fn every_operation_is_recorded_without_secrets_and_verifies() {
 
     // Metrics, on the admin listener.
     let metrics_url = admin_url.replace("/admin", "/metrics");
-    let m = http.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    // (the admin actions' own records may still be on their way to the writer: scrape until
+    // the queue has drained)
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = http.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        if m.contains("warden_audit_queue_depth 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for want in [
         "warden_requests_total{method=\"tools/call\",server=\"fx\",tool=\"echo\",status=\"success\"} 1",
         "warden_authz_denials_total{rule=\"no-errors\"} 1",
