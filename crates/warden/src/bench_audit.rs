@@ -3,7 +3,7 @@
 //! argument digest and redaction, metrics, enqueue), in process.
 
 use std::time::{Duration, Instant};
-use warden_audit::{Event, Fsync, OnFull, Recorder, Settings};
+use warden_audit::{Event, Fsync, OnFull, Recorder, Settings, Store};
 
 fn call_event(i: u64) -> Event {
     let mut e = Event::new("call", "success");
@@ -39,10 +39,10 @@ fn settings(path: &std::path::Path) -> Settings {
 }
 
 /// Push `n` events as fast as the queue takes them; events/s until the last is stored.
-fn throughput(path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path::Path) -> f64 {
+fn throughput(store: &Store, path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path::Path) -> f64 {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(warden_audit::checkpoint_path(path));
-    let sink = warden_audit::open_sink(&warden_audit::Store::File(path.into()), fsync).expect("sink");
+    let sink = warden_audit::open_sink(store, fsync).expect("sink");
     let key = warden_audit::signing::SigningKey::load(key_file).expect("key");
     let public = key.public_key();
     let r = Recorder::start(settings(path), sink, Some(key)).expect("recorder");
@@ -67,7 +67,7 @@ fn throughput(path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     r.close();
     let cp = warden_audit::checkpoint_path(path);
-    let v = warden_audit::verify(&warden_audit::Store::File(path.into()), Some(&cp), Some(&public)).expect("verify");
+    let v = warden_audit::verify(store, Some(&cp), Some(&public)).expect("verify");
     assert!(v.ok(), "{:?}", v.problems);
     rate
 }
@@ -83,9 +83,16 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     println!("|---|---|---:|---:|");
     for (name, file) in [("SQLite (WAL)", "a.db"), ("JSONL", "a.jsonl")] {
         for fsync in [Fsync::Never, Fsync::Batch] {
-            let rate = throughput(&dir.join(file), fsync, n, &key);
+            let path = dir.join(file);
+            let rate = throughput(&Store::File(path.clone()), &path, fsync, n, &key);
             println!("| {name} | {fsync:?} | {n} | {rate:.0} |");
         }
+    }
+    // PostgreSQL when a server is given (an empty database: the bench writes its own chain).
+    if let Ok(url) = std::env::var("WARDEN_BENCH_POSTGRES") {
+        let store = Store::Postgres { url, password: None };
+        let rate = tokio::task::block_in_place(|| throughput(&store, &dir.join("pg"), Fsync::Never, n, &key));
+        println!("| PostgreSQL (unnest batches) | server's | {n} | {rate:.0} |");
     }
 
     // The call path: what `pipeline::handle` does to record one call, timed per call with the
