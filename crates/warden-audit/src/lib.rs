@@ -81,7 +81,7 @@ impl Store {
 
     fn pg(&self) -> Option<Result<postgres::Config, String>> {
         match self {
-            Store::Postgres { url, password } => Some(pg::config(url, password.as_deref())),
+            Store::Postgres { url, password } => Some(pg::config(url, password.as_deref(), "warden-audit")),
             Store::File(_) => None,
         }
     }

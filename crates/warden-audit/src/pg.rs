@@ -38,16 +38,17 @@ CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
 CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
 ";
 
-/// Parse a `postgres://` URL, with the password kept apart.
-pub fn config(url: &str, password: Option<&str>) -> Result<postgres::Config, String> {
-    let mut c: postgres::Config = url.parse().map_err(|e| format!("audit.url: {e}"))?;
+/// Parse a `postgres://` URL, with the password kept apart, as application `app` (also the
+/// SQL tools' connection settings): a 5 s connect timeout unless the URL sets one, keepalives.
+pub fn config(url: &str, password: Option<&str>, app: &str) -> Result<postgres::Config, String> {
+    let mut c: postgres::Config = url.parse().map_err(|e| format!("url: {e}"))?;
     if let Some(p) = password {
         c.password(p);
     }
     if c.get_connect_timeout().is_none() {
         c.connect_timeout(Duration::from_secs(5));
     }
-    c.application_name("warden-audit").keepalives_idle(Duration::from_secs(30));
+    c.application_name(app).keepalives_idle(Duration::from_secs(30));
     Ok(c)
 }
 

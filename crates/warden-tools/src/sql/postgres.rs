@@ -140,14 +140,8 @@ impl Postgres {
         let Database::Postgres { url, password, schema } = &settings.database else {
             return Err("not a PostgreSQL database".into());
         };
-        let mut config: postgres::Config = url.parse().map_err(|e| format!("sql.url: {e}"))?;
-        if let Some(p) = password {
-            config.password(p);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.application_name("warden-sql").keepalives_idle(Duration::from_secs(30));
+        let config =
+            warden_audit::pg::config(url, password.as_deref(), "warden-sql").map_err(|e| format!("sql.{e}"))?;
         let mut pg = Postgres {
             config,
             schema: schema.clone(),
