@@ -1661,6 +1661,25 @@ impl SecretRef {
     }
 }
 
+/// Request headers from plain and secret values (secrets resolved now), all marked sensitive.
+/// The error names the header, never a value.
+pub fn header_map(
+    plain: &BTreeMap<String, String>,
+    secret: &BTreeMap<String, SecretRef>,
+) -> Result<reqwest::header::HeaderMap, String> {
+    let mut out = reqwest::header::HeaderMap::new();
+    let resolved = secret.iter().map(|(k, r)| r.resolve().map(|v| (k, v)).map_err(|e| format!("header {k}: {e}")));
+    for kv in plain.iter().map(|(k, v)| Ok((k, v.clone()))).chain(resolved) {
+        let (k, v) = kv?;
+        let name =
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&v).map_err(|_| format!("bad value for header {k}"))?;
+        value.set_sensitive(true);
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
 /// Characters the spec allows in tool names.
 pub fn is_tool_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')

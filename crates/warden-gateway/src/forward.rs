@@ -15,22 +15,8 @@ use warden_audit::spool::Spool;
 
 /// Start forwarding `spool` per `cfg`, on its own thread. `chain` names this instance.
 pub fn start(cfg: &ForwardConfig, chain: &str, spool: Arc<Spool>) -> Result<(), String> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let resolved: Vec<(String, String)> = cfg
-        .headers
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.clone())))
-        .chain(cfg.secret_headers.iter().map(|(k, r)| Ok((k.clone(), r.resolve()?))))
-        .collect::<Result<_, String>>()
+    let headers = crate::config::header_map(&cfg.headers, &cfg.secret_headers)
         .map_err(|e| format!("audit.forward {}: {e}", cfg.name))?;
-    for (k, v) in resolved {
-        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("audit.forward {}: bad header name {k:?}", cfg.name))?;
-        let mut value = reqwest::header::HeaderValue::from_str(&v)
-            .map_err(|_| format!("audit.forward {}: bad value for header {k}", cfg.name))?;
-        value.set_sensitive(true);
-        headers.insert(name, value);
-    }
     let client = reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_millis(cfg.timeout_ms))

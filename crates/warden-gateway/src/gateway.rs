@@ -243,15 +243,8 @@ impl Gateway {
         let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir, audit.clone())?);
         let traces = match &cfg.telemetry.traces_url {
             Some(url) => {
-                let mut h = reqwest::header::HeaderMap::new();
-                for (k, v) in &cfg.telemetry.headers {
-                    h.insert(
-                        reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                            .map_err(|_| format!("telemetry.headers: bad name {k:?}"))?,
-                        reqwest::header::HeaderValue::from_str(v)
-                            .map_err(|_| format!("telemetry.headers: bad value for {k}"))?,
-                    );
-                }
+                let h = crate::config::header_map(&cfg.telemetry.headers, &Default::default())
+                    .map_err(|e| format!("telemetry.{e}"))?;
                 tracing::info!(url = %url, "exporting traces (OTLP/HTTP JSON)");
                 Some(Arc::new(crate::trace::Exporter::start(url, h)?))
             }
