@@ -188,22 +188,25 @@ pub async fn handle(
         }
     }
     e.trace_id = Some(tr.trace_id());
-    let (server, name, decision) = (e.server.clone(), e.name.clone(), e.decision.clone());
+    // what the request's span is named and says, only when spans are exported
+    let exported = s.shared.traces.as_deref().map(|x| (x, e.server.clone(), e.name.clone(), e.decision.clone()));
     let stage = tr.begin("warden.audit");
     let committed = audit.commit(e).await;
     tr.end(stage);
-    let span = match &name {
-        Some(n) => format!("{method} {n}"),
-        None => method.to_string(),
-    };
-    let attributes = [
-        ("mcp.method.name", Some(method)),
-        ("warden.server", server.as_deref()),
-        ("warden.name", name.as_deref()),
-        ("warden.decision", decision.as_deref()),
-        ("warden.status", Some(status)),
-    ];
-    tr.finish(span, &attributes, status != "success", s.shared.traces.as_deref());
+    if let Some((exporter, server, name, decision)) = exported {
+        let span = match &name {
+            Some(n) => format!("{method} {n}"),
+            None => method.to_string(),
+        };
+        let attributes = [
+            ("mcp.method.name", Some(method)),
+            ("warden.server", server.as_deref()),
+            ("warden.name", name.as_deref()),
+            ("warden.decision", decision.as_deref()),
+            ("warden.status", Some(status)),
+        ];
+        tr.finish(span, &attributes, status != "success", exporter);
+    }
     committed?;
     result
 }

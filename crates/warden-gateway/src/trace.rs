@@ -133,14 +133,7 @@ impl Trace {
     }
 
     /// End the request's span as `name` with `attributes`; hand the spans to `exporter`.
-    pub fn finish(
-        mut self,
-        name: String,
-        attributes: &[(&str, Option<&str>)],
-        error: bool,
-        exporter: Option<&Exporter>,
-    ) {
-        let Some(exporter) = exporter.filter(|_| self.record) else { return };
+    pub fn finish(mut self, name: String, attributes: &[(&str, Option<&str>)], error: bool, exporter: &Exporter) {
         let now = SystemTime::now();
         let root = hex(&self.spans[0].id);
         let trace = hex(&self.trace_id);
