@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop through Warden: the official TypeScript and Python SDK clients against the official
-# reference server (server-everything, stdio upstream) and a Python SDK server (HTTP upstream).
+# reference server (server-everything, stdio upstream) and a Python SDK server (HTTP upstream);
+# the TypeScript client also in front of a plain TypeScript SDK server (no instructions/prompts/resources).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
@@ -46,7 +47,29 @@ printf '[auth]\nrequired_scopes = ["mcp"]\n[auth.builtin]\n' >> "$TMP/oauth.toml
 echo "interop-password-1" | "$BIN/warden" user add --config "$TMP/oauth.toml" interop >/dev/null
 start_bg "$BIN/warden" serve --config "$TMP/oauth.toml" 2>"$TMP/warden-oauth.log"
 wait_ready "http://127.0.0.1:$AP/readyz" 60
+# A third Warden in front of a plain server (no instructions, prompts or resources), as most are.
+PLP=$(free_port)
+cat > "$TMP/plain.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$PLP"
+[[upstream]]
+name = "plain"
+namespace = ""
+transport = "stdio"
+command = "$NODE22"
+args = ["$INTEROP/plain-server.mjs"]
+[upstream.sandbox]
+read_only = ["$INTEROP"]
+network = "deny"
+[audit]
+path = "$TMP/plain-audit.jsonl"
+signing_key = "$TMP/plain-audit.key"
+$ALLOW_ALL
+TOML
+start_bg "$BIN/warden" serve --config "$TMP/plain.toml" 2>"$TMP/warden-plain.log"
+wait_ready "http://127.0.0.1:$PLP/readyz" 60
 failures=0
+(cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$PLP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-oauth.mjs "http://127.0.0.1:$AP/mcp" interop interop-password-1) || failures=$((failures + 1))
@@ -54,6 +77,7 @@ failures=0
 if [ "$failures" -ne 0 ]; then
   echo "--- warden log (tail)"; tail -40 "$TMP/warden.log"; echo "--- py server log (tail)"; tail -20 "$TMP/py-server.log"
   echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
+  echo "--- warden (plain) log (tail)"; tail -20 "$TMP/warden-plain.log"
 fi
-echo "interop: $((4 - failures)) passed, $failures failed"
+echo "interop: $((5 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -1177,16 +1177,42 @@ pub struct UpstreamOAuth {
 }
 
 /// A secret: never written in the config, only referenced.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct SecretRef {
     /// Read from this environment variable of Warden's.
     pub env: Option<String>,
     /// Read from this file (trailing newline trimmed); relative to the config file's directory.
     pub file: Option<PathBuf>,
     /// Text placed before the secret (for example `"Bearer "`).
-    #[serde(default)]
     pub prefix: String,
+    /// Where the reference is written: its byte span while parsing, `file:line:col` after
+    /// [`Config::load`] (for `warden check`).
+    at: SecretAt,
+}
+
+#[derive(Debug, Clone, Default)]
+enum SecretAt {
+    #[default]
+    Unknown,
+    Span(std::ops::Range<usize>),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            env: Option<String>,
+            file: Option<PathBuf>,
+            #[serde(default)]
+            prefix: String,
+        }
+        let spanned = toml::Spanned::<Raw>::deserialize(d)?;
+        let at = SecretAt::Span(spanned.span());
+        let r = spanned.into_inner();
+        Ok(SecretRef { env: r.env, file: r.file, prefix: r.prefix, at })
+    }
 }
 
 fn default_addr() -> SocketAddr {
@@ -1300,11 +1326,16 @@ impl Config {
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = cfg.base_dir.clone();
-        let fix = |s: &mut SecretRef| {
+        let origin = path.display().to_string();
+        for (_, s) in cfg.secrets_mut() {
             if let Some(f) = s.file.as_mut().filter(|f| f.is_relative()) {
                 *f = base.join(&*f);
             }
-        };
+            if let SecretAt::Span(span) = &s.at {
+                let (line, col) = line_col(&text, span.start);
+                s.at = SecretAt::Text(format!("{origin}:{line}:{col}"));
+            }
+        }
         let rel = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -1317,28 +1348,72 @@ impl Config {
             }
             if let Some(q) = &mut u.sql {
                 q.database.iter_mut().for_each(rel);
-                q.password.iter_mut().for_each(fix);
             }
-            u.secret_env.values_mut().chain(u.secret_headers.values_mut()).for_each(fix);
-            if let Some(o) = &mut u.oauth {
-                fix(&mut o.client_secret);
-            }
-        }
-        if let Some(i) = cfg.auth.as_mut().and_then(|a| a.introspection.as_mut()) {
-            fix(&mut i.client_secret);
-        }
-        if let Some(a) = &mut cfg.admin {
-            fix(&mut a.token);
         }
         rel(&mut cfg.audit.path);
         cfg.audit.checkpoint_file.iter_mut().for_each(rel);
-        cfg.audit.password.iter_mut().for_each(fix);
         for f in &mut cfg.audit.forward {
             f.spool.iter_mut().for_each(rel);
-            f.secret_headers.values_mut().for_each(fix);
         }
         rel(&mut cfg.audit.signing_key);
         Ok(cfg)
+    }
+
+    /// Every secret reference in the config, with its key (`upstream "x".secret_env.TOKEN`). One
+    /// list, so that relative paths, locations and `warden check` miss none.
+    pub fn secrets_mut(&mut self) -> Vec<(String, &mut SecretRef)> {
+        let mut out: Vec<(String, &mut SecretRef)> = Vec::new();
+        fn map<'a>(out: &mut Vec<(String, &'a mut SecretRef)>, at: &str, m: &'a mut BTreeMap<String, SecretRef>) {
+            out.extend(m.iter_mut().map(|(k, s)| (format!("{at}.{k}"), s)));
+        }
+        if let Some(a) = &mut self.auth {
+            if let Some(i) = &mut a.introspection {
+                out.push(("auth.introspection.client_secret".into(), &mut i.client_secret));
+            }
+        }
+        for u in &mut self.upstreams {
+            let at = format!("upstream {:?}", u.name);
+            map(&mut out, &format!("{at}.secret_env"), &mut u.secret_env);
+            map(&mut out, &format!("{at}.secret_headers"), &mut u.secret_headers);
+            if let Some(p) = u.sql.as_mut().and_then(|q| q.password.as_mut()) {
+                out.push((format!("{at}.sql.password"), p));
+            }
+            if let Some(o) = &mut u.oauth {
+                out.push((format!("{at}.oauth.client_secret"), &mut o.client_secret));
+            }
+            for (t, o) in &mut u.tenants {
+                map(&mut out, &format!("{at}.tenants.{t}.secret_env"), &mut o.secret_env);
+                map(&mut out, &format!("{at}.tenants.{t}.secret_headers"), &mut o.secret_headers);
+            }
+        }
+        if let Some(p) = &mut self.store.password {
+            out.push(("store.password".into(), p));
+        }
+        if let Some(a) = &mut self.admin {
+            out.push(("admin.token".into(), &mut a.token));
+        }
+        if let Some(p) = &mut self.audit.password {
+            out.push(("audit.password".into(), p));
+        }
+        for f in &mut self.audit.forward {
+            map(&mut out, &format!("audit.forward {:?}.secret_headers", f.name), &mut f.secret_headers);
+        }
+        out
+    }
+
+    /// Resolve every secret reference now (reading each, keeping none): one line per reference
+    /// that cannot be read, `file:line:col: key: why`. For `warden check`.
+    pub fn check_secrets(&mut self) -> Vec<String> {
+        self.secrets_mut()
+            .into_iter()
+            .filter_map(|(key, s)| {
+                let e = s.resolve().err()?;
+                Some(match s.location() {
+                    Some(at) => format!("{at}: {key}: {e}"),
+                    None => format!("{key}: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// `p` resolved against the config file's directory.
@@ -1647,6 +1722,14 @@ impl Upstream {
 }
 
 impl SecretRef {
+    /// Where the reference is written (`file:line:col`), when it came from a config file.
+    pub fn location(&self) -> Option<&str> {
+        match &self.at {
+            SecretAt::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Resolve the secret now. The error names the reference, never the value.
     pub fn resolve(&self) -> Result<String, String> {
         let raw = match (&self.env, &self.file) {
@@ -1854,9 +1937,14 @@ url = "http://127.0.0.1:9/mcp"
     fn secrets_resolve_from_env_and_file_without_echoing_values() {
         let dir = std::env::temp_dir().join(format!("warden-secret-{}", std::process::id()));
         std::fs::write(&dir, "s3cret\n").unwrap();
-        let f = SecretRef { env: None, file: Some(dir.clone()), prefix: "Bearer ".into() };
+        let f = SecretRef { env: None, file: Some(dir.clone()), prefix: "Bearer ".into(), ..Default::default() };
         assert_eq!(f.resolve().unwrap(), "Bearer s3cret");
-        let e = SecretRef { env: Some("WARDEN_TEST_UNSET_VAR".into()), file: None, prefix: String::new() };
+        let e = SecretRef {
+            env: Some("WARDEN_TEST_UNSET_VAR".into()),
+            file: None,
+            prefix: String::new(),
+            ..Default::default()
+        };
         assert_eq!(e.resolve().unwrap_err(), "environment variable WARDEN_TEST_UNSET_VAR is not set");
         std::fs::remove_file(dir).ok();
     }

@@ -50,10 +50,12 @@ pub struct Control {
     confusables: Mutex<Vec<String>>,
     /// Successful connects of each control connection (restarts + 1).
     connects: Vec<std::sync::atomic::AtomicU64>,
+    /// Token issuers, whose keys readiness waits for.
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl Control {
-    fn new(shared: Arc<Shared>) -> Arc<Control> {
+    fn new(shared: Arc<Shared>, auth: Option<Arc<Authenticator>>) -> Arc<Control> {
         let n = shared.specs.len();
         Arc::new(Control {
             shared,
@@ -62,6 +64,7 @@ impl Control {
             collisions: Mutex::new(vec![]),
             confusables: Mutex::new(vec![]),
             connects: (0..n).map(|_| Default::default()).collect(),
+            auth,
         })
     }
 
@@ -169,11 +172,24 @@ impl Control {
             ready &= ok;
             ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());
         }
-        (
-            ready,
-            json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
-                      "confusable_tools": *self.confusables.lock()}),
-        )
+        // An issuer without keys cannot verify any token: not ready until its keys arrive.
+        let mut issuers = serde_json::Map::new();
+        for (iss, st) in self.auth.iter().flat_map(|a| a.key_status()) {
+            ready &= st.keys > 0;
+            let state = match (st.keys, st.failures) {
+                (0, 0) => "no keys yet".to_string(),
+                (0, n) => format!("no keys: {n} failed fetch(es), retrying"),
+                (k, 0) => format!("{k} key(s)"),
+                (k, n) => format!("{k} key(s); refresh failing ({n} failed fetch(es))"),
+            };
+            issuers.insert(iss, state.into());
+        }
+        let mut body = json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
+                              "confusable_tools": *self.confusables.lock()});
+        if !issuers.is_empty() {
+            body["issuers"] = issuers.into();
+        }
+        (ready, body)
     }
 
     async fn close(&self) {
@@ -278,7 +294,7 @@ impl Gateway {
 
     /// Serve HTTP on `listener` until `shutdown` resolves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let control = Control::new(self.shared.clone());
+        let control = Control::new(self.shared.clone(), self.auth.clone());
         control.start();
         let authn = self.auth.clone().map(|a| {
             a.start();

@@ -161,12 +161,15 @@ impl Service for Relay {
                 }
             }))
             .await;
-            let result = json!({
+            let mut result = json!({
                 "protocolVersion": negotiated,
                 "capabilities": merge_capabilities(inits.iter().flatten()),
                 "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
-                "instructions": merge_instructions(&shared.specs, &inits),
             });
+            // An optional string: absent, never null, when no upstream declares instructions.
+            if let Some(text) = merge_instructions(&shared.specs, &inits) {
+                result["instructions"] = Value::String(text);
+            }
             let p = &session.principal;
             tracing::info!(subject = %p.subject, tenant = p.tenant.as_deref().unwrap_or("-"), method = ?p.method,
                            version = negotiated, "session opened");
@@ -211,17 +214,14 @@ pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Va
     Value::Object(caps)
 }
 
-fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Value {
+/// The upstreams' instructions, each under its server's name; `None` when none declares any.
+fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Option<String> {
     let parts: Vec<String> = specs
         .iter()
         .zip(inits)
         .filter_map(|(s, i)| i.as_ref()?.instructions.as_ref().map(|t| format!("[{}] {t}", s.name)))
         .collect();
-    if parts.is_empty() {
-        Value::Null
-    } else {
-        Value::String(parts.join("\n\n"))
-    }
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
 impl Session for RelaySession {

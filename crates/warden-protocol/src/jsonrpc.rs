@@ -217,7 +217,11 @@ impl serde::Serialize for Message {
                 m.serialize_entry("result", result)?;
             }
             Message::Error { id, error } => {
-                m.serialize_entry("id", id)?;
+                // An unknown id (parse errors) is left out, not `null`: MCP's schema makes the
+                // error's `id` optional, and the official TypeScript SDK rejects `null` there.
+                if *id != Id::Null {
+                    m.serialize_entry("id", id)?;
+                }
                 m.serialize_entry("error", error)?;
             }
         }
@@ -267,8 +271,11 @@ impl Message {
                 Some(id) => Message::Request { id, method, params },
             });
         }
-        let Some(id) = id.clone() else {
-            return Err(bad("a response needs an id"));
+        // An error may leave out the id it could not read (MCP); it is `Id::Null` here.
+        let id = match id.clone() {
+            Some(id) => id,
+            None if o.contains_key("error") => Id::Null,
+            None => return Err(bad("a response needs an id")),
         };
         match (o.remove("result"), o.remove("error")) {
             (Some(result), None) => {
@@ -307,7 +314,9 @@ impl Message {
                 m.insert("result".into(), result.clone());
             }
             Message::Error { id, error } => {
-                m.insert("id".into(), id.to_value());
+                if *id != Id::Null {
+                    m.insert("id".into(), id.to_value());
+                }
                 m.insert("error".into(), error.to_value());
             }
         }
@@ -347,6 +356,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             r#"{"jsonrpc":"2.0","id":"a","result":{"tools":[]}}"#,
             r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"nope","data":{"k":1}}}"#,
+            // no id to name (a parse error): absent, never null
+            r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"invalid JSON"}}"#,
         ];
         for c in cases {
             let m = p(c).unwrap();

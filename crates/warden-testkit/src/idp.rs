@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,8 @@ pub struct IdpState {
     pub issuer: String,
     jwks: Value,
     pub jwks_fetches: AtomicUsize,
+    /// While set, the metadata and JWKS answer 503 (an issuer not started yet, or down).
+    pub down: AtomicBool,
     /// Opaque token → introspection claims (absent: inactive).
     pub opaque: Mutex<HashMap<String, Value>>,
     /// Client credentials grants served.
@@ -88,6 +90,7 @@ impl Idp {
             issuer: issuer.clone(),
             jwks,
             jwks_fetches: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
             opaque: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
             ed: ed.clone(),
@@ -96,15 +99,21 @@ impl Idp {
             .route(
                 "/.well-known/oauth-authorization-server",
                 get(|State(s): State<Arc<IdpState>>| async move {
-                    Json(json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer),
-                                "introspection_endpoint": format!("{}/introspect", s.issuer)}))
+                    if s.down.load(Ordering::SeqCst) {
+                        return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Ok(Json(json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer),
+                                "introspection_endpoint": format!("{}/introspect", s.issuer)})))
                 }),
             )
             .route(
                 "/jwks",
                 get(|State(s): State<Arc<IdpState>>| async move {
                     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-                    Json(s.jwks.clone())
+                    if s.down.load(Ordering::SeqCst) {
+                        return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Ok(Json(s.jwks.clone()))
                 }),
             )
             .route(

@@ -270,7 +270,10 @@ fn main() -> std::process::ExitCode {
     let res: anyhow::Result<()> = rt.block_on(async {
         match cli.cmd {
             Cmd::Check { config } => {
-                let cfg = load(&config, None)?;
+                let mut cfg = load(&config, None)?;
+                // Every secret reference is read now (never printed), so `serve` cannot fail on one.
+                let missing = cfg.check_secrets();
+                anyhow::ensure!(missing.is_empty(), "{}", missing.join("\n"));
                 let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir, warden_gateway::audit::Audit::disabled())
                     .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());

@@ -40,14 +40,14 @@ impl Introspector {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e.without_url(), "introspection request failed");
-                AuthError::Unavailable("token introspection unavailable")
+                AuthError::Unavailable("token introspection unavailable", 5)
             })?;
         if !resp.status().is_success() {
             tracing::warn!(status = %resp.status(), "introspection refused");
-            return Err(AuthError::Unavailable("token introspection unavailable"));
+            return Err(AuthError::Unavailable("token introspection unavailable", 5));
         }
-        let body = resp.bytes().await.map_err(|_| AuthError::Unavailable("token introspection unavailable"))?;
-        serde_json::from_slice(&body).map_err(|_| AuthError::Unavailable("token introspection unavailable"))
+        let body = resp.bytes().await.map_err(|_| AuthError::Unavailable("token introspection unavailable", 5))?;
+        serde_json::from_slice(&body).map_err(|_| AuthError::Unavailable("token introspection unavailable", 5))
     }
 
     /// Whether `token` is active and for `audience`; its principal.

@@ -7,6 +7,9 @@
 //! `alg`), tokens for another resource (`aud` must contain this server's resource URI) or from
 //! another issuer (`iss` exact), expired, not-yet-valid, future-issued or over-long-lived tokens,
 //! and floods of random `kid`s (an unknown `kid` triggers at most one JWKS fetch per interval).
+//! An issuer whose keys cannot be fetched (not started yet, down) makes tokens wait, not fail:
+//! they get 503 with `Retry-After` (never 401, which would send OAuth clients into a new login),
+//! and the keys are fetched again with a short backoff (0.5 s, doubling to 30 s).
 //! Does not defend against: use of a stolen token before it expires, or revocation before `exp`
 //! (keep lifetimes short, or use introspection).
 
@@ -22,6 +25,11 @@ use std::time::{Duration, Instant};
 use warden_policy::{AuthMethod, Principal};
 
 const MAX_DOC_BYTES: usize = 1 << 20;
+/// First retry after a failed JWKS fetch; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// While fetches fail, a token with an unknown `kid` causes at most one fetch per this long.
+const FAILING_GAP: Duration = Duration::from_secs(1);
 
 /// A usable verification key.
 pub struct Key {
@@ -86,9 +94,33 @@ pub struct Issuer {
     pub cfg: JwtIssuer,
     source: KeySource,
     keys: RwLock<Arc<Vec<Key>>>,
-    last_fetch: Mutex<Option<Instant>>,
+    fetch: Mutex<FetchState>,
     fetching: tokio::sync::Mutex<()>,
     http: reqwest::Client,
+}
+
+/// How the last JWKS fetches went.
+#[derive(Clone, Copy, Default)]
+struct FetchState {
+    /// When the last fetch started.
+    last: Option<Instant>,
+    /// Failed fetches in a row (0: the last one worked, or none was made yet).
+    failures: u32,
+}
+
+impl FetchState {
+    /// The wait before the next background attempt after `failures` failures in a row.
+    fn backoff(failures: u32) -> Duration {
+        FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_RETRY)
+    }
+}
+
+/// An issuer's keys as `/readyz` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub keys: usize,
+    /// Failed fetches in a row.
+    pub failures: u32,
 }
 
 impl Issuer {
@@ -97,7 +129,7 @@ impl Issuer {
             cfg,
             source,
             keys: RwLock::new(Arc::new(keys)),
-            last_fetch: Mutex::new(None),
+            fetch: Mutex::new(FetchState::default()),
             fetching: tokio::sync::Mutex::new(()),
             http,
         })
@@ -119,8 +151,11 @@ impl Issuer {
                         every
                     }
                     Err(e) => {
-                        tracing::warn!(issuer = %i.cfg.issuer, error = %e, "JWKS refresh failed");
-                        Duration::from_secs(i.cfg.unknown_kid_refresh_secs.max(1))
+                        let failures = i.fetch.lock().failures;
+                        let retry = FetchState::backoff(failures).min(every);
+                        tracing::warn!(issuer = %i.cfg.issuer, error = %e, keys = i.keys.read().len(),
+                                       retry_in = ?retry, "JWKS fetch failed");
+                        retry
                     }
                 };
                 drop(i);
@@ -192,7 +227,14 @@ impl Issuer {
 
     /// Fetch the keys; the caller holds `fetching`.
     async fn fetch_now(&self) -> Result<usize, String> {
-        *self.last_fetch.lock() = Some(Instant::now());
+        self.fetch.lock().last = Some(Instant::now());
+        let r = self.fetch_keys().await;
+        let mut st = self.fetch.lock();
+        st.failures = if r.is_ok() { 0 } else { st.failures.saturating_add(1) };
+        r
+    }
+
+    async fn fetch_keys(&self) -> Result<usize, String> {
         let url = self.jwks_url().await?;
         let doc = self.get_json(&url).await?;
         let set: JwkSet = serde_json::from_value(doc).map_err(|e| format!("{url}: not a JWKS: {e}"))?;
@@ -200,6 +242,12 @@ impl Issuer {
         let n = keys.len();
         *self.keys.write() = Arc::new(keys);
         Ok(n)
+    }
+
+    /// How many keys are cached and how the fetches go (for `/readyz`).
+    pub fn status(&self) -> KeyStatus {
+        let keys = if matches!(self.source, KeySource::Static) { 1 } else { self.keys.read().len() };
+        KeyStatus { keys, failures: self.fetch.lock().failures }
     }
 
     fn find(keys: &[Key], kid: Option<&str>, alg: Algorithm) -> Option<usize> {
@@ -233,16 +281,20 @@ impl Issuer {
         if let Some(i) = Self::find(&keys, header.kid.as_deref(), header.alg) {
             return Ok((keys, i));
         }
-        let min = Duration::from_secs(self.cfg.unknown_kid_refresh_secs);
-        let recent = self.last_fetch.lock().is_some_and(|t| t.elapsed() < min);
-        if recent {
+        let st = *self.fetch.lock();
+        let since = st.last.map(|t| t.elapsed());
+        if st.failures > 0 {
+            // The keys cannot be fetched right now: the token may well be good, so it waits
+            // (503) rather than fails (401); at most one fetch per FAILING_GAP.
+            if let Some(wait) = since.and_then(|s| FAILING_GAP.checked_sub(s)) {
+                return Err(unavailable(wait));
+            }
+        } else if since.is_some_and(|s| s < Duration::from_secs(self.cfg.unknown_kid_refresh_secs)) {
             return Err(AuthError::InvalidToken("unknown signing key"));
         }
         if let Err(e) = self.fetch_now().await {
             tracing::warn!(issuer = %self.cfg.issuer, error = %e, "JWKS fetch failed");
-            if keys.is_empty() {
-                return Err(AuthError::Unavailable("authorization server keys unavailable"));
-            }
+            return Err(unavailable(FAILING_GAP));
         }
         let keys = self.keys.read().clone();
         match Self::find(&keys, header.kid.as_deref(), header.alg) {
@@ -286,6 +338,11 @@ impl Issuer {
         })?;
         claims_principal(data.claims, &self.cfg, AuthMethod::Jwt)
     }
+}
+
+/// The keys could not be fetched: 503, retry after `wait` (whole seconds, at least 1).
+fn unavailable(wait: Duration) -> AuthError {
+    AuthError::Unavailable("authorization server keys unavailable", crate::error::retry_after_secs(wait))
 }
 
 fn claim_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {

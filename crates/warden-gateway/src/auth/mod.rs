@@ -48,8 +48,9 @@ pub enum AuthError {
     InvalidRequest(&'static str),
     /// Authenticated, but lacking scopes: 403 `insufficient_scope`.
     InsufficientScope(Vec<String>),
-    /// The authorization server cannot be reached to check the credential: 503.
-    Unavailable(&'static str),
+    /// The authorization server cannot be reached to check the credential: 503 with
+    /// `Retry-After` (seconds).
+    Unavailable(&'static str, u64),
 }
 
 impl AuthError {
@@ -57,7 +58,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_credentials",
-            AuthError::InvalidToken(r) | AuthError::InvalidRequest(r) | AuthError::Unavailable(r) => r,
+            AuthError::InvalidToken(r) | AuthError::InvalidRequest(r) | AuthError::Unavailable(r, _) => r,
             AuthError::InsufficientScope(_) => "insufficient_scope",
         }
     }
@@ -171,6 +172,11 @@ impl Authenticator {
     /// Record authentication failures in `audit`.
     pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
         let _ = self.audit.set(audit);
+    }
+
+    /// Each configured issuer (by `iss`) and its keys, for `/readyz`.
+    pub fn key_status(&self) -> Vec<(String, jwt::KeyStatus)> {
+        self.issuers.iter().map(|i| (i.cfg.issuer.clone(), i.status())).collect()
     }
 
     /// Start background JWKS refreshes.
@@ -347,7 +353,7 @@ impl Authenticator {
                     "additional scope required",
                 )
             }
-            AuthError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, None, "temporarily_unavailable", *d),
+            AuthError::Unavailable(d, _) => (StatusCode::SERVICE_UNAVAILABLE, None, "temporarily_unavailable", *d),
         };
         let mut r = Response::builder()
             .status(status)
@@ -358,8 +364,8 @@ impl Authenticator {
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let AuthError::Unavailable(_, secs) = e {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         r
     }

@@ -198,6 +198,60 @@ async fn jwt_attack_matrix() {
     assert!(!log.contains(&t), "token in the log");
 }
 
+/// An issuer that starts after Warden (the usual order in compose or Kubernetes): valid tokens
+/// wait (503 with `Retry-After`, never 401, which would send OAuth clients into a new login),
+/// `/readyz` names the issuer without keys, and the keys are fetched within seconds of the
+/// issuer coming up — not after `unknown_kid_refresh_secs` (30 s here).
+#[tokio::test]
+async fn an_issuer_that_starts_late_makes_tokens_wait_not_fail() {
+    let idp = Idp::start().await;
+    idp.state.down.store(true, Ordering::SeqCst);
+    let w = gateway_with(&idp, "");
+    let good = idp.sign_ed(&idp.claims(&w.url, "mcp"), Some("ed1"));
+    let attempt = || async {
+        let r = reqwest::Client::new()
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {good}"))
+            .body(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": warden_testkit::harness::init_params()}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        (r.status().as_u16(), retry)
+    };
+    let readyz = w.url.replace("/mcp", "/readyz");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let (status, retry) = attempt().await;
+        assert_eq!(status, 503, "a good token while the issuer is down waits, it does not fail");
+        assert!(retry.is_some_and(|s| (1..=30).contains(&s)), "Retry-After: {retry:?}");
+    }
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    let state = body["issuers"][&idp.issuer].as_str().unwrap_or_default().to_string();
+    assert!(state.starts_with("no keys"), "{body}");
+
+    idp.state.down.store(false, Ordering::SeqCst);
+    let up = std::time::Instant::now();
+    loop {
+        let (status, retry) = attempt().await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "never 401 while the keys are being fetched");
+        assert!(up.elapsed() < Duration::from_secs(4), "the keys came too late");
+        tokio::time::sleep(Duration::from_secs(retry.unwrap_or(1))).await;
+    }
+    assert!(up.elapsed() < Duration::from_secs(4), "took {:?}", up.elapsed());
+    let body: Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+    assert_eq!(body["issuers"][&idp.issuer], "2 key(s)", "{body}");
+    // The fetches stayed bounded while it was down (backoff, at most one on demand a second).
+    assert!(idp.state.jwks_fetches.load(Ordering::SeqCst) <= 12, "{}", idp.state.jwks_fetches.load(Ordering::SeqCst));
+}
+
 #[tokio::test]
 async fn sessions_are_bound_to_their_principal() {
     let idp = Idp::start().await;

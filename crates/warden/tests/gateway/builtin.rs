@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
-use warden_testkit::harness::{bin, warden, Client};
+use warden_testkit::harness::{self, bin, warden, Client};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").canonicalize().unwrap()
@@ -134,12 +134,42 @@ async fn builtin_files_and_sql_are_confined_and_pass_through_every_stage() {
     assert_eq!(r["result"]["structuredContent"]["rows"][0]["price"], 3.5, "the database is unchanged: {r}");
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The quickstart config, as a new user's checkout has it: `warden check` fails while the admin
+/// token file does not exist yet (before the script creates it), naming the reference with
+/// `file:line:col`, and passes once it exists.
 #[test]
 fn the_quickstart_config_checks() {
-    let ex = examples();
-    let out = Command::new(bin("warden")).args(["check", "--config"]).arg(ex.join("quickstart.toml")).output().unwrap();
+    let root = harness::tempdir("quickstart-check");
+    let ex = root.join("examples");
+    copy_dir(&examples(), &ex);
+    let _ = std::fs::remove_dir_all(root.join("warden-data"));
+    let cfg = ex.join("quickstart.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line = text.lines().position(|l| l.starts_with("token = { file")).expect("admin token line") + 1;
+    let out = Command::new(bin("warden")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing secret file must fail the check");
+    let want = format!("{}:{line}:9: admin.token: secret file ", cfg.display());
+    assert!(stderr.contains(&want) && stderr.contains("admin-token"), "want {want:?} in: {stderr}");
+
+    std::fs::create_dir_all(root.join("warden-data")).unwrap();
+    std::fs::write(root.join("warden-data/admin-token"), "a-secret-that-check-must-never-print-0123456789\n").unwrap();
+    let out = Command::new(bin("warden")).args(["check", "--config"]).arg(&cfg).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)).contains("check-must-never-print"));
     assert!(
         stdout.contains("upstream local: built-in tools: files [read_file, list_directory, search_files]"),
         "{stdout}"
