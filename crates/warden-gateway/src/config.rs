@@ -118,11 +118,11 @@ pub struct Listen {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first (relative to the config file).
     pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; relative to the config file).
     pub key_file: PathBuf,
-    /// PEM CA certificates for client certificates (mTLS). When set, a client certificate is
+    /// PEM CA certificates for client certificates (mTLS; relative to the config file). When set, a client certificate is
     /// required and verified against these, and its subject becomes the caller's principal.
     pub client_ca_file: Option<PathBuf>,
     /// Seconds between checks for changed certificate files. Default 10.
@@ -303,7 +303,7 @@ pub struct Upstream {
     /// stdio: its arguments (not for secrets).
     #[serde(default)]
     pub args: Vec<String>,
-    /// stdio: working directory. Default: Warden's.
+    /// stdio: working directory (relative to the config file). Default: Warden's.
     pub cwd: Option<PathBuf>,
     /// stdio: names of Warden's environment variables the child inherits. Nothing else is
     /// inherited. Default `["PATH", "HOME", "LANG"]`.
@@ -1341,7 +1341,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        if let Some(t) = &mut cfg.listen.tls {
+            rel(&mut t.cert_file);
+            rel(&mut t.key_file);
+            t.client_ca_file.iter_mut().for_each(rel);
+        }
         for u in &mut cfg.upstreams {
+            u.cwd.iter_mut().for_each(rel);
             u.sandbox.read_only.iter_mut().chain(u.sandbox.read_write.iter_mut()).for_each(rel);
             if let Some(f) = &mut u.files {
                 f.roots.iter_mut().for_each(rel);
@@ -1829,7 +1835,7 @@ pub fn reference_markdown() -> String {
         ("ForwardConfig", "[[audit.forward]]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
-    let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n");
+    let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n\nEvery relative path (files, directories, `cwd`, secret files) resolves from the config file's\ndirectory, wherever Warden is started. Only `command` is looked up as a shell would: on `PATH`,\nor (with a `/`) from Warden's working directory.\n");
     for (name, title) in sections {
         let start = src.find(&format!("pub struct {name} {{")).expect("struct in config.rs");
         let body = &src[start..start + src[start..].find("\n}\n").expect("struct end")];
@@ -1947,5 +1953,58 @@ url = "http://127.0.0.1:9/mcp"
         };
         assert_eq!(e.resolve().unwrap_err(), "environment variable WARDEN_TEST_UNSET_VAR is not set");
         std::fs::remove_file(dir).ok();
+    }
+
+    /// Every relative path resolves from the config file's directory, whoever starts Warden
+    /// where: TLS files and `cwd` included, and secret files in every section (tenants, store).
+    /// Each secret reference knows its `file:line:col` for `warden check`.
+    #[test]
+    fn relative_paths_resolve_from_the_config_file_everywhere() {
+        let dir = std::env::temp_dir().join(format!("warden-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = r#"
+[listen]
+addr = "127.0.0.1:0"
+[listen.tls]
+cert_file = "srv.pem"
+key_file = "tls/srv.key"
+client_ca_file = "ca.pem"
+[[upstream]]
+name = "fix"
+transport = "stdio"
+command = "warden-fixture"
+cwd = "work"
+[upstream.tenants.t1]
+secret_env = { TOKEN = { file = "t1.token" } }
+[store]
+backend = "redis"
+url = "redis://127.0.0.1:6379"
+password = { file = "redis.pw" }
+"#;
+        let path = dir.join("w.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut c = Config::load(&path).unwrap();
+        let tls = c.listen.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, dir.join("srv.pem"));
+        assert_eq!(tls.key_file, dir.join("tls/srv.key"));
+        assert_eq!(tls.client_ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
+        assert_eq!(c.upstreams[0].cwd.as_deref(), Some(dir.join("work").as_path()));
+        assert_eq!(
+            c.upstreams[0].tenants["t1"].secret_env["TOKEN"].file.as_deref(),
+            Some(dir.join("t1.token").as_path())
+        );
+        assert_eq!(c.store.password.as_ref().unwrap().file.as_deref(), Some(dir.join("redis.pw").as_path()));
+        let missing = c.check_secrets();
+        let p = path.display();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(
+            missing[0].starts_with(&format!("{p}:14:24: upstream \"fix\".tenants.t1.secret_env.TOKEN: secret file ")),
+            "{missing:?}"
+        );
+        assert!(missing[1].starts_with(&format!("{p}:18:12: store.password: secret file ")), "{missing:?}");
+        std::fs::write(dir.join("t1.token"), "x").unwrap();
+        std::fs::write(dir.join("redis.pw"), "y").unwrap();
+        assert!(c.check_secrets().is_empty());
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -16,6 +16,9 @@ pub const STORE_UNAVAILABLE: i64 = -32031;
 /// JSON-RPC code of a request refused because the audit trail cannot record it (queue full, or
 /// the sink not storing in time); the HTTP transport answers 503.
 pub const AUDIT_UNAVAILABLE: i64 = -32032;
+/// JSON-RPC code of a request for a tool, prompt or resource an operator switched off (kill
+/// switch); `data.scope` is `tool` or `server`. A `tools/call` gets a tool error instead.
+pub const SWITCHED_OFF: i64 = -32033;
 
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
@@ -43,6 +46,14 @@ pub enum GatewayError {
     Timeout,
     #[error("Call cancelled by the operator")]
     Cancelled,
+    /// A kill switch is off for this tool (`server: false`) or its whole server. The operator's
+    /// reason is not shown (it may be internal).
+    #[error("{}", if *server {
+        "Server switched off by an operator for now: this server's tools, prompts and resources cannot be used until it is switched back on; do not retry now"
+    } else {
+        "Tool switched off by an operator for now: this tool cannot be called until it is switched back on; do not retry now"
+    })]
+    SwitchedOff { server: bool },
     #[error("Call not approved: {reason}")]
     ApprovalDenied { id: Option<String>, reason: &'static str },
     /// Held for approval longer than `[approval] wait_secs`; the same call goes through once
@@ -81,6 +92,9 @@ impl GatewayError {
             }
             GatewayError::ApprovalPending { id } => Some(json!({"approvalId": id, "state": "pending"})),
             GatewayError::ApprovalDenied { id: Some(id), .. } => Some(json!({"approvalId": id, "state": "denied"})),
+            GatewayError::SwitchedOff { server } => {
+                Some(json!({"reason": "switched_off", "scope": if *server { "server" } else { "tool" }}))
+            }
             _ => None,
         }
     }
@@ -98,6 +112,7 @@ impl GatewayError {
             GatewayError::ApprovalDenied { .. } | GatewayError::ApprovalPending { .. } => APPROVAL,
             GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
             GatewayError::AuditUnavailable => AUDIT_UNAVAILABLE,
+            GatewayError::SwitchedOff { .. } => SWITCHED_OFF,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -111,6 +126,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Timeout => "timeout",
             GatewayError::Cancelled => "killed",
+            GatewayError::SwitchedOff { .. } => "switched_off",
             GatewayError::ApprovalDenied { .. } => "approval_denied",
             GatewayError::ApprovalPending { .. } => "approval_pending",
             GatewayError::StoreUnavailable => "store_unavailable",

@@ -68,7 +68,7 @@ fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static str 
         Ok(_) => "success",
         Err(e) => match e {
             _ if note.denied => "auth_denied",
-            GatewayError::ApprovalDenied { .. } => "auth_denied",
+            GatewayError::ApprovalDenied { .. } | GatewayError::SwitchedOff { .. } => "auth_denied",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Timeout => "timeout",
             GatewayError::Withheld => "blocked_by_guard",
@@ -133,14 +133,19 @@ pub async fn handle(
             // Hidden by policy rather than absent: recorded as denied, with the rule.
             let (cap, kind) = if method == "tools/call" { ("tools", Kind::Tool) } else { ("prompts", Kind::Prompt) };
             let name = params_name.as_deref().unwrap_or_default();
-            if let Some((up, orig, ro)) = s.hidden(cap, name) {
-                note.rule = s.shared.policy.denial(&s.principal, up, kind, &orig, ro, None);
-                note.denied = note.rule.is_some();
-                note.server = Some(s.shared.specs[up].name.clone());
-                note.capability = Some(kind.as_str());
-                note.name = Some(orig);
+            match s.hidden(cap, name) {
+                Some((up, orig, ro)) => {
+                    let refused = s.shared.policy.refusal(&s.principal, up, kind, &orig, ro, None);
+                    note.denied = refused.is_some();
+                    note.server = Some(s.shared.specs[up].name.clone());
+                    note.capability = Some(kind.as_str());
+                    note.name = Some(orig);
+                    let (rule, answer) = refused.map_or((None, e), |(r, a)| (Some(r), a));
+                    note.rule = rule;
+                    Err(answer)
+                }
+                None => Err(e),
             }
-            Err(e)
         }
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
@@ -149,6 +154,15 @@ pub async fn handle(
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
             call_one(s, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr).await
         }
+    };
+    // A tool switched off by an operator answers as a tool error, which the agent's model reads:
+    // it learns the tool is off for now instead of "unknown tool".
+    let result = match result {
+        Err(e @ GatewayError::SwitchedOff { .. }) if method == "tools/call" => {
+            note.refused = Some("auth_denied");
+            Ok(tool_error(&e.to_string()))
+        }
+        other => other,
     };
     // 9. record: the audit event (metrics are derived from it); the answer waits for it to be
     //    stored unless `[audit] acknowledge = "queued"`.
@@ -247,8 +261,14 @@ async fn call_one(
     let grant = match admitted {
         Ok(g) => g,
         Err(e) => {
-            if matches!(e, GatewayError::UnknownTool | GatewayError::UnknownPrompt | GatewayError::UnknownResource) {
-                note.rule = policy.denial(&s.principal, up, kind, name, read_only, args);
+            if matches!(
+                e,
+                GatewayError::UnknownTool
+                    | GatewayError::UnknownPrompt
+                    | GatewayError::UnknownResource
+                    | GatewayError::SwitchedOff { .. }
+            ) {
+                note.rule = policy.refusal(&s.principal, up, kind, name, read_only, args).map(|(r, _)| r);
                 note.denied = note.rule.is_some();
             }
             return Err(e);
@@ -267,9 +287,7 @@ async fn call_one(
             tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
             note.refused = Some(if by == "schema" { "validation_error" } else { "blocked_by_guard" });
             note.findings.push(format!("{by}:refused"));
-            return Ok(
-                json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true}),
-            );
+            return Ok(tool_error(&why));
         }
     }
     if let Some(mode) = grant.approval {
@@ -350,6 +368,11 @@ async fn call_one(
         }
         Err(e) => Err(e),
     }
+}
+
+/// A tool result that tells the model Warden refused the call, and why.
+fn tool_error(why: &str) -> Value {
+    json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true})
 }
 
 /// A stage that ends when dropped (for stages with several exits).

@@ -2,7 +2,8 @@
 //! [`Policy::admit`] is the one entry for a call; [`Policy::visible`] filters listings.
 //!
 //! Defends against: callers reaching targets no rule allows (denied and unknown targets get the
-//! same answer, so nothing can be enumerated), upstream annotations relaxing rules (the effective
+//! same answer, so nothing can be enumerated; a target switched off by a kill switch says so only
+//! to callers the rules would let use it), upstream annotations relaxing rules (the effective
 //! classification comes from the operator; an upstream's `readOnlyHint` counts only with
 //! `trust_annotations`), floods (GCRA per caller, per caller × tool, per tenant; daily quotas;
 //! concurrency caps per caller and per upstream), hung upstreams (per-rule timeouts that cancel
@@ -26,6 +27,8 @@ use warden_policy::rules::{Condition, Decision, Glob, Kind, Rule, RuleSet, Targe
 use warden_policy::Principal;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What refused a target switched off by a kill switch (in audit records).
+const KILL_SWITCH: &str = "kill_switch";
 
 /// What an allow rule imposes on the calls it allows.
 pub struct Obligation {
@@ -228,7 +231,7 @@ impl Policy {
     ) -> Result<usize, &str> {
         let tool = (kind == Kind::Tool).then_some(name);
         if self.kills.killed(&self.names[up], tool) {
-            return Err("kill_switch");
+            return Err(KILL_SWITCH);
         }
         match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
             Decision::Allow { rule } => Ok(rule),
@@ -236,9 +239,9 @@ impl Policy {
         }
     }
 
-    /// Why a target is hidden from `p`: `kill_switch`, the deny rule, or `no allow rule`; `None`
-    /// when it is not.
-    pub fn denial(
+    /// Why a target is refused to `p` — `kill_switch`, the deny rule, or `no allow rule`, for the
+    /// audit record — and the answer; `None` when it is not refused.
+    pub fn refusal(
         &self,
         p: &Principal,
         up: usize,
@@ -246,12 +249,35 @@ impl Policy {
         name: &str,
         read_only: bool,
         args: Option<&Value>,
-    ) -> Option<String> {
-        self.decide(p, up, kind, name, read_only, args).err().map(str::to_string)
+    ) -> Option<(String, GatewayError)> {
+        let by = self.decide(p, up, kind, name, read_only, args).err()?;
+        Some((by.to_string(), self.answer(p, up, kind, name, read_only, args, by)))
     }
 
-    /// Kill switch → authorization → limits, for one call. A refusal by kill switch or rule is the
-    /// same error as an unknown target ([`Policy::denial`] says which rule, for the audit record).
+    /// The answer to a refused target. Switched off by a kill switch, and allowed by the rules:
+    /// say so (the caller may know the target; it should not retry or look for a way around).
+    /// Anything else: the unknown-target answer, so that nothing can be enumerated.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        p: &Principal,
+        up: usize,
+        kind: Kind,
+        name: &str,
+        read_only: bool,
+        args: Option<&Value>,
+        by: &str,
+    ) -> GatewayError {
+        let allowed =
+            || matches!(self.rules.decide(p, &self.target(up, kind, name, read_only), args), Decision::Allow { .. });
+        if by == KILL_SWITCH && allowed() {
+            return GatewayError::SwitchedOff { server: self.kills.killed(&self.names[up], None) };
+        }
+        unknown(kind)
+    }
+
+    /// Kill switch → authorization → limits, for one call. A refusal by a rule is the same error
+    /// as an unknown target ([`Policy::refusal`] says which rule, for the audit record).
     pub async fn admit(
         &self,
         p: &Principal,
@@ -266,7 +292,7 @@ impl Policy {
             Ok(rule) => rule,
             Err(by) => {
                 tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = by, "denied");
-                return Err(unknown(kind));
+                return Err(self.answer(p, up, kind, name, read_only, args, by));
             }
         };
         let id = &self.rules.rules()[rule].id;

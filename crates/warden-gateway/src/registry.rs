@@ -143,6 +143,9 @@ pub struct Registry {
     vetted: Mutex<HashMap<(String, String), Arc<Vetted>>>,
     /// Pin changes, first pins and poisoned definitions are recorded here.
     audit: Arc<crate::audit::Audit>,
+    /// Tools pinned on first use since the last [`Registry::settle`], by server (one log line
+    /// and one pin-file write per listing, not one per tool).
+    first_pins: Mutex<BTreeMap<String, usize>>,
 }
 
 /// An audit event about a tool definition.
@@ -178,6 +181,7 @@ impl Registry {
             pending: Mutex::new(BTreeMap::new()),
             vetted: Mutex::new(HashMap::new()),
             audit,
+            first_pins: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -274,16 +278,29 @@ impl Registry {
                     .entry(server.to_string())
                     .or_default()
                     .insert(tool.to_string(), Pin { digest: digest.to_string(), definition: item.clone() });
-                tracing::info!(server, tool, digest, "tool definition pinned on first use");
+                tracing::debug!(server, tool, digest, "tool definition pinned on first use");
                 let mut e = definition_event("pin", "pinned", server, tool, vec![]);
                 e.args = Some(serde_json::json!({"digest": digest}));
                 self.audit.emit(e);
-                if let Some(f) = &self.file {
-                    if let Err(e) = pins.save(f, None) {
-                        tracing::warn!(error = %e, "could not write the pin file");
-                    }
-                }
+                *self.first_pins.lock().entry(server.to_string()).or_default() += 1;
                 Ok(())
+            }
+        }
+    }
+
+    /// After a listing was vetted: one INFO line per server with tools pinned on first use, and
+    /// one write of the pin file.
+    pub fn settle(&self) {
+        let first = std::mem::take(&mut *self.first_pins.lock());
+        if first.is_empty() {
+            return;
+        }
+        for (server, n) in &first {
+            tracing::info!(server, tools = n, "tool definitions pinned on first use");
+        }
+        if let Some(f) = &self.file {
+            if let Err(e) = self.pins.lock().save(f, None) {
+                tracing::warn!(error = %e, "could not write the pin file");
             }
         }
     }
@@ -373,6 +390,7 @@ mod tests {
         let (c, r) = setup(&format!("[content]\npin_file = {:?}", f.display().to_string()));
         let t = json!({"name": "t", "inputSchema": {"type": "object"}});
         r.vet(&c, "a", "t", &t).unwrap();
+        r.settle();
         let saved = PinFile::load(&f, None).unwrap();
         assert_eq!(saved.servers["a"]["t"].digest, scan::digest(&t));
         let (c, r) = setup(&format!("[content]\npinning = \"file\"\npin_file = {:?}", f.display().to_string()));

@@ -541,6 +541,9 @@ impl RelaySession {
             table.insert(exposed, (i, orig, read_only));
             out.push(item);
         }
+        if kind == Kind::Tool {
+            self.shared.registry.settle();
+        }
         {
             let mut r = self.routes.lock();
             if cap != "resources" {

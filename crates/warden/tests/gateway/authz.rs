@@ -198,10 +198,12 @@ async fn kill_switches_from_admin_api_and_cli() {
     let token = "an-admin-token-that-is-long-enough-0123456789";
     let token_file = std::env::temp_dir().join(format!("warden-admin-token-{}-{admin_port}", std::process::id()));
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // `whoami` is denied by a rule: switching it off must not reveal that it exists.
+    let deny = "[[rule]]\nid = \"no-whoami\"\neffect = \"deny\"\ntools = [\"whoami\"]\n";
     let mut w = warden(
         "",
         &format!(
-            "{up}\n[admin]\naddr = \"127.0.0.1:{admin_port}\"\ntoken = {{ file = {:?} }}\n{}",
+            "{up}\n[admin]\naddr = \"127.0.0.1:{admin_port}\"\ntoken = {{ file = {:?} }}\n{}\n{deny}",
             token_file.display().to_string(),
             harness::ALLOW_ALL
         ),
@@ -235,8 +237,20 @@ async fn kill_switches_from_admin_api_and_cli() {
     assert_eq!(cancelled["error"]["message"], "Call cancelled by the operator", "{cancelled}");
     assert!(flipped.elapsed() < Duration::from_secs(1));
     let missing = error(&c.tool(1, "no_such_tool", json!({})).await);
-    assert_eq!(error(&c.tool(2, "slow", json!({"ms": 1})).await), missing);
+    // A switched-off tool says so (a tool error the model reads), not "Unknown tool", and does
+    // not show the operator's reason.
+    let off = c.tool(2, "slow", json!({"ms": 1})).await;
+    assert_eq!(off["result"]["isError"], true, "{off}");
+    let said = off["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(said.contains("switched off by an operator") && said.contains("this tool"), "{off}");
+    assert!(!off.to_string().contains("runaway"), "the operator's reason stays internal: {off}");
     assert!(!names(&c, "tools/list", "tools", "name").await.contains(&"slow".to_string()));
+    // A tool the rules hide stays unknown when it is also switched off.
+    assert_eq!(error(&c.tool(20, "whoami", json!({})).await), missing);
+    let out = warden_cli(&["kill", "fx", "--tool", "whoami", "--reason", "x"], &cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(error(&c.tool(21, "whoami", json!({})).await), missing);
     assert_eq!(c.tool(3, "echo", json!({"text": "still on"})).await["result"]["content"][0]["text"], "still on");
     let listed = warden_cli(&["kills"], &cfg);
     let text = String::from_utf8_lossy(&listed.stdout);
@@ -251,7 +265,14 @@ async fn kill_switches_from_admin_api_and_cli() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(error(&c.tool(4, "echo", json!({"text": "x"})).await), missing);
+    let off = c.tool(4, "echo", json!({"text": "x"})).await;
+    let said = off["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(said.contains("switched off by an operator") && said.contains("server"), "{off}");
+    // Prompts and resources of a switched-off server: a JSON-RPC error with its own code.
+    let p = c.call(22, "prompts/get", json!({"name": "test_simple_prompt"})).await;
+    assert_eq!(p["error"]["code"], -32033, "{p}");
+    assert_eq!(p["error"]["data"], json!({"reason": "switched_off", "scope": "server"}), "{p}");
+    assert!(!p.to_string().contains("incident 42"), "{p}");
     let r = http.post(&admin).bearer_auth(token).json(&json!({"server": "nope", "reason": "x"})).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = http.post(&admin).bearer_auth(token).json(&json!({"server": "fx", "reason": ""})).send().await.unwrap();
@@ -260,7 +281,8 @@ async fn kill_switches_from_admin_api_and_cli() {
     w.child.wait().unwrap();
     w = harness::warden_config(&cfg, port);
     let c = client_local(&w).await;
-    assert_eq!(error(&c.tool(5, "echo", json!({"text": "x"})).await), missing, "kill survives a restart");
+    let off = c.tool(5, "echo", json!({"text": "x"})).await;
+    assert_eq!(off["result"]["isError"], true, "kill survives a restart: {off}");
     assert!(w.log().contains("kill switch active"));
     assert!(warden_cli(&["revive", "fx"], &cfg).status.success());
     assert_eq!(c.tool(6, "echo", json!({"text": "back"})).await["result"]["content"][0]["text"], "back");
