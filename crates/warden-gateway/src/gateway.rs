@@ -31,7 +31,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// What one upstream lists: the client-visible `cap:name` entries and the tools' own names.
 #[derive(Clone)]
@@ -487,6 +487,14 @@ pub async fn serve_router(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        // A second handle on the socket, to close it gently once hyper is done with it.
+        let (stream, spare) = match with_spare(stream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot take a connection");
+                continue;
+            }
+        };
         let b = builder.clone();
         let router = router.clone();
         let tls = limits.tls.clone();
@@ -516,6 +524,43 @@ pub async fn serve_router(
                     Err(e) => tracing::info!(%peer, error = %e, "TLS connection refused"),
                 },
             }
+            linger(spare).await;
         });
+    }
+}
+
+/// After a connection is done: at most this long to discard what the client still sends…
+const LINGER_FOR: Duration = Duration::from_secs(5);
+/// …at most this long between two reads…
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+/// …and at most this much.
+const LINGER_BYTES: usize = 64 << 20;
+
+/// The connection's socket and a second handle on it (a duplicated descriptor, kept out of the
+/// reactor until [`linger`] needs it).
+fn with_spare(s: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let s = s.into_std()?;
+    let spare = s.try_clone()?;
+    Ok((TcpStream::from_std(s)?, spare))
+}
+
+/// Close a connection so that the client reads the answer Warden sent (a 431 for an oversized
+/// head, a 413 for a body too large) even when it is still sending: half-close, then read and
+/// discard until the client closes, within bounds of time and size. Closing a socket with unread
+/// input resets the connection instead, and a client that is still writing then sees a broken
+/// pipe rather than the status. Holding `spare` also keeps hyper's own close from resetting.
+async fn linger(spare: std::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = TcpStream::from_std(spare) else { return };
+    let _ = s.shutdown().await;
+    let until = tokio::time::Instant::now() + LINGER_FOR;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut left = LINGER_BYTES;
+    loop {
+        let wait = until.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(wait, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && n < left => left -= n,
+            _ => return,
+        }
     }
 }

@@ -130,6 +130,40 @@ async fn hostile_requests_get_clear_errors_and_the_gateway_keeps_working() {
     assert!(!w.log().contains("panicked"), "{}", w.log());
 }
 
+/// A client still sending when its oversized head (a 200 KB `Authorization` header) is refused
+/// reads the 431, not a broken pipe or a reset: Warden half-closes and discards what keeps
+/// coming, for a bounded time and size, before it closes. Like Node's `fetch`, this client
+/// writes its whole request before it reads, and gives up when a write fails.
+#[test]
+fn an_oversized_head_is_answered_431_while_the_client_still_sends() {
+    use std::io::{Read, Write};
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), ""));
+    let addr = w.url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let body = 16 << 20;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: {body}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let mut request = head.into_bytes();
+    request.extend(std::iter::repeat_n(b'x', body));
+    for round in 0..2 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        if let Err(e) = s.write_all(&request) {
+            panic!("round {round}: the request could not be sent: {e}");
+        }
+        let mut got = Vec::new();
+        let read = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 431"),
+            "round {round}: read {:?} then {read:?}",
+            &text[..text.len().min(60)]
+        );
+    }
+}
+
 #[tokio::test]
 async fn hostile_upstreams_crash_hang_and_garbage() {
     let w = warden("", &fixture_stdio_upstream("fx", Some(""), "call_timeout_secs = 2"));
