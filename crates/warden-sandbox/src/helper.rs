@@ -6,9 +6,7 @@
 //! `exec`s the server, which keeps pid 1. If no PID namespace could be made, stage 1 goes on as
 //! stage 2 itself.
 
-use crate::{
-    program_prefixes, seccomp, Network, Policy, Report, HELPER_ARG, REPORT_PREFIX, SYSTEM_PATHS, SYSTEM_RW_PATHS,
-};
+use crate::{seccomp, Network, Policy, Report, HELPER_ARG, REPORT_PREFIX};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
@@ -253,14 +251,7 @@ fn drop_user(p: &Policy, report: &mut Report) -> Result<(), String> {
 
 fn landlock(p: &Policy, program: &std::path::Path, report: &mut Report) -> Result<(), String> {
     let abi = ABI::V6;
-    let mut ro: Vec<PathBuf> = Vec::new();
-    let mut rw: Vec<PathBuf> = p.read_write.clone();
-    if p.system_paths {
-        ro.extend(SYSTEM_PATHS.iter().map(PathBuf::from));
-        rw.extend(SYSTEM_RW_PATHS.iter().map(PathBuf::from));
-    }
-    ro.extend(program_prefixes(program));
-    ro.extend(p.read_only.iter().cloned());
+    let (ro, rw) = crate::reach::granted(p, program);
     let net_deny = p.network != Network::Allow;
     let build = || -> Result<(landlock::RestrictionStatus, usize), landlock::RulesetError> {
         let mut rs =

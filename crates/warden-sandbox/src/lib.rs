@@ -50,6 +50,7 @@
 #![deny(unsafe_code)]
 
 mod helper;
+mod reach;
 mod seccomp;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use helper::run_helper;
+pub use reach::{blocked_arguments, blocked_in_stderr, granted, Blocked};
 
 /// The argument that makes `warden` act as the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox";

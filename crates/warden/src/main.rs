@@ -48,7 +48,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Connect to upstreams, list what they offer, and print the poisoning scan, pin changes and
     /// look-alike tool names — locally, sending nothing anywhere. Exit status 1 when anything is
-    /// found. `warden scan --config FILE`, `warden scan --url URL`, `warden scan -- CMD ARGS…`.
+    /// found. `warden scan --config FILE`, `warden scan --url URL`, `warden scan [--read-only DIR]… -- CMD
+    /// ARGS…` (sandboxed; `--no-sandbox` for a one-off look).
     Scan {
         #[command(flatten)]
         target: pins::Target,

@@ -19,9 +19,20 @@ pub struct Target {
     /// One Streamable HTTP server.
     #[arg(long, conflicts_with = "command")]
     pub url: Option<String>,
-    /// One stdio server: the command and its arguments (after `--`).
+    /// One stdio server: the command and its arguments (after `--`). It runs in the default
+    /// sandbox: system paths, the program's install prefix, and what `--read-only` adds.
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// With a command: also let the server read this path (directories: everything beneath);
+    /// repeatable. A server outside the system paths needs its own directory here.
+    #[arg(long = "read-only", value_name = "PATH", conflicts_with_all = ["config", "url"])]
+    pub read_only: Vec<PathBuf>,
+    /// With a command: also let the server read and write this path; repeatable.
+    #[arg(long = "read-write", value_name = "PATH", conflicts_with_all = ["config", "url"])]
+    pub read_write: Vec<PathBuf>,
+    /// With a command: run it without the sandbox, for a one-off look at a server you trust.
+    #[arg(long, conflicts_with_all = ["config", "url", "read_only", "read_write"])]
+    pub no_sandbox: bool,
 }
 
 impl Target {
@@ -32,11 +43,25 @@ impl Target {
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         let up = match (&self.url, self.command.split_first()) {
             (Some(u), _) => format!("transport = \"http\"\nurl = {}", q(u)),
-            (None, Some((cmd, args))) => format!(
-                "transport = \"stdio\"\ncommand = {}\nargs = [{}]",
-                q(cmd),
-                args.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
-            ),
+            (None, Some((cmd, args))) => {
+                let list = |paths: &[PathBuf]| -> anyhow::Result<String> {
+                    let abs: Vec<String> = paths
+                        .iter()
+                        .map(|p| std::path::absolute(p).map(|a| q(&a.display().to_string())))
+                        .collect::<Result<_, _>>()?;
+                    Ok(abs.join(", "))
+                };
+                let sandbox = if self.no_sandbox {
+                    "enabled = false".to_string()
+                } else {
+                    format!("read_only = [{}]\nread_write = [{}]", list(&self.read_only)?, list(&self.read_write)?)
+                };
+                format!(
+                    "transport = \"stdio\"\ncommand = {}\nargs = [{}]\n[upstream.sandbox]\n{sandbox}",
+                    q(cmd),
+                    args.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
+                )
+            }
             (None, None) => bail!("give --config FILE, --url URL, or a command after `--`"),
         };
         Config::parse(&format!("[[upstream]]\nname = \"target\"\n{up}\n"), "command line")

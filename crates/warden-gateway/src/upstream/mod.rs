@@ -307,8 +307,16 @@ impl Conn {
         match tokio::time::timeout(spec.connect_timeout, handshake).await {
             Ok(Ok(())) => Ok(conn),
             Ok(Err(e)) => {
+                // A sandboxed server that dies at start: say what the sandbox refused it.
+                let advice = match &conn.transport {
+                    Transport::Stdio(t) => t.sandbox_advice(spec).await,
+                    _ => None,
+                };
                 conn.close().await;
-                Err(e)
+                Err(match advice {
+                    Some(a) => format!("{e}; {a}"),
+                    None => e,
+                })
             }
             Err(_) => {
                 conn.close().await;

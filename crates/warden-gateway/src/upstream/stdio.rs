@@ -11,7 +11,7 @@ use super::{Incoming, IncomingTx, Spec};
 use crate::framing::{self, Line};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -30,6 +30,8 @@ pub fn set_sandbox_helper(path: PathBuf) {
 
 pub struct StdioTransport {
     stdin: parking_lot::Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// The last lines of the child's stderr, for [`StdioTransport::sandbox_advice`].
+    stderr: Arc<StderrTail>,
     child: tokio::sync::Mutex<Option<Child>>,
     /// The child's process group (its pid); 0 once the group has been ended.
     pgid: std::sync::atomic::AtomicU32,
@@ -54,6 +56,44 @@ fn log_stderr(upstream: &str, line: &[u8]) {
         tracing::error!(upstream, message = %excerpt(line), "sandbox");
     } else {
         tracing::info!(upstream, stderr = %excerpt(line), "upstream stderr");
+    }
+}
+
+/// The last [`TAIL_LINES`] lines a child wrote on stderr (each cut to 300 characters), and
+/// whether it has closed stderr.
+#[derive(Default)]
+struct StderrTail {
+    lines: parking_lot::Mutex<std::collections::VecDeque<String>>,
+    closed: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+const TAIL_LINES: usize = 40;
+
+impl StderrTail {
+    fn push(&self, line: &[u8]) {
+        let mut l = self.lines.lock();
+        if l.len() == TAIL_LINES {
+            l.pop_front();
+        }
+        l.push_back(String::from_utf8_lossy(line).chars().take(300).collect());
+    }
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+    /// Wait (at most `max`) for the child to close stderr, so its last words are in.
+    async fn settled(&self, max: Duration) {
+        let wait = async {
+            loop {
+                let n = self.notify.notified();
+                if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                n.await;
+            }
+        };
+        let _ = tokio::time::timeout(max, wait).await;
     }
 }
 
@@ -140,25 +180,63 @@ impl StdioTransport {
         });
 
         let n = name.clone();
+        let tail = Arc::new(StderrTail::default());
+        let t = tail.clone();
         tokio::spawn(async move {
             let mut r = BufReader::new(stderr);
             loop {
                 match framing::read_line(&mut r, 64 << 10).await {
-                    Ok(Line::Data(b)) => log_stderr(&n, &b),
+                    Ok(Line::Data(b)) => {
+                        log_stderr(&n, &b);
+                        t.push(&b);
+                    }
                     Ok(Line::TooLong) => {
                         tracing::info!(upstream = %n, "upstream stderr: over-long line")
                     }
                     Ok(Line::Eof) | Err(_) => break,
                 }
             }
+            t.close();
         });
 
         Ok(StdioTransport {
             stdin: parking_lot::Mutex::new(Some(tx)),
+            stderr: tail,
             child: tokio::sync::Mutex::new(Some(child)),
             pgid: std::sync::atomic::AtomicU32::new(pgid.unwrap_or(0)),
             name,
         })
+    }
+
+    /// After the server failed at start: what the sandbox refused it, as advice for the
+    /// operator — its arguments that the sandbox cannot read, and the paths its stderr says it
+    /// was refused. `None` without a sandbox or when nothing points at one.
+    pub async fn sandbox_advice(&self, spec: &Spec) -> Option<String> {
+        let policy = spec.sandbox.as_ref()?;
+        self.stderr.settled(Duration::from_millis(500)).await;
+        let cwd = match &spec.cwd {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().unwrap_or_default(),
+        };
+        let mut blocked = warden_sandbox::blocked_arguments(policy, &spec.command, &spec.args, &cwd);
+        let lines: Vec<String> = self.stderr.lines.lock().iter().cloned().collect();
+        for b in warden_sandbox::blocked_in_stderr(policy, &spec.command, lines.iter().map(String::as_str)) {
+            if !blocked.iter().any(|a| b.path().starts_with(a.path())) {
+                blocked.push(b);
+            }
+        }
+        if blocked.is_empty() {
+            return None;
+        }
+        let add = |d: &std::path::Path| {
+            format!(
+                "read_only = [{:?}] to [upstream.sandbox] (warden scan: --read-only {0:?})",
+                d.display().to_string()
+            )
+        };
+        let advice: Vec<String> = blocked.iter().map(|b| b.advice(&add)).collect();
+        tracing::warn!(upstream = %self.name, advice = %advice.join("; "), "sandboxed server failed at start");
+        Some(advice.join("; "))
     }
 
     pub fn send(&self, msg: &Message) -> Result<(), String> {

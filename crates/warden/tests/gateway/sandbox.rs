@@ -136,3 +136,66 @@ async fn hostile_server_is_contained_while_a_good_one_works() {
     }
     drop(listener);
 }
+
+/// A minimal MCP server in plain Python (no SDK), as a script outside every system path.
+const TINY_SERVER: &str = r#"import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    if m["method"] == "initialize":
+        r = {"protocolVersion": m["params"]["protocolVersion"], "capabilities": {"tools": {}},
+             "serverInfo": {"name": "tiny", "version": "1"}}
+    elif m["method"] == "tools/list":
+        r = {"tools": [{"name": "hello", "description": "Says hello", "inputSchema": {"type": "object"}}]}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "error": {"code": -32601, "message": "no"}}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": r}), flush=True)
+"#;
+
+/// `warden scan -- CMD` on a server outside the system paths (a project directory): without a
+/// grant it says which path the sandbox refused and what to add, `--read-only DIR` lets it run
+/// in the sandbox, `--no-sandbox` runs it without one.
+#[test]
+fn scan_names_what_the_sandbox_refused_and_takes_readable_paths() {
+    let dir = tempdir("scan-project");
+    let script = dir.join("server.py");
+    std::fs::write(&script, TINY_SERVER).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let script = script.display().to_string();
+    let scan = |flags: &[&str]| {
+        let out = std::process::Command::new(bin("warden"))
+            .arg("scan")
+            .args(flags)
+            .args(["--", "python3", &script])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = scan(&[]);
+    assert!(!ok, "the default sandbox cannot read the script: {err}");
+    let real = std::fs::canonicalize(&script).unwrap();
+    let want = format!("the sandbox does not let the server read {}", real.display());
+    assert!(err.contains(&want), "want {want:?} in: {err}");
+    let add = format!("--read-only {:?}", real.parent().unwrap().display().to_string());
+    assert!(err.contains(&add), "want {add:?} in: {err}");
+
+    let (ok, out, err) = scan(&["--read-only", &dir.display().to_string()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("target: 1 tool(s)"), "{out}");
+    assert!(err.contains("sandbox applied"), "{err}");
+
+    let (ok, out, err) = scan(&["--no-sandbox"]);
+    assert!(ok && out.contains("target: 1 tool(s)"), "{out}{err}");
+    assert!(err.contains("WITHOUT a sandbox"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
