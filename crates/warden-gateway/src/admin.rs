@@ -8,6 +8,9 @@
 //! - `GET /admin/pins` — tool definitions that changed since they were pinned (withheld);
 //! - `POST /admin/pins/approve` `{server, tool, by?}` — accept a changed definition.
 //!
+//! Optional members of the answers (`tool` of a whole-upstream switch, `tenant`, `approver`,
+//! `decided_at` and `note` of an approval) are absent when unset, never `null`.
+//!
 //! Two kinds of caller:
 //! - the admin token (`[admin] token`): everything, every tenant; `by` names the person;
 //! - a principal authenticated like an MCP caller (bearer token, API key), holding the scope
@@ -305,7 +308,11 @@ async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) 
     match s.kills.revive(&q.server, q.tool.as_deref(), &by).await {
         Ok(true) => {
             admin_event(&s, "kill_switch", "on", &by, &q.server, q.tool.as_deref(), json!({}));
-            reply(StatusCode::OK, json!({"revived": {"server": q.server, "tool": q.tool}}))
+            let mut revived = json!({"server": q.server});
+            if let Some(t) = q.tool {
+                revived["tool"] = t.into();
+            }
+            reply(StatusCode::OK, json!({ "revived": revived }))
         }
         Ok(false) => reply(StatusCode::NOT_FOUND, json!({"error": "that switch is not off"})),
         Err(e) => store_error(e),

@@ -25,7 +25,8 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(400);
 #[serde(deny_unknown_fields)]
 pub struct Kill {
     pub server: String,
-    /// `None`: the whole upstream.
+    /// `None` (absent in JSON): the whole upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     pub reason: String,
     /// Who flipped it: the admin principal, or what an admin-token client declared.

@@ -27,8 +27,34 @@ use warden_policy::rules::{Condition, Decision, Glob, Kind, Rule, RuleSet, Targe
 use warden_policy::Principal;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// What refused a target switched off by a kill switch (in audit records).
-const KILL_SWITCH: &str = "kill_switch";
+
+/// Why a target was refused.
+enum Refused<'a> {
+    /// A kill switch (of the tool, or of its whole `server`); `allowed`: the rules would allow it.
+    Killed { kind: Kind, allowed: bool, server: bool },
+    /// The deny rule's id, or `no allow rule`.
+    Rule { kind: Kind, by: &'a str },
+}
+
+impl Refused<'_> {
+    /// What refused, for the audit record and the log.
+    fn by(&self) -> &str {
+        match self {
+            Refused::Killed { .. } => "kill_switch",
+            Refused::Rule { by, .. } => by,
+        }
+    }
+
+    /// The answer. Switched off, and allowed by the rules: say so (the caller may know the
+    /// target; it should not retry or look for a way around). Anything else: the unknown-target
+    /// answer, so that nothing can be enumerated.
+    fn answer(&self) -> GatewayError {
+        match *self {
+            Refused::Killed { allowed: true, server, .. } => GatewayError::SwitchedOff { server },
+            Refused::Killed { kind, .. } | Refused::Rule { kind, .. } => unknown(kind),
+        }
+    }
+}
 
 /// What an allow rule imposes on the calls it allows.
 pub struct Obligation {
@@ -218,8 +244,7 @@ impl Policy {
         !self.kills.killed(&self.names[up], tool) && self.rules.visible(p, &self.target(up, kind, name, read_only))
     }
 
-    /// Kill switch, then rules: the index of the allowing rule, or what refused (`kill_switch`,
-    /// the deny rule's id, or `no allow rule`).
+    /// Kill switch, then rules: the index of the allowing rule, or what refused.
     fn decide(
         &self,
         p: &Principal,
@@ -228,14 +253,19 @@ impl Policy {
         name: &str,
         read_only: bool,
         args: Option<&Value>,
-    ) -> Result<usize, &str> {
+    ) -> Result<usize, Refused<'_>> {
+        let server = &self.names[up];
         let tool = (kind == Kind::Tool).then_some(name);
-        if self.kills.killed(&self.names[up], tool) {
-            return Err(KILL_SWITCH);
+        let ruled = self.rules.decide(p, &self.target(up, kind, name, read_only), args);
+        if self.kills.killed(server, tool) {
+            let allowed = matches!(ruled, Decision::Allow { .. });
+            return Err(Refused::Killed { kind, allowed, server: self.kills.killed(server, None) });
         }
-        match self.rules.decide(p, &self.target(up, kind, name, read_only), args) {
+        match ruled {
             Decision::Allow { rule } => Ok(rule),
-            Decision::Deny { rule } => Err(rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str())),
+            Decision::Deny { rule } => {
+                Err(Refused::Rule { kind, by: rule.map_or("no allow rule", |i| self.rules.rules()[i].id.as_str()) })
+            }
         }
     }
 
@@ -250,30 +280,8 @@ impl Policy {
         read_only: bool,
         args: Option<&Value>,
     ) -> Option<(String, GatewayError)> {
-        let by = self.decide(p, up, kind, name, read_only, args).err()?;
-        Some((by.to_string(), self.answer(p, up, kind, name, read_only, args, by)))
-    }
-
-    /// The answer to a refused target. Switched off by a kill switch, and allowed by the rules:
-    /// say so (the caller may know the target; it should not retry or look for a way around).
-    /// Anything else: the unknown-target answer, so that nothing can be enumerated.
-    #[allow(clippy::too_many_arguments)]
-    fn answer(
-        &self,
-        p: &Principal,
-        up: usize,
-        kind: Kind,
-        name: &str,
-        read_only: bool,
-        args: Option<&Value>,
-        by: &str,
-    ) -> GatewayError {
-        let allowed =
-            || matches!(self.rules.decide(p, &self.target(up, kind, name, read_only), args), Decision::Allow { .. });
-        if by == KILL_SWITCH && allowed() {
-            return GatewayError::SwitchedOff { server: self.kills.killed(&self.names[up], None) };
-        }
-        unknown(kind)
+        let r = self.decide(p, up, kind, name, read_only, args).err()?;
+        Some((r.by().to_string(), r.answer()))
     }
 
     /// Kill switch → authorization → limits, for one call. A refusal by a rule is the same error
@@ -290,9 +298,9 @@ impl Policy {
         let server = &self.names[up];
         let rule = match self.decide(p, up, kind, name, read_only, args) {
             Ok(rule) => rule,
-            Err(by) => {
-                tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = by, "denied");
-                return Err(self.answer(p, up, kind, name, read_only, args, by));
+            Err(r) => {
+                tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = r.by(), "denied");
+                return Err(r.answer());
             }
         };
         let id = &self.rules.rules()[rule].id;

@@ -86,6 +86,8 @@ pub struct Approval {
     /// Hex SHA-256 of the requester's binding key (method, tenant, subject).
     pub requester: String,
     pub subject: String,
+    /// Absent in JSON when the requester has no tenant (so are the undecided fields below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub server: String,
     pub tool: String,
@@ -95,8 +97,11 @@ pub struct Approval {
     pub created: u64,
     pub expires: u64,
     pub state: ApprovalState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

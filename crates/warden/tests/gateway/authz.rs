@@ -265,6 +265,8 @@ async fn kill_switches_from_admin_api_and_cli() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let killed: Value = r.json().await.unwrap();
+    assert!(killed["killed"].get("tool").is_none(), "absent, not null, for a whole upstream: {killed}");
     let off = c.tool(4, "echo", json!({"text": "x"})).await;
     let said = off["result"]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(said.contains("switched off by an operator") && said.contains("server"), "{off}");
