@@ -85,6 +85,9 @@ fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static str 
     }
 }
 
+/// Results larger than this (JSON bytes) go through the output stages on the blocking pool.
+const OFFLOAD_BYTES: u64 = 64 << 10;
+
 /// The JSON size of a result, without building the text.
 fn json_size(v: &Value) -> u64 {
     struct Count(u64);
@@ -338,7 +341,20 @@ async fn call_one(
     match r {
         Ok(mut v) => {
             if method != "resources/subscribe" && method != "resources/unsubscribe" {
-                let rep = content.process_output(server, name, &mut v);
+                let rep = if json_size(&v) > OFFLOAD_BYTES {
+                    // Large outputs are processed on the blocking pool, not on an async worker
+                    // that other sessions' requests are waiting for.
+                    let (c, srv, nm) = (content.clone(), server.clone(), name.to_string());
+                    let done = tokio::task::spawn_blocking(move || {
+                        let rep = c.process_output(&srv, &nm, &mut v);
+                        (v, rep)
+                    });
+                    let (processed, rep) = done.await.map_err(|_| GatewayError::Unavailable)?;
+                    v = processed;
+                    rep
+                } else {
+                    content.process_output(server, name, &mut v)
+                };
                 let action = format!("{:?}", content.config().injection).to_lowercase();
                 if rep.injection.is_injection(content.config().injection_threshold) {
                     note.findings

@@ -132,22 +132,93 @@ fn ansi_len(b: &[u8]) -> usize {
 
 /// Remove hidden content from `s`. Borrowed when nothing was removed.
 ///
-/// Repeated until nothing more is removed: taking something out can join what was around it
-/// into a new token (`[` ESC`[0m` `INST]` becomes `[INST]`). Every pass shortens the text, so
-/// this ends.
+/// Taking something out can join what was around it into a new token (`[` ESC`[0m` `INST]`
+/// becomes `[INST]`), nested as deep as an attacker likes (`[IN[IN[INST]ST]ST]`). Linear
+/// however it is nested: one vectorised pass, a second one to see whether the first joined
+/// anything, and if it did, [`rebuild`] — one pass that re-checks the text it has kept as it
+/// grows, so every join is seen where it happens.
 pub fn sanitize(s: &str) -> (Cow<'_, str>, Removed) {
     let (first, mut removed) = sanitize_once(s);
-    let Cow::Owned(mut text) = first else { return (first, removed) };
-    loop {
-        let (next, r) = sanitize_once(&text);
-        match next {
-            Cow::Borrowed(_) => return (Cow::Owned(text), removed),
-            Cow::Owned(t) => {
-                removed.add(r);
-                text = t;
+    let Cow::Owned(text) = first else { return (first, removed) };
+    let (second, r) = sanitize_once(&text);
+    if matches!(second, Cow::Borrowed(_)) {
+        return (Cow::Owned(text), removed);
+    }
+    drop(second);
+    removed.add(r);
+    let mut again = Removed::default();
+    let out = rebuild(&text, &mut again);
+    removed.add(again);
+    (Cow::Owned(out), removed)
+}
+
+/// Remove hidden content in one pass over `s`, character by character, checking after each
+/// kept `]`, `>` or `-` whether the kept text now ends in a token or opens a comment, so that
+/// whatever a removal joins is removed too. Each check looks back at most 44 bytes: linear.
+fn rebuild(s: &str, removed: &mut Removed) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut prev_vs = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == 0x1B {
+            removed.control += 1;
+            i += ansi_len(&b[i..]);
+            continue;
+        }
+        if (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7F {
+            removed.control += 1;
+            i += 1;
+            continue;
+        }
+        if c >= 0x80 {
+            let ch = s[i..].chars().next().unwrap_or('\u{FFFD}');
+            i += ch.len_utf8();
+            let vs = is_variation_selector(ch);
+            if is_invisible(ch) || (vs && prev_vs) {
+                removed.invisible += 1;
+            } else if is_control(ch) {
+                removed.control += 1;
+            } else {
+                prev_vs = vs;
+                out.push(ch);
             }
+            continue;
+        }
+        out.push(c as char);
+        i += 1;
+        prev_vs = false;
+        match c {
+            b'-' if out.ends_with("<!--") => {
+                out.truncate(out.len() - 4);
+                removed.comments += 1;
+                i = memchr::memmem::find(&b[i..], b"-->").map_or(b.len(), |e| i + e + 3);
+            }
+            b']' | b'>' => {
+                if let Some(n) = token_suffix(out.as_bytes()) {
+                    out.truncate(out.len() - n);
+                    removed.template_tokens += 1;
+                }
+            }
+            _ => {}
         }
     }
+    out
+}
+
+/// Length of the template token (`[INST]`, `<|name|>`, …) that `b` ends with.
+fn token_suffix(b: &[u8]) -> Option<usize> {
+    if let Some(t) = TEMPLATE_TOKENS.iter().find(|t| b.ends_with(t.as_bytes())) {
+        return Some(t.len());
+    }
+    if !b.ends_with(b"|>") {
+        return None;
+    }
+    // `<|name|>`, name 1–40 bytes without `|`: the `<|` is the last one before the final `|>`.
+    let from = b.len().saturating_sub(44);
+    let k = from + memchr::memmem::rfind(&b[from..b.len() - 2], b"<|")?;
+    (pipe_token_len(&b[k..]) == Some(b.len() - k)).then_some(b.len() - k)
 }
 
 fn sanitize_once(s: &str) -> (Cow<'_, str>, Removed) {
@@ -334,6 +405,49 @@ mod tests {
         // Removing one thing must not assemble another.
         assert_eq!(clean("[\x1b[0mINST] x <!<!---->-- y -->"), " x ");
         assert_eq!(clean("<\u{200B}|im_start|\u{200B}>"), "");
+        assert_eq!(clean("[IN[IN[INST]ST]ST] x <|im_<|im_end|>start|>"), " x ");
+        assert_eq!(clean("a<<!---->!-- b --> c [\u{200B}/INST]"), "a c ");
+    }
+
+    /// Tokens nested to any depth cost one pass, not one pass per level (which made a few
+    /// hundred KB of `[IN[IN…[INST]…ST]ST]` take minutes).
+    #[test]
+    fn nested_tokens_take_linear_time() {
+        let depth = 100_000;
+        let nested = format!("ok {}[INST]{} ok", "[IN".repeat(depth), "ST]".repeat(depth));
+        let pipes = format!("{}<|a|>{}", "<|a".repeat(depth), "|>".repeat(depth));
+        let comments = format!("{}<!-- -->{}", "<!".repeat(depth), "-- -->".repeat(depth));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((clean(&nested), clean(&pipes), clean(&comments)));
+        });
+        // A generous bound: linear takes milliseconds, quadratic takes hours.
+        let (a, b, c) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("sanitize is linear");
+        assert_eq!(a, "ok  ok");
+        assert_eq!(b, "");
+        assert_eq!(c, "");
+    }
+
+    /// Whatever removals join, the result holds nothing more to remove.
+    #[test]
+    fn fragments_of_tokens_never_survive_joined() {
+        let pieces = [
+            "[", "IN", "ST]", "[/", "<|", "im_start", "|>", "<!", "--", ">", "-", "\u{200B}", "\x1b[0m", "x", "<<",
+            "SYS>>", "</", "\u{FE0F}", "\u{FE01}", "é", "]",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut t = String::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                t.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let once = clean(&t);
+            let (twice, r) = sanitize(&once);
+            assert!(!r.any() && twice == once, "{t:?} → {once:?} → {twice:?}");
+        }
     }
 
     #[test]
