@@ -1042,6 +1042,11 @@ pub struct GuardConfig {
     /// sql: columns a query may name (empty: any).
     #[serde(default)]
     pub columns: Vec<String>,
+    /// sql: functions a query may call besides the dialect's allow-list of pure functions
+    /// (aggregates, windows, strings, numbers, dates). Anything else is refused, and so is any
+    /// function in `FROM`.
+    #[serde(default)]
+    pub functions: Vec<String>,
     /// url: also allow `http`. Default false.
     #[serde(default)]
     pub allow_http: bool,

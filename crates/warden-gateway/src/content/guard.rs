@@ -50,7 +50,12 @@ pub(super) fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> 
                 return Err(format!("dialect: unknown {:?}", g.dialect));
             }
             let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect();
-            Check::Sql(SqlPolicy { dialect: g.dialect.clone(), tables: lower(&g.tables), columns: lower(&g.columns) })
+            Check::Sql(SqlPolicy {
+                dialect: g.dialect.clone(),
+                tables: lower(&g.tables),
+                columns: lower(&g.columns),
+                functions: lower(&g.functions),
+            })
         }
         GuardKind::Argv => Check::Argv,
         GuardKind::Url => Check::Url {

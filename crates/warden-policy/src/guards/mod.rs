@@ -22,6 +22,9 @@
 //!
 //! Refusals are safe to show: they name the rule, never echo the value.
 
+mod sql;
+
+pub use sql::{sql, Dialect, SqlPolicy};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a value was refused.
@@ -108,166 +111,6 @@ pub fn path_resolved(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal>
         return refuse("path leaves the allowed roots through a symbolic link");
     }
     Ok(full)
-}
-
-/// SQL guard settings.
-#[derive(Debug, Clone, Default)]
-pub struct SqlPolicy {
-    /// Dialect: "generic", "sqlite", "postgres", "mysql".
-    pub dialect: String,
-    /// Tables a query may read (lower-case; empty: any).
-    pub tables: Vec<String>,
-    /// Columns a query may name (lower-case; empty: any). `*` is refused when set.
-    pub columns: Vec<String>,
-}
-
-/// Functions that reach outside the database or stall it, whatever the dialect.
-const SQL_DENIED_FUNCTIONS: &[&str] = &[
-    "load_extension",
-    "readfile",
-    "writefile",
-    "edit",
-    "fts3_tokenizer",
-    "pg_read_file",
-    "pg_read_binary_file",
-    "pg_ls_dir",
-    "pg_stat_file",
-    "lo_import",
-    "lo_export",
-    "lo_get",
-    "lo_put",
-    "dblink",
-    "dblink_exec",
-    "pg_sleep",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
-    "set_config",
-    "pg_reload_conf",
-    "query_to_xml",
-    "sleep",
-    "benchmark",
-    "load_file",
-    "sys_exec",
-    "xp_cmdshell",
-];
-
-/// Check that `sql` is exactly one read-only query within the allow-lists.
-pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
-    use sqlparser::ast::{visit_expressions, visit_relations, visit_statements, Expr, SetExpr, Statement};
-    use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
-    use std::ops::ControlFlow;
-    if sql.len() > 64 * 1024 {
-        return refuse("query is too long");
-    }
-    let dialect: Box<dyn Dialect> = match policy.dialect.as_str() {
-        "sqlite" => Box::new(SQLiteDialect {}),
-        "postgres" | "postgresql" => Box::new(PostgreSqlDialect {}),
-        "mysql" => Box::new(MySqlDialect {}),
-        _ => Box::new(GenericDialect {}),
-    };
-    let stmts = sqlparser::parser::Parser::new(dialect.as_ref())
-        .with_recursion_limit(50)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|_| Refusal("query does not parse"))?;
-    let [stmt] = stmts.as_slice() else {
-        return refuse(if stmts.is_empty() { "no statement" } else { "more than one statement" });
-    };
-    let Statement::Query(q) = stmt else {
-        return refuse("only read-only queries (SELECT) are allowed");
-    };
-    let mut bad: Option<&'static str> = None;
-    let _ = visit_statements(stmt, |s| {
-        if !matches!(s, Statement::Query(_)) {
-            bad = Some("the query contains a statement that is not a read");
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    fn body_writes(b: &SetExpr) -> bool {
-        match b {
-            SetExpr::Select(s) => s.into.is_some(),
-            SetExpr::Query(q) => body_writes(&q.body),
-            SetExpr::SetOperation { left, right, .. } => body_writes(left) || body_writes(right),
-            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => true,
-            _ => false,
-        }
-    }
-    let ctes_write = q.with.as_ref().is_some_and(|w| w.cte_tables.iter().any(|c| body_writes(&c.query.body)));
-    if body_writes(&q.body) || ctes_write {
-        return refuse("the query writes (INTO or a data-modifying clause)");
-    }
-    if !q.locks.is_empty() {
-        return refuse("row locks (FOR UPDATE/SHARE) are not allowed");
-    }
-    if let Some(b) = bad {
-        return refuse(b);
-    }
-    let cte_names: Vec<String> = q
-        .with
-        .as_ref()
-        .map(|w| w.cte_tables.iter().map(|c| c.alias.name.value.to_lowercase()).collect())
-        .unwrap_or_default();
-    if !policy.tables.is_empty() {
-        let _ = visit_relations(stmt, |rel| {
-            let name = rel
-                .0
-                .last()
-                .map(|p| p.to_string().trim_matches(['"', '`', '[', ']']).to_lowercase())
-                .unwrap_or_default();
-            let schema_ok = rel.0.len() == 1 || policy.tables.iter().any(|t| t.eq_ignore_ascii_case(&rel.to_string()));
-            if !(schema_ok && (policy.tables.contains(&name) || cte_names.contains(&name))) {
-                bad = Some("the query reads a table that is not allowed");
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        });
-    }
-    let _ = visit_expressions(stmt, |e| {
-        match e {
-            Expr::Function(f) => {
-                let n = f.name.0.last().map(|p| p.to_string().to_lowercase()).unwrap_or_default();
-                if SQL_DENIED_FUNCTIONS.contains(&n.as_str()) {
-                    bad = Some("the query calls a function that is not allowed");
-                    return ControlFlow::Break(());
-                }
-            }
-            Expr::Identifier(id)
-                if !policy.columns.is_empty() && !policy.columns.contains(&id.value.to_lowercase()) =>
-            {
-                bad = Some("the query names a column that is not allowed");
-                return ControlFlow::Break(());
-            }
-            Expr::CompoundIdentifier(ids)
-                if !policy.columns.is_empty()
-                    && !ids.last().is_some_and(|id| policy.columns.contains(&id.value.to_lowercase())) =>
-            {
-                bad = Some("the query names a column that is not allowed");
-                return ControlFlow::Break(());
-            }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    });
-    if bad.is_none() && !policy.columns.is_empty() && has_wildcard(&q.body) {
-        bad = Some("`*` is not allowed when columns are restricted");
-    }
-    match bad {
-        Some(b) => refuse(b),
-        None => Ok(()),
-    }
-}
-
-fn has_wildcard(b: &sqlparser::ast::SetExpr) -> bool {
-    use sqlparser::ast::{SelectItem, SetExpr};
-    match b {
-        SetExpr::Select(s) => {
-            s.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
-        }
-        SetExpr::Query(q) => has_wildcard(&q.body),
-        SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
-        _ => false,
-    }
 }
 
 /// Check one command-line value.
@@ -374,5 +217,4 @@ pub fn text(value: &str, threshold: f32) -> Result<(), Refusal> {
 }
 
 #[cfg(test)]
-#[path = "guards_tests.rs"]
 mod tests;

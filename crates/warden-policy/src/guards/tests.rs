@@ -79,7 +79,7 @@ fn sql_read_only_single_statement() {
 
 #[test]
 fn sql_sqlite_reference_server_injections() {
-    let p = SqlPolicy { dialect: "sqlite".into(), tables: vec!["products".into()], columns: vec![] };
+    let p = SqlPolicy { dialect: "sqlite".into(), tables: vec!["products".into()], ..Default::default() };
     let s = |x: &str| sql(x, &p).map_err(|r| r.0);
     assert_eq!(s("SELECT name FROM products WHERE price < 10"), Ok(()));
     // The SQLite reference server's read_query accepted anything starting with SELECT.
@@ -99,12 +99,79 @@ fn sql_sqlite_reference_server_injections() {
     assert_eq!(s("SELECT name FROM main.users"), Err("the query reads a table that is not allowed"));
 }
 
+/// Every bypass of the old deny-list: quoted names, functions in FROM and LATERAL, and the
+/// functions it did not know. Ordinary queries with ordinary functions still pass.
+#[test]
+fn sql_functions_are_allow_listed_per_dialect() {
+    let d =
+        |dialect: &str, x: &str| sql(x, &SqlPolicy { dialect: dialect.into(), ..Default::default() }).map_err(|r| r.0);
+    let call = Err("the query calls a function that is not allowed");
+    let from = Err("the query calls a function in FROM (only tables, subqueries and joins)");
+    for bad in [
+        r#"SELECT "pg_read_file"('/etc/passwd')"#,
+        r#"SELECT "PG_READ_FILE"('/etc/passwd')"#,
+        "SELECT pg_catalog.pg_read_file('/etc/passwd')",
+        "SELECT pg_catalog.lower('x')",
+        "SELECT table_to_xml('users', true, false, '')",
+        "SELECT database_to_xml(true, false, '')",
+        "SELECT query_to_xml('select * from users', true, false, '')",
+        "SELECT query_to_xml_and_xmlschema('select 1', true, false, '')",
+        "SELECT cursor_to_xml('c', 1, true, false, '')",
+        "SELECT * FROM ts_stat('select vector from docs')",
+        "SELECT lo_from_bytea(0, 'x')",
+        "SELECT lo_unlink(1)",
+        "SELECT nextval('s')",
+        "SELECT setval('s', 1)",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT dblink_connect('host=evil')",
+        "SELECT dblink('host=evil', 'select 1')",
+        "SELECT pg_sleep(100)",
+        "SELECT set_config('x', 'y', false)",
+        "SELECT current_setting('data_directory')",
+        "SELECT pg_ls_dir('.')",
+        "SELECT version()",
+    ] {
+        let r = d("postgres", bad);
+        assert!(r == call || r == from, "{bad}: {r:?}");
+    }
+    assert_eq!(d("postgres", "SELECT * FROM generate_series(1, 10)"), from);
+    assert_eq!(d("postgres", "SELECT * FROM users u, LATERAL pg_ls_dir('.') f"), from);
+    assert_eq!(d("postgres", "SELECT * FROM dblink('host=evil', 'select 1') AS t(x int)"), from);
+    assert_eq!(d("postgres", "SELECT * FROM unnest(ARRAY[1, 2])"), from);
+    assert_eq!(d("mysql", "SELECT `load_file`('/etc/passwd')"), call);
+    assert_eq!(d("mysql", "SELECT LOAD_FILE('/etc/passwd')"), call);
+    assert_eq!(d("mysql", "SELECT sleep(10)"), call);
+    assert_eq!(d("mysql", "SELECT benchmark(1000000000, md5('x'))"), call);
+    assert_eq!(d("sqlite", "SELECT \"load_extension\"('/tmp/evil.so')"), call);
+    assert_eq!(d("sqlite", "SELECT randomblob(1000000000)"), call);
+    assert_eq!(d("sqlite", "SELECT * FROM json_each('[1]')"), from);
+    assert_eq!(d("generic", "SELECT readfile('/etc/passwd')"), call);
+    // Ordinary queries pass.
+    for (dialect, ok) in [
+        ("postgres", "SELECT lower(name), count(*), max(price) FROM products GROUP BY lower(name)"),
+        (
+            "postgres",
+            "SELECT date_trunc('day', created), coalesce(note, '') FROM orders o JOIN (SELECT 1 AS x) s ON true",
+        ),
+        ("postgres", "SELECT id, row_number() OVER (ORDER BY id) FROM t WHERE name LIKE 'a%'"),
+        ("sqlite", "SELECT ifnull(name, '?'), strftime('%Y', created) FROM t"),
+        ("mysql", "SELECT IFNULL(name, '?'), DATE_FORMAT(created, '%Y') FROM t"),
+        ("generic", "SELECT upper(name), abs(x) FROM t"),
+    ] {
+        assert_eq!(d(dialect, ok), Ok(()), "{dialect}: {ok}");
+    }
+    // An operator can allow more, by name.
+    let p = SqlPolicy { dialect: "postgres".into(), functions: vec!["md5".into()], ..Default::default() };
+    assert_eq!(sql("SELECT md5(name) FROM t", &p), Ok(()));
+}
+
 #[test]
 fn sql_column_allow_list() {
     let p = SqlPolicy {
         dialect: "generic".into(),
         tables: vec!["users".into()],
         columns: vec!["id".into(), "name".into()],
+        ..Default::default()
     };
     assert_eq!(sql("SELECT id, name FROM users WHERE id = 3", &p), Ok(()));
     assert_eq!(sql("SELECT password FROM users", &p).unwrap_err().0, "the query names a column that is not allowed");
