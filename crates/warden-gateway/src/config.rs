@@ -1033,6 +1033,11 @@ pub struct GuardConfig {
     /// path: resolve symbolic links (Warden shares the upstream's filesystem). Default true.
     #[serde(default = "yes")]
     pub resolve_symlinks: bool,
+    /// path: accept a relative path, taken from the first root; the upstream then gets the
+    /// absolute path instead (it could read a relative one from another directory). Default
+    /// false: a relative path is refused.
+    #[serde(default)]
+    pub allow_relative: bool,
     /// sql: `"generic"` (default), `"sqlite"`, `"postgres"` or `"mysql"`.
     #[serde(default)]
     pub dialect: String,

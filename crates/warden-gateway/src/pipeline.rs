@@ -233,7 +233,7 @@ async fn call_one(
     s: &Arc<RelaySession>,
     up: usize,
     method: &str,
-    params: Value,
+    mut params: Value,
     kind: Kind,
     name: &str,
     read_only: bool,
@@ -286,13 +286,21 @@ async fn call_one(
         let stage = tr.begin("warden.arguments");
         let checked = content.check_arguments(server, name, schema, args.unwrap_or(&empty)).await;
         tr.end(stage);
-        if let Err((by, why)) = checked {
-            tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
-            note.refused = Some(if by == "schema" { "validation_error" } else { "blocked_by_guard" });
-            note.findings.push(format!("{by}:refused"));
-            return Ok(tool_error(&why));
+        let rewrites = match checked {
+            Ok(r) => r,
+            Err((by, why)) => {
+                tracing::info!(server = %server, tool = name, reason = %why, "arguments refused");
+                note.refused = Some(if by == "schema" { "validation_error" } else { "blocked_by_guard" });
+                note.findings.push(format!("{by}:refused"));
+                return Ok(tool_error(&why));
+            }
+        };
+        // What the guards checked is what the upstream gets (a relative path, made absolute).
+        if let Some(a) = params.get_mut("arguments").filter(|_| !rewrites.is_empty()) {
+            rewrites.into_iter().for_each(|r| r.apply(a));
         }
     }
+    let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     if let Some(mode) = grant.approval {
         let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
         let empty = json!({});
@@ -316,7 +324,6 @@ async fn call_one(
     // 7. the upstream call carries the trace on: HTTP header and `_meta.traceparent`
     let stage = tr.begin("warden.upstream");
     let traceparent = tr.traceparent(stage);
-    let mut params = params;
     if let Some(p) = params.as_object_mut() {
         let meta = p.entry("_meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {

@@ -4,7 +4,7 @@
 
 use super::globs;
 use crate::config::{GuardConfig, GuardKind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use warden_policy::guards::{self, Refusal, SqlPolicy, UrlPolicy};
 use warden_policy::rules::Glob;
@@ -20,7 +20,7 @@ pub(super) struct Guard {
 }
 
 enum Check {
-    Path { roots: Vec<PathBuf>, resolve: bool },
+    Path { roots: Vec<PathBuf>, resolve: bool, relative: bool },
     Sql(SqlPolicy),
     Argv,
     Url { policy: UrlPolicy, resolve: bool },
@@ -43,7 +43,7 @@ pub(super) fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> 
                 // Canonical when it exists, so symlinked roots (/tmp on some systems) compare.
                 roots.push(std::fs::canonicalize(&r).unwrap_or(r));
             }
-            Check::Path { roots, resolve: g.resolve_symlinks }
+            Check::Path { roots, resolve: g.resolve_symlinks, relative: g.allow_relative }
         }
         GuardKind::Sql => {
             if !["", "generic", "sqlite", "postgres", "postgresql", "mysql"].contains(&g.dialect.as_str()) {
@@ -75,17 +75,23 @@ pub(super) fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> 
 }
 
 impl Guard {
-    pub async fn run(&self, v: &str) -> Result<(), Refusal> {
+    /// Check one value; `Some` is the value to forward instead (a relative path made absolute).
+    pub async fn run(&self, v: &str) -> Result<Option<String>, Refusal> {
         match &self.check {
-            Check::Path { roots, resolve: true } => guards::path_resolved(v, roots).map(|_| ()),
-            Check::Path { roots, resolve: false } => guards::path(v, roots).map(|_| ()),
-            Check::Sql(p) => guards::sql(v, p),
-            Check::Argv => guards::argv(v),
-            Check::Text(t) => guards::text(v, *t),
+            Check::Path { roots, resolve, relative } => {
+                let p = if *relative { guards::path_or_relative(v, roots)? } else { guards::path(v, roots)? };
+                if *resolve {
+                    guards::resolve_links(&p, roots)?;
+                }
+                Ok((!Path::new(v).is_absolute()).then(|| p.display().to_string()))
+            }
+            Check::Sql(p) => guards::sql(v, p).map(|()| None),
+            Check::Argv => guards::argv(v).map(|()| None),
+            Check::Text(t) => guards::text(v, *t).map(|()| None),
             Check::Url { policy, resolve } => {
-                let Some(host) = guards::url(v, policy)? else { return Ok(()) };
+                let Some(host) = guards::url(v, policy)? else { return Ok(None) };
                 if !resolve {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let addrs = tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), 443)))
                     .await
@@ -99,7 +105,7 @@ impl Guard {
                     }
                 }
                 if any {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(Refusal("URL host does not resolve"))
                 }

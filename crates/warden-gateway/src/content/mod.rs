@@ -48,6 +48,24 @@ pub struct Content {
     guards: Vec<Guard>,
 }
 
+/// A checked argument value to forward in place of the one the client sent (a relative path
+/// the guard took from its root is forwarded absolute, so that the upstream reads what the
+/// guard checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// JSON pointer into the arguments.
+    pub pointer: String,
+    pub value: String,
+}
+
+impl Rewrite {
+    pub fn apply(self, args: &mut Value) {
+        if let Some(slot) = args.pointer_mut(&self.pointer) {
+            *slot = Value::String(self.value);
+        }
+    }
+}
+
 /// What the output stages did to one result.
 #[derive(Debug, Default)]
 pub struct OutputReport {
@@ -176,7 +194,7 @@ impl Content {
         tool: &str,
         schema: Option<&Result<ArgSchema, warden_policy::schema::SchemaError>>,
         args: &Value,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<Vec<Rewrite>, (&'static str, String)> {
         if self.cfg.validate_arguments {
             let refuse = |m: String| Err(("schema", m));
             match schema {
@@ -189,8 +207,10 @@ impl Content {
                 None => return refuse("the tool's definition has not been vetted; list tools and retry".into()),
             }
         }
+        let mut rewrites = Vec::new();
         for g in self.guards.iter().filter(|g| applies(&g.server, &g.tools, server, tool)) {
             let at = g.pointer.trim_start_matches('/');
+            let list = matches!(args.pointer(&g.pointer), Some(Value::Array(_)));
             let values: Vec<&str> = match args.pointer(&g.pointer) {
                 None | Some(Value::Null) if g.required => {
                     return Err((g.label, format!("argument `{at}` is required by a guard")))
@@ -205,11 +225,15 @@ impl Content {
                     ))
                 }
             };
-            for v in values {
-                g.run(v).await.map_err(|r| (g.label, format!("argument `{at}` refused: {r}")))?;
+            for (i, v) in values.into_iter().enumerate() {
+                let forward = g.run(v).await.map_err(|r| (g.label, format!("argument `{at}` refused: {r}")))?;
+                if let Some(value) = forward {
+                    let pointer = if list { format!("{}/{i}", g.pointer) } else { g.pointer.clone() };
+                    rewrites.push(Rewrite { pointer, value });
+                }
             }
         }
-        Ok(())
+        Ok(rewrites)
     }
 
     fn output_settings(&self, server: &str, name: &str) -> (InjectionAction, &Redactor, usize) {
@@ -431,5 +455,17 @@ mod tests {
         assert!(c.check_arguments("a", "fetch", None, &json!({"opts": {"url": "https://127.0.0.1/"}})).await.is_err());
         assert!(c.check_arguments("a", "fetch", None, &json!({"opts": {"url": "https://localhost/"}})).await.is_err());
         assert!(c.check_arguments("a", "other", None, &json!({"path": "/etc/passwd"})).await.is_ok());
+        // A relative path is refused (the upstream would read it from its own directory)…
+        let e = c.check_arguments("a", "read", None, &json!({"path": "etc/passwd"})).await.unwrap_err();
+        assert_eq!(e.1, "argument `path` refused: path is relative: give an absolute path beneath an allowed root");
+        // …unless the guard allows it: then the absolute path is what is forwarded.
+        let c = content("[[guard]]\ntools = [\"read\"]\nargument = \"path\"\nkind = \"path\"\nroots = [\"/data/allowed\"]\nresolve_symlinks = false\nallow_relative = true\n[content]\nvalidate_arguments = false");
+        let rewrites =
+            c.check_arguments("a", "read", None, &json!({"path": ["/data/allowed/a", "sub/b"]})).await.unwrap();
+        assert_eq!(rewrites, vec![Rewrite { pointer: "/path/1".into(), value: "/data/allowed/sub/b".into() }]);
+        let mut args = json!({"path": ["/data/allowed/a", "sub/b"]});
+        rewrites.into_iter().for_each(|r| r.apply(&mut args));
+        assert_eq!(args, json!({"path": ["/data/allowed/a", "/data/allowed/sub/b"]}));
+        assert!(c.check_arguments("a", "read", None, &json!({"path": "../etc/passwd"})).await.is_err());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`path`]: traversal and prefix escapes (CVE-2025-53110: `/data/allowed_evil` is not inside
 //!   `/data/allowed`; containment is compared component by component), `..`, NUL, encoded or
-//!   backslash separators. Symlinks (CVE-2025-53109) need the filesystem: the gateway resolves
+//!   backslash separators, and relative paths, which the guard and the server would resolve
+//!   against different directories (refused; or, with [`path_or_relative`], taken from the first
+//!   root and forwarded absolute). Symlinks (CVE-2025-53109) need the filesystem: the gateway resolves
 //!   them with [`path_resolved`] where Warden shares the upstream's filesystem.
 //! - [`sql`]: parsed with a real SQL parser; exactly one statement, a query (no writes, DDL,
 //!   transaction control, `PRAGMA`, `ATTACH`, `SELECT … INTO`, data-modifying CTEs, or functions
@@ -37,9 +39,20 @@ fn refuse<T>(why: &'static str) -> Result<T, Refusal> {
 }
 
 /// Check a path argument against allowed roots (absolute, already resolved by the caller if
-/// they may be symlinks). Relative paths are taken relative to the first root. Returns the
-/// normalised absolute path.
+/// they may be symlinks). Returns the normalised absolute path. A relative path is refused: the
+/// guard and the server would resolve it against different directories (`etc/passwd` is inside
+/// `/srv/data` for the guard and `/etc/passwd` for a server started in `/`); see
+/// [`path_or_relative`].
 pub fn path(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
+    if !Path::new(value).is_absolute() && !value.is_empty() {
+        return refuse("path is relative: give an absolute path beneath an allowed root");
+    }
+    path_or_relative(value, roots)
+}
+
+/// [`path`], taking a relative path from the first root. The caller must then forward the
+/// returned absolute path, never the relative one.
+pub fn path_or_relative(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
     if value.is_empty() {
         return refuse("empty path");
     }
@@ -91,8 +104,12 @@ pub fn within(p: &Path, roots: &[PathBuf]) -> bool {
 /// existing ancestor is canonicalised, so a path to a file yet to be created works too).
 /// `roots` must be canonical already. This function reads the filesystem.
 pub fn path_resolved(value: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
-    let p = path(value, roots)?;
-    let mut existing = p.as_path();
+    resolve_links(&path(value, roots)?, roots)
+}
+
+/// The symlink half of [`path_resolved`], for a path [`path`] or [`path_or_relative`] passed.
+pub fn resolve_links(p: &Path, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
+    let mut existing = p;
     let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
     let real = loop {
         match std::fs::canonicalize(existing) {

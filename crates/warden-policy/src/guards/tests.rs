@@ -10,7 +10,14 @@ fn roots(r: &[&str]) -> Vec<PathBuf> {
 fn path_prefix_and_traversal_escapes() {
     let r = roots(&["/data/allowed"]);
     assert_eq!(path("/data/allowed/a.txt", &r).unwrap(), PathBuf::from("/data/allowed/a.txt"));
-    assert_eq!(path("sub/./b.txt", &r).unwrap(), PathBuf::from("/data/allowed/sub/b.txt"));
+    // A relative path would be read from the server's own directory: refused, unless the
+    // caller takes it from the first root and forwards the absolute path.
+    assert_eq!(
+        path("sub/./b.txt", &r).unwrap_err().0,
+        "path is relative: give an absolute path beneath an allowed root"
+    );
+    assert_eq!(path("etc/passwd", &roots(&["/srv/data"])).unwrap_err().0, path("x", &r).unwrap_err().0);
+    assert_eq!(path_or_relative("sub/./b.txt", &r).unwrap(), PathBuf::from("/data/allowed/sub/b.txt"));
     assert!(path("/data/allowed", &r).is_ok());
     // CVE-2025-53110: a sibling that shares the prefix is outside.
     assert_eq!(path("/data/allowed_evil/x", &r).unwrap_err().0, "path is outside the allowed roots");

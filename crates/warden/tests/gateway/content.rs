@@ -36,7 +36,7 @@ async fn hostile_outputs_arguments_and_definitions() {
     let files = fixture_stdio_upstream("files", Some("files"), "");
     let allowed = dir.join("allowed");
     let guard = format!(
-        "[content]\nmax_item_bytes = 10000\n[[guard]]\nserver = \"files\"\ntools = [\"echo\"]\nargument = \"text\"\nkind = \"path\"\nroots = [{:?}]\n\
+        "[content]\nmax_item_bytes = 10000\n[[guard]]\nserver = \"files\"\ntools = [\"echo\"]\nargument = \"text\"\nkind = \"path\"\nroots = [{:?}]\nallow_relative = true\n\
          [[guard]]\nserver = \"fx\"\ntools = [\"test_sampling\"]\nargument = \"prompt\"\nkind = \"argv\"\n",
         allowed.display().to_string()
     );
@@ -80,10 +80,15 @@ async fn hostile_outputs_arguments_and_definitions() {
     // Guards: the path guard compares components (CVE-2025-53110), the argv guard stops options.
     let ok = c.tool(8, "files__echo", json!({"text": allowed.join("a.txt").display().to_string()})).await;
     assert_eq!(ok["result"]["isError"], Value::Null, "{ok}");
-    for bad in [dir.join("allowed_evil/a.txt"), allowed.join("../allowed_evil/a.txt")] {
+    for bad in [dir.join("allowed_evil/a.txt"), allowed.join("../allowed_evil/a.txt"), "../allowed_evil/a.txt".into()] {
         let v = c.tool(9, "files__echo", json!({"text": bad.display().to_string()})).await;
         assert!(text(&v).starts_with("Warden refused this call: argument `text` refused: path"), "{v}");
     }
+    // A relative path (allowed here) reaches the upstream as the absolute path the guard
+    // checked, never as a path the upstream would take from its own directory.
+    let rel = c.tool(19, "files__echo", json!({"text": "sub/./etc/passwd"})).await;
+    let want = std::fs::canonicalize(&allowed).unwrap().join("sub/etc/passwd");
+    assert_eq!(text(&rel), want.display().to_string(), "{rel}");
     let v = c.tool(10, "test_sampling", json!({"prompt": "--output=/tmp/pwned"})).await;
     assert_eq!(
         text(&v),

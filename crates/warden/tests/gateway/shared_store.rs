@@ -72,9 +72,8 @@ async fn two_wardens_share_limits_kill_switches_and_approvals_and_fail_closed_wi
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let switched_off = |r: &serde_json::Value| {
-        r["result"]["isError"] == true && r.to_string().contains("switched off by an operator")
-    };
+    let switched_off =
+        |r: &serde_json::Value| r["result"]["isError"] == true && r.to_string().contains("switched off by an operator");
     let took = within(3, || async { switched_off(&cb.tool(6, "test_simple_text", json!({})).await) }).await;
     assert!(took < Duration::from_millis(1500), "{took:?}");
     let r = http
