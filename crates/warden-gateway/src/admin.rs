@@ -25,7 +25,8 @@
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
 use crate::approval::{Approvals, Approver, DecideError};
-use crate::auth::{sha256, Authenticator};
+use crate::auth::Authenticator;
+use crate::digest::sha256;
 use crate::killswitch::{Kill, KillSwitches};
 use crate::store::ApprovalState;
 use axum::body::Body;

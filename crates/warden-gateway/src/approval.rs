@@ -64,11 +64,11 @@ pub enum DecideError {
 pub fn digest(p: &Principal, server: &str, tool: &str, args: &Value) -> String {
     let mut s = format!("{}\0{server}\0{tool}\0", p.binding_key());
     warden_policy::canonical::write(args, &mut s);
-    crate::auth::hex(&crate::auth::sha256(s.as_bytes()))
+    crate::digest::hex(&crate::digest::sha256(s.as_bytes()))
 }
 
 fn requester_key(p: &Principal) -> String {
-    crate::auth::hex(&crate::auth::sha256(p.binding_key().as_bytes()))
+    crate::digest::hex(&crate::digest::sha256(p.binding_key().as_bytes()))
 }
 
 fn shown(args: &Value) -> String {
@@ -86,7 +86,7 @@ fn shown(args: &Value) -> String {
 
 fn random_id() -> String {
     let b: [u8; 16] = rand::random();
-    crate::auth::hex(&b)
+    crate::digest::hex(&b)
 }
 
 impl Approvals {

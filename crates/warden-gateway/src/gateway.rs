@@ -331,7 +331,7 @@ impl Gateway {
                     None => String::new(),
                 };
                 let app = crate::admin::router(crate::admin::AdminState {
-                    token_hash: crate::auth::sha256(token.as_bytes()),
+                    token_hash: crate::digest::sha256(token.as_bytes()),
                     kills: self.shared.policy.kills.clone(),
                     servers: self.cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                     approvals: self.shared.approvals.clone(),

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod content;
+pub mod digest;
 pub mod error;
 pub mod forward;
 pub mod framing;

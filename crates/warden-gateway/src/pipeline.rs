@@ -418,6 +418,18 @@ fn str_param<'a>(p: &'a Value, key: &str) -> Result<&'a str, GatewayError> {
     p.get(key).and_then(Value::as_str).ok_or(GatewayError::InvalidParams("missing string parameter"))
 }
 
+/// The upstream's URI in canonical form: what the rules match and what the upstream gets
+/// (`warden_policy::uri`), so that `../`, `%2e`, `//` or `file://localhost/` cannot slip past
+/// a resource rule.
+fn canonical_uri(uri: &str) -> Result<String, GatewayError> {
+    warden_policy::uri::normalize(uri).map_err(|e| {
+        tracing::info!(reason = %e, "resource URI refused");
+        GatewayError::InvalidParams(
+            "resource URI cannot be normalized (encoded separator, `..` above the root, or malformed)",
+        )
+    })
+}
+
 /// Decide where a request goes, rewriting exposed names to the upstream's own.
 pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Result<Route, GatewayError> {
     if list_field(method).is_some() {
@@ -445,6 +457,7 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let uri = str_param(&p, "uri")?.to_string();
             let (up, orig) = s.resolve_uri(&uri).await.ok_or(GatewayError::UnknownResource)?;
+            let orig = canonical_uri(&orig)?;
             p["uri"] = orig.clone().into();
             Ok(Route::One { up, params: p, target: (Kind::Resource, orig, true) })
         }
@@ -458,7 +471,7 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
                 }
                 Some("ref/resource") => {
                     let (up, o) = s.resolve_uri(str_param(&r, "uri")?).await.ok_or(GatewayError::UnknownResource)?;
-                    (up, "uri", o)
+                    (up, "uri", canonical_uri(&o)?)
                 }
                 _ => return Err(GatewayError::InvalidParams("unknown completion ref type")),
             };

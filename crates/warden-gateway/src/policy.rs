@@ -173,6 +173,15 @@ pub fn compile_limits(cfg: &Config) -> Result<(Option<Rate>, Option<Rate>), Stri
     ))
 }
 
+/// A limit key of at most 128 bytes (longer ones by their digest), so that long subjects or
+/// tenants cannot make the limiter's maps (here, or in Redis) large.
+fn bounded(key: String) -> String {
+    if key.len() <= 128 {
+        return key;
+    }
+    format!("#{}", crate::digest::hex(&crate::digest::sha256(key.as_bytes())))
+}
+
 /// The answer for a target that does not exist — and for one the caller may not know exists.
 pub fn unknown(kind: Kind) -> GatewayError {
     match kind {
@@ -327,21 +336,24 @@ impl Policy {
         }
         let mut checks = Vec::new();
         if let Some(r) = self.per_principal {
-            checks.push(Check { key: format!("p\0{who}"), limit: Limit::Rate(r), scope: "principal" });
+            checks.push(Check { key: bounded(format!("p\0{who}")), limit: Limit::Rate(r), scope: "principal" });
         }
         if let (Some(r), Some(t)) = (self.per_tenant, &p.tenant) {
-            checks.push(Check { key: format!("t\0{t}"), limit: Limit::Rate(r), scope: "tenant" });
+            checks.push(Check { key: bounded(format!("t\0{t}")), limit: Limit::Rate(r), scope: "tenant" });
         }
+        // Tools and prompts are named from the caller's listing; a resource URI is the caller's
+        // own choice, so its limits count per rule and server (a fresh URI would start afresh).
+        let target = if kind == Kind::Resource { "" } else { name };
         if let Some(r) = o.rate {
             checks.push(Check {
-                key: format!("r\0{who}\0{id}\0{server}\0{name}"),
+                key: bounded(format!("r\0{who}\0{id}\0{server}\0{target}")),
                 limit: Limit::Rate(r),
                 scope: "tool",
             });
         }
         if let Some(q) = o.daily_quota {
             checks.push(Check {
-                key: format!("q\0{who}\0{id}\0{server}\0{name}"),
+                key: bounded(format!("q\0{who}\0{id}\0{server}\0{target}")),
                 limit: Limit::Daily(q),
                 scope: "daily_quota",
             });

@@ -170,7 +170,7 @@ pub fn cert_principal(der: &[u8], scopes: &[String]) -> Option<Principal> {
     let mut claims = Map::new();
     claims.insert("cert_subject".into(), Value::String(cert.subject().to_string()));
     claims.insert("cert_issuer".into(), Value::String(cert.issuer().to_string()));
-    let fp = crate::auth::hex(&crate::auth::sha256(der));
+    let fp = crate::digest::hex(&crate::digest::sha256(der));
     claims.insert("cert_sha256".into(), Value::String(fp));
     Some(Principal {
         subject,

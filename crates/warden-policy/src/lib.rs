@@ -15,6 +15,7 @@ pub mod rules;
 pub mod sanitize;
 pub mod scan;
 pub mod schema;
+pub mod uri;
 
 pub use principal::{AuthMethod, Principal};
 

@@ -19,6 +19,8 @@ pub mod cimd;
 pub mod introspect;
 pub mod jwt;
 
+pub use crate::digest::{hex, sha256};
+
 use crate::config::{Auth, Config, JwtIssuer};
 use crate::server::http::Authenticate;
 use axum::body::Body;
@@ -26,7 +28,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use http::{header, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
-use ring::digest::{digest, SHA256};
+use ring::digest::SHA256;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -401,14 +403,4 @@ pub fn builtin_rules(issuer: &str) -> JwtIssuer {
     let mut j = JwtIssuer::with_defaults(issuer);
     j.algorithms = vec!["EdDSA".into()];
     j
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A digest used for cache keys and PKCE.
-pub fn sha256(b: &[u8]) -> [u8; 32] {
-    digest(&SHA256, b).as_ref().try_into().expect("32 bytes")
 }

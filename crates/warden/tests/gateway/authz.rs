@@ -363,3 +363,49 @@ max_concurrent_per_principal = 1
     assert_eq!(h["error"]["message"], "Request timed out", "{h}");
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
+
+/// Resource rules see the URI the upstream will read: spellings of a denied URI (`..`, `%2e`,
+/// `//`, case, encoded letters) are denied, the canonical URI is what is forwarded, an encoded
+/// separator is refused, and a rate on resources counts per rule, not per URI (a fresh URI does
+/// not start a fresh bucket).
+#[tokio::test]
+async fn resource_rules_match_canonical_uris_and_limits_count_per_rule() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let rules = r#"
+[[rule]]
+id = "templates"
+resources = ["test://template/*"]
+rate = "3/minute"
+burst = 3
+
+[[rule]]
+id = "no-secret"
+effect = "deny"
+resources = ["test://template/secret/*"]
+"#;
+    let w = warden("", &format!("{up}\n{rules}"));
+    let c = client_local(&w).await;
+    let read = |id: i64, uri: &str| c.call(id, "resources/read", json!({ "uri": uri }));
+    let r = read(1, "test://template/x/%2e%2e/ab/data").await;
+    assert_eq!(r["result"]["contents"][0]["uri"], "test://template/ab/data", "forwarded canonical: {r}");
+    for (i, u) in [
+        "test://template/x/../secret/data",
+        "test://template/x/%2E%2E/secret/data",
+        "TEST://TEMPLATE/secret/data",
+        "test://template//secret/data",
+        "test://template/%73ecret/data",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = read(10 + i as i64, u).await;
+        assert_eq!(r["error"]["code"], -32002, "{u}: {r}");
+        assert!(r["error"].get("data").is_none(), "refused by Warden's rule, not by the upstream: {u}: {r}");
+    }
+    let r = read(20, "test://template/secret%2Fdata").await;
+    assert_eq!(r["error"]["code"], -32602, "an encoded separator is refused: {r}");
+    assert!(read(21, "test://template/cd/data").await.get("result").is_some());
+    assert!(read(22, "test://template/ef/data").await.get("result").is_some());
+    let r = read(23, "test://template/gh/data").await;
+    assert_eq!(r["error"]["code"], -32029, "the fourth read in a minute is limited, whatever its URI: {r}");
+}

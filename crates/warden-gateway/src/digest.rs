@@ -1,0 +1,14 @@
+//! Digests for keys, caches and fingerprints: SHA-256 and lower-case hex. A leaf: it imports
+//! nothing of the crate.
+
+use ring::digest::{digest, SHA256};
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of `b` (cache keys, PKCE, token hashes, fingerprints).
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    digest(&SHA256, b).as_ref().try_into().expect("32 bytes")
+}
