@@ -67,8 +67,9 @@ pub fn digest(p: &Principal, server: &str, tool: &str, args: &Value) -> String {
     crate::digest::hex(&crate::digest::sha256(s.as_bytes()))
 }
 
+/// The requester as a person (whatever credential they use), for the self-approval check.
 fn requester_key(p: &Principal) -> String {
-    crate::digest::hex(&crate::digest::sha256(p.binding_key().as_bytes()))
+    crate::digest::hex(&crate::digest::sha256(p.person_key().as_bytes()))
 }
 
 fn shown(args: &Value) -> String {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 use warden_policy::rules::Kind;
+use warden_policy::Principal;
 use warden_protocol::jsonrpc::Id;
 
 /// Where a request goes.
@@ -107,6 +108,7 @@ fn json_size(v: &Value) -> u64 {
 
 pub async fn handle(
     s: &Arc<RelaySession>,
+    p: &Arc<Principal>,
     id: &Id,
     method: &str,
     params: Option<Value>,
@@ -138,7 +140,7 @@ pub async fn handle(
             let name = params_name.as_deref().unwrap_or_default();
             match s.hidden(cap, name) {
                 Some((up, orig, ro)) => {
-                    let refused = s.shared.policy.refusal(&s.principal, up, kind, &orig, ro, None);
+                    let refused = s.shared.policy.refusal(p, up, kind, &orig, ro, None);
                     note.denied = refused.is_some();
                     note.server = Some(s.shared.specs[up].name.clone());
                     note.capability = Some(kind.as_str());
@@ -152,10 +154,10 @@ pub async fn handle(
         }
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
-        Ok(Route::FanOut) => s.list(method).await,
+        Ok(Route::FanOut) => s.list(method, p).await,
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
-            call_one(s, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr).await
+            call_one(s, p, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr).await
         }
     };
     // A tool switched off by an operator answers as a tool error, which the agent's model reads:
@@ -170,7 +172,7 @@ pub async fn handle(
     // 9. record: the audit event (metrics are derived from it); the answer waits for it to be
     //    stored unless `[audit] acknowledge = "queued"`.
     let status = status_of(&result, &note);
-    let mut e = s.event(kind_of(method), status, Some(method));
+    let mut e = s.event(p, kind_of(method), status, Some(method));
     e.request_id = Some(match id {
         Id::Str(x) => x.clone(),
         other => other.to_string(),
@@ -231,6 +233,7 @@ pub async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn call_one(
     s: &Arc<RelaySession>,
+    p: &Principal,
     up: usize,
     method: &str,
     mut params: Value,
@@ -259,7 +262,7 @@ async fn call_one(
     let args = matches!(method, "tools/call" | "prompts/get").then(|| params.get("arguments")).flatten();
     note.args = args.cloned();
     let stage = tr.begin("warden.policy");
-    let admitted = policy.admit(&s.principal, up, kind, name, read_only, args).await;
+    let admitted = policy.admit(p, up, kind, name, read_only, args).await;
     tr.end(stage);
     let grant = match admitted {
         Ok(g) => g,
@@ -271,7 +274,7 @@ async fn call_one(
                     | GatewayError::UnknownResource
                     | GatewayError::SwitchedOff { .. }
             ) {
-                note.rule = policy.refusal(&s.principal, up, kind, name, read_only, args).map(|(r, _)| r);
+                note.rule = policy.refusal(p, up, kind, name, read_only, args).map(|(r, _)| r);
                 note.denied = note.rule.is_some();
             }
             return Err(e);
@@ -306,7 +309,7 @@ async fn call_one(
         let empty = json!({});
         let args = args.unwrap_or(if method == "tools/call" || method == "prompts/get" { &empty } else { &params });
         let stage = tr.begin("warden.approval");
-        let r = s.shared.approvals.require(mode, &s.principal, server, name, args, elicit).await;
+        let r = s.shared.approvals.require(mode, p, server, name, args, elicit).await;
         tr.end(stage);
         let mode = format!("{mode:?}").to_lowercase();
         note.approval = Some(match &r {

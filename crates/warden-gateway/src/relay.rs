@@ -173,7 +173,7 @@ impl Service for Relay {
             let p = &session.principal;
             tracing::info!(subject = %p.subject, tenant = p.tenant.as_deref().unwrap_or("-"), method = ?p.method,
                            version = negotiated, "session opened");
-            let mut e = session.event("initialize", "success", Some("initialize"));
+            let mut e = session.event(&session.principal, "initialize", "success", Some("initialize"));
             e.detail = Some(format!("protocol {negotiated}"));
             e.latency_us = Some(started.elapsed().as_micros() as u64);
             shared.audit.commit(e).await.map_err(|e| e.to_error_object())?;
@@ -231,9 +231,15 @@ impl Session for RelaySession {
         method: String,
         params: Option<Value>,
         peer: Peer,
+        caller: Option<Arc<Principal>>,
     ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
-        async move { pipeline::handle(&self, &id, &method, params, peer).await.map_err(|e| e.to_error_object()) }
-            .boxed()
+        async move {
+            // Each request is authorized as whoever sent it (its own token's scopes and roles),
+            // not as whoever opened the session; the transport has checked it is the same caller.
+            let p = caller.unwrap_or_else(|| self.principal.clone());
+            pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object())
+        }
+        .boxed()
     }
 
     fn notification(self: Arc<Self>, method: String, params: Option<Value>) {
@@ -273,9 +279,10 @@ impl Session for RelaySession {
 
 impl RelaySession {
     /// An audit event of this session: who, from where, which method.
-    pub fn event(&self, kind: &str, status: &str, method: Option<&str>) -> warden_audit::Event {
+    /// An audit event of this session, as `p` (the request's caller).
+    pub fn event(&self, p: &Principal, kind: &str, status: &str, method: Option<&str>) -> warden_audit::Event {
         let mut e = warden_audit::Event::new(kind, status);
-        crate::audit::Audit::principal(&mut e, &self.principal);
+        crate::audit::Audit::principal(&mut e, p);
         e.session = Some(self.session_tag.clone());
         e.client_addr.clone_from(&self.client_addr);
         e.method = method.map(str::to_string);
@@ -442,7 +449,7 @@ impl RelaySession {
 
     /// Fan a listing out to every upstream that has the capability, rename, and merge.
     /// Colliding names are withheld from the answer and from routing.
-    pub async fn list(&self, method: &str) -> Result<Value, GatewayError> {
+    pub async fn list(&self, method: &str, p: &Principal) -> Result<Value, GatewayError> {
         let (cap, field) = list_field(method).ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
         let ups: Vec<usize> = (0..self.slots.len()).collect();
@@ -510,7 +517,7 @@ impl RelaySession {
                 continue;
             }
             let read_only = policy.read_only(i, kind, &orig, Some(&item));
-            if !policy.visible(&self.principal, i, kind, &orig, read_only) {
+            if !policy.visible(p, i, kind, &orig, read_only) {
                 if kind != Kind::Resource && hidden.len() < 10_000 {
                     hidden.insert(format!("{cap}:{exposed}"), (i, orig, read_only));
                 }
@@ -585,7 +592,7 @@ impl RelaySession {
                 || (kind == "prompts" && r.prompts.is_empty())
         };
         if stale {
-            let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }).await;
+            let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }, &self.principal).await;
         }
         lookup(&self.routes.lock())
     }
@@ -614,7 +621,7 @@ impl RelaySession {
             [one] => Some((*one, uri.to_string())),
             [] => None,
             _ => {
-                let _ = self.list("resources/list").await;
+                let _ = self.list("resources/list", &self.principal).await;
                 self.routes.lock().resources.get(uri).map(|(up, orig, _)| (*up, orig.clone()))
             }
         }

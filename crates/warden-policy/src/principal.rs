@@ -55,9 +55,33 @@ impl Principal {
         needed.iter().filter(|s| !self.has_scope(s)).map(String::as_str).collect()
     }
 
-    /// A key that identifies the same caller across requests: sessions are bound to it.
+    /// Who vouches for the subject: a token's issuer (`iss`), an API key's id, nothing else.
+    pub fn issuer(&self) -> &str {
+        match self.method {
+            AuthMethod::Jwt | AuthMethod::Introspection => self.claims.get("iss").and_then(Value::as_str).unwrap_or(""),
+            AuthMethod::ApiKey => self.client_id.as_deref().unwrap_or(""),
+            AuthMethod::Mtls | AuthMethod::Local => "",
+        }
+    }
+
+    /// A key that identifies exactly the same caller across requests — how it authenticated, its
+    /// tenant, who vouches for it ([`Principal::issuer`]) and its subject. Sessions, approvals
+    /// and limits are bound to it: the same `sub` from two issuers is two callers.
     pub fn binding_key(&self) -> String {
-        format!("{:?}\u{0}{}\u{0}{}", self.method, self.tenant.as_deref().unwrap_or(""), self.subject)
+        format!(
+            "{:?}\u{0}{}\u{0}{}\u{0}{}",
+            self.method,
+            self.tenant.as_deref().unwrap_or(""),
+            self.issuer(),
+            self.subject
+        )
+    }
+
+    /// The person behind any of their credentials, loosely: tenant and subject (case folded).
+    /// Only for checks where a false match refuses and never grants: an approver with the
+    /// requester's person key is the requester, whether it signed in with a token or a key.
+    pub fn person_key(&self) -> String {
+        format!("{}\u{0}{}", self.tenant.as_deref().unwrap_or(""), self.subject.to_lowercase())
     }
 }
 
@@ -81,5 +105,21 @@ mod tests {
         assert_ne!(a.binding_key(), b.binding_key());
         let k = Principal { method: AuthMethod::ApiKey, ..Principal::local() };
         assert_ne!(k.binding_key(), Principal::local().binding_key());
+        // The same subject from two issuers, or two API keys, is two callers…
+        let jwt = |iss: &str| {
+            let mut claims = Map::new();
+            claims.insert("iss".into(), iss.into());
+            Principal { subject: "alice".into(), method: AuthMethod::Jwt, claims, ..Principal::local() }
+        };
+        assert_ne!(jwt("https://a").binding_key(), jwt("https://b").binding_key());
+        let key = |id: &str| Principal {
+            subject: "alice".into(),
+            method: AuthMethod::ApiKey,
+            client_id: Some(format!("apikey:{id}")),
+            ..Principal::local()
+        };
+        assert_ne!(key("k1").binding_key(), key("k2").binding_key());
+        // …but one person, for the checks that only refuse.
+        assert_eq!(jwt("https://a").person_key(), key("k1").person_key());
     }
 }

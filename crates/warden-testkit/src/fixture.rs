@@ -349,6 +349,7 @@ impl Session for FixtureSession {
         method: String,
         params: Option<Value>,
         peer: Peer,
+        _caller: Option<Arc<warden_policy::Principal>>,
     ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
         async move {
             let p = params.unwrap_or_else(|| json!({}));

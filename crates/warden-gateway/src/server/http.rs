@@ -426,11 +426,11 @@ impl McpEndpoint {
             Message::Request { id, method, params } => {
                 if want_sse && self.opts.sse_grace.is_zero() {
                     let (stream, rx) = session.streams.open(Some(id.clone()));
-                    conn.request(id, method, params, Some(stream));
+                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
                     sse_response(rx)
                 } else if want_sse {
                     let (stream, mut rx) = session.streams.open_json(id.clone(), true);
-                    conn.request(id, method, params, Some(stream));
+                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
                     let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
                         Ok(first) => first,
                         Err(_) => {
@@ -456,7 +456,7 @@ impl McpEndpoint {
                     }
                 } else {
                     let (stream, mut rx) = session.streams.open_json(id.clone(), false);
-                    conn.request(id, method, params, Some(stream));
+                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
                     match rx.recv().await {
                         Some(b) => json_answer(b),
                         None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),

@@ -45,13 +45,15 @@ pub trait Service: Send + Sync + 'static {
 }
 
 pub trait Session: Send + Sync + 'static {
-    /// Answer one request. `peer` is tied to the request's stream.
+    /// Answer one request. `peer` is tied to the request's stream; `caller` is who sent this
+    /// request (authenticated with it; `None`: the session's own principal, as on stdio).
     fn request(
         self: Arc<Self>,
         id: Id,
         method: String,
         params: Option<Value>,
         peer: Peer,
+        caller: Option<Arc<Principal>>,
     ) -> BoxFuture<'static, Result<Value, ErrorObject>>;
     /// A notification from the client (`notifications/cancelled` is handled by the transport).
     fn notification(self: Arc<Self>, method: String, params: Option<Value>);
@@ -79,7 +81,14 @@ impl Conn {
 
     /// Run a request; its response (or error) goes out on `stream`. A duplicate id of a request
     /// still in flight is refused.
-    pub fn request(self: &Arc<Self>, id: Id, method: String, params: Option<Value>, stream: Option<u64>) {
+    pub fn request(
+        self: &Arc<Self>,
+        id: Id,
+        method: String,
+        params: Option<Value>,
+        stream: Option<u64>,
+        caller: Option<Arc<Principal>>,
+    ) {
         let mut inflight = self.inflight.lock();
         if inflight.contains_key(&id) {
             drop(inflight);
@@ -88,7 +97,7 @@ impl Conn {
         }
         let me = self.clone();
         let key = id.clone();
-        let fut = self.session.clone().request(id.clone(), method, params, self.peer(stream));
+        let fut = self.session.clone().request(id.clone(), method, params, self.peer(stream), caller);
         let task = tokio::spawn(async move {
             let reply = match fut.await {
                 Ok(result) => Message::Response { id: key.clone(), result },

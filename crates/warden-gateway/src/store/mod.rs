@@ -83,7 +83,8 @@ pub struct Approval {
     pub id: String,
     /// Hex SHA-256 of (principal, server, tool, canonical arguments): what the approval is for.
     pub digest: String,
-    /// Hex SHA-256 of the requester's binding key (method, tenant, subject).
+    /// Hex SHA-256 of the requester's person key (tenant, subject): whoever that is may not
+    /// approve it, with any credential.
     pub requester: String,
     pub subject: String,
     /// Absent in JSON when the requester has no tenant (so are the undecided fields below).

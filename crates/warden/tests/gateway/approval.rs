@@ -213,3 +213,26 @@ async fn user_approval_asks_the_calling_client_by_elicitation() {
     let a = one_pending(&admin, TOKEN).await;
     assert_eq!(a["id"], pending["data"]["approvalId"]);
 }
+
+/// The requester cannot approve its own held call by signing in to the admin API with another
+/// credential: it called with an API key, and approves with a JWT of the same subject.
+#[tokio::test]
+async fn self_approval_is_refused_whatever_the_credential() {
+    let idp = warden_testkit::idp::Idp::start().await;
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin) = admin_section();
+    let (alice, ea) = key("alice", &["mcp"], &[], Some("acme"));
+    let rules =
+        "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n[approval]\nwait_secs = 3\n";
+    let jwt_issuer = format!("[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
+    let w = warden("", &format!("{up}\n[auth]\n{ea}\n{jwt_issuer}\n{admin_cfg}\n{rules}"));
+    let c = crate::authz::client(&w, &alice).await;
+    let held = tokio::spawn(async move { c.tool(1, "echo", json!({"text": "x"})).await });
+    let a = one_pending(&admin, TOKEN).await;
+    let id = a["id"].as_str().unwrap();
+    let same_person = idp.sign_ed(&idp.claims(&w.url, "warden:approve"), Some("ed1"));
+    let (s, v) = admin_post(&format!("{admin}/approvals/{id}/approve"), &same_person, json!({})).await;
+    assert_eq!(s, 403, "alice's JWT may not approve alice's call: {v}");
+    let pending = error(&held.await.unwrap());
+    assert_eq!(pending["data"]["state"], "pending", "{pending}");
+}

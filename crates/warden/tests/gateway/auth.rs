@@ -299,6 +299,39 @@ async fn sessions_are_bound_to_their_principal() {
     assert!(!log.contains(&key_a), "API key in the log");
 }
 
+/// Each request is authorized as the token that sent it, not as the one that opened the
+/// session: a later token of the same subject with fewer scopes cannot use what the first one
+/// could; and the same `sub` from another trusted issuer is another caller (404 on the session).
+#[tokio::test]
+async fn each_request_is_authorized_as_its_own_token() {
+    let idp = Idp::start().await;
+    let other = Idp::start().await;
+    let rules = "[[rule]]\nid = \"writers\"\ntools = [\"echo\"]\nscopes = [\"write\"]\n\
+                 [[rule]]\nid = \"readers\"\ntools = [\"test_simple_text\"]\n";
+    let auth = format!(
+        "[auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\n[[auth.jwt]]\nissuer = {:?}\n",
+        idp.issuer, other.issuer
+    );
+    let w = warden("", &format!("{}\n{auth}\n{rules}", fixture_stdio_upstream("fx", Some(""), "")));
+    let mut c = Client::new(&w.url);
+    c.bearer = Some(idp.sign_ed(&idp.claims(&w.url, "mcp write"), Some("ed1")));
+    c.initialize().await;
+    assert_eq!(c.tool(1, "echo", json!({"text": "w"})).await["result"]["content"][0]["text"], "w");
+    // The same person, a narrower token: no longer allowed to write, still allowed to read.
+    c.bearer = Some(idp.sign_ed(&idp.claims(&w.url, "mcp"), Some("ed1")));
+    let r = c.tool(2, "echo", json!({"text": "w"})).await;
+    assert_eq!(r["error"]["code"], -32602, "authorized as the narrower token: {r}");
+    assert!(c.tool(3, "test_simple_text", json!({})).await.get("result").is_some());
+    let listed = c.call(4, "tools/list", json!({})).await;
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(!names.contains(&"echo"), "listed as the narrower token: {names:?}");
+    // `alice` of another issuer is someone else.
+    c.bearer = Some(other.sign_ed(&other.claims(&w.url, "mcp write"), Some("ed1")));
+    let r = c.post(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "{}", r.raw);
+}
+
 #[tokio::test]
 async fn opaque_tokens_via_introspection_and_revocation() {
     let idp = Idp::start().await;
