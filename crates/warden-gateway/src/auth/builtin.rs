@@ -5,7 +5,11 @@
 //!
 //! Defends against: code interception (PKCE S256 only, `plain` refused), open redirects and code
 //! leakage (redirect URIs registered and matched exactly; errors before the redirect URI is
-//! validated are shown, never redirected), code replay (single use, 60 s; a replay revokes every
+//! validated are shown, never redirected; and because anyone can register a client or describe
+//! one in a document, errors of an authorization request go back only to a loopback redirect URI
+//! — a native app on the user's own machine — and are shown as a page otherwise, so a
+//! self-registered `https://evil.example` cannot use Warden as a redirector; the consent page
+//! says a self-registered client's name is unverified), code replay (single use, 60 s; a replay revokes every
 //! token issued from it), refresh token theft (rotation; reuse of a rotated token revokes the whole
 //! family), login CSRF and clickjacking (per-request token bound to a `SameSite=Strict` cookie;
 //! `X-Frame-Options: DENY` and `frame-ancestors 'none'`), password theft from the users file
@@ -337,6 +341,18 @@ fn redirect(uri: &str, params: &[(&str, &str)]) -> Response<Body> {
     )
 }
 
+/// An `http` redirect URI to a loopback address (a native app's local listener).
+fn loopback_uri(u: &str) -> bool {
+    let Ok(p) = reqwest::Url::parse(u) else { return false };
+    p.scheme() == "http"
+        && match p.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+}
+
 /// A redirect URI a client may register: absolute, no fragment; `https`, `http` to loopback, or a
 /// private-use scheme (native apps); never `javascript:`, `data:` or `file:`.
 fn valid_redirect(u: &str) -> bool {
@@ -493,9 +509,16 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
         _ => return error_page("the redirect URI does not match one registered for this client"),
     };
     let client_name = c.name;
-    // From here errors go back to the (validated) redirect URI.
+    // Self-registered (not a metadata document URL): its name is only its own claim.
+    let self_registered = !cimd::is_url(client_id);
+    // From here errors go back to the validated redirect URI — when that cannot make Warden a
+    // redirector for whoever registered the client (RFC 9700 §4.11.2): only to loopback.
     let state = q.state.clone();
+    let to_client = loopback_uri(&redirect_uri);
     let fail = |error: &str, desc: &str| {
+        if !to_client {
+            return error_page(&format!("{error}: {desc}"));
+        }
         let mut p = vec![("error", error), ("error_description", desc), ("iss", issuer.as_str())];
         if let Some(st) = &state {
             p.push(("state", st));
@@ -551,7 +574,7 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Authorize {client}</title>
 <style>body{{font-family:sans-serif;max-width:32em;margin:3em auto}}code{{word-break:break-all}}</style></head>
 <body><h1>Authorize access</h1>
-<p>The application <strong>{client}</strong> asks to use <code>{resource}</code> as you, with these scopes:</p>
+<p>The application <strong>{client}</strong>{unverified} asks to use <code>{resource}</code> as you, with these scopes:</p>
 <ul>{scopes}</ul>
 <p>After you decide, you will be sent to <code>{redirect}</code>.</p>
 <form method="post" action="/authorize">
@@ -561,6 +584,11 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
 <p><button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button></p>
 </form></body></html>"#,
         client = e(&client_name),
+        unverified = if self_registered {
+            " <em>(unverified: the application registered itself and chose this name)</em>"
+        } else {
+            ""
+        },
         resource = e(&resource),
         scopes = scopes.iter().map(|x| format!("<li><code>{}</code></li>", e(x))).collect::<String>(),
         redirect = e(&redirect_uri),

@@ -685,6 +685,30 @@ async fn builtin_authorization_server_flow_and_attacks() {
     // A token for another resource is not issued.
     let r = a.authorize(&q(&[("resource", "https://other.example/mcp".to_string())])).await;
     assert_eq!(get(&location_query(&r), "error"), Some("invalid_target"));
+    // Anyone may register a client: one that points at another site does not turn Warden into a
+    // redirector. Its errors are shown here, and its self-chosen name is marked unverified.
+    let evil_cb = "https://evil.example/cb";
+    let evil = a.register(evil_cb).await;
+    let with = |client: &str, extra: &[(&'static str, &str)]| {
+        let mut v: Vec<(&str, String)> =
+            q(&[]).into_iter().filter(|(k, _)| *k != "client_id" && *k != "redirect_uri").collect();
+        v.push(("client_id", client.to_string()));
+        v.push(("redirect_uri", evil_cb.to_string()));
+        for &(k, val) in extra {
+            v.retain(|(x, _)| *x != k);
+            v.push((k, val.to_string()));
+        }
+        v
+    };
+    for extra in
+        [&[("response_type", "token")][..], &[("code_challenge_method", "plain")], &[("scope", "no-such-scope")]]
+    {
+        let r = a.authorize(&with(&evil, extra)).await;
+        assert_eq!(r.status(), 400, "{extra:?}");
+        assert!(r.headers().get("location").is_none(), "no redirect to {evil_cb}: {extra:?}");
+    }
+    let consent = a.authorize(&with(&evil, &[])).await.text().await.unwrap();
+    assert!(consent.contains("unverified"), "{consent}");
     // Consent without the CSRF cookie is refused.
     let page = a.authorize(&q(&[])).await;
     let html = page.text().await.unwrap();
