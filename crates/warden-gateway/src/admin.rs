@@ -20,7 +20,8 @@
 //!   recorded as the approver, and it cannot approve its own calls unless configured.
 //!
 //! Defends against: use without a credential (the admin token is compared in constant time over
-//! its SHA-256), use from other sites through a browser (no CORS, JSON bodies only), switches for
+//! its SHA-256), use from other sites through a browser (no CORS, JSON bodies only; `Host` and
+//! `Origin` must name this machine, so DNS rebinding gets 403), switches for
 //! upstreams that do not exist, cross-tenant approval, self-approval.
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
@@ -192,6 +193,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/pins/approve", post(approve_pin))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
+        .route_layer(axum::middleware::from_fn(loopback_only))
+}
+
+/// The admin listener binds loopback only: a request whose `Host` or `Origin` names anything
+/// else reached it through DNS rebinding (a web page in the operator's browser) or a proxy.
+async fn loopback_only(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    if crate::host::loopback_request(req.headers(), req.uri().authority().map(|a| a.as_str())) {
+        next.run(req).await
+    } else {
+        reply(StatusCode::FORBIDDEN, json!({"error": "Host or Origin not allowed on the admin listener"}))
+    }
 }
 
 async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {

@@ -1163,7 +1163,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// Address to bind. Default `127.0.0.1:8932`. A non-loopback address needs `[listen.tls]`.
+    /// Address to bind: loopback only (reach it through SSH or a sidecar). Default `127.0.0.1:8932`.
     #[serde(default = "default_admin_addr")]
     pub addr: SocketAddr,
     /// The admin bearer token (at least 32 characters).

@@ -3,7 +3,7 @@
 //! hardened HTTP listener, or one client over stdio; shut everything down cleanly.
 
 use crate::approval::Approvals;
-use crate::auth::{Authenticator, PeerCert};
+use crate::auth::Authenticator;
 use crate::config::{Config, StoreBackend};
 use crate::killswitch::KillSwitches;
 use crate::namespace::Namespaces;
@@ -23,15 +23,14 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use http::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::listener::{serve_router, ListenLimits};
 
 /// What one upstream lists: the client-visible `cap:name` entries and the tools' own names.
 #[derive(Clone)]
@@ -420,147 +419,4 @@ pub fn auth_router(auth: Arc<Authenticator>, endpoint: Arc<McpEndpoint>) -> Rout
             }
         }
     }))
-}
-
-/// Listener-level limits and transport security.
-#[derive(Clone, Default)]
-pub struct ListenLimits {
-    pub max_header_bytes: usize,
-    pub read_timeout: Duration,
-    /// Serve HTTPS with this state.
-    pub tls: Option<Arc<TlsState>>,
-    /// Plain HTTP behind these proxies: connections from anywhere else (but loopback) are
-    /// refused, and only these may set `X-Forwarded-For`.
-    pub trusted_proxies: Vec<IpAddr>,
-}
-
-/// The client's address: the peer, or the address a trusted proxy forwarded.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub IpAddr);
-
-fn client_addr(peer: IpAddr, trusted: &[IpAddr], h: &http::HeaderMap) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    h.get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .next_back()
-        .unwrap_or(peer)
-}
-
-/// Accept connections until `shutdown`; HTTP/1.1 and HTTP/2 (TLS 1.3 when configured) with
-/// header size and header read time limits (over-large heads get 431, slow heads are dropped).
-pub async fn serve_router(
-    listener: TcpListener,
-    router: Router,
-    limits: ListenLimits,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .header_read_timeout(limits.read_timeout);
-    builder.http2().max_header_list_size(limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    let trusted: Arc<[IpAddr]> = limits.trusted_proxies.clone().into();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let peer = peer.ip().to_canonical();
-        if limits.tls.is_none() && !trusted.is_empty() && !trusted.contains(&peer) && !peer.is_loopback() {
-            tracing::warn!(%peer, "refusing a plain-HTTP connection that is not from a trusted proxy");
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        // A second handle on the socket, to close it gently once hyper is done with it.
-        let (stream, spare) = match with_spare(stream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "cannot take a connection");
-                continue;
-            }
-        };
-        let b = builder.clone();
-        let router = router.clone();
-        let tls = limits.tls.clone();
-        let trusted = trusted.clone();
-        let read_timeout = limits.read_timeout;
-        tokio::spawn(async move {
-            let with_info = |cert: Option<PeerCert>| {
-                tower::ServiceExt::map_request(router, move |mut req: Request<hyper::body::Incoming>| {
-                    let addr = client_addr(peer, &trusted, req.headers());
-                    req.extensions_mut().insert(ClientAddr(addr));
-                    if let Some(c) = &cert {
-                        req.extensions_mut().insert(c.clone());
-                    }
-                    req
-                })
-            };
-            match tls {
-                None => {
-                    let svc = TowerToHyperService::new(with_info(None));
-                    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-                }
-                Some(tls) => match tls.accept(stream, read_timeout).await {
-                    Ok((s, cert)) => {
-                        let svc = TowerToHyperService::new(with_info(cert));
-                        let _ = b.serve_connection(TokioIo::new(s), svc).await;
-                    }
-                    Err(e) => tracing::info!(%peer, error = %e, "TLS connection refused"),
-                },
-            }
-            linger(spare).await;
-        });
-    }
-}
-
-/// After a connection is done: at most this long to discard what the client still sends…
-const LINGER_FOR: Duration = Duration::from_secs(5);
-/// …at most this long between two reads…
-const LINGER_IDLE: Duration = Duration::from_secs(1);
-/// …and at most this much.
-const LINGER_BYTES: usize = 64 << 20;
-
-/// The connection's socket and a second handle on it (a duplicated descriptor, kept out of the
-/// reactor until [`linger`] needs it).
-fn with_spare(s: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
-    let s = s.into_std()?;
-    let spare = s.try_clone()?;
-    Ok((TcpStream::from_std(s)?, spare))
-}
-
-/// Close a connection so that the client reads the answer Warden sent (a 431 for an oversized
-/// head, a 413 for a body too large) even when it is still sending: half-close, then read and
-/// discard until the client closes, within bounds of time and size. Closing a socket with unread
-/// input resets the connection instead, and a client that is still writing then sees a broken
-/// pipe rather than the status. Holding `spare` also keeps hyper's own close from resetting.
-async fn linger(spare: std::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = TcpStream::from_std(spare) else { return };
-    let _ = s.shutdown().await;
-    let until = tokio::time::Instant::now() + LINGER_FOR;
-    let mut buf = vec![0u8; 16 << 10];
-    let mut left = LINGER_BYTES;
-    loop {
-        let wait = until.min(tokio::time::Instant::now() + LINGER_IDLE);
-        match tokio::time::timeout_at(wait, s.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 && n < left => left -= n,
-            _ => return,
-        }
-    }
 }

@@ -388,7 +388,7 @@ impl Authenticate for Authenticator {
                         let mut ev = warden_audit::Event::new("auth_failure", "auth_denied");
                         ev.decision = Some("denied".into());
                         ev.detail = Some(e.reason().to_string());
-                        ev.client_addr = req.extensions.get::<crate::gateway::ClientAddr>().map(|c| c.0.to_string());
+                        ev.client_addr = req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0.to_string());
                         a.emit(ev);
                     }
                     Err(self.reject(&e, &resource))

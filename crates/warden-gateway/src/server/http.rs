@@ -14,6 +14,7 @@
 //! Does not defend against: floods (runtime limits issue).
 
 use super::{Conn, Service};
+use crate::host::{host_part, is_loopback_name};
 use crate::rpc::{Calls, Outbound};
 use axum::body::Body;
 use base64::Engine;
@@ -211,19 +212,6 @@ fn accepts(h: &HeaderMap, mime: &str) -> bool {
     })
 }
 
-/// `host[:port]` → host, for `localhost`, IPv4 and bracketed IPv6.
-fn host_part(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.split(']').next().map(|h| &authority[..h.len() + 1]).unwrap_or(authority);
-    }
-    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
-}
-
-fn is_loopback_name(host: &str) -> bool {
-    let h = host.to_ascii_lowercase();
-    h == "localhost" || h == "[::1]" || h.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false)
-}
-
 impl McpEndpoint {
     pub fn new(svc: Arc<dyn Service>, opts: HttpOptions, auth: Option<Arc<dyn Authenticate>>) -> Arc<Self> {
         let ep = Arc::new(McpEndpoint {
@@ -414,7 +402,7 @@ impl McpEndpoint {
             Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
         };
         if msg.method() == Some("initialize") {
-            let client = parts.extensions.get::<crate::gateway::ClientAddr>().map(|c| c.0);
+            let client = parts.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
         }
         let (_sid, session) = match self.session_of(&parts.headers, &principal) {

@@ -1,7 +1,8 @@
 //! `warden-fixture --stdio` or `warden-fixture --http 127.0.0.1:PORT`: the fixture MCP server.
 use clap::Parser;
 use std::sync::Arc;
-use warden_gateway::gateway::{mcp_router, serve_router, ListenLimits};
+use warden_gateway::gateway::mcp_router;
+use warden_gateway::listener::{serve_router, ListenLimits};
 use warden_gateway::server::http::{HttpOptions, McpEndpoint};
 use warden_testkit::fixture::Fixture;
 

@@ -221,6 +221,12 @@ async fn kill_switches_from_admin_api_and_cli() {
         }
         assert_eq!(rb.send().await.unwrap().status(), 401);
     }
+    // DNS rebinding: with a valid token still, the admin listener answers only to this machine.
+    for (k, v) in [("host", "evil.example"), ("host", "evil.example:80"), ("origin", "http://evil.example")] {
+        let r = http.get(&admin).bearer_auth(token).header(k, v).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{k}: {v}");
+    }
+    assert_eq!(http.get(&admin).bearer_auth(token).header("host", "localhost:1").send().await.unwrap().status(), 200);
     let c = client_local(&w).await;
     let slow = tokio::spawn({
         let c = Client { session: c.session.clone(), ..Client::new(&w.url) };
