@@ -166,9 +166,19 @@ impl KillSwitches {
 
     /// Resolves when a switch covering this call is flipped with `cancel_in_flight`.
     pub async fn cancelled(&self, server: &str, tool: Option<&str>) {
+        self.until(server, tool, |k| k.cancel_in_flight).await
+    }
+
+    /// Resolves once any switch covering `server` (or its `tool`) is off: a call that has not
+    /// reached the upstream yet (held for approval) ends then, whatever `cancel_in_flight` says.
+    pub async fn switched_off(&self, server: &str, tool: Option<&str>) {
+        self.until(server, tool, |_| true).await
+    }
+
+    async fn until(&self, server: &str, tool: Option<&str>, applies: impl Fn(&Kill) -> bool) {
         let mut rx = self.changed.subscribe();
         loop {
-            if self.find(server, tool).is_some_and(|k| k.cancel_in_flight) {
+            if self.find(server, tool).is_some_and(|k| applies(&k)) {
                 return;
             }
             if rx.changed().await.is_err() {

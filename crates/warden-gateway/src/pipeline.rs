@@ -309,7 +309,14 @@ async fn call_one(
         let empty = json!({});
         let args = args.unwrap_or(if method == "tools/call" || method == "prompts/get" { &empty } else { &params });
         let stage = tr.begin("warden.approval");
-        let r = s.shared.approvals.require(mode, p, server, name, args, elicit).await;
+        let tool = (kind == Kind::Tool).then_some(name);
+        // A kill switch flipped while the call waits for a person ends the wait.
+        let r = tokio::select! {
+            r = s.shared.approvals.require(mode, p, server, name, args, elicit) => r,
+            _ = policy.kills.switched_off(server, tool) => {
+                Err(GatewayError::SwitchedOff { server: policy.kills.killed(server, None) })
+            }
+        };
         tr.end(stage);
         let mode = format!("{mode:?}").to_lowercase();
         note.approval = Some(match &r {

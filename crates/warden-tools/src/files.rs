@@ -178,7 +178,9 @@ impl Files {
     }
 
     fn read_file(&self, arg: &str) -> Result<String, String> {
-        let fd = self.open(arg, OFlags::RDONLY, Mode::empty())?;
+        // Non-blocking: opening a FIFO (or a device) placed in a root would otherwise wait for
+        // a writer forever; the type check below then refuses anything but a regular file.
+        let fd = self.open(arg, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, Mode::empty())?;
         let st = rfs::fstat(&fd).map_err(|e| format!("{arg}: {e}"))?;
         if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
             return Err(format!("{arg}: not a regular file"));
@@ -263,11 +265,14 @@ impl Files {
         if content.len() as u64 > self.settings.max_file_bytes {
             return Err(format!("content over the {} byte limit", self.settings.max_file_bytes));
         }
-        let fd = self.open(arg, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC, Mode::from_raw_mode(0o644))?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = self.open(arg, flags, Mode::from_raw_mode(0o644))?;
         let st = rfs::fstat(&fd).map_err(|e| format!("{arg}: {e}"))?;
         if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
             return Err(format!("{arg}: not a regular file"));
         }
+        // Truncated only now that it is known to be a regular file.
+        rfs::ftruncate(&fd, 0).map_err(|e| format!("{arg}: {e}"))?;
         use std::io::Write;
         std::fs::File::from(fd).write_all(content.as_bytes()).map_err(|e| format!("{arg}: {e}"))?;
         Ok(format!("wrote {} bytes to {arg}", content.len()))
@@ -404,6 +409,25 @@ mod tests {
         // the walk refuses every symlink, even one that stays inside
         assert!(f.call("read_file", &json!({"path": "inside_link"})).unwrap().is_err());
         assert!(f.call("write_file", &json!({"path": "inside_link", "content": "x"})).unwrap().is_err());
+    }
+
+    /// A FIFO in a root neither blocks a read (no writer ever comes) nor a write (no reader):
+    /// both are refused as not regular files, at once.
+    #[test]
+    fn fifos_in_a_root_are_refused_without_blocking() {
+        let (t, f) = setup("fifo");
+        let root = t.0.join("allowed");
+        rfs::mknodat(rfs::CWD, root.join("pipe"), rfs::FileType::Fifo, Mode::from_raw_mode(0o666), 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = f.call("read_file", &json!({"path": "pipe"})).unwrap();
+            let write = f.call("write_file", &json!({"path": "pipe", "content": "x"})).unwrap();
+            let _ = tx.send((read, write));
+        });
+        let (read, write) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("neither call blocks");
+        assert!(read.unwrap_err().contains("not a regular file"));
+        assert!(write.is_err());
+        drop(t);
     }
 
     #[test]

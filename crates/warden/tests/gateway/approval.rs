@@ -236,3 +236,29 @@ async fn self_approval_is_refused_whatever_the_credential() {
     let pending = error(&held.await.unwrap());
     assert_eq!(pending["data"]["state"], "pending", "{pending}");
 }
+
+/// A call held for approval ends when an operator switches its tool off (no `cancel_in_flight`
+/// needed: it has not reached the upstream), instead of waiting out `wait_secs`.
+#[tokio::test]
+async fn a_kill_switch_ends_a_call_waiting_for_approval() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin) = admin_section();
+    let rules = "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n[approval]\nwait_secs = 20\n";
+    let w = warden("", &format!("{up}\n{admin_cfg}\n{rules}"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let held = tokio::spawn(async move { c.tool(1, "echo", json!({"text": "x"})).await });
+    one_pending(&admin, TOKEN).await;
+    let (s, v) = admin_post(
+        &format!("{admin}/kill-switches"),
+        TOKEN,
+        json!({"server": "fx", "tool": "echo", "reason": "incident"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let flipped = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(5), held).await.expect("the wait ended").unwrap();
+    assert!(flipped.elapsed() < Duration::from_secs(3), "{:?}", flipped.elapsed());
+    assert_eq!(done["result"]["isError"], true, "{done}");
+    assert!(done.to_string().contains("switched off by an operator"), "{done}");
+}
