@@ -841,6 +841,15 @@ impl ForwardConfig {
     }
 }
 
+impl ContentConfig {
+    /// The largest message Warden reads from an upstream: twice the largest result any tool may
+    /// return (JSON escaping can double text), plus 64 KiB of envelope.
+    pub fn max_message_bytes(&self) -> usize {
+        let largest = self.tools.iter().filter_map(|t| t.max_result_bytes).fold(self.max_result_bytes, usize::max);
+        largest.saturating_mul(2).saturating_add(64 << 10)
+    }
+}
+
 impl AuditConfig {
     /// Where the trail is kept (the password resolved now).
     pub fn store(&self) -> Result<warden_audit::Store, String> {

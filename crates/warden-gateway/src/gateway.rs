@@ -229,7 +229,7 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
 
 impl Gateway {
     pub async fn new(cfg: Config) -> Result<Gateway, String> {
-        let specs = cfg.upstreams.iter().map(Spec::from_config).collect::<Result<Vec<_>, _>>()?;
+        let specs = cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content)).collect::<Result<Vec<_>, _>>()?;
         let ns = Namespaces::new(
             &cfg.federation.separator,
             cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect(),

@@ -78,7 +78,7 @@ async fn read_all(cfg: &Config) -> anyhow::Result<Vec<(String, Definitions)>> {
     let http = http_client()?;
     let mut out = Vec::new();
     for u in &cfg.upstreams {
-        let spec = Spec::from_config(u).map_err(|e| anyhow::anyhow!(e))?;
+        let spec = Spec::from_config(u, &cfg.content).map_err(|e| anyhow::anyhow!(e))?;
         let d = list_definitions(&spec, &http).await.map_err(|e| anyhow::anyhow!("upstream {}: {e}", u.name))?;
         out.push((u.name.clone(), d));
     }

@@ -164,6 +164,33 @@ fn an_oversized_head_is_answered_431_while_the_client_still_sends() {
     }
 }
 
+/// An upstream's answer is read up to twice the largest result a client may get, over HTTP
+/// (JSON and SSE) and stdio alike: a bigger one fails its call instead of filling memory, and
+/// answers within the bound are still cut to `max_result_bytes` as before.
+#[tokio::test]
+async fn oversized_upstream_answers_are_refused_not_buffered() {
+    let fx = harness::fixture_http();
+    let ups = format!(
+        "{}\n[[upstream]]\nname = \"web\"\ntransport = \"http\"\nurl = {:?}\n",
+        fixture_stdio_upstream("local", Some("local"), ""),
+        fx.url
+    );
+    let w = warden(
+        "",
+        &format!("{ups}\n[content]\nmax_result_bytes = 65536\nmax_item_bytes = 65536\nmax_string_length = 2000000\n"),
+    );
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    for tool in ["web__echo", "local__echo"] {
+        let big = c.tool(1, tool, json!({"text": "a".repeat(1_000_000)})).await;
+        assert!(big.get("error").is_some(), "{tool}: {}", &big.to_string()[..200.min(big.to_string().len())]);
+        let fits = c.tool(2, tool, json!({"text": "b".repeat(100_000)})).await;
+        let text = text_of(&fits);
+        assert!(text.len() <= 65536 && text.ends_with("over the size limit]"), "{tool}: {}", text.len());
+        assert_eq!(text_of(&c.tool(3, tool, json!({"text": "small"})).await), "small", "{tool}");
+    }
+}
+
 #[tokio::test]
 async fn hostile_upstreams_crash_hang_and_garbage() {
     let w = warden("", &fixture_stdio_upstream("fx", Some(""), "call_timeout_secs = 2"));

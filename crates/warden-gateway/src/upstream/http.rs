@@ -16,7 +16,6 @@ use std::time::Duration;
 use warden_protocol::jsonrpc::{self, Id, Message, DEFAULT_MAX_DEPTH};
 use warden_protocol::sse;
 
-const MAX_EVENT: usize = 16 << 20;
 const MAX_RESUME: u32 = 5;
 
 pub struct HttpTransport {
@@ -29,6 +28,8 @@ pub struct HttpTransport {
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
     standalone: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Largest JSON body or SSE event read ([`Spec::max_message_bytes`]).
+    max_message: usize,
 }
 
 impl HttpTransport {
@@ -55,6 +56,7 @@ impl HttpTransport {
             version: Mutex::new(None),
             incoming,
             standalone: Mutex::new(None),
+            max_message: spec.max_message_bytes,
         })
     }
 
@@ -137,7 +139,14 @@ impl HttpTransport {
             let me = self.clone();
             tokio::spawn(async move { me.read_answer_stream(resp, related).await });
         } else if ct.starts_with("application/json") {
-            let body = resp.bytes().await.map_err(|e| format!("reading body: {}", e.without_url()))?;
+            let body = match read_capped(resp, self.max_message).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(upstream = %self.name, error = %e, "upstream answer refused");
+                    self.fail(&related, e);
+                    return Ok(());
+                }
+            };
             match Message::parse(&body, DEFAULT_MAX_DEPTH) {
                 Ok(m) => self.deliver(m, related),
                 Err(e) => self.fail(&related, format!("invalid JSON-RPC answer: {e}")),
@@ -194,7 +203,7 @@ impl HttpTransport {
 
     /// Returns (the answer to `related` arrived, last event id, retry hint).
     async fn read_events(&self, resp: reqwest::Response, related: &Option<Id>) -> (bool, Option<String>, Option<u64>) {
-        let mut dec = sse::Decoder::new(MAX_EVENT);
+        let mut dec = sse::Decoder::new(self.max_message);
         let mut body = resp.bytes_stream();
         let mut retry = None;
         while let Some(chunk) = body.next().await {
@@ -284,4 +293,22 @@ impl HttpTransport {
             }
         }
     }
+}
+
+/// A response body, refused past `cap` bytes without buffering more than that.
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let over = || format!("the upstream's answer is over {cap} bytes (twice the largest result allowed)");
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(over());
+    }
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("reading body: {}", e.without_url()))?;
+        if out.len() + chunk.len() > cap {
+            return Err(over());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }

@@ -74,11 +74,15 @@ pub struct Spec {
     pub sandbox: Option<warden_sandbox::Policy>,
     /// builtin: Warden's own tools (shared by every connection).
     pub builtin: Option<Arc<warden_tools::Builtin>>,
+    /// Largest single message read from the upstream (a JSON body, an SSE event, a stdio line):
+    /// bigger ones fail the call they answer instead of filling memory.
+    pub max_message_bytes: usize,
 }
 
 impl Spec {
     /// Resolve an upstream's config (reads secrets; the error names the missing reference only).
-    pub fn from_config(u: &config::Upstream) -> Result<Spec, String> {
+    /// `content` bounds what is read from it ([`config::ContentConfig::max_message_bytes`]).
+    pub fn from_config(u: &config::Upstream, content: &config::ContentConfig) -> Result<Spec, String> {
         let mut env: Vec<(String, String)> =
             u.env_allow.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
         env.extend(u.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -111,6 +115,7 @@ impl Spec {
                 Kind::Builtin => Some(Arc::new(builtin::open(u)?)),
                 _ => None,
             },
+            max_message_bytes: content.max_message_bytes(),
         })
         .and_then(|mut base| {
             let mut tenants = BTreeMap::new();

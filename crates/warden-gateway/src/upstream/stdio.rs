@@ -153,10 +153,11 @@ impl StdioTransport {
         });
 
         let n = name.clone();
+        let max_line = spec.max_message_bytes;
         tokio::spawn(async move {
             let mut r = BufReader::new(stdout);
             loop {
-                match framing::read_line(&mut r, framing::MAX_LINE).await {
+                match framing::read_line(&mut r, max_line).await {
                     Ok(Line::Data(b)) if b.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Line::Data(b)) => match Message::parse(&b, DEFAULT_MAX_DEPTH) {
                         Ok(msg) => {
@@ -169,7 +170,12 @@ impl StdioTransport {
                         }
                     },
                     Ok(Line::TooLong) => {
-                        tracing::warn!(upstream = %n, "upstream wrote an over-long line; ignored")
+                        // Its id cannot be read without buffering it: the connection is ended,
+                        // so the calls waiting on it fail now rather than at their timeout.
+                        tracing::warn!(upstream = %n, max_line, "upstream wrote a message over the size limit; connection ended");
+                        let _ =
+                            incoming.send(Incoming::Closed(format!("upstream wrote a message over {max_line} bytes")));
+                        break;
                     }
                     Ok(Line::Eof) | Err(_) => {
                         let _ = incoming.send(Incoming::Closed("process exited".into()));
