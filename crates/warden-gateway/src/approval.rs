@@ -72,8 +72,24 @@ fn requester_key(p: &Principal) -> String {
     crate::digest::hex(&crate::digest::sha256(p.person_key().as_bytes()))
 }
 
+/// Characters a person would not see (zero-width, bidi overrides, tags, controls) written out
+/// as `[U+XXXX]`, so that an approver sees every character of what they approve: nothing is
+/// removed (that would hide part of what runs), everything is shown.
+fn reveal(s: &str) -> String {
+    use warden_policy::sanitize::is_invisible;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_invisible(c) || (c.is_control() && c != '\n' && c != '\t') {
+            out.push_str(&format!("[U+{:04X}]", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn shown(args: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(args).unwrap_or_default();
+    let mut s = reveal(&serde_json::to_string_pretty(args).unwrap_or_default());
     if s.len() > MAX_SHOWN {
         let mut cut = MAX_SHOWN;
         while !s.is_char_boundary(cut) {
@@ -106,11 +122,11 @@ impl Approvals {
         args: &Value,
         elicit: Option<&Peer>,
     ) -> Result<(), GatewayError> {
-        let summary = format!(
+        let summary = reveal(&format!(
             "{} asks to run the tool \"{tool}\" of the server \"{server}\"{}.",
             p.subject,
             p.tenant.as_deref().map(|t| format!(" for tenant \"{t}\"")).unwrap_or_default()
-        );
+        ));
         match (mode, elicit) {
             (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, server, tool, args, &summary).await,
             _ => self.queue(p, server, tool, args, summary).await,
@@ -127,7 +143,11 @@ impl Approvals {
         summary: &str,
     ) -> Result<(), GatewayError> {
         let params = json!({
-            "message": format!("Approval needed. {summary}\n\nArguments:\n{}", shown(args)),
+            "message": format!(
+                "Approval needed. {summary}\n\nArguments:\n{}\n\nCall digest: {}",
+                shown(args),
+                digest(p, server, tool, args)
+            ),
             "requestedSchema": {
                 "type": "object",
                 "properties": {"approve": {
@@ -295,6 +315,15 @@ impl Approver {
 
 #[cfg(test)]
 mod tests {
+    use super::reveal;
+
+    #[test]
+    fn an_approver_sees_every_character() {
+        assert_eq!(reveal("report\u{202E}fdp.exe"), "report[U+202E]fdp.exe");
+        assert_eq!(reveal("a\u{200B}b\u{E0041}c\u{7}"), "a[U+200B]b[U+E0041]c[U+0007]");
+        assert_eq!(reveal("plain\n\ttext é"), "plain\n\ttext é");
+    }
+
     use super::*;
 
     #[test]

@@ -135,6 +135,11 @@ pub fn argv(value: &str) -> Result<(), Refusal> {
     if value.starts_with('-') {
         return refuse("value starts with `-` (option injection)");
     }
+    // A tool that splits its argument on whitespace (or hands it to a shell) would take a later
+    // word as an option of its own: `main --output=/tmp/x`.
+    if value.split(char::is_whitespace).skip(1).any(|w| w.starts_with('-')) {
+        return refuse("a word of the value starts with `-` (option injection after whitespace)");
+    }
     if value.chars().any(|c| matches!(c, '\n' | '\r' | '\0')) {
         return refuse("value contains a line break or NUL");
     }

