@@ -97,6 +97,12 @@ pub struct Listen {
     /// Most concurrent sessions; more are refused with 503. Default 10000.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Most concurrent sessions of one authenticated caller (same credential identity); more are
+    /// refused with 429, so that one caller cannot take every session and the upstream processes
+    /// they start. (Without `[auth]` every caller is the same `local` one: only `max_sessions`
+    /// applies.) Default 64.
+    #[serde(default = "default_sessions_per_principal")]
+    pub max_sessions_per_principal: usize,
     /// `retry` (ms) announced in SSE priming events. Default 1000.
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
@@ -1234,6 +1240,9 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
+fn default_sessions_per_principal() -> usize {
+    64
+}
 fn default_addr() -> SocketAddr {
     "127.0.0.1:8931".parse().expect("literal address")
 }
@@ -1483,6 +1492,9 @@ impl Config {
         }
         if let Some(auth) = &self.auth {
             auth.validate()?;
+        }
+        if self.listen.max_sessions == 0 || self.listen.max_sessions_per_principal == 0 {
+            return Err("listen: max_sessions and max_sessions_per_principal must be at least 1".into());
         }
         crate::policy::compile_limits(self)?;
         let a = &self.audit;

@@ -284,6 +284,7 @@ impl Gateway {
             read_timeout: Duration::from_secs(l.read_timeout_secs),
             idle_timeout: Duration::from_secs(l.session_idle_timeout_secs),
             max_sessions: l.max_sessions,
+            max_sessions_per_principal: l.max_sessions_per_principal,
             sse_retry_ms: l.sse_retry_ms,
             sse_grace: Duration::from_millis(l.sse_grace_ms),
             allowed_hosts: l.allowed_hosts.clone(),

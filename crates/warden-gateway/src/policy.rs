@@ -247,6 +247,13 @@ impl Policy {
         Target { kind, server: &self.names[up], name, read_only }
     }
 
+    /// Could a listing of upstream `up` show `p` anything of `kind`? Not when no allow rule for
+    /// `p` names it: then it is not connected for the listing. (A switched-off upstream is still
+    /// listed, so that its targets answer "switched off", not "unknown".)
+    pub fn may_list(&self, p: &Principal, up: usize, kind: Kind) -> bool {
+        self.rules.may_list(p, &self.names[up], kind)
+    }
+
     /// Should a listing show this target to `p`?
     pub fn visible(&self, p: &Principal, up: usize, kind: Kind, name: &str, read_only: bool) -> bool {
         let tool = (kind == Kind::Tool).then_some(name);

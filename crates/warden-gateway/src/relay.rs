@@ -452,8 +452,15 @@ impl RelaySession {
     pub async fn list(&self, method: &str, p: &Principal) -> Result<Value, GatewayError> {
         let (cap, field) = list_field(method).ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
-        let ups: Vec<usize> = (0..self.slots.len()).collect();
-        let pages = join_all(ups.iter().filter(|&&i| self.reaches(i)).map(|&i| async move {
+        let kind = match cap {
+            "tools" => Kind::Tool,
+            "prompts" => Kind::Prompt,
+            _ => Kind::Resource,
+        };
+        // An upstream that could show this caller nothing is not asked, so not started either.
+        let ups: Vec<usize> =
+            (0..self.slots.len()).filter(|&i| self.reaches(i) && self.shared.policy.may_list(p, i, kind)).collect();
+        let pages = join_all(ups.iter().map(|&i| async move {
             match self.conn(i).await {
                 Ok(c) if c.has_capability(cap) => (i, c.list_all(method, field).await.map_err(GatewayError::from)),
                 Ok(_) => (i, Ok(vec![])),
@@ -506,11 +513,6 @@ impl RelaySession {
         let mut vetted = HashMap::new();
         let mut hidden: RouteTable = HashMap::new();
         let policy = &self.shared.policy;
-        let kind = match cap {
-            "tools" => Kind::Tool,
-            "prompts" => Kind::Prompt,
-            _ => Kind::Resource,
-        };
         for (exposed, i, orig, mut item) in entries {
             if dup.contains(&exposed) {
                 tracing::warn!(name = %exposed, upstream = %self.shared.specs[i].name, "name collision; withheld");

@@ -274,6 +274,18 @@ impl RuleSet {
         }
     }
 
+    /// Could any `kind` target of `server` be shown to `p`: is there an allow rule for `p` that
+    /// names that server (or any) and some target of that kind? `false` means a listing of that
+    /// server would show `p` nothing, so it need not even be asked (or started).
+    pub fn may_list(&self, p: &Principal, server: &str, kind: Kind) -> bool {
+        self.rules.iter().any(|r| {
+            !r.deny
+                && !r.names(kind).is_empty()
+                && (r.servers.is_empty() || r.servers.iter().any(|g| g.matches(server)))
+                && r.matches_principal(p)
+        })
+    }
+
     /// Should a listing show `t` to `p`? Conditions may depend on arguments a listing does not
     /// have, so a conditional allow shows the target (the call is checked again) and a
     /// conditional deny does not hide it.

@@ -245,7 +245,7 @@ async fn start_warden(upstream: &str) -> anyhow::Result<(Child, String)> {
     let dir = std::env::temp_dir().join(format!("warden-bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = format!(
-        "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\n\n{upstream}\n\
+        "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n\n{upstream}\n\
          [[rule]]\nid = \"bench\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\n"
     );
     std::fs::write(dir.join("w.toml"), cfg)?;

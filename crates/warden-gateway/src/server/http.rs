@@ -45,6 +45,8 @@ pub struct HttpOptions {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_sessions: usize,
+    /// Most concurrent sessions of one caller (by binding key).
+    pub max_sessions_per_principal: usize,
     pub sse_retry_ms: u64,
     /// How long a request may take and still be answered with one JSON body; past this, or as
     /// soon as a related message is sent first, the answer becomes an SSE stream. 0: always SSE.
@@ -61,6 +63,7 @@ impl Default for HttpOptions {
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(1800),
             max_sessions: 10_000,
+            max_sessions_per_principal: 10_000,
             sse_retry_ms: 1000,
             sse_grace: Duration::from_millis(10),
             allowed_hosts: vec![],
@@ -503,6 +506,21 @@ impl McpEndpoint {
             let mut map = self.sessions.write();
             if map.len() >= self.opts.max_sessions {
                 return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::SERVER_ERROR, "Too many sessions");
+            }
+            // One caller cannot take every session (and the upstream children they open). The
+            // anonymous loopback caller is everyone on this machine: `max_sessions` bounds it.
+            let own = match principal.method {
+                warden_policy::AuthMethod::Local => 0,
+                _ => map.values().filter(|s| s.owner == session.owner).count(),
+            };
+            if own >= self.opts.max_sessions_per_principal {
+                tracing::info!(subject = %principal.subject, sessions = own, "session refused: too many for this caller");
+                return rpc_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id,
+                    crate::error::RATE_LIMITED,
+                    "Too many sessions for this caller; close one (DELETE) or let one expire",
+                );
             }
             map.insert(sid.clone(), session.clone());
         }

@@ -332,6 +332,30 @@ async fn each_request_is_authorized_as_its_own_token() {
     assert_eq!(r.status, 404, "{}", r.raw);
 }
 
+/// One caller cannot take every session: past `max_sessions_per_principal` its `initialize`
+/// gets 429 (another caller is unaffected), and closing one makes room again.
+#[tokio::test]
+async fn sessions_are_capped_per_caller() {
+    let idp = Idp::start().await;
+    let (k1, e1) = warden_gateway::auth::apikey::generate("one", &["mcp".into()], None, None);
+    let (k2, e2) = warden_gateway::auth::apikey::generate("two", &["mcp".into()], None, None);
+    let auth = format!("[auth]\nrequired_scopes = [\"mcp\"]\n{e1}\n{e2}\n[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
+    let w =
+        warden("max_sessions_per_principal = 2", &format!("{}\n{auth}", fixture_stdio_upstream("fx", Some(""), "")));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::new(&w.url);
+        c.bearer = Some(k1.clone());
+        c.initialize().await;
+        open.push(c);
+    }
+    assert_eq!(init_status(&w.url, Some(&k1)).await.0, 429, "a third session of the same caller");
+    assert_eq!(init_status(&w.url, Some(&k2)).await.0, 200, "another caller is not affected");
+    let r = open[0].request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(init_status(&w.url, Some(&k1)).await.0, 200, "room again after a DELETE");
+}
+
 #[tokio::test]
 async fn opaque_tokens_via_introspection_and_revocation() {
     let idp = Idp::start().await;

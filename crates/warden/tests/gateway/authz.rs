@@ -415,3 +415,30 @@ resources = ["test://template/secret/*"]
     let r = read(23, "test://template/gh/data").await;
     assert_eq!(r["error"]["code"], -32029, "the fourth read in a minute is limited, whatever its URI: {r}");
 }
+
+/// A caller no rule lets see anything of an upstream does not make Warden start that upstream
+/// for it: listing and calling spawn no child (each session would otherwise cost a process).
+#[tokio::test]
+async fn an_upstream_that_shows_the_caller_nothing_is_not_started_for_it() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let rules = "[[rule]]\nid = \"only-x\"\ntools = [\"*\"]\nscopes = [\"x\"]\n";
+    let w = warden("", &format!("{up}\n{rules}"));
+    let ready = w.url.replace("/mcp", "/readyz");
+    for _ in 0..100 {
+        if reqwest::get(&ready).await.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = || w.log().matches("started stdio upstream").count();
+    let before = started();
+    assert_eq!(before, 1, "the control connection only");
+    for _ in 0..3 {
+        let c = client_local(&w).await;
+        let listed = c.call(1, "tools/list", json!({})).await;
+        assert_eq!(listed["result"]["tools"], json!([]), "{listed}");
+        assert_eq!(c.tool(2, "echo", json!({"text": "x"})).await["error"]["code"], -32602);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(started(), before, "no child was started for a caller that may see nothing");
+}
