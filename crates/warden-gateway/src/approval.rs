@@ -101,6 +101,31 @@ fn shown(args: &Value) -> String {
     s
 }
 
+/// Most approvals one listing returns.
+pub const MAX_LISTED: usize = 1000;
+/// Largest `arguments` kept with an approval request; larger ones are kept as a preview (the
+/// digest still binds every byte of them).
+const MAX_KEPT_ARGS: usize = 8 << 10;
+
+enum Quota {
+    Store(crate::store::StoreError),
+    Over(&'static str),
+}
+
+/// The arguments as kept and shown with a request: as they are up to [`MAX_KEPT_ARGS`] of JSON,
+/// else `{"preview": <the first bytes>, "bytes": <size>}`.
+fn preview(args: &Value) -> Value {
+    let text = serde_json::to_string(args).unwrap_or_default();
+    if text.len() <= MAX_KEPT_ARGS {
+        return args.clone();
+    }
+    let mut cut = MAX_KEPT_ARGS;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    json!({"preview": format!("{}…", &text[..cut]), "bytes": text.len()})
+}
+
 fn random_id() -> String {
     let b: [u8; 16] = rand::random();
     crate::digest::hex(&b)
@@ -205,7 +230,7 @@ impl Approvals {
             tenant: p.tenant.clone(),
             server: server.into(),
             tool: tool.into(),
-            arguments: args.clone(),
+            arguments: preview(args),
             summary,
             created: now,
             expires: now + self.cfg.ttl_secs,
@@ -215,6 +240,13 @@ impl Approvals {
             note: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.wait_secs);
+        self.within_quota(&fresh).await.map_err(|e| match e {
+            Quota::Store(e) => store_out(e),
+            Quota::Over(reason) => {
+                tracing::info!(subject = %p.subject, server, tool, reason, "call refused: approval queue quota");
+                GatewayError::ApprovalDenied { id: None, reason }
+            }
+        })?;
         let mut a = self.store.open_approval(&fresh).await.map_err(store_out)?;
         if a.id == fresh.id {
             tracing::info!(id = %a.id, subject = %p.subject, server, tool, "call held for approval");
@@ -259,9 +291,32 @@ impl Approvals {
     }
 
     /// Approvals `who` may see, newest first.
+    /// What `who` may see, newest first, at most [`MAX_LISTED`]: filtered before it is cut, so
+    /// another tenant's queue cannot push this one's out of the listing.
     pub async fn list(&self, who: &Approver, state: Option<ApprovalState>) -> Result<Vec<Approval>, String> {
-        let all = self.store.approvals(1000).await.map_err(|e| e.to_string())?;
-        Ok(all.into_iter().filter(|a| Self::visible(a, who) && state.is_none_or(|s| a.state == s)).collect())
+        let all = self.store.approvals(crate::store::MAX_APPROVALS).await.map_err(|e| e.to_string())?;
+        let mut v: Vec<Approval> =
+            all.into_iter().filter(|a| Self::visible(a, who) && state.is_none_or(|s| a.state == s)).collect();
+        v.truncate(MAX_LISTED);
+        Ok(v)
+    }
+
+    /// A new approval request is within its requester's and its tenant's quota of pending ones
+    /// (a retry of a call already waiting is: it reuses its request).
+    async fn within_quota(&self, fresh: &Approval) -> Result<(), Quota> {
+        let all = self.store.approvals(crate::store::MAX_APPROVALS).await.map_err(Quota::Store)?;
+        let live = |a: &&Approval| matches!(a.state, ApprovalState::Pending | ApprovalState::Approved);
+        if all.iter().filter(live).any(|a| a.digest == fresh.digest) {
+            return Ok(());
+        }
+        let pending: Vec<&Approval> = all.iter().filter(|a| a.state == ApprovalState::Pending).collect();
+        if pending.iter().filter(|a| a.requester == fresh.requester).count() >= self.cfg.max_pending_per_caller {
+            return Err(Quota::Over("too many of your calls are already waiting for approval"));
+        }
+        if pending.iter().filter(|a| a.tenant == fresh.tenant).count() >= self.cfg.max_pending_per_tenant {
+            return Err(Quota::Over("too many calls of your tenant are already waiting for approval"));
+        }
+        Ok(())
     }
 
     pub async fn get(&self, who: &Approver, id: &str) -> Result<Option<Approval>, String> {

@@ -691,6 +691,19 @@ pub struct ApprovalConfig {
     /// Let a principal approve its own calls through the admin API. Default false.
     #[serde(default)]
     pub allow_self_approval: bool,
+    /// Most calls of one caller waiting in the admin queue at once; more are refused. Default 10.
+    #[serde(default = "default_pending_per_caller")]
+    pub max_pending_per_caller: usize,
+    /// Most calls of one tenant (or of callers without a tenant) waiting at once. Default 500.
+    #[serde(default = "default_pending_per_tenant")]
+    pub max_pending_per_tenant: usize,
+}
+
+fn default_pending_per_caller() -> usize {
+    10
+}
+fn default_pending_per_tenant() -> usize {
+    500
 }
 
 impl Default for ApprovalConfig {

@@ -15,7 +15,7 @@ use warden_policy::limits::{MemoryLimiter, Rate};
 
 /// At most this many approvals are kept; the oldest decided go first, and when all are pending new
 /// requests are refused.
-const MAX_APPROVALS: usize = 10_000;
+use super::MAX_APPROVALS;
 
 pub struct MemoryStore {
     limiter: MemoryLimiter,

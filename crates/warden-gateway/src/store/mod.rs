@@ -77,6 +77,9 @@ impl ApprovalState {
     }
 }
 
+/// Most approval requests a store keeps (pending or approved-but-unused) across every tenant.
+pub const MAX_APPROVALS: usize = 10_000;
+
 /// One request for a person's decision about one call.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Approval {

@@ -269,3 +269,36 @@ async fn a_kill_switch_ends_a_call_waiting_for_approval() {
     assert_eq!(done["result"]["isError"], true, "{done}");
     assert!(done.to_string().contains("switched off by an operator"), "{done}");
 }
+
+/// The admin queue has a quota per caller: past it a new held call is refused at once (a retry
+/// of a call already waiting is not a new one), another caller is unaffected, and what is kept
+/// of large arguments is a bounded preview (the digest still binds all of them).
+#[tokio::test]
+async fn the_approval_queue_has_a_quota_per_caller_and_keeps_previews() {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_cfg, admin) = admin_section();
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let (bob, eb) = key("bob", &["mcp"], &[], None);
+    let rules = "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n\
+                 [approval]\nwait_secs = 1\nmax_pending_per_caller = 2\n\
+                 [content]\nmax_string_length = 100000\n";
+    let w = warden("", &format!("{up}\n[auth]\n{ea}\n{eb}\n{admin_cfg}\n{rules}"));
+    let a = crate::authz::client(&w, &alice).await;
+    let state = |v: &Value| v["error"]["data"]["state"].as_str().map(str::to_string);
+    assert_eq!(state(&a.tool(1, "echo", json!({"text": "one"})).await).as_deref(), Some("pending"));
+    let big = "x".repeat(20_000);
+    assert_eq!(state(&a.tool(2, "echo", json!({"text": big})).await).as_deref(), Some("pending"));
+    let started = Instant::now();
+    let third = a.tool(3, "echo", json!({"text": "three"})).await;
+    assert!(started.elapsed() < Duration::from_millis(900), "refused at once, not held");
+    assert_eq!(third["error"]["code"], -32030, "{third}");
+    assert!(third["error"]["message"].as_str().unwrap().contains("too many of your calls"), "{third}");
+    assert_eq!(state(&a.tool(4, "echo", json!({"text": "one"})).await).as_deref(), Some("pending"), "a retry");
+    let b = crate::authz::client(&w, &bob).await;
+    assert_eq!(state(&b.tool(5, "echo", json!({"text": "bob"})).await).as_deref(), Some("pending"));
+    let (_, listed) = admin_get(&format!("{admin}/approvals"), TOKEN).await;
+    let kept = listed["approvals"].as_array().unwrap().iter().find(|x| x["arguments"].get("preview").is_some());
+    let kept = kept.expect("the large call is kept as a preview");
+    assert!(kept["arguments"]["bytes"].as_u64().unwrap() > 20_000);
+    assert!(kept["arguments"]["preview"].as_str().unwrap().len() < 9000);
+}
