@@ -402,6 +402,11 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::User(UserCmd::Add { config, name, scopes }) => {
+                let max = warden_gateway::auth::builtin::MAX_USER_NAME;
+                anyhow::ensure!(
+                    !name.is_empty() && name.len() <= max && !name.chars().any(char::is_control),
+                    "a user name has 1 to {max} bytes and no control characters"
+                );
                 let cfg = load(&config, None)?;
                 let users_path = warden_gateway::auth::builtin::paths(builtin(&cfg)?, &cfg).users;
                 let mut line = String::new();

@@ -127,8 +127,18 @@ impl Store {
 
     /// Count a failed login for `user`; true when this failure locks the name.
     pub fn failed_login(&mut self, user: &str, max: u32) -> bool {
-        if self.failures.len() >= MAX_TRACKED_LOGINS {
+        if self.failures.len() >= MAX_TRACKED_LOGINS && !self.failures.contains_key(user) {
             self.failures.retain(|_, (_, since)| since.elapsed() < LOCKOUT);
+            if self.failures.len() >= MAX_TRACKED_LOGINS {
+                // Still full (a flood of names): forget the tenth with the fewest failures, oldest
+                // first, so the map stays bounded and the names under real attack stay counted.
+                let mut by_weight: Vec<(u32, Instant, String)> =
+                    self.failures.iter().map(|(k, (n, t))| (*n, *t, k.clone())).collect();
+                by_weight.sort();
+                for (_, _, k) in by_weight.into_iter().take(MAX_TRACKED_LOGINS / 10) {
+                    self.failures.remove(&k);
+                }
+            }
         }
         let e = self.failures.entry(user.to_string()).or_insert((0, Instant::now()));
         if e.1.elapsed() >= LOCKOUT {
@@ -140,5 +150,27 @@ impl Store {
 
     pub fn login_succeeded(&mut self, user: &str) {
         self.failures.remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of failed logins under ever new names keeps the map bounded (the oldest are
+    /// forgotten), and a name under attack stays counted.
+    #[test]
+    fn failed_logins_are_tracked_in_bounded_memory() {
+        let mut st = Store::default();
+        for _ in 0..3 {
+            assert!(!st.locked("alice", 3));
+            st.failed_login("alice", 3);
+        }
+        assert!(st.locked("alice", 3));
+        for i in 0..MAX_TRACKED_LOGINS + 500 {
+            st.failed_login(&format!("name-{i}"), 3);
+        }
+        assert!(st.failures.len() <= MAX_TRACKED_LOGINS, "{}", st.failures.len());
+        assert!(st.locked("alice", 3), "the name under attack is still locked");
     }
 }

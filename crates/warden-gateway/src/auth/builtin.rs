@@ -52,6 +52,31 @@ const CODE_TTL: Duration = Duration::from_secs(60);
 const PENDING_TTL: Duration = Duration::from_secs(600);
 const MAX_CLIENTS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
+/// Longest user name and password a login may give.
+pub const MAX_USER_NAME: usize = 64;
+const MAX_PASSWORD: usize = 1024;
+/// Password hashes computed at once (each takes a core for tens of milliseconds).
+const HASHING_AT_ONCE: usize = 2;
+
+/// Check a password against a user's argon2id hash (or, for an unknown user, spend the same
+/// cost on a dummy hash), on the blocking pool and at most [`HASHING_AT_ONCE`] at a time, so
+/// that a burst of logins neither stalls the async workers serving MCP traffic nor the host.
+async fn verify_password(hash: Option<String>, password: String) -> bool {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
+    let Ok(_slot) = SLOTS.acquire().await else { return false };
+    tokio::task::spawn_blocking(move || match hash {
+        Some(h) => PasswordHash::new(&h)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false),
+        None => {
+            // Same cost for unknown users.
+            let _ = UsersFile::default().set("x", &password, vec![]);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
 
 /// The issuer for a resource URI: its origin.
 pub fn issuer_for(resource: &str) -> String {
@@ -645,20 +670,17 @@ async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentF
     }
     let name = f.username.unwrap_or_default();
     let max = s.cfg.max_failed_logins;
+    // No user name is longer (`warden user add` refuses them): not even worth a hash, nor a
+    // place in the failed-login map.
+    if name.len() > MAX_USER_NAME || f.password.as_ref().is_some_and(|p| p.len() > MAX_PASSWORD) {
+        tracing::info!("built-in authorization server: login refused (over-long name or password)");
+        base.extend([("error", "access_denied"), ("error_description", "login failed")]);
+        return redirect(&p.redirect_uri, &base);
+    }
     let locked = s.store.lock().locked(&name, max);
     let user = s.users.get(&name);
     let password = f.password.unwrap_or_default();
-    let verified = !locked
-        && match user {
-            Some(u) => PasswordHash::new(&u.password_hash)
-                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-                .unwrap_or(false),
-            None => {
-                // Same cost for unknown users.
-                let _ = UsersFile::default().set("x", &password, vec![]);
-                false
-            }
-        };
+    let verified = !locked && verify_password(user.map(|u| u.password_hash.clone()), password).await;
     let Some(user) = user.filter(|_| verified) else {
         if s.store.lock().failed_login(&name, max) {
             tracing::warn!(user = %name, "built-in authorization server: too many failed logins, name locked for 15 min");
