@@ -190,6 +190,22 @@ impl Audit {
         }
     }
 
+    /// Queue an event that must be accepted before what it records happens (the attempt of an
+    /// upstream call): a full queue is an error unless `on_full = "drop"`. Not waited for.
+    pub fn accept(&self, e: Event) -> Result<(), GatewayError> {
+        self.metrics.observe(&e);
+        let Some(r) = &self.rec else { return Ok(()) };
+        match r.record(e) {
+            Ok(_) => Ok(()),
+            Err(_) if r.on_full() == OnFull::Drop => Ok(()),
+            Err(_) => {
+                self.metrics.audit_rejected.inc();
+                tracing::error!("audit queue full: an upstream call was refused before it was sent");
+                Err(GatewayError::AuditUnavailable)
+            }
+        }
+    }
+
     /// Record an event that no request waits on (auth failures, admin actions, pin changes).
     pub fn emit(&self, e: Event) {
         self.metrics.observe(&e);

@@ -121,6 +121,9 @@ pub async fn handle(
         return Err(GatewayError::AuditUnavailable);
     }
     let mut note = Note::default();
+    // The request's record, begun now: if the request ends before its answer (the client
+    // cancels it, its session is deleted), the guard records it as cancelled.
+    let mut record = Unfinished::new(audit, s.event(p, kind_of(method), "cancelled", Some(method)), id, started);
     let mut tr = Trace::start(params.as_ref(), s.shared.traces.is_some());
     let params_name = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string);
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
@@ -157,7 +160,7 @@ pub async fn handle(
         Ok(Route::FanOut) => s.list(method, p).await,
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
-            call_one(s, p, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr).await
+            call_one(s, p, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr, id).await
         }
     };
     // A tool switched off by an operator answers as a tool error, which the agent's model reads:
@@ -172,11 +175,8 @@ pub async fn handle(
     // 9. record: the audit event (metrics are derived from it); the answer waits for it to be
     //    stored unless `[audit] acknowledge = "queued"`.
     let status = status_of(&result, &note);
-    let mut e = s.event(p, kind_of(method), status, Some(method));
-    e.request_id = Some(match id {
-        Id::Str(x) => x.clone(),
-        other => other.to_string(),
-    });
+    let mut e = record.finish();
+    e.status = status.to_string();
     e.latency_us = Some(started.elapsed().as_micros() as u64);
     e.server = note.server;
     e.capability = note.capability.map(str::to_string);
@@ -243,6 +243,7 @@ async fn call_one(
     peer: Peer,
     note: &mut Note,
     tr: &mut Trace,
+    id: &Id,
 ) -> Result<Value, GatewayError> {
     let policy = &s.shared.policy;
     if !s.reaches(up) {
@@ -330,6 +331,21 @@ async fn call_one(
         r?;
     }
     let conn = s.conn(up).await?;
+    // The attempt is on record before the upstream gets the call (fail closed on a full queue):
+    // a call whose outcome is never recorded (Warden killed, the request aborted) still shows.
+    let mut attempt = s.event(p, "attempt", "attempted", None);
+    attempt.request_id = Some(request_id(id));
+    attempt.detail = Some(method.to_string());
+    attempt.server = Some(server.clone());
+    attempt.capability = Some(kind.as_str().to_string());
+    attempt.name.clone_from(&note.name);
+    attempt.target.clone_from(&note.target);
+    attempt.rule.clone_from(&note.rule);
+    attempt.read_only = note.read_only;
+    if let Some(a) = params.get("arguments") {
+        s.shared.audit.arguments(&mut attempt, a);
+    }
+    s.shared.audit.accept(attempt)?;
     let tool = (kind == Kind::Tool).then_some(name);
     // 7. the upstream call carries the trace on: HTTP header and `_meta.traceparent`
     let stage = tr.begin("warden.upstream");
@@ -400,6 +416,44 @@ async fn call_one(
             Err(GatewayError::Upstream(e))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A request id as recorded.
+fn request_id(id: &Id) -> String {
+    match id {
+        Id::Str(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A request's audit event from its start; recorded as `cancelled` if dropped unfinished.
+struct Unfinished<'a> {
+    audit: &'a crate::audit::Audit,
+    event: Option<warden_audit::Event>,
+    started: Instant,
+}
+
+impl<'a> Unfinished<'a> {
+    fn new(audit: &'a crate::audit::Audit, mut e: warden_audit::Event, id: &Id, started: Instant) -> Self {
+        e.request_id = Some(request_id(id));
+        Unfinished { audit, event: Some(e), started }
+    }
+
+    /// The event, for the request's own record: the guard has nothing left to do.
+    fn finish(&mut self) -> warden_audit::Event {
+        self.event.take().expect("finished once")
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.event.take() {
+            e.latency_us = Some(self.started.elapsed().as_micros() as u64);
+            e.detail =
+                Some("the request ended before its answer (cancelled by the client, or its session closed)".into());
+            self.audit.emit(e);
+        }
     }
 }
 

@@ -190,12 +190,17 @@ async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
         records(&cfg_a, &["--kind", "call", "--status", "success"]).iter().filter(|r| r["chain"] == "b").count();
     assert_eq!(from_b, 5);
     // an edited record is found, with where
-    pg.sql(|db| {
-        db.execute("UPDATE audit_events SET record = replace(record, '\"success\"', '\"denied\"') WHERE id = 42", &[])
+    let row: i64 = pg.sql(|db| {
+        let row: i64 = db
+            .query_one("SELECT min(id) FROM audit_events WHERE id >= 42 AND record LIKE '%\"success\"%'", &[])
             .unwrap()
+            .get(0);
+        db.execute("UPDATE audit_events SET record = replace(record, '\"success\"', '\"denied\"') WHERE id = $1", &[&row])
+            .unwrap();
+        row
     });
     let (ok, out) = audit(&["verify", "--url", &pg.url]);
-    assert!(!ok && out.contains("row 42"), "{out}");
+    assert!(!ok && out.contains(&format!("row {row}")), "{out}");
 }
 
 /// Load through a Warden with this `[audit]` section, kill it with SIGKILL, and check its
@@ -419,4 +424,54 @@ async fn trace_context_flows_to_the_upstream_the_trail_and_the_collector() {
     let upstream = spans.iter().find(|s| s["name"] == "warden.upstream").unwrap();
     assert_eq!(upstream["spanId"], hex(&parent), "the upstream saw the upstream span as its parent");
     assert_eq!(upstream["parentSpanId"], root["spanId"]);
+}
+
+/// A call the upstream received leaves a record however it ends: its attempt is recorded before
+/// the upstream gets it, and a request that ends before its answer (the client cancels it, or
+/// deletes its session) is recorded as cancelled.
+#[tokio::test]
+async fn calls_aborted_by_the_client_are_still_recorded() {
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let w = warden("", &format!("{fx}\n[audit]\ngroup_commit_ms = 1\n"));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    // Cancelled by the client, after the upstream got it.
+    let slow = tokio::spawn({
+        let c = Client { session: c.session.clone(), ..Client::new(&w.url) };
+        async move {
+            c.post(&json!({"jsonrpc": "2.0", "id": "slow-1", "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 10000}}})).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow-1"}});
+    assert_eq!(c.post(&cancel).await.status, 202);
+    // Ended by the session's DELETE.
+    let slow2 = tokio::spawn({
+        let c = Client { session: c.session.clone(), ..Client::new(&w.url) };
+        async move {
+            c.post(&json!({"jsonrpc": "2.0", "id": "slow-2", "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 10000}}})).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(c.request(reqwest::Method::DELETE).send().await.unwrap().status().as_u16(), 200);
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for rid in ["slow-1", "slow-2"] {
+        let mine: Vec<Value> = records(&cfg, &[]).into_iter().filter(|r| r["request_id"] == rid).collect();
+        let attempt =
+            mine.iter().find(|r| r["kind"] == "attempt").unwrap_or_else(|| panic!("{rid}: no attempt: {mine:?}"));
+        assert_eq!(
+            (attempt["status"].as_str(), attempt["name"].as_str()),
+            (Some("attempted"), Some("slow")),
+            "{attempt}"
+        );
+        assert!(attempt["args_digest"].is_string(), "{attempt}");
+        let outcome =
+            mine.iter().find(|r| r["kind"] == "call").unwrap_or_else(|| panic!("{rid}: no outcome: {mine:?}"));
+        assert_eq!(outcome["status"], "cancelled", "{outcome}");
+    }
+    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    assert!(ok, "{out}");
 }
