@@ -381,8 +381,10 @@ pub struct SandboxConfig {
     /// name resolution; `/etc` file by file). Default true.
     #[serde(default = "default_true")]
     pub system_paths: bool,
-    /// `"allow"` (default), `"deny"` (Unix sockets only: seccomp and Landlock) or `"isolated"`
-    /// (a fresh network namespace; falls back to `deny`).
+    /// `"deny"` (default: Unix sockets only, by seccomp and Landlock), `"isolated"` (a fresh
+    /// network namespace; falls back to `deny`) or `"allow"`, which an upstream that needs the
+    /// network must say (a local server with network can reach every loopback service, Redis
+    /// or PostgreSQL included).
     #[serde(default)]
     pub network: SandboxNetwork,
     /// CPU seconds (RLIMIT_CPU).
@@ -417,7 +419,7 @@ impl Default for SandboxConfig {
             read_only: Vec::new(),
             read_write: Vec::new(),
             system_paths: true,
-            network: SandboxNetwork::Allow,
+            network: SandboxNetwork::Deny,
             cpu_secs: None,
             address_space_mb: None,
             open_files: None,
@@ -434,8 +436,8 @@ impl Default for SandboxConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxNetwork {
-    #[default]
     Allow,
+    #[default]
     Deny,
     Isolated,
 }

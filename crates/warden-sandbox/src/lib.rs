@@ -20,12 +20,13 @@
 //!    program's own install prefix, the declared read-only and read-write paths, and
 //!    `/proc/self`. With network `deny`, TCP bind and connect are refused too (ABI ≥ 4).
 //!    Signals and abstract Unix sockets cannot leave the sandbox (ABI ≥ 6).
-//! 6. **seccomp**: a deny list of what MCP servers never need: ptrace, process_vm_*, mount and
+//! 6. **seccomp**: a deny list of what MCP servers never need: ptrace, process_vm_*, pidfds
+//!    (`pidfd_open`, `pidfd_getfd`: another process's descriptors), process_madvise, kcmp, mount and
 //!    the new mount API, namespaces (unshare, setns, namespace flags on clone; clone3 answers
 //!    ENOSYS so libc falls back to clone), kexec, bpf, kernel modules, reboot, swap, the clock,
 //!    keyrings, userfaultfd, perf_event_open, io_uring (which bypasses the socket rules),
-//!    open_by_handle_at, and the x32 ABI. With network `deny`, sockets of any family other
-//!    than AF_UNIX are refused too.
+//!    open_by_handle_at, and the x32 ABI. With network `deny` (the gateway's default), sockets
+//!    of any family other than AF_UNIX are refused too.
 //!
 //! The gateway clears the environment before the helper starts: only the declared variables
 //! and secrets reach the server. It puts the helper in its own process group and ends that
@@ -70,9 +71,9 @@ pub const REPORT_PREFIX: &str = "warden-sandbox: ";
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// No restriction.
-    #[default]
     Allow,
     /// Only Unix sockets. seccomp refuses other socket families; Landlock refuses TCP.
+    #[default]
     Deny,
     /// A fresh network namespace with no usable interface. If the kernel refuses one, this
     /// falls back to `deny`.
@@ -135,7 +136,7 @@ impl Default for Policy {
             read_only: Vec::new(),
             read_write: Vec::new(),
             system_paths: true,
-            network: Network::Allow,
+            network: Network::Deny,
             limits: Limits::default(),
             user: None,
             group: None,

@@ -14,6 +14,13 @@ pub const DENIED: &[(&str, i64)] = &[
     ("ptrace", libc::SYS_ptrace),
     ("process_vm_readv", libc::SYS_process_vm_readv),
     ("process_vm_writev", libc::SYS_process_vm_writev),
+    // Reaching into another process without ptrace: stealing its descriptors (pidfd_getfd),
+    // signalling or advising it through a pidfd, comparing its kernel objects.
+    ("pidfd_open", libc::SYS_pidfd_open),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    ("pidfd_send_signal", libc::SYS_pidfd_send_signal),
+    ("process_madvise", libc::SYS_process_madvise),
+    ("kcmp", libc::SYS_kcmp),
     ("mount", libc::SYS_mount),
     ("umount2", libc::SYS_umount2),
     ("pivot_root", libc::SYS_pivot_root),

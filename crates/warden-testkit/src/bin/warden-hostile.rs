@@ -63,6 +63,13 @@ fn attack(args: &Value) -> Value {
             "udp_socket",
             std::net::UdpSocket::bind("127.0.0.1:0").map(|_| "bound".into()).map_err(|e| e.to_string()),
         ),
+        // A pidfd (even of itself) is the way to another process's descriptors (pidfd_getfd).
+        attempt(
+            "pidfd_open",
+            rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())
+                .map(|_| "opened a pidfd".into())
+                .map_err(|e| e.to_string()),
+        ),
     ];
     // well-behaved work in its own directory must keep working
     let inside = std::fs::write("inside.txt", "ok").and_then(|()| std::fs::read_to_string("inside.txt"));

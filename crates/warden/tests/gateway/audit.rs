@@ -195,8 +195,11 @@ async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
             .query_one("SELECT min(id) FROM audit_events WHERE id >= 42 AND record LIKE '%\"success\"%'", &[])
             .unwrap()
             .get(0);
-        db.execute("UPDATE audit_events SET record = replace(record, '\"success\"', '\"denied\"') WHERE id = $1", &[&row])
-            .unwrap();
+        db.execute(
+            "UPDATE audit_events SET record = replace(record, '\"success\"', '\"denied\"') WHERE id = $1",
+            &[&row],
+        )
+        .unwrap();
         row
     });
     let (ok, out) = audit(&["verify", "--url", &pg.url]);

@@ -90,6 +90,7 @@ async fn hostile_server_is_contained_while_a_good_one_works() {
         "write_outside",
         "tcp_connect",
         "udp_socket",
+        "pidfd_open",
         "fork_bomb",
     ] {
         let a = find(&r, name);
@@ -106,7 +107,7 @@ async fn hostile_server_is_contained_while_a_good_one_works() {
 
     // without the sandbox the same attempts succeed (the checks above can fail)
     let r = results(&c.tool(4, "control__attack", args(&control_marker)).await);
-    for name in ["read_ssh_key", "read_warden_environ", "write_outside", "tcp_connect"] {
+    for name in ["read_ssh_key", "read_warden_environ", "write_outside", "tcp_connect", "pidfd_open"] {
         let a = find(&r, name);
         assert_eq!(a["blocked"], false, "{name} without a sandbox: {a}");
     }
@@ -197,5 +198,20 @@ fn scan_names_what_the_sandbox_refused_and_takes_readable_paths() {
     let (ok, out, err) = scan(&["--no-sandbox"]);
     assert!(ok && out.contains("target: 1 tool(s)"), "{out}{err}");
     assert!(err.contains("WITHOUT a sandbox"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A stdio upstream that does not say it needs the network gets none: `network` defaults to
+/// `deny` (a local server with network reaches every loopback service, Redis included).
+#[test]
+fn a_stdio_upstream_has_no_network_unless_it_says_so() {
+    let dir = tempdir("net-default");
+    let cfg = dir.join("w.toml");
+    std::fs::write(&cfg, "[[upstream]]\nname = \"quiet\"\ntransport = \"stdio\"\ncommand = \"/bin/true\"\n").unwrap();
+    let out = std::process::Command::new(bin("warden")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.starts_with("upstream quiet: sandbox:")).unwrap_or_default();
+    assert!(line.contains("network denied"), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
