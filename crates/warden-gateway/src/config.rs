@@ -309,6 +309,9 @@ pub struct Upstream {
     /// stdio: its arguments (not for secrets).
     #[serde(default)]
     pub args: Vec<String>,
+    /// stdio: the SHA-256 (hex) of the program `command` names (resolved on `PATH`), checked
+    /// before every start; a changed program is refused and audited. `warden check` prints it.
+    pub sha256: Option<String>,
     /// stdio: working directory (relative to the config file). Default: Warden's.
     pub cwd: Option<PathBuf>,
     /// stdio: names of Warden's environment variables the child inherits. Nothing else is
@@ -1605,6 +1608,15 @@ impl Config {
                 Transport::Stdio => {
                     if u.command.as_deref().unwrap_or("").is_empty() {
                         return Err(format!("{at}.command: required for transport = \"stdio\""));
+                    }
+                    if u.sha256.as_ref().is_some_and(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit())) {
+                        return Err(format!("{at}.sha256: expected 64 hex digits"));
+                    }
+                    if u.sandbox.strict {
+                        let cmd = u.command.as_deref().unwrap_or("");
+                        if let Some(why) = crate::upstream::program::unpinned_launcher(cmd, &u.args) {
+                            return Err(format!("{at}: {why} (refused: sandbox.strict)"));
+                        }
                     }
                     if u.url.is_some() || !u.secret_headers.is_empty() || u.oauth.is_some() {
                         return Err(format!("{at}: url/secret_headers/oauth are for transport = \"http\""));

@@ -87,6 +87,8 @@ impl Control {
             let me = Arc::downgrade(self);
             tokio::spawn(async move {
                 let mut backoff = Duration::from_millis(500);
+                // A refused program is audited once per streak of refusals, not per retry.
+                let mut refused = false;
                 loop {
                     let Some(c) = me.upgrade() else { return };
                     let alive = c.conns[i].lock().as_ref().is_some_and(|c| c.is_alive());
@@ -113,9 +115,18 @@ impl Control {
                                 *c.shared.known[i].lock() = conn.init();
                                 c.refresh_names(i, &conn).await;
                                 backoff = Duration::from_millis(500);
+                                refused = false;
                             }
                             Err(e) => {
                                 tracing::warn!(upstream = %spec.name, error = %e, retry_in = ?backoff, "upstream not ready");
+                                if e.starts_with(crate::upstream::program::CHANGED) && !refused {
+                                    refused = true;
+                                    let mut ev = warden_audit::Event::new("supply_chain", "blocked_by_guard");
+                                    ev.decision = Some("denied".into());
+                                    ev.server = Some(spec.name.clone());
+                                    ev.detail = Some(e.clone());
+                                    c.shared.audit.emit(ev);
+                                }
                                 *c.conns[i].lock() = None;
                                 drop(c);
                                 tokio::time::sleep(backoff).await;

@@ -234,16 +234,44 @@ fn describe_upstreams(cfg: &Config) -> anyhow::Result<()> {
     let support = warden_sandbox::Support::probe();
     for u in &cfg.upstreams {
         match u.transport {
-            Transport::Stdio => match u.sandbox.policy(u.cwd.as_deref()) {
-                Some(p) => println!("upstream {}: sandbox: {}", u.name, support.describe(&p)),
-                None => println!("upstream {}: sandbox: OFF (sandbox.enabled = false)", u.name),
-            },
+            Transport::Stdio => {
+                match u.sandbox.policy(u.cwd.as_deref()) {
+                    Some(p) => println!("upstream {}: sandbox: {}", u.name, support.describe(&p)),
+                    None => println!("upstream {}: sandbox: OFF (sandbox.enabled = false)", u.name),
+                }
+                describe_program(u)?;
+            }
             Transport::Builtin => {
                 let b = warden_gateway::upstream::builtin::open(u).map_err(|e| anyhow::anyhow!(e))?;
                 println!("upstream {}: built-in tools: {}", u.name, b.describe());
             }
             Transport::Http => println!("upstream {}: remote Streamable HTTP", u.name),
         }
+    }
+    Ok(())
+}
+
+/// `warden check`, for a stdio upstream: the program it runs, its digest against the pin, and
+/// an unpinned package launcher. A program that differs from its pin fails the check.
+fn describe_program(u: &warden_gateway::config::Upstream) -> anyhow::Result<()> {
+    use warden_gateway::upstream::program;
+    let cmd = u.command.as_deref().unwrap_or_default();
+    match program::resolve(cmd).map(|p| (program::digest(&p), p)) {
+        Some((Ok(d), path)) => {
+            let pin = match &u.sha256 {
+                Some(w) if w.eq_ignore_ascii_case(&d) => "pinned".to_string(),
+                Some(w) => {
+                    anyhow::bail!("upstream {}: {} is sha256 {d}, pinned {w}: it changed", u.name, path.display())
+                }
+                None => format!("not pinned: add sha256 = \"{d}\""),
+            };
+            println!("upstream {}: program {} ({pin})", u.name, path.display());
+        }
+        Some((Err(e), _)) => println!("upstream {}: program: {e}", u.name),
+        None => println!("upstream {}: program {cmd:?} not found on PATH", u.name),
+    }
+    if let Some(why) = program::unpinned_launcher(cmd, &u.args) {
+        println!("warning: upstream {}: {why}", u.name);
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 pub mod builtin;
 pub mod http;
 pub mod oauth;
+pub mod program;
 pub mod stdio;
 
 use crate::config::{self, Transport as Kind};
@@ -77,6 +78,8 @@ pub struct Spec {
     /// Largest single message read from the upstream (a JSON body, an SSE event, a stdio line):
     /// bigger ones fail the call they answer instead of filling memory.
     pub max_message_bytes: usize,
+    /// stdio: the pinned SHA-256 of the program, checked before every start.
+    pub program_sha256: Option<String>,
 }
 
 impl Spec {
@@ -116,6 +119,7 @@ impl Spec {
                 _ => None,
             },
             max_message_bytes: content.max_message_bytes(),
+            program_sha256: u.sha256.clone(),
         })
         .and_then(|mut base| {
             let mut tenants = BTreeMap::new();

@@ -104,6 +104,11 @@ fn excerpt(b: &[u8]) -> String {
 
 impl StdioTransport {
     pub fn spawn(spec: &Spec, incoming: IncomingTx) -> Result<StdioTransport, String> {
+        if let Some(want) = &spec.program_sha256 {
+            super::program::verify(&spec.command, want).inspect_err(|e| {
+                tracing::error!(upstream = %spec.name, error = %e, "stdio upstream not started: its program changed");
+            })?;
+        }
         let mut cmd = match &spec.sandbox {
             Some(policy) => {
                 let helper =

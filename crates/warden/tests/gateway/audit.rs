@@ -478,3 +478,71 @@ async fn calls_aborted_by_the_client_are_still_recorded() {
     let (ok, out) = audit(&["verify", "--config", &cfg]);
     assert!(ok, "{out}");
 }
+
+/// The supply chain of a stdio upstream: `warden check` prints the program's digest to pin; a
+/// pinned program runs; once it changes on disk it is not started (the check fails, the
+/// connect is refused and audited, callers get an error), and an unpinned `npx` package is
+/// named (refused outright with `sandbox.strict`).
+#[tokio::test]
+async fn a_pinned_program_that_changes_is_not_started() {
+    let dir = warden_testkit::harness::tempdir("supply-chain");
+    let program = dir.join("fixture-copy");
+    std::fs::copy(bin("warden-fixture"), &program).unwrap();
+    let port = warden_testkit::harness::free_port();
+    let cfg = dir.join("warden.toml");
+    let write = |pin: &str| {
+        let text = format!(
+            "[listen]\naddr = \"127.0.0.1:{port}\"\n[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\n\
+             command = {:?}\nargs = [\"--stdio\"]\n{pin}\n[upstream.sandbox]\nread_only = [{:?}]\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n",
+            program.display().to_string(),
+            dir.display().to_string()
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    let check = || {
+        let o = Command::new(bin("warden")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    write("");
+    let (ok, out) = check();
+    assert!(ok, "{out}");
+    let digest =
+        out.split("add sha256 = \"").nth(1).and_then(|r| r.split('"').next()).expect("the digest to pin").to_string();
+    write(&format!("sha256 = {digest:?}"));
+    assert!(check().1.contains("(pinned)"));
+    {
+        let w = warden_testkit::harness::warden_config(&cfg, port);
+        let mut c = Client::new(&w.url);
+        c.initialize().await;
+        assert_eq!(c.tool(1, "echo", json!({"text": "pinned"})).await["result"]["content"][0]["text"], "pinned");
+    }
+    // The program changes on disk (an update, or worse).
+    let mut bytes = std::fs::read(&program).unwrap();
+    bytes.extend_from_slice(b"\0tampered");
+    std::fs::remove_file(&program).unwrap();
+    std::fs::write(&program, bytes).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (ok, out) = check();
+    assert!(!ok && out.contains("it changed"), "{out}");
+    let w = warden_testkit::harness::warden_config(&cfg, port);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let r = c.tool(2, "echo", json!({"text": "x"})).await;
+    assert!(r.get("error").is_some(), "not run: {r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(w.log().contains("program digest mismatch"), "{}", w.log());
+    let refused = records(&cfg.display().to_string(), &["--kind", "supply_chain"]);
+    assert!(!refused.is_empty() && refused[0]["status"] == "blocked_by_guard", "{refused:?}");
+    drop(w);
+    // An unpinned package launcher.
+    let npx = "[listen]\naddr = \"127.0.0.1:0\"\n[[upstream]]\nname = \"ev\"\ntransport = \"stdio\"\ncommand = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-everything\"]\n";
+    std::fs::write(&cfg, npx).unwrap();
+    let (ok, out) = check();
+    assert!(
+        ok && out.contains("warning: upstream ev: `npx @modelcontextprotocol/server-everything` runs whatever version"),
+        "{out}"
+    );
+    std::fs::write(&cfg, format!("{npx}[upstream.sandbox]\nstrict = true\n")).unwrap();
+    let (ok, out) = check();
+    assert!(!ok && out.contains("refused: sandbox.strict"), "{out}");
+}
