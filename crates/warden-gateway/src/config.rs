@@ -1029,6 +1029,13 @@ pub struct ContentOverride {
     pub redact: Option<Vec<String>>,
     /// Result cap for these tools.
     pub max_result_bytes: Option<usize>,
+    /// A JSON Schema (as a TOML table) the result's `structuredContent` must match, for tools
+    /// that declare no `outputSchema` (or to hold them to a stricter one). A result that does not
+    /// match, or has none, is withheld.
+    pub output_schema: Option<toml::Table>,
+    /// Most bytes of text a result's content items may carry (e.g. 0 for a tool that should
+    /// answer rows only); more is withheld.
+    pub max_text_bytes: Option<usize>,
 }
 
 /// `[[content.argument]]`: JSON Schema keywords laid over one argument's declared schema.

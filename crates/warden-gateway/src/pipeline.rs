@@ -373,6 +373,19 @@ async fn call_one(
     let _response = StageGuard::begin(tr, "warden.response_policy");
     match r {
         Ok(mut v) => {
+            // A result that is not the shape the tool declared (or the operator set) is withheld.
+            if method == "tools/call" {
+                let vetted = s.vetted(up, name);
+                let declared = vetted.as_ref().and_then(|d| d.output.as_ref());
+                if let Err(why) = content.check_output(server, name, declared, &v) {
+                    tracing::warn!(server = %server, tool = name, reason = %why, "output withheld: not the declared shape");
+                    note.findings.push("output_schema:withheld".into());
+                    note.refused = Some("blocked_by_guard");
+                    return Ok(
+                        json!({"content": [{"type": "text", "text": format!("Warden withheld this output: {why}")}], "isError": true}),
+                    );
+                }
+            }
             if method != "resources/subscribe" && method != "resources/unsubscribe" {
                 let rep = if json_size(&v) > OFFLOAD_BYTES {
                     // Large outputs are processed on the blocking pool, not on an async worker

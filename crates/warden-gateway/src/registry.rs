@@ -108,6 +108,8 @@ pub fn diff_definitions(old: &Value, new: &Value) -> Vec<String> {
 #[derive(Debug)]
 pub struct Vetted {
     pub schema: Result<ArgSchema, SchemaError>,
+    /// The declared `outputSchema`, compiled (offline: no remote or file `$ref`), when there is one.
+    pub output: Option<Result<ArgSchema, SchemaError>>,
     pub findings: Vec<ToolFinding>,
 }
 
@@ -217,7 +219,12 @@ impl Registry {
             let f = findings.iter().map(|f| format!("scan.{}:{action}", f.rule)).collect();
             self.audit.emit(definition_event("scan", "poisoned", server, tool, f));
         }
-        let v = Arc::new(Vetted { schema, findings });
+        let output =
+            item.get("outputSchema").map(|o| ArgSchema::compile(o, &warden_policy::schema::Overlay::default()));
+        if let Some(Err(e)) = &output {
+            tracing::warn!(server, tool, error = %e, "tool output schema is unusable; its results are withheld");
+        }
+        let v = Arc::new(Vetted { schema, output, findings });
         let mut cache = self.vetted.lock();
         if cache.len() > 10_000 {
             cache.clear();

@@ -80,13 +80,18 @@ impl ArgSchema {
 
     /// Validate `args`; the errors (at most 5) say where and what, never the value.
     pub fn validate(&self, args: &Value) -> Result<(), Vec<String>> {
+        self.validate_as(args, "arguments")
+    }
+
+    /// Validate `v`, naming its places from `root` (`arguments`, `structuredContent`).
+    pub fn validate_as(&self, v: &Value, root: &str) -> Result<(), Vec<String>> {
         let errors: Vec<String> = self
             .validator
-            .iter_errors(args)
+            .iter_errors(v)
             .take(5)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                let at = if at.is_empty() { "arguments".to_string() } else { format!("arguments{}", scrub(&at)) };
+                let at = if at.is_empty() { root.to_string() } else { format!("{root}{}", scrub(&at)) };
                 format!("{at}: {}", describe(e.kind()))
             })
             .collect();

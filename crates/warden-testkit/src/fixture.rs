@@ -97,6 +97,10 @@ fn tools() -> Value {
         t("roots", "Asks the client for its roots", empty_schema()),
         t("whoami", "Reports the credential the server was started with (FIXTURE_IDENTITY)", empty_schema()),
         t("fail", "Answers with a JSON-RPC error carrying `message`", str_arg("message", "The error message")),
+        json!({"name": "rows", "description": "Answers with `value` as its structured content (and its text)",
+               "inputSchema": {"type": "object", "properties": {"value": {}}},
+               "outputSchema": {"type": "object", "properties": {"rows": {"type": "array"}}, "required": ["rows"],
+                                "additionalProperties": false}}),
     ]})
 }
 
@@ -251,6 +255,10 @@ impl FixtureSession {
             }
             "json_schema_2020_12_tool" => text(format!("JSON Schema 2020-12 tool called with: {args}")),
             "whoami" => text(std::env::var("FIXTURE_IDENTITY").unwrap_or_else(|_| "anonymous".into())),
+            "rows" => {
+                let v = args.get("value").cloned().unwrap_or(Value::Null);
+                json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v})
+            }
             "fail" => {
                 let m = args.get("message").and_then(Value::as_str).unwrap_or("failed");
                 return Err(ErrorObject::new(jsonrpc::INTERNAL_ERROR, m.to_string()));

@@ -9,6 +9,7 @@
 //! is checked on its own), binary content (images and audio are only size-capped).
 
 mod guard;
+mod output;
 mod walk;
 
 use crate::config::{Config, ContentConfig, InjectionAction};
@@ -29,6 +30,8 @@ struct OutputOverride {
     injection: Option<InjectionAction>,
     redactor: Option<Redactor>,
     max_result_bytes: Option<usize>,
+    output_schema: Option<ArgSchema>,
+    max_text_bytes: Option<usize>,
 }
 
 /// Schema keywords for one argument of the matching tools.
@@ -141,6 +144,13 @@ impl Content {
                     .transpose()
                     .map_err(|m| format!("content.tool[{i}].redact: {m}"))?,
                 max_result_bytes: o.max_result_bytes,
+                output_schema: o
+                    .output_schema
+                    .as_ref()
+                    .map(|t| ArgSchema::compile(&Value::Object(toml_to_json(t)), &Overlay::default()))
+                    .transpose()
+                    .map_err(|e| format!("content.tool[{i}].output_schema: {e}"))?,
+                max_text_bytes: o.max_text_bytes,
             });
         }
         let mut overlays = Vec::new();
