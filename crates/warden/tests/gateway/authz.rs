@@ -212,6 +212,12 @@ async fn kill_switches_from_admin_api_and_cli() {
     let port: u16 = w.url.trim_end_matches("/mcp").rsplit(':').next().unwrap().parse().unwrap();
     let admin = format!("http://127.0.0.1:{admin_port}/admin/kill-switches");
     let http = reqwest::Client::new();
+    // The admin listener is bound a moment after the main one accepts connections.
+    let up = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(up.elapsed() < Duration::from_secs(10), "the admin listener did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The admin API wants its own token.
     for bad in [None, Some("wrong"), Some("wdk_not_an_admin_token")] {
