@@ -103,27 +103,13 @@ fn shown(args: &Value) -> String {
 
 /// Most approvals one listing returns.
 pub const MAX_LISTED: usize = 1000;
-/// Largest `arguments` kept with an approval request; larger ones are kept as a preview (the
-/// digest still binds every byte of them).
-const MAX_KEPT_ARGS: usize = 8 << 10;
+/// Largest `arguments` (JSON bytes) a call held for an approver may carry: what is approved is
+/// shown in full, so a larger call is refused rather than approved unseen.
+const MAX_KEPT_ARGS: usize = 64 << 10;
 
 enum Quota {
     Store(crate::store::StoreError),
     Over(&'static str),
-}
-
-/// The arguments as kept and shown with a request: as they are up to [`MAX_KEPT_ARGS`] of JSON,
-/// else `{"preview": <the first bytes>, "bytes": <size>}`.
-fn preview(args: &Value) -> Value {
-    let text = serde_json::to_string(args).unwrap_or_default();
-    if text.len() <= MAX_KEPT_ARGS {
-        return args.clone();
-    }
-    let mut cut = MAX_KEPT_ARGS;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    json!({"preview": format!("{}…", &text[..cut]), "bytes": text.len()})
 }
 
 fn random_id() -> String {
@@ -230,7 +216,7 @@ impl Approvals {
             tenant: p.tenant.clone(),
             server: server.into(),
             tool: tool.into(),
-            arguments: preview(args),
+            arguments: args.clone(),
             summary,
             created: now,
             expires: now + self.cfg.ttl_secs,
@@ -240,6 +226,12 @@ impl Approvals {
             note: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.wait_secs);
+        if serde_json::to_string(args).map_or(0, |t| t.len()) > MAX_KEPT_ARGS {
+            return Err(GatewayError::ApprovalDenied {
+                id: None,
+                reason: "the arguments are too large to show an approver",
+            });
+        }
         self.within_quota(&fresh).await.map_err(|e| match e {
             Quota::Store(e) => store_out(e),
             Quota::Over(reason) => {

@@ -182,10 +182,10 @@ impl Control {
             ready &= ok;
             ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());
         }
-        // An issuer without keys cannot verify any token: not ready until its keys arrive.
+        // An issuer without keys is reported, but does not make the replica unready: API keys,
+        // other issuers and mTLS still work, and every replica shares the issuer's outage.
         let mut issuers = serde_json::Map::new();
         for (iss, st) in self.auth.iter().flat_map(|a| a.key_status()) {
-            ready &= st.keys > 0;
             let state = match (st.keys, st.failures) {
                 (0, 0) => "no keys yet".to_string(),
                 (0, n) => format!("no keys: {n} failed fetch(es), retrying"),

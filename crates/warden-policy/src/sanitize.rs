@@ -194,11 +194,14 @@ fn rebuild(s: &str, removed: &mut Removed) -> String {
                 out.truncate(out.len() - 4);
                 removed.comments += 1;
                 i = memchr::memmem::find(&b[i..], b"-->").map_or(b.len(), |e| i + e + 3);
+                // what was removed does not end a run of selectors: the run goes on from before it
+                prev_vs = out.chars().next_back().is_some_and(is_variation_selector);
             }
             b']' | b'>' => {
                 if let Some(n) = token_suffix(out.as_bytes()) {
                     out.truncate(out.len() - n);
                     removed.template_tokens += 1;
+                    prev_vs = out.chars().next_back().is_some_and(is_variation_selector);
                 }
             }
             _ => {}
@@ -407,6 +410,26 @@ mod tests {
         assert_eq!(clean("<\u{200B}|im_start|\u{200B}>"), "");
         assert_eq!(clean("[IN[IN[INST]ST]ST] x <|im_<|im_end|>start|>"), " x ");
         assert_eq!(clean("a<<!---->!-- b --> c [\u{200B}/INST]"), "a c ");
+        // a removed token does not end a run of variation selectors
+        assert_eq!(clean("\u{FE0F}[\u{200B}INST]\u{FE0F}"), "\u{FE0F}");
+        assert_eq!(clean("😀\u{FE0F}<!-- x -->\u{FE0F}\u{200B}"), "😀\u{FE0F}");
+    }
+
+    /// Every sequence of up to four pieces (exhaustively): the result holds nothing to remove.
+    #[test]
+    fn every_short_sequence_of_pieces_is_idempotent() {
+        let pieces = ["[", "INST]", "\u{200B}", "\u{FE0F}", "<!--", "-->", "<|", "a|>", "x", "\x1b[0m"];
+        let n = pieces.len();
+        for mut k in 0..n.pow(4) {
+            let mut t = String::new();
+            for _ in 0..4 {
+                t.push_str(pieces[k % n]);
+                k /= n;
+            }
+            let once = clean(&t);
+            let (twice, r) = sanitize(&once);
+            assert!(!r.any() && twice == once, "{t:?} → {once:?} → {twice:?}");
+        }
     }
 
     /// Tokens nested to any depth cost one pass, not one pass per level (which made a few

@@ -42,8 +42,10 @@ pub fn normalize(uri: &str) -> Result<String, BadUri> {
         Some(h) => {
             let slash = h.find('/').unwrap_or(h.len());
             let (a, p) = h.split_at(slash);
-            (Some(authority_of(a, &scheme)), p)
+            (Some(authority_of(a, &scheme)?), p)
         }
+        // `file:/etc/passwd` is `file:///etc/passwd` to every file URI reader
+        None if scheme == "file" && hier.starts_with('/') => (Some(String::new()), hier),
         None => (None, hier),
     };
     let path = normalize_path(&decode_unreserved(path)?)?;
@@ -58,20 +60,25 @@ pub fn normalize(uri: &str) -> Result<String, BadUri> {
     Ok(out)
 }
 
-/// Host in lower case (user info and port kept); `file://localhost` is `file://`.
-fn authority_of(a: &str, scheme: &str) -> String {
-    let (user, hostport) = match a.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, a),
-    };
-    let host = hostport.to_ascii_lowercase();
-    if scheme == "file" && (host == "localhost" || host.is_empty()) && user.is_none() {
-        return String::new();
+/// Host and port in lower case, the scheme's default port dropped; `file://localhost` is
+/// `file://`. User info, escapes and backslashes are refused: readers disagree about them.
+fn authority_of(a: &str, scheme: &str) -> Result<String, BadUri> {
+    if a.contains(['@', '%', '\\']) {
+        return Err(BadUri("resource URI has user info, an escape or a backslash in its authority"));
     }
-    match user {
-        Some(u) => format!("{u}@{host}"),
-        None => host,
+    let mut host = a.to_ascii_lowercase();
+    for (s, port) in [("http", ":80"), ("https", ":443"), ("ws", ":80"), ("wss", ":443")] {
+        if scheme == s && host.ends_with(port) {
+            host.truncate(host.len() - port.len());
+        }
     }
+    if host.ends_with(':') {
+        host.pop();
+    }
+    if scheme == "file" && host == "localhost" {
+        host.clear();
+    }
+    Ok(host)
 }
 
 /// Percent-encoded unreserved characters decoded, other escapes with upper-case hex; an
@@ -158,6 +165,12 @@ mod tests {
             ("ui://widget/a%20b", "ui://widget/a%20b"),
             ("file:///dir/", "file:///dir/"),
             ("s3://Bucket/Key", "s3://bucket/Key"),
+            ("file:/etc/passwd", "file:///etc/passwd"),
+            ("file:/a/../etc/passwd", "file:///etc/passwd"),
+            ("http://h:80/a", "http://h/a"),
+            ("https://H:443/a", "https://h/a"),
+            ("http://h:/a", "http://h/a"),
+            ("http://h:8080/a", "http://h:8080/a"),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(want), "{raw}");
         }
@@ -177,6 +190,10 @@ mod tests {
             "no scheme",
             "1abc:x",
             "file:///a\nb",
+            "http://h\\..\\secret/x",
+            "http://user@h/x",
+            "http://%6c ocalhost/x",
+            "http://h%2F..%2Fsecret/x",
         ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }

@@ -49,11 +49,20 @@ impl Blocked {
     /// directory readable (the config key, a command-line flag).
     pub fn advice(&self, add: &dyn Fn(&Path) -> String) -> String {
         let dir = |p: &Path| if p.is_dir() { p.to_path_buf() } else { p.parent().unwrap_or(p).to_path_buf() };
+        // What to add — never a system or credential directory, whatever the server asked for.
+        let add = |p: &Path| {
+            let d = dir(p);
+            if sensitive(&d) {
+                format!("nothing: {} is a system or credential directory; keep the server out of it", d.display())
+            } else {
+                add(&d)
+            }
+        };
         match self {
             Blocked::Outside(p) => format!(
                 "the sandbox does not let the server read {} (outside every readable path): add {}",
                 p.display(),
-                add(&dir(p))
+                add(p)
             ),
             Blocked::Permissions { path, closed } => format!(
                 "the server runs as an unprivileged user (Warden is root), which may not read {} ({} is closed to \
@@ -61,11 +70,32 @@ impl Blocked {
                 path.display(),
                 closed.display()
             ),
-            Blocked::Refused(p) => {
-                format!("the server was refused {} (EACCES): if it needs it, add {}", p.display(), add(&dir(p)))
-            }
+            Blocked::Refused(p) => format!(
+                "the server says it was refused {} (EACCES; its own claim): if it needs it, add {}",
+                p.display(),
+                add(p)
+            ),
         }
     }
+}
+
+/// A directory no advice should grant: the root, system configuration, a home directory
+/// itself, or one that holds credentials.
+fn sensitive(d: &Path) -> bool {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    d == Path::new("/")
+        || d.starts_with("/etc")
+        || d.starts_with("/proc")
+        || d.starts_with("/sys")
+        || home.as_deref() == Some(d)
+        || d == Path::new("/root")
+        || d.parent() == Some(Path::new("/home"))
+        || d.components().any(|c| {
+            matches!(
+                c.as_os_str().to_str(),
+                Some(".ssh" | ".gnupg" | ".aws" | ".kube" | ".docker" | ".cargo" | "gcloud")
+            )
+        })
 }
 
 /// Arguments of `program` that name existing paths the sandboxed server will not be able to
@@ -191,6 +221,18 @@ mod tests {
             ["/home/ann/proj/config.json", "/home/ann/srv/server.py", "/home/ann/.cache/x", "/home/ann/data.db"]
                 .map(PathBuf::from)
         );
+    }
+
+    /// Advice never grants a system or credential directory, whatever the server claims.
+    #[test]
+    fn advice_never_grants_credential_directories() {
+        let add = |d: &Path| format!("read_only {}", d.display());
+        for p in ["/etc/shadow", "/home/ann/.ssh/id_rsa", "/root/.aws/credentials", "/home/ann/notes.txt"] {
+            let a = Blocked::Refused(PathBuf::from(p)).advice(&add);
+            assert!(a.contains("add nothing") && a.contains("its own claim"), "{a}");
+        }
+        let a = Blocked::Refused(PathBuf::from("/srv/app/data.json")).advice(&add);
+        assert!(a.ends_with("add read_only /srv/app"), "{a}");
     }
 
     /// A path the server names that exists but resolves outside the grants (a symlinked

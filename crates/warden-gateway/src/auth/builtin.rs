@@ -62,8 +62,18 @@ const HASHING_AT_ONCE: usize = 2;
 /// cost on a dummy hash), on the blocking pool and at most [`HASHING_AT_ONCE`] at a time, so
 /// that a burst of logins neither stalls the async workers serving MCP traffic nor the host.
 async fn verify_password(hash: Option<String>, password: String) -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
-    let Ok(_slot) = SLOTS.acquire().await else { return false };
+    // A bounded wait: past this many logins waiting for a hash, a login fails at once.
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    if WAITING.fetch_add(1, Ordering::AcqRel) >= 32 {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!("built-in authorization server: too many logins at once; one refused");
+        return false;
+    }
+    let slot = SLOTS.acquire().await;
+    WAITING.fetch_sub(1, Ordering::AcqRel);
+    let Ok(_slot) = slot else { return false };
     tokio::task::spawn_blocking(move || match hash {
         Some(h) => PasswordHash::new(&h)
             .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())

@@ -227,9 +227,12 @@ impl Issuer {
 
     /// Fetch the keys; the caller holds `fetching`.
     async fn fetch_now(&self) -> Result<usize, String> {
-        self.fetch.lock().last = Some(Instant::now());
-        let r = self.fetch_keys().await;
+        // A document without a usable key is a failed fetch: tokens wait for keys (503).
+        let r = self.fetch_keys().await.and_then(|n| if n == 0 { Err("no usable signing key".into()) } else { Ok(n) });
         let mut st = self.fetch.lock();
+        // when it ended: the next attempt is measured from here (a hanging issuer is not asked
+        // again the moment a slow fetch gives up)
+        st.last = Some(Instant::now());
         st.failures = if r.is_ok() { 0 } else { st.failures.saturating_add(1) };
         r
     }
@@ -275,7 +278,13 @@ impl Issuer {
         if matches!(self.source, KeySource::Static) {
             return Err(AuthError::InvalidToken("unknown signing key"));
         }
-        let _one = self.fetching.lock().await;
+        // While fetches fail, a request never queues behind one in flight: it waits outside (503).
+        let failing = self.fetch.lock().failures > 0;
+        let _one = match self.fetching.try_lock() {
+            Ok(g) => g,
+            Err(_) if failing => return Err(unavailable(FAILING_GAP)),
+            Err(_) => self.fetching.lock().await,
+        };
         // Someone else (or the background refresh) may have fetched while we waited.
         let keys = self.keys.read().clone();
         if let Some(i) = Self::find(&keys, header.kid.as_deref(), header.alg) {
@@ -285,8 +294,10 @@ impl Issuer {
         let since = st.last.map(|t| t.elapsed());
         if st.failures > 0 {
             // The keys cannot be fetched right now: the token may well be good, so it waits
-            // (503) rather than fails (401); at most one fetch per FAILING_GAP.
-            if let Some(wait) = since.and_then(|s| FAILING_GAP.checked_sub(s)) {
+            // (503) rather than fails (401); fetches on demand back off like the background ones
+            // (from FAILING_GAP to 5 s after the last one ended).
+            let gap = FetchState::backoff(st.failures).clamp(FAILING_GAP, Duration::from_secs(5));
+            if let Some(wait) = since.and_then(|s| gap.checked_sub(s)) {
                 return Err(unavailable(wait));
             }
         } else if since.is_some_and(|s| s < Duration::from_secs(self.cfg.unknown_kid_refresh_secs)) {

@@ -22,14 +22,22 @@ impl Content {
         declared: Option<&Result<ArgSchema, SchemaError>>,
         result: &Value,
     ) -> Result<(), String> {
-        if result.get("isError").and_then(Value::as_bool) == Some(true) {
-            return Ok(()); // an error result is not the tool's output
-        }
         let mut schema: Option<&ArgSchema> = None;
         let mut max_text = None;
         for o in self.outputs.iter().filter(|o| applies(&o.server, &o.tools, server, tool)) {
             schema = o.output_schema.as_ref().or(schema);
             max_text = o.max_text_bytes.or(max_text);
+        }
+        // The text cap holds for error results too (a model reads those as well), and counts
+        // every string of the content items, wherever it sits.
+        if let Some(max) = max_text {
+            let text = result.get("content").map_or(0, strings_len);
+            if text > max {
+                return Err(format!("{text} bytes of text, over the {max} this tool may return"));
+            }
+        }
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            return Ok(()); // an error result is not the tool's output: no structure to check
         }
         let schema = match (schema, declared) {
             (Some(s), _) => Some(s),
@@ -44,16 +52,20 @@ impl Content {
             s.validate_as(sc, "structuredContent")
                 .map_err(|e| format!("it does not match the output schema: {}", e.join("; ")))?;
         }
-        if let Some(max) = max_text {
-            let text: usize = result
-                .get("content")
-                .and_then(Value::as_array)
-                .map(|items| items.iter().filter_map(|i| i.get("text").and_then(Value::as_str)).map(str::len).sum())
-                .unwrap_or(0);
-            if text > max {
-                return Err(format!("{text} bytes of text, over the {max} this tool may return"));
-            }
-        }
         Ok(())
+    }
+}
+
+/// Bytes of every string under `v` except binary data and content types.
+fn strings_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(strings_len).sum(),
+        Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "data" | "blob" | "type" | "mimeType"))
+            .map(|(_, x)| strings_len(x))
+            .sum(),
+        _ => 0,
     }
 }

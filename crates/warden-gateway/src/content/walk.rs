@@ -149,13 +149,16 @@ impl<'a> Walker<'a> {
                 None => {}
             }
         }
+        // Many keys may become one text (every e-mail address a `[REDACTED:email]`): each name
+        // remembers its last suffix, so making them unique stays linear.
+        let mut next: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (old, new) in renames {
             let Some(v) = m.remove(&old) else { continue };
             let mut key = new.clone();
-            let mut n = 2;
+            let n = next.entry(new.clone()).or_insert(1);
             while m.contains_key(&key) {
+                *n += 1;
                 key = format!("{new}#{n}");
-                n += 1;
             }
             m.insert(key, v);
         }

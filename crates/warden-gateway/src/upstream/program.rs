@@ -20,13 +20,23 @@ use std::path::{Path, PathBuf};
 /// connect failures that start with it).
 pub const CHANGED: &str = "program digest mismatch";
 
-/// The program a command names: a path (with a `/`), else the first match on `PATH`.
+/// The program a command names for Warden itself: a path (with a `/`), else the first match on
+/// Warden's `PATH`.
 pub fn resolve(command: &str) -> Option<PathBuf> {
+    resolve_for(command, std::env::var_os("PATH").as_deref(), None)
+}
+
+/// The program a command names for a child started in `cwd` with `path` as its `PATH`: the
+/// absolute path the child would run (so that the file hashed is the file executed).
+pub fn resolve_for(command: &str, path: Option<&std::ffi::OsStr>, cwd: Option<&Path>) -> Option<PathBuf> {
+    let base = match cwd {
+        Some(d) => std::path::absolute(d).ok()?,
+        None => std::env::current_dir().ok()?,
+    };
     if command.contains('/') {
-        return Some(PathBuf::from(command));
+        return Some(base.join(command));
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(command)).find(|c| c.is_file())
+    std::env::split_paths(path?).map(|d| base.join(d).join(command)).find(|c| c.is_file())
 }
 
 /// What identifies one version of a file on disk without reading it: a replaced or rewritten
@@ -85,14 +95,20 @@ pub fn digest(path: &Path) -> Result<String, String> {
     Ok(d)
 }
 
-/// Refuse to run `command` unless its program's digest is `want`.
-pub fn verify(command: &str, want: &str) -> Result<(), String> {
-    let path = resolve(command).ok_or_else(|| format!("{CHANGED}: {command}: not found"))?;
-    let have = digest(&path).map_err(|e| format!("{CHANGED}: {e}"))?;
+/// Refuse to run `command` unless its program's digest is `want`; the absolute path to run
+/// (the one hashed) otherwise. `path` and `cwd` are the child's.
+pub fn verify(
+    command: &str,
+    want: &str,
+    path: Option<&std::ffi::OsStr>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let program = resolve_for(command, path, cwd).ok_or_else(|| format!("{CHANGED}: {command}: not found"))?;
+    let have = digest(&program).map_err(|e| format!("{CHANGED}: {e}"))?;
     if have.eq_ignore_ascii_case(want) {
-        Ok(())
+        Ok(program)
     } else {
-        Err(format!("{CHANGED}: {} is sha256 {have}, pinned {want}; not started", path.display()))
+        Err(format!("{CHANGED}: {} is sha256 {have}, pinned {want}; not started", program.display()))
     }
 }
 
@@ -173,13 +189,17 @@ mod tests {
         let p = dir.join("server.sh");
         std::fs::write(&p, "#!/bin/sh\necho one\n").unwrap();
         let want = digest(&p).unwrap();
-        assert!(verify(p.to_str().unwrap(), &want).is_ok());
+        assert_eq!(verify(p.to_str().unwrap(), &want, None, None), Ok(p.clone()));
+        // The child's own PATH and working directory decide which file that is.
+        let dirs = std::ffi::OsString::from(dir.as_os_str());
+        assert_eq!(verify("server.sh", &want, Some(&dirs), None), Ok(p.clone()));
+        assert_eq!(verify("./server.sh", &want, None, Some(&dir)), Ok(dir.join("./server.sh")));
         // Replaced (a new inode, as package managers and attackers do) and rewritten in place.
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, "#!/bin/sh\necho two\n").unwrap();
-        let e = verify(p.to_str().unwrap(), &want).unwrap_err();
+        let e = verify(p.to_str().unwrap(), &want, None, None).unwrap_err();
         assert!(e.starts_with(CHANGED), "{e}");
-        assert!(verify("no-such-program-anywhere", &want).unwrap_err().starts_with(CHANGED));
+        assert!(verify("no-such-program-anywhere", &want, None, None).unwrap_err().starts_with(CHANGED));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -104,22 +104,31 @@ fn excerpt(b: &[u8]) -> String {
 
 impl StdioTransport {
     pub fn spawn(spec: &Spec, incoming: IncomingTx) -> Result<StdioTransport, String> {
-        if let Some(want) = &spec.program_sha256 {
-            super::program::verify(&spec.command, want).inspect_err(|e| {
-                tracing::error!(upstream = %spec.name, error = %e, "stdio upstream not started: its program changed");
-            })?;
-        }
+        // A pinned program: the file hashed is the file run (resolved as the child would, and
+        // run by that absolute path).
+        let program = match &spec.program_sha256 {
+            Some(want) => {
+                let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| std::ffi::OsStr::new(v.as_str()));
+                super::program::verify(&spec.command, want, path, spec.cwd.as_deref())
+                    .inspect_err(|e| {
+                        tracing::error!(upstream = %spec.name, error = %e, "stdio upstream not started: its program changed");
+                    })?
+                    .display()
+                    .to_string()
+            }
+            None => spec.command.clone(),
+        };
         let mut cmd = match &spec.sandbox {
             Some(policy) => {
                 let helper =
                     HELPER.get().ok_or("the sandbox helper is not available (run through the warden binary)")?;
-                let (program, argv) = warden_sandbox::wrap(helper, policy, &spec.command, &spec.args);
-                let mut c = Command::new(program);
+                let (helper, argv) = warden_sandbox::wrap(helper, policy, &program, &spec.args);
+                let mut c = Command::new(helper);
                 c.args(argv);
                 c
             }
             None => {
-                let mut c = Command::new(&spec.command);
+                let mut c = Command::new(&program);
                 c.args(&spec.args);
                 c
             }

@@ -222,23 +222,67 @@ const MYSQL: &[&str] = &[
     "json_length",
 ];
 
-/// Refuses anything in `FROM` that is not a table (without arguments), a subquery or a join.
-struct FromCheck(Option<&'static str>);
+/// The query's shape, in every subquery: in `FROM` only tables (without arguments),
+/// subqueries and joins; no `TABLE t` (a read the relation visitor does not see); and, when
+/// columns are restricted, no `*` and no alias column list (`users u(name)` renames columns by
+/// position, so an allowed name could stand for any column).
+struct ShapeCheck {
+    columns_restricted: bool,
+    bad: Option<&'static str>,
+}
 
-impl Visitor for FromCheck {
+impl ShapeCheck {
+    fn refuse(&mut self, why: &'static str) -> ControlFlow<()> {
+        self.bad = Some(why);
+        ControlFlow::Break(())
+    }
+
+    fn body(&mut self, b: &sqlparser::ast::SetExpr) -> ControlFlow<()> {
+        use sqlparser::ast::{SelectItem, SetExpr};
+        match b {
+            SetExpr::Table(_) => self.refuse("`TABLE name` is not allowed; select the columns"),
+            SetExpr::Select(s)
+                if self.columns_restricted
+                    && s.projection
+                        .iter()
+                        .any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))) =>
+            {
+                self.refuse("`*` is not allowed when columns are restricted")
+            }
+            SetExpr::Query(q) => self.body(&q.body),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.body(left)?;
+                self.body(right)
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+impl Visitor for ShapeCheck {
     type Break = ();
 
+    fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+        self.body(&q.body)
+    }
+
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-        let ok = match t {
-            TableFactor::Table { args, with_ordinality, .. } => args.is_none() && !with_ordinality,
-            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => true,
-            _ => false,
-        };
-        if ok {
-            ControlFlow::Continue(())
-        } else {
-            self.0 = Some("the query calls a function in FROM (only tables, subqueries and joins)");
-            ControlFlow::Break(())
+        let alias_columns = |a: &Option<sqlparser::ast::TableAlias>| a.as_ref().is_some_and(|a| !a.columns.is_empty());
+        match t {
+            TableFactor::Table { args, with_ordinality, alias, .. } => {
+                if args.is_some() || *with_ordinality {
+                    return self.refuse("the query calls a function in FROM (only tables, subqueries and joins)");
+                }
+                if self.columns_restricted && alias_columns(alias) {
+                    return self.refuse("column aliases on a table are not allowed when columns are restricted");
+                }
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { alias, .. } if self.columns_restricted && alias_columns(alias) => {
+                self.refuse("column aliases on a subquery are not allowed when columns are restricted")
+            }
+            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+            _ => self.refuse("the query calls a function in FROM (only tables, subqueries and joins)"),
         }
     }
 }
@@ -298,9 +342,9 @@ pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
     }
     // Only tables, subqueries and joins in FROM: a function there (`generate_series`,
     // `LATERAL f(…)`, `dblink(…)`, `json_each`, `UNNEST`) is a call the allow-list would not see.
-    let mut from = FromCheck(None);
-    let _ = stmt.visit(&mut from);
-    if let Some(b) = from.0 {
+    let mut shape = ShapeCheck { columns_restricted: !policy.columns.is_empty(), bad: None };
+    let _ = stmt.visit(&mut shape);
+    if let Some(b) = shape.bad {
         return refuse(b);
     }
     let cte_names: Vec<String> = q
@@ -346,23 +390,8 @@ pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
         }
         ControlFlow::Continue(())
     });
-    if bad.is_none() && !policy.columns.is_empty() && has_wildcard(&q.body) {
-        bad = Some("`*` is not allowed when columns are restricted");
-    }
     match bad {
         Some(b) => refuse(b),
         None => Ok(()),
-    }
-}
-
-fn has_wildcard(b: &sqlparser::ast::SetExpr) -> bool {
-    use sqlparser::ast::{SelectItem, SetExpr};
-    match b {
-        SetExpr::Select(s) => {
-            s.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
-        }
-        SetExpr::Query(q) => has_wildcard(&q.body),
-        SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
-        _ => false,
     }
 }

@@ -187,6 +187,21 @@ fn sql_column_allow_list() {
         "the query names a column that is not allowed"
     );
     assert_eq!(sql("SELECT * FROM users", &p).unwrap_err().0, "`*` is not allowed when columns are restricted");
+    // Reads the relation and column checks would not see: `TABLE`, a `*` in a subquery, and
+    // column aliases that rename by position.
+    for bad in [
+        "TABLE users",
+        "SELECT name FROM (TABLE users) t",
+        "SELECT name FROM (SELECT * FROM users) t",
+        "SELECT name FROM users u(name)",
+        "SELECT name FROM (SELECT id, password FROM users) t(id, name)",
+        "SELECT id FROM users UNION SELECT * FROM users",
+    ] {
+        assert!(sql(bad, &p).is_err(), "{bad}");
+    }
+    let any = SqlPolicy { dialect: "postgres".into(), tables: vec!["public".into()], ..Default::default() };
+    assert!(sql("TABLE secret", &any).is_err());
+    assert!(sql("SELECT * FROM (TABLE secret) t", &any).is_err());
 }
 
 #[test]

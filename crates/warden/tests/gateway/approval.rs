@@ -271,17 +271,17 @@ async fn a_kill_switch_ends_a_call_waiting_for_approval() {
 }
 
 /// The admin queue has a quota per caller: past it a new held call is refused at once (a retry
-/// of a call already waiting is not a new one), another caller is unaffected, and what is kept
-/// of large arguments is a bounded preview (the digest still binds all of them).
+/// of a call already waiting is not a new one), another caller is unaffected; arguments are
+/// kept whole for the approver, and a call too large to show is refused rather than held.
 #[tokio::test]
-async fn the_approval_queue_has_a_quota_per_caller_and_keeps_previews() {
+async fn the_approval_queue_has_a_quota_per_caller_and_shows_everything() {
     let up = fixture_stdio_upstream("fx", Some(""), "");
     let (admin_cfg, admin) = admin_section();
     let (alice, ea) = key("alice", &["mcp"], &[], None);
     let (bob, eb) = key("bob", &["mcp"], &[], None);
     let rules = "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n\
                  [approval]\nwait_secs = 1\nmax_pending_per_caller = 2\n\
-                 [content]\nmax_string_length = 100000\n";
+                 [content]\nmax_string_length = 200000\n";
     let w = warden("", &format!("{up}\n[auth]\n{ea}\n{eb}\n{admin_cfg}\n{rules}"));
     let a = crate::authz::client(&w, &alice).await;
     let state = |v: &Value| v["error"]["data"]["state"].as_str().map(str::to_string);
@@ -297,8 +297,13 @@ async fn the_approval_queue_has_a_quota_per_caller_and_keeps_previews() {
     let b = crate::authz::client(&w, &bob).await;
     assert_eq!(state(&b.tool(5, "echo", json!({"text": "bob"})).await).as_deref(), Some("pending"));
     let (_, listed) = admin_get(&format!("{admin}/approvals"), TOKEN).await;
-    let kept = listed["approvals"].as_array().unwrap().iter().find(|x| x["arguments"].get("preview").is_some());
-    let kept = kept.expect("the large call is kept as a preview");
-    assert!(kept["arguments"]["bytes"].as_u64().unwrap() > 20_000);
-    assert!(kept["arguments"]["preview"].as_str().unwrap().len() < 9000);
+    let whole = listed["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["arguments"]["text"].as_str().is_some_and(|t| t.len() == 20_000));
+    assert!(whole, "the approver sees all of the arguments");
+    let huge = b.tool(6, "echo", json!({"text": "y".repeat(100_000)})).await;
+    assert_eq!(huge["error"]["code"], -32030, "{}", &huge.to_string()[..200]);
+    assert!(huge["error"]["message"].as_str().unwrap().contains("too large"), "{}", &huge.to_string()[..200]);
 }

@@ -228,9 +228,7 @@ async fn an_issuer_that_starts_late_makes_tokens_wait_not_fail() {
         assert_eq!(status, 503, "a good token while the issuer is down waits, it does not fail");
         assert!(retry.is_some_and(|s| (1..=30).contains(&s)), "Retry-After: {retry:?}");
     }
-    let r = reqwest::get(&readyz).await.unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    let body: Value = r.json().await.unwrap();
+    let body: Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
     let state = body["issuers"][&idp.issuer].as_str().unwrap_or_default().to_string();
     assert!(state.starts_with("no keys"), "{body}");
 
