@@ -67,6 +67,11 @@ impl Dialect {
     /// Is a call of `name` allowed (besides `extra`)? Only a bare name counts: a schema-qualified
     /// one is refused. Unquoted names fold to lower case; a quoted name keeps its case in
     /// PostgreSQL (where `"LOWER"` is another function) and folds elsewhere.
+    /// Is `name` (as a database engine reports a call, any case) on the list?
+    pub fn allows_name(self, name: &str) -> bool {
+        self.functions().any(|f| f.eq_ignore_ascii_case(name))
+    }
+
     pub fn allows(self, name: &ObjectName, extra: &[String]) -> bool {
         let [part] = name.0.as_slice() else { return false };
         let Some(id) = part.as_ident() else { return false };
@@ -171,6 +176,7 @@ pub const POSTGRES: &[&str] = &[
 ];
 
 const SQLITE: &[&str] = &[
+    "string_agg",
     "ifnull",
     "iif",
     "instr",

@@ -24,50 +24,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Functions a query may call. Everything else (load_extension, randomblob, zeroblob,
-/// fts3_tokenizer, sqlite_*, …) is refused by the authorizer.
-const FUNCTIONS: &[&str] = &[
-    "count",
-    "sum",
-    "total",
-    "avg",
-    "min",
-    "max",
-    "group_concat",
-    "string_agg",
-    "lower",
-    "upper",
-    "length",
-    "abs",
-    "round",
-    "coalesce",
-    "ifnull",
-    "nullif",
-    "iif",
-    "substr",
-    "substring",
-    "trim",
-    "ltrim",
-    "rtrim",
-    "replace",
-    "instr",
-    "like",
-    "glob",
-    "date",
-    "time",
-    "datetime",
-    "julianday",
-    "unixepoch",
-    "strftime",
-    "typeof",
-    "printf",
-    "format",
-    "hex",
-    "quote",
-    "sign",
-    "char",
-    "unicode",
-];
+/// Functions a query may call: the SQL guard's SQLite list (`warden_policy::guards::Dialect`)
+/// and the `LIKE`/`GLOB` operators (SQLite authorizes them as functions). Everything else
+/// (load_extension, randomblob, zeroblob, fts3_tokenizer, sqlite_*, printf's padding, …) is
+/// refused by the authorizer.
+fn allowed_function(name: &str) -> bool {
+    warden_policy::guards::Dialect::Sqlite.allows_name(name)
+        || name.eq_ignore_ascii_case("like")
+        || name.eq_ignore_ascii_case("glob")
+}
 
 pub struct Sqlite {
     database: PathBuf,
@@ -270,9 +235,7 @@ fn authorize(allowed: &BTreeMap<String, Option<Vec<String>>>, ctx: &AuthContext<
             }
             _ => Authorization::Deny,
         },
-        AuthAction::Function { function_name } if FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(function_name)) => {
-            Authorization::Allow
-        }
+        AuthAction::Function { function_name } if allowed_function(function_name) => Authorization::Allow,
         _ => Authorization::Deny,
     }
 }
