@@ -162,16 +162,17 @@ impl Control {
         }
         let mut all = Vec::new();
         let mut all_tools = Vec::new();
-        {
-            let mut g = self.names.lock();
-            g[i] = Some(Listed { entries: names, tools });
-            for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
-                all.push((s.name.clone(), l.entries.clone()));
-                all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
-            }
+        // The reports are written while the listings are held: two upstreams refreshing at once
+        // cannot leave the report of the one that saw less (a stale, empty one) as the last.
+        let mut g = self.names.lock();
+        g[i] = Some(Listed { entries: names, tools });
+        for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
+            all.push((s.name.clone(), l.entries.clone()));
+            all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
         }
         *self.collisions.lock() = report_collisions(&all);
         *self.confusables.lock() = report_confusables(&all_tools);
+        drop(g);
     }
 
     pub fn status(&self) -> (bool, Value) {
