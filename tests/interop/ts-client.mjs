@@ -55,6 +55,13 @@ await check('tools/call: FastMCP add', async () => {
   assert.match(text(r), /42/);
 });
 
+await check('structured content of the reference server passes Warden output validation', async () => {
+  // The SDK client checks structuredContent against the tool's outputSchema too.
+  const r = await client.callTool({ name: 'everything__get-structured-content', arguments: { location: 'Chicago' } });
+  assert.notEqual(r.isError, true, JSON.stringify(r));
+  assert.deepEqual(r.structuredContent, { temperature: 36, conditions: 'Light rain / drizzle', humidity: 82 });
+});
+
 await check('progress notifications relayed (reference server)', async () => {
   const seen = [];
   const r = await client.callTool({ name: 'everything__trigger-long-running-operation', arguments: { duration: 0.3, steps: 3 } },

@@ -66,19 +66,32 @@ fn authority_of(a: &str, scheme: &str) -> Result<String, BadUri> {
     if a.contains(['@', '%', '\\']) {
         return Err(BadUri("resource URI has user info, an escape or a backslash in its authority"));
     }
-    let mut host = a.to_ascii_lowercase();
-    for (s, port) in [("http", ":80"), ("https", ":443"), ("ws", ":80"), ("wss", ":443")] {
-        if scheme == s && host.ends_with(port) {
-            host.truncate(host.len() - port.len());
-        }
+    let a = a.to_ascii_lowercase();
+    // host, then an optional port (digits; empty or the scheme's default is dropped)
+    let (host, port) = match a.strip_prefix('[') {
+        Some(_) => match a.find(']') {
+            Some(i) => (&a[..=i], a[i + 1..].strip_prefix(':')),
+            None => return Err(BadUri("resource URI has an unclosed IPv6 literal")),
+        },
+        None => match a.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a.as_str(), None),
+        },
+    };
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) || (host.starts_with('[') && !a[host.len()..].is_empty() && port.is_none()) {
+        return Err(BadUri("resource URI has a malformed port"));
     }
-    if host.ends_with(':') {
-        host.pop();
+    let default = match scheme {
+        "http" | "ws" => "80",
+        "https" | "wss" => "443",
+        _ => "",
+    };
+    let mut out = if scheme == "file" && host == "localhost" { String::new() } else { host.to_string() };
+    if let Some(p) = port.filter(|p| !p.is_empty() && *p != default) {
+        out.push(':');
+        out.push_str(p);
     }
-    if scheme == "file" && host == "localhost" {
-        host.clear();
-    }
-    Ok(host)
+    Ok(out)
 }
 
 /// Percent-encoded unreserved characters decoded, other escapes with upper-case hex; an
@@ -194,6 +207,9 @@ mod tests {
             "http://user@h/x",
             "http://%6c ocalhost/x",
             "http://h%2F..%2Fsecret/x",
+            "sss://*e::",
+            "http://h:8o/x",
+            "http://[::1/x",
         ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
@@ -202,7 +218,7 @@ mod tests {
 
     #[test]
     fn normalizing_is_idempotent() {
-        for raw in ["file:///a/./b/../c//d/", "HTTP://h/%7euser/%41", "x:a/../b", "x:/a/b/..", "file:///a/."] {
+        for raw in ["file:///a/./b/../c//d/", "HTTP://h/%7euser/%41", "x:a/../b", "x:/a/b/..", "file:///a/.", "s://h:/x", "s://[::1]:9/x"] {
             let once = normalize(raw).unwrap();
             assert_eq!(normalize(&once).unwrap(), once, "{raw}");
         }
