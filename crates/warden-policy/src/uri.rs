@@ -78,7 +78,9 @@ fn authority_of(a: &str, scheme: &str) -> Result<String, BadUri> {
             None => (a.as_str(), None),
         },
     };
-    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) || (host.starts_with('[') && !a[host.len()..].is_empty() && port.is_none()) {
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        || (host.starts_with('[') && !a[host.len()..].is_empty() && port.is_none())
+    {
         return Err(BadUri("resource URI has a malformed port"));
     }
     let default = match scheme {
@@ -218,7 +220,15 @@ mod tests {
 
     #[test]
     fn normalizing_is_idempotent() {
-        for raw in ["file:///a/./b/../c//d/", "HTTP://h/%7euser/%41", "x:a/../b", "x:/a/b/..", "file:///a/.", "s://h:/x", "s://[::1]:9/x"] {
+        for raw in [
+            "file:///a/./b/../c//d/",
+            "HTTP://h/%7euser/%41",
+            "x:a/../b",
+            "x:/a/b/..",
+            "file:///a/.",
+            "s://h:/x",
+            "s://[::1]:9/x",
+        ] {
             let once = normalize(raw).unwrap();
             assert_eq!(normalize(&once).unwrap(), once, "{raw}");
         }
