@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the tests need, project-locally: npm packages (conformance suite, Node 22,
 # TypeScript SDK, reference server), a Python venv with the Python SDK, and redis-server and the
-# PostgreSQL server (Debian packages; the tests start their own on loopback). Idempotent.
+# PostgreSQL server and git (Debian packages; the tests start their own on loopback). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq git; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql; }
 command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }

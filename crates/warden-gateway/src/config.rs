@@ -1065,7 +1065,8 @@ pub struct GuardConfig {
     /// The argument: a top-level name, or a JSON pointer (`/options/path`). Arrays of strings
     /// are checked element by element.
     pub argument: String,
-    /// `"path"`, `"sql"`, `"argv"`, `"url"` or `"text"`.
+    /// `"path"`, `"sql"`, `"argv"`, `"url"`, `"segment"` (one URL path segment or file name:
+    /// no `/`, `\\`, dot segments, percent escapes, `?`, `#`, whitespace) or `"text"`.
     pub kind: GuardKind,
     /// path: the allowed roots (absolute).
     #[serde(default)]
@@ -1114,6 +1115,7 @@ pub enum GuardKind {
     Sql,
     Argv,
     Url,
+    Segment,
     Text,
 }
 

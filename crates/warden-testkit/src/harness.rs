@@ -218,6 +218,15 @@ pub fn fixture_http() -> Proc {
     spawn_logged(cmd, tempdir("fixture"), port)
 }
 
+/// Start the deliberately vulnerable server (`warden-vulnerable`) over HTTP with `env` (its
+/// `VULN_*` settings); `url` is its `/mcp` endpoint.
+pub fn vulnerable_http(env: &[(&str, &str)]) -> Proc {
+    let port = free_port();
+    let mut cmd = Command::new(bin("warden-vulnerable"));
+    cmd.args(["--http", &format!("127.0.0.1:{port}")]).envs(env.iter().copied());
+    spawn_logged(cmd, tempdir("vulnerable"), port)
+}
+
 /// Start `cmd` with stderr to `dir/stderr.log`; wait for its `/mcp` endpoint on `port`.
 fn spawn_logged(mut cmd: Command, dir: PathBuf, port: u16) -> Proc {
     let err = std::fs::File::create(dir.join("stderr.log")).unwrap();

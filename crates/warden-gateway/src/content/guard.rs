@@ -1,5 +1,5 @@
 //! Argument guards: one check on one argument of the matching tools (paths, SQL, command-line
-//! values, URLs, free text), compiled once from `[[guard]]` and run after the schema. What each
+//! values, URLs, URL path segments, free text), compiled once from `[[guard]]` and run after the schema. What each
 //! check defends against is in `warden_policy::guards`.
 
 use super::globs;
@@ -24,6 +24,7 @@ enum Check {
     Sql(SqlPolicy),
     Argv,
     Url { policy: UrlPolicy, resolve: bool },
+    Segment,
     Text(f32),
 }
 
@@ -62,6 +63,7 @@ pub(super) fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> 
             policy: UrlPolicy { allow_http: g.allow_http, hosts: g.hosts.iter().map(|h| h.to_lowercase()).collect() },
             resolve: g.resolve,
         },
+        GuardKind::Segment => Check::Segment,
         GuardKind::Text => Check::Text(threshold),
     };
     let label = match g.kind {
@@ -69,6 +71,7 @@ pub(super) fn guard(g: &GuardConfig, threshold: f32, base: &std::path::Path) -> 
         GuardKind::Sql => "guard.sql",
         GuardKind::Argv => "guard.argv",
         GuardKind::Url => "guard.url",
+        GuardKind::Segment => "guard.segment",
         GuardKind::Text => "guard.text",
     };
     Ok(Guard { server: Glob::new(&g.server), tools: globs(&g.tools), pointer, required: g.required, check, label })
@@ -87,6 +90,7 @@ impl Guard {
             }
             Check::Sql(p) => guards::sql(v, p).map(|()| None),
             Check::Argv => guards::argv(v).map(|()| None),
+            Check::Segment => guards::segment(v).map(|()| None),
             Check::Text(t) => guards::text(v, *t).map(|()| None),
             Check::Url { policy, resolve } => {
                 let Some(host) = guards::url(v, policy)? else { return Ok(None) };

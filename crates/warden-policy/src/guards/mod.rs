@@ -15,6 +15,10 @@
 //! - [`url`]: https only (by default), no credentials in the URL, no private, loopback,
 //!   link-local, ULA or cloud-metadata addresses (SSRF) — for IP literals here, for names after
 //!   the gateway resolves them.
+//! - [`segment`]: a value a server places into one segment of a URL path or one file name
+//!   (an id in `/api/v1/users/{id}`): no `/`, `\`, `.` or `..`, no percent escapes (a server may
+//!   decode them), no `?`, `#`, whitespace or control characters (CVE-2026-32871: FastMCP's
+//!   OpenAPI provider joined `../admin` onto its backend URL with its own credentials).
 //! - [`text`]: free text: hidden characters and explicit injection phrases.
 //!
 //! Does not defend against: a tool that ignores the value it was given and does something else,
@@ -153,6 +157,30 @@ pub fn argv(value: &str) -> Result<(), Refusal> {
     }
     if value.chars().any(|c| c.is_control()) {
         return refuse("value contains a control character");
+    }
+    Ok(())
+}
+
+/// Check a value that becomes one segment of a URL path or one file name. Empty values are
+/// refused too: `users/` is another resource than `users/{id}`.
+pub fn segment(value: &str) -> Result<(), Refusal> {
+    if value.is_empty() {
+        return refuse("value is empty");
+    }
+    if value == "." || value == ".." {
+        return refuse("value is a dot segment (`.` or `..`)");
+    }
+    if value.contains(['/', '\\']) {
+        return refuse("value contains a path separator");
+    }
+    if value.contains('%') {
+        return refuse("value contains a percent escape");
+    }
+    if value.contains(['?', '#', ';']) {
+        return refuse("value contains a query, fragment or parameter delimiter");
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return refuse("value contains whitespace or a control character");
     }
     Ok(())
 }

@@ -205,6 +205,32 @@ fn sql_column_allow_list() {
 }
 
 #[test]
+fn segment_traversal() {
+    for v in ["42", "ann@example.com", "a.b", "..a", "user_1-x~"] {
+        assert!(segment(v).is_ok(), "{v}");
+    }
+    // CVE-2026-32871: a path parameter joined onto the backend URL climbs out of the API prefix.
+    for v in [
+        "../../admin/secrets",
+        "..",
+        ".",
+        "",
+        "a/b",
+        "a\\b",
+        "%2e%2e",
+        "..%2fadmin",
+        "1?admin=1",
+        "1#x",
+        "1;x",
+        "a b",
+        "a\nb",
+        "\u{0}",
+    ] {
+        assert!(segment(v).is_err(), "{v:?}");
+    }
+}
+
+#[test]
 fn argv_injection() {
     assert!(argv("main").is_ok());
     assert!(argv("feature/branch-1").is_ok());
