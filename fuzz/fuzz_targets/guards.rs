@@ -1,5 +1,6 @@
 //! Every argument guard on any text: never panics; an accepted path is inside its root,
-//! component by component, with no `..`; an accepted argv value has no shell metacharacter;
+//! component by component, with no `..`; an accepted argv value has no shell metacharacter; an
+//! accepted path segment has no separator, escape or dot segment;
 //! the SQL and URL guards, whatever they decide, decide without panicking.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if guards::argv(text).is_ok() {
         assert!(!text.starts_with('-') && !text.contains(['\n', '\0', ';', '|', '&', '`', '$']), "{text:?}");
+    }
+    if guards::segment(text).is_ok() {
+        assert!(!text.is_empty() && text != "." && text != ".." && !text.contains(['/', '\\', '%', '?', '#']), "{text:?}");
     }
     for dialect in ["generic", "sqlite", "postgres"] {
         let policy = SqlPolicy { dialect: dialect.into(), tables: vec!["items".into()], ..Default::default() };

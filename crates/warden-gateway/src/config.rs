@@ -270,6 +270,23 @@ pub struct BuiltinAs {
     /// Failed logins for one user name before it is locked for 15 minutes. Default 5.
     #[serde(default = "default_login_attempts")]
     pub max_failed_logins: u32,
+    /// Dynamic registrations accepted per client address (an IPv6 client: per /64) in an hour;
+    /// more get 429. Default 20.
+    #[serde(default = "default_registrations_per_hour")]
+    pub registrations_per_hour: u32,
+    /// A registered client that has obtained no token this many seconds after registering is
+    /// forgotten (one that has is forgotten when its last grant is older than
+    /// `refresh_token_ttl_secs` and it holds no live refresh token). Default 86400.
+    #[serde(default = "default_unused_client_ttl")]
+    pub unused_client_ttl_secs: u64,
+}
+
+fn default_registrations_per_hour() -> u32 {
+    20
+}
+
+fn default_unused_client_ttl() -> u64 {
+    86_400
 }
 
 /// Combining several upstreams.
@@ -409,10 +426,12 @@ pub struct SandboxConfig {
     pub user: Option<String>,
     /// When Warden runs as root: the group (name or gid). Default: the user's primary group.
     pub group: Option<String>,
-    /// Refuse to start the server when a layer cannot be applied. Default false (best effort,
-    /// reported).
-    #[serde(default)]
-    pub strict: bool,
+    /// Refuse to start the server when a layer cannot be applied. Unset means false: best
+    /// effort, each missing layer logged at WARN and listed under `sandbox` in `/readyz`.
+    /// `warden check` warns when a sandboxed upstream leaves it unset and names the layers this
+    /// machine cannot apply; the example configs set `strict = true`. Also refuses an unpinned
+    /// package launcher (`npx -y pkg`).
+    pub strict: Option<bool>,
 }
 
 impl Default for SandboxConfig {
@@ -430,7 +449,7 @@ impl Default for SandboxConfig {
             file_size_mb: None,
             user: None,
             group: None,
-            strict: false,
+            strict: None,
         }
     }
 }
@@ -446,6 +465,11 @@ pub enum SandboxNetwork {
 }
 
 impl SandboxConfig {
+    /// `strict`, unset meaning false.
+    pub fn strict(&self) -> bool {
+        self.strict.unwrap_or(false)
+    }
+
     /// The sandbox policy for a server started in `cwd`; `None` when disabled.
     pub fn policy(&self, cwd: Option<&Path>) -> Option<warden_sandbox::Policy> {
         if !self.enabled {
@@ -473,7 +497,7 @@ impl SandboxConfig {
             },
             user: self.user.clone(),
             group: self.group.clone(),
-            strict: self.strict,
+            strict: self.strict(),
         })
     }
 }
@@ -1621,7 +1645,7 @@ impl Config {
                     if u.sha256.as_ref().is_some_and(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit())) {
                         return Err(format!("{at}.sha256: expected 64 hex digits"));
                     }
-                    if u.sandbox.strict {
+                    if u.sandbox.strict() {
                         let cmd = u.command.as_deref().unwrap_or("");
                         if let Some(why) = crate::upstream::program::unpinned_launcher(cmd, &u.args) {
                             return Err(format!("{at}: {why} (refused: sandbox.strict)"));

@@ -17,7 +17,10 @@
 //! Clients identify themselves by dynamic registration or by a Client ID Metadata Document URL
 //! (see `cimd`). Password guessing meets argon2id's cost and a lockout per user name
 //! (`max_failed_logins` in 15 minutes; the lock also answers "login failed", so it reveals nothing).
-//! Registrations, refresh tokens (hashed) and revocations persist in the state file.
+//! Registrations, refresh tokens (hashed) and revocations persist in the state file, written on
+//! the blocking pool before the answer. Unauthenticated exhaustion: registration is limited per
+//! address and clients expire (see [`super::register`]); authorization requests in progress are
+//! capped per address and per client (429); form bodies are read whole, at most 64 KiB in 10 s.
 //! Does not defend against (yet): a user's login being locked by someone guessing at their name
 //! (lockout is per name, not per source), revoking access tokens already issued (they live at most
 //! `access_token_ttl_secs`).
@@ -25,15 +28,17 @@
 use super::as_state::{refresh_key, Client, Code, Pending, Refresh, Store};
 use super::cimd::{self, Documents};
 use super::jwt::{self, Issuer, KeySource};
+use super::register::{self, Registrations};
 use super::{hex, now_secs, sha256, Authenticator};
 use crate::config::{Auth, BuiltinAs, Config};
+use crate::listener::ClientAddr;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
@@ -44,14 +49,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 const CODE_TTL: Duration = Duration::from_secs(60);
 const PENDING_TTL: Duration = Duration::from_secs(600);
-const MAX_CLIENTS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
+/// Authorization requests in progress at once for one client, and from one address.
+const MAX_PENDING_PER_CLIENT: usize = 100;
+const MAX_PENDING_PER_SOURCE: usize = 50;
+/// Largest form or registration body, and the longest time to read it.
+const MAX_FORM_BYTES: usize = 64 << 10;
+const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest user name and password a login may give.
 pub const MAX_USER_NAME: usize = 64;
 const MAX_PASSWORD: usize = 1024;
@@ -93,7 +104,7 @@ pub fn issuer_for(resource: &str) -> String {
     reqwest::Url::parse(resource).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     B64.encode(rand::random::<[u8; 32]>())
 }
 
@@ -172,16 +183,19 @@ pub fn paths(b: &BuiltinAs, cfg: &Config) -> Paths {
 }
 
 pub struct AuthServer {
-    cfg: BuiltinAs,
+    pub(super) cfg: BuiltinAs,
     signing: EncodingKey,
     kid: String,
     jwks: Value,
     keys: Arc<Issuer>,
     users: HashMap<String, User>,
-    store: Mutex<Store>,
-    /// The state file, and a lock that orders its writes.
+    pub(super) store: Mutex<Store>,
+    pub(super) registrations: Mutex<Registrations>,
+    /// The state file; the generation of the last change, and a lock that orders writes and
+    /// holds the generation last written.
     state_path: Option<PathBuf>,
-    save: Mutex<()>,
+    changes: AtomicU64,
+    written: tokio::sync::Mutex<u64>,
     documents: Option<Documents>,
 }
 
@@ -212,33 +226,50 @@ impl AuthServer {
             keys,
             users,
             store: Mutex::new(Store::default()),
+            registrations: Mutex::new(Registrations::default()),
             state_path: None,
-            save: Mutex::new(()),
+            changes: AtomicU64::new(0),
+            written: tokio::sync::Mutex::new(0),
             documents: cfg.client_metadata_documents.then(|| Documents::new(cfg.client_metadata_allow_loopback)),
             cfg,
         })
     }
 
-    /// Write the persistent state after a change. A failure is logged, not fatal: the change is in
+    /// Write the persistent state after a change, off the async workers (the copy is taken under
+    /// the store's lock; serialising and writing happen on the blocking pool, without it).
+    /// Writes are ordered, and one that a later write already covered is skipped, so a burst of
+    /// changes costs a few writes, not one each. A failure is logged, not fatal: the change is in
     /// effect in memory, and the next successful write carries it.
-    fn persist(&self) {
-        let Some(path) = &self.state_path else { return };
-        let _order = self.save.lock();
-        let bytes = self.store.lock().snapshot();
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
+    pub(super) async fn persist(&self) {
+        let Some(path) = self.state_path.clone() else { return };
+        let mine = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut written = self.written.lock().await;
+        if *written >= mine {
+            return;
         }
-        if let Err(e) = write_private(path, &bytes) {
-            tracing::error!(error = %e, "cannot save the authorization server's state");
+        let (snapshot, upto) = {
+            let mut st = self.store.lock();
+            st.prune_clients(now_secs(), self.cfg.unused_client_ttl_secs, self.cfg.refresh_token_ttl_secs);
+            (st.snapshot(), self.changes.load(Ordering::Acquire))
+        };
+        let wrote = tokio::task::spawn_blocking(move || {
+            if let Some(d) = path.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            write_private(&path, &snapshot.to_bytes())
+        })
+        .await;
+        match wrote {
+            Ok(Ok(())) => *written = upto,
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the authorization server's state"),
+            Err(e) => tracing::error!(error = %e, "cannot save the authorization server's state"),
         }
     }
 
-    /// Revoke every token of a grant family (a replayed code or reused refresh token), save, and
-    /// answer `invalid_grant`.
+    /// Revoke every token of a grant family (a replayed code or reused refresh token); the
+    /// caller saves. Answers `invalid_grant`.
     fn revoke_family(&self, mut st: parking_lot::MutexGuard<'_, Store>, family: String, why: &str) -> Response<Body> {
         st.revoked_families.insert(family);
-        drop(st);
-        self.persist();
         oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why)
     }
 
@@ -251,7 +282,13 @@ impl AuthServer {
             Some(d) if cimd::is_url(id) => {
                 let m = d.get(id).await?;
                 let name = format!("{} (from {})", m.name, m.host);
-                Ok(Client { name, redirect_uris: m.redirect_uris.clone(), secret: None })
+                Ok(Client {
+                    name,
+                    redirect_uris: m.redirect_uris.clone(),
+                    secret: None,
+                    registered: 0,
+                    last_used: None,
+                })
             }
             _ => Err("unknown client".into()),
         }
@@ -309,7 +346,7 @@ fn no_store(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-fn json_response(status: StatusCode, v: Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, v: Value) -> Response<Body> {
     no_store(
         Response::builder()
             .status(status)
@@ -320,7 +357,7 @@ fn json_response(status: StatusCode, v: Value) -> Response<Body> {
     )
 }
 
-fn oauth_error(status: StatusCode, error: &str, desc: &str) -> Response<Body> {
+pub(super) fn oauth_error(status: StatusCode, error: &str, desc: &str) -> Response<Body> {
     json_response(status, json!({"error": error, "error_description": desc}))
 }
 
@@ -343,6 +380,17 @@ fn page(status: StatusCode, body: String, cookie: Option<String>) -> Response<Bo
         b = b.header(header::SET_COOKIE, c);
     }
     no_store(b.body(Body::from(body)).expect("static response parts"))
+}
+
+/// 429 with `Retry-After`: too many authorization requests in progress.
+fn busy_page() -> Response<Body> {
+    let mut r = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "<!doctype html><title>Try again later</title><h1>Too many authorization requests in progress</h1><p>Try again in a few minutes.</p>".into(),
+        None,
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
 }
 
 fn error_page(msg: &str) -> Response<Body> {
@@ -390,7 +438,7 @@ fn loopback_uri(u: &str) -> bool {
 
 /// A redirect URI a client may register: absolute, no fragment; `https`, `http` to loopback, or a
 /// private-use scheme (native apps); never `javascript:`, `data:` or `file:`.
-fn valid_redirect(u: &str) -> bool {
+pub(super) fn valid_redirect(u: &str) -> bool {
     let Ok(p) = reqwest::Url::parse(u) else { return false };
     if p.fragment().is_some() || u.len() > 2000 {
         return false;
@@ -410,9 +458,9 @@ fn pkce_ok(verifier: &str, challenge: &str) -> bool {
     well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
-type S = Arc<Authenticator>;
+pub(super) type S = Arc<Authenticator>;
 
-fn server(a: &Authenticator) -> &AuthServer {
+pub(super) fn server(a: &Authenticator) -> &AuthServer {
     a.builtin.as_deref().expect("routes exist only with a built-in server")
 }
 
@@ -427,95 +475,32 @@ pub fn router(auth: Arc<Authenticator>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(as_metadata))
         .route("/.well-known/openid-configuration", get(as_metadata))
         .route("/jwks", get(|State(a): State<S>| async move { json_response(StatusCode::OK, server(&a).jwks.clone()) }))
-        .route("/register", post(register))
+        .route("/register", post(register::register))
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/token", post(token))
+        .layer(axum::middleware::from_fn(bounded_body))
         .with_state(auth)
+}
+
+/// Read a request body whole before a handler sees it: at most [`MAX_FORM_BYTES`] (413), within
+/// [`FORM_READ_TIMEOUT`] (408), so a slow or endless form holds no handler or memory.
+async fn bounded_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_FORM_BYTES);
+    match tokio::time::timeout(FORM_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(c)) => next.run(axum::extract::Request::from_parts(parts, Body::from(c.to_bytes()))).await,
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large")
+        }
+        Ok(Err(_)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable"),
+        Err(_) => oauth_error(StatusCode::REQUEST_TIMEOUT, "invalid_request", "request body too slow"),
+    }
 }
 
 async fn as_metadata(State(a): State<S>, h: HeaderMap) -> Response<Body> {
     let (issuer, _) = issuer_of(&a, &h);
     json_response(StatusCode::OK, server(&a).metadata(&issuer))
-}
-
-async fn register(State(a): State<S>, body: axum::body::Bytes) -> Response<Body> {
-    let s = server(&a);
-    if !s.cfg.dynamic_registration {
-        return oauth_error(StatusCode::FORBIDDEN, "access_denied", "dynamic registration is disabled");
-    }
-    let Ok(m) = serde_json::from_slice::<Value>(&body) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "expected a JSON object");
-    };
-    let ClientMeta { name, redirect_uris: uris, auth_method: method } = match check_client_metadata(&m) {
-        Ok(c) => c,
-        Err((error, desc)) => return oauth_error(StatusCode::BAD_REQUEST, error, desc),
-    };
-    let client_id = random_token();
-    let secret = (method != "none").then(random_token);
-    {
-        let mut st = s.store.lock();
-        if st.clients.len() >= MAX_CLIENTS {
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many clients");
-        }
-        st.clients.insert(
-            client_id.clone(),
-            Client {
-                name: name.clone(),
-                redirect_uris: uris.clone(),
-                secret: secret.as_ref().map(|x| hex(&sha256(x.as_bytes()))),
-            },
-        );
-    }
-    s.persist();
-    tracing::info!(client = %name, "client registered");
-    let mut out = json!({
-        "client_id": client_id,
-        "client_id_issued_at": now_secs(),
-        "client_name": name,
-        "redirect_uris": uris,
-        "token_endpoint_auth_method": method,
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-    });
-    if let Some(sec) = secret {
-        out["client_secret"] = sec.into();
-        out["client_secret_expires_at"] = 0.into();
-    }
-    json_response(StatusCode::CREATED, out)
-}
-
-/// The client metadata that registration and metadata documents share.
-pub struct ClientMeta {
-    pub name: String,
-    pub redirect_uris: Vec<String>,
-    pub auth_method: String,
-}
-
-/// Check client metadata (RFC 7591 §2): 1–10 acceptable redirect URIs, an authentication method
-/// this server supports, and only the code flow with refresh tokens. Errors are (code, reason).
-pub fn check_client_metadata(m: &Value) -> Result<ClientMeta, (&'static str, &'static str)> {
-    let uris: Vec<String> = match m.get("redirect_uris").and_then(Value::as_array) {
-        Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-        _ => return Err(("invalid_redirect_uri", "expected 1 to 10 redirect_uris")),
-    };
-    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len()) || !uris.iter().all(|u| valid_redirect(u)) {
-        return Err(("invalid_redirect_uri", "a redirect URI is not acceptable"));
-    }
-    let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
-    if !matches!(method, "none" | "client_secret_basic" | "client_secret_post") {
-        return Err(("invalid_client_metadata", "unsupported token_endpoint_auth_method"));
-    }
-    for (field, allowed) in
-        [("grant_types", &["authorization_code", "refresh_token"][..]), ("response_types", &["code"][..])]
-    {
-        if let Some(v) = m.get(field).and_then(Value::as_array) {
-            if v.iter().any(|g| !g.as_str().is_some_and(|g| allowed.contains(&g))) {
-                return Err(("invalid_client_metadata", "unsupported grant or response type"));
-            }
-        }
-    }
-    let name = m.get("client_name").and_then(Value::as_str).unwrap_or("unnamed client").chars().take(100).collect();
-    Ok(ClientMeta { name, redirect_uris: uris, auth_method: method.to_string() })
 }
 
 #[derive(Deserialize)]
@@ -530,8 +515,14 @@ struct AuthorizeQuery {
     resource: Option<String>,
 }
 
-async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<AuthorizeQuery>) -> Response<Body> {
+async fn authorize_get(
+    State(a): State<S>,
+    addr: Option<Extension<ClientAddr>>,
+    h: HeaderMap,
+    Query(q): Query<AuthorizeQuery>,
+) -> Response<Body> {
     let s = server(&a);
+    let source = addr.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(ip))| ip);
     let (issuer, resource) = issuer_of(&a, &h);
     let Some(client_id) = q.client_id.as_deref() else { return error_page("missing client_id") };
     let c = match s.client(client_id).await {
@@ -586,9 +577,13 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
     let csrf = random_token();
     {
         let mut st = s.store.lock();
-        st.pending.retain(|_, p| p.created.elapsed() < PENDING_TTL);
-        if st.pending.len() >= MAX_PENDING {
-            return error_page("too many authorization requests in progress; try again later");
+        let (for_client, from_source) = st.pending_counts(client_id, source, PENDING_TTL);
+        if st.pending.len() >= MAX_PENDING
+            || for_client >= MAX_PENDING_PER_CLIENT
+            || from_source >= MAX_PENDING_PER_SOURCE
+        {
+            tracing::warn!(client = ?client_id, %source, for_client, from_source, "built-in authorization server: too many authorization requests in progress");
+            return busy_page();
         }
         st.pending.insert(
             request_id.clone(),
@@ -601,6 +596,7 @@ async fn authorize_get(State(a): State<S>, h: HeaderMap, Query(q): Query<Authori
                 resource: resource.clone(),
                 csrf: csrf.clone(),
                 created: Instant::now(),
+                source,
             },
         );
     }
@@ -770,74 +766,94 @@ fn decode_form(s: &str) -> String {
 
 async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Response<Body> {
     let s = server(&a);
+    let (answer, changed) = grant(s, &h, &f);
+    if changed {
+        // Saved before the answer: a rotated or revoked refresh token stays so after a restart.
+        s.persist().await;
+    }
+    answer
+}
+
+/// The token endpoint's decision; true when the persistent state changed (a grant, or a
+/// revocation).
+fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> (Response<Body>, bool) {
     let ttl = s.cfg.access_token_ttl_secs;
     let mut st = s.store.lock();
-    let Some(client_id) = client_auth(&st, s.documents.is_some(), &h, &f) else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+    let Some(client_id) = client_auth(&st, s.documents.is_some(), h, f) else {
+        return (oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"), false);
     };
-    let grant = match f.grant_type.as_str() {
+    let granted = match f.grant_type.as_str() {
         "authorization_code" => {
             let key = sha256(f.code.as_deref().unwrap_or("").as_bytes());
             let Some(c) = st.codes.get_mut(&key) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
             };
             if c.used {
                 tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
                 let family = c.family.clone();
-                return s.revoke_family(st, family, "code already used");
+                return (s.revoke_family(st, family, "code already used"), true);
             }
             c.used = true;
             if c.created.elapsed() > CODE_TTL || c.client_id != client_id {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
             }
             if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "redirect_uri does not match");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "redirect_uri does not match"), false);
             }
             if !pkce_ok(f.code_verifier.as_deref().unwrap_or(""), &c.challenge) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed"), false);
             }
             if f.resource.as_deref().is_some_and(|r| r != c.resource) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant");
+                return (
+                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
+                    false,
+                );
             }
             (c.subject.clone(), c.scopes.clone(), c.resource.clone(), c.family.clone())
         }
         "refresh_token" => {
             let key = refresh_key(f.refresh_token.as_deref().unwrap_or(""));
             let Some(r) = st.refresh.get_mut(&key) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
             };
             if r.client_id != client_id {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
             }
             if r.used {
                 tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
                 let family = r.family.clone();
-                return s.revoke_family(st, family, "refresh token already used");
+                return (s.revoke_family(st, family, "refresh token already used"), true);
             }
             r.used = true;
             if r.expires <= now_secs() {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired");
+                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired"), false);
             }
             let scopes = match f.scope.as_deref() {
                 Some(sc) => {
                     let want: Vec<String> = sc.split_whitespace().map(String::from).collect();
                     if want.iter().any(|w| !r.scopes.contains(w)) {
-                        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant");
+                        return (
+                            oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant"),
+                            false,
+                        );
                     }
                     want
                 }
                 None => r.scopes.clone(),
             };
             if f.resource.as_deref().is_some_and(|x| x != r.resource) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant");
+                return (
+                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
+                    false,
+                );
             }
             (r.subject.clone(), scopes, r.resource.clone(), r.family.clone())
         }
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"),
+        _ => return (oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"), false),
     };
-    let (subject, scopes, resource, family) = grant;
+    let (subject, scopes, resource, family) = granted;
     if st.revoked_families.contains(&family) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked");
+        return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked"), false);
     }
     let refresh = random_token();
     st.refresh.retain(|_, r| r.expires > now_secs());
@@ -854,10 +870,12 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
         },
     );
     st.codes.retain(|_, c| c.created.elapsed() < CODE_TTL * 10);
+    if let Some(c) = st.clients.get_mut(&client_id) {
+        c.last_used = Some(now_secs());
+    }
     drop(st);
-    s.persist();
     let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
-    json_response(
+    let answer = json_response(
         StatusCode::OK,
         json!({
             "access_token": access,
@@ -866,7 +884,8 @@ async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Re
             "refresh_token": refresh,
             "scope": scopes.join(" "),
         }),
-    )
+    );
+    (answer, true)
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub fn check_document(doc: &serde_json::Value, id: &str, host: &str) -> Result<C
     if doc.get("client_secret").is_some() || doc.get("client_secret_expires_at").is_some() {
         return Err("a client metadata document may not carry a secret".into());
     }
-    let meta = super::builtin::check_client_metadata(doc).map_err(|(_, d)| d.to_string())?;
+    let meta = super::register::check_client_metadata(doc).map_err(|(_, d)| d.to_string())?;
     if meta.auth_method != "none" {
         return Err("clients identified by URL are public: token_endpoint_auth_method must be none".into());
     }

@@ -18,6 +18,7 @@ pub mod builtin;
 pub mod cimd;
 pub mod introspect;
 pub mod jwt;
+pub mod register;
 
 pub use crate::digest::{hex, sha256};
 

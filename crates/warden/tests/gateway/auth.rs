@@ -432,7 +432,7 @@ async fn network_bind_requires_auth_and_tls_or_proxy() {
 }
 
 /// The built-in authorization server, driven like a browser and a client would.
-mod builtin {
+pub(crate) mod builtin {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;

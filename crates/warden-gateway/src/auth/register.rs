@@ -1,0 +1,216 @@
+//! RFC 7591 dynamic client registration for the built-in authorization server, and the checks
+//! that registration and Client ID Metadata Documents share.
+//!
+//! Defends against: unauthenticated exhaustion of the client table. Registrations are limited per
+//! client address (an IPv6 client per /64, since one host holds a whole /64) to
+//! `registrations_per_hour`, and the table of addresses is itself bounded; a client that obtains
+//! no token within `unused_client_ttl_secs` is forgotten, and so is one whose last grant is older
+//! than the refresh token lifetime and that holds no live refresh token (see
+//! [`Store::prune_clients`]). Metadata is bounded: 1 to 10 redirect URIs of at most 2,000 bytes, a name
+//! of at most 100 characters, only the code flow.
+//! Does not defend against: many addresses (a botnet, or a proxy that is not in
+//! `trusted_proxies`, which makes every client look like the proxy); those still meet the table's
+//! cap, and then new registrations are refused until old ones expire — registered clients that
+//! are in use are never evicted for a newcomer.
+
+use super::as_state::{Client, Store};
+use super::builtin::{json_response, oauth_error, random_token, server, S};
+use super::{hex, now_secs, sha256};
+use crate::listener::ClientAddr;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Response, StatusCode};
+use axum::Extension;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Registered clients kept at most.
+pub const MAX_CLIENTS: usize = 10_000;
+/// Client addresses whose registrations are counted at most.
+const MAX_SOURCES: usize = 10_000;
+const WINDOW: Duration = Duration::from_secs(3600);
+
+/// The key a client address is counted under: an IPv4 address, or an IPv6 /64.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
+
+/// Registrations per client address in the current hour, in bounded memory.
+#[derive(Default)]
+pub struct Registrations {
+    by_source: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl Registrations {
+    /// Count one registration from `ip`; false when `ip` has used up `per_hour`, or when the
+    /// table of addresses is full of live windows (fail closed: a flood from many addresses
+    /// waits, it does not push out the count of an address under way).
+    pub fn admit(&mut self, ip: IpAddr, per_hour: u32) -> bool {
+        let key = source_key(ip);
+        if self.by_source.len() >= MAX_SOURCES && !self.by_source.contains_key(&key) {
+            self.by_source.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            if self.by_source.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
+        let e = self.by_source.entry(key).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= WINDOW {
+            *e = (0, Instant::now());
+        }
+        if e.0 >= per_hour {
+            return false;
+        }
+        e.0 += 1;
+        true
+    }
+}
+
+/// `POST /register`.
+pub async fn register(
+    State(a): State<S>,
+    addr: Option<Extension<ClientAddr>>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let s = server(&a);
+    if !s.cfg.dynamic_registration {
+        return oauth_error(StatusCode::FORBIDDEN, "access_denied", "dynamic registration is disabled");
+    }
+    let Ok(m) = serde_json::from_slice::<Value>(&body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "expected a JSON object");
+    };
+    let ClientMeta { name, redirect_uris: uris, auth_method: method } = match check_client_metadata(&m) {
+        Ok(c) => c,
+        Err((error, desc)) => return oauth_error(StatusCode::BAD_REQUEST, error, desc),
+    };
+    let ip = addr.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(ip))| ip);
+    if !s.registrations.lock().admit(ip, s.cfg.registrations_per_hour) {
+        tracing::warn!(%ip, "built-in authorization server: registration refused (too many from this address)");
+        let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", "too many registrations");
+        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("3600"));
+        return r;
+    }
+    let client_id = random_token();
+    let secret = (method != "none").then(random_token);
+    let now = now_secs();
+    {
+        let mut st = s.store.lock();
+        if st.clients.len() >= MAX_CLIENTS {
+            prune(&mut st, s.cfg.unused_client_ttl_secs, s.cfg.refresh_token_ttl_secs, now);
+        }
+        if st.clients.len() >= MAX_CLIENTS {
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many clients");
+        }
+        st.clients.insert(
+            client_id.clone(),
+            Client {
+                name: name.clone(),
+                redirect_uris: uris.clone(),
+                secret: secret.as_ref().map(|x| hex(&sha256(x.as_bytes()))),
+                registered: now,
+                last_used: None,
+            },
+        );
+    }
+    s.persist().await;
+    tracing::info!(client = ?name, "client registered");
+    let mut out = json!({
+        "client_id": client_id,
+        "client_id_issued_at": now,
+        "client_name": name,
+        "redirect_uris": uris,
+        "token_endpoint_auth_method": method,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    });
+    if let Some(sec) = secret {
+        out["client_secret"] = sec.into();
+        out["client_secret_expires_at"] = 0.into();
+    }
+    json_response(StatusCode::CREATED, out)
+}
+
+fn prune(st: &mut Store, unused_ttl: u64, refresh_ttl: u64, now: u64) {
+    let before = st.clients.len();
+    st.prune_clients(now, unused_ttl, refresh_ttl);
+    tracing::info!(forgotten = before - st.clients.len(), "built-in authorization server: expired clients forgotten");
+}
+
+/// The client metadata that registration and metadata documents share.
+pub struct ClientMeta {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: String,
+}
+
+/// Check client metadata (RFC 7591 §2): 1–10 acceptable redirect URIs, an authentication method
+/// this server supports, and only the code flow with refresh tokens. Errors are (code, reason).
+pub fn check_client_metadata(m: &Value) -> Result<ClientMeta, (&'static str, &'static str)> {
+    let uris: Vec<String> = match m.get("redirect_uris").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => return Err(("invalid_redirect_uri", "expected 1 to 10 redirect_uris")),
+    };
+    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len())
+        || !uris.iter().all(|u| super::builtin::valid_redirect(u))
+    {
+        return Err(("invalid_redirect_uri", "a redirect URI is not acceptable"));
+    }
+    let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
+    if !matches!(method, "none" | "client_secret_basic" | "client_secret_post") {
+        return Err(("invalid_client_metadata", "unsupported token_endpoint_auth_method"));
+    }
+    for (field, allowed) in
+        [("grant_types", &["authorization_code", "refresh_token"][..]), ("response_types", &["code"][..])]
+    {
+        if let Some(v) = m.get(field).and_then(Value::as_array) {
+            if v.iter().any(|g| !g.as_str().is_some_and(|g| allowed.contains(&g))) {
+                return Err(("invalid_client_metadata", "unsupported grant or response type"));
+            }
+        }
+    }
+    let name = m.get("client_name").and_then(Value::as_str).unwrap_or("unnamed client").chars().take(100).collect();
+    Ok(ClientMeta { name, redirect_uris: uris, auth_method: method.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_counted_per_address_and_per_ipv6_64() {
+        let mut r = Registrations::default();
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..3 {
+            assert!(r.admit(a, 3));
+        }
+        assert!(!r.admit(a, 3), "the fourth in the hour is refused");
+        assert!(r.admit("192.0.2.8".parse().unwrap(), 3), "another address is not");
+        // Rotating through one /64 is one source.
+        for i in 0..3 {
+            assert!(r.admit(format!("2001:db8::{i}").parse().unwrap(), 3));
+        }
+        assert!(!r.admit("2001:db8::ffff:1".parse().unwrap(), 3));
+        assert!(r.admit("2001:db8:0:1::1".parse().unwrap(), 3), "the next /64 is another source");
+        // IPv4-mapped IPv6 is the IPv4 address.
+        assert!(!r.admit("::ffff:192.0.2.7".parse().unwrap(), 3));
+    }
+
+    #[test]
+    fn the_table_of_addresses_is_bounded_and_fails_closed() {
+        let mut r = Registrations::default();
+        for i in 0..MAX_SOURCES as u32 {
+            assert!(r.admit(IpAddr::from(i.to_be_bytes()), 5));
+        }
+        assert!(!r.admit("198.51.100.1".parse().unwrap(), 5), "a new address waits while every window is live");
+        assert!(r.admit(IpAddr::from(7u32.to_be_bytes()), 5), "a known address is still counted");
+        assert_eq!(r.by_source.len(), MAX_SOURCES);
+    }
+}
