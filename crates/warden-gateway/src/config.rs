@@ -103,6 +103,19 @@ pub struct Listen {
     /// applies.) Default 64.
     #[serde(default = "default_sessions_per_principal")]
     pub max_sessions_per_principal: usize,
+    /// Most open connections; more are closed at once. 0: no cap. Default 4096 (keep it below
+    /// the process's descriptor limit: each connection holds two).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most open connections from one client address (a trusted proxy counts only against
+    /// `max_connections`). 0: no cap. Default 256.
+    #[serde(default = "default_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Seconds a connection (HTTP/1.1 keep-alive or HTTP/2) may stay open without a request in
+    /// flight before it is closed gently; an open SSE stream is a request in flight. 0: never.
+    /// Default 120.
+    #[serde(default = "default_connection_idle")]
+    pub connection_idle_secs: u64,
     /// `retry` (ms) announced in SSE priming events. Default 1000.
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
@@ -1210,9 +1223,25 @@ fn default_approval_ttl() -> u64 {
 }
 
 /// Limits over all calls (`[limits]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Sessions opened (`initialize`) per authenticated caller, like `"60/minute"`; `"off"`: no
+    /// limit. The anonymous loopback caller (no `[auth]`) is not limited: it is everyone on the
+    /// machine. Default `"60/minute"` with a burst of 20.
+    #[serde(default = "default_initialize_rate")]
+    pub initialize_per_principal: String,
+    /// Burst for `initialize_per_principal`. Default 20.
+    #[serde(default = "default_initialize_burst")]
+    pub initialize_burst: u64,
+    /// Listings (`tools/list`, `prompts/list`, `resources/list`, `resources/templates/list`) per
+    /// authenticated caller; `"off"`: no limit. Each may start upstreams and fans out to all of
+    /// them. Default `"600/minute"` with a burst of 100.
+    #[serde(default = "default_listing_rate")]
+    pub listings_per_principal: String,
+    /// Burst for `listings_per_principal`. Default 100.
+    #[serde(default = "default_listing_burst")]
+    pub listings_burst: u64,
     /// Rate per caller, like `"600/minute"`.
     pub per_principal: Option<String>,
     /// Burst for `per_principal`. Default 1.
@@ -1223,6 +1252,35 @@ pub struct Limits {
     pub per_tenant_burst: Option<u64>,
     /// Calls in flight at once per caller.
     pub max_concurrent_per_principal: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            initialize_per_principal: default_initialize_rate(),
+            initialize_burst: default_initialize_burst(),
+            listings_per_principal: default_listing_rate(),
+            listings_burst: default_listing_burst(),
+            per_principal: None,
+            per_principal_burst: None,
+            per_tenant: None,
+            per_tenant_burst: None,
+            max_concurrent_per_principal: None,
+        }
+    }
+}
+
+fn default_initialize_rate() -> String {
+    "60/minute".into()
+}
+fn default_initialize_burst() -> u64 {
+    20
+}
+fn default_listing_rate() -> String {
+    "600/minute".into()
+}
+fn default_listing_burst() -> u64 {
+    100
 }
 
 /// The admin API (`[admin]`): kill switches and approvals.
@@ -1378,6 +1436,16 @@ fn default_connect() -> u64 {
     30
 }
 fn default_call() -> u64 {
+    120
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_connections_per_client() -> usize {
+    256
+}
+fn default_connection_idle() -> u64 {
     120
 }
 

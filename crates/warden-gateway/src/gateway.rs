@@ -331,6 +331,9 @@ impl Gateway {
             read_timeout: Duration::from_secs(self.cfg.listen.read_timeout_secs),
             tls,
             trusted_proxies: self.cfg.listen.trusted_proxies.clone(),
+            max_connections: self.cfg.listen.max_connections,
+            max_connections_per_peer: self.cfg.listen.max_connections_per_client,
+            idle_timeout: Duration::from_secs(self.cfg.listen.connection_idle_secs),
         };
         let admin = match &self.cfg.admin {
             Some(a) => {

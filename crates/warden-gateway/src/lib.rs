@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod content;
 pub mod digest;
 pub mod error;

@@ -7,8 +7,9 @@
 //! the trusted proxies (when Warden sits behind them), and spoofed client addresses: an
 //! `X-Forwarded-For` is believed only from a trusted proxy, and only its last entry (the one the
 //! proxy wrote); an entry that does not parse makes the proxy itself the client.
-//! Does not defend against: connection floods (no cap on connections yet), a trusted proxy that
-//! lies.
+//! Connection floods and idle connections: see [`crate::connections`] (a cap in total and per
+//! address, an idle timeout for HTTP/1.1 keep-alive and HTTP/2 alike).
+//! Does not defend against: a trusted proxy that lies.
 
 use crate::auth::PeerCert;
 use crate::tls::TlsState;
@@ -18,8 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::IpAddr;
+use crate::connections::{Activity, Table, Tracked};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Listener-level limits and transport security.
@@ -32,6 +34,11 @@ pub struct ListenLimits {
     /// Plain HTTP behind these proxies: connections from anywhere else (but loopback) are
     /// refused, and only these may set `X-Forwarded-For`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Open connections at most, in total and from one peer address (0: no cap).
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// A connection without a request in flight for this long is closed gently (zero: never).
+    pub idle_timeout: Duration,
 }
 
 /// The client's address: the peer, or the address a trusted proxy forwarded.
@@ -78,6 +85,10 @@ pub async fn serve_router(
     builder.http2().max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let trusted: Arc<[IpAddr]> = limits.trusted_proxies.clone().into();
+    let cap = |n: usize| if n == 0 { usize::MAX } else { n };
+    let table =
+        Table::new(cap(limits.max_connections), cap(limits.max_connections_per_peer), limits.trusted_proxies.clone());
+    let mut refused_logged = Instant::now() - Duration::from_secs(60);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -96,6 +107,18 @@ pub async fn serve_router(
             tracing::warn!(%peer, "refusing a plain-HTTP connection that is not from a trusted proxy");
             continue;
         }
+        // Past the cap the connection is closed at once: accepting it (rather than leaving it in
+        // the backlog) keeps the backlog for the connections that will fit.
+        let place = match table.admit(peer) {
+            Ok(p) => p,
+            Err(why) => {
+                if refused_logged.elapsed() >= Duration::from_secs(10) {
+                    tracing::warn!(%peer, open = table.open(), "connection refused: {why} (logged once per 10 s)");
+                    refused_logged = Instant::now();
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         // A second handle on the socket, to close it gently once hyper is done with it.
         let (stream, spare) = match with_spare(stream) {
@@ -110,32 +133,90 @@ pub async fn serve_router(
         let tls = limits.tls.clone();
         let trusted = trusted.clone();
         let read_timeout = limits.read_timeout;
+        let idle = limits.idle_timeout;
         tokio::spawn(async move {
+            let _place = place;
+            let activity = Activity::new();
             let with_info = |cert: Option<PeerCert>| {
-                tower::ServiceExt::map_request(router, move |mut req: Request<hyper::body::Incoming>| {
+                let (router, trusted, activity) = (router.clone(), trusted.clone(), activity.clone());
+                tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    // Counted in flight until its answer's body is done (an SSE stream too).
+                    let busy = activity.begin();
                     let addr = client_addr(peer, &trusted, req.headers());
                     req.extensions_mut().insert(ClientAddr(addr));
                     if let Some(c) = &cert {
                         req.extensions_mut().insert(c.clone());
                     }
-                    req
+                    let answer = tower::ServiceExt::oneshot(router.clone(), req);
+                    async move {
+                        let r = answer.await?;
+                        Ok::<_, std::convert::Infallible>(r.map(|b| axum::body::Body::new(Tracked::new(b, busy))))
+                    }
                 })
             };
             match tls {
                 None => {
                     let svc = TowerToHyperService::new(with_info(None));
-                    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                    let conn = b.serve_connection(TokioIo::new(stream), svc);
+                    until_idle(conn, &activity, idle).await;
                 }
                 Some(tls) => match tls.accept(stream, read_timeout).await {
                     Ok((s, cert)) => {
                         let svc = TowerToHyperService::new(with_info(cert));
-                        let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                        let conn = b.serve_connection(TokioIo::new(s), svc);
+                        until_idle(conn, &activity, idle).await;
                     }
                     Err(e) => tracing::info!(%peer, error = %e, "TLS connection refused"),
                 },
             }
             linger(spare).await;
         });
+    }
+}
+
+/// Serve `conn` to its end; once it has been idle for `idle` (no request in flight, none begun),
+/// shut it down gently (HTTP/2: GOAWAY; HTTP/1.1: close after the current exchange).
+async fn until_idle<C>(conn: C, activity: &Activity, idle: Duration)
+where
+    C: Future + GracefulShutdown,
+{
+    tokio::pin!(conn);
+    if idle.is_zero() {
+        let _ = conn.await;
+        return;
+    }
+    let tick = (idle / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(tick) => {
+                if activity.idle_for(idle) {
+                    conn.as_mut().graceful();
+                    let _ = conn.await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// hyper's connections, which can be asked to finish gently.
+trait GracefulShutdown {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulShutdown for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 

@@ -5,6 +5,7 @@
 //! Stages 1–4 (listener, authn, session, decode) run in the transport before this function.
 
 use crate::error::GatewayError;
+use crate::policy::SessionOp;
 use crate::relay::{list_field, RelaySession};
 use crate::rpc::Peer;
 use crate::trace::Trace;
@@ -157,7 +158,10 @@ pub async fn handle(
         }
         Err(e) => Err(e),
         Ok(Route::Local(v)) => Ok(v),
-        Ok(Route::FanOut) => s.list(method, p).await,
+        Ok(Route::FanOut) => match s.shared.policy.admit_op(p, SessionOp::Listing).await {
+            Ok(()) => s.list(method, p).await,
+            Err(e) => Err(e),
+        },
         Ok(Route::Broadcast { cap, params }) => s.broadcast(cap, method, Some(params)).await,
         Ok(Route::One { up, params, target: (kind, name, read_only) }) => {
             call_one(s, p, up, method, params, kind, &name, read_only, peer, &mut note, &mut tr, id).await

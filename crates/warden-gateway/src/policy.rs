@@ -74,6 +74,8 @@ pub struct Policy {
     obligations: Vec<Obligation>,
     per_principal: Option<Rate>,
     per_tenant: Option<Rate>,
+    initialize_rate: Option<Rate>,
+    listing_rate: Option<Rate>,
     principal_concurrency: Option<usize>,
     store: Arc<dyn Store>,
     on_outage: OnOutage,
@@ -161,16 +163,40 @@ fn limit_rate(rate: &Option<String>, burst: Option<u64>, key: &str) -> Result<Op
     rate.as_deref().map(|r| Rate::parse(r, burst)).transpose().map_err(|e| format!("limits.{key}: {e}"))
 }
 
+/// The rates of `[limits]`.
+pub struct LimitRates {
+    pub per_principal: Option<Rate>,
+    pub per_tenant: Option<Rate>,
+    pub initialize: Option<Rate>,
+    pub listings: Option<Rate>,
+}
+
+fn session_rate(rate: &str, burst: u64, key: &str) -> Result<Option<Rate>, String> {
+    if rate == "off" {
+        return Ok(None);
+    }
+    limit_rate(&Some(rate.to_string()), Some(burst.max(1)), key)
+}
+
 /// Check `[limits]` (also used by `Config::validate`).
-pub fn compile_limits(cfg: &Config) -> Result<(Option<Rate>, Option<Rate>), String> {
+pub fn compile_limits(cfg: &Config) -> Result<LimitRates, String> {
     let l = &cfg.limits;
     if l.max_concurrent_per_principal == Some(0) || cfg.upstreams.iter().any(|u| u.max_concurrency == Some(0)) {
         return Err("max_concurrent_per_principal and max_concurrency must be at least 1".into());
     }
-    Ok((
-        limit_rate(&l.per_principal, l.per_principal_burst, "per_principal")?,
-        limit_rate(&l.per_tenant, l.per_tenant_burst, "per_tenant")?,
-    ))
+    Ok(LimitRates {
+        per_principal: limit_rate(&l.per_principal, l.per_principal_burst, "per_principal")?,
+        per_tenant: limit_rate(&l.per_tenant, l.per_tenant_burst, "per_tenant")?,
+        initialize: session_rate(&l.initialize_per_principal, l.initialize_burst, "initialize_per_principal")?,
+        listings: session_rate(&l.listings_per_principal, l.listings_burst, "listings_per_principal")?,
+    })
+}
+
+/// A session-level operation with a rate per caller of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOp {
+    Initialize,
+    Listing,
 }
 
 /// A limit key of at most 128 bytes (longer ones by their digest), so that long subjects or
@@ -194,12 +220,14 @@ pub fn unknown(kind: Kind) -> GatewayError {
 impl Policy {
     pub fn new(cfg: &Config, kills: Arc<KillSwitches>, store: Arc<dyn Store>) -> Result<Policy, String> {
         let (rules, obl) = compile_rules(cfg)?;
-        let (per_principal, per_tenant) = compile_limits(cfg)?;
+        let rates = compile_limits(cfg)?;
         Ok(Policy {
             rules,
             obligations: obl,
-            per_principal,
-            per_tenant,
+            per_principal: rates.per_principal,
+            per_tenant: rates.per_tenant,
+            initialize_rate: rates.initialize,
+            listing_rate: rates.listings,
             principal_concurrency: cfg.limits.max_concurrent_per_principal,
             store,
             on_outage: cfg.store.on_outage,
@@ -225,6 +253,34 @@ impl Policy {
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// Admit one session-level operation of `p` (`[limits] initialize_per_principal`,
+    /// `listings_per_principal`): each opens or asks every upstream the caller reaches, so a
+    /// caller with nothing to call could otherwise start processes without end. The anonymous
+    /// loopback caller is everyone on its machine and is not limited here.
+    pub async fn admit_op(&self, p: &Principal, op: SessionOp) -> Result<(), GatewayError> {
+        let (rate, tag, scope) = match op {
+            SessionOp::Initialize => (self.initialize_rate, "i", "initialize"),
+            SessionOp::Listing => (self.listing_rate, "l", "listing"),
+        };
+        let Some(rate) = rate.filter(|_| p.method != warden_policy::AuthMethod::Local) else { return Ok(()) };
+        let checks = [Check { key: bounded(format!("{tag}\0{}", p.binding_key())), limit: Limit::Rate(rate), scope }];
+        match self.store.take(&checks).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(r)) => {
+                tracing::info!(subject = ?p.subject, limit = r.scope, "rate limited");
+                Err(GatewayError::RateLimited { retry_after: r.retry_after, limit: r.scope })
+            }
+            Err(e) if self.on_outage == OnOutage::FailOpen => {
+                tracing::warn!(error = %e, limit = scope, "limit store out; allowed (fail_open)");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, limit = scope, "limit store out; refused (fail_closed)");
+                Err(GatewayError::StoreUnavailable)
+            }
+        }
     }
 
     /// The effective classification of upstream `up`'s tool: the operator's, else (only when the

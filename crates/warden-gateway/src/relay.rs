@@ -8,6 +8,7 @@
 use crate::error::GatewayError;
 use crate::namespace::{self, Namespaces};
 use crate::pipeline;
+use crate::policy::SessionOp;
 use crate::rpc::Peer;
 use crate::server::{Initialized, Service, Session};
 use crate::upstream::{Conn, ServerHandler, ServerInit, Spec};
@@ -117,6 +118,18 @@ impl Service for Relay {
         let shared = self.shared.clone();
         async move {
             let started = Instant::now();
+            // Each session may start every upstream the caller reaches: opened at a bounded rate.
+            if let Err(refused) = shared.policy.admit_op(&principal, SessionOp::Initialize).await {
+                let mut e = warden_audit::Event::new("initialize", refused.reason());
+                crate::audit::Audit::principal(&mut e, &principal);
+                e.client_addr = origin.client.map(|a| a.to_string());
+                e.method = Some("initialize".into());
+                if let GatewayError::RateLimited { limit, .. } = &refused {
+                    e.detail = Some((*limit).to_string());
+                }
+                let _ = shared.audit.commit(e).await;
+                return Err(refused.to_error_object());
+            }
             let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
             let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
             let client_info =

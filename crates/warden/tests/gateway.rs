@@ -16,6 +16,8 @@ mod auth;
 mod authz;
 #[path = "gateway/builtin.rs"]
 mod builtin;
+#[path = "gateway/connections.rs"]
+mod connections;
 #[path = "gateway/content.rs"]
 mod content;
 #[path = "gateway/sandbox.rs"]

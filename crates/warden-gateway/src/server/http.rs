@@ -538,8 +538,15 @@ impl McpEndpoint {
             }
             Err(error) => {
                 self.sessions.write().remove(&sid);
+                // A caller opening sessions too fast gets 429 and when to retry, as for the
+                // session cap; other refusals are JSON-RPC errors.
+                let retry = (error.code == crate::error::RATE_LIMITED)
+                    .then(|| error.data.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64()).unwrap_or(1));
                 let mut r = json_response(&Message::Error { id, error });
-                *r.status_mut() = StatusCode::OK;
+                *r.status_mut() = if retry.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+                if let Some(secs) = retry {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
                 r
             }
         }

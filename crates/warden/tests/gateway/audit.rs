@@ -17,7 +17,7 @@ fn audit(args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn records(cfg: &str, filter: &[&str]) -> Vec<Value> {
+pub(crate) fn records(cfg: &str, filter: &[&str]) -> Vec<Value> {
     let (ok, out) = audit(&[&["query", "--config", cfg, "--limit", "0"], filter].concat());
     assert!(ok, "{out}");
     out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()

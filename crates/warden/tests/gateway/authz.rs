@@ -448,3 +448,52 @@ async fn an_upstream_that_shows_the_caller_nothing_is_not_started_for_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(started(), before, "no child was started for a caller that may see nothing");
 }
+
+/// Issue 19, finding 6: a caller with nothing to call could open sessions and list without end,
+/// each starting or asking every upstream it reaches. Both are rated per caller, by default;
+/// another caller is not affected; refusals are recorded.
+#[tokio::test]
+async fn initialize_and_listings_are_rate_limited_per_caller() {
+    let (k1, e1) = key("flooder", &["mcp"], &[], None);
+    let (k2, e2) = key("bystander", &["mcp"], &[], None);
+    let auth = format!("[auth]\nrequired_scopes = [\"mcp\"]\n{e1}\n{e2}\n[limits]\nlistings_per_principal = \"1/hour\"\nlistings_burst = 3\n");
+    let w = warden("", &format!("{}\n{auth}", fixture_stdio_upstream("fx", Some(""), "")));
+    // Defaults: 20 sessions at once, then 60 a minute.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": harness::init_params()});
+    let mut statuses = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..24 {
+        let mut c = Client::new(&w.url);
+        c.bearer = Some(k1.clone());
+        let r = c.post(&init).await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert_eq!(r.messages[0]["error"]["data"]["limit"], "initialize", "{}", r.raw);
+            assert!(r.headers.get("retry-after").is_some());
+        }
+        // Close each session, so that the session cap is not what refuses.
+        if r.status == 200 {
+            c.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+            sessions.push(c);
+        }
+        if let Some(c) = sessions.pop() {
+            c.request(reqwest::Method::DELETE).send().await.unwrap();
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    let other = client(&w, &k2).await;
+    // Listings: three, then refused (JSON-RPC rate limited), for this caller only.
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(other.call(i, "tools/list", json!({})).await);
+    }
+    assert!(answers[..3].iter().all(|a| a["result"]["tools"].is_array()), "{answers:?}");
+    assert_eq!(answers[3]["error"]["data"]["limit"], "listing", "{}", answers[3]);
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let refused = crate::audit::records(&cfg, &["--kind", "initialize", "--status", "rate_limited"]);
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused.iter().all(|r| r["subject"] == "flooder"));
+    let listed = crate::audit::records(&cfg, &["--kind", "list", "--status", "rate_limited"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
