@@ -226,6 +226,21 @@ pub struct Introspection {
     /// Seconds a result is cached (never past the token's `exp`). Default 30.
     #[serde(default = "default_introspect_cache")]
     pub cache_secs: u64,
+    /// Introspections of tokens not in the cache, per client address (burst 20); past it the
+    /// client gets 503 with `Retry-After`, so random tokens cannot turn Warden into a flood on
+    /// the authorization server. Default `"120/minute"`.
+    #[serde(default = "default_lookups_per_client")]
+    pub lookups_per_client: String,
+    /// The same over all clients (burst 100). Default `"50/s"`.
+    #[serde(default = "default_lookups_total")]
+    pub lookups_total: String,
+}
+
+fn default_lookups_per_client() -> String {
+    "120/minute".into()
+}
+fn default_lookups_total() -> String {
+    "50/s".into()
 }
 
 /// One API key, stored only as a hash.

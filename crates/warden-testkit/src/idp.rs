@@ -26,6 +26,8 @@ pub struct IdpState {
     pub opaque: Mutex<HashMap<String, Value>>,
     /// Client credentials grants served.
     pub token_requests: AtomicUsize,
+    /// Introspection requests served.
+    pub introspections: AtomicUsize,
     ed: Vec<u8>,
 }
 
@@ -93,6 +95,7 @@ impl Idp {
             down: AtomicBool::new(false),
             opaque: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
+            introspections: AtomicUsize::new(0),
             ed: ed.clone(),
         });
         let app = Router::new()
@@ -119,6 +122,7 @@ impl Idp {
             .route(
                 "/introspect",
                 post(|State(s): State<Arc<IdpState>>, Form(f): Form<HashMap<String, String>>| async move {
+                    s.introspections.fetch_add(1, Ordering::SeqCst);
                     let t = f.get("token").cloned().unwrap_or_default();
                     Json(s.opaque.lock().get(&t).cloned().unwrap_or(json!({"active": false})))
                 }),

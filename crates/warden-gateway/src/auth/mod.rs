@@ -257,7 +257,8 @@ impl Authenticator {
                 if !b64token(token) {
                     return Err(AuthError::InvalidToken("malformed token"));
                 }
-                self.bearer(token, resource).await?
+                let client = req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
+                self.bearer(token, resource, client).await?
             }
         };
         let missing = principal.missing_scopes(&self.required_scopes);
@@ -267,7 +268,12 @@ impl Authenticator {
         Ok(principal)
     }
 
-    async fn bearer(&self, token: &str, resource: &str) -> Result<Arc<Principal>, AuthError> {
+    async fn bearer(
+        &self,
+        token: &str,
+        resource: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Arc<Principal>, AuthError> {
         if token.starts_with(apikey::PREFIX) && !self.api_keys.is_empty() {
             return match self.api_keys.check(token, SystemTime::now()) {
                 Ok(p) => Ok(Arc::new(p)),
@@ -307,7 +313,7 @@ impl Authenticator {
             }
         }
         match &self.introspection {
-            Some(i) => i.check(token, resource).await.map(Arc::new),
+            Some(i) => i.check(token, resource, client).await.map(Arc::new),
             None => Err(AuthError::InvalidToken("malformed token")),
         }
     }

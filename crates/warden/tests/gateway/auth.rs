@@ -387,6 +387,18 @@ async fn opaque_tokens_via_introspection_and_revocation() {
     let (s, c) = init_status(&w.url, Some("opaque-token-1")).await;
     assert_eq!(s, 401);
     assert!(c.contains("token is not active"), "{c}");
+
+    // A flood of made-up tokens (issue 19, finding 13): each uncached one would cost the IdP a
+    // request. Past 20 at once from one address, Warden answers 503 and asks the IdP nothing.
+    let before = idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        statuses.push(init_status(&w.url, Some(&format!("made-up-token-{i}"))).await.0);
+    }
+    let asked = idp.state.introspections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(statuses.iter().filter(|s| **s == 503).count() >= 8, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+    assert!(asked <= 22, "the IdP was asked {asked} times");
 }
 
 #[tokio::test]
