@@ -24,7 +24,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Limited};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -36,6 +36,11 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 const MAX_EVENTS_PER_STREAM: usize = 1024;
 const MAX_DONE_STREAMS: usize = 16;
+/// Bytes of events kept for replay (`Last-Event-ID`) per stream and per session: past them the
+/// oldest events go (a stream's newest event, its answer, is always kept), and finished streams
+/// are forgotten oldest first.
+const MAX_REPLAY_BYTES_PER_STREAM: usize = 4 << 20;
+const MAX_REPLAY_BYTES_PER_SESSION: usize = 16 << 20;
 
 /// Limits and allow-lists of the HTTP endpoint.
 #[derive(Clone, Debug)]
@@ -103,6 +108,8 @@ struct HttpSession {
 /// All SSE streams of one session; the session's [`Outbound`].
 struct Streams {
     inner: Mutex<StreamsInner>,
+    /// Bytes of events kept for replay in all streams (changed under `inner`'s lock).
+    retained: AtomicUsize,
     priming: bool,
     retry_ms: u64,
 }
@@ -119,6 +126,8 @@ struct Stream {
     /// The request this stream answers (None: the standalone GET stream).
     request: Option<Id>,
     events: VecDeque<(u64, Bytes)>,
+    /// Bytes in `events`.
+    bytes: usize,
     next_seq: u64,
     live: Option<mpsc::UnboundedSender<Bytes>>,
     done: bool,
@@ -493,6 +502,7 @@ impl McpEndpoint {
         let sid = new_session_id();
         let streams = Arc::new(Streams {
             inner: Mutex::new(StreamsInner::default()),
+            retained: AtomicUsize::new(0),
             priming: negotiated >= "2025-11-25",
             retry_ms: self.opts.sse_retry_ms,
         });
@@ -591,7 +601,7 @@ impl Streams {
         let s = inner.next;
         inner
             .map
-            .insert(s, Stream { request, events: VecDeque::new(), next_seq: 1, live: None, done: false, lazy: false });
+            .insert(s, Stream { request, events: VecDeque::new(), bytes: 0, next_seq: 1, live: None, done: false, lazy: false });
         s
     }
 
@@ -662,6 +672,7 @@ impl Streams {
         }
         // undelivered messages queued while no standalone stream was attached
         let st = inner.map.get_mut(&s).expect("exists");
+        self.retained.fetch_sub(std::mem::take(&mut st.bytes), Ordering::Relaxed);
         for (_, ev) in st.events.drain(..) {
             let _ = tx.send(ev);
         }
@@ -712,9 +723,10 @@ impl Streams {
         let mut inner = self.inner.lock();
         inner.map.clear();
         inner.standalone = None;
+        self.retained.store(0, Ordering::Relaxed);
     }
 
-    fn push(st: &mut Stream, s: u64, json: String) -> bool {
+    fn push(&self, st: &mut Stream, s: u64, json: String) -> bool {
         if st.next_seq == u64::MAX {
             // JSON mode: only the response itself is carried.
             return match st.live.take() {
@@ -730,22 +742,36 @@ impl Streams {
                 st.live = None;
             }
         }
-        st.events.push_back((seq, ev));
-        if st.events.len() > MAX_EVENTS_PER_STREAM {
-            st.events.pop_front();
+        st.bytes += ev.len();
+        let total = self.retained.fetch_add(ev.len(), Ordering::Relaxed) + ev.len();
+        let mut dropped = 0;
+        while st.events.len() > 1
+            && (st.events.len() > MAX_EVENTS_PER_STREAM
+                || st.bytes > MAX_REPLAY_BYTES_PER_STREAM
+                || total - dropped > MAX_REPLAY_BYTES_PER_SESSION)
+        {
+            let (_, old) = st.events.pop_front().expect("more than one");
+            st.bytes -= old.len();
+            dropped += old.len();
         }
+        self.retained.fetch_sub(dropped, Ordering::Relaxed);
+        st.events.push_back((seq, ev));
         true
     }
 
-    fn finish(inner: &mut StreamsInner, s: u64) {
+    fn finish(&self, inner: &mut StreamsInner, s: u64) {
         if let Some(st) = inner.map.get_mut(&s) {
             st.done = true;
             st.live = None;
         }
         inner.done_order.push_back(s);
-        while inner.done_order.len() > MAX_DONE_STREAMS {
+        while inner.done_order.len() > MAX_DONE_STREAMS
+            || (inner.done_order.len() > 1 && self.retained.load(Ordering::Relaxed) > MAX_REPLAY_BYTES_PER_SESSION)
+        {
             if let Some(old) = inner.done_order.pop_front() {
-                inner.map.remove(&old);
+                if let Some(gone) = inner.map.remove(&old) {
+                    self.retained.fetch_sub(gone.bytes, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -767,9 +793,9 @@ impl Outbound for Streams {
                 }
                 if !st.done && (st.next_seq != u64::MAX || closes(st)) {
                     let done = closes(st);
-                    let ok = Self::push(st, s, msg.to_json());
+                    let ok = self.push(st, s, msg.to_json());
                     if done {
-                        Self::finish(&mut inner, s);
+                        self.finish(&mut inner, s);
                     }
                     return ok;
                 }
@@ -784,7 +810,7 @@ impl Outbound for Streams {
         if let Some(s) = inner.standalone {
             if let Some(st) = inner.map.get_mut(&s) {
                 if st.live.as_ref().is_some_and(|l| !l.is_closed()) {
-                    return Self::push(st, s, json);
+                    return self.push(st, s, json);
                 }
             }
         }
@@ -796,7 +822,7 @@ impl Outbound for Streams {
             .max();
         if let Some(s) = newest_open {
             let st = inner.map.get_mut(&s).expect("found above");
-            return Self::push(st, s, json);
+            return self.push(st, s, json);
         }
         if matches!(msg, Message::Request { .. }) {
             return false;
@@ -810,13 +836,13 @@ impl Outbound for Streams {
             }
         };
         let st = inner.map.get_mut(&s).expect("exists");
-        Self::push(st, s, json)
+        self.push(st, s, json)
     }
 
     fn close_stream(&self, stream: u64) {
         let mut inner = self.inner.lock();
         if inner.map.get(&stream).is_some_and(|st| st.request.is_some() && !st.done) {
-            Self::finish(&mut inner, stream);
+            self.finish(&mut inner, stream);
         }
     }
 }
@@ -848,7 +874,7 @@ mod tests {
 
     #[test]
     fn resumption_replays_only_the_named_stream_after_the_event() {
-        let st = Streams { inner: Mutex::new(StreamsInner::default()), priming: true, retry_ms: 500 };
+        let st = streams();
         let (a, _rxa) = st.open(Some(Id::Num(1)));
         let (b, _rxb) = st.open(Some(Id::Num(2)));
         let note = |n: i64| Message::Notification {
@@ -864,5 +890,42 @@ mod tests {
         assert!(rx.try_recv().is_err(), "no event of stream b, nothing before the id");
         assert!(st.resume("999-0").is_none());
         assert!(st.resume("garbage").is_none());
+    }
+
+    fn streams() -> Streams {
+        Streams { inner: Mutex::new(StreamsInner::default()), retained: AtomicUsize::new(0), priming: true, retry_ms: 500 }
+    }
+
+    /// Issue 19, finding 13: events kept for replay are bounded in bytes, per stream and per
+    /// session, whatever their count; a stream's newest event stays replayable.
+    #[test]
+    fn replay_is_bounded_in_bytes() {
+        let st = streams();
+        let big = |n: i64| Message::Notification {
+            method: "notifications/message".into(),
+            params: Some(serde_json::json!({"n": n, "data": "x".repeat(512 << 10)})),
+        };
+        let (a, _rxa) = st.open(Some(Id::Num(1)));
+        for n in 0..40 {
+            assert!(st.send(Some(a), big(n)));
+        }
+        let kept = st.inner.lock().map[&a].bytes;
+        assert!(kept <= MAX_REPLAY_BYTES_PER_STREAM, "{kept}");
+        assert!(kept > MAX_REPLAY_BYTES_PER_STREAM / 2);
+        // Many streams: the session's total stays bounded.
+        for i in 2..40 {
+            let (s, _rx) = st.open(Some(Id::Num(i)));
+            for n in 0..4 {
+                st.send(Some(s), big(n));
+            }
+            st.send(Some(s), Message::Response { id: Id::Num(i), result: serde_json::json!({}) });
+        }
+        let total = st.retained.load(Ordering::Relaxed);
+        let counted: usize = st.inner.lock().map.values().map(|s| s.bytes).sum();
+        assert_eq!(total, counted, "the running total is exact");
+        assert!(total <= MAX_REPLAY_BYTES_PER_SESSION + MAX_REPLAY_BYTES_PER_STREAM, "{total}");
+        // The newest event of the first stream is still there to replay.
+        let mut rx = st.resume(&format!("{a}-39")).unwrap();
+        assert!(std::str::from_utf8(&rx.try_recv().unwrap()).unwrap().contains("\"n\":39"));
     }
 }
