@@ -44,6 +44,14 @@ pub struct SqlSettings {
     pub timeout: Duration,
 }
 
+/// Largest value (SQLite) or row (PostgreSQL, as JSON) a query may return: a bigger one fails the
+/// query with a clear error. `lpad('', 8000000, 'x')` or `repeat` over many rows would
+/// otherwise fill Warden's memory before any output cap could apply.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most bytes of values in one result: rows past it are left out and the result says
+/// `truncated`.
+pub const MAX_RESULT_BYTES: usize = 8 << 20;
+
 /// Comparison operators `query` accepts.
 pub const OPS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "like"];
 

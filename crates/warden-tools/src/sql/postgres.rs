@@ -20,7 +20,10 @@
 //! functions unreachable even if a layer had a gap. Not yet: TLS to the server (the URL must
 //! not ask for it; use loopback or a Unix socket).
 
-use super::{parse_one, quote, result, visible_columns, Database, Engine, Plan, SqlSettings};
+use super::{
+    parse_one, quote, result, visible_columns, Database, Engine, Plan, SqlSettings, MAX_RESULT_BYTES, MAX_VALUE_BYTES,
+};
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
@@ -144,16 +147,29 @@ impl Postgres {
             Some(n) => n,
             None => tx.prepare(inner).map_err(|e| failed(&e, ms))?.columns().iter().map(|c| c.name().into()).collect(),
         };
-        let wrapped = format!("SELECT row_to_json(q)::text FROM ({inner}) AS q LIMIT {}", self.max_rows + 1);
+        // A row larger than MAX_VALUE_BYTES is never sent (NULL in its place, then refused), and
+        // rows are read one by one, up to MAX_RESULT_BYTES.
+        let wrapped = format!(
+            "SELECT CASE WHEN octet_length(r) <= {MAX_VALUE_BYTES} THEN r END \
+             FROM (SELECT row_to_json(q)::text AS r FROM ({inner}) AS q LIMIT {}) AS w",
+            self.max_rows + 1
+        );
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = tx.query(&wrapped, &refs).map_err(|e| failed(&e, ms))?;
+        let mut it = tx.query_raw(&wrapped, refs).map_err(|e| failed(&e, ms))?;
+        let (mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, false);
+        while let Some(r) = it.next().map_err(|e| failed(&e, ms))? {
+            let Some(text) = r.get::<_, Option<&str>>(0) else {
+                return Err(format!("refused: a row of the result is larger than {} KiB", MAX_VALUE_BYTES >> 10));
+            };
+            bytes += text.len();
+            if rows.len() == self.max_rows || bytes > MAX_RESULT_BYTES {
+                truncated = true;
+                break;
+            }
+            rows.push(serde_json::from_str::<Value>(text).map_err(|e| format!("query failed: {e}"))?);
+        }
+        drop(it);
         tx.rollback().map_err(|e| failed(&e, ms))?;
-        let truncated = rows.len() > self.max_rows;
-        let rows = rows
-            .iter()
-            .take(self.max_rows)
-            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| format!("query failed: {e}")))
-            .collect::<Result<Vec<Value>, _>>()?;
         Ok(result(names, rows, truncated))
     }
 

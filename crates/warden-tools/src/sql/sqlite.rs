@@ -94,7 +94,7 @@ impl Sqlite {
         conn.pragma_update(None, "query_only", true).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 100_000).map_err(|e| e.to_string())?;
-        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 10_000_000).map_err(|e| e.to_string())?;
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, super::MAX_VALUE_BYTES as i32).map_err(|e| e.to_string())?;
         let allowed = self.allowed.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&allowed, &ctx)));
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
@@ -161,6 +161,7 @@ fn execute(
     let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
     let mut rows_out = Vec::new();
     let mut truncated = false;
+    let mut bytes = 0usize;
     let mut rows = st.query(rusqlite::params_from_iter(params)).map_err(|e| refused(&e))?;
     loop {
         match rows.next() {
@@ -175,10 +176,18 @@ fn execute(
                         ValueRef::Null => Value::Null,
                         ValueRef::Integer(i) => json!(i),
                         ValueRef::Real(f) => json!(f),
-                        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Text(t) => {
+                            bytes += t.len();
+                            Value::String(String::from_utf8_lossy(t).into_owned())
+                        }
                         ValueRef::Blob(b) => json!({"blob_bytes": b.len()}),
                     };
+                    bytes += n.len() + 8;
                     obj.insert(n.clone(), v);
+                }
+                if bytes > super::MAX_RESULT_BYTES {
+                    truncated = true;
+                    break;
                 }
                 rows_out.push(Value::Object(obj));
             }
@@ -364,6 +373,21 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
         // the pooled connection still works afterwards
         assert!(sql(&s, "SELECT id FROM products").is_ok());
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Issue 19, finding 13: a value built by the query itself (doubling a string) is capped, so
+    /// a few rows cannot fill Warden's memory before any output cap applies.
+    #[test]
+    fn oversized_values_are_refused() {
+        let (path, s) = db("big");
+        let grow = |n: u32| {
+            format!("WITH RECURSIVE c(s, n) AS (SELECT 'xxxxxxxx', 0 UNION ALL SELECT s || s, n + 1 FROM c WHERE n < {n}) SELECT s FROM c ORDER BY n DESC LIMIT 1")
+        };
+        let ok = sql(&s, &grow(10)).unwrap();
+        assert_eq!(ok["rows"][0]["s"].as_str().unwrap().len(), 8 << 10);
+        let r = sql(&s, &grow(18));
+        assert!(r.as_ref().is_err_and(|e| e.contains("too big")), "a 2 MiB value: {:?}", r.map(|v| v["row_count"].clone()));
         let _ = std::fs::remove_file(path);
     }
 }

@@ -151,6 +151,15 @@ fn postgres_sql_tools_refuse_every_escape_even_as_superuser() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(sql("SELECT id FROM products").is_ok());
 
+    // issue 19 finding 13 / issue 20 finding 7: padding functions cannot fill Warden's memory:
+    // a row over 1 MiB is never sent by the server and the query is refused
+    let r = sql("SELECT lpad('', 8000000, 'x') AS pad FROM products");
+    assert!(r.as_ref().is_err_and(|e| e.contains("larger than 1024 KiB")), "{:?}", r.map(|v| v["row_count"].clone()));
+    let r = sql("SELECT repeat('x', 2000000) AS pad FROM products");
+    assert!(r.is_err());
+    let r = sql("SELECT lpad('', 1000, 'x') AS pad FROM products").unwrap();
+    assert_eq!(r["rows"][0]["pad"].as_str().unwrap().len(), 1000);
+
     // nothing changed
     pg.sql(|c| {
         let n: i64 = c.query_one("SELECT count(*) FROM public.products", &[]).unwrap().get(0);
