@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod content;
 pub mod digest;
+pub mod dns;
 pub mod error;
 pub mod forward;
 pub mod framing;

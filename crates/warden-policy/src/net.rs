@@ -60,9 +60,49 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
 }
 
+/// True when `ip` must never be reached through a host name, even by an operator-configured
+/// upstream: unspecified, link-local (cloud metadata at 169.254.169.254, `fe80::/10`), the other
+/// clouds' metadata addresses (100.100.100.200, `fd00:ec2::254`), and IPv6 forms carrying such an
+/// IPv4 address. A name that resolves there is a DNS rebinding or a poisoned record.
+pub fn is_metadata_or_link_local(ip: IpAddr) -> bool {
+    let v4 = |v: Ipv4Addr| {
+        let [a, b, ..] = v.octets();
+        v.is_unspecified() || (a == 169 && b == 254) || v == Ipv4Addr::new(100, 100, 100, 200)
+    };
+    match ip {
+        IpAddr::V4(v) => v4(v),
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            let carried = v.to_ipv4_mapped().or_else(|| match s {
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                )),
+                _ => None,
+            });
+            v.is_unspecified()
+                || s[0] & 0xffc0 == 0xfe80
+                || v == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || carried.is_some_and(v4)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_public_ip;
+    use super::{is_metadata_or_link_local, is_public_ip};
+
+    #[test]
+    fn metadata_and_link_local_addresses() {
+        for bad in ["169.254.169.254", "169.254.1.1", "0.0.0.0", "100.100.100.200", "fe80::1", "fd00:ec2::254", "::", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"] {
+            assert!(is_metadata_or_link_local(bad.parse().unwrap()), "{bad}");
+        }
+        for ok in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "::1", "fd00::1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_metadata_or_link_local(ok.parse().unwrap()), "{ok}");
+        }
+    }
 
     #[test]
     fn internal_addresses_are_refused_and_public_ones_allowed() {

@@ -1,0 +1,57 @@
+//! The resolver of Warden's own outbound HTTP client (HTTP upstreams, JWKS, introspection,
+//! upstream OAuth token endpoints).
+//!
+//! Defends against: a host name that resolves, now or after a DNS rebinding, to a cloud metadata
+//! or link-local address (`169.254.169.254`, `fe80::/10`, `fd00:ec2::254`, `100.100.100.200`) or
+//! to the unspecified address: such addresses are dropped from every answer, and a name with
+//! nothing else fails to connect, so Warden's upstream credentials and requests never reach them.
+//! The check runs at connect time, on the addresses actually used. Redirects are never followed
+//! (the client's redirect policy), so a redirect cannot lead there either.
+//! Does not defend against: a URL configured with such an IP literal (the operator's choice,
+//! which needs no resolving), private and loopback addresses (upstreams often live there; use
+//! the `url` guard for URLs that come from callers), and what an upstream itself connects to.
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::SocketAddr;
+use warden_policy::net::is_metadata_or_link_local;
+
+/// The system resolver, without metadata and link-local addresses.
+pub struct NoMetadata;
+
+/// The addresses of `addrs` that may be connected to.
+pub fn usable(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    addrs.filter(|a| !is_metadata_or_link_local(a.ip())).collect()
+}
+
+impl Resolve for NoMetadata {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ok = usable(found.iter().copied());
+            if ok.is_empty() && !found.is_empty() {
+                tracing::warn!(host = ?host, "host resolves only to metadata or link-local addresses; not connecting");
+                return Err(format!("{host} resolves only to metadata or link-local addresses").into());
+            }
+            Ok(Box::new(ok.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_answers_are_dropped() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = usable([a("169.254.169.254:0"), a("10.0.0.5:0"), a("[fe80::1]:0"), a("[::1]:0")].into_iter());
+        assert_eq!(got, [a("10.0.0.5:0"), a("[::1]:0")]);
+    }
+
+    #[tokio::test]
+    async fn loopback_names_still_resolve() {
+        let addrs: Vec<SocketAddr> = NoMetadata.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty(), "{addrs:?}");
+    }
+}
