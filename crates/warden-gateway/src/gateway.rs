@@ -195,10 +195,21 @@ impl Control {
             };
             issuers.insert(iss, state.into());
         }
+        // Each started stdio upstream's sandbox layers that are not in force: reported, never a
+        // reason to be unready (`strict` is the setting that refuses to run without them).
+        let mut sandbox = serde_json::Map::new();
+        for (s, c) in self.shared.specs.iter().zip(&self.conns) {
+            if let Some(r) = c.lock().as_ref().and_then(|c| c.sandbox_report()) {
+                sandbox.insert(s.name.clone(), json!({"missing": r.missing(), "partial": r.partial()}));
+            }
+        }
         let mut body = json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
                               "confusable_tools": *self.confusables.lock()});
         if !issuers.is_empty() {
             body["issuers"] = issuers.into();
+        }
+        if !sandbox.is_empty() {
+            body["sandbox"] = sandbox.into();
         }
         (ready, body)
     }

@@ -18,7 +18,9 @@
 //! 4. **`no_new_privs`**: setuid binaries and file capabilities grant nothing.
 //! 5. **Landlock**: the filesystem is limited to system paths (read and execute), the
 //!    program's own install prefix, the declared read-only and read-write paths, and
-//!    `/proc/self`. With network `deny`, TCP bind and connect are refused too (ABI ≥ 4).
+//!    `/proc/self`. The install prefix is never a home directory, the root, a shared top-level
+//!    directory or one that holds credentials (`~/.cargo`, `~/.config`): then only the
+//!    program's own directory (or file) is granted. With network `deny`, TCP bind and connect are refused too (ABI ≥ 4).
 //!    Signals and abstract Unix sockets cannot leave the sandbox (ABI ≥ 6).
 //! 6. **seccomp**: a deny list of what MCP servers never need: ptrace, process_vm_*, pidfds
 //!    (`pidfd_open`, `pidfd_getfd`: another process's descriptors), process_madvise, kcmp, mount and
@@ -42,15 +44,22 @@
 //! - anything a declared read-write path permits;
 //! - the network when it is allowed;
 //! - CPU and memory exhaustion beyond what the rlimits bound (there are no cgroups);
-//! - side channels.
+//! - side channels;
+//! - a layer the kernel cannot apply when `strict` is off: it is reported, not refused. Without
+//!   a PID namespace and Landlock's signal scope (ABI 6), a server running as Warden's uid can
+//!   signal Warden.
 //!
 //! `unsafe` appears once, in the Landlock ABI probe (a bare system call).
 //!
 //! Each layer is applied best-effort on the running kernel and reported. With `strict`, a layer
-//! that cannot be applied stops the server from starting.
+//! that cannot be applied stops the server from starting. Without it, a layer not in force
+//! ([`Report::gaps`]) is not silent: the gateway logs it at WARN, `/readyz` lists it under
+//! `sandbox`, and `warden check` names it for this machine by running the helper itself
+//! ([`probe`]).
 #![deny(unsafe_code)]
 
 mod helper;
+mod prefix;
 mod reach;
 mod seccomp;
 
@@ -59,6 +68,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use helper::run_helper;
+pub use prefix::program_prefixes;
 pub use reach::{blocked_arguments, blocked_in_stderr, granted, Blocked};
 
 /// The argument that makes `warden` act as the sandbox helper.
@@ -214,6 +224,82 @@ impl Report {
     pub fn parse(line: &str) -> Option<Report> {
         serde_json::from_str(line).ok()
     }
+
+    /// Each of [`LAYERS`] that is not fully in force, in that order. A layer the report does not
+    /// name is missing, so an empty report (no sandbox) misses all of them. `user` is `off` when
+    /// Warden is not root: the server keeps Warden's uid, there is nothing to drop, and that is
+    /// not a gap. `network` is missing when the config allows it.
+    pub fn gaps(&self) -> Vec<Gap> {
+        LAYERS
+            .iter()
+            .filter_map(|&layer| {
+                let name = if layer == "pid_namespace" { "namespaces" } else { layer };
+                let found = self.layers.iter().find(|l| l.name == name);
+                let state = found.map_or("absent", |l| l.state.as_str());
+                let detail = found.map_or_else(|| "not applied".to_string(), |l| l.detail.clone());
+                let in_force = match layer {
+                    "pid_namespace" => state == "active" && detail.split(',').any(|n| n == "pid"),
+                    "user" => matches!(state, "active" | "off"),
+                    _ => state == "active",
+                };
+                (!in_force).then_some(Gap { layer, partial: state == "partial", detail })
+            })
+            .collect()
+    }
+
+    /// The layers not in force at all.
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.gaps().into_iter().filter(|g| !g.partial).map(|g| g.layer).collect()
+    }
+
+    /// The layers in force only in part.
+    pub fn partial(&self) -> Vec<&'static str> {
+        self.gaps().into_iter().filter(|g| g.partial).map(|g| g.layer).collect()
+    }
+}
+
+/// The layers a report is judged by ([`Report::gaps`]): what `/readyz`, `warden check` and the
+/// log name when one is not in force.
+pub const LAYERS: [&str; 5] = ["pid_namespace", "landlock", "seccomp", "user", "network"];
+
+/// One of [`LAYERS`] that is not fully in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub layer: &'static str,
+    /// Applied in part: Landlock on a kernel with an older ABI, an isolated network that fell
+    /// back to `deny`.
+    pub partial: bool,
+    /// The helper's words: the kernel's refusal, `allowed`, ….
+    pub detail: String,
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = if self.partial { "partial: " } else { "" };
+        write!(f, "{} ({part}{})", self.layer, self.detail)
+    }
+}
+
+/// What this machine applies of `policy`, layer by layer: the helper (`helper`, Warden's own
+/// binary) sets the sandbox up exactly as it does for a server, writes its report, and then runs
+/// `/bin/true` in the server's place. With `policy.strict`, a layer that cannot be applied is the
+/// error (the helper's own message).
+pub fn probe(helper: &Path, policy: &Policy) -> Result<Report, String> {
+    let (program, argv) = wrap(helper, policy, "/bin/true", &[]);
+    let out = std::process::Command::new(program)
+        .args(argv)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run the sandbox helper: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(r) = err.lines().find_map(|l| l.strip_prefix(REPORT_PREFIX)).and_then(|j| Report::parse(j.trim())) {
+        return Ok(r);
+    }
+    let said: String = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no report").chars().take(300).collect();
+    Err(format!("{said} ({})", out.status))
 }
 
 /// The program and arguments that run `program args` inside `policy`, with `helper` (Warden's
@@ -276,34 +362,8 @@ impl Support {
             Network::Isolated => "network isolated (namespace)",
         };
         let seccomp = if self.seccomp { "seccomp deny list" } else { "NO seccomp" };
-        format!("{fs}; {seccomp}; {net}; {user}; pid namespace; no_new_privs; limits: {}", policy.limits.describe())
+        format!("{fs}; {seccomp}; {net}; {user}; no_new_privs; limits: {}", policy.limits.describe())
     }
-}
-
-/// The install prefix of a program: the directory holding it, or that directory's parent when it
-/// is a `bin` directory (so an interpreter finds its `lib`). Both the path as named and as
-/// resolved through symlinks count (a virtualenv's `python` links to the base install).
-pub fn program_prefixes(program: &Path) -> Vec<PathBuf> {
-    let found = if program.components().count() > 1 {
-        Some(program.to_path_buf())
-    } else {
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|c| c.is_file()))
-    };
-    let mut out = Vec::new();
-    let Some(found) = found else { return out };
-    let found = std::path::absolute(&found).unwrap_or(found);
-    for p in [Some(found.clone()), std::fs::canonicalize(&found).ok()].into_iter().flatten() {
-        if let Some(dir) = p.parent() {
-            let prefix = match (dir.file_name(), dir.parent()) {
-                (Some(n), Some(parent)) if n == "bin" && parent != Path::new("/") => parent.to_path_buf(),
-                _ => dir.to_path_buf(),
-            };
-            if !out.contains(&prefix) {
-                out.push(prefix);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -327,15 +387,40 @@ mod tests {
         assert_eq!(argv[5], "--x");
     }
 
+    fn report(layers: &[(&str, &str, &str)]) -> Report {
+        Report {
+            layers: layers
+                .iter()
+                .map(|(n, s, d)| Layer { name: n.to_string(), state: s.to_string(), detail: d.to_string() })
+                .collect(),
+        }
+    }
+
+    /// The gaps `/readyz` and `warden check` name: every layer not in force, partial ones apart.
     #[test]
-    fn prefix_of_a_bin_directory_is_its_parent() {
-        let p = program_prefixes(Path::new("/opt/py/bin/python3"));
-        assert_eq!(p[0], PathBuf::from("/opt/py"));
-        let p = program_prefixes(Path::new("/srv/app/server"));
-        assert_eq!(p[0], PathBuf::from("/srv/app"));
-        // /usr/bin/x: the prefix is /usr
-        assert_eq!(program_prefixes(Path::new("/usr/bin/env"))[0], PathBuf::from("/usr"));
-        // /bin/x stays /bin, never /
-        assert_eq!(program_prefixes(Path::new("/bin/sh"))[0], PathBuf::from("/bin"));
+    fn the_layers_not_in_force_are_named() {
+        let full = [
+            ("namespaces", "active", "pid,user"),
+            ("limits", "active", "core=0"),
+            ("user", "off", "runs as uid 1000 (Warden is not root)"),
+            ("no_new_privs", "active", ""),
+            ("landlock", "active", "kernel ABI 6"),
+            ("seccomp", "active", "53 system calls denied"),
+            ("network", "active", "denied: only Unix sockets"),
+        ];
+        assert_eq!(report(&full).gaps(), vec![]);
+        let weak = report(&[
+            ("namespaces", "unavailable", "EPERM: Operation not permitted"),
+            ("network", "partial", "no network namespace; denied by seccomp and Landlock instead"),
+            ("user", "active", "uid 65534 gid 65534"),
+            ("landlock", "partial", "kernel ABI 3"),
+            ("seccomp", "unavailable", "EINVAL"),
+        ]);
+        assert_eq!(weak.missing(), vec!["pid_namespace", "seccomp"]);
+        assert_eq!(weak.partial(), vec!["landlock", "network"]);
+        assert_eq!(weak.gaps()[0].to_string(), "pid_namespace (EPERM: Operation not permitted)");
+        let allowed = report(&[("namespaces", "active", "pid"), ("network", "off", "allowed")]);
+        assert_eq!(allowed.missing(), vec!["landlock", "seccomp", "user", "network"]);
+        assert_eq!(Report::default().missing(), LAYERS.to_vec());
     }
 }

@@ -53,7 +53,10 @@ impl Blocked {
         let add = |p: &Path| {
             let d = dir(p);
             if sensitive(&d) {
-                format!("nothing: {} is a system or credential directory; keep the server out of it", d.display())
+                format!(
+                    "nothing: {} is a system, home, shared or credential directory; keep the server out of it",
+                    d.display()
+                )
             } else {
                 add(&d)
             }
@@ -79,23 +82,15 @@ impl Blocked {
     }
 }
 
-/// A directory no advice should grant: the root, system configuration, a home directory
-/// itself, or one that holds credentials.
+/// A directory no advice should grant: system configuration, one that the install-prefix grant
+/// refuses too (the root, a shared top-level directory, a home directory, one that holds
+/// credentials: `crate::prefix::too_wide`), or anything beneath a directory of secrets.
 fn sensitive(d: &Path) -> bool {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    d == Path::new("/")
-        || d.starts_with("/etc")
+    d.starts_with("/etc")
         || d.starts_with("/proc")
         || d.starts_with("/sys")
-        || home.as_deref() == Some(d)
-        || d == Path::new("/root")
-        || d.parent() == Some(Path::new("/home"))
-        || d.components().any(|c| {
-            matches!(
-                c.as_os_str().to_str(),
-                Some(".ssh" | ".gnupg" | ".aws" | ".kube" | ".docker" | ".cargo" | "gcloud")
-            )
-        })
+        || crate::prefix::too_wide(d)
+        || d.components().any(|c| c.as_os_str().to_str().is_some_and(|n| crate::prefix::SECRET_DIRS.contains(&n)))
 }
 
 /// Arguments of `program` that name existing paths the sandboxed server will not be able to
@@ -233,6 +228,13 @@ mod tests {
         }
         let a = Blocked::Refused(PathBuf::from("/srv/app/data.json")).advice(&add);
         assert!(a.ends_with("add read_only /srv/app"), "{a}");
+        // the directories the install-prefix grant refuses, advice refuses too
+        for p in ["/home/ann/.config/settings.json", "/home/ann/.local/token", "/tmp/x.json", "/server.js"] {
+            let a = Blocked::Refused(PathBuf::from(p)).advice(&add);
+            assert!(a.contains("add nothing"), "{a}");
+        }
+        let a = Blocked::Refused(PathBuf::from("/home/ann/.config/app/settings.json")).advice(&add);
+        assert!(a.ends_with("add read_only /home/ann/.config/app"), "{a}");
     }
 
     /// A path the server names that exists but resolves outside the grants (a symlinked

@@ -12,6 +12,7 @@ mod bench_audit;
 mod bench_auth;
 mod bench_content;
 mod bench_policy;
+mod check;
 mod pins;
 
 #[derive(Parser)]
@@ -227,55 +228,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// `warden check`: for each upstream, what isolates it (stdio: the sandbox on this kernel) or
-/// what it offers (builtin).
-fn describe_upstreams(cfg: &Config) -> anyhow::Result<()> {
-    use warden_gateway::config::Transport;
-    let support = warden_sandbox::Support::probe();
-    for u in &cfg.upstreams {
-        match u.transport {
-            Transport::Stdio => {
-                match u.sandbox.policy(u.cwd.as_deref()) {
-                    Some(p) => println!("upstream {}: sandbox: {}", u.name, support.describe(&p)),
-                    None => println!("upstream {}: sandbox: OFF (sandbox.enabled = false)", u.name),
-                }
-                describe_program(u)?;
-            }
-            Transport::Builtin => {
-                let b = warden_gateway::upstream::builtin::open(u).map_err(|e| anyhow::anyhow!(e))?;
-                println!("upstream {}: built-in tools: {}", u.name, b.describe());
-            }
-            Transport::Http => println!("upstream {}: remote Streamable HTTP", u.name),
-        }
-    }
-    Ok(())
-}
-
-/// `warden check`, for a stdio upstream: the program it runs, its digest against the pin, and
-/// an unpinned package launcher. A program that differs from its pin fails the check.
-fn describe_program(u: &warden_gateway::config::Upstream) -> anyhow::Result<()> {
-    use warden_gateway::upstream::program;
-    let cmd = u.command.as_deref().unwrap_or_default();
-    match program::resolve(cmd).map(|p| (program::digest(&p), p)) {
-        Some((Ok(d), path)) => {
-            let pin = match &u.sha256 {
-                Some(w) if w.eq_ignore_ascii_case(&d) => "pinned".to_string(),
-                Some(w) => {
-                    anyhow::bail!("upstream {}: {} is sha256 {d}, pinned {w}: it changed", u.name, path.display())
-                }
-                None => format!("not pinned: add sha256 = \"{d}\""),
-            };
-            println!("upstream {}: program {} ({pin})", u.name, path.display());
-        }
-        Some((Err(e), _)) => println!("upstream {}: program: {e}", u.name),
-        None => println!("upstream {}: program {cmd:?} not found on PATH", u.name),
-    }
-    if let Some(why) = program::unpinned_launcher(cmd, &u.args) {
-        println!("warning: upstream {}: {why}", u.name);
-    }
-    Ok(())
-}
-
 fn main() -> std::process::ExitCode {
     // The sandbox helper: before anything else (it must still be single-threaded).
     if std::env::args_os().nth(1).is_some_and(|a| a == warden_sandbox::HELPER_ARG) {
@@ -307,7 +259,7 @@ fn main() -> std::process::ExitCode {
                     .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
                 println!("{}", registry.describe());
-                describe_upstreams(&cfg)?;
+                check::describe_upstreams(&cfg)?;
                 let tls = match &cfg.listen.tls {
                     Some(t) if t.client_ca_file.is_some() => "TLS 1.3 with client certificates (mTLS)",
                     Some(_) => "TLS 1.3",

@@ -51,10 +51,18 @@ impl Target {
                         .collect::<Result<_, _>>()?;
                     Ok(abs.join(", "))
                 };
+                // Strict: a server under inspection runs with every layer or not at all; but an
+                // unpinned package launcher (`npx -y pkg`, which strict refuses) is exactly what
+                // one scans before pinning, so it runs best effort (a missing layer is logged).
+                let strict = warden_gateway::upstream::program::unpinned_launcher(cmd, args).is_none();
                 let sandbox = if self.no_sandbox {
                     "enabled = false".to_string()
                 } else {
-                    format!("read_only = [{}]\nread_write = [{}]", list(&self.read_only)?, list(&self.read_write)?)
+                    format!(
+                        "read_only = [{}]\nread_write = [{}]\nstrict = {strict}",
+                        list(&self.read_only)?,
+                        list(&self.read_write)?
+                    )
                 };
                 format!(
                     "transport = \"stdio\"\ncommand = {}\nargs = [{}]\n[upstream.sandbox]\n{sandbox}",

@@ -338,6 +338,14 @@ impl Conn {
         self.init.lock().clone()
     }
 
+    /// A stdio upstream's sandbox report, once its helper has written it (empty: no sandbox).
+    pub fn sandbox_report(&self) -> Option<warden_sandbox::Report> {
+        match &self.transport {
+            Transport::Stdio(t) => t.sandbox_report(),
+            _ => None,
+        }
+    }
+
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }

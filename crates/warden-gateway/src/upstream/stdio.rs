@@ -3,9 +3,10 @@
 //! The child gets a cleared environment (only the allow-listed and declared variables) and runs
 //! inside the sandbox its spec describes (`warden-sandbox`: Warden's own binary re-executed as a
 //! helper that restricts itself, then runs the server). Its stderr goes to Warden's log (never to
-//! clients); the helper's report line is logged as what the sandbox applied. It runs in its own
-//! process group, which is shut down in stages: close stdin, then SIGTERM, then SIGKILL, and a
-//! final SIGKILL to the whole group.
+//! clients); the helper's report line (the first one only: later ones are the server's) is
+//! logged as what the sandbox applied, a layer not in force at WARN, and kept for `/readyz`. It
+//! runs in its own process group, which is shut down in stages: close stdin, then SIGTERM, then
+//! SIGKILL, and a final SIGKILL to the whole group.
 
 use super::{Incoming, IncomingTx, Spec};
 use crate::framing::{self, Line};
@@ -35,20 +36,26 @@ pub struct StdioTransport {
     child: tokio::sync::Mutex<Option<Child>>,
     /// The child's process group (its pid); 0 once the group has been ended.
     pgid: std::sync::atomic::AtomicU32,
+    /// What the sandbox applied (the helper's report); empty when the server runs without one.
+    report: Arc<OnceLock<warden_sandbox::Report>>,
     name: String,
 }
 
 /// One line the child wrote on stderr: the sandbox helper's report and errors are Warden's own
-/// messages; anything else is the server's.
-fn log_stderr(upstream: &str, line: &[u8]) {
+/// messages; anything else is the server's. Only the first report line is the helper's (it
+/// writes it just before it runs the server, and a server without a sandbox has its report
+/// preset): a later one is the server's own words, and logged as such.
+fn log_stderr(upstream: &str, line: &[u8], report: &OnceLock<warden_sandbox::Report>) {
     let text = String::from_utf8_lossy(line);
-    if let Some(json) = text.strip_prefix(warden_sandbox::REPORT_PREFIX) {
+    if let Some(json) = text.strip_prefix(warden_sandbox::REPORT_PREFIX).filter(|_| report.get().is_none()) {
         match warden_sandbox::Report::parse(json.trim()) {
             Some(r) => {
                 tracing::info!(upstream, layers = %r.summary(), "sandbox applied");
                 for l in &r.layers {
                     tracing::debug!(upstream, layer = %l.name, state = %l.state, detail = %l.detail, "sandbox layer");
                 }
+                warn_gaps(upstream, &r);
+                let _ = report.set(r);
             }
             None => tracing::warn!(upstream, "unreadable sandbox report"),
         }
@@ -57,6 +64,27 @@ fn log_stderr(upstream: &str, line: &[u8]) {
     } else {
         tracing::info!(upstream, stderr = %excerpt(line), "upstream stderr");
     }
+}
+
+/// A layer not in force is logged at WARN: on an upstream's first start, and again whenever the
+/// layers missing change (every session starts its own server; the same gap is not repeated).
+fn warn_gaps(upstream: &str, r: &warden_sandbox::Report) {
+    static WARNED: OnceLock<parking_lot::Mutex<std::collections::HashMap<String, String>>> = OnceLock::new();
+    let gaps = r.gaps();
+    let said = gaps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let mut warned = WARNED.get_or_init(Default::default).lock();
+    if warned.get(upstream) == Some(&said) {
+        return;
+    }
+    if !gaps.is_empty() {
+        tracing::warn!(
+            upstream,
+            missing = %said,
+            "sandbox layer(s) NOT in force for this server (set [upstream.sandbox] strict = true to refuse to start without them)"
+        );
+    }
+    // bounded by the configured upstreams
+    warned.insert(upstream.to_string(), said);
 }
 
 /// The last [`TAIL_LINES`] lines a child wrote on stderr (each cut to 300 characters), and
@@ -202,12 +230,17 @@ impl StdioTransport {
         let n = name.clone();
         let tail = Arc::new(StderrTail::default());
         let t = tail.clone();
+        let report = Arc::new(OnceLock::new());
+        if spec.sandbox.is_none() {
+            let _ = report.set(warden_sandbox::Report::default());
+        }
+        let rep = report.clone();
         tokio::spawn(async move {
             let mut r = BufReader::new(stderr);
             loop {
                 match framing::read_line(&mut r, 64 << 10).await {
                     Ok(Line::Data(b)) => {
-                        log_stderr(&n, &b);
+                        log_stderr(&n, &b, &rep);
                         t.push(&b);
                     }
                     Ok(Line::TooLong) => {
@@ -224,8 +257,14 @@ impl StdioTransport {
             stderr: tail,
             child: tokio::sync::Mutex::new(Some(child)),
             pgid: std::sync::atomic::AtomicU32::new(pgid.unwrap_or(0)),
+            report,
             name,
         })
+    }
+
+    /// What the sandbox applied, once the helper has reported (an empty report: no sandbox).
+    pub fn sandbox_report(&self) -> Option<warden_sandbox::Report> {
+        self.report.get().cloned()
     }
 
     /// After the server failed at start: what the sandbox refused it, as advice for the
@@ -309,5 +348,26 @@ fn killpg(pgid: u32, sig: nix::sys::signal::Signal) {
 impl Drop for StdioTransport {
     fn drop(&mut self) {
         self.end_group();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper writes its report before the server runs: a report line after it is the
+    /// server's own, and cannot claim a sandbox it does not have (nor can a server without one).
+    #[test]
+    fn only_the_first_report_line_is_the_helpers() {
+        let weak = r#"warden-sandbox: {"layers":[{"name":"seccomp","state":"unavailable","detail":"EINVAL"}]}"#;
+        let forged = r#"warden-sandbox: {"layers":[{"name":"seccomp","state":"active","detail":""}]}"#;
+        let report = OnceLock::new();
+        log_stderr("t", weak.as_bytes(), &report);
+        log_stderr("t", forged.as_bytes(), &report);
+        assert!(report.get().unwrap().missing().contains(&"seccomp"));
+        let unsandboxed = OnceLock::new();
+        let _ = unsandboxed.set(warden_sandbox::Report::default());
+        log_stderr("t", forged.as_bytes(), &unsandboxed);
+        assert_eq!(unsandboxed.get().unwrap().missing(), warden_sandbox::LAYERS.to_vec());
     }
 }
