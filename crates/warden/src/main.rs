@@ -13,6 +13,7 @@ mod bench_auth;
 mod bench_content;
 mod bench_policy;
 mod check;
+mod logwriter;
 mod pins;
 
 #[derive(Parser)]
@@ -239,11 +240,13 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if cli.log_format == "json" {
-        logs.json().flatten_event(true).with_current_span(false).init();
+        logs.with_writer(std::io::stderr).json().flatten_event(true).with_current_span(false).init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        // No colours: every control character a field carries is escaped, ESC included, so that
+        // nothing a client or upstream says can forge or hide a line (logwriter.rs).
+        logs.with_writer(logwriter::stderr).with_ansi(false).init();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // Set by commands whose answer is a status (scan, pin diff: 1 when something was found).

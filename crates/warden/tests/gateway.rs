@@ -472,3 +472,29 @@ async fn idle_sessions_open_no_upstream_until_used() {
     }
     assert_eq!(n, 1, "closing the session ends its child");
 }
+
+/// Issue 19 finding 13, issue 20 finding 11: an upstream's stderr (or any field a client or
+/// upstream controls) cannot forge or hide a line of the text log: carriage returns and escape
+/// sequences are written out as escapes.
+#[tokio::test]
+async fn the_text_log_cannot_be_forged_through_upstream_stderr() {
+    let fixture = bin("warden-fixture").display().to_string();
+    let script = format!(
+        "printf 'hello\\r2026-12-06T00:00:00.000000Z  INFO warden: FORGED admin token rotated\\033[2K\\n' >&2; exec {fixture} --stdio"
+    );
+    let up = format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n[upstream.sandbox]\nread_only = [{fixture:?}]\n"
+    );
+    let w = warden("", &up);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    assert_eq!(text_of(&c.tool(1, "echo", json!({"text": "x"})).await), "x");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !w.log().contains("FORGED") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = w.log();
+    let line = log.lines().find(|l| l.contains("FORGED")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("upstream stderr") && line.contains("hello\\r2026"), "{line}");
+    assert!(!log.contains('\r') && !log.contains('\x1b'), "raw control characters in the log");
+}
