@@ -228,3 +228,36 @@ fn a_full_queue_rejects_or_counts() {
         assert!(r.failing());
     }
 }
+
+/// The SQLite WAL is moved into the database by the checkpointer thread, not by the commit that
+/// fills it (which made a call wait for a copy and an fsync: the audit-on p99). Without it the
+/// writer would only checkpoint at 64 MiB, so a WAL that stays far below what was written shows
+/// the checkpointer at work.
+#[test]
+fn the_sqlite_wal_is_checkpointed_off_the_writer() {
+    use crate::sink::{Sealed, Sink, Sqlite};
+    let d = dir("wal");
+    let db = d.join("audit.db");
+    let mut s = Sqlite::open(&db, Fsync::Never).unwrap();
+    let pad = "x".repeat(4000);
+    let t = std::time::Instant::now();
+    for i in 0..4000u64 {
+        let mut e = Event::new("call", "success");
+        e.chain = "main".into();
+        e.seq = i + 1;
+        e.hash = Some(format!("{i:064}"));
+        e.ts = "2026-12-06T00:00:00Z".into();
+        s.append(&[Sealed { event: e, line: pad.clone() }]).unwrap();
+        // The checkpointer looks every 50 ms; give it a chance in a fast loop.
+        if i % 500 == 499 {
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    }
+    let wal = std::fs::metadata(d.join("audit.db-wal")).unwrap().len();
+    assert!(wal < 24 << 20, "WAL of {} MiB after {:?}", wal >> 20, t.elapsed());
+    let n: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4000);
+}
