@@ -12,6 +12,7 @@
 //! Does not defend against: a trusted proxy that lies.
 
 use crate::auth::PeerCert;
+use crate::connections::{Activity, Table, Tracked};
 use crate::tls::TlsState;
 use axum::Router;
 use http::Request;
@@ -19,7 +20,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::IpAddr;
-use crate::connections::{Activity, Table, Tracked};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};

@@ -74,12 +74,9 @@ pub fn is_metadata_or_link_local(ip: IpAddr) -> bool {
         IpAddr::V6(v) => {
             let s = v.segments();
             let carried = v.to_ipv4_mapped().or_else(|| match s {
-                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(Ipv4Addr::new(
-                    (hi >> 8) as u8,
-                    hi as u8,
-                    (lo >> 8) as u8,
-                    lo as u8,
-                )),
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => {
+                    Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8))
+                }
                 _ => None,
             });
             v.is_unspecified()
@@ -96,7 +93,17 @@ mod tests {
 
     #[test]
     fn metadata_and_link_local_addresses() {
-        for bad in ["169.254.169.254", "169.254.1.1", "0.0.0.0", "100.100.100.200", "fe80::1", "fd00:ec2::254", "::", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"] {
+        for bad in [
+            "169.254.169.254",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.100.100.200",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
             assert!(is_metadata_or_link_local(bad.parse().unwrap()), "{bad}");
         }
         for ok in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "::1", "fd00::1", "8.8.8.8", "2606:4700::1111"] {

@@ -599,9 +599,10 @@ impl Streams {
     fn alloc(&self, inner: &mut StreamsInner, request: Option<Id>) -> u64 {
         inner.next += 1;
         let s = inner.next;
-        inner
-            .map
-            .insert(s, Stream { request, events: VecDeque::new(), bytes: 0, next_seq: 1, live: None, done: false, lazy: false });
+        inner.map.insert(
+            s,
+            Stream { request, events: VecDeque::new(), bytes: 0, next_seq: 1, live: None, done: false, lazy: false },
+        );
         s
     }
 
@@ -893,7 +894,12 @@ mod tests {
     }
 
     fn streams() -> Streams {
-        Streams { inner: Mutex::new(StreamsInner::default()), retained: AtomicUsize::new(0), priming: true, retry_ms: 500 }
+        Streams {
+            inner: Mutex::new(StreamsInner::default()),
+            retained: AtomicUsize::new(0),
+            priming: true,
+            retry_ms: 500,
+        }
     }
 
     /// Issue 19, finding 13: events kept for replay are bounded in bytes, per stream and per

@@ -23,8 +23,8 @@
 use super::{
     parse_one, quote, result, visible_columns, Database, Engine, Plan, SqlSettings, MAX_RESULT_BYTES, MAX_VALUE_BYTES,
 };
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use serde_json::Value;

@@ -387,7 +387,11 @@ mod tests {
         let ok = sql(&s, &grow(10)).unwrap();
         assert_eq!(ok["rows"][0]["s"].as_str().unwrap().len(), 8 << 10);
         let r = sql(&s, &grow(18));
-        assert!(r.as_ref().is_err_and(|e| e.contains("too big")), "a 2 MiB value: {:?}", r.map(|v| v["row_count"].clone()));
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("too big")),
+            "a 2 MiB value: {:?}",
+            r.map(|v| v["row_count"].clone())
+        );
         let _ = std::fs::remove_file(path);
     }
 }

@@ -33,10 +33,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 
 #[test]
 fn connections_are_capped_per_client_and_idle_ones_closed() {
-    let w = warden(
-        "max_connections_per_client = 4\nconnection_idle_secs = 1",
-        &fixture_stdio_upstream("fx", Some(""), ""),
-    );
+    let w =
+        warden("max_connections_per_client = 4\nconnection_idle_secs = 1", &fixture_stdio_upstream("fx", Some(""), ""));
     let a = addr(&w.url);
     let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&a).unwrap()).collect();
     for s in &mut held {
@@ -75,12 +73,7 @@ async fn a_stream_in_flight_keeps_its_connection() {
         c
     };
     // The standalone SSE stream (GET) stays open well past the idle time.
-    let mut r = c
-        .request(reqwest::Method::GET)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut r = c.request(reqwest::Method::GET).header("accept", "text/event-stream").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let open = tokio::time::timeout(Duration::from_millis(2500), async {
         loop {
