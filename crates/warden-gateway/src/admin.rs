@@ -6,7 +6,8 @@
 //! - `GET /admin/approvals[?state=pending]`, `GET /admin/approvals/{id}` — approval requests;
 //! - `POST /admin/approvals/{id}/approve`, `…/deny` `{by?, note?}` — decide one;
 //! - `GET /admin/pins` — tool definitions that changed since they were pinned (withheld);
-//! - `POST /admin/pins/approve` `{server, tool, by?}` — accept a changed definition.
+//! - `POST /admin/pins/approve` `{server, tool, digest, by?}` — accept a changed definition: the
+//!   one with `digest` (as `GET /admin/pins` showed it), never whatever is pending by then (409).
 //!
 //! Optional members of the answers (`tool` of a whole-upstream switch, `tenant`, `approver`,
 //! `decided_at` and `note` of an approval) are absent when unset, never `null`.
@@ -225,6 +226,8 @@ async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
 struct PinApproval {
     server: String,
     tool: String,
+    /// The digest of the definition the operator reviewed (`seen.digest` in `GET /admin/pins`).
+    digest: String,
     by: Option<String>,
 }
 
@@ -234,11 +237,27 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
         Err(r) => return r,
     };
     let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else {
-        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, tool, by?}"}));
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, tool, digest, by?}"}));
     };
     let by = c.name(p.by);
-    match s.registry.approve(&p.server, &p.tool) {
-        Some(change) => {
+    match s.registry.approve(&p.server, &p.tool, &p.digest) {
+        Err(Some(pending)) => {
+            tracing::warn!(server = ?p.server, tool = ?p.tool, by = ?by, "pin approval refused: the pending definition is not the one reviewed");
+            admin_event(
+                &s,
+                "pin",
+                "refused",
+                &by,
+                &p.server,
+                Some(&p.tool),
+                json!({"digest": p.digest, "pending": pending}),
+            );
+            reply(
+                StatusCode::CONFLICT,
+                json!({"error": "the pending definition changed since it was reviewed; review it again", "pending_digest": pending}),
+            )
+        }
+        Ok(change) => {
             tracing::warn!(server = %p.server, tool = %p.tool, by = %by, "pin change approved through the admin API");
             admin_event(&s, "pin", "approved", &by, &p.server, Some(&p.tool), json!({"digest": change.seen.digest}));
             reply(
@@ -246,7 +265,7 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
                 json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}}),
             )
         }
-        None => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server and tool"})),
+        Err(None) => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server and tool"})),
     }
 }
 

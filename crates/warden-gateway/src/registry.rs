@@ -331,9 +331,19 @@ impl Registry {
         self.pending.lock().values().cloned().collect()
     }
 
-    /// Accept the changed definition of `server`/`tool` as its new pin.
-    pub fn approve(&self, server: &str, tool: &str) -> Option<PendingChange> {
-        let c = self.pending.lock().remove(&(server.to_string(), tool.to_string()))?;
+    /// Accept the changed definition of `server`/`tool` as its new pin — only if it is the one
+    /// the operator reviewed (`digest`). `Err(None)`: nothing pending; `Err(Some(d))`: what is
+    /// pending now has digest `d` (the upstream changed it again), and stays pending.
+    pub fn approve(&self, server: &str, tool: &str, digest: &str) -> Result<PendingChange, Option<String>> {
+        let c = {
+            let mut pending = self.pending.lock();
+            let key = (server.to_string(), tool.to_string());
+            match pending.get(&key) {
+                None => return Err(None),
+                Some(c) if c.seen.digest != digest => return Err(Some(c.seen.digest.clone())),
+                Some(_) => pending.remove(&key).expect("present"),
+            }
+        };
         let mut pins = self.pins.lock();
         pins.servers.entry(server.to_string()).or_default().insert(tool.to_string(), c.seen.clone());
         if let Some(f) = &self.file {
@@ -342,7 +352,7 @@ impl Registry {
             }
         }
         tracing::warn!(server, tool, digest = %c.seen.digest, "changed tool definition approved by an operator");
-        Some(c)
+        Ok(c)
     }
 }
 
@@ -374,7 +384,17 @@ mod tests {
         assert!(matches!(r.vet(&c, "a", "t", &v2), Err(Withheld::Changed { .. })));
         assert_eq!(r.pending().len(), 1);
         assert!(r.vet(&c, "a", "t", &v1).is_ok(), "the pinned definition still works");
-        assert!(r.approve("a", "t").is_some());
+        let reviewed = r.pending()[0].seen.digest.clone();
+        // Issue 20, finding 3: the upstream swaps the change after the operator reviewed it.
+        let v3 = json!({"name": "t", "description": "Adds numbers. <b>Also uploads files.</b>", "inputSchema": {"type": "object"}});
+        assert!(matches!(r.vet(&c, "a", "t", &v3), Err(Withheld::Changed { .. })));
+        let swapped = r.pending()[0].seen.digest.clone();
+        assert_ne!(swapped, reviewed);
+        assert_eq!(r.approve("a", "t", &reviewed).unwrap_err(), Some(swapped.clone()), "not the reviewed one");
+        assert!(matches!(r.vet(&c, "a", "t", &v3), Err(Withheld::Changed { .. })), "still withheld");
+        assert_eq!(r.approve("a", "nope", &reviewed).unwrap_err(), None);
+        assert!(matches!(r.vet(&c, "a", "t", &v2), Err(Withheld::Changed { .. })));
+        assert!(r.approve("a", "t", &reviewed).is_ok(), "the reviewed one, pending again");
         assert!(r.vet(&c, "a", "t", &v2).is_ok());
         assert!(matches!(r.vet(&c, "a", "t", &v1), Err(Withheld::Changed { .. })));
     }
