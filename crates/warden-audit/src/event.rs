@@ -66,6 +66,10 @@ pub struct Event {
     pub client_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// How many occurrences this record stands for, when it aggregates several (authentication
+    /// failures from one address in one window); absent: one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// `allowed` or `denied`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,

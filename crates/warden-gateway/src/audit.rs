@@ -21,6 +21,8 @@ use warden_policy::Principal;
 
 pub struct Audit {
     rec: Option<Recorder>,
+    /// Authentication failures waiting to be recorded as one record per address and window.
+    failures: parking_lot::Mutex<crate::failures::Failures>,
     /// Each forward destination's name and spool.
     forwards: Vec<(String, Arc<warden_audit::spool::Spool>)>,
     arguments: AuditArguments,
@@ -35,6 +37,45 @@ pub struct Audit {
 const STORE_WAIT: Duration = Duration::from_secs(10);
 /// Longest string kept in recorded arguments.
 const MAX_ARG_STRING: usize = 1024;
+/// Longest identifier kept in a record (request id, names, target, subject, …): a client's
+/// 3 MiB JSON-RPC id must not make a 3 MiB record.
+const MAX_FIELD: usize = 512;
+
+/// Cut `s` to [`MAX_FIELD`] bytes, saying how much was left out.
+fn cap(s: &mut String) {
+    if s.len() <= MAX_FIELD {
+        return;
+    }
+    let mut cut = MAX_FIELD;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let more = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("[… {more} bytes not recorded]"));
+}
+
+/// Every client- or upstream-chosen identifier of `e`, capped.
+fn cap_fields(e: &mut Event) {
+    for f in [
+        &mut e.request_id,
+        &mut e.name,
+        &mut e.target,
+        &mut e.subject,
+        &mut e.tenant,
+        &mut e.client_id,
+        &mut e.server,
+        &mut e.method,
+        &mut e.session,
+        &mut e.detail,
+        &mut e.client_addr,
+        &mut e.rule,
+    ] {
+        if let Some(s) = f {
+            cap(s);
+        }
+    }
+}
 
 /// Argument keys whose values are never recorded, whatever they look like.
 fn secret_key(k: &str) -> bool {
@@ -60,6 +101,7 @@ impl Audit {
     pub fn disabled() -> Arc<Audit> {
         Arc::new(Audit {
             rec: None,
+            failures: Default::default(),
             forwards: Vec::new(),
             arguments: AuditArguments::None,
             redactor: Redactor::new(&[]),
@@ -104,8 +146,9 @@ impl Audit {
             Some(key),
         )
         .map_err(|e| format!("audit {}: {e}", store.describe()))?;
-        Ok(Arc::new(Audit {
+        let audit = Arc::new(Audit {
             rec: Some(rec),
+            failures: Default::default(),
             forwards: spools,
             arguments: a.arguments,
             redactor: Redactor::new(&[Class::SECRETS, Class::PII].concat()),
@@ -123,7 +166,20 @@ impl Audit {
                 .iter()
                 .map(|f| format!("; forwarded to {} ({})", f.name, format!("{:?}", f.format).to_lowercase()))
                 .collect::<String>(),
-        }))
+        });
+        // Aggregated authentication failures are recorded when their window ends.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&audit);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let Some(a) = weak.upgrade() else { return };
+                    a.flush_failures(false);
+                }
+            });
+        }
+        Ok(audit)
     }
 
     /// Whether a request may start: false while the queue is full and full means refuse.
@@ -192,7 +248,8 @@ impl Audit {
 
     /// Queue an event that must be accepted before what it records happens (the attempt of an
     /// upstream call): a full queue is an error unless `on_full = "drop"`. Not waited for.
-    pub fn accept(&self, e: Event) -> Result<(), GatewayError> {
+    pub fn accept(&self, mut e: Event) -> Result<(), GatewayError> {
+        cap_fields(&mut e);
         self.metrics.observe(&e);
         let Some(r) = &self.rec else { return Ok(()) };
         match r.record(e) {
@@ -206,8 +263,25 @@ impl Audit {
         }
     }
 
+    /// An authentication failure from `source`: the first of its address's window is recorded
+    /// at once, the rest are counted and recorded when the window ends (`failures.rs`).
+    pub fn auth_failure(&self, source: Option<std::net::IpAddr>, reason: &'static str) {
+        if self.failures.lock().note(source, reason, std::time::Instant::now()) {
+            self.emit(failure_event(source, reason, None));
+        }
+    }
+
+    /// Record the aggregated authentication failures whose window ended (all of them with `all`).
+    pub fn flush_failures(&self, all: bool) {
+        let due = self.failures.lock().due(std::time::Instant::now(), all);
+        for (source, reason, n) in due {
+            self.emit(failure_event(source, reason, Some(n)));
+        }
+    }
+
     /// Record an event that no request waits on (auth failures, admin actions, pin changes).
-    pub fn emit(&self, e: Event) {
+    pub fn emit(&self, mut e: Event) {
+        cap_fields(&mut e);
         self.metrics.observe(&e);
         if let Some(r) = &self.rec {
             if r.record(e).is_err() {
@@ -219,7 +293,8 @@ impl Audit {
 
     /// Record a request's event and, unless `acknowledge = "queued"`, wait until it is stored.
     /// Fails closed: a full queue or a sink that does not store it in time is an error.
-    pub async fn commit(&self, e: Event) -> Result<(), GatewayError> {
+    pub async fn commit(&self, mut e: Event) -> Result<(), GatewayError> {
+        cap_fields(&mut e);
         self.metrics.observe(&e);
         let Some(r) = &self.rec else { return Ok(()) };
         match r.record(e) {
@@ -257,8 +332,19 @@ impl Audit {
 
     /// Write what is queued and sign a last checkpoint.
     pub fn close(&self) {
+        self.flush_failures(true);
         if let Some(r) = &self.rec {
             r.close();
         }
     }
+}
+
+/// The record of `count` authentication failures (None: one) from `source` for `reason`.
+fn failure_event(source: Option<std::net::IpAddr>, reason: &str, count: Option<u64>) -> Event {
+    let mut ev = Event::new("auth_failure", "auth_denied");
+    ev.decision = Some("denied".into());
+    ev.detail = Some(reason.to_string());
+    ev.client_addr = Some(source.map_or_else(|| "other addresses".to_string(), |a| a.to_string()));
+    ev.count = count;
+    ev
 }

@@ -11,6 +11,7 @@ pub mod content;
 pub mod digest;
 pub mod dns;
 pub mod error;
+pub mod failures;
 pub mod forward;
 pub mod framing;
 pub mod gateway;

@@ -135,7 +135,7 @@ impl Metrics {
         let s = |o: &Option<String>| o.clone().unwrap_or_default();
         match e.kind.as_str() {
             "auth_failure" => {
-                self.auth_failures.get_or_create(&vec![("reason", s(&e.detail))]).inc();
+                self.auth_failures.get_or_create(&vec![("reason", s(&e.detail))]).inc_by(e.count.unwrap_or(1));
             }
             "kill_switch" => {
                 self.kill_switch.get_or_create(&vec![("server", s(&e.server)), ("action", s(&e.detail))]).inc();

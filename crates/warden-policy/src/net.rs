@@ -60,6 +60,19 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
 }
 
+/// The key a client address is counted under by per-address limits: an IPv4 address (an
+/// IPv4-mapped IPv6 address is one), or an IPv6 /64 (one host usually holds a whole /64).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
+
 /// True when `ip` must never be reached through a host name, even by an operator-configured
 /// upstream: unspecified, link-local (cloud metadata at 169.254.169.254, `fe80::/10`), the other
 /// clouds' metadata addresses (100.100.100.200, `fd00:ec2::254`), and IPv6 forms carrying such an

@@ -37,7 +37,7 @@ impl Budget {
         let mut st = self.state.lock();
         let (total, clients) = &mut *st;
         let next_total = gcra(*total, now, &self.total)?;
-        if let Some(ip) = client.map(super::register::source_key) {
+        if let Some(ip) = client.map(warden_policy::net::source_key) {
             if clients.len() >= MAX_CLIENTS && !clients.contains_key(&ip) {
                 clients.retain(|_, tat| *tat > now);
                 if clients.len() >= MAX_CLIENTS {

@@ -392,11 +392,7 @@ impl Authenticate for Authenticator {
                 Err(e) => {
                     tracing::info!(reason = e.reason(), "authentication failed");
                     if let Some(a) = self.audit.get() {
-                        let mut ev = warden_audit::Event::new("auth_failure", "auth_denied");
-                        ev.decision = Some("denied".into());
-                        ev.detail = Some(e.reason().to_string());
-                        ev.client_addr = req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0.to_string());
-                        a.emit(ev);
+                        a.auth_failure(req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0), e.reason());
                     }
                     Err(self.reject(&e, &resource))
                 }

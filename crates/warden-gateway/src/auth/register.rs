@@ -32,17 +32,7 @@ pub const MAX_CLIENTS: usize = 10_000;
 const MAX_SOURCES: usize = 10_000;
 const WINDOW: Duration = Duration::from_secs(3600);
 
-/// The key a client address is counted under: an IPv4 address, or an IPv6 /64.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-        v4 => v4,
-    }
-}
+pub use warden_policy::net::source_key;
 
 /// Registrations per client address in the current hour, in bounded memory.
 #[derive(Default)]

@@ -546,3 +546,54 @@ async fn a_pinned_program_that_changes_is_not_started() {
     let (ok, out) = check();
     assert!(!ok && out.contains("refused: sandbox.strict"), "{out}");
 }
+
+/// Issue 20, finding 9: failing to authenticate costs the trail one record per address and
+/// window, not one per request, and a client-chosen id cannot make a record megabytes long;
+/// every failure is still counted (in the records and the metrics).
+#[tokio::test]
+async fn auth_failures_are_aggregated_and_record_fields_capped() {
+    let (key, entry) = warden_gateway::auth::apikey::generate("ann", &["mcp".into()], None, None);
+    let mut w = warden(
+        "max_body_bytes = 8388608",
+        &format!("{}\n[auth]\nrequired_scopes = [\"mcp\"]\n{entry}\n", fixture_stdio_upstream("fx", Some(""), "")),
+    );
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let http = reqwest::Client::new();
+    for i in 0..300 {
+        let mut r = http.post(&w.url).header("content-type", "application/json").body("{}");
+        if i % 3 == 0 {
+            r = r.bearer_auth("wdk_nope_nope");
+        }
+        assert_eq!(r.send().await.unwrap().status(), 401);
+    }
+    let mut c = Client::new(&w.url);
+    c.bearer = Some(key);
+    c.initialize().await;
+    let huge = "7".repeat(3 << 20);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"{huge}","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"x"}}}}}}"#
+    );
+    let r = c
+        .request(reqwest::Method::POST)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Before the window ends: one record, for the first failure.
+    let early = records(&cfg, &["--kind", "auth_failure"]);
+    assert_eq!(early.len(), 1, "{early:?}");
+    sigterm(w.child.id());
+    let _ = w.child.wait();
+    let failures = records(&cfg, &["--kind", "auth_failure"]);
+    assert!(failures.len() <= 3, "one at once and one per reason at the end: {failures:?}");
+    let counted: u64 = failures.iter().map(|r| r["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(counted, 300, "{failures:?}");
+    let calls = records(&cfg, &["--kind", "call"]);
+    let id = calls.iter().find_map(|r| r["request_id"].as_str().filter(|i| i.starts_with("777"))).unwrap();
+    assert!(id.len() < 600 && id.ends_with("bytes not recorded]"), "{} bytes", id.len());
+    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    assert!(ok, "{out}");
+}
