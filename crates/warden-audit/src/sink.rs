@@ -213,44 +213,61 @@ pub const COLUMNS: [&str; 10] =
 
 pub struct Sqlite {
     conn: Connection,
-    _wal: Checkpointer,
+    wal: Checkpointer,
 }
 
-/// WAL size past which the checkpointer moves it into the database (about 1,000 pages, SQLite's
-/// own default), and past which the writer does so itself (the checkpointer cannot keep up).
-const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+/// Records written since the last checkpoint past which the checkpointer moves the WAL into
+/// the database (a commit of one record with its index entries is about four pages: about
+/// SQLite's own default of 1,000 pages), and the WAL size past which the writer does so itself (the checkpointer cannot
+/// keep up). After a checkpoint, the WAL file is cut back to `WAL_KEEP_BYTES`.
+const WAL_CHECKPOINT_RECORDS: u64 = 250;
 const WAL_WRITER_PAGES: u32 = 16_384;
+const WAL_KEEP_BYTES: u64 = 16 << 20;
 
 /// Moves the write-ahead log into the database on a thread of its own (a passive checkpoint,
-/// which neither waits for nor blocks the writer). Left to SQLite, the commit that fills the
-/// WAL does it, and the call waiting for that record waits for a copy of ~4 MB and an fsync:
-/// the audit trail's p99.
+/// which neither waits for nor blocks the writer), once enough records were written since the
+/// last one. Left to SQLite, the commit that fills the WAL does it, and the call waiting for
+/// that record waits for a copy of ~4 MB and an fsync: the audit trail's p99.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Records appended since the last checkpoint.
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer, String> {
+        use std::sync::atomic::Ordering;
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_millis(100)).map_err(|e| e.to_string())?;
-        let wal = PathBuf::from(format!("{}-wal", path.display()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s = stop.clone();
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, w) = (stop.clone(), written.clone());
         let thread = std::thread::Builder::new()
             .name("audit-wal".into())
             .spawn(move || {
-                while !s.load(std::sync::atomic::Ordering::Acquire) {
+                let mut warned: Option<std::time::Instant> = None;
+                while !s.load(Ordering::Acquire) {
                     std::thread::park_timeout(std::time::Duration::from_millis(50));
-                    if std::fs::metadata(&wal).is_ok_and(|m| m.len() >= WAL_CHECKPOINT_BYTES) {
-                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                            tracing::warn!(error = %e, "audit WAL checkpoint failed; the writer will do it");
+                    if w.load(Ordering::Acquire) < WAL_CHECKPOINT_RECORDS {
+                        continue;
+                    }
+                    let seen = w.load(Ordering::Acquire);
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => {
+                            w.fetch_sub(seen, Ordering::AcqRel);
                         }
+                        // Logged at most once a minute; the writer checkpoints past 64 MiB itself.
+                        Err(e) if warned.is_none_or(|t| t.elapsed().as_secs() >= 60) => {
+                            tracing::warn!(error = %e, "audit WAL checkpoint failed; the writer will do it");
+                            warned = Some(std::time::Instant::now());
+                        }
+                        Err(_) => {}
                     }
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
+        Ok(Checkpointer { stop, written, thread: Some(thread) })
     }
 }
 
@@ -276,11 +293,11 @@ impl Sqlite {
         let sync = if fsync == Fsync::Never { "NORMAL" } else { "FULL" };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA wal_autocheckpoint = {WAL_WRITER_PAGES};"
+             PRAGMA wal_autocheckpoint = {WAL_WRITER_PAGES}; PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"
         ))
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Sqlite { conn, _wal: Checkpointer::start(path)? })
+        Ok(Sqlite { conn, wal: Checkpointer::start(path)? })
     }
 }
 
@@ -327,7 +344,9 @@ impl Sink for Sqlite {
                 .map_err(|e| e.to_string())?;
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit().map_err(|e| e.to_string())?;
+        self.wal.written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
     }
 }
 

@@ -70,10 +70,11 @@ fn cap_fields(e: &mut Event) {
         &mut e.detail,
         &mut e.client_addr,
         &mut e.rule,
-    ] {
-        if let Some(s) = f {
-            cap(s);
-        }
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cap(f);
     }
 }
 

@@ -302,6 +302,10 @@ pub struct BuiltinAs {
     /// more get 429. Default 20.
     #[serde(default = "default_registrations_per_hour")]
     pub registrations_per_hour: u32,
+    /// Dynamic registrations accepted from all addresses together in an hour. Default 200 (with
+    /// unused clients forgotten after a day, at most a day's worth of them is kept).
+    #[serde(default = "default_registrations_total")]
+    pub registrations_total_per_hour: u32,
     /// A registered client that has obtained no token this many seconds after registering is
     /// forgotten (one that has is forgotten when its last grant is older than
     /// `refresh_token_ttl_secs` and it holds no live refresh token). Default 86400.
@@ -311,6 +315,9 @@ pub struct BuiltinAs {
 
 fn default_registrations_per_hour() -> u32 {
     20
+}
+fn default_registrations_total() -> u32 {
+    200
 }
 
 fn default_unused_client_ttl() -> u64 {
@@ -1118,7 +1125,8 @@ pub struct GuardConfig {
     /// are checked element by element.
     pub argument: String,
     /// `"path"`, `"sql"`, `"argv"`, `"url"`, `"segment"` (one URL path segment or file name:
-    /// no `/`, `\\`, dot segments, percent escapes, `?`, `#`, whitespace) or `"text"`.
+    /// no `/`, `\\`, dot segments, percent escapes, `?`, `#`, `;`, `:`, look-alikes of dots and
+    /// slashes, whitespace) or `"text"`.
     pub kind: GuardKind,
     /// path: the allowed roots (absolute).
     #[serde(default)]

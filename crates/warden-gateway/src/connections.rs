@@ -2,8 +2,8 @@
 //! per client address), and whether the connection is doing anything (for the idle timeout).
 //!
 //! Defends against: connection floods that take every descriptor or task (a cap in total, and
-//! per peer address so one host cannot take them all; a trusted proxy's own address is counted
-//! only against the total), and idle keep-alive connections, HTTP/1.1 or HTTP/2, held open
+//! per peer address — an IPv6 /64 counts as one — so one host cannot take them all; a trusted
+//! proxy's own address is counted only against the total), and idle keep-alive connections, HTTP/1.1 or HTTP/2, held open
 //! without a request (closed gently after the idle time; a request in flight — an SSE stream
 //! included — keeps its connection).
 //! Does not defend against: many hosts (the total cap then refuses newcomers, which is the
@@ -46,6 +46,8 @@ impl Table {
         if self.total.load(Ordering::Acquire) >= self.max_total {
             return Err("too many connections");
         }
+        // One host holds a whole IPv6 /64: counted as one address.
+        let peer = warden_policy::net::source_key(peer);
         if !self.exempt.contains(&peer) {
             let n = m.entry(peer).or_insert(0);
             if *n >= self.max_per_peer {
@@ -171,6 +173,12 @@ mod tests {
         assert_eq!(t.open(), 4);
         assert!(t.admit(a).is_ok(), "a place given back is free again");
         assert!(t.per_peer.lock().get(&proxy).is_none(), "the proxy is not counted per address");
+        // The addresses of one IPv6 /64 are one peer.
+        let t = Table::new(100, 2, vec![]);
+        let _a = t.admit("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = t.admit("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(t.admit("2001:db8::3".parse().unwrap()).is_err());
+        assert!(t.admit("2001:db8:0:1::3".parse().unwrap()).is_ok());
     }
 
     #[test]

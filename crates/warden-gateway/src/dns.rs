@@ -1,5 +1,5 @@
-//! The resolver of Warden's own outbound HTTP client (HTTP upstreams, JWKS, introspection,
-//! upstream OAuth token endpoints).
+//! The resolver of Warden's own outbound HTTP clients (HTTP upstreams, JWKS, introspection,
+//! upstream OAuth token endpoints, audit forwarding, trace export).
 //!
 //! Defends against: a host name that resolves, now or after a DNS rebinding, to a cloud metadata
 //! or link-local address (`169.254.169.254`, `fe80::/10`, `fd00:ec2::254`, `100.100.100.200`) or
@@ -9,7 +9,9 @@
 //! (the client's redirect policy), so a redirect cannot lead there either.
 //! Does not defend against: a URL configured with such an IP literal (the operator's choice,
 //! which needs no resolving), private and loopback addresses (upstreams often live there; use
-//! the `url` guard for URLs that come from callers), and what an upstream itself connects to.
+//! the `url` guard for URLs that come from callers), what an upstream itself connects to, and
+//! an HTTP(S) proxy set in Warden's environment (`HTTPS_PROXY`): the proxy then resolves names,
+//! not this resolver.
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::SocketAddr;
@@ -17,6 +19,12 @@ use warden_policy::net::is_metadata_or_link_local;
 
 /// The system resolver, without metadata and link-local addresses.
 pub struct NoMetadata;
+
+/// The builder of every outbound HTTP client of Warden's: no redirects followed, and names
+/// resolved through [`NoMetadata`].
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).dns_resolver(std::sync::Arc::new(NoMetadata))
+}
 
 /// The addresses of `addrs` that may be connected to.
 pub fn usable(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {

@@ -17,10 +17,9 @@ use warden_audit::spool::Spool;
 pub fn start(cfg: &ForwardConfig, chain: &str, spool: Arc<Spool>) -> Result<(), String> {
     let headers = crate::config::header_map(&cfg.headers, &cfg.secret_headers)
         .map_err(|e| format!("audit.forward {}: {e}", cfg.name))?;
-    let client = reqwest::Client::builder()
+    let client = crate::dns::client_builder()
         .default_headers(headers)
         .timeout(Duration::from_millis(cfg.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("audit.forward {}: {e}", cfg.name))?;
     let f = Forwarder { cfg: cfg.clone(), chain: chain.to_string(), spool, client };

@@ -257,11 +257,9 @@ impl Gateway {
             &cfg.federation.separator,
             cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect(),
         );
-        let http = reqwest::Client::builder()
+        let http = crate::dns::client_builder()
             .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(crate::dns::NoMetadata))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();

@@ -181,10 +181,9 @@ const QUEUE: usize = 4096;
 impl Exporter {
     pub fn start(url: &str, headers: reqwest::header::HeaderMap) -> Result<Exporter, String> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Value>>(QUEUE);
-        let client = reqwest::Client::builder()
+        let client = crate::dns::client_builder()
             .default_headers(headers)
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("telemetry: {e}"))?;
         let url = url.to_string();

@@ -75,19 +75,29 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 
 /// True when `ip` must never be reached through a host name, even by an operator-configured
 /// upstream: unspecified, link-local (cloud metadata at 169.254.169.254, `fe80::/10`), the other
-/// clouds' metadata addresses (100.100.100.200, `fd00:ec2::254`), and IPv6 forms carrying such an
-/// IPv4 address. A name that resolves there is a DNS rebinding or a poisoned record.
+/// clouds' metadata and host-agent addresses (Alibaba 100.100.100.200, Azure WireServer
+/// 168.63.129.16, Oracle 192.0.0.192, AWS `fd00:ec2::254`), and IPv6 forms carrying such an
+/// IPv4 address (mapped, compatible, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`). A name that
+/// resolves there is a DNS rebinding or a poisoned record.
 pub fn is_metadata_or_link_local(ip: IpAddr) -> bool {
     let v4 = |v: Ipv4Addr| {
         let [a, b, ..] = v.octets();
-        v.is_unspecified() || (a == 169 && b == 254) || v == Ipv4Addr::new(100, 100, 100, 200)
+        v.is_unspecified()
+            || (a == 169 && b == 254)
+            || v == Ipv4Addr::new(100, 100, 100, 200)
+            || v == Ipv4Addr::new(168, 63, 129, 16)
+            || v == Ipv4Addr::new(192, 0, 0, 192)
     };
     match ip {
         IpAddr::V4(v) => v4(v),
         IpAddr::V6(v) => {
             let s = v.segments();
             let carried = v.to_ipv4_mapped().or_else(|| match s {
-                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => {
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo]
+                | [0x64, 0xff9b, 1, _, _, _, hi, lo]
+                | [0, 0, 0, 0, 0, 0, hi, lo]
+                    if hi != 0 =>
+                {
                     Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8))
                 }
                 _ => None,
@@ -111,6 +121,9 @@ mod tests {
             "169.254.1.1",
             "0.0.0.0",
             "100.100.100.200",
+            "168.63.129.16",
+            "192.0.0.192",
+            "64:ff9b:1::a9fe:a9fe",
             "fe80::1",
             "fd00:ec2::254",
             "::",

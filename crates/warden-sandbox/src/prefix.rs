@@ -38,15 +38,21 @@ const SYSTEM_TOP_LEVEL: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "
 
 /// Whether granting all of `d` would grant far more than one program: the root, a top-level
 /// directory other than the system's own (`/home`, `/opt`, `/tmp`, `/etc` …), a home directory
-/// (`$HOME`, `/root`, `/home/*`, or any directory that is its owner's home), or a directory
-/// that holds credentials ([`CREDENTIAL_HOLDERS`]: `~/.cargo`, `~/.config` …).
+/// or a directory that contains one (`$HOME`, `/root`, `/home/*`, a directory that is its owner's
+/// home, the home of any login user; compared as named and through symlinks, so a home reached
+/// by another path counts too), or a directory that holds credentials ([`CREDENTIAL_HOLDERS`]:
+/// `~/.cargo`, `~/.config` …).
 pub(crate) fn too_wide(d: &Path) -> bool {
     let Some(parent) = d.parent() else { return true };
     if parent == Path::new("/") && !SYSTEM_TOP_LEVEL.iter().any(|s| d == Path::new(s)) {
         return true;
     }
     let named = |d: &Path| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| CREDENTIAL_HOLDERS.contains(&n));
-    named(d) || is_home(d) || std::fs::canonicalize(d).is_ok_and(|c| c != d && (named(&c) || is_home(&c)))
+    if named(d) || is_home(d) {
+        return true;
+    }
+    let real = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+    named(&real) || is_home(&real) || homes().iter().any(|h| h.starts_with(&real) || h.starts_with(d))
 }
 
 /// `$HOME`, `/root`, `/home/<name>`, or a directory that is its owner's home directory.
@@ -60,6 +66,27 @@ fn is_home(d: &Path) -> bool {
     }
     let Ok(meta) = std::fs::metadata(d) else { return false };
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid())).ok().flatten().is_some_and(|u| u.dir == d)
+}
+
+/// The home directories of people on this machine, resolved through symlinks: `$HOME`, root's,
+/// and those of login users in `/etc/passwd` (uid 1000 and up, but `nobody`). System accounts'
+/// homes (`/usr/sbin`, `/var/lib/…`) are not people's and are left out.
+fn homes() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = vec![PathBuf::from("/root")];
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        out.push(PathBuf::from(h));
+    }
+    for line in std::fs::read_to_string("/etc/passwd").unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if let (Some(uid), Some(dir)) = (f.get(2).and_then(|u| u.parse::<u32>().ok()), f.get(5)) {
+            if (1000..65534).contains(&uid) && dir.starts_with('/') && *dir != "/" {
+                out.push(PathBuf::from(dir));
+            }
+        }
+    }
+    let real: Vec<PathBuf> = out.iter().filter_map(|h| std::fs::canonicalize(h).ok()).collect();
+    out.extend(real);
+    out
 }
 
 /// The install prefix of a program: the directory holding it, or that directory's parent when it
@@ -167,6 +194,25 @@ mod tests {
         std::os::unix::fs::symlink(&holder, &alias).unwrap();
         let real = std::fs::canonicalize(&holder).unwrap();
         assert_eq!(program_prefixes(&alias.join("bin/tool")), vec![alias.join("bin"), real.join("bin")]);
+        // A review found: a home reached through a symlink (`/home/ann` -> `/data/ann`) was
+        // granted whole by its real path. HOME names the link here; the real path is refused too,
+        // and so is a directory that contains a home.
+        let data = dir.join("data");
+        std::fs::create_dir_all(data.join("ann/bin")).unwrap();
+        std::fs::write(data.join("ann/bin/tool"), "").unwrap();
+        let link = dir.join("home-ann");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(data.join("ann"), &link).unwrap();
+        let saved = std::env::var_os("HOME");
+        std::env::set_var("HOME", &link);
+        let real_home = std::fs::canonicalize(&link).unwrap();
+        let got = program_prefixes(&link.join("bin/tool"));
+        assert!(too_wide(&real_home) && too_wide(real_home.parent().unwrap()), "{real_home:?}");
+        match saved {
+            Some(h) => std::env::set_var("HOME", h),
+            None => std::env::remove_var("HOME"),
+        }
+        assert_eq!(got, vec![link.join("bin"), real_home.join("bin")]);
         assert_eq!(first(&dir.join("app/bin/tool").display().to_string()), dir.join("app"));
         std::fs::remove_dir_all(dir).unwrap();
     }

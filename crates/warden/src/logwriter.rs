@@ -4,8 +4,8 @@
 //! from a registration, an upstream's stderr line, a tool name) that holds a line break, a
 //! carriage return, an ANSI escape sequence or another control character could end the line and
 //! start one that looks like Warden's own, or rewrite what a terminal shows. Every control
-//! character (C0, DEL, C1) and every bidirectional override inside an event is written as an
-//! escape (`\n`, `\r`, `\x1b`, `\u{202e}`); only the line's own final newline stays.
+//! character (C0, DEL, C1), line and paragraph separator (U+2028, U+2029) and bidirectional
+//! override inside an event is written as an escape (`\n`, `\r`, `\x1b`, `\u{202e}`); only the line's own final newline stays.
 //! Does not defend against: look-alike but printable characters (homoglyphs), and very long
 //! values (fields are not truncated here). The JSON log format escapes on its own.
 
@@ -20,7 +20,8 @@ pub fn stderr() -> Escaping<io::Stderr> {
 }
 
 fn hidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}')
 }
 
 /// `line` with its control characters escaped (the final newline kept).
@@ -79,6 +80,7 @@ mod tests {
         assert_eq!(escape(b"a\rb\x1b[2Kc\x7f\n"), b"a\\rb\\x1b[2Kc\\x7f\n");
         assert_eq!(escape("x\u{202e}gpj.exe\u{85}\n".as_bytes()), "x\\u{202e}gpj.exe\\x85\n".as_bytes());
         assert_eq!(escape(b"plain line\twith tab\n"), b"plain line\twith tab\n");
+        assert_eq!(escape("a\u{2028}b\u{2029}c\n".as_bytes()), "a\\u{2028}b\\u{2029}c\n".as_bytes());
         assert_eq!(escape(b"no newline"), b"no newline");
     }
 

@@ -7,6 +7,7 @@
 use super::hex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,8 +39,8 @@ pub struct Pending {
     pub resource: String,
     pub csrf: String,
     pub created: Instant,
-    /// The requesting address, counted as [`super::register::source_key`].
-    pub source: std::net::IpAddr,
+    /// The requesting address.
+    pub source: IpAddr,
 }
 
 pub struct Code {
@@ -88,6 +89,20 @@ pub struct Persisted {
 impl Persisted {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("state serialises")
+    }
+}
+
+use warden_policy::net::source_key;
+
+/// The IPv6 /48 of `ip` (one site's allocation), or None for IPv4.
+fn block_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[6..].fill(0);
+            Some(IpAddr::from(o))
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -142,14 +157,37 @@ impl Store {
         }
     }
 
-    /// Authorization requests in progress for `client_id`, and from `source` (as counted by
-    /// [`super::register::source_key`]); expired ones are dropped first.
-    pub fn pending_counts(&mut self, client_id: &str, source: std::net::IpAddr, ttl: Duration) -> (usize, usize) {
+    /// Make room for one more authorization request from `source`: expired requests are
+    /// dropped; past `per_source` from its address (IPv6: its /64) or `per_block` from its IPv6
+    /// /48, that address's (or block's) oldest request is dropped for it — so a flood from one
+    /// place only ever displaces its own requests, and no client can be locked out by someone
+    /// else's. False when the whole table (`max`) is still full: fail closed.
+    pub fn admit_pending(
+        &mut self,
+        source: IpAddr,
+        ttl: Duration,
+        per_source: usize,
+        per_block: usize,
+        max: usize,
+    ) -> bool {
         self.pending.retain(|_, p| p.created.elapsed() < ttl);
-        let key = super::register::source_key(source);
-        self.pending.values().fold((0, 0), |(c, s), p| {
-            (c + usize::from(p.client_id == client_id), s + usize::from(super::register::source_key(p.source) == key))
-        })
+        let key = source_key(source);
+        let block = block_key(source);
+        for (limit, same) in [
+            (per_source, &(|p: &Pending| source_key(p.source) == key) as &dyn Fn(&Pending) -> bool),
+            (per_block, &|p: &Pending| block.is_some() && block_key(p.source) == block),
+        ] {
+            let mut mine: Vec<(Instant, String)> =
+                self.pending.iter().filter(|(_, p)| same(p)).map(|(k, p)| (p.created, k.clone())).collect();
+            if mine.len() >= limit {
+                mine.sort();
+                let over = mine.len() + 1 - limit.max(1);
+                for (_, k) in mine.into_iter().take(over) {
+                    self.pending.remove(&k);
+                }
+            }
+        }
+        self.pending.len() < max
     }
 
     /// The persistent part (a copy, to serialise and write without the lock). Revocations are
@@ -260,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_requests_are_counted_per_client_and_per_address() {
+    fn a_flood_of_authorization_requests_only_displaces_its_own() {
         let mut st = Store::default();
         let p = |client: &str, source: &str| Pending {
             client_id: client.into(),
@@ -273,11 +311,28 @@ mod tests {
             created: Instant::now(),
             source: source.parse().unwrap(),
         };
-        st.pending.insert("1".into(), p("a", "2001:db8::1"));
-        st.pending.insert("2".into(), p("a", "2001:db8::2"));
-        st.pending.insert("3".into(), p("b", "192.0.2.1"));
-        assert_eq!(st.pending_counts("a", "2001:db8::99".parse().unwrap(), LOCKOUT), (2, 2));
-        assert_eq!(st.pending_counts("b", "192.0.2.2".parse().unwrap(), LOCKOUT), (1, 0));
-        assert_eq!(st.pending_counts("a", "192.0.2.1".parse().unwrap(), Duration::ZERO), (0, 0), "expired ones go");
+        let put = |st: &mut Store, id: &str, client: &str, source: &str| {
+            let ok = st.admit_pending(source.parse().unwrap(), LOCKOUT, 3, 5, 9);
+            if ok {
+                st.pending.insert(id.into(), p(client, source));
+            }
+            ok
+        };
+        assert!(put(&mut st, "victim", "popular", "192.0.2.1"));
+        // A flood for the same client from one address displaces only its own requests.
+        for i in 0..20 {
+            assert!(put(&mut st, &format!("a{i}"), "popular", "198.51.100.1"));
+        }
+        assert!(st.pending.contains_key("victim"), "another address's request stays");
+        assert_eq!(st.pending.len(), 4, "the victim and the flooder's newest three");
+        // Rotating through one IPv6 /48 is bounded per /48.
+        for i in 0..20 {
+            assert!(put(&mut st, &format!("b{i}"), "popular", &format!("2001:db8:0:{i:x}::1")));
+        }
+        assert_eq!(st.pending.len(), 4 + 5);
+        assert!(st.pending.contains_key("victim"));
+        // The whole table is full (9): fail closed for a newcomer.
+        assert!(!st.admit_pending("203.0.113.9".parse().unwrap(), LOCKOUT, 3, 5, 9));
+        assert!(st.admit_pending("203.0.113.9".parse().unwrap(), Duration::ZERO, 3, 5, 9), "expired ones go");
     }
 }

@@ -20,7 +20,9 @@
 //! Registrations, refresh tokens (hashed) and revocations persist in the state file, written on
 //! the blocking pool before the answer. Unauthenticated exhaustion: registration is limited per
 //! address and clients expire (see [`super::register`]); authorization requests in progress are
-//! capped per address and per client (429); form bodies are read whole, at most 64 KiB in 10 s.
+//! bounded per address and per IPv6 /48 (the address's own oldest request makes way, so nobody is
+//! locked out by another's flood) and in total (429); form bodies are read whole, at most 64 KiB
+//! in 10 s.
 //! Does not defend against (yet): a user's login being locked by someone guessing at their name
 //! (lockout is per name, not per source), revoking access tokens already issued (they live at most
 //! `access_token_ttl_secs`).
@@ -57,9 +59,10 @@ use subtle::ConstantTimeEq;
 const CODE_TTL: Duration = Duration::from_secs(60);
 const PENDING_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 10_000;
-/// Authorization requests in progress at once for one client, and from one address.
-const MAX_PENDING_PER_CLIENT: usize = 100;
+/// Authorization requests in progress at once from one address (IPv6: /64) and one IPv6 /48;
+/// past them the address's own oldest request makes way.
 const MAX_PENDING_PER_SOURCE: usize = 50;
+const MAX_PENDING_PER_BLOCK: usize = 200;
 /// Largest form or registration body, and the longest time to read it.
 const MAX_FORM_BYTES: usize = 64 << 10;
 const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,7 +198,7 @@ pub struct AuthServer {
     /// holds the generation last written.
     state_path: Option<PathBuf>,
     changes: AtomicU64,
-    written: tokio::sync::Mutex<u64>,
+    written: Arc<tokio::sync::Mutex<u64>>,
     documents: Option<Documents>,
 }
 
@@ -229,7 +232,7 @@ impl AuthServer {
             registrations: Mutex::new(Registrations::default()),
             state_path: None,
             changes: AtomicU64::new(0),
-            written: tokio::sync::Mutex::new(0),
+            written: Arc::new(tokio::sync::Mutex::new(0)),
             documents: cfg.client_metadata_documents.then(|| Documents::new(cfg.client_metadata_allow_loopback)),
             cfg,
         })
@@ -238,14 +241,17 @@ impl AuthServer {
     /// Write the persistent state after a change, off the async workers (the copy is taken under
     /// the store's lock; serialising and writing happen on the blocking pool, without it).
     /// Writes are ordered, and one that a later write already covered is skipped, so a burst of
-    /// changes costs a few writes, not one each. A failure is logged, not fatal: the change is in
-    /// effect in memory, and the next successful write carries it.
-    pub(super) async fn persist(&self) {
-        let Some(path) = self.state_path.clone() else { return };
+    /// changes costs a few writes, not one each. The write owns the order lock until it is done,
+    /// so a request dropped meanwhile (its client went away) cannot let a newer snapshot be
+    /// overtaken by an older one. False when the state could not be saved: the change is in
+    /// effect in memory, and the next successful write carries it, but the caller must not
+    /// promise durability (a rotated refresh token would come back after a restart).
+    pub(super) async fn persist(&self) -> bool {
+        let Some(path) = self.state_path.clone() else { return true };
         let mine = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut written = self.written.lock().await;
+        let mut written = self.written.clone().lock_owned().await;
         if *written >= mine {
-            return;
+            return true;
         }
         let (snapshot, upto) = {
             let mut st = self.store.lock();
@@ -256,13 +262,23 @@ impl AuthServer {
             if let Some(d) = path.parent() {
                 let _ = std::fs::create_dir_all(d);
             }
-            write_private(&path, &snapshot.to_bytes())
+            let r = write_private(&path, &snapshot.to_bytes());
+            if r.is_ok() {
+                *written = upto;
+            }
+            r
         })
         .await;
         match wrote {
-            Ok(Ok(())) => *written = upto,
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the authorization server's state"),
-            Err(e) => tracing::error!(error = %e, "cannot save the authorization server's state"),
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot save the authorization server's state");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the authorization server's state");
+                false
+            }
         }
     }
 
@@ -577,12 +593,8 @@ async fn authorize_get(
     let csrf = random_token();
     {
         let mut st = s.store.lock();
-        let (for_client, from_source) = st.pending_counts(client_id, source, PENDING_TTL);
-        if st.pending.len() >= MAX_PENDING
-            || for_client >= MAX_PENDING_PER_CLIENT
-            || from_source >= MAX_PENDING_PER_SOURCE
-        {
-            tracing::warn!(client = ?client_id, %source, for_client, from_source, "built-in authorization server: too many authorization requests in progress");
+        if !st.admit_pending(source, PENDING_TTL, MAX_PENDING_PER_SOURCE, MAX_PENDING_PER_BLOCK, MAX_PENDING) {
+            tracing::warn!(client = ?client_id, %source, "built-in authorization server: too many authorization requests in progress");
             return busy_page();
         }
         st.pending.insert(
@@ -767,9 +779,10 @@ fn decode_form(s: &str) -> String {
 async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Response<Body> {
     let s = server(&a);
     let (answer, changed) = grant(s, &h, &f);
-    if changed {
-        // Saved before the answer: a rotated or revoked refresh token stays so after a restart.
-        s.persist().await;
+    // Saved before the answer: a rotated or revoked refresh token stays so after a restart. Not
+    // saved: no new token is handed out (503).
+    if changed && !s.persist().await && answer.status().is_success() {
+        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the grant could not be saved");
     }
     answer
 }

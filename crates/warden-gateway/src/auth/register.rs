@@ -3,15 +3,17 @@
 //!
 //! Defends against: unauthenticated exhaustion of the client table. Registrations are limited per
 //! client address (an IPv6 client per /64, since one host holds a whole /64) to
-//! `registrations_per_hour`, and the table of addresses is itself bounded; a client that obtains
+//! `registrations_per_hour` and in total to `registrations_total_per_hour` (so that addresses
+//! from a large IPv6 block cannot fill the table either), and the table of addresses is itself
+//! bounded; a client that obtains
 //! no token within `unused_client_ttl_secs` is forgotten, and so is one whose last grant is older
 //! than the refresh token lifetime and that holds no live refresh token (see
 //! [`Store::prune_clients`]). Metadata is bounded: 1 to 10 redirect URIs of at most 2,000 bytes, a name
 //! of at most 100 characters, only the code flow.
-//! Does not defend against: many addresses (a botnet, or a proxy that is not in
-//! `trusted_proxies`, which makes every client look like the proxy); those still meet the table's
-//! cap, and then new registrations are refused until old ones expire — registered clients that
-//! are in use are never evicted for a newcomer.
+//! Does not defend against: a flood that uses up the hourly total: new registrations are then
+//! refused (429) until the hour ends — registered clients, and clients named by a metadata
+//! document, keep working, and clients in use are never evicted for a newcomer. A proxy that is
+//! not in `trusted_proxies` makes every client look like the proxy.
 
 use super::as_state::{Client, Store};
 use super::builtin::{json_response, oauth_error, random_token, server, S};
@@ -34,22 +36,31 @@ const WINDOW: Duration = Duration::from_secs(3600);
 
 pub use warden_policy::net::source_key;
 
-/// Registrations per client address in the current hour, in bounded memory.
+/// Registrations per client address and in total in the current hour, in bounded memory.
 #[derive(Default)]
 pub struct Registrations {
     by_source: HashMap<IpAddr, (u32, Instant)>,
+    total: Option<(u32, Instant)>,
 }
 
 impl Registrations {
-    /// Count one registration from `ip`; false when `ip` has used up `per_hour`, or when the
-    /// table of addresses is full of live windows (fail closed: a flood from many addresses
-    /// waits, it does not push out the count of an address under way).
-    pub fn admit(&mut self, ip: IpAddr, per_hour: u32) -> bool {
+    /// Count one registration from `ip`, or say which limit refuses it: `per_hour` from the
+    /// address, `total_per_hour` from everyone (which bounds the client table: with clients
+    /// unused for a day forgotten, a flood from any number of addresses holds at most a day of
+    /// the total), or a table of addresses full of live windows (fail closed).
+    pub fn admit(&mut self, ip: IpAddr, per_hour: u32, total_per_hour: u32) -> Result<(), &'static str> {
+        let total = self.total.get_or_insert((0, Instant::now()));
+        if total.1.elapsed() >= WINDOW {
+            *total = (0, Instant::now());
+        }
+        if total.0 >= total_per_hour {
+            return Err("too many registrations; try again later");
+        }
         let key = source_key(ip);
         if self.by_source.len() >= MAX_SOURCES && !self.by_source.contains_key(&key) {
             self.by_source.retain(|_, (_, since)| since.elapsed() < WINDOW);
             if self.by_source.len() >= MAX_SOURCES {
-                return false;
+                return Err("too many registrations; try again later");
             }
         }
         let e = self.by_source.entry(key).or_insert((0, Instant::now()));
@@ -57,10 +68,13 @@ impl Registrations {
             *e = (0, Instant::now());
         }
         if e.0 >= per_hour {
-            return false;
+            return Err("too many registrations from this address");
         }
         e.0 += 1;
-        true
+        if let Some(t) = &mut self.total {
+            t.0 += 1;
+        }
+        Ok(())
     }
 }
 
@@ -82,12 +96,6 @@ pub async fn register(
         Err((error, desc)) => return oauth_error(StatusCode::BAD_REQUEST, error, desc),
     };
     let ip = addr.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(ip))| ip);
-    if !s.registrations.lock().admit(ip, s.cfg.registrations_per_hour) {
-        tracing::warn!(%ip, "built-in authorization server: registration refused (too many from this address)");
-        let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", "too many registrations");
-        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("3600"));
-        return r;
-    }
     let client_id = random_token();
     let secret = (method != "none").then(random_token);
     let now = now_secs();
@@ -98,6 +106,15 @@ pub async fn register(
         }
         if st.clients.len() >= MAX_CLIENTS {
             return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many clients");
+        }
+        // Counted only when it can be served.
+        let admitted =
+            s.registrations.lock().admit(ip, s.cfg.registrations_per_hour, s.cfg.registrations_total_per_hour);
+        if let Err(why) = admitted {
+            tracing::warn!(%ip, "built-in authorization server: registration refused ({why})");
+            let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", why);
+            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("3600"));
+            return r;
         }
         st.clients.insert(
             client_id.clone(),
@@ -110,7 +127,14 @@ pub async fn register(
             },
         );
     }
-    s.persist().await;
+    if !s.persist().await {
+        s.store.lock().clients.remove(&client_id);
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the registration could not be saved",
+        );
+    }
     tracing::info!(client = ?name, "client registered");
     let mut out = json!({
         "client_id": client_id,
@@ -179,28 +203,37 @@ mod tests {
         let mut r = Registrations::default();
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         for _ in 0..3 {
-            assert!(r.admit(a, 3));
+            assert!(r.admit(a, 3, 1000).is_ok());
         }
-        assert!(!r.admit(a, 3), "the fourth in the hour is refused");
-        assert!(r.admit("192.0.2.8".parse().unwrap(), 3), "another address is not");
+        assert!(r.admit(a, 3, 1000).is_err(), "the fourth in the hour is refused");
+        assert!(r.admit("192.0.2.8".parse().unwrap(), 3, 1000).is_ok(), "another address is not");
         // Rotating through one /64 is one source.
         for i in 0..3 {
-            assert!(r.admit(format!("2001:db8::{i}").parse().unwrap(), 3));
+            assert!(r.admit(format!("2001:db8::{i}").parse().unwrap(), 3, 1000).is_ok());
         }
-        assert!(!r.admit("2001:db8::ffff:1".parse().unwrap(), 3));
-        assert!(r.admit("2001:db8:0:1::1".parse().unwrap(), 3), "the next /64 is another source");
+        assert!(r.admit("2001:db8::ffff:1".parse().unwrap(), 3, 1000).is_err());
+        assert!(r.admit("2001:db8:0:1::1".parse().unwrap(), 3, 1000).is_ok(), "the next /64 is another source");
         // IPv4-mapped IPv6 is the IPv4 address.
-        assert!(!r.admit("::ffff:192.0.2.7".parse().unwrap(), 3));
+        assert!(r.admit("::ffff:192.0.2.7".parse().unwrap(), 3, 1000).is_err());
+        // The total: whatever the addresses.
+        let mut r = Registrations::default();
+        for i in 0..5u32 {
+            assert!(r.admit(IpAddr::from((i + 1).to_be_bytes()), 3, 5).is_ok());
+        }
+        assert!(r.admit("198.51.100.9".parse().unwrap(), 3, 5).is_err(), "the sixth from anyone");
     }
 
     #[test]
     fn the_table_of_addresses_is_bounded_and_fails_closed() {
         let mut r = Registrations::default();
         for i in 0..MAX_SOURCES as u32 {
-            assert!(r.admit(IpAddr::from(i.to_be_bytes()), 5));
+            assert!(r.admit(IpAddr::from(i.to_be_bytes()), 5, u32::MAX).is_ok());
         }
-        assert!(!r.admit("198.51.100.1".parse().unwrap(), 5), "a new address waits while every window is live");
-        assert!(r.admit(IpAddr::from(7u32.to_be_bytes()), 5), "a known address is still counted");
+        assert!(
+            r.admit("198.51.100.1".parse().unwrap(), 5, u32::MAX).is_err(),
+            "a new address waits while every window is live"
+        );
+        assert!(r.admit(IpAddr::from(7u32.to_be_bytes()), 5, u32::MAX).is_ok(), "a known address is still counted");
         assert_eq!(r.by_source.len(), MAX_SOURCES);
     }
 }

@@ -38,7 +38,8 @@ const MAX_EVENTS_PER_STREAM: usize = 1024;
 const MAX_DONE_STREAMS: usize = 16;
 /// Bytes of events kept for replay (`Last-Event-ID`) per stream and per session: past them the
 /// oldest events go (a stream's newest event, its answer, is always kept), and finished streams
-/// are forgotten oldest first.
+/// are forgotten oldest first. A session holds at most the session bound plus the newest event
+/// of each of its open streams.
 const MAX_REPLAY_BYTES_PER_STREAM: usize = 4 << 20;
 const MAX_REPLAY_BYTES_PER_SESSION: usize = 16 << 20;
 
@@ -745,6 +746,8 @@ impl Streams {
         }
         st.bytes += ev.len();
         let total = self.retained.fetch_add(ev.len(), Ordering::Relaxed) + ev.len();
+        st.events.push_back((seq, ev));
+        // Oldest first; the newest event (an answer) always stays.
         let mut dropped = 0;
         while st.events.len() > 1
             && (st.events.len() > MAX_EVENTS_PER_STREAM
@@ -756,7 +759,6 @@ impl Streams {
             dropped += old.len();
         }
         self.retained.fetch_sub(dropped, Ordering::Relaxed);
-        st.events.push_back((seq, ev));
         true
     }
 

@@ -17,7 +17,8 @@
 //!   the gateway resolves them.
 //! - [`segment`]: a value a server places into one segment of a URL path or one file name
 //!   (an id in `/api/v1/users/{id}`): no `/`, `\`, `.` or `..`, no percent escapes (a server may
-//!   decode them), no `?`, `#`, whitespace or control characters (CVE-2026-32871: FastMCP's
+//!   decode them), no `?`, `#`, `;`, `:` (a scheme: `http:evil` resolved against a base is
+//!   absolute), no characters that normalize to dots or slashes, no whitespace or control characters (CVE-2026-32871: FastMCP's
 //!   OpenAPI provider joined `../admin` onto its backend URL with its own credentials).
 //! - [`text`]: free text: hidden characters and explicit injection phrases.
 //!
@@ -176,8 +177,17 @@ pub fn segment(value: &str) -> Result<(), Refusal> {
     if value.contains('%') {
         return refuse("value contains a percent escape");
     }
-    if value.contains(['?', '#', ';']) {
-        return refuse("value contains a query, fragment or parameter delimiter");
+    if value.contains(['?', '#', ';', ':']) {
+        return refuse("value contains a query, fragment, parameter or scheme delimiter");
+    }
+    // Look-alikes that Unicode normalization (NFKC) or a lenient URL parser turns into dots and
+    // slashes: fullwidth and small full stops, one- and two-dot leaders, ellipsis, fullwidth and
+    // division slashes, fraction slash, fullwidth backslash.
+    if value.contains([
+        '\u{ff0e}', '\u{fe52}', '\u{2024}', '\u{2025}', '\u{2026}', '\u{ff0f}', '\u{2215}', '\u{2044}', '\u{ff3c}',
+        '\u{29f8}', '\u{fe68}',
+    ]) {
+        return refuse("value contains a character that normalizes to a dot or a slash");
     }
     if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return refuse("value contains whitespace or a control character");

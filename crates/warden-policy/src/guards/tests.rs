@@ -225,6 +225,11 @@ fn segment_traversal() {
         "a b",
         "a\nb",
         "\u{0}",
+        "http:evil.example",
+        "\u{ff0e}\u{ff0e}",
+        "\u{2025}",
+        "a\u{ff0f}b",
+        "a\u{2215}b",
     ] {
         assert!(segment(v).is_err(), "{v:?}");
     }

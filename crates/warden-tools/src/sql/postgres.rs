@@ -158,11 +158,15 @@ impl Postgres {
         let mut it = tx.query_raw(&wrapped, refs).map_err(|e| failed(&e, ms))?;
         let (mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, false);
         while let Some(r) = it.next().map_err(|e| failed(&e, ms))? {
+            if rows.len() == self.max_rows {
+                truncated = true;
+                break;
+            }
             let Some(text) = r.get::<_, Option<&str>>(0) else {
                 return Err(format!("refused: a row of the result is larger than {} KiB", MAX_VALUE_BYTES >> 10));
             };
             bytes += text.len();
-            if rows.len() == self.max_rows || bytes > MAX_RESULT_BYTES {
+            if bytes > MAX_RESULT_BYTES {
                 truncated = true;
                 break;
             }

@@ -95,6 +95,8 @@ impl Sqlite {
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 100_000).map_err(|e| e.to_string())?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, super::MAX_VALUE_BYTES as i32).map_err(|e| e.to_string())?;
+        // A row is at most this many values of at most MAX_VALUE_BYTES each.
+        conn.set_limit(Limit::SQLITE_LIMIT_COLUMN, MAX_COLUMNS).map_err(|e| e.to_string())?;
         let allowed = self.allowed.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&allowed, &ctx)));
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
@@ -147,6 +149,9 @@ impl Engine for Sqlite {
     }
 }
 
+/// Most columns a statement may have (SQLite's own default is 2,000).
+const MAX_COLUMNS: i32 = 100;
+
 fn execute(
     conn: &Connection,
     sql: &str,
@@ -172,6 +177,10 @@ fn execute(
                 }
                 let mut obj = Map::new();
                 for (i, n) in names.iter().enumerate() {
+                    // Checked value by value: a wide row must not be copied whole first.
+                    if bytes > super::MAX_RESULT_BYTES {
+                        break;
+                    }
                     let v = match r.get_ref(i).map_err(|e| e.to_string())? {
                         ValueRef::Null => Value::Null,
                         ValueRef::Integer(i) => json!(i),
@@ -208,6 +217,12 @@ fn refused(e: &rusqlite::Error) -> String {
             if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied =>
         {
             format!("refused: {m}")
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::TooBig => {
+            format!("refused: a value is larger than {} KiB (string or blob too big)", super::MAX_VALUE_BYTES >> 10)
+        }
+        rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("too many columns") => {
+            format!("refused: at most {MAX_COLUMNS} columns ({m})")
         }
         e => format!("query failed: {e}"),
     }

@@ -1,6 +1,7 @@
 //! The built-in authorization server under an unauthenticated flood (issue 19, finding 5):
-//! registrations are limited per address, authorization requests in progress are capped per
-//! address, and form bodies are bounded — while the real flow keeps working.
+//! registrations are limited per address, authorization requests in progress are bounded per
+//! address (its own oldest make way), and form bodies are bounded — while the real flow keeps
+//! working.
 
 use crate::auth::builtin;
 use serde_json::json;
@@ -30,7 +31,8 @@ async fn registration_and_authorization_floods_are_bounded() {
     assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
     let client = first.unwrap();
 
-    // Authorization requests in progress: 50 per address, then 429 (a page, never a redirect).
+    // Authorization requests in progress: 50 per address; past them the address's own oldest
+    // request makes way (a flood displaces only its own requests, nobody is locked out).
     let (_, challenge) = builtin::pkce();
     let q = vec![
         ("response_type", "code".to_string()),
@@ -38,13 +40,19 @@ async fn registration_and_authorization_floods_are_bounded() {
         ("redirect_uri", redirect.to_string()),
         ("code_challenge", challenge),
         ("code_challenge_method", "S256".to_string()),
+        ("scope", "mcp".to_string()),
     ];
-    let mut pending = Vec::new();
+    let first = a.authorize(&q).await;
+    assert_eq!(first.status(), 200);
     for _ in 0..55 {
-        pending.push(a.authorize(&q).await.status().as_u16());
+        assert_eq!(a.authorize(&q).await.status(), 200);
     }
-    assert_eq!(pending.iter().filter(|s| **s == 200).count(), 50, "{pending:?}");
-    assert!(pending[50..].iter().all(|s| *s == 429), "{pending:?}");
+    let last = a.authorize(&q).await;
+    let (status, _) = a.consent(first, "alice", "correct horse battery", "approve").await;
+    assert_eq!(status, 400, "the oldest request made way for the newer ones");
+    let (status, q) = a.consent(last, "alice", "correct horse battery", "approve").await;
+    assert_eq!(status, 303, "the newest still completes");
+    assert!(builtin::get(&q, "code").is_some(), "{q:?}");
 
     // Form and registration bodies are bounded (64 KiB).
     let big = "x".repeat(100 << 10);

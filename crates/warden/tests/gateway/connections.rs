@@ -36,6 +36,8 @@ fn connections_are_capped_per_client_and_idle_ones_closed() {
     let w =
         warden("max_connections_per_client = 4\nconnection_idle_secs = 1", &fixture_stdio_upstream("fx", Some(""), ""));
     let a = addr(&w.url);
+    // The harness's own readiness probe is a connection too: let Warden see it closed.
+    std::thread::sleep(Duration::from_millis(300));
     let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&a).unwrap()).collect();
     for s in &mut held {
         assert!(healthz(s), "the first four are served");
