@@ -60,11 +60,17 @@ pub struct Full;
 pub struct Ticket(u64);
 
 struct Queue {
-    items: VecDeque<(SystemTime, Event)>,
+    /// Events with their time; lazy ones with when they were queued.
+    items: VecDeque<(SystemTime, Event, Option<Instant>)>,
+    /// Queued events that are not lazy (someone may be waiting for them).
+    eager: usize,
     /// Tickets handed out so far.
     next: u64,
     closing: bool,
 }
+
+/// How long the writer holds back a batch of only lazy events (see [`Recorder::record_lazy`]).
+const LAZY_WAIT: Duration = Duration::from_millis(5);
 
 struct Inner {
     q: Mutex<Queue>,
@@ -91,7 +97,7 @@ impl Recorder {
     /// driver may not run on the caller's async runtime).
     pub fn start(settings: Settings, mut sink: Box<dyn Sink>, key: Option<SigningKey>) -> Result<Recorder, String> {
         let inner = Arc::new(Inner {
-            q: Mutex::new(Queue { items: VecDeque::new(), next: 0, closing: false }),
+            q: Mutex::new(Queue { items: VecDeque::new(), eager: 0, next: 0, closing: false }),
             wake: Condvar::new(),
             stored: AtomicU64::new(0),
             stored_notify: tokio::sync::Notify::new(),
@@ -130,6 +136,19 @@ impl Recorder {
 
     /// Queue `e`, stamped now.
     pub fn record(&self, e: Event) -> Result<Ticket, Full> {
+        self.push(e, false)
+    }
+
+    /// Queue `e`, stamped now, without hurrying the writer: an event nobody waits for (the
+    /// attempt of an upstream call, whose outcome follows within microseconds to seconds). The
+    /// writer holds a batch of only such events back for at most [`LAZY_WAIT`], so that an
+    /// attempt and its outcome usually share one commit instead of the outcome waiting behind the
+    /// attempt's. Accepted into the queue at once all the same (the queue's capacity, `OnFull`).
+    pub fn record_lazy(&self, e: Event) -> Result<Ticket, Full> {
+        self.push(e, true)
+    }
+
+    fn push(&self, e: Event, lazy: bool) -> Result<Ticket, Full> {
         let now = SystemTime::now();
         let mut q = self.inner.q.lock();
         if q.items.len() >= self.inner.capacity || q.closing {
@@ -139,7 +158,8 @@ impl Recorder {
             }
             return Err(Full);
         }
-        q.items.push_back((now, e));
+        q.items.push_back((now, e, lazy.then(Instant::now)));
+        q.eager += usize::from(!lazy);
         q.next += 1;
         let t = Ticket(q.next);
         drop(q);
@@ -224,7 +244,19 @@ impl Writer {
         loop {
             let (last_ticket, closing) = {
                 let mut q = self.inner.q.lock();
-                while q.items.is_empty() && !q.closing {
+                loop {
+                    if q.closing || q.eager > 0 || q.items.len() >= self.s.max_batch {
+                        break;
+                    }
+                    // Only lazy events: hold them back a moment for company.
+                    if let Some(at) = q.items.front().and_then(|i| i.2) {
+                        let waited = at.elapsed();
+                        if waited >= LAZY_WAIT {
+                            break;
+                        }
+                        let _ = self.inner.wake.wait_for(&mut q, LAZY_WAIT - waited);
+                        continue;
+                    }
                     let due = self.checkpoint_due_in();
                     if self.inner.wake.wait_for(&mut q, due).timed_out() && self.checkpoint_due() {
                         break;
@@ -234,7 +266,9 @@ impl Writer {
                     let _ = self.inner.wake.wait_for(&mut q, self.s.group_commit);
                 }
                 let n = q.items.len().min(self.s.max_batch);
-                batch.extend(q.items.drain(..n));
+                let eager = q.items.iter().take(n).filter(|i| i.2.is_none()).count();
+                q.eager -= eager;
+                batch.extend(q.items.drain(..n).map(|(at, e, _)| (at, e)));
                 (q.next - q.items.len() as u64, q.closing && q.items.is_empty())
             };
             if !batch.is_empty() {

@@ -261,3 +261,39 @@ fn the_sqlite_wal_is_checkpointed_off_the_writer() {
         .unwrap();
     assert_eq!(n, 4000);
 }
+
+/// A sink that counts its commits.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl crate::sink::Sink for Counting {
+    fn head(&mut self, _chain: &str) -> Result<Option<(u64, String)>, String> {
+        Ok(None)
+    }
+    fn append(&mut self, _batch: &[crate::sink::Sealed]) -> Result<(), String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The attempt of an upstream call is queued lazily: its outcome, arriving soon after, shares
+/// its commit (the outcome's caller then waits for one commit, not two); a lone lazy event is
+/// still written within milliseconds.
+#[test]
+fn lazy_events_wait_briefly_for_company() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let d = dir("lazy");
+    let mut s = settings(&d.join("x.jsonl"), 1_000_000);
+    s.checkpoint_file = None;
+    let r = Recorder::start(s, Box::new(Counting(commits.clone())), None).unwrap();
+    r.record_lazy(Event::new("call", "attempted")).unwrap();
+    std::thread::sleep(Duration::from_micros(500));
+    let t = r.record(Event::new("call", "success")).unwrap();
+    assert!(r.stored_blocking(t, Duration::from_secs(5)));
+    assert_eq!(commits.load(SeqCst), 1, "attempt and outcome in one commit");
+    let t = r.record_lazy(Event::new("call", "attempted")).unwrap();
+    assert!(r.stored_blocking(t, Duration::from_secs(1)), "a lone lazy event is written anyway");
+    assert_eq!(commits.load(SeqCst), 2);
+    assert_eq!(r.written(), 3);
+    r.close();
+}

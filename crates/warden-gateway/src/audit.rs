@@ -248,12 +248,14 @@ impl Audit {
     }
 
     /// Queue an event that must be accepted before what it records happens (the attempt of an
-    /// upstream call): a full queue is an error unless `on_full = "drop"`. Not waited for.
+    /// upstream call): a full queue is an error unless `on_full = "drop"`. Not waited for, and
+    /// queued lazily: the writer holds it back a few milliseconds for the outcome to join it in
+    /// one commit.
     pub fn accept(&self, mut e: Event) -> Result<(), GatewayError> {
         cap_fields(&mut e);
         self.metrics.observe(&e);
         let Some(r) = &self.rec else { return Ok(()) };
-        match r.record(e) {
+        match r.record_lazy(e) {
             Ok(_) => Ok(()),
             Err(_) if r.on_full() == OnFull::Drop => Ok(()),
             Err(_) => {
