@@ -70,7 +70,8 @@ pub struct Event {
     /// failures from one address in one window); absent: one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
-    /// `allowed` or `denied`.
+    /// `allowed`, `denied` (by a rule, a kill switch, a limit or an approver) or `pending` (held
+    /// for approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
     /// A short reason label (never free text from a client or an upstream).

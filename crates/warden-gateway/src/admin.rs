@@ -135,8 +135,19 @@ fn refused(s: &AdminState, reason: &str) {
     s.audit.emit(e);
 }
 
-/// Record an admin action: what, by whom, on what, with which parameters.
-fn admin_event(s: &AdminState, kind: &str, detail: &str, by: &str, server: &str, name: Option<&str>, args: Value) {
+/// Record an admin action: what, by whom, on what, with which parameters — and wait until it is
+/// stored (as a request waits for its record), so that an action is never answered without its
+/// record. The action has already taken effect (a kill switch must not wait for the trail); when
+/// the record cannot be stored, that is logged as an error and the answer says `recorded: false`.
+async fn admin_event(
+    s: &AdminState,
+    kind: &str,
+    detail: &str,
+    by: &str,
+    server: &str,
+    name: Option<&str>,
+    args: Value,
+) -> bool {
     let mut e = warden_audit::Event::new(kind, "success");
     e.decision = Some("allowed".into());
     e.detail = Some(detail.into());
@@ -144,7 +155,13 @@ fn admin_event(s: &AdminState, kind: &str, detail: &str, by: &str, server: &str,
     e.server = Some(server.into());
     e.name = name.map(str::to_string);
     s.audit.arguments(&mut e, &args);
-    s.audit.emit(e);
+    match s.audit.commit(e).await {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::error!(kind, detail, server, "an admin action took effect but its audit record was not stored");
+            false
+        }
+    }
 }
 
 /// A caller allowed to operate the gateway (kill switches, pins): the admin token, or a principal
@@ -251,7 +268,8 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
                 &p.server,
                 Some(&p.tool),
                 json!({"digest": p.digest, "pending": pending}),
-            );
+            )
+            .await;
             reply(
                 StatusCode::CONFLICT,
                 json!({"error": "the pending definition changed since it was reviewed; review it again", "pending_digest": pending}),
@@ -259,10 +277,19 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
         }
         Ok(change) => {
             tracing::warn!(server = %p.server, tool = %p.tool, by = %by, "pin change approved through the admin API");
-            admin_event(&s, "pin", "approved", &by, &p.server, Some(&p.tool), json!({"digest": change.seen.digest}));
+            let recorded = admin_event(
+                &s,
+                "pin",
+                "approved",
+                &by,
+                &p.server,
+                Some(&p.tool),
+                json!({"digest": change.seen.digest}),
+            )
+            .await;
             reply(
                 StatusCode::OK,
-                json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}}),
+                json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}, "recorded": recorded}),
             )
         }
         Err(None) => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server and tool"})),
@@ -317,8 +344,9 @@ async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Resp
     match s.kills.kill(entry.clone()).await {
         Ok(()) => {
             let args = json!({"reason": entry.reason, "cancel_in_flight": entry.cancel_in_flight});
-            admin_event(&s, "kill_switch", "off", &entry.by, &entry.server, entry.tool.as_deref(), args);
-            reply(StatusCode::OK, json!({"killed": entry}))
+            let recorded =
+                admin_event(&s, "kill_switch", "off", &entry.by, &entry.server, entry.tool.as_deref(), args).await;
+            reply(StatusCode::OK, json!({"killed": entry, "recorded": recorded}))
         }
         Err(e) => store_error(e),
     }
@@ -339,12 +367,12 @@ async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) 
     let by = c.name(q.by);
     match s.kills.revive(&q.server, q.tool.as_deref(), &by).await {
         Ok(true) => {
-            admin_event(&s, "kill_switch", "on", &by, &q.server, q.tool.as_deref(), json!({}));
+            let recorded = admin_event(&s, "kill_switch", "on", &by, &q.server, q.tool.as_deref(), json!({})).await;
             let mut revived = json!({"server": q.server});
             if let Some(t) = q.tool {
                 revived["tool"] = t.into();
             }
-            reply(StatusCode::OK, json!({ "revived": revived }))
+            reply(StatusCode::OK, json!({ "revived": revived, "recorded": recorded }))
         }
         Ok(false) => reply(StatusCode::NOT_FOUND, json!({"error": "that switch is not off"})),
         Err(e) => store_error(e),
@@ -447,8 +475,11 @@ async fn decide(
             e.detail = Some(outcome.into());
             e.subject = Some(who.name.clone());
             e.approval = Some(json!({"id": id, "outcome": outcome, "by": who.name, "note": req.note}));
-            s.audit.emit(e);
-            reply(StatusCode::OK, json!({"approval": a}))
+            let recorded = s.audit.commit(e).await.is_ok();
+            if !recorded {
+                tracing::error!(outcome, "an approval decision took effect but its audit record was not stored");
+            }
+            reply(StatusCode::OK, json!({"approval": a, "recorded": recorded}))
         }
         Err(DecideError::NotFound) => not_found(),
         Err(DecideError::NotPending) => reply(StatusCode::CONFLICT, json!({"error": "that approval is not pending"})),

@@ -69,9 +69,9 @@ fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static str 
         Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => "backend_error",
         Ok(_) => "success",
         Err(e) => match e {
+            GatewayError::RateLimited { .. } => "rate_limited",
             _ if note.denied => "auth_denied",
             GatewayError::ApprovalDenied { .. } | GatewayError::SwitchedOff { .. } => "auth_denied",
-            GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Timeout => "timeout",
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::Upstream(_) | GatewayError::Unavailable => "backend_error",
@@ -186,10 +186,14 @@ pub async fn handle(
     e.capability = note.capability.map(str::to_string);
     e.name = note.name;
     e.target = note.target;
-    e.decision = match (&note.rule, note.denied) {
-        (_, true) => Some("denied".into()),
-        (Some(_), false) => Some("allowed".into()),
-        (None, false) => None,
+    // What policy finally decided: a call held for approval is pending, and one the approver
+    // refused is denied, whatever rule allowed it to be asked.
+    e.decision = match (&note.rule, note.denied, &result) {
+        (_, _, Err(GatewayError::ApprovalPending { .. })) => Some("pending".into()),
+        (_, _, Err(GatewayError::ApprovalDenied { .. })) => Some("denied".into()),
+        (_, true, _) => Some("denied".into()),
+        (Some(_), false, _) => Some("allowed".into()),
+        (None, false, _) => None,
     };
     e.rule = note.rule;
     e.findings = note.findings;
@@ -281,6 +285,11 @@ async fn call_one(
             ) {
                 note.rule = policy.refusal(p, up, kind, name, read_only, args).map(|(r, _)| r);
                 note.denied = note.rule.is_some();
+            }
+            // A limit refused what a rule allowed: recorded as denied, with that rule.
+            if matches!(e, GatewayError::RateLimited { .. }) {
+                note.rule = policy.allowed_by(p, up, kind, name, read_only, args);
+                note.denied = true;
             }
             return Err(e);
         }

@@ -356,6 +356,20 @@ impl Policy {
         Some((r.by().to_string(), r.answer()))
     }
 
+    /// The rule that allows `p` this target (for the audit record of a call a limit refused).
+    pub fn allowed_by(
+        &self,
+        p: &Principal,
+        up: usize,
+        kind: Kind,
+        name: &str,
+        read_only: bool,
+        args: Option<&Value>,
+    ) -> Option<String> {
+        let rule = self.decide(p, up, kind, name, read_only, args).ok()?;
+        Some(self.rules.rules()[rule].id.clone())
+    }
+
     /// Kill switch → authorization → limits, for one call. A refusal by a rule is the same error
     /// as an unknown target ([`Policy::refusal`] says which rule, for the audit record).
     pub async fn admit(

@@ -153,6 +153,15 @@ async fn admin_queue_approvals_are_bound_single_use_and_never_self_given() {
     let other = error(&other.await.unwrap());
     assert_eq!(other["data"]["state"], "pending", "other arguments are not covered: {other}");
     assert!(w.log().contains("self-approval refused"));
+    // Issue 20, finding 13: the trail says what policy finally decided, not that a rule allowed
+    // the call to be asked: held calls are `pending`, refused ones `denied`.
+    let cfg_s = cfg.display().to_string();
+    let calls = crate::audit::records(&cfg_s, &["--kind", "call"]);
+    let by_status = |st: &str| calls.iter().filter(|r| r["status"] == st).collect::<Vec<_>>();
+    let pending = by_status("approval_pending");
+    assert!(!pending.is_empty() && pending.iter().all(|r| r["decision"] == "pending"), "{pending:?}");
+    let denied: Vec<_> = calls.iter().filter(|r| r["approval"]["outcome"] == "denied").collect();
+    assert!(!denied.is_empty() && denied.iter().all(|r| r["decision"] == "denied"), "{denied:?}");
 }
 
 /// POST a request and read its SSE stream, answering `elicitation/create` with `reply`;

@@ -352,6 +352,16 @@ max_concurrent_per_principal = 1
     assert_eq!((e["code"].as_i64(), e["data"]["limit"].as_str()), (Some(-32029), Some("tool")));
     assert_eq!(e["data"]["retryAfterSeconds"].as_u64(), Some(retry));
     assert!(two.tool(4, "echo", json!({"text": "x"})).await.get("result").is_some(), "limits are per caller");
+    // Issue 20, finding 13: recorded as denied by that limit, with the rule that allowed it.
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let limited = crate::audit::records(&cfg, &["--kind", "call", "--status", "rate_limited"]);
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    let l = &limited[0];
+    assert_eq!(
+        (l["decision"].as_str(), l["rule"].as_str(), l["detail"].as_str()),
+        (Some("denied"), Some("echo-rated"), Some("tool")),
+        "{l}"
+    );
 
     // Daily quota.
     assert!(one.call(5, "prompts/get", json!({"name": "test_simple_prompt"})).await.get("result").is_some());
