@@ -31,7 +31,7 @@
 
 mod sql;
 
-pub use sql::{sql, Dialect, SqlPolicy};
+pub use sql::{cast_allowed, sql, Dialect, SqlPolicy};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a value was refused.

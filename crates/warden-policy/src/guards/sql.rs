@@ -10,7 +10,9 @@
 //! `pg_advisory_lock`, `benchmark`). Quoting does not help (`"pg_read_file"(…)`, `` `load_file`(…)``:
 //! an unknown name is refused however it is written; a quoted name in PostgreSQL keeps its case),
 //! nor does a schema (`pg_catalog.lower` is refused: only bare names), nor a function in `FROM`
-//! (refused outright: only tables, subqueries and joins).
+//! (refused outright: only tables, subqueries and joins). Casts and typed literals only to plain
+//! value types ([`cast_allowed`]): `'public.secrets'::regclass::oid` and `'x'::regrole` would
+//! look names up in the catalog.
 //! Does not defend against: a view or a column default that calls something itself, expensive
 //! queries made of allowed parts (bound them with a statement timeout on the database), dialect
 //! features the parser does not know (refused as parse errors, so this fails closed).
@@ -78,6 +80,61 @@ impl Dialect {
         let n = folded(id, self);
         self.functions().any(|f| f == n) || extra.contains(&n)
     }
+}
+
+/// Types a value may be cast to, or a literal typed as (`x::int`, `CAST(x AS text)`,
+/// `DATE '2026-01-01'`), arrays of them included: plain values only. Object-identifier types
+/// (`regclass`, `regrole`, `regproc`, `oid` …) turn a string into a catalog lookup
+/// (`'public.secrets'::regclass::oid` names a table the query may not read), and any other or
+/// schema-qualified type could have an input function of its own: refused.
+pub fn cast_allowed(t: &sqlparser::ast::DataType) -> bool {
+    const PLAIN: &[&str] = &[
+        "TEXT",
+        "VARCHAR",
+        "CHAR",
+        "CHARACTER",
+        "CHARACTER VARYING",
+        "CHAR VARYING",
+        "STRING",
+        "INT",
+        "INTEGER",
+        "SMALLINT",
+        "BIGINT",
+        "TINYINT",
+        "INT2",
+        "INT4",
+        "INT8",
+        "NUMERIC",
+        "DECIMAL",
+        "DEC",
+        "REAL",
+        "FLOAT",
+        "FLOAT4",
+        "FLOAT8",
+        "DOUBLE",
+        "DOUBLE PRECISION",
+        "BOOL",
+        "BOOLEAN",
+        "DATE",
+        "TIME",
+        "TIMESTAMP",
+        "DATETIME",
+        "INTERVAL",
+        "UUID",
+        "JSON",
+        "JSONB",
+        "BYTEA",
+        "BLOB",
+    ];
+    let mut text = t.to_string().to_ascii_uppercase();
+    while let Some(inner) = text.strip_suffix("[]") {
+        text = inner.trim_end().to_string();
+    }
+    // `NUMERIC(10,2)`, `VARCHAR(20)`, `TIMESTAMP(3) WITH TIME ZONE`: the name before any size.
+    let name = text.split('(').next().unwrap_or_default().trim();
+    let name =
+        name.strip_suffix(" WITH TIME ZONE").or_else(|| name.strip_suffix(" WITHOUT TIME ZONE")).unwrap_or(name).trim();
+    PLAIN.contains(&name)
 }
 
 fn folded(i: &Ident, d: Dialect) -> String {
@@ -377,6 +434,14 @@ pub fn sql(sql: &str, policy: &SqlPolicy) -> Result<(), Refusal> {
         match e {
             Expr::Function(f) if !dialect_name.allows(&f.name, &policy.functions) => {
                 bad = Some("the query calls a function that is not allowed");
+                return ControlFlow::Break(());
+            }
+            Expr::Cast { data_type, .. } if !cast_allowed(data_type) => {
+                bad = Some("the query casts to a type that is not allowed");
+                return ControlFlow::Break(());
+            }
+            Expr::TypedString(t) if !cast_allowed(&t.data_type) => {
+                bad = Some("the query types a literal as a type that is not allowed");
                 return ControlFlow::Break(());
             }
             Expr::Identifier(id)

@@ -172,6 +172,36 @@ fn sql_functions_are_allow_listed_per_dialect() {
     assert_eq!(sql("SELECT md5(name) FROM t", &p), Ok(()));
 }
 
+/// Issue 20, finding 12: casts and typed literals to object-identifier types look names up in
+/// the catalog (other schemas, roles); only plain value types are allowed.
+#[test]
+fn sql_casts_only_to_plain_types() {
+    let pg = SqlPolicy { dialect: "postgres".into(), ..Default::default() };
+    for ok in [
+        "SELECT id::text FROM t",
+        "SELECT CAST(price AS numeric(10,2)) FROM t",
+        "SELECT '2026-01-01'::date, DATE '2026-01-01', '1 day'::interval FROM t",
+        "SELECT x::int[] FROM t",
+        "SELECT ts::timestamp with time zone FROM t",
+        "SELECT CAST(v AS DOUBLE PRECISION) FROM t",
+    ] {
+        assert!(sql(ok, &pg).is_ok(), "{ok}: {:?}", sql(ok, &pg));
+    }
+    for bad in [
+        "SELECT 'public.secrets'::regclass::oid FROM t",
+        "SELECT 'pg_read_server_files'::regrole::oid FROM t",
+        "SELECT CAST('pg_sleep' AS regproc) FROM t",
+        "SELECT 'x'::regnamespace FROM t",
+        "SELECT 1::oid FROM t",
+        "SELECT 'a'::pg_catalog.text FROM t",
+        "SELECT x::my_type FROM t",
+        "SELECT regclass 'public.secrets' FROM t",
+        "SELECT 'x'::regclass[] FROM t",
+    ] {
+        assert!(sql(bad, &pg).is_err(), "{bad}");
+    }
+}
+
 #[test]
 fn sql_column_allow_list() {
     let p = SqlPolicy {

@@ -378,6 +378,13 @@ impl VisitorMut for Rewrite<'_> {
             // The same allow-list as the SQL argument guard's (unqualified names only).
             Expr::Function(f) if Dialect::Postgres.allows(&f.name, &[]) => ControlFlow::Continue(()),
             Expr::Function(f) => refuse(format!("function {} is not allowed", f.name)),
+            // Object-identifier types turn a string into a catalog lookup: plain value types only.
+            Expr::Cast { data_type, .. } if !warden_policy::guards::cast_allowed(data_type) => {
+                refuse(format!("a cast to {data_type} is not allowed"))
+            }
+            Expr::TypedString(t) if !warden_policy::guards::cast_allowed(&t.data_type) => {
+                refuse(format!("a literal of type {} is not allowed", t.data_type))
+            }
             Expr::CompoundIdentifier(parts) => match parts.last() {
                 Some(c) if self.known.contains(&folded(c).to_lowercase()) => ControlFlow::Continue(()),
                 _ => refuse(format!("{} is not an allowed column", ObjectName::from(parts.clone()))),

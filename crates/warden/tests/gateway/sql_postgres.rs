@@ -116,6 +116,11 @@ fn postgres_sql_tools_refuse_every_escape_even_as_superuser() {
         "SELECT * FROM pg_class",
         "SELECT table_name FROM information_schema.tables",
         "SELECT pg_read_file('/etc/passwd')",
+        // issue 20 finding 12: catalog lookups through casts and typed literals
+        "SELECT 'public.secrets'::regclass::oid AS o FROM products",
+        "SELECT 'pg_read_server_files'::regrole::oid AS o FROM products",
+        "SELECT regnamespace 'pg_catalog' AS o FROM products",
+        "SELECT CAST('pg_sleep' AS regproc) AS o FROM products",
         "SELECT pg_catalog.pg_read_file('/etc/passwd')",
         "SELECT * FROM pg_read_file('/etc/passwd')",
         "SELECT * FROM generate_series(1, 10)",
@@ -157,6 +162,7 @@ fn postgres_sql_tools_refuse_every_escape_even_as_superuser() {
     assert!(r.as_ref().is_err_and(|e| e.contains("larger than 1024 KiB")), "{:?}", r.map(|v| v["row_count"].clone()));
     let r = sql("SELECT repeat('x', 2000000) AS pad FROM products");
     assert!(r.is_err());
+    assert!(sql("SELECT id::text AS t, price::numeric(10,1) AS p FROM products").is_ok(), "plain casts work");
     let r = sql("SELECT lpad('', 1000, 'x') AS pad FROM products").unwrap();
     assert_eq!(r["rows"][0]["pad"].as_str().unwrap().len(), 1000);
 
