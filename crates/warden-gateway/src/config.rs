@@ -211,6 +211,15 @@ pub struct JwtIssuer {
     /// Fewest seconds between JWKS fetches caused by an unknown `kid`. Default 10.
     #[serde(default = "default_kid_refresh")]
     pub unknown_kid_refresh_secs: u64,
+    /// Tenants this issuer may assert; a token naming another is refused. Empty (the default):
+    /// any — set it whenever several issuers or API keys share one Warden with tenants.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Whether this issuer may grant Warden's own scopes (`warden:admin`, `warden:approve`).
+    /// Default false: such scopes in its tokens are ignored, so an identity provider that anyone
+    /// can register scopes at cannot make its users Warden operators.
+    #[serde(default)]
+    pub admin_scopes: bool,
 }
 
 /// RFC 7662 token introspection for opaque tokens.

@@ -57,7 +57,8 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) * 1000 + (Instant::now().elapsed().as_nanos() as u64 % 1000)
 }
 
-fn wait_http(url: &str) {
+/// Wait until something accepts TCP connections at `url`'s host and port (at most 20 s).
+pub fn wait_http(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
     while Instant::now() < deadline {

@@ -396,12 +396,19 @@ pub fn claims_principal(
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::InvalidToken("token lacks sub"))?
         .to_string();
-    let scopes = match claims.get("scope") {
+    let mut scopes = match claims.get("scope") {
         Some(v) => strings(Some(v)),
         None => strings(claims.get("scp")),
     };
+    // Warden's own scopes only from an issuer trusted with them.
+    if !cfg.admin_scopes {
+        scopes.retain(|s| !s.starts_with("warden:"));
+    }
     let roles = strings(claim_path(&claims, &cfg.roles_claim));
     let tenant = claim_path(&claims, &cfg.tenant_claim).and_then(Value::as_str).map(String::from);
+    if !cfg.tenants.is_empty() && tenant.as_ref().is_some_and(|t| !cfg.tenants.contains(t)) {
+        return Err(AuthError::InvalidToken("token names a tenant its issuer may not assert"));
+    }
     let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(String::from);
     Ok(Principal { subject, tenant, client_id, scopes, roles, claims, method })
 }

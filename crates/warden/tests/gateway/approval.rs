@@ -240,7 +240,7 @@ async fn self_approval_is_refused_whatever_the_credential() {
     let (alice, ea) = key("alice", &["mcp"], &[], Some("acme"));
     let rules =
         "[[rule]]\nid = \"echo-needs-approval\"\ntools = [\"echo\"]\napproval = \"admin\"\n[approval]\nwait_secs = 3\n";
-    let jwt_issuer = format!("[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
+    let jwt_issuer = format!("[[auth.jwt]]\nissuer = {:?}\nadmin_scopes = true\n", idp.issuer);
     let w = warden("", &format!("{up}\n[auth]\n{ea}\n{jwt_issuer}\n{admin_cfg}\n{rules}"));
     let c = crate::authz::client(&w, &alice).await;
     let held = tokio::spawn(async move { c.tool(1, "echo", json!({"text": "x"})).await });

@@ -1060,3 +1060,41 @@ async fn upstream_credentials_are_wardens_own_never_the_clients() {
     assert!(!b.log().contains(&key));
     assert!(b.log().contains("subject=warden"), "{}", b.log());
 }
+
+/// Issue 20, finding 6: an issuer asserts only the tenants it is allowed, and grants Warden's own
+/// scopes (`warden:admin`, `warden:approve`) only when trusted with them.
+#[tokio::test]
+async fn issuers_assert_only_their_tenants_and_no_operator_scopes_by_default() {
+    let idp = Idp::start().await;
+    // A tenant this issuer may not assert: refused.
+    let w = gateway_with(&idp, "");
+    let text = std::fs::read_to_string(w.dir.join("warden.toml")).unwrap();
+    drop(w);
+    let fenced =
+        text.replace("unknown_kid_refresh_secs = 30\n", "unknown_kid_refresh_secs = 30\ntenants = [\"globex\"]\n");
+    let port = warden_testkit::harness::free_port();
+    let fenced = fenced.replacen(fenced.split('"').nth(1).unwrap(), &format!("127.0.0.1:{port}"), 1);
+    let dir = warden_testkit::harness::tempdir("fenced");
+    std::fs::write(dir.join("warden.toml"), &fenced).unwrap();
+    let w = warden_testkit::harness::warden_config(&dir.join("warden.toml"), port);
+    let acme = idp.sign_ed(&idp.claims(&w.url, "mcp"), Some("ed1"));
+    let (s, body) = init_status(&w.url, Some(&acme)).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("tenant its issuer may not assert"), "{body}");
+    drop(w);
+
+    // Operator scopes from an issuer not trusted with them are ignored.
+    for (trusted, want) in [(false, 403), (true, 200)] {
+        let (admin_cfg, admin) = crate::approval::admin_section();
+        let extra = if trusted { "admin_scopes = true\n" } else { "" };
+        let auth =
+            format!("[auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\n{extra}{admin_cfg}", idp.issuer);
+        let w = warden("", &format!("{}\n{auth}", fixture_stdio_upstream("fx", Some(""), "")));
+        let mut claims = idp.claims(&w.url, "mcp warden:admin");
+        claims.remove("tenant");
+        let token = idp.sign_ed(&claims, Some("ed1"));
+        warden_testkit::harness::wait_http(&admin);
+        let r = reqwest::Client::new().get(format!("{admin}/kill-switches")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "admin_scopes = {trusted}");
+    }
+}
