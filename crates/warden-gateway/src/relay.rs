@@ -180,7 +180,7 @@ impl Service for Relay {
                 "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
             });
             // An optional string: absent, never null, when no upstream declares instructions.
-            if let Some(text) = merge_instructions(&shared.specs, &inits) {
+            if let Some(text) = merge_instructions(&shared, &inits) {
                 result["instructions"] = Value::String(text);
             }
             let p = &session.principal;
@@ -228,12 +228,29 @@ pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Va
 }
 
 /// The upstreams' instructions, each under its server's name; `None` when none declares any.
-fn merge_instructions(specs: &[Spec], inits: &[Option<ServerInit>]) -> Option<String> {
-    let parts: Vec<String> = specs
-        .iter()
-        .zip(inits)
-        .filter_map(|(s, i)| i.as_ref()?.instructions.as_ref().map(|t| format!("[{}] {t}", s.name)))
-        .collect();
+/// The upstreams' `instructions`, each through the output stages (issue 20, finding 4: they
+/// reach the model's context raw otherwise) and labelled with its upstream; one whose text reads
+/// as an injection under `block` is left out, logged and recorded.
+fn merge_instructions(shared: &Shared, inits: &[Option<ServerInit>]) -> Option<String> {
+    let mut parts = Vec::new();
+    for (spec, init) in shared.specs.iter().zip(inits) {
+        let Some(text) = init.as_ref().and_then(|i| i.instructions.as_deref()) else { continue };
+        let (kept, report) = shared.content.process_instructions(&spec.name, text);
+        let findings: Vec<String> = report.injection.findings.iter().map(|f| format!("injection:{}", f.rule)).collect();
+        match kept {
+            Some(t) => parts.push(format!("[{}] {t}", spec.name)),
+            None => {
+                tracing::warn!(upstream = %spec.name, findings = ?findings, "server instructions withheld: they read as a prompt injection");
+                let mut e = warden_audit::Event::new("scan", "blocked_by_guard");
+                e.decision = Some("denied".into());
+                e.detail = Some("instructions".into());
+                e.server = Some(spec.name.clone());
+                e.name = Some("instructions".into());
+                e.findings = findings;
+                shared.audit.emit(e);
+            }
+        }
+    }
     (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 

@@ -48,7 +48,9 @@ impl Service for Fixture {
                         "completions": {}
                     },
                     "serverInfo": {"name": "warden-fixture", "version": env!("CARGO_PKG_VERSION")},
-                    "instructions": "Fixture server for Warden's tests."
+                    // `FIXTURE_INSTRUCTIONS`: hostile-upstream tests give other instructions.
+                    "instructions": std::env::var("FIXTURE_INSTRUCTIONS")
+                        .unwrap_or_else(|_| "Fixture server for Warden's tests.".into())
                 }),
             })
         }

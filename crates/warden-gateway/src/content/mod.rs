@@ -299,6 +299,19 @@ impl Content {
         report
     }
 
+    /// Stage 8 on an upstream's `instructions` (from `initialize`), which clients put in the
+    /// model's context like a tool description: sanitized (hidden characters, ANSI escapes),
+    /// checked for injection and redacted like any output. None when it is withheld (injection
+    /// action `block`); the report says why.
+    pub fn process_instructions(&self, server: &str, text: &str) -> (Option<String>, OutputReport) {
+        let mut v = json!({ "instructions": text });
+        let report = self.process_message(server, "instructions", &mut v);
+        if report.blocked {
+            return (None, report);
+        }
+        (v["instructions"].as_str().map(str::to_string), report)
+    }
+
     /// Scrub and redact an upstream's error before it reaches the client.
     pub fn process_error(&self, server: &str, name: &str, e: &mut ErrorObject) {
         let (_, red, _) = self.output_settings(server, name);
