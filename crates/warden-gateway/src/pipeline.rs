@@ -295,6 +295,9 @@ async fn call_one(
         }
     };
     note.rule = Some(grant.rule.clone());
+    if grant.unlimited {
+        note.findings.push("limits:fail_open".into());
+    }
     let content = &s.shared.content;
     if method == "tools/call" {
         let empty = json!({});

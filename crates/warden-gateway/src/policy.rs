@@ -94,6 +94,9 @@ pub struct Grant {
     pub timeout: Duration,
     /// Whose decision the call waits for, if anyone's.
     pub approval: Option<ApprovalMode>,
+    /// Let through without its limits: the store was out and `on_outage = "fail_open"` (the
+    /// call's record says so).
+    pub unlimited: bool,
     _slots: Vec<OwnedSemaphorePermit>,
 }
 
@@ -435,6 +438,7 @@ impl Policy {
                 scope: "daily_quota",
             });
         }
+        let mut unlimited = false;
         if !checks.is_empty() {
             match self.store.take(&checks).await {
                 Ok(Ok(())) => {}
@@ -444,6 +448,7 @@ impl Policy {
                 }
                 Err(e) if self.on_outage == OnOutage::FailOpen => {
                     tracing::warn!(error = %e, server = %server, name, "limit store out; call allowed (fail_open)");
+                    unlimited = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, server = %server, name, "limit store out; call refused (fail_closed)");
@@ -451,6 +456,6 @@ impl Policy {
                 }
             }
         }
-        Ok(Grant { rule: id.clone(), timeout: o.timeout, approval: o.approval, _slots: slots })
+        Ok(Grant { rule: id.clone(), timeout: o.timeout, approval: o.approval, unlimited, _slots: slots })
     }
 }

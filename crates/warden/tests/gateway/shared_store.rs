@@ -111,6 +111,12 @@ async fn two_wardens_share_limits_kill_switches_and_approvals_and_fail_closed_wi
     assert!(cb.tool(9, "echo", json!({"text": "open"})).await.get("result").is_some());
     assert!(a.log().contains("limit store out; call refused (fail_closed)"));
     assert!(b.log().contains("limit store out; call allowed (fail_open)"));
+    // Issue 20, finding 8: a call let through without its limits says so in its record.
+    let cfg_b = b.dir.join("warden.toml").display().to_string();
+    let open = crate::audit::records(&cfg_b, &["--kind", "call"]);
+    let unlimited: Vec<_> = open.iter().filter(|r| r["findings"].to_string().contains("limits:fail_open")).collect();
+    assert_eq!(unlimited.len(), 1, "{open:?}");
+    assert_eq!(unlimited[0]["request_id"], "9");
 
     // Back again: A serves from the same limits (a fresh Redis: a fresh budget).
     let _redis = harness::redis_server_on(redis_port);
