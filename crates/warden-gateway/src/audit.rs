@@ -41,12 +41,12 @@ const MAX_ARG_STRING: usize = 1024;
 /// 3 MiB JSON-RPC id must not make a 3 MiB record.
 const MAX_FIELD: usize = 512;
 
-/// Cut `s` to [`MAX_FIELD`] bytes, saying how much was left out.
-fn cap(s: &mut String) {
-    if s.len() <= MAX_FIELD {
+/// Cut `s` to at most `max` bytes (on a character boundary), saying how much was left out.
+fn cap(s: &mut String, max: usize) {
+    if s.len() <= max {
         return;
     }
-    let mut cut = MAX_FIELD;
+    let mut cut = max;
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -74,7 +74,7 @@ fn cap_fields(e: &mut Event) {
     .into_iter()
     .flatten()
     {
-        cap(f);
+        cap(f, MAX_FIELD);
     }
 }
 
@@ -223,15 +223,7 @@ impl Audit {
                 if let std::borrow::Cow::Owned(r) = self.redactor.redact(s, &mut found) {
                     *s = r;
                 }
-                if s.len() > MAX_ARG_STRING {
-                    let mut cut = MAX_ARG_STRING;
-                    while !s.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    let more = s.len() - cut;
-                    s.truncate(cut);
-                    s.push_str(&format!("[… {more} bytes not recorded]"));
-                }
+                cap(s, MAX_ARG_STRING);
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.redact(x, depth + 1)),
             Value::Object(m) => {
