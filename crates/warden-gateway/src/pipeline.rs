@@ -144,7 +144,7 @@ pub async fn handle(
             let name = params_name.as_deref().unwrap_or_default();
             match s.hidden(cap, name) {
                 Some((up, orig, ro)) => {
-                    let refused = s.shared.policy.refusal(p, up, kind, &orig, ro, None);
+                    let refused = s.shared.policy.ruling(p, up, kind, &orig, ro, None).err();
                     note.denied = refused.is_some();
                     note.server = Some(s.shared.specs[up].name.clone());
                     note.capability = Some(kind.as_str());
@@ -283,12 +283,12 @@ async fn call_one(
                     | GatewayError::UnknownResource
                     | GatewayError::SwitchedOff { .. }
             ) {
-                note.rule = policy.refusal(p, up, kind, name, read_only, args).map(|(r, _)| r);
+                note.rule = policy.ruling(p, up, kind, name, read_only, args).err().map(|(r, _)| r);
                 note.denied = note.rule.is_some();
             }
             // A limit refused what a rule allowed: recorded as denied, with that rule.
             if matches!(e, GatewayError::RateLimited { .. }) {
-                note.rule = policy.allowed_by(p, up, kind, name, read_only, args);
+                note.rule = policy.ruling(p, up, kind, name, read_only, args).ok();
                 note.denied = true;
             }
             return Err(e);

@@ -344,9 +344,9 @@ impl Policy {
         }
     }
 
-    /// Why a target is refused to `p` — `kill_switch`, the deny rule, or `no allow rule`, for the
-    /// audit record — and the answer; `None` when it is not refused.
-    pub fn refusal(
+    /// For the audit record: the id of the rule that allows `p` this target, or why it is
+    /// refused — `kill_switch`, the deny rule, or `no allow rule` — and the answer.
+    pub fn ruling(
         &self,
         p: &Principal,
         up: usize,
@@ -354,27 +354,15 @@ impl Policy {
         name: &str,
         read_only: bool,
         args: Option<&Value>,
-    ) -> Option<(String, GatewayError)> {
-        let r = self.decide(p, up, kind, name, read_only, args).err()?;
-        Some((r.by().to_string(), r.answer()))
-    }
-
-    /// The rule that allows `p` this target (for the audit record of a call a limit refused).
-    pub fn allowed_by(
-        &self,
-        p: &Principal,
-        up: usize,
-        kind: Kind,
-        name: &str,
-        read_only: bool,
-        args: Option<&Value>,
-    ) -> Option<String> {
-        let rule = self.decide(p, up, kind, name, read_only, args).ok()?;
-        Some(self.rules.rules()[rule].id.clone())
+    ) -> Result<String, (String, GatewayError)> {
+        match self.decide(p, up, kind, name, read_only, args) {
+            Ok(rule) => Ok(self.rules.rules()[rule].id.clone()),
+            Err(r) => Err((r.by().to_string(), r.answer())),
+        }
     }
 
     /// Kill switch → authorization → limits, for one call. A refusal by a rule is the same error
-    /// as an unknown target ([`Policy::refusal`] says which rule, for the audit record).
+    /// as an unknown target ([`Policy::ruling`] says which rule, for the audit record).
     pub async fn admit(
         &self,
         p: &Principal,

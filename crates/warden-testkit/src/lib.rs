@@ -8,4 +8,5 @@ pub mod fixture;
 pub mod harness;
 pub mod idp;
 pub mod pki;
+pub mod serve;
 pub mod vulnerable;

@@ -1,9 +1,6 @@
 //! `warden-fixture --stdio` or `warden-fixture --http 127.0.0.1:PORT`: the fixture MCP server.
 use clap::Parser;
 use std::sync::Arc;
-use warden_gateway::gateway::mcp_router;
-use warden_gateway::listener::{serve_router, ListenLimits};
-use warden_gateway::server::http::{HttpOptions, McpEndpoint};
 use warden_testkit::fixture::Fixture;
 
 #[derive(Parser)]
@@ -24,30 +21,5 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let args = Args::parse();
-    match args.http {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            eprintln!("warden-fixture listening on http://{}/mcp", listener.local_addr()?);
-            let ep = McpEndpoint::new(Arc::new(Fixture { stdio: false }), HttpOptions::default(), None);
-            let limits = ListenLimits {
-                max_header_bytes: 64 << 10,
-                read_timeout: std::time::Duration::from_secs(30),
-                ..Default::default()
-            };
-            serve_router(listener, mcp_router(ep, None), limits, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
-        }
-        None => {
-            warden_gateway::server::stdio::serve(
-                Arc::new(Fixture { stdio: true }),
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-                64,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    warden_testkit::serve::serve("warden-fixture", args.http, |stdio| Arc::new(Fixture { stdio })).await
 }
