@@ -144,9 +144,10 @@ pub fn scan(
     }
 }
 
-/// Verify the trail in `store` against its checkpoint file, when there is one.
-pub fn verify(store: &Store, checkpoints: Option<&Path>, public_key: Option<&str>) -> Result<verify::Report, String> {
-    let mut r = verify::Report::new(public_key);
+/// Verify the trail in `store` against its checkpoint files (one per writing instance; none is
+/// a problem), trusting only `expect.key`.
+pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) -> Result<verify::Report, String> {
+    let mut r = verify::Report::new(expect);
     let end = scan(store, 0, None, |s| {
         r.add(s);
         true
@@ -157,15 +158,23 @@ pub fn verify(store: &Store, checkpoints: Option<&Path>, public_key: Option<&str
             r.notes.push(format!("the log ends in a partial record ({} bytes): a write cut short", len - end as u64));
         }
     }
-    match checkpoints.map(|cp| (cp, std::fs::read_to_string(cp))) {
-        Some((_, Ok(text))) => r.anchor(&text.lines().map(str::to_string).collect::<Vec<_>>()),
-        Some((cp, Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
-            r.notes.push(format!("no checkpoint file {}: truncation of the log's end cannot be detected", cp.display()))
+    let mut lines = Vec::new();
+    let mut given = false;
+    for cp in checkpoints {
+        match std::fs::read_to_string(cp) {
+            Ok(text) => {
+                given = true;
+                lines.extend(text.lines().map(str::to_string));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => r.problem(format!(
+                "no checkpoint file {}: it was deleted (every Warden writes one when it starts), or the wrong one was named",
+                cp.display()
+            )),
+            Err(e) => return Err(format!("{}: {e}", cp.display())),
         }
-        Some((cp, Err(e))) => return Err(format!("{}: {e}", cp.display())),
-        None => r.notes.push("no checkpoint file given: truncation of the log's end cannot be detected".into()),
     }
-    r.finish();
+    r.anchor(&lines);
+    r.finish(given || !checkpoints.is_empty());
     Ok(r)
 }
 

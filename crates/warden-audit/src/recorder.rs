@@ -3,8 +3,8 @@
 //! The call path only stamps the time and pushes the event ([`Recorder::record`], a mutex and a
 //! condition variable); the writer links each event into the hash chain, seals it, appends whole
 //! batches to the sink (group commit: whatever queued while the last batch was written, plus up
-//! to `group_commit` of waiting) and signs a checkpoint every `checkpoint_every` events or
-//! `checkpoint_interval`. A caller that must not answer before its record is stored waits on
+//! to `group_commit` of waiting) and signs a checkpoint when it starts, every `checkpoint_every`
+//! events or `checkpoint_interval`, and when it is closed. A caller that must not answer before its record is stored waits on
 //! [`Recorder::stored`].
 //!
 //! A full queue is never silent: `OnFull::Reject` refuses the event (the caller fails the request
@@ -240,6 +240,10 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self) {
+        // A checkpoint at start signs the head this Warden continues from (genesis for a new
+        // chain): every chain written with a key holds at least one, so a chain rewritten with
+        // its checkpoints dropped is found however short it is.
+        self.checkpoint();
         let mut batch: Vec<(SystemTime, Event)> = Vec::with_capacity(self.s.max_batch);
         loop {
             let (last_ticket, closing) = {

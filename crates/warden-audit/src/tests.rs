@@ -47,7 +47,7 @@ fn write_log(log: &Path, n: usize, every: u64) -> String {
 }
 
 fn verify_file(log: &Path, key: &str) -> Result<verify::Report, String> {
-    verify(&Store::File(log.into()), Some(&checkpoint_path(log)), Some(key))
+    verify(&Store::File(log.into()), &[checkpoint_path(log)], verify::Expect::new(Some(key), 1000, 60))
 }
 
 fn lines(p: &Path) -> Vec<String> {
@@ -73,8 +73,8 @@ fn a_clean_jsonl_log_verifies_and_continues_across_restarts() {
     let r = verify_file(&log, &key).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     let c = &r.chains["main"];
-    // Checkpoints at batch ends once 100 events have passed, and at each close.
-    assert!(c.checkpoints >= 2, "{c:?}");
+    // Checkpoints at each start, at batch ends once 100 events have passed, and at each close.
+    assert!(c.checkpoints >= 4, "{c:?}");
     assert_eq!(c.records, 260 + c.checkpoints, "{c:?}");
     assert_eq!(c.signed_through, c.seq, "closed logs end with a checkpoint");
     assert_eq!(lines(&checkpoint_path(&log)).len() as u64, c.checkpoints);
@@ -89,11 +89,11 @@ fn tampering_with_a_jsonl_log_is_found_and_located() {
 
     // Edited: a denied call made to look like a success.
     let mut l = orig.clone();
-    assert!(l[10].contains("backend_error"));
-    l[10] = l[10].replace("backend_error", "success");
+    assert!(l[11].contains("backend_error"));
+    l[11] = l[11].replace("backend_error", "success");
     put_lines(&log, &l);
     let p = problems(&log, &key);
-    assert!(p.iter().any(|m| m.starts_with("line 11:") && m.contains("edited")), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("line 12:") && m.contains("edited")), "{p:?}");
 
     // Edited with the hash recomputed: the next record's prev gives it away.
     let mut v: serde_json::Value = serde_json::from_str(&orig[9]).unwrap();
@@ -146,6 +146,143 @@ fn tampering_with_a_jsonl_log_is_found_and_located() {
     assert!(problems(&log, &key).is_empty());
 }
 
+/// Re-link `lines` from seq 1 as a forger without the key would: records changed by `edit`,
+/// checkpoint records dropped (or re-signed with `resign`), every hash recomputed. Returns the
+/// forged log and the forged checkpoint lines.
+fn forge(
+    lines: &[String],
+    edit: impl Fn(&mut serde_json::Value),
+    resign: Option<&SigningKey>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut out, mut cps) = (Vec::new(), Vec::new());
+    let mut prev = event::GENESIS.to_string();
+    for l in lines {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v.get("checkpoint").is_some() {
+            let Some(k) = resign else { continue };
+            let seq = out.len() as u64;
+            let sig = k.sign(&Checkpoint::payload("main", seq, &prev, 0));
+            v["checkpoint"] =
+                serde_json::json!({"dropped": 0, "hash": prev, "key": k.public_key(), "seq": seq, "sig": sig});
+        }
+        edit(&mut v);
+        v["seq"] = (out.len() as u64 + 1).into();
+        v["prev"] = prev.clone().into();
+        v["hash"] = event::expected_hash(&v).into();
+        prev = v["hash"].as_str().unwrap().to_string();
+        let line = warden_policy::canonical::to_string(&v);
+        if v.get("checkpoint").is_some() {
+            cps.push(line.clone());
+        }
+        out.push(line);
+    }
+    (out, cps)
+}
+
+/// Issue 20 finding 1: a trail rewritten from seq 1 by someone without the key (an `echo` call
+/// made `denied`, every hash recomputed, checkpoints dropped, the checkpoint file deleted or
+/// rewritten, or everything re-signed with a key of their own) fails verification, whichever
+/// way it is tried; so does any verification without a pinned key.
+#[test]
+fn a_trail_rewritten_without_the_key_fails_verification() {
+    let d = dir("forgery");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 30, 1000);
+    let orig = lines(&log);
+    let cpf = checkpoint_path(&log);
+    let orig_cps = lines(&cpf);
+    assert!(problems(&log, &key).is_empty());
+    let deny = |v: &mut serde_json::Value| {
+        if v["kind"] == "call" {
+            v["decision"] = "denied".into();
+            v["args"] = serde_json::json!({"text": "never sent"});
+        }
+    };
+
+    // Checkpoints dropped from the log, the checkpoint file deleted.
+    let (forged, _) = forge(&orig, deny, None);
+    put_lines(&log, &forged);
+    std::fs::remove_file(&cpf).unwrap();
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("no valid signed checkpoint")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("no checkpoint file")), "{p:?}");
+
+    // … with the checkpoint file emptied instead.
+    put_lines(&cpf, &[]);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("no valid signed checkpoint")), "{p:?}");
+
+    // … with the checkpoint file kept: the log no longer holds what it anchors.
+    put_lines(&cpf, &orig_cps);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("missing from the log")), "{p:?}");
+
+    // Re-signed with the forger's own key, checkpoint file rewritten to match.
+    let theirs = SigningKey::generate(&d.join("theirs.key")).unwrap();
+    let (forged, cps) = forge(&orig, deny, Some(&theirs));
+    put_lines(&log, &forged);
+    put_lines(&cpf, &cps);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("another key than the pinned one")), "{p:?}");
+    // … which passes only when the verifier is handed the forger's key: hence the pin, off the host.
+    assert!(problems(&log, &theirs.public_key()).is_empty());
+
+    // No pinned key at all: a problem, however clean the trail.
+    put_lines(&log, &orig);
+    put_lines(&cpf, &orig_cps);
+    let r = verify(&Store::File(log.clone()), &[cpf.clone()], verify::Expect::new(None, 1000, 60)).unwrap();
+    assert!(r.problems.iter().any(|m| m.contains("no pinned checkpoint key")), "{:?}", r.problems);
+    // No checkpoint file named: a problem too.
+    let r = verify(&Store::File(log.clone()), &[], verify::Expect::new(Some(&key), 1000, 60)).unwrap();
+    assert!(r.problems.iter().any(|m| m.contains("no checkpoint file")), "{:?}", r.problems);
+
+    // A checkpoint dropped from the middle of the checkpoint file (the last may be missing
+    // after a kill: a note).
+    let mut cps = orig_cps.clone();
+    assert!(cps.len() >= 2);
+    cps.remove(0);
+    put_lines(&cpf, &cps);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("missing from the checkpoint file")), "{p:?}");
+    put_lines(&cpf, &orig_cps[..orig_cps.len() - 1]);
+    let r = verify_file(&log, &key).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert!(r.notes.iter().any(|n| n.contains("Warden killed while appending")), "{:?}", r.notes);
+    put_lines(&cpf, &orig_cps);
+
+    // A repeated key prepended to a stored line: the hash still matches the parsed record
+    // (the last key wins there), but a first-key-wins reader would see `success`.
+    let mut l = orig.clone();
+    let i = l.iter().position(|x| x.contains("\"backend_error\"")).unwrap();
+    l[i] = l[i].replacen('{', "{\"status\":\"success\",", 1);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("canonical form")), "{p:?}");
+    put_lines(&log, &orig);
+    assert!(problems(&log, &key).is_empty());
+}
+
+/// The unsigned end of a chain is a note while it is no longer than a running Warden leaves,
+/// and a problem beyond (the last checkpoints dropped and the end rewritten).
+#[test]
+fn an_unsigned_tail_beyond_the_window_is_a_problem() {
+    let d = dir("tail");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 40, 1000);
+    let mut l = lines(&log);
+    assert!(l.pop().unwrap().contains("\"checkpoint\""), "closed logs end with a checkpoint");
+    put_lines(&log, &l);
+    let mut cps = lines(&checkpoint_path(&log));
+    cps.pop();
+    put_lines(&checkpoint_path(&log), &cps);
+    let r = verify_file(&log, &key).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert!(r.notes.iter().any(|n| n.contains("40 record(s) after seq 1 are not yet covered")), "{:?}", r.notes);
+    let tight = verify::Expect { tail_records: 10, ..verify::Expect::new(Some(&key), 1000, 60) };
+    let r = verify(&Store::File(log.clone()), &[checkpoint_path(&log)], tight).unwrap();
+    assert!(r.problems.iter().any(|m| m.contains("covered by no signed checkpoint")), "{:?}", r.problems);
+}
+
 #[test]
 fn a_partial_last_line_is_cut_before_appending() {
     let d = dir("jsonl-partial");
@@ -172,7 +309,7 @@ fn sqlite_log_verifies_and_tampering_is_found() {
     c.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).unwrap();
     let p = problems(&log, &key);
     assert!(p.iter().any(|m| m.starts_with("row 7:") && m.contains("column subject")), "{p:?}");
-    c.execute("UPDATE audit_events SET subject = 'user2' WHERE id = 7", []).unwrap();
+    c.execute("UPDATE audit_events SET subject = 'user1' WHERE id = 7", []).unwrap();
     assert!(problems(&log, &key).is_empty());
     c.execute("DELETE FROM audit_events WHERE id = 60", []).unwrap();
     let p = problems(&log, &key);

@@ -1,20 +1,55 @@
 //! `warden audit verify`: re-derive every record's hash, follow each chain, check every signed
-//! checkpoint, and compare with the checkpoint file (the anchor kept apart from the log).
+//! checkpoint against the pinned key, and compare with the checkpoint files (the anchors kept
+//! apart from the log).
 //!
 //! Detects: an edited record (its hash no longer matches, or, if the editor recomputed it, the
-//! next record's `prev` no longer does), a deleted record (a gap in `seq`), reordered records
-//! (`seq` going backwards), records cut from the start (a chain not starting at seq 1 from
-//! genesis) or the end (a checkpoint in the checkpoint file that the log no longer reaches), a
-//! forged checkpoint (bad signature or another key), and index columns changed beside the record
-//! (SQLite).
-//! Does not detect: a rewrite of the tail after the last signed checkpoint by someone who can
-//! also rewrite the checkpoint file (sign often, and ship checkpoints off the host: they are
-//! also logged), or anything done by a holder of the signing key.
+//! next record's `prev` no longer does, or, with every hash recomputed from seq 1, the signed
+//! checkpoints no longer match), a record not stored in its canonical bytes (a repeated key that
+//! first-key-wins readers would read differently), a deleted record (a gap in `seq`), reordered
+//! records, records cut from the start (a chain not starting at seq 1 from genesis) or the end (a
+//! checkpoint in a checkpoint file that the log no longer reaches), checkpoints dropped from the
+//! log or the checkpoint file, a forged checkpoint (bad signature, or a key other than the pinned
+//! one), a chain with no signed checkpoint at all (every Warden signs one when it starts), and
+//! index columns changed beside the record (SQLite, PostgreSQL).
+//! Every one of those is a problem (exit status 1), as are: no pinned key, no checkpoint file, and
+//! more unsigned records at a chain's end than a running Warden leaves ([`Expect`]).
+//! Does not detect: a rewrite of the unsigned tail (at most [`Expect`]'s window) by someone who
+//! can also rewrite the checkpoint file on the host, a rewrite of everything by someone who also
+//! replaced the pinned key the verifier is given (keep the pin and copies of the checkpoints off
+//! the host: docs/security.md), or anything done by a holder of the signing key.
 
 use crate::event::{expected_hash, Checkpoint, Event, GENESIS};
 use crate::sink::{Stored, COLUMNS};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What the verifier trusts and tolerates.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// The pinned checkpoint key (base64). None: every checkpoint is a problem (anyone can sign
+    /// one with a key of their own).
+    pub key: Option<String>,
+    /// At most this many records may follow a chain's last signed checkpoint (a Warden running
+    /// or killed signs at least every `checkpoint_every` records, written in batches).
+    pub tail_records: u64,
+    /// … and they may span at most this many seconds (it signs every `checkpoint_secs`).
+    pub tail_secs: u64,
+}
+
+impl Expect {
+    /// What a Warden with these `[audit]` settings leaves unsigned at most: one checkpoint
+    /// period, plus the largest batch and a minute of slack for a slow or retried write.
+    pub fn new(key: Option<&str>, checkpoint_every: u64, checkpoint_secs: u64) -> Expect {
+        Expect {
+            key: key.map(str::to_string),
+            tail_records: checkpoint_every.saturating_add(MAX_BATCH),
+            tail_secs: checkpoint_secs.saturating_add(60),
+        }
+    }
+}
+
+/// The largest batch the writer seals before it looks at its checkpoint schedule.
+const MAX_BATCH: u64 = 4096;
 
 #[derive(Default, Debug)]
 pub struct ChainReport {
@@ -25,6 +60,11 @@ pub struct ChainReport {
     /// The seq covered by the last valid checkpoint.
     pub signed_through: u64,
     pub dropped: u64,
+    /// The time of the first record after the last valid checkpoint, and of the last record.
+    unsigned_since: Option<String>,
+    last_ts: String,
+    /// The seq of every checkpoint record in the log (valid or not), for the anchor check.
+    checkpoint_seqs: Vec<u64>,
 }
 
 #[derive(Default, Debug)]
@@ -37,23 +77,24 @@ pub struct Report {
     pub notes: Vec<String>,
     /// (chain, seq) → hash of every checkpoint record seen, for the anchor check.
     seen_checkpoints: HashMap<(String, u64), String>,
-    trusted_key: Option<String>,
-    untrusted_warned: bool,
+    /// Chains some checkpoint file holds.
+    anchored: HashSet<String>,
+    expect: Expect,
 }
 
 /// Problems beyond this many are counted, not listed.
 const MAX_PROBLEMS: usize = 100;
 
 impl Report {
-    pub fn new(trusted_key: Option<&str>) -> Report {
-        Report { trusted_key: trusted_key.map(str::to_string), ..Report::default() }
+    pub fn new(expect: Expect) -> Report {
+        Report { expect, ..Report::default() }
     }
 
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, msg: String) {
+    pub(crate) fn problem(&mut self, msg: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(msg);
         } else if self.problems.len() == MAX_PROBLEMS {
@@ -76,6 +117,14 @@ impl Report {
             Ok(e) => e,
             Err(_) => return self.problem(format!("{at}: not an audit record (fields missing or of the wrong type)")),
         };
+        // The hash covers the parsed record; the bytes must be exactly its canonical form, or
+        // a reader that keeps the first of two repeated keys would read another record.
+        if warden_policy::canonical::to_string(&v) != s.line {
+            self.problem(format!(
+                "{at}: chain {} seq {}: not stored in its canonical form (a repeated or reordered key, or added spacing): the record was edited",
+                e.chain, e.seq
+            ));
+        }
         let hash_ok = e.hash.as_deref() == Some(expected_hash(&v).as_str());
         if !hash_ok {
             self.problem(format!(
@@ -107,6 +156,10 @@ impl Report {
         c.records += 1;
         c.seq = e.seq;
         c.hash = e.hash.clone().unwrap_or_default();
+        c.last_ts.clone_from(&e.ts);
+        if c.unsigned_since.is_none() {
+            c.unsigned_since = Some(e.ts.clone());
+        }
         let first = c.records == 1;
         let mut problems = Vec::new();
         if first {
@@ -137,13 +190,16 @@ impl Report {
             ));
         }
         if let Some(cp) = &e.checkpoint {
+            c.checkpoint_seqs.push(e.seq);
             self.seen_checkpoints.insert((e.chain.clone(), e.seq), c.hash.clone());
             match self.check_signature(&e.chain, cp) {
+                Ok(()) if self.expect.key.is_none() => {}
                 Ok(()) if cp.seq + 1 == e.seq && cp.hash == e.prev => {
                     let c = self.chains.get_mut(&e.chain).expect("present");
                     c.checkpoints += 1;
                     c.signed_through = e.seq;
                     c.dropped = cp.dropped;
+                    c.unsigned_since = None;
                 }
                 Ok(()) => problems.push(format!(
                     "{at}: chain {} seq {}: the checkpoint does not cover the record before it",
@@ -158,30 +214,27 @@ impl Report {
     }
 
     fn check_signature(&mut self, chain: &str, cp: &Checkpoint) -> Result<(), String> {
-        let key = match &self.trusted_key {
-            Some(k) if *k != cp.key => return Err("signed by another key than the trusted one".into()),
-            Some(k) => k.clone(),
-            None => {
-                if !self.untrusted_warned {
-                    self.untrusted_warned = true;
-                    self.notes.push(
-                        "checkpoints checked against the key they name; pass --public-key to trust only yours".into(),
-                    );
-                }
-                cp.key.clone()
-            }
-        };
-        crate::signing::verify(&key, &Checkpoint::payload(chain, cp.seq, &cp.hash, cp.dropped), &cp.sig)
-            .map_err(|e| format!("signature invalid: {e}"))
+        match &self.expect.key {
+            Some(k) if *k != cp.key => Err("signed by another key than the pinned one".into()),
+            Some(k) => crate::signing::verify(k, &Checkpoint::payload(chain, cp.seq, &cp.hash, cp.dropped), &cp.sig)
+                .map_err(|e| format!("signature invalid: {e}")),
+            // Not checked: without a pin a signature proves nothing (one problem, in `finish`).
+            None => Ok(()),
+        }
     }
 
-    /// Compare with the checkpoint file: every checkpoint it holds must be in the log.
+    /// Compare with the lines of the checkpoint files: every checkpoint they hold must be in the
+    /// log, and every checkpoint the log holds of a chain they anchor must be in them (but the
+    /// last, whose append a kill may have cut short).
     pub fn anchor(&mut self, checkpoint_lines: &[String]) {
+        let mut held: HashSet<(String, u64)> = HashSet::new();
         for (i, l) in checkpoint_lines.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
             let Ok(e) = serde_json::from_str::<Event>(l) else {
                 self.problem(format!("checkpoint file line {}: not a checkpoint record", i + 1));
                 continue;
             };
+            self.anchored.insert(e.chain.clone());
+            held.insert((e.chain.clone(), e.seq));
             match self.seen_checkpoints.get(&(e.chain.clone(), e.seq)) {
                 Some(h) if Some(h) == e.hash.as_ref() => {}
                 Some(_) => self.problem(format!(
@@ -204,16 +257,64 @@ impl Report {
                 }
             }
         }
+        let mut missing = Vec::new();
+        for (name, c) in self.chains.iter().filter(|(n, _)| self.anchored.contains(*n)) {
+            let last = c.checkpoint_seqs.last().copied();
+            for &seq in c.checkpoint_seqs.iter().filter(|s| !held.contains(&(name.clone(), **s))) {
+                if Some(seq) == last {
+                    self.notes.push(format!(
+                        "chain {name}: the last checkpoint (seq {seq}) is not in the checkpoint file (Warden killed while appending it?)"
+                    ));
+                } else {
+                    missing.push(format!(
+                        "chain {name} seq {seq}: the log's checkpoint is missing from the checkpoint file: the file was cut or edited (or an append failed: see the gateway's log)"
+                    ));
+                }
+            }
+        }
+        for m in missing {
+            self.problem(m);
+        }
     }
 
-    /// Notes on what no signature covers yet.
-    pub fn finish(&mut self) {
+    /// Problems and notes about each chain as a whole: its signatures, its unsigned end, its
+    /// anchor, and the trust the whole report rests on.
+    pub fn finish(&mut self, anchors_given: bool) {
+        if self.expect.key.is_none() {
+            self.problem(
+                "no pinned checkpoint key: without one, anyone can rewrite the trail and sign it with a key of their own \
+                 (pass --public-key, or set [audit] public_key; keep a copy off this host)"
+                    .into(),
+            );
+        }
+        if !anchors_given {
+            self.problem(
+                "no checkpoint file: a log cut at its end cannot be told from a whole one (pass --checkpoints)".into(),
+            );
+        }
+        let any_anchored = self.chains.keys().any(|c| self.anchored.contains(c));
+        let mut problems = Vec::new();
         let mut notes = Vec::new();
         for (name, c) in &self.chains {
-            if c.seq > c.signed_through {
+            if c.checkpoints == 0 && self.expect.key.is_some() {
+                problems.push(format!(
+                    "chain {name}: no valid signed checkpoint (every Warden signs one when it starts): the chain was rewritten, or its checkpoints dropped"
+                ));
+            }
+            let tail = c.seq - c.signed_through;
+            let span = c.unsigned_since.as_deref().and_then(|from| seconds_between(from, &c.last_ts));
+            if c.checkpoints > 0 && (tail > self.expect.tail_records || span.is_some_and(|s| s > self.expect.tail_secs))
+            {
+                problems.push(format!(
+                    "chain {name}: {tail} record(s) after seq {} (over {}s) are covered by no signed checkpoint, more than a running Warden leaves unsigned ({} records, {}s): checkpoints were dropped and the end rewritten",
+                    c.signed_through,
+                    span.unwrap_or(0),
+                    self.expect.tail_records,
+                    self.expect.tail_secs
+                ));
+            } else if tail > 0 && c.checkpoints > 0 {
                 notes.push(format!(
-                    "chain {name}: {} record(s) after seq {} are not yet covered by a signed checkpoint",
-                    c.seq - c.signed_through,
+                    "chain {name}: {tail} record(s) after seq {} are not yet covered by a signed checkpoint (Warden running, or killed)",
                     c.signed_through
                 ));
             }
@@ -223,7 +324,26 @@ impl Report {
                     c.dropped
                 ));
             }
+            if anchors_given && !self.anchored.contains(name) {
+                let msg = format!(
+                    "chain {name}: no checkpoint file given holds it, so a cut at its end cannot be found (pass its instance's file with --checkpoints)"
+                );
+                if any_anchored {
+                    notes.push(msg);
+                } else {
+                    problems.push(msg);
+                }
+            }
+        }
+        for p in problems {
+            self.problem(p);
         }
         self.notes.extend(notes);
     }
+}
+
+/// Seconds from one record time (RFC 3339) to a later one; None when either does not parse.
+fn seconds_between(from: &str, to: &str) -> Option<u64> {
+    let (a, b) = (humantime::parse_rfc3339(from).ok()?, humantime::parse_rfc3339(to).ok()?);
+    Some(b.duration_since(a).map_or(0, |d| d.as_secs()))
 }

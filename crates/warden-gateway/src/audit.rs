@@ -120,6 +120,13 @@ impl Audit {
         let key = warden_audit::signing::SigningKey::load_or_generate(&a.signing_key)
             .map_err(|e| format!("audit.signing_key: {e}"))?;
         let public = key.public_key();
+        if let Some(pin) = a.public_key.as_deref().filter(|p| p.trim() != public) {
+            return Err(format!(
+                "audit.signing_key {}: its public half {public} is not the pinned audit.public_key {pin}: \
+                 the key file was replaced (or the pin is stale); refusing to sign a trail with it",
+                a.signing_key.display()
+            ));
+        }
         let store = a.store()?;
         let mut spools = Vec::new();
         for f in &a.forward {

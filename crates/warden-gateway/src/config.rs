@@ -834,6 +834,11 @@ pub struct AuditConfig {
     /// config file. Default `warden-audit.key`.
     #[serde(default = "default_audit_key")]
     pub signing_key: PathBuf,
+    /// The pinned public half of `signing_key` (base64; `warden audit public-key` prints it).
+    /// Warden refuses to start when the key file does not match it (the file was replaced), and
+    /// `warden audit verify --config` trusts only it. Unset: verification needs `--public-key`.
+    /// Keep a copy off the host: whoever can edit this file can pin a key of their own.
+    pub public_key: Option<String>,
     /// Sign a checkpoint after at least this many events. Default 10000.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -1672,6 +1677,9 @@ impl Config {
         }
         if a.group_commit_ms > 100 {
             return Err("audit.group_commit_ms: at most 100".into());
+        }
+        if let Some(k) = &a.public_key {
+            warden_audit::signing::parse_public_key(k).map_err(|e| format!("audit.public_key: {e}"))?;
         }
         if a.queue_capacity == 0 || a.checkpoint_every == 0 || a.checkpoint_secs == 0 {
             return Err("audit: queue_capacity, checkpoint_every and checkpoint_secs must be positive".into());

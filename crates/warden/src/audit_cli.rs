@@ -19,30 +19,39 @@ pub struct Which {
     /// A PostgreSQL trail directly, `postgres://user[:password]@host:port/dbname`.
     #[arg(long, conflicts_with = "config")]
     url: Option<String>,
-    /// The checkpoint file to check the end of the trail against. Default: the config's, or
+    /// A checkpoint file to check the trail against (repeat it for the files of several
+    /// instances sharing a database; best a copy kept off the host). Default: the config's, or
     /// `<log>.checkpoints`.
     #[arg(long)]
-    checkpoints: Option<PathBuf>,
+    checkpoints: Vec<PathBuf>,
 }
 
-/// A trail to read: where, its checkpoint file, and (from a config) the signing key file.
+/// A trail to read: where, its checkpoint files, and (from a config) its `[audit]` settings.
 struct Trail {
     store: warden_audit::Store,
-    checkpoints: Option<PathBuf>,
-    key_file: Option<PathBuf>,
+    checkpoints: Vec<PathBuf>,
+    audit: Option<warden_gateway::config::AuditConfig>,
 }
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
     /// Check every record's hash, each chain's order and every signed checkpoint; exit status 1,
-    /// with where, when a record was edited, deleted, reordered or cut off.
+    /// with where, when a record was edited, deleted, reordered or cut off, a checkpoint is
+    /// missing or signed by another key, or no key is pinned.
     Verify {
         #[command(flatten)]
         which: Which,
-        /// The trusted checkpoint key (base64). Default: the public half of the config's
-        /// `audit.signing_key`, when readable.
+        /// The pinned checkpoint key (base64), best from a copy kept off this host. Default: the
+        /// config's `audit.public_key`. Never derived from the private key file: whoever can
+        /// replace that file could then sign a rewritten trail.
         #[arg(long)]
         public_key: Option<String>,
+    },
+    /// Print the public half of the config's checkpoint signing key (creating the key when
+    /// absent), to pin as `[audit] public_key` and to keep off the host.
+    PublicKey {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Print matching records, oldest first, as JSON lines.
     Query {
@@ -126,26 +135,31 @@ fn resolve(w: &Which) -> anyhow::Result<Trail> {
     let t = match (&w.config, &w.log, &w.url) {
         (_, Some(l), _) => Trail {
             store: warden_audit::Store::File(l.clone()),
-            checkpoints: Some(warden_audit::checkpoint_path(l)),
-            key_file: None,
+            checkpoints: vec![warden_audit::checkpoint_path(l)],
+            audit: None,
         },
         (_, _, Some(u)) => Trail {
             store: warden_audit::Store::Postgres { url: u.clone(), password: None },
-            checkpoints: None,
-            key_file: None,
+            checkpoints: Vec::new(),
+            audit: None,
         },
         (Some(c), None, None) => {
-            let cfg = warden_gateway::config::Config::load(c).map_err(|e| anyhow::anyhow!(e.0))?;
-            anyhow::ensure!(cfg.audit.enabled, "{}: [audit] enabled = false", c.display());
+            let cfg = audit_config(c)?;
             Trail {
-                store: cfg.audit.store().map_err(|e| anyhow::anyhow!(e))?,
-                checkpoints: Some(cfg.audit.checkpoints()),
-                key_file: Some(cfg.audit.signing_key),
+                store: cfg.store().map_err(|e| anyhow::anyhow!(e))?,
+                checkpoints: vec![cfg.checkpoints()],
+                audit: Some(cfg),
             }
         }
         (None, None, None) => anyhow::bail!("give --config, --log or --url"),
     };
-    Ok(Trail { checkpoints: w.checkpoints.clone().or(t.checkpoints), ..t })
+    Ok(if w.checkpoints.is_empty() { t } else { Trail { checkpoints: w.checkpoints.clone(), ..t } })
+}
+
+fn audit_config(c: &std::path::Path) -> anyhow::Result<warden_gateway::config::AuditConfig> {
+    let cfg = warden_gateway::config::Config::load(c).map_err(|e| anyhow::anyhow!(e.0))?;
+    anyhow::ensure!(cfg.audit.enabled, "{}: [audit] enabled = false", c.display());
+    Ok(cfg.audit)
 }
 
 fn print(line: &str) -> bool {
@@ -156,18 +170,24 @@ fn print(line: &str) -> bool {
 
 pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
     match cmd {
+        AuditCmd::PublicKey { config } => {
+            let a = audit_config(&config)?;
+            let key =
+                warden_audit::signing::SigningKey::load_or_generate(&a.signing_key).map_err(|e| anyhow::anyhow!(e))?;
+            println!("{}", key.public_key());
+            Ok(false)
+        }
         AuditCmd::Verify { which, public_key } => {
-            let Trail { store, checkpoints, key_file } = resolve(&which)?;
-            let key = match public_key {
-                Some(k) => Some(k),
-                None => key_file
-                    .filter(|k| k.exists())
-                    .map(|k| warden_audit::signing::SigningKey::load(&k).map(|k| k.public_key()))
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!(e))?,
+            let Trail { store, checkpoints, audit } = resolve(&which)?;
+            let key = public_key.or_else(|| audit.as_ref().and_then(|a| a.public_key.clone()));
+            if let Some(k) = &key {
+                warden_audit::signing::parse_public_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+            }
+            let expect = match &audit {
+                Some(a) => warden_audit::verify::Expect::new(key.as_deref(), a.checkpoint_every, a.checkpoint_secs),
+                None => warden_audit::verify::Expect::new(key.as_deref(), 10_000, 10),
             };
-            let r =
-                warden_audit::verify(&store, checkpoints.as_deref(), key.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+            let r = warden_audit::verify(&store, &checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
             for (name, c) in &r.chains {
                 println!(
                     "chain {name}: {} record(s), seq 1..{}, {} signed checkpoint(s), signed through seq {}",
@@ -179,6 +199,16 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             for p in &r.problems {
                 println!("PROBLEM: {p}");
+            }
+            if key.is_none() {
+                if let Some(k) =
+                    audit.as_ref().and_then(|a| warden_audit::signing::SigningKey::load(&a.signing_key).ok())
+                {
+                    println!(
+                        "hint: this host's key file signs as {}; pin that (--public-key, or [audit] public_key) only if you trust the file",
+                        k.public_key()
+                    );
+                }
             }
             if r.ok() {
                 println!("{}: {} record(s) verified", store.describe(), r.records);

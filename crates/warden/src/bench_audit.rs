@@ -67,7 +67,8 @@ fn throughput(store: &Store, path: &std::path::Path, fsync: Fsync, n: u64, key_f
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     r.close();
     let cp = warden_audit::checkpoint_path(path);
-    let v = warden_audit::verify(store, Some(&cp), Some(&public)).expect("verify");
+    let expect = warden_audit::verify::Expect::new(Some(&public), 10_000, 10);
+    let v = warden_audit::verify(store, &[cp], expect).expect("verify");
     assert!(v.ok(), "{:?}", v.problems);
     rate
 }

@@ -10,6 +10,8 @@ mod approval;
 mod as_flood;
 #[path = "gateway/audit.rs"]
 mod audit;
+#[path = "gateway/audit_forgery.rs"]
+mod audit_forgery;
 #[path = "gateway/auth.rs"]
 mod auth;
 #[path = "gateway/authz.rs"]

@@ -12,9 +12,22 @@ use warden_testkit::harness::{bin, fixture_stdio_upstream, postgres_server, ward
 const SECRETS: [&str; 4] =
     ["AKIAIOSFODNN7EXAMPLE", "hunter2-correct-horse", "ann.secret@example.com", "4111111111111111"];
 
-fn audit(args: &[&str]) -> (bool, String) {
+pub(crate) fn audit(args: &[&str]) -> (bool, String) {
     let out = Command::new(bin("warden")).arg("audit").args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The public half of a config's checkpoint key, as an operator would pin it.
+pub(crate) fn public_key(cfg: &str) -> String {
+    let (ok, out) = audit(&["public-key", "--config", cfg]);
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+/// `warden audit verify --config cfg --public-key <its key>`, with more arguments.
+pub(crate) fn verify(cfg: &str, more: &[&str]) -> (bool, String) {
+    let key = public_key(cfg);
+    audit(&[&["verify", "--config", cfg, "--public-key", &key], more].concat())
 }
 
 pub(crate) fn records(cfg: &str, filter: &[&str]) -> Vec<Value> {
@@ -95,7 +108,7 @@ async fn every_operation_is_recorded_without_secrets_and_verifies() {
     sigterm(w.child.id());
     let _ = w.child.wait();
 
-    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("records(s) verified") || out.contains("record(s) verified"), "{out}");
     assert!(!out.contains("not yet covered"), "the final checkpoint covers everything: {out}");
@@ -149,7 +162,7 @@ async fn every_operation_is_recorded_without_secrets_and_verifies() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE audit_events SET record = replace(record, '\"auth_denied\"', '\"success\"')", []).unwrap();
     drop(conn);
-    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    let (ok, out) = verify(&cfg, &[]);
     assert!(!ok && out.contains("PROBLEM") && out.contains("edited"), "{out}");
 }
 
@@ -182,10 +195,20 @@ async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
     sigterm(b.child.id());
     let _ = b.child.wait();
     // both chains verify, each against its own checkpoint file
-    let (ok, out) = audit(&["verify", "--config", &cfg_a]);
+    let (ok, out) = verify(&cfg_a, &[]);
     assert!(ok && out.contains("chain a:") && out.contains("chain b:"), "{out}");
-    let (ok, out) = audit(&["verify", "--url", &pg.url]);
+    let key = public_key(&cfg_a);
+    let cps = |dir: &std::path::Path| dir.join("warden-audit.db.checkpoints").display().to_string();
+    let (cp_a, cp_b) = (cps(std::path::Path::new(&cfg_a).parent().unwrap()), cps(&b.dir));
+    let by_url =
+        || audit(&["verify", "--url", &pg.url, "--public-key", &key, "--checkpoints", &cp_a, "--checkpoints", &cp_b]);
+    let (ok, out) = by_url();
     assert!(ok, "{out}");
+    // Without a pinned key, or without the checkpoint files, it does not pass.
+    let (ok, out) = audit(&["verify", "--url", &pg.url, "--checkpoints", &cp_a, "--checkpoints", &cp_b]);
+    assert!(!ok && out.contains("no pinned checkpoint key"), "{out}");
+    let (ok, out) = audit(&["verify", "--url", &pg.url, "--public-key", &key]);
+    assert!(!ok && out.contains("no checkpoint file"), "{out}");
     let from_b =
         records(&cfg_a, &["--kind", "call", "--status", "success"]).iter().filter(|r| r["chain"] == "b").count();
     assert_eq!(from_b, 5);
@@ -202,8 +225,12 @@ async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
         .unwrap();
         row
     });
-    let (ok, out) = audit(&["verify", "--url", &pg.url]);
+    let (ok, out) = by_url();
     assert!(!ok && out.contains(&format!("row {row}")), "{out}");
+    // Checkpoint rows deleted: the chains are no longer signed, nor what the files anchor.
+    pg.sql(|db| db.execute("DELETE FROM audit_events WHERE kind = 'checkpoint'", &[]).unwrap());
+    let (ok, out) = by_url();
+    assert!(!ok && out.contains("no valid signed checkpoint") && out.contains("missing from the log"), "{out}");
 }
 
 /// Load through a Warden with this `[audit]` section, kill it with SIGKILL, and check its
@@ -244,7 +271,7 @@ async fn killed_under_load(audit_section: &str) -> String {
     assert!(answered.len() > 100, "load ran: {} calls", answered.len());
     eprintln!("{} calls answered before SIGKILL", answered.len());
 
-    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
     let recorded: std::collections::HashSet<String> = records(&cfg, &["--kind", "call", "--status", "success"])
         .iter()
@@ -475,7 +502,7 @@ async fn calls_aborted_by_the_client_are_still_recorded() {
             mine.iter().find(|r| r["kind"] == "call").unwrap_or_else(|| panic!("{rid}: no outcome: {mine:?}"));
         assert_eq!(outcome["status"], "cancelled", "{outcome}");
     }
-    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
 }
 
@@ -594,6 +621,6 @@ async fn auth_failures_are_aggregated_and_record_fields_capped() {
     let calls = records(&cfg, &["--kind", "call"]);
     let id = calls.iter().find_map(|r| r["request_id"].as_str().filter(|i| i.starts_with("777"))).unwrap();
     assert!(id.len() < 600 && id.ends_with("bytes not recorded]"), "{} bytes", id.len());
-    let (ok, out) = audit(&["verify", "--config", &cfg]);
+    let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
 }
