@@ -230,7 +230,7 @@ fn a_trail_rewritten_without_the_key_fails_verification() {
     // No pinned key at all: a problem, however clean the trail.
     put_lines(&log, &orig);
     put_lines(&cpf, &orig_cps);
-    let r = verify(&Store::File(log.clone()), &[cpf.clone()], verify::Expect::new(None, 1000, 60)).unwrap();
+    let r = verify(&Store::File(log.clone()), std::slice::from_ref(&cpf), verify::Expect::new(None, 1000, 60)).unwrap();
     assert!(r.problems.iter().any(|m| m.contains("no pinned checkpoint key")), "{:?}", r.problems);
     // No checkpoint file named: a problem too.
     let r = verify(&Store::File(log.clone()), &[], verify::Expect::new(Some(&key), 1000, 60)).unwrap();

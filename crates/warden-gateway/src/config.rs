@@ -1050,6 +1050,13 @@ pub struct ContentConfig {
     /// marker. Default 1048576.
     #[serde(default = "default_max_result")]
     pub max_result_bytes: usize,
+    /// Most tools, prompts, resources or resource templates read from one upstream's listing
+    /// (each kind apart). Beyond it the rest are withheld and no further page is read, with an
+    /// error in the log (once a minute per upstream and kind), an audit record (kind
+    /// `definitions`) and `warden_definitions_refused_total`. It also bounds the pins kept per
+    /// upstream (twice it). Default 1000.
+    #[serde(default = "default_max_definitions")]
+    pub max_definitions: usize,
     /// Largest single content item (text, image, audio, embedded resource). Default 262144.
     #[serde(default = "default_max_item")]
     pub max_item_bytes: usize,
@@ -1235,6 +1242,9 @@ fn default_max_items() -> u64 {
 }
 fn default_max_result() -> usize {
     1 << 20
+}
+fn default_max_definitions() -> usize {
+    1000
 }
 fn default_max_item() -> usize {
     256 << 10

@@ -49,6 +49,8 @@ pub struct Control {
     confusables: Mutex<Vec<String>>,
     /// Successful connects of each control connection (restarts + 1).
     connects: Vec<std::sync::atomic::AtomicU64>,
+    /// Each upstream's name refresh: 0 idle, 1 running, 2 running with another asked for.
+    refreshing: Vec<std::sync::atomic::AtomicU8>,
     /// Token issuers, whose keys readiness waits for.
     auth: Option<Arc<Authenticator>>,
 }
@@ -63,6 +65,7 @@ impl Control {
             collisions: Mutex::new(vec![]),
             confusables: Mutex::new(vec![]),
             connects: (0..n).map(|_| Default::default()).collect(),
+            refreshing: (0..n).map(|_| Default::default()).collect(),
             auth,
         })
     }
@@ -101,8 +104,7 @@ impl Control {
                             if let Some(m) = msg.method() {
                                 if m.ends_with("/list_changed") {
                                     if let Some(c) = me2.upgrade() {
-                                        let conn = conn.clone();
-                                        tokio::spawn(async move { c.refresh_names(i, &conn).await });
+                                        c.schedule_refresh(i, conn.clone());
                                     }
                                 }
                             }
@@ -142,6 +144,32 @@ impl Control {
         }
     }
 
+    /// A `list_changed` from upstream `i`: refresh its names, debounced. At most one refresh
+    /// runs per upstream, at most one more is queued however many notifications arrive meanwhile
+    /// (a storm costs one listing per `REFRESH_GAP`, not one per notification), and refreshes
+    /// of one upstream are `REFRESH_GAP` apart.
+    fn schedule_refresh(self: Arc<Self>, i: usize, conn: Arc<Conn>) {
+        use std::sync::atomic::Ordering::AcqRel;
+        const REFRESH_GAP: Duration = Duration::from_secs(1);
+        let state = &self.refreshing[i];
+        if state.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |s| Some(if s == 0 { 1 } else { 2 }))
+            != Ok(0)
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                self.refresh_names(i, &conn).await;
+                tokio::time::sleep(REFRESH_GAP).await;
+                // 1 → 0: nothing more was asked for; 2 → 1: once more.
+                if self.refreshing[i].compare_exchange(1, 0, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok() {
+                    return;
+                }
+                self.refreshing[i].store(1, std::sync::atomic::Ordering::Release);
+            }
+        });
+    }
+
     /// Re-read upstream `i`'s tool and prompt names and re-check collisions and look-alikes.
     async fn refresh_names(&self, i: usize, conn: &Arc<Conn>) {
         let mut names = Vec::new();
@@ -150,7 +178,11 @@ impl Control {
             if !conn.has_capability(cap) {
                 continue;
             }
-            let Ok(items) = conn.list_all(method, field).await else { continue };
+            let Ok(l) = conn.list_all(method, field, self.shared.content.max_definitions()).await else { continue };
+            if l.dropped > 0 || l.more {
+                self.shared.registry.over_cap(&self.shared.specs[i].name, field, l.dropped.max(1));
+            }
+            let items = l.items;
             for it in &items {
                 if let Some(n) = it.get("name").and_then(Value::as_str) {
                     names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
@@ -170,8 +202,11 @@ impl Control {
             all.push((s.name.clone(), l.entries.clone()));
             all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
         }
-        *self.collisions.lock() = report_collisions(&all);
-        *self.confusables.lock() = report_confusables(&all_tools);
+        let big = all_tools.len() > 1000;
+        let (collisions, confusables) =
+            crate::blocking::heavy(big, || (report_collisions(&all), report_confusables(&all_tools)));
+        *self.collisions.lock() = collisions;
+        *self.confusables.lock() = confusables;
         drop(g);
     }
 

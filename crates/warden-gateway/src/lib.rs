@@ -5,6 +5,7 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod auth;
+pub mod blocking;
 pub mod config;
 pub mod connections;
 pub mod content;

@@ -29,6 +29,7 @@ pub struct Metrics {
     approvals: Family<Labels, Counter>,
     kill_switch: Family<Labels, Counter>,
     pins: Family<Labels, Counter>,
+    definitions_refused: Family<Labels, Counter>,
     destructive: Family<Labels, Counter>,
     /// Set at scrape time.
     pub upstream_up: Family<Labels, Gauge>,
@@ -72,6 +73,7 @@ impl Metrics {
             approvals: Family::default(),
             kill_switch: Family::default(),
             pins: Family::default(),
+            definitions_refused: Family::default(),
             destructive: Family::default(),
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
@@ -101,6 +103,11 @@ impl Metrics {
         r.register("kill_switch_flips", "Kill switches turned off or on", m.kill_switch.clone());
         r.register("pin_changes", "Tool definitions that changed against their pin, and pin approvals", m.pins.clone());
         r.register(
+            "definitions_refused",
+            "Definitions an upstream listed beyond content.max_definitions (or the pins kept for it), withheld; by server and kind",
+            m.definitions_refused.clone(),
+        );
+        r.register(
             "destructive_calls",
             "Calls to tools not classified read-only, that ran (success or tool error)",
             m.destructive.clone(),
@@ -128,6 +135,14 @@ impl Metrics {
             m.forward_dropped.clone(),
         );
         Metrics { registry: r, ..m }
+    }
+
+    /// Count definitions of `kind` from `server` withheld beyond the caps (counted as they
+    /// happen; their log line and audit record come at most once a minute).
+    pub fn definitions_refused(&self, server: &str, kind: &str, n: usize) {
+        self.definitions_refused
+            .get_or_create(&vec![("server", server.to_string()), ("kind", kind.to_string())])
+            .inc_by(n as u64);
     }
 
     /// Count what one audit event says.

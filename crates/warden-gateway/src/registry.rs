@@ -2,8 +2,12 @@
 //! with each definition's compiled argument schema kept for the calls that follow.
 //!
 //! Defends against an upstream changing a tool after it was trusted (a rug pull: the tool is
-//! withheld and uncallable until an operator approves the new definition) and against poisoned
-//! definitions (withheld or logged, per `[content] scan`).
+//! withheld and uncallable until an operator approves the new definition), against poisoned
+//! definitions (withheld or logged, per `[content] scan`), and against an upstream that floods
+//! the registry (issue 20 finding 2): listings are cut at `content.max_definitions` per kind
+//! (`Conn::list_all`), an upstream keeps at most twice that many pins (new names beyond are
+//! withheld: inventing names on every listing cannot grow the pin map), and the pin file is
+//! written once per listing, from a snapshot, on the blocking pool, never under the pins lock.
 //! Does not defend against: a server that behaves differently while describing itself the same.
 //! Pins are per upstream and tool name; with per-tenant upstream variants, every variant must
 //! present the same definition.
@@ -123,6 +127,8 @@ pub enum Withheld {
     Unpinned,
     /// The poisoning scan found something.
     Poisoned { findings: Vec<ToolFinding> },
+    /// Not pinned yet, and the upstream already has as many pins as it may keep.
+    PinsFull,
 }
 
 /// A changed definition waiting for an operator.
@@ -138,7 +144,6 @@ pub struct Registry {
     mode: PinMode,
     signed: bool,
     scan: ScanAction,
-    file: Option<PathBuf>,
     pins: Mutex<PinFile>,
     pending: Mutex<BTreeMap<(String, String), PendingChange>>,
     /// Vetted definitions by (server, digest): compiled once, whichever session lists them.
@@ -148,6 +153,56 @@ pub struct Registry {
     /// Tools pinned on first use since the last [`Registry::settle`], by server (one log line
     /// and one pin-file write per listing, not one per tool).
     first_pins: Mutex<BTreeMap<String, usize>>,
+    /// Names withheld since the last settle because their server's pins are full, by server.
+    refused_pins: Mutex<BTreeMap<String, usize>>,
+    /// Most pins kept per upstream.
+    max_pins: usize,
+    max_definitions: usize,
+    /// When each (server, kind) over a cap was last logged and audited.
+    over_cap_told: Mutex<HashMap<(String, String), std::time::Instant>>,
+    writer: Option<Arc<PinWriter>>,
+}
+
+/// Writes the pin file off the async workers and outside the pins lock: the latest snapshot
+/// wins, one write at a time (a listing storm costs one write per listing at most, and no
+/// listing waits for a write).
+struct PinWriter {
+    path: PathBuf,
+    next: Mutex<Option<PinFile>>,
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl PinWriter {
+    fn submit(self: &Arc<Self>, snapshot: PinFile) {
+        use std::sync::atomic::Ordering::AcqRel;
+        *self.next.lock() = Some(snapshot);
+        if self.busy.swap(true, AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        let run = move || loop {
+            let next = me.next.lock().take();
+            match next {
+                Some(f) => {
+                    if let Err(e) = f.save(&me.path, None) {
+                        tracing::warn!(error = %e, "could not write the pin file");
+                    }
+                }
+                None => {
+                    me.busy.store(false, std::sync::atomic::Ordering::Release);
+                    // A snapshot submitted after the take but before the store found us busy:
+                    // write it unless its submitter has started a writer of its own since.
+                    if me.next.lock().is_none() || me.busy.swap(true, AcqRel) {
+                        return;
+                    }
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(run)),
+            Err(_) => run(),
+        }
+    }
 }
 
 /// An audit event about a tool definition.
@@ -177,14 +232,60 @@ impl Registry {
             mode: cfg.pinning,
             signed: cfg.pin_public_key.is_some(),
             scan: cfg.scan,
-            // A signed pin file is never rewritten by the gateway (it holds no key).
-            file: if cfg.pin_public_key.is_some() { None } else { file },
             pins: Mutex::new(pins),
             pending: Mutex::new(BTreeMap::new()),
             vetted: Mutex::new(HashMap::new()),
             audit,
             first_pins: Mutex::new(BTreeMap::new()),
+            refused_pins: Mutex::new(BTreeMap::new()),
+            max_pins: cfg.max_definitions.saturating_mul(2),
+            max_definitions: cfg.max_definitions,
+            over_cap_told: Mutex::new(HashMap::new()),
+            // A signed pin file is never rewritten by the gateway (it holds no key).
+            writer: if cfg.pin_public_key.is_some() {
+                None
+            } else {
+                file.map(|path| Arc::new(PinWriter { path, next: Mutex::new(None), busy: false.into() }))
+            },
         })
+    }
+
+    /// An upstream listed more definitions of `kind` (`tools`, `prompts`, …) than
+    /// `content.max_definitions`: `dropped` were withheld. Counted at once; logged at ERROR and
+    /// audited (kind `definitions`) at most once a minute per upstream and kind.
+    pub fn over_cap(&self, server: &str, kind: &str, dropped: usize) {
+        self.audit.metrics.definitions_refused(server, kind, dropped);
+        if !self.tell_once_a_minute(server, kind) {
+            return;
+        }
+        tracing::error!(
+            upstream = server,
+            kind,
+            cap = self.max_definitions,
+            dropped,
+            "upstream lists more definitions than content.max_definitions: the definitions beyond the cap are withheld"
+        );
+        let mut e = warden_audit::Event::new("definitions", "blocked_by_guard");
+        e.decision = Some("denied".into());
+        e.detail = Some("over_cap".into());
+        e.server = Some(server.into());
+        e.capability = Some(kind.into());
+        e.count = Some(dropped as u64);
+        self.audit.emit(e);
+    }
+
+    fn tell_once_a_minute(&self, server: &str, kind: &str) -> bool {
+        let mut told = self.over_cap_told.lock();
+        let key = (server.to_string(), kind.to_string());
+        if told.get(&key).is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
+            return false;
+        }
+        // Keys are configured upstream names and fixed kinds; bounded all the same.
+        if told.len() >= 4096 {
+            told.clear();
+        }
+        told.insert(key, std::time::Instant::now());
+        true
     }
 
     /// One line for `warden check`: the pinning mode and what is pinned.
@@ -280,6 +381,10 @@ impl Registry {
                 tracing::warn!(server, tool, "tool is not in the pin file; withheld");
                 Err(Withheld::Unpinned)
             }
+            None if pins.servers.get(server).is_some_and(|t| t.len() >= self.max_pins) => {
+                *self.refused_pins.lock().entry(server.to_string()).or_default() += 1;
+                Err(Withheld::PinsFull)
+            }
             None => {
                 pins.servers
                     .entry(server.to_string())
@@ -295,9 +400,21 @@ impl Registry {
         }
     }
 
-    /// After a listing was vetted: one INFO line per server with tools pinned on first use, and
-    /// one write of the pin file.
+    /// After a listing was vetted: one INFO line per server with tools pinned on first use, one
+    /// ERROR (at most once a minute) per server whose pins are full, and one write of the pin
+    /// file, from a snapshot, off this thread.
     pub fn settle(&self) {
+        for (server, n) in std::mem::take(&mut *self.refused_pins.lock()) {
+            self.audit.metrics.definitions_refused(&server, "pins", n);
+            if self.tell_once_a_minute(&server, "pins") {
+                tracing::error!(
+                    upstream = %server,
+                    withheld = n,
+                    max_pins = self.max_pins,
+                    "upstream keeps offering new tool names beyond the pins it may keep (twice content.max_definitions): they are withheld until an operator clears its pins"
+                );
+            }
+        }
         let first = std::mem::take(&mut *self.first_pins.lock());
         if first.is_empty() {
             return;
@@ -305,10 +422,9 @@ impl Registry {
         for (server, n) in &first {
             tracing::info!(server, tools = n, "tool definitions pinned on first use");
         }
-        if let Some(f) = &self.file {
-            if let Err(e) = self.pins.lock().save(f, None) {
-                tracing::warn!(error = %e, "could not write the pin file");
-            }
+        if let Some(w) = &self.writer {
+            let snapshot = self.pins.lock().clone();
+            w.submit(snapshot);
         }
     }
 
@@ -344,12 +460,13 @@ impl Registry {
                 Some(_) => pending.remove(&key).expect("present"),
             }
         };
-        let mut pins = self.pins.lock();
-        pins.servers.entry(server.to_string()).or_default().insert(tool.to_string(), c.seen.clone());
-        if let Some(f) = &self.file {
-            if let Err(e) = pins.save(f, None) {
-                tracing::warn!(error = %e, "could not write the pin file");
-            }
+        let snapshot = {
+            let mut pins = self.pins.lock();
+            pins.servers.entry(server.to_string()).or_default().insert(tool.to_string(), c.seen.clone());
+            pins.clone()
+        };
+        if let Some(w) = &self.writer {
+            w.submit(snapshot);
         }
         tracing::warn!(server, tool, digest = %c.seen.digest, "changed tool definition approved by an operator");
         Ok(c)

@@ -11,7 +11,7 @@ use crate::pipeline;
 use crate::policy::SessionOp;
 use crate::rpc::Peer;
 use crate::server::{Initialized, Service, Session};
-use crate::upstream::{Conn, ServerHandler, ServerInit, Spec};
+use crate::upstream::{Conn, Listing, ServerHandler, ServerInit, Spec};
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -492,8 +492,11 @@ impl RelaySession {
             (0..self.slots.len()).filter(|&i| self.reaches(i) && self.shared.policy.may_list(p, i, kind)).collect();
         let pages = join_all(ups.iter().map(|&i| async move {
             match self.conn(i).await {
-                Ok(c) if c.has_capability(cap) => (i, c.list_all(method, field).await.map_err(GatewayError::from)),
-                Ok(_) => (i, Ok(vec![])),
+                Ok(c) if c.has_capability(cap) => (
+                    i,
+                    c.list_all(method, field, self.shared.content.max_definitions()).await.map_err(GatewayError::from),
+                ),
+                Ok(_) => (i, Ok(Listing::default())),
                 Err(e) => (i, Err(e)),
             }
         }))
@@ -508,7 +511,12 @@ impl RelaySession {
         let mut entries: Vec<(String, usize, String, Value)> = Vec::new();
         for (i, res) in pages {
             let items = match res {
-                Ok(items) => items,
+                Ok(l) => {
+                    if l.dropped > 0 || l.more {
+                        self.shared.registry.over_cap(&self.shared.specs[i].name, field, l.dropped.max(1));
+                    }
+                    l.items
+                }
                 Err(e) => {
                     tracing::warn!(upstream = %self.shared.specs[i].name, method, error = %e, "listing failed; upstream left out");
                     continue;
@@ -543,46 +551,50 @@ impl RelaySession {
         let mut vetted = HashMap::new();
         let mut hidden: RouteTable = HashMap::new();
         let policy = &self.shared.policy;
-        for (exposed, i, orig, mut item) in entries {
-            if dup.contains(&exposed) {
-                tracing::warn!(name = %exposed, upstream = %self.shared.specs[i].name, "name collision; withheld");
-                continue;
-            }
-            let read_only = policy.read_only(i, kind, &orig, Some(&item));
-            if !policy.visible(p, i, kind, &orig, read_only) {
-                if kind != Kind::Resource && hidden.len() < 10_000 {
-                    hidden.insert(format!("{cap}:{exposed}"), (i, orig, read_only));
+        // Vetting (scan, schema compile, pins) of a big listing is CPU work: off the async worker.
+        let big = entries.len() > 64;
+        crate::blocking::heavy(big, || {
+            for (exposed, i, orig, mut item) in entries {
+                if dup.contains(&exposed) {
+                    tracing::warn!(name = %exposed, upstream = %self.shared.specs[i].name, "name collision; withheld");
+                    continue;
                 }
-                continue;
-            }
-            let server = &self.shared.specs[i].name;
-            match kind {
-                Kind::Tool => match self.shared.registry.vet(&self.shared.content, server, &orig, &item) {
-                    Ok(v) => {
-                        vetted.insert((i, orig.clone()), v);
+                let read_only = policy.read_only(i, kind, &orig, Some(&item));
+                if !policy.visible(p, i, kind, &orig, read_only) {
+                    if kind != Kind::Resource && hidden.len() < 10_000 {
+                        hidden.insert(format!("{cap}:{exposed}"), (i, orig, read_only));
                     }
-                    Err(_) => continue, // logged by the registry
-                },
-                _ if !self.shared.registry.scan_other(server, &orig, &item) => continue,
-                _ => {}
+                    continue;
+                }
+                let server = &self.shared.specs[i].name;
+                match kind {
+                    Kind::Tool => match self.shared.registry.vet(&self.shared.content, server, &orig, &item) {
+                        Ok(v) => {
+                            vetted.insert((i, orig.clone()), v);
+                        }
+                        Err(_) => continue, // logged by the registry
+                    },
+                    _ if !self.shared.registry.scan_other(server, &orig, &item) => continue,
+                    _ => {}
+                }
+                if kind == Kind::Tool {
+                    // Clients see the effective classification, not the upstream's claim.
+                    if !item.get("annotations").is_some_and(Value::is_object) {
+                        item["annotations"] = json!({});
+                    }
+                    item["annotations"]["readOnlyHint"] = read_only.into();
+                    if !read_only {
+                        item["annotations"]["destructiveHint"] = true.into();
+                    }
+                }
+                item[key] = Value::String(exposed.clone());
+                table.insert(exposed, (i, orig, read_only));
+                out.push(item);
             }
             if kind == Kind::Tool {
-                // Clients see the effective classification, not the upstream's claim.
-                if !item.get("annotations").is_some_and(Value::is_object) {
-                    item["annotations"] = json!({});
-                }
-                item["annotations"]["readOnlyHint"] = read_only.into();
-                if !read_only {
-                    item["annotations"]["destructiveHint"] = true.into();
-                }
+                self.shared.registry.settle();
             }
-            item[key] = Value::String(exposed.clone());
-            table.insert(exposed, (i, orig, read_only));
-            out.push(item);
-        }
-        if kind == Kind::Tool {
-            self.shared.registry.settle();
-        }
+        });
         {
             let mut r = self.routes.lock();
             if cap != "resources" {
@@ -693,9 +705,13 @@ impl RelaySession {
     }
 }
 
+/// Reports beyond this many are counted, not listed (a hostile upstream can make thousands).
+const MAX_REPORTS: usize = 100;
+
 /// Report names claimed by more than one upstream (startup and on change).
 pub fn report_collisions(names: &[(String, Vec<String>)]) -> Vec<String> {
-    let c = namespace::collisions(names.iter().map(|(u, n)| (u.as_str(), n.clone())));
+    let mut c = namespace::collisions(names.iter().map(|(u, n)| (u.as_str(), n.clone())));
+    cap_reports(&mut c, "collisions");
     for m in &c {
         tracing::error!(collision = %m, "federation name collision: both entries are withheld from clients");
     }
@@ -704,15 +720,27 @@ pub fn report_collisions(names: &[(String, Vec<String>)]) -> Vec<String> {
 
 /// Report tool names of different upstreams that look alike (`send_email` and `send-emai1`): a
 /// server shadowing another's tool to catch calls meant for it. Both stay listed; operators
-/// decide (a kill switch or a deny rule).
+/// decide (a kill switch or a deny rule). One line per group of look-alikes.
 pub fn report_confusables(tools: &[(String, String)]) -> Vec<String> {
-    let pairs = warden_policy::scan::confusable_pairs(tools);
-    pairs
+    let mut out: Vec<String> = warden_policy::scan::confusable_groups(tools)
         .into_iter()
-        .map(|((s1, t1), (s2, t2))| {
-            let m = format!("{s1}:{t1} looks like {s2}:{t2}");
-            tracing::warn!(confusable = %m, "tool names of two upstreams look alike (shadowing?)");
-            m
+        .map(|g| {
+            let shown: Vec<String> = g[1..].iter().take(4).map(|(s, t)| format!("{s}:{t}")).collect();
+            let more = if g.len() > 5 { format!(" (and {} more)", g.len() - 5) } else { String::new() };
+            format!("{}:{} looks like {}{more}", g[0].0, g[0].1, shown.join(", "))
         })
-        .collect()
+        .collect();
+    cap_reports(&mut out, "look-alike groups");
+    for m in &out {
+        tracing::warn!(confusable = %m, "tool names of two upstreams look alike (shadowing?)");
+    }
+    out
+}
+
+fn cap_reports(v: &mut Vec<String>, what: &str) {
+    if v.len() > MAX_REPORTS {
+        let n = v.len() - MAX_REPORTS;
+        v.truncate(MAX_REPORTS);
+        v.push(format!("… and {n} more {what}"));
+    }
 }

@@ -6,7 +6,7 @@
 //! (`<IMPORTANT>` blocks, "do not tell the user", "before using this tool read …"), references
 //! to sensitive files (`~/.ssh`, `mcp.json`, `.env`), hidden characters (Unicode tags,
 //! zero-width, bidi, ANSI escapes, chat-template tokens, HTML comments) and long base64 blobs;
-//! and, with [`confusable_pairs`], two servers offering names that look alike (shadowing).
+//! and, with [`confusable_groups`], two servers offering names that look alike (shadowing).
 //! [`digest`] is the pin of a full definition: a changed digest is a rug pull.
 //! Does not defend against: a description that is plainly written and plainly malicious in a way
 //! no rule names, or a tool whose behaviour changes while its definition does not.
@@ -184,23 +184,30 @@ pub fn skeleton(name: &str) -> String {
     s
 }
 
-/// Pairs of names offered by different servers whose skeletons are equal: (a, b) with each as
-/// (server, name). Names equal in full are collisions, reported elsewhere; these look alike.
-pub fn confusable_pairs(names: &[(String, String)]) -> Vec<((String, String), (String, String))> {
+/// Groups of names whose skeletons are equal, offered by more than one server under more than
+/// one spelling: each group's (server, name) members, sorted, deduplicated. Names equal in full
+/// are collisions, reported elsewhere; these look alike. Linear in the names (grouped by
+/// skeleton; never compared pairwise), so tens of thousands of look-alikes from a hostile server
+/// cost one pass.
+pub fn confusable_groups(names: &[(String, String)]) -> Vec<Vec<(String, String)>> {
     let mut by: std::collections::HashMap<String, Vec<&(String, String)>> = Default::default();
     for n in names {
         by.entry(skeleton(&n.1)).or_default().push(n);
     }
-    let mut out = Vec::new();
-    for group in by.values() {
-        for (i, a) in group.iter().enumerate() {
-            for b in &group[i + 1..] {
-                if a.0 != b.0 && a.1 != b.1 {
-                    out.push(((*a).clone(), (*b).clone()));
-                }
-            }
-        }
-    }
+    let mut out: Vec<Vec<(String, String)>> = by
+        .into_values()
+        .filter(|g| {
+            let servers: std::collections::HashSet<&str> = g.iter().map(|m| m.0.as_str()).collect();
+            let spellings: std::collections::HashSet<&str> = g.iter().map(|m| m.1.as_str()).collect();
+            servers.len() > 1 && spellings.len() > 1
+        })
+        .map(|g| {
+            let mut g: Vec<(String, String)> = g.into_iter().cloned().collect();
+            g.sort();
+            g.dedup();
+            g
+        })
+        .collect();
     out.sort();
     out
 }
@@ -256,14 +263,43 @@ mod tests {
     #[test]
     fn confusable_names_across_servers() {
         let n = |s: &str, t: &str| (s.to_string(), t.to_string());
-        let pairs = confusable_pairs(&[
+        let groups = confusable_groups(&[
             n("a", "send_email"),
             n("b", "send-emai1"),
             n("a", "read_file"),
             n("b", "list_files"),
             n("c", "read_fiIe"),
         ]);
-        assert_eq!(pairs.len(), 2, "{pairs:?}");
-        assert!(confusable_pairs(&[n("a", "get"), n("a", "g-e-t")]).is_empty(), "same server is not shadowing");
+        assert_eq!(
+            groups,
+            vec![vec![n("a", "read_file"), n("c", "read_fiIe")], vec![n("a", "send_email"), n("b", "send-emai1")]]
+        );
+        assert!(confusable_groups(&[n("a", "get"), n("a", "g-e-t")]).is_empty(), "same server is not shadowing");
+        assert!(confusable_groups(&[n("a", "get"), n("b", "get")]).is_empty(), "same name is a collision");
+    }
+
+    /// Issue 20 finding 2: 60,000 names of one skeleton (and one from another server) are one
+    /// group, found in one pass; the pairwise loop this replaced made 1.8 billion comparisons.
+    #[test]
+    fn many_look_alikes_are_one_group_found_in_linear_time() {
+        let letters: Vec<char> = "sendemail".chars().collect();
+        let mut names: Vec<(String, String)> = (0..60_000usize)
+            .map(|i| {
+                let mut s = String::new();
+                let mut k = i;
+                for (j, c) in letters.iter().enumerate() {
+                    s.push(if (i >> j) & 1 == 1 { c.to_ascii_uppercase() } else { *c });
+                    if j + 1 < letters.len() {
+                        s.push_str(["", "_", "-", "."][k % 4]);
+                        k /= 4;
+                    }
+                }
+                ("hostile".to_string(), s)
+            })
+            .collect();
+        names.push(("mail".into(), "send_email".into()));
+        let groups = confusable_groups(&names);
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].len() > 1000, "{}", groups[0].len());
     }
 }

@@ -141,8 +141,11 @@ pub async fn scan(target: &Target, as_json: bool) -> anyhow::Result<usize> {
             }
         }
     }
-    for ((s1, t1), (s2, t2)) in scan::confusable_pairs(&names) {
-        report.push(json!({"server": s1, "kind": "tool", "name": t1, "rule": "shadowing.look_alike", "place": format!("{s2}:{t2}")}));
+    for group in scan::confusable_groups(&names) {
+        let (s1, t1) = &group[0];
+        for (s2, t2) in group.iter().filter(|m| m.0 != *s1).take(100) {
+            report.push(json!({"server": s1, "kind": "tool", "name": t1, "rule": "shadowing.look_alike", "place": format!("{s2}:{t2}")}));
+        }
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&json!({"findings": report}))?);

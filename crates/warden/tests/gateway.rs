@@ -22,6 +22,8 @@ mod builtin;
 mod connections;
 #[path = "gateway/content.rs"]
 mod content;
+#[path = "gateway/hostile_upstream.rs"]
+mod hostile_upstream;
 #[path = "gateway/sandbox.rs"]
 mod sandbox;
 #[path = "gateway/shared_store.rs"]

@@ -119,6 +119,9 @@ impl Content {
         if c.max_item_bytes < 256 || c.max_result_bytes < c.max_item_bytes.min(1024) {
             return Err("content: max_item_bytes must be ≥ 256 and max_result_bytes ≥ 1024".into());
         }
+        if !(1..=100_000).contains(&c.max_definitions) {
+            return Err("content.max_definitions: 1 to 100000".into());
+        }
         if c.pinning == crate::config::PinMode::File && c.pin_file.is_none() {
             return Err("content.pin_file: required for pinning = \"file\"".into());
         }
@@ -181,6 +184,11 @@ impl Content {
     }
 
     /// The schema overlay for one tool: the defaults and every matching argument overlay.
+    /// Most definitions of one kind read from one upstream's listing.
+    pub fn max_definitions(&self) -> usize {
+        self.cfg.max_definitions
+    }
+
     pub fn overlay(&self, server: &str, tool: &str) -> Overlay {
         Overlay {
             strict: self.cfg.strict_schemas,

@@ -241,8 +241,13 @@ pub async fn list_definitions(spec: &Spec, http: &reqwest::Client) -> Result<Def
         ("resources", "resources/list", "resources", &mut d.resources),
     ] {
         if conn.has_capability(cap) {
-            match conn.list_all(method, field).await {
-                Ok(items) => *out = items,
+            match conn.list_all(method, field, SCAN_LIMIT).await {
+                Ok(l) => {
+                    if l.dropped > 0 || l.more {
+                        tracing::warn!(upstream = %spec.name, method, "more than {SCAN_LIMIT} definitions; the rest are not scanned");
+                    }
+                    *out = l.items
+                }
                 Err(e) => {
                     result = Err(format!("{method}: {e}"));
                     break;
@@ -256,6 +261,18 @@ pub async fn list_definitions(spec: &Spec, http: &reqwest::Client) -> Result<Def
 
 /// Most pages read from one listing.
 pub const MAX_PAGES: usize = 50;
+
+/// What one listing read: its items, and how many it dropped beyond the cap (`more`: and there
+/// were further pages, not read).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub items: Vec<Value>,
+    pub dropped: usize,
+    pub more: bool,
+}
+
+/// `warden scan` reads at most this many definitions of each kind.
+const SCAN_LIMIT: usize = 10_000;
 
 fn err(code: i64, msg: impl Into<String>) -> ErrorObject {
     ErrorObject::new(code, msg)
@@ -401,24 +418,34 @@ impl Conn {
         }
     }
 
-    /// Every page of a listing (`tools/list`, …): the items under `field`, at most `MAX_PAGES`
-    /// pages (a server that pages forever is cut off, with a warning).
-    pub async fn list_all(&self, method: &str, field: &str) -> Result<Vec<Value>, ErrorObject> {
-        let mut items = Vec::new();
+    /// Every page of a listing (`tools/list`, …): the items under `field`, at most `limit` of
+    /// them (the rest of the page that crosses it is dropped and counted, and no further page is
+    /// asked for) and at most `MAX_PAGES` pages (a server that pages forever is cut off, with a
+    /// warning). A hostile server cannot make Warden hold, vet or pin more than `limit`
+    /// definitions of one kind.
+    pub async fn list_all(&self, method: &str, field: &str, limit: usize) -> Result<Listing, ErrorObject> {
+        let mut l = Listing::default();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_PAGES {
             let params = cursor.take().map(|c| json!({ "cursor": c }));
             let mut page = self.call(method, params, None).await?;
             if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
-                items.extend(a);
+                let room = limit.saturating_sub(l.items.len());
+                l.dropped += a.len().saturating_sub(room);
+                l.items.extend(a.into_iter().take(room));
             }
             match page.get("nextCursor") {
-                Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                _ => return Ok(items),
+                Some(c) if !c.is_null() && l.dropped == 0 => cursor = Some(c.clone()),
+                Some(c) if !c.is_null() => {
+                    l.more = true;
+                    return Ok(l);
+                }
+                _ => return Ok(l),
             }
         }
         tracing::warn!(upstream = %self.name, method, "listing has more than {MAX_PAGES} pages; truncated");
-        Ok(items)
+        l.more = true;
+        Ok(l)
     }
 
     pub async fn notify(&self, method: &str, params: Option<Value>) {
