@@ -6,7 +6,8 @@
 //! - `GET /admin/approvals[?state=pending]`, `GET /admin/approvals/{id}` — approval requests;
 //! - `POST /admin/approvals/{id}/approve`, `…/deny` `{by?, note?}` — decide one;
 //! - `GET /admin/pins` — tool definitions that changed since they were pinned (withheld);
-//! - `POST /admin/pins/approve` `{server, tool, digest, by?}` — accept a changed definition: the
+//! - `POST /admin/pins/approve` `{server, kind?, name (or tool), digest, by?}` — accept a changed
+//!   definition (a tool by default; or a prompt, resource, resource template or instructions): the
 //!   one with `digest` (as `GET /admin/pins` showed it), never whatever is pending by then (409).
 //!
 //! Optional members of the answers (`tool` of a whole-upstream switch, `tenant`, `approver`,
@@ -30,6 +31,7 @@ use crate::approval::{Approvals, Approver, DecideError};
 use crate::auth::Authenticator;
 use crate::digest::sha256;
 use crate::killswitch::{Kill, KillSwitches};
+use crate::registry::PinKind;
 use crate::store::ApprovalState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -242,7 +244,11 @@ async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
 #[serde(deny_unknown_fields)]
 struct PinApproval {
     server: String,
-    tool: String,
+    /// `tool` (default), `prompt`, `resource`, `resource_template` or `instructions`.
+    kind: Option<String>,
+    /// The name (a resource's URI; `instructions`); `tool` is the same, for tools.
+    name: Option<String>,
+    tool: Option<String>,
     /// The digest of the definition the operator reviewed (`seen.digest` in `GET /admin/pins`).
     digest: String,
     by: Option<String>,
@@ -253,21 +259,23 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
         Ok(c) => c,
         Err(r) => return r,
     };
-    let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else {
-        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, tool, digest, by?}"}));
-    };
+    let bad =
+        || reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, kind?, name (or tool), digest, by?}"}));
+    let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else { return bad() };
+    let Some(kind) = p.kind.as_deref().map_or(Some(PinKind::Tool), PinKind::parse) else { return bad() };
+    let Some(name) = p.name.or(p.tool) else { return bad() };
     let by = c.name(p.by);
-    match s.registry.approve(&p.server, &p.tool, &p.digest) {
+    match s.registry.approve(&p.server, kind, &name, &p.digest) {
         Err(Some(pending)) => {
-            tracing::warn!(server = ?p.server, tool = ?p.tool, by = ?by, "pin approval refused: the pending definition is not the one reviewed");
+            tracing::warn!(server = ?p.server, kind = kind.as_str(), name = ?name, by = ?by, "pin approval refused: the pending definition is not the one reviewed");
             admin_event(
                 &s,
                 "pin",
                 "refused",
                 &by,
                 &p.server,
-                Some(&p.tool),
-                json!({"digest": p.digest, "pending": pending}),
+                Some(&name),
+                json!({"kind": kind, "digest": p.digest, "pending": pending}),
             )
             .await;
             reply(
@@ -276,23 +284,25 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
             )
         }
         Ok(change) => {
-            tracing::warn!(server = %p.server, tool = %p.tool, by = %by, "pin change approved through the admin API");
+            tracing::warn!(server = %p.server, kind = kind.as_str(), name = %name, by = %by, "pin change approved through the admin API");
             let recorded = admin_event(
                 &s,
                 "pin",
                 "approved",
                 &by,
                 &p.server,
-                Some(&p.tool),
-                json!({"digest": change.seen.digest}),
+                Some(&name),
+                json!({"kind": kind, "digest": change.seen.digest}),
             )
             .await;
-            reply(
-                StatusCode::OK,
-                json!({"approved": {"server": p.server, "tool": p.tool, "digest": change.seen.digest, "by": by}, "recorded": recorded}),
-            )
+            let mut approved =
+                json!({"server": p.server, "kind": kind, "name": name, "digest": change.seen.digest, "by": by});
+            if kind == PinKind::Tool {
+                approved["tool"] = name.clone().into();
+            }
+            reply(StatusCode::OK, json!({"approved": approved, "recorded": recorded}))
         }
-        Err(None) => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server and tool"})),
+        Err(None) => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server, kind and name"})),
     }
 }
 

@@ -1050,6 +1050,12 @@ pub struct ContentConfig {
     /// marker. Default 1048576.
     #[serde(default = "default_max_result")]
     pub max_result_bytes: usize,
+    /// Pin concrete resources too (their name, description, MIME type, annotations and `_meta`;
+    /// not `size`), like tools, prompts, resource templates and server instructions. Turn it off
+    /// for a server whose resource list follows its content (a file tree): new entries are
+    /// pinned on first use and the pins kept per upstream are bounded. Default true.
+    #[serde(default = "yes")]
+    pub pin_resources: bool,
     /// Most tools, prompts, resources or resource templates read from one upstream's listing
     /// (each kind apart). Beyond it the rest are withheld and no further page is read, with an
     /// error in the log (once a minute per upstream and kind), an audit record (kind

@@ -115,6 +115,9 @@ impl Control {
                                 c.connects[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 *c.conns[i].lock() = Some(conn.clone());
                                 *c.shared.known[i].lock() = conn.init();
+                                if let Some(text) = conn.init().and_then(|i| i.instructions) {
+                                    c.shared.registry.vet_instructions(&spec.name, &text);
+                                }
                                 c.refresh_names(i, &conn).await;
                                 backoff = Duration::from_millis(500);
                                 refused = false;

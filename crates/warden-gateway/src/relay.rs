@@ -9,6 +9,7 @@ use crate::error::GatewayError;
 use crate::namespace::{self, Namespaces};
 use crate::pipeline;
 use crate::policy::SessionOp;
+use crate::registry::PinKind;
 use crate::rpc::Peer;
 use crate::server::{Initialized, Service, Session};
 use crate::upstream::{Conn, Listing, ServerHandler, ServerInit, Spec};
@@ -227,14 +228,21 @@ pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Va
     Value::Object(caps)
 }
 
-/// The upstreams' instructions, each under its server's name; `None` when none declares any.
-/// The upstreams' `instructions`, each through the output stages (issue 20, finding 4: they
-/// reach the model's context raw otherwise) and labelled with its upstream; one whose text reads
-/// as an injection under `block` is left out, logged and recorded.
+/// The upstreams' `instructions`, each pinned and scanned like a definition and put through the
+/// output stages (issue 20, finding 4: they reach the model's context raw otherwise), labelled
+/// with its upstream; `None` when none is left. Instructions that changed since pinned (until an
+/// operator approves them), that are poisoned under `scan = "block"` or that read as an
+/// injection under `injection = "block"` are left out, logged and recorded.
 fn merge_instructions(shared: &Shared, inits: &[Option<ServerInit>]) -> Option<String> {
     let mut parts = Vec::new();
     for (spec, init) in shared.specs.iter().zip(inits) {
         let Some(text) = init.as_ref().and_then(|i| i.instructions.as_deref()) else { continue };
+        // Pinned and scanned like a definition (changed or poisoned: left out; the registry
+        // logs and records why), then through the output stages.
+        if !shared.registry.vet_instructions(&spec.name, text) {
+            tracing::warn!(upstream = %spec.name, "server instructions withheld (changed since pinned, unpinned or poisoned)");
+            continue;
+        }
         let (kept, report) = shared.content.process_instructions(&spec.name, text);
         let findings: Vec<String> = report.injection.findings.iter().map(|f| format!("injection:{}", f.rule)).collect();
         match kept {
@@ -551,6 +559,12 @@ impl RelaySession {
         let mut vetted = HashMap::new();
         let mut hidden: RouteTable = HashMap::new();
         let policy = &self.shared.policy;
+        let pin_kind = match key {
+            "uri" => PinKind::Resource,
+            "uriTemplate" => PinKind::ResourceTemplate,
+            _ if kind == Kind::Tool => PinKind::Tool,
+            _ => PinKind::Prompt,
+        };
         // Vetting (scan, schema compile, pins) of a big listing is CPU work: off the async worker.
         let big = entries.len() > 64;
         crate::blocking::heavy(big, || {
@@ -574,7 +588,7 @@ impl RelaySession {
                         }
                         Err(_) => continue, // logged by the registry
                     },
-                    _ if !self.shared.registry.scan_other(server, &orig, &item) => continue,
+                    _ if !self.shared.registry.vet_other(pin_kind, server, &orig, &item) => continue,
                     _ => {}
                 }
                 if kind == Kind::Tool {
@@ -591,9 +605,7 @@ impl RelaySession {
                 table.insert(exposed, (i, orig, read_only));
                 out.push(item);
             }
-            if kind == Kind::Tool {
-                self.shared.registry.settle();
-            }
+            self.shared.registry.settle();
         });
         {
             let mut r = self.routes.lock();

@@ -74,6 +74,13 @@ impl<C: Clone> Calls<C> {
         self.map.lock().get(id).map(|p| p.ctx.clone())
     }
 
+    /// The context of the one call in flight, when there is exactly one: what a message from a
+    /// peer that cannot name the call it belongs to (stdio) most likely belongs to.
+    pub fn sole_ctx(&self) -> Option<C> {
+        let map = self.map.lock();
+        (map.len() == 1).then(|| map.values().next().map(|p| p.ctx.clone())).flatten()
+    }
+
     /// The context of the call that carried this progress token.
     pub fn ctx_for_progress(&self, token: &Value) -> Option<C> {
         self.map.lock().values().find(|p| p.progress.as_ref() == Some(token)).map(|p| p.ctx.clone())

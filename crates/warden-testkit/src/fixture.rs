@@ -48,9 +48,8 @@ impl Service for Fixture {
                         "completions": {}
                     },
                     "serverInfo": {"name": "warden-fixture", "version": env!("CARGO_PKG_VERSION")},
-                    // `FIXTURE_INSTRUCTIONS`: hostile-upstream tests give other instructions.
-                    "instructions": std::env::var("FIXTURE_INSTRUCTIONS")
-                        .unwrap_or_else(|_| "Fixture server for Warden's tests.".into())
+                    // Hostile-upstream tests give other instructions.
+                    "instructions": instructions()
                 }),
             })
         }
@@ -106,17 +105,20 @@ fn tools() -> Value {
     ]})
 }
 
-/// The tool listing, with descriptions replaced from the JSON object (name → description, or
-/// name → fields to replace) in the file named by `FIXTURE_DESCRIPTIONS`, read at every listing: tests change a definition while
-/// the server runs (a rug pull) or poison one.
-fn listed_tools() -> Value {
-    let mut all = tools();
-    let file = std::env::var("FIXTURE_DESCRIPTIONS").ok();
-    let over: serde_json::Map<String, Value> = file
+/// The overrides in the file named by `FIXTURE_DESCRIPTIONS` (a JSON object: name →
+/// description, or name → fields to replace), read at every listing: tests change a definition
+/// while the server runs (a rug pull) or poison one.
+fn overrides() -> serde_json::Map<String, Value> {
+    std::env::var("FIXTURE_DESCRIPTIONS")
+        .ok()
         .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    if let Some(items) = all["tools"].as_array_mut() {
+        .unwrap_or_default()
+}
+
+/// `listing[field]` with each item named in `over` (by its `name`) changed.
+fn apply_overrides(mut listing: Value, field: &str, over: &serde_json::Map<String, Value>) -> Value {
+    if let Some(items) = listing[field].as_array_mut() {
         for t in items {
             match t["name"].as_str().and_then(|n| over.get(n)).cloned() {
                 // An object replaces fields (a renamed tool: a look-alike of another server's).
@@ -126,7 +128,22 @@ fn listed_tools() -> Value {
             }
         }
     }
-    all
+    listing
+}
+
+/// The tool listing, with the overrides of `FIXTURE_DESCRIPTIONS`.
+fn listed_tools() -> Value {
+    apply_overrides(tools(), "tools", &overrides())
+}
+
+/// The instructions: the file named by `FIXTURE_INSTRUCTIONS_FILE` (read at each
+/// `initialize`), else `FIXTURE_INSTRUCTIONS`, else a plain sentence.
+fn instructions() -> String {
+    std::env::var("FIXTURE_INSTRUCTIONS_FILE")
+        .ok()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .or_else(|| std::env::var("FIXTURE_INSTRUCTIONS").ok())
+        .unwrap_or_else(|| "Fixture server for Warden's tests.".into())
 }
 
 fn resources() -> Value {
@@ -371,7 +388,7 @@ impl Session for FixtureSession {
                     let args = p.get("arguments").cloned().unwrap_or_else(|| json!({}));
                     self.call_tool(&s("name"), args, p.get("_meta").cloned(), peer).await
                 }
-                "resources/list" => Ok(resources()),
+                "resources/list" => Ok(apply_overrides(resources(), "resources", &overrides())),
                 "resources/templates/list" => Ok(json!({"resourceTemplates": [{"uriTemplate": "test://template/{id}/data", "name": "template",
                     "title": "Resource Template", "description": "A resource template with parameter substitution", "mimeType": "application/json"}]})),
                 "resources/read" => resource_read(&s("uri")),
@@ -383,7 +400,7 @@ impl Session for FixtureSession {
                     self.log(&self.peer, &format!("Unsubscribed from resource: {}", s("uri")));
                     Ok(json!({}))
                 }
-                "prompts/list" => Ok(prompts()),
+                "prompts/list" => Ok(apply_overrides(prompts(), "prompts", &overrides())),
                 "prompts/get" => prompt_get(&s("name"), p.get("arguments").unwrap_or(&json!({}))),
                 "logging/setLevel" => {
                     self.log(&self.peer, &format!("Log level set to: {}", s("level")));

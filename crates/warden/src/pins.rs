@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use warden_gateway::config::Config;
-use warden_gateway::registry::{diff_definitions, PinFile};
+use warden_gateway::registry::{diff_definitions, instructions_definition, pin_digest, PinFile, PinKind};
 use warden_gateway::signing::{self, SigningKey};
 use warden_gateway::upstream::{list_definitions, Definitions, Spec};
 use warden_policy::scan;
@@ -93,6 +93,25 @@ async fn read_all(cfg: &Config) -> anyhow::Result<Vec<(String, Definitions)>> {
     Ok(out)
 }
 
+/// An upstream's definitions by pin kind (its instructions as one definition); concrete
+/// resources only when the config pins them.
+fn by_kind(d: &Definitions, resources: bool) -> Vec<(PinKind, Vec<Value>)> {
+    let mut out = vec![(PinKind::Tool, d.tools.clone()), (PinKind::Prompt, d.prompts.clone())];
+    if resources {
+        out.push((PinKind::Resource, d.resources.clone()));
+    }
+    out.push((PinKind::Instructions, d.instructions.iter().map(|i| instructions_definition(i)).collect()));
+    out
+}
+
+/// The name a definition of `kind` is pinned under.
+fn pin_name(kind: PinKind, item: &Value) -> &str {
+    if kind == PinKind::Instructions {
+        return "instructions";
+    }
+    item.get(kind.key()).and_then(Value::as_str).unwrap_or("?")
+}
+
 fn pin_file_of(cfg: &Config) -> Option<PathBuf> {
     cfg.content.pin_file.as_ref().map(|p| cfg.path(p))
 }
@@ -119,18 +138,23 @@ pub async fn scan(target: &Target, as_json: bool) -> anyhow::Result<usize> {
                     report
                         .push(json!({"server": server, "kind": kind, "name": name, "rule": f.rule, "place": f.place}));
                 }
-                if kind != "tool" {
-                    continue;
+                if kind == "tool" {
+                    names.push((server.clone(), name.to_string()));
                 }
-                names.push((server.clone(), name.to_string()));
-                let pinned = pins.as_ref().and_then(|p| p.servers.get(server)).map(|t| t.get(name));
-                match pinned {
-                    Some(Some(p)) if p.digest != scan::digest(item) => report.push(json!({
-                        "server": server, "kind": kind, "name": name, "rule": "pin.changed",
+            }
+        }
+        for (kind, list) in by_kind(d, cfg.content.pin_resources) {
+            let Some(pins) = &pins else { break };
+            for item in &list {
+                let name = pin_name(kind, item);
+                let k = kind.as_str();
+                // Unpinned is reported for an upstream with pins of this kind only.
+                match pins.table(kind).get(server).map(|t| t.get(name)) {
+                    Some(Some(p)) if p.digest != pin_digest(kind, item) => report.push(json!({
+                        "server": server, "kind": k, "name": name, "rule": "pin.changed",
                         "place": diff_definitions(&p.definition, item).join("; ")})),
-                    Some(None) => report.push(
-                        json!({"server": server, "kind": kind, "name": name, "rule": "pin.unpinned", "place": ""}),
-                    ),
+                    Some(None) => report
+                        .push(json!({"server": server, "kind": k, "name": name, "rule": "pin.unpinned", "place": ""})),
                     _ => {}
                 }
             }
@@ -182,7 +206,10 @@ pub async fn pin(config: &Path, out: Option<PathBuf>, sign_key: Option<PathBuf>)
     let all = read_all(&cfg).await?;
     let mut pins = PinFile { version: 1, ..Default::default() };
     for (server, d) in &all {
-        pins.pin_server(server, &d.tools);
+        for (kind, list) in by_kind(d, cfg.content.pin_resources) {
+            pins.pin_all(kind, server, &list);
+        }
+        pins.pin_instructions(server, d.instructions.as_deref());
         for t in &d.tools {
             let found = scan::scan_tool(t);
             if !found.is_empty() {
@@ -190,7 +217,13 @@ pub async fn pin(config: &Path, out: Option<PathBuf>, sign_key: Option<PathBuf>)
                 eprintln!("warning: {server}:{} looks poisoned ({}); pinned all the same", t["name"], rules.join(", "));
             }
         }
-        println!("{server}: {} tool(s) pinned", d.tools.len());
+        println!(
+            "{server}: {} tool(s), {} prompt(s), {} resource(s){} pinned",
+            d.tools.len(),
+            d.prompts.len(),
+            if cfg.content.pin_resources { d.resources.len() } else { 0 },
+            if d.instructions.is_some() { " and its instructions" } else { "" }
+        );
     }
     pins.save(&path, key.as_ref()).map_err(anyhow::Error::msg)?;
     match key {
@@ -210,28 +243,32 @@ pub async fn diff(config: &Path) -> anyhow::Result<usize> {
     let mut n = 0;
     let empty = Default::default();
     for (server, d) in &all {
-        let pinned = pins.servers.get(server).unwrap_or(&empty);
-        for t in &d.tools {
-            let name = t.get("name").and_then(Value::as_str).unwrap_or("?");
-            match pinned.get(name) {
-                None => {
-                    n += 1;
-                    println!("+ {server}:{name} (not pinned)");
-                }
-                Some(p) if p.digest != scan::digest(t) => {
-                    n += 1;
-                    println!("~ {server}:{name} (pinned {}…, now {}…)", &p.digest[..12], &scan::digest(t)[..12]);
-                    for line in diff_definitions(&p.definition, t) {
-                        println!("    {line}");
+        for (kind, list) in by_kind(d, cfg.content.pin_resources) {
+            let pinned = pins.table(kind).get(server).unwrap_or(&empty);
+            let k = kind.as_str();
+            for item in &list {
+                let name = pin_name(kind, item);
+                match pinned.get(name) {
+                    None => {
+                        n += 1;
+                        println!("+ {k} {server}:{name} (not pinned)");
                     }
+                    Some(p) if p.digest != pin_digest(kind, item) => {
+                        n += 1;
+                        let now = pin_digest(kind, item);
+                        println!("~ {k} {server}:{name} (pinned {}…, now {}…)", &p.digest[..12], &now[..12]);
+                        for line in diff_definitions(&p.definition, item) {
+                            println!("    {line}");
+                        }
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
-        }
-        for name in pinned.keys() {
-            if !d.tools.iter().any(|t| t.get("name").and_then(Value::as_str) == Some(name)) {
-                n += 1;
-                println!("- {server}:{name} (pinned, no longer offered)");
+            for name in pinned.keys() {
+                if !list.iter().any(|t| pin_name(kind, t) == name) {
+                    n += 1;
+                    println!("- {k} {server}:{name} (pinned, no longer offered)");
+                }
             }
         }
     }

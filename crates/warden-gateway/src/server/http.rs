@@ -817,14 +817,19 @@ impl Outbound for Streams {
                 }
             }
         }
+        // (a request still in its JSON grace window counts: it is turned into an SSE stream, as
+        // for a message related to it; a request whose client accepts JSON only cannot carry it)
         let newest_open = inner
             .map
             .iter()
-            .filter(|(_, st)| !st.done && st.request.is_some() && st.next_seq != u64::MAX && st.live.is_some())
+            .filter(|(_, st)| {
+                !st.done && st.request.is_some() && (st.next_seq != u64::MAX || st.lazy) && st.live.is_some()
+            })
             .map(|(s, _)| *s)
             .max();
         if let Some(s) = newest_open {
             let st = inner.map.get_mut(&s).expect("found above");
+            self.upgrade_locked(st, s);
             return self.push(st, s, json);
         }
         if matches!(msg, Message::Request { .. }) {
@@ -893,6 +898,25 @@ mod tests {
         assert!(rx.try_recv().is_err(), "no event of stream b, nothing before the id");
         assert!(st.resume("999-0").is_none());
         assert!(st.resume("garbage").is_none());
+    }
+
+    /// A server request with no related stream (a stdio upstream cannot say which call it
+    /// belongs to) while the only request stream is still in its JSON grace window: it goes on
+    /// that stream, turned into SSE, not refused ("no open stream"; a flaky test found it).
+    #[test]
+    fn an_unrelated_server_request_upgrades_a_request_stream_in_its_grace_window() {
+        let st = streams();
+        let (a, mut rx) = st.open_json(Id::Num(1), true);
+        let req = Message::Request { id: Id::Str("w1".into()), method: "sampling/createMessage".into(), params: None };
+        assert!(st.send(None, req), "delivered");
+        let priming = rx.try_recv().unwrap();
+        assert!(std::str::from_utf8(&priming).unwrap().starts_with(&format!("id: {a}-0")), "{priming:?}");
+        assert!(std::str::from_utf8(&rx.try_recv().unwrap()).unwrap().contains("sampling/createMessage"));
+        // A JSON-only request (not lazy) cannot carry it.
+        let st = streams();
+        let (_b, _rxb) = st.open_json(Id::Num(2), false);
+        let req = Message::Request { id: Id::Str("w2".into()), method: "sampling/createMessage".into(), params: None };
+        assert!(!st.send(None, req));
     }
 
     fn streams() -> Streams {

@@ -514,7 +514,11 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
                             .and_then(|p| p.get("progressToken"))
                             .and_then(|t| conn.calls.ctx_for_progress(t))
                             .flatten(),
-                        _ => related.and_then(|r| conn.calls.ctx(&r)).flatten(),
+                        // Unrelated (stdio cannot relate): the one call in flight, if one.
+                        _ => match related {
+                            Some(r) => conn.calls.ctx(&r).flatten(),
+                            None => conn.calls.sole_ctx().flatten(),
+                        },
                     };
                     (conn.handler)(conn, other, ctx);
                 }
