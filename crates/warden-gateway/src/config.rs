@@ -1607,6 +1607,31 @@ impl Config {
         out
     }
 
+    /// Every key and secret file Warden reads, with what it is: the audit and built-in server
+    /// signing keys, the built-in server's users, the TLS private key, and every secret given as
+    /// a file. Paths as resolved (defaults included), whether or not they exist yet.
+    pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        if self.audit.enabled {
+            out.push(("audit.signing_key".to_string(), self.audit.signing_key.clone()));
+        }
+        if let Some(b) = self.auth.as_ref().and_then(|a| a.builtin.as_ref()) {
+            let or = |p: &Option<PathBuf>, d: &str| self.path(&p.clone().unwrap_or_else(|| d.into()));
+            out.push(("auth.builtin.key_file".into(), or(&b.key_file, "warden-data/signing-key.pk8")));
+            out.push(("auth.builtin.users_file".into(), or(&b.users_file, "warden-data/users.toml")));
+        }
+        if let Some(t) = &self.listen.tls {
+            out.push(("listen.tls.key_file".into(), t.key_file.clone()));
+        }
+        let mut c = self.clone();
+        for (key, s) in c.secrets_mut() {
+            if let Some(f) = &s.file {
+                out.push((key, f.clone()));
+            }
+        }
+        out
+    }
+
     /// Resolve every secret reference now (reading each, keeping none): one line per reference
     /// that cannot be read, `file:line:col: key: why`. For `warden check`.
     pub fn check_secrets(&mut self) -> Vec<String> {

@@ -290,6 +290,18 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
 
 impl Gateway {
     pub async fn new(cfg: Config) -> Result<Gateway, String> {
+        // Before any key is created or read: no sandboxed upstream may reach one.
+        let mut unsandboxed = Vec::new();
+        let exposed = crate::upstream::exposure::exposed_secrets(&cfg, &mut unsandboxed);
+        for w in &unsandboxed {
+            tracing::warn!("{w}");
+        }
+        if let Some(first) = exposed.first() {
+            return Err(format!(
+                "{first}{}",
+                if exposed.len() > 1 { format!(" (and {} more)", exposed.len() - 1) } else { String::new() }
+            ));
+        }
         let specs = cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content)).collect::<Result<Vec<_>, _>>()?;
         let ns = Namespaces::new(
             &cfg.federation.separator,

@@ -69,7 +69,7 @@ use std::path::{Path, PathBuf};
 
 pub use helper::run_helper;
 pub use prefix::program_prefixes;
-pub use reach::{blocked_arguments, blocked_in_stderr, granted, Blocked};
+pub use reach::{blocked_arguments, blocked_in_stderr, exposed, granted, Blocked};
 
 /// The argument that makes `warden` act as the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox";

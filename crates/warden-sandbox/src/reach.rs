@@ -121,6 +121,44 @@ pub fn blocked_arguments(policy: &Policy, program: &str, args: &[String], cwd: &
     out
 }
 
+/// Which of `files` (keys and secrets) a server sandboxed under `policy`, running `program`,
+/// could read (issue 20 finding 14): beneath a path Landlock grants it (its install prefix,
+/// `cwd`, `read_only`, `read_write`, the system paths) and, when it runs as the unprivileged
+/// user (Warden is root and no `user` is set), open to other users on the way. A file that does
+/// not exist yet counts by where it will be (Warden creates keys 0600, so as the unprivileged
+/// user only an existing, open file is exposed).
+pub fn exposed(policy: &Policy, program: &str, files: &[PathBuf]) -> Vec<PathBuf> {
+    let grants = canonical_grants(policy, program);
+    let as_nobody = nix::unistd::geteuid().is_root() && policy.user.is_none();
+    let mut out = Vec::new();
+    for f in files {
+        let real = resolve_existing_prefix(f);
+        if !grants.iter().any(|g| real.starts_with(g)) {
+            continue;
+        }
+        if as_nobody && (!real.exists() || closed_to_others(&real).is_some()) {
+            continue;
+        }
+        if !out.contains(&real) {
+            out.push(real);
+        }
+    }
+    out
+}
+
+/// `p` with its longest existing ancestor canonicalized (symlinks resolved) and the rest as
+/// written.
+fn resolve_existing_prefix(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    for a in abs.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(a) {
+            let rest = abs.strip_prefix(a).unwrap_or(Path::new(""));
+            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+        }
+    }
+    abs
+}
+
 /// The first directory on the way to `p` that others may not enter, or `p` itself when others
 /// may not read it (directories: read and enter).
 fn closed_to_others(p: &Path) -> Option<PathBuf> {
@@ -194,6 +232,40 @@ fn paths_in(line: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20 finding 14: a key beside a server's own program (its install prefix) or in
+    /// its `cwd` is exposed; one elsewhere is not.
+    #[test]
+    fn secrets_beneath_a_grant_are_exposed() {
+        let d = std::env::temp_dir().join(format!("warden-exposed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("app")).unwrap();
+        std::fs::create_dir_all(d.join("keys")).unwrap();
+        let program = d.join("app/server.py");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        let (beside, apart, future) = (d.join("app/audit.key"), d.join("keys/audit.key"), d.join("app/data/as.pk8"));
+        for f in [&beside, &apart] {
+            std::fs::write(f, "k").unwrap();
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let policy = Policy::default();
+        let files = [beside.clone(), apart.clone(), future.clone()];
+        let got = exposed(&policy, program.to_str().unwrap(), &files);
+        assert!(got.contains(&std::fs::canonicalize(&beside).unwrap()), "{got:?}");
+        assert!(!got.iter().any(|p| p.ends_with("keys/audit.key")), "{got:?}");
+        let root = nix::unistd::geteuid().is_root();
+        // Not created yet: exposed unless the server runs as another user than Warden's.
+        assert_eq!(got.iter().any(|p| p.ends_with("app/data/as.pk8")), !root, "{got:?}");
+        // Granted through `read_only` (a cwd is granted the same way) too.
+        let policy = Policy { read_only: vec![d.join("keys")], ..Policy::default() };
+        assert!(!exposed(&policy, "/bin/true", &files).is_empty());
+        if root {
+            // Closed to other users: the unprivileged server cannot read it.
+            std::fs::set_permissions(&apart, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(exposed(&policy, "/bin/true", std::slice::from_ref(&apart)).is_empty());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn stderr_of_common_runtimes_names_the_refused_path() {

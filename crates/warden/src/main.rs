@@ -258,6 +258,13 @@ fn main() -> std::process::ExitCode {
                 // Every secret reference is read now (never printed), so `serve` cannot fail on one.
                 let missing = cfg.check_secrets();
                 anyhow::ensure!(missing.is_empty(), "{}", missing.join("\n"));
+                // No sandboxed upstream may reach a key or secret file (serve refuses to start).
+                let mut unsandboxed = Vec::new();
+                let exposed = warden_gateway::upstream::exposure::exposed_secrets(&cfg, &mut unsandboxed);
+                for w in unsandboxed {
+                    println!("WARNING: {w}");
+                }
+                anyhow::ensure!(exposed.is_empty(), "{}", exposed.join("\n"));
                 let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir, warden_gateway::audit::Audit::disabled())
                     .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());

@@ -24,6 +24,8 @@ mod connections;
 mod content;
 #[path = "gateway/hostile_upstream.rs"]
 mod hostile_upstream;
+#[path = "gateway/key_reach.rs"]
+mod key_reach;
 #[path = "gateway/pins.rs"]
 mod pins;
 #[path = "gateway/sandbox.rs"]

@@ -9,6 +9,7 @@
 //! Does not defend against: hostile content in well-formed upstream messages (response policy).
 
 pub mod builtin;
+pub mod exposure;
 pub mod http;
 pub mod oauth;
 pub mod program;
