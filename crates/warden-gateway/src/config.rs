@@ -716,6 +716,10 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// redis: a password, when the server requires one.
     pub password: Option<SecretRef>,
+    /// redis over TLS (`rediss://`): the CA certificate (PEM) that signs the server's
+    /// certificate, for a private CA. Default: the system's trust store. Relative to the config
+    /// file.
+    pub ca_file: Option<PathBuf>,
     /// redis: prefix of every key. Default `"warden"`.
     #[serde(default = "default_store_prefix")]
     pub prefix: String,
@@ -1562,6 +1566,7 @@ impl Config {
             f.spool.iter_mut().for_each(rel);
         }
         rel(&mut cfg.audit.signing_key);
+        cfg.store.ca_file.iter_mut().for_each(rel);
         Ok(cfg)
     }
 
@@ -1737,6 +1742,9 @@ impl Config {
                 let url = st.url.as_deref().ok_or("store.url: required for backend = \"redis\"")?;
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                     return Err("store.url: expected redis://host:port or rediss://host:port".into());
+                }
+                if st.ca_file.is_some() && !st.url.as_deref().unwrap_or_default().starts_with("rediss://") {
+                    return Err("store.ca_file: only for TLS (`rediss://` url)".into());
                 }
                 if !valid_name(&st.prefix) || st.timeout_ms == 0 {
                     return Err("store: prefix must be 1-32 of [A-Za-z0-9_-] and timeout_ms at least 1".into());

@@ -283,7 +283,12 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
                 u.set_password(Some(&pw)).map_err(|_| "store.url: cannot carry a password".to_string())?;
                 url = u.to_string();
             }
-            Arc::new(RedisStore::new(&url, &st.prefix, Duration::from_millis(st.timeout_ms))?)
+            let ca = st
+                .ca_file
+                .as_ref()
+                .map(|f| std::fs::read(f).map_err(|e| format!("store.ca_file {}: {e}", f.display())))
+                .transpose()?;
+            Arc::new(RedisStore::new(&url, &st.prefix, Duration::from_millis(st.timeout_ms), ca)?)
         }
     })
 }
@@ -320,6 +325,7 @@ impl Gateway {
         }
         let store = open_store(&cfg)?;
         let kills = KillSwitches::load(store.clone()).await?;
+        kills.set_audit(audit.clone());
         kills.follow();
         let policy = Arc::new(Policy::new(&cfg, kills, store.clone())?);
         let approvals = Arc::new(Approvals::new(store, cfg.approval.clone()));

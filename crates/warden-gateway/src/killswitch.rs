@@ -8,6 +8,14 @@
 //! load when nothing is off) and, with a shared store, re-reads it when its version changes,
 //! polled every [`SYNC_EVERY`]: a flip on one replica is in effect on all within a second. While
 //! the store is out, the last copy stays in effect. Every flip is logged with who did it and why.
+//!
+//! A store that lost its data (Redis `FLUSHALL`, a failover to an empty replica: issue 20
+//! finding 8) would revive every switch on every replica at the next poll. It is recognised by
+//! the store's epoch (a token set when absent) changing, or its version going backwards; then
+//! each replica keeps its copy in effect, writes every switch it holds back to the store, logs
+//! an error and records an audit event (`kill_switch`, detail `store_reset`). A switch revived
+//! on one replica just before the loss may come back off (re-asserted by a replica that had not
+//! seen the revival yet): the safe side.
 
 use crate::store::{kill_key, Store, StoreError};
 use parking_lot::RwLock;
@@ -40,13 +48,22 @@ pub struct KillSwitches {
     map: RwLock<BTreeMap<String, Kill>>,
     any: AtomicBool,
     version: AtomicU64,
+    /// The store's epoch as last seen (see the module comment).
+    epoch: parking_lot::Mutex<String>,
     store: Arc<dyn Store>,
     changed: tokio::sync::watch::Sender<u64>,
+    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
+}
+
+/// A fresh epoch token to claim a store with.
+fn new_epoch() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 impl KillSwitches {
     /// The switches in `store` now.
     pub async fn load(store: Arc<dyn Store>) -> Result<Arc<KillSwitches>, String> {
+        let (_, epoch) = store.kills_version(&new_epoch()).await.map_err(|e| format!("kill switches: {e}"))?;
         let (version, list) = store.kills().await.map_err(|e| format!("kill switches: {e}"))?;
         for k in &list {
             tracing::warn!(server = %k.server, tool = ?k.tool, reason = %k.reason, by = %k.by, "kill switch active");
@@ -55,10 +72,17 @@ impl KillSwitches {
             any: AtomicBool::new(!list.is_empty()),
             map: RwLock::new(list.into_iter().map(|k| (kill_key(&k.server, k.tool.as_deref()), k)).collect()),
             version: AtomicU64::new(version),
+            epoch: parking_lot::Mutex::new(epoch),
             store,
             changed: tokio::sync::watch::channel(0).0,
+            audit: std::sync::OnceLock::new(),
         });
         Ok(k)
+    }
+
+    /// Where a store reset is recorded.
+    pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
     }
 
     /// With a shared store, follow flips made by other replicas (until `self` is dropped).
@@ -84,13 +108,51 @@ impl KillSwitches {
         });
     }
 
-    /// Re-read the store if its version moved.
+    /// Re-read the store if its version moved; write the switches held here back if it lost
+    /// them.
     async fn sync(&self) -> Result<(), StoreError> {
-        let v = self.store.kills_version().await?;
-        if v == self.version.load(Ordering::Acquire) {
+        let (v, epoch) = self.store.kills_version(&new_epoch()).await?;
+        let ours = self.version.load(Ordering::Acquire);
+        if epoch != *self.epoch.lock() || v < ours {
+            return self.reassert(epoch, v, ours).await;
+        }
+        if v == ours {
             return Ok(());
         }
         let (v, list) = self.store.kills().await?;
+        self.replace(v, list);
+        Ok(())
+    }
+
+    /// The store lost its switches: keep this copy in effect, write it back, say so.
+    async fn reassert(&self, epoch: String, seen: u64, ours: u64) -> Result<(), StoreError> {
+        let held: Vec<Kill> = self.map.read().values().cloned().collect();
+        tracing::error!(
+            version = seen,
+            known_version = ours,
+            switches = held.len(),
+            "kill switches: the store lost its state (data loss, FLUSHALL or failover?); the switches this replica holds stay in effect and are written back"
+        );
+        for k in &held {
+            self.store.put_kill(k).await?;
+        }
+        if let Some(a) = self.audit.get() {
+            let mut e = warden_audit::Event::new("kill_switch", "error");
+            e.decision = Some("denied".into());
+            e.detail = Some("store_reset".into());
+            e.count = Some(held.len() as u64);
+            e.args = Some(serde_json::json!({"version_seen": seen, "version_known": ours,
+                "reasserted": held.iter().map(|k| kill_key(&k.server, k.tool.as_deref()).replace('\0', ":")).collect::<Vec<_>>()}));
+            a.emit(e);
+        }
+        *self.epoch.lock() = epoch;
+        // What the store holds now: ours, and whatever other replicas wrote back.
+        let (v, mut list) = self.store.kills().await?;
+        for k in held {
+            if !list.iter().any(|l| l.server == k.server && l.tool == k.tool) {
+                list.push(k);
+            }
+        }
         self.replace(v, list);
         Ok(())
     }

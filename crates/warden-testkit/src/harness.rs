@@ -92,6 +92,44 @@ pub fn redis_server_on(port: u16) -> Proc {
     Proc { child, url: format!("redis://127.0.0.1:{port}"), dir }
 }
 
+/// [`redis_server`] serving TLS only, with a certificate for `localhost`/`127.0.0.1` from a
+/// throwaway CA (clients are not asked for one); `url` is `rediss://127.0.0.1:<port>`, and the
+/// CA's PEM is `dir/ca.pem`.
+pub fn redis_tls_server() -> Proc {
+    let port = free_port();
+    let dir = tempdir("redis-tls");
+    let (ca, cert, key) = crate::pki::Ca::new("warden-test-redis-ca").write_server(&dir);
+    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .args(["--tls-auth-clients", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(err.try_clone().unwrap())
+        .stderr(err)
+        .spawn()
+        .expect("redis-server (installed by scripts/setup.sh)");
+    wait_http(&format!("http://127.0.0.1:{port}/"));
+    Proc { child, url: format!("rediss://127.0.0.1:{port}"), dir }
+}
+
 /// A real PostgreSQL server: a fresh cluster (`initdb`, trust authentication on loopback, no
 /// fsync) in a temporary directory, listening on a free loopback port, run as the `postgres`
 /// user when the tests run as root (PostgreSQL refuses root). `url` is

@@ -85,7 +85,8 @@ pub fn run(n: usize) -> anyhow::Result<()> {
 pub async fn redis(url: &str, n: usize) -> anyhow::Result<()> {
     use warden_gateway::store::redis::RedisStore;
     use warden_gateway::store::{Check, Limit};
-    let store = RedisStore::new(url, "bench", std::time::Duration::from_secs(2)).map_err(|e| anyhow::anyhow!(e))?;
+    let store =
+        RedisStore::new(url, "bench", std::time::Duration::from_secs(2), None).map_err(|e| anyhow::anyhow!(e))?;
     let mut ping = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
     let rate = Rate::parse("1000000/s", Some(1_000_000)).map_err(|e| anyhow::anyhow!(e))?;
     let checks = vec![

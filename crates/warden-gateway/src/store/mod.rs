@@ -128,8 +128,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The kill switches that are off, and a version that changes with every flip.
     fn kills(&self) -> BoxFuture<'_, Result<(u64, Vec<Kill>), StoreError>>;
-    /// The version alone (cheap; polled by replicas).
-    fn kills_version(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// The version, and the epoch of the store's switches (cheap; polled by replicas). The
+    /// epoch is set to `claim` when the store holds none (a new store, or one that lost its
+    /// data: `FLUSHALL`, a failover to an empty replica): an epoch other than the one a replica
+    /// knows means the switches it holds may have been lost.
+    fn kills_version<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<(u64, String), StoreError>>;
     fn put_kill<'a>(&'a self, k: &'a Kill) -> BoxFuture<'a, Result<(), StoreError>>;
     /// False when that switch was not off.
     fn remove_kill<'a>(&'a self, server: &'a str, tool: Option<&'a str>) -> BoxFuture<'a, Result<bool, StoreError>>;

@@ -4,7 +4,8 @@
 //! Keys (`P` is the configured prefix):
 //! - `P:rl:<key>` GCRA theoretical arrival time, µs since the Unix epoch by Redis's clock;
 //! - `P:q:<day>:<key>` calls on one UTC day;
-//! - `P:kills` hash of switched-off targets (JSON), `P:kills:v` its version;
+//! - `P:kills` hash of switched-off targets (JSON), `P:kills:v` its version, `P:kills:epoch` a
+//!   random token set when absent (its change reveals a store that lost its data);
 //! - `P:ap:<id>` hash of one approval (`json`, `state`, `approver`, `decided_at`, `note`),
 //!   `P:apd:<digest>` → id, `P:aps` ids by expiry. Approvals expire with their TTL.
 //!
@@ -106,8 +107,15 @@ fn err(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connect lazily: Warden starts even while Redis is down; calls then follow the outage
     /// policy until it is back.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
+    /// A store at `url` (`redis://`, or `rediss://` for TLS, verified against `ca` (PEM) when
+    /// given, else the system's trust store).
+    pub fn new(url: &str, prefix: &str, timeout: Duration, ca: Option<Vec<u8>>) -> Result<RedisStore, String> {
+        let client = if url.starts_with("rediss://") {
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: ca };
+            redis::Client::build_with_tls(url, certs).map_err(|e| format!("store.url: {e}"))?
+        } else {
+            redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?
+        };
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -223,11 +231,21 @@ impl Store for RedisStore {
         .boxed()
     }
 
-    fn kills_version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn kills_version<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<(u64, String), StoreError>> {
         async move {
             let mut c = self.conn.clone();
-            let v: Option<u64> = c.get(self.k("kills:v")).await.map_err(err)?;
-            Ok(v.unwrap_or(0))
+            let (v, epoch): (Option<u64>, String) = redis::pipe()
+                .get(self.k("kills:v"))
+                .cmd("SET")
+                .arg(self.k("kills:epoch"))
+                .arg(claim)
+                .arg("NX")
+                .ignore()
+                .get(self.k("kills:epoch"))
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok((v.unwrap_or(0), epoch))
         }
         .boxed()
     }

@@ -122,3 +122,64 @@ async fn two_wardens_share_limits_kill_switches_and_approvals_and_fail_closed_wi
     let _redis = harness::redis_server_on(redis_port);
     within(10, || async { text(&ca.tool(10, "echo", json!({"text": "back"})).await) == Some("back") }).await;
 }
+
+/// Issue 20 finding 8: Redis over TLS (`rediss://`, a private CA) works, and kill switches do not
+/// revive when Redis loses its data (`FLUSHALL`): every replica keeps its switches in effect,
+/// writes them back and records the reset.
+#[tokio::test]
+async fn kill_switches_survive_redis_data_loss_over_tls() {
+    let redis = harness::redis_tls_server();
+    let port = redis.url.rsplit(':').next().unwrap().to_string();
+    let ca = redis.dir.join("ca.pem").display().to_string();
+    let prefix = format!("tls{}", std::process::id());
+    let section =
+        format!("[store]\nbackend = \"redis\"\nurl = {:?}\nca_file = {ca:?}\nprefix = {prefix:?}\n", redis.url);
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let (admin_a, url_a) = admin_section();
+    let (admin_b, _) = admin_section();
+    let a = warden("", &format!("{up}\n{admin_a}\n{section}"));
+    let b = warden("", &format!("{up}\n{admin_b}\n{section}"));
+    let (mut ca_client, mut cb) = (Client::new(&a.url), Client::new(&b.url));
+    ca_client.initialize().await;
+    cb.initialize().await;
+    assert_eq!(
+        text(&cb.tool(1, "test_simple_text", json!({})).await),
+        Some("This is a simple text response for testing.")
+    );
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url_a}/kill-switches"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"server": "fx", "tool": "test_simple_text", "reason": "incident", "by": "oncall"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let switched_off =
+        |r: &serde_json::Value| r["result"]["isError"] == true && r.to_string().contains("switched off by an operator");
+    within(3, || async { switched_off(&cb.tool(2, "test_simple_text", json!({})).await) }).await;
+
+    // Redis loses everything.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert", &ca, "-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["FLUSHALL"]), "OK");
+    // Several polls later: still off on both, and back in Redis.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(switched_off(&cb.tool(3, "test_simple_text", json!({})).await));
+    assert!(switched_off(&ca_client.tool(4, "test_simple_text", json!({})).await));
+    within(3, || async { cli(&["HLEN", &format!("{prefix}:kills")]) == "1" }).await;
+    for w in [&a, &b] {
+        assert!(w.log().contains("the store lost its state"), "{}", w.log());
+        let cfg = w.dir.join("warden.toml").display().to_string();
+        let resets = crate::audit::records(&cfg, &["--kind", "kill_switch"]);
+        assert!(resets.iter().any(|r| r["detail"] == "store_reset" && r["count"] == 1), "{resets:?}");
+    }
+}
