@@ -34,6 +34,7 @@ namespace = ""
 transport = "stdio"
 command = "$BIN/warden-fixture"
 args = ["--stdio"]
+client_requests = ["sampling", "elicitation", "roots"]   # the suite's scenarios use all three
 $ALLOW_ALL
 TOML
 cat > "$TMP/http.toml" <<TOML
@@ -44,6 +45,7 @@ name = "fixture"
 namespace = ""
 transport = "http"
 url = "http://127.0.0.1:$FX/mcp"
+client_requests = ["sampling", "elicitation", "roots"]
 $ALLOW_ALL
 TOML
 # the same with every answer as an SSE stream (priming events, multiple concurrent streams)

@@ -18,6 +18,7 @@ name = "everything"
 transport = "stdio"
 command = "$NODE22"
 args = ["$INTEROP/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"]
+client_requests = ["sampling", "elicitation", "roots"]   # its demo tools use all three
 [upstream.sandbox]                  # the official server, sandboxed: it may read its own packages
 read_only = ["$INTEROP"]
 network = "deny"
@@ -25,6 +26,7 @@ network = "deny"
 name = "py"
 transport = "http"
 url = "http://127.0.0.1:$PP/mcp"
+client_requests = ["sampling", "elicitation", "roots"]
 # Held for the user's approval (MCP elicitation): the Python client approves, the TS one declines.
 [[rule]]
 id = "sum-needs-approval"

@@ -416,6 +416,13 @@ pub struct Upstream {
     /// Only principals whose tenant has an entry in `tenants` reach this upstream at all.
     #[serde(default)]
     pub tenant_only: bool,
+    /// Requests this upstream may send to the client: `"sampling"` (the client's model writes
+    /// for it), `"elicitation"` (the user types for it), `"roots"` (the client's folders).
+    /// Default none: such a request is refused (`-32601`) and recorded, and the upstream is not
+    /// told the client supports it. Each exchange allowed is recorded, and the client's answer
+    /// is redacted (`content.redact`) before it goes upstream.
+    #[serde(default)]
+    pub client_requests: Vec<ClientRequest>,
     /// stdio: the sandbox the server runs in (Linux). On by default.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -735,6 +742,36 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// A request an upstream sends to the client.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientRequest {
+    Sampling,
+    Elicitation,
+    Roots,
+}
+
+impl ClientRequest {
+    /// The request of a method name, if it is one of these.
+    pub fn of(method: &str) -> Option<ClientRequest> {
+        match method {
+            "sampling/createMessage" => Some(ClientRequest::Sampling),
+            "elicitation/create" => Some(ClientRequest::Elicitation),
+            "roots/list" => Some(ClientRequest::Roots),
+            _ => None,
+        }
+    }
+
+    /// The client capability it needs (`capabilities.<name>` in `initialize`).
+    pub fn capability(self) -> &'static str {
+        match self {
+            ClientRequest::Sampling => "sampling",
+            ClientRequest::Elicitation => "elicitation",
+            ClientRequest::Roots => "roots",
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod blocking;
+pub mod client_requests;
 pub mod config;
 pub mod connections;
 pub mod content;

@@ -374,7 +374,10 @@ impl RelaySession {
         let Some(spec) = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()) else {
             return Err(GatewayError::Unavailable);
         };
-        match Conn::connect(spec, self.upstream_init.clone(), self.handler(i), &self.shared.http).await {
+        // The upstream is told only of the client capabilities it may use (`client_requests`).
+        let mut init = self.upstream_init.clone();
+        init["capabilities"] = crate::client_requests::capabilities_for(&init["capabilities"], &spec.client_requests);
+        match Conn::connect(spec, init, self.handler(i), &self.shared.http).await {
             Ok(c) => {
                 *slot.retry_at.lock() = None;
                 *guard = Some(c.clone());
@@ -438,48 +441,13 @@ impl RelaySession {
                 }
                 peer.notify(&method, params);
             }
-            Message::Request { id, method, mut params } => {
-                let needed = match method.as_str() {
-                    "ping" => {
-                        let c = conn.clone();
-                        tokio::spawn(async move { c.respond(id, Ok(json!({}))).await });
-                        return;
-                    }
-                    "sampling/createMessage" => "sampling",
-                    "elicitation/create" => "elicitation",
-                    "roots/list" => "roots",
-                    _ => "",
-                };
-                let c = conn.clone();
-                if needed.is_empty() || self.client_caps.get(needed).is_none() {
-                    tokio::spawn(async move {
-                        c.respond(
-                            id,
-                            Err(ErrorObject::new(
-                                jsonrpc::METHOD_NOT_FOUND,
-                                format!("client does not support {method}"),
-                            )),
-                        )
-                        .await
-                    });
+            Message::Request { id, method, params } => {
+                if method == "ping" {
+                    let c = conn.clone();
+                    tokio::spawn(async move { c.respond(id, Ok(json!({}))).await });
                     return;
                 }
-                if let (Some(p), "sampling" | "elicitation") = (params.as_mut(), needed) {
-                    let server = &self.shared.specs[i].name;
-                    if self.shared.content.process_message(server, &method, p).blocked {
-                        tracing::warn!(upstream = %server, method, "request reads as a prompt injection; refused");
-                        let e =
-                            ErrorObject::new(jsonrpc::INVALID_PARAMS, "refused by Warden: reads as a prompt injection");
-                        tokio::spawn(async move { c.respond(id, Err(e)).await });
-                        return;
-                    }
-                }
-                let key = id.clone();
-                let task = tokio::spawn(async move {
-                    let res = peer.request(&method, params).await;
-                    c.respond(id, res).await;
-                });
-                conn.track_serving(key, task.abort_handle());
+                crate::client_requests::serve(self, i, conn, id, method, params, peer);
             }
             Message::Response { .. } | Message::Error { .. } => {}
         }

@@ -176,11 +176,15 @@ impl FixtureSession {
 
     async fn elicit(&self, peer: &Peer, params: Value, label: &str) -> Value {
         match peer.request("elicitation/create", Some(params)).await {
-            Ok(r) => text(format!(
-                "{label}: action={}, content={}",
-                r.get("action").and_then(Value::as_str).unwrap_or(""),
-                r.get("content").cloned().unwrap_or(json!({}))
-            )),
+            Ok(r) => {
+                // What reached the server, for tests (the client sees the result redacted anyway).
+                eprintln!("fixture received elicitation answer: {}", r.get("content").cloned().unwrap_or(json!({})));
+                text(format!(
+                    "{label}: action={}, content={}",
+                    r.get("action").and_then(Value::as_str).unwrap_or(""),
+                    r.get("content").cloned().unwrap_or(json!({}))
+                ))
+            }
             Err(e) => text(format!("Elicitation not supported or error: {}", e.message)),
         }
     }
@@ -239,6 +243,8 @@ impl FixtureSession {
                 match peer.request("sampling/createMessage", Some(params)).await {
                     Ok(r) => {
                         let t = r.pointer("/content/text").and_then(Value::as_str).unwrap_or("No response");
+                        // What reached the server, for tests (the client sees the result redacted anyway).
+                        eprintln!("fixture received sampling answer: {t}");
                         text(format!("LLM response: {t}"))
                     }
                     Err(e) => text(format!("Sampling not supported or error: {}", e.message)),

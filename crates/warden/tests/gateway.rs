@@ -18,6 +18,8 @@ mod auth;
 mod authz;
 #[path = "gateway/builtin.rs"]
 mod builtin;
+#[path = "gateway/client_requests.rs"]
+mod client_requests;
 #[path = "gateway/connections.rs"]
 mod connections;
 #[path = "gateway/content.rs"]

@@ -307,6 +307,19 @@ impl Content {
         report
     }
 
+    /// The client's answer to an upstream's request (a sampling result the client's model
+    /// wrote, the form a user filled in), in place, before it goes upstream: redacted with the
+    /// output redactor (secrets and PII a user typed or a model repeated), sanitized; not scored
+    /// for injection (it is the client's own text). The fields that steer the protocol (`role`,
+    /// `model`, `stopReason`, `action`) are left as they are.
+    pub fn process_client_answer(&self, server: &str, method: &str, result: &mut Value) -> OutputReport {
+        let (_, red, cap) = self.output_settings(server, method);
+        let mut report = OutputReport::default();
+        Walker::new(&self.cfg, InjectionAction::Off, red, cap, &mut report, false)
+            .result(result, &["role", "model", "stopReason", "action"]);
+        report
+    }
+
     /// Stage 8 on an upstream's `instructions` (from `initialize`), which clients put in the
     /// model's context like a tool description: sanitized (hidden characters, ANSI escapes),
     /// checked for injection and redacted like any output. None when it is withheld (injection

@@ -81,6 +81,8 @@ pub struct Spec {
     pub max_message_bytes: usize,
     /// stdio: the pinned SHA-256 of the program, checked before every start.
     pub program_sha256: Option<String>,
+    /// Requests it may send to the client (`client_requests`).
+    pub client_requests: Vec<config::ClientRequest>,
 }
 
 impl Spec {
@@ -111,6 +113,7 @@ impl Spec {
             call_timeout: Duration::from_secs(u.call_timeout_secs),
             tenants: BTreeMap::new(),
             tenant_only: u.tenant_only,
+            client_requests: u.client_requests.clone(),
             sandbox: match u.transport {
                 Kind::Stdio => u.sandbox.policy(u.cwd.as_deref()),
                 _ => None,

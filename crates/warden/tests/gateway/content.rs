@@ -192,7 +192,7 @@ async fn hostile_outputs_arguments_and_definitions() {
 #[tokio::test]
 async fn streamed_sampling_requests_are_redacted() {
     use futures::StreamExt;
-    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let fx = fixture_stdio_upstream("fx", Some(""), "client_requests = [\"sampling\"]\n");
     let w = warden("", &fx);
     let mut c = Client::new(&w.url);
     c.initialize().await;

@@ -1,0 +1,136 @@
+//! Requests an upstream sends to the client (issue 20 finding 5): `sampling/createMessage` (the
+//! client's model writes for the server), `elicitation/create` (the user types for it) and
+//! `roots/list` (the client's folders). Each passes, in order: the upstream's own allow list
+//! (`[[upstream]] client_requests`, none by default), the client's capability, the output stages
+//! on what the server asks (sanitized, injection-checked, redacted: `Content::process_message`),
+//! then the client; its answer is redacted before it goes upstream, and every exchange, allowed
+//! or refused, is one audit record (kind `client_request`).
+//!
+//! Defends against: an upstream using the client's model or user without the operator's say
+//! (refused, and the upstream is not told the client could), prompt injection in what it asks
+//! (refused under injection `block`), and secrets or personal data in the answer (a password a
+//! user typed into a form, an API key the model repeated) reaching the upstream.
+//! Does not defend against: what the client's model or user chooses to write within an allowed
+//! exchange beyond what the redactor recognises; a server that asks for a secret through a
+//! URL-mode elicitation (the user leaves the client for the server's page).
+
+use crate::config::ClientRequest;
+use crate::relay::RelaySession;
+use crate::rpc::Peer;
+use crate::upstream::Conn;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+use warden_protocol::jsonrpc::{self, ErrorObject, Id};
+
+/// The client capabilities an upstream is told of: the client's, without those of the
+/// requests it may not send.
+pub fn capabilities_for(client_caps: &Value, allowed: &[ClientRequest]) -> Value {
+    let mut caps = client_caps.clone();
+    if let Some(m) = caps.as_object_mut() {
+        for r in [ClientRequest::Sampling, ClientRequest::Elicitation, ClientRequest::Roots] {
+            if !allowed.contains(&r) {
+                m.remove(r.capability());
+            }
+        }
+    }
+    caps
+}
+
+/// Serve a request upstream `i` sent (not `ping`, answered by the relay): refuse it, or relay
+/// it to the client and its redacted answer back; one audit record either way.
+pub fn serve(
+    s: &RelaySession,
+    i: usize,
+    conn: &Arc<Conn>,
+    id: Id,
+    method: String,
+    mut params: Option<Value>,
+    peer: Peer,
+) {
+    let spec = &s.shared.specs[i];
+    let server = spec.name.clone();
+    let mut e = s.event(&s.principal, "client_request", "success", Some(&method));
+    e.server = Some(server.clone());
+    e.request_id = Some(id.to_string());
+    let c = conn.clone();
+    let refuse = |code: i64, msg: String, status: &str, detail: &str, mut e: warden_audit::Event| {
+        e.status = status.into();
+        e.decision = Some("denied".into());
+        e.detail = Some(detail.into());
+        s.shared.audit.emit(e);
+        let (c, id) = (c.clone(), id.clone());
+        tokio::spawn(async move { c.respond(id, Err(ErrorObject::new(code, msg))).await });
+    };
+    let Some(kind) = ClientRequest::of(&method) else {
+        return refuse(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("client does not support {method}"),
+            "validation_error",
+            "unknown_method",
+            e,
+        );
+    };
+    if !spec.client_requests.contains(&kind) {
+        tracing::warn!(upstream = %server, method, "upstream request to the client refused: not in its client_requests");
+        return refuse(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("client does not support {method} (refused by Warden: not allowed for this server)"),
+            "auth_denied",
+            "not_allowed",
+            e,
+        );
+    }
+    if s.client_caps.get(kind.capability()).is_none() {
+        return refuse(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("client does not support {method}"),
+            "validation_error",
+            "client_unsupported",
+            e,
+        );
+    }
+    if let (Some(p), ClientRequest::Sampling | ClientRequest::Elicitation) = (params.as_mut(), kind) {
+        let report = s.shared.content.process_message(&server, &method, p);
+        e.findings.extend(report.injection.findings.iter().map(|f| format!("injection:{}", f.rule)));
+        e.findings.extend(report.redacted.iter().map(|c| format!("redacted:{}", c.name())));
+        if report.blocked {
+            tracing::warn!(upstream = %server, method, "request reads as a prompt injection; refused");
+            return refuse(
+                jsonrpc::INVALID_PARAMS,
+                "refused by Warden: reads as a prompt injection".into(),
+                "blocked_by_guard",
+                "injection",
+                e,
+            );
+        }
+    }
+    e.decision = Some("allowed".into());
+    let shared = s.shared.clone();
+    let key = id.clone();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let mut res = peer.request(&method, params).await;
+        match &mut res {
+            Ok(answer) => {
+                let report = shared.content.process_client_answer(&server, &method, answer);
+                e.findings.extend(report.redacted.iter().map(|c| format!("answer_redacted:{}", c.name())));
+                // What the user did with a form (accept, decline, cancel): a fixed vocabulary.
+                if let Some(a) = answer.get("action").and_then(Value::as_str).filter(|a| a.len() <= 16) {
+                    e.detail = Some(a.to_string());
+                }
+                e.result_bytes = Some(answer.to_string().len() as u64);
+            }
+            Err(err) => {
+                e.status = "error".into();
+                e.detail = Some(
+                    if err.code == jsonrpc::INTERNAL_ERROR { "client_unreachable" } else { "client_error" }.into(),
+                );
+            }
+        }
+        e.latency_us = Some(started.elapsed().as_micros() as u64);
+        shared.audit.emit(e);
+        c.respond(id, res).await;
+    });
+    conn.track_serving(key, task.abort_handle());
+}

@@ -1,0 +1,98 @@
+//! Issue 20 finding 5: requests an upstream sends to the client (sampling, elicitation, roots)
+//! are refused unless the upstream's `client_requests` allows them; each exchange is recorded;
+//! the client's answer is redacted before it reaches the upstream.
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
+
+const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// Call `tool` and answer the server's request (`method`) with `reply`, on the call's stream;
+/// the call's answer, and whether the request reached the client.
+async fn call_answering(c: &Client, tool: &str, args: Value, method: &str, reply: Value) -> (Value, bool) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+    let mut stream = c.post_stream(&body).await.bytes_stream();
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let mut asked = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
+        // A JSON answer (no request came first) is one chunk of JSON, not SSE.
+        if chunk.first() == Some(&b'{') {
+            return (serde_json::from_slice(&chunk).unwrap(), asked);
+        }
+        for ev in dec.feed(&chunk).unwrap() {
+            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if m["method"] == method {
+                asked = true;
+                let r = json!({"jsonrpc": "2.0", "id": m["id"], "result": reply});
+                assert_eq!(c.post(&r).await.status, 202);
+            } else if m["id"] == 1 {
+                return (m, asked);
+            }
+        }
+    }
+}
+
+fn text(v: &Value) -> String {
+    v["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn client_requests_are_ruled_recorded_and_redacted() {
+    let sampled =
+        json!({"role": "assistant", "content": {"type": "text", "text": format!("the key is {SECRET}")}, "model": "m"});
+    let form = json!({"action": "accept", "content": {"response": format!("my key {SECRET}")}});
+
+    // Not allowed (the default): refused, the client never asked, and on record.
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), ""));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let (answer, asked) =
+        call_answering(&c, "test_sampling", json!({"prompt": "hi"}), "sampling/createMessage", sampled.clone()).await;
+    assert!(!asked, "{answer}");
+    assert!(text(&answer).contains("not allowed for this server"), "{answer}");
+    let (answer, asked) = call_answering(&c, "roots", json!({}), "roots/list", json!({"roots": []})).await;
+    assert!(!asked && text(&answer).starts_with("roots error:"), "{answer}");
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let recs = crate::audit::records(&cfg, &["--kind", "client_request"]);
+    assert!(
+        recs.iter().any(|r| r["method"] == "sampling/createMessage"
+            && r["decision"] == "denied"
+            && r["detail"] == "not_allowed"),
+        "{recs:?}"
+    );
+    drop(w);
+
+    // Allowed: relayed, and the answer reaches the server redacted.
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), "client_requests = [\"sampling\", \"elicitation\"]\n"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let (answer, asked) =
+        call_answering(&c, "test_sampling", json!({"prompt": "hi"}), "sampling/createMessage", sampled).await;
+    assert!(asked, "{answer}");
+    assert!(text(&answer).starts_with("LLM response: the key is "), "{answer}");
+    let (answer, asked) =
+        call_answering(&c, "test_elicitation", json!({"message": "Your key?"}), "elicitation/create", form).await;
+    assert!(asked && text(&answer).contains("action=accept"), "{answer}");
+    let log = w.log();
+    assert!(log.contains("fixture received sampling answer: the key is [REDACTED:aws_key]"), "{log}");
+    assert!(
+        log.contains("fixture received elicitation answer: {\\\"response\\\":\\\"my key [REDACTED:aws_key]\\\"}")
+            || log.contains("my key [REDACTED:aws_key]"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "the secret reached the server: {log}");
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let recs = crate::audit::records(&cfg, &["--kind", "client_request"]);
+    let sampling = recs.iter().find(|r| r["method"] == "sampling/createMessage").expect("recorded");
+    assert_eq!((sampling["decision"].as_str(), sampling["status"].as_str()), (Some("allowed"), Some("success")));
+    assert!(sampling["findings"].to_string().contains("answer_redacted:"), "{sampling}");
+    let elicit = recs.iter().find(|r| r["method"] == "elicitation/create").expect("recorded");
+    assert_eq!(elicit["detail"], "accept");
+    // Roots stay refused: not in the list.
+    let (_, asked) = call_answering(&c, "roots", json!({}), "roots/list", json!({"roots": []})).await;
+    assert!(!asked);
+}
