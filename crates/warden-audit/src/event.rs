@@ -26,15 +26,23 @@ pub struct Checkpoint {
     pub hash: String,
     /// The signer's Ed25519 public key, base64 (the verifier checks it against the trusted one).
     pub key: String,
+    /// `start` (the first a Warden signs, over the head it continues from), `close` (its last,
+    /// at a clean stop: only its next start may follow it); absent for the periodic ones.
+    /// Signed (payload v2) when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
     pub seq: u64,
     /// Ed25519 over [`Checkpoint::payload`], base64.
     pub sig: String,
 }
 
 impl Checkpoint {
-    /// The bytes a checkpoint signs.
-    pub fn payload(chain: &str, seq: u64, hash: &str, dropped: u64) -> Vec<u8> {
-        format!("warden-audit-checkpoint/v1\n{chain}\n{seq}\n{hash}\n{dropped}").into_bytes()
+    /// The bytes a checkpoint signs (v1 without a phase, as before phases existed).
+    pub fn payload(chain: &str, seq: u64, hash: &str, dropped: u64, phase: Option<&str>) -> Vec<u8> {
+        match phase {
+            None => format!("warden-audit-checkpoint/v1\n{chain}\n{seq}\n{hash}\n{dropped}").into_bytes(),
+            Some(p) => format!("warden-audit-checkpoint/v2\n{chain}\n{seq}\n{hash}\n{dropped}\n{p}").into_bytes(),
+        }
     }
 }
 
@@ -209,7 +217,14 @@ mod tests {
         e.tenant = Some("t".into());
         e.truncated = true;
         e.ts = "2026-01-01T00:00:00.000000Z".into();
-        e.checkpoint = Some(Checkpoint { dropped: 0, hash: "h".into(), key: "k".into(), seq: 1, sig: "s".into() });
+        e.checkpoint = Some(Checkpoint {
+            dropped: 0,
+            hash: "h".into(),
+            key: "k".into(),
+            phase: Some("start".into()),
+            seq: 1,
+            sig: "s".into(),
+        });
         let line = e.seal("main", 7, GENESIS);
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(line, warden_policy::canonical::to_string(&v), "field order is canonical");

@@ -148,16 +148,8 @@ pub fn scan(
 /// a problem), trusting only `expect.key`.
 pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) -> Result<verify::Report, String> {
     let mut r = verify::Report::new(expect);
-    let end = scan(store, 0, None, |s| {
-        r.add(s);
-        true
-    })?;
-    if let Store::File(path) = store {
-        let len = std::fs::metadata(path).map_or(0, |m| m.len());
-        if sink::is_jsonl(path) && len > end as u64 {
-            r.notes.push(format!("the log ends in a partial record ({} bytes): a write cut short", len - end as u64));
-        }
-    }
+    // The checkpoint files first: every checkpoint they hold was in the log before it was
+    // appended to them, so a log read afterwards holds it too (verifying a running Warden).
     let mut lines = Vec::new();
     let mut given = false;
     for cp in checkpoints {
@@ -171,6 +163,16 @@ pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) ->
                 cp.display()
             )),
             Err(e) => return Err(format!("{}: {e}", cp.display())),
+        }
+    }
+    let end = scan(store, 0, None, |s| {
+        r.add(s);
+        true
+    })?;
+    if let Store::File(path) = store {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if sink::is_jsonl(path) && len > end as u64 {
+            r.notes.push(format!("the log ends in a partial record ({} bytes): a write cut short", len - end as u64));
         }
     }
     r.anchor(&lines);

@@ -242,8 +242,11 @@ impl Writer {
     fn run(&mut self) {
         // A checkpoint at start signs the head this Warden continues from (genesis for a new
         // chain): every chain written with a key holds at least one, so a chain rewritten with
-        // its checkpoints dropped is found however short it is.
-        self.checkpoint();
+        // its checkpoints dropped is found however short it is. Records after the last
+        // checkpoint the checkpoint file holds (a crash's unsigned tail, or records someone
+        // appended) are said so first, on the record the start checkpoint then covers.
+        self.note_inherited();
+        self.checkpoint(Some("start"));
         let mut batch: Vec<(SystemTime, Event)> = Vec::with_capacity(self.s.max_batch);
         loop {
             let (last_ticket, closing) = {
@@ -283,8 +286,11 @@ impl Writer {
                 self.inner.stored.store(last_ticket, Ordering::Release);
                 self.inner.stored_notify.notify_waiters();
             }
-            if self.checkpoint_due() || (closing && self.since_checkpoint > 0) {
-                self.checkpoint();
+            if closing {
+                // Always, even with nothing new: only this Warden's next start may follow it.
+                self.checkpoint(Some("close"));
+            } else if self.checkpoint_due() {
+                self.checkpoint(None);
             }
             if closing {
                 return;
@@ -339,11 +345,40 @@ impl Writer {
         }
     }
 
-    fn checkpoint(&mut self) {
+    /// Before the start checkpoint: how many records follow the last checkpoint of this chain in
+    /// the checkpoint file (none after a clean stop), recorded when there are any.
+    fn note_inherited(&mut self) {
+        let (Some(path), true) = (&self.s.checkpoint_file, self.key.is_some()) else { return };
+        let Ok(text) = std::fs::read_to_string(path) else { return };
+        let last = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .find(|e| e.chain == self.s.chain)
+            .map(|e| e.seq);
+        let Some(last) = last.filter(|l| self.seq > *l) else { return };
+        let n = self.seq - last;
+        tracing::warn!(chain = %self.s.chain, after_seq = last, records = n,
+            "audit: records after the last anchored checkpoint (a crash's unsigned tail, or appended by someone else); the start checkpoint covers them, this record says how many");
+        let mut e = Event::new("audit", "success");
+        e.detail = Some("inherited_unsigned".into());
+        e.count = Some(n);
+        let sealed = self.seal(SystemTime::now(), e);
+        self.write(std::slice::from_ref(&sealed));
+    }
+
+    fn checkpoint(&mut self, phase: Option<&str>) {
         let Some(key) = &self.key else { return };
         let dropped = self.inner.dropped.load(Ordering::Relaxed);
-        let sig = key.sign(&Checkpoint::payload(&self.s.chain, self.seq, &self.prev, dropped));
-        let cp = Checkpoint { dropped, hash: self.prev.clone(), key: key.public_key(), seq: self.seq, sig };
+        let sig = key.sign(&Checkpoint::payload(&self.s.chain, self.seq, &self.prev, dropped, phase));
+        let cp = Checkpoint {
+            dropped,
+            hash: self.prev.clone(),
+            key: key.public_key(),
+            phase: phase.map(str::to_string),
+            seq: self.seq,
+            sig,
+        };
         let mut e = Event::new("checkpoint", "success");
         e.checkpoint = Some(cp);
         let sealed = self.seal(SystemTime::now(), e);

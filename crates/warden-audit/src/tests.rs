@@ -161,9 +161,13 @@ fn forge(
         if v.get("checkpoint").is_some() {
             let Some(k) = resign else { continue };
             let seq = out.len() as u64;
-            let sig = k.sign(&Checkpoint::payload("main", seq, &prev, 0));
+            let phase = v["checkpoint"]["phase"].as_str().map(str::to_string);
+            let sig = k.sign(&Checkpoint::payload("main", seq, &prev, 0, phase.as_deref()));
             v["checkpoint"] =
                 serde_json::json!({"dropped": 0, "hash": prev, "key": k.public_key(), "seq": seq, "sig": sig});
+            if let Some(p) = phase {
+                v["checkpoint"]["phase"] = p.into();
+            }
         }
         edit(&mut v);
         v["seq"] = (out.len() as u64 + 1).into();
@@ -260,6 +264,32 @@ fn a_trail_rewritten_without_the_key_fails_verification() {
     assert!(p.iter().any(|m| m.contains("canonical form")), "{p:?}");
     put_lines(&log, &orig);
     assert!(problems(&log, &key).is_empty());
+}
+
+/// Review finding: records appended after a clean stop (hash-linked, within the tail window)
+/// were signed by the next start checkpoint. Now they are a problem before the restart (only a
+/// start may follow a close checkpoint), and the restart records how many it inherited.
+#[test]
+fn records_appended_after_a_clean_stop_are_found() {
+    let d = dir("after-close");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 5, 1000);
+    let mut l = lines(&log);
+    let last: serde_json::Value = serde_json::from_str(l.last().unwrap()).unwrap();
+    assert_eq!(last["checkpoint"]["phase"], "close", "a clean stop ends with a close checkpoint");
+    let mut forged = serde_json::json!({"chain": "main", "kind": "call", "status": "success", "decision": "allowed",
+        "subject": "alice", "name": "transfer", "ts": last["ts"], "seq": last["seq"].as_u64().unwrap() + 1, "prev": last["hash"]});
+    forged["hash"] = event::expected_hash(&forged).into();
+    l.push(warden_policy::canonical::to_string(&forged));
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("after the clean stop")), "{p:?}");
+    // A restart signs over it, but says so first.
+    write_log(&log, 1, 1000);
+    let recs = lines(&log);
+    assert!(recs.iter().any(|r| r.contains("\"inherited_unsigned\"") && r.contains("\"count\":1")), "{recs:?}");
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("after the clean stop")), "still found: {p:?}");
 }
 
 /// The unsigned end of a chain is a note while it is no longer than a running Warden leaves,

@@ -65,6 +65,8 @@ pub struct ChainReport {
     last_ts: String,
     /// The seq of every checkpoint record in the log (valid or not), for the anchor check.
     checkpoint_seqs: Vec<u64>,
+    /// The last record was a valid `close` checkpoint: only a `start` checkpoint may follow.
+    after_close: Option<u64>,
 }
 
 #[derive(Default, Debug)]
@@ -189,6 +191,17 @@ impl Report {
                 e.chain, e.seq
             ));
         }
+        // Nothing Warden writes follows its clean stop but its next start checkpoint: a record
+        // here was appended by someone else (and a start would otherwise sign it).
+        if let Some(closed_at) = c.after_close.take() {
+            let starts = e.checkpoint.as_ref().is_some_and(|cp| cp.phase.as_deref() == Some("start"));
+            if !starts {
+                problems.push(format!(
+                    "{at}: chain {} seq {}: a record after the clean stop at seq {closed_at} that is not Warden's next start: appended by someone else",
+                    e.chain, e.seq
+                ));
+            }
+        }
         if let Some(cp) = &e.checkpoint {
             c.checkpoint_seqs.push(e.seq);
             self.seen_checkpoints.insert((e.chain.clone(), e.seq), c.hash.clone());
@@ -200,6 +213,9 @@ impl Report {
                     c.signed_through = e.seq;
                     c.dropped = cp.dropped;
                     c.unsigned_since = None;
+                    if cp.phase.as_deref() == Some("close") {
+                        c.after_close = Some(e.seq);
+                    }
                 }
                 Ok(()) => problems.push(format!(
                     "{at}: chain {} seq {}: the checkpoint does not cover the record before it",
@@ -215,9 +231,13 @@ impl Report {
 
     fn check_signature(&mut self, chain: &str, cp: &Checkpoint) -> Result<(), String> {
         match &self.expect.key {
-            Some(k) if *k != cp.key => Err("signed by another key than the pinned one".into()),
-            Some(k) => crate::signing::verify(k, &Checkpoint::payload(chain, cp.seq, &cp.hash, cp.dropped), &cp.sig)
-                .map_err(|e| format!("signature invalid: {e}")),
+            Some(k) if k.trim() != cp.key.trim() => Err("signed by another key than the pinned one".into()),
+            Some(k) => crate::signing::verify(
+                k,
+                &Checkpoint::payload(chain, cp.seq, &cp.hash, cp.dropped, cp.phase.as_deref()),
+                &cp.sig,
+            )
+            .map_err(|e| format!("signature invalid: {e}")),
             // Not checked: without a pin a signature proves nothing (one problem, in `finish`).
             None => Ok(()),
         }
@@ -259,11 +279,13 @@ impl Report {
         }
         let mut missing = Vec::new();
         for (name, c) in self.chains.iter().filter(|(n, _)| self.anchored.contains(*n)) {
-            let last = c.checkpoint_seqs.last().copied();
+            // The files are read before the log: checkpoints signed since (Warden running) or
+            // the one a kill cut short of the file are past the file's end, and only noted.
+            let file_end = held.iter().filter(|(ch, _)| ch == name).map(|(_, s)| *s).max().unwrap_or(0);
             for &seq in c.checkpoint_seqs.iter().filter(|s| !held.contains(&(name.clone(), **s))) {
-                if Some(seq) == last {
+                if seq > file_end {
                     self.notes.push(format!(
-                        "chain {name}: the last checkpoint (seq {seq}) is not in the checkpoint file (Warden killed while appending it?)"
+                        "chain {name}: checkpoint at seq {seq} is past the checkpoint file's end (signed since it was read, or Warden killed while appending it)"
                     ));
                 } else {
                     missing.push(format!(
@@ -292,7 +314,6 @@ impl Report {
                 "no checkpoint file: a log cut at its end cannot be told from a whole one (pass --checkpoints)".into(),
             );
         }
-        let any_anchored = self.chains.keys().any(|c| self.anchored.contains(c));
         let mut problems = Vec::new();
         let mut notes = Vec::new();
         for (name, c) in &self.chains {
@@ -325,14 +346,10 @@ impl Report {
                 ));
             }
             if anchors_given && !self.anchored.contains(name) {
-                let msg = format!(
+                // A chain no file anchors can be cut back to any of its checkpoints unnoticed.
+                problems.push(format!(
                     "chain {name}: no checkpoint file given holds it, so a cut at its end cannot be found (pass its instance's file with --checkpoints)"
-                );
-                if any_anchored {
-                    notes.push(msg);
-                } else {
-                    problems.push(msg);
-                }
+                ));
             }
         }
         for p in problems {

@@ -151,7 +151,7 @@ impl Control {
     /// runs per upstream, at most one more is queued however many notifications arrive meanwhile
     /// (a storm costs one listing per `REFRESH_GAP`, not one per notification), and refreshes
     /// of one upstream are `REFRESH_GAP` apart.
-    fn schedule_refresh(self: Arc<Self>, i: usize, conn: Arc<Conn>) {
+    fn schedule_refresh(self: Arc<Self>, i: usize, mut conn: Arc<Conn>) {
         use std::sync::atomic::Ordering::AcqRel;
         const REFRESH_GAP: Duration = Duration::from_secs(1);
         let state = &self.refreshing[i];
@@ -162,6 +162,10 @@ impl Control {
         }
         tokio::spawn(async move {
             loop {
+                // The connection of now: it may have been replaced since the notification.
+                if let Some(c) = self.conns[i].lock().as_ref().filter(|c| c.is_alive()) {
+                    conn = c.clone();
+                }
                 self.refresh_names(i, &conn).await;
                 tokio::time::sleep(REFRESH_GAP).await;
                 // 1 → 0: nothing more was asked for; 2 → 1: once more.
@@ -181,7 +185,9 @@ impl Control {
             if !conn.has_capability(cap) {
                 continue;
             }
-            let Ok(l) = conn.list_all(method, field, self.shared.content.max_definitions()).await else { continue };
+            // A listing that fails keeps what was known (a dead connection must not empty the
+            // collision and look-alike reports).
+            let Ok(l) = conn.list_all(method, field, self.shared.content.max_definitions()).await else { return };
             if l.dropped > 0 || l.more {
                 self.shared.registry.over_cap(&self.shared.specs[i].name, field, l.dropped.max(1));
             }

@@ -111,10 +111,11 @@ impl KillSwitches {
     /// Re-read the store if its version moved; write the switches held here back if it lost
     /// them.
     async fn sync(&self) -> Result<(), StoreError> {
-        let (v, epoch) = self.store.kills_version(&new_epoch()).await?;
+        // Read before the await: a local flip meanwhile raises it, never looks like a reset.
         let ours = self.version.load(Ordering::Acquire);
+        let (v, epoch) = self.store.kills_version(&new_epoch()).await?;
         if epoch != *self.epoch.lock() || v < ours {
-            return self.reassert(epoch, v, ours).await;
+            return self.reassert(epoch, v, ours, None).await;
         }
         if v == ours {
             return Ok(());
@@ -125,8 +126,9 @@ impl KillSwitches {
     }
 
     /// The store lost its switches: keep this copy in effect, write it back, say so.
-    async fn reassert(&self, epoch: String, seen: u64, ours: u64) -> Result<(), StoreError> {
-        let held: Vec<Kill> = self.map.read().values().cloned().collect();
+    async fn reassert(&self, epoch: String, seen: u64, ours: u64, revived: Option<&str>) -> Result<(), StoreError> {
+        let held: Vec<Kill> =
+            self.map.read().iter().filter(|(k, _)| Some(k.as_str()) != revived).map(|(_, v)| v.clone()).collect();
         tracing::error!(
             version = seen,
             known_version = ours,
@@ -206,7 +208,7 @@ impl KillSwitches {
         let put = self.store.put_kill(&k).await;
         tracing::warn!(server = %k.server, tool = ?k.tool, reason = %k.reason, by = %k.by,
             cancel_in_flight = k.cancel_in_flight, stored = put.is_ok(), "kill switch flipped: off");
-        let reloaded = self.reload().await;
+        let reloaded = self.reload(None).await;
         put.and(reloaded)
     }
 
@@ -216,11 +218,18 @@ impl KillSwitches {
         if was {
             tracing::warn!(server, tool = ?tool, by, "kill switch flipped: revived");
         }
-        self.reload().await?;
+        self.reload(Some(&kill_key(server, tool))).await?;
         Ok(was)
     }
 
-    async fn reload(&self) -> Result<(), StoreError> {
+    /// Read the store back after a local flip; if it lost its state meanwhile, write back what
+    /// is held here first (but `revived`, the switch just turned back on).
+    async fn reload(&self, revived: Option<&str>) -> Result<(), StoreError> {
+        let ours = self.version.load(Ordering::Acquire);
+        let (v, epoch) = self.store.kills_version(&new_epoch()).await?;
+        if epoch != *self.epoch.lock() {
+            return self.reassert(epoch, v, ours, revived).await;
+        }
         let (v, list) = self.store.kills().await?;
         self.replace(v, list);
         Ok(())

@@ -549,8 +549,15 @@ pub async fn route(s: &RelaySession, method: &str, params: Option<Value>) -> Res
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let uri = str_param(&p, "uri")?.to_string();
-            let (up, orig) = s.resolve_uri(&uri).await.ok_or(GatewayError::UnknownResource)?;
-            let orig = canonical_uri(&orig)?;
+            let (up, listed) = s.resolve_uri(&uri).await.ok_or(GatewayError::UnknownResource)?;
+            let orig = canonical_uri(&listed)?;
+            // A resource withheld from listings because it changed since pinned is not read by URI
+            // either (it looks unknown, like any refused target).
+            let registry = &s.shared.registry;
+            let server = &s.shared.specs[up].name;
+            if [&listed, &orig].iter().any(|u| registry.is_pending(crate::registry::PinKind::Resource, server, u)) {
+                return Err(GatewayError::UnknownResource);
+            }
             p["uri"] = orig.clone().into();
             Ok(Route::One { up, params: p, target: (Kind::Resource, orig, true) })
         }

@@ -216,6 +216,23 @@ fn drop_user(p: &Policy, report: &mut Report) -> Result<(), String> {
         report.add("user", "off", format!("runs as uid {} (Warden is not root)", nix::unistd::getuid()));
         return Ok(());
     }
+    let (uid, gid) = sandbox_ids(p)?;
+    if uid.is_root() {
+        return Err("refusing to run the server as root: set sandbox.user to an unprivileged user".into());
+    }
+    nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid: {e}"))?;
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid: {e}"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root() {
+        return Err("privileges could not be dropped".into());
+    }
+    report.add("user", "active", format!("uid {uid} gid {gid}"));
+    Ok(())
+}
+
+/// The user and group a server runs as when Warden is root: `user` (default `nobody`, 65534
+/// when the system has no such entry) and `group` (default the user's).
+pub(crate) fn sandbox_ids(p: &Policy) -> Result<(Uid, Gid), String> {
     let spec = p.user.as_deref().unwrap_or("nobody");
     let user = match spec.parse::<u32>() {
         Ok(n) => User::from_uid(Uid::from_raw(n))
@@ -236,17 +253,7 @@ fn drop_user(p: &Policy, report: &mut Report) -> Result<(), String> {
             Err(_) => Group::from_name(g).ok().flatten().map(|g| g.gid).ok_or(format!("unknown group {g:?}"))?,
         };
     }
-    if uid.is_root() {
-        return Err("refusing to run the server as root: set sandbox.user to an unprivileged user".into());
-    }
-    nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setgid(gid).map_err(|e| format!("setgid: {e}"))?;
-    nix::unistd::setuid(uid).map_err(|e| format!("setuid: {e}"))?;
-    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root() {
-        return Err("privileges could not be dropped".into());
-    }
-    report.add("user", "active", format!("uid {uid} gid {gid}"));
-    Ok(())
+    Ok((uid, gid))
 }
 
 fn landlock(p: &Policy, program: &std::path::Path, report: &mut Report) -> Result<(), String> {

@@ -129,21 +129,44 @@ pub fn blocked_arguments(policy: &Policy, program: &str, args: &[String], cwd: &
 /// user only an existing, open file is exposed).
 pub fn exposed(policy: &Policy, program: &str, files: &[PathBuf]) -> Vec<PathBuf> {
     let grants = canonical_grants(policy, program);
-    let as_nobody = nix::unistd::geteuid().is_root() && policy.user.is_none();
+    // Warden root: the server runs as another user and group (the helper's own choice), whose
+    // permission bits decide; else as Warden's user, who can read Warden's keys.
+    let ids = nix::unistd::geteuid().is_root().then(|| crate::helper::sandbox_ids(policy).ok()).flatten();
     let mut out = Vec::new();
     for f in files {
         let real = resolve_existing_prefix(f);
         if !grants.iter().any(|g| real.starts_with(g)) {
             continue;
         }
-        if as_nobody && (!real.exists() || closed_to_others(&real).is_some()) {
-            continue;
+        if let Some((uid, gid)) = ids {
+            if !real.exists() || !readable_by(&real, uid.as_raw(), gid.as_raw()) {
+                continue;
+            }
         }
         if !out.contains(&real) {
             out.push(real);
         }
     }
     out
+}
+
+/// Whether `uid`/`gid` (no other groups: the helper drops them) may read `p`: every directory on
+/// the way entered (`x`) and the file read (`r`), by the owner, group or other bits that apply.
+fn readable_by(p: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allows = |q: &Path, bit: u32| {
+        let Ok(m) = std::fs::metadata(q) else { return false };
+        let mode = m.mode();
+        let shift = if m.uid() == uid {
+            6
+        } else if m.gid() == gid {
+            3
+        } else {
+            0
+        };
+        (mode >> shift) & bit == bit
+    };
+    p.ancestors().skip(1).all(|d| allows(d, 0o1)) && allows(p, if p.is_dir() { 0o5 } else { 0o4 })
 }
 
 /// `p` with its longest existing ancestor canonicalized (symlinks resolved) and the rest as
@@ -263,6 +286,11 @@ mod tests {
             // Closed to other users: the unprivileged server cannot read it.
             std::fs::set_permissions(&apart, std::fs::Permissions::from_mode(0o600)).unwrap();
             assert!(exposed(&policy, "/bin/true", std::slice::from_ref(&apart)).is_empty());
+            // … unless its group is the server's (review finding: only the other bits were read).
+            let (_, gid) = crate::helper::sandbox_ids(&policy).unwrap();
+            std::os::unix::fs::chown(&apart, None, Some(gid.as_raw())).unwrap();
+            std::fs::set_permissions(&apart, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert_eq!(exposed(&policy, "/bin/true", std::slice::from_ref(&apart)).len(), 1);
         }
         std::fs::remove_dir_all(&d).unwrap();
     }

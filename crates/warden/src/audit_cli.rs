@@ -46,6 +46,14 @@ pub enum AuditCmd {
         /// replace that file could then sign a rewritten trail.
         #[arg(long)]
         public_key: Option<String>,
+        /// Most records a chain may end with unsigned (a running or killed Warden's tail).
+        /// Default: the config's `checkpoint_every` + 4096 (10000 + 4096 without a config). Give
+        /// it from off the host too: whoever edits the config can widen it.
+        #[arg(long)]
+        window_records: Option<u64>,
+        /// … and the most seconds they may span. Default: `checkpoint_secs` + 60.
+        #[arg(long)]
+        window_secs: Option<u64>,
     },
     /// Print the public half of the config's checkpoint signing key (creating the key when
     /// absent), to pin as `[audit] public_key` and to keep off the host.
@@ -177,16 +185,18 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             println!("{}", key.public_key());
             Ok(false)
         }
-        AuditCmd::Verify { which, public_key } => {
+        AuditCmd::Verify { which, public_key, window_records, window_secs } => {
             let Trail { store, checkpoints, audit } = resolve(&which)?;
             let key = public_key.or_else(|| audit.as_ref().and_then(|a| a.public_key.clone()));
             if let Some(k) = &key {
                 warden_audit::signing::parse_public_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
             }
-            let expect = match &audit {
+            let mut expect = match &audit {
                 Some(a) => warden_audit::verify::Expect::new(key.as_deref(), a.checkpoint_every, a.checkpoint_secs),
                 None => warden_audit::verify::Expect::new(key.as_deref(), 10_000, 10),
             };
+            expect.tail_records = window_records.unwrap_or(expect.tail_records);
+            expect.tail_secs = window_secs.unwrap_or(expect.tail_secs);
             let r = warden_audit::verify(&store, &checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
             for (name, c) in &r.chains {
                 println!(

@@ -321,8 +321,10 @@ impl Registry {
             tracing::info!(server, definitions = n, "definitions pinned on first use");
         }
         if let Some(w) = &self.writer {
-            let snapshot = self.pins.lock().clone();
-            w.submit(snapshot);
+            // Submitted under the lock: snapshots reach the writer in the order they were taken,
+            // so an older one never lands last.
+            let pins = self.pins.lock();
+            w.submit(pins.clone());
         }
     }
 
@@ -368,6 +370,12 @@ impl Registry {
         !block
     }
 
+    /// Whether `server`'s `name` of `kind` changed since it was pinned and waits for an
+    /// operator (so stays withheld, also from a read by URI).
+    pub fn is_pending(&self, kind: PinKind, server: &str, name: &str) -> bool {
+        self.pending.lock().contains_key(&(server.to_string(), kind, name.to_string()))
+    }
+
     /// Changed definitions waiting for an operator.
     pub fn pending(&self) -> Vec<PendingChange> {
         self.pending.lock().values().cloned().collect()
@@ -392,13 +400,12 @@ impl Registry {
                 Some(_) => pending.remove(&key).expect("present"),
             }
         };
-        let snapshot = {
+        {
             let mut pins = self.pins.lock();
             pins.table_mut(kind).entry(server.to_string()).or_default().insert(name.to_string(), c.seen.clone());
-            pins.clone()
-        };
-        if let Some(w) = &self.writer {
-            w.submit(snapshot);
+            if let Some(w) = &self.writer {
+                w.submit(pins.clone());
+            }
         }
         tracing::warn!(server, kind = kind.as_str(), name, digest = %c.seen.digest, "changed definition approved by an operator");
         Ok(c)

@@ -29,10 +29,25 @@ pub fn exposed_secrets(cfg: &Config, warnings: &mut Vec<String>) -> Vec<String> 
             continue;
         };
         let command = u.command.as_deref().unwrap_or_default();
-        let program = super::program::resolve_for(command, std::env::var_os("PATH").as_deref(), u.cwd.as_deref())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| command.to_string());
-        for real in warden_sandbox::exposed(&policy, &program, &files) {
+        // The program as the child finds it: on the child's own PATH (its `env`, a tenant's
+        // `env`, or Warden's when `env_allow` passes it), from its `cwd`; each variant checked.
+        let inherited = u.env_allow.iter().any(|k| k == "PATH").then(|| std::env::var("PATH").ok()).flatten();
+        let base = u.env.get("PATH").cloned().or(inherited);
+        let mut paths = vec![base.clone()];
+        paths.extend(u.tenants.values().filter_map(|t| t.env.get("PATH").cloned()).map(Some));
+        let mut found = Vec::new();
+        for path in paths {
+            let program =
+                super::program::resolve_for(command, path.as_deref().map(std::ffi::OsStr::new), u.cwd.as_deref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| command.to_string());
+            for real in warden_sandbox::exposed(&policy, &program, &files) {
+                if !found.contains(&real) {
+                    found.push(real);
+                }
+            }
+        }
+        for real in found {
             let what = secrets
                 .iter()
                 .find(|(_, p)| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()) == real || *p == real)

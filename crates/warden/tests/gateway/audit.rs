@@ -194,12 +194,15 @@ async fn postgres_trail_survives_kill_9_and_is_shared_by_two_wardens() {
     }
     sigterm(b.child.id());
     let _ = b.child.wait();
-    // both chains verify, each against its own checkpoint file
-    let (ok, out) = verify(&cfg_a, &[]);
-    assert!(ok && out.contains("chain a:") && out.contains("chain b:"), "{out}");
+    // both chains verify, each against its own checkpoint file (a chain no file anchors is a
+    // problem: it could be cut back unnoticed)
     let key = public_key(&cfg_a);
     let cps = |dir: &std::path::Path| dir.join("warden-audit.db.checkpoints").display().to_string();
     let (cp_a, cp_b) = (cps(std::path::Path::new(&cfg_a).parent().unwrap()), cps(&b.dir));
+    let (ok, out) = verify(&cfg_a, &[]);
+    assert!(!ok && out.contains("chain b: no checkpoint file given holds it"), "{out}");
+    let (ok, out) = verify(&cfg_a, &["--checkpoints", &cp_a, "--checkpoints", &cp_b]);
+    assert!(ok && out.contains("chain a:") && out.contains("chain b:"), "{out}");
     let by_url =
         || audit(&["verify", "--url", &pg.url, "--public-key", &key, "--checkpoints", &cp_a, "--checkpoints", &cp_b]);
     let (ok, out) = by_url();

@@ -23,8 +23,12 @@ fn forge(lines: &[String], resign: Option<&SigningKey>) -> (Vec<String>, Vec<Str
         if v.get("checkpoint").is_some() {
             let Some(k) = resign else { continue };
             let seq = out.len() as u64;
-            let sig = k.sign(&warden_audit::Checkpoint::payload(&chain, seq, &prev, 0));
+            let phase = v["checkpoint"]["phase"].as_str().map(str::to_string);
+            let sig = k.sign(&warden_audit::Checkpoint::payload(&chain, seq, &prev, 0, phase.as_deref()));
             v["checkpoint"] = json!({"dropped": 0, "hash": prev, "key": k.public_key(), "seq": seq, "sig": sig});
+            if let Some(p) = phase {
+                v["checkpoint"]["phase"] = p.into();
+            }
         }
         if v["kind"] == "call" {
             v["decision"] = "denied".into();

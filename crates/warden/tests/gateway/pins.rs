@@ -94,6 +94,9 @@ async fn meta_prompts_resources_and_instructions_are_pinned() {
     assert!(!names(&c, "tools/list", "tools", "name").await.contains(&"echo".into()));
     assert!(!names(&c, "prompts/list", "prompts", "name").await.contains(&"test_simple_prompt".into()));
     assert!(!names(&c, "resources/list", "resources", "uri").await.contains(&"test://static-text".into()));
+    // … and not readable by its URI either while it waits (review finding).
+    let read = c.call(92, "resources/read", json!({"uri": "test://static-text"})).await;
+    assert!(read.get("error").is_some(), "{read}");
     let (s, pending) = admin(reqwest::Method::GET, &format!("{admin_url}/pins"), None).await;
     assert_eq!(s, 200, "{pending}");
     let pending = pending["pending"].as_array().unwrap().clone();
