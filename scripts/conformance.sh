@@ -10,6 +10,23 @@ CONF="$INTEROP/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 TMP="$(mktemp -d)"
 failures=0; passed=0
 
+CONF26="$INTEROP/node_modules/conformance-2026/dist/index.js"
+BASELINE26="$ROOT/tests/conformance-2026-baseline.yml"
+
+# MCP 2026-07-28 (stateless): every scenario of the 0.2.0-alpha.10 suite (`--suite all`, which
+# includes the revision's own); the ones not served yet are listed, with why, in the baseline,
+# and a pass of a listed one (a stale entry) fails too.
+run_suite_2026() { # name url
+  local out="$TMP/$1-2026.log"
+  echo "conformance 2026-07-28: $1 ($2)"
+  if "$NODE22" "$CONF26" server --url "$2" --spec-version 2026-07-28 --suite all \
+      --expected-failures "$BASELINE26" >"$out" 2>&1; then
+    grep "Total:" "$out"; passed=$((passed + 1))
+  else
+    cat "$out"; echo "conformance 2026-07-28: $1 FAILED"; failures=$((failures + 1))
+  fi
+}
+
 run_suite() { # name url
   local out="$TMP/$1.log"
   echo "conformance: $1 ($2)"
@@ -63,5 +80,7 @@ run_suite fixture-direct "http://localhost:$FX/mcp"
 run_suite warden-stdio-upstream "http://localhost:$W1/mcp"
 run_suite warden-http-upstream "http://localhost:$W2/mcp"
 run_suite warden-always-sse "http://localhost:$W3/mcp"
+run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp"
+run_suite_2026 warden-http-upstream "http://localhost:$W2/mcp"
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]

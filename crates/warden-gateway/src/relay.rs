@@ -275,7 +275,21 @@ impl Session for RelaySession {
             // Each request is authorized as whoever sent it (its own token's scopes and roles),
             // not as whoever opened the session; the transport has checked it is the same caller.
             let p = caller.unwrap_or_else(|| self.principal.clone());
-            pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object())
+            // A stateless (2026-07-28) request says so in its `_meta`; its answer gets that
+            // revision's shape (`resultType`, cache fields, resource-not-found as -32602).
+            let stateless = params
+                .as_ref()
+                .and_then(|p| p.get("_meta"))
+                .is_some_and(|m| m.get(crate::server::stateless::META_VERSION).is_some());
+            let uri = stateless.then(|| params.as_ref().and_then(|p| p.get("uri")).cloned()).flatten();
+            let mut r = pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object());
+            if stateless {
+                match &mut r {
+                    Ok(v) => crate::server::stateless::shape_result(&method, v),
+                    Err(e) => crate::server::stateless::shape_error(&json!({ "uri": uri }), e),
+                }
+            }
+            r
         }
         .boxed()
     }

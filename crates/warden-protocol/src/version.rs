@@ -6,6 +6,17 @@ pub const SUPPORTED: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024
 /// The revision Warden asks for when it initializes an upstream.
 pub const LATEST: &str = SUPPORTED[0];
 
+/// Stateless revisions (no `initialize`; each request carries its version, capabilities and
+/// client in `_meta`), newest first. Served beside the session revisions on the same endpoint.
+pub const STATELESS: &[&str] = &["2026-07-28"];
+
+/// Every revision Warden speaks, newest first (what `server/discover` and -32022 list).
+pub const ALL: &[&str] = &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+pub fn is_stateless(v: &str) -> bool {
+    STATELESS.contains(&v)
+}
+
 /// The revision a Streamable HTTP server must assume when `MCP-Protocol-Version` is absent.
 pub const DEFAULT_HTTP: &str = "2025-03-26";
 

@@ -36,6 +36,8 @@ mod sandbox;
 mod shared_store;
 #[path = "gateway/sql_postgres.rs"]
 mod sql_postgres;
+#[path = "gateway/stateless.rs"]
+mod stateless;
 #[path = "gateway/tenants.rs"]
 mod tenants;
 

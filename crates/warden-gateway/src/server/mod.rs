@@ -4,6 +4,7 @@
 //! test fixture are both services, so both speak the same transport code.
 
 pub mod http;
+pub mod stateless;
 pub mod stdio;
 
 use crate::rpc::{Calls, Outbound, Peer};

@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -31,6 +32,8 @@ use tokio::sync::mpsc;
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, Id, Message};
 use warden_protocol::{sse, version};
+
+mod stateless_pool;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -95,6 +98,9 @@ pub struct McpEndpoint {
     auth: Option<Arc<dyn Authenticate>>,
     local: Arc<Principal>,
     sessions: RwLock<HashMap<String, Arc<HttpSession>>>,
+    /// Stateless (2026-07-28) callers' pooled sessions: binding key → (session id, what its
+    /// upstreams offer). The sessions live in `sessions` (bounded and reaped like any other).
+    pooled: Mutex<HashMap<String, (String, Value)>>,
     started: Instant,
 }
 
@@ -233,6 +239,7 @@ impl McpEndpoint {
             auth,
             local: Arc::new(Principal::local()),
             sessions: RwLock::new(HashMap::new()),
+            pooled: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         let weak = Arc::downgrade(&ep);
@@ -353,9 +360,17 @@ impl McpEndpoint {
             }
         };
         let versions: Vec<_> = req.headers().get_all(VERSION_HEADER).iter().collect();
+        // A POST of another revision is the stateless path's to judge (-32022 and friends).
+        let stateless = matches!(versions.as_slice(), [v] if v.to_str().is_ok_and(|v| !version::is_supported(v)));
+        if stateless && *req.method() != Method::POST && !req.headers().contains_key(SESSION_HEADER) {
+            // The stateless revision has no GET stream and no session to DELETE.
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
         let version_ok = match versions.as_slice() {
             [] => true,
-            [v] => v.to_str().is_ok_and(version::is_supported),
+            [v] => v.to_str().is_ok_and(version::is_supported) || (stateless && *req.method() == Method::POST),
             _ => false,
         };
         if !version_ok {
@@ -369,6 +384,58 @@ impl McpEndpoint {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
                 r
+            }
+        }
+    }
+
+    /// Run a request in `session` and answer it: one JSON body, or an SSE stream once it sends
+    /// something first or outlasts the grace window (always SSE with a zero window).
+    async fn run(
+        &self,
+        session: &Arc<HttpSession>,
+        id: Id,
+        method: String,
+        params: Option<Value>,
+        principal: Arc<Principal>,
+        want_sse: bool,
+    ) -> HttpResponse {
+        let conn = session.conn.get().expect("a session answers once initialized").clone();
+        if want_sse && self.opts.sse_grace.is_zero() {
+            let (stream, rx) = session.streams.open(Some(id.clone()));
+            conn.request(id, method, params, Some(stream), Some(principal));
+            sse_response(rx)
+        } else if want_sse {
+            let (stream, mut rx) = session.streams.open_json(id.clone(), true);
+            conn.request(id, method, params, Some(stream), Some(principal));
+            let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
+                Ok(first) => first,
+                Err(_) => {
+                    session.streams.upgrade(stream);
+                    rx.recv().await
+                }
+            };
+            match first {
+                Some(b) if b.first() == Some(&b'{') => json_answer(b),
+                Some(b) => {
+                    let (tx, out) = mpsc::unbounded_channel();
+                    let _ = tx.send(b);
+                    tokio::spawn(async move {
+                        while let Some(b) = rx.recv().await {
+                            if tx.send(b).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    sse_response(out)
+                }
+                None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
+            }
+        } else {
+            let (stream, mut rx) = session.streams.open_json(id.clone(), false);
+            conn.request(id, method, params, Some(stream), Some(principal));
+            match rx.recv().await {
+                Some(b) => json_answer(b),
+                None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
             }
         }
     }
@@ -414,6 +481,11 @@ impl McpEndpoint {
             Ok(m) => m,
             Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
         };
+        // MCP 2026-07-28 requests carry their version in `_meta` and have no session.
+        if super::stateless::is_stateless(&msg, &parts.headers) {
+            let client = parts.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
+            return self.stateless(msg, &parts.headers, principal, want_sse, client).await;
+        }
         if msg.method() == Some("initialize") {
             let client = parts.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
@@ -425,44 +497,7 @@ impl McpEndpoint {
         let conn = session.conn.get().expect("checked by session_of").clone();
         match msg {
             Message::Request { id, method, params } => {
-                if want_sse && self.opts.sse_grace.is_zero() {
-                    let (stream, rx) = session.streams.open(Some(id.clone()));
-                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
-                    sse_response(rx)
-                } else if want_sse {
-                    let (stream, mut rx) = session.streams.open_json(id.clone(), true);
-                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
-                    let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
-                        Ok(first) => first,
-                        Err(_) => {
-                            session.streams.upgrade(stream);
-                            rx.recv().await
-                        }
-                    };
-                    match first {
-                        Some(b) if b.first() == Some(&b'{') => json_answer(b),
-                        Some(b) => {
-                            let (tx, out) = mpsc::unbounded_channel();
-                            let _ = tx.send(b);
-                            tokio::spawn(async move {
-                                while let Some(b) = rx.recv().await {
-                                    if tx.send(b).is_err() {
-                                        break;
-                                    }
-                                }
-                            });
-                            sse_response(out)
-                        }
-                        None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
-                    }
-                } else {
-                    let (stream, mut rx) = session.streams.open_json(id.clone(), false);
-                    conn.request(id, method, params, Some(stream), Some(principal.clone()));
-                    match rx.recv().await {
-                        Some(b) => json_answer(b),
-                        None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
-                    }
-                }
+                self.run(&session, id, method, params, principal, want_sse).await
             }
             Message::Notification { method, params } => {
                 conn.notification(method, params);

@@ -1,0 +1,143 @@
+//! Issue 21 (first slice): MCP 2026-07-28 stateless requests on the same `/mcp` endpoint as
+//! 2025 sessions — checked before they run (each standard header against the body), answered
+//! in the revision's shape, and run in a session pooled per principal, never shared.
+
+use crate::authz::key;
+use serde_json::{json, Value};
+use warden_testkit::harness::{fixture_stdio_upstream, warden};
+
+const V: &str = "2026-07-28";
+
+fn meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": V, "io.modelcontextprotocol/clientCapabilities": {},
+           "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}})
+}
+
+/// POST one stateless request with these headers (the standard ones unless overridden).
+async fn post(
+    url: &str,
+    bearer: Option<&str>,
+    method: &str,
+    params: Value,
+    headers: &[(&str, Option<&str>)],
+) -> (u16, Value) {
+    let mut p = params;
+    p["_meta"] = meta();
+    let name = p.get("name").or(p.get("uri")).and_then(Value::as_str).map(str::to_string);
+    let mut h: Vec<(String, String)> =
+        vec![("mcp-protocol-version".into(), V.into()), ("mcp-method".into(), method.into())];
+    if let Some(n) = name {
+        h.push(("mcp-name".into(), n));
+    }
+    for (k, v) in headers {
+        h.retain(|(hk, _)| hk != k);
+        if let Some(v) = v {
+            h.push((k.to_string(), v.to_string()));
+        }
+    }
+    let mut rb = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 5, "method": method, "params": p}));
+    for (k, v) in h {
+        rb = rb.header(k, v);
+    }
+    if let Some(b) = bearer {
+        rb = rb.bearer_auth(b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    // A JSON body, or an SSE stream whose last data line is the answer.
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        let last = text.lines().filter_map(|l| l.strip_prefix("data:")).rfind(|d| !d.trim().is_empty());
+        last.and_then(|d| serde_json::from_str(d.trim()).ok()).unwrap_or(Value::Null)
+    });
+    (status, body)
+}
+
+#[tokio::test]
+async fn stateless_requests_are_checked_shaped_and_pooled_per_principal() {
+    let (alice, ea) = key("alice", &["mcp"], &["all"], None);
+    let (bob, eb) = key("bob", &["mcp"], &[], None);
+    let rules =
+        "[[rule]]\nid = \"alice-all\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\nroles = [\"all\"]\n\
+                 [[rule]]\nid = \"bob-echo\"\ntools = [\"echo\"]\nscopes = [\"mcp\"]\n";
+    let w = warden("", &format!("{}\n[auth]\n{ea}{eb}\n{rules}", fixture_stdio_upstream("fx", Some(""), "")));
+    let (a, b) = (Some(alice.as_str()), Some(bob.as_str()));
+
+    // server/discover: what the revision requires, serverInfo in _meta.
+    let (s, d) = post(&w.url, a, "server/discover", json!({}), &[]).await;
+    assert_eq!(s, 200, "{d}");
+    let r = &d["result"];
+    assert_eq!(r["resultType"], "complete");
+    assert!(r["supportedVersions"].as_array().unwrap().iter().any(|v| v == V), "{r}");
+    assert_eq!(r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "warden");
+    assert!(r["capabilities"]["tools"].is_object(), "{r}");
+
+    // A call and a listing, in the revision's shape; listings are private to their caller.
+    let (s, c) = post(&w.url, a, "tools/call", json!({"name": "echo", "arguments": {"text": "hi"}}), &[]).await;
+    assert_eq!((s, c["result"]["content"][0]["text"].as_str()), (200, Some("hi")), "{c}");
+    assert_eq!(c["result"]["resultType"], "complete");
+    let (_, la) = post(&w.url, a, "tools/list", json!({}), &[]).await;
+    assert_eq!((la["result"]["cacheScope"].as_str(), la["result"]["ttlMs"].as_u64()), (Some("private"), Some(0)));
+    let (_, lb) = post(&w.url, b, "tools/list", json!({}), &[]).await;
+    let names =
+        |v: &Value| v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect::<Vec<_>>();
+    assert!(names(&la).len() > 1, "{la}");
+    assert_eq!(names(&lb), vec![json!("echo")], "bob's pooled session is his own: {lb}");
+    let (_, c) = post(&w.url, b, "tools/call", json!({"name": "test_simple_text", "arguments": {}}), &[]).await;
+    assert!(c.get("error").is_some() || c["result"]["isError"] == true, "bob may not: {c}");
+
+    // Each standard header that is missing, malformed or not the body's: 400, -32020.
+    let call = json!({"name": "echo", "arguments": {"text": "x"}});
+    for h in [
+        vec![("mcp-method", None)],
+        vec![("mcp-method", Some("tools/list"))],
+        vec![("mcp-method", Some("TOOLS/CALL"))],
+        vec![("mcp-name", None)],
+        vec![("mcp-name", Some("test_simple_text"))],
+        vec![("mcp-name", Some("=?base64?not base64?="))],
+        vec![("mcp-protocol-version", None)],
+    ] {
+        let (s, e) = post(&w.url, a, "tools/call", call.clone(), &h).await;
+        assert_eq!((s, e["error"]["code"].as_i64()), (400, Some(-32020)), "{h:?}: {e}");
+        assert_eq!(e["id"], 5, "the id is echoed");
+    }
+    // The name in base64, as clients send non-ASCII: accepted.
+    let (s, e) = post(&w.url, a, "tools/call", call.clone(), &[("mcp-name", Some("=?base64?ZWNobw==?="))]).await;
+    assert_eq!(s, 200, "{e}");
+    // A version header that is not the body's: -32020 before any version check.
+    let (s, e) = post(&w.url, a, "tools/call", call.clone(), &[("mcp-protocol-version", Some("2099-01-01"))]).await;
+    assert_eq!((s, e["error"]["code"].as_i64()), (400, Some(-32020)), "the header is not the body's: {e}");
+    // Methods the revision removed: 404, -32601.
+    for m in ["initialize", "ping", "resources/subscribe"] {
+        let (s, e) = post(&w.url, a, m, json!({}), &[]).await;
+        assert_eq!((s, e["error"]["code"].as_i64()), (404, Some(-32601)), "{m}: {e}");
+    }
+    // A resource that is not there: -32602 with its URI.
+    let (_, e) = post(&w.url, a, "resources/read", json!({"uri": "test://nope"}), &[]).await;
+    assert_eq!(
+        (e["error"]["code"].as_i64(), e["error"]["data"]["uri"].as_str()),
+        (Some(-32602), Some("test://nope")),
+        "{e}"
+    );
+    // No GET stream in this revision.
+    let r = reqwest::Client::new()
+        .get(&w.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", V)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    // The calls are on the record, under their principal.
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let calls = crate::audit::records(&cfg, &["--kind", "call"]);
+    assert!(
+        calls.iter().any(|r| r["subject"].as_str().is_some_and(|s| s.ends_with("alice")) && r["name"] == "echo"),
+        "{calls:?}"
+    );
+}
