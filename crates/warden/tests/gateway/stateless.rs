@@ -9,7 +9,11 @@ use warden_testkit::harness::{fixture_stdio_upstream, warden};
 const V: &str = "2026-07-28";
 
 fn meta() -> Value {
-    json!({"io.modelcontextprotocol/protocolVersion": V, "io.modelcontextprotocol/clientCapabilities": {},
+    meta_with(json!({}))
+}
+
+fn meta_with(caps: Value) -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": V, "io.modelcontextprotocol/clientCapabilities": caps,
            "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}})
 }
 
@@ -22,7 +26,9 @@ async fn post(
     headers: &[(&str, Option<&str>)],
 ) -> (u16, Value) {
     let mut p = params;
-    p["_meta"] = meta();
+    if p.get("_meta").is_none() {
+        p["_meta"] = meta();
+    }
     let name = p.get("name").or(p.get("uri")).and_then(Value::as_str).map(str::to_string);
     let mut h: Vec<(String, String)> =
         vec![("mcp-protocol-version".into(), V.into()), ("mcp-method".into(), method.into())];
@@ -140,4 +146,82 @@ async fn stateless_requests_are_checked_shaped_and_pooled_per_principal() {
         calls.iter().any(|r| r["subject"].as_str().is_some_and(|s| s.ends_with("alice")) && r["name"] == "echo"),
         "{calls:?}"
     );
+}
+
+/// Issue 21: what a 2025 upstream asks the client mid-call (elicitation, sampling) reaches a
+/// stateless client as `input_required`; its retry carries the answers and Warden's sealed
+/// `requestState`, which is refused when altered, another caller's, another request's or used
+/// twice; a capability the request did not declare is -32021 (HTTP 400); answers are redacted
+/// on their way upstream and the exchanges recorded.
+#[tokio::test]
+async fn multi_round_trips_reach_a_2025_upstream_through_sealed_state() {
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let (bob, eb) = key("bob", &["mcp"], &[], None);
+    let up = fixture_stdio_upstream("fx", Some(""), "client_requests = [\"sampling\", \"elicitation\"]\n");
+    let w = warden("", &format!("{up}\n[auth]\n{ea}{eb}\n"));
+    let (a, b) = (Some(alice.as_str()), Some(bob.as_str()));
+    let ask = json!({"name": "test_elicitation", "arguments": {"message": "Your name?"},
+                     "_meta": meta_with(json!({"elicitation": {}}))});
+
+    // Round 1: the upstream's elicitation/create comes back as input_required.
+    let (s, r1) = post(&w.url, a, "tools/call", ask.clone(), &[]).await;
+    assert_eq!(s, 200, "{r1}");
+    let r = &r1["result"];
+    assert_eq!(r["resultType"], "input_required", "{r1}");
+    let (key_name, req) =
+        r["inputRequests"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    assert_eq!(req["method"], "elicitation/create");
+    assert_eq!(req["params"]["message"], "Your name?");
+    assert!(req.get("id").is_none() && req.get("jsonrpc").is_none(), "{req}");
+    let state = r["requestState"].as_str().unwrap().to_string();
+
+    // Refused retries: altered, another caller's, another request's.
+    let retry = |state: &str, args: Value| {
+        let mut p = ask.clone();
+        p["arguments"] = args;
+        p["inputResponses"] = json!({ key_name.clone(): {"action": "accept", "content": {"response": "Alice"}} });
+        p["requestState"] = state.into();
+        p
+    };
+    let args = json!({"message": "Your name?"});
+    let (_, e) = post(&w.url, a, "tools/call", retry(&format!("{state}x"), args.clone()), &[]).await;
+    assert_eq!(e["error"]["code"], -32602, "altered: {e}");
+    let (_, e) = post(&w.url, b, "tools/call", retry(&state, args.clone()), &[]).await;
+    assert!(e["error"]["message"].as_str().unwrap().contains("another caller"), "bob: {e}");
+    let (_, e) = post(&w.url, a, "tools/call", retry(&state, json!({"message": "Other?"})), &[]).await;
+    assert!(e["error"]["message"].as_str().unwrap().contains("another request"), "{e}");
+
+    // Round 2: the answer goes to the upstream, the call completes.
+    let (s, r2) = post(&w.url, a, "tools/call", retry(&state, args.clone()), &[]).await;
+    assert_eq!(s, 200, "{r2}");
+    assert_eq!(r2["result"]["resultType"], "complete", "{r2}");
+    let text = r2["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("action=accept") && text.contains("Alice"), "{text}");
+    // Used once.
+    let (_, e) = post(&w.url, a, "tools/call", retry(&state, args), &[]).await;
+    assert!(e["error"]["message"].as_str().unwrap().contains("unknown requestState"), "{e}");
+
+    // A capability the request did not declare: -32021, HTTP 400, with what it needs.
+    let (s, e) =
+        post(&w.url, a, "tools/call", json!({"name": "test_sampling", "arguments": {"prompt": "hi"}}), &[]).await;
+    assert_eq!((s, e["error"]["code"].as_i64()), (400, Some(-32021)), "{e}");
+    assert!(e["error"]["data"]["requiredCapabilities"]["sampling"].is_object(), "{e}");
+
+    // Sampling: the model's answer reaches the upstream redacted.
+    let sample =
+        json!({"name": "test_sampling", "arguments": {"prompt": "hi"}, "_meta": meta_with(json!({"sampling": {}}))});
+    let (_, r1) = post(&w.url, a, "tools/call", sample.clone(), &[]).await;
+    let k = r1["result"]["inputRequests"].as_object().unwrap().keys().next().unwrap().clone();
+    let mut p = sample.clone();
+    p["inputResponses"] = json!({ k: {"role": "assistant", "content": {"type": "text", "text": "key AKIAIOSFODNN7EXAMPLE"}, "model": "m"} });
+    p["requestState"] = r1["result"]["requestState"].clone();
+    let (_, r2) = post(&w.url, a, "tools/call", p, &[]).await;
+    assert_eq!(r2["result"]["resultType"], "complete", "{r2}");
+    let log = w.log();
+    assert!(log.contains("fixture received sampling answer: key [REDACTED:aws_key]"), "{log}");
+    assert!(!log.contains("AKIAIOSFODNN7EXAMPLE"));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let recs = crate::audit::records(&cfg, &["--kind", "client_request"]);
+    assert!(recs.iter().any(|r| r["method"] == "elicitation/create" && r["detail"] == "accept"), "{recs:?}");
+    assert!(recs.iter().any(|r| r["method"] == "sampling/createMessage" && r["status"] == "success"), "{recs:?}");
 }

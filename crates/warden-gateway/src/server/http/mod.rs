@@ -33,6 +33,7 @@ use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, Id, Message};
 use warden_protocol::{sse, version};
 
+mod mrtr;
 mod stateless_pool;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -101,6 +102,8 @@ pub struct McpEndpoint {
     /// Stateless (2026-07-28) callers' pooled sessions: binding key → (session id, what its
     /// upstreams offer). The sessions live in `sessions` (bounded and reaped like any other).
     pooled: Mutex<HashMap<String, (String, Value)>>,
+    /// Stateless requests waiting for their client's input (multi round-trip).
+    runs: Arc<mrtr::Runs>,
     started: Instant,
 }
 
@@ -240,6 +243,7 @@ impl McpEndpoint {
             local: Arc::new(Principal::local()),
             sessions: RwLock::new(HashMap::new()),
             pooled: Mutex::new(HashMap::new()),
+            runs: Arc::new(mrtr::Runs::default()),
             started: Instant::now(),
         });
         let weak = Arc::downgrade(&ep);

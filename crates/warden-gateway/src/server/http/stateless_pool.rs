@@ -2,9 +2,9 @@
 //! (`server::stateless`), then runs in its caller's pooled session — one per principal (binding
 //! key: issuer, subject, tenant), never shared across principals, created on first use, bounded
 //! and reaped like any session — so the upstream connections, limits and audit trail are the
-//! same as for a 2025 session. The pooled session declares no client capabilities to upstreams:
-//! without the multi round-trip pattern (a later slice), a stateless client cannot be asked for
-//! sampling, elicitation or roots, and such upstream requests are refused.
+//! same as for a 2025 session. What an upstream asks the client mid-call becomes a multi
+//! round-trip (`input_required`, `mrtr.rs`), offered only when the request declared the
+//! capability it takes (else -32021).
 
 use super::{json_response, new_session_id, HttpResponse, HttpSession, McpEndpoint, Streams, StreamsInner};
 use crate::rpc::Calls;
@@ -61,7 +61,8 @@ impl McpEndpoint {
             );
         };
         session.last_seen.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
-        self.run(&session, req.id, req.method, Some(req.params), principal, want_sse).await
+        let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
+        self.runs.serve(svc, req, principal, want_sse, self.opts.sse_grace).await
     }
 
     /// The caller's pooled session (created on first use): its id and its `initialize` result.
@@ -102,9 +103,11 @@ impl McpEndpoint {
         }
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
+        // Every client capability: whether a request may be asked for sampling, elicitation or
+        // roots is decided per request, by what its `_meta` declares (`mrtr.rs`).
         let params = json!({
             "protocolVersion": version::LATEST,
-            "capabilities": {},
+            "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
             "clientInfo": req.client_info.clone().unwrap_or_else(|| json!({"name": "stateless-client", "version": "0"})),
         });
         let origin = Origin { session: sid.clone(), client };

@@ -1,0 +1,473 @@
+//! Multi round-trip requests for stateless (2026-07-28) clients (issue 21): what an upstream
+//! asks the client mid-call (sampling, elicitation, roots — and Warden's own approval prompt)
+//! cannot be a request on the response stream in this revision. The call runs as a [`Run`];
+//! when something asks the client, the run is parked and the client gets `input_required`
+//! (`inputRequests`, and a `requestState` Warden sealed); the client's retry carries
+//! `inputResponses` and that state, the answers go to whoever asked, and the same run goes on.
+//!
+//! Defends against: a client-supplied `requestState` being trusted — it is an AEAD envelope
+//! (AES-256-GCM, a key of this process) of a random handle, bound to the principal, the digest
+//! of the original request (method and params, without `_meta`, `inputResponses` and
+//! `requestState`) and an expiry; a tampered, expired, foreign (another principal's) or
+//! mismatched (other params) one is refused, and the parked run is never reached. Parked runs
+//! are bounded (per principal and in all) and expire.
+//! Does not defend against: a retry landing on another replica (runs live in the process that
+//! parked them: the client gets "unknown requestState" and starts over).
+
+use super::{json_answer, HttpResponse};
+use crate::rpc::{Calls, Outbound, Peer};
+use crate::server::stateless::{Stateless, MISSING_CLIENT_CAPABILITY};
+use crate::server::Session;
+use base64::Engine;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use warden_policy::Principal;
+use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
+
+/// How long a parked run waits for the client's retry.
+const PARK_TTL: Duration = Duration::from_secs(300);
+/// Parked runs per principal, and in all.
+const MAX_PARKED_PER_PRINCIPAL: usize = 16;
+const MAX_PARKED: usize = 4096;
+
+/// What a run produces, in order.
+enum Event {
+    /// Something asks the client (Warden's id for it, method, params).
+    Ask(Id, String, Option<Value>),
+    /// Progress or a log message, for the current response stream.
+    Note(Message),
+    /// The final answer.
+    Done(Message),
+}
+
+/// The run's [`Outbound`]: everything meant for the client becomes an [`Event`].
+struct Tap(mpsc::UnboundedSender<Event>);
+
+impl Outbound for Tap {
+    fn send(&self, _stream: Option<u64>, msg: Message) -> bool {
+        let ev = match msg {
+            Message::Request { id, method, params } => Event::Ask(id, method, params),
+            m @ Message::Notification { .. } => Event::Note(m),
+            m => Event::Done(m),
+        };
+        self.0.send(ev).is_ok()
+    }
+}
+
+/// One stateless request in progress.
+struct Run {
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
+    calls: Arc<Calls<()>>,
+    task: tokio::task::AbortHandle,
+    /// Outstanding questions to the client: key → (Warden's id, method).
+    asked: Mutex<Vec<(String, Id, String, Value)>>,
+    owner: String,
+    digest: String,
+    /// The capabilities the client declared (what it may be asked).
+    caps: Value,
+    /// The least severe log message the request asked for (`_meta` logLevel); none: no logs.
+    log_level: Option<usize>,
+}
+
+const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+fn level(l: &str) -> Option<usize> {
+    LEVELS.iter().position(|x| *x == l)
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Parked runs, and the key that seals their handles.
+pub struct Runs {
+    parked: Mutex<HashMap<String, (Arc<Run>, Instant)>>,
+    key: LessSafeKey,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        let k: [u8; 32] = rand::random();
+        Runs {
+            parked: Mutex::new(HashMap::new()),
+            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).expect("32-byte key")),
+        }
+    }
+}
+
+/// What a request is, for binding a retry to it: method and params without the round-trip
+/// fields and `_meta`.
+fn request_digest(method: &str, params: &Value) -> String {
+    let mut p = params.clone();
+    if let Some(m) = p.as_object_mut() {
+        for k in ["_meta", "inputResponses", "requestState"] {
+            m.remove(k);
+        }
+    }
+    crate::digest::hex(&crate::digest::sha256(
+        format!("{method}\n{}", warden_policy::canonical::to_string(&p)).as_bytes(),
+    ))
+}
+
+fn refused(code: i64, msg: &str) -> ErrorObject {
+    ErrorObject::new(code, msg)
+}
+
+impl Runs {
+    fn seal(&self, handle: &str, owner: &str, digest: &str, expires: u64) -> String {
+        let nonce: [u8; 12] = rand::random();
+        let mut data = serde_json::to_vec(&json!({"h": handle, "p": owner, "d": digest, "e": expires})).expect("json");
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(b"warden-request-state/v1"),
+                &mut data,
+            )
+            .expect("sealing");
+        let mut out = nonce.to_vec();
+        out.extend(data);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The handle of a sealed state, if it is ours, unexpired, the caller's and this request's.
+    fn open(&self, state: &str, owner: &str, digest: &str) -> Result<String, ErrorObject> {
+        let bad = || refused(jsonrpc::INVALID_PARAMS, "invalid requestState: not issued by this server, or altered");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(state.trim()).map_err(|_| bad())?;
+        if raw.len() < 12 + 16 {
+            return Err(bad());
+        }
+        let (nonce, sealed) = raw.split_at(12);
+        let mut buf = sealed.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+        let plain =
+            self.key.open_in_place(nonce, Aad::from(b"warden-request-state/v1"), &mut buf).map_err(|_| bad())?;
+        let v: Value = serde_json::from_slice(plain).map_err(|_| bad())?;
+        if v["p"] != owner {
+            return Err(refused(jsonrpc::INVALID_PARAMS, "invalid requestState: issued to another caller"));
+        }
+        if v["d"] != digest {
+            return Err(refused(jsonrpc::INVALID_PARAMS, "invalid requestState: issued for another request"));
+        }
+        if v["e"].as_u64().is_none_or(|e| e < now_secs()) {
+            return Err(refused(
+                jsonrpc::INVALID_PARAMS,
+                "invalid requestState: expired; send the request again without it",
+            ));
+        }
+        v["h"].as_str().map(str::to_string).ok_or_else(bad)
+    }
+
+    fn park(&self, run: Arc<Run>) -> Result<String, ErrorObject> {
+        let mut parked = self.parked.lock();
+        parked.retain(|_, (_, at)| at.elapsed() < PARK_TTL);
+        let own = parked.values().filter(|(r, _)| r.owner == run.owner).count();
+        if own >= MAX_PARKED_PER_PRINCIPAL || parked.len() >= MAX_PARKED {
+            return Err(refused(
+                crate::error::RATE_LIMITED,
+                "too many requests waiting for input; answer or drop some",
+            ));
+        }
+        let handle = format!("{:032x}", rand::random::<u128>());
+        parked.insert(handle.clone(), (run, Instant::now()));
+        Ok(handle)
+    }
+
+    /// Serve a stateless request in `session`: a new run, or (with `requestState`) the parked
+    /// run it continues.
+    pub async fn serve(
+        self: &Arc<Self>,
+        session: Arc<dyn Session>,
+        req: Stateless,
+        principal: Arc<Principal>,
+        want_sse: bool,
+        grace: Duration,
+    ) -> HttpResponse {
+        let owner = principal.binding_key();
+        let digest = request_digest(&req.method, &req.params);
+        let id = req.id.clone();
+        let run = match req.params.get("requestState").and_then(Value::as_str) {
+            Some(state) => {
+                let handle = match self.open(state, &owner, &digest) {
+                    Ok(h) => h,
+                    Err(e) => return answer(Message::Error { id, error: e }),
+                };
+                let Some((run, _)) = self.parked.lock().remove(&handle) else {
+                    return answer(Message::Error {
+                        id,
+                        error: refused(
+                            jsonrpc::INVALID_PARAMS,
+                            "unknown requestState (answered already, expired, or another server's); send the request again",
+                        ),
+                    });
+                };
+                if let Err(e) = deliver(&run, req.params.get("inputResponses")) {
+                    return answer(Message::Error { id, error: e });
+                }
+                // Questions left open (their answers missing or malformed): ask them again.
+                if !run.asked.lock().is_empty() {
+                    return answer(self.ask(&run, &id));
+                }
+                run
+            }
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let calls = Arc::new(Calls::new("warden-"));
+                let peer = Peer::new(Arc::new(Tap(tx.clone())), calls.clone(), None);
+                let fut =
+                    session.request(id.clone(), req.method.clone(), Some(req.params.clone()), peer, Some(principal));
+                let key = id.clone();
+                let task = tokio::spawn(async move {
+                    let reply = match fut.await {
+                        Ok(result) => Message::Response { id: key, result },
+                        Err(error) => Message::Error { id: key, error },
+                    };
+                    let _ = tx.send(Event::Done(reply));
+                });
+                Arc::new(Run {
+                    events: tokio::sync::Mutex::new(rx),
+                    calls,
+                    task: task.abort_handle(),
+                    asked: Mutex::new(Vec::new()),
+                    owner,
+                    digest,
+                    caps: req.client_capabilities.clone(),
+                    log_level: req.params["_meta"][crate::server::stateless::META_LOG_LEVEL].as_str().and_then(level),
+                })
+            }
+        };
+        self.pump(run, id, want_sse, grace).await
+    }
+
+    /// Park `run` and say what it asks: `input_required` with a sealed state for the retry.
+    fn ask(&self, run: &Arc<Run>, id: &Id) -> Message {
+        match self.park(run.clone()) {
+            Ok(h) => {
+                let mut r = input_required_result(run);
+                r["requestState"] = self.seal(&h, &run.owner, &run.digest, now_secs() + PARK_TTL.as_secs()).into();
+                Message::Response { id: id.clone(), result: r }
+            }
+            Err(e) => {
+                run.task.abort();
+                Message::Error { id: id.clone(), error: e }
+            }
+        }
+    }
+
+    /// Answer the current HTTP request from the run: its final answer, or `input_required`
+    /// when it asks the client. A notification first (progress, a log message), or the grace
+    /// window passing, makes the answer an SSE stream, read on a task of its own.
+    async fn pump(self: &Arc<Self>, run: Arc<Run>, id: Id, want_sse: bool, grace: Duration) -> HttpResponse {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut events = run.events.lock().await;
+        loop {
+            let ev = if want_sse {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        drop(events);
+                        return self.stream(run, id, None);
+                    }
+                }
+            } else {
+                events.recv().await
+            };
+            let Some(ev) = ev else { return answer(ended(&id)) };
+            match self.step(&run, ev, &id) {
+                Some(Ok(m)) => return answer(m),
+                Some(Err(note)) if want_sse => {
+                    drop(events);
+                    return self.stream(run, id, Some(note));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The rest of a run as an SSE response: notifications as they come, then the final answer
+    /// (or `input_required`). The client closing the stream ends the run (the task drops it).
+    fn stream(self: &Arc<Self>, run: Arc<Run>, id: Id, first: Option<Message>) -> HttpResponse {
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let send = |tx: &mpsc::UnboundedSender<Bytes>, m: &Message| {
+            tx.send(Bytes::from(warden_protocol::sse::encode(None, &m.to_json(), None))).is_ok()
+        };
+        if let Some(m) = &first {
+            send(&tx, m);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut events = run.events.lock().await;
+            loop {
+                let Some(ev) = events.recv().await else {
+                    send(&tx, &ended(&id));
+                    return;
+                };
+                match me.step(&run, ev, &id) {
+                    Some(Ok(m)) => {
+                        send(&tx, &m);
+                        return;
+                    }
+                    // The client closed the stream: the run ends (dropped with this task).
+                    Some(Err(note)) if !send(&tx, &note) => return,
+                    _ => {}
+                }
+            }
+        });
+        super::sse_response(rx)
+    }
+
+    /// One event of a run, for the request answered now: `Ok` the final message (the answer, an
+    /// `input_required` with the run parked, or -32021 when the client did not declare what it
+    /// is asked for), `Err` a notification to pass on, `None` nothing.
+    fn step(&self, run: &Arc<Run>, ev: Event, id: &Id) -> Option<Result<Message, Message>> {
+        match ev {
+            Event::Done(Message::Response { result, .. }) => Some(Ok(Message::Response { id: id.clone(), result })),
+            Event::Done(Message::Error { error, .. }) => Some(Ok(Message::Error { id: id.clone(), error })),
+            Event::Done(_) => None,
+            // Log messages only for a request that asked for them, at its level or above.
+            Event::Note(m) if m.method() == Some("notifications/message") => {
+                let Message::Notification { params, .. } = &m else { return None };
+                let lvl = params.as_ref().and_then(|p| p["level"].as_str()).and_then(level).unwrap_or(0);
+                run.log_level.is_some_and(|want| lvl >= want).then_some(Err(m))
+            }
+            Event::Note(m) => Some(Err(m)),
+            Event::Ask(wid, method, params) => {
+                let cap = match method.as_str() {
+                    "sampling/createMessage" => "sampling",
+                    "elicitation/create" => "elicitation",
+                    "roots/list" => "roots",
+                    _ => "",
+                };
+                if cap.is_empty() || run.caps.get(cap).is_none() {
+                    run.calls.complete(
+                        &wid,
+                        Err(refused(jsonrpc::METHOD_NOT_FOUND, &format!("client does not support {method}"))),
+                    );
+                    run.task.abort();
+                    let mut e = refused(
+                        MISSING_CLIENT_CAPABILITY,
+                        &format!("this request needs the client capability {cap:?}, which it did not declare"),
+                    );
+                    e.data = Some(json!({"requiredCapabilities": {cap: {}}}));
+                    return Some(Ok(Message::Error { id: id.clone(), error: e }));
+                }
+                {
+                    let mut asked = run.asked.lock();
+                    let key = format!("{cap}-{}", asked.len() + 1);
+                    asked.push((key, wid, method, params.unwrap_or(Value::Null)));
+                }
+                Some(Ok(self.ask(run, id)))
+            }
+        }
+    }
+}
+
+fn ended(id: &Id) -> Message {
+    Message::Error { id: id.clone(), error: refused(jsonrpc::INTERNAL_ERROR, "the request ended without an answer") }
+}
+
+/// The `input_required` result for what the run has asked and not yet had answered.
+fn input_required_result(run: &Arc<Run>) -> Value {
+    let mut reqs = serde_json::Map::new();
+    for (key, _, method, params) in run.asked.lock().iter() {
+        let mut r = json!({ "method": method });
+        if !params.is_null() {
+            r["params"] = params.clone();
+        }
+        reqs.insert(key.clone(), r);
+    }
+    json!({"resultType": "input_required", "inputRequests": reqs})
+}
+
+/// The client's answers to what the run asked, each delivered to whoever asked. Answers to
+/// keys not asked are ignored; a question whose answer is missing or not an object stays open
+/// (and is asked again).
+fn deliver(run: &Arc<Run>, responses: Option<&Value>) -> Result<(), ErrorObject> {
+    let Some(map) = responses.and_then(Value::as_object) else {
+        return Err(refused(jsonrpc::INVALID_PARAMS, "inputResponses must be an object"));
+    };
+    let mut asked = run.asked.lock();
+    let open: Vec<_> = asked
+        .drain(..)
+        .filter(|(key, wid, method, _)| match map.get(key).filter(|r| answers(method, r)) {
+            Some(r) => {
+                run.calls.complete(wid, Ok(r.clone()));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    *asked = open;
+    Ok(())
+}
+
+/// Whether `r` has the shape of an answer to `method` (else the question stays open).
+fn answers(method: &str, r: &Value) -> bool {
+    match method {
+        "elicitation/create" => r.get("action").is_some_and(Value::is_string),
+        "sampling/createMessage" => r.get("content").is_some_and(|c| c.is_object() || c.is_array()),
+        "roots/list" => r.get("roots").is_some_and(Value::is_array),
+        _ => r.is_object(),
+    }
+}
+
+/// A JSON answer; a missing client capability is HTTP 400 in this revision.
+fn answer(m: Message) -> HttpResponse {
+    let missing = matches!(&m, Message::Error { error, .. } if error.code == MISSING_CLIENT_CAPABILITY);
+    let mut r = json_answer(Bytes::from(m.to_json()));
+    if missing {
+        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+    }
+    r
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21: a `requestState` is refused when altered, another caller's, another request's
+    /// or expired; only the one issued opens.
+    #[test]
+    fn request_state_is_sealed_and_bound() {
+        let runs = Runs::default();
+        let now = now_secs();
+        let s = runs.seal("h1", "alice", "d1", now + 60);
+        assert_eq!(runs.open(&s, "alice", "d1").unwrap(), "h1");
+        let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&s).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        let tampered = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert!(runs.open(&tampered, "alice", "d1").unwrap_err().message.contains("altered"));
+        assert!(runs.open(&format!("{s}-TAMPERED"), "alice", "d1").is_err());
+        assert!(runs.open("", "alice", "d1").is_err());
+        assert!(runs.open(&s, "bob", "d1").unwrap_err().message.contains("another caller"));
+        assert!(runs.open(&s, "alice", "d2").unwrap_err().message.contains("another request"));
+        let old = runs.seal("h1", "alice", "d1", now - 1);
+        assert!(runs.open(&old, "alice", "d1").unwrap_err().message.contains("expired"));
+        // Another process's key: not ours.
+        assert!(Runs::default().open(&s, "alice", "d1").is_err());
+    }
+
+    #[test]
+    fn the_digest_ignores_only_the_round_trip_fields() {
+        let a = json!({"name": "t", "arguments": {"x": 1}, "_meta": {"k": 1}});
+        let b = json!({"name": "t", "arguments": {"x": 1}, "inputResponses": {}, "requestState": "s"});
+        assert_eq!(request_digest("tools/call", &a), request_digest("tools/call", &b));
+        assert_ne!(
+            request_digest("tools/call", &a),
+            request_digest("tools/call", &json!({"name": "t", "arguments": {"x": 2}}))
+        );
+        assert_ne!(request_digest("tools/call", &a), request_digest("prompts/get", &a));
+    }
+}
