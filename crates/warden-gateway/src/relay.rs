@@ -282,6 +282,14 @@ impl Session for RelaySession {
                 .and_then(|p| p.get("_meta"))
                 .is_some_and(|m| m.get(crate::server::stateless::META_VERSION).is_some());
             let uri = stateless.then(|| params.as_ref().and_then(|p| p.get("uri")).cloned()).flatten();
+            // Those `_meta` fields describe the client's hop to Warden, not Warden's to the
+            // upstream (a 2025 upstream on HTTP would even take the request for a stateless one).
+            let mut params = params;
+            if stateless {
+                if let Some(m) = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
+                    m.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+                }
+            }
             let mut r = pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object());
             if stateless {
                 match &mut r {
