@@ -225,3 +225,32 @@ async fn multi_round_trips_reach_a_2025_upstream_through_sealed_state() {
     assert!(recs.iter().any(|r| r["method"] == "elicitation/create" && r["detail"] == "accept"), "{recs:?}");
     assert!(recs.iter().any(|r| r["method"] == "sampling/createMessage" && r["status"] == "success"), "{recs:?}");
 }
+
+/// Issue 21: approval `"user"` asks a stateless client through `input_required` (Warden's own
+/// elicitation), bound to the call's arguments; accepted runs the call, declined refuses it.
+#[tokio::test]
+async fn user_approval_is_an_input_required_round_trip() {
+    let rules = "[[rule]]\nid = \"echo-approved\"\ntools = [\"echo\"]\napproval = \"user\"\n";
+    let (admin, _) = crate::approval::admin_section();
+    let w = warden("", &format!("{}\n{admin}\n{rules}", fixture_stdio_upstream("fx", Some(""), "")));
+    let call = |text: &str| {
+        json!({"name": "echo", "arguments": {"text": text}, "_meta": meta_with(json!({"elicitation": {}}))})
+    };
+    for (approve, text) in [(true, "approved call"), (false, "declined call")] {
+        let (_, r1) = post(&w.url, None, "tools/call", call(text), &[]).await;
+        assert_eq!(r1["result"]["resultType"], "input_required", "{r1}");
+        let (k, q) = r1["result"]["inputRequests"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+        let msg = q["params"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("Approval needed.") && msg.contains(text) && msg.contains("Call digest:"), "{msg}");
+        let mut p = call(text);
+        p["inputResponses"] = json!({ k: {"action": "accept", "content": {"approve": approve}} });
+        p["requestState"] = r1["result"]["requestState"].clone();
+        let (_, r2) = post(&w.url, None, "tools/call", p, &[]).await;
+        if approve {
+            assert_eq!(r2["result"]["content"][0]["text"], text, "{r2}");
+        } else {
+            assert!(r2.get("error").is_some() || r2["result"]["isError"] == true, "{r2}");
+            assert!(r2.to_string().contains("declined"), "{r2}");
+        }
+    }
+}
