@@ -434,7 +434,20 @@ impl RelaySession {
 
     /// Something an upstream sent on its own: relay it to the client it belongs to.
     fn on_upstream_message(&self, i: usize, conn: &Arc<Conn>, msg: Message, ctx: Option<Peer>) {
-        let peer = ctx.unwrap_or_else(|| self.peer.clone());
+        // Changes to lists and resources concern the session, not the call that caused them.
+        let session_wide = matches!(
+            msg.method(),
+            Some(
+                "notifications/tools/list_changed"
+                    | "notifications/prompts/list_changed"
+                    | "notifications/resources/list_changed"
+                    | "notifications/resources/updated"
+            )
+        );
+        let peer = match ctx {
+            Some(c) if !session_wide => c,
+            _ => self.peer.clone(),
+        };
         match msg {
             Message::Notification { method, mut params } => {
                 match method.as_str() {

@@ -23,6 +23,11 @@ pub trait Outbound: Send + Sync + 'static {
     fn send(&self, stream: Option<u64>, msg: Message) -> bool;
     /// The request a stream answers was cancelled: end the stream without a response.
     fn close_stream(&self, _stream: u64) {}
+    /// Whether this peer's request is parked, waiting for its client (a stateless multi
+    /// round-trip): a message that names no request is not meant for it.
+    fn parked(&self) -> bool {
+        false
+    }
 }
 
 struct Pending<C> {
@@ -74,11 +79,16 @@ impl<C: Clone> Calls<C> {
         self.map.lock().get(id).map(|p| p.ctx.clone())
     }
 
-    /// The context of the one call in flight, when there is exactly one: what a message from a
-    /// peer that cannot name the call it belongs to (stdio) most likely belongs to.
-    pub fn sole_ctx(&self) -> Option<C> {
+    /// The context of the one call in flight that `eligible` admits, when there is exactly one:
+    /// what a message from a peer that cannot name the call it belongs to (stdio) most likely
+    /// belongs to.
+    pub fn sole_ctx(&self, eligible: impl Fn(&C) -> bool) -> Option<C> {
         let map = self.map.lock();
-        (map.len() == 1).then(|| map.values().next().map(|p| p.ctx.clone())).flatten()
+        let mut it = map.values().filter(|p| eligible(&p.ctx));
+        match (it.next(), it.next()) {
+            (Some(one), None) => Some(one.ctx.clone()),
+            _ => None,
+        }
     }
 
     /// The context of the call that carried this progress token.
@@ -147,6 +157,11 @@ pub struct Peer {
 impl Peer {
     pub fn new(out: Arc<dyn Outbound>, calls: Arc<Calls<()>>, stream: Option<u64>) -> Self {
         Peer { out, calls, stream }
+    }
+
+    /// See [`Outbound::parked`].
+    pub fn parked(&self) -> bool {
+        self.out.parked()
     }
 
     /// The same client, not tied to any request's stream.

@@ -57,6 +57,29 @@ impl Service for Fixture {
     }
 }
 
+/// Ask the user a name (elicitation, a one-field form): the name, or the error to answer with.
+async fn ask_name(peer: &Peer, message: &str) -> Result<String, ErrorObject> {
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let r = peer
+        .request("elicitation/create", Some(json!({"mode": "form", "message": message, "requestedSchema": schema})))
+        .await?;
+    Ok(r.pointer("/content/name").and_then(Value::as_str).unwrap_or("(no name)").to_string())
+}
+
+/// Ask the client's model for a greeting (sampling).
+async fn ask_model(peer: &Peer) -> Result<String, ErrorObject> {
+    let params =
+        json!({"messages": [{"role": "user", "content": {"type": "text", "text": "Say hello"}}], "maxTokens": 50});
+    let r = peer.request("sampling/createMessage", Some(params)).await?;
+    Ok(r.pointer("/content/text").and_then(Value::as_str).unwrap_or("").to_string())
+}
+
+/// Ask the client for its roots.
+async fn ask_roots(peer: &Peer) -> Result<String, ErrorObject> {
+    let r = peer.request("roots/list", None).await?;
+    Ok(r.get("roots").cloned().unwrap_or(json!([])).to_string())
+}
+
 fn text(t: impl Into<String>) -> Value {
     json!({"content": [{"type": "text", "text": t.into()}]})
 }
@@ -96,6 +119,22 @@ fn tools() -> Value {
         t("crash", "Exits the server process mid-call", empty_schema()),
         t("garbage", "Writes non-JSON to stdout, then answers", empty_schema()),
         t("roots", "Asks the client for its roots", empty_schema()),
+        // The 2026-07-28 conformance suite's diagnostic tools, as a 2025 server does them (what
+        // Warden makes of each for a stateless client is what the suite checks).
+        t("test_missing_capability", "Test tool requiring sampling", empty_schema()),
+        t("test_streaming_elicitation", "Diagnostic tool validating response progress streams", empty_schema()),
+        t("test_logging_tool", "Diagnostic logging validator tool", empty_schema()),
+        t("test_trigger_tool_change", "Announces that the tool list changed", empty_schema()),
+        t("test_trigger_prompt_change", "Announces that the prompt list changed", empty_schema()),
+        // … and its multi round-trip tools, as a 2025 server asks (Warden turns each question
+        // into `input_required` for a stateless client).
+        t("test_input_required_result_elicitation", "Asks the user for their name", empty_schema()),
+        t("test_input_required_result_sampling", "Asks the client's model for a greeting", empty_schema()),
+        t("test_input_required_result_list_roots", "Asks the client for its roots", empty_schema()),
+        t("test_input_required_result_request_state", "Asks the user for their name (state kept by Warden)", empty_schema()),
+        t("test_input_required_result_multiple_inputs", "Asks a name, a greeting and the roots at once", empty_schema()),
+        t("test_input_required_result_multi_round", "Asks the user twice, one question after the other", empty_schema()),
+        t("test_input_required_result_tampered_state", "Asks the user for their name", empty_schema()),
         t("whoami", "Reports the credential the server was started with (FIXTURE_IDENTITY)", empty_schema()),
         t("fail", "Answers with a JSON-RPC error carrying `message`", str_arg("message", "The error message")),
         json!({"name": "rows", "description": "Answers with `value` as its structured content (and its text)",
@@ -313,6 +352,48 @@ impl FixtureSession {
                     let _ = out.flush();
                 }
                 text("after garbage")
+            }
+            "test_input_required_result_elicitation"
+            | "test_input_required_result_request_state"
+            | "test_input_required_result_tampered_state" => {
+                let name = ask_name(&peer, "What is your name?").await?;
+                text(format!("Hello, {name}!"))
+            }
+            "test_input_required_result_sampling" => text(format!("The model said: {}", ask_model(&peer).await?)),
+            "test_input_required_result_list_roots" => text(format!("Roots: {}", ask_roots(&peer).await?)),
+            "test_input_required_result_multiple_inputs" => {
+                let (n, m, r) =
+                    futures::join!(ask_name(&peer, "What is your name?"), ask_model(&peer), ask_roots(&peer));
+                text(format!("Hello, {}! The model said: {}. Roots: {}", n?, m?, r?))
+            }
+            "test_input_required_result_multi_round" => {
+                let first = ask_name(&peer, "Step 1: what is your name?").await?;
+                let second = ask_name(&peer, "Step 2: and your family name?").await?;
+                text(format!("Hello, {first} {second}!"))
+            }
+            "test_missing_capability" => {
+                let params = json!({"messages": [{"role": "user", "content": {"type": "text", "text": "Say hi"}}], "maxTokens": 10});
+                match peer.request("sampling/createMessage", Some(params)).await {
+                    Ok(_) => text("sampled"),
+                    Err(e) => text(format!("Sampling not supported or error: {}", e.message)),
+                }
+            }
+            "test_streaming_elicitation" => {
+                let token = meta.as_ref().and_then(|m| m.get("progressToken")).cloned().unwrap_or(json!("token-abc"));
+                peer.notify(
+                    "notifications/progress",
+                    Some(json!({"progressToken": token, "progress": 50, "total": 100})),
+                );
+                text("streamed")
+            }
+            "test_logging_tool" => {
+                self.log(&peer, "Diagnostic trace logging activated");
+                text("logged")
+            }
+            "test_trigger_tool_change" | "test_trigger_prompt_change" => {
+                let kind = if name == "test_trigger_tool_change" { "tools" } else { "prompts" };
+                peer.notify(&format!("notifications/{kind}/list_changed"), None);
+                text("Mutation triggered")
             }
             "roots" => match peer.request("roots/list", None).await {
                 Ok(r) => text(format!("roots: {}", r.get("roots").cloned().unwrap_or(json!([])))),

@@ -9,8 +9,7 @@
 //! 400; `=?base64?…?=` values decoded first), then methods the revision removed or never had
 //! (404, -32601). Policy, limits and audit read the body only; headers are only compared.
 //!
-//! Not yet (later slices of issue 21): `Mcp-Param-*` headers, multi round-trip requests
-//! (`input_required`), `subscriptions/listen`, 2026 upstreams.
+//! Not yet (later slices of issue 21): `Mcp-Param-*` headers, 2026 upstreams.
 
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
@@ -92,6 +91,7 @@ const SERVED: &[&str] = &[
     "prompts/list",
     "prompts/get",
     "completion/complete",
+    "subscriptions/listen",
 ];
 
 /// Check a stateless request before it runs, in the order the revision's tests probe.

@@ -518,10 +518,12 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
                             .and_then(|p| p.get("progressToken"))
                             .and_then(|t| conn.calls.ctx_for_progress(t))
                             .flatten(),
-                        // Unrelated (stdio cannot relate): the one call in flight, if one.
+                        // Unrelated (stdio cannot relate): the one call in flight, if one, not
+                        // counting calls whose client request is parked (they wait for an answer
+                        // to what they asked already, so this is not theirs).
                         _ => match related {
                             Some(r) => conn.calls.ctx(&r).flatten(),
-                            None => conn.calls.sole_ctx().flatten(),
+                            None => conn.calls.sole_ctx(|c| c.as_ref().is_none_or(|p| !p.parked())).flatten(),
                         },
                     };
                     (conn.handler)(conn, other, ctx);

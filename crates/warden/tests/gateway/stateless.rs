@@ -233,13 +233,17 @@ async fn user_approval_is_an_input_required_round_trip() {
     let rules = "[[rule]]\nid = \"echo-approved\"\ntools = [\"echo\"]\napproval = \"user\"\n";
     let (admin, _) = crate::approval::admin_section();
     let w = warden("", &format!("{}\n{admin}\n{rules}", fixture_stdio_upstream("fx", Some(""), "")));
-    let call = |text: &str| {
-        json!({"name": "echo", "arguments": {"text": text}, "_meta": meta_with(json!({"elicitation": {}}))})
-    };
+    let call = |text: &str| json!({"name": "echo", "arguments": {"text": text}, "_meta": meta_with(json!({"elicitation": {}}))});
     for (approve, text) in [(true, "approved call"), (false, "declined call")] {
         let (_, r1) = post(&w.url, None, "tools/call", call(text), &[]).await;
         assert_eq!(r1["result"]["resultType"], "input_required", "{r1}");
-        let (k, q) = r1["result"]["inputRequests"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+        let (k, q) = r1["result"]["inputRequests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unwrap();
         let msg = q["params"]["message"].as_str().unwrap();
         assert!(msg.starts_with("Approval needed.") && msg.contains(text) && msg.contains("Call digest:"), "{msg}");
         let mut p = call(text);

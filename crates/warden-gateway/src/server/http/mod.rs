@@ -104,6 +104,9 @@ pub struct McpEndpoint {
     pooled: Mutex<HashMap<String, (String, Value)>>,
     /// Stateless requests waiting for their client's input (multi round-trip).
     runs: Arc<mrtr::Runs>,
+    /// Pooled sessions' change notifications, fanned out to their `subscriptions/listen`
+    /// streams: session id → sender (present while a listen is open).
+    listens: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Message>>>,
     started: Instant,
 }
 
@@ -244,6 +247,7 @@ impl McpEndpoint {
             sessions: RwLock::new(HashMap::new()),
             pooled: Mutex::new(HashMap::new()),
             runs: Arc::new(mrtr::Runs::default()),
+            listens: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         let weak = Arc::downgrade(&ep);
@@ -693,6 +697,12 @@ impl Streams {
     }
 
     fn open_standalone(&self) -> Option<mpsc::UnboundedReceiver<Bytes>> {
+        self.attach_standalone(true)
+    }
+
+    /// Attach the standalone stream; with `backlog`, what queued while none was attached is
+    /// delivered first (a 2025 GET), else dropped (a 2026 `subscriptions/listen` starts now).
+    fn attach_standalone(&self, backlog: bool) -> Option<mpsc::UnboundedReceiver<Bytes>> {
         let mut inner = self.inner.lock();
         if let Some(s) = inner.standalone {
             if inner.map.get(&s).map(|st| st.live.as_ref().is_some_and(|l| !l.is_closed())).unwrap_or(false) {
@@ -715,7 +725,9 @@ impl Streams {
         let st = inner.map.get_mut(&s).expect("exists");
         self.retained.fetch_sub(std::mem::take(&mut st.bytes), Ordering::Relaxed);
         for (_, ev) in st.events.drain(..) {
-            let _ = tx.send(ev);
+            if backlog {
+                let _ = tx.send(ev);
+            }
         }
         st.live = Some(tx);
         Some(rx)

@@ -47,9 +47,13 @@ enum Event {
 }
 
 /// The run's [`Outbound`]: everything meant for the client becomes an [`Event`].
-struct Tap(mpsc::UnboundedSender<Event>);
+struct Tap(mpsc::UnboundedSender<Event>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Outbound for Tap {
+    fn parked(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn send(&self, _stream: Option<u64>, msg: Message) -> bool {
         let ev = match msg {
             Message::Request { id, method, params } => Event::Ask(id, method, params),
@@ -73,6 +77,8 @@ struct Run {
     caps: Value,
     /// The least severe log message the request asked for (`_meta` logLevel); none: no logs.
     log_level: Option<usize>,
+    /// Parked: waiting for the client's retry (shared with the run's [`Tap`]).
+    parked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
@@ -166,6 +172,7 @@ impl Runs {
     }
 
     fn park(&self, run: Arc<Run>) -> Result<String, ErrorObject> {
+        run.parked.store(true, std::sync::atomic::Ordering::Release);
         let mut parked = self.parked.lock();
         parked.retain(|_, (_, at)| at.elapsed() < PARK_TTL);
         let own = parked.values().filter(|(r, _)| r.owner == run.owner).count();
@@ -199,7 +206,11 @@ impl Runs {
                     Ok(h) => h,
                     Err(e) => return answer(Message::Error { id, error: e }),
                 };
-                let Some((run, _)) = self.parked.lock().remove(&handle) else {
+                let resumed = self.parked.lock().remove(&handle);
+                if let Some((run, _)) = &resumed {
+                    run.parked.store(false, std::sync::atomic::Ordering::Release);
+                }
+                let Some((run, _)) = resumed else {
                     return answer(Message::Error {
                         id,
                         error: refused(
@@ -220,7 +231,8 @@ impl Runs {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let calls = Arc::new(Calls::new("warden-"));
-                let peer = Peer::new(Arc::new(Tap(tx.clone())), calls.clone(), None);
+                let parked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let peer = Peer::new(Arc::new(Tap(tx.clone(), parked.clone())), calls.clone(), None);
                 let fut =
                     session.request(id.clone(), req.method.clone(), Some(req.params.clone()), peer, Some(principal));
                 let key = id.clone();
@@ -240,6 +252,7 @@ impl Runs {
                     digest,
                     caps: req.client_capabilities.clone(),
                     log_level: req.params["_meta"][crate::server::stateless::META_LOG_LEVEL].as_str().and_then(level),
+                    parked,
                 })
             }
         };
@@ -286,6 +299,7 @@ impl Runs {
                     drop(events);
                     return self.stream(run, id, Some(note));
                 }
+                None if !run.asked.lock().is_empty() => return answer(self.gather(&run, &mut events, &id).await),
                 _ => {}
             }
         }
@@ -316,6 +330,11 @@ impl Runs {
                     }
                     // The client closed the stream: the run ends (dropped with this task).
                     Some(Err(note)) if !send(&tx, &note) => return,
+                    None if !run.asked.lock().is_empty() => {
+                        let m = me.gather(&run, &mut events, &id).await;
+                        send(&tx, &m);
+                        return;
+                    }
                     _ => {}
                 }
             }
@@ -323,9 +342,9 @@ impl Runs {
         super::sse_response(rx)
     }
 
-    /// One event of a run, for the request answered now: `Ok` the final message (the answer, an
-    /// `input_required` with the run parked, or -32021 when the client did not declare what it
-    /// is asked for), `Err` a notification to pass on, `None` nothing.
+    /// One event of a run, for the request answered now: `Ok` the final message (the answer, or
+    /// -32021 when the client did not declare what it is asked for), `Err` a notification to
+    /// pass on, `None` nothing (a question is recorded in `asked`: [`Runs::gather`] follows).
     fn step(&self, run: &Arc<Run>, ev: Event, id: &Id) -> Option<Result<Message, Message>> {
         match ev {
             Event::Done(Message::Response { result, .. }) => Some(Ok(Message::Response { id: id.clone(), result })),
@@ -363,11 +382,38 @@ impl Runs {
                     let key = format!("{cap}-{}", asked.len() + 1);
                     asked.push((key, wid, method, params.unwrap_or(Value::Null)));
                 }
-                Some(Ok(self.ask(run, id)))
+                None
+            }
+        }
+    }
+
+    /// After a question: the others asked at about the same time (a server asking several
+    /// things at once) join it, then the run is parked and the client gets them all.
+    async fn gather(&self, run: &Arc<Run>, events: &mut mpsc::UnboundedReceiver<Event>, id: &Id) -> Message {
+        loop {
+            match tokio::time::timeout(GATHER, events.recv()).await {
+                Ok(Some(ev @ Event::Ask(..))) => {
+                    if let Some(Ok(m)) = self.step(run, ev, id) {
+                        return m; // a capability the request lacks: -32021
+                    }
+                }
+                // The run ended meanwhile (its questions no longer matter).
+                Ok(Some(ev @ Event::Done(_))) => {
+                    if let Some(Ok(m)) = self.step(run, ev, id) {
+                        run.asked.lock().clear();
+                        return m;
+                    }
+                }
+                Ok(Some(Event::Note(_))) => {}
+                Ok(None) => return ended(id),
+                Err(_) => return self.ask(run, id),
             }
         }
     }
 }
+
+/// How long questions asked together are gathered into one `input_required`.
+const GATHER: Duration = Duration::from_millis(25);
 
 fn ended(id: &Id) -> Message {
     Message::Error { id: id.clone(), error: refused(jsonrpc::INTERNAL_ERROR, "the request ended without an answer") }

@@ -53,6 +53,9 @@ impl McpEndpoint {
         if req.method == "server/discover" {
             return json_response(&Message::Response { id: req.id, result: stateless::discover(&init) });
         }
+        if req.method == "subscriptions/listen" {
+            return self.listen(&sid, &init, req).await;
+        }
         let Some(session) = self.sessions.read().get(&sid).cloned() else {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +66,141 @@ impl McpEndpoint {
         session.last_seen.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
         self.runs.serve(svc, req, principal, want_sse, self.opts.sse_grace).await
+    }
+
+    /// `subscriptions/listen`: one long SSE answer on which the caller's pooled session's
+    /// change notifications arrive, of the types the request opted into and the server offers,
+    /// each tagged with the subscription's id (the request's). Resource subscriptions go
+    /// through the pipeline (authorized like a read) and end with the stream.
+    async fn listen(self: &Arc<Self>, sid: &str, init: &Value, req: Stateless) -> HttpResponse {
+        let Some(session) = self.sessions.read().get(sid).cloned() else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                req.id,
+                ErrorObject::new(jsonrpc::INTERNAL_ERROR, "retry"),
+            );
+        };
+        let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
+        let caps = &init["capabilities"];
+        let want = &req.params["notifications"];
+        let mut honored = serde_json::Map::new();
+        for (flag, cap) in
+            [("toolsListChanged", "tools"), ("promptsListChanged", "prompts"), ("resourcesListChanged", "resources")]
+        {
+            if want[flag] == true && caps[cap]["listChanged"] == true {
+                honored.insert(flag.into(), true.into());
+            }
+        }
+        let mut uris = Vec::new();
+        if caps["resources"]["subscribe"] == true {
+            for uri in want["resourceSubscriptions"].as_array().into_iter().flatten().filter_map(Value::as_str).take(64)
+            {
+                let quiet = crate::rpc::Peer::new(Arc::new(Nowhere), Arc::new(Calls::new("warden-")), None);
+                let sub = svc.clone().request(
+                    Id::Str(format!("listen-{uri}")),
+                    "resources/subscribe".into(),
+                    Some(json!({"uri": uri})),
+                    quiet,
+                    None,
+                );
+                if sub.await.is_ok() {
+                    uris.push(uri.to_string());
+                }
+            }
+            if !uris.is_empty() {
+                honored.insert("resourceSubscriptions".into(), json!(uris));
+            }
+        }
+        let mut notes = self.fan_out(sid, &session);
+        let tag = req.id.to_value();
+        let (tx, out) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+        let event = |m: &Message| bytes::Bytes::from(warden_protocol::sse::encode(None, &m.to_json(), None));
+        let ack = Message::Notification {
+            method: "notifications/subscriptions/acknowledged".into(),
+            params: Some(json!({"_meta": {SUBSCRIPTION_ID: tag}, "notifications": honored})),
+        };
+        let _ = tx.send(event(&ack));
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    // The client closed the stream: the subscription ends.
+                    _ = tx.closed() => break,
+                    m = notes.recv() => match m {
+                        Ok(m) => m,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    },
+                };
+                let Message::Notification { method, params } = m else { continue };
+                let opted = match method.as_str() {
+                    "notifications/tools/list_changed" => honored.contains_key("toolsListChanged"),
+                    "notifications/prompts/list_changed" => honored.contains_key("promptsListChanged"),
+                    "notifications/resources/list_changed" => honored.contains_key("resourcesListChanged"),
+                    "notifications/resources/updated" => {
+                        params.as_ref().and_then(|p| p["uri"].as_str()).is_some_and(|u| uris.iter().any(|s| s == u))
+                    }
+                    _ => false,
+                };
+                if !opted {
+                    continue;
+                }
+                let mut p = params.unwrap_or_else(|| json!({}));
+                p["_meta"][SUBSCRIPTION_ID] = tag.clone();
+                if tx.send(event(&Message::Notification { method, params: Some(p) })).is_err() {
+                    break;
+                }
+            }
+            for uri in uris {
+                let quiet = crate::rpc::Peer::new(Arc::new(Nowhere), Arc::new(Calls::new("warden-")), None);
+                let _ = svc
+                    .clone()
+                    .request(
+                        Id::Str(format!("unlisten-{uri}")),
+                        "resources/unsubscribe".into(),
+                        Some(json!({"uri": uri})),
+                        quiet,
+                        None,
+                    )
+                    .await;
+            }
+        });
+        super::sse_response(out)
+    }
+
+    /// A receiver of the pooled session's session-wide notifications. The first listen attaches
+    /// the session's standalone stream and pumps it into a broadcast; the pump (and with it the
+    /// attachment, so the session can be reaped) ends when no listen is left.
+    fn fan_out(self: &Arc<Self>, sid: &str, session: &Arc<HttpSession>) -> tokio::sync::broadcast::Receiver<Message> {
+        let mut listens = self.listens.lock();
+        if let Some(tx) = listens.get(sid) {
+            return tx.subscribe();
+        }
+        let (btx, brx) = tokio::sync::broadcast::channel(256);
+        if let Some(mut rx) = session.streams.attach_standalone(false) {
+            listens.insert(sid.to_string(), btx.clone());
+            let (me, sid) = (self.clone(), sid.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let b = tokio::select! {
+                        b = rx.recv() => b,
+                        // Nobody listens any more: let the session go (checked now and then).
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+                            if btx.receiver_count() == 0 {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(b) = b else { break };
+                    let Some(m) = decode(&b) else { continue };
+                    if btx.send(m).is_err() {
+                        break;
+                    }
+                }
+                me.listens.lock().remove(&sid);
+            });
+        }
+        brx
     }
 
     /// The caller's pooled session (created on first use): its id and its `initialize` result.
@@ -131,4 +269,26 @@ impl McpEndpoint {
             }
         }
     }
+}
+
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Where the internal subscribe calls' own messages go: nowhere.
+struct Nowhere;
+
+impl crate::rpc::Outbound for Nowhere {
+    fn send(&self, _stream: Option<u64>, _msg: Message) -> bool {
+        false
+    }
+}
+
+/// The JSON-RPC message of one encoded SSE event.
+fn decode(b: &[u8]) -> Option<Message> {
+    let text = std::str::from_utf8(b).ok()?;
+    let data: String =
+        text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect::<Vec<_>>().join("\n");
+    if data.is_empty() {
+        return None;
+    }
+    Message::parse(data.as_bytes(), jsonrpc::DEFAULT_MAX_DEPTH).ok()
 }
