@@ -258,3 +258,50 @@ async fn user_approval_is_an_input_required_round_trip() {
         }
     }
 }
+
+/// Issue 21: `subscriptions/listen` acknowledges what it honors, tags every notification with
+/// the subscription's id, and sends only the types opted into (a tool change, not a prompt
+/// change, for a tools-only listener).
+#[tokio::test]
+async fn subscriptions_listen_is_acknowledged_tagged_and_filtered() {
+    use futures::StreamExt;
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), ""));
+    let mut params = json!({"notifications": {"toolsListChanged": true}});
+    params["_meta"] = meta();
+    let listen = reqwest::Client::new()
+        .post(&w.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", V)
+        .header("mcp-method", "subscriptions/listen")
+        .json(&json!({"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen", "params": params}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listen.status(), 200);
+    let mut body = listen.bytes_stream();
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The acknowledgement first.
+    while seen.is_empty() {
+        let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("ack").unwrap().unwrap();
+        seen.extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|e| serde_json::from_str(&e.data).ok()));
+    }
+    assert_eq!(seen[0]["method"], "notifications/subscriptions/acknowledged", "{seen:?}");
+    assert_eq!(seen[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1");
+    assert_eq!(seen[0]["params"]["notifications"], json!({"toolsListChanged": true}));
+    // A prompt change (not asked for), then a tool change: only the tool change arrives.
+    for tool in ["test_trigger_prompt_change", "test_trigger_tool_change"] {
+        let (s, r) = post(&w.url, None, "tools/call", json!({"name": tool, "arguments": {}}), &[]).await;
+        assert_eq!((s, r["result"]["content"][0]["text"].as_str()), (200, Some("Mutation triggered")), "{r}");
+    }
+    let mut changes = Vec::new();
+    while changes.is_empty() {
+        let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("a change").unwrap().unwrap();
+        changes.extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|e| serde_json::from_str::<Value>(&e.data).ok()));
+    }
+    assert_eq!(changes[0]["method"], "notifications/tools/list_changed", "{changes:?}");
+    assert_eq!(changes[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1");
+    assert!(!changes.iter().any(|c| c["method"] == "notifications/prompts/list_changed"), "{changes:?}");
+}
