@@ -79,17 +79,8 @@ pub fn redis_server() -> Proc {
 /// [`redis_server`] on a given port (to restart one after an outage).
 pub fn redis_server_on(port: u16) -> Proc {
     let dir = tempdir("redis");
-    let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(err.try_clone().unwrap())
-        .stderr(err)
-        .spawn()
-        .expect("redis-server (installed by scripts/setup.sh)");
-    wait_http(&format!("http://127.0.0.1:{port}/"));
-    Proc { child, url: format!("redis://127.0.0.1:{port}"), dir }
+    let args: Vec<std::ffi::OsString> = ["--port".into(), port.to_string().into()].into();
+    redis_with(dir, &args, format!("redis://127.0.0.1:{port}"), port)
 }
 
 /// [`redis_server`] serving TLS only, with a certificate for `localhost`/`127.0.0.1` from a
@@ -99,27 +90,22 @@ pub fn redis_tls_server() -> Proc {
     let port = free_port();
     let dir = tempdir("redis-tls");
     let (ca, cert, key) = crate::pki::Ca::new("warden-test-redis-ca").write_server(&dir);
+    let mut args: Vec<std::ffi::OsString> = ["--port", "0", "--tls-port"].map(Into::into).into();
+    args.push(port.to_string().into());
+    for (flag, path) in [("--tls-cert-file", &cert), ("--tls-key-file", &key), ("--tls-ca-cert-file", &ca)] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args.extend(["--tls-auth-clients", "no"].map(Into::into));
+    redis_with(dir, &args, format!("rediss://127.0.0.1:{port}"), port)
+}
+
+/// `redis-server` on loopback without persistence, in `dir`, with these extra arguments.
+fn redis_with(dir: PathBuf, args: &[std::ffi::OsString], url: String, port: u16) -> Proc {
     let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&ca)
-        .args(["--tls-auth-clients", "no"])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
         .arg("--dir")
         .arg(&dir)
         .stdout(err.try_clone().unwrap())
@@ -127,7 +113,7 @@ pub fn redis_tls_server() -> Proc {
         .spawn()
         .expect("redis-server (installed by scripts/setup.sh)");
     wait_http(&format!("http://127.0.0.1:{port}/"));
-    Proc { child, url: format!("rediss://127.0.0.1:{port}"), dir }
+    Proc { child, url, dir }
 }
 
 /// A real PostgreSQL server: a fresh cluster (`initdb`, trust authentication on loopback, no

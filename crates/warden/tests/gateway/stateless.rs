@@ -299,7 +299,8 @@ async fn subscriptions_listen_is_acknowledged_tagged_and_filtered() {
     let mut changes = Vec::new();
     while changes.is_empty() {
         let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("a change").unwrap().unwrap();
-        changes.extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|e| serde_json::from_str::<Value>(&e.data).ok()));
+        changes
+            .extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|e| serde_json::from_str::<Value>(&e.data).ok()));
     }
     assert_eq!(changes[0]["method"], "notifications/tools/list_changed", "{changes:?}");
     assert_eq!(changes[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1");
