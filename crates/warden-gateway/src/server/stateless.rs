@@ -64,6 +64,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A standard header given more than once (one reader may take the first, another the last).
+fn repeated(h: &HeaderMap) -> Option<&'static str> {
+    ["mcp-protocol-version", "mcp-method", "mcp-name"].into_iter().find(|n| h.get_all(*n).iter().count() > 1)
+}
+
 /// A standard header's value as the client meant it: optional whitespace trimmed, and a
 /// `=?base64?…?=` value decoded (invalid base64 or UTF-8: `None`, a mismatch).
 pub fn header_value(raw: &str) -> Option<String> {
@@ -119,6 +124,13 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
             format!("params._meta[{META_CAPABILITIES:?}] is required"),
         ));
     };
+    if let Some(n) = repeated(h) {
+        return bad(refused(
+            StatusCode::BAD_REQUEST,
+            HEADER_MISMATCH,
+            format!("Header mismatch: {n} given more than once"),
+        ));
+    }
     match header(h, "mcp-protocol-version").and_then(header_value) {
         Some(hv) if hv == v => {}
         Some(_) => {
@@ -222,7 +234,13 @@ pub fn discover(init: &Value) -> Value {
 /// `cacheScope` (`private`: Warden filters what each caller sees).
 pub fn shape_result(method: &str, result: &mut Value) {
     let Some(m) = result.as_object_mut() else { return };
-    m.entry("resultType").or_insert_with(|| "complete".into());
+    // A 2025 upstream's answer is complete, whatever it says: an `input_required` of its own
+    // would ask the client past `client_requests`, redaction and the audit trail (only Warden
+    // turns an upstream's questions into `input_required`, in `mrtr.rs`).
+    for k in ["inputRequests", "requestState"] {
+        m.remove(k);
+    }
+    m.insert("resultType".into(), "complete".into());
     if matches!(
         method,
         "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read"
@@ -318,6 +336,14 @@ mod tests {
                 "{h:?}"
             );
         }
+        // A standard header twice (a proxy may read the other one): refused.
+        let twice = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "echo"),
+        ]);
+        assert_eq!(code(check(call(json!({"name": "echo", "_meta": meta()})), &twice)), (400, -32020));
         // Padded and base64 names are what the client meant.
         let padded = [
             ("mcp-protocol-version", "2026-07-28"),
@@ -338,6 +364,12 @@ mod tests {
         shape_result("tools/list", &mut r);
         assert_eq!(r, json!({"tools": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"}));
         let mut r = json!({"content": []});
+        shape_result("tools/call", &mut r);
+        assert_eq!(r, json!({"content": [], "resultType": "complete"}));
+        // Review finding: an upstream's own `input_required` would ask the client past
+        // `client_requests`, redaction and audit. A 2025 upstream's answer is complete.
+        let mut r = json!({"content": [], "resultType": "input_required", "requestState": "x",
+                           "inputRequests": {"q": {"method": "sampling/createMessage", "params": {}}}});
         shape_result("tools/call", &mut r);
         assert_eq!(r, json!({"content": [], "resultType": "complete"}));
         let mut e = ErrorObject::new(jsonrpc::RESOURCE_NOT_FOUND, "x");

@@ -191,6 +191,11 @@ async fn multi_round_trips_reach_a_2025_upstream_through_sealed_state() {
     let (_, e) = post(&w.url, a, "tools/call", retry(&state, json!({"message": "Other?"})), &[]).await;
     assert!(e["error"]["message"].as_str().unwrap().contains("another request"), "{e}");
 
+    // Answers without a state answer nothing: the request runs afresh (and asks again).
+    let mut stray = retry(&state, args.clone());
+    stray.as_object_mut().unwrap().remove("requestState");
+    let (_, e) = post(&w.url, a, "tools/call", stray, &[]).await;
+    assert_eq!(e["result"]["resultType"], "input_required", "{e}");
     // Round 2: the answer goes to the upstream, the call completes.
     let (s, r2) = post(&w.url, a, "tools/call", retry(&state, args.clone()), &[]).await;
     assert_eq!(s, 200, "{r2}");

@@ -107,6 +107,8 @@ pub struct McpEndpoint {
     /// Pooled sessions' change notifications, fanned out to their `subscriptions/listen`
     /// streams: session id → sender (present while a listen is open).
     listens: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Message>>>,
+    /// Pooled sessions being created, by binding key (one at a time per caller).
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
 }
 
@@ -125,6 +127,9 @@ struct Streams {
     retained: AtomicUsize,
     priming: bool,
     retry_ms: u64,
+    /// A stateless caller's pooled session: nothing that names no request goes out as a
+    /// request (its questions are multi round-trips; the standalone stream is a listen's).
+    pooled: bool,
 }
 
 #[derive(Default)]
@@ -248,6 +253,7 @@ impl McpEndpoint {
             pooled: Mutex::new(HashMap::new()),
             runs: Arc::new(mrtr::Runs::default()),
             listens: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         let weak = Arc::downgrade(&ep);
@@ -549,6 +555,7 @@ impl McpEndpoint {
             retained: AtomicUsize::new(0),
             priming: negotiated >= "2025-11-25",
             retry_ms: self.opts.sse_retry_ms,
+            pooled: false,
         });
         let session = Arc::new(HttpSession {
             owner: principal.binding_key(),
@@ -858,6 +865,9 @@ impl Outbound for Streams {
                 return false;
             }
         }
+        if self.pooled && matches!(msg, Message::Request { .. }) {
+            return false;
+        }
         // 2. the standalone stream if live, 3. any open SSE request stream (newest first),
         // 4. queue on the standalone stream for when it (re)attaches
         let json = msg.to_json();
@@ -976,6 +986,7 @@ mod tests {
             retained: AtomicUsize::new(0),
             priming: true,
             retry_ms: 500,
+            pooled: false,
         }
     }
 

@@ -90,6 +90,9 @@ fn level(l: &str) -> Option<usize> {
 impl Drop for Run {
     fn drop(&mut self) {
         self.task.abort();
+        // Whoever waits for an answer from the client (an upstream's question) gets an error
+        // now, not never.
+        self.calls.fail_all(&refused(jsonrpc::REQUEST_CANCELLED, "the client's request ended"));
     }
 }
 
@@ -200,9 +203,24 @@ impl Runs {
         let owner = principal.binding_key();
         let digest = request_digest(&req.method, &req.params);
         let id = req.id.clone();
-        let run = match req.params.get("requestState").and_then(Value::as_str) {
+        // A retry names its state as a string. Answers without a state answer nothing asked
+        // here: the request runs afresh, and the round-trip fields never reach an upstream.
+        let retry = req.params.get("requestState").map(|s| s.as_str().map(str::to_string));
+        if retry == Some(None) {
+            return answer(Message::Error {
+                id,
+                error: refused(jsonrpc::INVALID_PARAMS, "requestState must be a string"),
+            });
+        }
+        let mut req = req;
+        if retry.is_none() {
+            if let Some(p) = req.params.as_object_mut() {
+                p.remove("inputResponses");
+            }
+        }
+        let run = match retry.flatten() {
             Some(state) => {
-                let handle = match self.open(state, &owner, &digest) {
+                let handle = match self.open(&state, &owner, &digest) {
                     Ok(h) => h,
                     Err(e) => return answer(Message::Error { id, error: e }),
                 };
@@ -220,7 +238,12 @@ impl Runs {
                     });
                 };
                 if let Err(e) = deliver(&run, req.params.get("inputResponses")) {
-                    return answer(Message::Error { id, error: e });
+                    // Malformed: the run waits on, parked, for a proper retry (with a new state).
+                    let again = self.ask(&run, &id);
+                    return answer(match again {
+                        Message::Response { .. } => Message::Error { id, error: e },
+                        refusal => refusal,
+                    });
                 }
                 // Questions left open (their answers missing or malformed): ask them again.
                 if !run.asked.lock().is_empty() {

@@ -54,7 +54,7 @@ impl McpEndpoint {
             return json_response(&Message::Response { id: req.id, result: stateless::discover(&init) });
         }
         if req.method == "subscriptions/listen" {
-            return self.listen(&sid, &init, req).await;
+            return self.listen(&sid, &init, req, &principal).await;
         }
         let Some(session) = self.sessions.read().get(&sid).cloned() else {
             return error_response(
@@ -72,7 +72,13 @@ impl McpEndpoint {
     /// change notifications arrive, of the types the request opted into and the server offers,
     /// each tagged with the subscription's id (the request's). Resource subscriptions go
     /// through the pipeline (authorized like a read) and end with the stream.
-    async fn listen(self: &Arc<Self>, sid: &str, init: &Value, req: Stateless) -> HttpResponse {
+    async fn listen(
+        self: &Arc<Self>,
+        sid: &str,
+        init: &Value,
+        req: Stateless,
+        principal: &Arc<Principal>,
+    ) -> HttpResponse {
         let Some(session) = self.sessions.read().get(sid).cloned() else {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +107,7 @@ impl McpEndpoint {
                     "resources/subscribe".into(),
                     Some(json!({"uri": uri})),
                     quiet,
-                    None,
+                    Some(principal.clone()),
                 );
                 if sub.await.is_ok() {
                     uris.push(uri.to_string());
@@ -144,7 +150,11 @@ impl McpEndpoint {
                 if !opted {
                     continue;
                 }
-                let mut p = params.unwrap_or_else(|| json!({}));
+                // Whatever shape the upstream gave them: an object with an object `_meta`.
+                let mut p = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
+                if !p["_meta"].is_object() {
+                    p["_meta"] = json!({});
+                }
                 p["_meta"][SUBSCRIPTION_ID] = tag.clone();
                 if tx.send(event(&Message::Notification { method, params: Some(p) })).is_err() {
                     break;
@@ -203,6 +213,12 @@ impl McpEndpoint {
         brx
     }
 
+    /// The caller's pooled session, if it is still there.
+    fn live_pooled(&self, key: &str) -> Option<(String, Value)> {
+        let (sid, init) = self.pooled.lock().get(key).cloned()?;
+        self.sessions.read().contains_key(&sid).then_some((sid, init))
+    }
+
     /// The caller's pooled session (created on first use): its id and its `initialize` result.
     async fn pooled_session(
         self: &Arc<Self>,
@@ -211,10 +227,20 @@ impl McpEndpoint {
         client: Option<std::net::IpAddr>,
     ) -> Result<(String, Value), (StatusCode, ErrorObject)> {
         let key = principal.binding_key();
-        if let Some((sid, init)) = self.pooled.lock().get(&key).cloned() {
-            if self.sessions.read().contains_key(&sid) {
-                return Ok((sid, init));
+        if let Some(found) = self.live_pooled(&key) {
+            return Ok(found);
+        }
+        // One creation per caller at a time: concurrent first requests share the session.
+        let lock = {
+            let mut creating = self.creating.lock();
+            if creating.len() > 4096 {
+                creating.retain(|_, l| Arc::strong_count(l) > 1);
             }
+            creating.entry(key.clone()).or_default().clone()
+        };
+        let _creating = lock.lock().await;
+        if let Some(found) = self.live_pooled(&key) {
+            return Ok(found);
         }
         let sid = new_session_id();
         let streams = Arc::new(Streams {
@@ -222,6 +248,7 @@ impl McpEndpoint {
             retained: AtomicUsize::new(0),
             priming: false,
             retry_ms: self.opts.sse_retry_ms,
+            pooled: true,
         });
         let session = Arc::new(HttpSession {
             owner: key.clone(),
@@ -263,8 +290,11 @@ impl McpEndpoint {
             }
             Err(e) => {
                 self.sessions.write().remove(&sid);
-                let status =
-                    if e.code == crate::error::RATE_LIMITED { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+                let status = match e.code {
+                    crate::error::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+                    crate::error::AUDIT_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::OK,
+                };
                 Err((status, e))
             }
         }
