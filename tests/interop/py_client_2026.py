@@ -1,0 +1,104 @@
+"""Interop: the official Python SDK client in MCP 2026-07-28 mode (stateless, `mode="auto"`:
+it probes `server/discover`), through Warden, against the reference server (stdio upstream
+"everything") and a Python SDK server (HTTP upstream "py") — both 2025 upstreams, so every
+multi round-trip is Warden's translation.
+Usage: python py_client_2026.py http://127.0.0.1:PORT/mcp"""
+import sys
+
+import anyio
+import mcp_types as types
+from mcp.client.client import Client
+
+URL = sys.argv[1]
+results = {"passed": 0, "failed": 0}
+approvals: list = []
+
+
+async def sampling(context, params):
+    return types.CreateMessageResult(
+        role="assistant", model="interop", content=types.TextContent(type="text", text=f"py26-sampled:{len(params.messages)}")
+    )
+
+
+async def elicitation(context, params):
+    if params.message.startswith("Approval needed"):  # Warden asking its user to approve a call
+        approvals.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": True})
+    return types.ElicitResult(action="accept", content={"ok": True})
+
+
+async def roots(context):
+    return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/py26-root", name="py26-root")])
+
+
+def text(r) -> str:
+    return "\n".join(c.text for c in r.content if getattr(c, "type", "") == "text")
+
+
+async def check(name, coro):
+    try:
+        await coro
+        results["passed"] += 1
+        print(f"ok   {name}")
+    except Exception as e:  # noqa: BLE001 - report every failure and continue
+        results["failed"] += 1
+        print(f"FAIL {name}: {type(e).__name__}: {e}")
+
+
+async def main():
+    async with Client(
+        URL,
+        mode="auto",
+        sampling_callback=sampling,
+        elicitation_callback=elicitation,
+        list_roots_callback=roots,
+    ) as c:
+
+        async def era():
+            assert c.session.protocol_version == "2026-07-28", c.session.protocol_version
+
+        async def listing():
+            names = [t.name for t in (await c.list_tools()).tools]
+            assert "everything__echo" in names and "py__add" in names, names
+
+        async def calls():
+            assert "hi py26" in text(await c.call_tool("everything__echo", {"message": "hi py26"}))
+            assert text(await c.call_tool("py__add", {"a": 20, "b": 22})) == "42"
+
+        async def sampling_elicitation_roots():
+            r = await c.call_tool("py__ask_llm", {"question": "why"})
+            assert "py26-sampled:1" in text(r), r
+            r = await c.call_tool("everything__trigger-sampling-request", {"prompt": "x", "maxTokens": 5})
+            assert "py26-sampled:1" in str(r.content), r
+            r = await c.call_tool("py__confirm", {})
+            assert "accept" in text(r), r
+            r = await c.call_tool("everything__get-roots-list", {})
+            assert "py26-root" in str(r.content), r
+
+        async def resources_and_prompts():
+            uris = [str(r.uri) for r in (await c.list_resources()).resources]
+            assert "warden://py/config://app" in uris, uris
+            r = await c.read_resource("warden://py/greeting://grace")
+            assert "Hello, grace" in r.contents[0].text
+            p = await c.get_prompt("py__review", {"code": "y = 2"})
+            assert "y = 2" in str(p.messages)
+
+        async def approval_by_input_required():
+            r = await c.call_tool("everything__get-sum", {"a": 2, "b": 3})
+            assert "5" in text(r), r
+            assert len(approvals) == 1 and "get-sum" in approvals[0], approvals
+
+        for name, coro in [
+            ("2026-07-28 negotiated (server/discover)", era()),
+            ("tools/list across upstreams", listing()),
+            ("tools/call on both upstreams", calls()),
+            ("sampling, elicitation and roots as input_required", sampling_elicitation_roots()),
+            ("resources and prompts", resources_and_prompts()),
+            ("approval as an input_required round trip", approval_by_input_required()),
+        ]:
+            await check(name, coro)
+    print(f"py-client-2026: {results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+anyio.run(main)
