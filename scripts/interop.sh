@@ -74,8 +74,9 @@ failures=0
 (cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$PLP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
-# The same SDK in MCP 2026-07-28 mode (stateless; multi round-trips translated by Warden).
+# The same SDKs in MCP 2026-07-28 mode (stateless; multi round-trips translated by Warden).
 "$PY" "$INTEROP/py_client_2026.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
+(cd "$INTEROP" && "$NODE22" ts-client-2026.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-oauth.mjs "http://127.0.0.1:$AP/mcp" interop interop-password-1) || failures=$((failures + 1))
 "$PY" "$INTEROP/py_oauth.py" "http://127.0.0.1:$AP/mcp" interop interop-password-1 || failures=$((failures + 1))
 if [ "$failures" -ne 0 ]; then
@@ -83,5 +84,5 @@ if [ "$failures" -ne 0 ]; then
   echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
   echo "--- warden (plain) log (tail)"; tail -20 "$TMP/warden-plain.log"
 fi
-echo "interop: $((6 - failures)) passed, $failures failed"
+echo "interop: $((7 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

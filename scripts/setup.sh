@@ -11,7 +11,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -qq
 command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 if [ ! -x "$NODE22" ] || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/sdk" ] \
    || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/server-everything" ] \
-   || [ ! -d "$INTEROP/node_modules/conformance-2026" ]; then
+   || [ ! -d "$INTEROP/node_modules/conformance-2026" ] \
+   || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/client" ]; then
   echo "setup: installing npm packages"
   (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,0 +1,76 @@
+// Interop: the official TypeScript SDK v2 client (@modelcontextprotocol/client) pinned to MCP
+// 2026-07-28 (stateless), through Warden, against the reference server (stdio upstream
+// "everything") and a Python SDK server (HTTP upstream "py") — 2025 upstreams both, so each
+// multi round-trip is Warden's translation.
+// Usage: node ts-client-2026.mjs http://127.0.0.1:PORT/mcp
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import assert from 'node:assert/strict';
+
+const url = process.argv[2];
+let passed = 0, failed = 0;
+async function check(name, fn) {
+  try { await fn(); passed++; console.log(`ok   ${name}`); }
+  catch (e) { failed++; console.log(`FAIL ${name}: ${e?.stack || e}`); }
+}
+const text = (r) => r.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
+
+const approvals = [];
+const client = new Client({ name: 'warden-interop-ts26', version: '1.0.0' }, {
+  capabilities: { sampling: {}, elicitation: {}, roots: {} },
+  versionNegotiation: { mode: { pin: '2026-07-28' } },
+});
+client.setRequestHandler('sampling/createMessage', async (req) => ({
+  role: 'assistant', model: 'interop-model',
+  content: { type: 'text', text: `ts26-sampled:${req.params.messages.length}` }
+}));
+client.setRequestHandler('elicitation/create', async (req) => {
+  if (req.params.message.startsWith('Approval needed')) {
+    approvals.push(req.params.message);
+    return { action: 'accept', content: { approve: true } };
+  }
+  return { action: 'accept', content: { ok: true } };
+});
+client.setRequestHandler('roots/list', async () => ({ roots: [{ uri: 'file:///tmp/ts26-root', name: 'ts26-root' }] }));
+
+await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+
+await check('2026-07-28 negotiated with server/discover', async () => {
+  const caps = client.getServerCapabilities();
+  assert.ok(caps.tools && caps.resources && caps.prompts, JSON.stringify(caps));
+});
+await check('tools/list across upstreams', async () => {
+  const names = (await client.listTools()).tools.map((t) => t.name);
+  assert.ok(names.includes('everything__echo') && names.includes('py__add'), names.join(','));
+});
+await check('tools/call on both upstreams', async () => {
+  assert.match(text(await client.callTool({ name: 'everything__echo', arguments: { message: 'hi ts26' } })), /hi ts26/);
+  assert.equal(text(await client.callTool({ name: 'py__add', arguments: { a: 20, b: 22 } })), '42');
+});
+await check('sampling, elicitation and roots as input_required', async () => {
+  let r = await client.callTool({ name: 'py__ask_llm', arguments: { question: 'why' } });
+  assert.match(text(r), /ts26-sampled:1/);
+  r = await client.callTool({ name: 'py__confirm', arguments: {} });
+  assert.match(text(r), /accept/);
+  // Roots: the reference server asks once per upstream session and keeps the answer, and
+  // stateless callers share one pooled session per principal (here the anonymous local one,
+  // shared with the Python 2026 client run before): the roots listed are whoever answered first.
+  r = await client.callTool({ name: 'everything__get-roots-list', arguments: {} });
+  assert.match(JSON.stringify(r.content), /Current MCP Roots \(1 total\)/);
+});
+await check('resources and prompts', async () => {
+  const uris = (await client.listResources()).resources.map((r) => r.uri);
+  assert.ok(uris.includes('warden://py/config://app'), uris.join(','));
+  const r = await client.readResource({ uri: 'warden://py/greeting://grace' });
+  assert.match(r.contents[0].text, /Hello, grace/);
+  const p = await client.getPrompt({ name: 'py__review', arguments: { code: 'y = 2' } });
+  assert.match(JSON.stringify(p.messages), /y = 2/);
+});
+await check('approval as an input_required round trip', async () => {
+  const r = await client.callTool({ name: 'everything__get-sum', arguments: { a: 2, b: 3 } });
+  assert.match(text(r), /5/);
+  assert.equal(approvals.length, 1);
+});
+
+await client.close();
+console.log(`ts-client-2026: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
