@@ -58,6 +58,12 @@ enum Target {
         session: String,
         next: std::sync::atomic::AtomicU64,
     },
+    /// MCP 2026-07-28: no session; each request carries its version and capabilities.
+    Stateless {
+        client: reqwest::Client,
+        url: String,
+        next: std::sync::atomic::AtomicU64,
+    },
     Stdio {
         stdin: Mutex<tokio::process::ChildStdin>,
         pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
@@ -133,6 +139,11 @@ impl Target {
         Ok(Target::Http { client, url: url.to_string(), session, next: 1.into() })
     }
 
+    fn stateless(url: &str) -> anyhow::Result<Target> {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build()?;
+        Ok(Target::Stateless { client, url: url.to_string(), next: 1.into() })
+    }
+
     async fn stdio(fixture: &PathBuf) -> anyhow::Result<Target> {
         let mut child = Command::new(fixture)
             .arg("--stdio")
@@ -179,6 +190,26 @@ impl Target {
                     .header("accept", "application/json, text/event-stream")
                     .header("mcp-session-id", session)
                     .header("mcp-protocol-version", "2025-11-25")
+                    .body(body.to_string())
+                    .send()
+                    .await?;
+                let text = r.text().await?;
+                answer_of(&text).ok_or_else(|| anyhow!("no answer in {text:?}"))
+            }
+            Target::Stateless { client, url, next } => {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut params = params;
+                params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                         "io.modelcontextprotocol/clientCapabilities": {}});
+                let name = params.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", method)
+                    .header("mcp-name", name)
                     .body(body.to_string())
                     .send()
                     .await?;
@@ -328,6 +359,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         for (kind, direct, via) in [
             ("http", Arc::new(Target::http(&fx_url).await?), Arc::new(Target::http(&w_http_url).await?)),
             ("stdio", Arc::new(Target::stdio(&fixture).await?), Arc::new(Target::http(&w_stdio_url).await?)),
+            // 2026-07-28 (stateless) client, through Warden to the same 2025 HTTP upstream
+            ("http, 2026 client", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::stateless(&w_http_url)?)),
         ] {
             let d = load(direct, calls, c).await?;
             let w = load(via, calls, c).await?;
@@ -344,12 +377,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 )
             };
             via_row("via Warden", &w);
-            let (label, other) = if kind == "http" {
-                ("via Warden, audit off", &w_noaudit_url)
-            } else {
-                ("via Warden, sandbox off", &w_nosbx_url)
-            };
-            via_row(label, &load(Arc::new(Target::http(other).await?), calls, c).await?);
+            match kind {
+                "http" => via_row(
+                    "via Warden, audit off",
+                    &load(Arc::new(Target::http(&w_noaudit_url).await?), calls, c).await?,
+                ),
+                "stdio" => via_row(
+                    "via Warden, sandbox off",
+                    &load(Arc::new(Target::http(&w_nosbx_url).await?), calls, c).await?,
+                ),
+                _ => {}
+            }
         }
     }
     // Session start with a stdio upstream: initialize, then the first call, which starts the
