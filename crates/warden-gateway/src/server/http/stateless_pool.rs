@@ -6,13 +6,13 @@
 //! round-trip (`input_required`, `mrtr.rs`), offered only when the request declared the
 //! capability it takes (else -32021).
 
-use super::{json_response, new_session_id, HttpResponse, HttpSession, McpEndpoint, Streams, StreamsInner};
+use super::{json_response, new_session_id, HttpResponse, HttpSession, McpEndpoint, Streams};
 use crate::rpc::Calls;
 use crate::server::stateless::{self, Stateless};
 use crate::server::{Conn, Origin};
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
@@ -243,13 +243,7 @@ impl McpEndpoint {
             return Ok(found);
         }
         let sid = new_session_id();
-        let streams = Arc::new(Streams {
-            inner: parking_lot::Mutex::new(StreamsInner::default()),
-            retained: AtomicUsize::new(0),
-            priming: false,
-            retry_ms: self.opts.sse_retry_ms,
-            pooled: true,
-        });
+        let streams = Arc::new(Streams::new(false, self.opts.sse_retry_ms, true));
         let session = Arc::new(HttpSession {
             owner: key.clone(),
             conn: OnceLock::new(),
