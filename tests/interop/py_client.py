@@ -4,49 +4,17 @@ Usage: python py_client.py http://127.0.0.1:PORT/mcp"""
 import sys
 
 import anyio
-import mcp_types as types
+from interop_common import approvals, callbacks, check, results, text
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 URL = sys.argv[1]
-results = {"passed": 0, "failed": 0}
 logs: list = []
-approvals: list = []
-
-
-async def sampling(context, params):
-    return types.CreateMessageResult(
-        role="assistant", model="interop", content=types.TextContent(type="text", text=f"py-sampled:{len(params.messages)}")
-    )
-
-
-async def elicitation(context, params):
-    if params.message.startswith("Approval needed"):  # Warden asking its user to approve a call
-        approvals.append(params.message)
-        return types.ElicitResult(action="accept", content={"approve": True})
-    return types.ElicitResult(action="accept", content={"ok": True})
-
-
-async def roots(context):
-    return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/py-root", name="py-root")])
+sampling, elicitation, roots = callbacks("py")
 
 
 async def logging_cb(params):
     logs.append(params)
-
-
-def text(r) -> str:
-    return "\n".join(c.text for c in r.content if getattr(c, "type", "") == "text")
-
-
-async def check(name, coro):
-    try:
-        await coro
-        results["passed"] += 1
-        print(f"ok   {name}")
-    except Exception as e:  # noqa: BLE001 - report every failure and continue
-        results["failed"] += 1
-        print(f"FAIL {name}: {type(e).__name__}: {e}")
 
 
 async def main():

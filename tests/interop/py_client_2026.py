@@ -6,43 +6,12 @@ Usage: python py_client_2026.py http://127.0.0.1:PORT/mcp"""
 import sys
 
 import anyio
-import mcp_types as types
 from mcp.client.client import Client
 
+from interop_common import approvals, callbacks, check, results, text
+
 URL = sys.argv[1]
-results = {"passed": 0, "failed": 0}
-approvals: list = []
-
-
-async def sampling(context, params):
-    return types.CreateMessageResult(
-        role="assistant", model="interop", content=types.TextContent(type="text", text=f"py26-sampled:{len(params.messages)}")
-    )
-
-
-async def elicitation(context, params):
-    if params.message.startswith("Approval needed"):  # Warden asking its user to approve a call
-        approvals.append(params.message)
-        return types.ElicitResult(action="accept", content={"approve": True})
-    return types.ElicitResult(action="accept", content={"ok": True})
-
-
-async def roots(context):
-    return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/py26-root", name="py26-root")])
-
-
-def text(r) -> str:
-    return "\n".join(c.text for c in r.content if getattr(c, "type", "") == "text")
-
-
-async def check(name, coro):
-    try:
-        await coro
-        results["passed"] += 1
-        print(f"ok   {name}")
-    except Exception as e:  # noqa: BLE001 - report every failure and continue
-        results["failed"] += 1
-        print(f"FAIL {name}: {type(e).__name__}: {e}")
+sampling, elicitation, roots = callbacks("py26")
 
 
 async def main():

@@ -5,14 +5,10 @@
 // Usage: node ts-client-2026.mjs http://127.0.0.1:PORT/mcp
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import assert from 'node:assert/strict';
+import { checker, text } from './interop-common.mjs';
 
 const url = process.argv[2];
-let passed = 0, failed = 0;
-async function check(name, fn) {
-  try { await fn(); passed++; console.log(`ok   ${name}`); }
-  catch (e) { failed++; console.log(`FAIL ${name}: ${e?.stack || e}`); }
-}
-const text = (r) => r.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
+const { check, tally } = checker();
 
 const approvals = [];
 const client = new Client({ name: 'warden-interop-ts26', version: '1.0.0' }, {
@@ -72,5 +68,5 @@ await check('approval as an input_required round trip', async () => {
 });
 
 await client.close();
-console.log(`ts-client-2026: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`ts-client-2026: ${tally.passed} passed, ${tally.failed} failed`);
+process.exit(tally.failed ? 1 : 0);

@@ -9,14 +9,10 @@ import {
   LoggingMessageNotificationSchema
 } from '@modelcontextprotocol/sdk/types.js';
 import assert from 'node:assert/strict';
+import { checker, text } from './interop-common.mjs';
 
 const url = process.argv[2];
-let passed = 0, failed = 0;
-async function check(name, fn) {
-  try { await fn(); passed++; console.log(`ok   ${name}`); }
-  catch (e) { failed++; console.log(`FAIL ${name}: ${e?.stack || e}`); }
-}
-const text = (r) => r.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
+const { check, tally } = checker();
 
 const client = new Client({ name: 'warden-interop-ts', version: '1.0.0' },
   { capabilities: { sampling: {}, elicitation: {}, roots: { listChanged: true } } });
@@ -158,5 +154,5 @@ await check('unknown tool answers an error, not a crash', async () => {
 });
 
 await client.close();
-console.log(`ts-client: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+console.log(`ts-client: ${tally.passed} passed, ${tally.failed} failed`);
+process.exit(tally.failed === 0 && tally.passed > 0 ? 0 : 1);
