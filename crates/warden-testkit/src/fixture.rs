@@ -196,6 +196,7 @@ fn resources() -> Value {
 fn prompts() -> Value {
     json!({"prompts": [
         {"name": "test_simple_prompt", "title": "Simple Test Prompt", "description": "A simple prompt without arguments"},
+        {"name": "test_input_required_result_prompt", "description": "A prompt that asks who the greeting is for"},
         {"name": "test_prompt_with_arguments", "title": "Prompt With Arguments", "description": "A prompt with required arguments",
          "arguments": [{"name": "arg1", "description": "First test argument", "required": true}, {"name": "arg2", "description": "Second test argument", "required": true}]},
         {"name": "test_prompt_with_embedded_resource", "title": "Prompt With Embedded Resource", "description": "A prompt that includes an embedded resource",
@@ -488,6 +489,11 @@ impl Session for FixtureSession {
                     Ok(json!({}))
                 }
                 "prompts/list" => Ok(apply_overrides(prompts(), "prompts", &overrides())),
+                // A prompt that asks its user first (a multi round-trip for a stateless client).
+                "prompts/get" if s("name") == "test_input_required_result_prompt" => {
+                    let name = ask_name(&peer, "Who is the greeting for?").await?;
+                    Ok(json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("Write a greeting for {name}.")}}]}))
+                }
                 "prompts/get" => prompt_get(&s("name"), p.get("arguments").unwrap_or(&json!({}))),
                 "logging/setLevel" => {
                     self.log(&self.peer, &format!("Log level set to: {}", s("level")));
