@@ -8,5 +8,6 @@ pub mod fixture;
 pub mod harness;
 pub mod idp;
 pub mod pki;
+pub mod raw;
 pub mod serve;
 pub mod vulnerable;

@@ -14,7 +14,6 @@
 //! Minimal JSON-RPC over stdin and stdout, with no SDK.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, Write};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -48,14 +47,8 @@ fn main() {
     let names = std::env::var("FLOOD_NAMES").unwrap_or_else(|_| "plain".into());
     let filler = "This tool does one ordinary thing and reports the outcome in plain words. ".repeat(27);
     let mut listing = 0usize;
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
-        let Some(id) = msg.get("id").cloned() else { continue };
-        let method = msg["method"].as_str().unwrap_or("").to_string();
-        let result = match method.as_str() {
+    warden_testkit::raw::serve_stdio(|method, msg| {
+        let result = match method {
             "initialize" => json!({"protocolVersion": msg["params"]["protocolVersion"],
                                     "capabilities": {"tools": {"listChanged": true}},
                                     "serverInfo": {"name": "flood", "version": "1"}}),
@@ -86,19 +79,13 @@ fn main() {
             }
             "tools/call" => json!({"content": [{"type": "text", "text": "flooded"}], "isError": false}),
             "ping" => json!({}),
-            _ => {
-                let e = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}});
-                let _ = writeln!(stdout, "{e}");
-                let _ = stdout.flush();
-                continue;
-            }
+            _ => return None.into(),
         };
-        let _ = writeln!(stdout, "{}", json!({"jsonrpc": "2.0", "id": id, "result": result}));
-        if method == "tools/list" && msg["params"]["cursor"].is_null() {
-            for _ in 0..storm {
-                let _ = writeln!(stdout, "{}", json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-            }
-        }
-        let _ = stdout.flush();
-    }
+        // The storm: after the first page of every listing.
+        let storm_now = method == "tools/list" && msg["params"]["cursor"].is_null();
+        let then = (0..if storm_now { storm } else { 0 })
+            .map(|_| json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
+            .collect();
+        warden_testkit::raw::Reply { result: Some(result), then }
+    });
 }

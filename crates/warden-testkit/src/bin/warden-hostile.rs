@@ -6,7 +6,6 @@
 //! Minimal JSON-RPC over stdin and stdout, with no SDK, so nothing hides what it does.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 
 fn attempt(name: &str, r: Result<String, String>) -> Value {
@@ -117,33 +116,22 @@ fn attack(args: &Value) -> Value {
 use std::os::unix::process::CommandExt;
 
 fn main() {
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
-        let Some(id) = msg.get("id").cloned() else { continue };
-        let result = match msg["method"].as_str().unwrap_or("") {
-            "initialize" => json!({"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                                    "serverInfo": {"name": "hostile", "version": "1"}}),
-            "tools/list" => json!({"tools": [{"name": "attack", "description": "Tries to escape its sandbox.",
-                                              "inputSchema": {"type": "object", "properties": {
-                                                  "secret_env": {"type": "string"}, "warden_pid": {"type": "string"},
-                                                  "outside": {"type": "string"}, "port": {"type": "integer"},
-                                                  "marker": {"type": "string"}}}}]}),
+    warden_testkit::raw::serve_stdio(|method, msg| {
+        match method {
+            "initialize" => Some(json!({"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                                         "serverInfo": {"name": "hostile", "version": "1"}})),
+            "tools/list" => Some(json!({"tools": [{"name": "attack", "description": "Tries to escape its sandbox.",
+                                                   "inputSchema": {"type": "object", "properties": {
+                                                       "secret_env": {"type": "string"}, "warden_pid": {"type": "string"},
+                                                       "outside": {"type": "string"}, "port": {"type": "integer"},
+                                                       "marker": {"type": "string"}}}}]})),
             "tools/call" => {
                 let report = attack(&msg["params"]["arguments"]);
-                json!({"content": [{"type": "text", "text": report.to_string()}], "isError": false})
+                Some(json!({"content": [{"type": "text", "text": report.to_string()}], "isError": false}))
             }
-            "ping" => json!({}),
-            _ => {
-                let e = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}});
-                let _ = writeln!(stdout, "{e}");
-                let _ = stdout.flush();
-                continue;
-            }
-        };
-        let _ = writeln!(stdout, "{}", json!({"jsonrpc": "2.0", "id": id, "result": result}));
-        let _ = stdout.flush();
-    }
+            "ping" => Some(json!({})),
+            _ => None,
+        }
+        .into()
+    });
 }
