@@ -423,6 +423,12 @@ pub struct Upstream {
     /// is redacted (`content.redact`) before it goes upstream.
     #[serde(default)]
     pub client_requests: Vec<ClientRequest>,
+    /// The MCP revision Warden speaks to this server: `"auto"` (default: ask with
+    /// `server/discover`, and fall back to the `initialize` handshake of the 2025 revisions when
+    /// the server does not answer it), `"2026-07-28"` (stateless only: no upstream session per
+    /// client), or a 2025 revision such as `"2025-11-25"` (the `initialize` handshake only).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// stdio: the sandbox the server runs in (Linux). On by default.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -742,6 +748,35 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `[[upstream]] protocol`: the MCP generation Warden speaks to one upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// Probe with `server/discover`; fall back to `initialize`.
+    #[default]
+    Auto,
+    /// A stateless revision (`2026-07-28`): `server/discover`, then `_meta` on every request.
+    Stateless(&'static str),
+    /// A session revision (`2025-11-25`, …): the `initialize` handshake.
+    Session(&'static str),
+}
+
+impl<'de> Deserialize<'de> for UpstreamProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "auto" {
+            return Ok(UpstreamProtocol::Auto);
+        }
+        match warden_protocol::version::ALL.iter().find(|v| **v == s) {
+            Some(v) if warden_protocol::version::is_stateless(v) => Ok(UpstreamProtocol::Stateless(v)),
+            Some(v) => Ok(UpstreamProtocol::Session(v)),
+            None => Err(serde::de::Error::custom(format!(
+                "unknown protocol {s:?}: \"auto\" or one of {}",
+                warden_protocol::version::ALL.join(", ")
+            ))),
+        }
     }
 }
 

@@ -111,7 +111,7 @@ impl Control {
                         });
                         match Conn::connect(spec, init, handler, &c.shared.http).await {
                             Ok(conn) => {
-                                tracing::info!(upstream = %spec.name, "upstream ready");
+                                tracing::info!(upstream = %spec.name, protocol = %conn.init().map(|i| i.protocol_version).unwrap_or_default(), "upstream ready");
                                 c.connects[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 *c.conns[i].lock() = Some(conn.clone());
                                 *c.shared.known[i].lock() = conn.init();

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jsonrpc;
+pub mod modern;
 pub mod sse;
 pub mod version;
 

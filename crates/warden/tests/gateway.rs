@@ -28,6 +28,8 @@ mod content;
 mod hostile_upstream;
 #[path = "gateway/key_reach.rs"]
 mod key_reach;
+#[path = "gateway/modern_upstream.rs"]
+mod modern_upstream;
 #[path = "gateway/pins.rs"]
 mod pins;
 #[path = "gateway/sandbox.rs"]

@@ -11,21 +11,15 @@
 //!
 //! Not yet (later slices of issue 21): `Mcp-Param-*` headers, 2026 upstreams.
 
-use base64::Engine;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
 use warden_protocol::version;
 
-pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-pub const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
-pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
-pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
-
-pub const HEADER_MISMATCH: i64 = -32020;
-pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
-pub const UNSUPPORTED_VERSION: i64 = -32022;
+pub use warden_protocol::modern::{
+    header_value, HEADER_MISMATCH, META_CAPABILITIES, META_CLIENT, META_LOG_LEVEL, META_SERVER, META_VERSION,
+    MISSING_CLIENT_CAPABILITY, UNSUPPORTED_VERSION,
+};
 
 /// A refusal before the request runs: the HTTP status and the JSON-RPC error.
 #[derive(Debug)]
@@ -67,19 +61,6 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A standard header given more than once (one reader may take the first, another the last).
 fn repeated(h: &HeaderMap) -> Option<&'static str> {
     ["mcp-protocol-version", "mcp-method", "mcp-name"].into_iter().find(|n| h.get_all(*n).iter().count() > 1)
-}
-
-/// A standard header's value as the client meant it: optional whitespace trimmed, and a
-/// `=?base64?…?=` value decoded (invalid base64 or UTF-8: `None`, a mismatch).
-pub fn header_value(raw: &str) -> Option<String> {
-    let t = raw.trim_matches([' ', '\t']);
-    match t.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(t.to_string()),
-    }
 }
 
 /// Methods of the session revisions that the stateless revision removed: 404, -32601.

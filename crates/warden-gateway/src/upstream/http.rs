@@ -5,12 +5,20 @@
 //! Defends against: a server that sends unbounded SSE events (per-event cap), one that drops
 //! streams (bounded resumption attempts, then the call fails), one whose session expires (the
 //! connection is marked closed and re-established on next use).
-//! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05.
+//! A stateless (2026-07-28) upstream gets no session: each POST carries `MCP-Protocol-Version`,
+//! `Mcp-Method` and `Mcp-Name` (base64 sentinel form where the value needs it), a call is
+//! cancelled by closing its answer stream, and one `subscriptions/listen` POST stream stands in
+//! for the GET stream.
+//!
+//! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05, nor send `Mcp-Param-*`
+//! headers for a 2026 tool's `x-mcp-header` arguments.
 
 use super::{Incoming, IncomingTx, Spec};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_protocol::jsonrpc::{self, Id, Message, DEFAULT_MAX_DEPTH};
@@ -28,6 +36,12 @@ pub struct HttpTransport {
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
     standalone: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Speaking the stateless revision.
+    modern: AtomicBool,
+    /// Answer streams being read, by request id (closing one cancels a stateless call).
+    readers: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
+    /// The `subscriptions/listen` stream of a stateless upstream.
+    listener: Mutex<Option<tokio::task::AbortHandle>>,
     /// Largest JSON body or SSE event read ([`Spec::max_message_bytes`]).
     max_message: usize,
 }
@@ -56,12 +70,48 @@ impl HttpTransport {
             version: Mutex::new(None),
             incoming,
             standalone: Mutex::new(None),
+            modern: AtomicBool::new(false),
+            readers: Mutex::new(HashMap::new()),
+            listener: Mutex::new(None),
             max_message: spec.max_message_bytes,
         })
     }
 
     pub fn set_protocol_version(&self, v: &str) {
         *self.version.lock() = HeaderValue::from_str(v).ok();
+    }
+
+    /// Speak the stateless revision (or stop: the `initialize` handshake follows).
+    pub fn set_modern(&self, on: bool) {
+        self.modern.store(on, Ordering::Relaxed);
+        *self.version.lock() = if on { HeaderValue::from_str(super::modern::REVISION).ok() } else { None };
+    }
+
+    pub fn is_modern(&self) -> bool {
+        self.modern.load(Ordering::Relaxed)
+    }
+
+    /// Cancel a stateless call: stop reading (and so close) its answer stream.
+    pub fn cancel(&self, id: &Id) {
+        if let Some(h) = self.readers.lock().remove(id) {
+            h.abort();
+        }
+    }
+
+    /// The stateless revision's standard headers for `msg`.
+    fn standard_headers(&self, mut rb: reqwest::RequestBuilder, msg: &Message) -> reqwest::RequestBuilder {
+        if !self.is_modern() {
+            return rb;
+        }
+        let (method, params) = match msg {
+            Message::Request { method, params, .. } | Message::Notification { method, params } => (method, params),
+            _ => return rb,
+        };
+        rb = rb.header("mcp-method", method.as_str());
+        if let Some(name) = warden_protocol::modern::name_of(method, params.as_ref()) {
+            rb = rb.header("mcp-name", warden_protocol::modern::encode_header_value(name));
+        }
+        rb
     }
 
     /// A request with this upstream's credentials, session and version headers.
@@ -103,9 +153,9 @@ impl HttpTransport {
             _ => None,
         };
         let is_init = msg.method() == Some("initialize");
+        let rb = self.request(reqwest::Method::POST).await?;
         let resp = self
-            .request(reqwest::Method::POST)
-            .await?
+            .standard_headers(rb, &msg)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(msg.to_json())
@@ -127,17 +177,43 @@ impl HttpTransport {
                 o.invalidate();
             }
         }
+        let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         if !status.is_success() {
-            self.fail(&related, format!("HTTP {status}"));
+            // A JSON-RPC error for this request says more than the status (the stateless
+            // revision answers -32601 with 404, -32020/-32021/-32022 with 400).
+            let error = match (&related, ct.starts_with("application/json")) {
+                (Some(id), true) => match read_capped(resp, self.max_message).await.map(|b| Message::parse(&b, DEFAULT_MAX_DEPTH)) {
+                    Ok(Ok(Message::Error { id: got, error })) if &got == id => Some(Message::Error { id: got, error }),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match error {
+                Some(m) => self.deliver(m, related),
+                None => self.fail(&related, format!("HTTP {status}")),
+            }
             return Ok(());
         }
         if status == reqwest::StatusCode::ACCEPTED || related.is_none() {
             return Ok(());
         }
-        let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         if ct.starts_with("text/event-stream") {
             let me = self.clone();
-            tokio::spawn(async move { me.read_answer_stream(resp, related).await });
+            match related.clone().filter(|_| self.is_modern()) {
+                // Held while spawning, so the reader cannot remove itself before it is added.
+                Some(id) => {
+                    let mut readers = self.readers.lock();
+                    let key = id.clone();
+                    let task = tokio::spawn(async move {
+                        me.clone().read_answer_stream(resp, related).await;
+                        me.readers.lock().remove(&id);
+                    });
+                    readers.insert(key, task.abort_handle());
+                }
+                None => {
+                    tokio::spawn(async move { me.read_answer_stream(resp, related).await });
+                }
+            }
         } else if ct.starts_with("application/json") {
             let body = match read_capped(resp, self.max_message).await {
                 Ok(b) => b,
@@ -282,9 +358,66 @@ impl HttpTransport {
         *self.standalone.lock() = Some(task.abort_handle());
     }
 
-    /// End the session: stop the GET stream and DELETE the session.
+    /// Open (or renew) a stateless upstream's `subscriptions/listen` stream with `params`
+    /// (`None`: close it); reconnected with backoff while the transport lives.
+    pub fn listen(self: &Arc<Self>, params: Option<serde_json::Value>) {
+        if let Some(h) = self.listener.lock().take() {
+            h.abort();
+        }
+        let Some(params) = params else { return };
+        let me = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            for n in 0u64.. {
+                let Some(t) = me.upgrade() else { return };
+                let msg = Message::Request {
+                    id: Id::Str(format!("warden-listen-{n}")),
+                    method: "subscriptions/listen".into(),
+                    params: Some(params.clone()),
+                };
+                let Ok(rb) = t.request(reqwest::Method::POST).await else { break };
+                let sent = t
+                    .standard_headers(rb, &msg)
+                    .header(ACCEPT, "application/json, text/event-stream")
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(msg.to_json())
+                    .send()
+                    .await;
+                let delay = match sent {
+                    Ok(r) if r.status().is_success() => {
+                        failures = 0;
+                        t.read_events(r, &None).await;
+                        Duration::from_millis(1000)
+                    }
+                    Ok(r) if r.status().is_client_error() => {
+                        tracing::warn!(upstream = %t.name, status = %r.status(), "upstream refuses subscriptions/listen; no change notifications");
+                        return;
+                    }
+                    _ => {
+                        failures += 1;
+                        if failures > 8 {
+                            tracing::warn!(upstream = %t.name, "subscriptions/listen unavailable; giving up");
+                            return;
+                        }
+                        Duration::from_millis(250 << failures.min(7))
+                    }
+                };
+                drop(t);
+                tokio::time::sleep(delay).await;
+            }
+        });
+        *self.listener.lock() = Some(task.abort_handle());
+    }
+
+    /// End the session: stop the GET and listen streams and DELETE the session.
     pub async fn close(&self) {
         if let Some(h) = self.standalone.lock().take() {
+            h.abort();
+        }
+        if let Some(h) = self.listener.lock().take() {
+            h.abort();
+        }
+        for (_, h) in self.readers.lock().drain() {
             h.abort();
         }
         if self.session.lock().is_some() {

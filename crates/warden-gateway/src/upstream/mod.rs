@@ -11,17 +11,19 @@
 pub mod builtin;
 pub mod exposure;
 pub mod http;
+pub mod modern;
 pub mod oauth;
 pub mod program;
 pub mod stdio;
 
 use crate::config::{self, Transport as Kind};
 use crate::rpc::{cancelled_notification, CallResult, Calls, CancelGuard, Peer};
+use futures::future::join_all;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
@@ -83,6 +85,11 @@ pub struct Spec {
     pub program_sha256: Option<String>,
     /// Requests it may send to the client (`client_requests`).
     pub client_requests: Vec<config::ClientRequest>,
+    /// The revision spoken to it (`protocol`).
+    pub protocol: config::UpstreamProtocol,
+    /// `protocol = "auto"`: what the last successful connection found (true: stateless), so
+    /// later connections skip the probe.
+    pub detected: Arc<Mutex<Option<bool>>>,
 }
 
 impl Spec {
@@ -114,6 +121,8 @@ impl Spec {
             tenants: BTreeMap::new(),
             tenant_only: u.tenant_only,
             client_requests: u.client_requests.clone(),
+            protocol: u.protocol,
+            detected: Arc::new(Mutex::new(None)),
             sandbox: match u.transport {
                 Kind::Stdio => u.sandbox.policy(u.cwd.as_deref()),
                 _ => None,
@@ -128,7 +137,8 @@ impl Spec {
         .and_then(|mut base| {
             let mut tenants = BTreeMap::new();
             for (t, o) in &u.tenants {
-                let mut s = Spec { tenants: BTreeMap::new(), ..base.clone() };
+                let mut s =
+                    Spec { tenants: BTreeMap::new(), detected: Arc::new(Mutex::new(None)), ..base.clone() };
                 let set = |list: &mut Vec<(String, String)>, k: &str, v: String| {
                     list.retain(|(x, _)| x != k);
                     list.push((k.to_string(), v));
@@ -214,7 +224,21 @@ pub struct Conn {
     /// Tasks answering the server's own requests, by the server's request id (so the server's
     /// `notifications/cancelled` can stop them).
     serving: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
+    /// A stateless (2026-07-28) upstream: set once `server/discover` answered.
+    modern: OnceLock<modern::Modern>,
+    /// A modern upstream's questions put to the client, waiting for the answer, by the id
+    /// Warden gave them (they take the path of a 2025 server's own requests).
+    asking: Mutex<HashMap<Id, tokio::sync::oneshot::Sender<CallResult>>>,
+    /// Ids Warden makes up (questions, stdio listen requests).
+    made_ids: AtomicU64,
+    /// stdio: the id of the open `subscriptions/listen` request.
+    listening: Mutex<Option<Id>>,
+    me: Weak<Conn>,
 }
+
+/// How long `protocol = "auto"` waits for an answer to `server/discover` before it tries
+/// `initialize` (a 2025 server may ignore a request before the handshake).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything an upstream offers, read once (`warden scan`, `warden pin`).
 #[derive(Debug, Default, serde::Serialize)]
@@ -298,7 +322,7 @@ impl Conn {
             Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
             Kind::Builtin => Transport::Builtin(builtin::BuiltinTransport::new(spec, tx)?),
         };
-        let conn = Arc::new(Conn {
+        let conn = Arc::new_cyclic(|me| Conn {
             name: spec.name.clone(),
             transport,
             calls: Arc::new(Calls::new("")),
@@ -307,13 +331,62 @@ impl Conn {
             init: Mutex::new(None),
             call_timeout: spec.call_timeout,
             serving: Mutex::new(HashMap::new()),
+            modern: OnceLock::new(),
+            asking: Mutex::new(HashMap::new()),
+            made_ids: AtomicU64::new(0),
+            listening: Mutex::new(None),
+            me: me.clone(),
         });
         let _ = cell.set(Arc::downgrade(&conn));
         let handshake = async {
+            use config::UpstreamProtocol as P;
+            let probe = match spec.protocol {
+                P::Stateless(_) => true,
+                P::Session(_) => false,
+                P::Auto => *spec.detected.lock() != Some(false),
+            };
+            if probe {
+                let m = modern::Modern::new(&init_params);
+                let wait = PROBE_TIMEOUT.min(spec.connect_timeout / 2);
+                let found = match spec.protocol {
+                    P::Auto => tokio::time::timeout(wait, conn.discover(&m))
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer to server/discover within {wait:?}"))),
+                    _ => conn.discover(&m).await,
+                };
+                match found {
+                    Ok(init) => {
+                        *conn.init.lock() = Some(init);
+                        let _ = conn.modern.set(m);
+                        if spec.protocol == P::Auto {
+                            *spec.detected.lock() = Some(true);
+                        }
+                        conn.relisten().await;
+                        return Ok(());
+                    }
+                    Err(e) if spec.protocol != P::Auto => return Err(e),
+                    Err(e) if !conn.is_alive() => {
+                        return Err(format!("{e}; the server closed (set protocol to its revision to skip the probe)"))
+                    }
+                    Err(e) => {
+                        tracing::debug!(upstream = %spec.name, error = %e, "no 2026 answer; trying the 2025 handshake");
+                        if let Transport::Http(t) = &conn.transport {
+                            t.set_modern(false);
+                        }
+                    }
+                }
+            }
+            let mut init_params = init_params;
+            if let P::Session(v) = spec.protocol {
+                init_params["protocolVersion"] = v.into();
+            }
             let result = conn
-                .call("initialize", Some(init_params), None)
+                .call_once("initialize", Some(init_params), None)
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))?;
+            if spec.protocol == P::Auto {
+                *spec.detected.lock() = Some(false);
+            }
             let v = result.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
             if !version::is_supported(v) {
                 return Err(format!("upstream speaks unsupported protocol revision {v:?}"));
@@ -359,6 +432,78 @@ impl Conn {
         self.init.lock().clone()
     }
 
+    /// Ask `server/discover` (the transport speaks the stateless revision meanwhile).
+    async fn discover(&self, m: &modern::Modern) -> Result<ServerInit, String> {
+        if let Transport::Http(t) = &self.transport {
+            t.set_modern(true);
+        }
+        let r = self
+            .call_once("server/discover", Some(m.discover_params()), None)
+            .await
+            .map_err(|e| format!("server/discover failed: {e}"))?;
+        modern::server_init(&r).ok_or_else(|| {
+            format!("server/discover: the server does not speak {} (supportedVersions)", modern::REVISION)
+        })
+    }
+
+    /// Is this a stateless (2026-07-28) upstream?
+    pub fn is_modern(&self) -> bool {
+        self.modern.get().is_some()
+    }
+
+    /// Open (or renew, or close) a modern upstream's `subscriptions/listen` stream for what it
+    /// offers and what is subscribed.
+    async fn relisten(&self) {
+        let (Some(m), Some(init)) = (self.modern.get(), self.init()) else { return };
+        let params = m.listen_params(&init.capabilities);
+        match &self.transport {
+            Transport::Http(t) => t.listen(params),
+            Transport::Stdio(t) => {
+                let old = self.listening.lock().take();
+                if let Some(old) = old {
+                    let _ = t.send(&cancelled_notification(&old, "subscriptions renewed"));
+                }
+                if let Some(p) = params {
+                    let id = Id::Str(format!("warden-listen-{}", self.made_ids.fetch_add(1, Ordering::Relaxed)));
+                    *self.listening.lock() = Some(id.clone());
+                    let _ = t.send(&Message::Request { id, method: "subscriptions/listen".into(), params: Some(p) });
+                }
+            }
+            Transport::Builtin(_) => {}
+        }
+    }
+
+    /// Put one of a modern upstream's questions to the client: the path a 2025 server's own
+    /// request takes (the connection's handler), answered through [`Conn::respond`].
+    async fn ask_client(&self, method: String, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+        let Some(me) = self.me.upgrade() else {
+            return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)));
+        };
+        let id = Id::Str(format!("warden-input-{}", self.made_ids.fetch_add(1, Ordering::Relaxed)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.asking.lock().insert(id.clone(), tx);
+        let _forget = Asking { conn: self, id: id.clone() };
+        let capability = config::ClientRequest::of(&method).map(|r| r.capability()).unwrap_or("");
+        (self.handler)(&me, Message::Request { id, method: method.clone(), params }, ctx);
+        let answer = match tokio::time::timeout(self.call_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(err(jsonrpc::INTERNAL_ERROR, "the client's answer was lost")),
+            Err(_) => Err(err(jsonrpc::INTERNAL_ERROR, format!("no answer from the client within {:?}", self.call_timeout))),
+        };
+        // Refused (not allowed for this server, or the client cannot): name what is missing.
+        answer.map_err(|e| match e.code {
+            jsonrpc::METHOD_NOT_FOUND => {
+                let mut m = err(
+                    warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
+                    format!("upstream {} needs the client's {capability} capability: {}", self.name, e.message),
+                );
+                m.data = Some(json!({ "requiredCapabilities": { capability: {} } }));
+                m
+            }
+            _ => e,
+        })
+    }
+
     /// A stdio upstream's sandbox report, once its helper has written it (empty: no sandbox).
     pub fn sandbox_report(&self) -> Option<warden_sandbox::Report> {
         match &self.transport {
@@ -377,8 +522,40 @@ impl Conn {
     }
 
     /// Call a method within the connection's call timeout. Messages the server sends about this
-    /// call reach `ctx`. Dropping the future cancels the call upstream.
+    /// call reach `ctx`. Dropping the future cancels the call upstream. A modern upstream is
+    /// called statelessly, its questions asked of `ctx` ([`modern`]).
     pub async fn call(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+        let Some(m) = self.modern.get() else { return self.call_once(method, params, ctx).await };
+        if let Some(local) = m.local(method, params.as_ref()) {
+            if local? {
+                self.relisten().await;
+            }
+            return Ok(json!({}));
+        }
+        let mut params = m.with_meta(params);
+        for _ in 0..modern::MAX_ROUNDS {
+            let result = self
+                .call_once(method, Some(params.clone()), ctx.clone())
+                .await
+                .map_err(|e| modern::clean_error(method, e))?;
+            let Some((questions, state)) = modern::input_required(&self.name, method, &result)? else {
+                return Ok(modern::clean_result(result));
+            };
+            let gathered = join_all(questions.into_iter().map(|(key, q, p)| {
+                let ctx = ctx.clone();
+                async move { (key, self.ask_client(q, p, ctx).await) }
+            }))
+            .await;
+            params = modern::retry_params(params, modern::answers(gathered)?, state);
+        }
+        Err(err(
+            jsonrpc::INTERNAL_ERROR,
+            format!("upstream {} asked for input more than {} times", self.name, modern::MAX_ROUNDS),
+        ))
+    }
+
+    /// One request and its answer.
+    async fn call_once(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
         if !self.is_alive() {
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} is not available", self.name)));
         }
@@ -388,6 +565,8 @@ impl Conn {
             Transport::Stdio(t) => {
                 let _ = t.send(&cancelled_notification(&id, "cancelled by client"));
             }
+            // The stateless revision cancels by closing the answer stream.
+            Transport::Http(t) if t.is_modern() => t.cancel(&id),
             Transport::Http(t) => {
                 let t = t.clone();
                 tokio::spawn(async move {
@@ -459,6 +638,11 @@ impl Conn {
     /// Answer a request the server sent.
     pub async fn respond(&self, id: Id, res: CallResult) {
         self.serving.lock().remove(&id);
+        let asked = self.asking.lock().remove(&id);
+        if let Some(tx) = asked {
+            let _ = tx.send(res);
+            return;
+        }
         let msg = match res {
             Ok(result) => Message::Response { id, result },
             Err(error) => Message::Error { id, error },
@@ -481,54 +665,82 @@ impl Conn {
     }
 }
 
+/// A modern upstream's notification as a 2025 session expects it (false: drop it).
+fn modern_notification(msg: &mut Message) -> bool {
+    match msg {
+        Message::Notification { method, params } => modern::clean_notification(method, params),
+        _ => true,
+    }
+}
+
+/// Forgets a question put to the client when its call ends (answered, failed or dropped), and
+/// stops the task still asking.
+struct Asking<'a> {
+    conn: &'a Conn,
+    id: Id,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.conn.asking.lock().remove(&self.id);
+        if let Some(h) = self.conn.serving.lock().remove(&self.id) {
+            h.abort();
+        }
+    }
+}
+
 fn dispatch(conn: &Arc<Conn>, item: Incoming) {
-    {
-        match item {
-            Incoming::Closed(reason) => {
-                if conn.alive.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(upstream = %conn.name, %reason, "upstream connection closed");
-                }
-                conn.calls.fail_all(&err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed: {reason}", conn.name)));
-                for (_, h) in conn.serving.lock().drain() {
+    let (mut msg, related) = match item {
+        Incoming::Closed(reason) => {
+            if conn.alive.swap(false, Ordering::Relaxed) {
+                tracing::warn!(upstream = %conn.name, %reason, "upstream connection closed");
+            }
+            conn.calls.fail_all(&err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed: {reason}", conn.name)));
+            for (_, h) in conn.serving.lock().drain() {
+                h.abort();
+            }
+            return;
+        }
+        Incoming::Message { msg, related } => (msg, related),
+    };
+    // A modern upstream's listen acknowledgement is Warden's own business.
+    if conn.is_modern() && !modern_notification(&mut msg) {
+        return;
+    }
+    match msg {
+        Message::Response { id, result } => {
+            if !conn.calls.complete(&id, Ok(result)) {
+                tracing::debug!(upstream = %conn.name, %id, "response to an unknown id ignored");
+            }
+        }
+        Message::Error { id, error } => {
+            if !conn.calls.complete(&id, Err(error)) {
+                tracing::debug!(upstream = %conn.name, %id, "error for an unknown id ignored");
+            }
+        }
+        Message::Notification { ref method, ref params } if method == "notifications/cancelled" => {
+            if let Some(id) = jsonrpc::cancelled_request_id(params.as_ref()) {
+                if let Some(h) = conn.serving.lock().remove(&id) {
                     h.abort();
                 }
             }
-            Incoming::Message { msg, related } => match msg {
-                Message::Response { id, result } => {
-                    if !conn.calls.complete(&id, Ok(result)) {
-                        tracing::debug!(upstream = %conn.name, %id, "response to an unknown id ignored");
-                    }
-                }
-                Message::Error { id, error } => {
-                    if !conn.calls.complete(&id, Err(error)) {
-                        tracing::debug!(upstream = %conn.name, %id, "error for an unknown id ignored");
-                    }
-                }
-                Message::Notification { ref method, ref params } if method == "notifications/cancelled" => {
-                    if let Some(id) = jsonrpc::cancelled_request_id(params.as_ref()) {
-                        if let Some(h) = conn.serving.lock().remove(&id) {
-                            h.abort();
-                        }
-                    }
-                }
-                other => {
-                    let ctx = match &other {
-                        Message::Notification { method, params } if method == "notifications/progress" => params
-                            .as_ref()
-                            .and_then(|p| p.get("progressToken"))
-                            .and_then(|t| conn.calls.ctx_for_progress(t))
-                            .flatten(),
-                        // Unrelated (stdio cannot relate): the one call in flight, if one, not
-                        // counting calls whose client request is parked (they wait for an answer
-                        // to what they asked already, so this is not theirs).
-                        _ => match related {
-                            Some(r) => conn.calls.ctx(&r).flatten(),
-                            None => conn.calls.sole_ctx(|c| c.as_ref().is_none_or(|p| !p.parked())).flatten(),
-                        },
-                    };
-                    (conn.handler)(conn, other, ctx);
-                }
-            },
+        }
+        other => {
+            let ctx = match &other {
+                Message::Notification { method, params } if method == "notifications/progress" => params
+                    .as_ref()
+                    .and_then(|p| p.get("progressToken"))
+                    .and_then(|t| conn.calls.ctx_for_progress(t))
+                    .flatten(),
+                // Unrelated (stdio cannot relate): the one call in flight, if one, not
+                // counting calls whose client request is parked (they wait for an answer
+                // to what they asked already, so this is not theirs).
+                _ => match related {
+                    Some(r) => conn.calls.ctx(&r).flatten(),
+                    None => conn.calls.sole_ctx(|c| c.as_ref().is_none_or(|p| !p.parked())).flatten(),
+                },
+            };
+            (conn.handler)(conn, other, ctx);
         }
     }
 }

@@ -1,0 +1,333 @@
+//! Warden as a client of a 2026-07-28 (stateless) upstream, and the translation that lets a
+//! 2025 session use one (issue 21, upstream side).
+//!
+//! A modern upstream has no `initialize`: Warden asks `server/discover` (or, with `protocol =
+//! "auto"`, tries it and falls back to the 2025 handshake), then sends the protocol version, the
+//! client capabilities the upstream may use (`client_requests`) and the client's info in `_meta`
+//! on every request. What the 2025 revisions had and this one removed is translated here:
+//! - `ping` and `logging/setLevel` are answered by Warden (the level then rides on every
+//!   request as `_meta` `io.modelcontextprotocol/logLevel`);
+//! - `resources/subscribe`/`unsubscribe` become the resource list of one `subscriptions/listen`
+//!   stream, which also carries the list-changed notifications (the 2025 GET stream's job);
+//! - an `input_required` result becomes the upstream's questions asked of the client as 2025
+//!   requests, through the same path an upstream's own requests take (`client_requests`:
+//!   allow list, client capability, content stages, redaction, audit); the answers go back as
+//!   `inputResponses` with the upstream's `requestState`, for at most [`MAX_ROUNDS`] rounds;
+//! - results lose the fields 2025 clients do not know (`resultType`, `ttlMs`, `cacheScope`, the
+//!   server's info in `_meta`), and resource-not-found (-32602 with the URI) is -32002 again.
+//!
+//! Defends against: an upstream that asks for input forever (rounds bounded), asks too much at
+//! once (at most [`MAX_INPUT_REQUESTS`] questions a round), asks what 2026 does not allow (only
+//! sampling, elicitation and roots, only on calls, reads and prompts), or subscribes Warden to
+//! unbounded resource lists (at most [`MAX_SUBSCRIPTIONS`]).
+//! Does not defend against: what an upstream keeps in its own `requestState` (opaque to Warden,
+//! and sent back only to the upstream that issued it).
+
+use crate::rpc::CallResult;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+use warden_protocol::jsonrpc::{self, ErrorObject};
+use warden_protocol::modern::{
+    META_CAPABILITIES, META_CLIENT, META_LOG_LEVEL, META_SERVER, META_SUBSCRIPTION, META_VERSION, MULTI_ROUND_TRIP,
+};
+use warden_protocol::version;
+
+use super::ServerInit;
+
+/// Most rounds of `input_required` one call may take.
+pub const MAX_ROUNDS: usize = 16;
+/// Most questions in one `input_required` result.
+pub const MAX_INPUT_REQUESTS: usize = 16;
+/// Most resources one connection subscribes to.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// The revision Warden speaks to a modern upstream.
+pub const REVISION: &str = version::STATELESS[0];
+
+/// Per-connection state of a modern upstream.
+pub struct Modern {
+    /// `_meta` fields sent on every request.
+    meta: Map<String, Value>,
+    log_level: Mutex<Option<String>>,
+    subscriptions: Mutex<BTreeSet<String>>,
+}
+
+impl Modern {
+    /// From what would have been the `initialize` params (capabilities already cut to the
+    /// upstream's `client_requests`, and the client's info).
+    pub fn new(init_params: &Value) -> Modern {
+        let mut meta = Map::new();
+        meta.insert(META_VERSION.into(), REVISION.into());
+        meta.insert(META_CAPABILITIES.into(), init_params.get("capabilities").cloned().unwrap_or_else(|| json!({})));
+        if let Some(c) = init_params.get("clientInfo") {
+            meta.insert(META_CLIENT.into(), c.clone());
+        }
+        Modern { meta, log_level: Mutex::new(None), subscriptions: Mutex::new(BTreeSet::new()) }
+    }
+
+    /// `server/discover`'s params.
+    pub fn discover_params(&self) -> Value {
+        json!({ "_meta": self.meta })
+    }
+
+    /// `params` with this connection's `_meta` fields (they win over the caller's).
+    pub fn with_meta(&self, params: Option<Value>) -> Value {
+        let mut p = match params {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let meta = p.entry("_meta").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        if let Some(m) = meta.as_object_mut() {
+            m.extend(self.meta.clone());
+            if let Some(l) = self.log_level.lock().clone() {
+                m.insert(META_LOG_LEVEL.into(), l.into());
+            }
+        }
+        Value::Object(p)
+    }
+
+    /// What Warden answers itself of a method the revision removed; `None`: send it upstream.
+    /// `Some(true)` for subscriptions: the listen stream must be renewed.
+    pub fn local(&self, method: &str, params: Option<&Value>) -> Option<Result<bool, ErrorObject>> {
+        let uri = || {
+            params.and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+                ErrorObject::new(jsonrpc::INVALID_PARAMS, "uri is required")
+            })
+        };
+        Some(match method {
+            "ping" => Ok(false),
+            "logging/setLevel" => {
+                let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
+                match level {
+                    Some(l) if LEVELS.contains(&l) => {
+                        *self.log_level.lock() = Some(l.to_string());
+                        Ok(false)
+                    }
+                    _ => Err(ErrorObject::new(jsonrpc::INVALID_PARAMS, "level must be a logging level")),
+                }
+            }
+            "resources/subscribe" => uri().and_then(|u| {
+                let mut s = self.subscriptions.lock();
+                if s.len() >= MAX_SUBSCRIPTIONS && !s.contains(&u) {
+                    return Err(ErrorObject::new(
+                        jsonrpc::INVALID_PARAMS,
+                        format!("at most {MAX_SUBSCRIPTIONS} resource subscriptions per upstream"),
+                    ));
+                }
+                Ok(s.insert(u))
+            }),
+            "resources/unsubscribe" => uri().map(|u| self.subscriptions.lock().remove(&u)),
+            _ => return None,
+        })
+    }
+
+    /// `subscriptions/listen` params for what the server offers and what is subscribed;
+    /// `None` when there is nothing to listen to.
+    pub fn listen_params(&self, caps: &Value) -> Option<Value> {
+        let mut n = Map::new();
+        for (cap, key) in
+            [("tools", "toolsListChanged"), ("prompts", "promptsListChanged"), ("resources", "resourcesListChanged")]
+        {
+            if caps.pointer(&format!("/{cap}/listChanged")) == Some(&Value::Bool(true)) {
+                n.insert(key.into(), true.into());
+            }
+        }
+        let subs = self.subscriptions.lock();
+        if caps.pointer("/resources/subscribe") == Some(&Value::Bool(true)) && !subs.is_empty() {
+            n.insert("resourceSubscriptions".into(), subs.iter().cloned().collect::<Vec<_>>().into());
+        }
+        drop(subs);
+        (!n.is_empty()).then(|| self.with_meta(Some(json!({ "notifications": n }))))
+    }
+}
+
+const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/// The connection's view of a `server/discover` result: `None` when it is not one of a revision
+/// Warden speaks.
+pub fn server_init(result: &Value) -> Option<ServerInit> {
+    let speaks = result.get("supportedVersions")?.as_array()?.iter().any(|v| v.as_str() == Some(REVISION));
+    speaks.then(|| ServerInit {
+        protocol_version: REVISION.to_string(),
+        capabilities: result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({})),
+        server_info: result.pointer(&format!("/_meta/{}", META_SERVER.replace('/', "~1"))).cloned().unwrap_or(Value::Null),
+        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// One question of an `input_required` result: its key, method and params.
+pub type InputRequest = (String, String, Option<Value>);
+
+/// What a result asks: `Ok(None)` when it is complete; else its questions and its state.
+pub fn input_required(
+    upstream: &str,
+    method: &str,
+    result: &Value,
+) -> Result<Option<(Vec<InputRequest>, Option<Value>)>, ErrorObject> {
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return Ok(None);
+    }
+    let bad = |why: String| Err(ErrorObject::new(jsonrpc::INTERNAL_ERROR, format!("upstream {upstream}: {why}")));
+    if !MULTI_ROUND_TRIP.contains(&method) {
+        return bad(format!("asked for input on {method}, which cannot"));
+    }
+    let state = result.get("requestState").cloned();
+    if state.as_ref().is_some_and(|s| !s.is_string()) {
+        return bad("requestState is not a string".into());
+    }
+    let mut out = Vec::new();
+    match result.get("inputRequests") {
+        None | Some(Value::Null) if state.is_some() => {}
+        Some(Value::Object(m)) if !m.is_empty() => {
+            if m.len() > MAX_INPUT_REQUESTS {
+                return bad(format!("asked {} questions at once (at most {MAX_INPUT_REQUESTS})", m.len()));
+            }
+            for (k, r) in m {
+                let Some(q) = r.get("method").and_then(Value::as_str) else {
+                    return bad(format!("input request {k:?} names no method"));
+                };
+                if crate::config::ClientRequest::of(q).is_none() {
+                    return bad(format!("input request {k:?} is {q}, which is not a client request"));
+                }
+                out.push((k.clone(), q.to_string(), r.get("params").cloned()));
+            }
+        }
+        _ => return bad("input_required without inputRequests or requestState".into()),
+    }
+    Ok(Some((out, state)))
+}
+
+/// The retry's params: the original with the answers and the upstream's state.
+pub fn retry_params(mut params: Value, answers: Map<String, Value>, state: Option<Value>) -> Value {
+    if let Some(p) = params.as_object_mut() {
+        p.insert("inputResponses".into(), Value::Object(answers));
+        match state {
+            Some(s) => p.insert("requestState".into(), s),
+            None => p.remove("requestState"),
+        };
+    }
+    params
+}
+
+/// A complete result as a 2025 session expects it.
+pub fn clean_result(mut result: Value) -> Value {
+    if let Some(m) = result.as_object_mut() {
+        for k in ["resultType", "ttlMs", "cacheScope"] {
+            m.remove(k);
+        }
+        let empty = match m.get_mut("_meta").and_then(Value::as_object_mut) {
+            Some(meta) => {
+                meta.remove(META_SERVER);
+                meta.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            m.remove("_meta");
+        }
+    }
+    result
+}
+
+/// An error as a 2025 session expects it: resource-not-found is -32002.
+pub fn clean_error(method: &str, mut e: ErrorObject) -> ErrorObject {
+    if method == "resources/read" && e.code == jsonrpc::INVALID_PARAMS && e.data.as_ref().is_some_and(|d| d.get("uri").is_some()) {
+        e.code = jsonrpc::RESOURCE_NOT_FOUND;
+    }
+    e
+}
+
+/// A notification from a modern upstream as a 2025 session expects it: the listen stream's
+/// acknowledgement is Warden's own business (`None`), and the subscription id is dropped.
+pub fn clean_notification(method: &str, params: &mut Option<Value>) -> bool {
+    if method == "notifications/subscriptions/acknowledged" {
+        return false;
+    }
+    if let Some(meta) = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
+        meta.remove(META_SUBSCRIPTION);
+    }
+    true
+}
+
+/// Answers gathered for one round, in key order.
+pub fn answers(gathered: Vec<(String, CallResult)>) -> Result<Map<String, Value>, ErrorObject> {
+    gathered.into_iter().map(|(k, r)| r.map(|v| (k, v))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_rides_on_every_request_and_wins() {
+        let m = Modern::new(&json!({"capabilities": {"elicitation": {}}, "clientInfo": {"name": "c", "version": "1"}}));
+        let p = m.with_meta(Some(json!({"name": "t", "_meta": {META_VERSION: "1999", "progressToken": 3}})));
+        assert_eq!(p["_meta"][META_VERSION], REVISION);
+        assert_eq!(p["_meta"]["progressToken"], 3);
+        assert_eq!(p["_meta"][META_CAPABILITIES], json!({"elicitation": {}}));
+        assert!(p["_meta"].get(META_LOG_LEVEL).is_none());
+        assert!(matches!(m.local("logging/setLevel", Some(&json!({"level": "info"}))), Some(Ok(false))));
+        assert_eq!(m.with_meta(None)["_meta"][META_LOG_LEVEL], "info");
+        assert!(matches!(m.local("logging/setLevel", Some(&json!({"level": "loud"}))), Some(Err(_))));
+        assert!(m.local("tools/call", None).is_none());
+    }
+
+    #[test]
+    fn subscriptions_shape_the_listen_request() {
+        let m = Modern::new(&json!({}));
+        let caps = json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}});
+        assert_eq!(m.listen_params(&caps).unwrap()["notifications"], json!({"toolsListChanged": true}));
+        assert!(matches!(m.local("resources/subscribe", Some(&json!({"uri": "a://1"}))), Some(Ok(true))));
+        assert!(matches!(m.local("resources/subscribe", Some(&json!({"uri": "a://1"}))), Some(Ok(false))));
+        assert_eq!(m.listen_params(&caps).unwrap()["notifications"]["resourceSubscriptions"], json!(["a://1"]));
+        assert!(matches!(m.local("resources/unsubscribe", Some(&json!({"uri": "a://1"}))), Some(Ok(true))));
+        assert!(m.listen_params(&json!({})).is_none());
+        assert!(matches!(m.local("resources/subscribe", Some(&json!({}))), Some(Err(_))));
+    }
+
+    #[test]
+    fn input_required_is_checked_before_anything_is_asked() {
+        let ir = |v: Value| input_required("u", "tools/call", &v);
+        assert!(ir(json!({"resultType": "complete", "content": []})).unwrap().is_none());
+        let (q, s) = ir(json!({"resultType": "input_required", "requestState": "s",
+            "inputRequests": {"a": {"method": "elicitation/create", "params": {"message": "m"}}}}))
+        .unwrap()
+        .unwrap();
+        assert_eq!((q[0].0.as_str(), q[0].1.as_str(), s), ("a", "elicitation/create", Some(json!("s"))));
+        for bad in [
+            json!({"resultType": "input_required"}),
+            json!({"resultType": "input_required", "inputRequests": {"a": {"method": "tools/call"}}}),
+            json!({"resultType": "input_required", "inputRequests": {"a": {}}}),
+            json!({"resultType": "input_required", "requestState": 5}),
+            json!({"resultType": "input_required", "inputRequests": (0..17).map(|i| (i.to_string(), json!({"method": "roots/list"}))).collect::<Map<_, _>>()}),
+        ] {
+            assert!(ir(bad.clone()).is_err(), "{bad}");
+        }
+        let only_state = json!({"resultType": "input_required", "requestState": "s"});
+        assert!(input_required("u", "tools/list", &only_state).is_err(), "lists never ask");
+    }
+
+    #[test]
+    fn results_and_errors_read_as_2025() {
+        let r = clean_result(json!({"resultType": "complete", "ttlMs": 5, "cacheScope": "public", "tools": [],
+                                    "_meta": {META_SERVER: {"name": "s"}}}));
+        assert_eq!(r, json!({"tools": []}));
+        let mut e = ErrorObject::new(-32602, "Resource not found");
+        e.data = Some(json!({"uri": "x"}));
+        let e = clean_error("resources/read", e);
+        assert_eq!(e.code, jsonrpc::RESOURCE_NOT_FOUND);
+        let mut p = Some(json!({"_meta": {META_SUBSCRIPTION: 1}, "uri": "x"}));
+        assert!(clean_notification("notifications/resources/updated", &mut p));
+        assert_eq!(p, Some(json!({"_meta": {}, "uri": "x"})));
+        assert!(!clean_notification("notifications/subscriptions/acknowledged", &mut None));
+        let init = server_init(&json!({"supportedVersions": [REVISION], "capabilities": {"tools": {}},
+                                       "_meta": {META_SERVER: {"name": "s"}}}))
+        .unwrap();
+        assert_eq!(init.server_info["name"], "s");
+        assert!(server_init(&json!({"supportedVersions": ["2099-01-01"]})).is_none());
+    }
+}

@@ -1,0 +1,88 @@
+//! The wire vocabulary of MCP 2026-07-28 (stateless): the per-request `_meta` keys, the error
+//! codes it added, and the value encoding of its standard HTTP headers. Shared by the endpoint
+//! that serves 2026 clients and the connection that calls 2026 upstreams.
+
+use base64::Engine;
+use serde_json::Value;
+
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+pub const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// A standard header does not match the body (HTTP 400).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// The request needs a client capability the request did not declare (HTTP 400).
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+/// The request's protocol version is not spoken here (HTTP 400).
+pub const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// The request methods that may answer `input_required`.
+pub const MULTI_ROUND_TRIP: &[&str] = &["tools/call", "prompts/get", "resources/read"];
+
+/// What `Mcp-Name` carries for `method`: the tool or prompt name, or the resource URI.
+pub fn name_of<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
+    let field = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return None,
+    };
+    params?.get(field)?.as_str()
+}
+
+const B64_START: &str = "=?base64?";
+const B64_END: &str = "?=";
+
+/// A standard header's value as the sender meant it: optional whitespace trimmed, and a
+/// `=?base64?…?=` value decoded (invalid base64 or UTF-8: `None`, a mismatch).
+pub fn header_value(raw: &str) -> Option<String> {
+    let t = raw.trim_matches([' ', '\t']);
+    match t.strip_prefix(B64_START).and_then(|r| r.strip_suffix(B64_END)) {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(t.to_string()),
+    }
+}
+
+/// A value as a standard header carries it: literal when it is visible ASCII without leading
+/// or trailing space and not itself in the sentinel form, else `=?base64?…?=`.
+pub fn encode_header_value(v: &str) -> String {
+    let literal = v.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !(v.starts_with(B64_START) && v.ends_with(B64_END));
+    if literal {
+        v.to_string()
+    } else {
+        format!("{B64_START}{}{B64_END}", base64::engine::general_purpose::STANDARD.encode(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_round_trip() {
+        for v in ["get_weather", "café", " padded", "=?base64?x?=", "tab\there", "file:///a b"] {
+            let enc = encode_header_value(v);
+            assert!(enc.is_ascii() && !enc.contains('\t'), "{enc}");
+            assert_eq!(header_value(&enc).as_deref(), Some(v), "{v}");
+        }
+        assert_eq!(encode_header_value("plain"), "plain");
+        assert_eq!(encode_header_value("café"), "=?base64?Y2Fmw6k=?=");
+        assert_eq!(header_value("=?base64?SGVsbG8?="), None, "bad padding");
+    }
+
+    #[test]
+    fn names_come_from_the_params_the_method_names() {
+        let p = serde_json::json!({"name": "t", "uri": "file:///x"});
+        assert_eq!(name_of("tools/call", Some(&p)), Some("t"));
+        assert_eq!(name_of("resources/read", Some(&p)), Some("file:///x"));
+        assert_eq!(name_of("tools/list", Some(&p)), None);
+    }
+}

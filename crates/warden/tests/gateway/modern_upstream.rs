@@ -1,0 +1,280 @@
+//! Issue 21, upstream side: a 2026-07-28 (stateless) upstream behind Warden, used by 2025
+//! sessions. `protocol = "auto"` finds it with `server/discover`; calls carry `_meta` and the
+//! standard headers and no session; its `input_required` questions reach the 2025 client as
+//! requests (under `client_requests`) and the answers go back with its `requestState`;
+//! subscriptions ride one `subscriptions/listen` stream.
+
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_testkit::harness::{self, fixture_stdio_upstream, warden, Client};
+
+/// What the scripted 2026 server saw: each POST's headers and body.
+type Seen = Arc<Mutex<Vec<(http::HeaderMap, Value)>>>;
+
+/// A scripted 2026-07-28 server: `loop` asks for input forever (state only), `ask` asks the
+/// user once, a listen stream relays whatever the test pushes.
+struct Scripted {
+    url: String,
+    seen: Seen,
+    push: tokio::sync::broadcast::Sender<Value>,
+}
+
+fn sse(messages: Vec<Value>, rest: Option<tokio::sync::broadcast::Receiver<Value>>) -> axum::response::Response {
+    let head = futures::stream::iter(messages.into_iter().map(|m| Ok::<_, std::io::Error>(format!("data: {m}\n\n"))));
+    let body = match rest {
+        Some(rx) => axum::body::Body::from_stream(head.chain(
+            tokio_stream_from(rx).map(|m| Ok::<_, std::io::Error>(format!("data: {m}\n\n"))),
+        )),
+        None => axum::body::Body::from_stream(head),
+    };
+    http::Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+}
+
+fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<Value>) -> impl futures::Stream<Item = Value> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.ok().map(|v| (v, rx)) })
+}
+
+async fn scripted() -> Scripted {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let seen: Seen = Default::default();
+    let (push, _) = tokio::sync::broadcast::channel(16);
+    let (s2, p2) = (seen.clone(), push.clone());
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+        let (seen, push) = (s2.clone(), p2.clone());
+        async move {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock().push((headers, req.clone()));
+            let id = req["id"].clone();
+            let ok = |result: Value| axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response();
+            let p = &req["params"];
+            match req["method"].as_str().unwrap_or("") {
+                "server/discover" => ok(json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
+                    "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true}},
+                    "ttlMs": 0, "cacheScope": "public",
+                    "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "scripted", "version": "1"}}})),
+                "tools/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public", "tools": [
+                    {"name": "loop", "inputSchema": {"type": "object"}},
+                    {"name": "ask", "inputSchema": {"type": "object"}}]})),
+                "resources/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public",
+                    "resources": [{"uri": "s://watched", "name": "watched"}]})),
+                "tools/call" if p["name"] == "loop" => {
+                    let n = p["requestState"].as_str().map(|s| s.len()).unwrap_or(0);
+                    ok(json!({"resultType": "input_required", "requestState": "s".repeat(n + 1)}))
+                }
+                "tools/call" if p["name"] == "ask" => match p["inputResponses"]["who"].as_object() {
+                    Some(a) if p["requestState"] == "asked-once" => ok(json!({"resultType": "complete",
+                        "content": [{"type": "text", "text": format!("hello {}", a["content"]["name"].as_str().unwrap_or("?"))}]})),
+                    _ => ok(json!({"resultType": "input_required", "requestState": "asked-once", "inputRequests": {
+                        "who": {"method": "elicitation/create", "params": {"mode": "form", "message": "Your name?",
+                            "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}})),
+                },
+                "subscriptions/listen" => {
+                    let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                        "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}, "notifications": p["notifications"]}});
+                    sse(vec![ack], Some(push.subscribe()))
+                }
+                _ => {
+                    let e = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}});
+                    (http::StatusCode::NOT_FOUND, axum::Json(e)).into_response()
+                }
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Scripted { url, seen, push }
+}
+
+
+fn upstream(name: &str, url: &str, extra: &str) -> String {
+    format!("[[upstream]]\nname = {name:?}\ntransport = \"http\"\nurl = {url:?}\n{extra}\n")
+}
+
+/// Answer every `method` request on the call's stream with `reply`; the call's answer and how
+/// many requests came.
+async fn call_answering(c: &Client, body: Value, method: &str, reply: Value) -> (Value, usize) {
+    let mut stream = c.post_stream(&body).await.bytes_stream();
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let mut asked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
+        if chunk.first() == Some(&b'{') {
+            return (serde_json::from_slice(&chunk).unwrap(), asked);
+        }
+        for ev in dec.feed(&chunk).unwrap() {
+            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if m["method"] == method {
+                asked += 1;
+                assert_eq!(c.post(&json!({"jsonrpc": "2.0", "id": m["id"], "result": reply})).await.status, 202);
+            } else if m["id"] == body["id"] {
+                return (m, asked);
+            }
+        }
+    }
+}
+
+fn tool(id: i64, name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}}})
+}
+
+/// The next message on the session's GET stream that `pick` accepts.
+async fn next_on_stream<S, B>(stream: &mut S, pick: impl Fn(&Value) -> bool) -> Value
+where
+    S: futures::Stream<Item = reqwest::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("no notification").unwrap().unwrap();
+        for ev in dec.feed(chunk.as_ref()).unwrap() {
+            if let Ok(m) = serde_json::from_str::<Value>(&ev.data) {
+                if pick(&m) {
+                    return m;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_2026_upstream_is_called_statelessly_with_its_questions_asked_of_a_2025_client() {
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+
+    // A question: asked of the client once, answered with the upstream's own state.
+    let reply = json!({"action": "accept", "content": {"name": "Ada"}});
+    let (answer, asked) = call_answering(&c, tool(1, "s__ask"), "elicitation/create", reply).await;
+    assert_eq!(asked, 1, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "hello Ada", "{answer}");
+    assert!(answer["result"].get("resultType").is_none(), "2026 fields reach a 2025 client: {answer}");
+
+    // Every request: no session, the standard headers, the revision's `_meta`.
+    let seen = s.seen.lock().clone();
+    let calls: Vec<_> = seen.iter().filter(|(_, b)| b["method"] == "tools/call").collect();
+    assert_eq!(calls.len(), 2, "one question, one retry");
+    for (h, b) in &calls {
+        assert!(h.get("mcp-session-id").is_none());
+        assert_eq!(h["mcp-protocol-version"], "2026-07-28");
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "ask");
+        assert_eq!(b["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
+        assert_eq!(b["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"], json!({"elicitation": {}}));
+    }
+    assert_eq!(calls[1].1["params"]["requestState"], "asked-once");
+    assert!(!seen.iter().any(|(_, b)| b["method"] == "initialize"), "no 2025 handshake with a 2026 server");
+
+    // An upstream that asks forever is cut off after a bounded number of rounds.
+    let before = s.seen.lock().len();
+    let a = c.call(2, "tools/call", json!({"name": "s__loop", "arguments": {}})).await;
+    let msg = a["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("asked for input more than 16 times"), "{a}");
+    let rounds = s.seen.lock()[before..].iter().filter(|(_, b)| b["params"]["name"] == "loop").count();
+    assert_eq!(rounds, 16);
+    drop(w);
+
+    // Without `client_requests`, the question is refused and the error names the capability.
+    let w = warden("", &upstream("s", &s.url, ""));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let (answer, asked) = call_answering(&c, tool(1, "s__ask"), "elicitation/create", json!({})).await;
+    assert_eq!(asked, 0, "{answer}");
+    assert_eq!(answer["error"]["code"], -32021, "{answer}");
+    assert_eq!(answer["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}), "{answer}");
+}
+
+#[tokio::test]
+async fn subscriptions_and_list_changes_ride_one_listen_stream() {
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, ""));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let mut events = c
+        .request(reqwest::Method::GET)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+
+    let sub = c.call(1, "resources/subscribe", json!({"uri": "warden://s/s://watched"})).await;
+    assert!(sub["result"].is_object(), "{sub}");
+    // The session's connection listens for what the server offers and the subscribed URI.
+    let mut listened = Value::Null;
+    for _ in 0..50 {
+        let seen = s.seen.lock().clone();
+        if let Some((h, b)) = seen.iter().rev().find(|(_, b)| {
+            b["method"] == "subscriptions/listen" && b["params"]["notifications"]["resourceSubscriptions"].is_array()
+        }) {
+            assert_eq!(h["mcp-method"], "subscriptions/listen");
+            listened = b["params"]["notifications"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listened, json!({"toolsListChanged": true, "resourceSubscriptions": ["s://watched"]}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sub_id = json!({"io.modelcontextprotocol/subscriptionId": "x"});
+    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                               "params": {"uri": "s://watched", "_meta": sub_id}}));
+    let m = next_on_stream(&mut events, |m| m["method"] == "notifications/resources/updated").await;
+    assert_eq!(m["params"]["uri"], "warden://s/s://watched", "{m}");
+    assert!(m["params"]["_meta"].get("io.modelcontextprotocol/subscriptionId").is_none(), "{m}");
+    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": sub_id}}));
+    next_on_stream(&mut events, |m| m["method"] == "notifications/tools/list_changed").await;
+
+    // Unsubscribing renews the stream without the URI; `ping` and `logging/setLevel` are
+    // Warden's to answer (the revision removed them).
+    let un = c.call(2, "resources/unsubscribe", json!({"uri": "warden://s/s://watched"})).await;
+    assert!(un["result"].is_object(), "{un}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = s.seen.lock().iter().rev().find(|(_, b)| b["method"] == "subscriptions/listen").cloned().unwrap();
+    assert_eq!(last.1["params"]["notifications"], json!({"toolsListChanged": true}));
+    assert!(!s.seen.lock().iter().any(|(_, b)| b["method"] == "resources/subscribe" || b["method"] == "ping"));
+}
+
+#[tokio::test]
+async fn auto_probes_and_falls_back_and_a_pinned_revision_skips_the_probe() {
+    // The HTTP fixture serves both generations: `auto` picks 2026, a pinned 2025 revision the
+    // session handshake. The stdio fixture speaks 2025 only: `auto` falls back.
+    let fx = harness::fixture_http();
+    let ups = format!(
+        "{}{}{}",
+        upstream("modern", &fx.url, ""),
+        upstream("pinned", &fx.url, "protocol = \"2025-11-25\""),
+        fixture_stdio_upstream("local", Some("local"), "")
+    );
+    let w = warden("", &ups);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    for name in ["modern__echo", "pinned__echo", "local__echo"] {
+        assert_eq!(crate::text_of(&c.tool(1, name, json!({"text": name})).await), name);
+    }
+    let log = w.log();
+    for (up, v) in [("modern", "2026-07-28"), ("pinned", "2025-11-25"), ("local", "2025-11-25")] {
+        assert!(
+            log.lines().any(|l| l.contains("upstream ready") && l.contains(&format!("upstream={up}")) && l.contains(v)),
+            "{up} should speak {v}:\n{log}"
+        );
+    }
+    // A 2025 tool's question crosses two translations: the fixture's 2026 endpoint turns it into
+    // `input_required`, Warden back into a request on the 2025 client's session.
+    drop(w);
+    let w = warden("", &upstream("modern", &fx.url, "client_requests = [\"sampling\"]"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "modern__test_sampling", "arguments": {"prompt": "hi"}}});
+    let reply = json!({"role": "assistant", "content": {"type": "text", "text": "sampled"}, "model": "m"});
+    let (answer, asked) = call_answering(&c, body, "sampling/createMessage", reply).await;
+    assert_eq!(asked, 1, "{answer}");
+    assert!(crate::text_of(&answer).contains("sampled"), "{answer}");
+}
