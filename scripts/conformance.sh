@@ -41,7 +41,7 @@ FX=$(free_port)
 start_bg "$BIN/warden-fixture" --http "127.0.0.1:$FX" 2>"$TMP/fixture.log"
 wait_port "$FX"
 
-W1=$(free_port); W2=$(free_port); W3=$(free_port)
+W1=$(free_port); W2=$(free_port); W3=$(free_port); W4=$(free_port)
 cat > "$TMP/stdio.toml" <<TOML
 [listen]
 addr = "127.0.0.1:$W1"
@@ -67,20 +67,29 @@ $ALLOW_ALL
 TOML
 # the same with every answer as an SSE stream (priming events, multiple concurrent streams)
 sed -e "s/127.0.0.1:$W1/127.0.0.1:$W3/" -e 's/^\[listen\]$/[listen]\nsse_grace_ms = 0/' "$TMP/stdio.toml" > "$TMP/sse.toml"
+# The fixture's HTTP endpoint serves both generations: `http` finds 2026-07-28 (protocol =
+# "auto"), `http2025` is pinned to the 2025 session handshake.
+sed -e "s/127.0.0.1:$W2/127.0.0.1:$W4/" -e 's/^transport = "http"$/transport = "http"\nprotocol = "2025-11-25"/' "$TMP/http.toml" > "$TMP/http2025.toml"
 # one audit trail per Warden (a chain has one writer); the checkpoint key is shared
-for c in stdio http sse; do printf '[audit]\npath = "audit-%s.db"\n' "$c" >> "$TMP/$c.toml"; done
+for c in stdio http sse http2025; do printf '[audit]\npath = "audit-%s.db"\n' "$c" >> "$TMP/$c.toml"; done
 start_bg "$BIN/warden" serve --config "$TMP/stdio.toml" 2>"$TMP/warden-stdio.log"
 start_bg "$BIN/warden" serve --config "$TMP/sse.toml" 2>"$TMP/warden-sse.log"
 start_bg "$BIN/warden" serve --config "$TMP/http.toml" 2>"$TMP/warden-http.log"
+start_bg "$BIN/warden" serve --config "$TMP/http2025.toml" 2>"$TMP/warden-http2025.log"
 wait_ready "http://127.0.0.1:$W1/readyz"
 wait_ready "http://127.0.0.1:$W2/readyz"
 wait_ready "http://127.0.0.1:$W3/readyz"
+wait_ready "http://127.0.0.1:$W4/readyz"
+grep -q 'upstream ready.*protocol=2026-07-28' "$TMP/warden-http.log" || { echo "conformance: the HTTP upstream is not spoken to as 2026-07-28"; cat "$TMP/warden-http.log"; exit 1; }
+grep -q 'upstream ready.*protocol=2025-11-25' "$TMP/warden-http2025.log" || { echo "conformance: the pinned upstream is not spoken to as 2025-11-25"; exit 1; }
 
 run_suite fixture-direct "http://localhost:$FX/mcp"
 run_suite warden-stdio-upstream "http://localhost:$W1/mcp"
-run_suite warden-http-upstream "http://localhost:$W2/mcp"
+run_suite warden-2026-http-upstream "http://localhost:$W2/mcp"
+run_suite warden-2025-http-upstream "http://localhost:$W4/mcp"
 run_suite warden-always-sse "http://localhost:$W3/mcp"
 run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp"
-run_suite_2026 warden-http-upstream "http://localhost:$W2/mcp"
+run_suite_2026 warden-2026-http-upstream "http://localhost:$W2/mcp"
+run_suite_2026 warden-2025-http-upstream "http://localhost:$W4/mcp"
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -198,13 +198,9 @@ pub fn discover(init: &Value) -> Value {
         "cacheScope": "private",
         "_meta": {META_SERVER: {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")}},
     });
-    if let Some(caps) = r["capabilities"].as_object_mut() {
-        // The stateless revision has no subscribe/unsubscribe and no logging/setLevel.
-        if let Some(res) = caps.get_mut("resources").and_then(Value::as_object_mut) {
-            res.remove("subscribe");
-        }
-        caps.remove("logging");
-    }
+    // Capabilities keep their 2026 meaning: `resources.subscribe` says `subscriptions/listen`
+    // takes resource subscriptions, `logging` that log messages come to a request that sets
+    // `logLevel` (the methods the revision removed are refused in `check`).
     if let Some(i) = init.get("instructions") {
         r["instructions"] = i.clone();
     }
@@ -357,7 +353,7 @@ mod tests {
         shape_error(&json!({"uri": "test://nope"}), &mut e);
         assert_eq!((e.code, e.data.unwrap()["uri"].as_str()), (-32602, Some("test://nope")));
         let d = discover(&json!({"capabilities": {"tools": {}, "logging": {}, "resources": {"subscribe": true}}}));
-        assert_eq!(d["capabilities"], json!({"tools": {}, "resources": {}}));
+        assert_eq!(d["capabilities"], json!({"tools": {}, "logging": {}, "resources": {"subscribe": true}}));
         assert!(d["supportedVersions"].as_array().unwrap().iter().any(|v| v == "2026-07-28"));
         assert_eq!(d["_meta"][META_SERVER]["name"], "warden");
     }

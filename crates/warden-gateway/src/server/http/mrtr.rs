@@ -198,7 +198,7 @@ impl Runs {
         req: Stateless,
         principal: Arc<Principal>,
         want_sse: bool,
-        grace: Duration,
+        always_sse: bool,
     ) -> HttpResponse {
         let owner = principal.binding_key();
         let digest = request_digest(&req.method, &req.params);
@@ -279,7 +279,7 @@ impl Runs {
                 })
             }
         };
-        self.pump(run, id, want_sse, grace).await
+        self.pump(run, id, want_sse, always_sse).await
     }
 
     /// Park `run` and say what it asks: `input_required` with a sealed state for the retry.
@@ -298,24 +298,17 @@ impl Runs {
     }
 
     /// Answer the current HTTP request from the run: its final answer, or `input_required`
-    /// when it asks the client. A notification first (progress, a log message), or the grace
-    /// window passing, makes the answer an SSE stream, read on a task of its own.
-    async fn pump(self: &Arc<Self>, run: Arc<Run>, id: Id, want_sse: bool, grace: Duration) -> HttpResponse {
-        let deadline = tokio::time::Instant::now() + grace;
+    /// when it asks the client. A notification first (progress, a log message) makes the
+    /// answer an SSE stream, read on a task of its own; without one the answer is JSON, so that
+    /// the errors this revision gives a status (-32021: 400) get it however long the call took.
+    /// `always_sse` (`sse_grace_ms = 0`) streams every answer a client accepts as SSE.
+    async fn pump(self: &Arc<Self>, run: Arc<Run>, id: Id, want_sse: bool, always_sse: bool) -> HttpResponse {
+        if want_sse && always_sse {
+            return self.stream(run, id, None);
+        }
         let mut events = run.events.lock().await;
         loop {
-            let ev = if want_sse {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        drop(events);
-                        return self.stream(run, id, None);
-                    }
-                }
-            } else {
-                events.recv().await
-            };
-            let Some(ev) = ev else { return answer(ended(&id)) };
+            let Some(ev) = events.recv().await else { return answer(ended(&id)) };
             match self.step(&run, ev, &id) {
                 Some(Ok(m)) => return answer(m),
                 Some(Err(note)) if want_sse => {

@@ -65,7 +65,7 @@ impl McpEndpoint {
         };
         session.last_seen.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
-        self.runs.serve(svc, req, principal, want_sse, self.opts.sse_grace).await
+        self.runs.serve(svc, req, principal, want_sse, self.opts.sse_grace.is_zero()).await
     }
 
     /// `subscriptions/listen`: one long SSE answer on which the caller's pooled session's
