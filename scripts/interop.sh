@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop through Warden: the official TypeScript and Python SDK clients against the official
-# reference server (server-everything, stdio upstream) and a Python SDK server (HTTP upstream);
+# reference server (server-everything, stdio upstream, 2025-11-25) and a Python SDK server (HTTP
+# upstream, dual-era: Warden finds and speaks 2026-07-28 to it, translating for 2025 clients);
 # the TypeScript client also in front of a plain TypeScript SDK server (no instructions/prompts/resources).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,6 +43,9 @@ $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60
+for up in "everything.*protocol=2025-11-25" "py.*protocol=2026-07-28"; do
+  grep -q "upstream ready.*upstream=$up" "$TMP/warden.log" || { echo "interop: expected upstream=$up"; grep "upstream ready" "$TMP/warden.log"; exit 1; }
+done
 # A second Warden with the built-in authorization server and one local user, for the SDKs' OAuth flows.
 AP=$(free_port)
 sed -e "s/127.0.0.1:$WP/127.0.0.1:$AP/" -e "s/127.0.0.1:$ADP/127.0.0.1:$ADP2/" "$TMP/interop.toml" > "$TMP/oauth.toml"

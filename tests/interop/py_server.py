@@ -2,9 +2,13 @@
 in Warden's interop tests. Usage: python py_server.py PORT"""
 import sys
 
+from typing import Annotated
+
 import anyio
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import SamplingMessage, TextContent
+from mcp.server.mcpserver.resolve import Elicit, Resolve, Sample
+from mcp_types import CreateMessageResult, SamplingMessage, TextContent
 from pydantic import BaseModel
 
 mcp = MCPServer("warden-interop-py")
@@ -33,24 +37,30 @@ async def log_steps(ctx: Context) -> str:
     return "logged"
 
 
+def sample_question(question: str) -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=question))], max_tokens=20)
+
+
+# Written the SDK 2.x way (resolvers), so each works in both generations: a 2025 session gets a
+# request mid-call, a 2026-07-28 request an `input_required` result (Warden speaks 2026 to it).
 @mcp.tool()
-async def ask_llm(question: str, ctx: Context) -> str:
+async def ask_llm(question: str, answer: Annotated[CreateMessageResult, Resolve(sample_question)]) -> str:
     """Ask the client's LLM (sampling)."""
-    r = await ctx.session.create_message(
-        [SamplingMessage(role="user", content=TextContent(type="text", text=question))], max_tokens=20
-    )
-    return r.content.text if hasattr(r.content, "text") else str(r.content)
+    return answer.content.text if hasattr(answer.content, "text") else str(answer.content)
 
 
 class Confirm(BaseModel):
     ok: bool
 
 
+def ask_confirm() -> Elicit[Confirm]:
+    return Elicit("Proceed?", Confirm)
+
+
 @mcp.tool()
-async def confirm(ctx: Context) -> str:
+async def confirm(outcome: Annotated[ElicitationResult[Confirm], Resolve(ask_confirm)]) -> str:
     """Ask the user to confirm (elicitation)."""
-    r = await ctx.elicit("Proceed?", Confirm)
-    return f"action={r.action}"
+    return f"action={outcome.action}"
 
 
 @mcp.resource("config://app")

@@ -151,9 +151,13 @@ const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critic
 /// Warden speaks.
 pub fn server_init(result: &Value) -> Option<ServerInit> {
     let speaks = result.get("supportedVersions")?.as_array()?.iter().any(|v| v.as_str() == Some(REVISION));
+    let mut capabilities = result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({}));
+    // Log messages come to a request that names a level, whatever the server declares (the
+    // capability is deprecated): Warden answers `logging/setLevel` and sends the level along.
+    capabilities["logging"] = json!({});
     speaks.then(|| ServerInit {
         protocol_version: REVISION.to_string(),
-        capabilities: result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({})),
+        capabilities,
         server_info: result.pointer(&format!("/_meta/{}", META_SERVER.replace('/', "~1"))).cloned().unwrap_or(Value::Null),
         instructions: result.get("instructions").and_then(Value::as_str).map(str::to_string),
     })
@@ -328,6 +332,7 @@ mod tests {
                                        "_meta": {META_SERVER: {"name": "s"}}}))
         .unwrap();
         assert_eq!(init.server_info["name"], "s");
+        assert_eq!(init.capabilities, json!({"tools": {}, "logging": {}}));
         assert!(server_init(&json!({"supportedVersions": ["2099-01-01"]})).is_none());
     }
 }
