@@ -263,6 +263,12 @@ fn merge_instructions(shared: &Shared, inits: &[Option<ServerInit>]) -> Option<S
 }
 
 impl Session for RelaySession {
+    fn header_params(&self, tool: &str) -> Option<Vec<warden_protocol::param_headers::HeaderParam>> {
+        let routes = self.routes.lock();
+        let (i, orig, _) = routes.tools.get(tool)?;
+        routes.vetted.get(&(*i, orig.clone())).map(|v| v.header_params.clone())
+    }
+
     fn request(
         self: Arc<Self>,
         id: jsonrpc::Id,

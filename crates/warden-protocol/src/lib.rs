@@ -8,6 +8,7 @@
 
 pub mod jsonrpc;
 pub mod modern;
+pub mod param_headers;
 pub mod sse;
 pub mod version;
 

@@ -108,11 +108,23 @@ fn tools() -> Value {
         t("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)", json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "type": "object",
-            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
-            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "$defs": {"address": {"$anchor": "addressDef", "type": "object",
+                                  "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                           "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                           "phone": {"type": "string"}, "email": {"type": "string"}},
+            // SEP-2106: composition, conditional and reference keywords must survive listing.
+            "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+            "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+            "then": {"required": ["phone"]},
+            "else": {"required": ["email"]},
             "additionalProperties": false
         })),
         t("echo", "Echoes its text argument", str_arg("text", "Text to echo")),
+        // 2026-07-28 (SEP-2243): arguments an HTTP client mirrors into `Mcp-Param-*` headers.
+        t("test_header_param", "Answers with its region and count", json!({"type": "object", "properties": {
+            "region": {"type": "string", "description": "Where to run", "x-mcp-header": "Region"},
+            "count": {"type": "integer", "x-mcp-header": "Count"}}, "required": ["region"]})),
         t("trace_context", "Answers with the W3C traceparent the call carried in _meta", empty_schema()),
         t("slow", "Answers after `ms` milliseconds", json!({"type": "object", "properties": {"ms": {"type": "integer"}}})),
         t("hang", "Never answers (for cancellation and timeout tests)", empty_schema()),
@@ -331,6 +343,7 @@ impl FixtureSession {
             "trace_context" => {
                 text(meta.as_ref().and_then(|m| m.get("traceparent")).and_then(Value::as_str).unwrap_or("none"))
             }
+            "test_header_param" => text(format!("region={} count={}", args["region"], args["count"])),
             "echo" => text(args.get("text").and_then(Value::as_str).ok_or_else(|| invalid("text is required"))?),
             "slow" => {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(100).min(60_000);

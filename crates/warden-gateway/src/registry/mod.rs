@@ -39,6 +39,8 @@ pub struct Vetted {
     /// The declared `outputSchema`, compiled (offline: no remote or file `$ref`), when there is one.
     pub output: Option<Result<ArgSchema, SchemaError>>,
     pub findings: Vec<ToolFinding>,
+    /// Its `x-mcp-header` annotations (the `Mcp-Param-*` headers of a 2026 HTTP call).
+    pub header_params: Vec<warden_protocol::param_headers::HeaderParam>,
 }
 
 /// Why a tool is withheld.
@@ -53,6 +55,9 @@ pub enum Withheld {
     Poisoned { findings: Vec<ToolFinding> },
     /// Not pinned yet, and the upstream already has as many pins as it may keep.
     PinsFull,
+    /// Its `x-mcp-header` annotations break the 2026-07-28 rules (an HTTP client must not
+    /// list such a tool).
+    InvalidHeaders { why: String },
 }
 
 /// A changed definition waiting for an operator.
@@ -205,8 +210,13 @@ impl Registry {
         if let Some(v) = self.vetted.lock().get(&key) {
             return self.scan_verdict(server, tool, v.clone());
         }
-        let findings = if self.scan == ScanAction::Off { vec![] } else { scan::scan_tool(item) };
         let empty = serde_json::json!({"type": "object"});
+        let header_params =
+            warden_protocol::param_headers::header_params(item.get("inputSchema").unwrap_or(&empty)).map_err(|reason| {
+                tracing::warn!(server, tool, %reason, "tool definition invalid (x-mcp-header); withheld");
+                Withheld::InvalidHeaders { why: reason }
+            })?;
+        let findings = if self.scan == ScanAction::Off { vec![] } else { scan::scan_tool(item) };
         let schema = ArgSchema::compile(item.get("inputSchema").unwrap_or(&empty), &content.overlay(server, tool));
         if let Err(e) = &schema {
             tracing::warn!(server, tool, error = %e, "tool input schema is unusable; calls to it are refused");
@@ -221,7 +231,7 @@ impl Registry {
         if let Some(Err(e)) = &output {
             tracing::warn!(server, tool, error = %e, "tool output schema is unusable; its results are withheld");
         }
-        let v = Arc::new(Vetted { schema, output, findings });
+        let v = Arc::new(Vetted { schema, output, findings, header_params });
         let mut cache = self.vetted.lock();
         if cache.len() > 10_000 {
             cache.clear();

@@ -60,6 +60,11 @@ pub trait Session: Send + Sync + 'static {
     fn notification(self: Arc<Self>, method: String, params: Option<Value>);
     /// The session ended (DELETE, idle timeout, stdin closed, shutdown).
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// The `x-mcp-header` annotations of a tool this session listed, by the name its client
+    /// calls it (`None`: not listed here, nothing to compare `Mcp-Param-*` headers with).
+    fn header_params(&self, _tool: &str) -> Option<Vec<warden_protocol::param_headers::HeaderParam>> {
+        None
+    }
 }
 
 /// One client session after `initialize`: dispatches decoded messages, tracks requests in flight

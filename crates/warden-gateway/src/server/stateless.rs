@@ -14,6 +14,7 @@
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
+use warden_protocol::param_headers::{param_value, HeaderParam};
 use warden_protocol::version;
 
 pub use warden_protocol::modern::{
@@ -184,6 +185,35 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
         method,
         params,
     })
+}
+
+/// Check a `tools/call`'s `Mcp-Param-*` headers against its arguments, for the annotations of
+/// the tool the caller's session listed: each argument present needs its header, decoded equal
+/// (integers numerically); a header without an argument, given twice, or not decodable is a
+/// mismatch. Headers of no annotation are ignored, as the revision says.
+pub fn check_params(annotated: &[HeaderParam], params: &Value, h: &HeaderMap) -> Result<(), Refused> {
+    let mismatch = |what: String| Err(refused(StatusCode::BAD_REQUEST, HEADER_MISMATCH, format!("Header mismatch: {what}")));
+    let args = params.get("arguments");
+    for p in annotated {
+        let name = p.header();
+        let sent: Vec<_> = h.get_all(name.as_str()).iter().collect();
+        let body = match param_value(args, &p.path) {
+            Ok(b) => b,
+            // Not a value a header can carry: the schema check refuses the call.
+            Err(_) => continue,
+        };
+        match (sent.as_slice(), body) {
+            ([], None) => {}
+            ([], Some(_)) => return mismatch(format!("Mcp-Param-{} is required", p.name)),
+            ([v], Some(b)) => match v.to_str().ok().and_then(header_value) {
+                Some(decoded) if b.matches(&decoded) => {}
+                _ => return mismatch(format!("Mcp-Param-{} differs from the body", p.name)),
+            },
+            ([_], None) => return mismatch(format!("Mcp-Param-{} has no argument in the body", p.name)),
+            _ => return mismatch(format!("Mcp-Param-{} is given more than once", p.name)),
+        }
+    }
+    Ok(())
 }
 
 /// The `server/discover` result, from what the merged upstreams offer (an `initialize`

@@ -10,8 +10,11 @@
 //! cancelled by closing its answer stream, and one `subscriptions/listen` POST stream stands in
 //! for the GET stream.
 //!
-//! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05, nor send `Mcp-Param-*`
-//! headers for a 2026 tool's `x-mcp-header` arguments.
+//! A 2026 tool's `x-mcp-header` arguments go along as `Mcp-Param-*` headers, from the
+//! annotations of the tools this connection listed (a tool with invalid ones is withheld by
+//! the registry and never called).
+//!
+//! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05.
 
 use super::{Incoming, IncomingTx, Spec};
 use futures::StreamExt;
@@ -22,9 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_protocol::jsonrpc::{self, Id, Message, DEFAULT_MAX_DEPTH};
+use warden_protocol::param_headers::{header_params, param_value, HeaderParam};
 use warden_protocol::sse;
 
 const MAX_RESUME: u32 = 5;
+/// Most tools whose `x-mcp-header` annotations one connection keeps.
+const MAX_TOOLS: usize = 10_000;
 
 pub struct HttpTransport {
     name: String,
@@ -42,6 +48,8 @@ pub struct HttpTransport {
     readers: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
     /// The `subscriptions/listen` stream of a stateless upstream.
     listener: Mutex<Option<tokio::task::AbortHandle>>,
+    /// `x-mcp-header` annotations of the tools listed, by the upstream's tool name.
+    header_params: Mutex<HashMap<String, Vec<HeaderParam>>>,
     /// Largest JSON body or SSE event read ([`Spec::max_message_bytes`]).
     max_message: usize,
 }
@@ -73,6 +81,7 @@ impl HttpTransport {
             modern: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             listener: Mutex::new(None),
+            header_params: Mutex::new(HashMap::new()),
             max_message: spec.max_message_bytes,
         })
     }
@@ -110,8 +119,31 @@ impl HttpTransport {
         rb = rb.header("mcp-method", method.as_str());
         if let Some(name) = warden_protocol::modern::name_of(method, params.as_ref()) {
             rb = rb.header("mcp-name", warden_protocol::modern::encode_header_value(name));
+            if method == "tools/call" {
+                let args = params.as_ref().and_then(|p| p.get("arguments"));
+                for p in self.header_params.lock().get(name).into_iter().flatten() {
+                    if let Ok(Some(v)) = param_value(args, &p.path) {
+                        rb = rb.header(p.header(), warden_protocol::modern::encode_header_value(&v.text));
+                    }
+                }
+            }
         }
         rb
+    }
+
+    /// Learn the `x-mcp-header` annotations of a page of `tools/list` (bounded: a server
+    /// cannot grow the map past [`MAX_TOOLS`] names).
+    pub fn learn_tools(&self, tools: &[serde_json::Value]) {
+        let mut known = self.header_params.lock();
+        for t in tools {
+            let Some(name) = t.get("name").and_then(serde_json::Value::as_str) else { continue };
+            let params = t.get("inputSchema").map(header_params).and_then(Result::ok).unwrap_or_default();
+            if params.is_empty() {
+                known.remove(name);
+            } else if known.len() < MAX_TOOLS || known.contains_key(name) {
+                known.insert(name.to_string(), params);
+            }
+        }
     }
 
     /// A request with this upstream's credentials, session and version headers.

@@ -533,11 +533,23 @@ impl Conn {
             return Ok(json!({}));
         }
         let mut params = m.with_meta(params);
+        let mut relisted = false;
         for _ in 0..modern::MAX_ROUNDS {
-            let result = self
-                .call_once(method, Some(params.clone()), ctx.clone())
-                .await
-                .map_err(|e| modern::clean_error(method, e))?;
+            let result = match self.call_once(method, Some(params.clone()), ctx.clone()).await {
+                // The tool's `x-mcp-header` annotations changed (or were never listed here):
+                // list the tools again and retry once, as the revision advises.
+                Err(e) if e.code == warden_protocol::modern::HEADER_MISMATCH && method == "tools/call" && !relisted => {
+                    relisted = true;
+                    self.relearn_tools(m).await;
+                    continue;
+                }
+                r => r.map_err(|e| modern::clean_error(method, e))?,
+            };
+            if method == "tools/list" {
+                if let (Transport::Http(t), Some(tools)) = (&self.transport, result.get("tools").and_then(Value::as_array)) {
+                    t.learn_tools(tools);
+                }
+            }
             let Some((questions, state)) = modern::input_required(&self.name, method, &result)? else {
                 return Ok(modern::clean_result(result));
             };
@@ -552,6 +564,23 @@ impl Conn {
             jsonrpc::INTERNAL_ERROR,
             format!("upstream {} asked for input more than {} times", self.name, modern::MAX_ROUNDS),
         ))
+    }
+
+    /// Read a modern HTTP upstream's tool list again, for its `x-mcp-header` annotations.
+    async fn relearn_tools(&self, m: &modern::Modern) {
+        let Transport::Http(t) = &self.transport else { return };
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_PAGES {
+            let params = m.with_meta(cursor.take().map(|c| json!({ "cursor": c })));
+            let Ok(page) = self.call_once("tools/list", Some(params), None).await else { return };
+            if let Some(tools) = page.get("tools").and_then(Value::as_array) {
+                t.learn_tools(tools);
+            }
+            match page.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return,
+            }
+        }
     }
 
     /// One request and its answer.

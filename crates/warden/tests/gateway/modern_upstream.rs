@@ -59,9 +59,13 @@ async fn scripted() -> Scripted {
                     "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "scripted", "version": "1"}}})),
                 "tools/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public", "tools": [
                     {"name": "loop", "inputSchema": {"type": "object"}},
-                    {"name": "ask", "inputSchema": {"type": "object"}}]})),
+                    {"name": "ask", "inputSchema": {"type": "object"}},
+                    {"name": "where", "inputSchema": {"type": "object", "properties": {
+                        "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
                 "resources/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public",
                     "resources": [{"uri": "s://watched", "name": "watched"}]})),
+                "tools/call" if p["name"] == "where" => ok(json!({"resultType": "complete",
+                    "content": [{"type": "text", "text": "here"}]})),
                 "tools/call" if p["name"] == "loop" => {
                     let n = p["requestState"].as_str().map(|s| s.len()).unwrap_or(0);
                     ok(json!({"resultType": "input_required", "requestState": "s".repeat(n + 1)}))
@@ -170,6 +174,15 @@ async fn a_2026_upstream_is_called_statelessly_with_its_questions_asked_of_a_202
     }
     assert_eq!(calls[1].1["params"]["requestState"], "asked-once");
     assert!(!seen.iter().any(|(_, b)| b["method"] == "initialize"), "no 2025 handshake with a 2026 server");
+
+    // A tool's `x-mcp-header` argument goes along as its `Mcp-Param-*` header (base64 when
+    // not plain ASCII).
+    let _ = c.call(5, "tools/list", json!({})).await;
+    let a = c.call(6, "tools/call", json!({"name": "s__where", "arguments": {"region": "café"}})).await;
+    assert_eq!(a["result"]["content"][0]["text"], "here", "{a}");
+    let seen = s.seen.lock().clone();
+    let (h, _) = seen.iter().rev().find(|(_, b)| b["params"]["name"] == "where").unwrap();
+    assert_eq!(h["mcp-param-region"], "=?base64?Y2Fmw6k=?=");
 
     // An upstream that asks forever is cut off after a bounded number of rounds.
     let before = s.seen.lock().len();

@@ -311,3 +311,53 @@ async fn subscriptions_listen_is_acknowledged_tagged_and_filtered() {
     assert_eq!(changes[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1");
     assert!(!changes.iter().any(|c| c["method"] == "notifications/prompts/list_changed"), "{changes:?}");
 }
+
+/// Issue 21: a tool's `x-mcp-header` arguments must come as `Mcp-Param-*` headers that say
+/// what the body says (decoded from base64, integers numerically); otherwise 400, -32020. A
+/// tool whose annotations break the revision's rules is not listed at all.
+#[tokio::test]
+async fn mcp_param_headers_must_match_the_arguments_and_bad_annotations_are_withheld() {
+    let dir = warden_testkit::harness::tempdir("mcp-param");
+    let f = dir.join("descriptions.json");
+    // `test_simple_text` gains an annotation behind `items`: invalid, so withheld.
+    let bad = json!({"test_simple_text": {"inputSchema": {"type": "object", "properties": {"l": {"type": "array",
+                     "items": {"type": "string", "x-mcp-header": "L"}}}}}});
+    std::fs::write(&f, bad.to_string()).unwrap();
+    let extra = format!("env = {{ FIXTURE_DESCRIPTIONS = {f:?} }}\n[upstream.sandbox]\nread_only = [{f:?}]\n");
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), &extra));
+    let (_, l) = post(&w.url, None, "tools/list", json!({}), &[]).await;
+    let names: Vec<&str> = l["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"test_header_param") && !names.contains(&"test_simple_text"), "{names:?}");
+
+    let call = |region: &str, count: Value| {
+        let mut args = json!({"region": region});
+        if !count.is_null() {
+            args["count"] = count;
+        }
+        json!({"name": "test_header_param", "arguments": args})
+    };
+    let ok = |s: u16, v: &Value| s == 200 && v["result"]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("region="));
+    // Headers that say what the body says: accepted (base64 decoded, integers as numbers).
+    for (region, count, h) in [
+        ("us-west1", json!(7), vec![("mcp-param-region", Some("us-west1")), ("mcp-param-count", Some("07"))]),
+        ("café", json!(null), vec![("mcp-param-region", Some("=?base64?Y2Fmw6k=?="))]),
+    ] {
+        let (s, v) = post(&w.url, None, "tools/call", call(region, count), &h).await;
+        assert!(ok(s, &v), "{h:?}: {v}");
+    }
+    // Missing, different, undecodable, or with no argument: refused.
+    for (count, h) in [
+        (json!(1), vec![("mcp-param-region", Some("us-west1"))]),
+        (json!(null), vec![("mcp-param-region", Some("eu-west1"))]),
+        (json!(null), vec![("mcp-param-region", Some("=?base64?dXMtd2VzdDE?="))]),
+        (json!(null), vec![("mcp-param-region", Some("us-west1")), ("mcp-param-count", Some("3"))]),
+        (json!(null), vec![]),
+    ] {
+        let (s, v) = post(&w.url, None, "tools/call", call("us-west1", count), &h).await;
+        assert_eq!((s, v["error"]["code"].as_i64()), (400, Some(-32020)), "{h:?}: {v}");
+    }
+    // Headers of no annotation are ignored.
+    let h = vec![("mcp-param-region", Some("us-west1")), ("mcp-param-other", Some("x"))];
+    let (s, v) = post(&w.url, None, "tools/call", call("us-west1", json!(null)), &h).await;
+    assert!(ok(s, &v), "{v}");
+}

@@ -65,6 +65,12 @@ impl McpEndpoint {
         };
         session.last_seen.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
+        if req.method == "tools/call" {
+            let annotated = req.params.get("name").and_then(Value::as_str).and_then(|n| svc.header_params(n));
+            if let Err(r) = stateless::check_params(annotated.as_deref().unwrap_or_default(), &req.params, h) {
+                return error_response(r.status, req.id, r.error);
+            }
+        }
         self.runs.serve(svc, req, principal, want_sse, self.opts.sse_grace.is_zero()).await
     }
 
