@@ -1,7 +1,7 @@
 """Interop: the official Python SDK client in MCP 2026-07-28 mode (stateless, `mode="auto"`:
 it probes `server/discover`), through Warden, against the reference server (stdio upstream
-"everything") and a Python SDK server (HTTP upstream "py") — both 2025 upstreams, so every
-multi round-trip is Warden's translation.
+"everything", 2025: every multi round-trip is Warden's translation) and a Python SDK server
+(HTTP upstream "py", which Warden speaks 2026-07-28 to).
 Usage: python py_client_2026.py http://127.0.0.1:PORT/mcp"""
 import sys
 
@@ -57,8 +57,21 @@ async def main():
             assert "5" in text(r), r
             assert len(approvals) == 1 and "get-sum" in approvals[0], approvals
 
+        async def subscription_update():
+            # Through Warden's pooled session to the 2026 upstream's own listen stream.
+            uri = "warden://py/config://app"
+            async with c.listen(resource_subscriptions=[uri]) as sub:
+                for _ in range(20):
+                    await c.call_tool("py__touch_config", {})
+                    with anyio.move_on_after(0.3):
+                        event = await sub.__anext__()
+                        assert getattr(event, "uri", None) == uri, event
+                        return
+            raise AssertionError("no resource update arrived")
+
         for name, coro in [
             ("2026-07-28 negotiated (server/discover)", era()),
+            ("subscription: a resource update through subscriptions/listen", subscription_update()),
             ("tools/list across upstreams", listing()),
             ("tools/call on both upstreams", calls()),
             ("sampling, elicitation and roots as input_required", sampling_elicitation_roots()),

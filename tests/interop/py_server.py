@@ -63,6 +63,13 @@ async def confirm(outcome: Annotated[ElicitationResult[Confirm], Resolve(ask_con
     return f"action={outcome.action}"
 
 
+@mcp.tool()
+async def touch_config(ctx: Context) -> str:
+    """Announce that config://app changed (its subscribers get notifications/resources/updated)."""
+    await ctx.notify_resource_updated("config://app")
+    return "touched"
+
+
 @mcp.resource("config://app")
 def app_config() -> str:
     """Application configuration."""

@@ -6,7 +6,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import {
   CreateMessageRequestSchema, ElicitRequestSchema, ListRootsRequestSchema,
-  LoggingMessageNotificationSchema
+  LoggingMessageNotificationSchema, ResourceUpdatedNotificationSchema
 } from '@modelcontextprotocol/sdk/types.js';
 import assert from 'node:assert/strict';
 import { checker, text } from './interop-common.mjs';
@@ -18,6 +18,8 @@ const client = new Client({ name: 'warden-interop-ts', version: '1.0.0' },
   { capabilities: { sampling: {}, elicitation: {}, roots: { listChanged: true } } });
 const logs = [];
 client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => { logs.push(n.params); });
+const updated = [];
+client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => { updated.push(n.params.uri); });
 client.setRequestHandler(CreateMessageRequestSchema, async (req) => ({
   role: 'assistant', model: 'interop-model',
   content: { type: 'text', text: `sampled:${req.params.messages.length}` }
@@ -123,6 +125,18 @@ await check('resources: list, read, templates through namespaced URIs', async ()
   assert.ok(templates.includes('warden://py/greeting://{name}'), templates.join(','));
   const g = await client.readResource({ uri: 'warden://py/greeting://ada' });
   assert.match(g.contents[0].text, /Hello, ada/);
+});
+
+await check('subscription: an update of a resource of the 2026 upstream reaches this 2025 session', async () => {
+  // Warden maps resources/subscribe onto the upstream's subscriptions/listen stream.
+  const uri = 'warden://py/config://app';
+  await client.subscribeResource({ uri });
+  for (let i = 0; i < 20 && !updated.includes(uri); i++) {
+    await client.callTool({ name: 'py__touch_config', arguments: {} });
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(updated.includes(uri), JSON.stringify(updated));
+  await client.unsubscribeResource({ uri });
 });
 
 await check('prompts: list and get on both upstreams', async () => {
