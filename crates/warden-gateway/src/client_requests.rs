@@ -81,7 +81,8 @@ pub fn serve(
             e,
         );
     }
-    if s.client_caps.get(kind.capability()).is_none() {
+    // A stateless request's own `_meta` decides (its run answers -32021 when it lacks it).
+    if s.client_caps.get(kind.capability()).is_none() && !peer.asks_per_request() {
         return refuse(
             jsonrpc::METHOD_NOT_FOUND,
             format!("client does not support {method}"),

@@ -28,6 +28,11 @@ pub trait Outbound: Send + Sync + 'static {
     fn parked(&self) -> bool {
         false
     }
+    /// Whether this peer decides per request what the client may be asked (a stateless
+    /// request's `_meta` capabilities), rather than by the session's `initialize`.
+    fn asks_per_request(&self) -> bool {
+        false
+    }
 }
 
 struct Pending<C> {
@@ -162,6 +167,11 @@ impl Peer {
     /// See [`Outbound::parked`].
     pub fn parked(&self) -> bool {
         self.out.parked()
+    }
+
+    /// See [`Outbound::asks_per_request`].
+    pub fn asks_per_request(&self) -> bool {
+        self.out.asks_per_request()
     }
 
     /// The same client, not tied to any request's stream.

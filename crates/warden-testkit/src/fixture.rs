@@ -22,6 +22,8 @@ pub struct Fixture {
 struct FixtureSession {
     peer: Peer,
     stdio: bool,
+    /// What the client declared in `initialize` (a 2025 server asks only for what it may).
+    client_caps: Value,
 }
 
 impl Service for Fixture {
@@ -35,7 +37,8 @@ impl Service for Fixture {
         let stdio = self.stdio;
         async move {
             let v = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
-            let session: Arc<dyn Session> = Arc::new(FixtureSession { peer, stdio });
+            let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+            let session: Arc<dyn Session> = Arc::new(FixtureSession { peer, stdio, client_caps });
             Ok(Initialized {
                 session,
                 result: json!({
@@ -147,6 +150,7 @@ fn tools() -> Value {
         t("test_input_required_result_multiple_inputs", "Asks a name, a greeting and the roots at once", empty_schema()),
         t("test_input_required_result_multi_round", "Asks the user twice, one question after the other", empty_schema()),
         t("test_input_required_result_tampered_state", "Asks the user for their name", empty_schema()),
+        t("test_input_required_result_capabilities", "Asks the user's name and the model's greeting, each only if the client can answer", empty_schema()),
         t("whoami", "Reports the credential the server was started with (FIXTURE_IDENTITY)", empty_schema()),
         t("fail", "Answers with a JSON-RPC error carrying `message`", str_arg("message", "The error message")),
         json!({"name": "rows", "description": "Answers with `value` as its structured content (and its text)",
@@ -372,6 +376,13 @@ impl FixtureSession {
             | "test_input_required_result_tampered_state" => {
                 let name = ask_name(&peer, "What is your name?").await?;
                 text(format!("Hello, {name}!"))
+            }
+            // A 2025 server asks only for what the client declared in `initialize`.
+            "test_input_required_result_capabilities" => {
+                let can = |c: &str| self.client_caps.get(c).is_some();
+                let name = if can("elicitation") { Some(ask_name(&peer, "What is your name?").await?) } else { None };
+                let said = if can("sampling") { Some(ask_model(&peer).await?) } else { None };
+                text(format!("name: {name:?}; the model said: {said:?}"))
             }
             "test_input_required_result_sampling" => text(format!("The model said: {}", ask_model(&peer).await?)),
             "test_input_required_result_list_roots" => text(format!("Roots: {}", ask_roots(&peer).await?)),

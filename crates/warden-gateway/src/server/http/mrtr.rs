@@ -54,6 +54,11 @@ impl Outbound for Tap {
         self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// A question the request did not declare the capability for is -32021 (`Runs::step`).
+    fn asks_per_request(&self) -> bool {
+        true
+    }
+
     fn send(&self, _stream: Option<u64>, msg: Message) -> bool {
         let ev = match msg {
             Message::Request { id, method, params } => Event::Ask(id, method, params),

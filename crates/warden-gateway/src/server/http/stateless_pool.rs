@@ -232,7 +232,11 @@ impl McpEndpoint {
         req: &Stateless,
         client: Option<std::net::IpAddr>,
     ) -> Result<(String, Value), (StatusCode, ErrorObject)> {
-        let key = principal.binding_key();
+        // One pooled session per caller and set of client capabilities it may be asked for, so
+        // a 2025 upstream is told (in `initialize`) exactly what this request declared.
+        let caps = capability_class(&req.client_capabilities);
+        let owner = principal.binding_key();
+        let key = format!("{owner}|{caps}");
         if let Some(found) = self.live_pooled(&key) {
             return Ok(found);
         }
@@ -248,10 +252,26 @@ impl McpEndpoint {
         if let Some(found) = self.live_pooled(&key) {
             return Ok(found);
         }
+        let classes = {
+            let prefix = format!("{owner}|");
+            let mine: Vec<String> =
+                self.pooled.lock().iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, (s, _))| s.clone()).collect();
+            let live = self.sessions.read();
+            mine.iter().filter(|s| live.contains_key(*s)).count()
+        };
+        if classes >= MAX_CAPABILITY_SETS {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorObject::new(
+                    jsonrpc::SERVER_ERROR,
+                    format!("at most {MAX_CAPABILITY_SETS} different sets of client capabilities at a time"),
+                ),
+            ));
+        }
         let sid = new_session_id();
         let streams = Arc::new(Streams::new(false, self.opts.sse_retry_ms, true));
         let session = Arc::new(HttpSession {
-            owner: key.clone(),
+            owner: owner.clone(),
             conn: OnceLock::new(),
             streams: streams.clone(),
             last_seen: AtomicU64::new(self.now_ms()),
@@ -268,11 +288,11 @@ impl McpEndpoint {
         }
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        // Every client capability: whether a request may be asked for sampling, elicitation or
-        // roots is decided per request, by what its `_meta` declares (`mrtr.rs`).
+        // The request's capabilities (what a question needs is checked again per request, by
+        // what its `_meta` declares: `mrtr.rs`).
         let params = json!({
             "protocolVersion": version::LATEST,
-            "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
+            "capabilities": caps,
             "clientInfo": req.client_info.clone().unwrap_or_else(|| json!({"name": "stateless-client", "version": "0"})),
         });
         let origin = Origin { session: sid.clone(), client };
@@ -302,6 +322,23 @@ impl McpEndpoint {
 }
 
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Pooled sessions of one caller at a time (one per set of client capabilities).
+const MAX_CAPABILITY_SETS: usize = 8;
+
+/// The client capabilities an upstream may use, reduced to what changes what it may ask
+/// (a bounded set of shapes: a caller cannot mint sessions with made-up capabilities).
+fn capability_class(caps: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for (cap, modes) in [("sampling", &["tools", "context"][..]), ("elicitation", &["form", "url"][..]), ("roots", &[][..])] {
+        if let Some(c) = caps.get(cap).filter(|c| c.is_object()) {
+            let kept: serde_json::Map<String, Value> =
+                modes.iter().filter(|m| c.get(**m).is_some()).map(|m| (m.to_string(), json!({}))).collect();
+            out.insert(cap.into(), Value::Object(kept));
+        }
+    }
+    Value::Object(out)
+}
 
 /// Where the internal subscribe calls' own messages go: nowhere.
 struct Nowhere;
