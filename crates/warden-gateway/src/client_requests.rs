@@ -62,6 +62,8 @@ pub fn serve(
         let (c, id) = (c.clone(), id.clone());
         tokio::spawn(async move { c.respond(id, Err(ErrorObject::new(code, msg))).await });
     };
+    // The key a 2026 upstream gave this question: kept only for a stateless client's run.
+    let input_key = warden_protocol::modern::take_input_key(&mut params);
     let Some(kind) = ClientRequest::of(&method) else {
         return refuse(
             jsonrpc::METHOD_NOT_FOUND,
@@ -105,6 +107,9 @@ pub fn serve(
                 e,
             );
         }
+    }
+    if let Some(k) = input_key.filter(|_| peer.asks_per_request()) {
+        warden_protocol::modern::put_input_key(&mut params, &k);
     }
     e.decision = Some("allowed".into());
     let shared = s.shared.clone();

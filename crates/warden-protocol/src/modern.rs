@@ -22,6 +22,36 @@ pub const UNSUPPORTED_VERSION: i64 = -32022;
 /// The request methods that may answer `input_required`.
 pub const MULTI_ROUND_TRIP: &[&str] = &["tools/call", "prompts/get", "resources/read"];
 
+/// Warden's own `_meta` key on a question it relays: the key a 2026 upstream gave it in
+/// `inputRequests`, so a 2026 client sees the upstream's key (taken off before anything else
+/// sees the question).
+pub const META_INPUT_KEY: &str = "warden/inputKey";
+
+/// Take Warden's input key off a question's params (`None`: none, or not a usable key: at most
+/// 64 characters of letters, digits and `_-.:#/`).
+pub fn take_input_key(params: &mut Option<Value>) -> Option<String> {
+    let meta = params.as_mut()?.get_mut("_meta")?.as_object_mut()?;
+    let key = meta.remove(META_INPUT_KEY)?;
+    if meta.is_empty() {
+        if let Some(p) = params.as_mut().and_then(Value::as_object_mut) {
+            p.remove("_meta");
+        }
+    }
+    let k = key.as_str()?;
+    let ok = !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:#/".contains(&b));
+    ok.then(|| k.to_string())
+}
+
+/// Put Warden's input key on a question's params (see [`META_INPUT_KEY`]).
+pub fn put_input_key(params: &mut Option<Value>, key: &str) {
+    if let Some(m) = params.get_or_insert_with(|| Value::Object(Default::default())).as_object_mut() {
+        let meta = m.entry("_meta").or_insert_with(|| Value::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(META_INPUT_KEY.into(), key.into());
+        }
+    }
+}
+
 /// What `Mcp-Name` carries for `method`: the tool or prompt name, or the resource URI.
 pub fn name_of<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
     let field = match method {
@@ -76,6 +106,18 @@ mod tests {
         assert_eq!(encode_header_value("plain"), "plain");
         assert_eq!(encode_header_value("café"), "=?base64?Y2Fmw6k=?=");
         assert_eq!(header_value("=?base64?SGVsbG8?="), None, "bad padding");
+    }
+
+    #[test]
+    fn input_keys_are_taken_off_and_checked() {
+        let mut p = Some(serde_json::json!({"message": "m"}));
+        put_input_key(&mut p, "user_name");
+        assert_eq!(take_input_key(&mut p).as_deref(), Some("user_name"));
+        assert_eq!(p, Some(serde_json::json!({"message": "m"})), "nothing of Warden's stays");
+        let mut p = Some(serde_json::json!({"_meta": {META_INPUT_KEY: "a b", "x": 1}}));
+        assert_eq!(take_input_key(&mut p), None);
+        assert_eq!(p, Some(serde_json::json!({"_meta": {"x": 1}})));
+        assert_eq!(take_input_key(&mut None), None);
     }
 
     #[test]

@@ -553,8 +553,10 @@ impl Conn {
             let Some((questions, state)) = modern::input_required(&self.name, method, &result)? else {
                 return Ok(modern::clean_result(result));
             };
-            let gathered = join_all(questions.into_iter().map(|(key, q, p)| {
+            let gathered = join_all(questions.into_iter().map(|(key, q, mut p)| {
                 let ctx = ctx.clone();
+                // The upstream's key rides along, for a 2026 client to see (`mrtr.rs`).
+                warden_protocol::modern::put_input_key(&mut p, &key);
                 async move { (key, self.ask_client(q, p, ctx).await) }
             }))
             .await;

@@ -291,3 +291,28 @@ async fn auto_probes_and_falls_back_and_a_pinned_revision_skips_the_probe() {
     assert_eq!(asked, 1, "{answer}");
     assert!(crate::text_of(&answer).contains("sampled"), "{answer}");
 }
+
+/// A 2026 client in front of a 2026 upstream sees the upstream's own question keys (Warden
+/// seals its own state, never the upstream's, but the keys are the server's to choose).
+#[tokio::test]
+async fn a_2026_client_answers_a_2026_upstream_under_the_upstreams_keys() {
+    use crate::stateless::{meta_with, post};
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
+    let ask = json!({"name": "s__ask", "arguments": {}, "_meta": meta_with(json!({"elicitation": {}}))});
+    let (_, l) = post(&w.url, None, "tools/list", json!({}), &[]).await;
+    assert!(l["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()), "{l}");
+    let (st, r1) = post(&w.url, None, "tools/call", ask.clone(), &[]).await;
+    assert_eq!(st, 200, "{r1}");
+    let r = &r1["result"];
+    assert_eq!(r["resultType"], "input_required", "{r1}");
+    let q = &r["inputRequests"]["who"];
+    assert_eq!(q["method"], "elicitation/create", "the upstream's key `who`: {r1}");
+    assert!(q["params"].get("_meta").is_none(), "nothing of Warden's reaches the client: {q}");
+    assert_ne!(r["requestState"], "asked-once", "the upstream's own state never leaves Warden");
+    let mut retry = ask.clone();
+    retry["inputResponses"] = json!({"who": {"action": "accept", "content": {"name": "Ada"}}});
+    retry["requestState"] = r["requestState"].clone();
+    let (st, r2) = post(&w.url, None, "tools/call", retry, &[]).await;
+    assert_eq!((st, r2["result"]["content"][0]["text"].as_str()), (200, Some("hello Ada")), "{r2}");
+}

@@ -12,13 +12,13 @@ fn meta() -> Value {
     meta_with(json!({}))
 }
 
-fn meta_with(caps: Value) -> Value {
+pub(crate) fn meta_with(caps: Value) -> Value {
     json!({"io.modelcontextprotocol/protocolVersion": V, "io.modelcontextprotocol/clientCapabilities": caps,
            "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}})
 }
 
 /// POST one stateless request with these headers (the standard ones unless overridden).
-async fn post(
+pub(crate) async fn post(
     url: &str,
     bearer: Option<&str>,
     method: &str,

@@ -378,7 +378,8 @@ impl Runs {
                 run.log_level.is_some_and(|want| lvl >= want).then_some(Err(m))
             }
             Event::Note(m) => Some(Err(m)),
-            Event::Ask(wid, method, params) => {
+            Event::Ask(wid, method, mut params) => {
+                let upstream_key = warden_protocol::modern::take_input_key(&mut params);
                 let cap = match method.as_str() {
                     "sampling/createMessage" => "sampling",
                     "elicitation/create" => "elicitation",
@@ -400,7 +401,12 @@ impl Runs {
                 }
                 {
                     let mut asked = run.asked.lock();
-                    let key = format!("{cap}-{}", asked.len() + 1);
+                    // The 2026 upstream's own key when it has one (and it is not taken).
+                    let taken = |k: &str| asked.iter().any(|(a, ..)| a == k);
+                    let key = match upstream_key {
+                        Some(k) if !taken(&k) => k,
+                        _ => (1..).map(|n| format!("{cap}-{n}")).find(|k| !taken(k)).expect("a free key"),
+                    };
                     asked.push((key, wid, method, params.unwrap_or(Value::Null)));
                 }
                 None
