@@ -7,7 +7,7 @@
 
 use crate::error::GatewayError;
 use crate::namespace::{self, Namespaces};
-use crate::pipeline;
+use crate::pipeline::{self, Method};
 use crate::policy::SessionOp;
 use crate::registry::PinKind;
 use crate::rpc::Peer;
@@ -95,17 +95,6 @@ pub struct RelaySession {
     /// Ends this session's background tasks.
     gone: tokio_util::sync::CancellationToken,
     me: Weak<RelaySession>,
-}
-
-/// The listing methods and the field that holds their items.
-pub fn list_field(method: &str) -> Option<(&'static str, &'static str)> {
-    Some(match method {
-        "tools/list" => ("tools", "tools"),
-        "prompts/list" => ("prompts", "prompts"),
-        "resources/list" => ("resources", "resources"),
-        "resources/templates/list" => ("resources", "resourceTemplates"),
-        _ => return None,
-    })
 }
 
 impl Service for Relay {
@@ -496,8 +485,8 @@ impl RelaySession {
 
     /// Fan a listing out to every upstream that has the capability, rename, and merge.
     /// Colliding names are withheld from the answer and from routing.
-    pub async fn list(&self, method: &str, p: &Principal) -> Result<Value, GatewayError> {
-        let (cap, field) = list_field(method).ok_or(GatewayError::MethodNotFound)?;
+    pub async fn list(&self, method: Method, p: &Principal) -> Result<Value, GatewayError> {
+        let (cap, field) = method.listing().ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
         let kind = match cap {
             "tools" => Kind::Tool,
@@ -511,7 +500,7 @@ impl RelaySession {
             match self.conn(i).await {
                 Ok(c) if c.has_capability(cap) => (
                     i,
-                    c.list_all(method, field, self.shared.content.max_definitions()).await.map_err(GatewayError::from),
+                    c.list_all(method.as_str(), field, self.shared.content.max_definitions()).await.map_err(GatewayError::from),
                 ),
                 Ok(_) => (i, Ok(Listing::default())),
                 Err(e) => (i, Err(e)),
@@ -535,7 +524,7 @@ impl RelaySession {
                     l.items
                 }
                 Err(e) => {
-                    tracing::warn!(upstream = %self.shared.specs[i].name, method, error = %e, "listing failed; upstream left out");
+                    tracing::warn!(upstream = %self.shared.specs[i].name, method = method.as_str(), error = %e, "listing failed; upstream left out");
                     continue;
                 }
             };
@@ -657,7 +646,7 @@ impl RelaySession {
                 || (kind == "prompts" && r.prompts.is_empty())
         };
         if stale {
-            let _ = self.list(if kind == "tools" { "tools/list" } else { "prompts/list" }, &self.principal).await;
+            let _ = self.list(if kind == "tools" { Method::ToolsList } else { Method::PromptsList }, &self.principal).await;
         }
         lookup(&self.routes.lock())
     }
@@ -686,7 +675,7 @@ impl RelaySession {
             [one] => Some((*one, uri.to_string())),
             [] => None,
             _ => {
-                let _ = self.list("resources/list", &self.principal).await;
+                let _ = self.list(Method::ResourcesList, &self.principal).await;
                 self.routes.lock().resources.get(uri).map(|(up, orig, _)| (*up, orig.clone()))
             }
         }

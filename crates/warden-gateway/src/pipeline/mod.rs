@@ -1,0 +1,121 @@
+//! The call pipeline: every client request after `initialize` (a 2025 session's, or a 2026
+//! stateless request run in its caller's pooled session) passes through [`handle`], one file
+//! per stage in the order the defences apply:
+//!
+//! - `route.rs` (5): method and exposed name → Warden, every upstream, or one upstream's target;
+//! - `call.rs` (6–7): request policy (kill switch → rules → limits → arguments → approval), then
+//!   the upstream, within the rule's timeout;
+//! - `output.rs` (8): response policy on what came back;
+//! - `record.rs` (9): the audit event, from what the stages noted.
+//!
+//! Listings (`RelaySession::list`) are filtered by the same rules, pins and scan. Stages 1–4
+//! (listener, authentication, session, decode) run in the transport before this function.
+
+mod call;
+pub mod method;
+mod output;
+mod record;
+mod route;
+
+pub use method::Method;
+pub use route::{route, Route, Target};
+
+use crate::error::GatewayError;
+use crate::policy::SessionOp;
+use crate::relay::RelaySession;
+use crate::rpc::Peer;
+use crate::trace::Trace;
+use record::{Note, Unfinished};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use warden_policy::rules::Kind;
+use warden_policy::Principal;
+use warden_protocol::jsonrpc::Id;
+
+/// Run one client request through the stages, in order.
+pub async fn handle(
+    s: &Arc<RelaySession>,
+    p: &Arc<Principal>,
+    id: &Id,
+    method: &str,
+    params: Option<Value>,
+    peer: Peer,
+) -> Result<Value, GatewayError> {
+    let started = Instant::now();
+    let m = Method::parse(method);
+    let audit = &s.shared.audit;
+    // Nothing runs that could not be recorded (`[audit] on_full = "reject"`).
+    if !audit.admits() {
+        return Err(GatewayError::AuditUnavailable);
+    }
+    let mut note = Note::default();
+    // The request's record, begun now: if the request ends before its answer (the client
+    // cancels it, its session is deleted), the guard records it as cancelled.
+    let kind = m.map_or("request", Method::audit_kind);
+    let record = Unfinished::new(audit, s.event(p, kind, "cancelled", Some(method)), id, started);
+    let mut tr = Trace::start(params.as_ref(), s.shared.traces.is_some());
+    let params_name = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string);
+    // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
+    let stage = tr.begin("warden.route");
+    let route = match m {
+        Some(m) => route(s, m, params).await,
+        None => Err(GatewayError::MethodNotFound),
+    };
+    tr.end(stage);
+    // 6. request policy: kill switch → authorization → limits (policy.rs) → argument schema →
+    //    guards (content.rs) → approval (approval.rs); listings are filtered by the same rules,
+    //    pins and the poisoning scan in `RelaySession::list` (registry.rs).
+    // 7. upstream, within the rule's timeout, cancelled by a kill switch that says so
+    // 8. response policy: size cap → sanitize → injection detection → redaction, and scrubbed
+    //    upstream errors (content.rs), inside `call_one`, where the target is known
+    let result = match (m, route) {
+        (_, Err(e @ (GatewayError::UnknownTool | GatewayError::UnknownPrompt))) => {
+            // Hidden by policy rather than absent: recorded as denied, with the rule.
+            let (cap, kind) =
+                if m == Some(Method::ToolsCall) { ("tools", Kind::Tool) } else { ("prompts", Kind::Prompt) };
+            let name = params_name.as_deref().unwrap_or_default();
+            match s.hidden(cap, name) {
+                Some((up, orig, ro)) => {
+                    let refused = s.shared.policy.ruling(p, up, kind, &orig, ro, None).err();
+                    note.denied = refused.is_some();
+                    note.server = Some(s.shared.specs[up].name.clone());
+                    note.capability = Some(kind.as_str());
+                    note.name = Some(orig);
+                    let (rule, answer) = refused.map_or((None, e), |(r, a)| (Some(r), a));
+                    note.rule = rule;
+                    Err(answer)
+                }
+                None => Err(e),
+            }
+        }
+        (_, Err(e)) => Err(e),
+        (_, Ok(Route::Local(v))) => Ok(v),
+        (Some(m), Ok(Route::FanOut)) => match s.shared.policy.admit_op(p, SessionOp::Listing).await {
+            Ok(()) => s.list(m, p).await,
+            Err(e) => Err(e),
+        },
+        (_, Ok(Route::Broadcast { cap, params })) => s.broadcast(cap, method, Some(params)).await,
+        (Some(m), Ok(Route::One { target, params })) => {
+            call::call_one(s, p, &target, m, params, peer, &mut note, &mut tr, id).await
+        }
+        // Only known methods are routed.
+        (None, Ok(_)) => Err(GatewayError::MethodNotFound),
+    };
+    // A tool switched off by an operator answers as a tool error, which the agent's model reads:
+    // it learns the tool is off for now instead of "unknown tool".
+    let result = match result {
+        Err(e @ GatewayError::SwitchedOff { .. }) if m == Some(Method::ToolsCall) => {
+            note.refused = Some("auth_denied");
+            Ok(tool_error(&e.to_string()))
+        }
+        other => other,
+    };
+    record::record(s, method, result, note, record, tr, started).await
+}
+
+/// A tool result that tells the model Warden refused the call, and why.
+pub(crate) fn tool_error(why: &str) -> Value {
+    json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true})
+}
+
