@@ -348,7 +348,7 @@ async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Resp
         tool: k.tool,
         reason: k.reason,
         by: c.name(k.by),
-        at: crate::auth::now_secs(),
+        at: crate::clock::now_secs(),
         cancel_in_flight: k.cancel_in_flight,
     };
     match s.kills.kill(entry.clone()).await {

@@ -207,7 +207,7 @@ impl Approvals {
             tracing::error!(error = %e, "approval store out; call refused");
             GatewayError::StoreUnavailable
         };
-        let now = crate::auth::now_secs();
+        let now = crate::clock::now_secs();
         let fresh = Approval {
             id: random_id(),
             digest: digest(p, server, tool, args),
@@ -335,7 +335,7 @@ impl Approvals {
             tracing::warn!(id, approver = %who.name, "self-approval refused");
             return Err(DecideError::SelfApproval);
         }
-        let d = Decision { approve, approver: who.name.clone(), at: crate::auth::now_secs(), note };
+        let d = Decision { approve, approver: who.name.clone(), at: crate::clock::now_secs(), note };
         let out = self
             .store
             .decide(id, &d)

@@ -15,7 +15,7 @@
 //! URL-mode elicitation (the user leaves the client for the server's page).
 
 use crate::config::ClientRequest;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
 use crate::upstream::Conn;
 use serde_json::Value;

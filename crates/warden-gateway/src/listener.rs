@@ -11,7 +11,7 @@
 //! address, an idle timeout for HTTP/1.1 keep-alive and HTTP/2 alike).
 //! Does not defend against: a trusted proxy that lies.
 
-use crate::auth::PeerCert;
+use crate::caller::{ClientAddr, PeerCert};
 use crate::connections::{Activity, Table, Tracked};
 use crate::tls::TlsState;
 use axum::Router;
@@ -40,10 +40,6 @@ pub struct ListenLimits {
     /// A connection without a request in flight for this long is closed gently (zero: never).
     pub idle_timeout: Duration,
 }
-
-/// The client's address: the peer, or the address a trusted proxy forwarded.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub IpAddr);
 
 /// The client's address: the peer; behind a trusted proxy, the last `X-Forwarded-For` entry
 /// (the one that proxy wrote: entries before it are whatever the client claimed). An entry that

@@ -8,7 +8,7 @@
 //! logged).
 //! Does not defend against: revoked client certificates (no CRL/OCSP checking yet).
 
-use crate::auth::PeerCert;
+use crate::caller::PeerCert;
 use crate::config::Tls;
 use parking_lot::RwLock;
 use rustls::server::WebPkiClientVerifier;

@@ -81,10 +81,8 @@ pub fn header_value(raw: &str) -> Option<String> {
 /// A value as a standard header carries it: literal when it is visible ASCII without leading
 /// or trailing space and not itself in the sentinel form, else `=?base64?…?=`.
 pub fn encode_header_value(v: &str) -> String {
-    let literal = v.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !v.starts_with(' ')
-        && !v.ends_with(' ')
-        && !(v.starts_with(B64_START) && v.ends_with(B64_END));
+    let sentinel = v.starts_with(B64_START) && v.ends_with(B64_END);
+    let literal = v.bytes().all(|b| (0x20..0x7f).contains(&b)) && !v.starts_with(' ') && !v.ends_with(' ') && !sentinel;
     if literal {
         v.to_string()
     } else {

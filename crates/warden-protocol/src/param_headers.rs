@@ -62,9 +62,10 @@ fn reachable(schema: &Value, path: &mut Vec<String>, out: &mut Vec<HeaderParam>,
     for (key, prop) in props {
         path.push(key.clone());
         if let Some(h) = prop.get("x-mcp-header") {
-            let name = h.as_str().filter(|n| !n.is_empty() && n.bytes().all(is_tchar)).ok_or_else(|| {
-                format!("x-mcp-header of {key:?} is not a header name token")
-            })?;
+            let name = h
+                .as_str()
+                .filter(|n| !n.is_empty() && n.bytes().all(is_tchar))
+                .ok_or_else(|| format!("x-mcp-header of {key:?} is not a header name token"))?;
             match prop.get("type").and_then(Value::as_str) {
                 Some("string" | "integer" | "boolean") => {}
                 other => return Err(format!("x-mcp-header {name:?} on a property of type {other:?}")),
@@ -175,7 +176,8 @@ mod tests {
 
     #[test]
     fn values_become_header_text() {
-        let args = json!({"s": "us-west1", "i": -7, "b": true, "n": null, "f": 1.5, "big": 9007199254740993i64, "o": {}});
+        let args =
+            json!({"s": "us-west1", "i": -7, "b": true, "n": null, "f": 1.5, "big": 9007199254740993i64, "o": {}});
         let v = |k: &str| param_value(Some(&args), &[k.to_string()]);
         let text = |k: &str| v(k).unwrap().map(|p| p.text);
         assert_eq!(text("s").as_deref(), Some("us-west1"));

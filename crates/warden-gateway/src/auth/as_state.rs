@@ -121,7 +121,7 @@ impl Store {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let p: Persisted = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let now = super::now_secs();
+        let now = crate::clock::now_secs();
         let clients = p.clients.into_iter().map(|(k, mut c)| {
             if c.registered == 0 {
                 c.registered = now;
@@ -193,7 +193,7 @@ impl Store {
     /// The persistent part (a copy, to serialise and write without the lock). Revocations are
     /// kept while a token of their family lives.
     pub fn snapshot(&mut self) -> Persisted {
-        let now = super::now_secs();
+        let now = crate::clock::now_secs();
         self.refresh.retain(|_, r| r.expires > now);
         let live: HashSet<&str> = self
             .refresh

@@ -20,6 +20,8 @@ pub mod introspect;
 pub mod jwt;
 pub mod register;
 
+use crate::caller::PeerCert;
+pub use crate::clock::now_secs;
 pub use crate::digest::{hex, sha256};
 
 use crate::config::{Auth, Config, JwtIssuer};
@@ -33,7 +35,7 @@ use ring::digest::SHA256;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use warden_policy::Principal;
 
 /// Longest credential accepted in `Authorization`.
@@ -66,10 +68,6 @@ impl AuthError {
         }
     }
 }
-
-/// A TLS client certificate's identity, put in request extensions by the listener.
-#[derive(Clone, Debug)]
-pub struct PeerCert(pub Arc<Principal>);
 
 pub struct Authenticator {
     resource: Option<String>,
@@ -113,10 +111,6 @@ impl<V: Clone> TtlCache<V> {
         }
         m.insert(key, (until, v));
     }
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn b64token(s: &str) -> bool {
@@ -257,7 +251,7 @@ impl Authenticator {
                 if !b64token(token) {
                     return Err(AuthError::InvalidToken("malformed token"));
                 }
-                let client = req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
+                let client = req.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
                 self.bearer(token, resource, client).await?
             }
         };
@@ -392,7 +386,7 @@ impl Authenticate for Authenticator {
                 Err(e) => {
                     tracing::info!(reason = e.reason(), "authentication failed");
                     if let Some(a) = self.audit.get() {
-                        a.auth_failure(req.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0), e.reason());
+                        a.auth_failure(req.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0), e.reason());
                     }
                     Err(self.reject(&e, &resource))
                 }

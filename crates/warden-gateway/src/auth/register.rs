@@ -18,7 +18,7 @@
 use super::as_state::{Client, Store};
 use super::builtin::{json_response, oauth_error, random_token, server, S};
 use super::{hex, now_secs, sha256};
-use crate::listener::ClientAddr;
+use crate::caller::ClientAddr;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Response, StatusCode};

@@ -8,7 +8,7 @@ use super::method::Method;
 use super::record::{Note, StageGuard};
 use super::route::Target;
 use crate::error::GatewayError;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
 use crate::trace::Trace;
 use serde_json::{json, Value};

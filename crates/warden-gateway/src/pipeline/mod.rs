@@ -22,7 +22,7 @@ pub use route::{route, Route, Target};
 
 use crate::error::GatewayError;
 use crate::policy::SessionOp;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
 use crate::trace::Trace;
 use record::{Note, Unfinished};
@@ -118,4 +118,3 @@ pub async fn handle(
 pub(crate) fn tool_error(why: &str) -> Value {
     json!({"content": [{"type": "text", "text": format!("Warden refused this call: {why}")}], "isError": true})
 }
-

@@ -8,7 +8,7 @@ use super::method::Method;
 use super::record::{json_size, Note, OFFLOAD_BYTES};
 use super::route::Target;
 use crate::error::GatewayError;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use serde_json::{json, Value};
 
 /// The answer as the client may see it.

@@ -3,7 +3,7 @@
 //! answer is recorded as cancelled) and finished with the outcome, in the audit vocabulary.
 
 use crate::error::GatewayError;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use crate::trace::Trace;
 use serde_json::Value;
 use std::time::Instant;
@@ -198,4 +198,3 @@ impl Drop for StageGuard<'_> {
         self.0.end(self.1);
     }
 }
-

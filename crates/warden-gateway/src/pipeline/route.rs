@@ -4,7 +4,7 @@
 
 use super::method::Method;
 use crate::error::GatewayError;
-use crate::relay::RelaySession;
+use crate::relay::session::RelaySession;
 use serde_json::{json, Value};
 use warden_policy::rules::Kind;
 
@@ -29,7 +29,6 @@ pub enum Route {
     /// Every upstream with a capability.
     Broadcast { cap: &'static str, params: Value },
 }
-
 
 fn str_param<'a>(p: &'a Value, key: &str) -> Result<&'a str, GatewayError> {
     p.get(key).and_then(Value::as_str).ok_or(GatewayError::InvalidParams("missing string parameter"))

@@ -211,8 +211,8 @@ impl Registry {
             return self.scan_verdict(server, tool, v.clone());
         }
         let empty = serde_json::json!({"type": "object"});
-        let header_params =
-            warden_protocol::param_headers::header_params(item.get("inputSchema").unwrap_or(&empty)).map_err(|reason| {
+        let header_params = warden_protocol::param_headers::header_params(item.get("inputSchema").unwrap_or(&empty))
+            .map_err(|reason| {
                 tracing::warn!(server, tool, %reason, "tool definition invalid (x-mcp-header); withheld");
                 Withheld::InvalidHeaders { why: reason }
             })?;

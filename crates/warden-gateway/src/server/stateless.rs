@@ -192,7 +192,8 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
 /// (integers numerically); a header without an argument, given twice, or not decodable is a
 /// mismatch. Headers of no annotation are ignored, as the revision says.
 pub fn check_params(annotated: &[HeaderParam], params: &Value, h: &HeaderMap) -> Result<(), Refused> {
-    let mismatch = |what: String| Err(refused(StatusCode::BAD_REQUEST, HEADER_MISMATCH, format!("Header mismatch: {what}")));
+    let mismatch =
+        |what: String| Err(refused(StatusCode::BAD_REQUEST, HEADER_MISMATCH, format!("Header mismatch: {what}")));
     let args = params.get("arguments");
     for p in annotated {
         let name = p.header();

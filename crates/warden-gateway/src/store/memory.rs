@@ -3,7 +3,7 @@
 //! were lost with the process anyway).
 
 use super::{kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
-use crate::auth::now_secs;
+use crate::clock::now_secs;
 use crate::killswitch::Kill;
 use futures::future::{ready, BoxFuture};
 use futures::FutureExt;

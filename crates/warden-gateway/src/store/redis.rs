@@ -174,7 +174,7 @@ impl Store for RedisStore {
             if checks.is_empty() {
                 return Ok(Ok(()));
             }
-            let day = crate::auth::now_secs() / 86_400;
+            let day = crate::clock::now_secs() / 86_400;
             let mut inv = self.take.prepare_invoke();
             for c in checks {
                 match &c.limit {
@@ -284,7 +284,7 @@ impl Store for RedisStore {
 
     fn open_approval<'a>(&'a self, a: &'a Approval) -> BoxFuture<'a, Result<Approval, StoreError>> {
         async move {
-            let ttl = a.expires.saturating_sub(crate::auth::now_secs()).max(1);
+            let ttl = a.expires.saturating_sub(crate::clock::now_secs()).max(1);
             let mut c = self.conn.clone();
             let id: String = self
                 .open
@@ -310,7 +310,7 @@ impl Store for RedisStore {
     fn approvals(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
         async move {
             let mut c = self.conn.clone();
-            let now = crate::auth::now_secs();
+            let now = crate::clock::now_secs();
             let _: () = c.zrembyscore(self.k("aps"), 0, now).await.map_err(err)?;
             let ids: Vec<String> = c.zrevrange(self.k("aps"), 0, limit as isize - 1).await.map_err(err)?;
             if ids.is_empty() {

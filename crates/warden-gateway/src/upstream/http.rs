@@ -214,7 +214,10 @@ impl HttpTransport {
             // A JSON-RPC error for this request says more than the status (the stateless
             // revision answers -32601 with 404, -32020/-32021/-32022 with 400).
             let error = match (&related, ct.starts_with("application/json")) {
-                (Some(id), true) => match read_capped(resp, self.max_message).await.map(|b| Message::parse(&b, DEFAULT_MAX_DEPTH)) {
+                (Some(id), true) => match read_capped(resp, self.max_message)
+                    .await
+                    .map(|b| Message::parse(&b, DEFAULT_MAX_DEPTH))
+                {
                     Ok(Ok(Message::Error { id: got, error })) if &got == id => Some(Message::Error { id: got, error }),
                     _ => None,
                 },

@@ -137,8 +137,7 @@ impl Spec {
         .and_then(|mut base| {
             let mut tenants = BTreeMap::new();
             for (t, o) in &u.tenants {
-                let mut s =
-                    Spec { tenants: BTreeMap::new(), detected: Arc::new(Mutex::new(None)), ..base.clone() };
+                let mut s = Spec { tenants: BTreeMap::new(), detected: Arc::new(Mutex::new(None)), ..base.clone() };
                 let set = |list: &mut Vec<(String, String)>, k: &str, v: String| {
                     list.retain(|(x, _)| x != k);
                     list.push((k.to_string(), v));
@@ -488,7 +487,9 @@ impl Conn {
         let answer = match tokio::time::timeout(self.call_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(err(jsonrpc::INTERNAL_ERROR, "the client's answer was lost")),
-            Err(_) => Err(err(jsonrpc::INTERNAL_ERROR, format!("no answer from the client within {:?}", self.call_timeout))),
+            Err(_) => {
+                Err(err(jsonrpc::INTERNAL_ERROR, format!("no answer from the client within {:?}", self.call_timeout)))
+            }
         };
         // Refused (not allowed for this server, or the client cannot): name what is missing.
         answer.map_err(|e| match e.code {
@@ -546,7 +547,9 @@ impl Conn {
                 r => r.map_err(|e| modern::clean_error(method, e))?,
             };
             if method == "tools/list" {
-                if let (Transport::Http(t), Some(tools)) = (&self.transport, result.get("tools").and_then(Value::as_array)) {
+                if let (Transport::Http(t), Some(tools)) =
+                    (&self.transport, result.get("tools").and_then(Value::as_array))
+                {
                     t.learn_tools(tools);
                 }
             }

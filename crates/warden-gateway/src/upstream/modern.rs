@@ -94,9 +94,11 @@ impl Modern {
     /// `Some(true)` for subscriptions: the listen stream must be renewed.
     pub fn local(&self, method: &str, params: Option<&Value>) -> Option<Result<bool, ErrorObject>> {
         let uri = || {
-            params.and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-                ErrorObject::new(jsonrpc::INVALID_PARAMS, "uri is required")
-            })
+            params
+                .and_then(|p| p.get("uri"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ErrorObject::new(jsonrpc::INVALID_PARAMS, "uri is required"))
         };
         Some(match method {
             "ping" => Ok(false),
@@ -158,7 +160,10 @@ pub fn server_init(result: &Value) -> Option<ServerInit> {
     speaks.then(|| ServerInit {
         protocol_version: REVISION.to_string(),
         capabilities,
-        server_info: result.pointer(&format!("/_meta/{}", META_SERVER.replace('/', "~1"))).cloned().unwrap_or(Value::Null),
+        server_info: result
+            .pointer(&format!("/_meta/{}", META_SERVER.replace('/', "~1")))
+            .cloned()
+            .unwrap_or(Value::Null),
         instructions: result.get("instructions").and_then(Value::as_str).map(str::to_string),
     })
 }
@@ -166,12 +171,11 @@ pub fn server_init(result: &Value) -> Option<ServerInit> {
 /// One question of an `input_required` result: its key, method and params.
 pub type InputRequest = (String, String, Option<Value>);
 
+/// An `input_required` result's questions and the upstream's `requestState`.
+pub type Asked = (Vec<InputRequest>, Option<Value>);
+
 /// What a result asks: `Ok(None)` when it is complete; else its questions and its state.
-pub fn input_required(
-    upstream: &str,
-    method: &str,
-    result: &Value,
-) -> Result<Option<(Vec<InputRequest>, Option<Value>)>, ErrorObject> {
+pub fn input_required(upstream: &str, method: &str, result: &Value) -> Result<Option<Asked>, ErrorObject> {
     if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
         return Ok(None);
     }
@@ -239,7 +243,10 @@ pub fn clean_result(mut result: Value) -> Value {
 
 /// An error as a 2025 session expects it: resource-not-found is -32002.
 pub fn clean_error(method: &str, mut e: ErrorObject) -> ErrorObject {
-    if method == "resources/read" && e.code == jsonrpc::INVALID_PARAMS && e.data.as_ref().is_some_and(|d| d.get("uri").is_some()) {
+    if method == "resources/read"
+        && e.code == jsonrpc::INVALID_PARAMS
+        && e.data.as_ref().is_some_and(|d| d.get("uri").is_some())
+    {
         e.code = jsonrpc::RESOURCE_NOT_FOUND;
     }
     e

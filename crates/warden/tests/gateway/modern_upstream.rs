@@ -26,9 +26,9 @@ struct Scripted {
 fn sse(messages: Vec<Value>, rest: Option<tokio::sync::broadcast::Receiver<Value>>) -> axum::response::Response {
     let head = futures::stream::iter(messages.into_iter().map(|m| Ok::<_, std::io::Error>(format!("data: {m}\n\n"))));
     let body = match rest {
-        Some(rx) => axum::body::Body::from_stream(head.chain(
-            tokio_stream_from(rx).map(|m| Ok::<_, std::io::Error>(format!("data: {m}\n\n"))),
-        )),
+        Some(rx) => axum::body::Body::from_stream(
+            head.chain(tokio_stream_from(rx).map(|m| Ok::<_, std::io::Error>(format!("data: {m}\n\n")))),
+        ),
         None => axum::body::Body::from_stream(head),
     };
     http::Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
@@ -92,7 +92,6 @@ async fn scripted() -> Scripted {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Scripted { url, seen, push }
 }
-
 
 fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\ntransport = \"http\"\nurl = {url:?}\n{extra}\n")
@@ -209,13 +208,8 @@ async fn subscriptions_and_list_changes_ride_one_listen_stream() {
     let w = warden("", &upstream("s", &s.url, ""));
     let mut c = Client::new(&w.url);
     c.initialize().await;
-    let mut events = c
-        .request(reqwest::Method::GET)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap()
-        .bytes_stream();
+    let mut events =
+        c.request(reqwest::Method::GET).header("accept", "text/event-stream").send().await.unwrap().bytes_stream();
 
     let sub = c.call(1, "resources/subscribe", json!({"uri": "warden://s/s://watched"})).await;
     assert!(sub["result"].is_object(), "{sub}");
@@ -241,7 +235,9 @@ async fn subscriptions_and_list_changes_ride_one_listen_stream() {
     let m = next_on_stream(&mut events, |m| m["method"] == "notifications/resources/updated").await;
     assert_eq!(m["params"]["uri"], "warden://s/s://watched", "{m}");
     assert!(m["params"]["_meta"].get("io.modelcontextprotocol/subscriptionId").is_none(), "{m}");
-    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": sub_id}}));
+    let _ = s
+        .push
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": sub_id}}));
     next_on_stream(&mut events, |m| m["method"] == "notifications/tools/list_changed").await;
 
     // Unsubscribing renews the stream without the URI; `ping` and `logging/setLevel` are

@@ -336,7 +336,9 @@ async fn mcp_param_headers_must_match_the_arguments_and_bad_annotations_are_with
         }
         json!({"name": "test_header_param", "arguments": args})
     };
-    let ok = |s: u16, v: &Value| s == 200 && v["result"]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("region="));
+    let ok = |s: u16, v: &Value| {
+        s == 200 && v["result"]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("region="))
+    };
     // Headers that say what the body says: accepted (base64 decoded, integers as numbers).
     for (region, count, h) in [
         ("us-west1", json!(7), vec![("mcp-param-region", Some("us-west1")), ("mcp-param-count", Some("07"))]),

@@ -459,11 +459,11 @@ impl McpEndpoint {
         };
         // MCP 2026-07-28 requests carry their version in `_meta` and have no session.
         if super::stateless::is_stateless(&msg, &parts.headers) {
-            let client = parts.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
+            let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
             return self.stateless(msg, &parts.headers, principal, want_sse, client).await;
         }
         if msg.method() == Some("initialize") {
-            let client = parts.extensions.get::<crate::listener::ClientAddr>().map(|c| c.0);
+            let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
         }
         let (_sid, session) = match self.session_of(&parts.headers, &principal) {

@@ -170,7 +170,7 @@ impl Runs {
         if v["d"] != digest {
             return Err(refused(jsonrpc::INVALID_PARAMS, "invalid requestState: issued for another request"));
         }
-        if v["e"].as_u64().is_none_or(|e| e < now_secs()) {
+        if v["e"].as_u64().is_none_or(|e| e < crate::clock::now_secs()) {
             return Err(refused(
                 jsonrpc::INVALID_PARAMS,
                 "invalid requestState: expired; send the request again without it",
@@ -292,7 +292,8 @@ impl Runs {
         match self.park(run.clone()) {
             Ok(h) => {
                 let mut r = input_required_result(run);
-                r["requestState"] = self.seal(&h, &run.owner, &run.digest, now_secs() + PARK_TTL.as_secs()).into();
+                r["requestState"] =
+                    self.seal(&h, &run.owner, &run.digest, crate::clock::now_secs() + PARK_TTL.as_secs()).into();
                 Message::Response { id: id.clone(), result: r }
             }
             Err(e) => {
@@ -501,10 +502,6 @@ fn answer(m: Message) -> HttpResponse {
     r
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,7 +511,7 @@ mod tests {
     #[test]
     fn request_state_is_sealed_and_bound() {
         let runs = Runs::default();
-        let now = now_secs();
+        let now = crate::clock::now_secs();
         let s = runs.seal("h1", "alice", "d1", now + 60);
         assert_eq!(runs.open(&s, "alice", "d1").unwrap(), "h1");
         let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&s).unwrap();

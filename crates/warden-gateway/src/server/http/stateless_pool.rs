@@ -254,8 +254,13 @@ impl McpEndpoint {
         }
         let classes = {
             let prefix = format!("{owner}|");
-            let mine: Vec<String> =
-                self.pooled.lock().iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, (s, _))| s.clone()).collect();
+            let mine: Vec<String> = self
+                .pooled
+                .lock()
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, (s, _))| s.clone())
+                .collect();
             let live = self.sessions.read();
             mine.iter().filter(|s| live.contains_key(*s)).count()
         };
@@ -330,7 +335,9 @@ const MAX_CAPABILITY_SETS: usize = 8;
 /// (a bounded set of shapes: a caller cannot mint sessions with made-up capabilities).
 fn capability_class(caps: &Value) -> Value {
     let mut out = serde_json::Map::new();
-    for (cap, modes) in [("sampling", &["tools", "context"][..]), ("elicitation", &["form", "url"][..]), ("roots", &[][..])] {
+    for (cap, modes) in
+        [("sampling", &["tools", "context"][..]), ("elicitation", &["form", "url"][..]), ("roots", &[][..])]
+    {
         if let Some(c) = caps.get(cap).filter(|c| c.is_object()) {
             let kept: serde_json::Map<String, Value> =
                 modes.iter().filter(|m| c.get(**m).is_some()).map(|m| (m.to_string(), json!({}))).collect();

@@ -1,0 +1,275 @@
+//! Warden's [`Service`]: one client session relayed to every configured upstream.
+//!
+//! Each client session gets its own connection to each upstream (a child process or an HTTP
+//! session), opened at `initialize`, so that what an upstream asks of "its client" (sampling,
+//! elicitation, roots), its log level and its subscriptions belong to exactly one client.
+//! Listings are fanned out and merged; calls are routed by the exposed name or URI.
+//!
+//! Here: `initialize` (the merged capabilities and instructions) and the session's entry into
+//! the pipeline. The session itself is in `session.rs`, its upstream connections in
+//! `upstreams.rs`, its listings and route table in `list.rs`.
+
+mod list;
+pub mod session;
+mod upstreams;
+
+pub use list::{report_collisions, report_confusables};
+pub use session::{RelaySession, Shared};
+use session::{Routes, Slot};
+
+use crate::error::GatewayError;
+use crate::pipeline;
+use crate::policy::SessionOp;
+use crate::rpc::Peer;
+use crate::server::{Initialized, Service, Session};
+use crate::upstream::{Conn, ServerInit};
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use warden_policy::Principal;
+use warden_protocol::jsonrpc::{self, ErrorObject};
+use warden_protocol::version;
+
+/// The relay service.
+pub struct Relay {
+    pub shared: Arc<Shared>,
+}
+
+impl Service for Relay {
+    fn initialize(
+        &self,
+        params: Value,
+        peer: Peer,
+        principal: Arc<Principal>,
+        origin: crate::server::Origin,
+    ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
+        let shared = self.shared.clone();
+        async move {
+            let started = Instant::now();
+            // Each session may start every upstream the caller reaches: opened at a bounded rate.
+            if let Err(refused) = shared.policy.admit_op(&principal, SessionOp::Initialize).await {
+                let mut e = warden_audit::Event::new("initialize", refused.reason());
+                crate::audit::Audit::principal(&mut e, &principal);
+                e.client_addr = origin.client.map(|a| a.to_string());
+                e.method = Some("initialize".into());
+                if let GatewayError::RateLimited { limit, .. } = &refused {
+                    e.detail = Some((*limit).to_string());
+                }
+                let _ = shared.audit.commit(e).await;
+                return Err(refused.to_error_object());
+            }
+            let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
+            let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+            let client_info =
+                params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
+            let upstream_init = json!({
+                "protocolVersion": negotiated,
+                "capabilities": client_caps,
+                "clientInfo": client_info,
+            });
+            let session = Arc::new_cyclic(|me| RelaySession {
+                slots: shared
+                    .specs
+                    .iter()
+                    .map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) })
+                    .collect(),
+                shared: shared.clone(),
+                peer,
+                principal,
+                client_caps,
+                session_tag: warden_audit::event::digest(&Value::String(origin.session))[..16].to_string(),
+                client_addr: origin.client.map(|a| a.to_string()),
+                upstream_init,
+                routes: Mutex::new(Routes::default()),
+                closed: AtomicBool::new(false),
+                gone: tokio_util::sync::CancellationToken::new(),
+                me: me.clone(),
+            });
+            session.follow_kill_switches();
+            // Capabilities from the control connections; an upstream without one (not ready
+            // yet, or `warden stdio`, which has none) is connected now to learn them.
+            let inits: Vec<Option<ServerInit>> = join_all((0..shared.specs.len()).map(|i| {
+                let s = session.clone();
+                let known = shared.known[i].lock().clone();
+                async move {
+                    if !s.reaches(i) {
+                        return None; // not even its existence is shown to other tenants
+                    }
+                    match known {
+                        Some(k) => Some(k),
+                        None => s.conn(i).await.ok().and_then(|c| c.init()),
+                    }
+                }
+            }))
+            .await;
+            let mut result = json!({
+                "protocolVersion": negotiated,
+                "capabilities": merge_capabilities(inits.iter().flatten()),
+                "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
+            });
+            // An optional string: absent, never null, when no upstream declares instructions.
+            if let Some(text) = merge_instructions(&shared, &inits) {
+                result["instructions"] = Value::String(text);
+            }
+            let p = &session.principal;
+            tracing::info!(subject = %p.subject, tenant = p.tenant.as_deref().unwrap_or("-"), method = ?p.method,
+                           version = negotiated, "session opened");
+            let mut e = session.event(&session.principal, "initialize", "success", Some("initialize"));
+            e.detail = Some(format!("protocol {negotiated}"));
+            e.latency_us = Some(started.elapsed().as_micros() as u64);
+            shared.audit.commit(e).await.map_err(|e| e.to_error_object())?;
+            let session: Arc<dyn Session> = session;
+            Ok(Initialized { session, result })
+        }
+        .boxed()
+    }
+}
+
+/// The capabilities Warden announces: the union of the upstreams'.
+pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Value {
+    let mut caps = Map::new();
+    let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    for i in inits {
+        let c = &i.capabilities;
+        for (cap, flags) in [
+            ("tools", &["listChanged"][..]),
+            ("prompts", &["listChanged"]),
+            ("resources", &["subscribe", "listChanged"]),
+        ] {
+            if let Some(v) = c.get(cap) {
+                // Warden's own listings change when a kill switch flips, whatever the upstream says.
+                let e = caps.entry(cap).or_insert_with(|| json!({"listChanged": true}));
+                for f in flags {
+                    if flag(v, f) {
+                        e[*f] = true.into();
+                    }
+                }
+            }
+        }
+        for cap in ["logging", "completions"] {
+            if c.get(cap).is_some() {
+                caps.entry(cap).or_insert_with(|| json!({}));
+            }
+        }
+    }
+    Value::Object(caps)
+}
+
+/// The upstreams' `instructions`, each pinned and scanned like a definition and put through the
+/// output stages (issue 20, finding 4: they reach the model's context raw otherwise), labelled
+/// with its upstream; `None` when none is left. Instructions that changed since pinned (until an
+/// operator approves them), that are poisoned under `scan = "block"` or that read as an
+/// injection under `injection = "block"` are left out, logged and recorded.
+fn merge_instructions(shared: &Shared, inits: &[Option<ServerInit>]) -> Option<String> {
+    let mut parts = Vec::new();
+    for (spec, init) in shared.specs.iter().zip(inits) {
+        let Some(text) = init.as_ref().and_then(|i| i.instructions.as_deref()) else { continue };
+        // Pinned and scanned like a definition (changed or poisoned: left out; the registry
+        // logs and records why), then through the output stages.
+        if !shared.registry.vet_instructions(&spec.name, text) {
+            tracing::warn!(upstream = %spec.name, "server instructions withheld (changed since pinned, unpinned or poisoned)");
+            continue;
+        }
+        let (kept, report) = shared.content.process_instructions(&spec.name, text);
+        let findings: Vec<String> = report.injection.findings.iter().map(|f| format!("injection:{}", f.rule)).collect();
+        match kept {
+            Some(t) => parts.push(format!("[{}] {t}", spec.name)),
+            None => {
+                tracing::warn!(upstream = %spec.name, findings = ?findings, "server instructions withheld: they read as a prompt injection");
+                let mut e = warden_audit::Event::new("scan", "blocked_by_guard");
+                e.decision = Some("denied".into());
+                e.detail = Some("instructions".into());
+                e.server = Some(spec.name.clone());
+                e.name = Some("instructions".into());
+                e.findings = findings;
+                shared.audit.emit(e);
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+impl Session for RelaySession {
+    fn header_params(&self, tool: &str) -> Option<Vec<warden_protocol::param_headers::HeaderParam>> {
+        let routes = self.routes.lock();
+        let (i, orig, _) = routes.tools.get(tool)?;
+        routes.vetted.get(&(*i, orig.clone())).map(|v| v.header_params.clone())
+    }
+
+    fn request(
+        self: Arc<Self>,
+        id: jsonrpc::Id,
+        method: String,
+        params: Option<Value>,
+        peer: Peer,
+        caller: Option<Arc<Principal>>,
+    ) -> BoxFuture<'static, Result<Value, ErrorObject>> {
+        async move {
+            // Each request is authorized as whoever sent it (its own token's scopes and roles),
+            // not as whoever opened the session; the transport has checked it is the same caller.
+            let p = caller.unwrap_or_else(|| self.principal.clone());
+            // A stateless (2026-07-28) request says so in its `_meta`; its answer gets that
+            // revision's shape (`resultType`, cache fields, resource-not-found as -32602).
+            let stateless = params
+                .as_ref()
+                .and_then(|p| p.get("_meta"))
+                .is_some_and(|m| m.get(crate::server::stateless::META_VERSION).is_some());
+            let uri = stateless.then(|| params.as_ref().and_then(|p| p.get("uri")).cloned()).flatten();
+            // Those `_meta` fields describe the client's hop to Warden, not Warden's to the
+            // upstream (a 2025 upstream on HTTP would even take the request for a stateless one).
+            let mut params = params;
+            if stateless {
+                if let Some(m) = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
+                    m.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+                }
+            }
+            let mut r = pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object());
+            if stateless {
+                match &mut r {
+                    Ok(v) => crate::server::stateless::shape_result(&method, v),
+                    Err(e) => crate::server::stateless::shape_error(&json!({ "uri": uri }), e),
+                }
+            }
+            r
+        }
+        .boxed()
+    }
+
+    fn notification(self: Arc<Self>, method: String, params: Option<Value>) {
+        match method.as_str() {
+            "notifications/initialized" => {}
+            "notifications/roots/list_changed" => {
+                tokio::spawn(async move {
+                    for i in 0..self.slots.len() {
+                        if let Some(c) = self.live_conn(i).await {
+                            c.notify(&method, params.clone()).await;
+                        }
+                    }
+                });
+            }
+            other => tracing::debug!(method = other, "client notification not relayed"),
+        }
+    }
+
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        async move {
+            self.closed.store(true, Ordering::Relaxed);
+            self.gone.cancel();
+            let conns: Vec<Arc<Conn>> = {
+                let mut v = Vec::new();
+                for s in &self.slots {
+                    if let Some(c) = s.conn.lock().await.take() {
+                        v.push(c);
+                    }
+                }
+                v
+            };
+            join_all(conns.iter().map(|c| c.close())).await;
+        }
+        .boxed()
+    }
+}
