@@ -81,6 +81,13 @@ impl GatewayError {
         }
         let mut e = ErrorObject::new(self.code(), self.to_string());
         e.data = self.data();
+        e.http = match self {
+            GatewayError::RateLimited { retry_after, .. } => {
+                Some(jsonrpc::HttpStatus { status: 429, retry_after: Some(retry_after_secs(*retry_after)) })
+            }
+            GatewayError::AuditUnavailable => Some(jsonrpc::HttpStatus { status: 503, retry_after: Some(1) }),
+            _ => None,
+        };
         e
     }
     /// What a client can act on: when to retry, or which approval to wait for.

@@ -61,6 +61,16 @@ pub struct ErrorObject {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
+    /// How an HTTP transport answers with it, when not with 200 (never serialized: the error
+    /// carries its status from where it is made to where the response is written).
+    pub http: Option<HttpStatus>,
+}
+
+/// An HTTP status for an error answer, and `Retry-After` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpStatus {
+    pub status: u16,
+    pub retry_after: Option<u64>,
 }
 
 /// The `requestId` named by a `notifications/cancelled`.
@@ -70,7 +80,12 @@ pub fn cancelled_request_id(params: Option<&Value>) -> Option<Id> {
 
 impl ErrorObject {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        ErrorObject { code, message: message.into(), data: None }
+        ErrorObject { code, message: message.into(), data: None, http: None }
+    }
+    /// The same error, answered over HTTP with `status` (and `Retry-After`).
+    pub fn with_http(mut self, status: u16, retry_after: Option<u64>) -> Self {
+        self.http = Some(HttpStatus { status, retry_after });
+        self
     }
     pub fn to_value(&self) -> Value {
         let mut m = Map::new();
@@ -87,6 +102,7 @@ impl ErrorObject {
             code: o.get("code")?.as_i64()?,
             message: o.get("message")?.as_str()?.to_string(),
             data: o.get("data").cloned(),
+            http: None,
         })
     }
 }

@@ -472,11 +472,9 @@ fn resource_read(uri: &str) -> Result<Value, ErrorObject> {
             one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"}))
         }
         _ => {
-            return Err(ErrorObject {
-                code: jsonrpc::RESOURCE_NOT_FOUND,
-                message: "Resource not found".into(),
-                data: Some(json!({"uri": uri})),
-            })
+            let mut e = ErrorObject::new(jsonrpc::RESOURCE_NOT_FOUND, "Resource not found");
+            e.data = Some(json!({"uri": uri}));
+            return Err(e);
         }
     })
 }

@@ -258,8 +258,12 @@ pub fn shape_result(method: &str, result: &mut Value) {
     }
 }
 
-/// Shape an error for a stateless client: resource-not-found is -32602 with the URI.
+/// Shape an error for a stateless client: resource-not-found is -32602 with the URI; the
+/// revision's own errors (from an upstream too) are HTTP 400.
 pub fn shape_error(params: &Value, e: &mut ErrorObject) {
+    if matches!(e.code, HEADER_MISMATCH | MISSING_CLIENT_CAPABILITY | UNSUPPORTED_VERSION) {
+        e.http = Some(jsonrpc::HttpStatus { status: 400, retry_after: None });
+    }
     if e.code == jsonrpc::RESOURCE_NOT_FOUND {
         e.code = jsonrpc::INVALID_PARAMS;
         e.message = "Resource not found".into();

@@ -60,10 +60,16 @@ async fn scripted() -> Scripted {
                 "tools/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public", "tools": [
                     {"name": "loop", "inputSchema": {"type": "object"}},
                     {"name": "ask", "inputSchema": {"type": "object"}},
+                    {"name": "needs_sampling", "inputSchema": {"type": "object"}},
                     {"name": "where", "inputSchema": {"type": "object", "properties": {
                         "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
                 "resources/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public",
                     "resources": [{"uri": "s://watched", "name": "watched"}]})),
+                "tools/call" if p["name"] == "needs_sampling" => {
+                    let e = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32021, "message": "needs sampling",
+                        "data": {"requiredCapabilities": {"sampling": {}}}}});
+                    (http::StatusCode::BAD_REQUEST, axum::Json(e)).into_response()
+                }
                 "tools/call" if p["name"] == "where" => ok(json!({"resultType": "complete",
                     "content": [{"type": "text", "text": "here"}]})),
                 "tools/call" if p["name"] == "loop" => {
@@ -311,4 +317,17 @@ async fn a_2026_client_answers_a_2026_upstream_under_the_upstreams_keys() {
     retry["requestState"] = r["requestState"].clone();
     let (st, r2) = post(&w.url, None, "tools/call", retry, &[]).await;
     assert_eq!((st, r2["result"]["content"][0]["text"].as_str()), (200, Some("hello Ada")), "{r2}");
+
+    // The revision's own errors keep their HTTP status through Warden (the error carries it):
+    // -32021 from the upstream is 400 for a 2026 client, a plain JSON-RPC error for a 2025 one.
+    let call = json!({"name": "s__needs_sampling", "arguments": {}, "_meta": meta_with(json!({}))});
+    let (st, e) = post(&w.url, None, "tools/call", call, &[]).await;
+    assert_eq!((st, e["error"]["code"].as_i64()), (400, Some(-32021)), "{e}");
+    assert_eq!(e["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let r = c
+        .post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "s__needs_sampling"}}))
+        .await;
+    assert_eq!((r.status, r.answer(3).unwrap()["error"]["code"].as_i64()), (200, Some(-32021)), "{}", r.raw);
 }

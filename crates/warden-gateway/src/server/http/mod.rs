@@ -132,38 +132,16 @@ fn plain(status: StatusCode, msg: &'static str) -> HttpResponse {
     rpc_error(status, Id::Null, jsonrpc::SERVER_ERROR, msg)
 }
 
-/// A JSON answer to a request: 200; or, with the same JSON-RPC body, 429 with `Retry-After` for
-/// a rate-limit error and 503 for a request refused because the audit trail cannot take it.
-fn json_answer(b: Bytes) -> HttpResponse {
-    let special = special_status(&b);
-    let mut r = Response::builder()
-        .status(special.map_or(StatusCode::OK, |s| s.0))
-        .header(header::CONTENT_TYPE, "application/json");
-    if let Some((_, secs)) = special {
+/// A JSON answer to a request: 200, or the status its error carries (429 with `Retry-After`
+/// for a limit, 503 when the audit trail cannot take the request, 400 for the stateless
+/// revision's -32020/-32021/-32022), decided where the error was made.
+fn json_answer(b: Bytes, status: Option<jsonrpc::HttpStatus>) -> HttpResponse {
+    let code = status.and_then(|h| StatusCode::from_u16(h.status).ok()).unwrap_or(StatusCode::OK);
+    let mut r = Response::builder().status(code).header(header::CONTENT_TYPE, "application/json");
+    if let Some(secs) = status.and_then(|h| h.retry_after) {
         r = r.header(header::RETRY_AFTER, secs);
     }
     r.body(Body::from(b)).expect("static response parts")
-}
-
-/// The HTTP status and `Retry-After` of a serialized rate-limit or audit-unavailable error;
-/// `None` for any other message.
-fn special_status(b: &[u8]) -> Option<(StatusCode, u64)> {
-    static MARKERS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-        [crate::error::RATE_LIMITED, crate::error::AUDIT_UNAVAILABLE].map(|c| format!("\"code\":{c}"))
-    });
-    // The code comes first in Warden's own error objects; large results are never scanned.
-    let head = &b[..b.len().min(256)];
-    if !MARKERS.iter().any(|m| head.windows(m.len()).any(|w| w == m.as_bytes())) {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
-    match v["error"]["code"].as_i64()? {
-        crate::error::RATE_LIMITED => {
-            v["error"]["data"]["retryAfterSeconds"].as_u64().map(|s| (StatusCode::TOO_MANY_REQUESTS, s))
-        }
-        crate::error::AUDIT_UNAVAILABLE => Some((StatusCode::SERVICE_UNAVAILABLE, 1)),
-        _ => None,
-    }
 }
 
 fn json_response(msg: &Message) -> HttpResponse {
@@ -381,7 +359,7 @@ impl McpEndpoint {
             conn.request(id, method, params, Some(stream), Some(principal));
             sse_response(rx)
         } else if want_sse {
-            let (stream, mut rx) = session.streams.open_json(id.clone(), true);
+            let (stream, mut rx, status) = session.streams.open_json(id.clone(), true);
             conn.request(id, method, params, Some(stream), Some(principal));
             let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
                 Ok(first) => first,
@@ -391,7 +369,7 @@ impl McpEndpoint {
                 }
             };
             match first {
-                Some(b) if b.first() == Some(&b'{') => json_answer(b),
+                Some(b) if b.first() == Some(&b'{') => json_answer(b, status.get().copied()),
                 Some(b) => {
                     let (tx, out) = mpsc::unbounded_channel();
                     let _ = tx.send(b);
@@ -407,10 +385,10 @@ impl McpEndpoint {
                 None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
             }
         } else {
-            let (stream, mut rx) = session.streams.open_json(id.clone(), false);
+            let (stream, mut rx, status) = session.streams.open_json(id.clone(), false);
             conn.request(id, method, params, Some(stream), Some(principal));
             match rx.recv().await {
-                Some(b) => json_answer(b),
+                Some(b) => json_answer(b, status.get().copied()),
                 None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
             }
         }
@@ -556,15 +534,9 @@ impl McpEndpoint {
             Err(error) => {
                 self.sessions.write().remove(&sid);
                 // A caller opening sessions too fast gets 429 and when to retry, as for the
-                // session cap; other refusals are JSON-RPC errors.
-                let retry = (error.code == crate::error::RATE_LIMITED)
-                    .then(|| error.data.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64()).unwrap_or(1));
-                let mut r = json_response(&Message::Error { id, error });
-                *r.status_mut() = if retry.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
-                if let Some(secs) = retry {
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                r
+                // session cap (the status its error carries); other refusals are JSON-RPC errors.
+                let status = error.http;
+                json_answer(Bytes::from(Message::Error { id, error }.to_json()), status)
             }
         }
     }

@@ -398,6 +398,7 @@ impl Runs {
                         &format!("this request needs the client capability {cap:?}, which it did not declare"),
                     );
                     e.data = Some(json!({"requiredCapabilities": {cap: {}}}));
+                    let e = e.with_http(400, None);
                     return Some(Ok(Message::Error { id: id.clone(), error: e }));
                 }
                 {
@@ -492,14 +493,13 @@ fn answers(method: &str, r: &Value) -> bool {
     }
 }
 
-/// A JSON answer; a missing client capability is HTTP 400 in this revision.
+/// A JSON answer, with the status its error carries.
 fn answer(m: Message) -> HttpResponse {
-    let missing = matches!(&m, Message::Error { error, .. } if error.code == MISSING_CLIENT_CAPABILITY);
-    let mut r = json_answer(Bytes::from(m.to_json()));
-    if missing {
-        *r.status_mut() = http::StatusCode::BAD_REQUEST;
-    }
-    r
+    let status = match &m {
+        Message::Error { error, .. } => error.http,
+        _ => None,
+    };
+    json_answer(Bytes::from(m.to_json()), status)
 }
 
 #[cfg(test)]

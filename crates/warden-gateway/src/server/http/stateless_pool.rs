@@ -18,10 +18,10 @@ use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
 use warden_protocol::version;
 
+/// An error answer with `status`, unless the error carries its own (and its `Retry-After`).
 fn error_response(status: StatusCode, id: Id, error: ErrorObject) -> HttpResponse {
-    let mut r = json_response(&Message::Error { id, error });
-    *r.status_mut() = status;
-    r
+    let http = error.http.or(Some(jsonrpc::HttpStatus { status: status.as_u16(), retry_after: None }));
+    super::json_answer(bytes::Bytes::from(Message::Error { id, error }.to_json()), http)
 }
 
 impl McpEndpoint {
@@ -315,11 +315,7 @@ impl McpEndpoint {
             }
             Err(e) => {
                 self.sessions.write().remove(&sid);
-                let status = match e.code {
-                    crate::error::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
-                    crate::error::AUDIT_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::OK,
-                };
+                let status = e.http.and_then(|h| StatusCode::from_u16(h.status).ok()).unwrap_or(StatusCode::OK);
                 Err((status, e))
             }
         }

@@ -52,7 +52,12 @@ pub(super) struct Stream {
     pub(super) done: bool,
     /// JSON mode that turns into SSE when anything but the answer is sent first.
     pub(super) lazy: bool,
+    /// JSON mode: where the answer's HTTP status goes, when its error has one.
+    pub(super) status: Option<JsonStatus>,
 }
+
+/// The HTTP status of a JSON-mode stream's answer, set before the answer is sent.
+pub(super) type JsonStatus = std::sync::Arc<std::sync::OnceLock<warden_protocol::jsonrpc::HttpStatus>>;
 
 impl Streams {
     pub(super) fn new(priming: bool, retry_ms: u64, pooled: bool) -> Streams {
@@ -68,7 +73,16 @@ impl Streams {
         let s = inner.next;
         inner.map.insert(
             s,
-            Stream { request, events: VecDeque::new(), bytes: 0, next_seq: 1, live: None, done: false, lazy: false },
+            Stream {
+                request,
+                events: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                live: None,
+                done: false,
+                lazy: false,
+                status: None,
+            },
         );
         s
     }
@@ -87,16 +101,19 @@ impl Streams {
     }
 
     /// A stream whose single payload is the JSON response (Accept without text/event-stream):
-    /// related messages that arrive first go to the standalone stream instead.
-    pub(super) fn open_json(&self, request: Id, lazy: bool) -> (u64, mpsc::UnboundedReceiver<Bytes>) {
+    /// related messages that arrive first go to the standalone stream instead. The response's
+    /// HTTP status, when its error carries one, is in the returned cell before it is sent.
+    pub(super) fn open_json(&self, request: Id, lazy: bool) -> (u64, mpsc::UnboundedReceiver<Bytes>, JsonStatus) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let status = JsonStatus::default();
         let mut inner = self.inner.lock();
         let s = self.alloc(&mut inner, Some(request));
         let st = inner.map.get_mut(&s).expect("just inserted");
         st.live = Some(tx);
         st.next_seq = u64::MAX; // marks JSON mode
         st.lazy = lazy;
-        (s, rx)
+        st.status = Some(status.clone());
+        (s, rx, status)
     }
 
     /// Turn a lazy JSON-mode stream into an SSE stream (priming event first).
@@ -270,6 +287,11 @@ impl Outbound for Streams {
                 }
                 if !st.done && (st.next_seq != u64::MAX || closes(st)) {
                     let done = closes(st);
+                    if let (u64::MAX, Some(cell), Message::Error { error, .. }) = (st.next_seq, &st.status, &msg) {
+                        if let Some(h) = error.http {
+                            let _ = cell.set(h);
+                        }
+                    }
                     let ok = self.push(st, s, msg.to_json());
                     if done {
                         self.finish(&mut inner, s);
@@ -362,7 +384,7 @@ mod tests {
     #[test]
     fn an_unrelated_server_request_upgrades_a_request_stream_in_its_grace_window() {
         let st = streams();
-        let (a, mut rx) = st.open_json(Id::Num(1), true);
+        let (a, mut rx, _) = st.open_json(Id::Num(1), true);
         let req = Message::Request { id: Id::Str("w1".into()), method: "sampling/createMessage".into(), params: None };
         assert!(st.send(None, req), "delivered");
         let priming = rx.try_recv().unwrap();
@@ -370,7 +392,7 @@ mod tests {
         assert!(std::str::from_utf8(&rx.try_recv().unwrap()).unwrap().contains("sampling/createMessage"));
         // A JSON-only request (not lazy) cannot carry it.
         let st = streams();
-        let (_b, _rxb) = st.open_json(Id::Num(2), false);
+        let (_b, _rxb, _) = st.open_json(Id::Num(2), false);
         let req = Message::Request { id: Id::Str("w2".into()), method: "sampling/createMessage".into(), params: None };
         assert!(!st.send(None, req));
     }
