@@ -89,6 +89,15 @@ pub struct Policy {
 /// `admit` says why it refused in `denied_by` (the rule, `no allow rule` or `kill_switch`).
 /// What an admitted call carries: the rule that allowed it, its timeout, and the concurrency
 /// slots it holds until it is dropped.
+/// Why [`Policy::admit`] refused a call: the error the client gets, and for the record the rule
+/// (or kill switch) that decided and whether that is a denial.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub rule: Option<String>,
+    pub denied: bool,
+}
+
 pub struct Grant {
     pub rule: String,
     pub timeout: Duration,
@@ -361,8 +370,9 @@ impl Policy {
         }
     }
 
-    /// Kill switch → authorization → limits, for one call. A refusal by a rule is the same error
-    /// as an unknown target ([`Policy::ruling`] says which rule, for the audit record).
+    /// Kill switch → authorization → limits, for one call, decided once. A refusal by a rule is
+    /// the same error as an unknown target to the client; the [`Refusal`] says which rule (or
+    /// switch) decided, for the audit record.
     pub async fn admit(
         &self,
         p: &Principal,
@@ -371,16 +381,19 @@ impl Policy {
         name: &str,
         read_only: bool,
         args: Option<&Value>,
-    ) -> Result<Grant, GatewayError> {
+    ) -> Result<Grant, Refusal> {
         let server = &self.names[up];
         let rule = match self.decide(p, up, kind, name, read_only, args) {
             Ok(rule) => rule,
             Err(r) => {
                 tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = r.by(), "denied");
-                return Err(r.answer());
+                return Err(Refusal { rule: Some(r.by().to_string()), denied: true, error: r.answer() });
             }
         };
         let id = &self.rules.rules()[rule].id;
+        // A limit refuses what a rule allowed: denied, with that rule; an outage is neither.
+        let limited_by = |error: GatewayError| Refusal { rule: Some(id.clone()), denied: true, error };
+        let outage = |error: GatewayError| Refusal { rule: None, denied: false, error };
         let o = &self.obligations[rule];
         let who = p.binding_key();
         let limited = |scope: &'static str| {
@@ -397,10 +410,10 @@ impl Policy {
                 }
                 m.entry(who.clone()).or_insert_with(|| Arc::new(Semaphore::new(n))).clone()
             };
-            slots.push(sem.try_acquire_owned().map_err(|_| limited("principal_concurrency"))?);
+            slots.push(sem.try_acquire_owned().map_err(|_| limited_by(limited("principal_concurrency")))?);
         }
         if let Some(sem) = &self.upstream_slots[up] {
-            slots.push(sem.clone().try_acquire_owned().map_err(|_| limited("upstream_concurrency"))?);
+            slots.push(sem.clone().try_acquire_owned().map_err(|_| limited_by(limited("upstream_concurrency")))?);
         }
         let mut checks = Vec::new();
         if let Some(r) = self.per_principal {
@@ -432,7 +445,7 @@ impl Policy {
                 Ok(Ok(())) => {}
                 Ok(Err(r)) => {
                     tracing::info!(subject = %p.subject, server = %server, name, limit = r.scope, "rate limited");
-                    return Err(GatewayError::RateLimited { retry_after: r.retry_after, limit: r.scope });
+                    return Err(limited_by(GatewayError::RateLimited { retry_after: r.retry_after, limit: r.scope }));
                 }
                 Err(e) if self.on_outage == OnOutage::FailOpen => {
                     tracing::warn!(error = %e, server = %server, name, "limit store out; call allowed (fail_open)");
@@ -440,7 +453,7 @@ impl Policy {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, server = %server, name, "limit store out; call refused (fail_closed)");
-                    return Err(GatewayError::StoreUnavailable);
+                    return Err(outage(GatewayError::StoreUnavailable));
                 }
             }
         }

@@ -54,23 +54,10 @@ pub async fn call_one(
     tr.end(stage);
     let grant = match admitted {
         Ok(g) => g,
-        Err(e) => {
-            if matches!(
-                e,
-                GatewayError::UnknownTool
-                    | GatewayError::UnknownPrompt
-                    | GatewayError::UnknownResource
-                    | GatewayError::SwitchedOff { .. }
-            ) {
-                note.rule = policy.ruling(p, up, kind, name, read_only, args).err().map(|(r, _)| r);
-                note.denied = note.rule.is_some();
-            }
-            // A limit refused what a rule allowed: recorded as denied, with that rule.
-            if matches!(e, GatewayError::RateLimited { .. }) {
-                note.rule = policy.ruling(p, up, kind, name, read_only, args).ok();
-                note.denied = true;
-            }
-            return Err(e);
+        Err(refusal) => {
+            note.rule = refusal.rule;
+            note.denied = refusal.denied;
+            return Err(refusal.error);
         }
     };
     note.rule = Some(grant.rule.clone());
