@@ -28,6 +28,14 @@ name = "py"
 transport = "http"
 url = "http://127.0.0.1:$PP/mcp"
 client_requests = ["sampling", "elicitation", "roots"]
+[[upstream]]                        # the same server over stdio: a 2026-07-28 stdio upstream
+name = "pys"
+transport = "stdio"
+command = "$PY"
+args = ["$INTEROP/py_server.py", "--stdio"]
+client_requests = ["sampling", "elicitation"]
+[upstream.sandbox]                  # the interpreter may live in a home directory closed to `nobody`
+enabled = false
 # Held for the user's approval (MCP elicitation): the Python client approves, the TS one declines.
 [[rule]]
 id = "sum-needs-approval"
@@ -43,7 +51,7 @@ $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60
-for up in "everything.*protocol=2025-11-25" "py.*protocol=2026-07-28"; do
+for up in "everything.*protocol=2025-11-25" "py protocol=2026-07-28" "pys.*protocol=2026-07-28"; do
   grep -q "upstream ready.*upstream=$up" "$TMP/warden.log" || { echo "interop: expected upstream=$up"; grep "upstream ready" "$TMP/warden.log"; exit 1; }
 done
 # A second Warden with the built-in authorization server and one local user, for the SDKs' OAuth flows.

@@ -1,5 +1,5 @@
 """A Python SDK (MCPServer, formerly FastMCP) server over Streamable HTTP, used as an HTTP upstream
-in Warden's interop tests. Usage: python py_server.py PORT"""
+in Warden's interop tests (and over stdio). Usage: python py_server.py PORT | --stdio"""
 import sys
 
 from typing import Annotated
@@ -89,4 +89,7 @@ def review(code: str) -> str:
 
 
 if __name__ == "__main__":
-    mcp.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if sys.argv[1] == "--stdio":
+        mcp.run(transport="stdio")
+    else:
+        mcp.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))

@@ -83,6 +83,13 @@ await check('sampling relayed to this client (both upstreams)', async () => {
   assert.match(text(p), /sampled:1/);
 });
 
+await check('a 2026 stdio upstream: its sampling and elicitation (input_required) asked of this 2025 client', async () => {
+  const p = await client.callTool({ name: 'pys__ask_llm', arguments: { question: 'why?' } });
+  assert.match(text(p), /sampled:1/, JSON.stringify(p));
+  const e = await client.callTool({ name: 'pys__confirm', arguments: {} });
+  assert.match(text(e), /decline/, JSON.stringify(e));
+});
+
 await check('elicitation relayed (both upstreams)', async () => {
   const r = await client.callTool({ name: 'everything__trigger-elicitation-request', arguments: {} });
   assert.match(JSON.stringify(r), /decline/i);
