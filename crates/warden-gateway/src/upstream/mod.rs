@@ -677,6 +677,11 @@ impl Conn {
             let _ = tx.send(res);
             return;
         }
+        // A 2026 upstream sends no requests of its own: an answer here is to a question whose
+        // call has ended meanwhile, and is nothing to the upstream.
+        if self.is_modern() {
+            return;
+        }
         let msg = match res {
             Ok(result) => Message::Response { id, result },
             Err(error) => Message::Error { id, error },
@@ -699,10 +704,15 @@ impl Conn {
     }
 }
 
-/// A modern upstream's notification as a 2025 session expects it (false: drop it).
-fn modern_notification(msg: &mut Message) -> bool {
+/// A modern upstream's message as a 2025 session expects it (false: drop it). The revision
+/// has no server requests: one is dropped (its questions come only in `input_required`).
+fn modern_message(name: &str, msg: &mut Message) -> bool {
     match msg {
         Message::Notification { method, params } => modern::clean_notification(method, params),
+        Message::Request { method, .. } => {
+            tracing::warn!(upstream = %name, method = %method, "a 2026 upstream sent a request of its own; dropped");
+            false
+        }
         _ => true,
     }
 }
@@ -737,8 +747,8 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
         }
         Incoming::Message { msg, related } => (msg, related),
     };
-    // A modern upstream's listen acknowledgement is Warden's own business.
-    if conn.is_modern() && !modern_notification(&mut msg) {
+    // A modern upstream's listen acknowledgement is Warden's own business; it asks nothing itself.
+    if conn.is_modern() && !modern_message(&conn.name, &mut msg) {
         return;
     }
     match msg {
