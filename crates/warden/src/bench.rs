@@ -333,13 +333,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     wait_ready_port(fport).await?;
 
     let fpath = fixture.display().to_string();
-    let (w_http, w_http_url) = start_warden(&format!(
-        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n"
-    ))
-    .await?;
+    // The fixture's endpoint serves both generations: these Wardens speak 2025-11-25 to it …
+    let http_up = format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
+    );
+    let (w_http, w_http_url) = start_warden(&http_up).await?;
     // The same without an audit trail: the cost of recording, in the same run.
-    let (_w_noaudit, w_noaudit_url) = start_warden(&format!(
-        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n[audit]\nenabled = false\n"
+    let (_w_noaudit, w_noaudit_url) = start_warden(&format!("{http_up}[audit]\nenabled = false\n")).await?;
+    // … and this one 2026-07-28 (found by `protocol = "auto"`): stateless upstream calls.
+    let (_w_http26, w_http26_url) = start_warden(&format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n"
     ))
     .await?;
     let stdio_up = format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n");
@@ -361,6 +364,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             ("stdio", Arc::new(Target::stdio(&fixture).await?), Arc::new(Target::http(&w_stdio_url).await?)),
             // 2026-07-28 (stateless) client, through Warden to the same 2025 HTTP upstream
             ("http, 2026 client", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::stateless(&w_http_url)?)),
+            // a 2025 session through Warden to a 2026 upstream (direct: a stateless call)
+            ("http, 2026 upstream", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::http(&w_http26_url).await?)),
+            // 2026 on both hops
+            ("http, 2026 both", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::stateless(&w_http26_url)?)),
         ] {
             let d = load(direct, calls, c).await?;
             let w = load(via, calls, c).await?;
