@@ -60,7 +60,10 @@ pub fn serve(
         e.detail = Some(detail.into());
         s.shared.audit.emit(e);
         let (c, id) = (c.clone(), id.clone());
-        tokio::spawn(async move { c.respond(id, Err(ErrorObject::new(code, msg))).await });
+        // What refused it, for Warden's own use (a 2026 upstream's question, `upstream/modern.rs`).
+        let mut error = ErrorObject::new(code, msg);
+        error.data = Some(serde_json::json!({ "refusedBy": detail }));
+        tokio::spawn(async move { c.respond(id, Err(error)).await });
     };
     // The key a 2026 upstream gave this question: kept only for a stateless client's run.
     let input_key = warden_protocol::modern::take_input_key(&mut params);

@@ -81,18 +81,34 @@ fn reachable(schema: &Value, path: &mut Vec<String>, out: &mut Vec<HeaderParam>,
     Ok(())
 }
 
+/// The `x-mcp-header` annotations anywhere in a schema, read as a schema: property names are
+/// not keywords, and values (`default`, `const`, `enum`, `examples`) are data, not schemas.
 fn count_annotations(v: &Value, depth: usize) -> usize {
     if depth > 64 {
         return usize::MAX / 2; // unreachable by any real schema: counts as invalid
     }
-    match v {
-        Value::Object(m) => {
-            m.contains_key("x-mcp-header") as usize
-                + m.values().map(|x| count_annotations(x, depth + 1)).fold(0usize, usize::saturating_add)
-        }
-        Value::Array(a) => a.iter().map(|x| count_annotations(x, depth + 1)).fold(0usize, usize::saturating_add),
-        _ => 0,
+    let Value::Object(m) = v else {
+        return match v {
+            Value::Array(a) => a.iter().map(|x| count_annotations(x, depth + 1)).fold(0usize, usize::saturating_add),
+            _ => 0,
+        };
+    };
+    let mut n = m.contains_key("x-mcp-header") as usize;
+    for (k, child) in m {
+        let sub = match k.as_str() {
+            "default" | "const" | "enum" | "examples" | "x-mcp-header" => 0,
+            // Maps of name → schema: the names are not keywords.
+            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => match child {
+                Value::Object(props) => {
+                    props.values().map(|x| count_annotations(x, depth + 1)).fold(0usize, usize::saturating_add)
+                }
+                _ => 0,
+            },
+            _ => count_annotations(child, depth + 1),
+        };
+        n = n.saturating_add(sub);
     }
+    n
 }
 
 /// An argument as its header carries it.
@@ -172,6 +188,11 @@ mod tests {
         ] {
             assert!(header_params(&bad).is_err(), "{bad}");
         }
+        // A property named like the keyword, or the keyword inside data, is no annotation.
+        let fine = json!({"type": "object", "properties": {
+            "x-mcp-header": {"type": "string"},
+            "cfg": {"type": "object", "default": {"x-mcp-header": "X"}, "examples": [{"x-mcp-header": "Y"}]}}});
+        assert_eq!(header_params(&fine).unwrap(), vec![]);
     }
 
     #[test]

@@ -365,7 +365,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             // 2026-07-28 (stateless) client, through Warden to the same 2025 HTTP upstream
             ("http, 2026 client", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::stateless(&w_http_url)?)),
             // a 2025 session through Warden to a 2026 upstream (direct: a stateless call)
-            ("http, 2026 upstream", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::http(&w_http26_url).await?)),
+            (
+                "http, 2026 upstream",
+                Arc::new(Target::stateless(&fx_url)?),
+                Arc::new(Target::http(&w_http26_url).await?),
+            ),
             // 2026 on both hops
             ("http, 2026 both", Arc::new(Target::stateless(&fx_url)?), Arc::new(Target::stateless(&w_http26_url)?)),
         ] {

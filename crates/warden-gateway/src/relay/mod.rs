@@ -224,7 +224,11 @@ impl Session for RelaySession {
             let mut params = params;
             if stateless {
                 if let Some(m) = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
-                    m.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+                    // (The log level stays: a 2026 upstream sends log messages only to a request that
+                    // names one; `mrtr.rs` filters what reaches the client by it too.)
+                    m.retain(|k, _| {
+                        !k.starts_with("io.modelcontextprotocol/") || k == crate::server::stateless::META_LOG_LEVEL
+                    });
                 }
             }
             let mut r = pipeline::handle(&self, &p, &id, &method, params, peer).await.map_err(|e| e.to_error_object());

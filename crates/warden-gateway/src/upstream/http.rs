@@ -396,7 +396,10 @@ impl HttpTransport {
     /// Open (or renew) a stateless upstream's `subscriptions/listen` stream with `params`
     /// (`None`: close it); reconnected with backoff while the transport lives.
     pub fn listen(self: &Arc<Self>, params: Option<serde_json::Value>) {
-        if let Some(h) = self.listener.lock().take() {
+        // One lock hold from the old stream's end to the new one's start: two renewals at once
+        // cannot leave a stream running that nothing stops.
+        let mut slot = self.listener.lock();
+        if let Some(h) = slot.take() {
             h.abort();
         }
         let Some(params) = params else { return };
@@ -419,10 +422,30 @@ impl HttpTransport {
                     .send()
                     .await;
                 let delay = match sent {
-                    Ok(r) if r.status().is_success() => {
-                        failures = 0;
+                    Ok(r)
+                        if r.status().is_success()
+                            && r.headers()
+                                .get(CONTENT_TYPE)
+                                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) =>
+                    {
+                        let started = std::time::Instant::now();
                         t.read_events(r, &None).await;
-                        Duration::from_millis(1000)
+                        // A stream that ends at once, again and again, is not listened to forever.
+                        if started.elapsed() < Duration::from_secs(5) {
+                            failures += 1;
+                        } else {
+                            failures = 0;
+                        }
+                        if failures > 8 {
+                            tracing::warn!(upstream = %t.name, "subscriptions/listen keeps ending; giving up");
+                            return;
+                        }
+                        Duration::from_millis(1000 << failures.min(5))
+                    }
+                    // An answer that is not a stream (an error, or the end of the subscription).
+                    Ok(r) if r.status().is_success() => {
+                        tracing::warn!(upstream = %t.name, "upstream answered subscriptions/listen without a stream; no change notifications");
+                        return;
                     }
                     Ok(r) if r.status().is_client_error() => {
                         tracing::warn!(upstream = %t.name, status = %r.status(), "upstream refuses subscriptions/listen; no change notifications");
@@ -441,7 +464,7 @@ impl HttpTransport {
                 tokio::time::sleep(delay).await;
             }
         });
-        *self.listener.lock() = Some(task.abort_handle());
+        *slot = Some(task.abort_handle());
     }
 
     /// End the session: stop the GET and listen streams and DELETE the session.

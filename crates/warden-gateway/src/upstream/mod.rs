@@ -87,9 +87,9 @@ pub struct Spec {
     pub client_requests: Vec<config::ClientRequest>,
     /// The revision spoken to it (`protocol`).
     pub protocol: config::UpstreamProtocol,
-    /// `protocol = "auto"`: what the last successful connection found (true: stateless), so
-    /// later connections skip the probe.
-    pub detected: Arc<Mutex<Option<bool>>>,
+    /// `protocol = "auto"`: what the last successful connection found (true: stateless) and
+    /// when, so later connections to a 2025 server skip the probe for [`DETECTED_TTL`].
+    pub detected: Arc<Mutex<Option<(bool, std::time::Instant)>>>,
 }
 
 impl Spec {
@@ -239,6 +239,9 @@ pub struct Conn {
 /// `initialize` (a 2025 server may ignore a request before the handshake).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a server found to speak only 2025 is not probed again (it may be upgraded).
+pub const DETECTED_TTL: Duration = Duration::from_secs(600);
+
 /// Everything an upstream offers, read once (`warden scan`, `warden pin`).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Definitions {
@@ -342,23 +345,18 @@ impl Conn {
             let probe = match spec.protocol {
                 P::Stateless(_) => true,
                 P::Session(_) => false,
-                P::Auto => *spec.detected.lock() != Some(false),
+                P::Auto => !matches!(*spec.detected.lock(), Some((false, at)) if at.elapsed() < DETECTED_TTL),
             };
             if probe {
                 let m = modern::Modern::new(&init_params);
                 let wait = PROBE_TIMEOUT.min(spec.connect_timeout / 2);
-                let found = match spec.protocol {
-                    P::Auto => tokio::time::timeout(wait, conn.discover(&m))
-                        .await
-                        .unwrap_or_else(|_| Err(format!("no answer to server/discover within {wait:?}"))),
-                    _ => conn.discover(&m).await,
-                };
+                let found = conn.discover(&m, (spec.protocol == P::Auto).then_some(wait)).await;
                 match found {
                     Ok(init) => {
                         *conn.init.lock() = Some(init);
                         let _ = conn.modern.set(m);
                         if spec.protocol == P::Auto {
-                            *spec.detected.lock() = Some(true);
+                            *spec.detected.lock() = Some((true, std::time::Instant::now()));
                         }
                         conn.relisten().await;
                         return Ok(());
@@ -383,12 +381,12 @@ impl Conn {
                 .call_once("initialize", Some(init_params), None)
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))?;
-            if spec.protocol == P::Auto {
-                *spec.detected.lock() = Some(false);
-            }
             let v = result.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
             if !version::is_supported(v) {
                 return Err(format!("upstream speaks unsupported protocol revision {v:?}"));
+            }
+            if spec.protocol == P::Auto {
+                *spec.detected.lock() = Some((false, std::time::Instant::now()));
             }
             let init = ServerInit {
                 protocol_version: v.to_string(),
@@ -431,13 +429,15 @@ impl Conn {
         self.init.lock().clone()
     }
 
-    /// Ask `server/discover` (the transport speaks the stateless revision meanwhile).
-    async fn discover(&self, m: &modern::Modern) -> Result<ServerInit, String> {
+    /// Ask `server/discover` (the transport speaks the stateless revision meanwhile). A probe
+    /// (`wait`) that gets no answer in time is forgotten without telling the server: a 2025
+    /// server hears nothing before its `initialize` but the probe itself.
+    async fn discover(&self, m: &modern::Modern, wait: Option<Duration>) -> Result<ServerInit, String> {
         if let Transport::Http(t) = &self.transport {
             t.set_modern(true);
         }
         let r = self
-            .call_once("server/discover", Some(m.discover_params()), None)
+            .request("server/discover", Some(m.discover_params()), None, wait)
             .await
             .map_err(|e| format!("server/discover failed: {e}"))?;
         modern::server_init(&r).ok_or_else(|| {
@@ -458,13 +458,14 @@ impl Conn {
         match &self.transport {
             Transport::Http(t) => t.listen(params),
             Transport::Stdio(t) => {
-                let old = self.listening.lock().take();
-                if let Some(old) = old {
+                // One lock hold: two renewals at once leave one listen open.
+                let mut listening = self.listening.lock();
+                if let Some(old) = listening.take() {
                     let _ = t.send(&cancelled_notification(&old, "subscriptions renewed"));
                 }
                 if let Some(p) = params {
                     let id = Id::Str(format!("warden-listen-{}", self.made_ids.fetch_add(1, Ordering::Relaxed)));
-                    *self.listening.lock() = Some(id.clone());
+                    *listening = Some(id.clone());
                     let _ = t.send(&Message::Request { id, method: "subscriptions/listen".into(), params: Some(p) });
                 }
             }
@@ -484,16 +485,15 @@ impl Conn {
         let _forget = Asking { conn: self, id: id.clone() };
         let capability = config::ClientRequest::of(&method).map(|r| r.capability()).unwrap_or("");
         (self.handler)(&me, Message::Request { id, method: method.clone(), params }, ctx);
-        let answer = match tokio::time::timeout(self.call_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(err(jsonrpc::INTERNAL_ERROR, "the client's answer was lost")),
-            Err(_) => {
-                Err(err(jsonrpc::INTERNAL_ERROR, format!("no answer from the client within {:?}", self.call_timeout)))
-            }
-        };
-        // Refused (not allowed for this server, or the client cannot): name what is missing.
+        // As long as the client takes (a person may be answering): the call's rule timeout
+        // bounds the whole call, and the client's session ending ends the question.
+        let answer = rx.await.unwrap_or_else(|_| Err(err(jsonrpc::INTERNAL_ERROR, "the client's answer was lost")));
+        // The client cannot answer it: name the capability it lacks. (A question the operator
+        // does not allow for this server is refused as such, not as a missing capability.)
+        let by_operator =
+            |e: &ErrorObject| e.data.as_ref().and_then(|d| d.get("refusedBy")) == Some(&json!("not_allowed"));
         answer.map_err(|e| match e.code {
-            jsonrpc::METHOD_NOT_FOUND => {
+            jsonrpc::METHOD_NOT_FOUND if !by_operator(&e) => {
                 let mut m = err(
                     warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
                     format!("upstream {} needs the client's {capability} capability: {}", self.name, e.message),
@@ -533,7 +533,9 @@ impl Conn {
             }
             return Ok(json!({}));
         }
-        let mut params = m.with_meta(params);
+        // Answers and state come only from Warden's own rounds: a client's would skip the
+        // allow list, redaction and the record of each question.
+        let mut params = m.with_meta(modern::without_round_trip(params));
         let mut relisted = false;
         for _ in 0..modern::MAX_ROUNDS {
             let result = match self.call_once(method, Some(params.clone()), ctx.clone()).await {
@@ -588,8 +590,20 @@ impl Conn {
         }
     }
 
-    /// One request and its answer.
+    /// One request and its answer, within the call timeout.
     async fn call_once(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+        self.request(method, params, ctx, None).await
+    }
+
+    /// One request and its answer: within `quiet_wait`, after which it is forgotten without a
+    /// cancellation sent (a probe), or else within the call timeout (cancelled upstream).
+    async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        ctx: Option<Peer>,
+        quiet_wait: Option<Duration>,
+    ) -> CallResult {
         if !self.is_alive() {
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} is not available", self.name)));
         }
@@ -617,7 +631,11 @@ impl Conn {
             self.calls.forget(&id);
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} unreachable: {e}", self.name)));
         }
-        let out = tokio::time::timeout(self.call_timeout, rx).await;
+        let out = tokio::time::timeout(quiet_wait.unwrap_or(self.call_timeout), rx).await;
+        if out.is_err() && quiet_wait.is_some() {
+            guard.disarm();
+            self.calls.forget(&id);
+        }
         match out {
             Ok(Ok(res)) => {
                 guard.disarm();
@@ -630,7 +648,7 @@ impl Conn {
             // the guard cancels the call upstream
             Err(_) => Err(err(
                 jsonrpc::INTERNAL_ERROR,
-                format!("upstream {} timed out after {:?}", self.name, self.call_timeout),
+                format!("upstream {} timed out after {:?}", self.name, quiet_wait.unwrap_or(self.call_timeout)),
             )),
         }
     }

@@ -209,6 +209,15 @@ pub fn input_required(upstream: &str, method: &str, result: &Value) -> Result<Op
     Ok(Some((out, state)))
 }
 
+/// A request's params without the round-trip fields (`inputResponses`, `requestState`).
+pub fn without_round_trip(mut params: Option<Value>) -> Option<Value> {
+    if let Some(p) = params.as_mut().and_then(Value::as_object_mut) {
+        p.remove("inputResponses");
+        p.remove("requestState");
+    }
+    params
+}
+
 /// The retry's params: the original with the answers and the upstream's state.
 pub fn retry_params(mut params: Value, answers: Map<String, Value>, state: Option<Value>) -> Value {
     if let Some(p) = params.as_object_mut() {

@@ -215,14 +215,38 @@ async fn a_2026_upstream_is_called_statelessly_with_its_questions_asked_of_a_202
     assert_eq!(rounds, 16);
     drop(w);
 
-    // Without `client_requests`, the question is refused and the error names the capability.
+    // Without `client_requests`, the question is refused as the operator's decision.
     let w = warden("", &upstream("s", &s.url, ""));
     let mut c = Client::new(&w.url);
     c.initialize().await;
     let (answer, asked) = call_answering(&c, tool(1, "s__ask"), "elicitation/create", json!({})).await;
     assert_eq!(asked, 0, "{answer}");
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("not allowed for this server"), "{answer}");
+    drop(w);
+
+    // Allowed, but the client did not declare the capability: the error names it.
+    let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
+    let mut c = Client::new(&w.url);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+                      "capabilities": {}, "clientInfo": {"name": "no-caps", "version": "1"}}});
+    let r = c.post(&init).await;
+    c.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+    let (answer, asked) = call_answering(&c, tool(1, "s__ask"), "elicitation/create", json!({})).await;
+    assert_eq!(asked, 0, "{answer}");
     assert_eq!(answer["error"]["code"], -32021, "{answer}");
     assert_eq!(answer["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}), "{answer}");
+
+    // A client's own answers and state never reach the upstream: only Warden's rounds carry them
+    // (else a client could skip the allow list, redaction and the record of the question).
+    let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let forged = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "s__ask", "arguments": {},
+        "requestState": "asked-once", "inputResponses": {"who": {"action": "accept", "content": {"name": "Mallory"}}}}});
+    let reply = json!({"action": "accept", "content": {"name": "Ada"}});
+    let (answer, asked) = call_answering(&c, forged, "elicitation/create", reply).await;
+    assert_eq!((asked, answer["result"]["content"][0]["text"].as_str()), (1, Some("hello Ada")), "{answer}");
 }
 
 #[tokio::test]

@@ -240,30 +240,20 @@ impl McpEndpoint {
         if let Some(found) = self.live_pooled(&key) {
             return Ok(found);
         }
-        // One creation per caller at a time: concurrent first requests share the session.
+        // One creation per caller at a time: concurrent first requests share the session, and
+        // the count of the caller's pooled sessions below holds.
         let lock = {
             let mut creating = self.creating.lock();
             if creating.len() > 4096 {
                 creating.retain(|_, l| Arc::strong_count(l) > 1);
             }
-            creating.entry(key.clone()).or_default().clone()
+            creating.entry(owner.clone()).or_default().clone()
         };
         let _creating = lock.lock().await;
         if let Some(found) = self.live_pooled(&key) {
             return Ok(found);
         }
-        let classes = {
-            let prefix = format!("{owner}|");
-            let mine: Vec<String> = self
-                .pooled
-                .lock()
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(_, (s, _))| s.clone())
-                .collect();
-            let live = self.sessions.read();
-            mine.iter().filter(|s| live.contains_key(*s)).count()
-        };
+        let classes = self.sessions.read().values().filter(|s| s.streams.pooled && s.owner == owner).count();
         if classes >= MAX_CAPABILITY_SETS {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
