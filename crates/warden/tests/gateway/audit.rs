@@ -612,8 +612,16 @@ async fn auth_failures_are_aggregated_and_record_fields_capped() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Before the window ends: one record, for the first failure.
-    let early = records(&cfg, &["--kind", "auth_failure"]);
+    // Before the window ends: one record, for the first failure (written by the audit thread:
+    // on a loaded machine it may take a moment to be on disk).
+    let mut early = records(&cfg, &["--kind", "auth_failure"]);
+    for _ in 0..50 {
+        if !early.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        early = records(&cfg, &["--kind", "auth_failure"]);
+    }
     assert_eq!(early.len(), 1, "{early:?}");
     sigterm(w.child.id());
     let _ = w.child.wait();
