@@ -575,6 +575,8 @@ async fn a_pinned_program_that_changes_is_not_started() {
     std::fs::write(&cfg, format!("{npx}[upstream.sandbox]\nstrict = true\n")).unwrap();
     let (ok, out) = check();
     assert!(!ok && out.contains("refused: sandbox.strict"), "{out}");
+    // The copy of the program is hundreds of megabytes in a debug build: not left behind.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 20, finding 9: failing to authenticate costs the trail one record per address and
