@@ -91,5 +91,28 @@ run_suite warden-always-sse "http://localhost:$W3/mcp"
 run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp"
 run_suite_2026 warden-2026-http-upstream "http://localhost:$W2/mcp"
 run_suite_2026 warden-2025-http-upstream "http://localhost:$W4/mcp"
+# The suite's multi round-trip scenarios through Warden in front of a native 2026-07-28 server
+# written with the Python SDK (its own question keys and signed requestState): the translation
+# meets a server nobody here wrote the protocol code of.
+MP=$(free_port); W5=$(free_port)
+start_bg "$PY" "$INTEROP/py_mrtr_2026.py" "$MP" >"$TMP/mrtr-server.log" 2>&1
+wait_port "$MP" 60
+sed -e "s/127.0.0.1:$W2/127.0.0.1:$W5/" -e "s|http://127.0.0.1:$FX/mcp|http://127.0.0.1:$MP/mcp|" \
+    -e 's/^name = "fixture"$/name = "mrtr"/' -e 's/audit-http.db/audit-mrtr.db/' "$TMP/http.toml" > "$TMP/mrtr.toml"
+start_bg "$BIN/warden" serve --config "$TMP/mrtr.toml" 2>"$TMP/warden-mrtr.log"
+wait_ready "http://127.0.0.1:$W5/readyz"
+grep -q 'upstream ready.*protocol=2026-07-28' "$TMP/warden-mrtr.log" || { echo "conformance: the native 2026 server is not spoken to as 2026-07-28"; exit 1; }
+mrtr_ok=0; mrtr_n=0
+for sc in basic-elicitation basic-sampling basic-list-roots request-state multiple-input-requests multi-round \
+          missing-input-response non-tool-request result-type unsupported-methods tampered-state capability-check \
+          ignore-extra-params validate-input; do
+  mrtr_n=$((mrtr_n + 1))
+  out="$TMP/mrtr-$sc.log"
+  "$NODE22" "$CONF26" server --url "http://localhost:$W5/mcp" --spec-version 2026-07-28 \
+      --scenario "input-required-result-$sc" >"$out" 2>&1 || true
+  if grep -q ", 0 failed" "$out"; then mrtr_ok=$((mrtr_ok + 1)); else cat "$out"; echo "conformance 2026-07-28: $sc through Warden to the native 2026 server FAILED"; fi
+done
+echo "conformance 2026-07-28: native 2026 upstream (Python SDK) through Warden: $mrtr_ok of $mrtr_n multi round-trip scenarios"
+if [ "$mrtr_ok" -eq "$mrtr_n" ]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]
