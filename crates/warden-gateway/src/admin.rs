@@ -58,7 +58,7 @@ pub struct AdminState {
     pub audit: Arc<crate::audit::Audit>,
     /// For the session and upstream gauges of `/metrics`.
     pub sessions: Option<Arc<crate::server::http::McpEndpoint>>,
-    pub control: Option<Arc<crate::gateway::Control>>,
+    pub control: Option<Arc<crate::control::Control>>,
     pub auth: Option<Arc<Authenticator>>,
     /// The MCP resource URI principals' tokens must be issued for.
     pub resource: String,

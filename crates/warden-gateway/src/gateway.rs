@@ -5,10 +5,11 @@
 use crate::approval::Approvals;
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreBackend};
+pub use crate::control::Control;
 use crate::killswitch::KillSwitches;
 use crate::namespace::Namespaces;
 use crate::policy::Policy;
-use crate::relay::{report_collisions, report_confusables, Relay, Shared};
+use crate::relay::{Relay, Shared};
 use crate::server::http::Authenticate;
 use crate::server::http::{HttpOptions, McpEndpoint};
 use crate::server::Service;
@@ -16,7 +17,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::tls::TlsState;
-use crate::upstream::{Conn, ServerHandler, Spec};
+use crate::upstream::Spec;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -24,245 +25,13 @@ use axum::routing::{any, get};
 use axum::Router;
 use http::{Request, StatusCode};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::listener::{serve_router, ListenLimits};
-
-/// What one upstream lists: the client-visible `cap:name` entries and the tools' own names.
-#[derive(Clone)]
-struct Listed {
-    entries: Vec<String>,
-    tools: Vec<String>,
-}
-
-/// Control connections: one per upstream, Warden's own, for readiness and name collisions.
-pub struct Control {
-    shared: Arc<Shared>,
-    conns: Vec<Mutex<Option<Arc<Conn>>>>,
-    names: Mutex<Vec<Option<Listed>>>,
-    collisions: Mutex<Vec<String>>,
-    /// Look-alike tool names offered by different upstreams (shadowing).
-    confusables: Mutex<Vec<String>>,
-    /// Successful connects of each control connection (restarts + 1).
-    connects: Vec<std::sync::atomic::AtomicU64>,
-    /// Each upstream's name refresh: 0 idle, 1 running, 2 running with another asked for.
-    refreshing: Vec<std::sync::atomic::AtomicU8>,
-    /// Token issuers, whose keys readiness waits for.
-    auth: Option<Arc<Authenticator>>,
-}
-
-impl Control {
-    fn new(shared: Arc<Shared>, auth: Option<Arc<Authenticator>>) -> Arc<Control> {
-        let n = shared.specs.len();
-        Arc::new(Control {
-            shared,
-            conns: (0..n).map(|_| Mutex::new(None)).collect(),
-            names: Mutex::new(vec![None; n]),
-            collisions: Mutex::new(vec![]),
-            confusables: Mutex::new(vec![]),
-            connects: (0..n).map(|_| Default::default()).collect(),
-            refreshing: (0..n).map(|_| Default::default()).collect(),
-            auth,
-        })
-    }
-
-    /// Each upstream: name, connected, restarts (reconnects after the first connect).
-    pub fn health(&self) -> Vec<(String, bool, u64)> {
-        self.shared
-            .specs
-            .iter()
-            .zip(&self.conns)
-            .zip(&self.connects)
-            .map(|((s, c), n)| {
-                let up = c.lock().as_ref().is_some_and(|c| c.is_alive());
-                (s.name.clone(), up, n.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1))
-            })
-            .collect()
-    }
-
-    /// Keep each control connection up (reconnecting with backoff) for the life of `self`.
-    fn start(self: &Arc<Self>) {
-        for i in 0..self.shared.specs.len() {
-            let me = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(500);
-                // A refused program is audited once per streak of refusals, not per retry.
-                let mut refused = false;
-                loop {
-                    let Some(c) = me.upgrade() else { return };
-                    let alive = c.conns[i].lock().as_ref().is_some_and(|c| c.is_alive());
-                    if !alive {
-                        let spec = &c.shared.specs[i];
-                        let init = json!({"protocolVersion": warden_protocol::version::LATEST, "capabilities": {},
-                                          "clientInfo": {"name": "warden-control", "version": env!("CARGO_PKG_VERSION")}});
-                        let me2 = me.clone();
-                        let handler: ServerHandler = Arc::new(move |conn: &Arc<Conn>, msg, _| {
-                            if let Some(m) = msg.method() {
-                                if m.ends_with("/list_changed") {
-                                    if let Some(c) = me2.upgrade() {
-                                        c.schedule_refresh(i, conn.clone());
-                                    }
-                                }
-                            }
-                        });
-                        match Conn::connect(spec, init, handler, &c.shared.http).await {
-                            Ok(conn) => {
-                                tracing::info!(upstream = %spec.name, protocol = %conn.init().map(|i| i.protocol_version).unwrap_or_default(), "upstream ready");
-                                c.connects[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                *c.conns[i].lock() = Some(conn.clone());
-                                *c.shared.known[i].lock() = conn.init();
-                                if let Some(text) = conn.init().and_then(|i| i.instructions) {
-                                    c.shared.registry.vet_instructions(&spec.name, &text);
-                                }
-                                c.refresh_names(i, &conn).await;
-                                backoff = Duration::from_millis(500);
-                                refused = false;
-                            }
-                            Err(e) => {
-                                tracing::warn!(upstream = %spec.name, error = %e, retry_in = ?backoff, "upstream not ready");
-                                if e.starts_with(crate::upstream::program::CHANGED) && !refused {
-                                    refused = true;
-                                    let mut ev = warden_audit::Event::new("supply_chain", "blocked_by_guard");
-                                    ev.decision = Some("denied".into());
-                                    ev.server = Some(spec.name.clone());
-                                    ev.detail = Some(e.clone());
-                                    c.shared.audit.emit(ev);
-                                }
-                                *c.conns[i].lock() = None;
-                                drop(c);
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(30));
-                                continue;
-                            }
-                        }
-                    }
-                    drop(c);
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            });
-        }
-    }
-
-    /// A `list_changed` from upstream `i`: refresh its names, debounced. At most one refresh
-    /// runs per upstream, at most one more is queued however many notifications arrive meanwhile
-    /// (a storm costs one listing per `REFRESH_GAP`, not one per notification), and refreshes
-    /// of one upstream are `REFRESH_GAP` apart.
-    fn schedule_refresh(self: Arc<Self>, i: usize, mut conn: Arc<Conn>) {
-        use std::sync::atomic::Ordering::AcqRel;
-        const REFRESH_GAP: Duration = Duration::from_secs(1);
-        let state = &self.refreshing[i];
-        if state.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |s| Some(if s == 0 { 1 } else { 2 }))
-            != Ok(0)
-        {
-            return;
-        }
-        tokio::spawn(async move {
-            loop {
-                // The connection of now: it may have been replaced since the notification.
-                if let Some(c) = self.conns[i].lock().as_ref().filter(|c| c.is_alive()) {
-                    conn = c.clone();
-                }
-                self.refresh_names(i, &conn).await;
-                tokio::time::sleep(REFRESH_GAP).await;
-                // 1 → 0: nothing more was asked for; 2 → 1: once more.
-                if self.refreshing[i].compare_exchange(1, 0, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok() {
-                    return;
-                }
-                self.refreshing[i].store(1, std::sync::atomic::Ordering::Release);
-            }
-        });
-    }
-
-    /// Re-read upstream `i`'s tool and prompt names and re-check collisions and look-alikes.
-    async fn refresh_names(&self, i: usize, conn: &Arc<Conn>) {
-        let mut names = Vec::new();
-        let mut tools = Vec::new();
-        for (cap, method, field) in [("tools", "tools/list", "tools"), ("prompts", "prompts/list", "prompts")] {
-            if !conn.has_capability(cap) {
-                continue;
-            }
-            // A listing that fails keeps what was known (a dead connection must not empty the
-            // collision and look-alike reports).
-            let Ok(l) = conn.list_all(method, field, self.shared.content.max_definitions()).await else { return };
-            if l.dropped > 0 || l.more {
-                self.shared.registry.over_cap(&self.shared.specs[i].name, field, l.dropped.max(1));
-            }
-            let items = l.items;
-            for it in &items {
-                if let Some(n) = it.get("name").and_then(Value::as_str) {
-                    names.push(format!("{cap}:{}", self.shared.ns.name(i, n)));
-                    if cap == "tools" {
-                        tools.push(n.to_string());
-                    }
-                }
-            }
-        }
-        let mut all = Vec::new();
-        let mut all_tools = Vec::new();
-        // The reports are written while the listings are held: two upstreams refreshing at once
-        // cannot leave the report of the one that saw less (a stale, empty one) as the last.
-        let mut g = self.names.lock();
-        g[i] = Some(Listed { entries: names, tools });
-        for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
-            all.push((s.name.clone(), l.entries.clone()));
-            all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
-        }
-        let big = all_tools.len() > 1000;
-        let (collisions, confusables) =
-            crate::blocking::heavy(big, || (report_collisions(&all), report_confusables(&all_tools)));
-        *self.collisions.lock() = collisions;
-        *self.confusables.lock() = confusables;
-        drop(g);
-    }
-
-    pub fn status(&self) -> (bool, Value) {
-        let mut ready = true;
-        let mut ups = serde_json::Map::new();
-        for (s, c) in self.shared.specs.iter().zip(&self.conns) {
-            let ok = c.lock().as_ref().is_some_and(|c| c.is_alive());
-            ready &= ok;
-            ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());
-        }
-        // An issuer without keys is reported, but does not make the replica unready: API keys,
-        // other issuers and mTLS still work, and every replica shares the issuer's outage.
-        let mut issuers = serde_json::Map::new();
-        for (iss, st) in self.auth.iter().flat_map(|a| a.key_status()) {
-            let state = match (st.keys, st.failures) {
-                (0, 0) => "no keys yet".to_string(),
-                (0, n) => format!("no keys: {n} failed fetch(es), retrying"),
-                (k, 0) => format!("{k} key(s)"),
-                (k, n) => format!("{k} key(s); refresh failing ({n} failed fetch(es))"),
-            };
-            issuers.insert(iss, state.into());
-        }
-        // Each started stdio upstream's sandbox layers that are not in force: reported, never a
-        // reason to be unready (`strict` is the setting that refuses to run without them).
-        let mut sandbox = serde_json::Map::new();
-        for (s, c) in self.shared.specs.iter().zip(&self.conns) {
-            if let Some(r) = c.lock().as_ref().and_then(|c| c.sandbox_report()) {
-                sandbox.insert(s.name.clone(), json!({"missing": r.missing(), "partial": r.partial()}));
-            }
-        }
-        let mut body = json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
-                              "confusable_tools": *self.confusables.lock()});
-        if !issuers.is_empty() {
-            body["issuers"] = issuers.into();
-        }
-        if !sandbox.is_empty() {
-            body["sandbox"] = sandbox.into();
-        }
-        (ready, body)
-    }
-
-    async fn close(&self) {
-        let conns: Vec<Arc<Conn>> = self.conns.iter().filter_map(|c| c.lock().take()).collect();
-        futures::future::join_all(conns.iter().map(|c| c.close())).await;
-    }
-}
 
 /// A configured, not yet running gateway.
 pub struct Gateway {

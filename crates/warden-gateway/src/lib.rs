@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod content;
+pub mod control;
 pub mod digest;
 pub mod dns;
 pub mod error;
