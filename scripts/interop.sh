@@ -36,6 +36,15 @@ args = ["$INTEROP/py_server.py", "--stdio"]
 client_requests = ["sampling", "elicitation"]
 [upstream.sandbox]                  # the interpreter may live in a home directory closed to `nobody`
 enabled = false
+[[upstream]]                        # a TypeScript SDK v2 server over stdio: another 2026-07-28 upstream
+name = "ts26"
+transport = "stdio"
+command = "$NODE22"
+args = ["$INTEROP/ts-server-2026.mjs"]
+client_requests = ["elicitation"]
+[upstream.sandbox]
+read_only = ["$INTEROP"]
+network = "deny"
 # Held for the user's approval (MCP elicitation): the Python client approves, the TS one declines.
 [[rule]]
 id = "sum-needs-approval"
@@ -51,7 +60,7 @@ $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
 wait_ready "http://127.0.0.1:$WP/readyz" 60
-for up in "everything.*protocol=2025-11-25" "py protocol=2026-07-28" "pys.*protocol=2026-07-28"; do
+for up in "everything.*protocol=2025-11-25" "py protocol=2026-07-28" "pys.*protocol=2026-07-28" "ts26.*protocol=2026-07-28"; do
   grep -q "upstream ready.*upstream=$up" "$TMP/warden.log" || { echo "interop: expected upstream=$up"; grep "upstream ready" "$TMP/warden.log"; exit 1; }
 done
 # A second Warden with the built-in authorization server and one local user, for the SDKs' OAuth flows.

@@ -41,6 +41,9 @@ async def main():
             assert "py26-sampled:1" in str(r.content), r
             r = await c.call_tool("py__confirm", {})
             assert "accept" in text(r), r
+            # a TypeScript SDK v2 server's question, 2026 on both hops (keys and state: Warden's)
+            r = await c.call_tool("ts26__confirm", {})
+            assert "action=accept ok=True" in text(r) or "action=accept ok=true" in text(r), r
             r = await c.call_tool("everything__get-roots-list", {})
             assert "py26-root" in str(r.content), r
 

@@ -90,6 +90,13 @@ await check('a 2026 stdio upstream: its sampling and elicitation (input_required
   assert.match(text(e), /decline/, JSON.stringify(e));
 });
 
+await check('a TypeScript SDK v2 (2026) upstream: a call, and its elicitation asked of this 2025 client (declined)', async () => {
+  const r = await client.callTool({ name: 'ts26__add', arguments: { a: 40, b: 2 } });
+  assert.match(text(r), /42/);
+  const e = await client.callTool({ name: 'ts26__confirm', arguments: {} });
+  assert.match(text(e), /action=decline/, JSON.stringify(e));
+});
+
 await check('elicitation relayed (both upstreams)', async () => {
   const r = await client.callTool({ name: 'everything__trigger-elicitation-request', arguments: {} });
   assert.match(JSON.stringify(r), /decline/i);
