@@ -1,0 +1,189 @@
+//! `[audit]`, `[[audit.forward]]` and `[telemetry]`: the record of every operation, and where it goes.
+
+use super::*;
+
+/// `[audit]`: the record of every operation (initialize, listings, calls, reads, prompts,
+/// approvals, kill switches, pins, admin actions, authentication failures), hash-chained and
+/// signed at checkpoints; `warden audit verify|query|tail` read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Keep the audit trail. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The log: a SQLite database (WAL), or a JSONL file when the name ends in `.jsonl`.
+    /// Relative to the config file. Default `warden-audit.db`.
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// A PostgreSQL database instead of `path`, `postgres://user@host:port/dbname`, shared by
+    /// several Wardens (each writes its own chain, `instance`; table `audit_events`, created
+    /// when missing). TLS to the server is not supported yet: use loopback or a Unix socket.
+    pub url: Option<String>,
+    /// PostgreSQL: the password, kept out of the URL.
+    pub password: Option<SecretRef>,
+    /// Where signed checkpoints are also appended, outside the log (the anchor that reveals a
+    /// truncated log). Relative to the config file. Default `<path>.checkpoints`.
+    pub checkpoint_file: Option<PathBuf>,
+    /// When writes are forced to disk: `"never"` (default: a record survives Warden being
+    /// killed once written, not a power cut), `"batch"` (fsync per group commit) or `"event"`.
+    #[serde(default)]
+    pub fsync: warden_audit::Fsync,
+    /// Milliseconds the writer waits for more events before writing a batch (group commit
+    /// window). Default 0: a batch is whatever queued while the last one was written. At most 100.
+    #[serde(default)]
+    pub group_commit_ms: u64,
+    /// Events waiting for the writer, at most. Default 65536.
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+    /// With the queue full: `"reject"` (default: requests fail with 503 until it drains) or
+    /// `"drop"` (the event is dropped and counted in metrics and checkpoints).
+    #[serde(default)]
+    pub on_full: warden_audit::OnFull,
+    /// When a request is answered: `"stored"` (default: after its record is in the log, so
+    /// every answered call has a record even if Warden is killed) or `"queued"` (at once).
+    #[serde(default)]
+    pub acknowledge: Acknowledge,
+    /// Arguments in records: `"redacted"` (default: secrets, PII and values of secret-named
+    /// keys replaced, long strings cut), `"none"` (only the digest) or `"full"`.
+    #[serde(default)]
+    pub arguments: AuditArguments,
+    /// Ed25519 key (PKCS#8) that signs checkpoints; created, 0600, when absent. Relative to the
+    /// config file. Default `warden-audit.key`.
+    #[serde(default = "default_audit_key")]
+    pub signing_key: PathBuf,
+    /// The pinned public half of `signing_key` (base64; `warden audit public-key` prints it).
+    /// Warden refuses to start when the key file does not match it (the file was replaced), and
+    /// `warden audit verify --config` trusts only it. Unset: verification needs `--public-key`.
+    /// Keep a copy off the host: whoever can edit this file can pin a key of their own.
+    pub public_key: Option<String>,
+    /// Sign a checkpoint after at least this many events. Default 10000.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// … or this many seconds after the last one, if there were events. Default 10.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+    /// This instance's chain name (several Wardens may share a database). Default `warden`.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Copies of every record sent elsewhere (`[[audit.forward]]`).
+    #[serde(default)]
+    pub forward: Vec<ForwardConfig>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces. Trace context is always propagated (from the client's
+/// `params._meta.traceparent` to the upstream's `traceparent` header and `_meta`) and the trace
+/// id is in each audit record; spans are recorded only when `traces_url` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP traces endpoint (`…/v1/traces`, JSON): `https://…`, or
+    /// `http://` to a loopback host.
+    pub traces_url: Option<String>,
+    /// Headers sent with every export.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `[[audit.forward]]`: a copy of every stored record sent to a SIEM or an OpenTelemetry
+/// collector over HTTP, in batches, through a disk spool: nothing is lost while the destination
+/// is down (up to `spool_max_mb`), requests are retried with backoff, and delivery resumes after
+/// a restart. At least once: de-duplicate on `chain` and `seq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// A name for logs, metrics and the spool file.
+    pub name: String,
+    /// Where to POST: `https://…`, or `http://` to a loopback host. For `otlp`, the collector's
+    /// logs endpoint (`…/v1/logs`).
+    pub url: String,
+    /// `"jsonl"` (default: the records as newline-delimited JSON, as stored) or `"otlp"`
+    /// (OTLP/HTTP JSON logs: one log record per audit record, its fields as attributes).
+    #[serde(default)]
+    pub format: ForwardFormat,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are secrets (`Authorization = { env = "SIEM_TOKEN", prefix = "Splunk " }`).
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretRef>,
+    /// Most records per request. Default 500.
+    #[serde(default = "default_forward_batch")]
+    pub batch: usize,
+    /// Milliseconds between looks at the spool while there is nothing to send. Default 1000.
+    #[serde(default = "default_forward_flush")]
+    pub flush_ms: u64,
+    /// Milliseconds a request may take. Default 10000.
+    #[serde(default = "default_forward_timeout")]
+    pub timeout_ms: u64,
+    /// The spool file, relative to the config file. Default `<audit.path>.<name>.spool`.
+    pub spool: Option<PathBuf>,
+    /// Largest undelivered backlog, in MiB; beyond it records are dropped from this copy only
+    /// (counted in `warden_audit_forward_dropped`). Default 1024.
+    #[serde(default = "default_forward_spool_mb")]
+    pub spool_max_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFormat {
+    #[default]
+    Jsonl,
+    Otlp,
+}
+
+impl ForwardConfig {
+    /// The spool file: `spool`, or `<audit path>.<name>.spool`.
+    pub fn spool_path(&self, audit: &AuditConfig) -> PathBuf {
+        self.spool.clone().unwrap_or_else(|| {
+            let mut s = audit.path.as_os_str().to_owned();
+            s.push(format!(".{}.spool", self.name));
+            PathBuf::from(s)
+        })
+    }
+}
+
+impl AuditConfig {
+    /// Where the trail is kept (the password resolved now).
+    pub fn store(&self) -> Result<warden_audit::Store, String> {
+        Ok(match &self.url {
+            Some(url) => warden_audit::Store::Postgres {
+                url: url.clone(),
+                password: self
+                    .password
+                    .as_ref()
+                    .map(SecretRef::resolve)
+                    .transpose()
+                    .map_err(|e| format!("audit.password: {e}"))?,
+            },
+            None => warden_audit::Store::File(self.path.clone()),
+        })
+    }
+
+    /// The checkpoint file: `checkpoint_file`, or `<path>.checkpoints`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.checkpoint_file.clone().unwrap_or_else(|| warden_audit::checkpoint_path(&self.path))
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    #[default]
+    Stored,
+    Queued,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditArguments {
+    None,
+    #[default]
+    Redacted,
+    Full,
+}
