@@ -19,7 +19,6 @@
 
 use crate::store::{kill_key, Store, StoreError};
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,21 +27,7 @@ use std::time::Duration;
 /// How often a replica checks a shared store for flips made elsewhere.
 pub const SYNC_EVERY: Duration = Duration::from_millis(400);
 
-/// One flipped switch.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Kill {
-    pub server: String,
-    /// `None` (absent in JSON): the whole upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<String>,
-    pub reason: String,
-    /// Who flipped it: the admin principal, or what an admin-token client declared.
-    pub by: String,
-    /// Unix seconds.
-    pub at: u64,
-    pub cancel_in_flight: bool,
-}
+pub use crate::store::Kill;
 
 pub struct KillSwitches {
     map: RwLock<BTreeMap<String, Kill>>,

@@ -2,9 +2,9 @@
 //! file (so a restart keeps them), approvals in memory (a restart forgets them; pending calls
 //! were lost with the process anyway).
 
+use super::Kill;
 use super::{kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
 use crate::clock::now_secs;
-use crate::killswitch::Kill;
 use futures::future::{ready, BoxFuture};
 use futures::FutureExt;
 use parking_lot::Mutex;

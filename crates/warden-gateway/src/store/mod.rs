@@ -12,12 +12,27 @@
 pub mod memory;
 pub mod redis;
 
-use crate::killswitch::Kill;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 use warden_policy::limits::Rate;
+
+/// One flipped kill switch, as the store keeps it (`killswitch.rs` follows them).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Kill {
+    pub server: String,
+    /// `None` (absent in JSON): the whole upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub reason: String,
+    /// Who flipped it: the admin principal, or what an admin-token client declared.
+    pub by: String,
+    /// Unix seconds.
+    pub at: u64,
+    pub cancel_in_flight: bool,
+}
 
 /// One limit a call must fit in.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@
 //! Every command has a response timeout; a Redis that does not answer in time is an outage, not a
 //! hang.
 
+use super::Kill;
 use super::{kill_key, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
-use crate::killswitch::Kill;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::ConnectionManager;
