@@ -27,6 +27,7 @@
 //! (lockout is per name, not per source), revoking access tokens already issued (they live at most
 //! `access_token_ttl_secs`).
 
+use super::as_http::{json_response, no_store, oauth_error, random_token};
 use super::as_state::{refresh_key, Client, Code, Pending, Refresh, Store};
 use super::cimd::{self, Documents};
 use super::jwt::{self, Issuer, KeySource};
@@ -105,10 +106,6 @@ async fn verify_password(hash: Option<String>, password: String) -> bool {
 /// The issuer for a resource URI: its origin.
 pub fn issuer_for(resource: &str) -> String {
     reqwest::Url::parse(resource).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
-}
-
-pub(super) fn random_token() -> String {
-    B64.encode(rand::random::<[u8; 32]>())
 }
 
 /// A local user (`warden user add`).
@@ -357,26 +354,6 @@ impl AuthServer {
     }
 }
 
-fn no_store(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-pub(super) fn json_response(status: StatusCode, v: Value) -> Response<Body> {
-    no_store(
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-            .body(Body::from(v.to_string()))
-            .expect("static response parts"),
-    )
-}
-
-pub(super) fn oauth_error(status: StatusCode, error: &str, desc: &str) -> Response<Body> {
-    json_response(status, json!({"error": error, "error_description": desc}))
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
@@ -452,21 +429,6 @@ fn loopback_uri(u: &str) -> bool {
         }
 }
 
-/// A redirect URI a client may register: absolute, no fragment; `https`, `http` to loopback, or a
-/// private-use scheme (native apps); never `javascript:`, `data:` or `file:`.
-pub(super) fn valid_redirect(u: &str) -> bool {
-    let Ok(p) = reqwest::Url::parse(u) else { return false };
-    if p.fragment().is_some() || u.len() > 2000 {
-        return false;
-    }
-    match p.scheme() {
-        "https" => p.host().is_some(),
-        "http" => crate::config::check_remote_url(u).is_ok(),
-        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" | "ftp" | "ws" | "wss" => false,
-        _ => true,
-    }
-}
-
 fn pkce_ok(verifier: &str, challenge: &str) -> bool {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
@@ -477,7 +439,7 @@ fn pkce_ok(verifier: &str, challenge: &str) -> bool {
 pub(super) type S = Arc<Authenticator>;
 
 pub(super) fn server(a: &Authenticator) -> &AuthServer {
-    a.builtin.as_deref().expect("routes exist only with a built-in server")
+    a.builtin_server()
 }
 
 fn issuer_of(a: &Authenticator, h: &HeaderMap) -> (String, String) {
@@ -904,6 +866,7 @@ fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> (Response<Body>, bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::as_http::valid_redirect;
 
     #[test]
     fn pkce_s256_matches_rfc7636_example() {

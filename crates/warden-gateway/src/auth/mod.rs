@@ -13,6 +13,7 @@
 //! Does not defend against: what [`jwt`], [`apikey`] and [`introspect`] list as out of scope.
 
 pub mod apikey;
+pub mod as_http;
 mod as_state;
 pub mod builtin;
 pub mod cimd;
@@ -127,6 +128,11 @@ fn unverified_issuer(token: &str) -> Option<String> {
 }
 
 impl Authenticator {
+    /// The built-in authorization server (its routes exist only when it does).
+    pub(super) fn builtin_server(&self) -> &builtin::AuthServer {
+        self.builtin.as_deref().expect("routes exist only with a built-in server")
+    }
+
     pub fn new(auth: &Auth, cfg: &Config, http: reqwest::Client) -> Result<Arc<Authenticator>, String> {
         let issuers = auth
             .issuers

@@ -15,8 +15,9 @@
 //! document, keep working, and clients in use are never evicted for a newcomer. A proxy that is
 //! not in `trusted_proxies` makes every client look like the proxy.
 
+use super::as_http::{json_response, oauth_error, random_token, valid_redirect};
 use super::as_state::{Client, Store};
-use super::builtin::{json_response, oauth_error, random_token, server, S};
+use super::Authenticator;
 use super::{hex, now_secs, sha256};
 use crate::caller::ClientAddr;
 use axum::body::Body;
@@ -80,11 +81,11 @@ impl Registrations {
 
 /// `POST /register`.
 pub async fn register(
-    State(a): State<S>,
+    State(a): State<std::sync::Arc<Authenticator>>,
     addr: Option<Extension<ClientAddr>>,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let s = server(&a);
+    let s = a.builtin_server();
     if !s.cfg.dynamic_registration {
         return oauth_error(StatusCode::FORBIDDEN, "access_denied", "dynamic registration is disabled");
     }
@@ -172,9 +173,7 @@ pub fn check_client_metadata(m: &Value) -> Result<ClientMeta, (&'static str, &'s
         Some(a) if !a.is_empty() && a.len() <= 10 => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
         _ => return Err(("invalid_redirect_uri", "expected 1 to 10 redirect_uris")),
     };
-    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len())
-        || !uris.iter().all(|u| super::builtin::valid_redirect(u))
-    {
+    if uris.len() != m["redirect_uris"].as_array().map_or(0, |a| a.len()) || !uris.iter().all(|u| valid_redirect(u)) {
         return Err(("invalid_redirect_uri", "a redirect URI is not acceptable"));
     }
     let method = m.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
