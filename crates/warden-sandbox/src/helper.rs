@@ -6,6 +6,7 @@
 //! `exec`s the server, which keeps pid 1. If no PID namespace could be made, stage 1 goes on as
 //! stage 2 itself.
 
+use crate::ids::sandbox_ids;
 use crate::{seccomp, Network, Policy, Report, HELPER_ARG, REPORT_PREFIX};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
@@ -13,7 +14,7 @@ use landlock::{
 };
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{setrlimit, Resource};
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::Uid;
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -228,32 +229,6 @@ fn drop_user(p: &Policy, report: &mut Report) -> Result<(), String> {
     }
     report.add("user", "active", format!("uid {uid} gid {gid}"));
     Ok(())
-}
-
-/// The user and group a server runs as when Warden is root: `user` (default `nobody`, 65534
-/// when the system has no such entry) and `group` (default the user's).
-pub(crate) fn sandbox_ids(p: &Policy) -> Result<(Uid, Gid), String> {
-    let spec = p.user.as_deref().unwrap_or("nobody");
-    let user = match spec.parse::<u32>() {
-        Ok(n) => User::from_uid(Uid::from_raw(n))
-            .ok()
-            .flatten()
-            .map(|u| (u.uid, u.gid))
-            .or(Some((Uid::from_raw(n), Gid::from_raw(n)))),
-        Err(_) => User::from_name(spec).ok().flatten().map(|u| (u.uid, u.gid)),
-    };
-    let (uid, mut gid) = match (user, spec) {
-        (Some(u), _) => u,
-        (None, "nobody") => (Uid::from_raw(65534), Gid::from_raw(65534)),
-        (None, _) => return Err(format!("unknown user {spec:?}")),
-    };
-    if let Some(g) = &p.group {
-        gid = match g.parse::<u32>() {
-            Ok(n) => Gid::from_raw(n),
-            Err(_) => Group::from_name(g).ok().flatten().map(|g| g.gid).ok_or(format!("unknown group {g:?}"))?,
-        };
-    }
-    Ok((uid, gid))
 }
 
 fn landlock(p: &Policy, program: &std::path::Path, report: &mut Report) -> Result<(), String> {

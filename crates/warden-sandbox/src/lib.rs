@@ -59,6 +59,7 @@
 #![deny(unsafe_code)]
 
 mod helper;
+mod ids;
 mod prefix;
 mod reach;
 mod seccomp;

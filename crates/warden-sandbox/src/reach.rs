@@ -131,7 +131,7 @@ pub fn exposed(policy: &Policy, program: &str, files: &[PathBuf]) -> Vec<PathBuf
     let grants = canonical_grants(policy, program);
     // Warden root: the server runs as another user and group (the helper's own choice), whose
     // permission bits decide; else as Warden's user, who can read Warden's keys.
-    let ids = nix::unistd::geteuid().is_root().then(|| crate::helper::sandbox_ids(policy).ok()).flatten();
+    let ids = nix::unistd::geteuid().is_root().then(|| crate::ids::sandbox_ids(policy).ok()).flatten();
     let mut out = Vec::new();
     for f in files {
         let real = resolve_existing_prefix(f);
@@ -287,7 +287,7 @@ mod tests {
             std::fs::set_permissions(&apart, std::fs::Permissions::from_mode(0o600)).unwrap();
             assert!(exposed(&policy, "/bin/true", std::slice::from_ref(&apart)).is_empty());
             // … unless its group is the server's (review finding: only the other bits were read).
-            let (_, gid) = crate::helper::sandbox_ids(&policy).unwrap();
+            let (_, gid) = crate::ids::sandbox_ids(&policy).unwrap();
             std::os::unix::fs::chown(&apart, None, Some(gid.as_raw())).unwrap();
             std::fs::set_permissions(&apart, std::fs::Permissions::from_mode(0o640)).unwrap();
             assert_eq!(exposed(&policy, "/bin/true", std::slice::from_ref(&apart)).len(), 1);
