@@ -12,7 +12,8 @@ command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq node
 if [ ! -x "$NODE22" ] || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/sdk" ] \
    || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/server-everything" ] \
    || [ ! -d "$INTEROP/node_modules/conformance-2026" ] \
-   || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/client" ]; then
+   || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/client" ] \
+   || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/server" ]; then
   echo "setup: installing npm packages"
   (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error)
 fi
