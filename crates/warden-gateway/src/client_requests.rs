@@ -119,7 +119,10 @@ pub fn serve(
     let key = id.clone();
     let started = Instant::now();
     let task = tokio::spawn(async move {
+        // Its record even when the call it serves ends first (the task is then stopped).
+        let mut unanswered = Unanswered { audit: shared.audit.clone(), event: Some(e), started };
         let mut res = peer.request(&method, params).await;
+        let Some(mut e) = unanswered.event.take() else { return };
         match &mut res {
             Ok(answer) => {
                 let report = shared.content.process_client_answer(&server, &method, answer);
@@ -142,4 +145,23 @@ pub fn serve(
         c.respond(id, res).await;
     });
     conn.track_serving(key, task.abort_handle());
+}
+
+/// The record of a question put to the client, emitted as cancelled if its task is stopped
+/// before the answer (the call that asked ended: cancelled, timed out, killed).
+struct Unanswered {
+    audit: Arc<crate::audit::Audit>,
+    event: Option<warden_audit::Event>,
+    started: Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.event.take() {
+            e.status = "cancelled".into();
+            e.detail = Some("the call ended before the client answered".into());
+            e.latency_us = Some(self.started.elapsed().as_micros() as u64);
+            self.audit.emit(e);
+        }
+    }
 }

@@ -96,3 +96,39 @@ async fn client_requests_are_ruled_recorded_and_redacted() {
     let (_, asked) = call_answering(&c, "roots", json!({}), "roots/list", json!({"roots": []})).await;
     assert!(!asked);
 }
+
+/// A question to the client whose call ends before the answer (the client cancels the call)
+/// is still on record, as cancelled.
+#[tokio::test]
+async fn a_question_whose_call_ends_first_is_recorded_as_cancelled() {
+    let w = warden("", &fixture_stdio_upstream("fx", Some(""), "client_requests = [\"elicitation\"]\n"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "test_elicitation", "arguments": {"message": "Your name?"}}});
+    let mut stream = c.post_stream(&body).await.bytes_stream();
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    'asked: loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
+        for ev in dec.feed(&chunk).unwrap() {
+            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if m["method"] == "elicitation/create" {
+                break 'asked;
+            }
+        }
+    }
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}});
+    assert_eq!(c.post(&cancel).await.status, 202);
+    drop(stream);
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let mut recs = Vec::new();
+    for _ in 0..50 {
+        recs = crate::audit::records(&cfg, &["--kind", "client_request"]);
+        if recs.iter().any(|r| r["status"] == "cancelled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recs.iter().any(|r| r["status"] == "cancelled" && r["method"] == "elicitation/create"), "{recs:?}");
+}
