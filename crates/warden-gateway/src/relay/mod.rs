@@ -194,10 +194,16 @@ fn merge_instructions(shared: &Shared, inits: &[Option<ServerInit>]) -> Option<S
 }
 
 impl Session for RelaySession {
-    fn header_params(&self, tool: &str) -> Option<Vec<warden_protocol::param_headers::HeaderParam>> {
-        let routes = self.routes.lock();
-        let (i, orig, _) = routes.tools.get(tool)?;
-        routes.vetted.get(&(*i, orig.clone())).map(|v| v.header_params.clone())
+    fn header_params(
+        self: Arc<Self>,
+        tool: String,
+    ) -> BoxFuture<'static, Option<Vec<warden_protocol::param_headers::HeaderParam>>> {
+        async move {
+            // As routing does: a name not in the last listing refreshes it (at most once a second).
+            let (i, orig, _) = self.resolve_name("tools", &tool).await?;
+            self.vetted(i, &orig).map(|v| v.header_params.clone())
+        }
+        .boxed()
     }
 
     fn request(

@@ -60,10 +60,13 @@ pub trait Session: Send + Sync + 'static {
     fn notification(self: Arc<Self>, method: String, params: Option<Value>);
     /// The session ended (DELETE, idle timeout, stdin closed, shutdown).
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()>;
-    /// The `x-mcp-header` annotations of a tool this session listed, by the name its client
-    /// calls it (`None`: not listed here, nothing to compare `Mcp-Param-*` headers with).
-    fn header_params(&self, _tool: &str) -> Option<Vec<warden_protocol::param_headers::HeaderParam>> {
-        None
+    /// The `x-mcp-header` annotations of a tool, by the name its client calls it, from this
+    /// session's listing (listed now if the name is not in it yet); `None`: no such tool here.
+    fn header_params(
+        self: Arc<Self>,
+        _tool: String,
+    ) -> BoxFuture<'static, Option<Vec<warden_protocol::param_headers::HeaderParam>>> {
+        Box::pin(async { None })
     }
 }
 

@@ -325,6 +325,10 @@ async fn mcp_param_headers_must_match_the_arguments_and_bad_annotations_are_with
     std::fs::write(&f, bad.to_string()).unwrap();
     let extra = format!("env = {{ FIXTURE_DESCRIPTIONS = {f:?} }}\n[upstream.sandbox]\nread_only = [{f:?}]\n");
     let w = warden("", &fixture_stdio_upstream("fx", Some(""), &extra));
+    // The first request of a caller, before any listing: checked all the same.
+    let first = json!({"name": "test_header_param", "arguments": {"region": "us-west1"}});
+    let (s, v) = post(&w.url, None, "tools/call", first, &[]).await;
+    assert_eq!((s, v["error"]["code"].as_i64()), (400, Some(-32020)), "{v}");
     let (_, l) = post(&w.url, None, "tools/list", json!({}), &[]).await;
     let names: Vec<&str> = l["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(names.contains(&"test_header_param") && !names.contains(&"test_simple_text"), "{names:?}");

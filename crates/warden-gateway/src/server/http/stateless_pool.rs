@@ -66,7 +66,10 @@ impl McpEndpoint {
         session.last_seen.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         let svc = session.conn.get().expect("pooled sessions are initialized").session.clone();
         if req.method == "tools/call" {
-            let annotated = req.params.get("name").and_then(Value::as_str).and_then(|n| svc.header_params(n));
+            let annotated = match req.params.get("name").and_then(Value::as_str) {
+                Some(n) => svc.clone().header_params(n.to_string()).await,
+                None => None,
+            };
             if let Err(r) = stateless::check_params(annotated.as_deref().unwrap_or_default(), &req.params, h) {
                 return error_response(r.status, req.id, r.error);
             }
