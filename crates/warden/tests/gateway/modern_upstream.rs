@@ -372,3 +372,53 @@ async fn a_2026_client_answers_a_2026_upstream_under_the_upstreams_keys() {
         .await;
     assert_eq!((r.status, r.answer(3).unwrap()["error"]["code"].as_i64()), (200, Some(-32021)), "{}", r.raw);
 }
+
+/// Two listens of one caller on one resource: the first to end does not unsubscribe the other.
+#[tokio::test]
+async fn a_resource_stays_subscribed_while_any_listen_wants_it() {
+    use crate::stateless::meta_with;
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, ""));
+    let uri = "warden://s/s://watched";
+    let listen = |id: i64| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+            "params": {"notifications": {"resourceSubscriptions": [uri]}, "_meta": meta_with(json!({}))}});
+        reqwest::Client::new()
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .json(&body)
+            .send()
+    };
+    let subscribed = |want: bool| {
+        let seen = s.seen.lock().clone();
+        let last = seen.iter().rev().find(|(_, b)| b["method"] == "subscriptions/listen").map(|(_, b)| b.clone());
+        let has = last.is_some_and(|b| b["params"]["notifications"]["resourceSubscriptions"] == json!(["s://watched"]));
+        has == want
+    };
+    let mut first = listen(1).await.unwrap();
+    let ack = first.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&ack).contains("acknowledged"), "{ack:?}");
+    let mut second = listen(2).await.unwrap();
+    let _ = second.chunk().await.unwrap().unwrap();
+    for _ in 0..50 {
+        if subscribed(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(subscribed(true), "the upstream listens for the resource");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(subscribed(true), "the second listen still wants it");
+    drop(second);
+    for _ in 0..50 {
+        if subscribed(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(subscribed(false), "the last listen ended: unsubscribed");
+}

@@ -102,6 +102,9 @@ pub struct McpEndpoint {
     /// Pooled sessions' change notifications, fanned out to their `subscriptions/listen`
     /// streams: session id → sender (present while a listen is open).
     listens: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Message>>>,
+    /// Open listens on each (pooled session, resource URI): the resource is unsubscribed when
+    /// the last of them ends, not the first.
+    listen_refs: Mutex<HashMap<(String, String), usize>>,
     /// Pooled sessions being created, by binding key (one at a time per caller).
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
@@ -193,6 +196,7 @@ impl McpEndpoint {
             pooled: Mutex::new(HashMap::new()),
             runs: Arc::new(mrtr::Runs::default()),
             listens: Mutex::new(HashMap::new()),
+            listen_refs: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });

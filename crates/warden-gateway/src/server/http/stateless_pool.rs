@@ -119,6 +119,7 @@ impl McpEndpoint {
                     Some(principal.clone()),
                 );
                 if sub.await.is_ok() {
+                    *self.listen_refs.lock().entry((sid.to_string(), uri.to_string())).or_default() += 1;
                     uris.push(uri.to_string());
                 }
             }
@@ -127,6 +128,7 @@ impl McpEndpoint {
             }
         }
         let mut notes = self.fan_out(sid, &session);
+        let (me, sid_owned) = (self.clone(), sid.to_string());
         let tag = req.id.to_value();
         let (tx, out) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
         let event = |m: &Message| bytes::Bytes::from(warden_protocol::sse::encode(None, &m.to_json(), None));
@@ -170,6 +172,21 @@ impl McpEndpoint {
                 }
             }
             for uri in uris {
+                // Another listen of this session still wants it: it stays subscribed.
+                let last = {
+                    let mut refs = me.listen_refs.lock();
+                    let key = (sid_owned.clone(), uri.clone());
+                    let n = refs.get(&key).copied().unwrap_or(1).saturating_sub(1);
+                    if n == 0 {
+                        refs.remove(&key);
+                    } else {
+                        refs.insert(key, n);
+                    }
+                    n == 0
+                };
+                if !last {
+                    continue;
+                }
                 let quiet = crate::rpc::Peer::new(Arc::new(Nowhere), Arc::new(Calls::new("warden-")), None);
                 let _ = svc
                     .clone()
