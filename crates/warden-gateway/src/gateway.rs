@@ -118,9 +118,22 @@ impl Gateway {
             }
             None => None,
         };
+        let extensions = crate::extensions::Extensions::new(&cfg.federation.extensions);
         Ok(Gateway {
             cfg,
-            shared: Arc::new(Shared { specs, ns, http, known, policy, approvals, content, registry, audit, traces }),
+            shared: Arc::new(Shared {
+                specs,
+                extensions,
+                ns,
+                http,
+                known,
+                policy,
+                approvals,
+                content,
+                registry,
+                audit,
+                traces,
+            }),
             auth,
         })
     }

@@ -16,6 +16,7 @@ pub mod control;
 pub mod digest;
 pub mod dns;
 pub mod error;
+pub mod extensions;
 pub mod failures;
 pub mod forward;
 pub mod framing;

@@ -9,6 +9,12 @@ pub struct Federation {
     /// Placed between an upstream's namespace and a tool or prompt name. Default `__`.
     #[serde(default = "default_sep")]
     pub separator: String,
+    /// Protocol extensions (2026-07-28 `extensions` capability) relayed besides those Warden
+    /// understands (`io.modelcontextprotocol/ui`, MCP Apps: its `ui://` resources are
+    /// namespaced and authorized like any other). Any other extension is withheld from the
+    /// capabilities announced to clients and from the client capabilities told to upstreams.
+    #[serde(default)]
+    pub extensions: Vec<String>,
 }
 
 /// How Warden talks to an upstream.
@@ -379,7 +385,7 @@ pub struct UpstreamOAuth {
 
 impl Default for Federation {
     fn default() -> Self {
-        Federation { separator: default_sep() }
+        Federation { separator: default_sep(), extensions: Vec::new() }
     }
 }
 

@@ -135,6 +135,8 @@ impl RelaySession {
                     if !read_only {
                         item["annotations"]["destructiveHint"] = true.into();
                     }
+                    // An MCP App's UI is read through Warden, as this upstream's resource.
+                    crate::extensions::rename_ui_reference(&mut item, |u| self.shared.ns.uri(i, u));
                 }
                 item[key] = Value::String(exposed.clone());
                 table.insert(exposed, (i, orig, read_only));

@@ -108,7 +108,7 @@ impl Service for Relay {
             .await;
             let mut result = json!({
                 "protocolVersion": negotiated,
-                "capabilities": merge_capabilities(inits.iter().flatten()),
+                "capabilities": merge_capabilities(inits.iter().flatten(), &shared.extensions),
                 "serverInfo": {"name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION")},
             });
             // An optional string: absent, never null, when no upstream declares instructions.
@@ -130,8 +130,14 @@ impl Service for Relay {
 }
 
 /// The capabilities Warden announces: the union of the upstreams'.
-pub fn merge_capabilities<'a>(inits: impl Iterator<Item = &'a ServerInit>) -> Value {
+pub fn merge_capabilities<'a>(
+    inits: impl Iterator<Item = &'a ServerInit> + Clone,
+    extensions: &crate::extensions::Extensions,
+) -> Value {
     let mut caps = Map::new();
+    if let Some(e) = extensions.merge(inits.clone().map(|i| &i.capabilities)) {
+        caps.insert("extensions".into(), e);
+    }
     let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     for i in inits {
         let c = &i.capabilities;

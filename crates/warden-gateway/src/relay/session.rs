@@ -16,6 +16,8 @@ use warden_policy::Principal;
 /// What is shared by all sessions.
 pub struct Shared {
     pub specs: Vec<Spec>,
+    /// The protocol extensions relayed (`[federation] extensions`).
+    pub extensions: crate::extensions::Extensions,
     pub ns: Namespaces,
     pub http: reqwest::Client,
     /// What each upstream said to Warden's control connection, when it is up. Sessions answer

@@ -40,6 +40,7 @@ impl RelaySession {
         // The upstream is told only of the client capabilities it may use (`client_requests`).
         let mut init = self.upstream_init.clone();
         init["capabilities"] = crate::client_requests::capabilities_for(&init["capabilities"], &spec.client_requests);
+        self.shared.extensions.filter(&mut init["capabilities"]);
         match Conn::connect(spec, init, self.handler(i), &self.shared.http).await {
             Ok(c) => {
                 *slot.retry_at.lock() = None;

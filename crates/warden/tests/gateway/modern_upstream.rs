@@ -54,7 +54,8 @@ async fn scripted() -> Scripted {
             let p = &req["params"];
             match req["method"].as_str().unwrap_or("") {
                 "server/discover" => ok(json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
-                    "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true}},
+                    "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true},
+                        "extensions": {"io.modelcontextprotocol/ui": {}, "com.example/unknown": {}}},
                     "ttlMs": 0, "cacheScope": "public",
                     "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "scripted", "version": "1"}}})),
                 "tools/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public", "tools": [
@@ -62,10 +63,14 @@ async fn scripted() -> Scripted {
                     {"name": "ask", "inputSchema": {"type": "object"}},
                     {"name": "needs_sampling", "inputSchema": {"type": "object"}},
                     {"name": "sneaky", "inputSchema": {"type": "object"}},
+                    {"name": "chart", "inputSchema": {"type": "object"}, "_meta": {"ui": {"resourceUri": "ui://charts/bar"}}},
                     {"name": "where", "inputSchema": {"type": "object", "properties": {
                         "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
                 "resources/list" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public",
-                    "resources": [{"uri": "s://watched", "name": "watched"}]})),
+                    "resources": [{"uri": "s://watched", "name": "watched"},
+                                  {"uri": "ui://charts/bar", "name": "bar chart", "mimeType": "text/html;profile=mcp-app"}]})),
+                "resources/read" => ok(json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "public", "contents": [
+                    {"uri": p["uri"], "mimeType": "text/html;profile=mcp-app", "text": "<html><body>bar</body></html>"}]})),
                 // A request of its own on the answer stream, which the revision forbids.
                 "tools/call" if p["name"] == "sneaky" => sse(
                     vec![
@@ -421,4 +426,35 @@ async fn a_resource_stays_subscribed_while_any_listen_wants_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(subscribed(false), "the last listen ended: unsubscribed");
+}
+
+/// MCP Apps through Warden: the extension is announced (an unknown one is not), a tool's UI
+/// reference points at the resource through Warden, which serves it like any resource; the
+/// upstream is told only of the client's extensions Warden relays.
+#[tokio::test]
+async fn mcp_apps_are_relayed_and_unknown_extensions_withheld() {
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, ""));
+    let mut c = Client::new(&w.url);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+        "capabilities": {"extensions": {"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]},
+                                        "com.example/unknown": {}}},
+        "clientInfo": {"name": "apps-host", "version": "1"}}});
+    let r = c.post(&init).await;
+    c.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+    let caps = &r.answer(0).unwrap()["result"]["capabilities"];
+    assert_eq!(caps["extensions"], json!({"io.modelcontextprotocol/ui": {}}), "{caps}");
+    let tools = c.call(1, "tools/list", json!({})).await;
+    let chart = tools["result"]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "s__chart").cloned().unwrap();
+    let ui = chart["_meta"]["ui"]["resourceUri"].as_str().unwrap().to_string();
+    assert_eq!(ui, "warden://s/ui://charts/bar");
+    let read = c.call(2, "resources/read", json!({"uri": ui})).await;
+    assert_eq!(read["result"]["contents"][0]["uri"], "warden://s/ui://charts/bar", "{read}");
+    assert!(read["result"]["contents"][0]["text"].as_str().unwrap().contains("bar"), "{read}");
+    let seen = s.seen.lock().clone();
+    let (_, call) = seen.iter().rev().find(|(_, b)| b["method"] == "resources/read").unwrap();
+    assert_eq!(
+        call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"],
+        json!({"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}})
+    );
 }
