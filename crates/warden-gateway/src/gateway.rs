@@ -277,7 +277,7 @@ pub fn auth_router(auth: Arc<Authenticator>, endpoint: Arc<McpEndpoint>) -> Rout
         .route("/.well-known/oauth-protected-resource/mcp", get(prm))
         .with_state(auth.clone());
     if auth.builtin.is_some() {
-        r = r.merge(crate::auth::builtin::router(auth));
+        r = r.merge(crate::auth::as_routes::router(auth));
     }
     r.route_layer(axum::middleware::from_fn(move |req: Request<Body>, next: axum::middleware::Next| {
         let endpoint = endpoint.clone();

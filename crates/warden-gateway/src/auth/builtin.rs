@@ -28,11 +28,11 @@
 //! `access_token_ttl_secs`).
 
 use super::as_http::{json_response, no_store, oauth_error, random_token};
-use super::as_state::{refresh_key, Client, Code, Pending, Refresh, Store};
+use super::as_state::{Client, Code, Pending, Store};
 use super::cimd::{self, Documents};
 use super::jwt::{self, Issuer, KeySource};
-use super::register::{self, Registrations};
-use super::{hex, now_secs, sha256, Authenticator};
+use super::register::Registrations;
+use super::{now_secs, sha256, Authenticator};
 use crate::caller::ClientAddr;
 use crate::config::{Auth, BuiltinAs, Config};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -40,8 +40,7 @@ use argon2::Argon2;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Form};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
@@ -57,7 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-const CODE_TTL: Duration = Duration::from_secs(60);
+pub(super) const CODE_TTL: Duration = Duration::from_secs(60);
 const PENDING_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 10_000;
 /// Authorization requests in progress at once from one address (IPv6: /64) and one IPv6 /48;
@@ -65,8 +64,8 @@ const MAX_PENDING: usize = 10_000;
 const MAX_PENDING_PER_SOURCE: usize = 50;
 const MAX_PENDING_PER_BLOCK: usize = 200;
 /// Largest form or registration body, and the longest time to read it.
-const MAX_FORM_BYTES: usize = 64 << 10;
-const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const MAX_FORM_BYTES: usize = 64 << 10;
+pub(super) const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest user name and password a login may give.
 pub const MAX_USER_NAME: usize = 64;
 const MAX_PASSWORD: usize = 1024;
@@ -184,19 +183,19 @@ pub fn paths(b: &BuiltinAs, cfg: &Config) -> Paths {
 
 pub struct AuthServer {
     pub(super) cfg: BuiltinAs,
-    signing: EncodingKey,
-    kid: String,
-    jwks: Value,
-    keys: Arc<Issuer>,
-    users: HashMap<String, User>,
+    pub(super) signing: EncodingKey,
+    pub(super) kid: String,
+    pub(super) jwks: Value,
+    pub(super) keys: Arc<Issuer>,
+    pub(super) users: HashMap<String, User>,
     pub(super) store: Mutex<Store>,
     pub(super) registrations: Mutex<Registrations>,
     /// The state file; the generation of the last change, and a lock that orders writes and
     /// holds the generation last written.
-    state_path: Option<PathBuf>,
-    changes: AtomicU64,
-    written: Arc<tokio::sync::Mutex<u64>>,
-    documents: Option<Documents>,
+    pub(super) state_path: Option<PathBuf>,
+    pub(super) changes: AtomicU64,
+    pub(super) written: Arc<tokio::sync::Mutex<u64>>,
+    pub(super) documents: Option<Documents>,
 }
 
 impl AuthServer {
@@ -210,7 +209,7 @@ impl AuthServer {
         Ok(Arc::new(s))
     }
 
-    fn with_key(cfg: BuiltinAs, pkcs8: &[u8], users: HashMap<String, User>) -> Result<AuthServer, String> {
+    pub(super) fn with_key(cfg: BuiltinAs, pkcs8: &[u8], users: HashMap<String, User>) -> Result<AuthServer, String> {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| "not a PKCS#8 Ed25519 key".to_string())?;
         let x = B64.encode(pair.public_key().as_ref());
         let kid = B64.encode(&sha256(pair.public_key().as_ref())[..12]);
@@ -281,13 +280,18 @@ impl AuthServer {
 
     /// Revoke every token of a grant family (a replayed code or reused refresh token); the
     /// caller saves. Answers `invalid_grant`.
-    fn revoke_family(&self, mut st: parking_lot::MutexGuard<'_, Store>, family: String, why: &str) -> Response<Body> {
+    pub(super) fn revoke_family(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, Store>,
+        family: String,
+        why: &str,
+    ) -> Response<Body> {
         st.revoked_families.insert(family);
         oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why)
     }
 
     /// A client by ID: registered, or described by its metadata document.
-    async fn client(&self, id: &str) -> Result<Client, String> {
+    pub(super) async fn client(&self, id: &str) -> Result<Client, String> {
         if let Some(c) = self.store.lock().clients.get(id) {
             return Ok(c.clone());
         }
@@ -332,7 +336,7 @@ impl AuthServer {
         jsonwebtoken::encode(&h, &claims, &self.signing).expect("Ed25519 signing does not fail")
     }
 
-    fn metadata(&self, issuer: &str) -> Value {
+    pub(super) fn metadata(&self, issuer: &str) -> Value {
         let mut m = json!({
             "issuer": issuer,
             "authorization_endpoint": format!("{issuer}/authorize"),
@@ -429,7 +433,7 @@ fn loopback_uri(u: &str) -> bool {
         }
 }
 
-fn pkce_ok(verifier: &str, challenge: &str) -> bool {
+pub(super) fn pkce_ok(verifier: &str, challenge: &str) -> bool {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
     let computed = B64.encode(sha256(verifier.as_bytes()));
@@ -442,47 +446,18 @@ pub(super) fn server(a: &Authenticator) -> &AuthServer {
     a.builtin_server()
 }
 
-fn issuer_of(a: &Authenticator, h: &HeaderMap) -> (String, String) {
+pub(super) fn issuer_of(a: &Authenticator, h: &HeaderMap) -> (String, String) {
     let resource = a.resource_for(h, None);
     (issuer_for(&resource), resource)
 }
 
-/// The built-in server's routes; only mounted when it is configured.
-pub fn router(auth: Arc<Authenticator>) -> Router {
-    Router::new()
-        .route("/.well-known/oauth-authorization-server", get(as_metadata))
-        .route("/.well-known/openid-configuration", get(as_metadata))
-        .route("/jwks", get(|State(a): State<S>| async move { json_response(StatusCode::OK, server(&a).jwks.clone()) }))
-        .route("/register", post(register::register))
-        .route("/authorize", get(authorize_get).post(authorize_post))
-        .route("/token", post(token))
-        .layer(axum::middleware::from_fn(bounded_body))
-        .with_state(auth)
-}
-
-/// Read a request body whole before a handler sees it: at most [`MAX_FORM_BYTES`] (413), within
-/// [`FORM_READ_TIMEOUT`] (408), so a slow or endless form holds no handler or memory.
-async fn bounded_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response<Body> {
-    use http_body_util::BodyExt;
-    let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, MAX_FORM_BYTES);
-    match tokio::time::timeout(FORM_READ_TIMEOUT, limited.collect()).await {
-        Ok(Ok(c)) => next.run(axum::extract::Request::from_parts(parts, Body::from(c.to_bytes()))).await,
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large")
-        }
-        Ok(Err(_)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable"),
-        Err(_) => oauth_error(StatusCode::REQUEST_TIMEOUT, "invalid_request", "request body too slow"),
-    }
-}
-
-async fn as_metadata(State(a): State<S>, h: HeaderMap) -> Response<Body> {
+pub(super) async fn as_metadata(State(a): State<S>, h: HeaderMap) -> Response<Body> {
     let (issuer, _) = issuer_of(&a, &h);
     json_response(StatusCode::OK, server(&a).metadata(&issuer))
 }
 
 #[derive(Deserialize)]
-struct AuthorizeQuery {
+pub(super) struct AuthorizeQuery {
     response_type: Option<String>,
     client_id: Option<String>,
     redirect_uri: Option<String>,
@@ -493,7 +468,7 @@ struct AuthorizeQuery {
     resource: Option<String>,
 }
 
-async fn authorize_get(
+pub(super) async fn authorize_get(
     State(a): State<S>,
     addr: Option<Extension<ClientAddr>>,
     h: HeaderMap,
@@ -606,7 +581,7 @@ async fn authorize_get(
 }
 
 #[derive(Deserialize)]
-struct ConsentForm {
+pub(super) struct ConsentForm {
     request_id: String,
     csrf: String,
     username: Option<String>,
@@ -624,7 +599,7 @@ fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentForm>) -> Response<Body> {
+pub(super) async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentForm>) -> Response<Body> {
     let s = server(&a);
     let (issuer, _) = issuer_of(&a, &h);
     let cookie = cookie_value(&h, "warden_csrf").unwrap_or("");
@@ -694,173 +669,6 @@ async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Form<ConsentF
     tracing::info!(user = %user.name, "authorization granted");
     base.push(("code", &code));
     redirect(&p.redirect_uri, &base)
-}
-
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: String,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-    refresh_token: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    resource: Option<String>,
-    scope: Option<String>,
-}
-
-/// The authenticated client of a token request.
-/// Clients named by a metadata document URL are public: they present no secret.
-fn client_auth(st: &Store, url_clients: bool, h: &HeaderMap, f: &TokenForm) -> Option<String> {
-    let basic = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(i, p)| (decode_form(i), decode_form(p))));
-    let (id, secret) = match (&basic, &f.client_id) {
-        (Some((i, p)), _) => (i.clone(), Some(p.clone())),
-        (None, Some(i)) => (i.clone(), f.client_secret.clone()),
-        (None, None) => return None,
-    };
-    let ok = match st.clients.get(&id) {
-        Some(Client { secret: None, .. }) => secret.is_none(),
-        Some(Client { secret: Some(want), .. }) => {
-            secret.is_some_and(|s| bool::from(hex(&sha256(s.as_bytes())).as_bytes().ct_eq(want.as_bytes())))
-        }
-        None => url_clients && cimd::is_url(&id) && secret.is_none(),
-    };
-    ok.then_some(id)
-}
-
-fn decode_form(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
-}
-
-async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Response<Body> {
-    let s = server(&a);
-    let (answer, changed) = grant(s, &h, &f);
-    // Saved before the answer: a rotated or revoked refresh token stays so after a restart. Not
-    // saved: no new token is handed out (503).
-    if changed && !s.persist().await && answer.status().is_success() {
-        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the grant could not be saved");
-    }
-    answer
-}
-
-/// The token endpoint's decision; true when the persistent state changed (a grant, or a
-/// revocation).
-fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> (Response<Body>, bool) {
-    let ttl = s.cfg.access_token_ttl_secs;
-    let mut st = s.store.lock();
-    let Some(client_id) = client_auth(&st, s.documents.is_some(), h, f) else {
-        return (oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"), false);
-    };
-    let granted = match f.grant_type.as_str() {
-        "authorization_code" => {
-            let key = sha256(f.code.as_deref().unwrap_or("").as_bytes());
-            let Some(c) = st.codes.get_mut(&key) else {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
-            };
-            if c.used {
-                tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
-                let family = c.family.clone();
-                return (s.revoke_family(st, family, "code already used"), true);
-            }
-            c.used = true;
-            if c.created.elapsed() > CODE_TTL || c.client_id != client_id {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
-            }
-            if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "redirect_uri does not match"), false);
-            }
-            if !pkce_ok(f.code_verifier.as_deref().unwrap_or(""), &c.challenge) {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed"), false);
-            }
-            if f.resource.as_deref().is_some_and(|r| r != c.resource) {
-                return (
-                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
-                    false,
-                );
-            }
-            (c.subject.clone(), c.scopes.clone(), c.resource.clone(), c.family.clone())
-        }
-        "refresh_token" => {
-            let key = refresh_key(f.refresh_token.as_deref().unwrap_or(""));
-            let Some(r) = st.refresh.get_mut(&key) else {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
-            };
-            if r.client_id != client_id {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
-            }
-            if r.used {
-                tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
-                let family = r.family.clone();
-                return (s.revoke_family(st, family, "refresh token already used"), true);
-            }
-            r.used = true;
-            if r.expires <= now_secs() {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired"), false);
-            }
-            let scopes = match f.scope.as_deref() {
-                Some(sc) => {
-                    let want: Vec<String> = sc.split_whitespace().map(String::from).collect();
-                    if want.iter().any(|w| !r.scopes.contains(w)) {
-                        return (
-                            oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant"),
-                            false,
-                        );
-                    }
-                    want
-                }
-                None => r.scopes.clone(),
-            };
-            if f.resource.as_deref().is_some_and(|x| x != r.resource) {
-                return (
-                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
-                    false,
-                );
-            }
-            (r.subject.clone(), scopes, r.resource.clone(), r.family.clone())
-        }
-        _ => return (oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"), false),
-    };
-    let (subject, scopes, resource, family) = granted;
-    if st.revoked_families.contains(&family) {
-        return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked"), false);
-    }
-    let refresh = random_token();
-    st.refresh.retain(|_, r| r.expires > now_secs());
-    st.refresh.insert(
-        refresh_key(&refresh),
-        Refresh {
-            client_id: client_id.clone(),
-            subject: subject.clone(),
-            scopes: scopes.clone(),
-            resource: resource.clone(),
-            expires: now_secs() + s.cfg.refresh_token_ttl_secs,
-            family,
-            used: false,
-        },
-    );
-    st.codes.retain(|_, c| c.created.elapsed() < CODE_TTL * 10);
-    if let Some(c) = st.clients.get_mut(&client_id) {
-        c.last_used = Some(now_secs());
-    }
-    drop(st);
-    let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
-    let answer = json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": ttl,
-            "refresh_token": refresh,
-            "scope": scopes.join(" "),
-        }),
-    );
-    (answer, true)
 }
 
 #[cfg(test)]

@@ -14,12 +14,14 @@
 
 pub mod apikey;
 pub mod as_http;
+pub mod as_routes;
 mod as_state;
 pub mod builtin;
 pub mod cimd;
 pub mod introspect;
 pub mod jwt;
 pub mod register;
+mod token;
 
 use crate::caller::PeerCert;
 pub use crate::clock::now_secs;
