@@ -13,27 +13,8 @@ const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
 /// the call's answer, and whether the request reached the client.
 async fn call_answering(c: &Client, tool: &str, args: Value, method: &str, reply: Value) -> (Value, bool) {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}});
-    let mut stream = c.post_stream(&body).await.bytes_stream();
-    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
-    let mut asked = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
-        // A JSON answer (no request came first) is one chunk of JSON, not SSE.
-        if chunk.first() == Some(&b'{') {
-            return (serde_json::from_slice(&chunk).unwrap(), asked);
-        }
-        for ev in dec.feed(&chunk).unwrap() {
-            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
-            if m["method"] == method {
-                asked = true;
-                let r = json!({"jsonrpc": "2.0", "id": m["id"], "result": reply});
-                assert_eq!(c.post(&r).await.status, 202);
-            } else if m["id"] == 1 {
-                return (m, asked);
-            }
-        }
-    }
+    let (answer, asked) = crate::modern_upstream::call_answering(c, body, method, reply).await;
+    (answer, asked > 0)
 }
 
 fn text(v: &Value) -> String {

@@ -120,9 +120,9 @@ fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\ntransport = \"http\"\nurl = {url:?}\n{extra}\n")
 }
 
-/// Answer every `method` request on the call's stream with `reply`; the call's answer and how
-/// many requests came.
-async fn call_answering(c: &Client, body: Value, method: &str, reply: Value) -> (Value, usize) {
+/// Send `body` (a request) and answer every `method` request on its stream with `reply`; the
+/// request's answer and how many requests came (a JSON answer: none came first).
+pub(crate) async fn call_answering(c: &Client, body: Value, method: &str, reply: Value) -> (Value, usize) {
     let mut stream = c.post_stream(&body).await.bytes_stream();
     let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
     let mut asked = 0;
