@@ -2,7 +2,9 @@
 //! relays and how. It understands MCP Apps (`io.modelcontextprotocol/ui`): a tool's
 //! `_meta.ui.resourceUri` names a `ui://` resource of the same server, which Warden renames into
 //! the upstream's namespace, so the host reads it through Warden — routed, authorized like any
-//! resource, pinned and put through the output stages. Other extensions are relayed only when
+//! resource, pinned and put through the output stages. And tasks
+//! (`io.modelcontextprotocol/tasks`): a tool call's task handle is sealed to its caller and its
+//! follow-ups routed and vetted (`pipeline/task.rs`). Other extensions are relayed only when
 //! the operator lists them (`[federation] extensions`).
 //!
 //! Defends against: an upstream announcing an extension whose methods Warden does not route
@@ -16,6 +18,8 @@ use serde_json::{Map, Value};
 
 /// MCP Apps.
 pub const UI: &str = "io.modelcontextprotocol/ui";
+/// Tasks (SEP-2663): routed and bound to their caller by `pipeline/task.rs`.
+pub use warden_protocol::modern::TASKS_EXTENSION as TASKS;
 
 /// The extensions Warden relays.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +33,7 @@ impl Extensions {
     }
 
     pub fn relayed(&self, id: &str) -> bool {
-        id == UI || self.allowed.iter().any(|a| a == id)
+        id == UI || id == TASKS || self.allowed.iter().any(|a| a == id)
     }
 
     /// `caps` (a capabilities object) with only the relayed extensions left.
@@ -97,7 +101,10 @@ mod tests {
         assert_eq!(only_unknown, json!({}));
         let a = json!({"extensions": {UI: {"v": 1}}});
         let b = json!({"extensions": {UI: {"v": 2}, "io.modelcontextprotocol/tasks": {}}});
-        assert_eq!(Extensions::default().merge([&a, &b].into_iter()), Some(json!({UI: {"v": 1}})));
+        assert_eq!(
+            Extensions::default().merge([&a, &b].into_iter()),
+            Some(json!({UI: {"v": 1}, "io.modelcontextprotocol/tasks": {}}))
+        );
         assert_eq!(Extensions::default().merge([&json!({})].into_iter()), None);
     }
 

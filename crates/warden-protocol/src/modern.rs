@@ -11,6 +11,13 @@ pub const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
 pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
 pub const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+/// The tasks extension (SEP-2663): a `tools/call` may answer with a task handle.
+pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
+/// Whether a capabilities object declares the tasks extension.
+pub fn declares_tasks(caps: &serde_json::Value) -> bool {
+    caps.get("extensions").and_then(|e| e.get(TASKS_EXTENSION)).is_some()
+}
 
 /// A standard header does not match the body (HTTP 400).
 pub const HEADER_MISMATCH: i64 = -32020;

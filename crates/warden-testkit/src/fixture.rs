@@ -48,7 +48,8 @@ impl Service for Fixture {
                         "resources": {"subscribe": true, "listChanged": true},
                         "prompts": {"listChanged": true},
                         "logging": {},
-                        "completions": {}
+                        "completions": {},
+                        "extensions": {crate::tasks::TASKS: {}}
                     },
                     "serverInfo": {"name": "warden-fixture", "version": env!("CARGO_PKG_VERSION")},
                     // Hostile-upstream tests give other instructions.
@@ -92,6 +93,14 @@ fn empty_schema() -> Value {
 }
 
 fn tools() -> Value {
+    let mut all = basic_tools();
+    if let Some(list) = all["tools"].as_array_mut() {
+        list.extend(crate::tasks::tools());
+    }
+    all
+}
+
+fn basic_tools() -> Value {
     let t = |name: &str, desc: &str, schema: Value| json!({"name": name, "description": desc, "inputSchema": schema});
     let str_arg = |k: &str, d: &str| json!({"type": "object", "properties": {k: {"type": "string", "description": d}}, "required": [k]});
     json!({"tools": [
@@ -246,6 +255,9 @@ impl FixtureSession {
     }
 
     async fn call_tool(&self, name: &str, args: Value, meta: Option<Value>, peer: Peer) -> Result<Value, ErrorObject> {
+        if let Some(r) = crate::tasks::call(name, &args, meta.as_ref()).await {
+            return r;
+        }
         Ok(match name {
             "test_simple_text" => text("This is a simple text response for testing."),
             "test_image_content" => {
@@ -420,6 +432,14 @@ impl FixtureSession {
                 peer.notify(&format!("notifications/{kind}/list_changed"), None);
                 text("Mutation triggered")
             }
+            // A multi round-trip first, then a task (the tasks scenarios' composition).
+            "test_tool_with_task" => {
+                if !crate::tasks::declared(meta.as_ref()) {
+                    return Err(crate::tasks::needs_tasks());
+                }
+                let name = ask_name(&peer, "What is your name?").await?;
+                return crate::tasks::create(crate::tasks::Body::Answer(text(format!("Hello, {name}!"))));
+            }
             "roots" => match peer.request("roots/list", None).await {
                 Ok(r) => text(format!("roots: {}", r.get("roots").cloned().unwrap_or(json!([])))),
                 Err(e) => text(format!("roots error: {}", e.message)),
@@ -521,6 +541,7 @@ impl Session for FixtureSession {
                     self.log(&self.peer, &format!("Log level set to: {}", s("level")));
                     Ok(json!({}))
                 }
+                "tasks/get" | "tasks/update" | "tasks/cancel" => crate::tasks::follow_up(&method, &p),
                 "completion/complete" => Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}})),
                 _ => Err(ErrorObject::new(jsonrpc::METHOD_NOT_FOUND, "Method not found")),
             }

@@ -10,4 +10,5 @@ pub mod idp;
 pub mod pki;
 pub mod raw;
 pub mod serve;
+pub mod tasks;
 pub mod vulnerable;

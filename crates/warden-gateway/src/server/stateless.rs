@@ -19,7 +19,7 @@ use warden_protocol::version;
 
 pub use warden_protocol::modern::{
     header_value, HEADER_MISMATCH, META_CAPABILITIES, META_CLIENT, META_LOG_LEVEL, META_SERVER, META_VERSION,
-    MISSING_CLIENT_CAPABILITY, UNSUPPORTED_VERSION,
+    MISSING_CLIENT_CAPABILITY, TASKS_EXTENSION, UNSUPPORTED_VERSION,
 };
 
 /// A refusal before the request runs: the HTTP status and the JSON-RPC error.
@@ -79,6 +79,10 @@ const SERVED: &[&str] = &[
     "prompts/get",
     "completion/complete",
     "subscriptions/listen",
+    // The tasks extension (`io.modelcontextprotocol/tasks`), for a request that declares it.
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
 ];
 
 /// Check a stateless request before it runs, in the order the revision's tests probe.
@@ -151,6 +155,8 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
     let named = match method.as_str() {
         "tools/call" | "prompts/get" => params.get("name"),
         "resources/read" => params.get("uri"),
+        // Routing intermediaries find a task's holder by its id (SEP-2663).
+        "tasks/get" | "tasks/update" | "tasks/cancel" => params.get("taskId"),
         _ => None,
     };
     if let Some(name) = named.and_then(Value::as_str) {
@@ -176,6 +182,15 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
     }
     if REMOVED.contains(&method.as_str()) || !SERVED.contains(&method.as_str()) {
         return bad(refused(StatusCode::NOT_FOUND, jsonrpc::METHOD_NOT_FOUND, format!("Method not found: {method}")));
+    }
+    if method.starts_with("tasks/") && !warden_protocol::modern::declares_tasks(caps) {
+        let mut r = refused(
+            StatusCode::BAD_REQUEST,
+            MISSING_CLIENT_CAPABILITY,
+            format!("Missing required client capability: {method} needs the {TASKS_EXTENSION} extension"),
+        );
+        r.error.data = Some(json!({"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}));
+        return bad(r);
     }
     Ok(Stateless {
         version: v.to_string(),
@@ -245,8 +260,14 @@ pub fn shape_result(method: &str, result: &mut Value) {
     // A 2025 upstream's answer is complete, whatever it says: an `input_required` of its own
     // would ask the client past `client_requests`, redaction and the audit trail (only Warden
     // turns an upstream's questions into `input_required`, in `mrtr.rs`).
-    for k in ["inputRequests", "requestState"] {
-        m.remove(k);
+    m.remove("requestState");
+    // A task's questions come through Warden's task stage (`pipeline/task.rs`), vetted.
+    if method != "tasks/get" {
+        m.remove("inputRequests");
+    }
+    // A task Warden sealed (`pipeline/task.rs`: nothing else reaches here as one).
+    if method == "tools/call" && m.get("resultType").and_then(Value::as_str) == Some("task") {
+        return;
     }
     m.insert("resultType".into(), "complete".into());
     if matches!(

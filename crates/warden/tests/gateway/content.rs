@@ -285,7 +285,7 @@ async fn scan_pin_diff_and_signed_pins_from_the_command_line() {
 
     let (code, out, err) = run(&["pin", "--config", cfg, "--sign-key", key.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("fx: 38 tool(s), ") && dir.join("pins.json.sig").exists(), "{out}");
+    assert!(out.contains("fx: 45 tool(s), ") && dir.join("pins.json.sig").exists(), "{out}");
 
     // Clean but for the look-alike: the scan says so and exits 1.
     let (code, out, _) = run(&["scan", "--config", cfg]);
@@ -316,7 +316,7 @@ async fn scan_pin_diff_and_signed_pins_from_the_command_line() {
     std::fs::write(&pins, &text).unwrap();
     let (code, out, err) = run(&["check", "--config", cfg]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("pins: 76 tool definition(s), signed"), "{out}");
+    assert!(out.contains("pins: 90 tool definition(s), signed"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -218,7 +218,8 @@ impl Runs {
             });
         }
         let mut req = req;
-        if retry.is_none() {
+        // (`tasks/update` carries its answers in `inputResponses` too: to a task, not a run.)
+        if retry.is_none() && req.method != "tasks/update" {
             if let Some(p) = req.params.as_object_mut() {
                 p.remove("inputResponses");
             }

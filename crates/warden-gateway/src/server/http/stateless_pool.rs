@@ -350,6 +350,10 @@ fn capability_class(caps: &Value) -> Value {
             out.insert(cap.into(), Value::Object(kept));
         }
     }
+    // Whether an upstream may answer with a task (Warden relays the tasks extension).
+    if warden_protocol::modern::declares_tasks(caps) {
+        out.insert("extensions".into(), json!({ warden_protocol::modern::TASKS_EXTENSION: {} }));
+    }
     Value::Object(out)
 }
 
