@@ -133,6 +133,7 @@ impl Gateway {
                 registry,
                 audit,
                 traces,
+                tasks: Default::default(),
             }),
             auth,
         })

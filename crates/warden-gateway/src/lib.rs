@@ -34,6 +34,7 @@ pub mod rpc;
 pub mod server;
 pub use warden_audit::signing;
 pub mod store;
+pub mod task_handle;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

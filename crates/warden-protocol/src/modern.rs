@@ -59,11 +59,13 @@ pub fn put_input_key(params: &mut Option<Value>, key: &str) {
     }
 }
 
-/// What `Mcp-Name` carries for `method`: the tool or prompt name, or the resource URI.
+/// What `Mcp-Name` carries for `method`: the tool or prompt name, the resource URI, or the task id.
 pub fn name_of<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        // Routing intermediaries find a task's holder by its id (SEP-2663).
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return None,
     };
     params?.get(field)?.as_str()

@@ -255,7 +255,7 @@ impl FixtureSession {
     }
 
     async fn call_tool(&self, name: &str, args: Value, meta: Option<Value>, peer: Peer) -> Result<Value, ErrorObject> {
-        if let Some(r) = crate::tasks::call(name, &args, meta.as_ref()).await {
+        if let Some(r) = crate::tasks::call(name, &args, meta.as_ref(), &self.client_caps).await {
             return r;
         }
         Ok(match name {
@@ -434,7 +434,13 @@ impl FixtureSession {
             }
             // A multi round-trip first, then a task (the tasks scenarios' composition).
             "test_tool_with_task" => {
-                if !crate::tasks::declared(meta.as_ref()) {
+                let stateless = meta.as_ref().and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
+                let with_tasks = if stateless {
+                    crate::tasks::declared(meta.as_ref())
+                } else {
+                    warden_protocol::modern::declares_tasks(&self.client_caps)
+                };
+                if !with_tasks {
                     return Err(crate::tasks::needs_tasks());
                 }
                 let name = ask_name(&peer, "What is your name?").await?;

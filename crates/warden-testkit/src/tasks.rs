@@ -290,13 +290,21 @@ fn confirm_schema(message: String) -> Value {
 
 /// A tasks tool called: its result (synchronous, or the `CreateTaskResult`), or `None` when
 /// `name` is not one of them.
-pub async fn call(name: &str, args: &Value, meta: Option<&Value>) -> Option<Result<Value, ErrorObject>> {
-    let with_tasks = declared(meta);
+/// A 2026 request says per request whether it takes tasks; a 2025 session said so in
+/// `initialize` (`client_caps`).
+pub async fn call(
+    name: &str,
+    args: &Value,
+    meta: Option<&Value>,
+    client_caps: &Value,
+) -> Option<Result<Value, ErrorObject>> {
+    let stateless = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
+    let with_tasks = if stateless { declared(meta) } else { warden_protocol::modern::declares_tasks(client_caps) };
     let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let body = match name {
         "greet" => {
             let mut r = text(format!("Hello, {}!", arg("name")));
-            if meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some() {
+            if stateless {
                 r["resultType"] = "complete".into();
             }
             return Some(Ok(r));
@@ -326,7 +334,6 @@ pub async fn call(name: &str, args: &Value, meta: Option<&Value>) -> Option<Resu
     if with_tasks {
         return Some(create(body));
     }
-    let stateless = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
     let complete = |mut r: Value| {
         if stateless {
             r["resultType"] = "complete".into();

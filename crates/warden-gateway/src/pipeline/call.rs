@@ -151,6 +151,13 @@ pub async fn call_one(
     };
     tr.end(stage);
     let r = if method == Method::ResourcesRead { r.map(|v| s.rewrite_contents(up, v)) } else { r };
+    // A task handle instead of the result (the tasks extension): sealed to the caller; its
+    // result is vetted when a `tasks/get` brings it.
+    if let Ok(v) = &r {
+        if method == Method::ToolsCall && super::task::is_task(v) {
+            return super::task::created(s, p, target, v, note);
+        }
+    }
     // 8. response policy, ended however this returns
     let _response = StageGuard::begin(tr, "warden.response_policy");
     super::output::respond(s, target, method, r, note).await

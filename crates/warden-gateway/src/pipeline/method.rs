@@ -16,10 +16,14 @@ pub enum Method {
     CompletionComplete,
     Ping,
     LoggingSetLevel,
+    /// The tasks extension: a task's state, answers to its questions, its cancellation.
+    TasksGet,
+    TasksUpdate,
+    TasksCancel,
 }
 
 impl Method {
-    pub const ALL: [Method; 12] = [
+    pub const ALL: [Method; 15] = [
         Method::ToolsList,
         Method::PromptsList,
         Method::ResourcesList,
@@ -32,6 +36,9 @@ impl Method {
         Method::CompletionComplete,
         Method::Ping,
         Method::LoggingSetLevel,
+        Method::TasksGet,
+        Method::TasksUpdate,
+        Method::TasksCancel,
     ];
 
     pub fn parse(s: &str) -> Option<Method> {
@@ -52,6 +59,9 @@ impl Method {
             Method::CompletionComplete => "completion/complete",
             Method::Ping => "ping",
             Method::LoggingSetLevel => "logging/setLevel",
+            Method::TasksGet => "tasks/get",
+            Method::TasksUpdate => "tasks/update",
+            Method::TasksCancel => "tasks/cancel",
         }
     }
 
@@ -76,6 +86,7 @@ impl Method {
             Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => "subscribe",
             Method::Ping => "ping",
             Method::LoggingSetLevel => "logging",
+            Method::TasksGet | Method::TasksUpdate | Method::TasksCancel => "task",
             Method::ToolsList | Method::PromptsList | Method::ResourcesList | Method::ResourceTemplatesList => "list",
         }
     }
@@ -83,6 +94,11 @@ impl Method {
     /// Its `arguments` are a tool's or a prompt's (checked, recorded under the argument policy).
     pub fn has_arguments(self) -> bool {
         matches!(self, Method::ToolsCall | Method::PromptsGet)
+    }
+
+    /// A follow-up of a task a tool call created (`task.rs`).
+    pub fn is_task(self) -> bool {
+        matches!(self, Method::TasksGet | Method::TasksUpdate | Method::TasksCancel)
     }
 
     /// A subscription change: its answer is empty, not content for the output stages.

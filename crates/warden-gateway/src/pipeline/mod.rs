@@ -6,7 +6,9 @@
 //! - `call.rs` (6–7): request policy (kill switch → rules → limits → arguments → approval), then
 //!   the upstream, within the rule's timeout;
 //! - `output.rs` (8): response policy on what came back;
-//! - `record.rs` (9): the audit event, from what the stages noted.
+//! - `record.rs` (9): the audit event, from what the stages noted;
+//! - `task.rs` (6–8 for the tasks extension): a call's task handle sealed to its caller, and a
+//!   task's follow-ups (`tasks/get`, `tasks/update`, `tasks/cancel`) checked and vetted.
 //!
 //! Listings (`RelaySession::list`) are filtered by the same rules, pins and scan. Stages 1–4
 //! (listener, authentication, session, decode) run in the transport before this function.
@@ -16,6 +18,7 @@ pub mod method;
 mod output;
 mod record;
 mod route;
+mod task;
 
 pub use method::Method;
 pub use route::{route, Route, Target};
@@ -59,7 +62,7 @@ pub async fn handle(
     // 5. route: method → handler; name/URI → (upstream, upstream's name/URI)
     let stage = tr.begin("warden.route");
     let route = match m {
-        Some(m) => route(s, m, params).await,
+        Some(m) => route(s, p, m, params).await,
         None => Err(GatewayError::MethodNotFound),
     };
     tr.end(stage);
@@ -98,6 +101,9 @@ pub async fn handle(
         (_, Ok(Route::Broadcast { cap, params })) => s.broadcast(cap, method, Some(params)).await,
         (Some(m), Ok(Route::One { target, params })) => {
             call::call_one(s, p, &target, m, params, peer, &mut note, &mut tr, id).await
+        }
+        (Some(m), Ok(Route::Task { target, task_id, params })) => {
+            task::follow_up(s, &target, m, &task_id, params, &mut note, &mut tr).await
         }
         // Only known methods are routed.
         (None, Ok(_)) => Err(GatewayError::MethodNotFound),

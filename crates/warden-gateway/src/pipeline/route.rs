@@ -1,12 +1,14 @@
 //! Stage 5, route: a request's method and exposed name or URI → where it goes — Warden itself,
 //! every upstream, or one upstream's tool, prompt or resource by the upstream's own name (the
-//! params rewritten to it). Resource URIs are canonicalized here, before any rule sees them.
+//! params rewritten to it). Resource URIs are canonicalized here, before any rule sees them. A
+//! task's follow-up goes where its sealed id says (`task_handle.rs`), for the caller it names.
 
 use super::method::Method;
 use crate::error::GatewayError;
 use crate::relay::session::RelaySession;
 use serde_json::{json, Value};
 use warden_policy::rules::Kind;
+use warden_policy::Principal;
 
 /// What a routed request reaches: upstream `up`'s tool, prompt or resource `name` (its own
 /// name or canonical URI), and whether it counts as read-only (the effective classification).
@@ -28,6 +30,9 @@ pub enum Route {
     One { target: Target, params: Value },
     /// Every upstream with a capability.
     Broadcast { cap: &'static str, params: Value },
+    /// A follow-up of a task (`task.rs`): the params name the upstream's own task id; `task_id`
+    /// is the one the client holds.
+    Task { target: Target, task_id: String, params: Value },
 }
 
 fn str_param<'a>(p: &'a Value, key: &str) -> Result<&'a str, GatewayError> {
@@ -47,15 +52,35 @@ fn canonical_uri(uri: &str) -> Result<String, GatewayError> {
 }
 
 /// Decide where a request goes, rewriting exposed names to the upstream's own.
-pub async fn route(s: &RelaySession, method: Method, params: Option<Value>) -> Result<Route, GatewayError> {
+pub async fn route(
+    s: &RelaySession,
+    p: &Principal,
+    method: Method,
+    params: Option<Value>,
+) -> Result<Route, GatewayError> {
     if method.listing().is_some() {
         return Ok(Route::FanOut);
     }
+    let caller = p;
     let mut p = params.unwrap_or_else(|| json!({}));
     if !p.is_object() {
         return Err(GatewayError::InvalidParams("params must be an object"));
     }
     match method {
+        Method::TasksGet | Method::TasksUpdate | Method::TasksCancel => {
+            // Only a client that took the extension has tasks.
+            if !warden_protocol::modern::declares_tasks(&s.client_caps) {
+                return Err(GatewayError::MethodNotFound);
+            }
+            let task_id = str_param(&p, "taskId")?.to_string();
+            // Another caller's task, a forged or an expired id: all unknown alike.
+            let unknown = || GatewayError::InvalidParams("unknown task");
+            let h = s.shared.tasks.open(&task_id, &caller.binding_key(), crate::clock::now_secs()).ok_or_else(unknown)?;
+            let up = s.shared.specs.iter().position(|x| x.name == h.server).ok_or_else(unknown)?;
+            p["taskId"] = h.task.into();
+            let target = Target { up, kind: Kind::Tool, name: h.tool, read_only: h.read_only };
+            Ok(Route::Task { target, task_id, params: p })
+        }
         Method::Ping => Ok(Route::Local(json!({}))),
         Method::LoggingSetLevel => Ok(Route::Broadcast { cap: "logging", params: p }),
         Method::ToolsCall | Method::PromptsGet => {

@@ -35,6 +35,8 @@ pub struct Shared {
     pub audit: Arc<crate::audit::Audit>,
     /// Where spans go (`[telemetry] traces_url`).
     pub traces: Option<Arc<crate::trace::Exporter>>,
+    /// Seals and opens the task ids clients are given (`pipeline/task.rs`).
+    pub tasks: crate::task_handle::TaskHandles,
 }
 
 /// A client-visible name or URI → (upstream, upstream's own name or URI, effectively read-only).

@@ -152,14 +152,7 @@ pub fn check(msg: Message, h: &HeaderMap) -> Result<Stateless, (Id, Refused)> {
             return bad(refused(StatusCode::BAD_REQUEST, HEADER_MISMATCH, "Header mismatch: Mcp-Method is required"))
         }
     }
-    let named = match method.as_str() {
-        "tools/call" | "prompts/get" => params.get("name"),
-        "resources/read" => params.get("uri"),
-        // Routing intermediaries find a task's holder by its id (SEP-2663).
-        "tasks/get" | "tasks/update" | "tasks/cancel" => params.get("taskId"),
-        _ => None,
-    };
-    if let Some(name) = named.and_then(Value::as_str) {
+    if let Some(name) = warden_protocol::modern::name_of(&method, Some(&params)) {
         match header(h, "mcp-name").map(header_value) {
             Some(Some(n)) if n == name => {}
             Some(_) => {

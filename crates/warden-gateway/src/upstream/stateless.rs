@@ -147,6 +147,11 @@ impl Conn {
                 }
             }
             let Some((questions, state)) = modern::input_required(&self.name, method, &result)? else {
+                // A task handle and a task's own answers keep the extension's fields (Warden's
+                // task stage rebuilds them: `pipeline/task.rs`).
+                if method.starts_with("tasks/") || result.get("resultType").and_then(Value::as_str) == Some("task") {
+                    return Ok(result);
+                }
                 return Ok(modern::clean_result(result));
             };
             let gathered = join_all(questions.into_iter().map(|(key, q, mut p)| {

@@ -1,0 +1,256 @@
+//! Stages 6–8 for the tasks extension (SEP-2663, `io.modelcontextprotocol/tasks`): a tool call
+//! that an upstream answers with a task handle, and the task's follow-ups.
+//!
+//! - **Creation** (from `call.rs`, after the call passed every request stage): the upstream's
+//!   task id is sealed to the caller, the upstream and the tool (`task_handle.rs`); the client
+//!   gets the `Task` fields only (no `requestState`, result or questions), `ttlMs` at most
+//!   Warden's handle lifetime, the status message through the output stages. An upstream that
+//!   answers a task to a client that did not take the extension is refused.
+//! - **Follow-ups** (`tasks/get`, `tasks/update`, `tasks/cancel`, routed by the sealed id in
+//!   `route.rs`): the kill switch of the tool and its upstream is checked again; answers
+//!   (`inputResponses`) are redacted before they go upstream; a `tasks/get` answer is rebuilt —
+//!   its result through stage 8 as the tool's result (declared shape, sanitizing, injection
+//!   detection, redaction), its error scrubbed, its questions (`inputRequests`) put through
+//!   what an upstream's own request to the client goes through (`client_requests`: the
+//!   operator's allow list, the client's capability, the output stages). A question Warden
+//!   refuses cancels the task upstream and the client sees it failed, with why.
+//!
+//! Defends against: reaching another caller's task or another upstream's by its id (sealed),
+//! a result or question that would have been refused on a direct call arriving later through
+//! a task instead, a task kept running past a kill switch, and upstream fields riding along
+//! on the task (dropped).
+//! Does not defend against: a rule changed after the call (the task keeps the decision its call
+//! got, like a call in flight; the kill switch stops it), or an upstream that keeps working on
+//! a task Warden cancelled (cancellation is cooperative in the extension).
+
+use super::method::Method;
+use super::record::Note;
+use super::route::Target;
+use crate::config::ClientRequest;
+use crate::error::GatewayError;
+use crate::relay::session::RelaySession;
+use crate::task_handle::{Handle, MAX_TTL_SECS, MAX_UPSTREAM_ID};
+use crate::trace::Trace;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_policy::Principal;
+use warden_protocol::jsonrpc::{self, ErrorObject};
+use warden_protocol::modern::declares_tasks;
+
+/// How long a follow-up may take upstream (they report; the work runs on its own).
+const FOLLOW_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most questions one `tasks/get` may carry.
+const MAX_QUESTIONS: usize = 16;
+const STATUSES: [&str; 5] = ["working", "input_required", "completed", "failed", "cancelled"];
+
+/// Is an upstream's result a task handle?
+pub fn is_task(v: &Value) -> bool {
+    v.get("resultType").and_then(Value::as_str) == Some("task")
+}
+
+fn fault(why: &str) -> GatewayError {
+    GatewayError::Upstream(ErrorObject::new(jsonrpc::INTERNAL_ERROR, format!("upstream error: {why}")))
+}
+
+/// The client's task for an upstream's `CreateTaskResult`.
+pub fn created(
+    s: &RelaySession,
+    p: &Principal,
+    target: &Target,
+    v: &Value,
+    note: &mut Note,
+) -> Result<Value, GatewayError> {
+    let server = &s.shared.specs[target.up].name;
+    if !declares_tasks(&s.client_caps) {
+        tracing::warn!(server = %server, tool = %target.name, "a task answered to a client without the tasks extension; refused");
+        note.findings.push("task:unasked".into());
+        return Err(fault("a task, to a client that did not take the tasks extension"));
+    }
+    let upstream_id = match v.get("taskId").and_then(Value::as_str) {
+        Some(t) if !t.is_empty() && t.len() <= MAX_UPSTREAM_ID => t.to_string(),
+        _ => return Err(fault("a task without a usable taskId")),
+    };
+    let handle = Handle {
+        server: server.clone(),
+        task: upstream_id,
+        owner: p.binding_key(),
+        tool: target.name.clone(),
+        read_only: target.read_only,
+        expires: crate::clock::now_secs() + MAX_TTL_SECS,
+    };
+    let id = s.shared.tasks.seal(&handle);
+    let mut out = envelope(s, target, v, &id, note)?;
+    out.insert("resultType".into(), "task".into());
+    note.findings.push("task:created".into());
+    Ok(Value::Object(out))
+}
+
+/// A task's follow-up, to the upstream that holds it.
+pub async fn follow_up(
+    s: &Arc<RelaySession>,
+    target: &Target,
+    method: Method,
+    task_id: &str,
+    mut params: Value,
+    note: &mut Note,
+    tr: &mut Trace,
+) -> Result<Value, GatewayError> {
+    let (up, name) = (target.up, target.name.as_str());
+    if !s.reaches(up) {
+        return Err(GatewayError::InvalidParams("unknown task"));
+    }
+    let server = s.shared.specs[up].name.clone();
+    note.server = Some(server.clone());
+    note.capability = Some("tool");
+    note.name = Some(name.to_string());
+    let kills = &s.shared.policy.kills;
+    if kills.killed(&server, Some(name)) {
+        note.refused = Some("auth_denied");
+        return Err(GatewayError::SwitchedOff { server: kills.killed(&server, None) });
+    }
+    let upstream_id = params["taskId"].as_str().unwrap_or_default().to_string();
+    if method == Method::TasksUpdate {
+        let Some(answers) = params.get_mut("inputResponses").and_then(Value::as_object_mut) else {
+            return Err(GatewayError::InvalidParams("inputResponses must be an object"));
+        };
+        if answers.len() > MAX_QUESTIONS {
+            return Err(GatewayError::InvalidParams("too many inputResponses"));
+        }
+        for a in answers.values_mut() {
+            let report = s.shared.content.process_client_answer(&server, name, a);
+            note.findings.extend(report.redacted.iter().map(|c| format!("answer_redacted.{}:redacted", c.name())));
+        }
+    }
+    let conn = s.conn(up).await?;
+    let stage = tr.begin("warden.upstream");
+    let r = tokio::time::timeout(FOLLOW_UP_TIMEOUT, conn.call(method.as_str(), Some(params), None)).await;
+    tr.end(stage);
+    let v = match r {
+        Err(_) => return Err(GatewayError::Timeout),
+        Ok(Err(mut e)) => {
+            s.shared.content.process_error(&server, name, &mut e);
+            return Err(GatewayError::Upstream(e));
+        }
+        Ok(Ok(v)) => v,
+    };
+    if method != Method::TasksGet {
+        // An acknowledgement: nothing of the upstream's rides along.
+        return Ok(json!({}));
+    }
+    if v.get("taskId").is_some_and(|t| t.as_str() != Some(upstream_id.as_str())) {
+        return Err(fault("tasks/get answered for another task"));
+    }
+    let mut out = envelope(s, target, &v, task_id, note)?;
+    match v["status"].as_str() {
+        Some("completed") => {
+            let result = v.get("result").filter(|r| r.is_object()).cloned();
+            let result = result.ok_or_else(|| fault("a completed task without its result"))?;
+            let vetted = super::output::respond(s, target, Method::ToolsCall, Ok(result), note).await?;
+            out.insert("result".into(), vetted);
+        }
+        Some("failed") => {
+            let code = v.pointer("/error/code").and_then(Value::as_i64).unwrap_or(jsonrpc::INTERNAL_ERROR);
+            let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("the task failed");
+            let mut e = ErrorObject::new(code, message);
+            e.data = v.pointer("/error/data").cloned();
+            s.shared.content.process_error(&server, name, &mut e);
+            out.insert("error".into(), error_json(&e));
+        }
+        Some("input_required") => match questions(s, target, &v, note) {
+            Ok(q) => {
+                out.insert("inputRequests".into(), q);
+            }
+            Err(why) => {
+                // The question never reaches the client, and the task would wait for it forever.
+                tracing::warn!(server = %server, tool = name, reason = %why, "a task's question refused; task cancelled upstream");
+                note.findings.push("task:question_refused".into());
+                let cancel = json!({ "taskId": upstream_id });
+                let _ = tokio::time::timeout(FOLLOW_UP_TIMEOUT, conn.call("tasks/cancel", Some(cancel), None)).await;
+                out.insert("status".into(), "failed".into());
+                out.remove("statusMessage");
+                let e = ErrorObject::new(jsonrpc::INTERNAL_ERROR, format!("Warden refused the task's question: {why}"));
+                out.insert("error".into(), error_json(&e));
+            }
+        },
+        _ => {}
+    }
+    Ok(Value::Object(out))
+}
+
+fn error_json(e: &ErrorObject) -> Value {
+    let mut v = json!({"code": e.code, "message": e.message});
+    if let Some(d) = &e.data {
+        v["data"] = d.clone();
+    }
+    v
+}
+
+/// The `Task` fields of an upstream's task as the client sees it: its id the sealed one, the
+/// lifetime at most the handle's, the status message through the output stages.
+fn envelope(
+    s: &RelaySession,
+    target: &Target,
+    v: &Value,
+    task_id: &str,
+    note: &mut Note,
+) -> Result<Map<String, Value>, GatewayError> {
+    let server = &s.shared.specs[target.up].name;
+    let status = v.get("status").and_then(Value::as_str).filter(|st| STATUSES.contains(st));
+    let status = status.ok_or_else(|| fault("a task without a known status"))?;
+    let mut out = Map::new();
+    out.insert("taskId".into(), task_id.into());
+    out.insert("status".into(), status.into());
+    for k in ["createdAt", "lastUpdatedAt"] {
+        if let Some(t) = v.get(k).and_then(Value::as_str).filter(|t| t.len() <= 64) {
+            out.insert(k.into(), t.into());
+        }
+    }
+    let most = MAX_TTL_SECS * 1000;
+    let ttl = v.get("ttlMs").and_then(Value::as_u64).map_or(most, |t| t.min(most));
+    out.insert("ttlMs".into(), ttl.into());
+    if let Some(poll) = v.get("pollIntervalMs").and_then(Value::as_u64) {
+        out.insert("pollIntervalMs".into(), poll.min(3_600_000).into());
+    }
+    if let Some(m) = v.get("statusMessage").and_then(Value::as_str) {
+        let mut r = json!({"content": [{"type": "text", "text": m}]});
+        let report = s.shared.content.process_output(server, &target.name, &mut r);
+        note.findings.extend(report.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
+        if report.blocked {
+            note.findings.push("task:status_message_withheld".into());
+        } else if let Some(t) = r.pointer("/content/0/text").and_then(Value::as_str) {
+            out.insert("statusMessage".into(), t.into());
+        }
+    }
+    Ok(out)
+}
+
+/// A task's questions as the client may see them, or why one is refused.
+fn questions(s: &RelaySession, target: &Target, v: &Value, note: &mut Note) -> Result<Value, String> {
+    let spec = &s.shared.specs[target.up];
+    let asked = v.get("inputRequests").and_then(Value::as_object).ok_or("an input_required task without questions")?;
+    if asked.len() > MAX_QUESTIONS {
+        return Err(format!("more than {MAX_QUESTIONS} questions at once"));
+    }
+    let mut out = Map::new();
+    for (key, q) in asked {
+        let method = q.get("method").and_then(Value::as_str).unwrap_or_default();
+        let kind = ClientRequest::of(method).ok_or_else(|| format!("{method:?} is not a question a task may ask"))?;
+        if !spec.client_requests.contains(&kind) {
+            return Err(format!("{method} is not allowed for this server"));
+        }
+        if s.client_caps.get(kind.capability()).is_none() {
+            return Err(format!("the client did not declare the {} capability", kind.capability()));
+        }
+        let mut params = q.get("params").cloned().unwrap_or_else(|| json!({}));
+        if matches!(kind, ClientRequest::Sampling | ClientRequest::Elicitation) {
+            let report = s.shared.content.process_message(&spec.name, method, &mut params);
+            note.findings.extend(report.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
+            if report.blocked {
+                return Err(format!("{method} reads as a prompt injection"));
+            }
+        }
+        out.insert(key.clone(), json!({"method": method, "params": params}));
+    }
+    Ok(Value::Object(out))
+}
