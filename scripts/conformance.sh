@@ -91,6 +91,25 @@ run_suite warden-always-sse "http://localhost:$W3/mcp"
 run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp"
 run_suite_2026 warden-2026-http-upstream "http://localhost:$W2/mcp"
 run_suite_2026 warden-2025-http-upstream "http://localhost:$W4/mcp"
+# The tasks extension (SEP-2663; extension scenarios, so `--force`): the fixture directly, then
+# through Warden over a 2026 HTTP upstream and a 2025 stdio one (the task ids Warden seals, its
+# routing of tasks/get, tasks/update and tasks/cancel, the questions a task asks).
+run_tasks() { # name url
+  local ok=0 n=0 checks=0 sc out
+  for sc in lifecycle capability-negotiation wire-fields request-state-removal mrtr-input request-headers \
+            dispatch-and-envelope status-notifications required-task-error mrtr-composition; do
+    n=$((n + 1)); out="$TMP/tasks-$1-$sc.log"
+    "$NODE22" "$CONF26" server --url "$2" --spec-version 2026-07-28 --force --scenario "tasks-$sc" >"$out" 2>&1 || true
+    if grep -q "^Passed: [0-9]*/[0-9]*, 0 failed" "$out"; then
+      ok=$((ok + 1)); checks=$((checks + $(sed -n 's/^Passed: \([0-9]*\)\/.*/\1/p' "$out")))
+    else cat "$out"; echo "conformance tasks: $sc ($1) FAILED"; fi
+  done
+  echo "conformance tasks extension: $1: $ok of $n scenarios ($checks checks passed)"
+  if [ "$ok" -eq "$n" ]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+}
+run_tasks fixture-direct "http://localhost:$FX/mcp"
+run_tasks warden-2026-http-upstream "http://localhost:$W2/mcp"
+run_tasks warden-stdio-upstream "http://localhost:$W1/mcp"
 # The suite's multi round-trip scenarios through Warden in front of a native 2026-07-28 server
 # written with the Python SDK (its own question keys and signed requestState): the translation
 # meets a server nobody here wrote the protocol code of.

@@ -40,6 +40,8 @@ mod shared_store;
 mod sql_postgres;
 #[path = "gateway/stateless.rs"]
 mod stateless;
+#[path = "gateway/tasks.rs"]
+mod tasks;
 #[path = "gateway/tenants.rs"]
 mod tenants;
 

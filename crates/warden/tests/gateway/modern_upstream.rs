@@ -63,6 +63,7 @@ async fn scripted() -> Scripted {
                     {"name": "ask", "inputSchema": {"type": "object"}},
                     {"name": "needs_sampling", "inputSchema": {"type": "object"}},
                     {"name": "sneaky", "inputSchema": {"type": "object"}},
+                    {"name": "unasked_task", "inputSchema": {"type": "object"}},
                     {"name": "chart", "inputSchema": {"type": "object"}, "_meta": {"ui": {"resourceUri": "ui://charts/bar"}}},
                     {"name": "where", "inputSchema": {"type": "object", "properties": {
                         "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
@@ -87,6 +88,13 @@ async fn scripted() -> Scripted {
                         "data": {"requiredCapabilities": {"sampling": {}}}}});
                     (http::StatusCode::BAD_REQUEST, axum::Json(e)).into_response()
                 }
+                // A task, whether or not the request took the extension.
+                "tools/call" if p["name"] == "unasked_task" => ok(json!({"resultType": "task", "taskId": "up-1",
+                    "status": "working", "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:00Z",
+                    "ttlMs": null, "requestState": "leaked", "result": {"content": []}})),
+                "tasks/get" => ok(json!({"resultType": "complete", "taskId": p["taskId"], "status": "completed",
+                    "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:01Z", "ttlMs": null,
+                    "result": {"content": [{"type": "text", "text": "done, see AKIAIOSFODNN7EXAMPLF"}]}})),
                 "tools/call" if p["name"] == "where" => ok(json!({"resultType": "complete",
                     "content": [{"type": "text", "text": "here"}]})),
                 "tools/call" if p["name"] == "loop" => {
@@ -457,4 +465,41 @@ async fn mcp_apps_are_relayed_and_unknown_extensions_withheld() {
         call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"],
         json!({"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}})
     );
+}
+
+/// An upstream that answers a task to a request that did not take the tasks extension is
+/// refused (the client gets an error, never a handle it cannot use); to one that did, the
+/// handle is Warden's: the upstream's fields stay behind, an unlimited lifetime is Warden's own.
+#[tokio::test]
+async fn a_task_is_relayed_only_to_a_client_that_took_the_extension() {
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, ""));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let r = c.tool(1, "s__unasked_task", json!({})).await;
+    assert!(r.get("error").is_some(), "a 2025 session without the extension gets no task: {r}");
+    assert!(r.to_string().contains("did not take the tasks extension"), "{r}");
+
+    let meta = crate::stateless::meta_with(json!({"extensions": {"io.modelcontextprotocol/tasks": {}}}));
+    let call = json!({"name": "s__unasked_task", "arguments": {}, "_meta": meta.clone()});
+    let (st, t) = crate::stateless::post(&w.url, None, "tools/call", call, &[]).await;
+    assert_eq!(st, 200, "{t}");
+    let t = &t["result"];
+    assert_eq!(t["resultType"], "task", "{t}");
+    assert!(t.get("requestState").is_none() && t.get("result").is_none(), "upstream fields stay behind: {t}");
+    assert_eq!(t["ttlMs"], 24 * 3600 * 1000, "no unlimited handle: {t}");
+    let id = t["taskId"].as_str().unwrap();
+    let (_, g) = crate::stateless::post(
+        &w.url,
+        None,
+        "tasks/get",
+        json!({"taskId": id, "_meta": meta}),
+        &[("mcp-name", Some(id))],
+    )
+    .await;
+    assert_eq!(g["result"]["taskId"], id, "{g}");
+    assert!(!g.to_string().contains("AKIAIOSFODNN7EXAMPLF"), "the result is redacted: {g}");
+    let asked = s.seen.lock().iter().find(|(_, b)| b["method"] == "tasks/get").cloned().unwrap();
+    assert_eq!(asked.1["params"]["taskId"], "up-1", "the upstream is asked by its own id");
+    assert_eq!(asked.0["mcp-name"], "up-1");
 }
