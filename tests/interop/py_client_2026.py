@@ -1,7 +1,7 @@
 """Interop: the official Python SDK client in MCP 2026-07-28 mode (stateless, `mode="auto"`:
 it probes `server/discover`), through Warden, against the reference server (stdio upstream
-"everything", 2025: every multi round-trip is Warden's translation) and a Python SDK server
-(HTTP upstream "py", which Warden speaks 2026-07-28 to).
+"everything", 2025: every multi round-trip and its resource subscription are Warden's
+translation) and a Python SDK server (HTTP upstream "py", which Warden speaks 2026-07-28 to).
 Usage: python py_client_2026.py http://127.0.0.1:PORT/mcp"""
 import sys
 
@@ -72,9 +72,26 @@ async def main():
                         return
             raise AssertionError("no resource update arrived")
 
+        async def subscription_update_2025():
+            # The 2025 reference server's update (it sends one when its updates are switched on,
+            # then every 5 s), through the pooled session's subscription to the stdio upstream.
+            uris = [str(r.uri) for r in (await c.list_resources()).resources]
+            uri = next(u for u in uris if u.startswith("warden://everything/"))
+            async with c.listen(resource_subscriptions=[uri]) as sub:
+                await c.call_tool("everything__toggle-subscriber-updates", {})
+                try:
+                    with anyio.fail_after(15):
+                        while True:
+                            event = await sub.__anext__()
+                            if getattr(event, "uri", None) == uri:
+                                return
+                finally:
+                    await c.call_tool("everything__toggle-subscriber-updates", {})
+
         for name, coro in [
             ("2026-07-28 negotiated (server/discover)", era()),
             ("subscription: a resource update through subscriptions/listen", subscription_update()),
+            ("subscription: the 2025 reference server's update, to this 2026 client", subscription_update_2025()),
             ("tools/list across upstreams", listing()),
             ("tools/call on both upstreams", calls()),
             ("sampling, elicitation and roots as input_required", sampling_elicitation_roots()),
