@@ -59,6 +59,7 @@ token = { file = "$TMP/admin-token" }
 $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/interop.toml" 2>"$TMP/warden.log"
+WPID=$!
 wait_ready "http://127.0.0.1:$WP/readyz" 60
 for up in "everything.*protocol=2025-11-25" "py protocol=2026-07-28" "pys.*protocol=2026-07-28" "ts26.*protocol=2026-07-28"; do
   grep -q "upstream ready.*upstream=$up" "$TMP/warden.log" || { echo "interop: expected upstream=$up"; grep "upstream ready" "$TMP/warden.log"; exit 1; }
@@ -100,10 +101,23 @@ failures=0
 (cd "$INTEROP" && "$NODE22" ts-client-2026.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-oauth.mjs "http://127.0.0.1:$AP/mcp" interop interop-password-1) || failures=$((failures + 1))
 "$PY" "$INTEROP/py_oauth.py" "http://127.0.0.1:$AP/mcp" interop interop-password-1 || failures=$((failures + 1))
+# A stateless (2026-07-28) stdio upstream is one child for every session: two pooled sessions
+# (two capability sets) call the TypeScript v2 server; Warden has one child for them and one
+# for its own control connection.
+for caps in '{}' '{"elicitation":{}}'; do
+  curl -sf "http://127.0.0.1:$WP/mcp" -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: ts26__add' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ts26__add","arguments":{"a":1,"b":2},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":'"$caps"'}}}' \
+    > "$TMP/ts26-call.json" || true
+  grep -q '"text":"3"' "$TMP/ts26-call.json" || { echo "interop: ts26__add as a 2026 request failed: $(cat "$TMP/ts26-call.json")"; failures=$((failures + 1)); }
+done
+children=$(pgrep -P "$WPID" -f ts-server-2026.mjs | wc -l)
+echo "interop: the stateless stdio upstream ts26 runs as $children child process(es) of Warden (control connection + one shared)"
+[ "$children" -eq 2 ] || { echo "interop: expected 2 ts26 children"; ps -o pid,ppid,args --ppid "$WPID"; failures=$((failures + 1)); }
 if [ "$failures" -ne 0 ]; then
   echo "--- warden log (tail)"; tail -40 "$TMP/warden.log"; echo "--- py server log (tail)"; tail -20 "$TMP/py-server.log"
   echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
   echo "--- warden (plain) log (tail)"; tail -20 "$TMP/warden-plain.log"
 fi
-echo "interop: $((7 - failures)) passed, $failures failed"
+echo "interop: $((8 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

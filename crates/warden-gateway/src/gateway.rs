@@ -93,6 +93,7 @@ impl Gateway {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let known = specs.iter().map(|_| Mutex::new(None)).collect();
+        let stateless = specs.iter().map(|_| Default::default()).collect();
         let audit = crate::audit::Audit::open(&cfg)?;
         let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
         if let Some(a) = &auth {
@@ -134,6 +135,7 @@ impl Gateway {
                 audit,
                 traces,
                 tasks: Default::default(),
+                stateless,
             }),
             auth,
         })

@@ -22,7 +22,7 @@ use crate::pipeline;
 use crate::policy::SessionOp;
 use crate::rpc::Peer;
 use crate::server::{Initialized, Service, Session};
-use crate::upstream::{Conn, ServerInit};
+use crate::upstream::ServerInit;
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -275,16 +275,13 @@ impl Session for RelaySession {
         async move {
             self.closed.store(true, Ordering::Relaxed);
             self.gone.cancel();
-            let conns: Vec<Arc<Conn>> = {
-                let mut v = Vec::new();
-                for s in &self.slots {
-                    if let Some(c) = s.conn.lock().await.take() {
-                        v.push(c);
-                    }
+            let mut leases = Vec::new();
+            for (i, s) in self.slots.iter().enumerate() {
+                if let Some(c) = s.conn.lock().await.take() {
+                    leases.push((i, c));
                 }
-                v
-            };
-            join_all(conns.iter().map(|c| c.close())).await;
+            }
+            join_all(leases.into_iter().map(|(i, c)| self.leave(i, c))).await;
         }
         .boxed()
     }

@@ -37,6 +37,9 @@ pub struct Shared {
     pub traces: Option<Arc<crate::trace::Exporter>>,
     /// Seals and opens the task ids clients are given (`pipeline/task.rs`).
     pub tasks: crate::task_handle::TaskHandles,
+    /// Each upstream's shared connection when it is stateless (`upstream/shared.rs`), by tenant
+    /// spec ("" for the base one).
+    pub stateless: Vec<Mutex<HashMap<String, Weak<Conn>>>>,
 }
 
 /// A client-visible name or URI → (upstream, upstream's own name or URI, effectively read-only).
@@ -58,7 +61,7 @@ pub(super) struct Routes {
 }
 
 pub(super) struct Slot {
-    pub(super) conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    pub(super) conn: tokio::sync::Mutex<Option<super::upstreams::Lease>>,
     pub(super) retry_at: Mutex<Option<(Instant, Duration)>>,
 }
 

@@ -1,12 +1,18 @@
 //! A session's connections to its upstreams: opened on first use with the session's client
 //! capabilities cut to each upstream's `client_requests` (and its tenant's spec), reopened with
 //! backoff, and what each upstream sends on its own — notifications and its requests to the
-//! client — relayed to the client it belongs to (`client_requests.rs` rules the requests).
+//! client — relayed to the client it belongs to (`client_requests.rs` rules the requests). A
+//! stateless (2026-07-28) upstream's connection is shared by the sessions of its spec, each a
+//! caller of it through its [`Lease`] (`upstream/shared.rs`).
 
 use super::session::RelaySession;
 use crate::error::GatewayError;
 use crate::rpc::Peer;
-use crate::upstream::{Conn, ServerHandler};
+use crate::rpc::CallResult;
+use crate::upstream::shared::Caller;
+use crate::upstream::{Conn, Listing, ServerHandler};
+use std::sync::Weak;
+use warden_protocol::jsonrpc::ErrorObject;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,9 +21,38 @@ use warden_protocol::jsonrpc::Message;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A session's use of an upstream connection: the connection and the session as its caller
+/// (a stateless upstream's connection is shared by sessions, `upstream/shared.rs`).
+#[derive(Clone)]
+pub struct Lease {
+    conn: Arc<Conn>,
+    caller: Arc<Caller>,
+    /// The shared-connection table entry it came from (tenant spec key), when shared.
+    shared_key: Option<String>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl Lease {
+    /// A call as this session.
+    pub async fn call(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+        self.conn.call_as(Some(&self.caller), method, params, ctx).await
+    }
+
+    /// Every page of a listing, as this session.
+    pub async fn list_all(&self, method: &str, field: &str, limit: usize) -> Result<Listing, ErrorObject> {
+        self.conn.list_all_as(Some(&self.caller), method, field, limit).await
+    }
+}
+
 impl RelaySession {
     /// The live connection to upstream `i`, connecting (or reconnecting, with backoff) if needed.
-    pub async fn conn(&self, i: usize) -> Result<Arc<Conn>, GatewayError> {
+    pub async fn conn(&self, i: usize) -> Result<Lease, GatewayError> {
         let slot = &self.slots[i];
         let mut guard = slot.conn.lock().await;
         if let Some(c) = guard.as_ref() {
@@ -25,6 +60,9 @@ impl RelaySession {
                 return Ok(c.clone());
             }
             tracing::info!(upstream = %self.shared.specs[i].name, "reconnecting upstream for this session");
+        }
+        if let Some(old) = guard.take() {
+            self.leave(i, old).await;
         }
         if self.closed.load(Ordering::Relaxed) {
             return Err(GatewayError::Unavailable);
@@ -37,15 +75,40 @@ impl RelaySession {
         let Some(spec) = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()) else {
             return Err(GatewayError::Unavailable);
         };
+        let key = self.principal.tenant.as_deref().filter(|t| self.shared.specs[i].tenants.contains_key(*t));
+        let key = key.unwrap_or_default().to_string();
         // The upstream is told only of the client capabilities it may use (`client_requests`).
         let mut init = self.upstream_init.clone();
         init["capabilities"] = crate::client_requests::capabilities_for(&init["capabilities"], &spec.client_requests);
         self.shared.extensions.filter(&mut init["capabilities"]);
-        match Conn::connect(spec, init, self.handler(i), &self.shared.http).await {
+        let caller = Caller::new(init["capabilities"].clone(), init.get("clientInfo").cloned(), self.handler(i));
+        // A stateless upstream already connected: its connection, shared.
+        let pool = &self.shared.stateless[i];
+        let joined = {
+            let p = pool.lock();
+            let live = p.get(&key).and_then(Weak::upgrade).filter(|c| c.is_alive());
+            live.inspect(|c| c.register(caller.clone()))
+        };
+        if let Some(conn) = joined {
+            let lease = Lease { conn, caller, shared_key: Some(key) };
+            *guard = Some(lease.clone());
+            return Ok(lease);
+        }
+        match Conn::connect_as(spec, init, caller.clone(), &self.shared.http).await {
             Ok(c) => {
                 *slot.retry_at.lock() = None;
-                *guard = Some(c.clone());
-                Ok(c)
+                // Found stateless: later sessions share it (unless another one got there first).
+                let mut shared_key = None;
+                if c.is_modern() {
+                    let mut p = pool.lock();
+                    if !p.get(&key).and_then(Weak::upgrade).is_some_and(|o| o.is_alive()) {
+                        p.insert(key.clone(), Arc::downgrade(&c));
+                        shared_key = Some(key);
+                    }
+                }
+                let lease = Lease { conn: c, caller, shared_key };
+                *guard = Some(lease.clone());
+                Ok(lease)
             }
             Err(e) => {
                 let mut r = slot.retry_at.lock();
@@ -57,7 +120,32 @@ impl RelaySession {
         }
     }
 
-    pub(super) async fn live_conn(&self, i: usize) -> Option<Arc<Conn>> {
+    /// This session stops using a connection: a shared one is closed by its last caller.
+    pub(super) async fn leave(&self, i: usize, lease: Lease) {
+        if self.release(i, &lease) {
+            lease.conn.close().await;
+        }
+    }
+
+    /// Unregister this session from a connection; true when it was the last to use it.
+    fn release(&self, i: usize, lease: &Lease) -> bool {
+        match &lease.shared_key {
+            Some(key) => {
+                let mut p = self.shared.stateless[i].lock();
+                let left = lease.conn.unregister(lease.caller.side.id);
+                if left == 0 && p.get(key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&lease.conn))) {
+                    p.remove(key);
+                }
+                left == 0
+            }
+            None => {
+                lease.conn.unregister(lease.caller.side.id);
+                true
+            }
+        }
+    }
+
+    pub(super) async fn live_conn(&self, i: usize) -> Option<Lease> {
         self.slots[i].conn.lock().await.clone().filter(|c| c.is_alive())
     }
 
@@ -147,6 +235,19 @@ impl RelaySession {
             Ok(json!({}))
         } else {
             Err(GatewayError::MethodNotFound)
+        }
+    }
+}
+
+/// A session dropped without being closed (its connections were not left): its share of any
+/// shared connection is released now (a connection nobody holds closes as it drops).
+impl Drop for RelaySession {
+    fn drop(&mut self) {
+        for i in 0..self.slots.len() {
+            let lease = self.slots[i].conn.try_lock().ok().and_then(|mut g| g.take());
+            if let Some(l) = lease {
+                self.release(i, &l);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod modern;
 pub mod oauth;
 pub mod program;
+pub mod shared;
 pub mod stateless;
 pub mod stdio;
 
@@ -233,6 +234,10 @@ pub struct Conn {
     made_ids: AtomicU64,
     /// stdio: the id of the open `subscriptions/listen` request.
     listening: Mutex<Option<Id>>,
+    /// The sessions using this connection (`shared.rs`), when it was opened for them.
+    callers: Mutex<HashMap<u64, Arc<shared::Caller>>>,
+    /// A modern upstream: the progress token Warden gave a call → the client's own.
+    progress_alias: Mutex<HashMap<String, Value>>,
     me: Weak<Conn>,
 }
 
@@ -318,6 +323,27 @@ impl Conn {
         handler: ServerHandler,
         client: &reqwest::Client,
     ) -> Result<Arc<Conn>, String> {
+        Conn::open(spec, init_params, handler, None, client).await
+    }
+
+    /// [`Conn::connect`] for a session, its first caller (`shared.rs`): a stateless upstream's
+    /// connection may take more callers later.
+    pub async fn connect_as(
+        spec: &Spec,
+        init_params: Value,
+        caller: Arc<shared::Caller>,
+        client: &reqwest::Client,
+    ) -> Result<Arc<Conn>, String> {
+        Conn::open(spec, init_params, shared::fan_out_handler(), Some(caller), client).await
+    }
+
+    async fn open(
+        spec: &Spec,
+        init_params: Value,
+        handler: ServerHandler,
+        first: Option<Arc<shared::Caller>>,
+        client: &reqwest::Client,
+    ) -> Result<Arc<Conn>, String> {
         let cell = Arc::new(OnceLock::new());
         let tx = IncomingTx(cell.clone());
         let transport = match spec.kind {
@@ -338,6 +364,8 @@ impl Conn {
             asking: Mutex::new(HashMap::new()),
             made_ids: AtomicU64::new(0),
             listening: Mutex::new(None),
+            callers: Mutex::new(first.into_iter().map(|c| (c.side.id, c)).collect()),
+            progress_alias: Mutex::new(HashMap::new()),
             me: me.clone(),
         });
         let _ = cell.set(Arc::downgrade(&conn));
@@ -451,10 +479,7 @@ impl Conn {
     /// call reach `ctx`. Dropping the future cancels the call upstream. A modern upstream is
     /// called statelessly, its questions asked of `ctx` ([`modern`]).
     pub async fn call(&self, method: &str, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
-        match self.modern.get() {
-            None => self.call_once(method, params, ctx).await,
-            Some(m) => self.call_stateless(m, method, params, ctx).await,
-        }
+        self.call_as(None, method, params, ctx).await
     }
 
     /// One request and its answer, within the call timeout.
@@ -474,7 +499,22 @@ impl Conn {
         if !self.is_alive() {
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} is not available", self.name)));
         }
-        let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
+        // A modern upstream's connection may serve many clients: each call's progress token is
+        // Warden's own (two clients' tokens may be equal), mapped back when progress comes.
+        let mut params = params;
+        let mut alias = None;
+        let progress = match params.as_mut().and_then(|p| p.pointer_mut("/_meta/progressToken")) {
+            Some(t) if self.is_modern() => {
+                let own = format!("warden-progress-{}", self.made_ids.fetch_add(1, Ordering::Relaxed));
+                let theirs = std::mem::replace(t, Value::String(own.clone()));
+                self.progress_alias.lock().insert(own.clone(), theirs);
+                alias = Some(ProgressAlias { conn: self, own: own.clone() });
+                Some(Value::String(own))
+            }
+            Some(t) => Some(t.clone()),
+            None => None,
+        };
+        let _alias = alias;
         let (id, rx) = self.calls.start(ctx, progress);
         let mut guard = CancelGuard::new(self.calls.clone(), id.clone(), |id| match &self.transport {
             Transport::Stdio(t) => {
@@ -526,11 +566,22 @@ impl Conn {
     /// warning). A hostile server cannot make Warden hold, vet or pin more than `limit`
     /// definitions of one kind.
     pub async fn list_all(&self, method: &str, field: &str, limit: usize) -> Result<Listing, ErrorObject> {
+        self.list_all_as(None, method, field, limit).await
+    }
+
+    /// [`Conn::list_all`] for one caller of a shared connection.
+    pub async fn list_all_as(
+        &self,
+        caller: Option<&shared::Caller>,
+        method: &str,
+        field: &str,
+        limit: usize,
+    ) -> Result<Listing, ErrorObject> {
         let mut l = Listing::default();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_PAGES {
             let params = cursor.take().map(|c| json!({ "cursor": c }));
-            let mut page = self.call(method, params, None).await?;
+            let mut page = self.call_as(caller, method, params, None).await?;
             if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
                 let room = limit.saturating_sub(l.items.len());
                 l.dropped += a.len().saturating_sub(room);
@@ -625,7 +676,19 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
                 }
             }
         }
-        other => {
+        mut other => {
+            // Progress under Warden's own token: the client's token again.
+            if let Message::Notification { method, params: Some(p) } = &mut other {
+                if method == "notifications/progress" {
+                    let own = p.get("progressToken").and_then(Value::as_str).unwrap_or_default();
+                    if let Some(theirs) = conn.progress_alias.lock().get(own).cloned() {
+                        let ctx = conn.calls.ctx_for_progress(&p["progressToken"]).flatten();
+                        p["progressToken"] = theirs;
+                        (conn.handler)(conn, other, ctx);
+                        return;
+                    }
+                }
+            }
             let ctx = match &other {
                 Message::Notification { method, params } if method == "notifications/progress" => params
                     .as_ref()
@@ -642,5 +705,17 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
             };
             (conn.handler)(conn, other, ctx);
         }
+    }
+}
+
+/// Forgets a call's progress token alias when the call ends, however it ends.
+struct ProgressAlias<'a> {
+    conn: &'a Conn,
+    own: String,
+}
+
+impl Drop for ProgressAlias<'_> {
+    fn drop(&mut self) {
+        self.conn.progress_alias.lock().remove(&self.own);
     }
 }

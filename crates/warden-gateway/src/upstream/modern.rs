@@ -26,7 +26,7 @@
 use crate::rpc::CallResult;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use warden_protocol::jsonrpc::{self, ErrorObject};
 use warden_protocol::modern::{
     META_CAPABILITIES, META_CLIENT, META_LOG_LEVEL, META_SERVER, META_SUBSCRIPTION, META_VERSION, MULTI_ROUND_TRIP,
@@ -45,12 +45,24 @@ pub const MAX_SUBSCRIPTIONS: usize = 1024;
 /// The revision Warden speaks to a modern upstream.
 pub const REVISION: &str = version::STATELESS[0];
 
-/// Per-connection state of a modern upstream.
+/// Who a call on a shared connection is for: the client side of one Warden session (id 0:
+/// the connection's own calls, with the capabilities it was opened with).
+#[derive(Debug, Clone, Default)]
+pub struct ClientSide {
+    pub id: u64,
+    /// The client capabilities the upstream may use (cut to `client_requests`).
+    pub capabilities: Value,
+    pub client_info: Option<Value>,
+}
+
+/// Per-connection state of a modern upstream, and each caller's share of it.
 pub struct Modern {
     /// `_meta` fields sent on every request.
     meta: Map<String, Value>,
-    log_level: Mutex<Option<String>>,
-    subscriptions: Mutex<BTreeSet<String>>,
+    /// Each caller's log level.
+    log_levels: Mutex<HashMap<u64, String>>,
+    /// Subscribed resources, and which callers want each.
+    subscriptions: Mutex<BTreeMap<String, BTreeSet<u64>>>,
 }
 
 impl Modern {
@@ -63,7 +75,7 @@ impl Modern {
         if let Some(c) = init_params.get("clientInfo") {
             meta.insert(META_CLIENT.into(), c.clone());
         }
-        Modern { meta, log_level: Mutex::new(None), subscriptions: Mutex::new(BTreeSet::new()) }
+        Modern { meta, log_levels: Mutex::new(HashMap::new()), subscriptions: Mutex::new(BTreeMap::new()) }
     }
 
     /// `server/discover`'s params.
@@ -73,6 +85,12 @@ impl Modern {
 
     /// `params` with this connection's `_meta` fields (they win over the caller's).
     pub fn with_meta(&self, params: Option<Value>) -> Value {
+        self.with_meta_for(None, params)
+    }
+
+    /// `params` with the `_meta` fields of the connection, or of `who` on a shared one: its
+    /// capabilities, client info and log level.
+    pub fn with_meta_for(&self, who: Option<&ClientSide>, params: Option<Value>) -> Value {
         let mut p = match params {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
@@ -83,7 +101,14 @@ impl Modern {
         }
         if let Some(m) = meta.as_object_mut() {
             m.extend(self.meta.clone());
-            if let Some(l) = self.log_level.lock().clone() {
+            if let Some(w) = who {
+                m.insert(META_CAPABILITIES.into(), w.capabilities.clone());
+                match &w.client_info {
+                    Some(c) => m.insert(META_CLIENT.into(), c.clone()),
+                    None => m.remove(META_CLIENT),
+                };
+            }
+            if let Some(l) = self.log_levels.lock().get(&who.map_or(0, |w| w.id)).cloned() {
                 m.insert(META_LOG_LEVEL.into(), l.into());
             }
         }
@@ -93,6 +118,12 @@ impl Modern {
     /// What Warden answers itself of a method the revision removed; `None`: send it upstream.
     /// `Some(true)` for subscriptions: the listen stream must be renewed.
     pub fn local(&self, method: &str, params: Option<&Value>) -> Option<Result<bool, ErrorObject>> {
+        self.local_for(0, method, params)
+    }
+
+    /// [`Modern::local`] for caller `who` of a shared connection: its log level, its share of
+    /// the subscriptions (the stream is renewed when the set of resources changes).
+    pub fn local_for(&self, who: u64, method: &str, params: Option<&Value>) -> Option<Result<bool, ErrorObject>> {
         let uri = || {
             params
                 .and_then(|p| p.get("uri"))
@@ -106,7 +137,7 @@ impl Modern {
                 let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
                 match level {
                     Some(l) if LEVELS.contains(&l) => {
-                        *self.log_level.lock() = Some(l.to_string());
+                        self.log_levels.lock().insert(who, l.to_string());
                         Ok(false)
                     }
                     _ => Err(ErrorObject::new(jsonrpc::INVALID_PARAMS, "level must be a logging level")),
@@ -114,17 +145,46 @@ impl Modern {
             }
             "resources/subscribe" => uri().and_then(|u| {
                 let mut s = self.subscriptions.lock();
-                if s.len() >= MAX_SUBSCRIPTIONS && !s.contains(&u) {
+                if s.len() >= MAX_SUBSCRIPTIONS && !s.contains_key(&u) {
                     return Err(ErrorObject::new(
                         jsonrpc::INVALID_PARAMS,
                         format!("at most {MAX_SUBSCRIPTIONS} resource subscriptions per upstream"),
                     ));
                 }
-                Ok(s.insert(u))
+                let new = !s.contains_key(&u);
+                s.entry(u).or_default().insert(who);
+                Ok(new)
             }),
-            "resources/unsubscribe" => uri().map(|u| self.subscriptions.lock().remove(&u)),
+            "resources/unsubscribe" => uri().map(|u| {
+                let mut s = self.subscriptions.lock();
+                let Some(w) = s.get_mut(&u) else { return false };
+                w.remove(&who);
+                let last = w.is_empty();
+                if last {
+                    s.remove(&u);
+                }
+                last
+            }),
             _ => return None,
         })
+    }
+
+    /// Forget a caller that left: its log level and subscriptions. True when the set of
+    /// subscribed resources changed (the stream is to be renewed).
+    pub fn forget(&self, who: u64) -> bool {
+        self.log_levels.lock().remove(&who);
+        let mut s = self.subscriptions.lock();
+        let before = s.len();
+        s.retain(|_, w| {
+            w.remove(&who);
+            !w.is_empty()
+        });
+        s.len() != before
+    }
+
+    /// The callers subscribed to `uri`.
+    pub fn subscribers(&self, uri: &str) -> Vec<u64> {
+        self.subscriptions.lock().get(uri).map(|w| w.iter().copied().collect()).unwrap_or_default()
     }
 
     /// `subscriptions/listen` params for what the server offers and what is subscribed;
@@ -140,7 +200,7 @@ impl Modern {
         }
         let subs = self.subscriptions.lock();
         if caps.pointer("/resources/subscribe") == Some(&Value::Bool(true)) && !subs.is_empty() {
-            n.insert("resourceSubscriptions".into(), subs.iter().cloned().collect::<Vec<_>>().into());
+            n.insert("resourceSubscriptions".into(), subs.keys().cloned().collect::<Vec<_>>().into());
         }
         drop(subs);
         (!n.is_empty()).then(|| self.with_meta(Some(json!({ "notifications": n }))))
@@ -307,6 +367,30 @@ mod tests {
         assert!(matches!(m.local("resources/unsubscribe", Some(&json!({"uri": "a://1"}))), Some(Ok(true))));
         assert!(m.listen_params(&json!({})).is_none());
         assert!(matches!(m.local("resources/subscribe", Some(&json!({}))), Some(Err(_))));
+    }
+
+    #[test]
+    fn callers_of_a_shared_connection_keep_their_own_meta_levels_and_subscriptions() {
+        let m = Modern::new(&json!({"capabilities": {}}));
+        let a = ClientSide { id: 1, capabilities: json!({"sampling": {}}), client_info: Some(json!({"name": "a"})) };
+        let b = ClientSide { id: 2, capabilities: json!({}), client_info: None };
+        assert!(matches!(m.local_for(1, "logging/setLevel", Some(&json!({"level": "debug"}))), Some(Ok(false))));
+        let pa = m.with_meta_for(Some(&a), None);
+        let pb = m.with_meta_for(Some(&b), None);
+        assert_eq!(pa["_meta"][META_CAPABILITIES], json!({"sampling": {}}));
+        assert_eq!((pa["_meta"][META_LOG_LEVEL].as_str(), pb["_meta"].get(META_LOG_LEVEL)), (Some("debug"), None));
+        assert_eq!(pb["_meta"][META_CAPABILITIES], json!({}));
+        assert!(pb["_meta"].get(META_CLIENT).is_none());
+        // Both want one resource: the stream changes with the first and the last only.
+        let sub = |who, method| m.local_for(who, method, Some(&json!({"uri": "r://1"}))).unwrap().unwrap();
+        assert!(sub(1, "resources/subscribe"));
+        assert!(!sub(2, "resources/subscribe"));
+        assert_eq!(m.subscribers("r://1"), vec![1, 2]);
+        assert!(!sub(1, "resources/unsubscribe"));
+        assert_eq!(m.subscribers("r://1"), vec![2]);
+        assert!(m.forget(2), "the last one left: the stream is renewed");
+        assert!(m.subscribers("r://1").is_empty());
+        assert!(!m.forget(1));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `subscriptions/listen` stream, and what such an upstream sends that the revision does not
 //! allow (dropped).
 
+use super::shared::Caller;
 use super::{err, modern, Conn, ServerInit, Transport, MAX_PAGES};
 use crate::config;
 use crate::rpc::{cancelled_notification, CallResult, Peer};
@@ -59,7 +60,13 @@ impl Conn {
 
     /// Put one of a modern upstream's questions to the client: the path a 2025 server's own
     /// request takes (the connection's handler), answered through [`Conn::respond`].
-    async fn ask_client(&self, method: String, params: Option<Value>, ctx: Option<Peer>) -> CallResult {
+    async fn ask_client(
+        &self,
+        caller: Option<&Caller>,
+        method: String,
+        params: Option<Value>,
+        ctx: Option<Peer>,
+    ) -> CallResult {
         let Some(me) = self.me.upgrade() else {
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)));
         };
@@ -68,7 +75,9 @@ impl Conn {
         self.asking.lock().insert(id.clone(), tx);
         let _forget = Asking { conn: self, id: id.clone() };
         let capability = config::ClientRequest::of(&method).map(|r| r.capability()).unwrap_or("");
-        (self.handler)(&me, Message::Request { id, method: method.clone(), params }, ctx);
+        // The session that made the call answers for it (`shared.rs`), else the connection's.
+        let handler = caller.map_or(&self.handler, |c| &c.handler);
+        handler(&me, Message::Request { id, method: method.clone(), params }, ctx);
         // As long as the client takes (a person may be answering): the call's rule timeout
         // bounds the whole call, and the client's session ending ends the question.
         let answer = rx.await.unwrap_or_else(|_| Err(err(jsonrpc::INTERNAL_ERROR, "the client's answer was lost")));
@@ -112,11 +121,12 @@ impl Conn {
     pub(super) async fn call_stateless(
         &self,
         m: &modern::Modern,
+        caller: Option<&Caller>,
         method: &str,
         params: Option<Value>,
         ctx: Option<Peer>,
     ) -> CallResult {
-        if let Some(local) = m.local(method, params.as_ref()) {
+        if let Some(local) = m.local_for(caller.map_or(0, |c| c.side.id), method, params.as_ref()) {
             if local? {
                 self.relisten().await;
             }
@@ -126,7 +136,7 @@ impl Conn {
         // allow list, redaction and the record of each question.
         // (A task's answers, `tasks/update`, are vetted by Warden's task stage and go on.)
         let params = if method == "tasks/update" { params } else { modern::without_round_trip(params) };
-        let mut params = m.with_meta(params);
+        let mut params = m.with_meta_for(caller.map(|c| &c.side), params);
         let mut relisted = false;
         for _ in 0..modern::MAX_ROUNDS {
             let result = match self.call_once(method, Some(params.clone()), ctx.clone()).await {
@@ -158,7 +168,7 @@ impl Conn {
                 let ctx = ctx.clone();
                 // The upstream's key rides along, for a 2026 client to see (`mrtr.rs`).
                 warden_protocol::modern::put_input_key(&mut p, &key);
-                async move { (key, self.ask_client(q, p, ctx).await) }
+                async move { (key, self.ask_client(caller, q, p, ctx).await) }
             }))
             .await;
             params = modern::retry_params(params, modern::answers(gathered)?, state);

@@ -64,6 +64,7 @@ async fn scripted() -> Scripted {
                     {"name": "needs_sampling", "inputSchema": {"type": "object"}},
                     {"name": "sneaky", "inputSchema": {"type": "object"}},
                     {"name": "unasked_task", "inputSchema": {"type": "object"}},
+                    {"name": "progress", "inputSchema": {"type": "object"}},
                     {"name": "chart", "inputSchema": {"type": "object"}, "_meta": {"ui": {"resourceUri": "ui://charts/bar"}}},
                     {"name": "where", "inputSchema": {"type": "object", "properties": {
                         "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
@@ -88,6 +89,16 @@ async fn scripted() -> Scripted {
                         "data": {"requiredCapabilities": {"sampling": {}}}}});
                     (http::StatusCode::BAD_REQUEST, axum::Json(e)).into_response()
                 }
+                // Progress under the token the call carried, then the answer.
+                "tools/call" if p["name"] == "progress" => sse(
+                    vec![
+                        json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": {"progressToken": p["_meta"]["progressToken"], "progress": 1}}),
+                        json!({"jsonrpc": "2.0", "id": id, "result": {"resultType": "complete",
+                               "content": [{"type": "text", "text": format!("token {}", p["_meta"]["progressToken"])}]}}),
+                    ],
+                    None,
+                ),
                 // A task, whether or not the request took the extension.
                 "tools/call" if p["name"] == "unasked_task" => ok(json!({"resultType": "task", "taskId": "up-1",
                     "status": "working", "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:00Z",
@@ -502,4 +513,67 @@ async fn a_task_is_relayed_only_to_a_client_that_took_the_extension() {
     let asked = s.seen.lock().iter().find(|(_, b)| b["method"] == "tasks/get").cloned().unwrap();
     assert_eq!(asked.1["params"]["taskId"], "up-1", "the upstream is asked by its own id");
     assert_eq!(asked.0["mcp-name"], "up-1");
+}
+
+/// Sessions share one connection to a stateless upstream (one `server/discover`, one listen
+/// stream), each call carrying its own session's capabilities and a progress token of Warden's
+/// (mapped back to the client's); a resource update reaches only the session subscribed.
+#[tokio::test]
+async fn sessions_share_one_connection_to_a_stateless_upstream_each_as_itself() {
+    let s = scripted().await;
+    let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
+    let discovers = || s.seen.lock().iter().filter(|(_, b)| b["method"] == "server/discover").count();
+    let mut a = Client::new(&w.url);
+    a.initialize().await;
+    let mut b = Client::new(&w.url);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+                      "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}});
+    b.session = b.post(&init).await.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+    let before = discovers();
+    for c in [&a, &b] {
+        assert_eq!(c.tool(1, "s__where", json!({})).await["result"]["content"][0]["text"], "here");
+    }
+    assert_eq!(discovers(), before + 1, "one connection for both sessions");
+    let caps: Vec<Value> = s
+        .seen
+        .lock()
+        .iter()
+        .filter(|(h, b)| b["method"] == "tools/call" && h["mcp-name"] == "where")
+        .map(|(_, b)| b["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"].clone())
+        .collect();
+    assert_eq!(caps, vec![json!({"elicitation": {}}), json!({})], "each call as its own session");
+
+    // Progress: the upstream sees Warden's token, the client its own.
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "s__progress", "arguments": {}, "_meta": {"progressToken": "mine"}}});
+    let r = a.post(&body).await;
+    let progress = r.messages.iter().find(|m| m["method"] == "notifications/progress").expect("progress");
+    assert_eq!(progress["params"]["progressToken"], "mine", "{}", r.raw);
+    let text = r.answer(2).unwrap()["result"]["content"][0]["text"].as_str().unwrap().to_string();
+    assert!(text.contains("warden-progress-"), "the upstream saw Warden's token: {text}");
+
+    // A resource update: to the subscribed session only; a list change: to both.
+    let stream = |c: &Client| c.request(reqwest::Method::GET).header("accept", "text/event-stream").send();
+    let (mut ea, mut eb) = (stream(&a).await.unwrap().bytes_stream(), stream(&b).await.unwrap().bytes_stream());
+    assert!(a.call(3, "resources/subscribe", json!({"uri": "warden://s/s://watched"})).await["result"].is_object());
+    for _ in 0..50 {
+        let listening = s.seen.lock().iter().any(|(_, b)| {
+            b["method"] == "subscriptions/listen"
+                && b["params"]["notifications"]["resourceSubscriptions"] == json!(["s://watched"])
+        });
+        if listening {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "s://watched"}}));
+    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+    let is_change = |m: &Value| {
+        m["method"] == "notifications/resources/updated" || m["method"] == "notifications/tools/list_changed"
+    };
+    let m = next_on_stream(&mut ea, is_change).await;
+    assert_eq!(m["method"], "notifications/resources/updated", "{m}");
+    let m = next_on_stream(&mut eb, is_change).await;
+    assert_eq!(m["method"], "notifications/tools/list_changed", "b never subscribed: {m}");
 }
