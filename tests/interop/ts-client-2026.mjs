@@ -67,6 +67,35 @@ await check('approval as an input_required round trip', async () => {
   assert.equal(approvals.length, 1);
 });
 
+// A resource update through subscriptions/listen: from the 2026 Python server (its own listen
+// stream, behind Warden's) and from the 2025 reference server (Warden's subscription in the
+// pooled session). Updates dispatch to the notification handler.
+const updates = [];
+client.setNotificationHandler('notifications/resources/updated', (n) => { updates.push(n.params.uri); });
+async function updated(uri, trigger, stop) {
+  const sub = await client.listen({ resourceSubscriptions: [uri] });
+  try {
+    assert.deepEqual(sub.honoredFilter.resourceSubscriptions, [uri], JSON.stringify(sub.honoredFilter));
+    for (let i = 0; i < 30 && !updates.includes(uri); i++) {
+      if (i % 10 === 0) await trigger();
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    assert.ok(updates.includes(uri), `no update of ${uri}: ${updates.join(',')}`);
+  } finally {
+    await sub.close();
+    if (stop) await stop();
+  }
+}
+await check('subscription: an update from the 2026 upstream through subscriptions/listen', async () => {
+  await updated('warden://py/config://app', () => client.callTool({ name: 'py__touch_config', arguments: {} }));
+});
+await check("subscription: the 2025 reference server's update through subscriptions/listen", async () => {
+  const uri = (await client.listResources()).resources.map((r) => r.uri).find((u) => u.startsWith('warden://everything/'));
+  const toggle = () => client.callTool({ name: 'everything__toggle-subscriber-updates', arguments: {} });
+  let on = false;
+  await updated(uri, async () => { if (!on) { on = true; await toggle(); } }, async () => { if (on) await toggle(); });
+});
+
 await client.close();
 console.log(`ts-client-2026: ${tally.passed} passed, ${tally.failed} failed`);
 process.exit(tally.failed ? 1 : 0);
