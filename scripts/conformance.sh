@@ -16,11 +16,12 @@ BASELINE26="$ROOT/tests/conformance-2026-baseline.yml"
 # MCP 2026-07-28 (stateless): every scenario of the 0.2.0-alpha.10 suite (`--suite all`, which
 # includes the revision's own); the ones not served yet are listed, with why, in the baseline,
 # and a pass of a listed one (a stale entry) fails too.
-run_suite_2026() { # name url
-  local out="$TMP/$1-2026.log"
+run_suite_2026() { # name url [baseline]: without one, every scenario must pass
+  local out="$TMP/$1-2026.log" expected=()
+  [ -n "${3:-}" ] && expected=(--expected-failures "$3")
   echo "conformance 2026-07-28: $1 ($2)"
   if "$NODE22" "$CONF26" server --url "$2" --spec-version 2026-07-28 --suite all \
-      --expected-failures "$BASELINE26" >"$out" 2>&1; then
+      "${expected[@]}" >"$out" 2>&1 && { [ -n "${3:-}" ] || grep -q "Total: [0-9]* passed, 0 failed" "$out"; }; then
     grep "Total:" "$out"; passed=$((passed + 1))
   else
     cat "$out"; echo "conformance 2026-07-28: $1 FAILED"; failures=$((failures + 1))
@@ -88,9 +89,11 @@ run_suite warden-stdio-upstream "http://localhost:$W1/mcp"
 run_suite warden-2026-http-upstream "http://localhost:$W2/mcp"
 run_suite warden-2025-http-upstream "http://localhost:$W4/mcp"
 run_suite warden-always-sse "http://localhost:$W3/mcp"
-run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp"
+# In front of a 2025 upstream (translated), with the baseline; in front of the fixture speaking
+# 2026-07-28 (its questions under its own keys), every scenario.
+run_suite_2026 warden-stdio-upstream "http://localhost:$W1/mcp" "$BASELINE26"
 run_suite_2026 warden-2026-http-upstream "http://localhost:$W2/mcp"
-run_suite_2026 warden-2025-http-upstream "http://localhost:$W4/mcp"
+run_suite_2026 warden-2025-http-upstream "http://localhost:$W4/mcp" "$BASELINE26"
 # The tasks extension (SEP-2663; extension scenarios, so `--force`): the fixture directly, then
 # through Warden over a 2026 HTTP upstream and a 2025 stdio one (the task ids Warden seals, its
 # routing of tasks/get, tasks/update and tasks/cancel, the questions a task asks).
@@ -121,17 +124,30 @@ sed -e "s/127.0.0.1:$W2/127.0.0.1:$W5/" -e "s|http://127.0.0.1:$FX/mcp|http://12
 start_bg "$BIN/warden" serve --config "$TMP/mrtr.toml" 2>"$TMP/warden-mrtr.log"
 wait_ready "http://127.0.0.1:$W5/readyz"
 grep -q 'upstream ready.*protocol=2026-07-28' "$TMP/warden-mrtr.log" || { echo "conformance: the native 2026 server is not spoken to as 2026-07-28"; exit 1; }
-mrtr_ok=0; mrtr_n=0
-for sc in basic-elicitation basic-sampling basic-list-roots request-state multiple-input-requests multi-round \
-          missing-input-response non-tool-request result-type unsupported-methods tampered-state capability-check \
-          ignore-extra-params validate-input; do
-  mrtr_n=$((mrtr_n + 1))
-  out="$TMP/mrtr-$sc.log"
-  "$NODE22" "$CONF26" server --url "http://localhost:$W5/mcp" --spec-version 2026-07-28 \
-      --scenario "input-required-result-$sc" >"$out" 2>&1 || true
-  if grep -q ", 0 failed" "$out"; then mrtr_ok=$((mrtr_ok + 1)); else cat "$out"; echo "conformance 2026-07-28: $sc through Warden to the native 2026 server FAILED"; fi
-done
-echo "conformance 2026-07-28: native 2026 upstream (Python SDK) through Warden: $mrtr_ok of $mrtr_n multi round-trip scenarios"
-if [ "$mrtr_ok" -eq "$mrtr_n" ]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+# The same server over stdio (a 2026-07-28 stdio upstream; the Python SDK serves either era there).
+W6=$(free_port)
+sed -e "s/127.0.0.1:$W5/127.0.0.1:$W6/" -e 's/^transport = "http"$/transport = "stdio"/' \
+    -e "s|^url = .*|command = \"$PY\"\nargs = [\"$INTEROP/py_mrtr_2026.py\", \"--stdio\"]|" \
+    -e 's/^\(client_requests = .*\)$/\1\n[upstream.sandbox]   # the interpreter may live where `nobody` cannot read\nenabled = false/' \
+    -e 's/audit-mrtr.db/audit-mrtr-stdio.db/' "$TMP/mrtr.toml" > "$TMP/mrtr-stdio.toml"
+start_bg "$BIN/warden" serve --config "$TMP/mrtr-stdio.toml" 2>"$TMP/warden-mrtr-stdio.log"
+wait_ready "http://127.0.0.1:$W6/readyz"
+grep -q 'upstream ready.*protocol=2026-07-28' "$TMP/warden-mrtr-stdio.log" || { echo "conformance: the native 2026 stdio server is not spoken to as 2026-07-28"; cat "$TMP/warden-mrtr-stdio.log"; exit 1; }
+run_mrtr() { # name port
+  local ok=0 n=0 sc out
+  for sc in basic-elicitation basic-sampling basic-list-roots request-state multiple-input-requests multi-round \
+            missing-input-response non-tool-request result-type unsupported-methods tampered-state capability-check \
+            ignore-extra-params validate-input; do
+    n=$((n + 1))
+    out="$TMP/mrtr-$1-$sc.log"
+    "$NODE22" "$CONF26" server --url "http://localhost:$2/mcp" --spec-version 2026-07-28 \
+        --scenario "input-required-result-$sc" >"$out" 2>&1 || true
+    if grep -q ", 0 failed" "$out"; then ok=$((ok + 1)); else cat "$out"; echo "conformance 2026-07-28: $sc through Warden to the native 2026 server ($1) FAILED"; fi
+  done
+  echo "conformance 2026-07-28: native 2026 upstream (Python SDK, $1) through Warden: $ok of $n multi round-trip scenarios"
+  if [ "$ok" -eq "$n" ]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+}
+run_mrtr http "$W5"
+run_mrtr stdio "$W6"
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]

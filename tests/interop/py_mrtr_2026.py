@@ -3,7 +3,7 @@ multi round-trip tools and prompt of the conformance suite's `input-required-res
 scenarios, each returning its own `InputRequiredResult` (its own question keys, its own signed
 `requestState`). Warden runs the suite through itself in front of it (`scripts/conformance.sh`):
 a 2026 upstream nobody here wrote the protocol code of.
-Usage: python py_mrtr_2026.py PORT"""
+Usage: python py_mrtr_2026.py PORT | --stdio"""
 import base64
 import hashlib
 import hmac
@@ -174,4 +174,7 @@ async def test_input_required_result_prompt(ctx: Context) -> str | InputRequired
 
 
 if __name__ == "__main__":
-    mcp.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if sys.argv[1] == "--stdio":
+        mcp.run(transport="stdio")
+    else:
+        mcp.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))

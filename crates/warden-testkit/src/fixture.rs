@@ -63,10 +63,18 @@ impl Service for Fixture {
 
 /// Ask the user a name (elicitation, a one-field form): the name, or the error to answer with.
 async fn ask_name(peer: &Peer, message: &str) -> Result<String, ErrorObject> {
+    ask_name_as(peer, message, None).await
+}
+
+/// [`ask_name`] under a question key of the server's own (what a 2026 server names each of
+/// its `inputRequests`; Warden's endpoint takes it from the question's params).
+async fn ask_name_as(peer: &Peer, message: &str, key: Option<&str>) -> Result<String, ErrorObject> {
     let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
-    let r = peer
-        .request("elicitation/create", Some(json!({"mode": "form", "message": message, "requestedSchema": schema})))
-        .await?;
+    let mut params = Some(json!({"mode": "form", "message": message, "requestedSchema": schema}));
+    if let Some(k) = key {
+        warden_protocol::modern::put_input_key(&mut params, k);
+    }
+    let r = peer.request("elicitation/create", params).await?;
     Ok(r.pointer("/content/name").and_then(Value::as_str).unwrap_or("(no name)").to_string())
 }
 
@@ -386,7 +394,10 @@ impl FixtureSession {
             "test_input_required_result_elicitation"
             | "test_input_required_result_request_state"
             | "test_input_required_result_tampered_state" => {
-                let name = ask_name(&peer, "What is your name?").await?;
+                // Asked as a 2026 server (a stateless request), the question has the key the
+                // conformance suite names; a 2025 session's request has none.
+                let stateless = meta.as_ref().and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
+                let name = ask_name_as(&peer, "What is your name?", stateless.then_some("user_name")).await?;
                 text(format!("Hello, {name}!"))
             }
             // A 2025 server asks only for what the client declared in `initialize`.

@@ -334,6 +334,9 @@ impl McpEndpoint {
 
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
+/// The MCP Apps HTML profile.
+const APP_HTML: &str = "text/html;profile=mcp-app";
+
 /// Pooled sessions of one caller at a time (one per set of client capabilities).
 const MAX_CAPABILITY_SETS: usize = 8;
 
@@ -350,9 +353,18 @@ fn capability_class(caps: &Value) -> Value {
             out.insert(cap.into(), Value::Object(kept));
         }
     }
-    // Whether an upstream may answer with a task (Warden relays the tasks extension).
+    // The extensions Warden relays that change what an upstream answers: tasks (a call may
+    // become a task) and MCP Apps (the HTML profile the host renders), in known shapes only.
+    let mut ext = serde_json::Map::new();
     if warden_protocol::modern::declares_tasks(caps) {
-        out.insert("extensions".into(), json!({ warden_protocol::modern::TASKS_EXTENSION: {} }));
+        ext.insert(warden_protocol::modern::TASKS_EXTENSION.into(), json!({}));
+    }
+    if let Some(ui) = caps.pointer(&format!("/extensions/{}", crate::extensions::UI.replace('/', "~1"))) {
+        let known = ui.get("mimeTypes").and_then(Value::as_array).is_some_and(|m| m.iter().any(|t| t == APP_HTML));
+        ext.insert(crate::extensions::UI.into(), if known { json!({"mimeTypes": [APP_HTML]}) } else { json!({}) });
+    }
+    if !ext.is_empty() {
+        out.insert("extensions".into(), Value::Object(ext));
     }
     Value::Object(out)
 }
@@ -375,4 +387,22 @@ fn decode(b: &[u8]) -> Option<Message> {
         return None;
     }
     Message::parse(data.as_bytes(), jsonrpc::DEFAULT_MAX_DEPTH).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_classes_keep_known_shapes_only() {
+        let caps = json!({"sampling": {"tools": {}, "made-up": {}}, "elicitation": {"form": {}}, "experimental": {"x": 1},
+            "extensions": {"io.modelcontextprotocol/tasks": {"x": 1}, "io.modelcontextprotocol/ui": {"mimeTypes":
+                ["text/html;profile=mcp-app", "application/x-made-up"]}, "com.example/other": {}}});
+        assert_eq!(
+            capability_class(&caps),
+            json!({"sampling": {"tools": {}}, "elicitation": {"form": {}}, "extensions": {
+                "io.modelcontextprotocol/tasks": {}, "io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}}})
+        );
+        assert_eq!(capability_class(&json!({"roots": {"listChanged": true}})), json!({"roots": {}}));
+    }
 }
