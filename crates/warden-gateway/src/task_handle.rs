@@ -56,7 +56,9 @@ impl TaskHandles {
         let mut data = serde_json::to_vec(&json!({"s": h.server, "t": h.task, "o": h.owner, "n": h.tool,
                                                   "r": h.read_only, "e": h.expires}))
         .expect("json");
-        self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut data).expect("sealing");
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut data)
+            .expect("sealing");
         let mut out = nonce.to_vec();
         out.extend(data);
         format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
@@ -70,10 +72,8 @@ impl TaskHandles {
         }
         let (nonce, sealed) = raw.split_at(12);
         let mut buf = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(Nonce::try_assume_unique_for_key(nonce).ok()?, Aad::from(AAD), &mut buf)
-            .ok()?;
+        let plain =
+            self.key.open_in_place(Nonce::try_assume_unique_for_key(nonce).ok()?, Aad::from(AAD), &mut buf).ok()?;
         let v: Value = serde_json::from_slice(plain).ok()?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let h = Handle {

@@ -233,7 +233,10 @@ async fn run(id: &str, body: Body) {
 
 /// `tasks/get`, `tasks/update` or `tasks/cancel`.
 pub fn follow_up(method: &str, p: &Value) -> Result<Value, ErrorObject> {
-    let id = p.get("taskId").and_then(Value::as_str).ok_or_else(|| ErrorObject::new(jsonrpc::INVALID_PARAMS, "taskId is required"))?;
+    let id = p
+        .get("taskId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ErrorObject::new(jsonrpc::INVALID_PARAMS, "taskId is required"))?;
     let mut t = table().lock();
     let task = t.tasks.get_mut(id).ok_or_else(|| unknown(id))?;
     match method {
@@ -246,7 +249,9 @@ pub fn follow_up(method: &str, p: &Value) -> Result<Value, ErrorObject> {
             match task.status {
                 "input_required" => r["inputRequests"] = Value::Object(task.asking.clone()),
                 "completed" => r["result"] = task.result.clone().unwrap_or_else(|| json!({"content": []})),
-                "failed" => r["error"] = task.error.clone().unwrap_or_else(|| json!({"code": -32603, "message": "failed"})),
+                "failed" => {
+                    r["error"] = task.error.clone().unwrap_or_else(|| json!({"code": -32603, "message": "failed"}))
+                }
                 _ => {}
             }
             Ok(r)

@@ -75,7 +75,8 @@ pub async fn route(
             let task_id = str_param(&p, "taskId")?.to_string();
             // Another caller's task, a forged or an expired id: all unknown alike.
             let unknown = || GatewayError::InvalidParams("unknown task");
-            let h = s.shared.tasks.open(&task_id, &caller.binding_key(), crate::clock::now_secs()).ok_or_else(unknown)?;
+            let h =
+                s.shared.tasks.open(&task_id, &caller.binding_key(), crate::clock::now_secs()).ok_or_else(unknown)?;
             let up = s.shared.specs.iter().position(|x| x.name == h.server).ok_or_else(unknown)?;
             p["taskId"] = h.task.into();
             let target = Target { up, kind: Kind::Tool, name: h.tool, read_only: h.read_only };

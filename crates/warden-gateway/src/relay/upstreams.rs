@@ -7,16 +7,16 @@
 
 use super::session::RelaySession;
 use crate::error::GatewayError;
-use crate::rpc::Peer;
 use crate::rpc::CallResult;
+use crate::rpc::Peer;
 use crate::upstream::shared::Caller;
 use crate::upstream::{Conn, Listing, ServerHandler};
-use std::sync::Weak;
-use warden_protocol::jsonrpc::ErrorObject;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
+use warden_protocol::jsonrpc::ErrorObject;
 use warden_protocol::jsonrpc::Message;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

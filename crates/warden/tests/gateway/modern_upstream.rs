@@ -567,7 +567,9 @@ async fn sessions_share_one_connection_to_a_stateless_upstream_each_as_itself() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "s://watched"}}));
+    let _ = s
+        .push
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "s://watched"}}));
     let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
     let is_change = |m: &Value| {
         m["method"] == "notifications/resources/updated" || m["method"] == "notifications/tools/list_changed"
