@@ -33,6 +33,8 @@ def callbacks(tag: str):
         if params.message.startswith("Approval needed"):  # Warden asking its user to approve a call
             approvals.append(params.message)
             return types.ElicitResult(action="accept", content={"approve": True})
+        if params.message.startswith("Please provide inputs"):  # the reference server's long form
+            return types.ElicitResult(action="decline")
         return types.ElicitResult(action="accept", content={"ok": True})
 
     async def roots(context):

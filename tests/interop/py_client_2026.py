@@ -46,6 +46,9 @@ async def main():
             assert "action=accept ok=True" in text(r) or "action=accept ok=true" in text(r), r
             r = await c.call_tool("everything__get-roots-list", {})
             assert "py26-root" in str(r.content), r
+            # the reference server's own elicitation (2025: Warden's translation), declined
+            r = await c.call_tool("everything__trigger-elicitation-request", {})
+            assert "decline" in str(r.content).lower(), r
 
         async def resources_and_prompts():
             uris = [str(r.uri) for r in (await c.list_resources()).resources]

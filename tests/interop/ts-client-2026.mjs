@@ -24,6 +24,8 @@ client.setRequestHandler('elicitation/create', async (req) => {
     approvals.push(req.params.message);
     return { action: 'accept', content: { approve: true } };
   }
+  // The reference server's long form: declined.
+  if (req.params.message.startsWith('Please provide inputs')) return { action: 'decline' };
   return { action: 'accept', content: { ok: true } };
 });
 client.setRequestHandler('roots/list', async () => ({ roots: [{ uri: 'file:///tmp/ts26-root', name: 'ts26-root' }] }));
@@ -47,6 +49,11 @@ await check('sampling, elicitation and roots as input_required', async () => {
   assert.match(text(r), /ts26-sampled:1/);
   r = await client.callTool({ name: 'py__confirm', arguments: {} });
   assert.match(text(r), /accept/);
+  // The 2025 reference server's own sampling and elicitation (Warden's translation).
+  r = await client.callTool({ name: 'everything__trigger-sampling-request', arguments: { prompt: 'x', maxTokens: 5 } });
+  assert.match(JSON.stringify(r.content), /ts26-sampled:1/);
+  r = await client.callTool({ name: 'everything__trigger-elicitation-request', arguments: {} });
+  assert.match(JSON.stringify(r.content), /decline/i);
   // Roots: the reference server asks once per upstream session and keeps the answer, and
   // stateless callers share one pooled session per principal (here the anonymous local one,
   // shared with the Python 2026 client run before): the roots listed are whoever answered first.
