@@ -69,6 +69,11 @@ pub enum GatewayError {
     /// The output read as a prompt injection and the policy for it is `block`.
     #[error("Output withheld by Warden: it reads as a prompt injection")]
     Withheld,
+    /// The request needs a client capability it did not declare (MCP 2026-07-28 -32021; a
+    /// stateless client gets it with HTTP 400, `server::stateless::shape_error`); `required` is
+    /// what `requiredCapabilities` names, shaped like client capabilities.
+    #[error("Missing required client capability: {what}")]
+    MissingCapability { what: &'static str, required: serde_json::Value },
     /// The upstream's own JSON-RPC error, passed through (scrubbed and redacted).
     #[error("{0}")]
     Upstream(ErrorObject),
@@ -102,6 +107,7 @@ impl GatewayError {
             GatewayError::SwitchedOff { server } => {
                 Some(json!({"reason": "switched_off", "scope": if *server { "server" } else { "tool" }}))
             }
+            GatewayError::MissingCapability { required, .. } => Some(json!({"requiredCapabilities": required})),
             _ => None,
         }
     }
@@ -120,6 +126,7 @@ impl GatewayError {
             GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
             GatewayError::AuditUnavailable => AUDIT_UNAVAILABLE,
             GatewayError::SwitchedOff { .. } => SWITCHED_OFF,
+            GatewayError::MissingCapability { .. } => warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -139,6 +146,7 @@ impl GatewayError {
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::AuditUnavailable => "audit_unavailable",
             GatewayError::Withheld => "blocked_by_guard",
+            GatewayError::MissingCapability { .. } => "client_unsupported",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

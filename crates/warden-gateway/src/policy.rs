@@ -209,6 +209,9 @@ pub fn compile_limits(cfg: &Config) -> Result<LimitRates, String> {
 pub enum SessionOp {
     Initialize,
     Listing,
+    /// A task's follow-up (`tasks/get`, `tasks/update`, `tasks/cancel`): charged to the caller's
+    /// per-principal call rate, so polling is bounded like calling.
+    TaskFollowUp,
 }
 
 /// A limit key of at most 128 bytes (longer ones by their digest), so that long subjects or
@@ -275,6 +278,7 @@ impl Policy {
         let (rate, tag, scope) = match op {
             SessionOp::Initialize => (self.initialize_rate, "i", "initialize"),
             SessionOp::Listing => (self.listing_rate, "l", "listing"),
+            SessionOp::TaskFollowUp => (self.per_principal, "p", "principal"),
         };
         let Some(rate) = rate.filter(|_| p.method != warden_policy::AuthMethod::Local) else { return Ok(()) };
         let checks = [Check { key: bounded(format!("{tag}\0{}", p.binding_key())), limit: Limit::Rate(rate), scope }];

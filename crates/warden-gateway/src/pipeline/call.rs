@@ -155,7 +155,7 @@ pub async fn call_one(
     // result is vetted when a `tasks/get` brings it.
     if let Ok(v) = &r {
         if method == Method::ToolsCall && super::task::is_task(v) {
-            return super::task::created(s, p, target, v, note);
+            return super::task::created(s, p, target, v, note, &conn);
         }
     }
     // 8. response policy, ended however this returns

@@ -96,11 +96,6 @@ impl Method {
         matches!(self, Method::ToolsCall | Method::PromptsGet)
     }
 
-    /// A follow-up of a task a tool call created (`task.rs`).
-    pub fn is_task(self) -> bool {
-        matches!(self, Method::TasksGet | Method::TasksUpdate | Method::TasksCancel)
-    }
-
     /// A subscription change: its answer is empty, not content for the output stages.
     pub fn is_subscription(self) -> bool {
         matches!(self, Method::ResourcesSubscribe | Method::ResourcesUnsubscribe)

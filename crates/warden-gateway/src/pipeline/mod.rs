@@ -103,7 +103,7 @@ pub async fn handle(
             call::call_one(s, p, &target, m, params, peer, &mut note, &mut tr, id).await
         }
         (Some(m), Ok(Route::Task { target, task_id, params })) => {
-            task::follow_up(s, &target, m, &task_id, params, &mut note, &mut tr).await
+            task::follow_up(s, p, &target, m, &task_id, params, &mut note, &mut tr).await
         }
         // Only known methods are routed.
         (None, Ok(_)) => Err(GatewayError::MethodNotFound),

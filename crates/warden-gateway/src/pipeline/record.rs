@@ -47,7 +47,8 @@ pub fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static 
             | GatewayError::UnknownTool
             | GatewayError::UnknownPrompt
             | GatewayError::UnknownResource
-            | GatewayError::InvalidParams(_) => "validation_error",
+            | GatewayError::InvalidParams(_)
+            | GatewayError::MissingCapability { .. } => "validation_error",
         },
     }
 }

@@ -70,7 +70,11 @@ pub async fn route(
         Method::TasksGet | Method::TasksUpdate | Method::TasksCancel => {
             // Only a client that took the extension has tasks.
             if !warden_protocol::modern::declares_tasks(&s.client_caps) {
-                return Err(GatewayError::MethodNotFound);
+                let ext = warden_protocol::modern::TASKS_EXTENSION;
+                return Err(GatewayError::MissingCapability {
+                    what: "the tasks extension",
+                    required: json!({"extensions": {ext: {}}}),
+                });
             }
             let task_id = str_param(&p, "taskId")?.to_string();
             // Another caller's task, a forged or an expired id: all unknown alike.

@@ -7,28 +7,38 @@
 //!   Warden's handle lifetime, the status message through the output stages. An upstream that
 //!   answers a task to a client that did not take the extension is refused.
 //! - **Follow-ups** (`tasks/get`, `tasks/update`, `tasks/cancel`, routed by the sealed id in
-//!   `route.rs`): the kill switch of the tool and its upstream is checked again; answers
-//!   (`inputResponses`) are redacted before they go upstream; a `tasks/get` answer is rebuilt —
-//!   its result through stage 8 as the tool's result (declared shape, sanitizing, injection
-//!   detection, redaction), its error scrubbed, its questions (`inputRequests`) put through
-//!   what an upstream's own request to the client goes through (`client_requests`: the
-//!   operator's allow list, the client's capability, the output stages). A question Warden
-//!   refuses cancels the task upstream and the client sees it failed, with why.
+//!   `route.rs`): the kill switch of the tool and its upstream is checked again (a switched-off
+//!   task can still be cancelled); the upstream gets a request rebuilt from the task id and the
+//!   answers (`inputResponses`, redacted); a `tasks/get` answer is rebuilt — its result, cut to
+//!   a complete tool result, through stage 8 as the tool's (declared shape, sanitizing,
+//!   injection detection, redaction), its error scrubbed, its questions (`inputRequests`) put
+//!   through what an upstream's own request to the client goes through (`client_requests`: the
+//!   operator's allow list, the client's capability, the output stages). A question the
+//!   operator refuses cancels the task upstream and the client sees it failed, with why; one the
+//!   polling request lacks the capability for is -32021 (the task waits).
 //!
 //! Defends against: reaching another caller's task or another upstream's by its id (sealed),
 //! a result or question that would have been refused on a direct call arriving later through
 //! a task instead, a task kept running past a kill switch, and upstream fields riding along
 //! on the task (dropped).
+//! Polls count against the caller's per-principal call rate. A task answered to a client that
+//! did not take the extension is refused and cancelled upstream.
+//!
 //! Does not defend against: a rule changed after the call (the task keeps the decision its call
-//! got, like a call in flight; the kill switch stops it), or an upstream that keeps working on
-//! a task Warden cancelled (cancellation is cooperative in the extension).
+//! got, like a call in flight; the kill switch stops its follow-ups but does not cancel it), or
+//! an upstream that keeps working on a task Warden cancelled (cancellation is cooperative in the
+//! extension). Limits: a 2025 upstream's task lives in the upstream session of the Warden
+//! session that created it, so only that session (for a 2026 client: the same set of declared
+//! capabilities) reaches it; a 2026 upstream's one connection serves every session.
 
 use super::method::Method;
 use super::record::Note;
 use super::route::Target;
 use crate::config::ClientRequest;
 use crate::error::GatewayError;
+use crate::policy::SessionOp;
 use crate::relay::session::RelaySession;
+use crate::relay::upstreams::Lease;
 use crate::task_handle::{Handle, MAX_TTL_SECS, MAX_UPSTREAM_ID};
 use crate::trace::Trace;
 use serde_json::{json, Map, Value};
@@ -53,24 +63,31 @@ fn fault(why: &str) -> GatewayError {
     GatewayError::Upstream(ErrorObject::new(jsonrpc::INTERNAL_ERROR, format!("upstream error: {why}")))
 }
 
-/// The client's task for an upstream's `CreateTaskResult`.
+/// The client's task for an upstream's `CreateTaskResult` (`conn`: the connection it came on).
 pub fn created(
     s: &RelaySession,
     p: &Principal,
     target: &Target,
     v: &Value,
     note: &mut Note,
+    conn: &Lease,
 ) -> Result<Value, GatewayError> {
     let server = &s.shared.specs[target.up].name;
-    if !declares_tasks(&s.client_caps) {
-        tracing::warn!(server = %server, tool = %target.name, "a task answered to a client without the tasks extension; refused");
-        note.findings.push("task:unasked".into());
-        return Err(fault("a task, to a client that did not take the tasks extension"));
-    }
     let upstream_id = match v.get("taskId").and_then(Value::as_str) {
         Some(t) if !t.is_empty() && t.len() <= MAX_UPSTREAM_ID => t.to_string(),
         _ => return Err(fault("a task without a usable taskId")),
     };
+    note.target = Some(correlation(server, &upstream_id));
+    if !declares_tasks(&s.client_caps) {
+        // The work would go on unseen (and a retry would do it twice): it is cancelled.
+        tracing::warn!(server = %server, tool = %target.name, "a task answered to a client without the tasks extension; refused and cancelled");
+        note.findings.push("task:unasked".into());
+        let (conn, cancel) = (conn.clone(), json!({ "taskId": upstream_id }));
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FOLLOW_UP_TIMEOUT, conn.call("tasks/cancel", Some(cancel), None)).await;
+        });
+        return Err(fault("a task, to a client that did not take the tasks extension"));
+    }
     let handle = Handle {
         server: server.clone(),
         task: upstream_id,
@@ -87,12 +104,14 @@ pub fn created(
 }
 
 /// A task's follow-up, to the upstream that holds it.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow_up(
     s: &Arc<RelaySession>,
+    p: &Principal,
     target: &Target,
     method: Method,
     task_id: &str,
-    mut params: Value,
+    client: Value,
     note: &mut Note,
     tr: &mut Trace,
 ) -> Result<Value, GatewayError> {
@@ -101,26 +120,37 @@ pub async fn follow_up(
         return Err(GatewayError::InvalidParams("unknown task"));
     }
     let server = s.shared.specs[up].name.clone();
+    let upstream_id = client["taskId"].as_str().unwrap_or_default().to_string();
     note.server = Some(server.clone());
     note.capability = Some("tool");
     note.name = Some(name.to_string());
+    note.target = Some(correlation(&server, &upstream_id));
+    // A poll counts as a call against the caller's per-principal rate.
+    s.shared.policy.admit_op(p, SessionOp::TaskFollowUp).await?;
+    // Switched off: nothing more of the task reaches the client; cancelling it still does.
     let kills = &s.shared.policy.kills;
-    if kills.killed(&server, Some(name)) {
+    if kills.killed(&server, Some(name)) && method != Method::TasksCancel {
         note.refused = Some("auth_denied");
         return Err(GatewayError::SwitchedOff { server: kills.killed(&server, None) });
     }
-    let upstream_id = params["taskId"].as_str().unwrap_or_default().to_string();
+    // What the upstream gets is rebuilt: its own task id and, for an update, the answers
+    // (redacted); nothing else of the client's request rides along.
+    let mut params = json!({ "taskId": upstream_id });
     if method == Method::TasksUpdate {
-        let Some(answers) = params.get_mut("inputResponses").and_then(Value::as_object_mut) else {
+        let Some(answers) = client.get("inputResponses").and_then(Value::as_object) else {
             return Err(GatewayError::InvalidParams("inputResponses must be an object"));
         };
         if answers.len() > MAX_QUESTIONS {
             return Err(GatewayError::InvalidParams("too many inputResponses"));
         }
-        for a in answers.values_mut() {
-            let report = s.shared.content.process_client_answer(&server, name, a);
+        let mut vetted = Map::new();
+        for (k, a) in answers {
+            let mut a = a.clone();
+            let report = s.shared.content.process_client_answer(&server, name, &mut a);
             note.findings.extend(report.redacted.iter().map(|c| format!("answer_redacted.{}:redacted", c.name())));
+            vetted.insert(k.clone(), a);
         }
+        params["inputResponses"] = Value::Object(vetted);
     }
     let conn = s.conn(up).await?;
     let stage = tr.begin("warden.upstream");
@@ -146,6 +176,15 @@ pub async fn follow_up(
         Some("completed") => {
             let result = v.get("result").filter(|r| r.is_object()).cloned();
             let result = result.ok_or_else(|| fault("a completed task without its result"))?;
+            // The tool's result, as a direct call's would be: complete, in the client's shape.
+            if result.get("resultType").is_some_and(|t| t != "complete") {
+                return Err(fault("a completed task whose result is not complete"));
+            }
+            let mut result = crate::upstream::modern::clean_result(result);
+            if let Some(m) = result.as_object_mut() {
+                m.remove("requestState");
+                m.remove("inputRequests");
+            }
             let vetted = super::output::respond(s, target, Method::ToolsCall, Ok(result), note).await?;
             out.insert("result".into(), vetted);
         }
@@ -161,7 +200,15 @@ pub async fn follow_up(
             Ok(q) => {
                 out.insert("inputRequests".into(), q);
             }
-            Err(why) => {
+            // The client can answer once it declares what is asked: the task waits.
+            Err(Refused::Client(capability)) => {
+                note.findings.push("task:question_needs_capability".into());
+                return Err(GatewayError::MissingCapability {
+                    what: "a capability the task's question needs",
+                    required: json!({ capability: {} }),
+                });
+            }
+            Err(Refused::Operator(why)) => {
                 // The question never reaches the client, and the task would wait for it forever.
                 tracing::warn!(server = %server, tool = name, reason = %why, "a task's question refused; task cancelled upstream");
                 note.findings.push("task:question_refused".into());
@@ -176,6 +223,13 @@ pub async fn follow_up(
         _ => {}
     }
     Ok(Value::Object(out))
+}
+
+/// What ties a task's records together: a digest of its upstream and the upstream's id (the
+/// client's id is a fresh envelope each time; the upstream's is kept out of the trail).
+fn correlation(server: &str, upstream_id: &str) -> String {
+    let d = crate::digest::sha256(format!("{server}\n{upstream_id}").as_bytes());
+    format!("task:{}", &crate::digest::hex(&d)[..16])
 }
 
 fn error_json(e: &ErrorObject) -> Value {
@@ -225,29 +279,40 @@ fn envelope(
     Ok(out)
 }
 
+/// Why a task's question does not reach the client.
+enum Refused {
+    /// The operator's rules (or the upstream's question itself): the task cannot go on.
+    Operator(String),
+    /// The client did not declare this capability (it may, on its next poll).
+    Client(&'static str),
+}
+
 /// A task's questions as the client may see them, or why one is refused.
-fn questions(s: &RelaySession, target: &Target, v: &Value, note: &mut Note) -> Result<Value, String> {
+fn questions(s: &RelaySession, target: &Target, v: &Value, note: &mut Note) -> Result<Value, Refused> {
     let spec = &s.shared.specs[target.up];
-    let asked = v.get("inputRequests").and_then(Value::as_object).ok_or("an input_required task without questions")?;
+    let refuse = |why: String| Refused::Operator(why);
+    let asked = v.get("inputRequests").and_then(Value::as_object);
+    let asked = asked.ok_or_else(|| refuse("an input_required task without questions".into()))?;
     if asked.len() > MAX_QUESTIONS {
-        return Err(format!("more than {MAX_QUESTIONS} questions at once"));
+        return Err(refuse(format!("more than {MAX_QUESTIONS} questions at once")));
     }
     let mut out = Map::new();
     for (key, q) in asked {
         let method = q.get("method").and_then(Value::as_str).unwrap_or_default();
-        let kind = ClientRequest::of(method).ok_or_else(|| format!("{method:?} is not a question a task may ask"))?;
+        let kind =
+            ClientRequest::of(method).ok_or_else(|| refuse(format!("{method:?} is not a question a task may ask")))?;
         if !spec.client_requests.contains(&kind) {
-            return Err(format!("{method} is not allowed for this server"));
+            return Err(refuse(format!("{method} is not allowed for this server")));
         }
         if s.client_caps.get(kind.capability()).is_none() {
-            return Err(format!("the client did not declare the {} capability", kind.capability()));
+            return Err(Refused::Client(kind.capability()));
         }
         let mut params = q.get("params").cloned().unwrap_or_else(|| json!({}));
         if matches!(kind, ClientRequest::Sampling | ClientRequest::Elicitation) {
             let report = s.shared.content.process_message(&spec.name, method, &mut params);
             note.findings.extend(report.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
             if report.blocked {
-                return Err(format!("{method} reads as a prompt injection"));
+                return Err(refuse(format!("{method} reads as a prompt injection")));
             }
         }
         out.insert(key.clone(), json!({"method": method, "params": params}));

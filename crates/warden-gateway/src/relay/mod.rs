@@ -11,7 +11,7 @@
 
 mod list;
 pub mod session;
-mod upstreams;
+pub mod upstreams;
 
 pub use list::{report_collisions, report_confusables};
 pub use session::{RelaySession, Shared};

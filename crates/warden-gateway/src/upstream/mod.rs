@@ -689,17 +689,21 @@ fn dispatch(conn: &Arc<Conn>, item: Incoming) {
                     }
                 }
             }
+            let modern = conn.is_modern();
             let ctx = match &other {
-                Message::Notification { method, params } if method == "notifications/progress" => params
+                Message::Notification { method, params } if method == "notifications/progress" && !modern => params
                     .as_ref()
                     .and_then(|p| p.get("progressToken"))
                     .and_then(|t| conn.calls.ctx_for_progress(t))
                     .flatten(),
-                // Unrelated (stdio cannot relate): the one call in flight, if one, not
-                // counting calls whose client request is parked (they wait for an answer
-                // to what they asked already, so this is not theirs).
                 _ => match related {
                     Some(r) => conn.calls.ctx(&r).flatten(),
+                    // A modern upstream's connection serves many clients (`shared.rs`): what
+                    // names no call is nobody's, never guessed.
+                    None if modern => None,
+                    // Unrelated (stdio cannot relate): the one call in flight, if one, not
+                    // counting calls whose client request is parked (they wait for an answer
+                    // to what they asked already, so this is not theirs).
                     None => conn.calls.sole_ctx(|c| c.as_ref().is_none_or(|p| !p.parked())).flatten(),
                 },
             };

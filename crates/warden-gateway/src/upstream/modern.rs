@@ -19,7 +19,8 @@
 //! Defends against: an upstream that asks for input forever (rounds bounded), asks too much at
 //! once (at most [`MAX_INPUT_REQUESTS`] questions a round), asks what 2026 does not allow (only
 //! sampling, elicitation and roots, only on calls, reads and prompts), or subscribes Warden to
-//! unbounded resource lists (at most [`MAX_SUBSCRIPTIONS`]).
+//! unbounded resource lists (at most [`MAX_SUBSCRIPTIONS`], [`MAX_SUBSCRIPTIONS_PER_CALLER`] a
+//! session), and notifications Warden does not route (dropped).
 //! Does not defend against: what an upstream keeps in its own `requestState` (opaque to Warden,
 //! and sent back only to the upstream that issued it).
 
@@ -41,6 +42,8 @@ pub const MAX_ROUNDS: usize = 16;
 pub const MAX_INPUT_REQUESTS: usize = 16;
 /// Most resources one connection subscribes to.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
+/// Most resources one session subscribes to on a (shared) connection.
+pub const MAX_SUBSCRIPTIONS_PER_CALLER: usize = 64;
 
 /// The revision Warden speaks to a modern upstream.
 pub const REVISION: &str = version::STATELESS[0];
@@ -145,10 +148,16 @@ impl Modern {
             }
             "resources/subscribe" => uri().and_then(|u| {
                 let mut s = self.subscriptions.lock();
-                if s.len() >= MAX_SUBSCRIPTIONS && !s.contains_key(&u) {
+                // A share per caller, and a bound in all: one caller cannot take them all.
+                let own = s.values().filter(|w| w.contains(&who)).count();
+                let full = s.len() >= MAX_SUBSCRIPTIONS && !s.contains_key(&u);
+                if full || (own >= MAX_SUBSCRIPTIONS_PER_CALLER && !s.get(&u).is_some_and(|w| w.contains(&who))) {
                     return Err(ErrorObject::new(
                         jsonrpc::INVALID_PARAMS,
-                        format!("at most {MAX_SUBSCRIPTIONS} resource subscriptions per upstream"),
+                        format!(
+                            "too many resource subscriptions on this upstream (limit {MAX_SUBSCRIPTIONS_PER_CALLER} \
+                             per session, {MAX_SUBSCRIPTIONS} in all)"
+                        ),
                     ));
                 }
                 let new = !s.contains_key(&u);
@@ -324,7 +333,17 @@ pub fn clean_error(method: &str, mut e: ErrorObject) -> ErrorObject {
 /// A notification from a modern upstream as a 2025 session expects it: the listen stream's
 /// acknowledgement is Warden's own business (`None`), and the subscription id is dropped.
 pub fn clean_notification(method: &str, params: &mut Option<Value>) -> bool {
-    if method == "notifications/subscriptions/acknowledged" {
+    // Only what Warden routes and vets: progress, log messages and the changes it listens for
+    // (an upstream's `notifications/tasks`, say, would carry a raw task past `pipeline/task.rs`).
+    const RELAYED: &[&str] = &[
+        "notifications/progress",
+        "notifications/message",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+    ];
+    if !RELAYED.contains(&method) {
         return false;
     }
     if let Some(meta) = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {

@@ -39,6 +39,9 @@ impl Conn {
     /// offers and what is subscribed.
     pub(super) async fn relisten(&self) {
         let (Some(m), Some(init)) = (self.modern.get(), self.init()) else { return };
+        if !self.is_alive() {
+            return;
+        }
         let params = m.listen_params(&init.capabilities);
         match &self.transport {
             Transport::Http(t) => t.listen(params),
@@ -159,8 +162,15 @@ impl Conn {
             let Some((questions, state)) = modern::input_required(&self.name, method, &result)? else {
                 // A task handle and a task's own answers keep the extension's fields (Warden's
                 // task stage rebuilds them: `pipeline/task.rs`).
-                if method.starts_with("tasks/") || result.get("resultType").and_then(Value::as_str) == Some("task") {
+                let task = result.get("resultType").and_then(Value::as_str) == Some("task");
+                if method.starts_with("tasks/") || (task && method == "tools/call") {
                     return Ok(result);
+                }
+                if task {
+                    return Err(err(
+                        jsonrpc::INTERNAL_ERROR,
+                        format!("upstream {} answered {method} with a task, which only tools/call may", self.name),
+                    ));
                 }
                 return Ok(modern::clean_result(result));
             };

@@ -65,6 +65,7 @@ async fn scripted() -> Scripted {
                     {"name": "sneaky", "inputSchema": {"type": "object"}},
                     {"name": "unasked_task", "inputSchema": {"type": "object"}},
                     {"name": "progress", "inputSchema": {"type": "object"}},
+                    {"name": "slowly", "inputSchema": {"type": "object"}},
                     {"name": "chart", "inputSchema": {"type": "object"}, "_meta": {"ui": {"resourceUri": "ui://charts/bar"}}},
                     {"name": "where", "inputSchema": {"type": "object", "properties": {
                         "region": {"type": "string", "x-mcp-header": "Region"}}}}]})),
@@ -99,13 +100,23 @@ async fn scripted() -> Scripted {
                     ],
                     None,
                 ),
+                // Answers after a second and a half (a call in flight meanwhile).
+                "tools/call" if p["name"] == "slowly" => {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    ok(json!({"resultType": "complete", "content": [{"type": "text", "text": "slow"}]}))
+                }
                 // A task, whether or not the request took the extension.
                 "tools/call" if p["name"] == "unasked_task" => ok(json!({"resultType": "task", "taskId": "up-1",
                     "status": "working", "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:00Z",
                     "ttlMs": null, "requestState": "leaked", "result": {"content": []}})),
+                // The result carries what only an upstream's own rounds may (Warden drops it).
                 "tasks/get" => ok(json!({"resultType": "complete", "taskId": p["taskId"], "status": "completed",
                     "createdAt": "2026-12-06T00:00:00Z", "lastUpdatedAt": "2026-12-06T00:00:01Z", "ttlMs": null,
-                    "result": {"content": [{"type": "text", "text": "done, see AKIAIOSFODNN7EXAMPLF"}]}})),
+                    "result": {"content": [{"type": "text", "text": "done, see AKIAIOSFODNN7EXAMPLF"}],
+                        "resultType": "complete", "requestState": "leaked", "ttlMs": 5,
+                        "inputRequests": {"q": {"method": "sampling/createMessage", "params": {}}},
+                        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "scripted"}}}})),
+                "tasks/cancel" => ok(json!({"resultType": "complete"})),
                 "tools/call" if p["name"] == "where" => ok(json!({"resultType": "complete",
                     "content": [{"type": "text", "text": "here"}]})),
                 "tools/call" if p["name"] == "loop" => {
@@ -490,6 +501,20 @@ async fn a_task_is_relayed_only_to_a_client_that_took_the_extension() {
     let r = c.tool(1, "s__unasked_task", json!({})).await;
     assert!(r.get("error").is_some(), "a 2025 session without the extension gets no task: {r}");
     assert!(r.to_string().contains("did not take the tasks extension"), "{r}");
+    // … and the work it started is cancelled (a retry would do it twice).
+    let mut cancelled = false;
+    for _ in 0..50 {
+        cancelled = s.seen.lock().iter().any(|(_, b)| b["method"] == "tasks/cancel" && b["params"]["taskId"] == "up-1");
+        if cancelled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cancelled, "the unasked task is cancelled upstream");
+    // Without the extension, a follow-up names what is missing.
+    let r = c.call(2, "tasks/get", json!({"taskId": "wt1.x"})).await;
+    assert_eq!(r["error"]["code"], -32021, "{r}");
+    assert_eq!(r["error"]["data"]["requiredCapabilities"]["extensions"]["io.modelcontextprotocol/tasks"], json!({}));
 
     let meta = crate::stateless::meta_with(json!({"extensions": {"io.modelcontextprotocol/tasks": {}}}));
     let call = json!({"name": "s__unasked_task", "arguments": {}, "_meta": meta.clone()});
@@ -510,6 +535,10 @@ async fn a_task_is_relayed_only_to_a_client_that_took_the_extension() {
     .await;
     assert_eq!(g["result"]["taskId"], id, "{g}");
     assert!(!g.to_string().contains("AKIAIOSFODNN7EXAMPLF"), "the result is redacted: {g}");
+    let result = g["result"]["result"].as_object().unwrap();
+    for k in ["requestState", "inputRequests", "resultType", "ttlMs", "_meta"] {
+        assert!(!result.contains_key(k), "{k} of the upstream's result stays behind: {g}");
+    }
     let asked = s.seen.lock().iter().find(|(_, b)| b["method"] == "tasks/get").cloned().unwrap();
     assert_eq!(asked.1["params"]["taskId"], "up-1", "the upstream is asked by its own id");
     assert_eq!(asked.0["mcp-name"], "up-1");
@@ -522,18 +551,24 @@ async fn a_task_is_relayed_only_to_a_client_that_took_the_extension() {
 async fn sessions_share_one_connection_to_a_stateless_upstream_each_as_itself() {
     let s = scripted().await;
     let w = warden("", &upstream("s", &s.url, "client_requests = [\"elicitation\"]"));
-    let discovers = || s.seen.lock().iter().filter(|(_, b)| b["method"] == "server/discover").count();
+    // Discovers for client sessions (Warden's control connection has its own, whenever it comes).
+    let discovers = || {
+        let ours = |b: &Value| {
+            let name = &b["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"];
+            name == "warden-tests" || name == "b"
+        };
+        s.seen.lock().iter().filter(|(_, b)| b["method"] == "server/discover" && ours(b)).count()
+    };
     let mut a = Client::new(&w.url);
     a.initialize().await;
     let mut b = Client::new(&w.url);
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
                       "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}});
     b.session = b.post(&init).await.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
-    let before = discovers();
     for c in [&a, &b] {
         assert_eq!(c.tool(1, "s__where", json!({})).await["result"]["content"][0]["text"], "here");
     }
-    assert_eq!(discovers(), before + 1, "one connection for both sessions");
+    assert_eq!(discovers(), 1, "one connection for both sessions");
     let caps: Vec<Value> = s
         .seen
         .lock()
@@ -578,4 +613,49 @@ async fn sessions_share_one_connection_to_a_stateless_upstream_each_as_itself() 
     assert_eq!(m["method"], "notifications/resources/updated", "{m}");
     let m = next_on_stream(&mut eb, is_change).await;
     assert_eq!(m["method"], "notifications/tools/list_changed", "b never subscribed: {m}");
+}
+
+/// On a connection shared by principals, what names no call (a log line on the listen stream,
+/// an upstream's own `notifications/tasks`) reaches nobody — not the one call in flight, which is
+/// another principal's — and one caller cannot take every subscription.
+#[tokio::test]
+async fn nothing_unrelated_crosses_principals_on_a_shared_connection() {
+    let (alice, ea) = crate::authz::key("alice", &["mcp"], &[], None);
+    let (bob, eb) = crate::authz::key("bob", &["mcp"], &[], None);
+    let s = scripted().await;
+    let w = warden("", &format!("{}\n[auth]\n{ea}{eb}\n{}", upstream("s", &s.url, ""), harness::ALLOW_ALL));
+    let a = crate::authz::client(&w, &alice).await;
+    let b = crate::authz::client(&w, &bob).await;
+    for c in [&a, &b] {
+        assert_eq!(c.tool(1, "s__where", json!({})).await["result"]["content"][0]["text"], "here");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body =
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "s__slowly", "arguments": {}}});
+    let bobs = tokio::spawn(async move { b.post(&body).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/message",
+        "params": {"level": "info", "data": "a log line of nobody's call"}}));
+    let _ =
+        s.push.send(json!({"jsonrpc": "2.0", "method": "notifications/tasks", "params": {"taskId": "raw-upstream-id",
+        "status": "completed", "result": {"content": [{"type": "text", "text": "AKIAIOSFODNN7EXAMPLF"}]}}}));
+    let r = bobs.await.unwrap();
+    assert_eq!(r.answer(7).unwrap()["result"]["content"][0]["text"], "slow", "{}", r.raw);
+    for leak in ["nobody's call", "raw-upstream-id", "AKIAIOSFODNN7EXAMPLF", "notifications/tasks"] {
+        assert!(!r.raw.contains(leak), "{leak} reached another principal's call: {}", r.raw);
+    }
+
+    // Subscriptions: a share per session.
+    let n = warden_gateway::upstream::modern::MAX_SUBSCRIPTIONS_PER_CALLER;
+    for i in 0..n {
+        let r = a.call(10, "resources/subscribe", json!({"uri": format!("warden://s/s://x/{i}")})).await;
+        assert!(r["result"].is_object(), "{i}: {r}");
+    }
+    let over = a.call(11, "resources/subscribe", json!({"uri": "warden://s/s://x/over"})).await;
+    assert_eq!(over["error"]["code"], -32602, "{over}");
+    let r = crate::authz::client(&w, &bob)
+        .await
+        .call(12, "resources/subscribe", json!({"uri": "warden://s/s://watched"}))
+        .await;
+    assert!(r["result"].is_object(), "another session still subscribes: {r}");
 }

@@ -138,4 +138,32 @@ async fn a_kill_switch_stops_a_tasks_follow_ups() {
     assert_eq!(r.status(), 200);
     let (_, e) = follow(&w.url, None, "tasks/get", json!({"taskId": id})).await;
     assert!(e.to_string().contains("switched off"), "{e}");
+    // Cancelling it still goes through.
+    let (s, ack) = follow(&w.url, None, "tasks/cancel", json!({"taskId": id})).await;
+    assert_eq!((s, &ack["result"]), (200, &json!({"resultType": "complete"})), "{ack}");
+}
+
+/// A poll from a request that lacks the capability a task's question needs is -32021: the
+/// task waits for a poll that can answer (it is not cancelled, as for an operator's refusal).
+/// (The upstream speaks 2026-07-28: one connection serves both capability sets. A 2025
+/// upstream's task lives in the upstream session of the pooled session that created it.)
+#[tokio::test]
+async fn a_question_the_poll_cannot_answer_waits() {
+    let fx = warden_testkit::harness::fixture_http();
+    let up = format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\nclient_requests = [\"elicitation\"]\n",
+        fx.url
+    );
+    let w = warden("", &format!("{up}\n{}", warden_testkit::harness::ALLOW_ALL));
+    let call = json!({"name": "confirm_delete", "arguments": {"filename": "b.txt"}, "_meta": with_tasks()});
+    let (_, c) = post(&w.url, None, "tools/call", call, &[]).await;
+    let id = c["result"]["taskId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut p = json!({"taskId": id});
+    p["_meta"] = meta_with(json!({"extensions": {TASKS: {}}}));
+    let (s, e) = post(&w.url, None, "tasks/get", p, &[("mcp-name", Some(id.as_str()))]).await;
+    assert_eq!((s, e["error"]["code"].as_i64()), (400, Some(-32021)), "{e}");
+    assert_eq!(e["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}), "{e}");
+    let asked = until(&w.url, None, &id, &["input_required", "failed", "cancelled"]).await;
+    assert_eq!(asked["status"], "input_required", "the task still waits: {asked}");
 }
