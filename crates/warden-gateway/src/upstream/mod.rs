@@ -3,6 +3,8 @@
 //! `stateless.rs`, with the translation rules in `modern.rs`), calls with timeouts and
 //! cancellation, and routing of what the server sends on its own (notifications,
 //! sampling/elicitation/roots requests) to the downstream peer of the request it belongs to.
+//! `spec.rs` is what a connection is opened with, `listing.rs` reads listings whole, and
+//! `shared.rs` lets a stateless upstream's one connection serve many sessions.
 //!
 //! Defends against: an upstream that crashes, hangs, answers ids it was never asked, or writes
 //! garbage (each pending call fails with a clear error; garbage is logged and skipped), and
@@ -12,18 +14,22 @@
 pub mod builtin;
 pub mod exposure;
 pub mod http;
+mod listing;
 pub mod modern;
 pub mod oauth;
 pub mod program;
 pub mod shared;
+mod spec;
 pub mod stateless;
 pub mod stdio;
+
+pub use listing::{list_definitions, Definitions, Listing, MAX_PAGES};
+pub use spec::Spec;
 
 use crate::config::{self, Transport as Kind};
 use crate::rpc::{cancelled_notification, CallResult, Calls, CancelGuard, Peer};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -53,126 +59,6 @@ impl IncomingTx {
                 true
             }
             None => false,
-        }
-    }
-}
-
-/// Everything needed to (re)connect an upstream, secrets already resolved.
-#[derive(Clone)]
-pub struct Spec {
-    pub name: String,
-    pub kind: Kind,
-    pub command: String,
-    pub args: Vec<String>,
-    pub cwd: Option<std::path::PathBuf>,
-    pub env: Vec<(String, String)>,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    /// OAuth client credentials (shared by all connections to this upstream).
-    pub oauth: Option<Arc<oauth::ClientCredentials>>,
-    pub connect_timeout: Duration,
-    pub call_timeout: Duration,
-    /// Per-tenant variants of this spec (their own instance or credentials).
-    pub tenants: BTreeMap<String, Arc<Spec>>,
-    /// Only tenants in `tenants` reach this upstream.
-    pub tenant_only: bool,
-    /// stdio: the sandbox the child runs in (`None`: none).
-    pub sandbox: Option<warden_sandbox::Policy>,
-    /// builtin: Warden's own tools (shared by every connection).
-    pub builtin: Option<Arc<warden_tools::Builtin>>,
-    /// Largest single message read from the upstream (a JSON body, an SSE event, a stdio line):
-    /// bigger ones fail the call they answer instead of filling memory.
-    pub max_message_bytes: usize,
-    /// stdio: the pinned SHA-256 of the program, checked before every start.
-    pub program_sha256: Option<String>,
-    /// Requests it may send to the client (`client_requests`).
-    pub client_requests: Vec<config::ClientRequest>,
-    /// The revision spoken to it (`protocol`).
-    pub protocol: config::UpstreamProtocol,
-    /// `protocol = "auto"`: what the last successful connection found (true: stateless) and
-    /// when, so later connections to a 2025 server skip the probe for [`DETECTED_TTL`].
-    pub detected: Arc<Mutex<Option<(bool, std::time::Instant)>>>,
-}
-
-impl Spec {
-    /// Resolve an upstream's config (reads secrets; the error names the missing reference only).
-    /// `content` bounds what is read from it ([`config::ContentConfig::max_message_bytes`]).
-    pub fn from_config(u: &config::Upstream, content: &config::ContentConfig) -> Result<Spec, String> {
-        let mut env: Vec<(String, String)> =
-            u.env_allow.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
-        env.extend(u.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        for (k, s) in &u.secret_env {
-            env.push((k.clone(), s.resolve().map_err(|e| format!("upstream {}: {k}: {e}", u.name))?));
-        }
-        let mut headers = Vec::new();
-        for (k, s) in &u.secret_headers {
-            headers.push((k.clone(), s.resolve().map_err(|e| format!("upstream {}: header {k}: {e}", u.name))?));
-        }
-        Ok(Spec {
-            name: u.name.clone(),
-            kind: u.transport,
-            command: u.command.clone().unwrap_or_default(),
-            args: u.args.clone(),
-            cwd: u.cwd.clone(),
-            env,
-            url: u.url.clone().unwrap_or_default(),
-            headers,
-            oauth: u.oauth.as_ref().map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new)).transpose()?,
-            connect_timeout: Duration::from_secs(u.connect_timeout_secs),
-            call_timeout: Duration::from_secs(u.call_timeout_secs),
-            tenants: BTreeMap::new(),
-            tenant_only: u.tenant_only,
-            client_requests: u.client_requests.clone(),
-            protocol: u.protocol,
-            detected: Arc::new(Mutex::new(None)),
-            sandbox: match u.transport {
-                Kind::Stdio => u.sandbox.policy(u.cwd.as_deref()),
-                _ => None,
-            },
-            builtin: match u.transport {
-                Kind::Builtin => Some(Arc::new(builtin::open(u)?)),
-                _ => None,
-            },
-            max_message_bytes: content.max_message_bytes(),
-            program_sha256: u.sha256.clone(),
-        })
-        .and_then(|mut base| {
-            let mut tenants = BTreeMap::new();
-            for (t, o) in &u.tenants {
-                let mut s = Spec { tenants: BTreeMap::new(), detected: Arc::new(Mutex::new(None)), ..base.clone() };
-                let set = |list: &mut Vec<(String, String)>, k: &str, v: String| {
-                    list.retain(|(x, _)| x != k);
-                    list.push((k.to_string(), v));
-                };
-                for (k, v) in &o.env {
-                    set(&mut s.env, k, v.clone());
-                }
-                for (k, r) in &o.secret_env {
-                    set(&mut s.env, k, r.resolve().map_err(|e| format!("upstream {} tenant {t}: {k}: {e}", u.name))?);
-                }
-                for (k, r) in &o.secret_headers {
-                    let v = r.resolve().map_err(|e| format!("upstream {} tenant {t}: header {k}: {e}", u.name))?;
-                    set(&mut s.headers, k, v);
-                }
-                if let Some(a) = &o.args {
-                    s.args = a.clone();
-                }
-                if let Some(url) = &o.url {
-                    s.url = url.clone();
-                }
-                tenants.insert(t.clone(), Arc::new(s));
-            }
-            base.tenants = tenants;
-            Ok(base)
-        })
-    }
-
-    /// The spec a principal of `tenant` connects with; `None` when it may not reach this upstream.
-    pub fn for_tenant(&self, tenant: Option<&str>) -> Option<&Spec> {
-        match tenant.and_then(|t| self.tenants.get(t)) {
-            Some(s) => Some(s),
-            None if self.tenant_only => None,
-            None => Some(self),
         }
     }
 }
@@ -247,68 +133,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a server found to speak only 2025 is not probed again (it may be upgraded).
 pub const DETECTED_TTL: Duration = Duration::from_secs(600);
-
-/// Everything an upstream offers, read once (`warden scan`, `warden pin`).
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Definitions {
-    pub tools: Vec<Value>,
-    pub prompts: Vec<Value>,
-    pub resources: Vec<Value>,
-    pub instructions: Option<String>,
-}
-
-/// Connect to one upstream, read every listing it declares, and disconnect. Requests the server
-/// sends meanwhile are refused (no client is behind this connection).
-pub async fn list_definitions(spec: &Spec, http: &reqwest::Client) -> Result<Definitions, String> {
-    let init = json!({"protocolVersion": version::LATEST, "capabilities": {},
-                      "clientInfo": {"name": "warden-scan", "version": env!("CARGO_PKG_VERSION")}});
-    let handler: ServerHandler = Arc::new(|conn: &Arc<Conn>, msg, _| {
-        if let Message::Request { id, .. } = msg {
-            let c = conn.clone();
-            tokio::spawn(async move { c.respond(id, Err(err(jsonrpc::METHOD_NOT_FOUND, "not supported"))).await });
-        }
-    });
-    let conn = Conn::connect(spec, init, handler, http).await?;
-    let mut d = Definitions { instructions: conn.init().and_then(|i| i.instructions), ..Default::default() };
-    let mut result = Ok(());
-    for (cap, method, field, out) in [
-        ("tools", "tools/list", "tools", &mut d.tools),
-        ("prompts", "prompts/list", "prompts", &mut d.prompts),
-        ("resources", "resources/list", "resources", &mut d.resources),
-    ] {
-        if conn.has_capability(cap) {
-            match conn.list_all(method, field, SCAN_LIMIT).await {
-                Ok(l) => {
-                    if l.dropped > 0 || l.more {
-                        tracing::warn!(upstream = %spec.name, method, "more than {SCAN_LIMIT} definitions; the rest are not scanned");
-                    }
-                    *out = l.items
-                }
-                Err(e) => {
-                    result = Err(format!("{method}: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-    conn.close().await;
-    result.map(|()| d)
-}
-
-/// Most pages read from one listing.
-pub const MAX_PAGES: usize = 50;
-
-/// What one listing read: its items, and how many it dropped beyond the cap (`more`: and there
-/// were further pages, not read).
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub items: Vec<Value>,
-    pub dropped: usize,
-    pub more: bool,
-}
-
-/// `warden scan` reads at most this many definitions of each kind.
-const SCAN_LIMIT: usize = 10_000;
 
 fn err(code: i64, msg: impl Into<String>) -> ErrorObject {
     ErrorObject::new(code, msg)
@@ -558,47 +382,6 @@ impl Conn {
                 format!("upstream {} timed out after {:?}", self.name, quiet_wait.unwrap_or(self.call_timeout)),
             )),
         }
-    }
-
-    /// Every page of a listing (`tools/list`, …): the items under `field`, at most `limit` of
-    /// them (the rest of the page that crosses it is dropped and counted, and no further page is
-    /// asked for) and at most `MAX_PAGES` pages (a server that pages forever is cut off, with a
-    /// warning). A hostile server cannot make Warden hold, vet or pin more than `limit`
-    /// definitions of one kind.
-    pub async fn list_all(&self, method: &str, field: &str, limit: usize) -> Result<Listing, ErrorObject> {
-        self.list_all_as(None, method, field, limit).await
-    }
-
-    /// [`Conn::list_all`] for one caller of a shared connection.
-    pub async fn list_all_as(
-        &self,
-        caller: Option<&shared::Caller>,
-        method: &str,
-        field: &str,
-        limit: usize,
-    ) -> Result<Listing, ErrorObject> {
-        let mut l = Listing::default();
-        let mut cursor: Option<Value> = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| json!({ "cursor": c }));
-            let mut page = self.call_as(caller, method, params, None).await?;
-            if let Some(Value::Array(a)) = page.get_mut(field).map(Value::take) {
-                let room = limit.saturating_sub(l.items.len());
-                l.dropped += a.len().saturating_sub(room);
-                l.items.extend(a.into_iter().take(room));
-            }
-            match page.get("nextCursor") {
-                Some(c) if !c.is_null() && l.dropped == 0 => cursor = Some(c.clone()),
-                Some(c) if !c.is_null() => {
-                    l.more = true;
-                    return Ok(l);
-                }
-                _ => return Ok(l),
-            }
-        }
-        tracing::warn!(upstream = %self.name, method, "listing has more than {MAX_PAGES} pages; truncated");
-        l.more = true;
-        Ok(l)
     }
 
     pub async fn notify(&self, method: &str, params: Option<Value>) {
