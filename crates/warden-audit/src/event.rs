@@ -90,6 +90,10 @@ pub struct Event {
     pub findings: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// How far the acknowledgement journal is stored with this record (`journal.rs`): the
+    /// position of the last journaled event stored so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<u64>,
     /// What happened: `initialize`, `list`, `call`, `read`, `prompt`, `complete`, `subscribe`,
     /// `ping`, `approval`, `kill_switch`, `pin`, `admin`, `auth_failure`, `checkpoint`, `audit`.
     pub kind: String,
@@ -152,9 +156,11 @@ impl Event {
         self.hash = None;
         let mut body = serde_json::to_string(self).expect("events serialize");
         let hash = hex(&Sha256::digest(body.as_bytes()));
-        // `hash` sorts just before `kind`, which every record has. Only scalars follow `kind`,
-        // and a string cannot hold an unescaped quote, so the last `,"kind":` is the top-level key.
-        let at = body.rfind(",\"kind\":").expect("every record has a kind");
+        // `hash` sorts just before `journal` (a number, when present) and `kind`, which every
+        // record has. Only scalars follow them, and a string cannot hold an unescaped quote, so
+        // the last `,"journal":` (or `,"kind":`) is the top-level key.
+        let next = if self.journal.is_some() { ",\"journal\":" } else { ",\"kind\":" };
+        let at = body.rfind(next).expect("every record has a kind");
         body.insert_str(at, &format!(",\"hash\":\"{hash}\""));
         self.hash = Some(hash);
         body

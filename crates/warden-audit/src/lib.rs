@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod journal;
 pub mod pg;
 pub mod recorder;
 pub mod signing;

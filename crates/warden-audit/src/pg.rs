@@ -136,12 +136,13 @@ impl Postgres {
 }
 
 impl Sink for Postgres {
-    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+    fn head(&mut self, chain: &str) -> Result<Option<crate::sink::Head>, String> {
         let row = self
             .client()?
             .query_opt("SELECT seq, hash FROM audit_events WHERE chain = $1 ORDER BY seq DESC LIMIT 1", &[&chain])
             .map_err(|e| message(&e))?;
-        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+        // No journal here: PostgreSQL is acknowledged once committed.
+        Ok(row.map(|r| crate::sink::Head { seq: r.get::<_, i64>(0) as u64, hash: r.get(1), journal: None }))
     }
 
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {

@@ -49,6 +49,9 @@ pub struct Settings {
     pub checkpoint_file: Option<PathBuf>,
     /// Spools of forwarders: every stored record is appended to each.
     pub spools: Vec<Arc<crate::spool::Spool>>,
+    /// The acknowledgement journal's base path (`journal.rs`); `None`: no journal (a caller that
+    /// must not answer first waits for the sink, [`Recorder::stored`]).
+    pub journal: Option<PathBuf>,
 }
 
 /// The queue is full and the policy is to refuse.
@@ -59,9 +62,14 @@ pub struct Full;
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
+/// A queued event: its time, the event, when it was queued if lazy, its journal position.
+type Item = (SystemTime, Event, Option<Instant>, Option<u64>);
+
 struct Queue {
     /// Events with their time; lazy ones with when they were queued.
-    items: VecDeque<(SystemTime, Event, Option<Instant>)>,
+    items: VecDeque<Item>,
+    /// Appended to in queue order, under this lock.
+    journal: Option<crate::journal::Journal>,
     /// Queued events that are not lazy (someone may be waiting for them).
     eager: usize,
     /// Tickets handed out so far.
@@ -81,6 +89,8 @@ struct Inner {
     dropped: AtomicU64,
     written: AtomicU64,
     failing: std::sync::atomic::AtomicBool,
+    /// Events are journaled before they are queued.
+    journaled: std::sync::atomic::AtomicBool,
     capacity: usize,
     on_full: OnFull,
 }
@@ -97,13 +107,14 @@ impl Recorder {
     /// driver may not run on the caller's async runtime).
     pub fn start(settings: Settings, mut sink: Box<dyn Sink>, key: Option<SigningKey>) -> Result<Recorder, String> {
         let inner = Arc::new(Inner {
-            q: Mutex::new(Queue { items: VecDeque::new(), eager: 0, next: 0, closing: false }),
+            q: Mutex::new(Queue { items: VecDeque::new(), journal: None, eager: 0, next: 0, closing: false }),
             wake: Condvar::new(),
             stored: AtomicU64::new(0),
             stored_notify: tokio::sync::Notify::new(),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             failing: false.into(),
+            journaled: false.into(),
             capacity: settings.capacity.max(1),
             on_full: settings.on_full,
         });
@@ -116,18 +127,23 @@ impl Recorder {
                     Ok(h) => h,
                     Err(e) => return drop(started.send(Err(e))),
                 };
-                let _ = started.send(Ok(()));
-                Writer {
+                let stored = head.as_ref().and_then(|h| h.journal);
+                let mut writer = Writer {
                     inner: w,
                     sink,
                     key,
-                    seq: head.as_ref().map_or(0, |h| h.0),
-                    prev: head.map_or_else(|| GENESIS.to_string(), |h| h.1),
+                    seq: head.as_ref().map_or(0, |h| h.seq),
+                    prev: head.map_or_else(|| GENESIS.to_string(), |h| h.hash),
                     since_checkpoint: 0,
                     last_checkpoint: Instant::now(),
+                    journal_pos: stored,
                     s: settings,
+                };
+                if let Err(e) = writer.prepare(stored) {
+                    return drop(started.send(Err(e)));
                 }
-                .run()
+                let _ = started.send(Ok(()));
+                writer.run()
             })
             .map_err(|e| format!("audit writer thread: {e}"))?;
         result.recv().map_err(|_| "audit writer thread ended".to_string())??;
@@ -151,19 +167,38 @@ impl Recorder {
     fn push(&self, e: Event, lazy: bool) -> Result<Ticket, Full> {
         let now = SystemTime::now();
         let mut q = self.inner.q.lock();
-        if q.items.len() >= self.inner.capacity || q.closing {
+        let full = q.items.len() >= self.inner.capacity || q.closing;
+        // On disk before it is queued: an acknowledged event survives Warden being killed.
+        let pos = match q.journal.as_mut().filter(|_| !full).map(|j| j.append(now, &e)) {
+            Some(Err(err)) => {
+                drop(q);
+                tracing::error!(error = %err, "audit journal write failed; event refused");
+                return Err(Full);
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        if full {
             drop(q);
             if self.inner.on_full == OnFull::Drop {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             }
             return Err(Full);
         }
-        q.items.push_back((now, e, lazy.then(Instant::now)));
+        // A journaled event is safe on disk: nobody waits for the trail, and the writer may take
+        // its time to gather a batch (one commit for many, less CPU taken from the calls).
+        let lazy = lazy || pos.is_some();
+        let first = q.items.is_empty();
+        q.items.push_back((now, e, lazy.then(Instant::now), pos));
         q.eager += usize::from(!lazy);
         q.next += 1;
         let t = Ticket(q.next);
         drop(q);
-        self.inner.wake.notify_one();
+        // The writer holding lazy events wakes on its own timer; it needs a nudge only for an
+        // eager event or the first of a batch.
+        if !lazy || first {
+            self.inner.wake.notify_one();
+        }
         Ok(t)
     }
 
@@ -193,6 +228,12 @@ impl Recorder {
             std::thread::sleep(Duration::from_micros(200));
         }
         true
+    }
+
+    /// Events are on disk (the journal) once [`Recorder::record`] returns: no need to wait for
+    /// [`Recorder::stored`] to know they survive Warden being killed.
+    pub fn journaled(&self) -> bool {
+        self.inner.journaled.load(Ordering::Acquire)
     }
 
     pub fn on_full(&self) -> OnFull {
@@ -235,11 +276,15 @@ struct Writer {
     prev: String,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The last journal position stored (carried on every sealed record).
+    journal_pos: Option<u64>,
     s: Settings,
 }
 
 impl Writer {
-    fn run(&mut self) {
+    /// Before anything new is queued: the start checkpoint, then what the journal holds past
+    /// `stored` (a killed Warden's acknowledged events), stored; then a fresh journal.
+    fn prepare(&mut self, stored: Option<u64>) -> Result<(), String> {
         // A checkpoint at start signs the head this Warden continues from (genesis for a new
         // chain): every chain written with a key holds at least one, so a chain rewritten with
         // its checkpoints dropped is found however short it is. Records after the last
@@ -247,7 +292,28 @@ impl Writer {
         // appended) are said so first, on the record the start checkpoint then covers.
         self.note_inherited();
         self.checkpoint(Some("start"));
-        let mut batch: Vec<(SystemTime, Event)> = Vec::with_capacity(self.s.max_batch);
+        let Some(base) = self.s.journal.clone() else { return Ok(()) };
+        let (newest, replay) = crate::journal::unstored(&base, stored);
+        if !replay.is_empty() {
+            tracing::warn!(
+                records = replay.len(),
+                "audit: storing the journal's records a stopped Warden acknowledged"
+            );
+        }
+        for chunk in replay.chunks(self.s.max_batch.max(1)) {
+            let sealed: Vec<Sealed> = chunk.iter().map(|(at, e, pos)| self.seal(*at, e.clone(), Some(*pos))).collect();
+            self.write(&sealed);
+            self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            self.since_checkpoint += sealed.len() as u64;
+        }
+        let journal = crate::journal::Journal::start(&base, newest + 1)?;
+        self.inner.q.lock().journal = Some(journal);
+        self.inner.journaled.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn run(&mut self) {
+        let mut batch: Vec<(SystemTime, Event, Option<u64>)> = Vec::with_capacity(self.s.max_batch);
         loop {
             let (last_ticket, closing) = {
                 let mut q = self.inner.q.lock();
@@ -275,12 +341,17 @@ impl Writer {
                 let n = q.items.len().min(self.s.max_batch);
                 let eager = q.items.iter().take(n).filter(|i| i.2.is_none()).count();
                 q.eager -= eager;
-                batch.extend(q.items.drain(..n).map(|(at, e, _)| (at, e)));
+                batch.extend(q.items.drain(..n).map(|(at, e, _, pos)| (at, e, pos)));
                 (q.next - q.items.len() as u64, q.closing && q.items.is_empty())
             };
             if !batch.is_empty() {
-                let sealed: Vec<Sealed> = batch.drain(..).map(|(at, e)| self.seal(at, e)).collect();
+                let sealed: Vec<Sealed> = batch.drain(..).map(|(at, e, pos)| self.seal(at, e, pos)).collect();
                 self.write(&sealed);
+                if let Some(p) = self.journal_pos {
+                    if let Some(j) = self.inner.q.lock().journal.as_mut() {
+                        j.stored(p);
+                    }
+                }
                 self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
                 self.since_checkpoint += sealed.len() as u64;
                 self.inner.stored.store(last_ticket, Ordering::Release);
@@ -312,8 +383,12 @@ impl Writer {
         self.s.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed()).max(Duration::from_millis(1))
     }
 
-    fn seal(&mut self, at: SystemTime, mut e: Event) -> Sealed {
+    fn seal(&mut self, at: SystemTime, mut e: Event, journal: Option<u64>) -> Sealed {
         e.ts = humantime::format_rfc3339_micros(at).to_string();
+        if journal.is_some() {
+            self.journal_pos = journal;
+        }
+        e.journal = self.journal_pos;
         self.seq += 1;
         let line = e.seal(&self.s.chain, self.seq, &self.prev);
         self.prev.clone_from(e.hash.as_ref().expect("sealed"));
@@ -363,7 +438,7 @@ impl Writer {
         let mut e = Event::new("audit", "success");
         e.detail = Some("inherited_unsigned".into());
         e.count = Some(n);
-        let sealed = self.seal(SystemTime::now(), e);
+        let sealed = self.seal(SystemTime::now(), e, None);
         self.write(std::slice::from_ref(&sealed));
     }
 
@@ -381,7 +456,7 @@ impl Writer {
         };
         let mut e = Event::new("checkpoint", "success");
         e.checkpoint = Some(cp);
-        let sealed = self.seal(SystemTime::now(), e);
+        let sealed = self.seal(SystemTime::now(), e, None);
         self.write(std::slice::from_ref(&sealed));
         if let Some(path) = &self.s.checkpoint_file {
             if let Err(err) = append_line(path, &sealed.line) {

@@ -29,9 +29,29 @@ pub enum Fsync {
     Event,
 }
 
+/// Where a chain stands: its last record's seq and hash, and how far it holds the
+/// acknowledgement journal (`journal.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+    pub journal: Option<u64>,
+}
+
+impl Head {
+    /// From a stored record's JSON.
+    pub fn of(v: &serde_json::Value) -> Result<Head, String> {
+        Ok(Head {
+            seq: v["seq"].as_u64().ok_or("a record without seq")?,
+            hash: v["hash"].as_str().ok_or("a record without hash")?.to_string(),
+            journal: v["journal"].as_u64(),
+        })
+    }
+}
+
 pub trait Sink: Send {
-    /// The last (seq, hash) of `chain`, if it has records.
-    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String>;
+    /// Where `chain` stands, if it has records.
+    fn head(&mut self, chain: &str) -> Result<Option<Head>, String>;
     /// Append a batch, atomically where the sink can.
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String>;
 }
@@ -104,7 +124,7 @@ fn last_newline(f: &mut File, len: u64) -> std::io::Result<u64> {
 }
 
 impl Sink for Jsonl {
-    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+    fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
         // Read backwards a block at a time for the last record of this chain.
         let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
         let mut f = File::open(&self.path).map_err(err)?;
@@ -123,9 +143,7 @@ impl Sink for Jsonl {
             for l in lines.iter().rev().filter(|l| !l.is_empty()) {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) {
                     if v["chain"] == chain {
-                        let seq = v["seq"].as_u64().ok_or("a record without seq")?;
-                        let hash = v["hash"].as_str().ok_or("a record without hash")?.to_string();
-                        return Ok(Some((seq, hash)));
+                        return Head::of(&v).map(Some);
                     }
                 }
             }
@@ -302,15 +320,17 @@ impl Sqlite {
 }
 
 impl Sink for Sqlite {
-    fn head(&mut self, chain: &str) -> Result<Option<(u64, String)>, String> {
+    fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT seq, hash FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1")
+            .prepare_cached("SELECT record FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1")
             .map_err(|e| e.to_string())?;
         let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
         match rows.next().map_err(|e| e.to_string())? {
             Some(r) => {
-                Ok(Some((r.get::<_, i64>(0).map_err(|e| e.to_string())? as u64, r.get(1).map_err(|e| e.to_string())?)))
+                let line: String = r.get(0).map_err(|e| e.to_string())?;
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("the last record: {e}"))?;
+                Head::of(&v).map(Some)
             }
             None => Ok(None),
         }

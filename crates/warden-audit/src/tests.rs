@@ -20,6 +20,7 @@ fn settings(log: &Path, every: u64) -> Settings {
         checkpoint_interval: Duration::from_secs(60),
         checkpoint_file: Some(checkpoint_path(log)),
         spools: Vec::new(),
+        journal: None,
     }
 }
 
@@ -372,7 +373,7 @@ fn query_filters_on_both_sinks() {
 fn a_full_queue_rejects_or_counts() {
     struct Stuck;
     impl sink::Sink for Stuck {
-        fn head(&mut self, _: &str) -> Result<Option<(u64, String)>, String> {
+        fn head(&mut self, _: &str) -> Result<Option<crate::sink::Head>, String> {
             Ok(None)
         }
         fn append(&mut self, _: &[sink::Sealed]) -> Result<(), String> {
@@ -439,7 +440,7 @@ fn the_sqlite_wal_is_checkpointed_off_the_writer() {
 struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl crate::sink::Sink for Counting {
-    fn head(&mut self, _chain: &str) -> Result<Option<(u64, String)>, String> {
+    fn head(&mut self, _chain: &str) -> Result<Option<crate::sink::Head>, String> {
         Ok(None)
     }
     fn append(&mut self, _batch: &[crate::sink::Sealed]) -> Result<(), String> {
@@ -469,4 +470,97 @@ fn lazy_events_wait_briefly_for_company() {
     assert_eq!(commits.load(SeqCst), 2);
     assert_eq!(r.written(), 3);
     r.close();
+}
+
+/// The acknowledgement journal (`journal.rs`): what a killed Warden journaled but did not store
+/// is stored at the next start, once, in order, with its original time; what was stored is not
+/// stored again; the chain verifies.
+#[test]
+fn a_killed_writers_journaled_events_are_stored_at_the_next_start() {
+    for name in ["audit.db", "audit.jsonl"] {
+        let d = dir(&format!("journal-{name}"));
+        let log = d.join(name);
+        let base = d.join(format!("{name}.journal"));
+        let kf = log.with_extension("key");
+        let key = || SigningKey::load(&kf).or_else(|_| SigningKey::generate(&kf)).unwrap();
+        let public = key().public_key();
+        let start = || {
+            let mut s = settings(&log, 1000);
+            s.journal = Some(base.clone());
+            Recorder::start(s, open_sink(&Store::File(log.clone()), Fsync::Never).unwrap(), Some(key())).unwrap()
+        };
+        // A first run: journaled, stored, closed.
+        let r = start();
+        assert!(r.journaled());
+        for i in 0..5 {
+            let mut e = Event::new("call", "success");
+            e.name = Some(format!("stored-{i}"));
+            r.record(e).unwrap();
+        }
+        r.close();
+        // A Warden that journaled three more and was killed before its writer stored them.
+        let (newest, left) = journal::unstored(&base, None);
+        assert!(left.len() >= 5, "the first run's events are in the journal: {}", left.len());
+        let mut j = journal::Journal::start(&base, newest + 1).unwrap();
+        let made = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..3 {
+            let mut e = Event::new("call", "success");
+            e.name = Some(format!("killed-{i}"));
+            j.append(made, &e).unwrap();
+        }
+        drop(j);
+        // Restart: the three are stored, once, with their time.
+        let r = start();
+        r.close();
+        let r = start();
+        r.close();
+        let mut records: Vec<Event> = Vec::new();
+        scan(&Store::File(log.clone()), 0, None, |s| {
+            let e = serde_json::from_str::<Event>(&s.line).unwrap();
+            if e.kind == "call" {
+                records.push(e);
+            }
+            true
+        })
+        .unwrap();
+        let names: Vec<String> = records.iter().filter_map(|e| e.name.clone()).collect();
+        assert_eq!(
+            names,
+            ["stored-0", "stored-1", "stored-2", "stored-3", "stored-4", "killed-0", "killed-1", "killed-2"],
+            "{name}"
+        );
+        let killed = records.iter().find(|e| e.name.as_deref() == Some("killed-0")).unwrap();
+        assert_eq!(killed.ts, humantime::format_rfc3339_micros(made).to_string());
+        assert!(records.iter().all(|e| e.journal.is_some()), "each record says how far the journal is stored");
+        let report =
+            verify(&Store::File(log.clone()), &[checkpoint_path(&log)], verify::Expect::new(Some(&public), 1000, 60))
+                .unwrap();
+        assert!(report.ok(), "{name}: {:?}", report.problems);
+    }
+}
+
+/// Segments take turns: the closed one goes once an event of the next is stored, so the
+/// journal stays near one segment however long the writer runs.
+#[test]
+fn the_journal_stays_bounded() {
+    let d = dir("journal-bounded");
+    let log = d.join("audit.db");
+    let mut s = settings(&log, 1_000_000);
+    s.journal = Some(d.join("audit.db.journal"));
+    let r = Recorder::start(s, open_sink(&Store::File(log.clone()), Fsync::Never).unwrap(), None).unwrap();
+    let mut last = None;
+    for i in 0..30_000 {
+        let mut e = Event::new("call", "success");
+        e.detail = Some(format!("{i:0>200}"));
+        last = Some(r.record(e).unwrap());
+    }
+    assert!(r.stored_blocking(last.unwrap(), Duration::from_secs(30)));
+    r.record(Event::new("call", "success")).unwrap();
+    r.close();
+    let bytes: u64 = ["a", "b"]
+        .iter()
+        .filter_map(|x| std::fs::metadata(d.join(format!("audit.db.journal.{x}"))).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(bytes <= 2 * journal::SEGMENT_BYTES + (1 << 20), "journal holds {bytes} bytes");
 }

@@ -149,6 +149,11 @@ impl Audit {
                 checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
                 checkpoint_file: Some(a.checkpoints()),
                 spools: spools.iter().map(|s| s.1.clone()).collect(),
+                // A local trail acknowledges from its journal (beside it); PostgreSQL once committed.
+                journal: match (&store, a.acknowledge) {
+                    (warden_audit::Store::File(p), Acknowledge::Stored) => Some(journal_base(p)),
+                    _ => None,
+                },
             },
             sink,
             Some(key),
@@ -300,7 +305,9 @@ impl Audit {
         self.metrics.observe(&e);
         let Some(r) = &self.rec else { return Ok(()) };
         match r.record(e) {
-            Ok(t) if self.ack == Acknowledge::Stored => {
+            // On disk already (the journal): it survives Warden being killed.
+            Ok(_) if self.ack == Acknowledge::Stored && r.journaled() => Ok(()),
+            Ok(t) if self.ack != Acknowledge::Queued => {
                 if r.stored(t, STORE_WAIT).await {
                     Ok(())
                 } else {
@@ -342,6 +349,13 @@ impl Audit {
 }
 
 /// The record of `count` authentication failures (None: one) from `source` for `reason`.
+/// Where a local trail's acknowledgement journal lives: `<trail>.journal.a` / `.b`.
+pub fn journal_base(trail: &std::path::Path) -> std::path::PathBuf {
+    let mut p = trail.as_os_str().to_owned();
+    p.push(".journal");
+    std::path::PathBuf::from(p)
+}
+
 fn failure_event(source: Option<std::net::IpAddr>, reason: &str, count: Option<u64>) -> Event {
     let mut ev = Event::new("auth_failure", "auth_denied");
     ev.decision = Some("denied".into());

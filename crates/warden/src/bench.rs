@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// beside the repository).
     #[arg(long)]
     corpora: Option<PathBuf>,
+    /// Load one Warden only, for a profiler: `relay` (relay only) or `full` (the full pipeline),
+    /// HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
+    /// first (`perf record -g -p PID`), then the load starts three seconds later.
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -134,7 +139,20 @@ async fn http_session(client: &reqwest::Client, url: &str) -> anyhow::Result<Str
 
 impl Target {
     async fn http(url: &str) -> anyhow::Result<Target> {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build()?;
+        Target::http_as(url, None).await
+    }
+
+    /// A session sending `bearer` (an API key) on every request.
+    async fn http_as(url: &str, bearer: Option<&str>) -> anyhow::Result<Target> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(b) = bearer {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {b}").parse()?);
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .default_headers(headers)
+            .build()?;
         let session = http_session(&client, url).await?;
         Ok(Target::Http { client, url: url.to_string(), session, next: 1.into() })
     }
@@ -271,13 +289,34 @@ async fn load(t: Arc<Target>, calls: usize, conc: usize) -> anyhow::Result<Stats
     Ok(Stats { p50: pct(0.50), p99: pct(0.99), rate: all.len() as f64 / wall.as_secs_f64() })
 }
 
+/// The stages Warden runs, for the rows that compare them.
+const ALLOW_ALL: &str = "[[rule]]\nid = \"bench\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\n";
+
+/// Relay only: no authentication, no content stages, no audit trail.
+const RELAY_ONLY: &str = "[content]\nvalidate_arguments = false\nsanitize = false\ninjection = \"off\"\nredact = []\n\
+                          [audit]\nenabled = false\n";
+
+/// The full pipeline: an API key, a CEL rule, a rate limit, the argument schema, a text guard,
+/// sanitize / injection detection / redaction, and the SQLite audit trail (the defaults).
+fn full_pipeline(api_key_entry: &str) -> String {
+    format!(
+        "[auth]\n{api_key_entry}\n[limits]\nper_principal = \"100000000/minute\"\nper_principal_burst = 1000000\n\
+         [[rule]]\nid = \"bench-cel\"\ntools = [\"*\"]\nwhen = \"args.text != 'forbidden'\"\n\
+         [[guard]]\ntools = [\"echo\"]\nargument = \"text\"\nkind = \"text\"\n"
+    )
+}
+
 async fn start_warden(upstream: &str) -> anyhow::Result<(Child, String)> {
+    start_warden_with(upstream, ALLOW_ALL).await
+}
+
+/// A Warden in front of `upstream` with `sections` (rules included) added.
+async fn start_warden_with(upstream: &str, sections: &str) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("warden-bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = format!(
-        "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n\n{upstream}\n\
-         [[rule]]\nid = \"bench\"\ntools = [\"*\"]\nresources = [\"*\"]\nprompts = [\"*\"]\n"
+        "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n\n{upstream}\n{sections}"
     );
     std::fs::write(dir.join("w.toml"), cfg)?;
     let child = Command::new(std::env::current_exe()?)
@@ -333,6 +372,31 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     wait_ready_port(fport).await?;
 
     let fpath = fixture.display().to_string();
+    if let Some(kind) = &a.profile {
+        let http_up = format!(
+            "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
+        );
+        let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
+        let (sections, bearer) = match kind.as_str() {
+            "relay" => (format!("{RELAY_ONLY}{ALLOW_ALL}"), None),
+            "full" => (full_pipeline(&entry), Some(key.as_str())),
+            other => bail!("--profile: relay or full, not {other:?}"),
+        };
+        let (w, url) = start_warden_with(&http_up, &sections).await?;
+        println!("warden pid: {}", w.id().unwrap_or(0));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = levels.first().copied().unwrap_or(1);
+        let st = load(Arc::new(Target::http_as(&url, bearer).await?), a.calls, c).await?;
+        println!(
+            "{kind}: concurrency {c}, {} calls: p50 {:.0} µs, p99 {:.0} µs, {:.0} calls/s",
+            a.calls,
+            us(st.p50),
+            us(st.p99),
+            st.rate
+        );
+        drop(fx);
+        return Ok(());
+    }
     // The fixture's endpoint serves both generations: these Wardens speak 2025-11-25 to it …
     let http_up = format!(
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
@@ -347,6 +411,14 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     .await?;
     let stdio_up = format!("[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"stdio\"\ncommand = {fpath:?}\nargs = [\"--stdio\"]\n");
     let (w_stdio, w_stdio_url) = start_warden(&stdio_up).await?;
+    // The stages compared (issue 22): the relay alone, and the full pipeline with a caller's key.
+    let (key, key_entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
+    let full = full_pipeline(&key_entry);
+    let relay = format!("{RELAY_ONLY}{ALLOW_ALL}");
+    let (_w_relay, w_relay_url) = start_warden_with(&http_up, &relay).await?;
+    let (_w_full, w_full_url) = start_warden_with(&http_up, &full).await?;
+    let (_w_relay_stdio, w_relay_stdio_url) = start_warden_with(&stdio_up, &relay).await?;
+    let (_w_full_stdio, w_full_stdio_url) = start_warden_with(&stdio_up, &full).await?;
     // The same without the sandbox: its cost per call and per session start, in the same run.
     let (_w_nosbx, w_nosbx_url) = start_warden(&format!("{stdio_up}[upstream.sandbox]\nenabled = false\n")).await?;
     let pid_http = w_http.id().unwrap_or(0);
@@ -388,6 +460,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 )
             };
             via_row("via Warden", &w);
+            let (relay_url, full_url) = match kind {
+                "http" => (&w_relay_url, &w_full_url),
+                "stdio" => (&w_relay_stdio_url, &w_full_stdio_url),
+                _ => continue,
+            };
+            via_row("relay only", &load(Arc::new(Target::http(relay_url).await?), calls, c).await?);
+            via_row("full pipeline", &load(Arc::new(Target::http_as(full_url, Some(&key)).await?), calls, c).await?);
             match kind {
                 "http" => via_row(
                     "via Warden, audit off",

@@ -35,6 +35,7 @@ fn settings(path: &std::path::Path) -> Settings {
         checkpoint_interval: Duration::from_secs(10),
         checkpoint_file: Some(warden_audit::checkpoint_path(path)),
         spools: Vec::new(),
+        journal: None,
     }
 }
 

@@ -39,8 +39,11 @@ pub struct AuditConfig {
     /// `"drop"` (the event is dropped and counted in metrics and checkpoints).
     #[serde(default)]
     pub on_full: warden_audit::OnFull,
-    /// When a request is answered: `"stored"` (default: after its record is in the log, so
-    /// every answered call has a record even if Warden is killed) or `"queued"` (at once).
+    /// When a request is answered: `"stored"` (default: once its record is on disk, so every
+    /// answered call has a record even if Warden is killed — for a local trail, appended to
+    /// the acknowledgement journal beside it (`<path>.journal.a`/`.b`), which the writer moves
+    /// into the trail and a restarted Warden finishes; for PostgreSQL, committed),
+    /// `"committed"` (once the trail itself committed it) or `"queued"` (at once).
     #[serde(default)]
     pub acknowledge: Acknowledge,
     /// Arguments in records: `"redacted"` (default: secrets, PII and values of secret-named
@@ -174,8 +177,14 @@ impl Default for AuditConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Acknowledge {
+    /// On disk before the answer: in the acknowledgement journal beside a local trail (the
+    /// writer stores it in the trail; a Warden killed in between stores it at its next start),
+    /// or, for PostgreSQL, committed.
     #[default]
     Stored,
+    /// Committed to the trail itself before the answer (slower: a commit per call at low load).
+    Committed,
+    /// Queued in memory (lost if Warden is killed before the writer stores it).
     Queued,
 }
 

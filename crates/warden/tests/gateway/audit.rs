@@ -273,6 +273,15 @@ async fn killed_under_load(audit_section: &str) -> String {
     let answered = answered.lock().clone();
     assert!(answered.len() > 100, "load ran: {} calls", answered.len());
     eprintln!("{} calls answered before SIGKILL", answered.len());
+    // The next start stores what the killed Warden acknowledged from its journal (a local
+    // trail); then a clean stop.
+    let port: u16 = w.url.rsplit(':').next().and_then(|p| p.trim_end_matches("/mcp").parse().ok()).unwrap();
+    let mut again = warden_testkit::harness::warden_config(std::path::Path::new(&cfg), port);
+    sigterm(again.child.id());
+    let _ = again.child.wait();
+    if again.log().contains("storing the journal's records") {
+        eprintln!("the restart stored journaled records the killed Warden had acknowledged");
+    }
 
     let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
