@@ -34,7 +34,8 @@ pub fn position(generation: u64, offset: u64) -> u64 {
     (generation << GEN_SHIFT) | offset
 }
 
-fn generation_of(pos: u64) -> u64 {
+/// The generation of a position.
+pub fn generation_of(pos: u64) -> u64 {
     pos >> GEN_SHIFT
 }
 

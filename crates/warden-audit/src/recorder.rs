@@ -306,7 +306,10 @@ impl Writer {
             self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
             self.since_checkpoint += sealed.len() as u64;
         }
-        let journal = crate::journal::Journal::start(&base, newest + 1)?;
+        // Past every generation the trail has seen too (journal files removed by hand must not
+        // make new positions look stored).
+        let generation = newest.max(stored.map_or(0, crate::journal::generation_of)) + 1;
+        let journal = crate::journal::Journal::start(&base, generation)?;
         self.inner.q.lock().journal = Some(journal);
         self.inner.journaled.store(true, Ordering::Release);
         Ok(())

@@ -271,10 +271,16 @@ impl Checkpointer {
                         continue;
                     }
                     let seen = w.load(Ordering::Acquire);
-                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        Ok(()) => {
+                    // (busy, frames in the WAL, frames checkpointed): a checkpoint that could not
+                    // take every frame (the writer was committing) is tried again next time.
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match done {
+                        Ok((log, moved)) if moved >= log => {
                             w.fetch_sub(seen, Ordering::AcqRel);
                         }
+                        Ok(_) => {}
                         // Logged at most once a minute; the writer checkpoints past 64 MiB itself.
                         Err(e) if warned.is_none_or(|t| t.elapsed().as_secs() >= 60) => {
                             tracing::warn!(error = %e, "audit WAL checkpoint failed; the writer will do it");

@@ -536,6 +536,18 @@ fn a_killed_writers_journaled_events_are_stored_at_the_next_start() {
             verify(&Store::File(log.clone()), &[checkpoint_path(&log)], verify::Expect::new(Some(&public), 1000, 60))
                 .unwrap();
         assert!(report.ok(), "{name}: {:?}", report.problems);
+
+        // The journal's files removed by hand: new positions still follow the trail's.
+        for x in ["a", "b"] {
+            let _ = std::fs::remove_file(d.join(format!("{name}.journal.{x}")));
+        }
+        let r = start();
+        r.close();
+        let last = records.iter().filter_map(|e| e.journal).max().unwrap();
+        let fresh = std::fs::read_to_string(d.join(format!("{name}.journal.a"))).unwrap();
+        let header: serde_json::Value = serde_json::from_str(fresh.lines().next().unwrap()).unwrap();
+        let generation = header["generation"].as_u64().unwrap();
+        assert!(generation > journal::generation_of(last), "{name}: generation {generation}");
     }
 }
 
