@@ -11,23 +11,28 @@
 //!
 //! Two segment files take turns: the active one is closed at [`SEGMENT_BYTES`] and the next
 //! opened; the closed one is deleted once the writer stores an event of the next. The journal is
-//! bounded by the queue's capacity beyond that.
+//! bounded by the queue's capacity beyond that, and removed at a clean stop. Each segment names
+//! its chain; one Warden instance has its own journal (`<trail>.<instance>.journal.*`).
 //!
 //! Defends against: losing acknowledged records when Warden is killed between the answer and the
-//! trail's commit. Does not defend against: a power cut (use `fsync = "batch"` and acknowledge
-//! after the commit), or someone editing the journal (it is not chained; the trail is, once
-//! stored).
+//! trail's commit (a segment it cannot read stops the start rather than be overwritten). Does
+//! not defend against: a power cut (with `fsync = "batch"` or `"event"` Warden acknowledges after
+//! the commit instead), or someone editing the journal before the next start (it is not chained;
+//! the trail is, once stored).
 
 use crate::event::Event;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// A segment is closed past this size.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
-/// Positions are `generation << 40 | byte offset`.
-const GEN_SHIFT: u32 = 40;
+/// Positions are `generation << 32 | byte offset` (they stay below 2^53, which JSON readers
+/// that use doubles read exactly, for two million generations).
+const GEN_SHIFT: u32 = 32;
+/// A segment never grows past this (the writer is that far behind: appends are refused).
+const MAX_SEGMENT: u64 = 1 << 31;
 
 /// A journaled event's place, ordered like the journal.
 pub fn position(generation: u64, offset: u64) -> u64 {
@@ -49,9 +54,12 @@ struct Segment {
 pub struct Journal {
     /// `<base>.a` and `<base>.b`.
     paths: [PathBuf; 2],
+    chain: String,
     active: Segment,
     /// The closed segment still holding events not yet stored.
     closed: Option<(u64, PathBuf)>,
+    /// A failed rotation is not tried again before this.
+    rotate_after: Option<Instant>,
 }
 
 /// An event read back from the journal: when it was made, the event, and its position.
@@ -60,6 +68,7 @@ pub type Replayed = (SystemTime, Event, u64);
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
     warden_audit_journal: u32,
+    chain: String,
     generation: u64,
 }
 
@@ -69,34 +78,47 @@ struct Entry {
     event: Event,
 }
 
-fn create(path: &Path, generation: u64) -> Result<Segment, String> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn create(path: &Path, chain: &str, generation: u64) -> Result<Segment, String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut file =
         std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(err)?;
-    let head = format!("{}\n", serde_json::to_string(&Header { warden_audit_journal: 1, generation }).expect("json"));
+    // A file that was there keeps its mode through `truncate`: it is set.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    let header = Header { warden_audit_journal: 1, chain: chain.to_string(), generation };
+    let head = format!("{}\n", serde_json::to_string(&header).expect("json"));
     file.write_all(head.as_bytes()).map_err(err)?;
     Ok(Segment { generation, path: path.to_path_buf(), file, len: head.len() as u64 })
 }
 
-/// A segment's generation and its events with their positions (a torn last line is ignored).
-fn read(path: &Path) -> Option<(u64, Vec<Replayed>)> {
-    let text = std::fs::read(path).ok()?;
+/// A segment's header and its events with their positions (a torn last line is ignored; a
+/// damaged line is counted). `None`: no such file. An unreadable segment is an error: what it
+/// holds may be acknowledged records.
+fn read(path: &Path) -> Result<Option<(Header, Vec<Replayed>, usize)>, String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let mut lines = text.split_inclusive(|&b| b == b'\n');
-    let first = lines.next()?;
-    let header: Header = serde_json::from_slice(first).ok()?;
+    let unreadable = || format!("{}: not an audit journal segment (move it aside to start)", path.display());
+    let first = lines.next().ok_or_else(unreadable)?;
+    let header: Header = serde_json::from_slice(first).map_err(|_| unreadable())?;
     let mut offset = first.len() as u64;
-    let mut out = Vec::new();
+    let (mut out, mut damaged) = (Vec::new(), 0);
     for l in lines {
         offset += l.len() as u64;
         if !l.ends_with(b"\n") {
             break;
         }
-        let Ok(e) = serde_json::from_slice::<Entry>(l) else { continue };
+        let Ok(e) = serde_json::from_slice::<Entry>(l) else {
+            damaged += 1;
+            continue;
+        };
         let at = humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| SystemTime::now());
         out.push((at, e.event, position(header.generation, offset)));
     }
-    Some((header.generation, out))
+    Ok(Some((header, out, damaged)))
 }
 
 fn paths(base: &Path) -> [PathBuf; 2] {
@@ -108,44 +130,80 @@ fn paths(base: &Path) -> [PathBuf; 2] {
     [name(".a"), name(".b")]
 }
 
-/// What a journal at `base` (`<base>.a`, `<base>.b`) holds after `stored` (the trail's last
-/// journal position; `None`: none), in order — to be stored before anything new — and the
-/// newest generation found.
-pub fn unstored(base: &Path, stored: Option<u64>) -> (u64, Vec<Replayed>) {
-    let mut found: Vec<(u64, Vec<Replayed>)> = paths(base).iter().filter_map(|p| read(p)).collect();
+/// What the journal at `base` (`<base>.a`, `<base>.b`) holds of `chain` after `stored` (the
+/// trail's last journal position; `None`: none), in order — to be stored before anything new —
+/// and the newest generation found. A segment of another chain is left out (and said so).
+pub fn unstored(base: &Path, chain: &str, stored: Option<u64>) -> Result<(u64, Vec<Replayed>), String> {
+    let mut found = Vec::new();
+    for p in paths(base) {
+        let Some((h, events, damaged)) = read(&p)? else { continue };
+        if h.chain != chain {
+            tracing::warn!(path = %p.display(), chain = %h.chain, "audit journal segment of another chain; left alone");
+            continue;
+        }
+        if damaged > 0 {
+            tracing::error!(path = %p.display(), lines = damaged, "audit journal: damaged lines skipped");
+        }
+        found.push((h.generation, events));
+    }
     found.sort_by_key(|f| f.0);
     let after = stored.unwrap_or(0);
     let newest = found.last().map_or(0, |f| f.0);
-    (newest, found.into_iter().flat_map(|(_, ev)| ev.into_iter().filter(|r| r.2 > after)).collect())
+    Ok((newest, found.into_iter().flat_map(|(_, ev)| ev.into_iter().filter(|r| r.2 > after)).collect()))
+}
+
+/// Remove the journal's segments (everything in them is stored).
+pub fn remove(base: &Path) {
+    for p in paths(base) {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 impl Journal {
-    /// A fresh journal at `base` with `generation` (after [`unstored`]'s events are stored: the
-    /// old segments are removed).
-    pub fn start(base: &Path, generation: u64) -> Result<Journal, String> {
+    /// A fresh journal of `chain` at `base` with `generation` (after [`unstored`]'s events are
+    /// stored: the old segments are replaced).
+    pub fn start(base: &Path, chain: &str, generation: u64) -> Result<Journal, String> {
         let paths = paths(base);
         if let Some(d) = base.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let _ = std::fs::remove_file(&paths[1]);
-        let active = create(&paths[0], generation)?;
-        Ok(Journal { paths, active, closed: None })
+        let active = create(&paths[0], chain, generation)?;
+        Ok(Journal { paths, chain: chain.to_string(), active, closed: None, rotate_after: None })
     }
 
-    /// Append `e` (made `at`); its position. The write is whole or an error (a torn line is
-    /// ignored when read back).
+    /// Append `e` (made `at`); its position. On an error nothing of it stays in the journal.
     pub fn append(&mut self, at: SystemTime, e: &Event) -> Result<u64, String> {
+        if self.active.len >= MAX_SEGMENT {
+            return Err(format!("{}: the writer is too far behind", self.active.path.display()));
+        }
         let entry = Entry { at: humantime::format_rfc3339_micros(at).to_string(), event: e.clone() };
         let mut line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        self.active.file.write_all(&line).map_err(|e| format!("{}: {e}", self.active.path.display()))?;
+        if let Err(err) = self.active.file.write_all(&line) {
+            // A partial line would join the next one (and shift every position after it).
+            let len = self.active.len;
+            let _ = self.active.file.set_len(len);
+            let _ = self.active.file.seek(SeekFrom::Start(len));
+            return Err(format!("{}: {err}", self.active.path.display()));
+        }
         self.active.len += line.len() as u64;
         let pos = position(self.active.generation, self.active.len);
-        if self.active.len >= SEGMENT_BYTES && self.closed.is_none() {
+        let due = self.rotate_after.is_none_or(|t| Instant::now() >= t);
+        if self.active.len >= SEGMENT_BYTES && self.closed.is_none() && due {
+            // The event is in the journal either way: a failed rotation is tried again later.
             let other = if self.active.path == self.paths[0] { &self.paths[1] } else { &self.paths[0] };
-            let next = create(other, self.active.generation + 1)?;
-            let old = std::mem::replace(&mut self.active, next);
-            self.closed = Some((old.generation, old.path));
+            match create(other, &self.chain, self.active.generation + 1) {
+                Ok(next) => {
+                    let old = std::mem::replace(&mut self.active, next);
+                    self.closed = Some((old.generation, old.path));
+                    self.rotate_after = None;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "audit journal: cannot open the next segment; the current one grows");
+                    self.rotate_after = Some(Instant::now() + std::time::Duration::from_secs(10));
+                }
+            }
         }
         Ok(pos)
     }
@@ -158,11 +216,5 @@ impl Journal {
                 self.closed = None;
             }
         }
-    }
-
-    /// Bytes held in the journal's files (for tests and metrics).
-    pub fn bytes(&self) -> u64 {
-        let closed = self.closed.as_ref().and_then(|(_, p)| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
-        self.active.len + closed
     }
 }

@@ -49,9 +49,12 @@ pub struct Settings {
     pub checkpoint_file: Option<PathBuf>,
     /// Spools of forwarders: every stored record is appended to each.
     pub spools: Vec<Arc<crate::spool::Spool>>,
-    /// The acknowledgement journal's base path (`journal.rs`); `None`: no journal (a caller that
-    /// must not answer first waits for the sink, [`Recorder::stored`]).
+    /// The acknowledgement journal's base path (`journal.rs`) of a local trail: what it holds
+    /// unstored is stored at start, whatever `journal_acks` says.
     pub journal: Option<PathBuf>,
+    /// New events are journaled before they are queued (else a caller that must not answer
+    /// first waits for the sink, [`Recorder::stored`]).
+    pub journal_acks: bool,
 }
 
 /// The queue is full and the policy is to refuse.
@@ -173,6 +176,10 @@ impl Recorder {
             Some(Err(err)) => {
                 drop(q);
                 tracing::error!(error = %err, "audit journal write failed; event refused");
+                // As for a full queue: refused (the request fails), or dropped and counted.
+                if self.inner.on_full == OnFull::Drop {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(Full);
             }
             Some(Ok(p)) => Some(p),
@@ -293,23 +300,30 @@ impl Writer {
         self.note_inherited();
         self.checkpoint(Some("start"));
         let Some(base) = self.s.journal.clone() else { return Ok(()) };
-        let (newest, replay) = crate::journal::unstored(&base, stored);
+        let (newest, replay) = crate::journal::unstored(&base, &self.s.chain, stored)?;
         if !replay.is_empty() {
             tracing::warn!(
                 records = replay.len(),
                 "audit: storing the journal's records a stopped Warden acknowledged"
             );
+            for chunk in replay.chunks(self.s.max_batch.max(1)) {
+                let sealed: Vec<Sealed> =
+                    chunk.iter().map(|(at, e, pos)| self.seal(*at, e.clone(), Some(*pos))).collect();
+                self.write(&sealed);
+                self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                self.since_checkpoint += sealed.len() as u64;
+            }
+            // Signed at once: the replayed records carry their old times.
+            self.checkpoint(None);
         }
-        for chunk in replay.chunks(self.s.max_batch.max(1)) {
-            let sealed: Vec<Sealed> = chunk.iter().map(|(at, e, pos)| self.seal(*at, e.clone(), Some(*pos))).collect();
-            self.write(&sealed);
-            self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
-            self.since_checkpoint += sealed.len() as u64;
+        if !self.s.journal_acks {
+            crate::journal::remove(&base);
+            return Ok(());
         }
         // Past every generation the trail has seen too (journal files removed by hand must not
         // make new positions look stored).
         let generation = newest.max(stored.map_or(0, crate::journal::generation_of)) + 1;
-        let journal = crate::journal::Journal::start(&base, generation)?;
+        let journal = crate::journal::Journal::start(&base, &self.s.chain, generation)?;
         self.inner.q.lock().journal = Some(journal);
         self.inner.journaled.store(true, Ordering::Release);
         Ok(())
@@ -363,6 +377,12 @@ impl Writer {
             if closing {
                 // Always, even with nothing new: only this Warden's next start may follow it.
                 self.checkpoint(Some("close"));
+                // Everything journaled is stored: nothing for a later start to replay.
+                if self.inner.q.lock().journal.take().is_some() {
+                    if let Some(base) = &self.s.journal {
+                        crate::journal::remove(base);
+                    }
+                }
             } else if self.checkpoint_due() {
                 self.checkpoint(None);
             }

@@ -149,11 +149,13 @@ impl Audit {
                 checkpoint_interval: Duration::from_secs(a.checkpoint_secs),
                 checkpoint_file: Some(a.checkpoints()),
                 spools: spools.iter().map(|s| s.1.clone()).collect(),
-                // A local trail acknowledges from its journal (beside it); PostgreSQL once committed.
-                journal: match (&store, a.acknowledge) {
-                    (warden_audit::Store::File(p), Acknowledge::Stored) => Some(journal_base(p)),
-                    _ => None,
+                // A local trail acknowledges from its journal (beside it) unless the answer must
+                // wait for an fsync; PostgreSQL once committed.
+                journal: match &store {
+                    warden_audit::Store::File(p) => Some(journal_base(p, &a.instance)),
+                    warden_audit::Store::Postgres { .. } => None,
                 },
+                journal_acks: a.acknowledge == Acknowledge::Stored && a.fsync == warden_audit::Fsync::Never,
             },
             sink,
             Some(key),
@@ -349,10 +351,13 @@ impl Audit {
 }
 
 /// The record of `count` authentication failures (None: one) from `source` for `reason`.
-/// Where a local trail's acknowledgement journal lives: `<trail>.journal.a` / `.b`.
-pub fn journal_base(trail: &std::path::Path) -> std::path::PathBuf {
+/// Where a local trail's acknowledgement journal of chain `instance` lives:
+/// `<trail>.<instance>.journal.a` / `.b` (the instance's name made file-safe).
+pub fn journal_base(trail: &std::path::Path, instance: &str) -> std::path::PathBuf {
+    let safe: String =
+        instance.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     let mut p = trail.as_os_str().to_owned();
-    p.push(".journal");
+    p.push(format!(".{safe}.journal"));
     std::path::PathBuf::from(p)
 }
 

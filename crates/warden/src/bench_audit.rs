@@ -36,6 +36,7 @@ fn settings(path: &std::path::Path) -> Settings {
         checkpoint_file: Some(warden_audit::checkpoint_path(path)),
         spools: Vec::new(),
         journal: None,
+        journal_acks: false,
     }
 }
 

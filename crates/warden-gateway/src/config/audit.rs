@@ -40,9 +40,10 @@ pub struct AuditConfig {
     #[serde(default)]
     pub on_full: warden_audit::OnFull,
     /// When a request is answered: `"stored"` (default: once its record is on disk, so every
-    /// answered call has a record even if Warden is killed — for a local trail, appended to
-    /// the acknowledgement journal beside it (`<path>.journal.a`/`.b`), which the writer moves
-    /// into the trail and a restarted Warden finishes; for PostgreSQL, committed),
+    /// answered call has a record even if Warden is killed — for a local trail with `fsync =
+    /// "never"`, appended to the acknowledgement journal beside it
+    /// (`<path>.<instance>.journal.a`/`.b`), which the writer moves into the trail and a
+    /// restarted Warden finishes; with `fsync` `"batch"`/`"event"` or PostgreSQL, committed),
     /// `"committed"` (once the trail itself committed it) or `"queued"` (at once).
     #[serde(default)]
     pub acknowledge: Acknowledge,
