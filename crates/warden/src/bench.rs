@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// first (`perf record -g -p PID`), then the load starts three seconds later.
     #[arg(long)]
     profile: Option<String>,
+    /// Worker threads of the Wardens under test (`TOKIO_WORKER_THREADS`; default: one per core).
+    #[arg(long)]
+    warden_threads: Option<usize>,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -319,7 +322,11 @@ async fn start_warden_with(upstream: &str, sections: &str) -> anyhow::Result<(Ch
         "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n\n{upstream}\n{sections}"
     );
     std::fs::write(dir.join("w.toml"), cfg)?;
-    let child = Command::new(std::env::current_exe()?)
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if let Some(n) = WARDEN_THREADS.get().copied().flatten() {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let child = cmd
         .args(["serve", "--config"])
         .arg(dir.join("w.toml"))
         .env("RUST_LOG", "warn")
@@ -336,7 +343,11 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// `--warden-threads`, for every Warden started.
+static WARDEN_THREADS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let _ = WARDEN_THREADS.set(a.warden_threads);
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
     }
