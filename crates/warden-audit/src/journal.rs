@@ -72,10 +72,17 @@ struct Header {
     generation: u64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Entry {
     at: String,
     event: Event,
+}
+
+/// An [`Entry`] as written, borrowing its event (no copy on the caller's path).
+#[derive(serde::Serialize)]
+struct EntryRef<'a> {
+    at: String,
+    event: &'a Event,
 }
 
 fn create(path: &Path, chain: &str, generation: u64) -> Result<Segment, String> {
@@ -177,7 +184,7 @@ impl Journal {
         if self.active.len >= MAX_SEGMENT {
             return Err(format!("{}: the writer is too far behind", self.active.path.display()));
         }
-        let entry = Entry { at: humantime::format_rfc3339_micros(at).to_string(), event: e.clone() };
+        let entry = EntryRef { at: humantime::format_rfc3339_micros(at).to_string(), event: e };
         let mut line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
         line.push(b'\n');
         if let Err(err) = self.active.file.write_all(&line) {

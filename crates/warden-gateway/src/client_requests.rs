@@ -15,6 +15,7 @@
 //! URL-mode elicitation (the user leaves the client for the server's page).
 
 use crate::config::ClientRequest;
+use crate::content::OutputReport;
 use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
 use crate::upstream::Conn;
@@ -35,6 +36,50 @@ pub fn capabilities_for(client_caps: &Value, allowed: &[ClientRequest]) -> Value
         }
     }
     caps
+}
+
+/// Why a question an upstream puts to the client does not reach it.
+pub enum Refusal {
+    /// Not a request a client serves.
+    Unknown,
+    /// Not in the upstream's `client_requests`.
+    NotAllowed,
+    /// The client did not declare this capability.
+    NoCapability(&'static str),
+    /// What it asks reads as a prompt injection (injection action `block`).
+    Injection(OutputReport),
+}
+
+/// The checks every question from upstream `server` passes before the client sees it, in order:
+/// a request a client serves, the operator's allow list, the client's capability (`caps`; `None`:
+/// the request's own, checked by its run), then the output stages on what it asks (`params`
+/// sanitized, injection-checked, redacted in place). Its kind and the stages' report.
+pub fn vet(
+    s: &RelaySession,
+    server: &str,
+    allowed: &[ClientRequest],
+    caps: Option<&Value>,
+    method: &str,
+    params: Option<&mut Value>,
+) -> Result<(ClientRequest, Option<OutputReport>), Refusal> {
+    let kind = ClientRequest::of(method).ok_or(Refusal::Unknown)?;
+    if !allowed.contains(&kind) {
+        return Err(Refusal::NotAllowed);
+    }
+    if caps.is_some_and(|c| c.get(kind.capability()).is_none()) {
+        return Err(Refusal::NoCapability(kind.capability()));
+    }
+    let report = match (params, kind) {
+        (Some(p), ClientRequest::Sampling | ClientRequest::Elicitation) => {
+            let report = s.shared.content.process_message(server, method, p);
+            if report.blocked {
+                return Err(Refusal::Injection(report));
+            }
+            Some(report)
+        }
+        _ => None,
+    };
+    Ok((kind, report))
 }
 
 /// Serve a request upstream `i` sent (not `ping`, answered by the relay): refuse it, or relay
@@ -67,40 +112,46 @@ pub fn serve(
     };
     // The key a 2026 upstream gave this question: kept only for a stateless client's run.
     let input_key = warden_protocol::modern::take_input_key(&mut params);
-    let Some(kind) = ClientRequest::of(&method) else {
-        return refuse(
-            jsonrpc::METHOD_NOT_FOUND,
-            format!("client does not support {method}"),
-            "validation_error",
-            "unknown_method",
-            e,
-        );
-    };
-    if !spec.client_requests.contains(&kind) {
-        tracing::warn!(upstream = %server, method, "upstream request to the client refused: not in its client_requests");
-        return refuse(
-            jsonrpc::METHOD_NOT_FOUND,
-            format!("client does not support {method} (refused by Warden: not allowed for this server)"),
-            "auth_denied",
-            "not_allowed",
-            e,
-        );
-    }
-    // A stateless request's own `_meta` decides (its run answers -32021 when it lacks it).
-    if s.client_caps.get(kind.capability()).is_none() && !peer.asks_per_request() {
-        return refuse(
-            jsonrpc::METHOD_NOT_FOUND,
-            format!("client does not support {method}"),
-            "validation_error",
-            "client_unsupported",
-            e,
-        );
-    }
-    if let (Some(p), ClientRequest::Sampling | ClientRequest::Elicitation) = (params.as_mut(), kind) {
-        let report = s.shared.content.process_message(&server, &method, p);
-        e.findings.extend(report.injection.findings.iter().map(|f| format!("injection:{}", f.rule)));
-        e.findings.extend(report.redacted.iter().map(|c| format!("redacted:{}", c.name())));
-        if report.blocked {
+    let caps = (!peer.asks_per_request()).then_some(&s.client_caps);
+    match vet(s, &server, &spec.client_requests, caps, &method, params.as_mut()) {
+        Ok((_, report)) => {
+            if let Some(r) = report {
+                e.findings.extend(r.injection.findings.iter().map(|f| format!("injection:{}", f.rule)));
+                e.findings.extend(r.redacted.iter().map(|c| format!("redacted:{}", c.name())));
+            }
+        }
+        Err(Refusal::Unknown) => {
+            return refuse(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("client does not support {method}"),
+                "validation_error",
+                "unknown_method",
+                e,
+            )
+        }
+        Err(Refusal::NotAllowed) => {
+            tracing::warn!(upstream = %server, method, "upstream request to the client refused: not in its client_requests");
+            return refuse(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("client does not support {method} (refused by Warden: not allowed for this server)"),
+                "auth_denied",
+                "not_allowed",
+                e,
+            );
+        }
+        // A stateless request's own `_meta` decides (its run answers -32021 when it lacks it).
+        Err(Refusal::NoCapability(_)) => {
+            return refuse(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("client does not support {method}"),
+                "validation_error",
+                "client_unsupported",
+                e,
+            )
+        }
+        Err(Refusal::Injection(r)) => {
+            e.findings.extend(r.injection.findings.iter().map(|f| format!("injection:{}", f.rule)));
+            e.findings.extend(r.redacted.iter().map(|c| format!("redacted:{}", c.name())));
             tracing::warn!(upstream = %server, method, "request reads as a prompt injection; refused");
             return refuse(
                 jsonrpc::INVALID_PARAMS,

@@ -96,7 +96,8 @@ impl ErrorObject {
         }
         Value::Object(m)
     }
-    fn from_value(v: &Value) -> Option<Self> {
+    /// An error object from JSON (`code` and `message` required).
+    pub fn from_value(v: &Value) -> Option<Self> {
         let o = v.as_object()?;
         Some(ErrorObject {
             code: o.get("code")?.as_i64()?,

@@ -396,7 +396,7 @@ impl FixtureSession {
             | "test_input_required_result_tampered_state" => {
                 // Asked as a 2026 server (a stateless request), the question has the key the
                 // conformance suite names; a 2025 session's request has none.
-                let stateless = meta.as_ref().and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
+                let stateless = crate::tasks::stateless(meta.as_ref());
                 let name = ask_name_as(&peer, "What is your name?", stateless.then_some("user_name")).await?;
                 text(format!("Hello, {name}!"))
             }
@@ -445,13 +445,7 @@ impl FixtureSession {
             }
             // A multi round-trip first, then a task (the tasks scenarios' composition).
             "test_tool_with_task" => {
-                let stateless = meta.as_ref().and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
-                let with_tasks = if stateless {
-                    crate::tasks::declared(meta.as_ref())
-                } else {
-                    warden_protocol::modern::declares_tasks(&self.client_caps)
-                };
-                if !with_tasks {
+                if !crate::tasks::takes_tasks(meta.as_ref(), &self.client_caps) {
                     return Err(crate::tasks::needs_tasks());
                 }
                 let name = ask_name(&peer, "What is your name?").await?;

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use warden_protocol::jsonrpc::{self, ErrorObject};
 
+use warden_protocol::modern;
 pub use warden_protocol::modern::TASKS_EXTENSION as TASKS;
 const MISSING_CLIENT_CAPABILITY: i64 = -32021;
 /// Tasks kept at once.
@@ -51,12 +52,18 @@ pub fn tools() -> Vec<Value> {
     ]
 }
 
-/// Whether a request's `_meta` declares the extension.
-pub fn declared(meta: Option<&Value>) -> bool {
-    meta.and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
-        .and_then(|c| c.get("extensions"))
-        .and_then(|e| e.get(TASKS))
-        .is_some()
+/// Whether a request is of the stateless revision (its `_meta` names one).
+pub fn stateless(meta: Option<&Value>) -> bool {
+    meta.and_then(|m| m.get(modern::META_VERSION)).is_some()
+}
+
+/// Whether a request takes a task: a 2026 request says so in its `_meta`, a 2025 session in
+/// `initialize` (`client_caps`).
+pub fn takes_tasks(meta: Option<&Value>, client_caps: &Value) -> bool {
+    match meta.filter(|_| stateless(meta)) {
+        Some(m) => m.get(modern::META_CAPABILITIES).is_some_and(modern::declares_tasks),
+        None => modern::declares_tasks(client_caps),
+    }
 }
 
 fn text(t: impl Into<String>) -> Value {
@@ -303,8 +310,7 @@ pub async fn call(
     meta: Option<&Value>,
     client_caps: &Value,
 ) -> Option<Result<Value, ErrorObject>> {
-    let stateless = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).is_some();
-    let with_tasks = if stateless { declared(meta) } else { warden_protocol::modern::declares_tasks(client_caps) };
+    let (stateless, with_tasks) = (stateless(meta), takes_tasks(meta, client_caps));
     let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let body = match name {
         "greet" => {

@@ -383,10 +383,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     wait_ready_port(fport).await?;
 
     let fpath = fixture.display().to_string();
+    // The fixture's endpoint serves both generations: these Wardens speak 2025-11-25 to it …
+    let http_up = format!(
+        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
+    );
     if let Some(kind) = &a.profile {
-        let http_up = format!(
-            "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
-        );
         let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
         let (sections, bearer) = match kind.as_str() {
             "relay" => (format!("{RELAY_ONLY}{ALLOW_ALL}"), None),
@@ -408,10 +409,6 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         drop(fx);
         return Ok(());
     }
-    // The fixture's endpoint serves both generations: these Wardens speak 2025-11-25 to it …
-    let http_up = format!(
-        "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
-    );
     let (w_http, w_http_url) = start_warden(&http_up).await?;
     // The same without an audit trail: the cost of recording, in the same run.
     let (_w_noaudit, w_noaudit_url) = start_warden(&format!("{http_up}[audit]\nenabled = false\n")).await?;

@@ -34,7 +34,7 @@
 use super::method::Method;
 use super::record::Note;
 use super::route::Target;
-use crate::config::ClientRequest;
+use crate::client_requests::{self, Refusal};
 use crate::error::GatewayError;
 use crate::policy::SessionOp;
 use crate::relay::session::RelaySession;
@@ -50,8 +50,8 @@ use warden_protocol::modern::declares_tasks;
 
 /// How long a follow-up may take upstream (they report; the work runs on its own).
 const FOLLOW_UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most questions one `tasks/get` may carry.
-const MAX_QUESTIONS: usize = 16;
+/// Most questions one `tasks/get` may carry (as in one `input_required` round).
+const MAX_QUESTIONS: usize = crate::upstream::modern::MAX_INPUT_REQUESTS;
 const STATUSES: [&str; 5] = ["working", "input_required", "completed", "failed", "cancelled"];
 
 /// Is an upstream's result a task handle?
@@ -189,12 +189,10 @@ pub async fn follow_up(
             out.insert("result".into(), vetted);
         }
         Some("failed") => {
-            let code = v.pointer("/error/code").and_then(Value::as_i64).unwrap_or(jsonrpc::INTERNAL_ERROR);
-            let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("the task failed");
-            let mut e = ErrorObject::new(code, message);
-            e.data = v.pointer("/error/data").cloned();
+            let mut e = ErrorObject::from_value(&v["error"])
+                .unwrap_or_else(|| ErrorObject::new(jsonrpc::INTERNAL_ERROR, "the task failed"));
             s.shared.content.process_error(&server, name, &mut e);
-            out.insert("error".into(), error_json(&e));
+            out.insert("error".into(), e.to_value());
         }
         Some("input_required") => match questions(s, target, &v, note) {
             Ok(q) => {
@@ -217,7 +215,7 @@ pub async fn follow_up(
                 out.insert("status".into(), "failed".into());
                 out.remove("statusMessage");
                 let e = ErrorObject::new(jsonrpc::INTERNAL_ERROR, format!("Warden refused the task's question: {why}"));
-                out.insert("error".into(), error_json(&e));
+                out.insert("error".into(), e.to_value());
             }
         },
         _ => {}
@@ -230,14 +228,6 @@ pub async fn follow_up(
 fn correlation(server: &str, upstream_id: &str) -> String {
     let d = crate::digest::sha256(format!("{server}\n{upstream_id}").as_bytes());
     format!("task:{}", &crate::digest::hex(&d)[..16])
-}
-
-fn error_json(e: &ErrorObject) -> Value {
-    let mut v = json!({"code": e.code, "message": e.message});
-    if let Some(d) = &e.data {
-        v["data"] = d.clone();
-    }
-    v
 }
 
 /// The `Task` fields of an upstream's task as the client sees it: its id the sealed one, the
@@ -299,21 +289,17 @@ fn questions(s: &RelaySession, target: &Target, v: &Value, note: &mut Note) -> R
     let mut out = Map::new();
     for (key, q) in asked {
         let method = q.get("method").and_then(Value::as_str).unwrap_or_default();
-        let kind =
-            ClientRequest::of(method).ok_or_else(|| refuse(format!("{method:?} is not a question a task may ask")))?;
-        if !spec.client_requests.contains(&kind) {
-            return Err(refuse(format!("{method} is not allowed for this server")));
-        }
-        if s.client_caps.get(kind.capability()).is_none() {
-            return Err(Refused::Client(kind.capability()));
-        }
         let mut params = q.get("params").cloned().unwrap_or_else(|| json!({}));
-        if matches!(kind, ClientRequest::Sampling | ClientRequest::Elicitation) {
-            let report = s.shared.content.process_message(&spec.name, method, &mut params);
-            note.findings.extend(report.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
-            if report.blocked {
-                return Err(refuse(format!("{method} reads as a prompt injection")));
+        let allowed = &spec.client_requests;
+        match client_requests::vet(s, &spec.name, allowed, Some(&s.client_caps), method, Some(&mut params)) {
+            Ok((_, report)) => {
+                let redacted = report.iter().flat_map(|r| r.redacted.iter());
+                note.findings.extend(redacted.map(|c| format!("redact.{}:redacted", c.name())));
             }
+            Err(Refusal::Unknown) => return Err(refuse(format!("{method:?} is not a question a task may ask"))),
+            Err(Refusal::NotAllowed) => return Err(refuse(format!("{method} is not allowed for this server"))),
+            Err(Refusal::NoCapability(c)) => return Err(Refused::Client(c)),
+            Err(Refusal::Injection(_)) => return Err(refuse(format!("{method} reads as a prompt injection"))),
         }
         out.insert(key.clone(), json!({"method": method, "params": params}));
     }
