@@ -1,5 +1,7 @@
-//! The injection detector, the redactor and the error scrubber on any text: never panic, and
-//! a redacted text contains no value the redactor reported finding in its own output.
+//! The injection detector, the redactor and the error scrubber on any text: never panic, a
+//! redacted text contains no value the redactor reported finding in its own output, and the
+//! redactor finds exactly what the whole-text reference search finds (for every class, the
+//! secrets and the PII classes).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use warden_policy::{inject, redact};
@@ -15,5 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let mut again = Vec::new();
     let twice = r.redact(&out, &mut again);
     assert_eq!(twice, out, "redaction is not stable on {text:?}");
+    let all: Vec<redact::Class> = redact::Class::SECRETS.iter().chain(redact::Class::PII).copied().collect();
+    for classes in [&all[..], redact::Class::SECRETS, redact::Class::PII] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let new = redact::Redactor::new(classes).redact(text, &mut a);
+        let old = redact::reference::redact(classes, text, &mut b);
+        assert_eq!((new, a), (old, b), "redaction differs from the reference on {text:?}");
+    }
     let _ = redact::scrub_error(text);
 });
