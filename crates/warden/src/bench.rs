@@ -48,13 +48,22 @@ pub struct BenchArgs {
     #[arg(long)]
     corpora: Option<PathBuf>,
     /// Load one Warden only, for a profiler: `relay` (relay only) or `full` (the full pipeline),
-    /// HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
+    /// or `floor` / `floor-reqwest` (the floor proxy) or `direct` (the fixture alone), HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
     /// first (`perf record -g -p PID`), then the load starts three seconds later.
     #[arg(long)]
     profile: Option<String>,
     /// Worker threads of the Wardens under test (`TOKIO_WORKER_THREADS`; default: one per core).
     #[arg(long)]
     warden_threads: Option<usize>,
+    /// Internal: serve the floor proxy (`bench_floor.rs`) on this address, relaying to
+    /// `--floor-upstream`; the bench starts it as a process of its own.
+    #[arg(long, hide = true)]
+    floor_proxy: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true)]
+    floor_upstream: Option<String>,
+    /// Internal, with --floor-proxy: send upstream with a reqwest client.
+    #[arg(long, hide = true)]
+    floor_reqwest: bool,
 }
 
 // Two values per run: the size difference between variants does not matter.
@@ -339,6 +348,22 @@ async fn start_warden_with(upstream: &str, sections: &str) -> anyhow::Result<(Ch
     Ok((child, format!("{base}/mcp")))
 }
 
+/// The floor proxy (`bench_floor.rs`) in front of `upstream`, as a process of its own.
+async fn start_floor(upstream: &str, with_reqwest: bool) -> anyhow::Result<(Child, String)> {
+    let port = free_port()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if let Some(n) = WARDEN_THREADS.get().copied().flatten() {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    cmd.args(["bench", "--floor-proxy", &format!("127.0.0.1:{port}"), "--floor-upstream", upstream]);
+    if with_reqwest {
+        cmd.arg("--floor-reqwest");
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+    wait_ready_port(port).await?;
+    Ok((child, format!("http://127.0.0.1:{port}/mcp")))
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -348,6 +373,10 @@ static WARDEN_THREADS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock:
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let _ = WARDEN_THREADS.set(a.warden_threads);
+    if let Some(listen) = a.floor_proxy {
+        let up = a.floor_upstream.context("--floor-upstream")?;
+        return crate::bench_floor::serve(listen, up, a.floor_reqwest).await;
+    }
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
     }
@@ -389,14 +418,24 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
     if let Some(kind) = &a.profile {
         let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
-        let (sections, bearer) = match kind.as_str() {
-            "relay" => (format!("{RELAY_ONLY}{ALLOW_ALL}"), None),
-            "full" => (full_pipeline(&entry), Some(key.as_str())),
-            other => bail!("--profile: relay or full, not {other:?}"),
+        let (w, url, bearer) = match kind.as_str() {
+            "relay" => {
+                let (w, url) = start_warden_with(&http_up, &format!("{RELAY_ONLY}{ALLOW_ALL}")).await?;
+                (w, url, None)
+            }
+            "full" => {
+                let (w, url) = start_warden_with(&http_up, &full_pipeline(&entry)).await?;
+                (w, url, Some(key.as_str()))
+            }
+            "floor" | "floor-reqwest" => {
+                let (w, url) = start_floor(&fx_url, kind == "floor-reqwest").await?;
+                (w, url, None)
+            }
+            "direct" => (Command::new("true").spawn()?, fx_url.clone(), None),
+            other => bail!("--profile: relay, full, floor, floor-reqwest or direct, not {other:?}"),
         };
-        let (w, url) = start_warden_with(&http_up, &sections).await?;
         println!("warden pid: {}", w.id().unwrap_or(0));
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(if kind == "direct" { 0 } else { 3 })).await;
         let c = levels.first().copied().unwrap_or(1);
         let st = load(Arc::new(Target::http_as(&url, bearer).await?), a.calls, c).await?;
         println!(
@@ -427,6 +466,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (_w_full, w_full_url) = start_warden_with(&http_up, &full).await?;
     let (_w_relay_stdio, w_relay_stdio_url) = start_warden_with(&stdio_up, &relay).await?;
     let (_w_full_stdio, w_full_stdio_url) = start_warden_with(&stdio_up, &full).await?;
+    // The physical floor: two loopback hops with no work (and the same with reqwest upstream).
+    let (_floor, floor_url) = start_floor(&fx_url, false).await?;
+    let (_floor_rq, floor_rq_url) = start_floor(&fx_url, true).await?;
     // The same without the sandbox: its cost per call and per session start, in the same run.
     let (_w_nosbx, w_nosbx_url) = start_warden(&format!("{stdio_up}[upstream.sandbox]\nenabled = false\n")).await?;
     let pid_http = w_http.id().unwrap_or(0);
@@ -467,6 +509,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     us(w.p50) / us(d.p50)
                 )
             };
+            if kind == "http" {
+                via_row(
+                    "floor: bare proxy, no work",
+                    &load(Arc::new(Target::http(&floor_url).await?), calls, c).await?,
+                );
+                via_row(
+                    "floor, reqwest upstream client",
+                    &load(Arc::new(Target::http(&floor_rq_url).await?), calls, c).await?,
+                );
+            }
             via_row("via Warden", &w);
             let (relay_url, full_url) = match kind {
                 "http" => (&w_relay_url, &w_full_url),

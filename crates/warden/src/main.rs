@@ -11,6 +11,7 @@ mod bench;
 mod bench_audit;
 mod bench_auth;
 mod bench_content;
+mod bench_floor;
 mod bench_policy;
 mod check;
 mod logwriter;

@@ -44,6 +44,8 @@ mod stateless;
 mod tasks;
 #[path = "gateway/tenants.rs"]
 mod tenants;
+#[path = "gateway/upstream_pool.rs"]
+mod upstream_pool;
 
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 

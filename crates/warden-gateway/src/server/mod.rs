@@ -4,16 +4,18 @@
 //! test fixture are both services, so both speak the same transport code.
 
 pub mod http;
+mod running;
 pub mod stateless;
 pub mod stdio;
 
 use crate::rpc::{Calls, Outbound, Peer};
+use futures::future::AbortHandle;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+pub use running::Running;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::task::AbortHandle;
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject, Id, Message};
 
@@ -89,7 +91,8 @@ impl Conn {
     }
 
     /// Run a request; its response (or error) goes out on `stream`. A duplicate id of a request
-    /// still in flight is refused.
+    /// still in flight is refused. The run is the caller's to drive ([`Running::until`]) or to
+    /// drop (it then runs as a task of its own).
     pub fn request(
         self: &Arc<Self>,
         id: Id,
@@ -97,17 +100,17 @@ impl Conn {
         params: Option<Value>,
         stream: Option<u64>,
         caller: Option<Arc<Principal>>,
-    ) {
+    ) -> Running {
         let mut inflight = self.inflight.lock();
         if inflight.contains_key(&id) {
             drop(inflight);
             self.out.send(stream, Message::error(id, jsonrpc::INVALID_REQUEST, "request id already in use"));
-            return;
+            return Running::done();
         }
         let me = self.clone();
         let key = id.clone();
         let fut = self.session.clone().request(id.clone(), method, params, self.peer(stream), caller);
-        let task = tokio::spawn(async move {
+        let (run, abort) = futures::future::abortable(async move {
             let reply = match fut.await {
                 Ok(result) => Message::Response { id: key.clone(), result },
                 Err(error) => Message::Error { id: key.clone(), error },
@@ -115,7 +118,10 @@ impl Conn {
             me.inflight.lock().remove(&key);
             me.out.send(stream, reply);
         });
-        inflight.insert(id, (task.abort_handle(), stream));
+        inflight.insert(id, (abort, stream));
+        Running::new(Box::pin(async move {
+            let _ = run.await;
+        }))
     }
 
     pub fn notification(self: &Arc<Self>, method: String, params: Option<Value>) {

@@ -91,7 +91,7 @@ where
                 sink.send(None, Message::error(id, jsonrpc::INVALID_REQUEST, "already initialized"));
             }
             (_, None) => {}
-            (Message::Request { id, method, params }, Some(c)) => c.request(id, method, params, None, None),
+            (Message::Request { id, method, params }, Some(c)) => drop(c.request(id, method, params, None, None)),
             (Message::Notification { method, params }, Some(c)) => c.notification(method, params),
             (Message::Response { id, result }, Some(c)) => c.response(id, Ok(result)),
             (Message::Error { id, error }, Some(c)) => c.response(id, Err(error)),

@@ -16,8 +16,9 @@
 //!
 //! Does not (yet) speak the legacy HTTP+SSE transport of 2024-11-05.
 
+use super::h1::{self, Answer, AnswerBody};
 use super::{Incoming, IncomingTx, Spec};
-use futures::StreamExt;
+use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use std::collections::HashMap;
@@ -31,11 +32,16 @@ use warden_protocol::sse;
 const MAX_RESUME: u32 = 5;
 /// Most tools whose `x-mcp-header` annotations one connection keeps.
 const MAX_TOOLS: usize = 10_000;
+/// Longest wait for a TCP connection to the upstream (as the general client's).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct HttpTransport {
     name: String,
-    url: String,
+    /// Parsed once: reqwest would parse a string URL (IDNA included) on every request.
+    url: Result<reqwest::Url, String>,
     client: reqwest::Client,
+    /// The POSTs' own client, for a plain-`http://` upstream ([`h1`]).
+    h1: Option<Arc<h1::Pool>>,
     headers: HeaderMap,
     oauth: Option<Arc<super::oauth::ClientCredentials>>,
     session: Mutex<Option<HeaderValue>>,
@@ -68,10 +74,13 @@ impl HttpTransport {
                 }
             }
         }
+        let url = reqwest::Url::parse(&spec.url).map_err(|e| format!("invalid upstream URL: {e}"));
+        let h1 = url.as_ref().ok().and_then(|u| h1::Pool::for_url(u, CONNECT_TIMEOUT.min(spec.connect_timeout)));
         Arc::new(HttpTransport {
             name: spec.name.clone(),
-            url: spec.url.clone(),
+            url,
             client,
+            h1,
             headers,
             oauth: spec.oauth.clone(),
             session: Mutex::new(None),
@@ -108,27 +117,31 @@ impl HttpTransport {
     }
 
     /// The stateless revision's standard headers for `msg`.
-    fn standard_headers(&self, mut rb: reqwest::RequestBuilder, msg: &Message) -> reqwest::RequestBuilder {
+    fn standard_headers(&self, h: &mut HeaderMap, msg: &Message) {
         if !self.is_modern() {
-            return rb;
+            return;
         }
         let (method, params) = match msg {
             Message::Request { method, params, .. } | Message::Notification { method, params } => (method, params),
-            _ => return rb,
+            _ => return,
         };
-        rb = rb.header("mcp-method", method.as_str());
+        let mut put = |k: &str, v: &str| {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                h.append(k, v);
+            }
+        };
+        put("mcp-method", method);
         if let Some(name) = warden_protocol::modern::name_of(method, params.as_ref()) {
-            rb = rb.header("mcp-name", warden_protocol::modern::encode_header_value(name));
+            put("mcp-name", &warden_protocol::modern::encode_header_value(name));
             if method == "tools/call" {
                 let args = params.as_ref().and_then(|p| p.get("arguments"));
                 for p in self.header_params.lock().get(name).into_iter().flatten() {
                     if let Ok(Some(v)) = param_value(args, &p.path) {
-                        rb = rb.header(p.header(), warden_protocol::modern::encode_header_value(&v.text));
+                        put(&p.header(), &warden_protocol::modern::encode_header_value(&v.text));
                     }
                 }
             }
         }
-        rb
     }
 
     /// Learn the `x-mcp-header` annotations of a page of `tools/list` (bounded: a server
@@ -146,22 +159,43 @@ impl HttpTransport {
         }
     }
 
-    /// A request with this upstream's credentials, session and version headers.
-    async fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
-        let mut rb = self.client.request(method, &self.url).headers(self.headers.clone());
+    /// This upstream's credentials, session and version headers.
+    async fn head(&self) -> Result<HeaderMap, String> {
+        let mut h = self.headers.clone();
         if let Some(o) = &self.oauth {
-            rb = rb.header(http::header::AUTHORIZATION, o.header(&self.client).await?);
+            h.insert(http::header::AUTHORIZATION, o.header(&self.client).await?);
         }
         if let Some(s) = self.session.lock().clone() {
-            rb = rb.header("mcp-session-id", s);
+            h.insert("mcp-session-id", s);
         }
         if let Some(v) = self.version.lock().clone() {
-            rb = rb.header("mcp-protocol-version", v);
+            h.insert("mcp-protocol-version", v);
         }
         if let Ok(tp) = crate::trace::TRACEPARENT.try_with(|t| HeaderValue::from_str(t)) {
-            rb = rb.header("traceparent", tp.map_err(|_| "bad traceparent")?);
+            h.insert("traceparent", tp.map_err(|_| "bad traceparent")?);
         }
-        Ok(rb)
+        Ok(h)
+    }
+
+    /// A request with this upstream's credentials, session and version headers.
+    async fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
+        Ok(self.client.request(method, self.url.clone()?).headers(self.head().await?))
+    }
+
+    /// POST `msg`, on this transport's own client where it has one.
+    async fn post(&self, msg: &Message) -> Result<Answer, String> {
+        let mut h = self.head().await?;
+        self.standard_headers(&mut h, msg);
+        h.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = bytes::Bytes::from(msg.to_json());
+        match &self.h1 {
+            Some(pool) => pool.post(&h, body).await,
+            None => {
+                let r = self.client.post(self.url.clone()?).headers(h).body(body).send().await;
+                r.map(h1::from_reqwest).map_err(|e| format!("request failed: {}", e.without_url()))
+            }
+        }
     }
 
     fn deliver(&self, msg: Message, related: Option<Id>) {
@@ -185,15 +219,7 @@ impl HttpTransport {
             _ => None,
         };
         let is_init = msg.method() == Some("initialize");
-        let rb = self.request(reqwest::Method::POST).await?;
-        let resp = self
-            .standard_headers(rb, &msg)
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json")
-            .body(msg.to_json())
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        let resp = self.post(&msg).await?;
         let status = resp.status();
         if is_init {
             if let Some(s) = resp.headers().get("mcp-session-id") {
@@ -270,7 +296,7 @@ impl HttpTransport {
 
     /// Read SSE events of one request's answer; if the stream ends before the answer, resume
     /// it with `Last-Event-ID` (bounded attempts).
-    async fn read_answer_stream(self: Arc<Self>, first: reqwest::Response, related: Option<Id>) {
+    async fn read_answer_stream(self: Arc<Self>, first: Answer, related: Option<Id>) {
         let mut resp = first;
         let mut last_id: Option<String> = None;
         let mut retry = Duration::from_millis(1000);
@@ -298,7 +324,7 @@ impl HttpTransport {
                 }
             };
             match rb.header(ACCEPT, "text/event-stream").header("last-event-id", last).send().await {
-                Ok(r) if r.status().is_success() => resp = r,
+                Ok(r) if r.status().is_success() => resp = h1::from_reqwest(r),
                 Ok(r) => {
                     self.fail(&related, format!("resuming the answer stream: HTTP {}", r.status()));
                     return;
@@ -313,11 +339,11 @@ impl HttpTransport {
     }
 
     /// Returns (the answer to `related` arrived, last event id, retry hint).
-    async fn read_events(&self, resp: reqwest::Response, related: &Option<Id>) -> (bool, Option<String>, Option<u64>) {
+    async fn read_events(&self, resp: Answer, related: &Option<Id>) -> (bool, Option<String>, Option<u64>) {
         let mut dec = sse::Decoder::new(self.max_message);
-        let mut body = resp.bytes_stream();
+        let mut body = resp.into_body();
         let mut retry = None;
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = next_data(&mut body).await {
             let Ok(chunk) = chunk else { break };
             let events = match dec.feed(&chunk) {
                 Ok(e) => e,
@@ -371,7 +397,7 @@ impl HttpTransport {
                     }
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
-                        let (_, id, retry) = t.read_events(r, &None).await;
+                        let (_, id, retry) = t.read_events(h1::from_reqwest(r), &None).await;
                         if id.is_some() {
                             last = id;
                         }
@@ -413,14 +439,7 @@ impl HttpTransport {
                     method: "subscriptions/listen".into(),
                     params: Some(params.clone()),
                 };
-                let Ok(rb) = t.request(reqwest::Method::POST).await else { break };
-                let sent = t
-                    .standard_headers(rb, &msg)
-                    .header(ACCEPT, "application/json, text/event-stream")
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(msg.to_json())
-                    .send()
-                    .await;
+                let sent = t.post(&msg).await;
                 let delay = match sent {
                     Ok(r)
                         if r.status().is_success()
@@ -486,16 +505,30 @@ impl HttpTransport {
     }
 }
 
+/// The next data of `body` (trailers skipped); `None` at its end.
+async fn next_data(body: &mut AnswerBody) -> Option<Result<bytes::Bytes, String>> {
+    loop {
+        match body.frame().await? {
+            Ok(f) => match f.into_data() {
+                Ok(d) => return Some(Ok(d)),
+                Err(_) => continue,
+            },
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// A response body, refused past `cap` bytes without buffering more than that.
-async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+async fn read_capped(resp: Answer, cap: usize) -> Result<Vec<u8>, String> {
     let over = || format!("the upstream's answer is over {cap} bytes (twice the largest result allowed)");
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
+    let length = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|n| n > cap as u64) {
         return Err(over());
     }
-    let mut body = resp.bytes_stream();
+    let mut body = resp.into_body();
     let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("reading body: {}", e.without_url()))?;
+    while let Some(chunk) = next_data(&mut body).await {
+        let chunk = chunk?;
         if out.len() + chunk.len() > cap {
             return Err(over());
         }

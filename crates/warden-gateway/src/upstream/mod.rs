@@ -13,6 +13,7 @@
 
 pub mod builtin;
 pub mod exposure;
+mod h1;
 pub mod http;
 mod listing;
 pub mod modern;

@@ -360,16 +360,18 @@ impl McpEndpoint {
         let conn = session.conn.get().expect("a session answers once initialized").clone();
         if want_sse && self.opts.sse_grace.is_zero() {
             let (stream, rx) = session.streams.open(Some(id.clone()));
-            conn.request(id, method, params, Some(stream), Some(principal));
+            // The answer streams: the run goes on as a task of its own.
+            drop(conn.request(id, method, params, Some(stream), Some(principal)));
             sse_response(rx)
         } else if want_sse {
             let (stream, mut rx, status) = session.streams.open_json(id.clone(), true);
-            conn.request(id, method, params, Some(stream), Some(principal));
-            let first = match tokio::time::timeout(self.opts.sse_grace, rx.recv()).await {
+            // Driven here while this handler waits; dropped (a task of its own) once it stops.
+            let mut run = conn.request(id, method, params, Some(stream), Some(principal));
+            let first = match run.until(tokio::time::timeout(self.opts.sse_grace, rx.recv())).await {
                 Ok(first) => first,
                 Err(_) => {
                     session.streams.upgrade(stream);
-                    rx.recv().await
+                    run.until(rx.recv()).await
                 }
             };
             match first {
@@ -390,8 +392,8 @@ impl McpEndpoint {
             }
         } else {
             let (stream, mut rx, status) = session.streams.open_json(id.clone(), false);
-            conn.request(id, method, params, Some(stream), Some(principal));
-            match rx.recv().await {
+            let mut run = conn.request(id, method, params, Some(stream), Some(principal));
+            match run.until(rx.recv()).await {
                 Some(b) => json_answer(b, status.get().copied()),
                 None => Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static"),
             }

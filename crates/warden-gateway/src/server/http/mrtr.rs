@@ -73,7 +73,7 @@ impl Outbound for Tap {
 struct Run {
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     calls: Arc<Calls<()>>,
-    task: tokio::task::AbortHandle,
+    task: futures::future::AbortHandle,
     /// Outstanding questions to the client: key → (Warden's id, method).
     asked: Mutex<Vec<(String, Id, String, Value)>>,
     owner: String,
@@ -224,6 +224,7 @@ impl Runs {
                 p.remove("inputResponses");
             }
         }
+        let mut running = crate::server::Running::done();
         let run = match retry.flatten() {
             Some(state) => {
                 let handle = match self.open(&state, &owner, &digest) {
@@ -265,17 +266,21 @@ impl Runs {
                 let fut =
                     session.request(id.clone(), req.method.clone(), Some(req.params.clone()), peer, Some(principal));
                 let key = id.clone();
-                let task = tokio::spawn(async move {
+                let (fut, task) = futures::future::abortable(async move {
                     let reply = match fut.await {
                         Ok(result) => Message::Response { id: key, result },
                         Err(error) => Message::Error { id: key, error },
                     };
                     let _ = tx.send(Event::Done(reply));
                 });
+                // Driven by this request's handler while it waits (`pump`); a task of its own after.
+                running = crate::server::Running::new(Box::pin(async move {
+                    let _ = fut.await;
+                }));
                 Arc::new(Run {
                     events: tokio::sync::Mutex::new(rx),
                     calls,
-                    task: task.abort_handle(),
+                    task,
                     asked: Mutex::new(Vec::new()),
                     owner,
                     digest,
@@ -285,7 +290,7 @@ impl Runs {
                 })
             }
         };
-        self.pump(run, id, want_sse, always_sse).await
+        self.pump(run, running, id, want_sse, always_sse).await
     }
 
     /// Park `run` and say what it asks: `input_required` with a sealed state for the retry.
@@ -309,20 +314,29 @@ impl Runs {
     /// answer an SSE stream, read on a task of its own; without one the answer is JSON, so that
     /// the errors this revision gives a status (-32021: 400) get it however long the call took.
     /// `always_sse` (`sse_grace_ms = 0`) streams every answer a client accepts as SSE.
-    async fn pump(self: &Arc<Self>, run: Arc<Run>, id: Id, want_sse: bool, always_sse: bool) -> HttpResponse {
+    async fn pump(
+        self: &Arc<Self>,
+        run: Arc<Run>,
+        mut running: crate::server::Running,
+        id: Id,
+        want_sse: bool,
+        always_sse: bool,
+    ) -> HttpResponse {
         if want_sse && always_sse {
             return self.stream(run, id, None);
         }
         let mut events = run.events.lock().await;
         loop {
-            let Some(ev) = events.recv().await else { return answer(ended(&id)) };
+            let Some(ev) = running.until(events.recv()).await else { return answer(ended(&id)) };
             match self.step(&run, ev, &id) {
                 Some(Ok(m)) => return answer(m),
                 Some(Err(note)) if want_sse => {
                     drop(events);
                     return self.stream(run, id, Some(note));
                 }
-                None if !run.asked.lock().is_empty() => return answer(self.gather(&run, &mut events, &id).await),
+                None if !run.asked.lock().is_empty() => {
+                    return answer(self.gather(&run, &mut events, &id, &mut running).await)
+                }
                 _ => {}
             }
         }
@@ -354,7 +368,8 @@ impl Runs {
                     // The client closed the stream: the run ends (dropped with this task).
                     Some(Err(note)) if !send(&tx, &note) => return,
                     None if !run.asked.lock().is_empty() => {
-                        let m = me.gather(&run, &mut events, &id).await;
+                        // The run is a task of its own here (or driven by another request).
+                        let m = me.gather(&run, &mut events, &id, &mut crate::server::Running::done()).await;
                         send(&tx, &m);
                         return;
                     }
@@ -419,9 +434,15 @@ impl Runs {
 
     /// After a question: the others asked at about the same time (a server asking several
     /// things at once) join it, then the run is parked and the client gets them all.
-    async fn gather(&self, run: &Arc<Run>, events: &mut mpsc::UnboundedReceiver<Event>, id: &Id) -> Message {
+    async fn gather(
+        &self,
+        run: &Arc<Run>,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        id: &Id,
+        running: &mut crate::server::Running,
+    ) -> Message {
         loop {
-            match tokio::time::timeout(GATHER, events.recv()).await {
+            match running.until(tokio::time::timeout(GATHER, events.recv())).await {
                 Ok(Some(ev @ Event::Ask(..))) => {
                     if let Some(Ok(m)) = self.step(run, ev, id) {
                         return m; // a capability the request lacks: -32021
