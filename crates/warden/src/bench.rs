@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// first (`perf record -g -p PID`), then the load starts three seconds later.
     #[arg(long)]
     profile: Option<String>,
+    /// Soak: the full pipeline at concurrency 16 for this many seconds, Warden's RSS sampled
+    /// every tenth of it (the issue asks for 600).
+    #[arg(long)]
+    soak: Option<u64>,
     /// Worker threads of the Wardens under test (`TOKIO_WORKER_THREADS`; default: one per core).
     #[arg(long)]
     warden_threads: Option<usize>,
@@ -68,7 +72,7 @@ pub struct BenchArgs {
 
 // Two values per run: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
-enum Target {
+pub(crate) enum Target {
     Http {
         client: reqwest::Client,
         url: String,
@@ -106,7 +110,7 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     bail!("{url} not ready")
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -155,7 +159,7 @@ impl Target {
     }
 
     /// A session sending `bearer` (an API key) on every request.
-    async fn http_as(url: &str, bearer: Option<&str>) -> anyhow::Result<Target> {
+    pub(crate) async fn http_as(url: &str, bearer: Option<&str>) -> anyhow::Result<Target> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(b) = bearer {
             headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {b}").parse()?);
@@ -266,13 +270,13 @@ impl Target {
     }
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    rate: f64,
+pub(crate) struct Stats {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub rate: f64,
 }
 
-async fn load(t: Arc<Target>, calls: usize, conc: usize) -> anyhow::Result<Stats> {
+pub(crate) async fn load(t: Arc<Target>, calls: usize, conc: usize) -> anyhow::Result<Stats> {
     for _ in 0..(calls / 10).max(50) {
         t.call().await?; // warm-up
     }
@@ -323,7 +327,7 @@ async fn start_warden(upstream: &str) -> anyhow::Result<(Child, String)> {
 }
 
 /// A Warden in front of `upstream` with `sections` (rules included) added.
-async fn start_warden_with(upstream: &str, sections: &str) -> anyhow::Result<(Child, String)> {
+pub(crate) async fn start_warden_with(upstream: &str, sections: &str) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("warden-bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -416,6 +420,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let http_up = format!(
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
     );
+    if let Some(secs) = a.soak {
+        let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
+        crate::bench_soak::run(&http_up, &full_pipeline(&entry), Some(&key), secs).await?;
+        drop(fx);
+        return Ok(());
+    }
     if let Some(kind) = &a.profile {
         let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
         let (w, url, bearer) = match kind.as_str() {

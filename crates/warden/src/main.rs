@@ -13,6 +13,7 @@ mod bench_auth;
 mod bench_content;
 mod bench_floor;
 mod bench_policy;
+mod bench_soak;
 mod check;
 mod logwriter;
 mod pins;
