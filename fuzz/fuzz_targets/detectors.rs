@@ -1,7 +1,7 @@
 //! The injection detector, the redactor and the error scrubber on any text: never panic, a
 //! redacted text contains no value the redactor reported finding in its own output, and the
-//! redactor finds exactly what the whole-text reference search finds (for every class, the
-//! secrets and the PII classes).
+//! redactor (for every class, the secrets and the PII classes) and the injection detector find
+//! exactly what their whole-text reference searches find.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use warden_policy::{inject, redact};
@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let v = inject::scan(text);
     assert!((0.0..=1.0).contains(&v.score));
     assert!(v.findings.iter().all(|f| f.at <= text.len()));
+    assert_eq!(v, inject::reference::scan(text), "injection verdict differs from the reference on {text:?}");
     let r = redact::Redactor::default();
     let mut found = Vec::new();
     let out = r.redact(text, &mut found);

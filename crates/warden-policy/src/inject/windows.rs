@@ -1,0 +1,325 @@
+//! Where each injection rule can match: windows around anchor words that every match of the
+//! rule contains, found in one Aho-Corasick pass over an ASCII-lowercased copy of the text.
+//!
+//! Bounds are counted in tokens: maximal runs of word characters (`[0-9A-Za-z_]`) or of other
+//! characters. Every piece of a rule touches a known number of tokens at most (a word or a run
+//! of `\s`/`\W` one, `.{0,n}` n, `(?:\W+\w+){0,k}` 2k), so a match holding an anchor starts at
+//! most `back` tokens before the anchor's token and ends at most `fwd` tokens after it, however
+//! long those tokens are (one token of slack is added on each side). A window is that stretch; the windows of a rule are merged where they
+//! overlap, so each match lies whole inside one, and a bounded search that lets look-around see
+//! the text around it (`regex_automata::Input::range`) finds the same first match as a search
+//! of the whole text. Rules whose own regex is fast on any text (a literal prefilter) search the
+//! whole text. Under `(?i)`, `ſ` matches `s` and the Kelvin sign `k`: with either in the text
+//! there are no windows and the caller searches the whole text for every rule.
+
+use super::RULES;
+use aho_corasick::{AhoCorasick, Input, MatchKind};
+use std::ops::Range;
+use std::sync::LazyLock;
+
+/// How far a match can reach around an anchor.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// `back` tokens before the anchor's token, `fwd` tokens after the token of its last byte.
+    Tokens { back: u16, fwd: u16 },
+    /// The email of `exfil.send`: `\b[\w.+-]+@[\w-]+\.\w` preceded by `back` tokens at most.
+    Email { back: u16 },
+}
+
+/// One anchor of one rule: the literal (lowercase), whether the rule has `\b` before it.
+struct Anchor {
+    rule: usize,
+    lit: &'static str,
+    word_start: bool,
+    reach: Reach,
+}
+
+/// Rules searched in the whole text (their regex has a literal prefilter and is fast anyway).
+const WHOLE: &[&str] = &["exfil.markdown_image"];
+
+const fn t(back: u16, fwd: u16) -> Reach {
+    Reach::Tokens { back, fwd }
+}
+
+/// `(rule, word_start, reach, literals)`; see each rule's pattern in `super::RULES`.
+const ANCHORS: &[(&str, bool, Reach, &[&str])] = &[
+    // verb W word2 \b (?:\W+\w+){0,3}? \W+ final: 9 + 1 + 7 + 1 tokens after the verb.
+    (
+        "override.ignore_previous",
+        true,
+        t(0, 18),
+        &["ignore", "disregard", "forget", "override", "skip", "bypass", "neglect", "cancel"],
+    ),
+    // verb \s+ everything \b .{0,30} \b above ; ignore \s+ the \s+ user
+    ("override.ignore_everything", true, t(0, 33), &["ignore", "disregard", "forget"]),
+    // noun \s+ (are|is) \s+ no \s+ longer \s+ apply
+    ("override.cancelled", true, t(0, 8), &["instruction", "rules", "prompt"]),
+    // new \s+ system \s+ NOUN \s* (:|follow|is)
+    ("override.new_instructions", true, t(4, 2), &["instruction", "task", "directive", "prompt"]),
+    // you \s+ are \s+ NOW / from \s+ NOW \s+ on / do \s+ anything \s+ NOW
+    ("override.role", true, t(4, 2), &["now"]),
+    ("override.role", true, t(0, 2), &["developer"]),
+    ("override.role", true, t(0, 0), &["jailbr"]),
+    ("override.role", true, t(0, 4), &["pretend"]),
+    // act \s+ as \s+ an \s+ evil
+    ("override.role", true, t(0, 6), &["act"]),
+    // disable \s+ all \s+ the \s+ content \s+ filters
+    ("override.role", true, t(0, 8), &["disable"]),
+    // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
+    (
+        "impersonation.tag",
+        true,
+        t(1, 1),
+        &["important", "sys", "instruction", "admin", "secret", "hidden", "assistant"],
+    ),
+    // WORD \s+ to \s+ the \s+ language \s+ models ; message \s+ from \s+ the \s+ admin
+    ("impersonation.address_ai", true, t(0, 9), &["note", "message", "attention", "instruction", "hey", "hello"]),
+    // ai \s+ AGENT \s+ that \s+ read
+    ("impersonation.address_ai", true, t(2, 4), &["agent", "model", "assistant"]),
+    // do \s+ not \s+ tell \b .{0,20} \b the \s+ USER ; without \s+ telling \s+ the \s+ USER
+    ("secrecy", true, t(28, 0), &["user", "human"]),
+    ("secrecy", true, t(0, 2), &["secretly", "quietly", "silently"]),
+    // call \s+ the \s+ `tool_name` \s+ WITH
+    ("tool.call", true, t(6, 0), &["function", "with"]),
+    // call \s+ the \s+ `name` \s+ TOOL \b .{0,40} \b to \s+ send
+    ("tool.call", true, t(6, 43), &["tool"]),
+    // before \s+ you \s+ continue \b .{0,60} \b read
+    ("tool.before_using", true, t(0, 65), &["before"]),
+    // execute \s+ the \s+ following \s+ COMMAND
+    ("tool.shell", true, t(6, 0), &["command", "script", "code"]),
+    // rm \s+ -rf \s+ /
+    ("tool.shell", false, t(1, 1), &["-rf"]),
+    // curl \s+ [^|\n]{0,80} \| \s* bash (no \b before curl)
+    ("tool.shell", false, t(0, 84), &["curl"]),
+    // verb .{0,40} noun .{0,60} https?://
+    ("exfil.send", false, t(103, 0), &["://"]),
+    ("exfil.send", false, Reach::Email { back: 103 }, &["@"]),
+    // verb .{0,40} (api[\s_-]?keys? | system \s+ prompt | …), no \b before them
+    (
+        "exfil.secrets",
+        false,
+        t(41, 2),
+        &["api", "password", "credentials", "secret", "token", "~/.ssh", "id_rsa", ".env", "mcp.json", "system"],
+    ),
+    // following \s+ code \s+ NOUN \b .{0,80} \b as \s+ part \s+ of \s+ your \s+ code
+    (
+        "response.code",
+        true,
+        t(4, 89),
+        &["snippet", "excerpt", "block", "section", "code", "fragment", "segment", "piece"],
+    ),
+    // your \s+ CODE \s+ should
+    ("response.code", true, t(2, 2), &["code", "implementation", "solution", "program"]),
+    // verb .{0,80} in \s+ your \s+ RESPONSE ; your \s+ RESPONSE \s+ should
+    ("response.directive", true, t(85, 2), &["response", "answer", "reply", "output"]),
+];
+
+struct Compiled {
+    /// Prefix-free literals (at most one starts at any position), short and long ones apart
+    /// (one search for all is several times slower), each with the anchors whose literal starts
+    /// with it.
+    literals: Vec<(AhoCorasick, Vec<Vec<Anchor>>)>,
+    /// Anchors of one byte (`@`, `_`), found with `memchr` (they would slow the literal search).
+    bytes: Vec<(u8, Vec<Anchor>)>,
+    /// The whole-text rules.
+    whole: Vec<usize>,
+}
+
+fn rule_index(id: &str) -> usize {
+    RULES.iter().position(|r| r.id == id).expect("anchor names a rule")
+}
+
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
+    let all: Vec<Anchor> = ANCHORS
+        .iter()
+        .flat_map(|&(id, word_start, reach, lits)| {
+            let rule = rule_index(id);
+            lits.iter().map(move |&lit| Anchor { rule, lit, word_start, reach })
+        })
+        .collect();
+    // The literals no other literal is a proper prefix of.
+    let mut roots: Vec<&str> = all.iter().map(|a| a.lit).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let roots: Vec<&str> =
+        roots.iter().copied().filter(|l| !roots.iter().any(|o| o.len() < l.len() && l.starts_with(o))).collect();
+    let single: Vec<&str> = roots.iter().copied().filter(|r| r.len() == 1).collect();
+    let group = |lo: usize, hi: usize| roots.iter().copied().filter(|r| (lo..hi).contains(&r.len())).collect();
+    let groups: [Vec<&str>; 3] = [group(2, 5), group(5, 7), group(7, usize::MAX)];
+    let mut literals: Vec<(Vec<&str>, Vec<Vec<Anchor>>)> =
+        groups.into_iter().map(|r| (r.clone(), r.iter().map(|_| Vec::new()).collect())).collect();
+    let mut bytes: Vec<(u8, Vec<Anchor>)> = single.iter().map(|r| (r.as_bytes()[0], Vec::new())).collect();
+    'next: for a in all {
+        for (roots, anchors) in &mut literals {
+            if let Some(i) = roots.iter().position(|r| a.lit.starts_with(r)) {
+                anchors[i].push(a);
+                continue 'next;
+            }
+        }
+        let i = bytes.iter().position(|(c, _)| a.lit.as_bytes()[0] == *c).expect("every literal has a root");
+        bytes[i].1.push(a);
+    }
+    Compiled {
+        literals: literals
+            .into_iter()
+            .map(|(roots, anchors)| {
+                let ac = AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(&roots);
+                (ac.expect("anchors compile"), anchors)
+            })
+            .collect(),
+        bytes,
+        whole: WHOLE.iter().map(|id| rule_index(id)).collect(),
+    }
+});
+
+pub(super) fn warm() {
+    LazyLock::force(&COMPILED);
+}
+
+/// The windows of every rule (indexed like `RULES`), sorted and disjoint; `None` when the text
+/// holds a character that `(?i)` folds to an ASCII letter (search the whole text then).
+pub(super) fn of(text: &str) -> Option<Vec<Vec<Range<usize>>>> {
+    let folds = |c: char| memchr::memmem::find(text.as_bytes(), c.encode_utf8(&mut [0; 4]).as_bytes()).is_some();
+    if !text.is_ascii() && (folds('\u{17F}') || folds('\u{212A}')) {
+        return None;
+    }
+    let c = &*COMPILED;
+    let mut out: Vec<Vec<Range<usize>>> = RULES.iter().map(|_| Vec::new()).collect();
+    for &i in &c.whole {
+        out[i].push(0..text.len());
+    }
+    let lower = text.as_bytes().to_ascii_lowercase();
+    for (ac, anchors) in &c.literals {
+        let mut from = 0;
+        while let Some(m) = ac.find(Input::new(&lower).span(from..lower.len())) {
+            from = m.start() + 1;
+            for a in &anchors[m.pattern().as_usize()] {
+                add(text, &lower, m.start(), a, &mut out);
+            }
+        }
+    }
+    for (byte, anchors) in &c.bytes {
+        for p in memchr::memchr_iter(*byte, &lower) {
+            for a in anchors {
+                add(text, &lower, p, a, &mut out);
+            }
+        }
+    }
+    for w in &mut out {
+        merge(w);
+    }
+    Some(out)
+}
+
+/// The window of anchor `a` if it is at `p`.
+fn add(text: &str, lower: &[u8], p: usize, a: &Anchor, out: &mut [Vec<Range<usize>>]) {
+    let b = text.as_bytes();
+    if !lower[p..].starts_with(a.lit.as_bytes()) || (a.word_start && p > 0 && is_word(b[p - 1])) {
+        return;
+    }
+    let end = p + a.lit.len() - 1;
+    let (lo, hi) = match a.reach {
+        Reach::Tokens { back, fwd } => (back_tokens(b, p, back + 1), fwd_tokens(b, end, fwd + 1)),
+        Reach::Email { back } => {
+            let mut s = p;
+            while s > 0 && (is_word(b[s - 1]) || matches!(b[s - 1], b'.' | b'+' | b'-')) {
+                s -= 1;
+            }
+            let e = p + 1 + b[p + 1..].iter().position(|&c| !is_word(c) && c != b'-').unwrap_or(b.len() - p - 1);
+            (back_tokens(b, s, back + 1), e + 2)
+        }
+    };
+    out[a.rule].push(floor(text, lo)..ceil(text, hi));
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The start of the token `n` tokens before the one holding byte `p` (`p` < the length).
+fn back_tokens(b: &[u8], p: usize, n: u16) -> usize {
+    let w = is_word(b[p]);
+    let mut i = p;
+    while i > 0 && is_word(b[i - 1]) == w {
+        i -= 1;
+    }
+    for _ in 0..n {
+        let Some(&c) = b.get(i.wrapping_sub(1)) else { break };
+        let w = is_word(c);
+        while i > 0 && is_word(b[i - 1]) == w {
+            i -= 1;
+        }
+    }
+    i
+}
+
+/// The end of the token `n` tokens after the one holding byte `p` (`p` < the length).
+fn fwd_tokens(b: &[u8], p: usize, n: u16) -> usize {
+    let w = is_word(b[p]);
+    let mut i = p + 1;
+    while i < b.len() && is_word(b[i]) == w {
+        i += 1;
+    }
+    for _ in 0..n {
+        let Some(&c) = b.get(i) else { break };
+        let w = is_word(c);
+        while i < b.len() && is_word(b[i]) == w {
+            i += 1;
+        }
+    }
+    i
+}
+
+fn floor(t: &str, mut i: usize) -> usize {
+    i = i.min(t.len());
+    while !t.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil(t: &str, mut i: usize) -> usize {
+    i = i.min(t.len());
+    while !t.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Sort and merge overlapping windows in place.
+fn merge(v: &mut Vec<Range<usize>>) {
+    v.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(v.len());
+    for r in v.drain(..) {
+        match out.last_mut() {
+            Some(last) if r.start < last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    *v = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_anchors_or_is_searched_whole() {
+        for r in RULES.iter() {
+            assert!(ANCHORS.iter().any(|a| a.0 == r.id) || WHOLE.contains(&r.id), "{} has no anchor", r.id);
+        }
+        LazyLock::force(&COMPILED);
+    }
+
+    #[test]
+    fn token_bounds() {
+        let b = b"ab  cd..ef";
+        assert_eq!(back_tokens(b, 5, 0), 4);
+        assert_eq!(back_tokens(b, 5, 1), 2);
+        assert_eq!(back_tokens(b, 5, 2), 0);
+        assert_eq!(back_tokens(b, 5, 9), 0);
+        assert_eq!(fwd_tokens(b, 4, 0), 6);
+        assert_eq!(fwd_tokens(b, 4, 1), 8);
+        assert_eq!(fwd_tokens(b, 4, 9), 10);
+    }
+}
