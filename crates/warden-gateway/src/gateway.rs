@@ -191,6 +191,7 @@ impl Gateway {
             max_connections: self.cfg.listen.max_connections,
             max_connections_per_peer: self.cfg.listen.max_connections_per_client,
             idle_timeout: Duration::from_secs(self.cfg.listen.connection_idle_secs),
+            threads: self.cfg.listen.threads,
         };
         let admin = match &self.cfg.admin {
             Some(a) => {
@@ -221,13 +222,14 @@ impl Gateway {
             None => None,
         };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
-        serve_router(listener, router, limits, shutdown).await;
+        let threads = serve_router(listener, router, limits, shutdown).await;
         if let Some(a) = admin {
             a.abort();
         }
         tracing::info!("shutting down: closing sessions and upstreams");
         endpoint.shutdown().await;
         control.close().await;
+        drop(threads);
         let audit = self.shared.audit.clone();
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         Ok(())

@@ -10,6 +10,7 @@ pub mod caller;
 pub mod client_requests;
 pub mod clock;
 pub mod config;
+pub mod conn_threads;
 pub mod connections;
 pub mod content;
 pub mod control;

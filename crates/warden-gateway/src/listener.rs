@@ -12,6 +12,7 @@
 //! Does not defend against: a trusted proxy that lies.
 
 use crate::caller::{ClientAddr, PeerCert};
+use crate::conn_threads::ConnThreads;
 use crate::connections::{Activity, Table, Tracked};
 use crate::tls::TlsState;
 use axum::Router;
@@ -39,6 +40,8 @@ pub struct ListenLimits {
     pub max_connections_per_peer: usize,
     /// A connection without a request in flight for this long is closed gently (zero: never).
     pub idle_timeout: Duration,
+    /// Connection threads ([`crate::conn_threads`]; 0: one per core).
+    pub threads: usize,
 }
 
 /// The client's address: the peer; behind a trusted proxy, the last `X-Forwarded-For` entry
@@ -66,12 +69,14 @@ fn client_addr(peer: IpAddr, trusted: &[IpAddr], h: &http::HeaderMap) -> IpAddr 
 
 /// Accept connections until `shutdown`; HTTP/1.1 and HTTP/2 (TLS 1.3 when configured) with
 /// header size and header read time limits (over-large heads get 431, slow heads are dropped).
+/// Returns the connection threads, still serving what they have: dropping them stops them
+/// (after the sessions are closed, so that what they hold closes on a live runtime).
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Option<ConnThreads> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -85,10 +90,17 @@ pub async fn serve_router(
     let table =
         Table::new(cap(limits.max_connections), cap(limits.max_connections_per_peer), limits.trusted_proxies.clone());
     let mut refused_logged = Instant::now() - Duration::from_secs(60);
+    let threads = match ConnThreads::start(limits.threads) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the connection threads; not serving");
+            return None;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => return Some(threads),
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -130,7 +142,9 @@ pub async fn serve_router(
         let trusted = trusted.clone();
         let read_timeout = limits.read_timeout;
         let idle = limits.idle_timeout;
-        tokio::spawn(async move {
+        // Served to its end on one connection thread (registered with that thread's runtime).
+        let serve = async move {
+            let Ok(stream) = TcpStream::from_std(stream) else { return };
             let _place = place;
             let activity = Activity::new();
             let with_info = |cert: Option<PeerCert>| {
@@ -166,7 +180,8 @@ pub async fn serve_router(
                 },
             }
             linger(spare).await;
-        });
+        };
+        threads.run(Box::pin(serve));
     }
 }
 
@@ -223,12 +238,12 @@ const LINGER_IDLE: Duration = Duration::from_secs(1);
 /// …and at most this much.
 const LINGER_BYTES: usize = 64 << 20;
 
-/// The connection's socket and a second handle on it (a duplicated descriptor, kept out of the
-/// reactor until [`linger`] needs it).
-fn with_spare(s: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+/// The connection's socket, out of this runtime's reactor (for a connection thread's), and a
+/// second handle on it (a duplicated descriptor, kept out of any reactor until [`linger`] needs it).
+fn with_spare(s: TcpStream) -> std::io::Result<(std::net::TcpStream, std::net::TcpStream)> {
     let s = s.into_std()?;
     let spare = s.try_clone()?;
-    Ok((TcpStream::from_std(s)?, spare))
+    Ok((s, spare))
 }
 
 /// Close a connection so that the client reads the answer Warden sent (a 431 for an oversized

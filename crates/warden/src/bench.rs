@@ -48,7 +48,8 @@ pub struct BenchArgs {
     #[arg(long)]
     corpora: Option<PathBuf>,
     /// Load one Warden only, for a profiler: `relay` (relay only) or `full` (the full pipeline),
-    /// or `floor` / `floor-reqwest` (the floor proxy) or `direct` (the fixture alone), HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
+    /// `defaults` (the defaults, audit off), `floor` / `floor-reqwest` (the floor proxy) or `direct`
+    /// (the fixture alone), HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
     /// first (`perf record -g -p PID`), then the load starts three seconds later.
     #[arg(long)]
     profile: Option<String>,
@@ -437,12 +438,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 let (w, url) = start_warden_with(&http_up, &full_pipeline(&entry)).await?;
                 (w, url, Some(key.as_str()))
             }
+            "defaults" => {
+                let (w, url) = start_warden(&format!("{http_up}[audit]\nenabled = false\n")).await?;
+                (w, url, None)
+            }
             "floor" | "floor-reqwest" => {
                 let (w, url) = start_floor(&fx_url, kind == "floor-reqwest").await?;
                 (w, url, None)
             }
             "direct" => (Command::new("true").spawn()?, fx_url.clone(), None),
-            other => bail!("--profile: relay, full, floor, floor-reqwest or direct, not {other:?}"),
+            other => bail!("--profile: relay, full, defaults, floor, floor-reqwest or direct, not {other:?}"),
         };
         println!("warden pid: {}", w.id().unwrap_or(0));
         tokio::time::sleep(Duration::from_secs(if kind == "direct" { 0 } else { 3 })).await;

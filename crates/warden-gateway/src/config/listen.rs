@@ -55,6 +55,11 @@ pub struct Listen {
     /// Default 120.
     #[serde(default = "default_connection_idle")]
     pub connection_idle_secs: u64,
+    /// Threads serving connections, each connection on one of them from start to end with a
+    /// single-threaded runtime (fewer cross-thread wake-ups per call). 0: one per core (or
+    /// `TOKIO_WORKER_THREADS` when set). Default 0.
+    #[serde(default)]
+    pub threads: usize,
     /// `retry` (ms) announced in SSE priming events. Default 1000.
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
