@@ -358,12 +358,20 @@ impl Conn {
             }
         });
         let msg = Message::Request { id: id.clone(), method: method.into(), params };
-        if let Err(e) = self.transport.send(msg).await {
+        // One deadline for sending and the answer: an HTTP upstream's JSON answer is read
+        // while sending, and one that never answers must not hold the call past it.
+        let wait = quiet_wait.unwrap_or(self.call_timeout);
+        let deadline = tokio::time::Instant::now() + wait;
+        let sent = tokio::time::timeout_at(deadline, self.transport.send(msg)).await;
+        if let Ok(Err(e)) = sent {
             guard.disarm();
             self.calls.forget(&id);
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} unreachable: {e}", self.name)));
         }
-        let out = tokio::time::timeout(quiet_wait.unwrap_or(self.call_timeout), rx).await;
+        let out = match sent {
+            Ok(_) => tokio::time::timeout_at(deadline, rx).await,
+            Err(elapsed) => Err(elapsed),
+        };
         if out.is_err() && quiet_wait.is_some() {
             guard.disarm();
             self.calls.forget(&id);
@@ -378,10 +386,7 @@ impl Conn {
                 Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} closed", self.name)))
             }
             // the guard cancels the call upstream
-            Err(_) => Err(err(
-                jsonrpc::INTERNAL_ERROR,
-                format!("upstream {} timed out after {:?}", self.name, quiet_wait.unwrap_or(self.call_timeout)),
-            )),
+            Err(_) => Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} timed out after {wait:?}", self.name))),
         }
     }
 

@@ -13,6 +13,11 @@ use warden_testkit::harness::{warden, Client};
 /// A minimal MCP server over HTTP/1.1 keep-alive. With `close_when_idle`, a connection idle
 /// for 50 ms is closed (a server's idle timeout), with no `Connection: close` said.
 async fn raw_upstream(close_when_idle: bool) -> (String, Arc<AtomicUsize>) {
+    raw_upstream_with(close_when_idle, false).await
+}
+
+/// [`raw_upstream`]; with `hang_calls`, a `tools/call` is read and never answered.
+async fn raw_upstream_with(close_when_idle: bool, hang_calls: bool) -> (String, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", l.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -36,6 +41,9 @@ async fn raw_upstream(close_when_idle: bool) -> (String, Arc<AtomicUsize>) {
                     if head.starts_with("POST ") && !counted {
                         counted = true;
                         count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if hang_calls && String::from_utf8_lossy(&body).contains("tools/call") {
+                        std::future::pending::<()>().await;
                     }
                     let answer = answer(&head, &body);
                     if s.write_all(answer.as_bytes()).await.is_err() {
@@ -139,4 +147,20 @@ async fn an_upstream_closing_idle_connections_loses_no_call() {
     // Each call finds the connection it used last closed meanwhile.
     calls(&w, 10, std::time::Duration::from_millis(150)).await;
     assert!(accepted.load(Ordering::SeqCst) >= 10, "each pause closed the connection");
+}
+
+/// A plain-http upstream that takes a call and never answers it: the call ends with the
+/// upstream's call timeout, it does not hang (the answer is read inside the timeout).
+#[tokio::test]
+async fn a_call_an_http_upstream_never_answers_times_out() {
+    let (url, _) = raw_upstream_with(false, true).await;
+    let w = warden("", &format!("{}call_timeout_secs = 2\n", upstream(&url)));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), c.tool(2, "echo", json!({"n": 1})))
+        .await
+        .expect("the call hangs past its timeout");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(r.to_string().contains("timed out"), "{r}");
 }
