@@ -24,6 +24,9 @@ use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Runtime;
 
+/// Most connection threads (a bound on a configured or inherited count).
+pub const MAX_THREADS: usize = 256;
+
 pub struct ConnThreads {
     runtimes: Vec<Runtime>,
     next: AtomicUsize,
@@ -39,7 +42,8 @@ impl ConnThreads {
                 .filter(|&n: &usize| n > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
             n => n,
-        };
+        }
+        .min(MAX_THREADS);
         let runtimes = (0..n)
             .map(|i| {
                 tokio::runtime::Builder::new_multi_thread()

@@ -222,7 +222,7 @@ impl Gateway {
             None => None,
         };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
-        let threads = serve_router(listener, router, limits, shutdown).await;
+        let threads = serve_router(listener, router, limits, shutdown).await?;
         if let Some(a) = admin {
             a.abort();
         }

@@ -76,7 +76,7 @@ pub async fn serve_router(
     router: Router,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
-) -> Option<ConnThreads> {
+) -> std::io::Result<ConnThreads> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -90,17 +90,11 @@ pub async fn serve_router(
     let table =
         Table::new(cap(limits.max_connections), cap(limits.max_connections_per_peer), limits.trusted_proxies.clone());
     let mut refused_logged = Instant::now() - Duration::from_secs(60);
-    let threads = match ConnThreads::start(limits.threads) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the connection threads; not serving");
-            return None;
-        }
-    };
+    let threads = ConnThreads::start(limits.threads)?;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Some(threads),
+            _ = &mut shutdown => return Ok(threads),
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {

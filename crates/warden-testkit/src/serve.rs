@@ -28,7 +28,7 @@ pub async fn serve(
             serve_router(listener, mcp_router(ep, None), limits, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
-            .await;
+            .await?;
         }
         None => {
             warden_gateway::server::stdio::serve(service(true), tokio::io::stdin(), tokio::io::stdout(), 64).await?;

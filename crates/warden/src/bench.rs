@@ -376,8 +376,24 @@ fn us(d: Duration) -> f64 {
 /// `--warden-threads`, for every Warden started.
 static WARDEN_THREADS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
 
+/// Removes the Wardens' directories (their audit trails grow by hundreds of MB a run) when
+/// the bench ends, however it ends.
+struct TempDirs;
+
+impl Drop for TempDirs {
+    fn drop(&mut self) {
+        let prefix = format!("warden-bench-{}-", std::process::id());
+        for e in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let _ = WARDEN_THREADS.set(a.warden_threads);
+    let _dirs = TempDirs;
     if let Some(listen) = a.floor_proxy {
         let up = a.floor_upstream.context("--floor-upstream")?;
         return crate::bench_floor::serve(listen, up, a.floor_reqwest).await;

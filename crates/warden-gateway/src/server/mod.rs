@@ -11,6 +11,7 @@ pub mod stdio;
 use crate::rpc::{Calls, Outbound, Peer};
 use futures::future::AbortHandle;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use parking_lot::Mutex;
 pub use running::Running;
 use serde_json::Value;
@@ -111,9 +112,15 @@ impl Conn {
         let key = id.clone();
         let fut = self.session.clone().request(id.clone(), method, params, self.peer(stream), caller);
         let (run, abort) = futures::future::abortable(async move {
-            let reply = match fut.await {
-                Ok(result) => Message::Response { id: key.clone(), result },
-                Err(error) => Message::Error { id: key.clone(), error },
+            // A panic in the pipeline is this request's internal error, not the connection's end
+            // (the run is polled on the connection's task).
+            let reply = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(result)) => Message::Response { id: key.clone(), result },
+                Ok(Err(error)) => Message::Error { id: key.clone(), error },
+                Err(_) => {
+                    tracing::error!(id = %key, "a request's run panicked");
+                    Message::error(key.clone(), jsonrpc::INTERNAL_ERROR, "internal error")
+                }
             };
             me.inflight.lock().remove(&key);
             me.out.send(stream, reply);

@@ -8,14 +8,19 @@
 //! answer hands the connection back to the pool, an abandoned one closes it (which is how a
 //! stateless call is cancelled).
 //!
+//! One pool per upstream URL, shared by the sessions' transports; an idle connection is reused
+//! by the thread that used it last (each connection thread has its own runtime).
+//!
 //! Defends against: an upstream that closes idle connections (an idle connection is checked
 //! before use, and a request the connection never took is sent again on a new one), a pool that
-//! grows without bound ([`MAX_IDLE`]; older idle connections are dropped after [`IDLE_FOR`]),
+//! grows without bound ([`MAX_IDLE`] per URL, the longest idle dropped for a newer one;
+//! connections idle past [`IDLE_FOR`] are dropped at the next checkout or checkin),
 //! a name that resolves to a metadata or link-local address ([`crate::dns::usable`], as for
 //! every outbound client), a connect that hangs (the connect timeout).
-//! Does not: speak TLS or go through an HTTP proxy (an `https://` upstream, or any upstream
-//! while a proxy is set in the environment, keeps the general client), or retry a request the
-//! upstream may have received.
+//! Does not: speak TLS or go through an HTTP proxy (an `https://` upstream, a URL with
+//! credentials, or any upstream while a proxy is set in the environment keeps the general
+//! client), retry a request the upstream may have received, or close idle connections on a
+//! timer (the next use of the pool does).
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -56,7 +61,15 @@ struct Idle {
     sender: Sender,
     conn: Conn,
     since: Instant,
+    /// The thread whose runtime the connection is registered with (a connection thread's,
+    /// `crate::conn_threads`): reused there first, so its wake-ups stay on that thread.
+    thread: std::thread::ThreadId,
 }
+
+/// The pools, one per upstream URL, shared by every session's transport (as one general client's
+/// pool was); an entry goes when its last transport does.
+static POOLS: std::sync::LazyLock<Mutex<std::collections::HashMap<String, Weak<Pool>>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The pool of one upstream.
 pub struct Pool {
@@ -72,12 +85,24 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for `url`, or `None` when this client does not serve it (not plain `http://`, or
-    /// a proxy is configured in the environment).
+    /// The pool for `url` (shared with other transports to the same URL), or `None` when this
+    /// client does not serve it: not plain `http://`, credentials in the URL (the general client
+    /// turns them into Basic authentication), or a proxy configured in the environment.
     pub fn for_url(url: &reqwest::Url, connect_timeout: Duration) -> Option<Arc<Pool>> {
-        if url.scheme() != "http" || proxy_configured() {
+        if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() || proxy_configured() {
             return None;
         }
+        let mut pools = POOLS.lock();
+        pools.retain(|_, p| p.strong_count() > 0);
+        if let Some(p) = pools.get(url.as_str()).and_then(Weak::upgrade) {
+            return Some(p);
+        }
+        let p = Pool::new(url, connect_timeout)?;
+        pools.insert(url.as_str().to_string(), Arc::downgrade(&p));
+        Some(p)
+    }
+
+    fn new(url: &reqwest::Url, connect_timeout: Duration) -> Option<Arc<Pool>> {
         let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = url.port_or_known_default()?;
         let authority = match url.port() {
@@ -103,17 +128,22 @@ impl Pool {
     pub async fn post(&self, headers: &HeaderMap, body: Bytes) -> Result<Answer, String> {
         let build = || {
             let mut req = Request::post(self.target.as_str())
-                .header(http::header::HOST, self.authority.as_str())
                 .body(Full::new(body.clone()))
                 .map_err(|e| format!("request: {e}"))?;
-            req.headers_mut().extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            *req.headers_mut() = headers.clone();
+            // A configured `Host` (virtual hosting) stands; otherwise the URL's.
+            if !headers.contains_key(http::header::HOST) {
+                let host = http::HeaderValue::from_str(&self.authority).map_err(|_| "bad host")?;
+                req.headers_mut().insert(http::header::HOST, host);
+            }
             Ok::<_, String>(req)
         };
         // A pooled connection may have been closed by the upstream meanwhile: a request it
         // never took goes again, once, on a new connection.
         let mut req = build()?;
         for fresh in [false, true] {
-            let (mut sender, conn) = match self.checkout().filter(|_| !fresh) {
+            let reused = if fresh { None } else { self.checkout() };
+            let (mut sender, conn) = match reused {
                 Some(c) => c,
                 None => self.connect().await?,
             };
@@ -141,13 +171,14 @@ impl Pool {
         Err("request failed: no connection took it".into())
     }
 
-    /// An idle connection still open, the most recently used first.
+    /// An idle connection of this thread still open, the most recently used first (none of
+    /// this thread's: a new one, rather than another thread's wake-ups).
     fn checkout(&self) -> Option<(Sender, Conn)> {
+        let me = std::thread::current().id();
         let mut idle = self.idle.lock();
-        while let Some(mut c) = idle.pop() {
-            if c.since.elapsed() > IDLE_FOR || c.sender.is_closed() {
-                continue;
-            }
+        idle.retain(|c| c.since.elapsed() <= IDLE_FOR && !c.sender.is_closed());
+        while let Some(at) = idle.iter().rposition(|c| c.thread == me) {
+            let mut c = idle.remove(at);
             // Closed by the upstream while idle: the connection has ended already.
             let waker = futures::task::noop_waker();
             if Pin::new(&mut c.conn).poll(&mut Context::from_waker(&waker)).is_ready() {
@@ -159,11 +190,15 @@ impl Pool {
     }
 
     fn checkin(&self, sender: Sender, conn: Conn) {
+        if sender.is_closed() {
+            return;
+        }
         let mut idle = self.idle.lock();
         idle.retain(|c| c.since.elapsed() <= IDLE_FOR);
-        if idle.len() < MAX_IDLE && !sender.is_closed() {
-            idle.push(Idle { sender, conn, since: Instant::now() });
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0); // the longest idle makes room
         }
+        idle.push(Idle { sender, conn, since: Instant::now(), thread: std::thread::current().id() });
     }
 
     async fn connect(&self) -> Result<(Sender, Conn), String> {
@@ -176,11 +211,15 @@ impl Pool {
             if usable.is_empty() {
                 return Err(format!("{} resolves to no address Warden may connect to", self.host));
             }
+            // Each address gets its share of the time (an unreachable IPv6 address must not take
+            // all of it from the IPv4 one after it), at least a second.
+            let each = (self.connect_timeout / usable.len() as u32).max(Duration::from_secs(1));
             let mut last = String::new();
             for a in usable {
-                match TcpStream::connect(a).await {
-                    Ok(s) => return Ok(s),
-                    Err(e) => last = format!("connecting to {a}: {e}"),
+                match tokio::time::timeout(each, TcpStream::connect(a)).await {
+                    Ok(Ok(s)) => return Ok(s),
+                    Ok(Err(e)) => last = format!("connecting to {a}: {e}"),
+                    Err(_) => last = format!("connecting to {a}: timed out"),
                 }
             }
             Err(last)

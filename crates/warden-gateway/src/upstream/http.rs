@@ -116,32 +116,36 @@ impl HttpTransport {
         }
     }
 
-    /// The stateless revision's standard headers for `msg`.
-    fn standard_headers(&self, h: &mut HeaderMap, msg: &Message) {
+    /// The stateless revision's standard headers for `msg`; a value that cannot be a header
+    /// fails the request (as the general client's builder did), it is never dropped silently.
+    fn standard_headers(&self, h: &mut HeaderMap, msg: &Message) -> Result<(), String> {
         if !self.is_modern() {
-            return;
+            return Ok(());
         }
         let (method, params) = match msg {
             Message::Request { method, params, .. } | Message::Notification { method, params } => (method, params),
-            _ => return,
+            _ => return Ok(()),
         };
-        let mut put = |k: &str, v: &str| {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        let mut put = |k: &str, v: &str| match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            (Ok(k), Ok(v)) => {
                 h.append(k, v);
+                Ok(())
             }
+            _ => Err(format!("cannot send header {k}: not a valid header")),
         };
-        put("mcp-method", method);
+        put("mcp-method", method)?;
         if let Some(name) = warden_protocol::modern::name_of(method, params.as_ref()) {
-            put("mcp-name", &warden_protocol::modern::encode_header_value(name));
+            put("mcp-name", &warden_protocol::modern::encode_header_value(name))?;
             if method == "tools/call" {
                 let args = params.as_ref().and_then(|p| p.get("arguments"));
                 for p in self.header_params.lock().get(name).into_iter().flatten() {
                     if let Ok(Some(v)) = param_value(args, &p.path) {
-                        put(&p.header(), &warden_protocol::modern::encode_header_value(&v.text));
+                        put(&p.header(), &warden_protocol::modern::encode_header_value(&v.text))?;
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Learn the `x-mcp-header` annotations of a page of `tools/list` (bounded: a server
@@ -185,7 +189,7 @@ impl HttpTransport {
     /// POST `msg`, on this transport's own client where it has one.
     async fn post(&self, msg: &Message) -> Result<Answer, String> {
         let mut h = self.head().await?;
-        self.standard_headers(&mut h, msg);
+        self.standard_headers(&mut h, msg)?;
         h.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = bytes::Bytes::from(msg.to_json());

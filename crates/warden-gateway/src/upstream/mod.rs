@@ -132,6 +132,10 @@ pub struct Conn {
 /// `initialize` (a 2025 server may ignore a request before the handshake).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest wait for an upstream to take a notification or an answer to its own request (an HTTP
+/// upstream that never answers the POST must not hold a task and a socket forever).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a server found to speak only 2025 is not probed again (it may be upgraded).
 pub const DETECTED_TTL: Duration = Duration::from_secs(600);
 
@@ -350,7 +354,9 @@ impl Conn {
             Transport::Http(t) => {
                 let t = t.clone();
                 tokio::spawn(async move {
-                    let _ = t.send(cancelled_notification(&id, "cancelled by client")).await;
+                    let _ =
+                        tokio::time::timeout(SEND_TIMEOUT, t.send(cancelled_notification(&id, "cancelled by client")))
+                            .await;
                 });
             }
             Transport::Builtin(t) => {
@@ -358,18 +364,22 @@ impl Conn {
             }
         });
         let msg = Message::Request { id: id.clone(), method: method.into(), params };
-        // One deadline for sending and the answer: an HTTP upstream's JSON answer is read
-        // while sending, and one that never answers must not hold the call past it.
-        let wait = quiet_wait.unwrap_or(self.call_timeout);
-        let deadline = tokio::time::Instant::now() + wait;
+        // The call timeout covers sending too: an HTTP upstream's JSON answer is read while
+        // sending, and one that never answers must not hold the call past it. A probe's quiet
+        // wait is for the answer only (connecting to a slow HTTP upstream is not silence).
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
         let sent = tokio::time::timeout_at(deadline, self.transport.send(msg)).await;
         if let Ok(Err(e)) = sent {
             guard.disarm();
             self.calls.forget(&id);
             return Err(err(jsonrpc::INTERNAL_ERROR, format!("upstream {} unreachable: {e}", self.name)));
         }
+        let wait = quiet_wait.unwrap_or(self.call_timeout);
         let out = match sent {
-            Ok(_) => tokio::time::timeout_at(deadline, rx).await,
+            Ok(_) => match quiet_wait {
+                Some(q) => tokio::time::timeout(q, rx).await,
+                None => tokio::time::timeout_at(deadline, rx).await,
+            },
             Err(elapsed) => Err(elapsed),
         };
         if out.is_err() && quiet_wait.is_some() {
@@ -391,7 +401,8 @@ impl Conn {
     }
 
     pub async fn notify(&self, method: &str, params: Option<Value>) {
-        let _ = self.transport.send(Message::Notification { method: method.into(), params }).await;
+        let note = Message::Notification { method: method.into(), params };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.transport.send(note)).await;
     }
 
     /// Answer a request the server sent.
@@ -411,7 +422,7 @@ impl Conn {
             Ok(result) => Message::Response { id, result },
             Err(error) => Message::Error { id, error },
         };
-        let _ = self.transport.send(msg).await;
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.transport.send(msg)).await;
     }
 
     /// Track the task serving a server request so the server can cancel it.

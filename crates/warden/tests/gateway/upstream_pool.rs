@@ -13,18 +13,25 @@ use warden_testkit::harness::{warden, Client};
 /// A minimal MCP server over HTTP/1.1 keep-alive. With `close_when_idle`, a connection idle
 /// for 50 ms is closed (a server's idle timeout), with no `Connection: close` said.
 async fn raw_upstream(close_when_idle: bool) -> (String, Arc<AtomicUsize>) {
-    raw_upstream_with(close_when_idle, false).await
+    let (url, accepted, _) = raw_upstream_with(close_when_idle, false).await;
+    (url, accepted)
 }
 
-/// [`raw_upstream`]; with `hang_calls`, a `tools/call` is read and never answered.
-async fn raw_upstream_with(close_when_idle: bool, hang_calls: bool) -> (String, Arc<AtomicUsize>) {
+type Heads = Arc<parking_lot::Mutex<Vec<String>>>;
+
+/// [`raw_upstream`]; with `hang_calls`, a `tools/call` is read and never answered. The heads of
+/// the POSTs it got are kept.
+async fn raw_upstream_with(close_when_idle: bool, hang_calls: bool) -> (String, Arc<AtomicUsize>, Heads) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", l.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let heads: Heads = Default::default();
+    let kept = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let count = count.clone();
+            let kept = kept.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut counted = false;
@@ -37,6 +44,9 @@ async fn raw_upstream_with(close_when_idle: bool, hang_calls: bool) -> (String, 
                         next.await
                     };
                     let Some((head, body)) = got else { return };
+                    if head.starts_with("POST ") {
+                        kept.lock().push(head.clone());
+                    }
                     // Connections carrying POSTs (the GET stream has one of its own).
                     if head.starts_with("POST ") && !counted {
                         counted = true;
@@ -53,7 +63,7 @@ async fn raw_upstream_with(close_when_idle: bool, hang_calls: bool) -> (String, 
             });
         }
     });
-    (url, accepted)
+    (url, accepted, heads)
 }
 
 /// One request (head, body) from `s`, bounded; `None` at the end of the connection.
@@ -153,7 +163,7 @@ async fn an_upstream_closing_idle_connections_loses_no_call() {
 /// upstream's call timeout, it does not hang (the answer is read inside the timeout).
 #[tokio::test]
 async fn a_call_an_http_upstream_never_answers_times_out() {
-    let (url, _) = raw_upstream_with(false, true).await;
+    let (url, _, _) = raw_upstream_with(false, true).await;
     let w = warden("", &format!("{}call_timeout_secs = 2\n", upstream(&url)));
     let mut c = Client::new(&w.url);
     c.initialize().await;
@@ -163,4 +173,20 @@ async fn a_call_an_http_upstream_never_answers_times_out() {
         .expect("the call hangs past its timeout");
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(r.to_string().contains("timed out"), "{r}");
+}
+
+/// A `Host` set by the operator (virtual hosting behind one address) is the only one sent.
+#[tokio::test]
+async fn a_configured_host_header_is_sent_once() {
+    let (url, _, heads) = raw_upstream_with(false, false).await;
+    let cfg = format!("{}secret_headers = {{ Host = {{ env = \"WARDEN_TEST_UPSTREAM_HOST\" }} }}\n", upstream(&url));
+    let w = warden_testkit::harness::warden_with_env("", &cfg, &[("WARDEN_TEST_UPSTREAM_HOST", "mcp.internal")]);
+    calls(&w, 2, std::time::Duration::ZERO).await;
+    let heads = heads.lock().clone();
+    assert!(heads.len() >= 3, "{heads:?}");
+    for h in heads {
+        let hosts: Vec<&str> = h.lines().filter(|l| l.to_ascii_lowercase().starts_with("host:")).collect();
+        assert_eq!(hosts.len(), 1, "{h}");
+        assert!(hosts[0].ends_with("mcp.internal"), "{h}");
+    }
 }
