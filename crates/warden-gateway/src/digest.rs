@@ -5,7 +5,7 @@ use ring::digest::{digest, SHA256};
 
 /// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    warden_audit::event::hex(b)
 }
 
 /// SHA-256 of `b` (cache keys, PKCE, token hashes, fingerprints).
