@@ -179,36 +179,67 @@ pub(super) fn warm() {
 /// The windows of every rule (indexed like `RULES`), sorted and disjoint; `None` when the text
 /// holds a character that `(?i)` folds to an ASCII letter (search the whole text then).
 pub(super) fn of(text: &str) -> Option<Vec<Vec<Range<usize>>>> {
-    let folds = |c: char| memchr::memmem::find(text.as_bytes(), c.encode_utf8(&mut [0; 4]).as_bytes()).is_some();
-    if !text.is_ascii() && (folds('\u{17F}') || folds('\u{212A}')) {
+    if !text.is_ascii() && folds_to_ascii(text.as_bytes()) {
         return None;
     }
+    // The lowercase copy goes to a buffer kept by the thread (up to a size), not a fresh
+    // allocation each call.
+    if text.len() > KEPT {
+        return Some(windows(text, &mut Vec::new()));
+    }
+    LOWER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut lower) => Some(windows(text, &mut lower)),
+        Err(_) => Some(windows(text, &mut Vec::new())),
+    })
+}
+
+/// The largest text whose lowercase copy is made in the thread's buffer.
+const KEPT: usize = 1 << 20;
+
+thread_local! {
+    static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `b` holds `ſ` (C5 BF) or the Kelvin sign (E2 84 AA): one search for their last
+/// bytes, each hit checked.
+fn folds_to_ascii(b: &[u8]) -> bool {
+    memchr::memchr2_iter(0xBF, 0xAA, b).any(|i| match b[i] {
+        0xBF => i >= 1 && b[i - 1] == 0xC5,
+        _ => i >= 2 && b[i - 2..i] == [0xE2, 0x84],
+    })
+}
+
+/// The windows of every rule, with `lower` as the buffer for the lowercase copy.
+fn windows(text: &str, lower: &mut Vec<u8>) -> Vec<Vec<Range<usize>>> {
     let c = &*COMPILED;
     let mut out: Vec<Vec<Range<usize>>> = RULES.iter().map(|_| Vec::new()).collect();
     for &i in &c.whole {
         out[i].push(0..text.len());
     }
-    let lower = text.as_bytes().to_ascii_lowercase();
+    lower.clear();
+    lower.extend_from_slice(text.as_bytes());
+    lower.make_ascii_lowercase();
+    let lower = &lower[..];
     for (ac, anchors) in &c.literals {
         let mut from = 0;
-        while let Some(m) = ac.find(Input::new(&lower).span(from..lower.len())) {
+        while let Some(m) = ac.find(Input::new(lower).span(from..lower.len())) {
             from = m.start() + 1;
             for a in &anchors[m.pattern().as_usize()] {
-                add(text, &lower, m.start(), a, &mut out);
+                add(text, lower, m.start(), a, &mut out);
             }
         }
     }
     for (byte, anchors) in &c.bytes {
-        for p in memchr::memchr_iter(*byte, &lower) {
+        for p in memchr::memchr_iter(*byte, lower) {
             for a in anchors {
-                add(text, &lower, p, a, &mut out);
+                add(text, lower, p, a, &mut out);
             }
         }
     }
     for w in &mut out {
         merge(w);
     }
-    Some(out)
+    out
 }
 
 /// The window of anchor `a` if it is at `p`.
@@ -309,6 +340,16 @@ mod tests {
             assert!(ANCHORS.iter().any(|a| a.0 == r.id) || WHOLE.contains(&r.id), "{} has no anchor", r.id);
         }
         LazyLock::force(&COMPILED);
+    }
+
+    #[test]
+    fn characters_folding_to_ascii_are_found() {
+        for t in ["\u{17F}", "a\u{212A}", "¿ª™ ſ", "\u{212A}"] {
+            assert!(folds_to_ascii(t.as_bytes()), "{t}");
+        }
+        for t in ["", "¿", "ª", "™", "Ÿ", "K k s", "\u{2129}\u{212B}"] {
+            assert!(!folds_to_ascii(t.as_bytes()), "{t}");
+        }
     }
 
     #[test]
