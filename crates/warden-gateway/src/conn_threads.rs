@@ -16,12 +16,13 @@
 //! does not stall the clients that share its thread.
 //!
 //! Bounds: a runtime holds the connections the listener admitted under its caps
-//! ([`crate::connections`]). Not defended against: CPU work outside `heavy` (serializing a very
-//! large answer) delays the other connections of its thread for that long; connections are
-//! assigned in turn and never rebalanced.
+//! ([`crate::connections`]). A new connection goes to the runtime with the fewest open ones.
+//! Not defended against: CPU work outside `heavy` (serializing a very large answer) delays the
+//! other connections of its thread for that long; a connection is never moved once assigned.
 
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 /// Most connection threads (a bound on a configured or inherited count).
@@ -29,7 +30,18 @@ pub const MAX_THREADS: usize = 256;
 
 pub struct ConnThreads {
     runtimes: Vec<Runtime>,
+    /// Connections open on each runtime.
+    open: Vec<Arc<AtomicUsize>>,
     next: AtomicUsize,
+}
+
+/// Counts a connection open on its runtime until it ends (however it ends).
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ConnThreads {
@@ -53,7 +65,8 @@ impl ConnThreads {
                     .build()
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(ConnThreads { runtimes, next: AtomicUsize::new(0) })
+        let open = (0..n).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        Ok(ConnThreads { runtimes, open, next: AtomicUsize::new(0) })
     }
 
     pub fn len(&self) -> usize {
@@ -64,11 +77,18 @@ impl ConnThreads {
         self.runtimes.is_empty()
     }
 
-    /// Serve `conn` on the next runtime in turn (it is first polled there: what it registers,
-    /// a socket, a timer, belongs to that runtime).
+    /// Serve `conn` on the runtime with the fewest open connections, in turn among equals (it
+    /// is first polled there: what it registers, a socket, a timer, belongs to that runtime).
     pub fn run(&self, conn: BoxFuture<'static, ()>) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        self.runtimes[i].spawn(conn);
+        let n = self.runtimes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = (0..n).map(|k| (start + k) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        let open = Open(self.open[i].clone());
+        self.runtimes[i].spawn(async move {
+            let _open = open;
+            conn.await
+        });
     }
 }
 
@@ -89,17 +109,47 @@ mod tests {
     fn connections_are_served_in_turn_each_on_its_runtime() {
         let threads = ConnThreads::start(2).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // All four stay open until every one is placed (so the counts are 1, 1, 2, 2).
+        let (go, wait) = tokio::sync::watch::channel(false);
         for _ in 0..4 {
-            let tx = tx.clone();
+            let (tx, mut wait) = (tx.clone(), wait.clone());
             threads.run(Box::pin(async move {
+                let _ = wait.wait_for(|&g| g).await;
                 // A timer registers with the runtime it is first polled on.
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 let _ = tx.send(std::thread::current().name().unwrap_or_default().to_string());
             }));
         }
+        drop(wait);
+        go.send(true).unwrap();
         let mut names: Vec<String> =
             (0..4).map(|_| rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap()).collect();
         names.sort();
         assert_eq!(names, ["warden-conn-0", "warden-conn-0", "warden-conn-1", "warden-conn-1"]);
+    }
+
+    #[test]
+    fn a_new_connection_goes_where_fewer_are_open() {
+        let threads = ConnThreads::start(2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A long connection (an SSE stream) holds one runtime.
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        let t = tx.clone();
+        threads.run(Box::pin(async move {
+            let _ = t.send(std::thread::current().name().unwrap_or_default().to_string());
+            let _ = held.await;
+        }));
+        let long = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        // Short ones, one after the other, all go to the other runtime.
+        for _ in 0..3 {
+            let t = tx.clone();
+            threads.run(Box::pin(async move {
+                let _ = t.send(std::thread::current().name().unwrap_or_default().to_string());
+            }));
+            let got = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+            assert_ne!(got, long);
+            std::thread::sleep(std::time::Duration::from_millis(20)); // its count is back to 0
+        }
+        drop(hold);
     }
 }
