@@ -15,7 +15,7 @@
 //! sum of the matched rules' weights, capped at 1.
 //!
 //! Speed: a rule's regex runs only on the windows of the text that [`windows`] finds around its
-//! anchor words (one literal search), each window holding every match the rule can have
+//! anchor words (literal searches), each window holding every match the rule can have
 //! there. The verdict is the one a search of the whole text gives, which [`reference`] does;
 //! tests and the `detectors` fuzz target compare the two.
 
