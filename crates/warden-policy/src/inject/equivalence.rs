@@ -33,6 +33,28 @@ fn same_on_the_repository_corpora() {
     check(&lines.join(" "));
 }
 
+/// Each case with one word of it lengthened at either end (`responses`, `xact`, `with_`):
+/// anchors that must be whole words are tested where they are not.
+#[test]
+fn same_with_each_word_glued_to_more() {
+    for l in corpus() {
+        for (i, c) in l.char_indices() {
+            let word = c.is_ascii_alphanumeric();
+            let after = l[i + c.len_utf8()..].chars().next().is_none_or(|n| !n.is_ascii_alphanumeric());
+            if word && after {
+                let j = i + c.len_utf8();
+                for glue in ["s", "_", "9"] {
+                    check(&format!("{}{glue}{}", &l[..j], &l[j..]));
+                }
+            }
+            let before = l[..i].chars().next_back().is_none_or(|p| !p.is_ascii_alphanumeric());
+            if word && before {
+                check(&format!("{}x{}", &l[..i], &l[i..]));
+            }
+        }
+    }
+}
+
 #[test]
 fn same_on_the_shared_corpora_when_present() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora/bipia-train");
@@ -189,6 +211,13 @@ const PIECES: &[&str] = &[
     "x",
     "12",
     "_",
+    // words that anchors are the start of, and a suffix to glue to any word
+    "responses",
+    "tools",
+    "codebase",
+    "within",
+    "actually",
+    "s",
 ];
 
 fn generated(seed: &mut u64, max: u64) -> String {

@@ -27,13 +27,27 @@ enum Reach {
     Email { back: u16 },
 }
 
-/// One anchor of one rule: the literal (lowercase), whether the rule has `\b` before it.
+/// One anchor of one rule: the literal (lowercase), what the rule has around it.
 struct Anchor {
     rule: usize,
     lit: &'static str,
-    word_start: bool,
+    word: Word,
     reach: Reach,
 }
+
+/// What every match of a rule has around an anchor's literal.
+#[derive(Clone, Copy, PartialEq)]
+enum Word {
+    /// Nothing known.
+    Any,
+    /// `\b` before it (the literal starts with a word character).
+    Start,
+    /// `\b` before it, and after it `\b`, `\s` or another non-word character (the literal
+    /// is a whole word): `act\s+as`, `(tool|function|with)\b`, `note\s+to`.
+    Whole,
+}
+
+use Word::{Any, Start, Whole};
 
 /// Rules searched in the whole text (their regex has a literal prefilter and is fast anyway).
 const WHOLE: &[&str] = &["exfil.markdown_image"];
@@ -42,77 +56,78 @@ const fn t(back: u16, fwd: u16) -> Reach {
     Reach::Tokens { back, fwd }
 }
 
-/// `(rule, word_start, reach, literals)`; see each rule's pattern in `super::RULES`.
-const ANCHORS: &[(&str, bool, Reach, &[&str])] = &[
+/// `(rule, word, reach, literals)`; see each rule's pattern in `super::RULES`.
+const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // verb W word2 \b (?:\W+\w+){0,3}? \W+ final: 9 + 1 + 7 + 1 tokens after the verb.
     (
         "override.ignore_previous",
-        true,
+        Start,
         t(0, 18),
         &["ignore", "disregard", "forget", "override", "skip", "bypass", "neglect", "cancel"],
     ),
     // verb \s+ everything \b .{0,30} \b above ; ignore \s+ the \s+ user
-    ("override.ignore_everything", true, t(0, 33), &["ignore", "disregard", "forget"]),
+    ("override.ignore_everything", Start, t(0, 33), &["ignore", "disregard", "forget"]),
     // noun \s+ (are|is) \s+ no \s+ longer \s+ apply
-    ("override.cancelled", true, t(0, 8), &["instruction", "rules", "prompt"]),
+    ("override.cancelled", Start, t(0, 8), &["instruction", "rules", "prompt"]),
     // new \s+ system \s+ NOUN \s* (:|follow|is)
-    ("override.new_instructions", true, t(4, 2), &["instruction", "task", "directive", "prompt"]),
+    ("override.new_instructions", Start, t(4, 2), &["instruction", "task", "directive", "prompt"]),
     // you \s+ are \s+ NOW / from \s+ NOW \s+ on / do \s+ anything \s+ NOW
-    ("override.role", true, t(4, 2), &["now"]),
-    ("override.role", true, t(0, 2), &["developer"]),
-    ("override.role", true, t(0, 0), &["jailbr"]),
-    ("override.role", true, t(0, 4), &["pretend"]),
+    ("override.role", Whole, t(4, 2), &["now"]),
+    ("override.role", Start, t(0, 2), &["developer"]),
+    ("override.role", Start, t(0, 0), &["jailbr"]),
+    ("override.role", Start, t(0, 4), &["pretend"]),
     // act \s+ as \s+ an \s+ evil
-    ("override.role", true, t(0, 6), &["act"]),
+    ("override.role", Whole, t(0, 6), &["act"]),
     // disable \s+ all \s+ the \s+ content \s+ filters
-    ("override.role", true, t(0, 8), &["disable"]),
+    ("override.role", Start, t(0, 8), &["disable"]),
     // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
     (
         "impersonation.tag",
-        true,
+        Start,
         t(1, 1),
         &["important", "sys", "instruction", "admin", "secret", "hidden", "assistant"],
     ),
     // WORD \s+ to \s+ the \s+ language \s+ models ; message \s+ from \s+ the \s+ admin
-    ("impersonation.address_ai", true, t(0, 9), &["note", "message", "attention", "instruction", "hey", "hello"]),
+    ("impersonation.address_ai", Whole, t(0, 9), &["note", "message", "attention", "hey", "hello"]),
+    ("impersonation.address_ai", Start, t(0, 9), &["instruction"]),
     // ai \s+ AGENT \s+ that \s+ read
-    ("impersonation.address_ai", true, t(2, 4), &["agent", "model", "assistant"]),
+    ("impersonation.address_ai", Start, t(2, 4), &["agent", "model", "assistant"]),
     // do \s+ not \s+ tell \b .{0,20} \b the \s+ USER ; without \s+ telling \s+ the \s+ USER
-    ("secrecy", true, t(28, 0), &["user", "human"]),
-    ("secrecy", true, t(0, 2), &["secretly", "quietly", "silently"]),
+    ("secrecy", Start, t(28, 0), &["user", "human"]),
+    ("secrecy", Start, t(0, 2), &["secretly", "quietly", "silently"]),
     // call \s+ the \s+ `tool_name` \s+ WITH
-    ("tool.call", true, t(6, 0), &["function", "with"]),
+    ("tool.call", Whole, t(6, 0), &["function", "with"]),
     // call \s+ the \s+ `name` \s+ TOOL \b .{0,40} \b to \s+ send
-    ("tool.call", true, t(6, 43), &["tool"]),
+    ("tool.call", Whole, t(6, 43), &["tool"]),
     // before \s+ you \s+ continue \b .{0,60} \b read
-    ("tool.before_using", true, t(0, 65), &["before"]),
+    ("tool.before_using", Start, t(0, 65), &["before"]),
     // execute \s+ the \s+ following \s+ COMMAND
-    ("tool.shell", true, t(6, 0), &["command", "script", "code"]),
+    ("tool.shell", Whole, t(6, 0), &["command", "script", "code"]),
     // rm \s+ -rf \s+ /
-    ("tool.shell", false, t(1, 1), &["-rf"]),
+    ("tool.shell", Any, t(1, 1), &["-rf"]),
     // curl \s+ [^|\n]{0,80} \| \s* bash (no \b before curl)
-    ("tool.shell", false, t(0, 84), &["curl"]),
+    ("tool.shell", Any, t(0, 84), &["curl"]),
     // verb .{0,40} noun .{0,60} https?://
-    ("exfil.send", false, t(103, 0), &["://"]),
-    ("exfil.send", false, Reach::Email { back: 103 }, &["@"]),
+    ("exfil.send", Any, t(103, 0), &["://"]),
+    ("exfil.send", Any, Reach::Email { back: 103 }, &["@"]),
     // verb .{0,40} (api[\s_-]?keys? | system \s+ prompt | …), no \b before them
     (
         "exfil.secrets",
-        false,
+        Any,
         t(41, 2),
         &["api", "password", "credentials", "secret", "token", "~/.ssh", "id_rsa", ".env", "mcp.json", "system"],
     ),
     // following \s+ code \s+ NOUN \b .{0,80} \b as \s+ part \s+ of \s+ your \s+ code
     (
         "response.code",
-        true,
+        Whole,
         t(4, 89),
         &["snippet", "excerpt", "block", "section", "code", "fragment", "segment", "piece"],
     ),
     // your \s+ CODE \s+ should
-    ("response.code", true, t(2, 2), &["code", "implementation", "solution", "program"]),
+    ("response.code", Whole, t(2, 2), &["code", "implementation", "solution", "program"]),
     // verb .{0,80} in \s+ your \s+ RESPONSE ; your \s+ RESPONSE \s+ should
-    ("response.directive", true, t(85, 2), &["response", "answer", "reply", "output"]),
+    ("response.directive", Start, t(85, 2), &["response", "answer", "reply", "output"]),
 ];
 
 struct Compiled {
@@ -134,9 +149,9 @@ fn rule_index(id: &str) -> usize {
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     let all: Vec<Anchor> = ANCHORS
         .iter()
-        .flat_map(|&(id, word_start, reach, lits)| {
+        .flat_map(|&(id, word, reach, lits)| {
             let rule = rule_index(id);
-            lits.iter().map(move |&lit| Anchor { rule, lit, word_start, reach })
+            lits.iter().map(move |&lit| Anchor { rule, lit, word, reach })
         })
         .collect();
     // The literals no other literal is a proper prefix of.
@@ -249,7 +264,10 @@ fn windows(text: &str, lower: &mut Vec<u8>) -> Vec<Vec<Range<usize>>> {
 /// The window of anchor `a` if it is at `p`.
 fn add(text: &str, lower: &[u8], p: usize, a: &Anchor, out: &mut [Vec<Range<usize>>]) {
     let b = text.as_bytes();
-    if !lower[p..].starts_with(a.lit.as_bytes()) || (a.word_start && p > 0 && is_word(b[p - 1])) {
+    if !lower[p..].starts_with(a.lit.as_bytes())
+        || (a.word != Any && p > 0 && is_word(b[p - 1]))
+        || (a.word == Whole && b.get(p + a.lit.len()).is_some_and(|&c| is_word(c)))
+    {
         return;
     }
     let end = p + a.lit.len() - 1;
