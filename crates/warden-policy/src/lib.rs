@@ -20,6 +20,9 @@ pub mod uri;
 pub use principal::{AuthMethod, Principal};
 
 #[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
 mod robustness_tests {
     //! Random inputs built from the pieces the parsers special-case: no stage may panic, and
     //! sanitizing is idempotent. (A cheap stand-in for the cargo-fuzz targets, run by every test

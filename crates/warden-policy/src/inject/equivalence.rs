@@ -57,23 +57,7 @@ fn same_with_each_word_glued_to_more() {
 
 #[test]
 fn same_on_the_shared_corpora_when_present() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora/bipia-train");
-    for set in ["email", "code", "table"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("{set}_train.jsonl"))) else { continue };
-        let mut end = text.len().min(if cfg!(debug_assertions) { 1 << 19 } else { 1 << 24 });
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut rest = &text[..end];
-        while !rest.is_empty() {
-            let mut m = rest.len().min(65536);
-            while !rest.is_char_boundary(m) {
-                m -= 1;
-            }
-            check(&rest[..m]);
-            rest = &rest[m..];
-        }
-    }
+    crate::testing::for_each_shared_corpus_piece(check);
 }
 
 /// Words of every rule, separators of every kind, near misses and folding characters.

@@ -191,25 +191,10 @@ fn same_on_the_repository_corpora_and_test_cases() {
 
 #[test]
 fn same_on_the_shared_corpora_when_present() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora/bipia-train");
-    for set in ["email", "code", "table"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("{set}_train.jsonl"))) else { continue };
-        // Unoptimised builds are slow: a sample of each file, in 64 kB pieces.
-        let mut end = text.len().min(if cfg!(debug_assertions) { 1 << 19 } else { 1 << 24 });
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut rest = &text[..end];
-        while !rest.is_empty() {
-            let mut m = rest.len().min(65536);
-            while !rest.is_char_boundary(m) {
-                m -= 1;
-            }
-            check_with(&ALL, &rest[..m]);
-            check_with(Class::SECRETS, &rest[..m]);
-            rest = &rest[m..];
-        }
-    }
+    crate::testing::for_each_shared_corpus_piece(|piece| {
+        check_with(&ALL, piece);
+        check_with(Class::SECRETS, piece);
+    });
 }
 
 #[test]
