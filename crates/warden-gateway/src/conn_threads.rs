@@ -69,14 +69,6 @@ impl ConnThreads {
         Ok(ConnThreads { runtimes, open, next: AtomicUsize::new(0) })
     }
 
-    pub fn len(&self) -> usize {
-        self.runtimes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.runtimes.is_empty()
-    }
-
     /// Serve `conn` on the runtime with the fewest open connections, in turn among equals (it
     /// is first polled there: what it registers, a socket, a timer, belongs to that runtime).
     pub fn run(&self, conn: BoxFuture<'static, ()>) {

@@ -21,3 +21,11 @@ pub fn for_each_shared_corpus_piece(mut f: impl FnMut(&str)) {
         }
     }
 }
+
+/// The next value of a xorshift generator (the generated cases are the same on every run).
+pub fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}

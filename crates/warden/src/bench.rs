@@ -336,10 +336,7 @@ pub(crate) async fn start_warden_with(upstream: &str, sections: &str) -> anyhow:
         "[listen]\naddr = \"127.0.0.1:{port}\"\nmax_sessions = 100000\nmax_sessions_per_principal = 100000\n\n{upstream}\n{sections}"
     );
     std::fs::write(dir.join("w.toml"), cfg)?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    if let Some(n) = WARDEN_THREADS.get().copied().flatten() {
-        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
-    }
+    let mut cmd = under_test()?;
     let child = cmd
         .args(["serve", "--config"])
         .arg(dir.join("w.toml"))
@@ -353,13 +350,19 @@ pub(crate) async fn start_warden_with(upstream: &str, sections: &str) -> anyhow:
     Ok((child, format!("{base}/mcp")))
 }
 
-/// The floor proxy (`bench_floor.rs`) in front of `upstream`, as a process of its own.
-async fn start_floor(upstream: &str, with_reqwest: bool) -> anyhow::Result<(Child, String)> {
-    let port = free_port()?;
+/// This binary, as a process under test (with `--warden-threads`).
+fn under_test() -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
     if let Some(n) = WARDEN_THREADS.get().copied().flatten() {
         cmd.env("TOKIO_WORKER_THREADS", n.to_string());
     }
+    Ok(cmd)
+}
+
+/// The floor proxy (`bench_floor.rs`) in front of `upstream`, as a process of its own.
+async fn start_floor(upstream: &str, with_reqwest: bool) -> anyhow::Result<(Child, String)> {
+    let port = free_port()?;
+    let mut cmd = under_test()?;
     cmd.args(["bench", "--floor-proxy", &format!("127.0.0.1:{port}"), "--floor-upstream", upstream]);
     if with_reqwest {
         cmd.arg("--floor-reqwest");

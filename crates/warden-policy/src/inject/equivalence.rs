@@ -207,9 +207,7 @@ const PIECES: &[&str] = &[
 fn generated(seed: &mut u64, max: u64) -> String {
     let mut t = String::new();
     for _ in 0..(*seed % max) {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
+        crate::testing::xorshift(seed);
         let p = PIECES[(*seed % PIECES.len() as u64) as usize];
         t.push_str(p);
         // mostly spaced like prose, sometimes glued or spaced widely

@@ -133,9 +133,7 @@ fn generated(seed: &mut u64, max_pieces: u64) -> String {
     let mut t = String::new();
     let n = *seed % max_pieces;
     for _ in 0..n {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
+        crate::testing::xorshift(seed);
         t.push_str(PIECES[(*seed % PIECES.len() as u64) as usize]);
     }
     t

@@ -90,9 +90,7 @@ fn fragments_of_tokens_never_survive_joined() {
     for _ in 0..5000 {
         let mut t = String::new();
         for _ in 0..(seed % 24) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            crate::testing::xorshift(&mut seed);
             t.push_str(pieces[(seed % pieces.len() as u64) as usize]);
         }
         let once = clean(&t);
@@ -213,12 +211,7 @@ fn one_search_is_the_same_as_before_on_generated_text() {
         "\u{E0041}",
     ];
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = || crate::testing::xorshift(&mut seed);
     for _ in 0..if cfg!(debug_assertions) { 20_000 } else { 200_000 } {
         let mut t = String::new();
         for _ in 0..next() % 12 {
