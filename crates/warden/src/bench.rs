@@ -485,6 +485,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (w_http, w_http_url) = start_warden(&http_up).await?;
     // The same without an audit trail: the cost of recording, in the same run.
     let (_w_noaudit, w_noaudit_url) = start_warden(&format!("{http_up}[audit]\nenabled = false\n")).await?;
+    // … and with a durable trail: every answer waits for its batch's fsync (group commit).
+    let (_w_fsync, w_fsync_url) = start_warden(&format!("{http_up}[audit]\nfsync = \"batch\"\n")).await?;
     // … and this one 2026-07-28 (found by `protocol = "auto"`): stateless upstream calls.
     let (_w_http26, w_http26_url) = start_warden(&format!(
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\n"
@@ -562,10 +564,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             via_row("relay only", &load(Arc::new(Target::http(relay_url).await?), calls, c).await?);
             via_row("full pipeline", &load(Arc::new(Target::http_as(full_url, Some(&key)).await?), calls, c).await?);
             match kind {
-                "http" => via_row(
-                    "via Warden, audit off",
-                    &load(Arc::new(Target::http(&w_noaudit_url).await?), calls, c).await?,
-                ),
+                "http" => {
+                    via_row(
+                        "via Warden, audit off",
+                        &load(Arc::new(Target::http(&w_noaudit_url).await?), calls, c).await?,
+                    );
+                    via_row(
+                        "via Warden, fsync \"batch\"",
+                        &load(Arc::new(Target::http(&w_fsync_url).await?), calls, c).await?,
+                    );
+                }
                 "stdio" => via_row(
                     "via Warden, sandbox off",
                     &load(Arc::new(Target::http(&w_nosbx_url).await?), calls, c).await?,
