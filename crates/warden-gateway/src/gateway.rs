@@ -11,7 +11,7 @@ use crate::namespace::Namespaces;
 use crate::policy::Policy;
 use crate::relay::{Relay, Shared};
 use crate::server::http::Authenticate;
-use crate::server::http::{HttpOptions, McpEndpoint};
+use crate::server::http::{Ended, HttpOptions, McpEndpoint, SessionIds};
 use crate::server::Service;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -38,6 +38,23 @@ pub struct Gateway {
     pub cfg: Config,
     pub shared: Arc<Shared>,
     pub auth: Option<Arc<Authenticator>>,
+    /// Sealed 2025 session ids (any replica with the `[cluster] key` takes a session up).
+    pub session_ids: Arc<SessionIds>,
+}
+
+/// Ended sessions, recorded in the store (shared by replicas on Redis).
+struct StoreEnds(Arc<dyn Store>);
+
+impl Ended for StoreEnds {
+    fn end<'a>(&'a self, nonce: &'a str, expires: u64) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.revoke_session(nonce, expires).await.map_err(|e| e.0) })
+    }
+    fn ended<'a>(&'a self, nonce: &'a str, expires: u64) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.0.session_revoked(nonce, expires).await.map_err(|e| e.0) })
+    }
+    fn shared(&self) -> bool {
+        self.0.backend() != "memory"
+    }
 }
 
 /// Where kill-switch state is kept (memory store).
@@ -100,6 +117,15 @@ impl Gateway {
             a.set_audit(audit.clone());
         }
         let store = open_store(&cfg)?;
+        let sealer = Arc::new(cfg.cluster.sealer()?);
+        if !sealer.shared() {
+            tracing::debug!("no [cluster] key: session and task ids open only in this process");
+        }
+        let session_ids = Arc::new(SessionIds::new(
+            sealer.clone(),
+            Duration::from_secs(cfg.cluster.session_max_age_secs),
+            Arc::new(StoreEnds(store.clone())),
+        ));
         let kills = KillSwitches::load(store.clone()).await?;
         kills.set_audit(audit.clone());
         kills.follow();
@@ -134,10 +160,11 @@ impl Gateway {
                 registry,
                 audit,
                 traces,
-                tasks: Default::default(),
+                tasks: crate::task_handle::TaskHandles::new(sealer),
                 stateless,
             }),
             auth,
+            session_ids,
         })
     }
 
@@ -158,6 +185,7 @@ impl Gateway {
             sse_grace: Duration::from_millis(l.sse_grace_ms),
             allowed_hosts: l.allowed_hosts.clone(),
             allowed_origins: l.allowed_origins.clone(),
+            session_ids: Some(self.session_ids.clone()),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod policy;
 pub mod registry;
 pub mod relay;
 pub mod rpc;
+pub mod seal;
 pub mod server;
 pub use warden_audit::signing;
 pub mod store;

@@ -1,19 +1,20 @@
 //! Task handles (the tasks extension, SEP-2663): the task id a client is given for an
 //! upstream's task. It is an AEAD envelope (AES-256-GCM, a key of this process) of the
 //! upstream, the upstream's own task id, the caller it was created for (binding key: issuer,
-//! subject, tenant), the tool and an expiry — so Warden keeps no table of tasks, and any
-//! request naming the task is routed by opening its id.
+//! subject, tenant), the tool and an expiry, sealed by [`crate::seal`] — so Warden keeps no table
+//! of tasks, and any request naming the task is routed by opening its id, on any replica that
+//! shares the `[cluster] key`.
 //!
 //! Defends against: a caller reaching another caller's task (the id opens only for the caller
 //! it was sealed to: otherwise it is "unknown", like a made-up one), a forged or altered id
 //! naming another upstream's or another tool's task, and an id used past its expiry.
-//! Does not defend against: a caller sharing its task id with itself on another replica or after
-//! a restart (the key is per process: the id is then unknown and the task is lost to the
-//! client, not reached wrongly).
+//! Does not defend against: without a `[cluster] key`, the key is per process: on another
+//! replica or after a restart the id is unknown and the task is lost to the client (not reached
+//! wrongly).
 
-use base64::Engine;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use crate::seal::Sealer;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 const AAD: &[u8] = b"warden-task/v1";
 const PREFIX: &str = "wt1.";
@@ -40,41 +41,32 @@ pub struct Handle {
 
 /// Seals and opens task ids.
 pub struct TaskHandles {
-    key: LessSafeKey,
+    sealer: Arc<Sealer>,
 }
 
 impl Default for TaskHandles {
     fn default() -> Self {
-        let k: [u8; 32] = rand::random();
-        TaskHandles { key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).expect("32-byte key")) }
+        TaskHandles::new(Arc::new(Sealer::random()))
     }
 }
 
 impl TaskHandles {
-    pub fn seal(&self, h: &Handle) -> String {
-        let nonce: [u8; 12] = rand::random();
-        let mut data = serde_json::to_vec(&json!({"s": h.server, "t": h.task, "o": h.owner, "n": h.tool,
-                                                  "r": h.read_only, "e": h.expires}))
-        .expect("json");
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut data)
-            .expect("sealing");
-        let mut out = nonce.to_vec();
-        out.extend(data);
-        format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    pub fn new(sealer: Arc<Sealer>) -> TaskHandles {
+        TaskHandles { sealer }
     }
 
-    /// The handle `id` stands for, if it was sealed here, for `owner`, and is unexpired.
+    pub fn seal(&self, h: &Handle) -> String {
+        let data = serde_json::to_vec(&json!({"s": h.server, "t": h.task, "o": h.owner, "n": h.tool,
+                                              "r": h.read_only, "e": h.expires}))
+        .expect("json");
+        format!("{PREFIX}{}", self.sealer.seal(AAD, data))
+    }
+
+    /// The handle `id` stands for, if it was sealed with one of the keys, for `owner`, and is
+    /// unexpired.
     pub fn open(&self, id: &str, owner: &str, now: u64) -> Option<Handle> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id.strip_prefix(PREFIX)?).ok()?;
-        if raw.len() < 12 + 16 {
-            return None;
-        }
-        let (nonce, sealed) = raw.split_at(12);
-        let mut buf = sealed.to_vec();
-        let plain =
-            self.key.open_in_place(Nonce::try_assume_unique_for_key(nonce).ok()?, Aad::from(AAD), &mut buf).ok()?;
-        let v: Value = serde_json::from_slice(plain).ok()?;
+        let plain = self.sealer.open(AAD, id.strip_prefix(PREFIX)?)?;
+        let v: Value = serde_json::from_slice(&plain).ok()?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let h = Handle {
             server: s("s")?,
@@ -112,6 +104,7 @@ mod tests {
         assert_eq!(k.open(&id, "iss|mallory|", 999), None, "another caller's task is unknown");
         assert_eq!(k.open(&id, "iss|alice|", 1_001), None, "expired");
         // Any changed byte (the envelope is authenticated), another key, or no envelope at all.
+        use base64::Engine;
         let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&id[PREFIX.len()..]).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;

@@ -32,6 +32,8 @@ mod key_reach;
 mod modern_upstream;
 #[path = "gateway/pins.rs"]
 mod pins;
+#[path = "gateway/replicas.rs"]
+mod replicas;
 #[path = "gateway/sandbox.rs"]
 mod sandbox;
 #[path = "gateway/shared_store.rs"]

@@ -80,6 +80,12 @@ impl Config {
         if let Some(p) = &mut self.store.password {
             out.push(("store.password".into(), p));
         }
+        if let Some(k) = &mut self.cluster.key {
+            out.push(("cluster.key".into(), k));
+        }
+        for (i, k) in self.cluster.previous_keys.iter_mut().enumerate() {
+            out.push((format!("cluster.previous_keys[{i}]"), k));
+        }
         if let Some(a) = &mut self.admin {
             out.push(("admin.token".into(), &mut a.token));
         }
@@ -231,6 +237,12 @@ impl Config {
                 }
             }
             _ => {}
+        }
+        if self.cluster.session_max_age_secs < 60 {
+            return Err("cluster.session_max_age_secs: at least 60".into());
+        }
+        if self.cluster.key.is_none() && !self.cluster.previous_keys.is_empty() {
+            return Err("cluster.previous_keys: only beside cluster.key".into());
         }
         let ap = &self.approval;
         if ap.wait_secs == 0 || ap.ttl_secs < ap.wait_secs {

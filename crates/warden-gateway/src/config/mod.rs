@@ -9,6 +9,7 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod content;
 mod listen;
 mod load;
@@ -18,6 +19,7 @@ mod upstream;
 
 pub use audit::*;
 pub use auth::*;
+pub use cluster::*;
 pub use content::*;
 pub use listen::*;
 pub use rules::*;
@@ -65,6 +67,9 @@ pub struct Config {
     /// injection detection and redaction.
     #[serde(default)]
     pub content: ContentConfig,
+    /// Several Wardens as one: the key that lets any replica serve any request.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The audit trail: a hash-chained, signed record of every operation.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -375,6 +380,7 @@ pub fn reference_markdown() -> String {
         include_str!("rules.rs"),
         include_str!("audit.rs"),
         include_str!("content.rs"),
+        include_str!("cluster.rs"),
     ]
     .concat();
     let sections = [
@@ -394,6 +400,7 @@ pub fn reference_markdown() -> String {
         ("Admin", "[admin]"),
         ("StoreConfig", "[store]"),
         ("ApprovalConfig", "[approval]"),
+        ("ClusterConfig", "[cluster]"),
         ("ContentConfig", "[content]"),
         ("ContentOverride", "[[content.tool]]"),
         ("ArgumentOverlay", "[[content.argument]]"),

@@ -62,33 +62,7 @@ impl Service for Relay {
                 let _ = shared.audit.commit(e).await;
                 return Err(refused.to_error_object());
             }
-            let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
-            let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
-            let client_info =
-                params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
-            let upstream_init = json!({
-                "protocolVersion": negotiated,
-                "capabilities": client_caps,
-                "clientInfo": client_info,
-            });
-            let session = Arc::new_cyclic(|me| RelaySession {
-                slots: shared
-                    .specs
-                    .iter()
-                    .map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) })
-                    .collect(),
-                shared: shared.clone(),
-                peer,
-                principal,
-                client_caps,
-                session_tag: warden_audit::event::digest(&Value::String(origin.session))[..16].to_string(),
-                client_addr: origin.client.map(|a| a.to_string()),
-                upstream_init,
-                routes: Mutex::new(Routes::default()),
-                closed: AtomicBool::new(false),
-                gone: tokio_util::sync::CancellationToken::new(),
-                me: me.clone(),
-            });
+            let (session, negotiated) = open_session(&shared, &params, peer, principal, origin);
             session.follow_kill_switches();
             // Capabilities from the control connections; an upstream without one (not ready
             // yet, or `warden stdio`, which has none) is connected now to learn them.
@@ -127,6 +101,77 @@ impl Service for Relay {
         }
         .boxed()
     }
+
+    fn resume(
+        &self,
+        params: Value,
+        peer: Peer,
+        principal: Arc<Principal>,
+        origin: crate::server::Origin,
+    ) -> Option<BoxFuture<'static, Result<Arc<dyn Session>, ErrorObject>>> {
+        Some(Relay::take_up(self.shared.clone(), params, peer, principal, origin))
+    }
+}
+
+impl Relay {
+    /// The relay's half of [`Service::resume`] (see the trait): the session as `initialize` made
+    /// it, without the answer (the client has it) and without connecting upstreams (each is
+    /// connected when first used). Recorded as an `initialize` "taken up".
+    fn take_up(
+        shared: Arc<Shared>,
+        params: Value,
+        peer: Peer,
+        principal: Arc<Principal>,
+        origin: crate::server::Origin,
+    ) -> BoxFuture<'static, Result<Arc<dyn Session>, ErrorObject>> {
+        async move {
+            let (session, negotiated) = open_session(&shared, &params, peer, principal, origin);
+            session.follow_kill_switches();
+            let mut e = session.event(&session.principal, "initialize", "success", Some("initialize"));
+            e.detail = Some(format!("session taken up, protocol {negotiated}"));
+            shared.audit.commit(e).await.map_err(|e| e.to_error_object())?;
+            let session: Arc<dyn Session> = session;
+            Ok(session)
+        }
+        .boxed()
+    }
+}
+
+/// A session of `principal` with what its `initialize` carried, and the version negotiated.
+fn open_session(
+    shared: &Arc<Shared>,
+    params: &Value,
+    peer: Peer,
+    principal: Arc<Principal>,
+    origin: crate::server::Origin,
+) -> (Arc<RelaySession>, &'static str) {
+    let negotiated = version::negotiate(params.get("protocolVersion").and_then(Value::as_str));
+    let client_caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+    let client_info = params.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "unknown", "version": "0"}));
+    let upstream_init = json!({
+        "protocolVersion": negotiated,
+        "capabilities": client_caps,
+        "clientInfo": client_info,
+    });
+    let session = Arc::new_cyclic(|me| RelaySession {
+        slots: shared
+            .specs
+            .iter()
+            .map(|_| Slot { conn: tokio::sync::Mutex::new(None), retry_at: Mutex::new(None) })
+            .collect(),
+        shared: shared.clone(),
+        peer,
+        principal,
+        client_caps,
+        session_tag: warden_audit::event::digest(&Value::String(origin.session))[..16].to_string(),
+        client_addr: origin.client.map(|a| a.to_string()),
+        upstream_init,
+        routes: Mutex::new(Routes::default()),
+        closed: AtomicBool::new(false),
+        gone: tokio_util::sync::CancellationToken::new(),
+        me: me.clone(),
+    });
+    (session, negotiated)
 }
 
 /// The capabilities Warden announces: the union of the upstreams'.

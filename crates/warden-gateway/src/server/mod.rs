@@ -46,6 +46,20 @@ pub trait Service: Send + Sync + 'static {
         principal: Arc<Principal>,
         origin: Origin,
     ) -> BoxFuture<'static, Result<Initialized, ErrorObject>>;
+
+    /// Take up a session that was opened before, here or on another replica, from what its
+    /// `initialize` carried (`params`: `protocolVersion`, `capabilities`, `clientInfo`, as the
+    /// sealed session id holds them). `None`: this service keeps sessions in memory only, and an
+    /// id it does not hold is unknown.
+    fn resume(
+        &self,
+        _params: Value,
+        _peer: Peer,
+        _principal: Arc<Principal>,
+        _origin: Origin,
+    ) -> Option<BoxFuture<'static, Result<Arc<dyn Session>, ErrorObject>>> {
+        None
+    }
 }
 
 pub trait Session: Send + Sync + 'static {

@@ -24,6 +24,38 @@ pub struct MemoryStore {
     kills: Mutex<(u64, BTreeMap<String, Kill>)>,
     kill_file: Option<PathBuf>,
     approvals: Mutex<Approvals>,
+    revoked: Mutex<Revoked>,
+}
+
+/// Most ended sessions remembered; past it, the soonest to expire is forgotten and every
+/// session expiring no later is taken as ended (fail closed).
+const MAX_REVOKED: usize = 100_000;
+
+#[derive(Default)]
+struct Revoked {
+    /// nonce → the session id's expiry.
+    by_nonce: HashMap<String, u64>,
+    /// Sessions expiring at or before this are taken as ended.
+    floor: u64,
+}
+
+impl Revoked {
+    fn insert(&mut self, nonce: &str, expires: u64, now: u64) {
+        if self.by_nonce.len() >= MAX_REVOKED {
+            self.by_nonce.retain(|_, e| *e > now);
+        }
+        if self.by_nonce.len() >= MAX_REVOKED {
+            if let Some((k, e)) = self.by_nonce.iter().min_by_key(|(_, e)| **e).map(|(k, e)| (k.clone(), *e)) {
+                self.by_nonce.remove(&k);
+                self.floor = self.floor.max(e);
+            }
+        }
+        self.by_nonce.insert(nonce.to_string(), expires);
+    }
+
+    fn contains(&self, nonce: &str, expires: u64) -> bool {
+        expires <= self.floor || self.by_nonce.contains_key(nonce)
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +102,7 @@ impl MemoryStore {
             kills: Mutex::new((1, list.into_iter().map(|k| (kill_key(&k.server, k.tool.as_deref()), k)).collect())),
             kill_file,
             approvals: Mutex::new(Approvals::default()),
+            revoked: Mutex::new(Revoked::default()),
         })
     }
 
@@ -219,11 +252,37 @@ impl Store for MemoryStore {
         };
         done(out)
     }
+
+    fn revoke_session<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.revoked.lock().insert(nonce, expires, now_secs());
+        done(())
+    }
+
+    fn session_revoked<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        done(self.revoked.lock().contains(nonce, expires))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_sessions_stay_ended_when_the_list_is_full() {
+        let mut r = Revoked::default();
+        for i in 0..MAX_REVOKED as u64 {
+            r.insert(&format!("s{i}"), 1_000 + i, 10);
+        }
+        assert!(r.contains("s0", 1_000) && !r.contains("live", 5_000));
+        r.insert("new", 9_000, 10);
+        assert_eq!(r.by_nonce.len(), MAX_REVOKED, "bounded");
+        assert!(r.contains("s0", 1_000), "the forgotten one is still refused (by the floor)");
+        assert!(r.contains("other", 999), "as is any session expiring no later");
+        assert!(!r.contains("live", 5_000) && r.contains("new", 9_000));
+        // Expired entries go first.
+        r.insert("later", 9_500, 2_000);
+        assert!(r.by_nonce.len() < MAX_REVOKED && r.contains("later", 9_500));
+    }
     use futures::FutureExt;
     use serde_json::json;
     use std::time::Duration;

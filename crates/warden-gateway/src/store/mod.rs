@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
     fn decide<'a>(&'a self, id: &'a str, d: &'a Decision) -> BoxFuture<'a, Result<Option<Approval>, StoreError>>;
     /// Approved → consumed, once; true for the one caller that consumed it.
     fn consume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// A 2025 session was ended (DELETE): its id, `nonce`, which stays valid until `expires`
+    /// (unix seconds), is refused by every replica until then.
+    fn revoke_session<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Whether the session `nonce` (valid until `expires`) was ended. A store that had to forget
+    /// revocations to stay bounded answers true for every session that may have been among them.
+    fn session_revoked<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 pub fn kill_key(server: &str, tool: Option<&str>) -> String {

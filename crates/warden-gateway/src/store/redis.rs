@@ -345,4 +345,22 @@ impl Store for RedisStore {
     fn consume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.mv(id, ApprovalState::Approved, ApprovalState::Consumed, None).boxed()
     }
+
+    fn revoke_session<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            // Kept as long as the id could be presented (at least a second: never "no expiry").
+            let ttl = expires.saturating_sub(crate::clock::now_secs()).max(1);
+            c.set_ex::<_, _, ()>(self.k(&format!("sess-end:{nonce}")), 1, ttl).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn session_revoked<'a>(&'a self, nonce: &'a str, _expires: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            c.exists(self.k(&format!("sess-end:{nonce}"))).await.map_err(err)
+        }
+        .boxed()
+    }
 }

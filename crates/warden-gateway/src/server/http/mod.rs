@@ -34,9 +34,11 @@ use warden_protocol::jsonrpc::{self, Id, Message};
 use warden_protocol::version;
 
 mod mrtr;
+mod sessions;
 mod stateless_pool;
 mod streams;
 
+pub use sessions::{Ended, SessionIds};
 use streams::Streams;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -58,6 +60,9 @@ pub struct HttpOptions {
     pub sse_grace: Duration,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Sealed session ids that any replica takes up (`sessions.rs`); `None`: random ids, and
+    /// a session lives only in the process that opened it.
+    pub session_ids: Option<Arc<SessionIds>>,
 }
 
 impl Default for HttpOptions {
@@ -73,6 +78,7 @@ impl Default for HttpOptions {
             sse_grace: Duration::from_millis(10),
             allowed_hosts: vec![],
             allowed_origins: vec![],
+            session_ids: None,
         }
     }
 }
@@ -116,6 +122,10 @@ struct HttpSession {
     conn: OnceLock<Arc<Conn>>,
     streams: Arc<Streams>,
     last_seen: AtomicU64,
+    /// When the shared store was last asked whether the session was ended elsewhere (ms).
+    checked: AtomicU64,
+    /// What its sealed id carries (`None`: a random id, or a stateless caller's pooled session).
+    sealed: Option<sessions::Sealed>,
 }
 
 type HttpResponse = Response<Body>;
@@ -187,6 +197,7 @@ fn accepts(h: &HeaderMap, mime: &str) -> bool {
 
 impl McpEndpoint {
     pub fn new(svc: Arc<dyn Service>, opts: HttpOptions, auth: Option<Arc<dyn Authenticate>>) -> Arc<Self> {
+        let runs = Arc::new(opts.session_ids.as_ref().map(|i| mrtr::Runs::new(i.sealer())).unwrap_or_default());
         let ep = Arc::new(McpEndpoint {
             svc,
             opts,
@@ -194,7 +205,7 @@ impl McpEndpoint {
             local: Arc::new(Principal::local()),
             sessions: RwLock::new(HashMap::new()),
             pooled: Mutex::new(HashMap::new()),
-            runs: Arc::new(mrtr::Runs::default()),
+            runs,
             listens: Mutex::new(HashMap::new()),
             listen_refs: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
@@ -336,7 +347,7 @@ impl McpEndpoint {
         }
         match *req.method() {
             Method::POST => self.post(req, principal).await,
-            Method::GET => self.get(req, &principal),
+            Method::GET => self.get(req, &principal).await,
             Method::DELETE => self.delete(req, &principal).await,
             _ => {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
@@ -400,19 +411,6 @@ impl McpEndpoint {
         }
     }
 
-    fn session_of(&self, h: &HeaderMap, who: &Principal) -> Result<(String, Arc<HttpSession>), Reject> {
-        let Some(id) = header_str(h, SESSION_HEADER) else {
-            return Err((StatusCode::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"));
-        };
-        match self.sessions.read().get(id) {
-            Some(s) if s.conn.get().is_some() && s.owner == who.binding_key() => {
-                s.last_seen.store(self.now_ms(), Ordering::Relaxed);
-                Ok((id.to_string(), s.clone()))
-            }
-            _ => Err((StatusCode::NOT_FOUND, "Session not found")),
-        }
-    }
-
     async fn post(self: &Arc<Self>, req: Request<Body>, principal: Arc<Principal>) -> HttpResponse {
         let (parts, body) = req.into_parts();
         let ct = header_str(&parts.headers, "content-type").unwrap_or("");
@@ -450,7 +448,7 @@ impl McpEndpoint {
             let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
         }
-        let (_sid, session) = match self.session_of(&parts.headers, &principal) {
+        let (_sid, session) = match self.session_of(&parts.headers, &principal).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -495,25 +493,26 @@ impl McpEndpoint {
         let params = params.unwrap_or_else(|| serde_json::json!({}));
         let requested = params.get("protocolVersion").and_then(|v| v.as_str());
         let negotiated = version::negotiate(requested);
-        let sid = new_session_id();
+        let owner = principal.binding_key();
+        let mut sealed_params = params.clone();
+        sealed_params["protocolVersion"] = negotiated.into();
+        let (sid, sealed) = self.issue_id(&owner, &sealed_params);
         let streams = Arc::new(Streams::new(negotiated >= "2025-11-25", self.opts.sse_retry_ms, false));
         let session = Arc::new(HttpSession {
-            owner: principal.binding_key(),
+            owner,
             conn: OnceLock::new(),
             streams: streams.clone(),
             last_seen: AtomicU64::new(self.now_ms()),
+            checked: AtomicU64::new(self.now_ms()),
+            sealed,
         });
         {
             let mut map = self.sessions.write();
             if map.len() >= self.opts.max_sessions {
                 return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::SERVER_ERROR, "Too many sessions");
             }
-            // One caller cannot take every session (and the upstream children they open). The
-            // anonymous loopback caller is everyone on this machine: `max_sessions` bounds it.
-            let own = match principal.method {
-                warden_policy::AuthMethod::Local => 0,
-                _ => map.values().filter(|s| s.owner == session.owner).count(),
-            };
+            // One caller cannot take every session (and the upstream children they open).
+            let own = sessions::owned(&map, &session.owner, &principal);
             if own >= self.opts.max_sessions_per_principal {
                 tracing::info!(subject = %principal.subject, sessions = own, "session refused: too many for this caller");
                 return rpc_error(
@@ -547,11 +546,11 @@ impl McpEndpoint {
         }
     }
 
-    fn get(self: &Arc<Self>, req: Request<Body>, principal: &Principal) -> HttpResponse {
+    async fn get(self: &Arc<Self>, req: Request<Body>, principal: &Arc<Principal>) -> HttpResponse {
         if !accepts(req.headers(), "text/event-stream") {
             return plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: GET requires Accept: text/event-stream");
         }
-        let (_sid, session) = match self.session_of(req.headers(), principal) {
+        let (_sid, session) = match self.session_of(req.headers(), principal).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -566,12 +565,14 @@ impl McpEndpoint {
         }
     }
 
-    async fn delete(self: &Arc<Self>, req: Request<Body>, principal: &Principal) -> HttpResponse {
-        let (sid, _) = match self.session_of(req.headers(), principal) {
+    async fn delete(self: &Arc<Self>, req: Request<Body>, principal: &Arc<Principal>) -> HttpResponse {
+        let (sid, session) = match self.session_of(req.headers(), principal).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
-        self.terminate(&sid).await;
+        if let Err((status, msg)) = self.end(&sid, &session).await {
+            return plain(status, msg);
+        }
         Response::builder().status(StatusCode::OK).body(Body::empty()).expect("static")
     }
 }

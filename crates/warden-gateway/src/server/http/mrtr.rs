@@ -16,12 +16,11 @@
 
 use super::{json_answer, HttpResponse};
 use crate::rpc::{Calls, Outbound, Peer};
+use crate::seal::Sealer;
 use crate::server::stateless::{Stateless, MISSING_CLIENT_CAPABILITY};
 use crate::server::Session;
-use base64::Engine;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,19 +100,15 @@ impl Drop for Run {
     }
 }
 
-/// Parked runs, and the key that seals their handles.
+/// Parked runs, and what seals their handles.
 pub struct Runs {
     parked: Mutex<HashMap<String, (Arc<Run>, Instant)>>,
-    key: LessSafeKey,
+    sealer: Arc<Sealer>,
 }
 
 impl Default for Runs {
     fn default() -> Self {
-        let k: [u8; 32] = rand::random();
-        Runs {
-            parked: Mutex::new(HashMap::new()),
-            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).expect("32-byte key")),
-        }
+        Runs::new(Arc::new(Sealer::random()))
     }
 }
 
@@ -135,35 +130,23 @@ fn refused(code: i64, msg: &str) -> ErrorObject {
     ErrorObject::new(code, msg)
 }
 
+const STATE_AAD: &[u8] = b"warden-request-state/v1";
+
 impl Runs {
+    pub fn new(sealer: Arc<Sealer>) -> Runs {
+        Runs { parked: Mutex::new(HashMap::new()), sealer }
+    }
+
     fn seal(&self, handle: &str, owner: &str, digest: &str, expires: u64) -> String {
-        let nonce: [u8; 12] = rand::random();
-        let mut data = serde_json::to_vec(&json!({"h": handle, "p": owner, "d": digest, "e": expires})).expect("json");
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(b"warden-request-state/v1"),
-                &mut data,
-            )
-            .expect("sealing");
-        let mut out = nonce.to_vec();
-        out.extend(data);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        let data = serde_json::to_vec(&json!({"h": handle, "p": owner, "d": digest, "e": expires})).expect("json");
+        self.sealer.seal(STATE_AAD, data)
     }
 
     /// The handle of a sealed state, if it is ours, unexpired, the caller's and this request's.
     fn open(&self, state: &str, owner: &str, digest: &str) -> Result<String, ErrorObject> {
         let bad = || refused(jsonrpc::INVALID_PARAMS, "invalid requestState: not issued by this server, or altered");
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(state.trim()).map_err(|_| bad())?;
-        if raw.len() < 12 + 16 {
-            return Err(bad());
-        }
-        let (nonce, sealed) = raw.split_at(12);
-        let mut buf = sealed.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
-        let plain =
-            self.key.open_in_place(nonce, Aad::from(b"warden-request-state/v1"), &mut buf).map_err(|_| bad())?;
-        let v: Value = serde_json::from_slice(plain).map_err(|_| bad())?;
+        let plain = self.sealer.open(STATE_AAD, state).ok_or_else(bad)?;
+        let v: Value = serde_json::from_slice(&plain).map_err(|_| bad())?;
         if v["p"] != owner {
             return Err(refused(jsonrpc::INVALID_PARAMS, "invalid requestState: issued to another caller"));
         }
@@ -527,6 +510,7 @@ fn answer(m: Message) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     /// Issue 21: a `requestState` is refused when altered, another caller's, another request's
     /// or expired; only the one issued opens.

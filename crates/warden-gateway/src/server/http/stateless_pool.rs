@@ -290,6 +290,8 @@ impl McpEndpoint {
             conn: OnceLock::new(),
             streams: streams.clone(),
             last_seen: AtomicU64::new(self.now_ms()),
+            checked: AtomicU64::new(0),
+            sealed: None,
         });
         {
             let mut map = self.sessions.write();

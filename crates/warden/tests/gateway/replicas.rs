@@ -1,0 +1,128 @@
+//! Several Wardens as one (issue 23): a 2025 session opened on one replica is served by any
+//! other that holds the same `[cluster] key`, and survives the replica that opened it; it stays
+//! its caller's; `DELETE` ends it everywhere (through Redis).
+
+use crate::authz::{client, key};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use warden_testkit::harness::{self, fixture_stdio_upstream, warden_with_env, Client, Proc};
+
+const KEY_VAR: &str = "WARDEN_TEST_CLUSTER_KEY";
+const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+fn replica(sections: &str, key: &str) -> Proc {
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    warden_with_env("", &format!("{up}\n[cluster]\nkey = {{ env = \"{KEY_VAR}\" }}\n{sections}"), &[(KEY_VAR, key)])
+}
+
+/// The same session (id and caller), sent to another replica.
+fn on(w: &Proc, c: &Client) -> Client {
+    let mut o = Client::new(&w.url);
+    o.session = c.session.clone();
+    o.bearer = c.bearer.clone();
+    o
+}
+
+fn text(v: &serde_json::Value) -> &str {
+    v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {v}"))
+}
+
+#[tokio::test]
+async fn a_session_is_served_by_every_replica_with_the_key_and_outlives_its_own() {
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let (bob, eb) = key("bob", &["mcp"], &[], None);
+    let auth = format!("[auth]\n{ea}{eb}");
+    let a = replica(&auth, KEY_A);
+    let b = replica(&auth, KEY_A);
+    let ca = client(&a, &alice).await;
+    let id = ca.session.clone().unwrap();
+    assert!(id.starts_with("ws1."), "a sealed id: {id}");
+    assert_eq!(text(&ca.tool(1, "echo", json!({"text": "on a"})).await), "on a");
+
+    // Another replica takes the session up: listings and calls, then as one of its own.
+    let cb = on(&b, &ca);
+    let tools = cb.call(2, "tools/list", json!({})).await;
+    assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "echo"), "{tools}");
+    assert_eq!(text(&cb.tool(3, "echo", json!({"text": "on b"})).await), "on b");
+    assert!(b.log().contains("session taken up on this replica"), "{}", b.log());
+
+    // It stays alice's: bob presenting her id is as unknown as a made-up id, on every replica.
+    for w in [&a, &b] {
+        let mut mallory = on(w, &ca);
+        mallory.bearer = Some(bob.clone());
+        let r = mallory.post(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})).await;
+        assert_eq!(r.status, 404, "{}", r.raw);
+    }
+    // A replica with another key, an altered id, a plain random one: unknown.
+    let c = replica(&auth, KEY_B);
+    let r = on(&c, &ca).post(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "another key: {}", r.raw);
+    let mut altered = on(&b, &ca);
+    let mut bytes = id.clone().into_bytes();
+    let i = bytes.len() - 3;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    altered.session = Some(String::from_utf8(bytes).unwrap());
+    let r = altered.post(&json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "altered: {}", r.raw);
+
+    // The replica that opened it dies; a new one (same key) serves the session.
+    drop(a);
+    let a2 = replica(&auth, KEY_A);
+    assert_eq!(text(&on(&a2, &ca).tool(7, "echo", json!({"text": "on a2"})).await), "on a2");
+
+    // DELETE ends it: on the replica that received it, and for any replica taking it up.
+    let d = on(&a2, &ca).request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(d.status(), 200);
+    let r = on(&a2, &ca).post(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "ended: {}", r.raw);
+}
+
+#[tokio::test]
+async fn delete_on_one_replica_ends_the_session_on_all_within_a_second_through_redis() {
+    let redis = harness::redis_server();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = {:?}\nprefix = \"r{}\"\n", redis.url, std::process::id());
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let sections = format!("[auth]\n{ea}\n{store}");
+    let a = replica(&sections, KEY_A);
+    let b = replica(&sections, KEY_A);
+    let ca = client(&a, &alice).await;
+    let cb = on(&b, &ca);
+    assert_eq!(text(&cb.tool(1, "echo", json!({"text": "held by b"})).await), "held by b");
+
+    let d = ca.request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(d.status(), 200);
+    let t = Instant::now();
+    loop {
+        let r = cb.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+        if r.status == 404 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.raw);
+        assert!(t.elapsed() < Duration::from_secs(3), "b still serves an ended session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("ended on the other replica after {} ms", t.elapsed().as_millis());
+    // A third replica never takes it up.
+    let c = replica(&sections, KEY_A);
+    let r = on(&c, &ca).post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404, "{}", r.raw);
+}
+
+#[tokio::test]
+async fn taking_sessions_up_respects_the_callers_session_cap() {
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let a = replica(&format!("[auth]\n{ea}"), KEY_A);
+    let b = warden_with_env(
+        "max_sessions_per_principal = 1",
+        &format!(
+            "{}\n[cluster]\nkey = {{ env = \"{KEY_VAR}\" }}\n[auth]\n{ea}",
+            fixture_stdio_upstream("fx", Some(""), "")
+        ),
+        &[(KEY_VAR, KEY_A)],
+    );
+    let (s1, s2) = (client(&a, &alice).await, client(&a, &alice).await);
+    assert_eq!(text(&on(&b, &s1).tool(1, "echo", json!({"text": "one"})).await), "one");
+    let r = on(&b, &s2).post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+    assert_eq!(r.status, 429, "a second session of the same caller on b: {}", r.raw);
+}
