@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the tests need, project-locally: npm packages (conformance suite, Node 22,
-# TypeScript SDK, reference server), a Python venv with the Python SDK, and redis-server and the
+# TypeScript SDK, reference server), a Python venv with the Python SDK, and redis-server, HAProxy and the
 # PostgreSQL server and git (Debian packages; the tests start their own on loopback). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq git; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy; }
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql; }
 command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 if [ ! -x "$NODE22" ] || [ ! -d "$INTEROP/node_modules/@modelcontextprotocol/sdk" ] \

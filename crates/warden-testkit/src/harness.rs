@@ -261,6 +261,26 @@ fn spawn_logged(mut cmd: Command, dir: PathBuf, port: u16) -> Proc {
     Proc { child, url, dir }
 }
 
+/// HAProxy (the Debian package) on loopback in front of `backends` (`127.0.0.1:port` each):
+/// HTTP mode, round-robin per request with no stickiness, health checks on `/healthz` every
+/// 200 ms. `url` is its `/mcp`.
+pub fn haproxy(backends: &[String]) -> Proc {
+    let port = free_port();
+    let dir = tempdir("haproxy");
+    let servers: String = backends.iter().enumerate().map(|(i, b)| format!("  server w{i} {b} check\n")).collect();
+    let cfg = format!(
+        "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
+         timeout server 30s\n  retries 2\n  option redispatch\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
+         default_backend be\nbackend be\n  balance roundrobin\n  option httpchk GET /healthz\n  \
+         default-server inter 200ms fall 2 rise 2\n{servers}"
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
+    let exe = if std::path::Path::new("/usr/sbin/haproxy").exists() { "/usr/sbin/haproxy" } else { "haproxy" };
+    let mut cmd = Command::new(exe);
+    cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+    spawn_logged(cmd, dir, port)
+}
+
 /// The TOML of a stdio upstream running the fixture.
 pub fn fixture_stdio_upstream(name: &str, namespace: Option<&str>, extra: &str) -> String {
     let ns = namespace.map(|n| format!("namespace = {n:?}\n")).unwrap_or_default();

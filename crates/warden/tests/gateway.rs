@@ -20,6 +20,8 @@ mod authz;
 mod builtin;
 #[path = "gateway/client_requests.rs"]
 mod client_requests;
+#[path = "gateway/cluster.rs"]
+mod cluster;
 #[path = "gateway/connections.rs"]
 mod connections;
 #[path = "gateway/content.rs"]
