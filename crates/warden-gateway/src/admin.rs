@@ -56,9 +56,7 @@ pub struct AdminState {
     pub approvals: Arc<Approvals>,
     pub registry: Arc<crate::registry::Registry>,
     pub audit: Arc<crate::audit::Audit>,
-    /// For the session and upstream gauges of `/metrics`.
-    pub sessions: Option<Arc<crate::server::http::McpEndpoint>>,
-    pub control: Option<Arc<crate::control::Control>>,
+    pub metrics: MetricsSource,
     pub auth: Option<Arc<Authenticator>>,
     /// The MCP resource URI principals' tokens must be issued for.
     pub resource: String,
@@ -182,25 +180,51 @@ async fn operator(s: &AdminState, h: &HeaderMap) -> Result<Caller, Response<Body
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition (no credential: the admin listener is loopback or
-/// an operator network, and no metric carries a secret).
-async fn metrics(State(s): State<S>) -> Response<Body> {
-    let m = &s.audit.metrics;
-    s.audit.refresh_gauges();
-    if let Some(e) = &s.sessions {
-        m.sessions.set(e.session_count() as i64);
-    }
-    if let Some(c) = &s.control {
-        for (name, up, restarts) in c.health() {
-            m.upstream_up.get_or_create(&vec![("server", name.clone())]).set(up as i64);
-            m.upstream_restarts.get_or_create(&vec![("server", name)]).set(restarts as i64);
+/// What `GET /metrics` reads: the metrics the audit events feed, and the session and upstream
+/// gauges.
+#[derive(Clone)]
+pub struct MetricsSource {
+    pub audit: Arc<crate::audit::Audit>,
+    pub sessions: Option<Arc<crate::server::http::McpEndpoint>>,
+    pub control: Option<Arc<crate::control::Control>>,
+}
+
+impl MetricsSource {
+    /// Prometheus text exposition (OpenMetrics). No metric carries a secret; label values are
+    /// upstream names, tool names and outcomes.
+    fn render(&self) -> Response<Body> {
+        let m = &self.audit.metrics;
+        self.audit.refresh_gauges();
+        if let Some(e) = &self.sessions {
+            m.sessions.set(e.session_count() as i64);
         }
+        if let Some(c) = &self.control {
+            for (name, up, restarts) in c.health() {
+                m.upstream_up.get_or_create(&vec![("server", name.clone())]).set(up as i64);
+                m.upstream_restarts.get_or_create(&vec![("server", name)]).set(restarts as i64);
+            }
+        }
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(Body::from(m.render()))
+            .expect("static response parts")
     }
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(Body::from(m.render()))
-        .expect("static response parts")
+}
+
+/// `GET /metrics` on the admin listener (no credential: it is loopback).
+async fn metrics(State(s): State<S>) -> Response<Body> {
+    s.metrics.render()
+}
+
+/// The metrics listener (`[telemetry] metrics_addr`): `GET /metrics` and nothing else, on any
+/// address, for a scraper outside the host (a Kubernetes ServiceMonitor). Read-only; what it
+/// shows is what the admin listener's `/metrics` shows.
+pub fn metrics_router(src: MetricsSource) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(s): State<MetricsSource>| async move { s.render() }))
+        .fallback(|| async { reply(StatusCode::NOT_FOUND, json!({"error": "not found"})) })
+        .with_state(src)
 }
 
 pub fn router(state: AdminState) -> Router {

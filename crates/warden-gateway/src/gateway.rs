@@ -221,6 +221,20 @@ impl Gateway {
             idle_timeout: Duration::from_secs(self.cfg.listen.connection_idle_secs),
             threads: self.cfg.listen.threads,
         };
+        let metrics = crate::admin::MetricsSource {
+            audit: self.shared.audit.clone(),
+            sessions: Some(endpoint.clone()),
+            control: Some(control.clone()),
+        };
+        let metrics_listener = match self.cfg.telemetry.metrics_addr {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening (GET /metrics)");
+                let app = crate::admin::metrics_router(metrics.clone());
+                Some(tokio::spawn(async move { axum::serve(l, app).await }))
+            }
+            None => None,
+        };
         let admin = match &self.cfg.admin {
             Some(a) => {
                 let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;
@@ -238,8 +252,7 @@ impl Gateway {
                     approvals: self.shared.approvals.clone(),
                     registry: self.shared.registry.clone(),
                     audit: self.shared.audit.clone(),
-                    sessions: Some(endpoint.clone()),
-                    control: Some(control.clone()),
+                    metrics: metrics.clone(),
                     auth: self.auth.clone(),
                     resource,
                 });
@@ -251,8 +264,8 @@ impl Gateway {
         };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
         let threads = serve_router(listener, router, limits, shutdown).await?;
-        if let Some(a) = admin {
-            a.abort();
+        for l in [admin, metrics_listener].into_iter().flatten() {
+            l.abort();
         }
         tracing::info!("shutting down: closing sessions and upstreams");
         endpoint.shutdown().await;

@@ -86,6 +86,10 @@ pub struct TelemetryConfig {
     /// Headers sent with every export.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A listener of its own serving only `GET /metrics` (no credential), on any address: for a
+    /// scraper outside the host, such as a Kubernetes ServiceMonitor (`"0.0.0.0:9464"`). The
+    /// admin listener's `/metrics` (loopback) serves the same. Default: none.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// `[[audit.forward]]`: a copy of every stored record sent to a SIEM or an OpenTelemetry

@@ -126,3 +126,25 @@ async fn taking_sessions_up_respects_the_callers_session_cap() {
     let r = on(&b, &s2).post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
     assert_eq!(r.status, 429, "a second session of the same caller on b: {}", r.raw);
 }
+
+/// For a scraper outside the host (a Kubernetes ServiceMonitor): `[telemetry] metrics_addr`
+/// serves `GET /metrics` and nothing else.
+#[tokio::test]
+async fn the_metrics_listener_serves_metrics_only() {
+    let port = harness::free_port();
+    let w = replica(&format!("[telemetry]\nmetrics_addr = \"127.0.0.1:{port}\"\n"), KEY_A);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    assert_eq!(text(&c.tool(1, "echo", json!({"text": "m"})).await), "m");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let m = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), 200);
+    let body = m.text().await.unwrap();
+    assert!(body.contains("warden_sessions_active 1") && body.contains("warden_requests_total{"), "{body}");
+    for path in ["/admin/kill-switches", "/mcp", "/"] {
+        assert_eq!(http.get(format!("{base}{path}")).send().await.unwrap().status(), 404, "{path}");
+    }
+    let r = http.post(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 405, "read-only");
+}
