@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Validate deploy/: the Prometheus alert rules (promtool check + unit tests), the Grafana
-# dashboard JSON, and that every metric they use is one Warden exports.
+# dashboard JSON, and that every metric they use is one Warden exports; then the container and
+# Kubernetes deployment without Docker or a cluster (scripts/check-deploy-k8s.sh): the Helm
+# chart rendered by Helm's engine, every object against the Kubernetes schemas, checkov on the
+# chart and the Dockerfile, docker-compose.yml and HAProxy's config, and `warden check` on
+# every shipped Warden config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
@@ -23,3 +27,4 @@ if missing:
     sys.exit(f"deploy/ uses metrics Warden does not export: {missing}")
 print(f"dashboard: {len(dash['panels'])} panels; {len(used)} metric names, all exported")
 PY
+bash scripts/check-deploy-k8s.sh
