@@ -3,7 +3,7 @@
 helm-python-sdk wheel: no helm binary needed) and write the manifests to OUT_DIR, one file per
 template, plus one warden.toml per ConfigMap key under OUT_DIR/config/.
 
-usage: render_chart.py CHART OUT_DIR [--set-file VALUES.yaml] [--namespace NS] [--release NAME]
+usage: render_chart.py CHART OUT_DIR [--values VALUES.yaml] [--namespace NS] [--release NAME]
 """
 import argparse, os, pathlib, sys
 
