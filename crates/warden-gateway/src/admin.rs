@@ -52,7 +52,10 @@ pub const SCOPE_APPROVE: &str = "warden:approve";
 pub struct AdminState {
     pub token_hash: [u8; 32],
     pub kills: Arc<KillSwitches>,
-    pub servers: Vec<String>,
+    /// The upstreams' names, from the current generation.
+    pub current: Arc<arc_swap::ArcSwap<crate::relay::Shared>>,
+    /// `POST /admin/reload` (present when the config came from a file).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     pub approvals: Arc<Approvals>,
     pub registry: Arc<crate::registry::Registry>,
     pub audit: Arc<crate::audit::Audit>,
@@ -186,7 +189,7 @@ async fn operator(s: &AdminState, h: &HeaderMap) -> Result<Caller, Response<Body
 pub struct MetricsSource {
     pub audit: Arc<crate::audit::Audit>,
     pub sessions: Option<Arc<crate::server::http::McpEndpoint>>,
-    pub control: Option<Arc<crate::control::Control>>,
+    pub control: Option<Arc<arc_swap::ArcSwap<crate::control::Control>>>,
 }
 
 impl MetricsSource {
@@ -199,7 +202,7 @@ impl MetricsSource {
             m.sessions.set(e.session_count() as i64);
         }
         if let Some(c) = &self.control {
-            for (name, up, restarts) in c.health() {
+            for (name, up, restarts) in c.load().health() {
                 m.upstream_up.get_or_create(&vec![("server", name.clone())]).set(up as i64);
                 m.upstream_restarts.get_or_create(&vec![("server", name)]).set(restarts as i64);
             }
@@ -236,6 +239,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/pins", get(pins))
         .route("/admin/pins/approve", post(approve_pin))
         .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
         .with_state(Arc::new(state))
         .route_layer(axum::middleware::from_fn(loopback_only))
 }
@@ -247,6 +251,22 @@ async fn loopback_only(req: Request<Body>, next: axum::middleware::Next) -> Resp
         next.run(req).await
     } else {
         reply(StatusCode::FORBIDDEN, json!({"error": "Host or Origin not allowed on the admin listener"}))
+    }
+}
+
+/// `POST /admin/reload`: re-read the config file (`reload.rs`). 200 with what was applied, 409
+/// with why it was refused (the running config keeps serving).
+async fn reload(State(s): State<S>, h: HeaderMap) -> Response<Body> {
+    let c = match operator(&s, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(r) = &s.reloader else {
+        return reply(StatusCode::NOT_FOUND, json!({"error": "this Warden was not started from a config file"}));
+    };
+    match r.reload(&c.name(None)).await {
+        Ok(applied) => reply(StatusCode::OK, json!({"reloaded": applied})),
+        Err(why) => reply(StatusCode::CONFLICT, json!({"error": why, "reloaded": false})),
     }
 }
 
@@ -361,7 +381,7 @@ async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Resp
             json!({"error": "expected {server, tool?, reason, by?, cancel_in_flight?}"}),
         );
     };
-    if !s.servers.contains(&k.server) {
+    if !s.current.load().specs.iter().any(|u| u.name == k.server) {
         return reply(StatusCode::NOT_FOUND, json!({"error": "no upstream has that name"}));
     }
     if !short(&k.reason, 500) || k.tool.as_deref().is_some_and(|t| !short(t, 128)) {

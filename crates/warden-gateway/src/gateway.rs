@@ -7,9 +7,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, StoreBackend};
 pub use crate::control::Control;
 use crate::killswitch::KillSwitches;
-use crate::namespace::Namespaces;
-use crate::policy::Policy;
 use crate::relay::{Relay, Shared};
+use crate::reload::{Lasting, Reloader};
 use crate::server::http::Authenticate;
 use crate::server::http::{Ended, HttpOptions, McpEndpoint, SessionIds};
 use crate::server::Service;
@@ -17,14 +16,13 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::tls::TlsState;
-use crate::upstream::Spec;
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use http::{Request, StatusCode};
-use parking_lot::Mutex;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -36,7 +34,12 @@ use crate::listener::{serve_router, ListenLimits};
 /// A configured, not yet running gateway.
 pub struct Gateway {
     pub cfg: Config,
-    pub shared: Arc<Shared>,
+    /// What calls use: swapped whole by a reload (`reload.rs`).
+    current: Arc<ArcSwap<Shared>>,
+    /// What lasts across reloads.
+    lasting: Lasting,
+    /// Where the config was read from, when it may be reloaded.
+    config_path: Option<std::path::PathBuf>,
     pub auth: Option<Arc<Authenticator>>,
     /// Sealed 2025 session ids (any replica with the `[cluster] key` takes a session up).
     pub session_ids: Arc<SessionIds>,
@@ -87,30 +90,17 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
 
 impl Gateway {
     pub async fn new(cfg: Config) -> Result<Gateway, String> {
-        // Before any key is created or read: no sandboxed upstream may reach one.
+        // Before any key is created or read: no sandboxed upstream may reach one (`build` checks
+        // again, for every generation).
         let mut unsandboxed = Vec::new();
-        let exposed = crate::upstream::exposure::exposed_secrets(&cfg, &mut unsandboxed);
-        for w in &unsandboxed {
-            tracing::warn!("{w}");
+        if let Some(first) = crate::upstream::exposure::exposed_secrets(&cfg, &mut unsandboxed).first() {
+            return Err(first.to_string());
         }
-        if let Some(first) = exposed.first() {
-            return Err(format!(
-                "{first}{}",
-                if exposed.len() > 1 { format!(" (and {} more)", exposed.len() - 1) } else { String::new() }
-            ));
-        }
-        let specs = cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content)).collect::<Result<Vec<_>, _>>()?;
-        let ns = Namespaces::new(
-            &cfg.federation.separator,
-            cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect(),
-        );
         let http = crate::dns::client_builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        let known = specs.iter().map(|_| Mutex::new(None)).collect();
-        let stateless = specs.iter().map(|_| Default::default()).collect();
         let audit = crate::audit::Audit::open(&cfg)?;
         let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
         if let Some(a) = &auth {
@@ -129,12 +119,7 @@ impl Gateway {
         let kills = KillSwitches::load(store.clone()).await?;
         kills.set_audit(audit.clone());
         kills.follow();
-        let policy = Arc::new(Policy::new(&cfg, kills, store.clone())?);
-        let approvals = Arc::new(Approvals::new(store, cfg.approval.clone()));
-        if policy.rules().is_empty() {
-            tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
-        }
-        let content = Arc::new(crate::content::Content::new(&cfg)?);
+        let approvals = Arc::new(Approvals::new(store.clone(), cfg.approval.clone()));
         let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir, audit.clone())?);
         let traces = match &cfg.telemetry.traces_url {
             Some(url) => {
@@ -145,31 +130,24 @@ impl Gateway {
             }
             None => None,
         };
-        let extensions = crate::extensions::Extensions::new(&cfg.federation.extensions);
-        Ok(Gateway {
-            cfg,
-            shared: Arc::new(Shared {
-                specs,
-                extensions,
-                ns,
-                http,
-                known,
-                policy,
-                approvals,
-                content,
-                registry,
-                audit,
-                traces,
-                tasks: crate::task_handle::TaskHandles::new(sealer),
-                stateless,
-            }),
-            auth,
-            session_ids,
-        })
+        let lasting = Lasting { http, audit, store, kills, approvals, registry, traces, sealer };
+        let shared = Arc::new(crate::reload::build(&cfg, &lasting, 0)?);
+        Ok(Gateway { cfg, current: Arc::new(ArcSwap::new(shared)), lasting, auth, session_ids, config_path: None })
+    }
+
+    /// The file the config was read from: `SIGHUP` and `POST /admin/reload` re-read it.
+    pub fn reload_from(mut self, path: std::path::PathBuf) -> Gateway {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// The generation calls use now.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.current.load_full()
     }
 
     fn service(&self) -> Arc<dyn Service> {
-        Arc::new(Relay { shared: self.shared.clone() })
+        Arc::new(Relay { current: self.current.clone() })
     }
 
     pub fn http_options(&self) -> HttpOptions {
@@ -191,8 +169,9 @@ impl Gateway {
 
     /// Serve HTTP on `listener` until `shutdown` resolves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let control = Control::new(self.shared.clone(), self.auth.clone());
-        control.start();
+        let first = Control::new(self.shared(), self.auth.clone());
+        first.start();
+        let control = Arc::new(ArcSwap::new(first));
         let authn = self.auth.clone().map(|a| {
             a.start();
             a as Arc<dyn Authenticate>
@@ -222,7 +201,7 @@ impl Gateway {
             threads: self.cfg.listen.threads,
         };
         let metrics = crate::admin::MetricsSource {
-            audit: self.shared.audit.clone(),
+            audit: self.lasting.audit.clone(),
             sessions: Some(endpoint.clone()),
             control: Some(control.clone()),
         };
@@ -235,6 +214,17 @@ impl Gateway {
             }
             None => None,
         };
+        let reloader = self.config_path.clone().map(|path| {
+            Reloader::new(
+                path,
+                self.cfg.clone(),
+                self.lasting.clone(),
+                self.current.clone(),
+                control.clone(),
+                self.auth.clone(),
+            )
+        });
+        let on_hup = reloader.as_ref().map(|r| r.on_sighup()).transpose()?;
         let admin = match &self.cfg.admin {
             Some(a) => {
                 let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;
@@ -247,11 +237,12 @@ impl Gateway {
                 };
                 let app = crate::admin::router(crate::admin::AdminState {
                     token_hash: crate::digest::sha256(token.as_bytes()),
-                    kills: self.shared.policy.kills.clone(),
-                    servers: self.cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
-                    approvals: self.shared.approvals.clone(),
-                    registry: self.shared.registry.clone(),
-                    audit: self.shared.audit.clone(),
+                    kills: self.lasting.kills.clone(),
+                    current: self.current.clone(),
+                    reloader: reloader.clone(),
+                    approvals: self.lasting.approvals.clone(),
+                    registry: self.lasting.registry.clone(),
+                    audit: self.lasting.audit.clone(),
                     metrics: metrics.clone(),
                     auth: self.auth.clone(),
                     resource,
@@ -267,11 +258,14 @@ impl Gateway {
         for l in [admin, metrics_listener].into_iter().flatten() {
             l.abort();
         }
+        if let Some(h) = on_hup {
+            h.abort();
+        }
         tracing::info!("shutting down: closing sessions and upstreams");
         endpoint.shutdown().await;
-        control.close().await;
+        control.load_full().close().await;
         drop(threads);
-        let audit = self.shared.audit.clone();
+        let audit = self.lasting.audit.clone();
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         Ok(())
     }
@@ -280,7 +274,7 @@ impl Gateway {
     pub async fn serve_stdio(self) -> std::io::Result<()> {
         let depth = self.cfg.listen.max_json_depth;
         let r = crate::server::stdio::serve(self.service(), tokio::io::stdin(), tokio::io::stdout(), depth).await;
-        let audit = self.shared.audit.clone();
+        let audit = self.lasting.audit.clone();
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         r
     }
@@ -289,18 +283,19 @@ impl Gateway {
 #[derive(Clone)]
 struct AppState {
     endpoint: Arc<McpEndpoint>,
-    control: Option<Arc<Control>>,
+    control: Option<Arc<ArcSwap<Control>>>,
 }
 
 /// `/mcp` (+ `/healthz`, `/readyz`) for an endpoint; `control` drives readiness when present.
-pub fn mcp_router(endpoint: Arc<McpEndpoint>, control: Option<Arc<Control>>) -> Router {
+pub fn mcp_router(endpoint: Arc<McpEndpoint>, control: Option<Arc<ArcSwap<Control>>>) -> Router {
     Router::new()
         .route("/mcp", any(|State(s): State<AppState>, req: Request<Body>| async move { s.endpoint.handle(req).await }))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                let (ready, body) = s.control.as_ref().map(|c| c.status()).unwrap_or((true, json!({"ready": true})));
+                let (ready, body) =
+                    s.control.as_ref().map(|c| c.load().status()).unwrap_or((true, json!({"ready": true})));
                 let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (code, axum::Json(body))
             }),

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod relay;
+pub mod reload;
 pub mod rpc;
 pub mod seal;
 pub mod server;

@@ -31,6 +31,7 @@ pub struct Metrics {
     pins: Family<Labels, Counter>,
     definitions_refused: Family<Labels, Counter>,
     destructive: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
     /// Set at scrape time.
     pub upstream_up: Family<Labels, Gauge>,
     pub upstream_restarts: Family<Labels, Gauge>,
@@ -75,6 +76,7 @@ impl Metrics {
             pins: Family::default(),
             definitions_refused: Family::default(),
             destructive: Family::default(),
+            reloads: Family::default(),
             upstream_up: Family::default(),
             upstream_restarts: Family::default(),
             sessions: Gauge::default(),
@@ -112,6 +114,7 @@ impl Metrics {
             "Calls to tools not classified read-only, that ran (success or tool error)",
             m.destructive.clone(),
         );
+        r.register("config_reloads", "Config reloads, by result (success or refused)", m.reloads.clone());
         r.register("upstream_up", "Whether each upstream is connected (1) or not (0)", m.upstream_up.clone());
         r.register("upstream_restarts", "Reconnects or restarts of each upstream", m.upstream_restarts.clone());
         r.register("sessions_active", "Open client sessions", m.sessions.clone());
@@ -154,6 +157,9 @@ impl Metrics {
             }
             "kill_switch" => {
                 self.kill_switch.get_or_create(&vec![("server", s(&e.server)), ("action", s(&e.detail))]).inc();
+            }
+            "config_reload" => {
+                self.reloads.get_or_create(&vec![("result", e.status.clone())]).inc();
             }
             "pin" => {
                 self.pins.get_or_create(&vec![("server", s(&e.server)), ("change", s(&e.detail))]).inc();

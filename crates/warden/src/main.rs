@@ -331,7 +331,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Serve { config, listen } => {
                 let cfg = load(&config, listen)?;
                 let addr = cfg.listen.addr;
-                let gw = Gateway::new(cfg).await.map_err(|e| anyhow::anyhow!(e))?;
+                let gw = Gateway::new(cfg).await.map_err(|e| anyhow::anyhow!(e))?.reload_from(config.clone());
                 let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
                 gw.serve(listener, shutdown_signal()).await?;
                 Ok(())

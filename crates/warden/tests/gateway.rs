@@ -34,6 +34,8 @@ mod key_reach;
 mod modern_upstream;
 #[path = "gateway/pins.rs"]
 mod pins;
+#[path = "gateway/reload.rs"]
+mod reload;
 #[path = "gateway/replicas.rs"]
 mod replicas;
 #[path = "gateway/sandbox.rs"]

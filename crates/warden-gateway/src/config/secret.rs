@@ -50,6 +50,12 @@ impl SecretRef {
         }
     }
 
+    /// Drop where the reference was written (two configs that differ only in line numbers are
+    /// the same).
+    pub fn forget_location(&mut self) {
+        self.at = SecretAt::Unknown;
+    }
+
     /// Resolve the secret now. The error names the reference, never the value.
     pub fn resolve(&self) -> Result<String, String> {
         let raw = match (&self.env, &self.file) {

@@ -34,9 +34,9 @@ use warden_policy::Principal;
 use warden_protocol::jsonrpc::{self, ErrorObject};
 use warden_protocol::version;
 
-/// The relay service.
+/// The relay service. New sessions use the current generation (`reload.rs` swaps it).
 pub struct Relay {
-    pub shared: Arc<Shared>,
+    pub current: Arc<arc_swap::ArcSwap<Shared>>,
 }
 
 impl Service for Relay {
@@ -47,7 +47,7 @@ impl Service for Relay {
         principal: Arc<Principal>,
         origin: crate::server::Origin,
     ) -> BoxFuture<'static, Result<Initialized, ErrorObject>> {
-        let shared = self.shared.clone();
+        let shared = self.current.load_full();
         async move {
             let started = Instant::now();
             // Each session may start every upstream the caller reaches: opened at a bounded rate.
@@ -109,7 +109,11 @@ impl Service for Relay {
         principal: Arc<Principal>,
         origin: crate::server::Origin,
     ) -> Option<BoxFuture<'static, Result<Arc<dyn Session>, ErrorObject>>> {
-        Some(Relay::take_up(self.shared.clone(), params, peer, principal, origin))
+        Some(Relay::take_up(self.current.load_full(), params, peer, principal, origin))
+    }
+
+    fn generation(&self) -> u64 {
+        self.current.load().generation
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Shared {
     /// Each upstream's shared connection when it is stateless (`upstream/shared.rs`), by tenant
     /// spec ("" for the base one).
     pub stateless: Vec<Mutex<HashMap<String, Weak<Conn>>>>,
+    /// Which config generation this is (`reload.rs`): 0 at start, one more per reload.
+    pub generation: u64,
 }
 
 /// A client-visible name or URI → (upstream, upstream's own name or URI, effectively read-only).

@@ -60,6 +60,12 @@ pub trait Service: Send + Sync + 'static {
     ) -> Option<BoxFuture<'static, Result<Arc<dyn Session>, ErrorObject>>> {
         None
     }
+
+    /// The configuration generation new sessions get. A session of an older one is retired at
+    /// its next request and taken up again under the current one ([`Service::resume`]).
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 pub trait Session: Send + Sync + 'static {

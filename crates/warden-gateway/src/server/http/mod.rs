@@ -126,6 +126,8 @@ struct HttpSession {
     checked: AtomicU64,
     /// What its sealed id carries (`None`: a random id, or a stateless caller's pooled session).
     sealed: Option<sessions::Sealed>,
+    /// The service's configuration generation it was opened under ([`Service::generation`]).
+    generation: u64,
 }
 
 type HttpResponse = Response<Body>;
@@ -505,6 +507,7 @@ impl McpEndpoint {
             last_seen: AtomicU64::new(self.now_ms()),
             checked: AtomicU64::new(self.now_ms()),
             sealed,
+            generation: self.svc.generation(),
         });
         {
             let mut map = self.sessions.write();

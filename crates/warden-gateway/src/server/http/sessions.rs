@@ -39,6 +39,8 @@ const PREFIX: &str = "ws1.";
 /// The most a sealed id carries of the client's `initialize` (JSON bytes), so that the id stays
 /// a header any proxy passes (about 2 kB of base64 at most).
 const MAX_PARAMS: usize = 1024;
+/// How long a retired session's calls in flight may still run before it is closed.
+const RETIRE_WAIT: Duration = Duration::from_secs(600);
 /// How often a replica asks the shared store whether a session it holds was ended elsewhere.
 const CHECK_EVERY_MS: u64 = 1000;
 
@@ -212,8 +214,38 @@ impl McpEndpoint {
                 }
             }
         }
+        // The configuration was reloaded since it was opened: the next request runs in a
+        // session of the new generation (`reload.rs`); this one finishes what it started.
+        if s.sealed.is_some() && s.generation != self.svc.generation() {
+            self.retire(id, &s);
+            return self.take_up(id, who).await.map(|n| (id.to_string(), n));
+        }
         s.last_seen.store(self.now_ms(), Ordering::Relaxed);
         Ok((id.to_string(), s))
+    }
+
+    /// Take `s` (named `id`) out of the sessions; once its requests in flight are answered (at
+    /// most [`RETIRE_WAIT`]), close its streams and upstream connections.
+    pub(super) fn retire(&self, id: &str, s: &Arc<HttpSession>) {
+        {
+            let mut map = self.sessions.write();
+            if !map.get(id).is_some_and(|held| Arc::ptr_eq(held, s)) {
+                return; // retired already
+            }
+            map.remove(id);
+        }
+        tracing::info!(generation = s.generation, "session retired: the configuration was reloaded");
+        let s = s.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            while s.conn.get().is_some_and(|c| c.has_inflight()) && started.elapsed() < RETIRE_WAIT {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            s.streams.close_all();
+            if let Some(c) = s.conn.get() {
+                c.close().await;
+            }
+        });
     }
 
     /// Take up the session of a sealed id this replica does not hold.
@@ -250,6 +282,7 @@ impl McpEndpoint {
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
         let origin = Origin { session: id.to_string(), client: None };
+        let generation = self.svc.generation();
         let resumed = self.svc.resume(sealed.params.clone(), peer, who.clone(), origin).ok_or(NOT_FOUND)?;
         let session = resumed.await.map_err(|e| {
             tracing::info!(error = %e.message, "session not taken up");
@@ -262,6 +295,7 @@ impl McpEndpoint {
             last_seen: AtomicU64::new(self.now_ms()),
             checked: AtomicU64::new(self.now_ms()),
             sealed: Some(sealed),
+            generation,
         });
         let _ = s.conn.set(Conn::new(session, streams, calls));
         let raced = {

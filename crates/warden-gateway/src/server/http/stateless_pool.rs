@@ -240,9 +240,15 @@ impl McpEndpoint {
     }
 
     /// The caller's pooled session, if it is still there.
+    /// One of an older configuration generation is retired (a new one is made for the caller).
     fn live_pooled(&self, key: &str) -> Option<(String, Value)> {
         let (sid, init) = self.pooled.lock().get(key).cloned()?;
-        self.sessions.read().contains_key(&sid).then_some((sid, init))
+        let s = self.sessions.read().get(&sid).cloned()?;
+        if s.generation != self.svc.generation() {
+            self.retire(&sid, &s);
+            return None;
+        }
+        Some((sid, init))
     }
 
     /// The caller's pooled session (created on first use): its id and its `initialize` result.
@@ -292,6 +298,7 @@ impl McpEndpoint {
             last_seen: AtomicU64::new(self.now_ms()),
             checked: AtomicU64::new(0),
             sealed: None,
+            generation: self.svc.generation(),
         });
         {
             let mut map = self.sessions.write();

@@ -1,0 +1,210 @@
+//! Config reload without dropping calls: `SIGHUP` and `POST /admin/reload` re-read the config
+//! file, validate it as a whole and build the next generation of what calls use (rules, limits,
+//! content settings, guards, upstreams added, removed or changed); an invalid file, or one that
+//! changes what only a restart applies, is refused and the running generation keeps serving.
+//! Every attempt is logged, counted (`warden_config_reloads_total{result}`) and recorded in the
+//! audit trail (`kind = "config_reload"`).
+//!
+//! How a generation takes over: new sessions and 2026 requests use it at once. A 2025 session of
+//! an older generation is retired at its next request and taken up again (its sealed id,
+//! `server/http/sessions.rs`) under the new one; the retired session finishes its calls in flight
+//! under the config they started with, then closes its upstream connections. What lasts across
+//! generations: the audit trail, the store (limit counters, kill switches, approvals), the
+//! sealing key, pins, the HTTP client and the trace exporter.
+//!
+//! Defends against: a typo taking the gateway down (the old config keeps serving), a half-applied
+//! config (a generation is built whole, then swapped in one step), calls cut by a reload.
+//! Does not defend against: sections that need a restart (`[listen]`, `[auth]`, `[admin]`,
+//! `[store]`, `[audit]`, `[cluster]`, `[telemetry]`, `[approval]`): a change to one is refused
+//! with its name, until the restart. A retired session's subscriptions and open streams end with
+//! it (the client's GET stream closes; it reconnects to the new session).
+
+use crate::approval::Approvals;
+use crate::config::Config;
+use crate::control::Control;
+use crate::killswitch::KillSwitches;
+use crate::namespace::Namespaces;
+use crate::policy::Policy;
+use crate::relay::Shared;
+use crate::store::Store;
+use crate::upstream::Spec;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What lasts across generations.
+#[derive(Clone)]
+pub struct Lasting {
+    pub http: reqwest::Client,
+    pub audit: Arc<crate::audit::Audit>,
+    pub store: Arc<dyn Store>,
+    pub kills: Arc<KillSwitches>,
+    pub approvals: Arc<Approvals>,
+    pub registry: Arc<crate::registry::Registry>,
+    pub traces: Option<Arc<crate::trace::Exporter>>,
+    pub sealer: Arc<crate::seal::Sealer>,
+}
+
+/// One generation of what calls use, from `cfg`.
+pub fn build(cfg: &Config, l: &Lasting, generation: u64) -> Result<Shared, String> {
+    // Before any key is read: no sandboxed upstream may reach one.
+    let mut unsandboxed = Vec::new();
+    let exposed = crate::upstream::exposure::exposed_secrets(cfg, &mut unsandboxed);
+    for w in &unsandboxed {
+        tracing::warn!("{w}");
+    }
+    if let Some(first) = exposed.first() {
+        let more = if exposed.len() > 1 { format!(" (and {} more)", exposed.len() - 1) } else { String::new() };
+        return Err(format!("{first}{more}"));
+    }
+    let specs = cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content)).collect::<Result<Vec<_>, _>>()?;
+    let ns =
+        Namespaces::new(&cfg.federation.separator, cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect());
+    let policy = Arc::new(Policy::new(cfg, l.kills.clone(), l.store.clone())?);
+    if policy.rules().is_empty() {
+        tracing::warn!("no [[rule]] allows anything: every tool, resource and prompt is hidden and refused");
+    }
+    Ok(Shared {
+        known: specs.iter().map(|_| Mutex::new(None)).collect(),
+        stateless: specs.iter().map(|_| Default::default()).collect(),
+        specs,
+        extensions: crate::extensions::Extensions::new(&cfg.federation.extensions),
+        ns,
+        http: l.http.clone(),
+        policy,
+        approvals: l.approvals.clone(),
+        content: Arc::new(crate::content::Content::new(cfg)?),
+        registry: l.registry.clone(),
+        audit: l.audit.clone(),
+        traces: l.traces.clone(),
+        tasks: crate::task_handle::TaskHandles::new(l.sealer.clone()),
+        generation,
+    })
+}
+
+/// The sections a reload may not change, as they were read (secret locations left out: a line
+/// moved is not a change).
+fn restart_only(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    for (_, s) in c.secrets_mut() {
+        s.forget_location();
+    }
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        c.listen, c.auth, c.admin, c.store, c.audit, c.cluster, c.telemetry, c.approval
+    )
+}
+
+/// The section names that differ between `a` and `b` among the restart-only ones.
+fn restart_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let (a, b) = (restart_only(a), restart_only(b));
+    let names = ["listen", "auth", "admin", "store", "audit", "cluster", "telemetry", "approval"];
+    a.lines().zip(b.lines()).zip(names).filter(|((x, y), _)| x != y).map(|(_, n)| n).collect()
+}
+
+/// What a reload did.
+#[derive(Debug, serde::Serialize)]
+pub struct Applied {
+    pub generation: u64,
+    pub upstreams: Vec<String>,
+    pub rules: usize,
+}
+
+/// Re-reads the config file and swaps in the next generation.
+pub struct Reloader {
+    path: PathBuf,
+    running: Mutex<Config>,
+    lasting: Lasting,
+    current: Arc<ArcSwap<Shared>>,
+    control: Arc<ArcSwap<Control>>,
+    auth: Option<Arc<crate::auth::Authenticator>>,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        running: Config,
+        lasting: Lasting,
+        current: Arc<ArcSwap<Shared>>,
+        control: Arc<ArcSwap<Control>>,
+        auth: Option<Arc<crate::auth::Authenticator>>,
+    ) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            path,
+            running: Mutex::new(running),
+            lasting,
+            current,
+            control,
+            auth,
+            busy: Default::default(),
+        })
+    }
+
+    /// Read, validate and apply the config file; `by` says who asked (for the audit record).
+    pub async fn reload(&self, by: &str) -> Result<Applied, String> {
+        let _one = self.busy.lock().await;
+        let r = self.apply().await;
+        let mut e = warden_audit::Event::new("config_reload", if r.is_ok() { "success" } else { "refused" });
+        e.subject = Some(by.to_string());
+        match &r {
+            Ok(a) => {
+                e.detail = Some(format!("generation {}", a.generation));
+                tracing::info!(generation = a.generation, upstreams = ?a.upstreams, rules = a.rules, by, "config reloaded");
+            }
+            Err(why) => {
+                e.detail = Some(why.chars().take(500).collect());
+                tracing::error!(error = %why, by, "config reload refused; the running config keeps serving");
+            }
+        }
+        self.lasting.audit.emit(e);
+        r
+    }
+
+    async fn apply(&self) -> Result<Applied, String> {
+        let path = self.path.clone();
+        let mut cfg = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.0)?;
+        {
+            let running = self.running.lock();
+            // `--listen` may have overridden the file's address: a restart applies either.
+            cfg.listen.addr = running.listen.addr;
+            let changed = restart_changes(&running, &cfg);
+            if !changed.is_empty() {
+                return Err(format!(
+                    "{}: changes to these sections apply only at a restart; nothing was changed",
+                    changed.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        let generation = self.current.load().generation + 1;
+        let next = Arc::new(build(&cfg, &self.lasting, generation)?);
+        let control = Control::new(next.clone(), self.auth.clone());
+        control.start();
+        self.current.store(next.clone());
+        let old = self.control.swap(control);
+        tokio::spawn(async move { old.close().await });
+        let applied = Applied {
+            generation,
+            upstreams: next.specs.iter().map(|s| s.name.clone()).collect(),
+            rules: next.policy.rules().rules().len(),
+        };
+        *self.running.lock() = cfg;
+        Ok(applied)
+    }
+
+    /// Reload on every `SIGHUP` while the returned task lives.
+    pub fn on_sighup(self: &Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let me = self.clone();
+        Ok(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = me.reload("SIGHUP").await;
+            }
+        }))
+    }
+}
