@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// every tenth of it (the issue asks for 600).
     #[arg(long)]
     soak: Option<u64>,
+    /// Replicas (issue 23): 1 Warden, 1 and 3 behind HAProxy (Redis, one `[cluster] key`), limits
+    /// in Redis against memory, and the cost of taking a session up on another replica. Needs
+    /// `haproxy` and `redis-server`.
+    #[arg(long)]
+    cluster: bool,
     /// Worker threads of the Wardens under test (`TOKIO_WORKER_THREADS`; default: one per core).
     #[arg(long)]
     warden_threads: Option<usize>,
@@ -155,7 +160,7 @@ async fn http_session(client: &reqwest::Client, url: &str) -> anyhow::Result<Str
 }
 
 impl Target {
-    async fn http(url: &str) -> anyhow::Result<Target> {
+    pub(crate) async fn http(url: &str) -> anyhow::Result<Target> {
         Target::http_as(url, None).await
     }
 
@@ -172,6 +177,19 @@ impl Target {
             .build()?;
         let session = http_session(&client, url).await?;
         Ok(Target::Http { client, url: url.to_string(), session, next: 1.into() })
+    }
+
+    /// The same 2025 session, its requests sent to `url` (another replica).
+    pub(crate) fn same_session_at(&self, url: &str) -> anyhow::Result<Target> {
+        match self {
+            Target::Http { client, session, .. } => Ok(Target::Http {
+                client: client.clone(),
+                url: url.to_string(),
+                session: session.clone(),
+                next: 1.into(),
+            }),
+            _ => bail!("not an HTTP session"),
+        }
     }
 
     fn stateless(url: &str) -> anyhow::Result<Target> {
@@ -262,7 +280,7 @@ impl Target {
         }
     }
 
-    async fn call(&self) -> anyhow::Result<()> {
+    pub(crate) async fn call(&self) -> anyhow::Result<()> {
         let v = self.rpc("tools/call", json!({"name": "echo", "arguments": {"text": "bench"}})).await?;
         if v.pointer("/result/content/0/text").and_then(Value::as_str) != Some("bench") {
             bail!("unexpected answer {v}");
@@ -372,7 +390,7 @@ async fn start_floor(upstream: &str, with_reqwest: bool) -> anyhow::Result<(Chil
     Ok((child, format!("http://127.0.0.1:{port}/mcp")))
 }
 
-fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -440,6 +458,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let http_up = format!(
         "[[upstream]]\nname = \"fx\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {fx_url:?}\nprotocol = \"2025-11-25\"\n"
     );
+    if a.cluster {
+        let relay = format!("{RELAY_ONLY}{ALLOW_ALL}");
+        crate::bench_cluster::run(&http_up, &fx_url, &relay, a.calls, &levels).await?;
+        drop(fx);
+        return Ok(());
+    }
     if let Some(secs) = a.soak {
         let (key, entry) = warden_gateway::auth::apikey::generate("bench", &["mcp".into()], None, None);
         crate::bench_soak::run(&http_up, &full_pipeline(&entry), Some(&key), secs).await?;

@@ -10,6 +10,7 @@ mod audit_cli;
 mod bench;
 mod bench_audit;
 mod bench_auth;
+mod bench_cluster;
 mod bench_content;
 mod bench_floor;
 mod bench_policy;
