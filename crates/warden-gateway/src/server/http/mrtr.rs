@@ -6,13 +6,14 @@
 //! `inputResponses` and that state, the answers go to whoever asked, and the same run goes on.
 //!
 //! Defends against: a client-supplied `requestState` being trusted — it is an AEAD envelope
-//! (AES-256-GCM, a key of this process) of a random handle, bound to the principal, the digest
+//! (AES-256-GCM, `seal.rs`: the `[cluster] key`, or a key of this process) of a random handle, bound to the principal, the digest
 //! of the original request (method and params, without `_meta`, `inputResponses` and
 //! `requestState`) and an expiry; a tampered, expired, foreign (another principal's) or
 //! mismatched (other params) one is refused, and the parked run is never reached. Parked runs
 //! are bounded (per principal and in all) and expire.
-//! Does not defend against: a retry landing on another replica (runs live in the process that
-//! parked them: the client gets "unknown requestState" and starts over).
+//! Does not defend against: a retry landing on another replica (the state opens there with a
+//! shared key, but runs live in the process that parked them: the client gets "unknown
+//! requestState" and starts over).
 
 use super::{json_answer, HttpResponse};
 use crate::rpc::{Calls, Outbound, Peer};
