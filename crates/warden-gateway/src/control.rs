@@ -32,6 +32,8 @@ pub struct Control {
     refreshing: Vec<std::sync::atomic::AtomicU8>,
     /// Token issuers, whose keys readiness waits for.
     auth: Option<Arc<Authenticator>>,
+    /// Closed ([`Control::close`]): nothing connects again (a reload replaced this set).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -46,6 +48,7 @@ impl Control {
             connects: (0..n).map(|_| Default::default()).collect(),
             refreshing: (0..n).map(|_| Default::default()).collect(),
             auth,
+            closed: false.into(),
         })
     }
 
@@ -73,6 +76,9 @@ impl Control {
                 let mut refused = false;
                 loop {
                     let Some(c) = me.upgrade() else { return };
+                    if c.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
                     let alive = c.conns[i].lock().as_ref().is_some_and(|c| c.is_alive());
                     if !alive {
                         let spec = &c.shared.specs[i];
@@ -89,6 +95,11 @@ impl Control {
                             }
                         });
                         match Conn::connect(spec, init, handler, &c.shared.http).await {
+                            // Closed while connecting: this connection is not wanted any more.
+                            Ok(conn) if c.closed.load(std::sync::atomic::Ordering::Acquire) => {
+                                conn.close().await;
+                                return;
+                            }
                             Ok(conn) => {
                                 tracing::info!(upstream = %spec.name, protocol = %conn.init().map(|i| i.protocol_version).unwrap_or_default(), "upstream ready");
                                 c.connects[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,6 +249,7 @@ impl Control {
     }
 
     pub(crate) async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         let conns: Vec<Arc<Conn>> = self.conns.iter().filter_map(|c| c.lock().take()).collect();
         futures::future::join_all(conns.iter().map(|c| c.close())).await;
     }

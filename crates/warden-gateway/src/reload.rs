@@ -15,8 +15,9 @@
 //! Defends against: a typo taking the gateway down (the old config keeps serving), a half-applied
 //! config (a generation is built whole, then swapped in one step), calls cut by a reload.
 //! Does not defend against: sections that need a restart (`[listen]`, `[auth]`, `[admin]`,
-//! `[store]`, `[audit]`, `[cluster]`, `[telemetry]`, `[approval]`): a change to one is refused
-//! with its name, until the restart. A retired session's subscriptions and open streams end with
+//! `[store]`, `[audit]`, `[cluster]`, `[telemetry]`, `[approval]`, and the pin and scan settings
+//! of `[content]`): a change to one — a secret they reference rotated included — is refused with
+//! its name, until the restart. A retired session's subscriptions and open streams end with
 //! it (the client's GET stream closes; it reconnects to the new session).
 
 use crate::approval::Approvals;
@@ -83,24 +84,56 @@ pub fn build(cfg: &Config, l: &Lasting, generation: u64) -> Result<Shared, Strin
     })
 }
 
-/// The sections a reload may not change, as they were read (secret locations left out: a line
-/// moved is not a change).
-fn restart_only(cfg: &Config) -> String {
+/// The sections (and `[content]` settings) a reload may not change, one line each, as they were
+/// read: secret locations left out (a line moved is not a change) and, for the secrets of these
+/// sections, a digest of what they resolve to (a secret rotated behind the same reference is a
+/// change).
+fn restart_only(cfg: &Config) -> Vec<(&'static str, String)> {
     let mut c = cfg.clone();
-    for (_, s) in c.secrets_mut() {
+    let mut secrets: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
+    for (key, s) in c.secrets_mut() {
         s.forget_location();
+        let section = RESTART_ONLY.iter().find(|n| key.starts_with(*n));
+        if let Some(section) = section {
+            let value = s.resolve().unwrap_or_else(|e| format!("unreadable: {e}"));
+            secrets.entry(section).or_default().push(crate::digest::hex(&crate::digest::sha256(value.as_bytes())));
+        }
     }
-    format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        c.listen, c.auth, c.admin, c.store, c.audit, c.cluster, c.telemetry, c.approval
-    )
+    let k = &c.content;
+    let pins = format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
+        k.pinning, k.pin_file, k.pin_public_key, k.pin_resources, k.scan, k.max_definitions
+    );
+    let sections = [
+        format!("{:?}", c.listen),
+        format!("{:?}", c.auth),
+        format!("{:?}", c.admin),
+        format!("{:?}", c.store),
+        format!("{:?}", c.audit),
+        format!("{:?}", c.cluster),
+        format!("{:?}", c.telemetry),
+        format!("{:?}", c.approval),
+        pins,
+    ];
+    RESTART_ONLY.iter().zip(sections).map(|(n, text)| (*n, format!("{text} {:?}", secrets.get(n)))).collect()
 }
 
-/// The section names that differ between `a` and `b` among the restart-only ones.
+/// What only a restart applies, by the name an error gives it.
+const RESTART_ONLY: [&str; 9] = [
+    "listen",
+    "auth",
+    "admin",
+    "store",
+    "audit",
+    "cluster",
+    "telemetry",
+    "approval",
+    "content: pinning, pin_file, pin_public_key, pin_resources, scan, max_definitions",
+];
+
+/// The names of what differs between `a` and `b` among what only a restart applies.
 fn restart_changes(a: &Config, b: &Config) -> Vec<&'static str> {
-    let (a, b) = (restart_only(a), restart_only(b));
-    let names = ["listen", "auth", "admin", "store", "audit", "cluster", "telemetry", "approval"];
-    a.lines().zip(b.lines()).zip(names).filter(|((x, y), _)| x != y).map(|(_, n)| n).collect()
+    restart_only(a).into_iter().zip(restart_only(b)).filter(|(x, y)| x.1 != y.1).map(|(x, _)| x.0).collect()
 }
 
 /// What a reload did.
@@ -177,12 +210,14 @@ impl Reloader {
             if !changed.is_empty() {
                 return Err(format!(
                     "{}: changes to these sections apply only at a restart; nothing was changed",
-                    changed.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join(", ")
+                    changed.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join("; ")
                 ));
             }
         }
         let generation = self.current.load().generation + 1;
         let next = Arc::new(build(&cfg, &self.lasting, generation)?);
+        // Definitions are compiled with the `[content]` argument settings: vetted again.
+        self.lasting.registry.forget_vetted();
         let control = Control::new(next.clone(), self.auth.clone());
         control.start();
         self.current.store(next.clone());

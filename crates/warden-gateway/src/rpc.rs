@@ -52,7 +52,13 @@ pub struct Calls<C> {
 impl<C: Clone> Calls<C> {
     /// `prefix` non-empty gives string ids (`"<prefix><n>"`), empty gives integer ids.
     pub fn new(prefix: &'static str) -> Self {
-        Calls { next: AtomicU64::new(1), prefix, map: Mutex::new(HashMap::new()) }
+        Calls::starting_at(prefix, 1)
+    }
+
+    /// Ids from `first` on (a session taken up again after a reload numbers its requests past
+    /// those of the session it replaces, whose requests may still be answered).
+    pub fn starting_at(prefix: &'static str, first: u64) -> Self {
+        Calls { next: AtomicU64::new(first), prefix, map: Mutex::new(HashMap::new()) }
     }
 
     /// Register a call; returns its id and the receiver of its outcome.

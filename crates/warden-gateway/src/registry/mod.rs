@@ -123,6 +123,12 @@ fn definition_event(
 }
 
 impl Registry {
+    /// Forget every vetted definition: a reload may have changed the argument settings they
+    /// were compiled with (`reload.rs`); each is vetted again at its next listing.
+    pub fn forget_vetted(&self) {
+        self.vetted.lock().clear();
+    }
+
     pub fn new(cfg: &ContentConfig, base: &Path, audit: Arc<crate::audit::Audit>) -> Result<Registry, String> {
         let file = cfg.pin_file.as_ref().map(|f| if f.is_absolute() { f.clone() } else { base.join(f) });
         let pins = match &file {

@@ -174,6 +174,16 @@ impl Conn {
         }
     }
 
+    /// One of Warden's requests to the client, `id`, waits for its answer here.
+    pub fn asked(&self, id: &Id) -> bool {
+        self.calls.ctx(id).is_some()
+    }
+
+    /// The client's request `id` is in flight here.
+    pub fn running(&self, id: &Id) -> bool {
+        self.inflight.lock().contains_key(id)
+    }
+
     pub fn has_inflight(&self) -> bool {
         !self.inflight.lock().is_empty()
     }

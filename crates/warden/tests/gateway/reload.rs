@@ -137,3 +137,68 @@ async fn a_reload_under_load_drops_no_call_and_applies_to_the_next_calls() {
     assert_eq!(recs.len(), 5, "{recs:?}");
     assert!(recs.iter().any(|r| r["subject"] == "SIGHUP" && r["status"] == "refused"), "{recs:?}");
 }
+
+/// Review finding: a question to the client open across a reload (the session retired while its
+/// call waits for the client) still gets the client's answer, and its call completes.
+#[tokio::test]
+async fn a_question_open_across_a_reload_gets_its_answer() {
+    use futures::StreamExt;
+    let (admin, admin_url) = admin_section();
+    let fx = fixture_stdio_upstream("fx", Some(""), "client_requests = [\"elicitation\"]\n");
+    let w = warden("", &format!("{fx}\n{admin}"));
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "test_elicitation", "arguments": {"message": "Your name?"}}});
+    let mut stream = c.post_stream(&body).await.bytes_stream();
+    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    macro_rules! until {
+        ($pred:expr) => {
+            loop {
+                if let Some(i) = seen.iter().position($pred) {
+                    break seen.remove(i);
+                }
+                let chunk =
+                    tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
+                seen.extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|ev| serde_json::from_str(&ev.data).ok()));
+            }
+        };
+    }
+    let asked = until!(|m: &serde_json::Value| m["method"] == "elicitation/create");
+    // The configuration is reloaded while the question is open; the client's next message
+    // (its answer) is what retires the session.
+    let r = reqwest::Client::new().post(format!("{admin_url}/reload")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer =
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}});
+    assert_eq!(c.post(&answer).await.status, 202);
+    let done = until!(|m: &serde_json::Value| m["id"] == 7);
+    assert!(done.to_string().contains("action=accept"), "{done}");
+    // And a call after it runs in the new generation.
+    assert_eq!(text(&c.tool(8, "echo", json!({"text": "after"})).await), Some("after"));
+}
+
+/// Review finding: `[content]` argument settings changed by a reload apply to the next call
+/// (definitions are vetted again), and the pin and scan settings are refused as restart-only.
+#[tokio::test]
+async fn content_settings_apply_after_a_reload() {
+    let (admin, admin_url) = admin_section();
+    let w = warden("", &format!("{}\n{admin}", fixture_stdio_upstream("fx", Some(""), "")));
+    let path = w.dir.join("warden.toml");
+    let v1 = std::fs::read_to_string(&path).unwrap();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    assert_eq!(text(&c.tool(1, "echo", json!({"text": "123456789012"})).await), Some("123456789012"));
+    std::fs::write(&path, format!("{v1}\n[content]\nmax_string_length = 5\n")).unwrap();
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{admin_url}/reload")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let refused = c.tool(2, "echo", json!({"text": "123456789012"})).await;
+    assert!(text(&refused).is_none_or(|t| t != "123456789012"), "the new limit applies: {refused}");
+    std::fs::write(&path, format!("{v1}\n[content]\nmax_string_length = 5\nscan = \"off\"\n")).unwrap();
+    let body: serde_json::Value =
+        http.post(format!("{admin_url}/reload")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("[content: pinning"), "{body}");
+}

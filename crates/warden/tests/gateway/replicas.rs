@@ -148,3 +148,49 @@ async fn the_metrics_listener_serves_metrics_only() {
     let r = http.post(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 405, "read-only");
 }
+
+/// Review finding: ids presented all at once cannot take up more sessions than the caller's cap
+/// (the cap is checked again when each session is inserted).
+#[tokio::test]
+async fn many_ids_at_once_cannot_pass_the_session_cap() {
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let a = replica(&format!("[auth]\n{ea}"), KEY_A);
+    let b = warden_with_env(
+        "max_sessions_per_principal = 2",
+        &format!(
+            "{}\n[cluster]\nkey = {{ env = \"{KEY_VAR}\" }}\n[auth]\n{ea}\n[audit]\nfsync = \"event\"\ngroup_commit_ms = 50\n",
+            fixture_stdio_upstream("fx", Some(""), "")
+        ),
+        &[(KEY_VAR, KEY_A)],
+    );
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(client(&a, &alice).await);
+    }
+    let tries = ids.iter().map(|s| {
+        let o = on(&b, s);
+        async move { o.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await.status }
+    });
+    let statuses = futures::future::join_all(tries).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(ok <= 2, "at most the cap taken up: {statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+}
+
+/// Review finding: `DELETE` of a session this replica does not hold ends it without taking it
+/// up (no cap, no record of a session opened), and a second `DELETE` is 404.
+#[tokio::test]
+async fn delete_on_a_replica_that_does_not_hold_the_session() {
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let auth = format!("[auth]\n{ea}");
+    let a = replica(&auth, KEY_A);
+    let b = replica(&auth, KEY_A);
+    let ca = client(&a, &alice).await;
+    let d = on(&b, &ca).request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(d.status(), 200);
+    assert!(!b.log().contains("session taken up"), "{}", b.log());
+    let d = on(&b, &ca).request(reqwest::Method::DELETE).send().await.unwrap();
+    assert_eq!(d.status(), 404, "ended already");
+    let r = on(&b, &ca).post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
+    assert_eq!(r.status, 404);
+}

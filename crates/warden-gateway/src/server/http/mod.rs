@@ -111,6 +111,9 @@ pub struct McpEndpoint {
     /// Open listens on each (pooled session, resource URI): the resource is unsubscribed when
     /// the last of them ends, not the first.
     listen_refs: Mutex<HashMap<(String, String), usize>>,
+    /// Sessions retired by a reload that still have calls in flight, by session id: the client's
+    /// answers to their questions and its cancellations still reach them (`sessions.rs`).
+    retired: Mutex<HashMap<String, Vec<Arc<HttpSession>>>>,
     /// Pooled sessions being created, by binding key (one at a time per caller).
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
@@ -211,6 +214,7 @@ impl McpEndpoint {
             listens: Mutex::new(HashMap::new()),
             listen_refs: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         let weak = Arc::downgrade(&ep);
@@ -234,15 +238,23 @@ impl McpEndpoint {
     }
 
     /// Close idle sessions; keep standalone streams alive with a comment (and notice dead ones).
-    async fn housekeeping(&self) {
+    async fn housekeeping(self: &Arc<Self>) {
         let now = self.now_ms();
         let idle_ms = self.opts.idle_timeout.as_millis() as u64;
         let mut expired = Vec::new();
+        let mut stale = Vec::new();
+        let generation = self.svc.generation();
         {
             let sessions = self.sessions.read();
             for (id, s) in sessions.iter() {
                 let live = s.streams.keepalive();
                 let busy = s.conn.get().map(|c| c.has_inflight()).unwrap_or(false);
+                // Of a configuration a reload replaced, and idle but for its streams: retired
+                // (the streams end; the client's next request or GET gets the new generation).
+                if !busy && s.generation != generation && (s.sealed.is_some() || s.streams.pooled) {
+                    stale.push((id.clone(), s.clone()));
+                    continue;
+                }
                 if !live && !busy && now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) > idle_ms {
                     expired.push(id.clone());
                 }
@@ -251,6 +263,9 @@ impl McpEndpoint {
         for id in expired {
             tracing::info!("closing idle session");
             self.terminate(&id).await;
+        }
+        for (id, s) in stale {
+            self.retire(&id, &s);
         }
     }
 
@@ -450,26 +465,26 @@ impl McpEndpoint {
             let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
         }
-        let (_sid, session) = match self.session_of(&parts.headers, &principal).await {
+        let (sid, session) = match self.session_of(&parts.headers, &principal).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
-        let conn = session.conn.get().expect("checked by session_of").clone();
+        let accepted = || Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static");
         match msg {
             Message::Request { id, method, params } => {
                 self.run(&session, id, method, params, principal, want_sse).await
             }
             Message::Notification { method, params } => {
-                conn.notification(method, params);
-                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+                self.conn_for_notification(&sid, &session, &method, params.as_ref()).notification(method, params);
+                accepted()
             }
             Message::Response { id, result } => {
-                conn.response(id, Ok(result));
-                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+                self.conn_asking(&sid, &session, &id).response(id, Ok(result));
+                accepted()
             }
             Message::Error { id, error } => {
-                conn.response(id, Err(error));
-                Response::builder().status(StatusCode::ACCEPTED).body(Body::empty()).expect("static")
+                self.conn_asking(&sid, &session, &id).response(id, Err(error));
+                accepted()
             }
         }
     }
@@ -569,6 +584,14 @@ impl McpEndpoint {
     }
 
     async fn delete(self: &Arc<Self>, req: Request<Body>, principal: &Arc<Principal>) -> HttpResponse {
+        // A session this replica does not hold is ended without being taken up first.
+        if let Some(id) = header_str(req.headers(), SESSION_HEADER).filter(|id| !self.sessions.read().contains_key(*id))
+        {
+            return match self.end_unheld(id, principal).await {
+                Ok(()) => Response::builder().status(StatusCode::OK).body(Body::empty()).expect("static"),
+                Err((status, msg)) => plain(status, msg),
+            };
+        }
         let (sid, session) = match self.session_of(req.headers(), principal).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),

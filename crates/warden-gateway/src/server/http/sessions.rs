@@ -15,12 +15,17 @@
 //! store that forgot ends under memory pressure refuses every session it may have held), ids
 //! used past their expiry, a store outage letting an ended session back in (taking a session up
 //! needs an answer from the store: 503 meanwhile).
-//! Does not defend against: the state a session had on the replica that lost it — subscriptions,
+//! Does not defend against: a caller holding a session on every replica at once (taking an id up
+//! is not counted as opening a session — the id was, once, when it was issued —, so that a
+//! client spread over N replicas does not spend N times its rate of opening sessions; what a
+//! caller holds per replica stays within `max_sessions_per_principal`, checked again as each
+//! session is inserted); the state a session had on the replica that lost it — subscriptions,
 //! log level, requests to the client and SSE streams in flight are gone (the client sees its
 //! stream end and retries; nothing waits forever); a session ended on one replica still
 //! answering on another for up to a second (the check interval); with the memory store, an end
 //! seen only by the replica that received the `DELETE` (shared ends need `[store] backend =
-//! "redis"`).
+//! "redis"`); a Redis that evicts keys (`maxmemory-policy` other than `noeviction`) may forget an
+//! end before the id expires.
 
 use super::{header_str, HttpSession, McpEndpoint, Reject, Streams, SESSION_HEADER};
 use crate::rpc::Calls;
@@ -33,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use warden_policy::Principal;
+use warden_protocol::jsonrpc::Id;
 
 const PURPOSE: &[u8] = b"warden-session/v1";
 const PREFIX: &str = "ws1.";
@@ -169,6 +175,23 @@ pub(super) fn owned(map: &std::collections::HashMap<String, Arc<HttpSession>>, o
 }
 
 impl McpEndpoint {
+    /// Whether `sessions` has room for one more session of `owner` (as at `initialize`: ids a
+    /// caller keeps from sessions that went idle here are no way around its cap).
+    fn room_for(
+        &self,
+        sessions: &std::collections::HashMap<String, Arc<HttpSession>>,
+        owner: &str,
+        who: &Principal,
+    ) -> Result<(), Reject> {
+        if sessions.len() >= self.opts.max_sessions {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "Too many sessions"));
+        }
+        if owned(sessions, owner, who) >= self.opts.max_sessions_per_principal {
+            return Err((StatusCode::TOO_MANY_REQUESTS, "Too many sessions for this caller"));
+        }
+        Ok(())
+    }
+
     /// A new session id (sealed when session ids are configured, else 256 random bits).
     pub(super) fn issue_id(&self, owner: &str, params: &Value) -> (String, Option<Sealed>) {
         match &self.opts.session_ids {
@@ -195,7 +218,7 @@ impl McpEndpoint {
         let s = match held {
             Some(s) if s.conn.get().is_some() && s.owner == who.binding_key() => s,
             Some(_) => return Err(NOT_FOUND),
-            None => return self.take_up(id, who).await.map(|s| (id.to_string(), s)),
+            None => return self.take_up(id, who, false).await.map(|s| (id.to_string(), s)),
         };
         if let (Some(ids), Some(sealed)) = (&self.opts.session_ids, &s.sealed) {
             if sealed.expires <= crate::clock::now_secs() {
@@ -218,7 +241,7 @@ impl McpEndpoint {
         // session of the new generation (`reload.rs`); this one finishes what it started.
         if s.sealed.is_some() && s.generation != self.svc.generation() {
             self.retire(id, &s);
-            return self.take_up(id, who).await.map(|n| (id.to_string(), n));
+            return self.take_up(id, who, true).await.map(|n| (id.to_string(), n));
         }
         s.last_seen.store(self.now_ms(), Ordering::Relaxed);
         Ok((id.to_string(), s))
@@ -226,7 +249,7 @@ impl McpEndpoint {
 
     /// Take `s` (named `id`) out of the sessions; once its requests in flight are answered (at
     /// most [`RETIRE_WAIT`]), close its streams and upstream connections.
-    pub(super) fn retire(&self, id: &str, s: &Arc<HttpSession>) {
+    pub(super) fn retire(self: &Arc<Self>, id: &str, s: &Arc<HttpSession>) {
         {
             let mut map = self.sessions.write();
             if !map.get(id).is_some_and(|held| Arc::ptr_eq(held, s)) {
@@ -235,11 +258,24 @@ impl McpEndpoint {
             map.remove(id);
         }
         tracing::info!(generation = s.generation, "session retired: the configuration was reloaded");
-        let s = s.clone();
+        let busy = s.conn.get().is_some_and(|c| c.has_inflight());
+        if busy {
+            self.retired.lock().entry(id.to_string()).or_default().push(s.clone());
+        }
+        let (s, id, me) = (s.clone(), id.to_string(), Arc::downgrade(self));
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             while s.conn.get().is_some_and(|c| c.has_inflight()) && started.elapsed() < RETIRE_WAIT {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Some(me) = me.upgrade() {
+                let mut retired = me.retired.lock();
+                if let Some(list) = retired.get_mut(&id) {
+                    list.retain(|r| !Arc::ptr_eq(r, &s));
+                    if list.is_empty() {
+                        retired.remove(&id);
+                    }
+                }
             }
             s.streams.close_all();
             if let Some(c) = s.conn.get() {
@@ -248,8 +284,47 @@ impl McpEndpoint {
         });
     }
 
-    /// Take up the session of a sealed id this replica does not hold.
-    async fn take_up(self: &Arc<Self>, id: &str, who: &Arc<Principal>) -> Result<Arc<HttpSession>, Reject> {
+    /// Where the client's answer `id` goes: the session that asked it, which may be one a reload
+    /// retired while the question was open.
+    pub(super) fn conn_asking(&self, sid: &str, s: &HttpSession, id: &Id) -> Arc<Conn> {
+        let current = s.conn.get().expect("an initialized session").clone();
+        if current.asked(id) {
+            return current;
+        }
+        self.retired_conn(sid, |c| c.asked(id)).unwrap_or(current)
+    }
+
+    /// Where a notification goes: `notifications/cancelled` to the session running the request
+    /// it names (a retired one included), anything else to the current session.
+    pub(super) fn conn_for_notification(
+        &self,
+        sid: &str,
+        s: &HttpSession,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Arc<Conn> {
+        let current = s.conn.get().expect("an initialized session").clone();
+        let named =
+            (method == "notifications/cancelled").then(|| warden_protocol::jsonrpc::cancelled_request_id(params));
+        match named.flatten() {
+            Some(id) if !current.running(&id) => self.retired_conn(sid, |c| c.running(&id)).unwrap_or(current),
+            _ => current,
+        }
+    }
+
+    fn retired_conn(&self, sid: &str, f: impl Fn(&Conn) -> bool) -> Option<Arc<Conn>> {
+        let retired = self.retired.lock();
+        retired.get(sid)?.iter().filter_map(|r| r.conn.get()).find(|c| f(c)).cloned()
+    }
+
+    /// Take up the session of a sealed id this replica does not hold (`retake`: it held it
+    /// until a reload retired it).
+    async fn take_up(
+        self: &Arc<Self>,
+        id: &str,
+        who: &Arc<Principal>,
+        retake: bool,
+    ) -> Result<Arc<HttpSession>, Reject> {
         const NOT_FOUND: Reject = (StatusCode::NOT_FOUND, "Session not found");
         let Some(ids) = &self.opts.session_ids else { return Err(NOT_FOUND) };
         let sealed = ids.open(id).ok_or(NOT_FOUND)?;
@@ -265,29 +340,26 @@ impl McpEndpoint {
                 return Err((StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: session store unreachable"));
             }
         }
-        {
-            let map = self.sessions.read();
-            if map.len() >= self.opts.max_sessions {
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "Too many sessions"));
-            }
-            // As at `initialize`: ids the caller holds from sessions that went idle here are no
-            // way around its cap.
-            if owned(&map, &owner, who) >= self.opts.max_sessions_per_principal {
-                return Err((StatusCode::TOO_MANY_REQUESTS, "Too many sessions for this caller"));
-            }
-        }
+        // Checked now (before any work) and again when the session is inserted (requests for
+        // many ids at once all pass the first check).
+        self.room_for(&self.sessions.read(), &owner, who)?;
         let version = sealed.params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-03-26");
         let negotiated = warden_protocol::version::negotiate(Some(version));
         let streams = Arc::new(Streams::new(negotiated >= "2025-11-25", self.opts.sse_retry_ms, false));
-        let calls = Arc::new(Calls::new("warden-"));
+        // Past the ids of the sessions it may replace (answers to those still reach them).
+        let calls = Arc::new(Calls::starting_at("warden-", (self.svc.generation() << 32) + 1));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
         let origin = Origin { session: id.to_string(), client: None };
         let generation = self.svc.generation();
         let resumed = self.svc.resume(sealed.params.clone(), peer, who.clone(), origin).ok_or(NOT_FOUND)?;
         let session = resumed.await.map_err(|e| {
             tracing::info!(error = %e.message, "session not taken up");
-            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the session could not be taken up")
+            match e.http.map(|h| h.status) {
+                Some(429) => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests: sessions opened too fast"),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: the session could not be taken up"),
+            }
         })?;
+        let (nonce, expires) = (sealed.nonce.clone(), sealed.expires);
         let s = Arc::new(HttpSession {
             owner,
             conn: OnceLock::new(),
@@ -302,26 +374,59 @@ impl McpEndpoint {
             let mut map = self.sessions.write();
             match map.get(id) {
                 // Taken up by a request of the same client meanwhile: that one stays.
-                Some(other) => Some(other.clone()),
-                None => {
+                Some(other) => Ok(Some(other.clone())),
+                None => self.room_for(&map, &s.owner, who).map(|()| {
                     map.insert(id.to_string(), s.clone());
                     None
-                }
+                }),
+            }
+        };
+        let drop_ours = || async {
+            if let Some(c) = s.conn.get() {
+                c.close().await;
             }
         };
         match raced {
-            Some(other) if other.conn.get().is_some() => {
-                if let Some(c) = s.conn.get() {
-                    c.close().await;
-                }
+            Ok(Some(other)) if other.conn.get().is_some() => {
+                drop_ours().await;
                 Ok(other)
             }
-            Some(_) => Err(NOT_FOUND),
-            None => {
-                tracing::info!(subject = %who.subject, "session taken up on this replica");
+            Ok(Some(_)) => {
+                drop_ours().await;
+                Err(NOT_FOUND)
+            }
+            Err(refused) => {
+                drop_ours().await;
+                Err(refused)
+            }
+            Ok(None) => {
+                // A DELETE on another request may have ended it while it was being taken up.
+                if let Ok(true) = ids.ended.ended(&nonce, expires).await {
+                    self.terminate(id).await;
+                    return Err(NOT_FOUND);
+                }
+                tracing::info!(subject = %who.subject, retake, "session taken up on this replica");
                 Ok(s)
             }
         }
+    }
+
+    /// End, through the store, a session this replica does not hold (`DELETE`): the caller's own,
+    /// unexpired; else 404 as for any unknown id.
+    pub(super) async fn end_unheld(&self, id: &str, who: &Principal) -> Result<(), Reject> {
+        const NOT_FOUND: Reject = (StatusCode::NOT_FOUND, "Session not found");
+        let ids = self.opts.session_ids.as_ref().ok_or(NOT_FOUND)?;
+        let sealed = ids.open(id).ok_or(NOT_FOUND)?;
+        if sealed.owner != owner_digest(&who.binding_key()) || sealed.expires <= crate::clock::now_secs() {
+            return Err(NOT_FOUND);
+        }
+        if let Ok(true) = ids.ended.ended(&sealed.nonce, sealed.expires).await {
+            return Err(NOT_FOUND);
+        }
+        ids.ended.end(&sealed.nonce, sealed.expires).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot end a session: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: session store unreachable")
+        })
     }
 
     /// End the session named by `DELETE` here and, through the store, on every replica.

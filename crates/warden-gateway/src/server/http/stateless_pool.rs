@@ -241,7 +241,7 @@ impl McpEndpoint {
 
     /// The caller's pooled session, if it is still there.
     /// One of an older configuration generation is retired (a new one is made for the caller).
-    fn live_pooled(&self, key: &str) -> Option<(String, Value)> {
+    fn live_pooled(self: &Arc<Self>, key: &str) -> Option<(String, Value)> {
         let (sid, init) = self.pooled.lock().get(key).cloned()?;
         let s = self.sessions.read().get(&sid).cloned()?;
         if s.generation != self.svc.generation() {
