@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Limited};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -237,62 +237,6 @@ impl McpEndpoint {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Close idle sessions; keep standalone streams alive with a comment (and notice dead ones).
-    async fn housekeeping(self: &Arc<Self>) {
-        let now = self.now_ms();
-        let idle_ms = self.opts.idle_timeout.as_millis() as u64;
-        let mut expired = Vec::new();
-        let mut stale = Vec::new();
-        let generation = self.svc.generation();
-        {
-            let sessions = self.sessions.read();
-            for (id, s) in sessions.iter() {
-                let live = s.streams.keepalive();
-                let busy = s.conn.get().map(|c| c.has_inflight()).unwrap_or(false);
-                // Of a configuration a reload replaced, and idle but for its streams: retired
-                // (the streams end; the client's next request or GET gets the new generation).
-                if !busy && s.generation != generation && (s.sealed.is_some() || s.streams.pooled) {
-                    stale.push((id.clone(), s.clone()));
-                    continue;
-                }
-                if !live && !busy && now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) > idle_ms {
-                    expired.push(id.clone());
-                }
-            }
-        }
-        for id in expired {
-            tracing::info!("closing idle session");
-            self.terminate(&id).await;
-        }
-        for (id, s) in stale {
-            self.retire(&id, &s);
-        }
-    }
-
-    async fn terminate(&self, id: &str) -> bool {
-        let s = self.sessions.write().remove(id);
-        match s {
-            Some(s) => {
-                s.streams.close_all();
-                if let Some(c) = s.conn.get() {
-                    c.close().await;
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Close every session (shutdown).
-    pub async fn shutdown(&self) {
-        let ids: Vec<String> = self.sessions.read().keys().cloned().collect();
-        for id in ids {
-            self.terminate(&id).await;
-        }
-    }
-
-    /// The `Host` check alone (DNS rebinding protection for the OAuth endpoints, which browsers
-    /// reach from other origins).
     pub fn check_host(&self, req_headers: &HeaderMap, authority: Option<&str>) -> Result<(), Reject> {
         let host = header_str(req_headers, "host").or(authority);
         let host_ok = match host {

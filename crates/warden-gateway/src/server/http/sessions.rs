@@ -1,4 +1,5 @@
-//! 2025 session ids that any replica can take up.
+//! 2025 sessions: their lifecycle (idle expiry, retirement after a reload, termination) and ids
+//! that any replica can take up.
 //!
 //! A session id is a sealed envelope ([`crate::seal`], purpose `warden-session/v1`) of a random
 //! nonce, a digest of the caller it belongs to, its expiry (`[cluster] session_max_age_secs`)
@@ -175,6 +176,62 @@ pub(super) fn owned(map: &std::collections::HashMap<String, Arc<HttpSession>>, o
 }
 
 impl McpEndpoint {
+    /// Close idle sessions; keep standalone streams alive with a comment (and notice dead ones).
+    pub(super) async fn housekeeping(self: &Arc<Self>) {
+        let now = self.now_ms();
+        let idle_ms = self.opts.idle_timeout.as_millis() as u64;
+        let mut expired = Vec::new();
+        let mut stale = Vec::new();
+        let generation = self.svc.generation();
+        {
+            let sessions = self.sessions.read();
+            for (id, s) in sessions.iter() {
+                let live = s.streams.keepalive();
+                let busy = s.conn.get().map(|c| c.has_inflight()).unwrap_or(false);
+                // Of a configuration a reload replaced, and idle but for its streams: retired
+                // (the streams end; the client's next request or GET gets the new generation).
+                if !busy && s.generation != generation && (s.sealed.is_some() || s.streams.pooled) {
+                    stale.push((id.clone(), s.clone()));
+                    continue;
+                }
+                if !live && !busy && now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) > idle_ms {
+                    expired.push(id.clone());
+                }
+            }
+        }
+        for id in expired {
+            tracing::info!("closing idle session");
+            self.terminate(&id).await;
+        }
+        for (id, s) in stale {
+            self.retire(&id, &s);
+        }
+    }
+
+    pub(super) async fn terminate(&self, id: &str) -> bool {
+        let s = self.sessions.write().remove(id);
+        match s {
+            Some(s) => {
+                s.streams.close_all();
+                if let Some(c) = s.conn.get() {
+                    c.close().await;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Close every session (shutdown).
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = self.sessions.read().keys().cloned().collect();
+        for id in ids {
+            self.terminate(&id).await;
+        }
+    }
+
+    /// The `Host` check alone (DNS rebinding protection for the OAuth endpoints, which browsers
+    /// reach from other origins).
     /// Whether `sessions` has room for one more session of `owner` (as at `initialize`: ids a
     /// caller keeps from sessions that went idle here are no way around its cap).
     fn room_for(
