@@ -205,12 +205,31 @@ impl Gateway {
             sessions: Some(endpoint.clone()),
             control: Some(control.clone()),
         };
+        // On any address: the same hardened listener as `/mcp` (header size and read time limits,
+        // connection caps in total and per peer, idle connections closed), on one thread.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_listener = match self.cfg.telemetry.metrics_addr {
             Some(addr) => {
                 let l = TcpListener::bind(addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "metrics listening (GET /metrics)");
                 let app = crate::admin::metrics_router(metrics.clone());
-                Some(tokio::spawn(async move { axum::serve(l, app).await }))
+                let limits = ListenLimits {
+                    max_header_bytes: 8192,
+                    read_timeout: Duration::from_secs(10),
+                    tls: None,
+                    trusted_proxies: vec![],
+                    max_connections: 64,
+                    max_connections_per_peer: 16,
+                    idle_timeout: Duration::from_secs(60),
+                    threads: 1,
+                };
+                Some(tokio::spawn(async move {
+                    let threads = serve_router(l, app, limits, async move {
+                        let _ = metrics_stopped.await;
+                    })
+                    .await;
+                    drop(threads);
+                }))
             }
             None => None,
         };
@@ -255,8 +274,12 @@ impl Gateway {
         };
         tracing::info!(addr = %listener.local_addr()?, "warden listening");
         let threads = serve_router(listener, router, limits, shutdown).await?;
-        for l in [admin, metrics_listener].into_iter().flatten() {
-            l.abort();
+        if let Some(a) = admin {
+            a.abort();
+        }
+        let _ = metrics_stop.send(());
+        if let Some(m) = metrics_listener {
+            let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
         }
         if let Some(h) = on_hup {
             h.abort();

@@ -192,7 +192,10 @@ impl Reloader {
                 tracing::error!(error = %why, by, "config reload refused; the running config keeps serving");
             }
         }
-        self.lasting.audit.emit(e);
+        // Waited for (as a request's record is): a reload is not something to lose from the trail.
+        if let Err(err) = self.lasting.audit.commit(e).await {
+            tracing::error!(error = %err, "the config reload's audit record was not stored");
+        }
         r
     }
 

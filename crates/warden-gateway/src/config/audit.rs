@@ -88,7 +88,8 @@ pub struct TelemetryConfig {
     pub headers: BTreeMap<String, String>,
     /// A listener of its own serving only `GET /metrics` (no credential), on any address: for a
     /// scraper outside the host, such as a Kubernetes ServiceMonitor (`"0.0.0.0:9464"`). The
-    /// admin listener's `/metrics` (loopback) serves the same. Default: none.
+    /// admin listener's `/metrics` (loopback) serves the same. Served with header, time and
+    /// connection limits (64 connections, 16 per address). Default: none.
     pub metrics_addr: Option<SocketAddr>,
 }
 

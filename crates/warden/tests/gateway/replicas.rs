@@ -147,6 +147,15 @@ async fn the_metrics_listener_serves_metrics_only() {
     }
     let r = http.post(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 405, "read-only");
+    // Open to any address, so capped like `/mcp`: 16 connections from one address.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let over = reqwest::Client::new().get(format!("{base}/metrics")).send().await;
+    assert!(over.is_err(), "a 17th connection from one address is refused: {over:?}");
+    drop(held);
 }
 
 /// Review finding: ids presented all at once cannot take up more sessions than the caller's cap
