@@ -28,7 +28,10 @@ pub struct MemoryStore {
 }
 
 /// Most ended sessions remembered; past it, the soonest to expire is forgotten and every
-/// session expiring no later is taken as ended (fail closed).
+/// session expiring no later is taken as ended (fail closed). One caller ending 100,000 sessions
+/// within `session_max_age_secs` thus ends other callers' sessions that this replica does not
+/// hold early (they get 404 and start a new one): a nuisance bounded by the initialize limit, not
+/// a way in.
 const MAX_REVOKED: usize = 100_000;
 
 #[derive(Default)]

@@ -46,6 +46,11 @@ async fn a_session_is_served_by_every_replica_with_the_key_and_outlives_its_own(
     assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "echo"), "{tools}");
     assert_eq!(text(&cb.tool(3, "echo", json!({"text": "on b"})).await), "on b");
     assert!(b.log().contains("session taken up on this replica"), "{}", b.log());
+    // On record there as an `initialize` taken up, with the caller and its address.
+    let recs = crate::audit::records(&b.dir.join("warden.toml").display().to_string(), &["--kind", "initialize"]);
+    let up = recs.iter().find(|r| r["detail"].as_str().is_some_and(|d| d.starts_with("session taken up")));
+    let up = up.unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!((up["subject"].as_str(), up["client_addr"].as_str()), (Some("alice"), Some("127.0.0.1")), "{up}");
 
     // It stays alice's: bob presenting her id is as unknown as a made-up id, on every replica.
     for w in [&a, &b] {

@@ -409,7 +409,8 @@ impl McpEndpoint {
             let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
             return self.initialize(msg, &parts.headers, principal, client).await;
         }
-        let (sid, session) = match self.session_of(&parts.headers, &principal).await {
+        let client = parts.extensions.get::<crate::caller::ClientAddr>().map(|c| c.0);
+        let (sid, session) = match self.session_of(&parts.headers, &principal, client).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -512,7 +513,8 @@ impl McpEndpoint {
         if !accepts(req.headers(), "text/event-stream") {
             return plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: GET requires Accept: text/event-stream");
         }
-        let (_sid, session) = match self.session_of(req.headers(), principal).await {
+        let client = req.extensions().get::<crate::caller::ClientAddr>().map(|c| c.0);
+        let (_sid, session) = match self.session_of(req.headers(), principal, client).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };
@@ -536,7 +538,8 @@ impl McpEndpoint {
                 Err((status, msg)) => plain(status, msg),
             };
         }
-        let (sid, session) = match self.session_of(req.headers(), principal).await {
+        let client = req.extensions().get::<crate::caller::ClientAddr>().map(|c| c.0);
+        let (sid, session) = match self.session_of(req.headers(), principal, client).await {
             Ok(s) => s,
             Err((status, msg)) => return plain(status, msg),
         };

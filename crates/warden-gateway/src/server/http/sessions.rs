@@ -262,10 +262,12 @@ impl McpEndpoint {
 
     /// The caller's session named by the request's `Mcp-Session-Id`: held here, or taken up
     /// from its sealed id. 404 for an unknown, expired, ended or another caller's session.
+    /// `client` is the request's address (recorded for a session taken up here).
     pub(super) async fn session_of(
         self: &Arc<Self>,
         h: &HeaderMap,
         who: &Arc<Principal>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<(String, Arc<HttpSession>), Reject> {
         const NOT_FOUND: Reject = (StatusCode::NOT_FOUND, "Session not found");
         let Some(id) = header_str(h, SESSION_HEADER) else {
@@ -275,7 +277,7 @@ impl McpEndpoint {
         let s = match held {
             Some(s) if s.conn.get().is_some() && s.owner == who.binding_key() => s,
             Some(_) => return Err(NOT_FOUND),
-            None => return self.take_up(id, who, false).await.map(|s| (id.to_string(), s)),
+            None => return self.take_up(id, who, client).await.map(|s| (id.to_string(), s)),
         };
         if let (Some(ids), Some(sealed)) = (&self.opts.session_ids, &s.sealed) {
             if sealed.expires <= crate::clock::now_secs() {
@@ -298,7 +300,7 @@ impl McpEndpoint {
         // session of the new generation (`reload.rs`); this one finishes what it started.
         if s.sealed.is_some() && s.generation != self.svc.generation() {
             self.retire(id, &s);
-            return self.take_up(id, who, true).await.map(|n| (id.to_string(), n));
+            return self.take_up(id, who, client).await.map(|n| (id.to_string(), n));
         }
         s.last_seen.store(self.now_ms(), Ordering::Relaxed);
         Ok((id.to_string(), s))
@@ -374,13 +376,13 @@ impl McpEndpoint {
         retired.get(sid)?.iter().filter_map(|r| r.conn.get()).find(|c| f(c)).cloned()
     }
 
-    /// Take up the session of a sealed id this replica does not hold (`retake`: it held it
-    /// until a reload retired it).
+    /// Take up the session of a sealed id this replica does not hold (any more: a reload may
+    /// have retired it), for `who` at address `client`.
     async fn take_up(
         self: &Arc<Self>,
         id: &str,
         who: &Arc<Principal>,
-        retake: bool,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Arc<HttpSession>, Reject> {
         const NOT_FOUND: Reject = (StatusCode::NOT_FOUND, "Session not found");
         let Some(ids) = &self.opts.session_ids else { return Err(NOT_FOUND) };
@@ -406,7 +408,7 @@ impl McpEndpoint {
         // Past the ids of the sessions it may replace (answers to those still reach them).
         let calls = Arc::new(Calls::starting_at("warden-", (self.svc.generation() << 32) + 1));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        let origin = Origin { session: id.to_string(), client: None };
+        let origin = Origin { session: id.to_string(), client };
         let generation = self.svc.generation();
         let resumed = self.svc.resume(sealed.params.clone(), peer, who.clone(), origin).ok_or(NOT_FOUND)?;
         let session = resumed.await.map_err(|e| {
@@ -462,7 +464,7 @@ impl McpEndpoint {
                     self.terminate(id).await;
                     return Err(NOT_FOUND);
                 }
-                tracing::info!(subject = %who.subject, retake, "session taken up on this replica");
+                tracing::info!(subject = %who.subject, "session taken up on this replica");
                 Ok(s)
             }
         }
