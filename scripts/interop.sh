@@ -2,7 +2,8 @@
 # Interop through Warden: the official TypeScript and Python SDK clients against the official
 # reference server (server-everything, stdio upstream, 2025-11-25) and a Python SDK server (HTTP
 # upstream, dual-era: Warden finds and speaks 2026-07-28 to it, translating for 2025 clients);
-# the TypeScript client also in front of a plain TypeScript SDK server (no instructions/prompts/resources).
+# the TypeScript client also in front of a plain TypeScript SDK server (no instructions/prompts/resources),
+# and both clients through HAProxy in front of three replicas of that Warden (one [cluster] key).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
@@ -92,7 +93,29 @@ $ALLOW_ALL
 TOML
 start_bg "$BIN/warden" serve --config "$TMP/plain.toml" 2>"$TMP/warden-plain.log"
 wait_ready "http://127.0.0.1:$PLP/readyz" 60
+# Three replicas of that Warden with one [cluster] key, behind HAProxy (round-robin per request,
+# no stickiness): the SDK clients' sessions are served by whichever replica gets each request.
+head -c 32 /dev/urandom | base64 > "$TMP/cluster-key"
+HAP=$(free_port)
+{ printf 'global\n  maxconn 200\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n'
+  printf 'frontend fe\n  bind 127.0.0.1:%s\n  default_backend be\nbackend be\n  balance roundrobin\n' "$HAP"; } > "$TMP/haproxy.cfg"
+for r in 1 2 3; do
+  RP=$(free_port)
+  sed -e "s/127.0.0.1:$PLP/127.0.0.1:$RP/" -e "s#$TMP/plain-audit#$TMP/replica-$r-audit#g" "$TMP/plain.toml" > "$TMP/replica-$r.toml"
+  printf '[cluster]\nkey = { file = "%s" }\n' "$TMP/cluster-key" >> "$TMP/replica-$r.toml"
+  start_bg "$BIN/warden" serve --config "$TMP/replica-$r.toml" 2>"$TMP/warden-replica-$r.log"
+  wait_ready "http://127.0.0.1:$RP/readyz" 60
+  printf '  server r%s 127.0.0.1:%s\n' "$r" "$RP" >> "$TMP/haproxy.cfg"
+done
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+start_bg "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1
+wait_port "$HAP" 30
 failures=0
+(cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$HAP/mcp") || failures=$((failures + 1))
+"$PY" "$INTEROP/py_plain.py" "http://127.0.0.1:$HAP/mcp" || failures=$((failures + 1))
+taken=$(cat "$TMP"/warden-replica-*.log | grep -c "session taken up on this replica" || true)
+echo "interop: through HAProxy over 3 replicas, sessions were taken up $taken time(s) by replicas that did not open them"
+[ "$taken" -ge 2 ] || { echo "interop: expected the SDK sessions to be spread over the replicas"; failures=$((failures + 1)); }
 (cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$PLP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
@@ -119,5 +142,5 @@ if [ "$failures" -ne 0 ]; then
   echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
   echo "--- warden (plain) log (tail)"; tail -20 "$TMP/warden-plain.log"
 fi
-echo "interop: $((8 - failures)) passed, $failures failed"
+echo "interop: $((11 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
