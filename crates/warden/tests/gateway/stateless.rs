@@ -222,7 +222,15 @@ async fn multi_round_trips_reach_a_2025_upstream_through_sealed_state() {
     p["requestState"] = r1["result"]["requestState"].clone();
     let (_, r2) = post(&w.url, a, "tools/call", p, &[]).await;
     assert_eq!(r2["result"]["resultType"], "complete", "{r2}");
-    let log = w.log();
+    // (the fixture's stderr line reaches Warden's log on its own schedule: waited for)
+    let mut log = w.log();
+    for _ in 0..100 {
+        if log.contains("fixture received sampling answer") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        log = w.log();
+    }
     assert!(log.contains("fixture received sampling answer: key [REDACTED:aws_key]"), "{log}");
     assert!(!log.contains("AKIAIOSFODNN7EXAMPLE"));
     let cfg = w.dir.join("warden.toml").display().to_string();
