@@ -202,19 +202,38 @@ impl AuthServer {
     pub fn new(b: &BuiltinAs, _auth: &Auth, cfg: &Config) -> Result<Arc<AuthServer>, String> {
         let p = paths(b, cfg);
         let pkcs8 = load_or_create_key(&p.key)?;
+        let previous = (b.previous_key_files.iter())
+            .map(|f| {
+                let f = cfg.path(f);
+                std::fs::read(&f).map_err(|e| format!("auth.builtin.previous_key_files {}: {e}", f.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let users = UsersFile::load(&p.users)?.users.into_iter().map(|u| (u.name.clone(), u)).collect();
-        let mut s = Self::with_key(b.clone(), &pkcs8, users)?;
+        let mut s = Self::with_keys(b.clone(), &pkcs8, &previous, users)?;
         *s.store.get_mut() = Store::load(&p.state)?;
         s.state_path = Some(p.state);
         Ok(Arc::new(s))
     }
 
-    pub(super) fn with_key(cfg: BuiltinAs, pkcs8: &[u8], users: HashMap<String, User>) -> Result<AuthServer, String> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| "not a PKCS#8 Ed25519 key".to_string())?;
-        let x = B64.encode(pair.public_key().as_ref());
-        let kid = B64.encode(&sha256(pair.public_key().as_ref())[..12]);
-        let jwks =
-            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]});
+    /// `pkcs8` signs; it and each of `previous` verify (and are published in the JWKS).
+    pub(super) fn with_keys(
+        cfg: BuiltinAs,
+        pkcs8: &[u8],
+        previous: &[Vec<u8>],
+        users: HashMap<String, User>,
+    ) -> Result<AuthServer, String> {
+        let jwk = |der: &[u8]| -> Result<(String, Value), String> {
+            let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| "not a PKCS#8 Ed25519 key".to_string())?;
+            let x = B64.encode(pair.public_key().as_ref());
+            let kid = B64.encode(&sha256(pair.public_key().as_ref())[..12]);
+            Ok((kid.clone(), json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"})))
+        };
+        let (kid, current) = jwk(pkcs8)?;
+        let mut published = vec![current];
+        for der in previous {
+            published.push(jwk(der).map_err(|e| format!("auth.builtin.previous_key_files: {e}"))?.1);
+        }
+        let jwks = json!({ "keys": published });
         let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|e| e.to_string())?;
         let rules = super::builtin_rules("builtin");
         let keys = Issuer::new(rules, KeySource::Static, jwt::parse_jwks(&set), reqwest::Client::new());
@@ -704,7 +723,7 @@ mod tests {
     fn minted_tokens_verify_for_their_resource_only() {
         let pk = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
         let cfg: BuiltinAs = toml::from_str("").unwrap();
-        let s = AuthServer::with_key(cfg, pk.as_ref(), HashMap::new()).unwrap();
+        let s = AuthServer::with_keys(cfg, pk.as_ref(), &[], HashMap::new()).unwrap();
         let t = s.mint("alice", &["mcp".into()], "cli", "http://127.0.0.1:1/mcp", 600);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let h = jsonwebtoken::decode_header(&t).unwrap();
@@ -712,5 +731,30 @@ mod tests {
         let p = rt.block_on(keys.verify(&t, &h, "http://127.0.0.1:1", "http://127.0.0.1:1/mcp")).unwrap();
         assert_eq!((p.subject.as_str(), p.scopes.clone()), ("alice", vec!["mcp".to_string()]));
         assert!(rt.block_on(keys.verify(&t, &h, "http://127.0.0.1:1", "http://127.0.0.1:2/mcp")).is_err());
+    }
+
+    /// Issue 23: replicas share the signing key; a rotated one keeps verifying (and is
+    /// published) as a previous key, and stops when it is dropped.
+    #[test]
+    fn a_rotated_key_verifies_as_a_previous_key_until_dropped() {
+        let rng = ring::rand::SystemRandom::new();
+        let (old, new) = (Ed25519KeyPair::generate_pkcs8(&rng).unwrap(), Ed25519KeyPair::generate_pkcs8(&rng).unwrap());
+        let cfg = || -> BuiltinAs { toml::from_str("").unwrap() };
+        let before = AuthServer::with_keys(cfg(), old.as_ref(), &[], HashMap::new()).unwrap();
+        let t = before.mint("alice", &["mcp".into()], "cli", "http://127.0.0.1:1/mcp", 600);
+        let h = jsonwebtoken::decode_header(&t).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let verifies = |s: &AuthServer| {
+            rt.block_on(s.keys().verify(&t, &h, "http://127.0.0.1:1", "http://127.0.0.1:1/mcp")).is_ok()
+        };
+        let rotated = AuthServer::with_keys(cfg(), new.as_ref(), &[old.as_ref().to_vec()], HashMap::new()).unwrap();
+        assert!(verifies(&rotated), "the previous key still verifies");
+        assert_eq!(rotated.jwks["keys"].as_array().unwrap().len(), 2, "and is published");
+        let fresh = rotated.mint("bob", &["mcp".into()], "cli", "http://127.0.0.1:1/mcp", 600);
+        assert_eq!(jsonwebtoken::decode_header(&fresh).unwrap().kid, Some(rotated.kid.clone()), "the new key signs");
+        assert_ne!(rotated.kid, before.kid);
+        let dropped = AuthServer::with_keys(cfg(), new.as_ref(), &[], HashMap::new()).unwrap();
+        assert!(!verifies(&dropped), "dropped: no longer verifies");
+        assert!(AuthServer::with_keys(cfg(), new.as_ref(), &[b"junk".to_vec()], HashMap::new()).is_err());
     }
 }

@@ -122,8 +122,13 @@ pub struct ApiKeyEntry {
 #[serde(deny_unknown_fields)]
 pub struct BuiltinAs {
     /// The signing key (PKCS#8 Ed25519, created on first start). Default
-    /// `warden-data/signing-key.pk8` beside the config file.
+    /// `warden-data/signing-key.pk8` beside the config file. Replicas share it (a mounted secret).
     pub key_file: Option<PathBuf>,
+    /// Keys that signed earlier and still verify (and are published), signing nothing new: to
+    /// rotate, make the new key `key_file` and keep the old one here until the tokens it signed
+    /// have expired (`access_token_ttl_secs`). Relative to the config file.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
     /// Local users with argon2id password hashes (`warden user add`). Default
     /// `warden-data/users.toml` beside the config file.
     pub users_file: Option<PathBuf>,

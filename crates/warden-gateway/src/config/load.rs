@@ -110,6 +110,9 @@ impl Config {
             let or = |p: &Option<PathBuf>, d: &str| self.path(&p.clone().unwrap_or_else(|| d.into()));
             out.push(("auth.builtin.key_file".into(), or(&b.key_file, "warden-data/signing-key.pk8")));
             out.push(("auth.builtin.users_file".into(), or(&b.users_file, "warden-data/users.toml")));
+            for f in &b.previous_key_files {
+                out.push(("auth.builtin.previous_key_files".into(), self.path(f)));
+            }
         }
         if let Some(t) = &self.listen.tls {
             out.push(("listen.tls.key_file".into(), t.key_file.clone()));
