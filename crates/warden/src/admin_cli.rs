@@ -1,5 +1,5 @@
 //! `warden kill`, `warden revive`, `warden kills`, `warden approvals`, `warden approve`,
-//! `warden deny`: the admin API from a shell, using the `[admin]` address and token of the same
+//! `warden deny`, `warden reload`: the admin API from a shell, using the `[admin]` address and token of the same
 //! config file.
 
 use anyhow::Context;
@@ -45,6 +45,17 @@ pub async fn revive(cfg: &Config, server: &str, tool: Option<&str>) -> anyhow::R
     }
     send(reqwest::Client::new().delete(url).bearer_auth(token).query(&q)).await?;
     println!("on: {server}{}", tool.map(|t| format!(" / {t}")).unwrap_or_default());
+    Ok(())
+}
+
+/// `POST /admin/reload`. The file was read and validated here first (`load`): an invalid one is
+/// reported without asking the running Warden.
+pub async fn reload(cfg: &Config) -> anyhow::Result<()> {
+    let (base, token) = admin(cfg)?;
+    let v = send(reqwest::Client::new().post(format!("{base}/reload")).bearer_auth(token)).await?;
+    let r = &v["reloaded"];
+    let upstreams: Vec<&str> = r["upstreams"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    println!("reloaded: generation {}, {} rule(s), upstreams {}", r["generation"], r["rules"], upstreams.join(", "));
     Ok(())
 }
 

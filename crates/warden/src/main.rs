@@ -113,6 +113,13 @@ enum Cmd {
         #[arg(long)]
         tool: Option<String>,
     },
+    /// Make the running Warden re-read its config file (as `SIGHUP` does), through the admin API:
+    /// rules, limits, content settings, guards and upstreams apply to the next call; a file that
+    /// does not validate, or changes what needs a restart, is refused and the old one keeps serving.
+    Reload {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// List the kill switches that are off.
     Kills {
         #[arg(long)]
@@ -363,6 +370,7 @@ fn main() -> std::process::ExitCode {
                 admin_cli::revive(&load(&config, None)?, &server, tool.as_deref()).await
             }
             Cmd::Kills { config } => admin_cli::list(&load(&config, None)?).await,
+            Cmd::Reload { config } => admin_cli::reload(&load(&config, None)?).await,
             Cmd::Approvals { config, state } => admin_cli::approvals(&load(&config, None)?, &state).await,
             Cmd::Approve { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, true, note).await,
             Cmd::Deny { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, false, note).await,

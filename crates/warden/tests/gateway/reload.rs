@@ -117,11 +117,13 @@ async fn a_reload_under_load_drops_no_call_and_applies_to_the_next_calls() {
     let body: serde_json::Value = post().await.unwrap().json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("[listen]"), "{body}");
     std::fs::write(&path, &v1).unwrap();
-    let r = post().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["reloaded"]["generation"], 2, "{body}");
-    assert_eq!(body["reloaded"]["upstreams"], json!(["fx"]), "{body}");
+    // `warden reload` from a shell: the same, through the admin API named in the file.
+    let out = crate::authz::warden_cli(&["reload"], &path);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("reloaded: generation 2") && said.contains("upstreams fx"),
+        "{said} {out:?}"
+    );
     let gone = early.tool(5, "two__echo", json!({"text": "x"})).await;
     assert!(gone.get("error").is_some() || gone["result"]["isError"] == true, "the removed upstream: {gone}");
     assert!(text(&early.tool(6, "one__test_simple_text", json!({})).await).is_some(), "the deny rule is gone");
@@ -132,6 +134,11 @@ async fn a_reload_under_load_drops_no_call_and_applies_to_the_next_calls() {
     let m = http.get(admin_url.replace("/admin", "/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("warden_config_reloads_total{result=\"success\"} 2"), "{m}");
     assert!(m.contains("warden_config_reloads_total{result=\"refused\"} 3"), "{m}");
+    // A file that does not validate is reported by the command itself, nothing sent.
+    std::fs::write(&path, format!("{v1}\n[[rule]]\nid = 1\n")).unwrap();
+    let out = crate::authz::warden_cli(&["reload"], &path);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("warden.toml:"), "{out:?}");
+    std::fs::write(&path, &v1).unwrap();
     let cfg = path.display().to_string();
     let recs = records(&cfg, &["--kind", "config_reload"]);
     assert_eq!(recs.len(), 5, "{recs:?}");
