@@ -108,9 +108,6 @@ impl Gateway {
         }
         let store = open_store(&cfg)?;
         let sealer = Arc::new(cfg.cluster.sealer()?);
-        if !sealer.shared() {
-            tracing::debug!("no [cluster] key: session and task ids open only in this process");
-        }
         let session_ids = Arc::new(SessionIds::new(
             sealer.clone(),
             Duration::from_secs(cfg.cluster.session_max_age_secs),

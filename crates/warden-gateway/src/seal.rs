@@ -22,13 +22,11 @@ const TAG: usize = 16;
 /// Seals with the first key, opens with any.
 pub struct Sealer {
     keys: Vec<LessSafeKey>,
-    /// The keys were configured (shared by replicas), not drawn by this process.
-    shared: bool,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sealer({} keys, shared: {})", self.keys.len(), self.shared)
+        write!(f, "Sealer({} keys)", self.keys.len())
     }
 }
 
@@ -39,18 +37,13 @@ fn key(bytes: &[u8; 32]) -> LessSafeKey {
 impl Sealer {
     /// A key of this process only (one replica; nothing sealed survives a restart).
     pub fn random() -> Sealer {
-        Sealer { keys: vec![key(&rand::random())], shared: false }
+        Sealer { keys: vec![key(&rand::random())] }
     }
 
     /// `current` seals; `current` and `previous` open.
     pub fn with_keys(current: &[u8; 32], previous: &[[u8; 32]]) -> Sealer {
         let keys = std::iter::once(current).chain(previous).map(key).collect();
-        Sealer { keys, shared: true }
-    }
-
-    /// Whether the keys came from the configuration (several replicas may share them).
-    pub fn shared(&self) -> bool {
-        self.shared
+        Sealer { keys }
     }
 
     /// A key written as base64 (standard or URL-safe, padded or not) of exactly 32 bytes.

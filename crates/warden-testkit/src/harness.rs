@@ -482,3 +482,43 @@ pub async fn collector(status: u16) -> Collector {
     tokio::spawn(async move { axum::serve(listener, app).await });
     c
 }
+
+/// The JSON-RPC messages of one SSE answer, read as they arrive (a call whose answer waits on
+/// a question to the client, for example).
+pub struct SseMessages {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    dec: sse::Decoder,
+    seen: Vec<Value>,
+    deadline: tokio::time::Instant,
+}
+
+impl SseMessages {
+    /// Read `resp`'s stream for at most `within`.
+    pub fn new(resp: reqwest::Response, within: Duration) -> SseMessages {
+        use futures::StreamExt;
+        SseMessages {
+            stream: resp.bytes_stream().boxed(),
+            dec: sse::Decoder::new(1 << 20),
+            seen: Vec::new(),
+            deadline: tokio::time::Instant::now() + within,
+        }
+    }
+
+    /// The first message not taken yet for which `pred` holds. Panics when the stream stalls past
+    /// the deadline or ends first.
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        use futures::StreamExt;
+        loop {
+            if let Some(i) = self.seen.iter().position(&pred) {
+                return self.seen.remove(i);
+            }
+            let chunk = tokio::time::timeout_at(self.deadline, self.stream.next())
+                .await
+                .expect("the stream stalled")
+                .expect("the stream ended")
+                .unwrap();
+            let events = self.dec.feed(&chunk).unwrap();
+            self.seen.extend(events.into_iter().filter_map(|ev| serde_json::from_str(&ev.data).ok()));
+        }
+    }
+}

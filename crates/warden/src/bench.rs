@@ -99,7 +99,7 @@ pub(crate) enum Target {
     },
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -652,7 +652,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready_port(port: u16) -> anyhow::Result<()> {
+/// Until something listens on loopback `port` (at most 20 s).
+pub(crate) async fn wait_ready_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -660,5 +661,5 @@ async fn wait_ready_port(port: u16) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    bail!("fixture did not start")
+    bail!("nothing listens on 127.0.0.1:{port} after 20 s")
 }

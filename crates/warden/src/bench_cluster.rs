@@ -6,8 +6,8 @@
 //! `redis-server` (scripts/setup.sh installs both). Every Warden here runs the relay only (no
 //! content stages, no audit trail), so that what is measured is the replica topology.
 
-use crate::bench::{load, start_warden_with, us, Target};
-use anyhow::{bail, Context};
+use crate::bench::{free_port, load, start_warden_with, us, wait_ready_port, Target};
+use anyhow::Context;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,21 +17,6 @@ const KEY: &str = "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=";
 
 fn port_of(url: &str) -> anyhow::Result<u16> {
     url.trim_end_matches("/mcp").rsplit(':').next().and_then(|p| p.parse().ok()).context("port")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn until_port(port: u16, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("{what} did not start")
 }
 
 fn exe(name: &str) -> String {
@@ -64,7 +49,7 @@ async fn haproxy(backends: &[u16]) -> anyhow::Result<(Child, String)> {
         .kill_on_drop(true)
         .spawn()
         .context("haproxy (Debian package `haproxy`)")?;
-    until_port(port, "haproxy").await?;
+    wait_ready_port(port).await?;
     Ok((child, format!("http://127.0.0.1:{port}/mcp")))
 }
 
@@ -77,7 +62,7 @@ async fn redis() -> anyhow::Result<(Child, String)> {
         .kill_on_drop(true)
         .spawn()
         .context("redis-server (Debian package `redis-server`)")?;
-    until_port(port, "redis-server").await?;
+    wait_ready_port(port).await?;
     Ok((child, format!("redis://127.0.0.1:{port}")))
 }
 

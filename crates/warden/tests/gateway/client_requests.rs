@@ -2,7 +2,6 @@
 //! are refused unless the upstream's `client_requests` allows them; each exchange is recorded;
 //! the client's answer is redacted before it reaches the upstream.
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
@@ -87,21 +86,11 @@ async fn a_question_whose_call_ends_first_is_recorded_as_cancelled() {
     c.initialize().await;
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "test_elicitation", "arguments": {"message": "Your name?"}}});
-    let mut stream = c.post_stream(&body).await.bytes_stream();
-    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    'asked: loop {
-        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
-        for ev in dec.feed(&chunk).unwrap() {
-            let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
-            if m["method"] == "elicitation/create" {
-                break 'asked;
-            }
-        }
-    }
+    let mut sse = warden_testkit::harness::SseMessages::new(c.post_stream(&body).await, Duration::from_secs(20));
+    sse.until(|m| m["method"] == "elicitation/create").await;
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}});
     assert_eq!(c.post(&cancel).await.status, 202);
-    drop(stream);
+    drop(sse);
     let cfg = w.dir.join("warden.toml").display().to_string();
     let mut recs = Vec::new();
     for _ in 0..50 {

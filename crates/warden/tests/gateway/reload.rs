@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
+use warden_testkit::harness::{fixture_stdio_upstream, warden, Client, SseMessages};
 
 fn sighup(pid: u32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
@@ -149,7 +149,6 @@ async fn a_reload_under_load_drops_no_call_and_applies_to_the_next_calls() {
 /// call waits for the client) still gets the client's answer, and its call completes.
 #[tokio::test]
 async fn a_question_open_across_a_reload_gets_its_answer() {
-    use futures::StreamExt;
     let (admin, admin_url) = admin_section();
     let fx = fixture_stdio_upstream("fx", Some(""), "client_requests = [\"elicitation\"]\n");
     let w = warden("", &format!("{fx}\n{admin}"));
@@ -157,23 +156,8 @@ async fn a_question_open_across_a_reload_gets_its_answer() {
     c.initialize().await;
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "test_elicitation", "arguments": {"message": "Your name?"}}});
-    let mut stream = c.post_stream(&body).await.bytes_stream();
-    let mut dec = warden_protocol::sse::Decoder::new(1 << 20);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut seen: Vec<serde_json::Value> = Vec::new();
-    macro_rules! until {
-        ($pred:expr) => {
-            loop {
-                if let Some(i) = seen.iter().position($pred) {
-                    break seen.remove(i);
-                }
-                let chunk =
-                    tokio::time::timeout_at(deadline, stream.next()).await.expect("stalled").expect("ended").unwrap();
-                seen.extend(dec.feed(&chunk).unwrap().into_iter().filter_map(|ev| serde_json::from_str(&ev.data).ok()));
-            }
-        };
-    }
-    let asked = until!(|m: &serde_json::Value| m["method"] == "elicitation/create");
+    let mut sse = SseMessages::new(c.post_stream(&body).await, Duration::from_secs(20));
+    let asked = sse.until(|m| m["method"] == "elicitation/create").await;
     // The configuration is reloaded while the question is open; the client's next message
     // (its answer) is what retires the session.
     let r = reqwest::Client::new().post(format!("{admin_url}/reload")).bearer_auth(TOKEN).send().await.unwrap();
@@ -181,7 +165,7 @@ async fn a_question_open_across_a_reload_gets_its_answer() {
     let answer =
         json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}});
     assert_eq!(c.post(&answer).await.status, 202);
-    let done = until!(|m: &serde_json::Value| m["id"] == 7);
+    let done = sse.until(|m| m["id"] == 7).await;
     assert!(done.to_string().contains("action=accept"), "{done}");
     // And a call after it runs in the new generation.
     assert_eq!(text(&c.tool(8, "echo", json!({"text": "after"})).await), Some("after"));
