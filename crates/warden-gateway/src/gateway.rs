@@ -102,11 +102,12 @@ impl Gateway {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let audit = crate::audit::Audit::open(&cfg)?;
-        let auth = cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone())).transpose()?;
+        let store = open_store(&cfg)?;
+        let auth =
+            cfg.auth.as_ref().map(|a| Authenticator::new(a, &cfg, http.clone(), Some(store.clone()))).transpose()?;
         if let Some(a) = &auth {
             a.set_audit(audit.clone());
         }
-        let store = open_store(&cfg)?;
         let sealer = Arc::new(cfg.cluster.sealer()?);
         let session_ids = Arc::new(SessionIds::new(
             sealer.clone(),

@@ -41,8 +41,9 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         dir.join("users.toml").display().to_string()
     );
     let cfg = Config::parse(&text, "bench").map_err(|e| anyhow::anyhow!(e.0))?;
-    let auth: Arc<Authenticator> = Authenticator::new(cfg.auth.as_ref().expect("auth"), &cfg, reqwest::Client::new())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let auth: Arc<Authenticator> =
+        Authenticator::new(cfg.auth.as_ref().expect("auth"), &cfg, reqwest::Client::new(), None)
+            .map_err(|e| anyhow::anyhow!(e))?;
     let resource = "http://127.0.0.1:8931/mcp";
     let builtin = auth.builtin.clone().expect("builtin");
     let tokens: Vec<String> =

@@ -398,7 +398,7 @@ fn main() -> std::process::ExitCode {
                     .or_else(|| auth.resource.clone())
                     .unwrap_or_else(|| format!("http://{}/mcp", cfg.listen.addr));
                 let server =
-                    warden_gateway::auth::builtin::AuthServer::new(b, auth, &cfg).map_err(|e| anyhow::anyhow!(e))?;
+                    warden_gateway::auth::builtin::AuthServer::new(b, auth, &cfg, None).map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}", server.mint(&sub, &scopes, &client_id, &resource, ttl));
                 Ok(())
             }

@@ -6,6 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 #[path = "gateway/approval.rs"]
 mod approval;
+#[path = "gateway/as_cluster.rs"]
+mod as_cluster;
 #[path = "gateway/as_flood.rs"]
 mod as_flood;
 #[path = "gateway/audit.rs"]

@@ -2,7 +2,8 @@
 //! bounded read of every request body before a handler sees it.
 
 use super::as_http::{json_response, oauth_error};
-use super::builtin::{as_metadata, authorize_get, authorize_post, server, FORM_READ_TIMEOUT, MAX_FORM_BYTES, S};
+use super::authorize::{authorize_get, authorize_post};
+use super::builtin::{as_metadata, server, FORM_READ_TIMEOUT, MAX_FORM_BYTES, S};
 use super::{register, token, Authenticator};
 use axum::body::Body;
 use axum::extract::State;

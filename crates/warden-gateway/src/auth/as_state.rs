@@ -1,8 +1,9 @@
-//! The built-in authorization server's state: clients, consent requests in progress, codes,
-//! refresh tokens, revoked grants and failed logins. Clients, refresh tokens (by SHA-256 only) and
-//! revoked grants are written to a private file (0600, replaced atomically) after each change, so a
-//! restart neither logs everyone out nor forgets a revocation; requests in progress and codes live
-//! at most minutes and stay in memory.
+//! The built-in authorization server's state in one process (see [`super::as_store`] for the
+//! shared one): clients, consent requests in progress, codes, refresh tokens, revoked grants and
+//! failed logins. Clients, refresh tokens (by SHA-256 only) and revoked grants are written to a
+//! private file (0600, replaced atomically) after each change, so a restart neither logs everyone
+//! out nor forgets a revocation; requests in progress and codes live at most minutes and stay in
+//! memory.
 
 use super::hex;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,8 @@ pub struct Client {
     pub last_used: Option<u64>,
 }
 
+/// An authorization request waiting for the user's consent.
+#[derive(Serialize, Deserialize)]
 pub struct Pending {
     pub client_id: String,
     pub redirect_uri: String,
@@ -38,11 +41,13 @@ pub struct Pending {
     pub challenge: String,
     pub resource: String,
     pub csrf: String,
-    pub created: Instant,
+    /// Unix ms.
+    pub created: u64,
     /// The requesting address.
     pub source: IpAddr,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Code {
     pub client_id: String,
     pub redirect_uri: String,
@@ -50,7 +55,8 @@ pub struct Code {
     pub challenge: String,
     pub resource: String,
     pub subject: String,
-    pub created: Instant,
+    /// Unix ms.
+    pub created: u64,
     pub used: bool,
     pub family: String,
 }
@@ -95,7 +101,7 @@ impl Persisted {
 use warden_policy::net::source_key;
 
 /// The IPv6 /48 of `ip` (one site's allocation), or None for IPv4.
-fn block_key(ip: IpAddr) -> Option<IpAddr> {
+pub(super) fn block_key(ip: IpAddr) -> Option<IpAddr> {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut o = v6.octets();
@@ -170,14 +176,15 @@ impl Store {
         per_block: usize,
         max: usize,
     ) -> bool {
-        self.pending.retain(|_, p| p.created.elapsed() < ttl);
+        let now = crate::clock::now_ms();
+        self.pending.retain(|_, p| now.saturating_sub(p.created) < ttl.as_millis() as u64);
         let key = source_key(source);
         let block = block_key(source);
         for (limit, same) in [
             (per_source, &(|p: &Pending| source_key(p.source) == key) as &dyn Fn(&Pending) -> bool),
             (per_block, &|p: &Pending| block.is_some() && block_key(p.source) == block),
         ] {
-            let mut mine: Vec<(Instant, String)> =
+            let mut mine: Vec<(u64, String)> =
                 self.pending.iter().filter(|(_, p)| same(p)).map(|(k, p)| (p.created, k.clone())).collect();
             if mine.len() >= limit {
                 mine.sort();
@@ -308,7 +315,7 @@ mod tests {
             challenge: String::new(),
             resource: String::new(),
             csrf: String::new(),
-            created: Instant::now(),
+            created: crate::clock::now_ms(),
             source: source.parse().unwrap(),
         };
         let put = |st: &mut Store, id: &str, client: &str, source: &str| {

@@ -15,7 +15,10 @@
 pub mod apikey;
 pub mod as_http;
 pub mod as_routes;
+mod as_shared;
 mod as_state;
+mod as_store;
+mod authorize;
 pub mod builtin;
 pub mod cimd;
 pub mod introspect;
@@ -135,7 +138,14 @@ impl Authenticator {
         self.builtin.as_deref().expect("routes exist only with a built-in server")
     }
 
-    pub fn new(auth: &Auth, cfg: &Config, http: reqwest::Client) -> Result<Arc<Authenticator>, String> {
+    /// `store`: the shared store, where the built-in authorization server keeps its state when it
+    /// is not the memory one.
+    pub fn new(
+        auth: &Auth,
+        cfg: &Config,
+        http: reqwest::Client,
+        store: Option<Arc<dyn crate::store::Store>>,
+    ) -> Result<Arc<Authenticator>, String> {
         let issuers = auth
             .issuers
             .iter()
@@ -148,7 +158,7 @@ impl Authenticator {
             })
             .collect();
         let introspection = auth.introspection.clone().map(|i| introspect::Introspector::new(i, http)).transpose()?;
-        let builtin = auth.builtin.as_ref().map(|b| builtin::AuthServer::new(b, auth, cfg)).transpose()?;
+        let builtin = auth.builtin.as_ref().map(|b| builtin::AuthServer::new(b, auth, cfg, store)).transpose()?;
         let scopes_supported = if auth.scopes_supported.is_empty() {
             let mut s = auth.required_scopes.clone();
             for x in auth.builtin.iter().flat_map(|b| &b.scopes) {

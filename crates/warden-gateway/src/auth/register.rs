@@ -8,7 +8,7 @@
 //! bounded; a client that obtains
 //! no token within `unused_client_ttl_secs` is forgotten, and so is one whose last grant is older
 //! than the refresh token lifetime and that holds no live refresh token (see
-//! [`Store::prune_clients`]). Metadata is bounded: 1 to 10 redirect URIs of at most 2,000 bytes, a name
+//! [`super::as_state::Store::prune_clients`]; with a shared store, records expire by themselves, see [`super::as_shared`]). Metadata is bounded: 1 to 10 redirect URIs of at most 2,000 bytes, a name
 //! of at most 100 characters, only the code flow.
 //! Does not defend against: a flood that uses up the hourly total: new registrations are then
 //! refused (429) until the hour ends — registered clients, and clients named by a metadata
@@ -16,7 +16,8 @@
 //! not in `trusted_proxies` makes every client look like the proxy.
 
 use super::as_http::{json_response, oauth_error, random_token, valid_redirect};
-use super::as_state::{Client, Store};
+use super::as_state::Client;
+use super::as_store::Refused;
 use super::Authenticator;
 use super::{hex, now_secs, sha256};
 use crate::caller::ClientAddr;
@@ -100,41 +101,24 @@ pub async fn register(
     let client_id = random_token();
     let secret = (method != "none").then(random_token);
     let now = now_secs();
-    {
-        let mut st = s.store.lock();
-        if st.clients.len() >= MAX_CLIENTS {
-            prune(&mut st, s.cfg.unused_client_ttl_secs, s.cfg.refresh_token_ttl_secs, now);
-        }
-        if st.clients.len() >= MAX_CLIENTS {
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many clients");
-        }
-        // Counted only when it can be served.
-        let admitted =
-            s.registrations.lock().admit(ip, s.cfg.registrations_per_hour, s.cfg.registrations_total_per_hour);
-        if let Err(why) = admitted {
+    let client = Client {
+        name: name.clone(),
+        redirect_uris: uris.clone(),
+        secret: secret.as_ref().map(|x| hex(&sha256(x.as_bytes()))),
+        registered: now,
+        last_used: None,
+    };
+    match s.state.register(&client_id, client, ip).await {
+        Ok(()) => {}
+        Err(Refused::Limited(why)) => {
             tracing::warn!(%ip, "built-in authorization server: registration refused ({why})");
             let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", why);
             r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("3600"));
             return r;
         }
-        st.clients.insert(
-            client_id.clone(),
-            Client {
-                name: name.clone(),
-                redirect_uris: uris.clone(),
-                secret: secret.as_ref().map(|x| hex(&sha256(x.as_bytes()))),
-                registered: now,
-                last_used: None,
-            },
-        );
-    }
-    if !s.persist().await {
-        s.store.lock().clients.remove(&client_id);
-        return oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the registration could not be saved",
-        );
+        Err(Refused::Unavailable(why)) => {
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", why)
+        }
     }
     tracing::info!(client = ?name, "client registered");
     let mut out = json!({
@@ -151,12 +135,6 @@ pub async fn register(
         out["client_secret_expires_at"] = 0.into();
     }
     json_response(StatusCode::CREATED, out)
-}
-
-fn prune(st: &mut Store, unused_ttl: u64, refresh_ttl: u64, now: u64) {
-    let before = st.clients.len();
-    st.prune_clients(now, unused_ttl, refresh_ttl);
-    tracing::info!(forgotten = before - st.clients.len(), "built-in authorization server: expired clients forgotten");
 }
 
 /// The client metadata that registration and metadata documents share.

@@ -3,8 +3,9 @@
 //! reuse detection; the client authenticated by its secret when it has one.
 
 use super::as_http::{json_response, oauth_error, random_token};
-use super::as_state::{refresh_key, Client, Refresh, Store};
-use super::builtin::{pkce_ok, server, AuthServer, CODE_TTL, S};
+use super::as_state::{refresh_key, Client, Refresh};
+use super::as_store::{Redeemed, Unavailable};
+use super::builtin::{pkce_ok, server, AuthServer, S};
 use super::cimd;
 use super::{hex, now_secs, sha256};
 use axum::body::Body;
@@ -29,9 +30,8 @@ pub(super) struct TokenForm {
     scope: Option<String>,
 }
 
-/// The authenticated client of a token request.
-/// Clients named by a metadata document URL are public: they present no secret.
-fn client_auth(st: &Store, url_clients: bool, h: &HeaderMap, f: &TokenForm) -> Option<String> {
+/// The client credentials of a token request: HTTP Basic, else the form's.
+fn credentials(h: &HeaderMap, f: &TokenForm) -> Option<(String, Option<String>)> {
     let basic = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -39,19 +39,25 @@ fn client_auth(st: &Store, url_clients: bool, h: &HeaderMap, f: &TokenForm) -> O
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(i, p)| (decode_form(i), decode_form(p))));
-    let (id, secret) = match (&basic, &f.client_id) {
-        (Some((i, p)), _) => (i.clone(), Some(p.clone())),
-        (None, Some(i)) => (i.clone(), f.client_secret.clone()),
-        (None, None) => return None,
-    };
-    let ok = match st.clients.get(&id) {
+    match (basic, &f.client_id) {
+        (Some((i, p)), _) => Some((i, Some(p))),
+        (None, Some(i)) => Some((i.clone(), f.client_secret.clone())),
+        (None, None) => None,
+    }
+}
+
+/// The authenticated client of a token request.
+/// Clients named by a metadata document URL are public: they present no secret.
+async fn client_auth(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Option<String>, Unavailable> {
+    let Some((id, secret)) = credentials(h, f) else { return Ok(None) };
+    let ok = match s.state.client(&id).await? {
         Some(Client { secret: None, .. }) => secret.is_none(),
         Some(Client { secret: Some(want), .. }) => {
             secret.is_some_and(|s| bool::from(hex(&sha256(s.as_bytes())).as_bytes().ct_eq(want.as_bytes())))
         }
-        None => url_clients && cimd::is_url(&id) && secret.is_none(),
+        None => s.documents.is_some() && cimd::is_url(&id) && secret.is_none(),
     };
-    ok.then_some(id)
+    Ok(ok.then_some(id))
 }
 
 fn decode_form(s: &str) -> String {
@@ -59,118 +65,94 @@ fn decode_form(s: &str) -> String {
 }
 
 pub(super) async fn token(State(a): State<S>, h: HeaderMap, Form(f): Form<TokenForm>) -> Response<Body> {
-    let s = server(&a);
-    let (answer, changed) = grant(s, &h, &f);
-    // Saved before the answer: a rotated or revoked refresh token stays so after a restart. Not
-    // saved: no new token is handed out (503).
-    if changed && !s.persist().await && answer.status().is_success() {
-        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the grant could not be saved");
-    }
-    answer
+    // Not saved (the state file, or the shared store): no new token is handed out (503).
+    grant(server(&a), &h, &f).await.unwrap_or_else(|_| {
+        oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the grant could not be saved")
+    })
 }
 
-/// The token endpoint's decision; true when the persistent state changed (a grant, or a
-/// revocation).
-fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> (Response<Body>, bool) {
+fn invalid_grant(why: &str) -> Response<Body> {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why)
+}
+
+fn invalid_target() -> Response<Body> {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant")
+}
+
+/// A reused code or refresh token: its whole family is revoked.
+async fn reused(s: &AuthServer, client: &str, family: &str, why: &str) -> Result<Response<Body>, Unavailable> {
+    tracing::warn!(client = %client, "{why}: revoking its grant family");
+    s.state.revoke_family(family).await?;
+    Ok(invalid_grant(why))
+}
+
+/// The token endpoint's decision.
+async fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Response<Body>, Unavailable> {
     let ttl = s.cfg.access_token_ttl_secs;
-    let mut st = s.store.lock();
-    let Some(client_id) = client_auth(&st, s.documents.is_some(), h, f) else {
-        return (oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"), false);
+    let Some(client_id) = client_auth(s, h, f).await? else {
+        return Ok(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"));
     };
     let granted = match f.grant_type.as_str() {
         "authorization_code" => {
             let key = sha256(f.code.as_deref().unwrap_or("").as_bytes());
-            let Some(c) = st.codes.get_mut(&key) else {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
+            let c = match s.state.use_code(&key).await? {
+                Redeemed::First(c) if c.client_id == client_id => c,
+                Redeemed::Again(family) => return reused(s, &client_id, &family, "code already used").await,
+                _ => return Ok(invalid_grant("unknown or expired code")),
             };
-            if c.used {
-                tracing::warn!(client = %client_id, "authorization code replayed: revoking its tokens");
-                let family = c.family.clone();
-                return (s.revoke_family(st, family, "code already used"), true);
-            }
-            c.used = true;
-            if c.created.elapsed() > CODE_TTL || c.client_id != client_id {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"), false);
-            }
             if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "redirect_uri does not match"), false);
+                return Ok(invalid_grant("redirect_uri does not match"));
             }
             if !pkce_ok(f.code_verifier.as_deref().unwrap_or(""), &c.challenge) {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed"), false);
+                return Ok(invalid_grant("PKCE verification failed"));
             }
             if f.resource.as_deref().is_some_and(|r| r != c.resource) {
-                return (
-                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
-                    false,
-                );
+                return Ok(invalid_target());
             }
-            (c.subject.clone(), c.scopes.clone(), c.resource.clone(), c.family.clone())
+            (c.subject, c.scopes, c.resource, c.family)
         }
         "refresh_token" => {
             let key = refresh_key(f.refresh_token.as_deref().unwrap_or(""));
-            let Some(r) = st.refresh.get_mut(&key) else {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
+            let r = match s.state.use_refresh(&key, &client_id).await? {
+                Redeemed::First(r) => r,
+                Redeemed::Again(family) => return reused(s, &client_id, &family, "refresh token already used").await,
+                Redeemed::Expired => return Ok(invalid_grant("refresh token expired")),
+                Redeemed::Unknown => return Ok(invalid_grant("unknown refresh token")),
             };
-            if r.client_id != client_id {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token"), false);
-            }
-            if r.used {
-                tracing::warn!(client = %client_id, "refresh token reused: revoking its family");
-                let family = r.family.clone();
-                return (s.revoke_family(st, family, "refresh token already used"), true);
-            }
-            r.used = true;
-            if r.expires <= now_secs() {
-                return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired"), false);
-            }
             let scopes = match f.scope.as_deref() {
                 Some(sc) => {
                     let want: Vec<String> = sc.split_whitespace().map(String::from).collect();
                     if want.iter().any(|w| !r.scopes.contains(w)) {
-                        return (
-                            oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant"),
-                            false,
-                        );
+                        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the grant"));
                     }
                     want
                 }
-                None => r.scopes.clone(),
+                None => r.scopes,
             };
             if f.resource.as_deref().is_some_and(|x| x != r.resource) {
-                return (
-                    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant"),
-                    false,
-                );
+                return Ok(invalid_target());
             }
-            (r.subject.clone(), scopes, r.resource.clone(), r.family.clone())
+            (r.subject, scopes, r.resource, r.family)
         }
-        _ => return (oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"), false),
+        _ => return Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type")),
     };
     let (subject, scopes, resource, family) = granted;
-    if st.revoked_families.contains(&family) {
-        return (oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "grant revoked"), false);
+    if s.state.family_revoked(&family).await? {
+        return Ok(invalid_grant("grant revoked"));
     }
     let refresh = random_token();
-    st.refresh.retain(|_, r| r.expires > now_secs());
-    st.refresh.insert(
-        refresh_key(&refresh),
-        Refresh {
-            client_id: client_id.clone(),
-            subject: subject.clone(),
-            scopes: scopes.clone(),
-            resource: resource.clone(),
-            expires: now_secs() + s.cfg.refresh_token_ttl_secs,
-            family,
-            used: false,
-        },
-    );
-    st.codes.retain(|_, c| c.created.elapsed() < CODE_TTL * 10);
-    if let Some(c) = st.clients.get_mut(&client_id) {
-        c.last_used = Some(now_secs());
-    }
-    drop(st);
+    let kept = Refresh {
+        client_id: client_id.clone(),
+        subject: subject.clone(),
+        scopes: scopes.clone(),
+        resource: resource.clone(),
+        expires: now_secs() + s.cfg.refresh_token_ttl_secs,
+        family,
+        used: false,
+    };
+    s.state.issue_refresh(refresh_key(&refresh), kept).await?;
     let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
-    let answer = json_response(
+    Ok(json_response(
         StatusCode::OK,
         json!({
             "access_token": access,
@@ -179,6 +161,5 @@ fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> (Response<Body>, bool)
             "refresh_token": refresh,
             "scope": scopes.join(" "),
         }),
-    );
-    (answer, true)
+    ))
 }

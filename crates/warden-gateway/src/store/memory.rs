@@ -2,15 +2,18 @@
 //! file (so a restart keeps them), approvals in memory (a restart forgets them; pending calls
 //! were lost with the process anyway).
 
+use super::records::Records;
 use super::Kill;
-use super::{kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
+use super::{
+    kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Refusal, Store, StoreError,
+};
 use crate::clock::now_secs;
 use futures::future::{ready, BoxFuture};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use warden_policy::limits::{MemoryLimiter, Rate};
 
 /// At most this many approvals are kept; the oldest decided go first, and when all are pending new
@@ -25,6 +28,7 @@ pub struct MemoryStore {
     kill_file: Option<PathBuf>,
     approvals: Mutex<Approvals>,
     revoked: Mutex<Revoked>,
+    records: Mutex<Records>,
 }
 
 /// Most ended sessions remembered; past it, the soonest to expire is forgotten and every
@@ -106,6 +110,7 @@ impl MemoryStore {
             kill_file,
             approvals: Mutex::new(Approvals::default()),
             revoked: Mutex::new(Revoked::default()),
+            records: Mutex::new(Records::default()),
         })
     }
 
@@ -263,6 +268,33 @@ impl Store for MemoryStore {
 
     fn session_revoked<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
         done(self.revoked.lock().contains(nonce, expires))
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        r: RecordKey<'a>,
+        value: &'a [u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.records.lock().put(r, value, ttl, only_new)).boxed()
+    }
+
+    fn record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        done(self.records.lock().get(r))
+    }
+
+    fn take_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        done(self.records.lock().take(r))
+    }
+
+    fn delete_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.records.lock().delete(r);
+        done(())
+    }
+
+    fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
+        ready(self.records.lock().count(r, ttl)).boxed()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Where shared runtime state lives: rate-limit and quota counters, kill switches and approvals.
-//! One trait, [`Store`], with two backends:
+//! Where shared runtime state lives: rate-limit and quota counters, kill switches, approvals,
+//! ended sessions, and small records with a lifetime (the built-in authorization server's
+//! clients, codes, refresh tokens and lockouts). One trait, [`Store`], with two backends:
 //!
 //! - [`memory::MemoryStore`] (default): one process; kill switches written to a private file.
 //! - [`redis::RedisStore`]: every Warden pointed at the same Redis shares limits, kill switches
@@ -10,6 +11,7 @@
 //! `[store] on_outage` policy, applied by the caller (fail closed unless configured otherwise).
 
 pub mod memory;
+mod records;
 pub mod redis;
 
 use futures::future::BoxFuture;
@@ -169,6 +171,38 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the session `nonce` (valid until `expires`) was ended. A store that had to forget
     /// revocations to stay bounded answers true for every session that may have been among them.
     fn session_revoked<'a>(&'a self, nonce: &'a str, expires: u64) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Keep `value` as the record `key` of `kind` for `ttl`; with `only_new`, only when no live
+    /// record is there (then true for the one caller that created it, atomically across
+    /// replicas).
+    fn put_record<'a>(
+        &'a self,
+        r: RecordKey<'a>,
+        value: &'a [u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// The live record, if any.
+    fn record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    /// The live record, removed in the same step: exactly one caller gets it.
+    fn take_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    fn delete_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Add one to the counter `key` of `kind` and answer the new count; a new counter lives
+    /// `ttl` from its first count.
+    fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>>;
+}
+
+/// Names one record: its kind (a short fixed word, like `as-code`) and its key.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordKey<'a> {
+    pub kind: &'static str,
+    pub key: &'a str,
+}
+
+impl RecordKey<'_> {
+    pub(crate) fn joined(&self) -> String {
+        format!("{}:{}", self.kind, self.key)
+    }
 }
 
 pub fn kill_key(server: &str, tool: Option<&str>) -> String {

@@ -8,12 +8,14 @@
 //!   random token set when absent (its change reveals a store that lost its data);
 //! - `P:ap:<id>` hash of one approval (`json`, `state`, `approver`, `decided_at`, `note`),
 //!   `P:apd:<digest>` → id, `P:aps` ids by expiry. Approvals expire with their TTL.
+//! - `P:sess-end:<nonce>` an ended 2025 session, until its id would have expired;
+//! - `P:rec:<kind>:<key>` a record (`SET … PX`; taken with `GETDEL`, Redis 6.2 or later).
 //!
 //! Every command has a response timeout; a Redis that does not answer in time is an outage, not a
 //! hang.
 
 use super::Kill;
-use super::{kill_key, Approval, ApprovalState, Check, Decision, Limit, Refusal, Store, StoreError};
+use super::{kill_key, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Refusal, Store, StoreError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::ConnectionManager;
@@ -80,12 +82,25 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'approver', ARGV[3], 'decided_
 return 1
 "#;
 
+/// KEYS: the counter. ARGV: its lifetime in ms from the first count.
+const COUNT: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     take: Script,
     open: Script,
     mv: Script,
+    count: Script,
+}
+
+/// A lifetime in ms for `PX`: at least 1 (never "no expiry").
+fn px(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
 }
 
 /// An approval from its hash (`None` when it expired): the JSON written at open, with the fields
@@ -128,11 +143,16 @@ impl RedisStore {
             take: Script::new(TAKE),
             open: Script::new(OPEN),
             mv: Script::new(MOVE),
+            count: Script::new(COUNT),
         })
     }
 
     fn k(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
+    }
+
+    fn rk(&self, r: RecordKey) -> String {
+        self.k(&format!("rec:{}", r.joined()))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
@@ -360,6 +380,58 @@ impl Store for RedisStore {
         async move {
             let mut c = self.conn.clone();
             c.exists(self.k(&format!("sess-end:{nonce}"))).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        r: RecordKey<'a>,
+        value: &'a [u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.rk(r)).arg(value).arg("PX").arg(px(ttl));
+            if only_new {
+                cmd.arg("NX");
+            }
+            let set: Option<String> = cmd.query_async(&mut c).await.map_err(err)?;
+            Ok(set.is_some())
+        }
+        .boxed()
+    }
+
+    fn record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            c.get(self.rk(r)).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn take_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            redis::cmd("GETDEL").arg(self.rk(r)).query_async(&mut c).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn delete_record<'a>(&'a self, r: RecordKey<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            c.del(self.rk(r)).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            self.count.key(self.rk(r)).arg(px(ttl)).invoke_async(&mut c).await.map_err(err)
         }
         .boxed()
     }
