@@ -277,9 +277,19 @@ async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {
     }
 }
 
+/// With a shared store: see the pins and waiting changes of every replica, publish this one's.
+async fn shared_pins(s: &S) {
+    if let Err(e) = s.registry.sync().await {
+        tracing::warn!(error = %e, "definition pins: the store is unreachable; this replica's own pins are shown");
+    }
+}
+
 async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
     match operator(&s, &h).await {
-        Ok(_) => reply(StatusCode::OK, json!({"pending": s.registry.pending()})),
+        Ok(_) => {
+            shared_pins(&s).await;
+            reply(StatusCode::OK, json!({"pending": s.registry.pending()}))
+        }
         Err(r) => r,
     }
 }
@@ -309,7 +319,12 @@ async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) 
     let Some(kind) = p.kind.as_deref().map_or(Some(PinKind::Tool), PinKind::parse) else { return bad() };
     let Some(name) = p.name.or(p.tool) else { return bad() };
     let by = c.name(p.by);
-    match s.registry.approve(&p.server, kind, &name, &p.digest) {
+    shared_pins(&s).await;
+    let approved = s.registry.approve(&p.server, kind, &name, &p.digest);
+    if approved.is_ok() {
+        shared_pins(&s).await;
+    }
+    match approved {
         Err(Some(pending)) => {
             tracing::warn!(server = ?p.server, kind = kind.as_str(), name = ?name, by = ?by, "pin approval refused: the pending definition is not the one reviewed");
             admin_event(

@@ -17,6 +17,7 @@
 //! lists change with their content) are scanned but not pinned.
 
 mod pinfile;
+mod shared;
 
 use pinfile::PinWriter;
 pub use pinfile::{diff_definitions, instructions_definition, pin_digest, Pin, PinFile, PinKind, PinTable};
@@ -61,14 +62,14 @@ pub enum Withheld {
 }
 
 /// A changed definition waiting for an operator.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PendingChange {
     pub server: String,
     pub kind: PinKind,
     /// The tool's, prompt's or resource's name (a resource's URI; `instructions`).
     pub name: String,
     /// `name`, for tools (what the API answered before other kinds were pinned).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     pub pinned: Pin,
     pub seen: Pin,
@@ -100,6 +101,12 @@ pub struct Registry {
     /// When each (server, kind) over a cap was last logged and audited.
     over_cap_told: Mutex<HashMap<(String, String), std::time::Instant>>,
     writer: Option<Arc<PinWriter>>,
+    /// The shared store whose pins this replica follows (`shared.rs`); something to publish
+    /// there; approvals not yet published; the store's map versions last adopted.
+    shared: std::sync::OnceLock<Arc<dyn crate::store::Store>>,
+    dirty: std::sync::atomic::AtomicBool,
+    approved: Mutex<Vec<PendingKey>>,
+    versions: Mutex<(u64, u64)>,
 }
 
 /// An audit event about a definition.
@@ -154,6 +161,10 @@ impl Registry {
             over_cap_told: Mutex::new(HashMap::new()),
             // A signed pin file is never rewritten by the gateway (it holds no key).
             writer: if cfg.pin_public_key.is_some() { None } else { file.map(PinWriter::new) },
+            shared: std::sync::OnceLock::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            approved: Mutex::new(Vec::new()),
+            versions: Mutex::new((0, 0)),
         })
     }
 
@@ -284,6 +295,7 @@ impl Registry {
                         PendingChange { server: server.into(), kind, name: name.into(), tool, pinned: p.clone(), seen };
                     // Bounded: one per pinned definition, and pins are bounded per upstream.
                     pending.insert(key, change);
+                    self.dirty.store(true, std::sync::atomic::Ordering::Release);
                     let mut e =
                         definition_event("pin", "changed", server, kind, name, vec!["pin.changed:block".into()]);
                     e.args = Some(serde_json::json!({"pinned": p.digest, "seen": digest}));
@@ -309,6 +321,7 @@ impl Registry {
                 e.args = Some(serde_json::json!({"digest": digest}));
                 self.audit.emit(e);
                 *self.first_pins.lock().entry(server.to_string()).or_default() += 1;
+                self.dirty.store(true, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
         }
@@ -422,6 +435,9 @@ impl Registry {
             if let Some(w) = &self.writer {
                 w.submit(pins.clone());
             }
+        }
+        if self.shared.get().is_some() {
+            self.approved.lock().push((server.to_string(), kind, name.to_string()));
         }
         tracing::warn!(server, kind = kind.as_str(), name, digest = %c.seen.digest, "changed definition approved by an operator");
         Ok(c)

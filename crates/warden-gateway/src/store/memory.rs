@@ -2,7 +2,7 @@
 //! file (so a restart keeps them), approvals in memory (a restart forgets them; pending calls
 //! were lost with the process anyway).
 
-use super::records::Records;
+use super::records::{Map, Records};
 use super::Kill;
 use super::{
     kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Refusal, Store, StoreError,
@@ -29,6 +29,7 @@ pub struct MemoryStore {
     approvals: Mutex<Approvals>,
     revoked: Mutex<Revoked>,
     records: Mutex<Records>,
+    maps: Mutex<HashMap<&'static str, Map>>,
 }
 
 /// Most ended sessions remembered; past it, the soonest to expire is forgotten and every
@@ -111,6 +112,7 @@ impl MemoryStore {
             approvals: Mutex::new(Approvals::default()),
             revoked: Mutex::new(Revoked::default()),
             records: Mutex::new(Records::default()),
+            maps: Mutex::new(HashMap::new()),
         })
     }
 
@@ -295,6 +297,32 @@ impl Store for MemoryStore {
 
     fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
         ready(self.records.lock().count(r, ttl)).boxed()
+    }
+
+    fn map_put<'a>(
+        &'a self,
+        map: &'static str,
+        field: &'a str,
+        value: &'a str,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.maps.lock().entry(map).or_default().put(field, value, only_new)).boxed()
+    }
+
+    fn map_remove<'a>(&'a self, map: &'static str, field: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.maps.lock().entry(map).or_default().remove(field);
+        done(())
+    }
+
+    fn map_all(&self, map: &'static str) -> BoxFuture<'_, Result<super::MapFields, StoreError>> {
+        let maps = self.maps.lock();
+        let m = maps.get(map);
+        let fields = m.map(|m| m.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        done((m.map_or(0, |m| m.version), fields))
+    }
+
+    fn map_version(&self, map: &'static str) -> BoxFuture<'_, Result<u64, StoreError>> {
+        done(self.maps.lock().get(map).map_or(0, |m| m.version))
     }
 }
 

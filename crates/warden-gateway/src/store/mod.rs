@@ -190,7 +190,26 @@ pub trait Store: Send + Sync + 'static {
     /// Add one to the counter `key` of `kind` and answer the new count; a new counter lives
     /// `ttl` from its first count.
     fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Set `field` of the shared map `map` (definition pins, pin changes waiting for an
+    /// operator); with `only_new`, only when the field is not there (then true for the one caller
+    /// that set it). Every change raises the map's version.
+    fn map_put<'a>(
+        &'a self,
+        map: &'static str,
+        field: &'a str,
+        value: &'a str,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn map_remove<'a>(&'a self, map: &'static str, field: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The map's version and every field (read together).
+    fn map_all(&self, map: &'static str) -> BoxFuture<'_, Result<MapFields, StoreError>>;
+    /// The map's version (cheap; polled by replicas).
+    fn map_version(&self, map: &'static str) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
+
+/// A shared map's version and its fields.
+pub type MapFields = (u64, Vec<(String, String)>);
 
 /// Names one record: its kind (a short fixed word, like `as-code`) and its key.
 #[derive(Debug, Clone, Copy)]

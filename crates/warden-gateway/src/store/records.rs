@@ -1,13 +1,43 @@
-//! The memory backend's records: small values with a lifetime, in one bounded map.
+//! The memory backend's records (small values with a lifetime, in one bounded map) and shared
+//! maps (fields with a version).
 //!
-//! Bounded: at most [`MAX_RECORDS`]; when full, expired records are swept, and when it is still
-//! full a new record is refused (an error: its caller fails closed, as on a store outage).
+//! Bounded: at most [`MAX_RECORDS`] records; when full, expired records are swept, and when it
+//! is still full a new record is refused (an error: its caller fails closed, as on a store
+//! outage). At most [`MAX_FIELDS`] fields per map, past which a new field is refused.
 
 use super::{RecordKey, StoreError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub const MAX_RECORDS: usize = 200_000;
+pub const MAX_FIELDS: usize = 100_000;
+
+/// One shared map: its version and fields.
+#[derive(Default)]
+pub struct Map {
+    pub version: u64,
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+impl Map {
+    pub fn put(&mut self, field: &str, value: &str, only_new: bool) -> Result<bool, StoreError> {
+        if only_new && self.fields.contains_key(field) {
+            return Ok(false);
+        }
+        if self.fields.len() >= MAX_FIELDS && !self.fields.contains_key(field) {
+            return Err(StoreError(format!("map full ({MAX_FIELDS} fields)")));
+        }
+        self.fields.insert(field.to_string(), value.to_string());
+        self.version += 1;
+        Ok(true)
+    }
+
+    pub fn remove(&mut self, field: &str) {
+        if self.fields.remove(field).is_some() {
+            self.version += 1;
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Records {

@@ -9,6 +9,7 @@
 //! - `P:ap:<id>` hash of one approval (`json`, `state`, `approver`, `decided_at`, `note`),
 //!   `P:apd:<digest>` → id, `P:aps` ids by expiry. Approvals expire with their TTL.
 //! - `P:sess-end:<nonce>` an ended 2025 session, until its id would have expired;
+//! - `P:map:<name>` hash of a shared map, `P:map:<name>:v` its version;
 //! - `P:rec:<kind>:<key>` a record (`SET … PX`; taken with `GETDEL`, Redis 6.2 or later).
 //!
 //! Every command has a response timeout; a Redis that does not answer in time is an outage, not a
@@ -89,6 +90,17 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 "#;
 
+/// KEYS: the map's hash, its version. ARGV: field, value, only_new ("1" | "0"). 1 when set.
+const MAP_PUT: &str = r#"
+if ARGV[3] == '1' then
+  if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('INCR', KEYS[2])
+return 1
+"#;
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -96,6 +108,7 @@ pub struct RedisStore {
     open: Script,
     mv: Script,
     count: Script,
+    map_put: Script,
 }
 
 /// A lifetime in ms for `PX`: at least 1 (never "no expiry").
@@ -144,6 +157,7 @@ impl RedisStore {
             open: Script::new(OPEN),
             mv: Script::new(MOVE),
             count: Script::new(COUNT),
+            map_put: Script::new(MAP_PUT),
         })
     }
 
@@ -432,6 +446,70 @@ impl Store for RedisStore {
         async move {
             let mut c = self.conn.clone();
             self.count.key(self.rk(r)).arg(px(ttl)).invoke_async(&mut c).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn map_put<'a>(
+        &'a self,
+        map: &'static str,
+        field: &'a str,
+        value: &'a str,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            let set: i64 = self
+                .map_put
+                .key(self.k(&format!("map:{map}")))
+                .key(self.k(&format!("map:{map}:v")))
+                .arg(field)
+                .arg(value)
+                .arg(if only_new { "1" } else { "0" })
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(set == 1)
+        }
+        .boxed()
+    }
+
+    fn map_remove<'a>(&'a self, map: &'static str, field: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            redis::pipe()
+                .atomic()
+                .hdel(self.k(&format!("map:{map}")), field)
+                .ignore()
+                .incr(self.k(&format!("map:{map}:v")), 1)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn map_all(&self, map: &'static str) -> BoxFuture<'_, Result<super::MapFields, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            let (v, h): (Option<u64>, HashMap<String, String>) = redis::pipe()
+                .atomic()
+                .get(self.k(&format!("map:{map}:v")))
+                .hgetall(self.k(&format!("map:{map}")))
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok((v.unwrap_or(0), h.into_iter().collect()))
+        }
+        .boxed()
+    }
+
+    fn map_version(&self, map: &'static str) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let mut c = self.conn.clone();
+            let v: Option<u64> = c.get(self.k(&format!("map:{map}:v"))).await.map_err(err)?;
+            Ok(v.unwrap_or(0))
         }
         .boxed()
     }

@@ -208,3 +208,69 @@ async fn delete_on_a_replica_that_does_not_hold_the_session() {
     let r = on(&b, &ca).post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
     assert_eq!(r.status, 404);
 }
+
+/// The tools a new session on `w` is offered, with their descriptions.
+async fn offered(w: &Proc) -> Vec<(String, String)> {
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let v = c.call(90, "tools/list", json!({})).await;
+    let tools = v["result"]["tools"].as_array().unwrap_or_else(|| panic!("{v}"));
+    tools.iter().map(|t| (t["name"].as_str().unwrap().into(), t["description"].as_str().unwrap_or("").into())).collect()
+}
+
+/// Issue 23: definition pins and their approvals are shared through Redis. A rug pull seen by
+/// one replica waits on all; the operator reviews and approves it on another replica (the only
+/// one with an admin listener); the first replica then offers the approved definition. On
+/// per-process pins the change is unknown to the admin replica (nothing to approve there).
+#[tokio::test]
+async fn definition_pins_and_their_approvals_are_shared() {
+    use crate::approval::{admin_section, TOKEN};
+    let redis = harness::redis_server();
+    let dir = harness::tempdir("shared-pins");
+    let descs = dir.join("descs.json");
+    std::fs::write(&descs, "{}").unwrap();
+    let d = descs.display().to_string();
+    let fx = fixture_stdio_upstream(
+        "fx",
+        Some(""),
+        &format!("env = {{ FIXTURE_DESCRIPTIONS = {d:?} }}\n[upstream.sandbox]\nread_only = [{d:?}]\n"),
+    );
+    let store =
+        format!("[store]\nbackend = \"redis\"\nurl = {:?}\nprefix = \"pins{}\"\n", redis.url, std::process::id());
+    let (admin, admin_url) = admin_section();
+    let a = warden_with_env("", &format!("{fx}{admin}{store}"), &[]);
+    let b = warden_with_env("", &format!("{fx}{store}"), &[]);
+    let echo = |list: &[(String, String)]| list.iter().find(|(n, _)| n == "echo").map(|(_, d)| d.clone());
+    let original = echo(&offered(&a).await).expect("echo offered on a");
+    assert_eq!(echo(&offered(&b).await).as_deref(), Some(original.as_str()));
+
+    // The upstream changes echo; b is the one that sees it first.
+    std::fs::write(&descs, json!({"echo": "Echoes the text back, and keeps a copy."}).to_string()).unwrap();
+    assert_eq!(echo(&offered(&b).await), None, "withheld on b");
+    // The change b saw waits on a, where the operator approves it.
+    let http = reqwest::Client::new();
+    let mut pending = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let r = http.get(format!("{admin_url}/pins")).bearer_auth(TOKEN).send().await.unwrap();
+        pending = r.json::<serde_json::Value>().await.unwrap()["pending"].clone();
+        if pending.as_array().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let change =
+        pending.as_array().and_then(|p| p.first()).unwrap_or_else(|| panic!("nothing pending on a: {pending}"));
+    assert_eq!((change["kind"].as_str(), change["name"].as_str()), (Some("tool"), Some("echo")), "{change}");
+    let body = json!({"server": "fx", "kind": "tool", "name": "echo", "digest": change["seen"]["digest"], "by": "sec"});
+    let r = http.post(format!("{admin_url}/pins/approve")).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Both offer the approved definition (b within its next look at the store).
+    let want = Some("Echoes the text back, and keeps a copy.".to_string());
+    assert_eq!(echo(&offered(&a).await), want);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while echo(&offered(&b).await) != want {
+        assert!(Instant::now() < deadline, "b never took the approval: {:?}", offered(&b).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
