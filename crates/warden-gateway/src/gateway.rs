@@ -38,8 +38,10 @@ pub struct Gateway {
     current: Arc<ArcSwap<Shared>>,
     /// What lasts across reloads.
     lasting: Lasting,
-    /// Where the config was read from, when it may be reloaded.
+    /// Where the config was read from, when it may be reloaded; how often to look at it for a
+    /// change (`--watch-config`).
     config_path: Option<std::path::PathBuf>,
+    watch_config: Option<Duration>,
     pub auth: Option<Arc<Authenticator>>,
     /// Sealed 2025 session ids (any replica with the `[cluster] key` takes a session up).
     pub session_ids: Arc<SessionIds>,
@@ -131,12 +133,26 @@ impl Gateway {
         };
         let lasting = Lasting { http, audit, store, kills, approvals, registry, traces, sealer };
         let shared = Arc::new(crate::reload::build(&cfg, &lasting, 0)?);
-        Ok(Gateway { cfg, current: Arc::new(ArcSwap::new(shared)), lasting, auth, session_ids, config_path: None })
+        Ok(Gateway {
+            cfg,
+            current: Arc::new(ArcSwap::new(shared)),
+            lasting,
+            auth,
+            session_ids,
+            config_path: None,
+            watch_config: None,
+        })
     }
 
     /// The file the config was read from: `SIGHUP` and `POST /admin/reload` re-read it.
     pub fn reload_from(mut self, path: std::path::PathBuf) -> Gateway {
         self.config_path = Some(path);
+        self
+    }
+
+    /// Also reload when the config file's content changes, looked at every `every`.
+    pub fn watch_config(mut self, every: Duration) -> Gateway {
+        self.watch_config = Some(every);
         self
     }
 
@@ -243,6 +259,7 @@ impl Gateway {
             )
         });
         let on_hup = reloader.as_ref().map(|r| r.on_sighup()).transpose()?;
+        let on_change = reloader.as_ref().zip(self.watch_config).map(|(r, every)| r.on_file_change(every));
         let admin = match &self.cfg.admin {
             Some(a) => {
                 let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;
@@ -280,7 +297,7 @@ impl Gateway {
         if let Some(m) = metrics_listener {
             let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
         }
-        if let Some(h) = on_hup {
+        for h in on_hup.into_iter().chain(on_change) {
             h.abort();
         }
         tracing::info!("shutting down: closing sessions and upstreams");

@@ -245,4 +245,29 @@ impl Reloader {
             }
         }))
     }
+
+    /// Reload whenever the config file's content changes (looked at every `every`): for a
+    /// config mounted from a Kubernetes ConfigMap, which the kubelet replaces in place. A content
+    /// that was refused is not tried again until it changes again.
+    pub fn on_file_change(self: &Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let digest = |path: PathBuf| async move {
+            tokio::task::spawn_blocking(move || std::fs::read(&path).ok().map(|b| crate::digest::sha256(&b)))
+                .await
+                .ok()
+                .flatten()
+        };
+        tokio::spawn(async move {
+            let mut seen = digest(me.path.clone()).await;
+            loop {
+                tokio::time::sleep(every).await;
+                let now = digest(me.path.clone()).await;
+                // An unreadable file (mid-replacement, or gone) is not a change.
+                if now.is_some() && now != seen {
+                    seen = now;
+                    let _ = me.reload("config file changed").await;
+                }
+            }
+        })
+    }
 }

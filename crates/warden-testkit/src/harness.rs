@@ -315,9 +315,14 @@ pub fn warden_with_env(listen_extra: &str, upstreams: &str, env: &[(&str, &str)]
 
 /// Start `warden serve` on an existing config file listening on `port`.
 pub fn warden_config(cfg: &std::path::Path, port: u16) -> Proc {
+    warden_config_with(cfg, port, &[])
+}
+
+/// [`warden_config`] with more arguments to `warden serve`.
+pub fn warden_config_with(cfg: &std::path::Path, port: u16, args: &[&str]) -> Proc {
     let dir = cfg.parent().unwrap().to_path_buf();
     let mut cmd = Command::new(bin("warden"));
-    cmd.args(["serve", "--config"]).arg(cfg).env("RUST_LOG", "info");
+    cmd.args(["serve", "--config"]).arg(cfg).args(args).env("RUST_LOG", "info");
     spawn_logged(cmd, dir, port)
 }
 

@@ -38,6 +38,10 @@ enum Cmd {
         /// Override listen.addr (same loopback rule applies).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Reload when the config file's content changes (looked at every 2 s), as with SIGHUP:
+        /// for a config mounted from a Kubernetes ConfigMap.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate a configuration file and exit (non-zero with a precise message on error).
     Check {
@@ -336,10 +340,13 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Cmd::Serve { config, listen } => {
+            Cmd::Serve { config, listen, watch_config } => {
                 let cfg = load(&config, listen)?;
                 let addr = cfg.listen.addr;
-                let gw = Gateway::new(cfg).await.map_err(|e| anyhow::anyhow!(e))?.reload_from(config.clone());
+                let mut gw = Gateway::new(cfg).await.map_err(|e| anyhow::anyhow!(e))?.reload_from(config.clone());
+                if watch_config {
+                    gw = gw.watch_config(std::time::Duration::from_secs(2));
+                }
                 let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
                 gw.serve(listener, shutdown_signal()).await?;
                 Ok(())

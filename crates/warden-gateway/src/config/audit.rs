@@ -67,7 +67,9 @@ pub struct AuditConfig {
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_secs: u64,
     /// This instance's chain name (several Wardens may share a database). Default `warden`.
-    #[serde(default = "default_instance")]
+    /// `{ env = "POD_NAME" }` reads it from an environment variable when the config is loaded:
+    /// each pod of a Kubernetes Deployment then writes its own chain under its own name.
+    #[serde(default = "default_instance", deserialize_with = "instance_name")]
     pub instance: String,
     /// Copies of every record sent elsewhere (`[[audit.forward]]`).
     #[serde(default)]
@@ -201,4 +203,25 @@ pub enum AuditArguments {
     #[default]
     Redacted,
     Full,
+}
+
+/// `instance = "name"`, or `instance = { env = "VAR" }` (read now; unset: an error).
+fn instance_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FromEnv {
+        env: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Named {
+        Plain(String),
+        Env(FromEnv),
+    }
+    match Named::deserialize(d)? {
+        Named::Plain(s) => Ok(s),
+        Named::Env(FromEnv { env }) => std::env::var(&env).map_err(|_| {
+            serde::de::Error::custom(format!("expected a name, or {{ env = \"VAR\" }} with VAR set ({env} is not set)"))
+        }),
+    }
 }

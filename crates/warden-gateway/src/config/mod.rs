@@ -463,6 +463,17 @@ transport = "http"
 url = "http://127.0.0.1:9/mcp"
 "#;
 
+    /// Issue 23: a Deployment's pods name their audit chains by an environment variable.
+    #[test]
+    fn audit_instance_from_the_environment() {
+        let with = |v: &str| Config::parse(&format!("{OK}\n[audit]\ninstance = {v}\n"), "t.toml");
+        assert_eq!(with("\"r1\"").unwrap().audit.instance, "r1");
+        // Cargo sets this variable for every test it runs.
+        assert_eq!(with("{ env = \"CARGO_PKG_NAME\" }").unwrap().audit.instance, "warden-gateway");
+        assert!(with("{ env = \"WARDEN_TEST_NOT_SET_ANYWHERE\" }").is_err());
+        assert!(with("{ file = \"x\" }").is_err());
+    }
+
     #[test]
     fn valid_config_parses_with_defaults() {
         let c = Config::parse(OK, "t.toml").unwrap();

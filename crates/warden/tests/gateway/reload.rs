@@ -193,3 +193,48 @@ async fn content_settings_apply_after_a_reload() {
         http.post(format!("{admin_url}/reload")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("[content: pinning"), "{body}");
 }
+
+async fn echoes(c: &Client, id: i64) -> bool {
+    text(&c.tool(id, "echo", json!({"text": "hi"})).await) == Some("hi")
+}
+
+/// Issue 23: `warden serve --watch-config` reloads when the file's content changes (a ConfigMap
+/// mounted in a pod is replaced in place by the kubelet, by a rename); a broken file is refused
+/// and the running config keeps serving.
+#[tokio::test]
+async fn a_watched_config_file_reloads_when_it_changes() {
+    use warden_testkit::harness::{free_port, tempdir, warden_config_with};
+    let (dir, port) = (tempdir("watch-config"), free_port());
+    let path = dir.join("warden.toml");
+    let base = format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{}", fixture_stdio_upstream("fx", Some(""), ""));
+    let replace = |text: String| {
+        let tmp = dir.join(".warden.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    replace(format!("{base}\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n"));
+    let w = warden_config_with(&path, port, &["--watch-config"]);
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    assert!(echoes(&c, 1).await);
+
+    // Only test_simple_text allowed now: echo is refused once the file is seen to change.
+    replace(format!("{base}\n[[rule]]\nid = \"simple\"\ntools = [\"test_simple_text\"]\n"));
+    until_log(&w, "config reloaded", 1).await;
+    assert!(!echoes(&c, 2).await, "the new rules apply");
+    // A broken file: refused, logged; the running config keeps serving.
+    replace(format!("{base}\n[[rule]]\nid = \"simple\"\ntools = [\"test_simple_text\"\n"));
+    until_log(&w, "config reload refused", 1).await;
+    assert!(!echoes(&c, 3).await);
+    assert!(text(&c.tool(4, "test_simple_text", json!({})).await).is_some(), "still serving");
+    // Mended: applied again. Each attempt is on record, by the watch.
+    replace(format!("{base}\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n"));
+    until_log(&w, "config reloaded", 2).await;
+    assert!(echoes(&c, 5).await);
+    let recs = records(&path.display().to_string(), &["--kind", "config_reload"]);
+    let seen: Vec<(&str, &str)> =
+        recs.iter().map(|r| (r["subject"].as_str().unwrap_or(""), r["status"].as_str().unwrap_or(""))).collect();
+    assert_eq!(seen.len(), 3, "{recs:?}");
+    assert!(seen.iter().all(|(by, _)| *by == "config file changed"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|(_, s)| *s == "refused").count(), 1, "{seen:?}");
+}
