@@ -3,7 +3,9 @@
 # reference server (server-everything, stdio upstream, 2025-11-25) and a Python SDK server (HTTP
 # upstream, dual-era: Warden finds and speaks 2026-07-28 to it, translating for 2025 clients);
 # the TypeScript client also in front of a plain TypeScript SDK server (no instructions/prompts/resources),
-# and both clients through HAProxy in front of three replicas of that Warden (one [cluster] key).
+# and both clients through HAProxy in front of three replicas of that Warden (one [cluster] key);
+# the SDKs' OAuth flows through HAProxy in front of three replicas sharing the built-in
+# authorization server's state in Redis.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 BIN="${WARDEN_BIN_DIR:-$ROOT/target/debug}"
@@ -35,7 +37,7 @@ transport = "stdio"
 command = "$PY"
 args = ["$INTEROP/py_server.py", "--stdio"]
 client_requests = ["sampling", "elicitation"]
-[upstream.sandbox]                  # the interpreter may live in a home directory closed to `nobody`
+[upstream.sandbox]                  # the interpreter may live in a home directory closed to the user nobody
 enabled = false
 [[upstream]]                        # a TypeScript SDK v2 server over stdio: another 2026-07-28 upstream
 name = "ts26"
@@ -110,12 +112,35 @@ done
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 start_bg "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1
 wait_port "$HAP" 30
+# Three replicas with the built-in authorization server, its state in one Redis, behind a second
+# HAProxy: the SDKs' OAuth flows (registration, consent page and form, code) cross replicas.
+RDP=$(free_port)
+start_bg redis-server --port "$RDP" --save '' --appendonly no >"$TMP/redis.log" 2>&1
+wait_port "$RDP" 30
+HAP2=$(free_port)
+sed -e "s/bind 127.0.0.1:$HAP/bind 127.0.0.1:$HAP2/" -e '/^  server /d' "$TMP/haproxy.cfg" > "$TMP/haproxy-oauth.cfg"
+for r in 1 2 3; do
+  RP=$(free_port)
+  sed -e "s/127.0.0.1:$PLP/127.0.0.1:$RP/" -e "s#$TMP/plain-audit#$TMP/oauth-replica-$r-audit#g" "$TMP/plain.toml" > "$TMP/oauth-replica-$r.toml"
+  printf '[cluster]\nkey = { file = "%s" }\n[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$TMP/cluster-key" "$RDP" >> "$TMP/oauth-replica-$r.toml"
+  printf '[auth]\nrequired_scopes = ["mcp"]\n[auth.builtin]\nkey_file = "%s"\nusers_file = "%s"\n' "$TMP/as-signing.pk8" "$TMP/as-users.toml" >> "$TMP/oauth-replica-$r.toml"
+  [ "$r" -eq 1 ] && { echo "interop-password-1" | "$BIN/warden" user add --config "$TMP/oauth-replica-1.toml" interop >/dev/null; }
+  start_bg "$BIN/warden" serve --config "$TMP/oauth-replica-$r.toml" 2>"$TMP/warden-oauth-replica-$r.log"
+  wait_ready "http://127.0.0.1:$RP/readyz" 60
+  printf '  server r%s 127.0.0.1:%s\n' "$r" "$RP" >> "$TMP/haproxy-oauth.cfg"
+done
+start_bg "$HAPROXY" -db -f "$TMP/haproxy-oauth.cfg" >"$TMP/haproxy-oauth.log" 2>&1
+wait_port "$HAP2" 30
 failures=0
 (cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$HAP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_plain.py" "http://127.0.0.1:$HAP/mcp" || failures=$((failures + 1))
 taken=$(cat "$TMP"/warden-replica-*.log | grep -c "session taken up on this replica" || true)
 echo "interop: through HAProxy over 3 replicas, sessions were taken up $taken time(s) by replicas that did not open them"
 [ "$taken" -ge 2 ] || { echo "interop: expected the SDK sessions to be spread over the replicas"; failures=$((failures + 1)); }
+(cd "$INTEROP" && "$NODE22" ts-oauth.mjs "http://127.0.0.1:$HAP2/mcp" interop interop-password-1 shout) || failures=$((failures + 1))
+"$PY" "$INTEROP/py_oauth.py" "http://127.0.0.1:$HAP2/mcp" interop interop-password-1 shout || failures=$((failures + 1))
+served=$(for r in 1 2 3; do grep -cE "client registered|authorization granted" "$TMP/warden-oauth-replica-$r.log" || true; done | grep -vc '^0$' || true)
+echo "interop: the SDKs' OAuth flows through HAProxy over 3 replicas: registrations and consents on $served replica(s)"
 (cd "$INTEROP" && "$NODE22" ts-plain.mjs "http://127.0.0.1:$PLP/mcp") || failures=$((failures + 1))
 (cd "$INTEROP" && "$NODE22" ts-client.mjs "http://127.0.0.1:$WP/mcp") || failures=$((failures + 1))
 "$PY" "$INTEROP/py_client.py" "http://127.0.0.1:$WP/mcp" || failures=$((failures + 1))
@@ -142,5 +167,5 @@ if [ "$failures" -ne 0 ]; then
   echo "--- warden (oauth) log (tail)"; tail -40 "$TMP/warden-oauth.log"
   echo "--- warden (plain) log (tail)"; tail -20 "$TMP/warden-plain.log"
 fi
-echo "interop: $((11 - failures)) passed, $failures failed"
+echo "interop: $((13 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -1,7 +1,8 @@
 """The official Python SDK client's OAuth flow against Warden's built-in authorization server:
 401 → metadata discovery → dynamic registration → PKCE authorization (this script plays the
 browser) → token → tools/call through Warden.
-Usage: python py_oauth.py http://127.0.0.1:PORT/mcp USER PASSWORD"""
+Usage: python py_oauth.py http://127.0.0.1:PORT/mcp USER PASSWORD [TOOL]
+TOOL: everything__echo (the reference server's, the default) or shout (plain-server.mjs's)."""
 import re
 import sys
 from urllib.parse import parse_qs, urlparse
@@ -14,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 URL, USER, PASSWORD = sys.argv[1:4]
+TOOL = sys.argv[4] if len(sys.argv) > 4 else "everything__echo"
 REDIRECT = "http://127.0.0.1:9/py/callback"
 
 
@@ -79,8 +81,9 @@ async def main() -> None:
                 await session.initialize()
                 assert storage.tokens is not None and storage.tokens.access_token
                 print("ok   401 → discovery → registration → consent → token")
-                r = await session.call_tool("everything__echo", {"message": "py authorized"})
-                assert "py authorized" in r.content[0].text, r
+                args = {"text": "py authorized"} if TOOL == "shout" else {"message": "py authorized"}
+                r = await session.call_tool(TOOL, args)
+                assert "py authorized" in r.content[0].text.lower(), r
                 print("ok   tools/call with the access token")
     print("py-oauth: 2 passed, 0 failed")
 

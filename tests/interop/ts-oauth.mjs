@@ -1,14 +1,15 @@
 // The official TypeScript SDK client's OAuth flow against Warden's built-in authorization
 // server: 401 → protected resource metadata → AS metadata → dynamic registration → PKCE
 // authorization (this script plays the browser) → token → tools/call through Warden.
-// Usage: node ts-oauth.mjs http://127.0.0.1:PORT/mcp USER PASSWORD
+// Usage: node ts-oauth.mjs http://127.0.0.1:PORT/mcp USER PASSWORD [TOOL]
+// TOOL: everything__echo (the reference server's, the default) or shout (plain-server.mjs's).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import assert from 'node:assert/strict';
 import { approve } from './browser.mjs';
 
-const [url, user, password] = process.argv.slice(2);
+const [url, user, password, tool = 'everything__echo'] = process.argv.slice(2);
 const redirectUrl = 'http://127.0.0.1:9/oauth/callback';
 let code, stateSent;
 const store = {};
@@ -49,8 +50,9 @@ await transport.finishAuth(code);
 assert.ok(store.tokens?.access_token && store.tokens?.refresh_token);
 console.log('ok   code exchanged for tokens (PKCE)'); passed++;
 await client.connect(transport);
-const r = await client.callTool({ name: 'everything__echo', arguments: { message: 'authorized' } });
-assert.match(r.content[0].text, /authorized/);
+const args = tool === 'shout' ? { text: 'authorized' } : { message: 'authorized' };
+const r = await client.callTool({ name: tool, arguments: args });
+assert.match(r.content[0].text, /authorized/i);
 console.log('ok   tools/call with the access token'); passed++;
 await client.close();
 console.log(`ts-oauth: ${passed} passed, 0 failed`);
