@@ -18,14 +18,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{- define "warden.maxReplicas" -}}
-{{- if .Values.autoscaling.enabled -}}{{ .Values.autoscaling.maxReplicas }}{{- else -}}{{ .Values.replicaCount }}{{- end -}}
-{{- end -}}
-
-{{/* warden.toml of one replica: (dict "root" $ "instance" "<pod name>") */}}
+{{/* warden.toml, the same for every pod (each names its audit chain by $POD_NAME). */}}
 {{- define "warden.toml" -}}
-{{- $v := .root.Values -}}
-# Rendered by the Warden Helm chart for pod {{ .instance }}; edit values.yaml, not this.
+{{- $v := .Values -}}
+# Rendered by the Warden Helm chart; edit values.yaml, not this.
 [listen]
 addr = "0.0.0.0:{{ $v.listen.port }}"
 allowed_hosts = [{{ range $i, $h := $v.allowedHosts }}{{ if $i }}, {{ end }}{{ $h | quote }}{{ end }}]
@@ -55,9 +51,19 @@ key = { file = "/etc/warden/secrets/cluster-key" }
 [audit]
 url = {{ $v.audit.postgresUrl | quote }}
 password = { file = "/etc/warden/secrets/postgres-password" }
-instance = {{ .instance | quote }}
+instance = { env = "POD_NAME" }
 fsync = {{ $v.audit.fsync | quote }}
+{{- if $v.secrets.auditSigningKey.existingSecret }}
+signing_key = "/etc/warden/secrets/audit-signing-key"
+{{- else }}
 signing_key = "/var/lib/warden/warden-audit.key"
+{{- end }}
+{{- if $v.audit.publicKey }}
+{{- if not $v.secrets.auditSigningKey.existingSecret }}
+{{- fail "audit.publicKey needs secrets.auditSigningKey: without it every pod makes a key of its own, which the pin refuses" }}
+{{- end }}
+public_key = {{ $v.audit.publicKey | quote }}
+{{- end }}
 checkpoint_file = "/var/lib/warden/warden-audit.checkpoints"
 {{- if $v.secrets.adminToken.existingSecret }}
 
