@@ -121,7 +121,7 @@ impl Gateway {
         kills.follow();
         let approvals = Arc::new(Approvals::new(store.clone(), cfg.approval.clone()));
         let registry = Arc::new(crate::registry::Registry::new(&cfg.content, &cfg.base_dir, audit.clone())?);
-        registry.share(store.clone());
+        registry.share(store.clone()).await?;
         let traces = match &cfg.telemetry.traces_url {
             Some(url) => {
                 let h = crate::config::header_map(&cfg.telemetry.headers, &Default::default())

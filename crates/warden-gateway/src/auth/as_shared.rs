@@ -7,12 +7,14 @@
 //! | `as-pending` | request id | 10 min; taken (once) by the consent form |
 //! | `as-code` / `as-code-used` | hex SHA-256 of the code | 10 × the code's 60 s, so a late replay still revokes |
 //! | `as-refresh` / `as-refresh-used` | hex SHA-256 of the token | until the token expires |
-//! | `as-revoked` | grant family | `refresh_token_ttl_secs` (no token of the family outlives it) |
+//! | `as-revoked` | grant family | the longer of the presented token's life and `refresh_token_ttl_secs`, plus 30 days |
 //! | `as-fail` | user name | 15 min from the first failure |
 //!
 //! Single use across replicas: a code or refresh token is redeemed by creating its `-used` marker
 //! with create-only-if-absent; exactly one replica succeeds, and any other redemption is a reuse
-//! that revokes the family. Consent requests are taken with get-and-delete.
+//! that revokes the family. A refresh token's rotation is one atomic step in the store (marker,
+//! revocation check, next token, client's life: [`crate::store::Redeem`]), so a store failure
+//! never leaves it redeemed without a successor. Consent requests are taken with get-and-delete.
 //!
 //! Bounds: registrations (per address and in total per hour) and authorization requests (per
 //! address or IPv6 /64, per IPv6 /48 and in total, per 10 minutes) are limited with the store's
@@ -26,7 +28,7 @@
 
 use super::as_state::{block_key, Client, Code, Pending, Refresh, LOCKOUT};
 use super::as_store::{
-    code_age, Redeemed, Refused, Unavailable, MAX_PENDING_PER_BLOCK, MAX_PENDING_PER_SOURCE, PENDING_TTL,
+    code_age, Redeemed, Refused, Rotated, Unavailable, MAX_PENDING_PER_BLOCK, MAX_PENDING_PER_SOURCE, PENDING_TTL,
 };
 use super::builtin::CODE_TTL;
 use crate::clock::now_secs;
@@ -142,14 +144,9 @@ impl Shared {
         serde_json::from_slice(&bytes).map(Some).map_err(|e| gone(StoreError(format!("as-pending: {e}"))))
     }
 
-    pub async fn locked(&self, user: &str, max: u32) -> Result<bool, Unavailable> {
-        let n: Option<u64> = self.get(key("as-fail", user)).await?;
-        Ok(n.is_some_and(|n| n >= u64::from(max)))
-    }
-
-    pub async fn failed_login(&self, user: &str, max: u32) -> Result<bool, Unavailable> {
+    pub async fn attempt_login(&self, user: &str) -> Result<u32, Unavailable> {
         let n = self.store.count_record(key("as-fail", user), LOCKOUT).await.map_err(gone)?;
-        Ok(n == u64::from(max))
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     pub async fn login_succeeded(&self, user: &str) -> Result<(), Unavailable> {
@@ -169,18 +166,34 @@ impl Shared {
         Ok(code_age(&c))
     }
 
-    pub async fn use_refresh(&self, k: &str, client: &str) -> Result<Redeemed<Refresh>, Unavailable> {
-        let Some(r) = self.get::<Refresh>(key("as-refresh", k)).await?.filter(|r| r.client_id == client) else {
-            return Ok(Redeemed::Unknown);
+    pub async fn refresh(&self, k: &str, client: &str) -> Result<Redeemed<Refresh>, Unavailable> {
+        Ok(match self.get::<Refresh>(key("as-refresh", k)).await?.filter(|r| r.client_id == client) {
+            None => Redeemed::Unknown,
+            Some(r) if r.expires <= now_secs() => Redeemed::Expired,
+            Some(r) => Redeemed::First(r),
+        })
+    }
+
+    /// One atomic step in the store: the presented token marked used (a second use is a reuse),
+    /// the family checked, the next token kept, the client's life extended to the token's.
+    pub async fn rotate(&self, presented: Option<&str>, k: &str, next: &Refresh) -> Result<Rotated, Unavailable> {
+        let now = now_secs();
+        let life = Duration::from_secs(next.expires.saturating_sub(now).max(1));
+        // The marker outlives the presented token (whose record lives until it expires).
+        let claim =
+            presented.map(|p| (key("as-refresh-used", p), Duration::from_secs(self.cfg.refresh_token_ttl_secs.max(1))));
+        let value = serde_json::to_vec(next).expect("state records serialise");
+        let r = crate::store::Redeem {
+            claim,
+            unless: key("as-revoked", &next.family),
+            put: (key("as-refresh", k), &value, life),
+            extend: Some((key("as-client", &next.client_id), life)),
         };
-        let ttl = Duration::from_secs(r.expires.saturating_sub(now_secs()).max(1));
-        if !self.claim(key("as-refresh-used", k), ttl).await? {
-            return Ok(Redeemed::Again(r.family));
-        }
-        if r.expires <= now_secs() {
-            return Ok(Redeemed::Expired);
-        }
-        Ok(Redeemed::First(r))
+        Ok(match self.store.redeem(&r).await.map_err(gone)? {
+            crate::store::Redeemed::Done => Rotated::Issued,
+            crate::store::Redeemed::Claimed => Rotated::Reused,
+            crate::store::Redeemed::Blocked => Rotated::Revoked,
+        })
     }
 
     /// Create the marker `r`; true for the one caller across replicas that did.
@@ -188,24 +201,11 @@ impl Shared {
         self.store.put_record(r, b"1", ttl, true).await.map_err(gone)
     }
 
-    pub async fn family_revoked(&self, family: &str) -> Result<bool, Unavailable> {
-        Ok(self.store.record(key("as-revoked", family)).await.map_err(gone)?.is_some())
-    }
-
-    pub async fn revoke_family(&self, family: &str) -> Result<(), Unavailable> {
-        let ttl = Duration::from_secs(self.cfg.refresh_token_ttl_secs.max(1));
+    /// Kept as long as any token of the family can live: the longer of the presented token's
+    /// life and the configured one, and a margin of 30 days for a lifetime lowered since.
+    pub async fn revoke_family(&self, family: &str, expires: u64) -> Result<(), Unavailable> {
+        let life = expires.saturating_sub(now_secs()).max(self.cfg.refresh_token_ttl_secs) + 30 * 86_400;
+        let ttl = Duration::from_secs(life);
         self.store.put_record(key("as-revoked", family), b"1", ttl, false).await.map_err(gone).map(drop)
-    }
-
-    pub async fn issue_refresh(&self, k: &str, r: &Refresh) -> Result<(), Unavailable> {
-        let now = now_secs();
-        self.put(key("as-refresh", k), r, Duration::from_secs(r.expires.saturating_sub(now).max(1))).await?;
-        // The client lives as long as the token it was just granted.
-        if let Some(mut c) = self.client(&r.client_id).await? {
-            c.last_used = Some(now);
-            self.put(key("as-client", &r.client_id), &c, Duration::from_secs(self.cfg.refresh_token_ttl_secs.max(1)))
-                .await?;
-        }
-        Ok(())
     }
 }

@@ -217,17 +217,14 @@ impl Store {
         }
     }
 
-    /// True while `user` is locked out after `max` failures within [`LOCKOUT`].
-    pub fn locked(&self, user: &str, max: u32) -> bool {
-        self.failures.get(user).is_some_and(|(n, since)| *n >= max && since.elapsed() < LOCKOUT)
-    }
-
-    /// Count a failed login for `user`; true when this failure locks the name.
-    pub fn failed_login(&mut self, user: &str, max: u32) -> bool {
+    /// Count one login attempt for `user`, before its password is checked: the number of
+    /// attempts within [`LOCKOUT`] of the first (a successful login starts again at zero).
+    /// Past `max_failed_logins` the name is locked: no attempt is checked until the window ends.
+    pub fn attempt(&mut self, user: &str) -> u32 {
         if self.failures.len() >= MAX_TRACKED_LOGINS && !self.failures.contains_key(user) {
             self.failures.retain(|_, (_, since)| since.elapsed() < LOCKOUT);
             if self.failures.len() >= MAX_TRACKED_LOGINS {
-                // Still full (a flood of names): forget the tenth with the fewest failures, oldest
+                // Still full (a flood of names): forget the tenth with the fewest attempts, oldest
                 // first, so the map stays bounded and the names under real attack stay counted.
                 let mut by_weight: Vec<(u32, Instant, String)> =
                     self.failures.iter().map(|(k, (n, t))| (*n, *t, k.clone())).collect();
@@ -242,7 +239,7 @@ impl Store {
             *e = (0, Instant::now());
         }
         e.0 += 1;
-        e.0 == max
+        e.0
     }
 
     pub fn login_succeeded(&mut self, user: &str) {
@@ -259,16 +256,16 @@ mod tests {
     #[test]
     fn failed_logins_are_tracked_in_bounded_memory() {
         let mut st = Store::default();
-        for _ in 0..3 {
-            assert!(!st.locked("alice", 3));
-            st.failed_login("alice", 3);
+        for i in 1..=4 {
+            assert_eq!(st.attempt("alice"), i);
         }
-        assert!(st.locked("alice", 3));
         for i in 0..MAX_TRACKED_LOGINS + 500 {
-            st.failed_login(&format!("name-{i}"), 3);
+            st.attempt(&format!("name-{i}"));
         }
         assert!(st.failures.len() <= MAX_TRACKED_LOGINS, "{}", st.failures.len());
-        assert!(st.locked("alice", 3), "the name under attack is still locked");
+        assert_eq!(st.attempt("alice"), 5, "the name under attack is still counted");
+        st.login_succeeded("alice");
+        assert_eq!(st.attempt("alice"), 1);
     }
 
     fn client(registered: u64, last_used: Option<u64>) -> Client {

@@ -47,6 +47,16 @@ pub enum Refused {
     Unavailable(&'static str),
 }
 
+/// What issuing the next refresh token found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotated {
+    Issued,
+    /// The token it replaces was redeemed before: a reuse (its family is to be revoked).
+    Reused,
+    /// The grant family was revoked.
+    Revoked,
+}
+
 /// A code or refresh token presented at the token endpoint.
 pub enum Redeemed<T> {
     /// Never issued, issued to another client, or forgotten.
@@ -54,6 +64,7 @@ pub enum Redeemed<T> {
     Expired,
     /// Redeemed before: the grant family to revoke.
     Again(String),
+    /// Live (a code: redeemed now, by this caller; a refresh token: only looked at).
     First(T),
 }
 
@@ -198,19 +209,12 @@ impl AsStore {
         Ok(st.pending.remove(id))
     }
 
-    /// True while `user` is locked out after `max` failed logins.
-    pub async fn locked(&self, user: &str, max: u32) -> Result<bool, Unavailable> {
+    /// Count a login attempt for `user` before its password is checked (so that attempts in
+    /// flight on every replica count): the attempts within the lockout window.
+    pub async fn attempt_login(&self, user: &str) -> Result<u32, Unavailable> {
         match self {
-            AsStore::Local(l) => Ok(l.store.lock().locked(user, max)),
-            AsStore::Shared(s) => s.locked(user, max).await,
-        }
-    }
-
-    /// Count a failed login; true when this one locks the name.
-    pub async fn failed_login(&self, user: &str, max: u32) -> Result<bool, Unavailable> {
-        match self {
-            AsStore::Local(l) => Ok(l.store.lock().failed_login(user, max)),
-            AsStore::Shared(s) => s.failed_login(user, max).await,
+            AsStore::Local(l) => Ok(l.store.lock().attempt(user)),
+            AsStore::Shared(s) => s.attempt_login(user).await,
         }
     }
 
@@ -254,36 +258,54 @@ impl AsStore {
         Ok(code_age(c))
     }
 
-    /// Redeem a refresh token of `client` (by its key): the first redemption gets it, any later
-    /// one its grant family. A token of another client is unknown, and stays unredeemed.
-    pub async fn use_refresh(&self, key: &str, client: &str) -> Result<Redeemed<Refresh>, Unavailable> {
+    /// The refresh token `key` of `client`, if it lives: looked at, not redeemed (a token of
+    /// another client is unknown).
+    pub async fn refresh(&self, key: &str, client: &str) -> Result<Redeemed<Refresh>, Unavailable> {
         let l = match self {
             AsStore::Local(l) => l,
-            AsStore::Shared(s) => return s.use_refresh(key, client).await,
+            AsStore::Shared(s) => return s.refresh(key, client).await,
         };
-        let mut st = l.store.lock();
-        let Some(r) = st.refresh.get_mut(key).filter(|r| r.client_id == client) else {
-            return Ok(Redeemed::Unknown);
-        };
-        if r.used {
-            return Ok(Redeemed::Again(r.family.clone()));
-        }
-        r.used = true;
-        if r.expires <= now_secs() {
-            return Ok(Redeemed::Expired);
-        }
-        Ok(Redeemed::First(r.clone()))
+        let st = l.store.lock();
+        Ok(match st.refresh.get(key).filter(|r| r.client_id == client) {
+            None => Redeemed::Unknown,
+            Some(r) if r.expires <= now_secs() => Redeemed::Expired,
+            Some(r) => Redeemed::First(r.clone()),
+        })
     }
 
-    pub async fn family_revoked(&self, family: &str) -> Result<bool, Unavailable> {
-        match self {
-            AsStore::Local(l) => Ok(l.store.lock().revoked_families.contains(family)),
-            AsStore::Shared(s) => s.family_revoked(family).await,
+    /// Issue the refresh token `key` (`next`), in one step with redeeming `presented` (the key of
+    /// the refresh token it replaces, when it does) and checking that the grant family was not
+    /// revoked; the client then lives as long as the new token. Saved before it is handed out.
+    pub async fn rotate(&self, presented: Option<&str>, key: &str, next: Refresh) -> Result<Rotated, Unavailable> {
+        let l = match self {
+            AsStore::Local(l) => l,
+            AsStore::Shared(s) => return s.rotate(presented, key, &next).await,
+        };
+        {
+            let mut st = l.store.lock();
+            if let Some(p) = presented {
+                let Some(r) = st.refresh.get_mut(p) else { return Ok(Rotated::Reused) };
+                if r.used {
+                    return Ok(Rotated::Reused);
+                }
+                r.used = true;
+            }
+            if st.revoked_families.contains(&next.family) {
+                return Ok(Rotated::Revoked);
+            }
+            let now = now_secs();
+            st.refresh.retain(|_, r| r.expires > now);
+            if let Some(c) = st.clients.get_mut(&next.client_id) {
+                c.last_used = Some(now);
+            }
+            st.refresh.insert(key.to_string(), next);
         }
+        l.persist().await.map(|()| Rotated::Issued)
     }
 
-    /// Revoke every token of a grant family (a replayed code or reused refresh token).
-    pub async fn revoke_family(&self, family: &str) -> Result<(), Unavailable> {
+    /// Revoke every token of a grant family (a replayed code or reused refresh token) whose
+    /// presented token lived until `expires` (unix seconds).
+    pub async fn revoke_family(&self, family: &str, expires: u64) -> Result<(), Unavailable> {
         match self {
             AsStore::Local(l) => {
                 l.store.lock().revoked_families.insert(family.to_string());
@@ -291,27 +313,8 @@ impl AsStore {
                 let _ = l.persist().await;
                 Ok(())
             }
-            AsStore::Shared(s) => s.revoke_family(family).await,
+            AsStore::Shared(s) => s.revoke_family(family, expires).await,
         }
-    }
-
-    /// Keep a new refresh token (by its key), and note that its client was used now. Saved
-    /// before it is handed out.
-    pub async fn issue_refresh(&self, key: String, r: Refresh) -> Result<(), Unavailable> {
-        let l = match self {
-            AsStore::Local(l) => l,
-            AsStore::Shared(s) => return s.issue_refresh(&key, &r).await,
-        };
-        {
-            let mut st = l.store.lock();
-            let now = now_secs();
-            st.refresh.retain(|_, r| r.expires > now);
-            if let Some(c) = st.clients.get_mut(&r.client_id) {
-                c.last_used = Some(now);
-            }
-            st.refresh.insert(key, r);
-        }
-        l.persist().await
     }
 }
 
@@ -408,22 +411,25 @@ mod tests {
             st.put_code(&[3; 32], code(now_ms() - 61_000)).await.unwrap();
             assert!(matches!(st.use_code(&[3; 32]).await.unwrap(), Redeemed::Expired));
 
-            st.issue_refresh("k".into(), refresh("c", "fam", now_secs() + 60)).await.unwrap();
-            assert!(matches!(st.use_refresh("k", "mallory").await.unwrap(), Redeemed::Unknown));
-            assert!(matches!(st.use_refresh("k", "c").await.unwrap(), Redeemed::First(_)), "not burned by another");
-            assert!(matches!(st.use_refresh("k", "c").await.unwrap(), Redeemed::Again(f) if f == "fam"));
-            assert!(st.client("c").await.unwrap().unwrap().last_used.is_some(), "the client was used");
-            assert!(!st.family_revoked("fam").await.unwrap());
-            st.revoke_family("fam").await.unwrap();
-            assert!(st.family_revoked("fam").await.unwrap());
-
-            for i in 1..=3 {
-                assert!(!st.locked("alice", 3).await.unwrap());
-                assert_eq!(st.failed_login("alice", 3).await.unwrap(), i == 3, "the third failure locks");
+            let later = now_secs() + 60;
+            assert_eq!(st.rotate(None, "k", refresh("c", "fam", later)).await.unwrap(), Rotated::Issued);
+            assert!(matches!(st.refresh("k", "mallory").await.unwrap(), Redeemed::Unknown));
+            assert!(matches!(st.refresh("k", "c").await.unwrap(), Redeemed::First(_)), "looked at, not redeemed");
+            assert_eq!(st.rotate(Some("k"), "k2", refresh("c", "fam", later)).await.unwrap(), Rotated::Issued);
+            assert_eq!(st.rotate(Some("k"), "k3", refresh("c", "fam", later)).await.unwrap(), Rotated::Reused);
+            assert!(matches!(st.refresh("k3", "c").await.unwrap(), Redeemed::Unknown), "nothing issued on a reuse");
+            if let AsStore::Local(l) = &st {
+                assert!(l.store.lock().clients["c"].last_used.is_some(), "the client was used");
             }
-            assert!(st.locked("alice", 3).await.unwrap());
+            st.revoke_family("fam", later).await.unwrap();
+            assert_eq!(st.rotate(Some("k2"), "k4", refresh("c", "fam", later)).await.unwrap(), Rotated::Revoked);
+            assert_eq!(st.rotate(Some("k2"), "k5", refresh("c", "fam", later)).await.unwrap(), Rotated::Reused);
+
+            for i in 1..=4 {
+                assert_eq!(st.attempt_login("alice").await.unwrap(), i);
+            }
             st.login_succeeded("alice").await.unwrap();
-            assert!(!st.locked("alice", 3).await.unwrap());
+            assert_eq!(st.attempt_login("alice").await.unwrap(), 1, "a login starts the count again");
         }
     }
 
@@ -456,5 +462,62 @@ mod tests {
         }
         assert!(!a.start_pending("one more", &p("198.51.100.1")).await.unwrap(), "per source, across replicas");
         assert!(b.start_pending("elsewhere", &p("198.51.100.2")).await.unwrap(), "another source is not held up");
+    }
+
+    /// Review finding: single use holds on a real Redis with many replicas redeeming at once
+    /// (separate connections, a multi-threaded runtime): one code exchange and one rotation win.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redemptions_race_on_redis_and_one_wins() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let Ok(mut redis) = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        else {
+            panic!("redis-server is needed (scripts/setup.sh installs it)");
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cfg: BuiltinAs = toml::from_str("").unwrap();
+        let url = format!("redis://127.0.0.1:{port}");
+        let replicas: Vec<Arc<AsStore>> = (0..8)
+            .map(|_| {
+                let s: Arc<dyn crate::store::Store> =
+                    Arc::new(crate::store::redis::RedisStore::new(&url, "race", Duration::from_secs(2), None).unwrap());
+                Arc::new(AsStore::Shared(Shared::new(s, &cfg)))
+            })
+            .collect();
+        let later = now_secs() + 60;
+        for round in 0..10u8 {
+            replicas[0].put_code(&[round; 32], code(now_ms())).await.unwrap();
+            let presented = format!("r{round}");
+            replicas[0].rotate(None, &presented, refresh("c", "fam", later)).await.unwrap();
+            let mut tasks = vec![];
+            for (i, r) in replicas.iter().enumerate() {
+                for j in 0..4 {
+                    let (r, presented) = (r.clone(), presented.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let code = matches!(r.use_code(&[round; 32]).await.unwrap(), Redeemed::First(_));
+                        let next = format!("{presented}-{i}-{j}");
+                        let rotated = r.rotate(Some(&presented), &next, refresh("c", "fam", later)).await.unwrap();
+                        (u32::from(code), u32::from(rotated == Rotated::Issued))
+                    }));
+                }
+            }
+            let mut won = (0, 0);
+            for t in tasks {
+                let (c, r) = t.await.unwrap();
+                won = (won.0 + c, won.1 + r);
+            }
+            assert_eq!(won, (1, 1), "round {round}: one code exchange and one rotation");
+        }
+        let _ = redis.kill();
+        let _ = redis.wait();
     }
 }

@@ -163,8 +163,9 @@ pub(super) async fn authorize_get(
     let (issuer, resource) = issuer_of(&a, &h);
     let Some(client_id) = q.client_id.as_deref() else { return error_page("missing client_id") };
     let c = match s.client(client_id).await {
-        Ok(c) => c,
-        Err(e) => return error_page(&e),
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return error_page(&e),
+        Err(_) => return unavailable_page(),
     };
     let redirect_uri = match q.redirect_uri.as_deref() {
         Some(r) if c.redirect_uris.iter().any(|u| u == r) => r.to_string(),
@@ -312,15 +313,20 @@ pub(super) async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Fo
         base.extend([("error", "access_denied"), ("error_description", "login failed")]);
         return redirect(&p.redirect_uri, &base);
     }
-    // A store that cannot say whether the name is locked counts as locked (fail closed).
-    let locked = s.state.locked(&name, max).await.unwrap_or(true);
+    // Counted before the password is checked, so that attempts in flight (on every replica)
+    // count; past `max` none is checked until the window ends, and the answer is the same.
+    let attempts = match s.state.attempt_login(&name).await {
+        Ok(n) => n,
+        Err(_) => return unavailable_page(),
+    };
+    let locked = attempts > max;
+    if attempts == max + 1 {
+        tracing::warn!(user = %name, "built-in authorization server: too many failed logins, name locked for 15 min");
+    }
     let user = s.users.get(&name);
     let password = f.password.unwrap_or_default();
     let verified = !locked && verify_password(user.map(|u| u.password_hash.clone()), password).await;
     let Some(user) = user.filter(|_| verified) else {
-        if !locked && s.state.failed_login(&name, max).await.unwrap_or(false) {
-            tracing::warn!(user = %name, "built-in authorization server: too many failed logins, name locked for 15 min");
-        }
         tracing::info!(locked, "built-in authorization server: login failed");
         base.extend([("error", "access_denied"), ("error_description", "login failed")]);
         return redirect(&p.redirect_uri, &base);

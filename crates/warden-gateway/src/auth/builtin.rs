@@ -206,26 +206,22 @@ impl AuthServer {
         })
     }
 
-    /// A client by ID: registered, or described by its metadata document.
-    pub(super) async fn client(&self, id: &str) -> Result<Client, String> {
-        let known = self.state.client(id).await.map_err(|_| "the authorization server is unavailable; try again")?;
-        if let Some(c) = known {
-            return Ok(c);
+    /// A client by ID: registered, or described by its metadata document (an error saying why
+    /// not); `Unavailable` when the state cannot be read.
+    pub(super) async fn client(&self, id: &str) -> Result<Result<Client, String>, as_store::Unavailable> {
+        if let Some(c) = self.state.client(id).await? {
+            return Ok(Ok(c));
         }
-        match &self.documents {
-            Some(d) if cimd::is_url(id) => {
-                let m = d.get(id).await?;
-                let name = format!("{} (from {})", m.name, m.host);
-                Ok(Client {
-                    name,
-                    redirect_uris: m.redirect_uris.clone(),
-                    secret: None,
-                    registered: 0,
-                    last_used: None,
-                })
-            }
+        Ok(match &self.documents {
+            Some(d) if cimd::is_url(id) => d.get(id).await.map(|m| Client {
+                name: format!("{} (from {})", m.name, m.host),
+                redirect_uris: m.redirect_uris.clone(),
+                secret: None,
+                registered: 0,
+                last_used: None,
+            }),
             _ => Err("unknown client".into()),
-        }
+        })
     }
 
     /// The verifier of this server's tokens.

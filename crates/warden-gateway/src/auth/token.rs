@@ -4,7 +4,7 @@
 
 use super::as_http::{json_response, oauth_error, random_token};
 use super::as_state::{refresh_key, Client, Refresh};
-use super::as_store::{Redeemed, Unavailable};
+use super::as_store::{Redeemed, Rotated, Unavailable};
 use super::builtin::{pkce_ok, server, AuthServer, S};
 use super::cimd;
 use super::{hex, now_secs, sha256};
@@ -79,10 +79,16 @@ fn invalid_target() -> Response<Body> {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource does not match the grant")
 }
 
-/// A reused code or refresh token: its whole family is revoked.
-async fn reused(s: &AuthServer, client: &str, family: &str, why: &str) -> Result<Response<Body>, Unavailable> {
+/// A reused code or refresh token (which lived until `expires`): its whole family is revoked.
+async fn reused(
+    s: &AuthServer,
+    client: &str,
+    family: &str,
+    expires: u64,
+    why: &str,
+) -> Result<Response<Body>, Unavailable> {
     tracing::warn!(client = %client, "{why}: revoking its grant family");
-    s.state.revoke_family(family).await?;
+    s.state.revoke_family(family, expires).await?;
     Ok(invalid_grant(why))
 }
 
@@ -97,7 +103,10 @@ async fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Response<
             let key = sha256(f.code.as_deref().unwrap_or("").as_bytes());
             let c = match s.state.use_code(&key).await? {
                 Redeemed::First(c) if c.client_id == client_id => c,
-                Redeemed::Again(family) => return reused(s, &client_id, &family, "code already used").await,
+                Redeemed::Again(family) => {
+                    let lives = now_secs() + s.cfg.refresh_token_ttl_secs;
+                    return reused(s, &client_id, &family, lives, "code already used").await;
+                }
                 _ => return Ok(invalid_grant("unknown or expired code")),
             };
             if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
@@ -109,15 +118,15 @@ async fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Response<
             if f.resource.as_deref().is_some_and(|r| r != c.resource) {
                 return Ok(invalid_target());
             }
-            (c.subject, c.scopes, c.resource, c.family)
+            (c.subject, c.scopes, c.resource, c.family, None)
         }
         "refresh_token" => {
             let key = refresh_key(f.refresh_token.as_deref().unwrap_or(""));
-            let r = match s.state.use_refresh(&key, &client_id).await? {
+            // Looked at here; redeemed below, in one step with issuing its successor.
+            let r = match s.state.refresh(&key, &client_id).await? {
                 Redeemed::First(r) => r,
-                Redeemed::Again(family) => return reused(s, &client_id, &family, "refresh token already used").await,
                 Redeemed::Expired => return Ok(invalid_grant("refresh token expired")),
-                Redeemed::Unknown => return Ok(invalid_grant("unknown refresh token")),
+                Redeemed::Unknown | Redeemed::Again(_) => return Ok(invalid_grant("unknown refresh token")),
             };
             let scopes = match f.scope.as_deref() {
                 Some(sc) => {
@@ -132,14 +141,11 @@ async fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Response<
             if f.resource.as_deref().is_some_and(|x| x != r.resource) {
                 return Ok(invalid_target());
             }
-            (r.subject, scopes, r.resource, r.family)
+            (r.subject, scopes, r.resource, r.family, Some((key, r.expires)))
         }
         _ => return Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type")),
     };
-    let (subject, scopes, resource, family) = granted;
-    if s.state.family_revoked(&family).await? {
-        return Ok(invalid_grant("grant revoked"));
-    }
+    let (subject, scopes, resource, family, presented) = granted;
     let refresh = random_token();
     let kept = Refresh {
         client_id: client_id.clone(),
@@ -147,10 +153,17 @@ async fn grant(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Response<
         scopes: scopes.clone(),
         resource: resource.clone(),
         expires: now_secs() + s.cfg.refresh_token_ttl_secs,
-        family,
+        family: family.clone(),
         used: false,
     };
-    s.state.issue_refresh(refresh_key(&refresh), kept).await?;
+    match s.state.rotate(presented.as_ref().map(|(k, _)| k.as_str()), &refresh_key(&refresh), kept).await? {
+        Rotated::Issued => {}
+        Rotated::Revoked => return Ok(invalid_grant("grant revoked")),
+        Rotated::Reused => {
+            let expires = presented.map_or(0, |(_, e)| e);
+            return reused(s, &client_id, &family, expires, "refresh token already used").await;
+        }
+    }
     let access = s.mint(&subject, &scopes, &client_id, &resource, ttl);
     Ok(json_response(
         StatusCode::OK,

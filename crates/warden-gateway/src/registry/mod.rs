@@ -105,8 +105,10 @@ pub struct Registry {
     /// there; approvals not yet published; the store's map versions last adopted.
     shared: std::sync::OnceLock<Arc<dyn crate::store::Store>>,
     dirty: std::sync::atomic::AtomicBool,
-    approved: Mutex<Vec<PendingKey>>,
+    approved: Mutex<Vec<(PendingKey, Pin)>>,
     versions: Mutex<(u64, u64)>,
+    /// One sync at a time (`shared.rs`).
+    syncing: tokio::sync::Mutex<()>,
 }
 
 /// An audit event about a definition.
@@ -165,6 +167,7 @@ impl Registry {
             dirty: std::sync::atomic::AtomicBool::new(false),
             approved: Mutex::new(Vec::new()),
             versions: Mutex::new((0, 0)),
+            syncing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -435,9 +438,10 @@ impl Registry {
             if let Some(w) = &self.writer {
                 w.submit(pins.clone());
             }
-        }
-        if self.shared.get().is_some() {
-            self.approved.lock().push((server.to_string(), kind, name.to_string()));
+            // Under the pins lock: a sync adopting the store's pins meanwhile sees it.
+            if self.shared.get().is_some() {
+                self.approved.lock().push(((server.to_string(), kind, name.to_string()), c.seen.clone()));
+            }
         }
         tracing::warn!(server, kind = kind.as_str(), name, digest = %c.seen.digest, "changed definition approved by an operator");
         Ok(c)

@@ -9,12 +9,18 @@
 //!   held for it.
 //! - A change detected on one replica waits on all: any replica's admin API lists and approves it.
 //!
-//! The store wins over a replica's own pin file (which is still written, as its local record).
+//! Only with `pinning = "tofu"`: the store wins over a replica's own pins (and its `pin_file`,
+//! then only its local record). With `pinning = "file"` the operator's file is the truth, never
+//! overridden; approvals there stay with the replica that made them. A replica reads the store's
+//! pins before it serves (it does not start without them), and adopts at most as many pins per
+//! upstream and kind as it may keep itself.
 //!
 //! Does not defend against: the window between a replica's first pin and its publication (up to
-//! [`SYNC_EVERY`]) in which two replicas may serve different first definitions of one name; a
-//! store that loses its data (each replica then publishes its own pins again, first come first
-//! kept). While the store is unreachable, each replica keeps the pins it has.
+//! [`SYNC_EVERY`]) in which two replicas may serve different first definitions of one name (the
+//! first published then holds, and the other replica withholds its own as changed); a store that
+//! loses its data (each replica then publishes its own pins again, first come first kept: a
+//! replica started after the loss may publish a changed definition first). While the store is
+//! unreachable, each replica keeps the pins it has and pins new names for itself.
 
 use super::{PendingChange, PendingKey, Pin, PinKind, Registry};
 use crate::store::{Store, StoreError};
@@ -47,19 +53,33 @@ struct Plan {
 }
 
 impl Registry {
-    /// Follow the pins of `store` (not the memory one), until the registry is dropped.
-    pub fn share(self: &Arc<Self>, store: Arc<dyn Store>) {
-        if store.backend() == "memory" || self.signed || self.mode == crate::config::PinMode::Off {
-            return;
+    /// Follow the pins of `store` (not the memory one), until the registry is dropped, after a
+    /// first look at them: a replica that cannot see the store's pins does not start (as it does
+    /// not start without its kill switches), so it never trusts a first definition the others
+    /// have already pinned otherwise. Only with `pinning = "tofu"`: a pin file
+    /// (`pinning = "file"`) is the operator's, and the store never overrides it.
+    pub async fn share(self: &Arc<Self>, store: Arc<dyn Store>) -> Result<(), String> {
+        if store.backend() == "memory" {
+            return Ok(());
+        }
+        self.follow(store).await
+    }
+
+    /// [`Registry::share`], whatever the backend.
+    async fn follow(self: &Arc<Self>, store: Arc<dyn Store>) -> Result<(), String> {
+        if self.mode != crate::config::PinMode::Tofu {
+            return Ok(());
         }
         if self.shared.set(store).is_err() {
-            return;
+            return Ok(());
         }
         self.dirty.store(true, Ordering::Release);
+        self.sync().await.map_err(|e| format!("definition pins in the store: {e}"))?;
         let me: Weak<Registry> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut warned = false;
             loop {
+                tokio::time::sleep(SYNC_EVERY).await;
                 let Some(r) = me.upgrade() else { return };
                 match r.sync().await {
                     Ok(()) => warned = false,
@@ -69,28 +89,24 @@ impl Registry {
                     }
                     Err(_) => {}
                 }
-                drop(r);
-                tokio::time::sleep(SYNC_EVERY).await;
             }
         });
+        Ok(())
     }
 
     /// Bring this replica's pins and waiting changes in line with the store's, and publish what
-    /// it has that the store lacks. Cheap when nothing changed on either side (two reads).
+    /// it has that the store lacks. Cheap when nothing changed on either side (two reads). One
+    /// at a time: an approval is taken off the list only once it is in the store.
     pub async fn sync(&self) -> Result<(), StoreError> {
         let Some(store) = self.shared.get() else { return Ok(()) };
+        let _one = self.syncing.lock().await;
         // Approvals first: adopting the store's pins must not undo them.
-        let approved: Vec<PendingKey> = std::mem::take(&mut *self.approved.lock());
-        for k in &approved {
-            let pin = self.pins.lock().get(k.1, &k.0, &k.2).cloned();
-            if let Some(pin) = pin {
-                let f = field(k);
-                let put = store.map_put(PINS, &f, &serde_json::to_string(&pin).expect("pins serialise"), false).await;
-                if let Err(e) = put.and(store.map_remove(CHANGES, &f).await) {
-                    self.approved.lock().extend(approved.iter().cloned());
-                    return Err(e);
-                }
-            }
+        let approved: Vec<(PendingKey, Pin)> = self.approved.lock().clone();
+        for (k, pin) in &approved {
+            let f = field(k);
+            store.map_put(PINS, &f, &serde_json::to_string(pin).expect("pins serialise"), false).await?;
+            store.map_remove(CHANGES, &f).await?;
+            self.approved.lock().retain(|(k2, p2)| !(k2 == k && p2.digest == pin.digest));
         }
         let versions = (store.map_version(PINS).await?, store.map_version(CHANGES).await?);
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
@@ -130,8 +146,8 @@ impl Registry {
     /// lacks.
     fn adopt(&self, pins: Vec<(String, String)>, changes: Vec<(String, String)>) -> Plan {
         let mut plan = Plan::default();
-        let unpublished: HashSet<PendingKey> = self.approved.lock().iter().cloned().collect();
         let mut local = self.pins.lock();
+        let unpublished: HashSet<PendingKey> = self.approved.lock().iter().map(|(k, _)| k.clone()).collect();
         let mut pending = self.pending.lock();
         let mut in_store: HashSet<PendingKey> = HashSet::new();
         let mut rewritten = false;
@@ -144,12 +160,16 @@ impl Registry {
             if unpublished.contains(&k) || local.get(k.1, &k.0, &k.2).is_some_and(|p| p.digest == pin.digest) {
                 continue;
             }
+            let names = local.table_mut(k.1).entry(k.0.clone()).or_default();
+            if !names.contains_key(&k.2) && names.len() >= self.max_pins {
+                continue; // as many pins as an upstream may keep: as for its own first pins
+            }
+            names.insert(k.2.clone(), pin.clone());
             if pending.get(&k).is_some_and(|c| c.seen.digest == pin.digest) {
                 pending.remove(&k);
             } else if let Some(c) = pending.get_mut(&k) {
-                c.pinned = pin.clone();
+                c.pinned = pin;
             }
-            local.table_mut(k.1).entry(k.0.clone()).or_default().insert(k.2.clone(), pin);
             rewritten = true;
         }
         for (kind, table) in PinKind::ALL.iter().map(|k| (*k, local.table(*k))) {
@@ -202,13 +222,21 @@ mod tests {
     use serde_json::json;
     use std::path::Path;
 
-    fn replica(store: &Arc<dyn Store>) -> (Content, Registry) {
-        let cfg =
-            crate::config::Config::parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n", "t")
-                .unwrap();
+    fn setup(content: &str) -> (Content, Arc<Registry>) {
+        let cfg = crate::config::Config::parse(
+            &format!("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n{content}"),
+            "t",
+        )
+        .unwrap();
         let r = Registry::new(&cfg.content, Path::new("/"), crate::audit::Audit::disabled()).unwrap();
-        assert!(r.shared.set(store.clone()).is_ok());
-        (Content::new(&cfg).unwrap(), r)
+        (Content::new(&cfg).unwrap(), Arc::new(r))
+    }
+
+    /// A replica following `store`, after its first look at it.
+    async fn replica(store: &Arc<dyn Store>) -> (Content, Arc<Registry>) {
+        let (c, r) = setup("");
+        r.follow(store.clone()).await.unwrap();
+        (c, r)
     }
 
     /// Two replicas that first see different definitions of one tool agree on the first one
@@ -216,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn replicas_share_first_pins_changes_and_approvals() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None).unwrap());
-        let ((ca, a), (cb, b)) = (replica(&store), replica(&store));
+        let ((ca, a), (cb, b)) = (replica(&store).await, replica(&store).await);
         let v1 = json!({"name": "t", "description": "Adds numbers"});
         let v2 = json!({"name": "t", "description": "Adds numbers and fractions."});
         assert!(a.vet(&ca, "a", "t", &v1).is_ok());
@@ -245,5 +273,65 @@ mod tests {
         a.sync().await.unwrap();
         b.sync().await.unwrap();
         assert_eq!(store.map_version(PINS).await.unwrap(), before);
+    }
+
+    /// Review finding: an approval must survive a sync that adopts the store's pins before the
+    /// approval reached the store.
+    #[tokio::test]
+    async fn an_approval_survives_an_adopt_before_it_is_published() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None).unwrap());
+        let (ca, a) = replica(&store).await;
+        let v1 = json!({"name": "t", "description": "Adds numbers"});
+        let v2 = json!({"name": "t", "description": "Adds numbers and fractions."});
+        assert!(a.vet(&ca, "a", "t", &v1).is_ok());
+        a.sync().await.unwrap();
+        assert!(a.vet(&ca, "a", "t", &v2).is_err());
+        a.sync().await.unwrap();
+        let d = a.pending()[0].seen.digest.clone();
+        assert!(a.approve("a", PinKind::Tool, "t", &d).is_ok());
+        // Another look at the store (which still has v1) before the approval is published.
+        a.full_sync(store.as_ref()).await.unwrap();
+        assert!(a.vet(&ca, "a", "t", &v2).is_ok(), "not reverted");
+        a.sync().await.unwrap();
+        a.full_sync(store.as_ref()).await.unwrap();
+        assert!(a.vet(&ca, "a", "t", &v2).is_ok(), "published, and kept");
+        assert!(a.approved.lock().is_empty());
+    }
+
+    /// Review finding: a replica that starts after the others pinned a definition never
+    /// trusts another one first: it reads the store's pins before it serves.
+    #[tokio::test]
+    async fn a_new_replica_knows_the_pins_before_it_serves() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None).unwrap());
+        let (ca, a) = replica(&store).await;
+        assert!(a.vet(&ca, "a", "t", &json!({"name": "t", "description": "Adds numbers"})).is_ok());
+        a.sync().await.unwrap();
+        let (cb, b) = replica(&store).await;
+        let v2 = json!({"name": "t", "description": "Adds numbers and fractions."});
+        assert!(matches!(b.vet(&cb, "a", "t", &v2), Err(super::super::Withheld::Changed { .. })));
+    }
+
+    /// Review finding: with `pinning = "file"` the operator's file is the truth: the store's
+    /// pins never override it.
+    #[tokio::test]
+    async fn a_pin_file_is_never_overridden_by_the_store() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None).unwrap());
+        let (ca, a) = replica(&store).await;
+        let bad = json!({"name": "t", "description": "Adds numbers and fractions."});
+        assert!(a.vet(&ca, "a", "t", &bad).is_ok());
+        a.sync().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("warden-pins-file-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pins.json");
+        let good = json!({"name": "t", "description": "Adds numbers"});
+        let mut file = super::super::PinFile { version: 1, ..Default::default() };
+        file.pin_server("a", std::slice::from_ref(&good));
+        file.save(&f, None).unwrap();
+        let (c, r) = setup(&format!("[content]\npinning = \"file\"\npin_file = {:?}", f.display().to_string()));
+        r.follow(store.clone()).await.unwrap();
+        assert!(r.shared.get().is_none(), "not shared");
+        assert!(r.vet(&c, "a", "t", &good).is_ok());
+        assert!(r.vet(&c, "a", "t", &bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

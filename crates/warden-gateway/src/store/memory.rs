@@ -5,7 +5,8 @@
 use super::records::{Map, Records};
 use super::Kill;
 use super::{
-    kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Refusal, Store, StoreError,
+    kill_key, until_midnight, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Redeem, Redeemed, Refusal,
+    Store, StoreError,
 };
 use crate::clock::now_secs;
 use futures::future::{ready, BoxFuture};
@@ -297,6 +298,10 @@ impl Store for MemoryStore {
 
     fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
         ready(self.records.lock().count(r, ttl)).boxed()
+    }
+
+    fn redeem<'a>(&'a self, r: &'a Redeem<'a>) -> BoxFuture<'a, Result<Redeemed, StoreError>> {
+        ready(self.records.lock().redeem(r)).boxed()
     }
 
     fn map_put<'a>(

@@ -190,6 +190,8 @@ pub trait Store: Send + Sync + 'static {
     /// Add one to the counter `key` of `kind` and answer the new count; a new counter lives
     /// `ttl` from its first count.
     fn count_record<'a>(&'a self, r: RecordKey<'a>, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// One redemption as a single atomic step (see [`Redeem`]).
+    fn redeem<'a>(&'a self, r: &'a Redeem<'a>) -> BoxFuture<'a, Result<Redeemed, StoreError>>;
 
     /// Set `field` of the shared map `map` (definition pins, pin changes waiting for an
     /// operator); with `only_new`, only when the field is not there (then true for the one caller
@@ -206,6 +208,26 @@ pub trait Store: Send + Sync + 'static {
     fn map_all(&self, map: &'static str) -> BoxFuture<'_, Result<MapFields, StoreError>>;
     /// The map's version (cheap; polled by replicas).
     fn map_version(&self, map: &'static str) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// A redemption, atomically (a refresh token rotated: its use marked, the grant checked, the
+/// next token kept, its client's life extended): no step without the others, whichever replica.
+pub struct Redeem<'a> {
+    /// A marker created first, only if absent; when present already: [`Redeemed::Claimed`] and
+    /// nothing else is done.
+    pub claim: Option<(RecordKey<'a>, Duration)>,
+    /// When this record exists: [`Redeemed::Blocked`], nothing put (the claim stays).
+    pub unless: RecordKey<'a>,
+    pub put: (RecordKey<'a>, &'a [u8], Duration),
+    /// A record whose remaining life is made at least this long, when it exists.
+    pub extend: Option<(RecordKey<'a>, Duration)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemed {
+    Done,
+    Claimed,
+    Blocked,
 }
 
 /// A shared map's version and its fields.

@@ -5,7 +5,7 @@
 //! is still full a new record is refused (an error: its caller fails closed, as on a store
 //! outage). At most [`MAX_FIELDS`] fields per map, past which a new field is refused.
 
-use super::{RecordKey, StoreError};
+use super::{RecordKey, Redeem, Redeemed, StoreError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,30 @@ impl Records {
 
     pub fn delete(&mut self, r: RecordKey) {
         self.map.remove(&r.joined());
+    }
+
+    pub fn redeem(&mut self, r: &Redeem) -> Result<Redeemed, StoreError> {
+        let now = Instant::now();
+        if let Some((claim, ttl)) = r.claim {
+            if self.live(&claim.joined(), now).is_some() {
+                return Ok(Redeemed::Claimed);
+            }
+            self.room(&claim.joined(), now)?;
+            self.room(&r.put.0.joined(), now)?;
+            self.map.insert(claim.joined(), (b"1".to_vec(), now + ttl));
+        }
+        if self.live(&r.unless.joined(), now).is_some() {
+            return Ok(Redeemed::Blocked);
+        }
+        let (put, value, ttl) = r.put;
+        self.room(&put.joined(), now)?;
+        self.map.insert(put.joined(), (value.to_vec(), now + ttl));
+        if let Some((k, ttl)) = r.extend {
+            if let Some((_, until)) = self.map.get_mut(&k.joined()).filter(|(_, until)| *until > now) {
+                *until = (*until).max(now + ttl);
+            }
+        }
+        Ok(Redeemed::Done)
     }
 
     pub fn count(&mut self, r: RecordKey, ttl: Duration) -> Result<u64, StoreError> {

@@ -16,7 +16,9 @@
 //! hang.
 
 use super::Kill;
-use super::{kill_key, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Refusal, Store, StoreError};
+use super::{
+    kill_key, Approval, ApprovalState, Check, Decision, Limit, RecordKey, Redeem, Redeemed, Refusal, Store, StoreError,
+};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::ConnectionManager;
@@ -101,6 +103,21 @@ redis.call('INCR', KEYS[2])
 return 1
 "#;
 
+/// KEYS: claim, unless, put, extend (the put key stands in for an absent claim or extend).
+/// ARGV: claim ms ('0': none), value, put ms, extend ms ('0': none). 0 done, 1 claimed, 2 blocked.
+const REDEEM: &str = r#"
+if ARGV[1] ~= '0' then
+  if not redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 1 end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] ~= '0' then
+  local t = redis.call('PTTL', KEYS[4])
+  if t >= 0 and t < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[4], ARGV[4]) end
+end
+return 0
+"#;
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -109,6 +126,7 @@ pub struct RedisStore {
     mv: Script,
     count: Script,
     map_put: Script,
+    redeem: Script,
 }
 
 /// A lifetime in ms for `PX`: at least 1 (never "no expiry").
@@ -158,6 +176,7 @@ impl RedisStore {
             mv: Script::new(MOVE),
             count: Script::new(COUNT),
             map_put: Script::new(MAP_PUT),
+            redeem: Script::new(REDEEM),
         })
     }
 
@@ -446,6 +465,33 @@ impl Store for RedisStore {
         async move {
             let mut c = self.conn.clone();
             self.count.key(self.rk(r)).arg(px(ttl)).invoke_async(&mut c).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn redeem<'a>(&'a self, r: &'a Redeem<'a>) -> BoxFuture<'a, Result<Redeemed, StoreError>> {
+        async move {
+            let put = self.rk(r.put.0);
+            let mut c = self.conn.clone();
+            let done: i64 = self
+                .redeem
+                .key(r.claim.map_or(put.clone(), |(k, _)| self.rk(k)))
+                .key(self.rk(r.unless))
+                .key(&put)
+                .key(r.extend.map_or(put.clone(), |(k, _)| self.rk(k)))
+                .arg(r.claim.map_or(0, |(_, ttl)| px(ttl)))
+                .arg(r.put.1)
+                .arg(px(r.put.2))
+                .arg(r.extend.map_or(0, |(_, ttl)| px(ttl)))
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            match done {
+                0 => Ok(Redeemed::Done),
+                1 => Ok(Redeemed::Claimed),
+                2 => Ok(Redeemed::Blocked),
+                other => Err(StoreError(format!("redis: unexpected redemption answer {other}"))),
+            }
         }
         .boxed()
     }
