@@ -24,7 +24,9 @@
 //!
 //! Does not defend against: a store that loses data (a Redis restart without persistence, a
 //! failover to an empty replica) forgets clients, refresh tokens and revocations — run Redis with
-//! persistence (AOF) and `noeviction`, as for the rest of Warden's shared state.
+//! persistence (AOF) and `noeviction`, as for the rest of Warden's shared state. A code's 60 s are
+//! counted from the issuing replica's clock by the redeeming one's: replicas' clocks must agree
+//! (NTP) to within seconds. Needs Redis 6.2 or later (`GETDEL`).
 
 use super::as_state::{block_key, Client, Code, Pending, Refresh, LOCKOUT};
 use super::as_store::{
