@@ -46,6 +46,19 @@ impl Checkpoint {
     }
 }
 
+/// A retention anchor: the trail's older segments (`removed`, by file name), whose last record
+/// of this chain was `through` with `hash`, were removed (or archived) by the configured policy
+/// (`why`). Signed by the checkpoint that follows it, so a trail whose head was cut by policy
+/// still verifies from here, and one cut by anyone else does not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Anchor {
+    pub hash: String,
+    pub removed: Vec<String>,
+    pub through: u64,
+    pub why: String,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -54,6 +67,9 @@ fn is_false(b: &bool) -> bool {
 /// decided (`allowed`/`denied`, with the `rule`), kept apart from `status`, what happened.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Event {
+    /// A retention anchor (kind `audit`, detail `retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Anchor>,
     /// Approval details: id, mode, who decided, outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Value>,
@@ -200,6 +216,7 @@ mod tests {
     #[test]
     fn serialization_is_the_canonical_form() {
         let mut e = Event::new("call", "success");
+        e.anchor = Some(Anchor { hash: "h".into(), removed: vec!["a.000001.db".into()], through: 9, why: "w".into() });
         e.approval = Some(json!({"z": 1, "a": [{"y": 2, "b": 3}]}));
         e.args = Some(json!({"path": "/x", "n": 1.5, "kind": ",\"kind\":", "z": {"a": 1, "kind": 2}}));
         e.args_digest = Some("d".into());

@@ -7,12 +7,13 @@ pub mod event;
 pub mod journal;
 pub mod pg;
 pub mod recorder;
+pub mod segments;
 pub mod signing;
 pub mod sink;
 pub mod spool;
 pub mod verify;
 
-pub use event::{Checkpoint, Event};
+pub use event::{Anchor, Checkpoint, Event};
 pub use recorder::{Full, OnFull, Recorder, Settings, Ticket};
 pub use sink::Fsync;
 
@@ -145,6 +146,57 @@ pub fn scan(
     }
 }
 
+/// Visit every stored record of `store` in order, a file trail's segments first (oldest
+/// first, then the active file); returns the active file's cursor (for [`scan`] to follow it).
+pub fn scan_all(
+    store: &Store,
+    filter: Option<&Filter>,
+    mut visit: impl FnMut(&sink::Stored) -> bool,
+) -> Result<i64, String> {
+    let Store::File(active) = store else { return scan(store, 0, filter, visit) };
+    let mut open = true;
+    for (_, seg) in segments::segments(active)? {
+        scan(&Store::File(seg), 0, filter, |s| {
+            open = visit(s);
+            open
+        })?;
+        if !open {
+            return Ok(0);
+        }
+    }
+    if !active.exists() {
+        return Ok(0);
+    }
+    scan(store, 0, filter, visit)
+}
+
+/// Follow a file trail from `cursor` (what [`scan_all`] or this returned) across a rotation:
+/// when the active file was rotated since (it is shorter than the cursor, or has fewer rows),
+/// the rest of the newest segment first, then the new active file from its start.
+pub fn follow(store: &Store, cursor: i64, visit: impl FnMut(&sink::Stored) -> bool) -> Result<i64, String> {
+    let Store::File(active) = store else { return scan(store, cursor, None, visit) };
+    let rotated = if sink::is_jsonl(active) {
+        std::fs::metadata(active).map_or(true, |m| (m.len() as i64) < cursor)
+    } else {
+        cursor > 0 && sink::read_sqlite(active, cursor - 1, None, 1).map_or(true, |rows| rows.is_empty())
+    };
+    if !rotated {
+        return scan(store, cursor, None, visit);
+    }
+    let mut visit = visit;
+    let mut open = true;
+    if let Some((_, newest)) = segments::segments(active)?.pop() {
+        scan(&Store::File(newest), cursor, None, |s| {
+            open = visit(s);
+            open
+        })?;
+    }
+    if !open || !active.exists() {
+        return Ok(0);
+    }
+    scan(store, 0, None, visit)
+}
+
 /// Verify the trail in `store` against its checkpoint files (one per writing instance; none is
 /// a problem), trusting only `expect.key`.
 pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) -> Result<verify::Report, String> {
@@ -166,14 +218,33 @@ pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) ->
             Err(e) => return Err(format!("{}: {e}", cp.display())),
         }
     }
-    let end = scan(store, 0, None, |s| {
-        r.add(s);
-        true
-    })?;
-    if let Store::File(path) = store {
-        let len = std::fs::metadata(path).map_or(0, |m| m.len());
-        if sink::is_jsonl(path) && len > end as u64 {
-            r.notes.push(format!("the log ends in a partial record ({} bytes): a write cut short", len - end as u64));
+    // A file trail: its segments oldest first, then the active file (`segments.rs`).
+    let files = match store {
+        Store::File(path) => segments::files(path)?.into_iter().map(Store::File).collect(),
+        Store::Postgres { .. } => vec![store.clone()],
+    };
+    let named = files.len() > 1;
+    for part in &files {
+        let end = scan(part, 0, None, |s| {
+            match (named, part) {
+                (true, Store::File(path)) => {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let location = format!("{name} {}", s.location);
+                    r.add(&sink::Stored { location, line: s.line.clone(), columns: s.columns.clone() });
+                }
+                _ => r.add(s),
+            }
+            true
+        })?;
+        if let Store::File(path) = part {
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
+            if sink::is_jsonl(path) && len > end as u64 {
+                r.notes.push(format!(
+                    "{}: ends in a partial record ({} bytes): a write cut short",
+                    path.display(),
+                    len - end as u64
+                ));
+            }
         }
     }
     r.anchor(&lines);
@@ -181,5 +252,7 @@ pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) ->
     Ok(r)
 }
 
+#[cfg(test)]
+mod segment_tests;
 #[cfg(test)]
 mod tests;

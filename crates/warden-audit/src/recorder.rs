@@ -55,6 +55,8 @@ pub struct Settings {
     /// New events are journaled before they are queued (else a caller that must not answer
     /// first waits for the sink, [`Recorder::stored`]).
     pub journal_acks: bool,
+    /// A file trail's rotation and retention (`segments.rs`).
+    pub segments: Option<crate::segments::Policy>,
 }
 
 /// The queue is full and the policy is to refuse.
@@ -140,6 +142,12 @@ impl Recorder {
                     since_checkpoint: 0,
                     last_checkpoint: Instant::now(),
                     journal_pos: stored,
+                    segment_started: settings
+                        .segments
+                        .as_ref()
+                        .and_then(|p| crate::segments::first_time(&p.active))
+                        .unwrap_or_else(SystemTime::now),
+                    rotation_failed: None,
                     s: settings,
                 };
                 if let Err(e) = writer.prepare(stored) {
@@ -285,6 +293,10 @@ struct Writer {
     last_checkpoint: Instant,
     /// The last journal position stored (carried on every sealed record).
     journal_pos: Option<u64>,
+    /// When the active file's first record was written (its age, for rotation).
+    segment_started: SystemTime,
+    /// The last failed rotation: the next try waits a minute.
+    rotation_failed: Option<Instant>,
     s: Settings,
 }
 
@@ -299,6 +311,7 @@ impl Writer {
         // appended) are said so first, on the record the start checkpoint then covers.
         self.note_inherited();
         self.checkpoint(Some("start"));
+        self.apply_retention();
         let Some(base) = self.s.journal.clone() else { return Ok(()) };
         let (newest, replay) = crate::journal::unstored(&base, &self.s.chain, stored)?;
         if !replay.is_empty() {
@@ -389,6 +402,7 @@ impl Writer {
             if closing {
                 return;
             }
+            self.rotate_if_due();
         }
     }
 
@@ -441,6 +455,85 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Rotate the active file into a segment when it is due (its size or age), its last record a
+    /// signed checkpoint, then apply the retention policy.
+    fn rotate_if_due(&mut self) {
+        let Some(p) = &self.s.segments else { return };
+        if self.rotation_failed.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        let big = p.rotation.max_bytes.is_some_and(|max| crate::segments::bytes(&p.active) >= max);
+        let old = p.rotation.max_age.is_some_and(|age| self.segment_started.elapsed().is_ok_and(|e| e >= age));
+        if !(big || old) {
+            return;
+        }
+        let active = p.active.clone();
+        self.checkpoint(Some("rotate"));
+        let to = match crate::segments::next_number(&active) {
+            Ok(n) => crate::segments::segment_path(&active, n),
+            Err(e) => return self.rotation_error(e),
+        };
+        match self.sink.rotate(&to) {
+            Ok(()) => {
+                tracing::info!(chain = %self.s.chain, seq = self.seq, segment = %to.display(), "audit trail rotated");
+                self.segment_started = SystemTime::now();
+                self.rotation_failed = None;
+                self.apply_retention();
+            }
+            Err(e) => self.rotation_error(e),
+        }
+    }
+
+    fn rotation_error(&mut self, e: String) {
+        tracing::error!(error = %e, "audit trail rotation failed; the active file keeps growing (tried again in a minute)");
+        self.rotation_failed = Some(Instant::now());
+    }
+
+    /// Remove the segments the retention policy no longer keeps: first a signed anchor record
+    /// saying which, and the last seq and hash of this chain in them, then the files.
+    fn apply_retention(&mut self) {
+        let Some(p) = self.s.segments.clone().filter(|p| p.retention.is_set()) else { return };
+        let gone = match crate::segments::expired(&p.active, &p.retention, SystemTime::now()) {
+            Ok(g) if !g.is_empty() => g,
+            Ok(_) => return,
+            Err(e) => return tracing::error!(error = %e, "audit retention: cannot list the segments"),
+        };
+        let newest = &gone.last().expect("not empty").1;
+        let last = match crate::segments::last_of(newest, &self.s.chain) {
+            Ok(l) => l,
+            Err(e) => {
+                return tracing::error!(error = %e, segment = %newest.display(), "audit retention: cannot read the segment; nothing removed")
+            }
+        };
+        let names: Vec<String> = gone
+            .iter()
+            .map(|(_, f)| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .collect();
+        if let Some((through, hash)) = last {
+            let why = match (&p.retention.keep_age, &p.retention.keep_bytes) {
+                (Some(a), Some(b)) => format!("keep {} and at most {b} bytes", humantime::format_duration(*a)),
+                (Some(a), None) => format!("keep {}", humantime::format_duration(*a)),
+                (None, Some(b)) => format!("keep at most {b} bytes"),
+                (None, None) => String::new(),
+            };
+            let mut e = Event::new("audit", "success");
+            e.detail = Some("retention".into());
+            e.count = Some(gone.len() as u64);
+            e.anchor = Some(crate::event::Anchor { hash, removed: names.clone(), through, why });
+            let sealed = self.seal(SystemTime::now(), e, None);
+            self.write(std::slice::from_ref(&sealed));
+            self.since_checkpoint += 1;
+            // Signed before any file goes: the verifier trusts only a signed anchor.
+            self.checkpoint(None);
+        }
+        for (_, f) in &gone {
+            if let Err(e) = std::fs::remove_file(f) {
+                tracing::error!(error = %e, segment = %f.display(), "audit retention: cannot remove the segment");
+            }
+        }
+        tracing::info!(chain = %self.s.chain, removed = ?names, "audit retention: old segments removed");
     }
 
     /// Before the start checkpoint: how many records follow the last checkpoint of this chain in

@@ -54,6 +54,11 @@ pub trait Sink: Send {
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String>;
     /// Append a batch, atomically where the sink can.
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String>;
+    /// Move what is written to `to` (a closed segment) and continue in a fresh file at the same
+    /// place (`segments.rs`). Only file sinks can.
+    fn rotate(&mut self, _to: &Path) -> Result<(), String> {
+        Err("this audit store does not rotate".into())
+    }
 }
 
 /// A record as stored, with where it is (for the verifier's messages).
@@ -125,32 +130,7 @@ fn last_newline(f: &mut File, len: u64) -> std::io::Result<u64> {
 
 impl Sink for Jsonl {
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
-        // Read backwards a block at a time for the last record of this chain.
-        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
-        let mut f = File::open(&self.path).map_err(err)?;
-        let mut end = f.metadata().map_err(err)?.len();
-        let mut carry: Vec<u8> = Vec::new();
-        let mut block = vec![0u8; 256 * 1024];
-        while end > 0 {
-            let start = end.saturating_sub(block.len() as u64);
-            let n = (end - start) as usize;
-            f.seek(SeekFrom::Start(start)).map_err(err)?;
-            f.read_exact(&mut block[..n]).map_err(err)?;
-            let mut data = block[..n].to_vec();
-            data.extend_from_slice(&carry);
-            let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-            let first = if start > 0 { Some(lines.remove(0).to_vec()) } else { None };
-            for l in lines.iter().rev().filter(|l| !l.is_empty()) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) {
-                    if v["chain"] == chain {
-                        return Head::of(&v).map(Some);
-                    }
-                }
-            }
-            carry = first.unwrap_or_default();
-            end = start;
-        }
-        Ok(None)
+        jsonl_head(&self.path, chain)
     }
 
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
@@ -174,6 +154,52 @@ impl Sink for Jsonl {
         }
         Ok(())
     }
+
+    fn rotate(&mut self, to: &Path) -> Result<(), String> {
+        self.file.sync_all().map_err(|e| format!("{}: {e}", self.path.display()))?;
+        std::fs::rename(&self.path, to).map_err(|e| format!("{} → {}: {e}", self.path.display(), to.display()))?;
+        match Jsonl::open(&self.path, self.fsync) {
+            Ok(fresh) => {
+                *self = fresh;
+                Ok(())
+            }
+            Err(e) => {
+                // Back where it was: the writer keeps appending to the same file.
+                let _ = std::fs::rename(to, &self.path);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The last record of `chain` in a JSONL file, read backwards a block at a time.
+pub fn jsonl_head(path: &Path, chain: &str) -> Result<Option<Head>, String> {
+    // Read backwards a block at a time for the last record of this chain.
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = File::open(path).map_err(err)?;
+    let mut end = f.metadata().map_err(err)?.len();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut block = vec![0u8; 256 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start)).map_err(err)?;
+        f.read_exact(&mut block[..n]).map_err(err)?;
+        let mut data = block[..n].to_vec();
+        data.extend_from_slice(&carry);
+        let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        let first = if start > 0 { Some(lines.remove(0).to_vec()) } else { None };
+        for l in lines.iter().rev().filter(|l| !l.is_empty()) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) {
+                if v["chain"] == chain {
+                    return Head::of(&v).map(Some);
+                }
+            }
+        }
+        carry = first.unwrap_or_default();
+        end = start;
+    }
+    Ok(None)
 }
 
 /// Every whole line of a JSONL log from byte `from` on, with the byte offset after it. Lines are
@@ -231,7 +257,10 @@ pub const COLUMNS: [&str; 10] =
 
 pub struct Sqlite {
     conn: Connection,
-    wal: Checkpointer,
+    /// Stopped (None) while the file is being rotated.
+    wal: Option<Checkpointer>,
+    path: PathBuf,
+    fsync: Fsync,
 }
 
 /// Records written since the last checkpoint past which the checkpointer moves the WAL into
@@ -321,24 +350,58 @@ impl Sqlite {
         ))
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Sqlite { conn, wal: Checkpointer::start(path)? })
+        Ok(Sqlite { conn, wal: Some(Checkpointer::start(path)?), path: path.to_path_buf(), fsync })
     }
+}
+
+const HEAD_SQL: &str = "SELECT record FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1";
+
+fn head_row(conn: &Connection, chain: &str) -> Result<Option<Head>, String> {
+    let mut st = conn.prepare_cached(HEAD_SQL).map_err(|e| e.to_string())?;
+    let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
+    match rows.next().map_err(|e| e.to_string())? {
+        Some(r) => {
+            let line: String = r.get(0).map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("the last record: {e}"))?;
+            Head::of(&v).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// The last record of `chain` in a SQLite trail file (opened read-only).
+pub fn sqlite_head(path: &Path, chain: &str) -> Result<Option<Head>, String> {
+    head_row(&open_ro(path)?, chain)
 }
 
 impl Sink for Sqlite {
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT record FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1")
-            .map_err(|e| e.to_string())?;
-        let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
-        match rows.next().map_err(|e| e.to_string())? {
-            Some(r) => {
-                let line: String = r.get(0).map_err(|e| e.to_string())?;
-                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("the last record: {e}"))?;
-                Head::of(&v).map(Some)
+        head_row(&self.conn, chain)
+    }
+
+    /// The write-ahead log moved into the database and emptied, the checkpointer stopped (its
+    /// connection must not touch the next file's log), every connection closed, then the file
+    /// renamed and a fresh one opened. On a failure the file is put back and reopened.
+    fn rotate(&mut self, to: &Path) -> Result<(), String> {
+        let at = |e: rusqlite::Error| format!("{}: {e}", self.path.display());
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(at)?;
+        self.wal = None;
+        let closed = std::mem::replace(&mut self.conn, Connection::open_in_memory().map_err(|e| e.to_string())?);
+        closed.close().map_err(|(_, e)| format!("{}: {e}", self.path.display()))?;
+        let moved =
+            std::fs::rename(&self.path, to).map_err(|e| format!("{} → {}: {e}", self.path.display(), to.display()));
+        match moved.and_then(|()| Sqlite::open(&self.path, self.fsync)) {
+            Ok(fresh) => {
+                *self = fresh;
+                Ok(())
             }
-            None => Ok(None),
+            Err(e) => {
+                if !self.path.exists() {
+                    let _ = std::fs::rename(to, &self.path);
+                }
+                *self = Sqlite::open(&self.path, self.fsync)?;
+                Err(e)
+            }
         }
     }
 
@@ -371,7 +434,9 @@ impl Sink for Sqlite {
             }
         }
         tx.commit().map_err(|e| e.to_string())?;
-        self.wal.written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::AcqRel);
+        if let Some(w) = &self.wal {
+            w.written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::AcqRel);
+        }
         Ok(())
     }
 }

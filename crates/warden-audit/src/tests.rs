@@ -22,6 +22,7 @@ fn settings(log: &Path, every: u64) -> Settings {
         spools: Vec::new(),
         journal: None,
         journal_acks: false,
+        segments: None,
     }
 }
 

@@ -67,6 +67,20 @@ pub struct ChainReport {
     checkpoint_seqs: Vec<u64>,
     /// The last record was a valid `close` checkpoint: only a `start` checkpoint may follow.
     after_close: Option<u64>,
+    /// The chain's first record when it is not seq 1 from genesis: its seq, prev and place.
+    starts: Option<(u64, String, String)>,
+    /// Retention anchors in the chain, with the seq of the record carrying each.
+    anchors: Vec<(u64, crate::event::Anchor)>,
+}
+
+impl ChainReport {
+    /// The signed retention anchor that explains where the chain starts, if one does: records
+    /// before it were removed by policy, not by someone else.
+    fn cut_by_policy(&self, keyed: bool) -> Option<&crate::event::Anchor> {
+        let (seq, prev, _) = self.starts.as_ref()?;
+        let signed = |at: u64| keyed && at <= self.signed_through;
+        self.anchors.iter().find(|(at, a)| a.through + 1 == *seq && a.hash == *prev && signed(*at)).map(|(_, a)| a)
+    }
 }
 
 #[derive(Default, Debug)]
@@ -163,13 +177,14 @@ impl Report {
             c.unsigned_since = Some(e.ts.clone());
         }
         let first = c.records == 1;
+        if let Some(a) = &e.anchor {
+            c.anchors.push((e.seq, a.clone()));
+        }
         let mut problems = Vec::new();
         if first {
+            // A problem unless a signed retention anchor later in the chain explains it (`finish`).
             if e.seq != 1 || e.prev != GENESIS {
-                problems.push(format!(
-                    "{at}: chain {} starts at seq {} instead of 1: the records before it were deleted",
-                    e.chain, e.seq
-                ));
+                c.starts = Some((e.seq, e.prev.clone(), at.clone()));
             }
         } else if e.seq == last_seq + 1 {
             if e.prev != last_hash && hash_ok {
@@ -255,6 +270,12 @@ impl Report {
             };
             self.anchored.insert(e.chain.clone());
             held.insert((e.chain.clone(), e.seq));
+            // Checkpoints before where the chain now starts went with the records before it: the
+            // late start is one problem (`finish`), or explained by a retention anchor.
+            let first = self.chains.get(&e.chain).and_then(|c| c.starts.as_ref()).map(|s| s.0);
+            if first.is_some_and(|first| e.seq < first) {
+                continue;
+            }
             match self.seen_checkpoints.get(&(e.chain.clone(), e.seq)) {
                 Some(h) if Some(h) == e.hash.as_ref() => {}
                 Some(_) => self.problem(format!(
@@ -316,7 +337,20 @@ impl Report {
         }
         let mut problems = Vec::new();
         let mut notes = Vec::new();
+        let keyed = self.expect.key.is_some();
         for (name, c) in &self.chains {
+            if let Some((seq, _, at)) = &c.starts {
+                match c.cut_by_policy(keyed) {
+                    Some(a) => notes.push(format!(
+                        "chain {name}: starts at seq {seq}: the segments before it ({}) were removed by the retention policy ({}), as a signed anchor records",
+                        a.removed.join(", "),
+                        a.why
+                    )),
+                    None => problems.push(format!(
+                        "{at}: chain {name} starts at seq {seq} instead of 1: the records before it were deleted"
+                    )),
+                }
+            }
             if c.checkpoints == 0 && self.expect.key.is_some() {
                 problems.push(format!(
                     "chain {name}: no valid signed checkpoint (every Warden signs one when it starts): the chain was rewritten, or its checkpoints dropped"

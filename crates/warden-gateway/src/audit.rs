@@ -156,6 +156,10 @@ impl Audit {
                     warden_audit::Store::Postgres { .. } => None,
                 },
                 journal_acks: a.acknowledge == Acknowledge::Stored && a.fsync == warden_audit::Fsync::Never,
+                segments: match &store {
+                    warden_audit::Store::File(p) => a.segments(p)?,
+                    warden_audit::Store::Postgres { .. } => None,
+                },
             },
             sink,
             Some(key),

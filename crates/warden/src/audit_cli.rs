@@ -231,7 +231,7 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             let store = resolve(&which)?.store;
             let f = filter.filter()?;
             let mut n = 0usize;
-            warden_audit::scan(&store, 0, Some(&f), |s| {
+            warden_audit::scan_all(&store, Some(&f), |s| {
                 n += 1;
                 print(&s.line) && (limit == 0 || n < limit)
             })
@@ -244,7 +244,7 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
 
 fn tail(log: &warden_audit::Store, n: usize, follow: bool) -> anyhow::Result<bool> {
     let mut last: VecDeque<String> = VecDeque::with_capacity(n + 1);
-    let mut cursor = warden_audit::scan(log, 0, None, |s| {
+    let mut cursor = warden_audit::scan_all(log, None, |s| {
         last.push_back(s.line.clone());
         if last.len() > n {
             last.pop_front();
@@ -263,7 +263,7 @@ fn tail(log: &warden_audit::Store, n: usize, follow: bool) -> anyhow::Result<boo
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let mut open = true;
-        cursor = warden_audit::scan(log, cursor, None, |s| {
+        cursor = warden_audit::follow(log, cursor, |s| {
             open = print(&s.line);
             open
         })

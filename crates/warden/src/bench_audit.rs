@@ -37,6 +37,7 @@ fn settings(path: &std::path::Path) -> Settings {
         spools: Vec::new(),
         journal: None,
         journal_acks: false,
+        segments: None,
     }
 }
 

@@ -74,6 +74,77 @@ pub struct AuditConfig {
     /// Copies of every record sent elsewhere (`[[audit.forward]]`).
     #[serde(default)]
     pub forward: Vec<ForwardConfig>,
+    /// `[audit.rotate]`: a file trail (`path`) in segments.
+    #[serde(default)]
+    pub rotate: RotateConfig,
+    /// `[audit.retention]`: which segments are removed.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[audit.rotate]`: when the active file (`path`) becomes a numbered segment beside it
+/// (`warden-audit.000001.db`, …). Its last record is a signed checkpoint and the next file
+/// continues the chain; `warden audit verify|query|tail` read every segment. Either limit (none
+/// set: never). Not for PostgreSQL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateConfig {
+    /// Rotate once the active file (with a SQLite write-ahead log) reaches this many MiB.
+    pub max_mb: Option<u64>,
+    /// … or once its first record is this old: `"1d"`, `"12h"`, `"7days"`.
+    pub max_age: Option<String>,
+}
+
+/// `[audit.retention]`: segments past either limit are removed, oldest first (never the active
+/// file). Each removal is first recorded and signed in the trail (an anchor: which segments, the
+/// last seq and hash in them), so `warden audit verify` accepts a trail whose head was cut by the
+/// policy, and reports one cut by anyone else. Needs `[audit.rotate]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Remove segments whose last record is older than this many days.
+    pub keep_days: Option<u64>,
+    /// Remove the oldest segments while the whole trail is larger than this many GiB.
+    pub keep_gb: Option<f64>,
+}
+
+impl AuditConfig {
+    /// The rotation and retention of a file trail at `path` (None: neither configured).
+    pub fn segments(&self, path: &std::path::Path) -> Result<Option<warden_audit::segments::Policy>, String> {
+        let (r, k) = (&self.rotate, &self.retention);
+        if r.max_mb.is_none() && r.max_age.is_none() {
+            if k.keep_days.is_some() || k.keep_gb.is_some() {
+                return Err(
+                    "audit.retention: needs [audit.rotate] (max_mb or max_age): only segments are removed".into()
+                );
+            }
+            return Ok(None);
+        }
+        if self.url.is_some() {
+            return Err("audit.rotate: for a file trail (path), not PostgreSQL".into());
+        }
+        let max_age = match r.max_age.as_deref() {
+            Some(a) => {
+                let d = humantime::parse_duration(a).map_err(|e| format!("audit.rotate.max_age {a:?}: {e}"))?;
+                if d < std::time::Duration::from_secs(60) {
+                    return Err("audit.rotate.max_age: at least a minute".into());
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        if r.max_mb == Some(0) || k.keep_days == Some(0) || k.keep_gb.is_some_and(|g| !(g > 0.0 && g.is_finite())) {
+            return Err("audit.rotate.max_mb, audit.retention.keep_days and keep_gb: positive".into());
+        }
+        Ok(Some(warden_audit::segments::Policy {
+            active: path.to_path_buf(),
+            rotation: warden_audit::segments::Rotation { max_bytes: r.max_mb.map(|m| m << 20), max_age },
+            retention: warden_audit::segments::Retention {
+                keep_age: k.keep_days.map(|d| std::time::Duration::from_secs(d * 86_400)),
+                keep_bytes: k.keep_gb.map(|g| (g * (1u64 << 30) as f64) as u64),
+            },
+        }))
+    }
 }
 
 /// `[telemetry]`: OpenTelemetry traces. Trace context is always propagated (from the client's

@@ -222,6 +222,7 @@ impl Config {
         if a.instance.is_empty() || a.instance.len() > 64 || a.instance.chars().any(|c| c.is_control()) {
             return Err("audit.instance: 1 to 64 printable characters".into());
         }
+        a.segments(&a.path)?;
         let st = &self.store;
         match st.backend {
             StoreBackend::Memory if st.url.is_some() || st.password.is_some() => {

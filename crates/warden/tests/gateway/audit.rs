@@ -646,3 +646,43 @@ async fn auth_failures_are_aggregated_and_record_fields_capped() {
     let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
 }
+
+/// Issue 24: a running Warden rotates its trail into segments and removes the oldest by policy;
+/// `warden audit verify` checks the whole set (from the signed anchor), `query` reads every
+/// segment, and a segment removed by hand is reported.
+#[tokio::test]
+async fn a_rotated_trail_with_retention_verifies_and_reads_across_segments() {
+    let fx = fixture_stdio_upstream("fx", Some(""), "");
+    let section = "[audit]\npath = \"trail.jsonl\"\n[audit.rotate]\nmax_mb = 1\n[audit.retention]\nkeep_gb = 0.003\n";
+    let mut w = warden("", &format!("{fx}{section}"));
+    let cfg = w.dir.join("warden.toml").display().to_string();
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let text = "y".repeat(600);
+    for i in 0..6000 {
+        let r = c.tool(i, "echo", json!({"text": text})).await;
+        assert_eq!(r["result"]["content"][0]["text"].as_str().map(str::len), Some(600), "{r}");
+    }
+    sigterm(w.child.id());
+    let _ = w.child.wait();
+    let segments: Vec<String> = std::fs::read_dir(&w.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("trail.") && n.ends_with(".jsonl") && n != "trail.jsonl")
+        .collect();
+    assert!(segments.len() >= 2, "{segments:?}");
+    assert!(!segments.iter().any(|s| s == "trail.000001.jsonl"), "the oldest removed by policy: {segments:?}");
+    let (ok, out) = verify(&cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("removed by the retention policy"), "{out}");
+    let removals = records(&cfg, &["--kind", "audit"]);
+    assert!(removals.iter().any(|r| r["detail"] == "retention" && r["anchor"]["through"].as_u64().is_some()), "{removals:?}");
+    let calls = records(&cfg, &["--kind", "call"]);
+    assert!(calls.len() > 1000 && calls.len() < 6000, "the kept calls, across segments: {}", calls.len());
+    let mut oldest: Vec<&String> = segments.iter().collect();
+    oldest.sort();
+    std::fs::remove_file(w.dir.join(oldest[0])).unwrap();
+    let (ok, out) = verify(&cfg, &[]);
+    assert!(!ok && out.contains("the records before it were deleted"), "{out}");
+}

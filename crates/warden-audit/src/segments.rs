@@ -1,0 +1,194 @@
+//! A file trail in segments (issue 24). The writer appends to the active file at `path`; when
+//! it is due ([`Rotation`]: its size, or its age), the writer signs a checkpoint (the segment's
+//! last record), renames the file to the next segment, `<stem>.<n>.<ext>` (n from 1, six digits,
+//! beside it), and continues the same chain in a fresh file: the first record of a segment
+//! chains to the last of the one before. Readers take the segments oldest first, then the active
+//! file ([`files`]).
+//!
+//! [`Retention`] removes the oldest segments past an age or a total size, never the active file.
+//! Before a removal the writer records an [`crate::Anchor`] (the last seq and hash removed) and
+//! signs it at once, so the verifier accepts a chain that starts after them — and only then.
+//!
+//! Does not defend against: someone removing segments and forging an anchor — the anchor is
+//! signed, so that needs the signing key; a removal that fails after the anchor was written (the
+//! segment stays and verifies, and the next look at the policy removes it).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// When the active file becomes a segment (either limit; none: never).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rotation {
+    pub max_bytes: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+/// Which segments go (none set: all are kept).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retention {
+    /// Segments whose last record is older.
+    pub keep_age: Option<Duration>,
+    /// The oldest segments while the whole trail (segments and active file) is larger.
+    pub keep_bytes: Option<u64>,
+}
+
+impl Retention {
+    pub fn is_set(&self) -> bool {
+        self.keep_age.is_some() || self.keep_bytes.is_some()
+    }
+}
+
+/// The policy of one file trail.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub active: PathBuf,
+    pub rotation: Rotation,
+    pub retention: Retention,
+}
+
+/// `(stem, extension)` of the active file's name: `warden-audit.db` → (`warden-audit`, `.db`).
+fn parts(active: &Path) -> (String, String) {
+    let name = active.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match name.rfind('.') {
+        Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
+        _ => (name, String::new()),
+    }
+}
+
+/// The path of segment `n` of the trail whose active file is `active`.
+pub fn segment_path(active: &Path, n: u64) -> PathBuf {
+    let (stem, ext) = parts(active);
+    active.with_file_name(format!("{stem}.{n:06}{ext}"))
+}
+
+/// The segments beside `active`, oldest first.
+pub fn segments(active: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let dir = match active.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let (stem, ext) = parts(active);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(middle) = name.strip_prefix(&format!("{stem}.")).and_then(|r| r.strip_suffix(ext.as_str())) else {
+            continue;
+        };
+        if middle.len() >= 6 && middle.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n) = middle.parse::<u64>() {
+                out.push((n, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every file of the trail in order: its segments, then the active file (when it exists).
+pub fn files(active: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut all: Vec<PathBuf> = segments(active)?.into_iter().map(|(_, p)| p).collect();
+    if active.exists() {
+        all.push(active.to_path_buf());
+    }
+    Ok(all)
+}
+
+/// The number the next segment gets.
+pub fn next_number(active: &Path) -> Result<u64, String> {
+    Ok(segments(active)?.last().map_or(1, |(n, _)| n + 1))
+}
+
+/// Bytes a trail file takes on disk (a SQLite database with its write-ahead log).
+pub fn bytes(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) + len(Path::new(&wal))
+}
+
+/// The segments `r` removes now, oldest first: those whose last write is older than `keep_age`,
+/// then the oldest while the trail is larger than `keep_bytes`.
+pub fn expired(active: &Path, r: &Retention, now: SystemTime) -> Result<Vec<(u64, PathBuf)>, String> {
+    let all = segments(active)?;
+    let mut total: u64 = all.iter().map(|(_, p)| bytes(p)).sum::<u64>() + bytes(active);
+    let mut out = Vec::new();
+    for (n, p) in all {
+        let old = r.keep_age.is_some_and(|age| {
+            let written = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(now);
+            now.duration_since(written).is_ok_and(|d| d > age)
+        });
+        let over = r.keep_bytes.is_some_and(|max| total > max);
+        if !(old || over) {
+            break; // oldest first: keep this one and every newer one
+        }
+        total = total.saturating_sub(bytes(&p));
+        out.push((n, p));
+    }
+    Ok(out)
+}
+
+/// The last record of `chain` in a closed segment: its seq and hash.
+pub fn last_of(path: &Path, chain: &str) -> Result<Option<(u64, String)>, String> {
+    let head = if crate::sink::is_jsonl(path) {
+        crate::sink::jsonl_head(path, chain)?
+    } else {
+        crate::sink::sqlite_head(path, chain)?
+    };
+    Ok(head.map(|h| (h.seq, h.hash)))
+}
+
+/// When the first record of a trail file was written (None: no record, or unreadable).
+pub fn first_time(path: &Path) -> Option<SystemTime> {
+    let line = if crate::sink::is_jsonl(path) {
+        let f = std::fs::File::open(path).ok()?;
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut l).ok()?;
+        l
+    } else {
+        crate::sink::read_sqlite(path, 0, None, 1).ok()?.into_iter().next()?.1.line
+    };
+    let v: serde_json::Value = serde_json::from_str(line.trim_end()).ok()?;
+    humantime::parse_rfc3339(v["ts"].as_str()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_named_beside_the_active_file_and_listed_in_order() {
+        let dir = std::env::temp_dir().join(format!("warden-segments-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let active = dir.join("warden-audit.jsonl");
+        assert_eq!(segment_path(&active, 3), dir.join("warden-audit.000003.jsonl"));
+        assert_eq!(segment_path(&dir.join("trail"), 12), dir.join("trail.000012"));
+        for n in [10u64, 2, 1_000_000] {
+            std::fs::write(segment_path(&active, n), "x").unwrap();
+        }
+        for other in
+            ["warden-audit.12.jsonl", "warden-audit.000001.db", "warden-audit.jsonl.checkpoints", "x.000001.jsonl"]
+        {
+            std::fs::write(dir.join(other), "x").unwrap();
+        }
+        std::fs::write(&active, "x").unwrap();
+        let found: Vec<u64> = segments(&active).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(found, [2, 10, 1_000_000]);
+        assert_eq!(next_number(&active).unwrap(), 1_000_001);
+        assert_eq!(files(&active).unwrap().last(), Some(&active));
+        // Size: the oldest go until the trail fits; an age keeps the recent ones.
+        let r = Retention { keep_age: None, keep_bytes: Some(2) };
+        let gone: Vec<u64> = expired(&active, &r, SystemTime::now()).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(gone, [2, 10], "4 bytes in 4 files: two oldest segments go to fit 2");
+        let r = Retention { keep_age: Some(Duration::from_secs(3600)), keep_bytes: None };
+        assert!(expired(&active, &r, SystemTime::now()).unwrap().is_empty());
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        assert_eq!(expired(&active, &r, later).unwrap().len(), 3, "all segments, never the active file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
