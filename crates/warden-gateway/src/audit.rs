@@ -31,6 +31,8 @@ pub struct Audit {
     pub metrics: Metrics,
     /// What `warden check` and the startup log say about the trail.
     pub describe: String,
+    /// A file trail's disk, under `[audit] min_free_mb` or not.
+    disk: Option<Arc<crate::audit_disk::DiskWatch>>,
 }
 
 /// How long a request waits for its record before failing closed.
@@ -109,7 +111,13 @@ impl Audit {
             ack: Acknowledge::Queued,
             metrics: Metrics::new(),
             describe: "audit: off".into(),
+            disk: None,
         })
+    }
+
+    /// `(free, watermark)` in bytes while a file trail's disk is under `[audit] min_free_mb`.
+    pub fn disk_low(&self) -> Option<(u64, u64)> {
+        self.disk.as_ref().and_then(|d| d.low())
     }
 
     pub fn open(cfg: &Config) -> Result<Arc<Audit>, String> {
@@ -165,6 +173,31 @@ impl Audit {
             Some(key),
         )
         .map_err(|e| format!("audit {}: {e}", store.describe()))?;
+        let metrics = Metrics::new();
+        let disk = match &store {
+            warden_audit::Store::File(p) if a.min_free_mb > 0 => {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                let gauges = (metrics.audit_disk_free.clone(), metrics.audit_disk_low.clone());
+                let (min, r) = (a.min_free_mb << 20, rec.clone());
+                Some(crate::audit_disk::DiskWatch::start(dir.to_path_buf(), min, gauges, move |low, free| {
+                    let mb = free >> 20;
+                    if low {
+                        tracing::warn!(
+                            free_mb = mb,
+                            min_free_mb = min >> 20,
+                            "audit: the trail's disk is low (readyz: not ready); free space before it fills"
+                        );
+                    } else {
+                        tracing::info!(free_mb = mb, "audit: the trail's disk has room again");
+                    }
+                    let mut e = Event::new("audit", if low { "error" } else { "success" });
+                    e.detail = Some(if low { "disk_low" } else { "disk_ok" }.into());
+                    e.count = Some(mb);
+                    let _ = r.record(e);
+                }))
+            }
+            _ => None,
+        };
         let audit = Arc::new(Audit {
             rec: Some(rec),
             failures: Default::default(),
@@ -172,7 +205,8 @@ impl Audit {
             arguments: a.arguments,
             redactor: Redactor::new(&[Class::SECRETS, Class::PII].concat()),
             ack: a.acknowledge,
-            metrics: Metrics::new(),
+            metrics,
+            disk,
             describe: format!(
                 "audit: {} (chain {}, fsync {}, arguments {}, on_full {}); checkpoints signed by {public}",
                 store.describe(),

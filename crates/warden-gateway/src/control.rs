@@ -237,8 +237,15 @@ impl Control {
                 sandbox.insert(s.name.clone(), json!({"missing": r.missing(), "partial": r.partial()}));
             }
         }
+        // The trail's disk under its watermark: not ready, so that a load balancer sends calls
+        // elsewhere before the trail fills (calls here are still served and recorded).
+        let disk = self.shared.audit.disk_low();
+        ready &= disk.is_none();
         let mut body = json!({"ready": ready, "upstreams": ups, "collisions": *self.collisions.lock(),
                               "confusable_tools": *self.confusables.lock()});
+        if let Some((free, min)) = disk {
+            body["audit"] = json!({"disk": "low", "free_mb": free >> 20, "min_free_mb": min >> 20});
+        }
         if !issuers.is_empty() {
             body["issuers"] = issuers.into();
         }

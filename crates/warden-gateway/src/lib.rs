@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod approval;
 pub mod audit;
+pub mod audit_disk;
 pub mod auth;
 pub mod blocking;
 pub mod caller;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub audit_rejected: Counter,
     pub audit_written: Gauge,
     pub audit_failing: Gauge,
+    pub audit_disk_free: Gauge,
+    pub audit_disk_low: Gauge,
     pub forward_pending: Family<Labels, Gauge>,
     pub forward_dropped: Family<Labels, Gauge>,
 }
@@ -85,6 +87,8 @@ impl Metrics {
             audit_rejected: Counter::default(),
             audit_written: Gauge::default(),
             audit_failing: Gauge::default(),
+            audit_disk_free: Gauge::default(),
+            audit_disk_low: Gauge::default(),
             forward_pending: Family::default(),
             forward_dropped: Family::default(),
             registry: Registry::default(),
@@ -127,6 +131,16 @@ impl Metrics {
         r.register("audit_rejected", "Requests refused because the audit queue was full", m.audit_rejected.clone());
         r.register("audit_written", "Audit events written by this process", m.audit_written.clone());
         r.register("audit_sink_failing", "Whether the audit sink is failing (1) or not (0)", m.audit_failing.clone());
+        r.register(
+            "audit_disk_free_bytes",
+            "Free space on the disk of a file audit trail (looked at every second)",
+            m.audit_disk_free.clone(),
+        );
+        r.register(
+            "audit_disk_low",
+            "Whether the audit trail's disk is under [audit] min_free_mb (1) or not (0)",
+            m.audit_disk_low.clone(),
+        );
         r.register(
             "audit_forward_pending_bytes",
             "Audit records spooled for a forward destination and not yet delivered, in bytes",

@@ -253,7 +253,7 @@ pub fn vulnerable_http(env: &[(&str, &str)]) -> Proc {
 }
 
 /// Start `cmd` with stderr to `dir/stderr.log`; wait for its `/mcp` endpoint on `port`.
-fn spawn_logged(mut cmd: Command, dir: PathBuf, port: u16) -> Proc {
+pub fn spawn_logged(mut cmd: Command, dir: PathBuf, port: u16) -> Proc {
     let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let child = cmd.stdout(Stdio::null()).stderr(err).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");

@@ -74,12 +74,21 @@ pub struct AuditConfig {
     /// Copies of every record sent elsewhere (`[[audit.forward]]`).
     #[serde(default)]
     pub forward: Vec<ForwardConfig>,
+    /// A file trail: MiB that must stay free on its disk. Under it Warden reports the disk low
+    /// (`warden_audit_disk_low`, `/readyz` 503, a WARN and a record) while writes still
+    /// succeed. Default 1024; 0: not watched.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
     /// `[audit.rotate]`: a file trail (`path`) in segments.
     #[serde(default)]
     pub rotate: RotateConfig,
     /// `[audit.retention]`: which segments are removed.
     #[serde(default)]
     pub retention: RetentionConfig,
+}
+
+fn default_min_free_mb() -> u64 {
+    1024
 }
 
 /// `[audit.rotate]`: when the active file (`path`) becomes a numbered segment beside it

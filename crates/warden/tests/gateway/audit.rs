@@ -677,7 +677,10 @@ async fn a_rotated_trail_with_retention_verifies_and_reads_across_segments() {
     assert!(ok, "{out}");
     assert!(out.contains("removed by the retention policy"), "{out}");
     let removals = records(&cfg, &["--kind", "audit"]);
-    assert!(removals.iter().any(|r| r["detail"] == "retention" && r["anchor"]["through"].as_u64().is_some()), "{removals:?}");
+    assert!(
+        removals.iter().any(|r| r["detail"] == "retention" && r["anchor"]["through"].as_u64().is_some()),
+        "{removals:?}"
+    );
     let calls = records(&cfg, &["--kind", "call"]);
     assert!(calls.len() > 1000 && calls.len() < 6000, "the kept calls, across segments: {}", calls.len());
     let mut oldest: Vec<&String> = segments.iter().collect();
@@ -685,4 +688,77 @@ async fn a_rotated_trail_with_retention_verifies_and_reads_across_segments() {
     std::fs::remove_file(w.dir.join(oldest[0])).unwrap();
     let (ok, out) = verify(&cfg, &[]);
     assert!(!ok && out.contains("the records before it were deleted"), "{out}");
+}
+
+/// Issue 24: a simulated full disk — the trail on a 16 MiB tmpfs mounted in a mount namespace of
+/// Warden's own — is reported (`/readyz` 503 with the reason, `warden_audit_disk_low` 1) while
+/// every call is still answered; at the limit calls fail closed, and Warden stays up.
+#[tokio::test]
+async fn a_filling_disk_is_reported_before_any_call_is_refused() {
+    use warden_testkit::harness::{free_port, spawn_logged, tempdir};
+    let (dir, port, metrics) = (tempdir("disk-full"), free_port(), free_port());
+    std::fs::create_dir_all(dir.join("trail")).unwrap();
+    let fx = fixture_stdio_upstream("fx", Some(""), "[upstream.sandbox]\nenabled = false\n");
+    let cfg = format!(
+        "[listen]\naddr = \"127.0.0.1:{port}\"\n{fx}\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n\
+         [audit]\npath = \"trail/audit.jsonl\"\nmin_free_mb = 12\n[telemetry]\nmetrics_addr = \"127.0.0.1:{metrics}\"\n"
+    );
+    std::fs::write(dir.join("warden.toml"), cfg).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-rm",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=16m tmpfs \"$0/trail\" && exec \"$1\" serve --config \"$0/warden.toml\"",
+    ])
+    .arg(&dir)
+    .arg(bin("warden"))
+    .env("RUST_LOG", "info");
+    let w = spawn_logged(cmd, dir.clone(), port);
+    let base = w.url.trim_end_matches("/mcp").to_string();
+    let http = reqwest::Client::new();
+    let ready = || async { http.get(format!("{base}/readyz")).send().await.unwrap() };
+    let t = std::time::Instant::now();
+    while ready().await.status() != 200 {
+        assert!(t.elapsed() < Duration::from_secs(15), "never ready: {}", w.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = Client::new(&w.url);
+    c.initialize().await;
+    let text = "z".repeat(1000);
+    let answered = |r: &Value| r["result"]["content"][0]["text"].as_str().is_some_and(|t| t.len() == 1000);
+    // Under the watermark (12 of 16 MiB left): reported, while every call is still answered.
+    let mut calls = 0;
+    let report = loop {
+        calls += 1;
+        let r = c.tool(calls, "echo", json!({"text": text})).await;
+        assert!(answered(&r), "call {calls} refused before the disk was reported low: {r}\n{}", w.log());
+        if calls % 25 == 0 {
+            let r = ready().await;
+            if r.status() == 503 {
+                break r.json::<Value>().await.unwrap();
+            }
+        }
+        assert!(calls < 20_000, "never reported low: {}", w.log());
+    };
+    assert_eq!(report["audit"]["disk"], "low", "{report}");
+    assert!(report["audit"]["free_mb"].as_u64().is_some_and(|f| f < 12), "{report}");
+    let m = http.get(format!("http://127.0.0.1:{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.lines().any(|l| l == "warden_audit_disk_low 1"), "{m}");
+    assert!(w.log().contains("the trail's disk is low"), "{}", w.log());
+    println!("disk reported low after {calls} calls, all answered");
+    // At the limit: calls fail closed, none answered unrecorded; Warden stays up.
+    let mut refused = None;
+    for i in 0..20_000 {
+        let r = c.tool(100_000 + i, "echo", json!({"text": text})).await;
+        if !answered(&r) {
+            println!("the full disk refused call {} after the watermark: {r}", i + 1);
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("the full disk never refused a call: {}", w.log()));
+    assert!(refused.get("error").is_some() || refused["result"]["isError"] == true, "{refused}");
+    let h = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
 }
