@@ -230,7 +230,9 @@ pub fn read_jsonl(path: &Path, from: u64) -> Result<impl Iterator<Item = Result<
 // ---------------------------------------------------------------------------------------------
 // SQLite
 
-const SCHEMA: &str = "
+/// The first schema: every indexed field stored twice, beside the record, and three indexes.
+/// Databases made with it are still written and read as they are.
+pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS audit_events (
     id INTEGER PRIMARY KEY,
     chain TEXT NOT NULL,
@@ -251,12 +253,39 @@ CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
 CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
 ";
 
+/// The schema of new databases (`user_version` 2): only the record is stored; the fields
+/// queries filter on are virtual columns read from it (no bytes on disk, never apart from the
+/// record), and two indexes serve `--since`/`--until` and `--subject`. A file holds one writer's
+/// chain, whose order is the rows' own: the head is the last row, no index needed.
+const SCHEMA_V2: &str = "
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    chain TEXT AS (json_extract(record, '$.chain')) VIRTUAL,
+    seq INTEGER AS (json_extract(record, '$.seq')) VIRTUAL,
+    ts TEXT AS (json_extract(record, '$.ts')) VIRTUAL,
+    kind TEXT AS (json_extract(record, '$.kind')) VIRTUAL,
+    subject TEXT AS (json_extract(record, '$.subject')) VIRTUAL,
+    tenant TEXT AS (json_extract(record, '$.tenant')) VIRTUAL,
+    server TEXT AS (json_extract(record, '$.server')) VIRTUAL,
+    name TEXT AS (json_extract(record, '$.name')) VIRTUAL,
+    decision TEXT AS (json_extract(record, '$.decision')) VIRTUAL,
+    status TEXT AS (json_extract(record, '$.status')) VIRTUAL,
+    hash TEXT AS (json_extract(record, '$.hash')) VIRTUAL
+);
+CREATE INDEX audit_events_ts ON audit_events (ts);
+CREATE INDEX audit_events_subject ON audit_events (subject, ts);
+PRAGMA user_version = 2;
+";
+
 /// The columns stored beside each record, in [`Stored::columns`] order.
 pub const COLUMNS: [&str; 10] =
     ["chain", "seq", "kind", "subject", "tenant", "server", "name", "decision", "status", "hash"];
 
 pub struct Sqlite {
     conn: Connection,
+    /// The database has [`SCHEMA_V2`].
+    v2: bool,
     /// Stopped (None) while the file is being rotated.
     wal: Option<Checkpointer>,
     path: PathBuf,
@@ -349,15 +378,32 @@ impl Sqlite {
              PRAGMA wal_autocheckpoint = {WAL_WRITER_PAGES}; PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"
         ))
         .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Sqlite { conn, wal: Some(Checkpointer::start(path)?), path: path.to_path_buf(), fsync })
+        let exists: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if !exists {
+            conn.execute_batch(SCHEMA_V2).map_err(err)?;
+        } else {
+            conn.execute_batch(SCHEMA_V1).map_err(err)?; // its indexes, if one went missing
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        Ok(Sqlite { conn, v2: version >= 2, wal: Some(Checkpointer::start(path)?), path: path.to_path_buf(), fsync })
     }
 }
 
-const HEAD_SQL: &str = "SELECT record FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1";
-
 fn head_row(conn: &Connection, chain: &str) -> Result<Option<Head>, String> {
-    let mut st = conn.prepare_cached(HEAD_SQL).map_err(|e| e.to_string())?;
+    let v2 = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(|e| e.to_string())? >= 2;
+    let sql = if v2 {
+        // The rows' order is the chain's: the last row of the chain, found from the end.
+        "SELECT record FROM audit_events WHERE chain = ?1 ORDER BY id DESC LIMIT 1"
+    } else {
+        "SELECT record FROM audit_events WHERE chain = ?1 ORDER BY seq DESC, id DESC LIMIT 1"
+    };
+    let mut st = conn.prepare_cached(sql).map_err(|e| e.to_string())?;
     let mut rows = st.query(params![chain]).map_err(|e| e.to_string())?;
     match rows.next().map_err(|e| e.to_string())? {
         Some(r) => {
@@ -408,29 +454,37 @@ impl Sink for Sqlite {
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
-                .map_err(|e| e.to_string())?;
-            for s in batch {
-                let e = &s.event;
-                st.execute(params![
-                    e.chain,
-                    e.seq as i64,
-                    e.ts,
-                    e.kind,
-                    e.subject,
-                    e.tenant,
-                    e.server,
-                    e.name,
-                    e.decision,
-                    e.status,
-                    e.hash,
-                    s.line
-                ])
-                .map_err(|e| e.to_string())?;
+            if self.v2 {
+                let mut st =
+                    tx.prepare_cached("INSERT INTO audit_events (record) VALUES (?1)").map_err(|e| e.to_string())?;
+                for s in batch {
+                    st.execute(params![s.line]).map_err(|e| e.to_string())?;
+                }
+            } else {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .map_err(|e| e.to_string())?;
+                for s in batch {
+                    let e = &s.event;
+                    st.execute(params![
+                        e.chain,
+                        e.seq as i64,
+                        e.ts,
+                        e.kind,
+                        e.subject,
+                        e.tenant,
+                        e.server,
+                        e.name,
+                        e.decision,
+                        e.status,
+                        e.hash,
+                        s.line
+                    ])
+                    .map_err(|e| e.to_string())?;
+                }
             }
         }
         tx.commit().map_err(|e| e.to_string())?;

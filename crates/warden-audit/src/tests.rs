@@ -338,12 +338,21 @@ fn sqlite_log_verifies_and_tampering_is_found() {
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.records, 120 + r.chains["main"].checkpoints);
     let c = rusqlite::Connection::open(&log).unwrap();
-    // Hide a record from queries by editing only its index column.
-    c.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).unwrap();
-    let p = problems(&log, &key);
+    // Issue 24: a new database keeps no copy of the fields queries filter on, so there is no
+    // column to edit apart from its record.
+    assert!(c.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).is_err());
+    // A database made by an earlier version (the first schema, the fields stored twice) is
+    // still written as it is, and its columns are checked against the records: hide a record
+    // from queries by editing only its index column.
+    let old = d.join("v1.db");
+    rusqlite::Connection::open(&old).unwrap().execute_batch(crate::sink::SCHEMA_V1).unwrap();
+    let old_key = write_log(&old, 120, 50);
+    let o = rusqlite::Connection::open(&old).unwrap();
+    o.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).unwrap();
+    let p = problems(&old, &old_key);
     assert!(p.iter().any(|m| m.starts_with("row 7:") && m.contains("column subject")), "{p:?}");
-    c.execute("UPDATE audit_events SET subject = 'user1' WHERE id = 7", []).unwrap();
-    assert!(problems(&log, &key).is_empty());
+    o.execute("UPDATE audit_events SET subject = 'user1' WHERE id = 7", []).unwrap();
+    assert!(problems(&old, &old_key).is_empty());
     c.execute("DELETE FROM audit_events WHERE id = 60", []).unwrap();
     let p = problems(&log, &key);
     assert!(p.iter().any(|m| m.starts_with("row 61:") && m.contains("deleted")), "{p:?}");
@@ -410,7 +419,7 @@ fn the_sqlite_wal_is_checkpointed_off_the_writer() {
     let d = dir("wal");
     let db = d.join("audit.db");
     let mut s = Sqlite::open(&db, Fsync::Never).unwrap();
-    let pad = "x".repeat(4000);
+    let pad = format!("{{\"pad\":\"{}\"}}", "x".repeat(3990));
     let records = 1200u64;
     for i in 0..records {
         let mut e = Event::new("call", "success");

@@ -21,6 +21,11 @@ fn call_event(i: u64) -> Event {
     e.rule = Some("read-only-files".into());
     e.latency_us = Some(1234);
     e.result_bytes = Some(4096);
+    // As `[audit] arguments = "redacted"` records a small call's arguments, with their digest.
+    let args = serde_json::json!({"path": "/srv/data/reports/2026/q3.csv", "max_bytes": 65536, "encoding": "utf-8"});
+    e.args_digest = Some(warden_audit::event::digest(&args));
+    e.args = Some(args);
+    e.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
     e
 }
 
@@ -41,8 +46,9 @@ fn settings(path: &std::path::Path) -> Settings {
     }
 }
 
-/// Push `n` events as fast as the queue takes them; events/s until the last is stored.
-fn throughput(store: &Store, path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path::Path) -> f64 {
+/// Push `n` events as fast as the queue takes them; events/s until the last is stored, and the
+/// bytes each took on disk (file trails, once closed).
+fn throughput(store: &Store, path: &std::path::Path, fsync: Fsync, n: u64, key_file: &std::path::Path) -> (f64, f64) {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(warden_audit::checkpoint_path(path));
     let sink = warden_audit::open_sink(store, fsync).expect("sink");
@@ -73,7 +79,7 @@ fn throughput(store: &Store, path: &std::path::Path, fsync: Fsync, n: u64, key_f
     let expect = warden_audit::verify::Expect::new(Some(&public), 10_000, 10);
     let v = warden_audit::verify(store, &[cp], expect).expect("verify");
     assert!(v.ok(), "{:?}", v.problems);
-    rate
+    (rate, warden_audit::segments::bytes(path) as f64 / n as f64)
 }
 
 pub async fn run(n: usize) -> anyhow::Result<()> {
@@ -83,20 +89,20 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&key);
     warden_audit::signing::SigningKey::generate(&key).map_err(|e| anyhow::anyhow!(e))?;
     let n = n as u64;
-    println!("| sink | fsync | events | events/s |");
-    println!("|---|---|---:|---:|");
+    println!("| sink | fsync | events | events/s | bytes/event on disk |");
+    println!("|---|---|---:|---:|---:|");
     for (name, file) in [("SQLite (WAL)", "a.db"), ("JSONL", "a.jsonl")] {
         for fsync in [Fsync::Never, Fsync::Batch] {
             let path = dir.join(file);
-            let rate = throughput(&Store::File(path.clone()), &path, fsync, n, &key);
-            println!("| {name} | {fsync:?} | {n} | {rate:.0} |");
+            let (rate, bytes) = throughput(&Store::File(path.clone()), &path, fsync, n, &key);
+            println!("| {name} | {fsync:?} | {n} | {rate:.0} | {bytes:.0} |");
         }
     }
     // PostgreSQL when a server is given (an empty database: the bench writes its own chain).
     if let Ok(url) = std::env::var("WARDEN_BENCH_POSTGRES") {
         let store = Store::Postgres { url, password: None };
-        let rate = tokio::task::block_in_place(|| throughput(&store, &dir.join("pg"), Fsync::Never, n, &key));
-        println!("| PostgreSQL (unnest batches) | server's | {n} | {rate:.0} |");
+        let (rate, _) = tokio::task::block_in_place(|| throughput(&store, &dir.join("pg"), Fsync::Never, n, &key));
+        println!("| PostgreSQL (unnest batches) | server's | {n} | {rate:.0} | |");
     }
 
     // The call path: what `pipeline::handle` does to record one call, timed per call with the

@@ -24,6 +24,9 @@ pub struct Note {
     pub truncated: bool,
     pub approval: Option<Value>,
     pub args: Option<Value>,
+    /// The arguments' digest, when the call's attempt record holds the arguments: the outcome
+    /// record then refers to them by it (issue 24: each call's arguments stored once).
+    pub args_in_attempt: Option<String>,
     pub read_only: Option<bool>,
 }
 
@@ -108,8 +111,10 @@ pub async fn record(
     e.truncated = note.truncated;
     e.approval = note.approval;
     e.read_only = note.read_only;
-    if let Some(a) = &note.args {
-        audit.arguments(&mut e, a);
+    match (note.args_in_attempt, &note.args) {
+        (Some(digest), _) => e.args_digest = Some(digest),
+        (None, Some(a)) => audit.arguments(&mut e, a),
+        (None, None) => {}
     }
     match &result {
         Ok(v) if matches!(e.kind.as_str(), "call" | "read" | "prompt") => e.result_bytes = Some(json_size(v)),
