@@ -197,6 +197,65 @@ pub fn follow(store: &Store, cursor: i64, visit: impl FnMut(&sink::Stored) -> bo
     scan(store, 0, None, visit)
 }
 
+/// What an export wrote of one chain: its first and last seq, and how many records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    pub first: u64,
+    pub last: u64,
+    pub records: u64,
+}
+
+/// Give `out` the stored lines of `store` from the first to the last of each chain whose time
+/// is in `[since, until)` (RFC 3339, either open; times are nearly, not strictly, in seq order),
+/// each chain continued to its next checkpoint, so that the end of what is exported is signed:
+/// `warden audit export`. Verify the trail first; the export verifies alone
+/// ([`verify::Expect::exported`]).
+pub fn export(
+    store: &Store,
+    since: Option<&str>,
+    until: Option<&str>,
+    mut out: impl FnMut(&str) -> Result<(), String>,
+) -> Result<std::collections::BTreeMap<String, Exported>, String> {
+    let within = |ts: &str| since.is_none_or(|f| ts >= f) && until.is_none_or(|u| ts < u);
+    // First pass: each chain's first and last seq in the range.
+    let mut bounds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    scan_all(store, None, |s| {
+        if let Ok(e) = serde_json::from_str::<Event>(&s.line) {
+            if within(&e.ts) {
+                let b = bounds.entry(e.chain).or_insert((e.seq, e.seq));
+                b.0 = b.0.min(e.seq);
+                b.1 = b.1.max(e.seq);
+            }
+        }
+        true
+    })?;
+    let mut done: std::collections::BTreeMap<String, Exported> = Default::default();
+    let mut closed: std::collections::HashSet<String> = Default::default();
+    let mut failed = None;
+    scan_all(store, None, |s| {
+        let Ok(e) = serde_json::from_str::<Event>(&s.line) else { return true };
+        let Some(&(first, last)) = bounds.get(&e.chain) else { return true };
+        if e.seq < first || closed.contains(&e.chain) {
+            return true;
+        }
+        if e.seq >= last && e.checkpoint.is_some() {
+            closed.insert(e.chain.clone());
+        }
+        if let Err(err) = out(&s.line) {
+            failed = Some(err);
+            return false;
+        }
+        let x = done.entry(e.chain).or_insert(Exported { first: e.seq, last: 0, records: 0 });
+        x.last = e.seq;
+        x.records += 1;
+        true
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
 /// Verify the trail in `store` against its checkpoint files (one per writing instance; none is
 /// a problem), trusting only `expect.key`.
 pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) -> Result<verify::Report, String> {

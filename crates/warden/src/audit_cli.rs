@@ -1,4 +1,4 @@
-//! `warden audit verify|query|tail`: read the audit trail of a config (or a log file given
+//! `warden audit verify|export|query|tail`: read the audit trail of a config (or a log file given
 //! directly), without the gateway running or while it runs.
 
 use anyhow::Context;
@@ -54,6 +54,29 @@ pub enum AuditCmd {
         /// … and the most seconds they may span. Default: `checkpoint_secs` + 60.
         #[arg(long)]
         window_secs: Option<u64>,
+        /// The log is a `warden audit export`: its chains start where the range did, and no
+        /// checkpoint file is expected.
+        #[arg(long)]
+        exported: bool,
+    },
+    /// Write the records of a time range as JSON lines to a file, for an auditor: the whole
+    /// trail is verified first (nothing is written when it does not verify), and each chain is
+    /// continued past --until to its next signed checkpoint. `warden audit verify --log FILE
+    /// --exported --public-key KEY` checks the file alone.
+    Export {
+        #[command(flatten)]
+        which: Which,
+        /// The pinned checkpoint key (see `verify`). Default: the config's `audit.public_key`.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// RFC 3339 time, or a duration ago (`30d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// The file to write (created, 0600; an existing one is refused).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the public half of the config's checkpoint signing key (creating the key when
     /// absent), to pin as `[audit] public_key` and to keep off the host.
@@ -170,6 +193,50 @@ fn audit_config(c: &std::path::Path) -> anyhow::Result<warden_gateway::config::A
     Ok(cfg.audit)
 }
 
+/// Verify a trail, printing what the verifier found; the report and whether it is clean.
+fn verified(
+    t: &Trail,
+    public_key: Option<String>,
+    window_records: Option<u64>,
+    window_secs: Option<u64>,
+    exported: bool,
+) -> anyhow::Result<(warden_audit::verify::Report, bool)> {
+    let key = public_key.or_else(|| t.audit.as_ref().and_then(|a| a.public_key.clone()));
+    if let Some(k) = &key {
+        warden_audit::signing::parse_public_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    }
+    let mut expect = match &t.audit {
+        Some(a) => warden_audit::verify::Expect::new(key.as_deref(), a.checkpoint_every, a.checkpoint_secs),
+        None => warden_audit::verify::Expect::new(key.as_deref(), 10_000, 10),
+    };
+    expect.tail_records = window_records.unwrap_or(expect.tail_records);
+    expect.tail_secs = window_secs.unwrap_or(expect.tail_secs);
+    expect.exported = exported;
+    let r = warden_audit::verify(&t.store, &t.checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
+    for (name, c) in &r.chains {
+        println!(
+            "chain {name}: {} record(s) through seq {}, {} signed checkpoint(s), signed through seq {}",
+            c.records, c.seq, c.checkpoints, c.signed_through
+        );
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
+    if key.is_none() {
+        if let Some(k) = t.audit.as_ref().and_then(|a| warden_audit::signing::SigningKey::load(&a.signing_key).ok()) {
+            println!(
+                "hint: this host's key file signs as {}; pin that (--public-key, or [audit] public_key) only if you trust the file",
+                k.public_key()
+            );
+        }
+    }
+    let ok = r.ok();
+    Ok((r, ok))
+}
+
 fn print(line: &str) -> bool {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -185,47 +252,45 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             println!("{}", key.public_key());
             Ok(false)
         }
-        AuditCmd::Verify { which, public_key, window_records, window_secs } => {
-            let Trail { store, checkpoints, audit } = resolve(&which)?;
-            let key = public_key.or_else(|| audit.as_ref().and_then(|a| a.public_key.clone()));
-            if let Some(k) = &key {
-                warden_audit::signing::parse_public_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+        AuditCmd::Verify { which, public_key, window_records, window_secs, exported } => {
+            let mut trail = resolve(&which)?;
+            if exported && which.checkpoints.is_empty() {
+                trail.checkpoints.clear();
             }
-            let mut expect = match &audit {
-                Some(a) => warden_audit::verify::Expect::new(key.as_deref(), a.checkpoint_every, a.checkpoint_secs),
-                None => warden_audit::verify::Expect::new(key.as_deref(), 10_000, 10),
-            };
-            expect.tail_records = window_records.unwrap_or(expect.tail_records);
-            expect.tail_secs = window_secs.unwrap_or(expect.tail_secs);
-            let r = warden_audit::verify(&store, &checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
-            for (name, c) in &r.chains {
-                println!(
-                    "chain {name}: {} record(s), seq 1..{}, {} signed checkpoint(s), signed through seq {}",
-                    c.records, c.seq, c.checkpoints, c.signed_through
-                );
-            }
-            for n in &r.notes {
-                println!("note: {n}");
-            }
-            for p in &r.problems {
-                println!("PROBLEM: {p}");
-            }
-            if key.is_none() {
-                if let Some(k) =
-                    audit.as_ref().and_then(|a| warden_audit::signing::SigningKey::load(&a.signing_key).ok())
-                {
-                    println!(
-                        "hint: this host's key file signs as {}; pin that (--public-key, or [audit] public_key) only if you trust the file",
-                        k.public_key()
-                    );
-                }
-            }
-            if r.ok() {
-                println!("{}: {} record(s) verified", store.describe(), r.records);
+            let (r, ok) = verified(&trail, public_key, window_records, window_secs, exported)?;
+            if ok {
+                println!("{}: {} record(s) verified", trail.store.describe(), r.records);
             } else {
-                println!("{}: {} problem(s) found", store.describe(), r.problems.len());
+                println!("{}: {} problem(s) found", trail.store.describe(), r.problems.len());
             }
-            Ok(!r.ok())
+            Ok(!ok)
+        }
+        AuditCmd::Export { which, public_key, since, until, out } => {
+            let trail = resolve(&which)?;
+            let (r, ok) = verified(&trail, public_key, None, None, false)?;
+            if !ok {
+                println!("{}: {} problem(s) found; nothing exported", trail.store.describe(), r.problems.len());
+                return Ok(true);
+            }
+            let (since, until) =
+                (since.as_deref().map(time_bound).transpose()?, until.as_deref().map(time_bound).transpose()?);
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&out)
+            }
+            .with_context(|| format!("{}", out.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let done = warden_audit::export(&trail.store, since.as_deref(), until.as_deref(), |line| {
+                use std::io::Write;
+                writeln!(w, "{line}").map_err(|e| e.to_string())
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
+            std::io::Write::flush(&mut w).with_context(|| format!("{}", out.display()))?;
+            for (chain, x) in &done {
+                println!("chain {chain}: {} record(s), seq {}..{}", x.records, x.first, x.last);
+            }
+            println!("{}: exported to {}", trail.store.describe(), out.display());
+            Ok(false)
         }
         AuditCmd::Query { which, filter, limit } => {
             let store = resolve(&which)?.store;

@@ -683,6 +683,13 @@ async fn a_rotated_trail_with_retention_verifies_and_reads_across_segments() {
     );
     let calls = records(&cfg, &["--kind", "call"]);
     assert!(calls.len() > 1000 && calls.len() < 6000, "the kept calls, across segments: {}", calls.len());
+    // An export of the second half, for an auditor: verifies on its own.
+    let out = w.dir.join("export.jsonl").display().to_string();
+    let (since, key) = (calls[calls.len() / 2]["ts"].as_str().unwrap().to_string(), public_key(&cfg));
+    let (ok, text) = audit(&["export", "--config", &cfg, "--public-key", &key, "--since", &since, "--out", &out]);
+    assert!(ok && text.contains("exported to"), "{text}");
+    let (ok, text) = audit(&["verify", "--log", &out, "--exported", "--public-key", &key]);
+    assert!(ok, "{text}");
     let mut oldest: Vec<&String> = segments.iter().collect();
     oldest.sort();
     std::fs::remove_file(w.dir.join(oldest[0])).unwrap();
