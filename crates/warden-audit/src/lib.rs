@@ -259,6 +259,17 @@ pub fn export(
 /// Verify the trail in `store` against its checkpoint files (one per writing instance; none is
 /// a problem), trusting only `expect.key`.
 pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) -> Result<verify::Report, String> {
+    verify_archived(store, None, checkpoints, expect)
+}
+
+/// [`verify`], with a file trail's archived segments (`[audit.retention] archive_dir`) read
+/// first: the whole trail from its first record, whatever the retention policy moved away.
+pub fn verify_archived(
+    store: &Store,
+    archive: Option<&Path>,
+    checkpoints: &[PathBuf],
+    expect: verify::Expect,
+) -> Result<verify::Report, String> {
     let mut r = verify::Report::new(expect);
     // The checkpoint files first: every checkpoint they hold was in the log before it was
     // appended to them, so a log read afterwards holds it too (verifying a running Warden).
@@ -278,12 +289,32 @@ pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) ->
         }
     }
     // A file trail: its segments oldest first, then the active file (`segments.rs`).
-    let files = match store {
-        Store::File(path) => segments::files(path)?.into_iter().map(Store::File).collect(),
-        Store::Postgres { .. } => vec![store.clone()],
+    // Archived segments unpacked into a scratch directory, removed when done.
+    let scratch = std::env::temp_dir().join(format!(
+        "warden-verify-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    ));
+    let unpacked = match (store, archive) {
+        (Store::File(path), Some(dir)) => segments::unpack(path, dir, &scratch)?,
+        _ => Vec::new(),
     };
+    let mut files: Vec<Store> = unpacked.into_iter().map(Store::File).collect();
+    match store {
+        Store::File(path) => files.extend(segments::files(path)?.into_iter().map(Store::File)),
+        Store::Postgres { .. } => files.push(store.clone()),
+    }
+    let result = verify_files(&mut r, &files);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    r.anchor(&lines);
+    r.finish(given || !checkpoints.is_empty());
+    Ok(r)
+}
+
+fn verify_files(r: &mut verify::Report, files: &[Store]) -> Result<(), String> {
     let named = files.len() > 1;
-    for part in &files {
+    for part in files {
         let end = scan(part, 0, None, |s| {
             match (named, part) {
                 (true, Store::File(path)) => {
@@ -306,9 +337,7 @@ pub fn verify(store: &Store, checkpoints: &[PathBuf], expect: verify::Expect) ->
             }
         }
     }
-    r.anchor(&lines);
-    r.finish(given || !checkpoints.is_empty());
-    Ok(r)
+    Ok(())
 }
 
 #[cfg(test)]

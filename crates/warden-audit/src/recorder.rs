@@ -518,6 +518,10 @@ impl Writer {
                 (None, Some(b)) => format!("keep at most {b} bytes"),
                 (None, None) => String::new(),
             };
+            let why = match &p.retention.archive {
+                Some(dir) => format!("{why}; archived to {}", dir.display()),
+                None => why,
+            };
             let mut e = Event::new("audit", "success");
             e.detail = Some("retention".into());
             e.count = Some(gone.len() as u64);
@@ -529,11 +533,17 @@ impl Writer {
             self.checkpoint(None);
         }
         for (_, f) in &gone {
-            if let Err(e) = std::fs::remove_file(f) {
-                tracing::error!(error = %e, segment = %f.display(), "audit retention: cannot remove the segment");
+            let done = match &p.retention.archive {
+                Some(dir) => crate::segments::archive(f, dir).map(drop),
+                None => std::fs::remove_file(f).map_err(|e| e.to_string()),
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, segment = %f.display(), "audit retention: the segment stays (tried again at the next rotation)");
             }
         }
-        tracing::info!(chain = %self.s.chain, removed = ?names, "audit retention: old segments removed");
+        let whither =
+            p.retention.archive.as_ref().map_or("removed".to_string(), |d| format!("archived to {}", d.display()));
+        tracing::info!(chain = %self.s.chain, segments = ?names, "audit retention: old segments {whither}");
     }
 
     /// Before the start checkpoint: how many records follow the last checkpoint of this chain in

@@ -132,7 +132,7 @@ fn retention_removes_old_segments_and_the_trail_verifies_from_its_anchor() {
         let d = dir(&format!("retain-{name}"));
         let log = d.join(name);
         let mut policy = rotate_every(&log, 64 << 10);
-        policy.retention = Retention { keep_age: None, keep_bytes: Some(256 << 10) };
+        policy.retention = Retention { keep_age: None, keep_bytes: Some(256 << 10), archive: None };
         let key = write(&log, 4000, Some(policy.clone()));
         let segs = segments::segments(&log).unwrap();
         assert!(segs.first().is_some_and(|(n, _)| *n > 1), "{name}: the oldest segments are gone: {segs:?}");
@@ -201,4 +201,32 @@ fn an_exported_range_verifies_alone_and_edits_in_it_are_found() {
     std::fs::write(&out, edited.join("\n") + "\n").unwrap();
     assert!(check(true).problems.iter().any(|p| p.contains("edited")));
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Issue 24: segments past the policy are archived (zstd) instead of removed: the live trail
+/// verifies from its anchor, and with the archive the whole trail verifies from seq 1.
+#[test]
+fn archived_segments_verify_with_the_live_trail_from_the_first_record() {
+    for name in ["audit.jsonl", "audit.db"] {
+        let d = dir(&format!("archive-{name}"));
+        let log = d.join(name);
+        let archive = d.join("archive");
+        let mut policy = rotate_every(&log, 64 << 10);
+        policy.retention = Retention { keep_age: None, keep_bytes: Some(256 << 10), archive: Some(archive.clone()) };
+        let key = write(&log, 3000, Some(policy));
+        let packed: Vec<_> = std::fs::read_dir(&archive).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(!packed.is_empty(), "{name}");
+        let packed_bytes: u64 =
+            std::fs::read_dir(&archive).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+        let expect = || verify::Expect::new(Some(&key), 500, 60);
+        let live = verify(&Store::File(log.clone()), &[checkpoint_path(&log)], expect()).unwrap();
+        assert!(live.ok(), "{name}: {:?}", live.problems);
+        let whole =
+            verify_archived(&Store::File(log.clone()), Some(&archive), &[checkpoint_path(&log)], expect()).unwrap();
+        assert!(whole.ok(), "{name}: {:?}", whole.problems);
+        assert!(!whole.notes.iter().any(|n| n.contains("retention")), "{name}: from seq 1: {:?}", whole.notes);
+        assert!(whole.records > live.records);
+        println!("{name}: {} segments archived in {packed_bytes} bytes", packed.len());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -23,9 +23,11 @@ pub struct Rotation {
     pub max_age: Option<Duration>,
 }
 
-/// Which segments go (none set: all are kept).
+/// Which segments go (none set: all are kept), and where (`archive`: compressed there; none:
+/// removed).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Retention {
+    pub archive: Option<PathBuf>,
     /// Segments whose last record is older.
     pub keep_age: Option<Duration>,
     /// The oldest segments while the whole trail (segments and active file) is larger.
@@ -156,6 +158,59 @@ pub fn first_time(path: &Path) -> Option<SystemTime> {
     humantime::parse_rfc3339(v["ts"].as_str()?).ok()
 }
 
+/// Compress `segment` (zstd) into `dir` as `<name>.zst`, synced, then remove it. On an error
+/// the segment stays where it is.
+pub fn archive(segment: &Path, dir: &Path) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = segment.file_name().ok_or("a segment without a name")?.to_string_lossy().into_owned();
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let to = dir.join(format!("{name}.zst"));
+    let part = dir.join(format!(".{name}.zst.part"));
+    let err = |e: std::io::Error| format!("{}: {e}", part.display());
+    let src = std::fs::File::open(segment).map_err(|e| format!("{}: {e}", segment.display()))?;
+    let out =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&part).map_err(err)?;
+    let mut enc = zstd::stream::Encoder::new(out, 9).map_err(err)?;
+    std::io::copy(&mut std::io::BufReader::new(src), &mut enc).map_err(err)?;
+    let mut out = enc.finish().map_err(err)?;
+    out.flush().map_err(err)?;
+    out.sync_all().map_err(err)?;
+    std::fs::rename(&part, &to).map_err(err)?;
+    std::fs::remove_file(segment).map_err(|e| format!("{}: {e}", segment.display()))?;
+    Ok(to)
+}
+
+/// The archived segments of the trail at `active` found in `dir`, decompressed into `into`,
+/// oldest first (to be read before the live ones).
+pub fn unpack(active: &Path, dir: &Path, into: &Path) -> Result<Vec<PathBuf>, String> {
+    let (stem, ext) = parts(active);
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut found: Vec<(u64, PathBuf, String)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(plain) = name.strip_suffix(".zst") else { continue };
+        let Some(middle) = plain.strip_prefix(&format!("{stem}.")).and_then(|r| r.strip_suffix(ext.as_str())) else {
+            continue;
+        };
+        if let Some(n) = middle.parse::<u64>().ok().filter(|_| middle.len() >= 6) {
+            found.push((n, entry.path(), plain.to_string()));
+        }
+    }
+    found.sort();
+    std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
+    let mut out = Vec::new();
+    for (_, zst, plain) in found {
+        let to = into.join(&plain);
+        let src = std::fs::File::open(&zst).map_err(|e| format!("{}: {e}", zst.display()))?;
+        let mut dst = std::fs::File::create(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        zstd::stream::copy_decode(std::io::BufReader::new(src), &mut dst)
+            .map_err(|e| format!("{}: {e}", zst.display()))?;
+        out.push(to);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,10 +237,10 @@ mod tests {
         assert_eq!(next_number(&active).unwrap(), 1_000_001);
         assert_eq!(files(&active).unwrap().last(), Some(&active));
         // Size: the oldest go until the trail fits; an age keeps the recent ones.
-        let r = Retention { keep_age: None, keep_bytes: Some(2) };
+        let r = Retention { keep_age: None, keep_bytes: Some(2), archive: None };
         let gone: Vec<u64> = expired(&active, &r, SystemTime::now()).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(gone, [2, 10], "4 bytes in 4 files: two oldest segments go to fit 2");
-        let r = Retention { keep_age: Some(Duration::from_secs(3600)), keep_bytes: None };
+        let r = Retention { keep_age: Some(Duration::from_secs(3600)), keep_bytes: None, archive: None };
         assert!(expired(&active, &r, SystemTime::now()).unwrap().is_empty());
         let later = SystemTime::now() + Duration::from_secs(7200);
         assert_eq!(expired(&active, &r, later).unwrap().len(), 3, "all segments, never the active file");

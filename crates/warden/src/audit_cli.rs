@@ -24,12 +24,18 @@ pub struct Which {
     /// `<log>.checkpoints`.
     #[arg(long)]
     checkpoints: Vec<PathBuf>,
+    /// Where `[audit.retention]` archived old segments (default: the config's `archive_dir`):
+    /// `verify` reads them first (the whole trail from its first record).
+    #[arg(long)]
+    archive: Option<PathBuf>,
 }
 
-/// A trail to read: where, its checkpoint files, and (from a config) its `[audit]` settings.
+/// A trail to read: where, its checkpoint files and archive, and (from a config) its `[audit]`
+/// settings.
 struct Trail {
     store: warden_audit::Store,
     checkpoints: Vec<PathBuf>,
+    archive: Option<PathBuf>,
     audit: Option<warden_gateway::config::AuditConfig>,
 }
 
@@ -167,11 +173,13 @@ fn resolve(w: &Which) -> anyhow::Result<Trail> {
         (_, Some(l), _) => Trail {
             store: warden_audit::Store::File(l.clone()),
             checkpoints: vec![warden_audit::checkpoint_path(l)],
+            archive: None,
             audit: None,
         },
         (_, _, Some(u)) => Trail {
             store: warden_audit::Store::Postgres { url: u.clone(), password: None },
             checkpoints: Vec::new(),
+            archive: None,
             audit: None,
         },
         (Some(c), None, None) => {
@@ -179,11 +187,13 @@ fn resolve(w: &Which) -> anyhow::Result<Trail> {
             Trail {
                 store: cfg.store().map_err(|e| anyhow::anyhow!(e))?,
                 checkpoints: vec![cfg.checkpoints()],
+                archive: cfg.retention.archive_dir.clone(),
                 audit: Some(cfg),
             }
         }
         (None, None, None) => anyhow::bail!("give --config, --log or --url"),
     };
+    let t = Trail { archive: w.archive.clone().or(t.archive), ..t };
     Ok(if w.checkpoints.is_empty() { t } else { Trail { checkpoints: w.checkpoints.clone(), ..t } })
 }
 
@@ -212,7 +222,8 @@ fn verified(
     expect.tail_records = window_records.unwrap_or(expect.tail_records);
     expect.tail_secs = window_secs.unwrap_or(expect.tail_secs);
     expect.exported = exported;
-    let r = warden_audit::verify(&t.store, &t.checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
+    let archive = t.archive.as_deref().filter(|a| a.exists());
+    let r = warden_audit::verify_archived(&t.store, archive, &t.checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
     for (name, c) in &r.chains {
         println!(
             "chain {name}: {} record(s) through seq {}, {} signed checkpoint(s), signed through seq {}",

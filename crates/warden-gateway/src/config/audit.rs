@@ -115,6 +115,10 @@ pub struct RetentionConfig {
     pub keep_days: Option<u64>,
     /// Remove the oldest segments while the whole trail is larger than this many GiB.
     pub keep_gb: Option<f64>,
+    /// Instead of removing a segment, compress it (zstd) into this directory as
+    /// `<segment>.zst` (relative to the config file). `warden audit verify --archive DIR`
+    /// (the config's by default) then checks the whole trail from its first record.
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl AuditConfig {
@@ -122,7 +126,7 @@ impl AuditConfig {
     pub fn segments(&self, path: &std::path::Path) -> Result<Option<warden_audit::segments::Policy>, String> {
         let (r, k) = (&self.rotate, &self.retention);
         if r.max_mb.is_none() && r.max_age.is_none() {
-            if k.keep_days.is_some() || k.keep_gb.is_some() {
+            if k.keep_days.is_some() || k.keep_gb.is_some() || k.archive_dir.is_some() {
                 return Err(
                     "audit.retention: needs [audit.rotate] (max_mb or max_age): only segments are removed".into()
                 );
@@ -149,6 +153,7 @@ impl AuditConfig {
             active: path.to_path_buf(),
             rotation: warden_audit::segments::Rotation { max_bytes: r.max_mb.map(|m| m << 20), max_age },
             retention: warden_audit::segments::Retention {
+                archive: k.archive_dir.clone(),
                 keep_age: k.keep_days.map(|d| std::time::Duration::from_secs(d * 86_400)),
                 keep_bytes: k.keep_gb.map(|g| (g * (1u64 << 30) as f64) as u64),
             },

@@ -46,6 +46,7 @@ impl Config {
             f.spool.iter_mut().for_each(rel);
         }
         rel(&mut cfg.audit.signing_key);
+        cfg.audit.retention.archive_dir.iter_mut().for_each(rel);
         cfg.store.ca_file.iter_mut().for_each(rel);
         Ok(cfg)
     }
