@@ -35,6 +35,37 @@ pub struct Audit {
     disk: Option<Arc<crate::audit_disk::DiskWatch>>,
 }
 
+/// What `warden check` says of a file trail's rotation, retention and disk watermark.
+pub fn lifecycle(a: &crate::config::AuditConfig, store: &warden_audit::Store) -> String {
+    let warden_audit::Store::File(path) = store else { return String::new() };
+    let mut out = match a.segments(path) {
+        Ok(Some(p)) => {
+            let mut s = String::from("; rotated");
+            if let Some(b) = p.rotation.max_bytes {
+                s.push_str(&format!(" at {} MiB", b >> 20));
+            }
+            if let Some(age) = p.rotation.max_age {
+                s.push_str(&format!(" every {}", humantime::format_duration(age)));
+            }
+            if let Some(age) = p.retention.keep_age {
+                s.push_str(&format!(", segments kept {}", humantime::format_duration(age)));
+            }
+            if let Some(b) = p.retention.keep_bytes {
+                s.push_str(&format!(", the trail kept under {} MiB", b >> 20));
+            }
+            if let Some(d) = &p.retention.archive {
+                s.push_str(&format!(", old segments archived to {}", d.display()));
+            }
+            s
+        }
+        _ => "; not rotated (grows until the disk is full: see [audit.rotate])".to_string(),
+    };
+    if a.min_free_mb > 0 {
+        out.push_str(&format!("; disk reported low under {} MiB free", a.min_free_mb));
+    }
+    out
+}
+
 /// How long a request waits for its record before failing closed.
 const STORE_WAIT: Duration = Duration::from_secs(10);
 /// Longest string kept in recorded arguments.
@@ -218,7 +249,8 @@ impl Audit {
                 .forward
                 .iter()
                 .map(|f| format!("; forwarded to {} ({})", f.name, format!("{:?}", f.format).to_lowercase()))
-                .collect::<String>(),
+                .collect::<String>()
+                + &lifecycle(a, &store),
         });
         // Aggregated authentication failures are recorded when their window ends.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -329,8 +329,9 @@ fn main() -> std::process::ExitCode {
                         a.fsync, a.acknowledge, a.arguments, a.on_full
                     )
                     .to_lowercase();
+                    let lifecycle = a.store().map(|st| warden_gateway::audit::lifecycle(a, &st)).unwrap_or_default();
                     println!(
-                        "audit: {} (chain {}, {settings}); checkpoint key {}",
+                        "audit: {} (chain {}, {settings}); checkpoint key {}{lifecycle}",
                         a.path.display(),
                         a.instance,
                         a.signing_key.display()
