@@ -81,8 +81,10 @@ pub fn segments(active: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
         let Some(middle) = name.strip_prefix(&format!("{stem}.")).and_then(|r| r.strip_suffix(ext.as_str())) else {
             continue;
         };
-        if middle.len() >= 6 && middle.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = middle.parse::<u64>() {
+        // Only names Warden writes: n in its canonical form (six digits at least, no extra
+        // leading zero), below a bound that leaves room for the next.
+        if let Ok(n) = middle.parse::<u64>() {
+            if format!("{n:06}") == middle && n < u64::MAX / 2 {
                 out.push((n, entry.path()));
             }
         }
@@ -100,36 +102,68 @@ pub fn files(active: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(all)
 }
 
-/// The number the next segment gets.
-pub fn next_number(active: &Path) -> Result<u64, String> {
-    Ok(segments(active)?.last().map_or(1, |(n, _)| n + 1))
+/// The number the next segment gets: past every segment beside the trail and every one archived
+/// (a number is never used twice).
+pub fn next_number(active: &Path, archive: Option<&Path>) -> Result<u64, String> {
+    let mut top = segments(active)?.last().map_or(0, |(n, _)| *n);
+    if let Some(dir) = archive.filter(|d| d.exists()) {
+        top = top.max(archived(active, dir)?.last().map_or(0, |(n, _)| *n));
+    }
+    Ok(top + 1)
 }
 
-/// Bytes a trail file takes on disk (a SQLite database with its write-ahead log).
+/// The archived segments of the trail at `active` in `dir`, oldest first: (n, file).
+pub fn archived(active: &Path, dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let (stem, ext) = parts(active);
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(plain) = name.strip_suffix(".zst") else { continue };
+        let Some(middle) = plain.strip_prefix(&format!("{stem}.")).and_then(|r| r.strip_suffix(ext.as_str())) else {
+            continue;
+        };
+        if let Ok(n) = middle.parse::<u64>() {
+            if format!("{n:06}") == middle {
+                found.push((n, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Bytes a trail file takes on disk (a SQLite database with its write-ahead log; blocks
+/// allocated, so a sparse file planted beside it counts for what it holds).
 pub fn bytes(path: &Path) -> u64 {
-    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    use std::os::unix::fs::MetadataExt;
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len().min(m.blocks() * 512));
+    if crate::sink::is_jsonl(path) {
+        return len(path);
+    }
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     len(path) + len(Path::new(&wal))
 }
 
-/// The segments `r` removes now, oldest first: those whose last write is older than `keep_age`,
-/// then the oldest while the trail is larger than `keep_bytes`.
+/// The segments `r` removes now, oldest first: those whose records are all older than
+/// `keep_age` (the next file's first record is: record times, not file times, which anyone can
+/// set), then the oldest while the trail is larger than `keep_bytes`.
 pub fn expired(active: &Path, r: &Retention, now: SystemTime) -> Result<Vec<(u64, PathBuf)>, String> {
     let all = segments(active)?;
     let mut total: u64 = all.iter().map(|(_, p)| bytes(p)).sum::<u64>() + bytes(active);
     let mut out = Vec::new();
-    for (n, p) in all {
-        let old = r.keep_age.is_some_and(|age| {
-            let written = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(now);
-            now.duration_since(written).is_ok_and(|d| d > age)
-        });
+    for (i, (n, p)) in all.iter().enumerate() {
+        let next = all.get(i + 1).map_or(active, |(_, q)| q.as_path());
+        let old = r
+            .keep_age
+            .is_some_and(|age| first_time(next).is_some_and(|t| now.duration_since(t).is_ok_and(|d| d > age)));
         let over = r.keep_bytes.is_some_and(|max| total > max);
         if !(old || over) {
             break; // oldest first: keep this one and every newer one
         }
-        total = total.saturating_sub(bytes(&p));
-        out.push((n, p));
+        total = total.saturating_sub(bytes(p));
+        out.push((*n, p.clone()));
     }
     Ok(out)
 }
@@ -166,6 +200,9 @@ pub fn archive(segment: &Path, dir: &Path) -> Result<PathBuf, String> {
     let name = segment.file_name().ok_or("a segment without a name")?.to_string_lossy().into_owned();
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let to = dir.join(format!("{name}.zst"));
+    if to.exists() {
+        return Err(format!("{} exists: an archived segment is never overwritten", to.display()));
+    }
     let part = dir.join(format!(".{name}.zst.part"));
     let err = |e: std::io::Error| format!("{}: {e}", part.display());
     let src = std::fs::File::open(segment).map_err(|e| format!("{}: {e}", segment.display()))?;
@@ -181,29 +218,27 @@ pub fn archive(segment: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(to)
 }
 
-/// The archived segments of the trail at `active` found in `dir`, decompressed into `into`,
-/// oldest first (to be read before the live ones).
+/// The archived segments of the trail at `active` found in `dir`, decompressed into `into`
+/// (created 0700, each file 0600), oldest first (to be read before the live ones).
 pub fn unpack(active: &Path, dir: &Path, into: &Path) -> Result<Vec<PathBuf>, String> {
-    let (stem, ext) = parts(active);
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut found: Vec<(u64, PathBuf, String)> = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(plain) = name.strip_suffix(".zst") else { continue };
-        let Some(middle) = plain.strip_prefix(&format!("{stem}.")).and_then(|r| r.strip_suffix(ext.as_str())) else {
-            continue;
-        };
-        if let Some(n) = middle.parse::<u64>().ok().filter(|_| middle.len() >= 6) {
-            found.push((n, entry.path(), plain.to_string()));
-        }
-    }
-    found.sort();
-    std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(into)
+        .map_err(|e| format!("{}: {e}", into.display()))?;
     let mut out = Vec::new();
-    for (_, zst, plain) in found {
+    for (_, zst) in archived(active, dir)? {
+        let plain =
+            zst.file_name().map(|n| n.to_string_lossy().trim_end_matches(".zst").to_string()).unwrap_or_default();
         let to = into.join(&plain);
         let src = std::fs::File::open(&zst).map_err(|e| format!("{}: {e}", zst.display()))?;
-        let mut dst = std::fs::File::create(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        let mut dst = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(|e| format!("{}: {e}", to.display()))?;
         zstd::stream::copy_decode(std::io::BufReader::new(src), &mut dst)
             .map_err(|e| format!("{}: {e}", zst.display()))?;
         out.push(to);
@@ -234,7 +269,7 @@ mod tests {
         std::fs::write(&active, "x").unwrap();
         let found: Vec<u64> = segments(&active).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(found, [2, 10, 1_000_000]);
-        assert_eq!(next_number(&active).unwrap(), 1_000_001);
+        assert_eq!(next_number(&active, None).unwrap(), 1_000_001);
         assert_eq!(files(&active).unwrap().last(), Some(&active));
         // Size: the oldest go until the trail fits; an age keeps the recent ones.
         let r = Retention { keep_age: None, keep_bytes: Some(2), archive: None };
@@ -243,7 +278,7 @@ mod tests {
         let r = Retention { keep_age: Some(Duration::from_secs(3600)), keep_bytes: None, archive: None };
         assert!(expired(&active, &r, SystemTime::now()).unwrap().is_empty());
         let later = SystemTime::now() + Duration::from_secs(7200);
-        assert_eq!(expired(&active, &r, later).unwrap().len(), 3, "all segments, never the active file");
+        assert!(expired(&active, &r, later).unwrap().is_empty(), "no record times to go by (not file times): kept");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

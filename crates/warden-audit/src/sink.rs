@@ -130,7 +130,10 @@ fn last_newline(f: &mut File, len: u64) -> std::io::Result<u64> {
 
 impl Sink for Jsonl {
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
-        jsonl_head(&self.path, chain)
+        match jsonl_head(&self.path, chain)? {
+            Some(h) => Ok(Some(h)),
+            None => head_in_segments(&self.path, chain),
+        }
     }
 
     fn append(&mut self, batch: &[Sealed]) -> Result<(), String> {
@@ -170,6 +173,18 @@ impl Sink for Jsonl {
             }
         }
     }
+}
+
+/// An active file with no record of `chain` (a fresh one after a rotation, Warden stopped
+/// before writing to it): the chain continues from its newest segment, not from seq 1.
+fn head_in_segments(active: &Path, chain: &str) -> Result<Option<Head>, String> {
+    for (_, seg) in crate::segments::segments(active)?.into_iter().rev() {
+        let h = if is_jsonl(&seg) { jsonl_head(&seg, chain)? } else { sqlite_head(&seg, chain)? };
+        if h.is_some() {
+            return Ok(h);
+        }
+    }
+    Ok(None)
 }
 
 /// The last record of `chain` in a JSONL file, read backwards a block at a time.
@@ -422,7 +437,10 @@ pub fn sqlite_head(path: &Path, chain: &str) -> Result<Option<Head>, String> {
 
 impl Sink for Sqlite {
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
-        head_row(&self.conn, chain)
+        match head_row(&self.conn, chain)? {
+            Some(h) => Ok(Some(h)),
+            None => head_in_segments(&self.path, chain),
+        }
     }
 
     /// The write-ahead log moved into the database and emptied, the checkpointer stopped (its
@@ -430,10 +448,28 @@ impl Sink for Sqlite {
     /// renamed and a fresh one opened. On a failure the file is put back and reopened.
     fn rotate(&mut self, to: &Path) -> Result<(), String> {
         let at = |e: rusqlite::Error| format!("{}: {e}", self.path.display());
-        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(at)?;
+        // (busy, frames in the log, frames moved): a reader holding a snapshot keeps frames in
+        // the log, and a file renamed without them would lose them. Not now, then: later.
+        let (busy, log, moved): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(at)?;
+        if busy != 0 || moved < log {
+            return Err(format!("{}: a reader holds the write-ahead log; rotation postponed", self.path.display()));
+        }
         self.wal = None;
         let closed = std::mem::replace(&mut self.conn, Connection::open_in_memory().map_err(|e| e.to_string())?);
-        closed.close().map_err(|(_, e)| format!("{}: {e}", self.path.display()))?;
+        if let Err((conn, e)) = closed.close() {
+            self.conn = conn;
+            self.wal = Some(Checkpointer::start(&self.path)?);
+            return Err(format!("{}: {e}", self.path.display()));
+        }
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        if std::fs::metadata(Path::new(&wal)).is_ok_and(|m| m.len() > 0) {
+            *self = Sqlite::open(&self.path, self.fsync)?;
+            return Err(format!("{}: its write-ahead log is not empty; rotation postponed", self.path.display()));
+        }
         let moved =
             std::fs::rename(&self.path, to).map_err(|e| format!("{} → {}: {e}", self.path.display(), to.display()));
         match moved.and_then(|()| Sqlite::open(&self.path, self.fsync)) {

@@ -37,6 +37,9 @@ pub struct Expect {
     /// An export (`warden audit export`): its chains start where the exported range does, and
     /// its end is its last signed checkpoint; no checkpoint file is expected.
     pub exported: bool,
+    /// The archive is read too: every chain must start at its first record (a retention anchor
+    /// does not excuse a late start, the archive must hold what was removed).
+    pub complete: bool,
 }
 
 impl Expect {
@@ -48,6 +51,7 @@ impl Expect {
             tail_records: checkpoint_every.saturating_add(MAX_BATCH),
             tail_secs: checkpoint_secs.saturating_add(60),
             exported: false,
+            complete: false,
         }
     }
 }
@@ -348,6 +352,9 @@ impl Report {
                     _ if self.expect.exported => {
                         notes.push(format!("chain {name}: the export starts at seq {seq}"));
                     }
+                    Some(_) if self.expect.complete => problems.push(format!(
+                        "{at}: chain {name} starts at seq {seq}: the archive does not hold the records before it (archived segments removed, or not all given)"
+                    )),
                     Some(a) => notes.push(format!(
                         "chain {name}: starts at seq {seq}: the segments before it ({}) were removed by the retention policy ({}), as a signed anchor records",
                         a.removed.join(", "),

@@ -327,13 +327,15 @@ impl Audit {
     /// upstream call): a full queue is an error unless `on_full = "drop"`. Not waited for, and
     /// queued lazily: the writer holds it back a few milliseconds for the outcome to join it in
     /// one commit.
-    pub fn accept(&self, mut e: Event) -> Result<(), GatewayError> {
+    /// Queue an event nobody waits for; `Ok(true)` when it was queued, `Ok(false)` when the
+    /// trail is off or dropped it (`on_full = "drop"`).
+    pub fn accept(&self, mut e: Event) -> Result<bool, GatewayError> {
         cap_fields(&mut e);
         self.metrics.observe(&e);
-        let Some(r) = &self.rec else { return Ok(()) };
+        let Some(r) = &self.rec else { return Ok(false) };
         match r.record_lazy(e) {
-            Ok(_) => Ok(()),
-            Err(_) if r.on_full() == OnFull::Drop => Ok(()),
+            Ok(_) => Ok(true),
+            Err(_) if r.on_full() == OnFull::Drop => Ok(false),
             Err(_) => {
                 self.metrics.audit_rejected.inc();
                 tracing::error!("audit queue full: an upstream call was refused before it was sent");

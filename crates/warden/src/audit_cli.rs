@@ -222,7 +222,13 @@ fn verified(
     expect.tail_records = window_records.unwrap_or(expect.tail_records);
     expect.tail_secs = window_secs.unwrap_or(expect.tail_secs);
     expect.exported = exported;
-    let archive = t.archive.as_deref().filter(|a| a.exists());
+    let archive = t.archive.as_deref();
+    if let Some(a) = archive.filter(|a| !a.is_dir()) {
+        anyhow::bail!(
+            "{}: the archive directory is not there (give --archive, or remove archive_dir from the config)",
+            a.display()
+        );
+    }
     let r = warden_audit::verify_archived(&t.store, archive, &t.checkpoints, expect).map_err(|e| anyhow::anyhow!(e))?;
     for (name, c) in &r.chains {
         println!(

@@ -18,9 +18,9 @@ impl Writer {
         if !(big || old) {
             return;
         }
-        let active = p.active.clone();
+        let (active, archive) = (p.active.clone(), p.retention.archive.clone());
         self.checkpoint(Some("rotate"));
-        let to = match crate::segments::next_number(&active) {
+        let to = match crate::segments::next_number(&active, archive.as_deref()) {
             Ok(n) => crate::segments::segment_path(&active, n),
             Err(e) => return self.rotation_error(e),
         };
@@ -40,8 +40,10 @@ impl Writer {
         self.rotation_failed = Some(Instant::now());
     }
 
-    /// Remove the segments the retention policy no longer keeps: first a signed anchor record
-    /// saying which, and the last seq and hash of this chain in them, then the files.
+    /// Remove the segments the retention policy no longer keeps, once they are shown to be the
+    /// oldest history of this chain (`retain.rs`): first a signed anchor record saying which,
+    /// and a signed mark of where the removal stopped, then the files. Refused (nothing removed,
+    /// an error) when they are not, or without a signing key.
     pub(super) fn apply_retention(&mut self) {
         let Some(p) = self.s.segments.clone().filter(|p| p.retention.is_set()) else { return };
         let gone = match crate::segments::expired(&p.active, &p.retention, SystemTime::now()) {
@@ -49,39 +51,48 @@ impl Writer {
             Ok(_) => return,
             Err(e) => return tracing::error!(error = %e, "audit retention: cannot list the segments"),
         };
-        let newest = &gone.last().expect("not empty").1;
-        let last = match crate::segments::last_of(newest, &self.s.chain) {
-            Ok(l) => l,
+        let Some(key) = &self.key else {
+            return tracing::error!("audit retention: no signing key to sign what is removed; nothing removed");
+        };
+        let files: Vec<std::path::PathBuf> = gone.iter().map(|(_, f)| f.clone()).collect();
+        let kept = crate::segments::segments(&p.active)
+            .ok()
+            .and_then(|all| all.into_iter().find(|(n, _)| *n > gone.last().expect("not empty").0))
+            .map_or(p.active.clone(), |(_, f)| f);
+        let mark = crate::retain::read_mark(&p.active, &self.s.chain, key);
+        let (through, hash) = match crate::retain::check(&self.s.chain, &files, &kept, mark.as_ref()) {
+            Ok(last) => last,
             Err(e) => {
-                return tracing::error!(error = %e, segment = %newest.display(), "audit retention: cannot read the segment; nothing removed")
+                return tracing::error!(error = %e,
+                    "audit retention refused: the oldest segments are not the chain's history as this Warden wrote it (files planted, renamed or removed by hand?); nothing removed — run warden audit verify")
             }
         };
-        let names: Vec<String> = gone
-            .iter()
-            .map(|(_, f)| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-            .collect();
-        if let Some((through, hash)) = last {
-            let why = match (&p.retention.keep_age, &p.retention.keep_bytes) {
-                (Some(a), Some(b)) => format!("keep {} and at most {b} bytes", humantime::format_duration(*a)),
-                (Some(a), None) => format!("keep {}", humantime::format_duration(*a)),
-                (None, Some(b)) => format!("keep at most {b} bytes"),
-                (None, None) => String::new(),
-            };
-            let why = match &p.retention.archive {
-                Some(dir) => format!("{why}; archived to {}", dir.display()),
-                None => why,
-            };
-            let mut e = Event::new("audit", "success");
-            e.detail = Some("retention".into());
-            e.count = Some(gone.len() as u64);
-            e.anchor = Some(crate::event::Anchor { hash, removed: names.clone(), through, why });
-            let sealed = self.seal(SystemTime::now(), e, None);
-            self.write(std::slice::from_ref(&sealed));
-            self.since_checkpoint += 1;
-            // Signed before any file goes: the verifier trusts only a signed anchor.
-            self.checkpoint(None);
+        let names: Vec<String> =
+            files.iter().map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+        let why = match (&p.retention.keep_age, &p.retention.keep_bytes) {
+            (Some(a), Some(b)) => format!("keep {} and at most {b} bytes", humantime::format_duration(*a)),
+            (Some(a), None) => format!("keep {}", humantime::format_duration(*a)),
+            (None, Some(b)) => format!("keep at most {b} bytes"),
+            (None, None) => String::new(),
+        };
+        let why = match &p.retention.archive {
+            Some(dir) => format!("{why}; archived to {}", dir.display()),
+            None => why,
+        };
+        let mut e = Event::new("audit", "success");
+        e.detail = Some("retention".into());
+        e.count = Some(files.len() as u64);
+        e.anchor = Some(crate::event::Anchor { hash: hash.clone(), removed: names.clone(), through, why });
+        let sealed = self.seal(SystemTime::now(), e, None);
+        self.write(std::slice::from_ref(&sealed));
+        self.since_checkpoint += 1;
+        // Signed before any file goes: the verifier trusts only a signed anchor.
+        self.checkpoint(None);
+        let key = self.key.as_ref().expect("checked above");
+        if let Err(e) = crate::retain::write_mark(&p.active, &self.s.chain, key, through, &hash) {
+            return tracing::error!(error = %e, "audit retention: cannot write the retention mark; nothing removed");
         }
-        for (_, f) in &gone {
+        for f in &files {
             let done = match &p.retention.archive {
                 Some(dir) => crate::segments::archive(f, dir).map(drop),
                 None => std::fs::remove_file(f).map_err(|e| e.to_string()),

@@ -128,9 +128,11 @@ pub async fn call_one(
         s.shared.audit.arguments(&mut attempt, a);
     }
     let digest = attempt.args_digest.clone();
-    s.shared.audit.accept(attempt)?;
-    // The outcome's record refers to the arguments by their digest: they are in this one.
-    note.args_in_attempt = digest;
+    // The outcome's record refers to the arguments by their digest when this one holds them
+    // (not when it was dropped with the queue full: the outcome then carries them).
+    if s.shared.audit.accept(attempt)? {
+        note.args_in_attempt = digest;
+    }
     let tool = (kind == Kind::Tool).then_some(name);
     // 7. the upstream call carries the trace on: HTTP header and `_meta.traceparent`
     let stage = tr.begin("warden.upstream");

@@ -1,0 +1,128 @@
+//! What the writer checks before it signs a retention anchor (review of issue 24, finding H1):
+//! that the segments it is about to remove are exactly the oldest history of its chain, so that
+//! nobody with write access to the trail's directory (but not the signing key) can get Warden to
+//! sign a cut of their choosing by planting, renaming or truncating files.
+//!
+//! - Every record of the chain in the expired files is re-hashed, in order, with consecutive
+//!   `seq` and `prev` links.
+//! - They start at the chain's start (seq 1 from genesis) or exactly where the last removal
+//!   stopped, as the signed retention mark beside the trail says (`<path>.retention`: the last
+//!   seq and hash removed, signed with the audit key, so it cannot be forged or moved).
+//! - They end exactly where the first kept file's first record continues (its `prev` is the hash
+//!   of the last record removed): the kept, signed trail commits to every removed record.
+//!
+//! Anything else refuses the removal (nothing is removed; an error is logged every time).
+//!
+//! Does not defend against: someone with the signing key; a replaced retention mark from an
+//! earlier removal (refused, since the trail no longer starts there: a denial, not a cut).
+
+use crate::event::{expected_hash, Event, GENESIS};
+use crate::signing::SigningKey;
+use crate::Store;
+use std::path::{Path, PathBuf};
+
+/// The last removal: through which seq, and that record's hash.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub through: u64,
+    pub hash: String,
+    pub sig: String,
+}
+
+fn payload(chain: &str, through: u64, hash: &str) -> Vec<u8> {
+    format!("warden-audit-retention/v1\n{chain}\n{through}\n{hash}").into_bytes()
+}
+
+/// Where the mark of the trail at `active` is kept.
+pub fn mark_path(active: &Path) -> PathBuf {
+    let mut s = active.as_os_str().to_owned();
+    s.push(".retention");
+    PathBuf::from(s)
+}
+
+/// The mark beside `active`, if it is there and signed by `key` for `chain`.
+pub fn read_mark(active: &Path, chain: &str, key: &SigningKey) -> Option<Mark> {
+    let text = std::fs::read_to_string(mark_path(active)).ok()?;
+    let m: Mark = serde_json::from_str(&text).ok()?;
+    crate::signing::verify(&key.public_key(), &payload(chain, m.through, &m.hash), &m.sig).ok()?;
+    Some(m)
+}
+
+/// Sign and write the mark of a removal through `through` (`hash`).
+pub fn write_mark(active: &Path, chain: &str, key: &SigningKey, through: u64, hash: &str) -> Result<(), String> {
+    let m = Mark { through, hash: hash.to_string(), sig: key.sign(&payload(chain, through, hash)) };
+    crate::signing::write_private(&mark_path(active), serde_json::to_string(&m).expect("marks serialise").as_bytes())
+}
+
+/// Check `expired` (oldest first) against the rules above; the last record removed (seq, hash).
+pub fn check(
+    chain: &str,
+    expired: &[PathBuf],
+    first_kept: &Path,
+    mark: Option<&Mark>,
+) -> Result<(u64, String), String> {
+    let mut last: Option<(u64, String)> = None;
+    let mut problem: Option<String> = None;
+    for f in expired {
+        crate::scan(&Store::File(f.clone()), 0, None, |s| {
+            let at = || format!("{} {}", f.display(), s.location);
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&s.line) else {
+                problem = Some(format!("{}: not a record", at()));
+                return false;
+            };
+            let Ok(e) = serde_json::from_value::<Event>(v.clone()) else {
+                problem = Some(format!("{}: not a record", at()));
+                return false;
+            };
+            if e.chain != chain {
+                return true;
+            }
+            if e.hash.as_deref() != Some(expected_hash(&v).as_str()) {
+                problem = Some(format!("{}: its hash does not match", at()));
+                return false;
+            }
+            let follows = match &last {
+                Some((seq, hash)) => e.seq == seq + 1 && e.prev == *hash,
+                None => {
+                    (e.seq == 1 && e.prev == GENESIS)
+                        || mark.is_some_and(|m| e.seq == m.through + 1 && e.prev == m.hash)
+                }
+            };
+            if !follows {
+                problem = Some(match &last {
+                    Some((seq, _)) => format!("{}: seq {} does not follow seq {seq}", at(), e.seq),
+                    None => format!(
+                        "{}: the oldest segment starts at seq {}, neither the chain's start nor where the last removal stopped",
+                        at(),
+                        e.seq
+                    ),
+                });
+                return false;
+            }
+            last = Some((e.seq, e.hash.clone().unwrap_or_default()));
+            true
+        })?;
+        if let Some(p) = problem {
+            return Err(p);
+        }
+    }
+    let (through, hash) = last.ok_or("the expired segments hold no record of this chain")?;
+    let mut next: Option<Event> = None;
+    crate::scan(&Store::File(first_kept.to_path_buf()), 0, None, |s| match serde_json::from_str::<Event>(&s.line) {
+        Ok(e) if e.chain == chain => {
+            next = Some(e);
+            false
+        }
+        _ => true,
+    })?;
+    match next {
+        Some(e) if e.seq == through + 1 && e.prev == hash => Ok((through, hash)),
+        Some(e) => Err(format!(
+            "{} starts at seq {} (prev {}), not after seq {through} of the expired segments",
+            first_kept.display(),
+            e.seq,
+            e.prev
+        )),
+        None => Err(format!("{} holds no record of this chain to continue the expired ones", first_kept.display())),
+    }
+}
