@@ -171,31 +171,59 @@ pub fn scan_all(
     scan(store, 0, filter, visit)
 }
 
-/// Follow a file trail from `cursor` (what [`scan_all`] or this returned) across a rotation:
-/// when the active file was rotated since (it is shorter than the cursor, or has fewer rows),
-/// the rest of the newest segment first, then the new active file from its start.
-pub fn follow(store: &Store, cursor: i64, visit: impl FnMut(&sink::Stored) -> bool) -> Result<i64, String> {
-    let Store::File(active) = store else { return scan(store, cursor, None, visit) };
-    let rotated = if sink::is_jsonl(active) {
-        std::fs::metadata(active).map_or(true, |m| (m.len() as i64) < cursor)
-    } else {
-        cursor > 0 && sink::read_sqlite(active, cursor - 1, None, 1).map_or(true, |rows| rows.is_empty())
+/// Where a reader following a trail stands: a cursor in the active file (what [`scan_all`] or
+/// [`follow`] returned), and that file's first record, which tells a rotation apart.
+#[derive(Debug, Default, Clone)]
+pub struct Following {
+    pub cursor: i64,
+    pub first: Option<String>,
+}
+
+fn first_line(active: &Path) -> Option<String> {
+    let mut first = None;
+    scan(&Store::File(active.to_path_buf()), 0, None, |s| {
+        first = Some(s.line.clone());
+        false
+    })
+    .ok()?;
+    first
+}
+
+/// Follow a file trail from `at` across rotations: when the active file's first record is not
+/// the one seen before, the file was rotated since — the rest of the segment it became is read
+/// first (the newest segment whose first record it is), then the new active file from its start.
+pub fn follow(store: &Store, at: &mut Following, visit: impl FnMut(&sink::Stored) -> bool) -> Result<(), String> {
+    let Store::File(active) = store else {
+        at.cursor = scan(store, at.cursor, None, visit)?;
+        return Ok(());
     };
-    if !rotated {
-        return scan(store, cursor, None, visit);
-    }
+    let now_first = first_line(active);
+    let rotated = at.first.is_some() && now_first != at.first;
     let mut visit = visit;
     let mut open = true;
-    if let Some((_, newest)) = segments::segments(active)?.pop() {
-        scan(&Store::File(newest), cursor, None, |s| {
-            open = visit(s);
-            open
-        })?;
+    if rotated {
+        // The segment the followed file became, then any made since, then the active file.
+        let before = at.first.clone();
+        let all = segments::segments(active)?;
+        let from = all.iter().rposition(|(_, p)| first_line(p) == before);
+        for (i, (_, seg)) in all.iter().enumerate().skip(from.unwrap_or(all.len())) {
+            let start = if Some(i) == from { at.cursor } else { 0 };
+            scan(&Store::File(seg.clone()), start, None, |s| {
+                open = visit(s);
+                open
+            })?;
+            if !open {
+                break;
+            }
+        }
+        at.cursor = 0;
     }
+    at.first = now_first;
     if !open || !active.exists() {
-        return Ok(0);
+        return Ok(());
     }
-    scan(store, 0, None, visit)
+    at.cursor = scan(store, at.cursor, None, visit)?;
+    Ok(())
 }
 
 /// What an export wrote of one chain: its first and last seq, and how many records.

@@ -302,3 +302,37 @@ fn planted_or_renamed_segments_do_not_get_a_cut_signed() {
     let _ = key;
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Review finding M5: following the trail (`tail -f`) across rotations loses and repeats
+/// nothing, whatever the new file's size against the old cursor.
+#[test]
+fn following_across_rotations_loses_and_repeats_nothing() {
+    for name in ["audit.jsonl", "audit.db"] {
+        let d = dir(&format!("follow-{name}"));
+        let log = d.join(name);
+        let policy = rotate_every(&log, 64 << 10);
+        write(&log, 300, Some(policy.clone()));
+        let store = Store::File(log.clone());
+        let mut seen: Vec<u64> = Vec::new();
+        let mut at = Following::default();
+        scan(&store, 0, None, |s| {
+            at.first = Some(s.line.clone());
+            false
+        })
+        .unwrap();
+        let mut take = |s: &sink::Stored| {
+            seen.push(serde_json::from_str::<Event>(&s.line).unwrap().seq);
+            true
+        };
+        at.cursor = scan_all(&store, None, &mut take).unwrap();
+        for _ in 0..3 {
+            write(&log, 700, Some(policy.clone()));
+            follow(&store, &mut at, &mut take).unwrap();
+        }
+        let n = seen.len();
+        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{name}: in order, none missed or repeated");
+        assert_eq!(seen[0], 1, "{name}");
+        assert!(n > 2400, "{name}: {n}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -326,7 +326,17 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
 
 fn tail(log: &warden_audit::Store, n: usize, follow: bool) -> anyhow::Result<bool> {
     let mut last: VecDeque<String> = VecDeque::with_capacity(n + 1);
-    let mut cursor = warden_audit::scan_all(log, None, |s| {
+    let mut at = warden_audit::Following::default();
+    // Where the active file starts before it is read: a rotation meanwhile is seen next time.
+    if let warden_audit::Store::File(p) = log {
+        let mut first = None;
+        let _ = warden_audit::scan(&warden_audit::Store::File(p.clone()), 0, None, |s| {
+            first = Some(s.line.clone());
+            false
+        });
+        at.first = first;
+    }
+    at.cursor = warden_audit::scan_all(log, None, |s| {
         last.push_back(s.line.clone());
         if last.len() > n {
             last.pop_front();
@@ -345,7 +355,7 @@ fn tail(log: &warden_audit::Store, n: usize, follow: bool) -> anyhow::Result<boo
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let mut open = true;
-        cursor = warden_audit::follow(log, cursor, |s| {
+        warden_audit::follow(log, &mut at, |s| {
             open = print(&s.line);
             open
         })
