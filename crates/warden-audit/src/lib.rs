@@ -58,7 +58,7 @@ pub fn checkpoint_path(log: &Path) -> PathBuf {
 }
 
 /// Where a trail is kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Store {
     /// A JSONL file (`.jsonl`, `.log`, `.ndjson`) or else a SQLite database.
     File(PathBuf),
@@ -335,12 +335,33 @@ pub fn verify_archived(
         },
         _ => Vec::new(),
     };
-    let mut files: Vec<Store> = unpacked.into_iter().map(Store::File).collect();
-    match store {
-        Store::File(path) => files.extend(segments::files(path)?.into_iter().map(Store::File)),
-        Store::Postgres { .. } => files.push(store.clone()),
-    }
-    let result = verify_files(&mut r, &files);
+    // A running Warden may rotate (or apply retention) while the trail is read: then the files
+    // read are not the trail any more, and it is read again (a few times at most).
+    let live = |store: &Store| -> Result<Vec<Store>, String> {
+        Ok(match store {
+            Store::File(path) => segments::files(path)?.into_iter().map(Store::File).collect(),
+            Store::Postgres { .. } => vec![store.clone()],
+        })
+    };
+    let fresh = r.clone_empty();
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        let listed = match live(store) {
+            Ok(l) => l,
+            Err(e) => break Err(e),
+        };
+        let mut files: Vec<Store> = unpacked.iter().cloned().map(Store::File).collect();
+        files.extend(listed.iter().cloned());
+        let mut this = fresh.clone_empty();
+        let read = verify_files(&mut this, &files);
+        let moved = read.is_err() || live(store).map(|l| l != listed).unwrap_or(true);
+        if moved && attempt < 3 && matches!(store, Store::File(_)) {
+            continue;
+        }
+        r = this;
+        break read;
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     result?;
     r.anchor(&lines);

@@ -365,8 +365,7 @@ impl Writer {
                     let due = self.checkpoint_due_in();
                     // A trail in segments also wakes once a minute while idle: rotation by age and
                     // retention by age go on without new records.
-                    let timed =
-                        if self.s.segments.is_some() { due.min(Duration::from_secs(60)) } else { due };
+                    let timed = if self.s.segments.is_some() { due.min(Duration::from_secs(60)) } else { due };
                     if self.inner.wake.wait_for(&mut q, timed).timed_out()
                         && (self.checkpoint_due() || self.s.segments.is_some())
                     {

@@ -118,6 +118,12 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// A new report with the same expectations and the problems found so far (about the
+    /// checkpoint files, before any record): to read the trail again from its start.
+    pub(crate) fn clone_empty(&self) -> Report {
+        Report { expect: self.expect.clone(), problems: self.problems.clone(), ..Report::default() }
+    }
+
     pub(crate) fn problem(&mut self, msg: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(msg);
