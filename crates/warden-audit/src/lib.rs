@@ -12,6 +12,7 @@ pub mod segments;
 pub mod signing;
 pub mod sink;
 pub mod spool;
+pub mod sqlite_schema;
 pub mod verify;
 
 pub use event::{Anchor, Checkpoint, Event};
@@ -383,6 +384,13 @@ fn verify_files(r: &mut verify::Report, files: &[Store]) -> Result<(), String> {
             }
             true
         })?;
+        if let Store::File(path) = part {
+            if !sink::is_jsonl(path) {
+                for p in sqlite_schema::problems(path)? {
+                    r.problem(p);
+                }
+            }
+        }
         if let Store::File(path) = part {
             let len = std::fs::metadata(path).map_or(0, |m| m.len());
             if sink::is_jsonl(path) && len > end as u64 {

@@ -3,6 +3,7 @@
 //! verifier and `warden audit query`/`tail`.
 
 use crate::event::Event;
+use crate::sqlite_schema::{SCHEMA_V1, SCHEMA_V2};
 use crate::Filter;
 use rusqlite::{params, Connection, OpenFlags};
 use std::fs::File;
@@ -245,54 +246,6 @@ pub fn read_jsonl(path: &Path, from: u64) -> Result<impl Iterator<Item = Result<
 // ---------------------------------------------------------------------------------------------
 // SQLite
 
-/// The first schema: every indexed field stored twice, beside the record, and three indexes.
-/// Databases made with it are still written and read as they are.
-pub(crate) const SCHEMA_V1: &str = "
-CREATE TABLE IF NOT EXISTS audit_events (
-    id INTEGER PRIMARY KEY,
-    chain TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT,
-    tenant TEXT,
-    server TEXT,
-    name TEXT,
-    decision TEXT,
-    status TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_events_chain_seq ON audit_events (chain, seq);
-CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
-CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
-";
-
-/// The schema of new databases (`user_version` 2): only the record is stored; the fields
-/// queries filter on are virtual columns read from it (no bytes on disk, never apart from the
-/// record), and two indexes serve `--since`/`--until` and `--subject`. A file holds one writer's
-/// chain, whose order is the rows' own: the head is the last row, no index needed.
-const SCHEMA_V2: &str = "
-CREATE TABLE audit_events (
-    id INTEGER PRIMARY KEY,
-    record TEXT NOT NULL,
-    chain TEXT AS (json_extract(record, '$.chain')) VIRTUAL,
-    seq INTEGER AS (json_extract(record, '$.seq')) VIRTUAL,
-    ts TEXT AS (json_extract(record, '$.ts')) VIRTUAL,
-    kind TEXT AS (json_extract(record, '$.kind')) VIRTUAL,
-    subject TEXT AS (json_extract(record, '$.subject')) VIRTUAL,
-    tenant TEXT AS (json_extract(record, '$.tenant')) VIRTUAL,
-    server TEXT AS (json_extract(record, '$.server')) VIRTUAL,
-    name TEXT AS (json_extract(record, '$.name')) VIRTUAL,
-    decision TEXT AS (json_extract(record, '$.decision')) VIRTUAL,
-    status TEXT AS (json_extract(record, '$.status')) VIRTUAL,
-    hash TEXT AS (json_extract(record, '$.hash')) VIRTUAL
-);
-CREATE INDEX audit_events_ts ON audit_events (ts);
-CREATE INDEX audit_events_subject ON audit_events (subject, ts);
-PRAGMA user_version = 2;
-";
-
 /// The columns stored beside each record, in [`Stored::columns`] order.
 pub const COLUMNS: [&str; 10] =
     ["chain", "seq", "kind", "subject", "tenant", "server", "name", "decision", "status", "hash"];
@@ -402,10 +355,11 @@ impl Sqlite {
             .map_err(err)?;
         if !exists {
             conn.execute_batch(SCHEMA_V2).map_err(err)?;
-        } else {
-            conn.execute_batch(SCHEMA_V1).map_err(err)?; // its indexes, if one went missing
         }
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        if exists && version < 2 {
+            conn.execute_batch(SCHEMA_V1).map_err(err)?; // its indexes, if one went missing
+        }
         Ok(Sqlite { conn, v2: version >= 2, wal: Some(Checkpointer::start(path)?), path: path.to_path_buf(), fsync })
     }
 }
@@ -531,7 +485,7 @@ impl Sink for Sqlite {
     }
 }
 
-fn open_ro(path: &Path) -> Result<Connection, String> {
+pub(crate) fn open_ro(path: &Path) -> Result<Connection, String> {
     if !path.exists() {
         return Err(format!("{}: no such file", path.display()));
     }

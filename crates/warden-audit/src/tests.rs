@@ -341,11 +341,33 @@ fn sqlite_log_verifies_and_tampering_is_found() {
     // Issue 24: a new database keeps no copy of the fields queries filter on, so there is no
     // column to edit apart from its record.
     assert!(c.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).is_err());
+    // Review finding M2: a generated column redefined (through writable_schema) to hide records
+    // from time queries is found.
+    {
+        let w = rusqlite::Connection::open(&log).unwrap();
+        w.execute_batch(
+            "PRAGMA writable_schema = ON; \
+             UPDATE sqlite_master SET sql = replace(sql, '$.ts', '$.kind') WHERE name = 'audit_events'; \
+             PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+    }
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("redefined")), "{p:?}");
+    {
+        let w = rusqlite::Connection::open(&log).unwrap();
+        w.execute_batch(
+            "PRAGMA writable_schema = ON; \
+             UPDATE sqlite_master SET sql = replace(sql, '$.kind'')) VIRTUAL,\n    kind', '$.ts'')) VIRTUAL,\n    kind') WHERE name = 'audit_events'; \
+             PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+    }
     // A database made by an earlier version (the first schema, the fields stored twice) is
     // still written as it is, and its columns are checked against the records: hide a record
     // from queries by editing only its index column.
     let old = d.join("v1.db");
-    rusqlite::Connection::open(&old).unwrap().execute_batch(crate::sink::SCHEMA_V1).unwrap();
+    rusqlite::Connection::open(&old).unwrap().execute_batch(crate::sqlite_schema::SCHEMA_V1).unwrap();
     let old_key = write_log(&old, 120, 50);
     let o = rusqlite::Connection::open(&old).unwrap();
     o.execute("UPDATE audit_events SET subject = 'nobody' WHERE id = 7", []).unwrap();
