@@ -16,6 +16,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// Make a rename in `dir` durable (a power cut after it keeps the new names), best effort.
+pub fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// When the active file becomes a segment (either limit; none: never).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rotation {
@@ -214,6 +222,7 @@ pub fn archive(segment: &Path, dir: &Path) -> Result<PathBuf, String> {
     out.flush().map_err(err)?;
     out.sync_all().map_err(err)?;
     std::fs::rename(&part, &to).map_err(err)?;
+    sync_dir(dir);
     std::fs::remove_file(segment).map_err(|e| format!("{}: {e}", segment.display()))?;
     Ok(to)
 }

@@ -162,6 +162,7 @@ impl Sink for Jsonl {
     fn rotate(&mut self, to: &Path) -> Result<(), String> {
         self.file.sync_all().map_err(|e| format!("{}: {e}", self.path.display()))?;
         std::fs::rename(&self.path, to).map_err(|e| format!("{} → {}: {e}", self.path.display(), to.display()))?;
+        crate::segments::sync_dir(self.path.parent().unwrap_or(Path::new(".")));
         match Jsonl::open(&self.path, self.fsync) {
             Ok(fresh) => {
                 *self = fresh;
@@ -426,6 +427,9 @@ impl Sink for Sqlite {
         }
         let moved =
             std::fs::rename(&self.path, to).map_err(|e| format!("{} → {}: {e}", self.path.display(), to.display()));
+        if moved.is_ok() {
+            crate::segments::sync_dir(self.path.parent().unwrap_or(Path::new(".")));
+        }
         match moved.and_then(|()| Sqlite::open(&self.path, self.fsync)) {
             Ok(fresh) => {
                 *self = fresh;
