@@ -21,7 +21,7 @@ use crate::store::{kill_key, Store, StoreError};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often a replica checks a shared store for flips made elsewhere.
@@ -75,22 +75,12 @@ impl KillSwitches {
         if self.store.backend() == "memory" {
             return;
         }
-        let me: Weak<KillSwitches> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                tokio::time::sleep(SYNC_EVERY).await;
-                let Some(k) = me.upgrade() else { return };
-                match k.sync().await {
-                    Ok(()) => warned = false,
-                    Err(e) if !warned => {
-                        warned = true;
-                        tracing::error!(error = %e, "kill switches: store unreachable; last known switches stay in effect");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        crate::store::follow(
+            Arc::downgrade(self),
+            SYNC_EVERY,
+            "kill switches: store unreachable; last known switches stay in effect",
+            |k: Arc<KillSwitches>| Box::pin(async move { k.sync().await }),
+        );
     }
 
     /// Re-read the store if its version moved; write the switches held here back if it lost

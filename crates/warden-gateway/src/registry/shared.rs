@@ -26,7 +26,7 @@ use super::{PendingChange, PendingKey, Pin, PinKind, Registry};
 use crate::store::{Store, StoreError};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
@@ -75,22 +75,12 @@ impl Registry {
         }
         self.dirty.store(true, Ordering::Release);
         self.sync().await.map_err(|e| format!("definition pins in the store: {e}"))?;
-        let me: Weak<Registry> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                tokio::time::sleep(SYNC_EVERY).await;
-                let Some(r) = me.upgrade() else { return };
-                match r.sync().await {
-                    Ok(()) => warned = false,
-                    Err(e) if !warned => {
-                        warned = true;
-                        tracing::error!(error = %e, "definition pins: store unreachable; this replica keeps its own pins");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        crate::store::follow(
+            Arc::downgrade(self),
+            SYNC_EVERY,
+            "definition pins: store unreachable; this replica keeps its own pins",
+            |r: Arc<Registry>| Box::pin(async move { r.sync().await }),
+        );
         Ok(())
     }
 

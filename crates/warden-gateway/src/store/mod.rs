@@ -246,6 +246,31 @@ impl RecordKey<'_> {
     }
 }
 
+/// Call `sync` every `every` while `me` lives (state a replica follows in a shared store: kill
+/// switches, pins); a store that cannot answer is logged once per outage (`unreachable`).
+pub fn follow<T: Send + Sync + 'static>(
+    me: std::sync::Weak<T>,
+    every: Duration,
+    unreachable: &'static str,
+    sync: impl Fn(std::sync::Arc<T>) -> BoxFuture<'static, Result<(), StoreError>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(it) = me.upgrade() else { return };
+            match sync(it).await {
+                Ok(()) => warned = false,
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::error!(error = %e, "{unreachable}");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
 pub fn kill_key(server: &str, tool: Option<&str>) -> String {
     format!("{server}\0{}", tool.unwrap_or(""))
 }
