@@ -91,6 +91,11 @@ fn rotation_under_load_loses_and_duplicates_nothing_and_verifies_across_segments
         let key = write(&log, 3000, Some(rotate_every(&log, 128 << 10)));
         let segs = segments::segments(&log).unwrap();
         assert!(segs.len() >= 4, "{name}: {} segments", segs.len());
+        // Each at least the size asked for (a SQLite database's pages counted wherever they
+        // are: its write-ahead log keeps some beside it).
+        for (_, p) in &segs {
+            assert!(segments::bytes(p) >= 128 << 10, "{name}: {} is {} bytes", p.display(), segments::bytes(p));
+        }
         let mut ids = calls(&log);
         assert_eq!(ids.len(), 3000, "{name}: every call once");
         ids.sort_unstable();

@@ -60,6 +60,11 @@ pub trait Sink: Send {
     fn rotate(&mut self, _to: &Path) -> Result<(), String> {
         Err("this audit store does not rotate".into())
     }
+    /// The size of what is written, for rotation (a SQLite database's pages, wherever they are:
+    /// its write-ahead log keeps up to 16 MiB beside it). None: not a file.
+    fn written_bytes(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// A record as stored, with where it is (for the verifier's messages).
@@ -130,6 +135,10 @@ fn last_newline(f: &mut File, len: u64) -> std::io::Result<u64> {
 }
 
 impl Sink for Jsonl {
+    fn written_bytes(&mut self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
+    }
+
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
         match jsonl_head(&self.path, chain)? {
             Some(h) => Ok(Some(h)),
@@ -391,6 +400,12 @@ pub fn sqlite_head(path: &Path, chain: &str) -> Result<Option<Head>, String> {
 }
 
 impl Sink for Sqlite {
+    fn written_bytes(&mut self) -> Option<u64> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).ok()?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).ok()?;
+        Some((pages.max(0) as u64).saturating_mul(size.max(0) as u64))
+    }
+
     fn head(&mut self, chain: &str) -> Result<Option<Head>, String> {
         match head_row(&self.conn, chain)? {
             Some(h) => Ok(Some(h)),

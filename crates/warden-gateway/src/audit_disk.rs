@@ -10,8 +10,13 @@
 //! once the queue is full (`on_full = "reject"`, the default): nothing is answered unrecorded.
 //! `[audit.retention]` removes old segments; a disk at the watermark is the operator's to free.
 //!
+//! Back to normal once a tenth of the watermark (at least 16 MiB) above it, so readiness does not
+//! flap around it.
+//!
 //! Does not defend against: another process filling the disk faster than one look a second
-//! sees; a PostgreSQL trail's disk (the database's own monitoring covers it).
+//! sees; a PostgreSQL trail's disk (the database's own monitoring covers it); limits that
+//! `statvfs` does not show (a Kubernetes emptyDir `sizeLimit`, quotas): set `min_free_mb`
+//! against those yourself.
 
 use prometheus_client::metrics::gauge::Gauge;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,14 @@ pub struct DiskWatch {
     min_free: u64,
     free: AtomicU64,
     low: AtomicBool,
+    /// The free space could not be read (logged once per streak).
+    unreadable: AtomicBool,
+}
+
+/// Back to normal only this far above the watermark (a tenth of it, at least 16 MiB), so that
+/// readiness does not flap around it.
+fn recovered(min_free: u64) -> u64 {
+    min_free.saturating_add((min_free / 10).max(16 << 20))
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
@@ -43,7 +56,13 @@ impl DiskWatch {
         gauges: (Gauge, Gauge),
         changed: impl Fn(bool, u64) + Send + 'static,
     ) -> Arc<DiskWatch> {
-        let w = Arc::new(DiskWatch { dir, min_free, free: AtomicU64::new(u64::MAX), low: AtomicBool::new(false) });
+        let w = Arc::new(DiskWatch {
+            dir,
+            min_free,
+            free: AtomicU64::new(u64::MAX),
+            low: AtomicBool::new(false),
+            unreadable: AtomicBool::new(false),
+        });
         w.look(&gauges, &changed);
         let weak: Weak<DiskWatch> = Arc::downgrade(&w);
         let _ = std::thread::Builder::new().name("audit-disk".into()).spawn(move || loop {
@@ -58,13 +77,17 @@ impl DiskWatch {
         let free = match free_bytes(&self.dir) {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "audit: cannot read the trail disk's free space");
+                if !self.unreadable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "audit: cannot read the trail disk's free space");
+                }
                 return;
             }
         };
+        self.unreadable.store(false, Ordering::Relaxed);
         self.free.store(free, Ordering::Relaxed);
         free_gauge.set(free.min(i64::MAX as u64) as i64);
-        let low = free < self.min_free;
+        let was = self.low.load(Ordering::Acquire);
+        let low = if was { free < recovered(self.min_free) } else { free < self.min_free };
         low_gauge.set(i64::from(low));
         if self.low.swap(low, Ordering::AcqRel) != low {
             changed(low, free);
@@ -99,5 +122,12 @@ mod tests {
         let ok = DiskWatch::start(dir, 0, gauges.clone(), |_, _| panic!("never low"));
         assert!(ok.low().is_none());
         assert_eq!(gauges.1.get(), 0);
+    }
+
+    #[test]
+    fn it_is_back_to_normal_only_well_above_the_watermark() {
+        assert_eq!(recovered(1024 << 20), (1024 << 20) + (1024 << 20) / 10);
+        assert_eq!(recovered(4 << 20), (4 << 20) + (16 << 20), "at least 16 MiB above");
+        assert_eq!(recovered(u64::MAX), u64::MAX);
     }
 }

@@ -13,7 +13,8 @@ impl Writer {
         if self.rotation_failed.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return;
         }
-        let big = p.rotation.max_bytes.is_some_and(|max| crate::segments::bytes(&p.active) >= max);
+        let written = self.sink.written_bytes().unwrap_or_else(|| crate::segments::bytes(&p.active));
+        let big = p.rotation.max_bytes.is_some_and(|max| written >= max);
         let old = p.rotation.max_age.is_some_and(|age| self.segment_started.elapsed().is_ok_and(|e| e >= age));
         if !(big || old) {
             return;
