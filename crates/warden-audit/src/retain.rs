@@ -5,9 +5,11 @@
 //!
 //! - Every record of the chain in the expired files is re-hashed, in order, with consecutive
 //!   `seq` and `prev` links.
-//! - They start at the chain's start (seq 1 from genesis) or exactly where the last removal
-//!   stopped, as the signed retention mark beside the trail says (`<path>.retention`: the last
-//!   seq and hash removed, signed with the audit key, so it cannot be forged or moved).
+//! - They start at the chain's start (seq 1 from genesis) or exactly where an earlier removal
+//!   stopped, as the signed retention marks beside the trail say (`<path>.retention`: the last
+//!   seq and hash of each of the latest removals, signed with the audit key, so none can be
+//!   forged or moved; earlier ones stay valid, so a removal cut short by a crash after its mark
+//!   was written is finished at the next).
 //! - They end exactly where the first kept file's first record continues (its `prev` is the hash
 //!   of the last record removed): the kept, signed trail commits to every removed record.
 //!
@@ -40,27 +42,31 @@ pub fn mark_path(active: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The mark beside `active`, if it is there and signed by `key` for `chain`.
-pub fn read_mark(active: &Path, chain: &str, key: &SigningKey) -> Option<Mark> {
-    let text = std::fs::read_to_string(mark_path(active)).ok()?;
-    let m: Mark = serde_json::from_str(&text).ok()?;
-    crate::signing::verify(&key.public_key(), &payload(chain, m.through, &m.hash), &m.sig).ok()?;
-    Some(m)
+/// Marks kept: the latest removals.
+const MARKS: usize = 64;
+
+/// The marks beside `active` signed by `key` for `chain` (any other line is ignored).
+pub fn read_marks(active: &Path, chain: &str, key: &SigningKey) -> Vec<Mark> {
+    let Ok(text) = std::fs::read_to_string(mark_path(active)) else { return Vec::new() };
+    let public = key.public_key();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Mark>(l).ok())
+        .filter(|m| crate::signing::verify(&public, &payload(chain, m.through, &m.hash), &m.sig).is_ok())
+        .collect()
 }
 
-/// Sign and write the mark of a removal through `through` (`hash`).
+/// Sign and add the mark of a removal through `through` (`hash`), keeping the latest [`MARKS`].
 pub fn write_mark(active: &Path, chain: &str, key: &SigningKey, through: u64, hash: &str) -> Result<(), String> {
-    let m = Mark { through, hash: hash.to_string(), sig: key.sign(&payload(chain, through, hash)) };
-    crate::signing::write_private(&mark_path(active), serde_json::to_string(&m).expect("marks serialise").as_bytes())
+    let mut marks = read_marks(active, chain, key);
+    marks.push(Mark { through, hash: hash.to_string(), sig: key.sign(&payload(chain, through, hash)) });
+    let keep = marks.len().saturating_sub(MARKS);
+    let text: String =
+        marks[keep..].iter().map(|m| serde_json::to_string(m).expect("marks serialise") + "\n").collect();
+    crate::signing::write_private(&mark_path(active), text.as_bytes())
 }
 
 /// Check `expired` (oldest first) against the rules above; the last record removed (seq, hash).
-pub fn check(
-    chain: &str,
-    expired: &[PathBuf],
-    first_kept: &Path,
-    mark: Option<&Mark>,
-) -> Result<(u64, String), String> {
+pub fn check(chain: &str, expired: &[PathBuf], first_kept: &Path, marks: &[Mark]) -> Result<(u64, String), String> {
     let mut last: Option<(u64, String)> = None;
     let mut problem: Option<String> = None;
     for f in expired {
@@ -85,7 +91,7 @@ pub fn check(
                 Some((seq, hash)) => e.seq == seq + 1 && e.prev == *hash,
                 None => {
                     (e.seq == 1 && e.prev == GENESIS)
-                        || mark.is_some_and(|m| e.seq == m.through + 1 && e.prev == m.hash)
+                        || marks.iter().any(|m| e.seq == m.through + 1 && e.prev == m.hash)
                 }
             };
             if !follows {

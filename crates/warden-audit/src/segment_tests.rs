@@ -341,3 +341,28 @@ fn following_across_rotations_loses_and_repeats_nothing() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// A removal cut short after its mark was written (a crash before the files went): the next
+/// removal still starts where the one before it stopped, and finishes the job.
+#[test]
+fn a_removal_cut_short_after_its_mark_is_finished_by_the_next() {
+    let d = dir("mark-crash");
+    let log = d.join("audit.jsonl");
+    let mut policy = rotate_every(&log, 64 << 10);
+    policy.retention = Retention { keep_age: None, keep_bytes: Some(256 << 10), archive: None };
+    let key = write(&log, 3000, Some(policy.clone()));
+    let oldest = segments::segments(&log).unwrap().remove(0).1;
+    // The mark of a removal of the oldest segment, written, its files not yet removed.
+    let (through, hash) = segments::last_of(&oldest, "main").unwrap().unwrap();
+    let signing = SigningKey::load(&log.with_extension("key")).unwrap();
+    retain::write_mark(&log, "main", &signing, through, &hash).unwrap();
+    write(&log, 1000, Some(policy));
+    assert!(!oldest.exists(), "removed at the next removal");
+    let r = verify_trail(&log, &key);
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(retain::read_marks(&log, "main", &signing).len() as u64, {
+        let n = std::fs::read_to_string(retain::mark_path(&log)).unwrap().lines().count();
+        n as u64
+    });
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -60,8 +60,8 @@ impl Writer {
             .ok()
             .and_then(|all| all.into_iter().find(|(n, _)| *n > gone.last().expect("not empty").0))
             .map_or(p.active.clone(), |(_, f)| f);
-        let mark = crate::retain::read_mark(&p.active, &self.s.chain, key);
-        let (through, hash) = match crate::retain::check(&self.s.chain, &files, &kept, mark.as_ref()) {
+        let marks = crate::retain::read_marks(&p.active, &self.s.chain, key);
+        let (through, hash) = match crate::retain::check(&self.s.chain, &files, &kept, &marks) {
             Ok(last) => last,
             Err(e) => {
                 return tracing::error!(error = %e,
