@@ -352,8 +352,18 @@ pub fn verify_archived(
             Ok(l) => l,
             Err(e) => break Err(e),
         };
+        // Archived and live segments in the order of their numbers (a segment whose archiving
+        // failed is still live, between archived ones), the active file last.
         let mut files: Vec<Store> = unpacked.iter().cloned().map(Store::File).collect();
         files.extend(listed.iter().cloned());
+        if let (Store::File(active), false) = (store, unpacked.is_empty()) {
+            let name = |s: &Store| match s {
+                Store::File(p) => p.file_name().map(|n| n.to_owned()),
+                Store::Postgres { .. } => None,
+            };
+            let active_name = active.file_name().map(|n| n.to_owned());
+            files.sort_by_key(|f| (name(f) == active_name, segment_number(active, f)));
+        }
         let mut this = fresh.clone_empty();
         let read = verify_files(&mut this, &files);
         let moved = read.is_err() || live(store).map(|l| l != listed).unwrap_or(true);
@@ -368,6 +378,14 @@ pub fn verify_archived(
     r.anchor(&lines);
     r.finish(given || !checkpoints.is_empty());
     Ok(r)
+}
+
+/// The number in a segment's name (the active file's: none).
+fn segment_number(active: &Path, f: &Store) -> Option<u64> {
+    let Store::File(p) = f else { return None };
+    let (stem, ext) = segments::name_parts(active);
+    let name = p.file_name()?.to_string_lossy().into_owned();
+    name.strip_prefix(&format!("{stem}."))?.strip_suffix(ext.as_str())?.parse().ok()
 }
 
 fn verify_files(r: &mut verify::Report, files: &[Store]) -> Result<(), String> {

@@ -57,7 +57,7 @@ pub struct Policy {
 }
 
 /// `(stem, extension)` of the active file's name: `warden-audit.db` → (`warden-audit`, `.db`).
-fn parts(active: &Path) -> (String, String) {
+pub fn name_parts(active: &Path) -> (String, String) {
     let name = active.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     match name.rfind('.') {
         Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
@@ -67,7 +67,7 @@ fn parts(active: &Path) -> (String, String) {
 
 /// The path of segment `n` of the trail whose active file is `active`.
 pub fn segment_path(active: &Path, n: u64) -> PathBuf {
-    let (stem, ext) = parts(active);
+    let (stem, ext) = name_parts(active);
     active.with_file_name(format!("{stem}.{n:06}{ext}"))
 }
 
@@ -77,7 +77,7 @@ pub fn segments(active: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
         Some(d) => d.to_path_buf(),
         None => PathBuf::from("."),
     };
-    let (stem, ext) = parts(active);
+    let (stem, ext) = name_parts(active);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -122,7 +122,7 @@ pub fn next_number(active: &Path, archive: Option<&Path>) -> Result<u64, String>
 
 /// The archived segments of the trail at `active` in `dir`, oldest first: (n, file).
 pub fn archived(active: &Path, dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
-    let (stem, ext) = parts(active);
+    let (stem, ext) = name_parts(active);
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut found = Vec::new();
     for entry in entries.flatten() {
