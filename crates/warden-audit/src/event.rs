@@ -46,13 +46,18 @@ impl Checkpoint {
     }
 }
 
-/// A retention anchor: the trail's older segments (`removed`, by file name), whose last record
-/// of this chain was `through` with `hash`, were removed (or archived) by the configured policy
-/// (`why`). Signed by the checkpoint that follows it, so a trail whose head was cut by policy
-/// still verifies from here, and one cut by anyone else does not.
+/// A retention anchor: the trail's older segments (`removed`, by file name; PostgreSQL: by
+/// partition), whose last record of this chain (or of `chain`, when another chain's records
+/// were removed with them) was `through` with `hash`, were removed (or archived) by the
+/// configured policy (`why`). Signed by the checkpoint that follows it, so a trail whose head was
+/// cut by policy still verifies from here, and one cut by anyone else does not.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Anchor {
+    /// The chain whose records were removed, when not the one this record is in (a PostgreSQL
+    /// partition holds every Warden's chain; one Warden anchors them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     pub hash: String,
     pub removed: Vec<String>,
     pub through: u64,
@@ -216,7 +221,13 @@ mod tests {
     #[test]
     fn serialization_is_the_canonical_form() {
         let mut e = Event::new("call", "success");
-        e.anchor = Some(Anchor { hash: "h".into(), removed: vec!["a.000001.db".into()], through: 9, why: "w".into() });
+        e.anchor = Some(Anchor {
+            chain: None,
+            hash: "h".into(),
+            removed: vec!["a.000001.db".into()],
+            through: 9,
+            why: "w".into(),
+        });
         e.approval = Some(json!({"z": 1, "a": [{"y": 2, "b": 3}]}));
         e.args = Some(json!({"path": "/x", "n": 1.5, "kind": ",\"kind\":", "z": {"a": 1, "kind": 2}}));
         e.args_digest = Some("d".into());

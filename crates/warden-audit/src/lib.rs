@@ -6,6 +6,8 @@
 pub mod event;
 pub mod journal;
 pub mod pg;
+pub mod pg_retain;
+pub mod pg_schema;
 pub mod recorder;
 pub mod retain;
 pub mod segments;
@@ -83,7 +85,8 @@ impl Store {
         }
     }
 
-    fn pg(&self) -> Option<Result<postgres::Config, String>> {
+    /// A PostgreSQL trail's connection settings (None: a file trail).
+    pub fn pg(&self) -> Option<Result<postgres::Config, String>> {
         match self {
             Store::Postgres { url, password } => Some(pg::config(url, password.as_deref(), "warden-audit")),
             Store::File(_) => None,

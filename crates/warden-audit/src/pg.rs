@@ -1,12 +1,13 @@
 //! The PostgreSQL store, for several Wardens sharing one trail: each writes its own chain
-//! (`audit.instance`) into `audit_events`, a batch per statement (`INSERT … SELECT FROM
-//! unnest(…)`), and `UNIQUE (chain, seq)` makes two writers of one chain an error, never an
-//! interleaving.
+//! (`audit.instance`) into `audit_events` (monthly partitions, `pg_schema.rs`), a batch per
+//! statement (`INSERT … SELECT FROM unnest(…)`) that also moves the chain's head in
+//! `audit_heads`, only from exactly where the batch continues: two writers of one chain are an
+//! error, never an interleaving.
 //!
 //! A batch whose commit was acknowledged but whose answer was lost is retried after the
-//! reconnect; rows already there with the same hash count as stored, and a row there with
-//! another hash (a second Warden with the same `instance`) is an error that keeps the batch
-//! queued, so the on-full policy applies rather than silent loss.
+//! reconnect; rows already there with the same hash count as stored, and anything else (a
+//! second Warden with the same `instance`) is an error that keeps the batch queued, so the
+//! on-full policy applies rather than silent loss.
 //!
 //! Durability is the server's (`synchronous_commit`); `fsync` does not apply. Not yet: TLS to
 //! the server (use loopback or a Unix socket).
@@ -15,28 +16,6 @@ use crate::sink::{filter_sql, Sealed, Sink, Stored, COLUMNS};
 use crate::Filter;
 use postgres::{Client, NoTls};
 use std::time::Duration;
-
-const SCHEMA: &str = "
-SELECT pg_advisory_xact_lock(hashtext('warden_audit_schema'));
-CREATE TABLE IF NOT EXISTS audit_events (
-    id bigserial PRIMARY KEY,
-    chain text NOT NULL,
-    seq bigint NOT NULL,
-    ts text NOT NULL,
-    kind text NOT NULL,
-    subject text,
-    tenant text,
-    server text,
-    name text,
-    decision text,
-    status text NOT NULL,
-    hash text NOT NULL,
-    record text NOT NULL,
-    UNIQUE (chain, seq)
-);
-CREATE INDEX IF NOT EXISTS audit_events_ts ON audit_events (ts);
-CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, ts);
-";
 
 /// Parse a `postgres://` URL, with the password kept apart, as application `app` (also the
 /// SQL tools' connection settings): a 5 s connect timeout unless the URL sets one, keepalives.
@@ -52,11 +31,11 @@ pub fn config(url: &str, password: Option<&str>, app: &str) -> Result<postgres::
     Ok(c)
 }
 
-fn connect(c: &postgres::Config) -> Result<Client, String> {
+pub(crate) fn connect(c: &postgres::Config) -> Result<Client, String> {
     c.connect(NoTls).map_err(|e| format!("PostgreSQL: {}", message(&e)))
 }
 
-fn message(e: &postgres::Error) -> String {
+pub(crate) fn message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => d.message().to_string(),
         None => e.to_string(),
@@ -77,46 +56,31 @@ impl Postgres {
     fn client(&mut self) -> Result<&mut Client, String> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let mut c = connect(&self.config)?;
-            let mut tx = c.transaction().map_err(|e| message(&e))?;
-            tx.batch_execute(SCHEMA).map_err(|e| message(&e))?;
-            tx.commit().map_err(|e| message(&e))?;
+            crate::pg_schema::prepare(&mut c)?;
             self.client = Some(c);
         }
         Ok(self.client.as_mut().expect("connected"))
     }
 
     fn insert(&mut self, batch: &[Sealed]) -> Result<(), String> {
-        let c = self.client()?;
-        let col = |f: fn(&Sealed) -> Option<&str>| batch.iter().map(f).collect::<Vec<Option<&str>>>();
-        let seqs: Vec<i64> = batch.iter().map(|s| s.event.seq as i64).collect();
-        let chain = col(|s| Some(&s.event.chain));
-        let inserted = c
-            .execute(
-                "INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-                 ON CONFLICT (chain, seq) DO NOTHING",
-                &[
-                    &chain,
-                    &seqs,
-                    &col(|s| Some(&s.event.ts)),
-                    &col(|s| Some(&s.event.kind)),
-                    &col(|s| s.event.subject.as_deref()),
-                    &col(|s| s.event.tenant.as_deref()),
-                    &col(|s| s.event.server.as_deref()),
-                    &col(|s| s.event.name.as_deref()),
-                    &col(|s| s.event.decision.as_deref()),
-                    &col(|s| Some(&s.event.status)),
-                    &col(|s| s.event.hash.as_deref()),
-                    &col(|s| Some(&s.line)),
-                ],
-            )
-            .map_err(|e| message(&e))?;
+        self.client()?;
+        let inserted = match self.insert_once(batch) {
+            Err(e) if crate::pg_schema::is_missing_partition(&e) => {
+                // A month no partition was made ahead for (a long-running writer, a clock jump).
+                crate::pg_schema::ensure_partitions(self.client()?)?;
+                self.client()?;
+                self.insert_once(batch)
+            }
+            r => r,
+        }
+        .map_err(|e| message(&e))?;
         if inserted as usize == batch.len() {
             return Ok(());
         }
-        // Some were there already: a retried batch (same hashes) or another writer (not).
-        let rows = c
+        // The head was elsewhere: a retried batch (its rows there, same hashes) or another writer.
+        let seqs: Vec<i64> = batch.iter().map(|s| s.event.seq as i64).collect();
+        let rows = self
+            .client()?
             .query(
                 "SELECT seq, hash FROM audit_events WHERE chain = $1 AND seq = ANY($2)",
                 &[&batch[0].event.chain, &seqs],
@@ -126,21 +90,64 @@ impl Postgres {
         for s in batch {
             if stored.get(&(s.event.seq as i64)).map(String::as_str) != s.event.hash.as_deref() {
                 return Err(format!(
-                    "chain {:?} already holds another record at seq {} (is a second Warden using the same audit.instance?)",
+                    "chain {:?} does not continue at seq {} here: another writer moved it (is a second Warden using the same audit.instance?)",
                     s.event.chain, s.event.seq
                 ));
             }
         }
         Ok(())
     }
+
+    /// The rows inserted: all of the batch, or none when the chain's head is not where the batch
+    /// continues (one statement, so atomic).
+    fn insert_once(&mut self, batch: &[Sealed]) -> Result<u64, postgres::Error> {
+        let c = self.client.as_mut().expect("connected by the caller");
+        let col = |f: fn(&Sealed) -> Option<&str>| batch.iter().map(f).collect::<Vec<Option<&str>>>();
+        let seqs: Vec<i64> = batch.iter().map(|s| s.event.seq as i64).collect();
+        let (first, last) = (&batch[0].event, &batch[batch.len() - 1].event);
+        c.execute(
+            "WITH moved AS ( \
+                 INSERT INTO audit_heads AS h (chain, seq, hash) VALUES ($1, $12, $13) \
+                 ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash \
+                 WHERE h.seq = $14 AND h.hash = $15 RETURNING 1) \
+             INSERT INTO audit_events (chain, seq, ts, kind, subject, tenant, server, name, decision, status, hash, record) \
+             SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $16::text[]) \
+             WHERE EXISTS (SELECT 1 FROM moved)",
+            &[
+                &first.chain,
+                &seqs,
+                &col(|s| Some(&s.event.ts)),
+                &col(|s| Some(&s.event.kind)),
+                &col(|s| s.event.subject.as_deref()),
+                &col(|s| s.event.tenant.as_deref()),
+                &col(|s| s.event.server.as_deref()),
+                &col(|s| s.event.name.as_deref()),
+                &col(|s| s.event.decision.as_deref()),
+                &col(|s| Some(&s.event.status)),
+                &col(|s| s.event.hash.as_deref()),
+                &(last.seq as i64),
+                &last.hash.as_deref().unwrap_or_default(),
+                &(first.seq as i64 - 1),
+                &first.prev,
+                &col(|s| Some(&s.line)),
+            ],
+        )
+    }
 }
 
 impl Sink for Postgres {
     fn head(&mut self, chain: &str) -> Result<Option<crate::sink::Head>, String> {
-        let row = self
-            .client()?
-            .query_opt("SELECT seq, hash FROM audit_events WHERE chain = $1 ORDER BY seq DESC LIMIT 1", &[&chain])
-            .map_err(|e| message(&e))?;
+        let c = self.client()?;
+        let row =
+            c.query_opt("SELECT seq, hash FROM audit_heads WHERE chain = $1", &[&chain]).map_err(|e| message(&e))?;
+        // A chain with rows but no head (its head row deleted by hand): its last row.
+        let row = match row {
+            Some(r) => Some(r),
+            None => c
+                .query_opt("SELECT seq, hash FROM audit_events WHERE chain = $1 ORDER BY seq DESC LIMIT 1", &[&chain])
+                .map_err(|e| message(&e))?,
+        };
         // No journal here: PostgreSQL is acknowledged once committed.
         Ok(row.map(|r| crate::sink::Head { seq: r.get::<_, i64>(0) as u64, hash: r.get(1), journal: None }))
     }

@@ -391,6 +391,10 @@ impl Writer {
                 }
                 self.inner.written.fetch_add(sealed.len() as u64, Ordering::Relaxed);
                 self.since_checkpoint += sealed.len() as u64;
+                // A retention anchor counts only signed: whoever waits for it waits for that.
+                if sealed.iter().any(|s| s.event.anchor.is_some()) {
+                    self.checkpoint(None);
+                }
                 self.inner.stored.store(last_ticket, Ordering::Release);
                 self.inner.stored_notify.notify_waiters();
             }

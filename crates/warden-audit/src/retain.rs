@@ -31,7 +31,7 @@ pub struct Mark {
     pub sig: String,
 }
 
-fn payload(chain: &str, through: u64, hash: &str) -> Vec<u8> {
+pub(crate) fn payload(chain: &str, through: u64, hash: &str) -> Vec<u8> {
     format!("warden-audit-retention/v1\n{chain}\n{through}\n{hash}").into_bytes()
 }
 
@@ -65,6 +65,35 @@ pub fn write_mark(active: &Path, chain: &str, key: &SigningKey, through: u64, ha
     crate::signing::write_private(&mark_path(active), text.as_bytes())
 }
 
+/// One more record of a chain about to be removed, oldest first: its hash re-derived, and it
+/// follows `last` (the first: it starts the chain, or continues where a signed mark says an
+/// earlier removal stopped). `last` becomes it.
+pub(crate) fn step(
+    last: &mut Option<(u64, String)>,
+    v: &serde_json::Value,
+    e: &Event,
+    marks: &[Mark],
+) -> Result<(), String> {
+    if e.hash.as_deref() != Some(expected_hash(v).as_str()) {
+        return Err(format!("seq {}: its hash does not match", e.seq));
+    }
+    let follows = match last.as_ref() {
+        Some((seq, hash)) => e.seq == seq + 1 && e.prev == *hash,
+        None => (e.seq == 1 && e.prev == GENESIS) || marks.iter().any(|m| e.seq == m.through + 1 && e.prev == m.hash),
+    };
+    if !follows {
+        return Err(match last.as_ref() {
+            Some((seq, _)) => format!("seq {} does not follow seq {seq}", e.seq),
+            None => format!(
+                "the oldest records start at seq {}, neither the chain's start nor where the last removal stopped",
+                e.seq
+            ),
+        });
+    }
+    *last = Some((e.seq, e.hash.clone().unwrap_or_default()));
+    Ok(())
+}
+
 /// Check `expired` (oldest first) against the rules above; the last record removed (seq, hash).
 pub fn check(chain: &str, expired: &[PathBuf], first_kept: &Path, marks: &[Mark]) -> Result<(u64, String), String> {
     let mut last: Option<(u64, String)> = None;
@@ -83,29 +112,10 @@ pub fn check(chain: &str, expired: &[PathBuf], first_kept: &Path, marks: &[Mark]
             if e.chain != chain {
                 return true;
             }
-            if e.hash.as_deref() != Some(expected_hash(&v).as_str()) {
-                problem = Some(format!("{}: its hash does not match", at()));
+            if let Err(why) = step(&mut last, &v, &e, marks) {
+                problem = Some(format!("{}: {why}", at()));
                 return false;
             }
-            let follows = match &last {
-                Some((seq, hash)) => e.seq == seq + 1 && e.prev == *hash,
-                None => {
-                    (e.seq == 1 && e.prev == GENESIS)
-                        || marks.iter().any(|m| e.seq == m.through + 1 && e.prev == m.hash)
-                }
-            };
-            if !follows {
-                problem = Some(match &last {
-                    Some((seq, _)) => format!("{}: seq {} does not follow seq {seq}", at(), e.seq),
-                    None => format!(
-                        "{}: the oldest segment starts at seq {}, neither the chain's start nor where the last removal stopped",
-                        at(),
-                        e.seq
-                    ),
-                });
-                return false;
-            }
-            last = Some((e.seq, e.hash.clone().unwrap_or_default()));
             true
         })?;
         if let Some(p) = problem {

@@ -77,18 +77,9 @@ pub struct ChainReport {
     after_close: Option<u64>,
     /// The chain's first record when it is not seq 1 from genesis: its seq, prev and place.
     starts: Option<(u64, String, String)>,
-    /// Retention anchors in the chain, with the seq of the record carrying each.
+    /// Retention anchors in the chain, with the seq of the record carrying each (an anchor may
+    /// speak of another chain: [`crate::Anchor::chain`]).
     anchors: Vec<(u64, crate::event::Anchor)>,
-}
-
-impl ChainReport {
-    /// The signed retention anchor that explains where the chain starts, if one does: records
-    /// before it were removed by policy, not by someone else.
-    fn cut_by_policy(&self, keyed: bool) -> Option<&crate::event::Anchor> {
-        let (seq, prev, _) = self.starts.as_ref()?;
-        let signed = |at: u64| keyed && at <= self.signed_through;
-        self.anchors.iter().find(|(at, a)| a.through + 1 == *seq && a.hash == *prev && signed(*at)).map(|(_, a)| a)
-    }
 }
 
 #[derive(Default, Debug)]
@@ -122,6 +113,38 @@ impl Report {
     /// checkpoint files, before any record): to read the trail again from its start.
     pub(crate) fn clone_empty(&self) -> Report {
         Report { expect: self.expect.clone(), problems: self.problems.clone(), ..Report::default() }
+    }
+
+    /// The signed retention anchors (carried by a record a valid checkpoint covers), each with
+    /// the chain whose records it says were removed.
+    fn signed_anchors(&self) -> Vec<(&str, &crate::event::Anchor)> {
+        if self.expect.key.is_none() {
+            return Vec::new();
+        }
+        self.chains
+            .iter()
+            .flat_map(|(name, c)| {
+                c.anchors
+                    .iter()
+                    .filter(|(at, _)| *at <= c.signed_through)
+                    .map(move |(_, a)| (a.chain.as_deref().unwrap_or(name.as_str()), a))
+            })
+            .collect()
+    }
+
+    /// The signed retention anchor that explains where `chain` starts, if one does: records
+    /// before it were removed by policy, not by someone else.
+    fn cut_by_policy(&self, chain: &str, c: &ChainReport) -> Option<&crate::event::Anchor> {
+        let (seq, prev, _) = c.starts.as_ref()?;
+        self.signed_anchors()
+            .into_iter()
+            .find(|(of, a)| *of == chain && a.through + 1 == *seq && a.hash == *prev)
+            .map(|(_, a)| a)
+    }
+
+    /// Through which seq `chain`'s records were removed by policy, as signed anchors say.
+    fn removed_through(&self, chain: &str) -> Option<u64> {
+        self.signed_anchors().into_iter().filter(|(of, _)| *of == chain).map(|(_, a)| a.through).max()
     }
 
     pub(crate) fn problem(&mut self, msg: String) {
@@ -286,8 +309,10 @@ impl Report {
             held.insert((e.chain.clone(), e.seq));
             // Checkpoints before where the chain now starts went with the records before it: the
             // late start is one problem (`finish`), or explained by a retention anchor.
+            // A chain removed whole by policy (a Warden gone before its records expired) is in no
+            // record any more, but its signed anchor says through which seq.
             let first = self.chains.get(&e.chain).and_then(|c| c.starts.as_ref()).map(|s| s.0);
-            if first.is_some_and(|first| e.seq < first) {
+            if first.is_some_and(|first| e.seq < first) || self.removed_through(&e.chain).is_some_and(|t| e.seq <= t) {
                 continue;
             }
             match self.seen_checkpoints.get(&(e.chain.clone(), e.seq)) {
@@ -351,10 +376,9 @@ impl Report {
         }
         let mut problems = Vec::new();
         let mut notes = Vec::new();
-        let keyed = self.expect.key.is_some();
         for (name, c) in &self.chains {
             if let Some((seq, _, at)) = &c.starts {
-                match c.cut_by_policy(keyed) {
+                match self.cut_by_policy(name, c) {
                     _ if self.expect.exported => {
                         notes.push(format!("chain {name}: the export starts at seq {seq}"));
                     }
@@ -362,7 +386,7 @@ impl Report {
                         "{at}: chain {name} starts at seq {seq}: the archive does not hold the records before it (archived segments removed, or not all given)"
                     )),
                     Some(a) => notes.push(format!(
-                        "chain {name}: starts at seq {seq}: the segments before it ({}) were removed by the retention policy ({}), as a signed anchor records",
+                        "chain {name}: starts at seq {seq}: the records before it (in {}) were removed by the retention policy ({}), as a signed anchor records",
                         a.removed.join(", "),
                         a.why
                     )),

@@ -37,7 +37,21 @@ pub struct Audit {
 
 /// What `warden check` says of a file trail's rotation, retention and disk watermark.
 pub fn lifecycle(a: &crate::config::AuditConfig, store: &warden_audit::Store) -> String {
-    let warden_audit::Store::File(path) = store else { return String::new() };
+    let warden_audit::Store::File(path) = store else {
+        return match a.pg_retention() {
+            Ok(Some(p)) => {
+                let mut s = String::from("; monthly partitions dropped");
+                if let Some(age) = p.keep_age {
+                    s.push_str(&format!(" {} after their month ended", humantime::format_duration(age)));
+                }
+                if let Some(b) = p.keep_bytes {
+                    s.push_str(&format!(", oldest first while over {} MiB", b >> 20));
+                }
+                s
+            }
+            _ => "; monthly partitions, all kept (see [audit.retention])".to_string(),
+        };
+    };
     let mut out = match a.segments(path) {
         Ok(Some(p)) => {
             let mut s = String::from("; rotated");
@@ -65,6 +79,9 @@ pub fn lifecycle(a: &crate::config::AuditConfig, store: &warden_audit::Store) ->
     }
     out
 }
+
+/// How often a PostgreSQL trail's retention is applied (by whichever replica gets to it).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a request waits for its record before failing closed.
 const STORE_WAIT: Duration = Duration::from_secs(10);
@@ -204,6 +221,19 @@ impl Audit {
             Some(key),
         )
         .map_err(|e| format!("audit {}: {e}", store.describe()))?;
+        if let (Some(pg), Some(policy)) = (store.pg(), a.pg_retention()?) {
+            // Its own copy of the key: it signs the marks of where each removal stopped.
+            let key = warden_audit::signing::SigningKey::load(&a.signing_key)
+                .map_err(|e| format!("audit.signing_key: {e}"))?;
+            warden_audit::pg_retain::Pruner {
+                config: pg?,
+                chain: a.instance.clone(),
+                key,
+                recorder: rec.clone(),
+                policy,
+            }
+            .start(RETENTION_EVERY);
+        }
         let metrics = Metrics::new();
         let disk = match &store {
             warden_audit::Store::File(p) if a.min_free_mb > 0 => {

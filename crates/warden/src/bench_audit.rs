@@ -102,7 +102,12 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     if let Ok(url) = std::env::var("WARDEN_BENCH_POSTGRES") {
         let store = Store::Postgres { url, password: None };
         let (rate, _) = tokio::task::block_in_place(|| throughput(&store, &dir.join("pg"), Fsync::Never, n, &key));
-        println!("| PostgreSQL (unnest batches) | server's | {n} | {rate:.0} | |");
+        let footprint = store.pg().expect("postgres").and_then(|c| warden_audit::pg_schema::footprint(&c));
+        let (bytes, rows) = footprint.map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "| PostgreSQL (monthly partitions, unnest batches) | server's | {n} | {rate:.0} | {:.0} |",
+            bytes as f64 / rows.max(1) as f64
+        );
     }
 
     // The call path: what `pipeline::handle` does to record one call, timed per call with the

@@ -14,6 +14,8 @@ mod as_flood;
 mod audit;
 #[path = "gateway/audit_forgery.rs"]
 mod audit_forgery;
+#[path = "gateway/audit_pg.rs"]
+mod audit_pg;
 #[path = "gateway/auth.rs"]
 mod auth;
 #[path = "gateway/authz.rs"]

@@ -83,7 +83,7 @@ impl Writer {
         let mut e = Event::new("audit", "success");
         e.detail = Some("retention".into());
         e.count = Some(files.len() as u64);
-        e.anchor = Some(crate::event::Anchor { hash: hash.clone(), removed: names.clone(), through, why });
+        e.anchor = Some(crate::event::Anchor { chain: None, hash: hash.clone(), removed: names.clone(), through, why });
         let sealed = self.seal(SystemTime::now(), e, None);
         self.write(std::slice::from_ref(&sealed));
         self.since_checkpoint += 1;

@@ -107,13 +107,17 @@ pub struct RotateConfig {
 /// `[audit.retention]`: segments past either limit are removed, oldest first (never the active
 /// file). Each removal is first recorded and signed in the trail (an anchor: which segments, the
 /// last seq and hash in them), so `warden audit verify` accepts a trail whose head was cut by the
-/// policy, and reports one cut by anyone else. Needs `[audit.rotate]`.
+/// policy, and reports one cut by anyone else. A file trail needs `[audit.rotate]`. A PostgreSQL
+/// trail (`url`) is kept in monthly partitions: a whole month is dropped once it ended more than
+/// `keep_days` ago, or while all of them are over `keep_gb` (never the current month), after the
+/// same signed anchors for every Warden's chain in it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Remove segments whose last record is older than this many days.
+    /// Remove segments whose last record is older than this many days (PostgreSQL: months
+    /// that ended this many days ago).
     pub keep_days: Option<u64>,
-    /// Remove the oldest segments while the whole trail is larger than this many GiB.
+    /// Remove the oldest segments (months) while the whole trail is larger than this many GiB.
     pub keep_gb: Option<f64>,
     /// Instead of removing a segment, compress it (zstd) into this directory as
     /// `<segment>.zst` (relative to the config file). `warden audit verify --archive DIR`
@@ -122,9 +126,34 @@ pub struct RetentionConfig {
 }
 
 impl AuditConfig {
+    /// The retention of a PostgreSQL trail: how old a month may be and how large the whole
+    /// (None: keep everything). Whole monthly partitions are dropped (`pg_retain.rs`).
+    pub fn pg_retention(&self) -> Result<Option<warden_audit::pg_retain::Policy>, String> {
+        let k = &self.retention;
+        if self.url.is_none() || (k.keep_days.is_none() && k.keep_gb.is_none() && k.archive_dir.is_none()) {
+            return Ok(None);
+        }
+        if k.archive_dir.is_some() {
+            return Err("audit.retention.archive_dir: for a file trail; a PostgreSQL trail's partitions are dropped (back the database up to keep them)".into());
+        }
+        if k.keep_days == Some(0) || k.keep_gb.is_some_and(|g| !(g > 0.0 && g.is_finite())) {
+            return Err("audit.retention.keep_days and keep_gb: positive".into());
+        }
+        Ok(Some(warden_audit::pg_retain::Policy {
+            keep_age: k.keep_days.map(|d| std::time::Duration::from_secs(d * 86_400)),
+            keep_bytes: k.keep_gb.map(|g| (g * (1u64 << 30) as f64) as u64),
+        }))
+    }
+
     /// The rotation and retention of a file trail at `path` (None: neither configured).
     pub fn segments(&self, path: &std::path::Path) -> Result<Option<warden_audit::segments::Policy>, String> {
         let (r, k) = (&self.rotate, &self.retention);
+        if self.url.is_some() {
+            if r.max_mb.is_some() || r.max_age.is_some() {
+                return Err("audit.rotate: for a file trail (path); PostgreSQL is kept in monthly partitions".into());
+            }
+            return Ok(None);
+        }
         if r.max_mb.is_none() && r.max_age.is_none() {
             if k.keep_days.is_some() || k.keep_gb.is_some() || k.archive_dir.is_some() {
                 return Err(
@@ -132,9 +161,6 @@ impl AuditConfig {
                 );
             }
             return Ok(None);
-        }
-        if self.url.is_some() {
-            return Err("audit.rotate: for a file trail (path), not PostgreSQL".into());
         }
         let max_age = match r.max_age.as_deref() {
             Some(a) => {

@@ -224,6 +224,7 @@ impl Config {
             return Err("audit.instance: 1 to 64 printable characters".into());
         }
         a.segments(&a.path)?;
+        a.pg_retention()?;
         let st = &self.store;
         match st.backend {
             StoreBackend::Memory if st.url.is_some() || st.password.is_some() => {
