@@ -375,3 +375,34 @@ fn a_removal_cut_short_after_its_mark_is_finished_by_the_next() {
     });
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A segment whose archiving failed stays live, and so do the ones after it: the next
+/// retention takes them up again from there. (Archiving the later ones would leave a live
+/// segment whose successor is gone, and every later removal refused.)
+#[test]
+fn a_segment_that_could_not_be_archived_is_archived_later_with_those_after_it() {
+    let d = dir("archive-fails");
+    let log = d.join("audit.jsonl");
+    let archive = d.join("archive");
+    let mut policy = rotate_every(&log, 64 << 10);
+    policy.retention = Retention { keep_age: None, keep_bytes: Some(256 << 10), archive: Some(archive.clone()) };
+    let key = write(&log, 3000, Some(policy.clone()));
+    // The oldest live segment cannot be archived: a file of its name is in the way.
+    let oldest = segments::segments(&log).unwrap().remove(0).1;
+    let blocker = archive.join(format!("{}.zst", oldest.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&blocker, b"not this segment").unwrap();
+    write(&log, 3000, Some(policy.clone()));
+    assert!(oldest.exists(), "not archived over another file");
+    std::fs::remove_file(&blocker).unwrap();
+    write(&log, 1000, Some(policy));
+    assert!(!oldest.exists(), "archived once the way is clear");
+    let whole = verify_archived(
+        &Store::File(log.clone()),
+        Some(&archive),
+        &[checkpoint_path(&log)],
+        verify::Expect::new(Some(&key), 500, 60),
+    )
+    .unwrap();
+    assert!(whole.ok(), "{:?}", whole.problems);
+    std::fs::remove_dir_all(&d).unwrap();
+}

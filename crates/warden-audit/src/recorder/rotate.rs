@@ -99,7 +99,10 @@ impl Writer {
                 None => std::fs::remove_file(f).map_err(|e| e.to_string()),
             };
             if let Err(e) = done {
-                tracing::error!(error = %e, segment = %f.display(), "audit retention: the segment stays (tried again at the next rotation)");
+                // The later ones stay too: the next removal starts again from this one (its
+                // first record follows a mark still kept, and the kept files continue them).
+                tracing::error!(error = %e, segment = %f.display(), "audit retention: the segment and those after it stay (tried again at the next rotation)");
+                break;
             }
         }
         let whither =
