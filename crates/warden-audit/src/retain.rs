@@ -65,6 +65,30 @@ pub fn write_mark(active: &Path, chain: &str, key: &SigningKey, through: u64, ha
     crate::signing::write_private(&mark_path(active), text.as_bytes())
 }
 
+/// After a removal through `through`: drop the lines of `chain` at or below it from the
+/// checkpoint file at `path` (the records they sign are gone, as a signed anchor records; the
+/// verifier expects nothing of them), so the file is as long as what is kept. Written beside it
+/// and renamed over it; a shipper following the file sees a rotation.
+pub fn prune_checkpoints(path: &Path, chain: &str, through: u64) -> Result<(), String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let gone = |l: &str| serde_json::from_str::<Event>(l).is_ok_and(|e| e.chain == chain && e.seq <= through);
+    let kept: String = text.lines().filter(|l| !gone(l)).map(|l| format!("{l}\n")).collect();
+    if kept.len() == text.len() {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    crate::signing::write_private(&tmp, kept.as_bytes())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::segments::sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
+}
+
 /// One more record of a chain about to be removed, oldest first: its hash re-derived, and it
 /// follows `last` (the first: it starts the chain, or continues where a signed mark says an
 /// earlier removal stopped). `last` becomes it.

@@ -75,6 +75,17 @@ fn calls(log: &Path) -> Vec<u64> {
     out
 }
 
+/// The seq of the trail's first record.
+fn calls_from(log: &Path) -> u64 {
+    let mut first = 0;
+    scan_all(&Store::File(log.into()), None, |s| {
+        first = serde_json::from_str::<Event>(&s.line).unwrap().seq;
+        false
+    })
+    .unwrap();
+    first
+}
+
 fn rotate_every(log: &Path, bytes: u64) -> Policy {
     Policy {
         active: log.into(),
@@ -154,6 +165,11 @@ fn retention_removes_old_segments_and_the_trail_verifies_from_its_anchor() {
         })
         .unwrap();
         assert!(anchors >= 1, "{name}");
+        // The checkpoint file is as long as what is kept: nothing of it below the first record.
+        let first = calls_from(&log);
+        let text = std::fs::read_to_string(checkpoint_path(&log)).unwrap();
+        let lowest = text.lines().map(|l| serde_json::from_str::<Event>(l).unwrap().seq).min().unwrap();
+        assert!(lowest > first, "{name}: checkpoint at seq {lowest}, the trail starts at {first}");
         // A restart continues the chain and the policy; still verifies.
         write(&log, 500, Some(policy));
         assert!(verify_trail(&log, &key).ok(), "{name}");

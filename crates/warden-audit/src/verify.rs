@@ -342,7 +342,9 @@ impl Report {
             // The files are read before the log: checkpoints signed since (Warden running) or
             // the one a kill cut short of the file are past the file's end, and only noted.
             let file_end = held.iter().filter(|(ch, _)| ch == name).map(|(_, s)| *s).max().unwrap_or(0);
-            for &seq in c.checkpoint_seqs.iter().filter(|s| !held.contains(&(name.clone(), **s))) {
+            // Checkpoints of records removed by policy (read from an archive) left the file with them.
+            let removed = self.removed_through(name).unwrap_or(0);
+            for &seq in c.checkpoint_seqs.iter().filter(|s| **s > removed && !held.contains(&(name.clone(), **s))) {
                 if seq > file_end {
                     self.notes.push(format!(
                         "chain {name}: checkpoint at seq {seq} is past the checkpoint file's end (signed since it was read, or Warden killed while appending it)"

@@ -93,6 +93,7 @@ impl Writer {
         if let Err(e) = crate::retain::write_mark(&p.active, &self.s.chain, key, through, &hash) {
             return tracing::error!(error = %e, "audit retention: cannot write the retention mark; nothing removed");
         }
+        let mut all = true;
         for f in &files {
             let done = match &p.retention.archive {
                 Some(dir) => crate::segments::archive(f, dir).map(drop),
@@ -102,7 +103,13 @@ impl Writer {
                 // The later ones stay too: the next removal starts again from this one (its
                 // first record follows a mark still kept, and the kept files continue them).
                 tracing::error!(error = %e, segment = %f.display(), "audit retention: the segment and those after it stay (tried again at the next rotation)");
+                all = false;
                 break;
+            }
+        }
+        if let (true, Some(cp)) = (all, &self.s.checkpoint_file) {
+            if let Err(e) = crate::retain::prune_checkpoints(cp, &self.s.chain, through) {
+                tracing::error!(error = %e, "audit retention: the checkpoint file keeps its older lines");
             }
         }
         let whither =
