@@ -247,12 +247,57 @@ pub fn export(
     store: &Store,
     since: Option<&str>,
     until: Option<&str>,
+    out: impl FnMut(&str) -> Result<(), String>,
+) -> Result<std::collections::BTreeMap<String, Exported>, String> {
+    export_archived(store, None, since, until, out)
+}
+
+/// [`export`], with a file trail's archived segments read too (in the order of their numbers),
+/// so that a range the retention policy moved to the archive can still be handed over.
+pub fn export_archived(
+    store: &Store,
+    archive: Option<&Path>,
+    since: Option<&str>,
+    until: Option<&str>,
+    out: impl FnMut(&str) -> Result<(), String>,
+) -> Result<std::collections::BTreeMap<String, Exported>, String> {
+    let (Store::File(active), Some(dir)) = (store, archive) else {
+        return export_from(|visit| scan_all(store, None, visit).map(drop), since, until, out);
+    };
+    let scratch = scratch_dir();
+    let result = segments::unpack(active, dir, &scratch).and_then(|unpacked| {
+        let live: Vec<Store> = segments::files(active)?.into_iter().map(Store::File).collect();
+        let files = in_order(store, &unpacked, &live);
+        let each = |visit: &mut dyn FnMut(&sink::Stored) -> bool| -> Result<(), String> {
+            for f in &files {
+                let mut open = true;
+                scan(f, 0, None, |s| {
+                    open = visit(s);
+                    open
+                })?;
+                if !open {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        export_from(each, since, until, out)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// The two passes of an export over what `each` visits (every record, in order, each time).
+fn export_from(
+    each: impl Fn(&mut dyn FnMut(&sink::Stored) -> bool) -> Result<(), String>,
+    since: Option<&str>,
+    until: Option<&str>,
     mut out: impl FnMut(&str) -> Result<(), String>,
 ) -> Result<std::collections::BTreeMap<String, Exported>, String> {
     let within = |ts: &str| since.is_none_or(|f| ts >= f) && until.is_none_or(|u| ts < u);
     // First pass: each chain's first and last seq in the range.
     let mut bounds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    scan_all(store, None, |s| {
+    each(&mut |s| {
         if let Ok(e) = serde_json::from_str::<Event>(&s.line) {
             if within(&e.ts) {
                 let b = bounds.entry(e.chain).or_insert((e.seq, e.seq));
@@ -265,7 +310,7 @@ pub fn export(
     let mut done: std::collections::BTreeMap<String, Exported> = Default::default();
     let mut closed: std::collections::HashSet<String> = Default::default();
     let mut failed = None;
-    scan_all(store, None, |s| {
+    each(&mut |s| {
         let Ok(e) = serde_json::from_str::<Event>(&s.line) else { return true };
         let Some(&(first, last)) = bounds.get(&e.chain) else { return true };
         if e.seq < first || closed.contains(&e.chain) {
@@ -324,11 +369,7 @@ pub fn verify_archived(
     }
     // A file trail: its segments oldest first, then the active file (`segments.rs`).
     // Archived segments unpacked into a scratch directory, removed when done.
-    let scratch = std::env::temp_dir().join(format!(
-        "warden-verify-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-    ));
+    let scratch = scratch_dir();
     let unpacked = match (store, archive) {
         (Store::File(path), Some(dir)) => match segments::unpack(path, dir, &scratch) {
             Ok(files) => files,
@@ -355,18 +396,7 @@ pub fn verify_archived(
             Ok(l) => l,
             Err(e) => break Err(e),
         };
-        // Archived and live segments in the order of their numbers (a segment whose archiving
-        // failed is still live, between archived ones), the active file last.
-        let mut files: Vec<Store> = unpacked.iter().cloned().map(Store::File).collect();
-        files.extend(listed.iter().cloned());
-        if let (Store::File(active), false) = (store, unpacked.is_empty()) {
-            let name = |s: &Store| match s {
-                Store::File(p) => p.file_name().map(|n| n.to_owned()),
-                Store::Postgres { .. } => None,
-            };
-            let active_name = active.file_name().map(|n| n.to_owned());
-            files.sort_by_key(|f| (name(f) == active_name, segment_number(active, f)));
-        }
+        let files = in_order(store, &unpacked, &listed);
         let mut this = fresh.clone_empty();
         let read = verify_files(&mut this, &files);
         let moved = read.is_err() || live(store).map(|l| l != listed).unwrap_or(true);
@@ -381,6 +411,31 @@ pub fn verify_archived(
     r.anchor(&lines);
     r.finish(given || !checkpoints.is_empty());
     Ok(r)
+}
+
+/// Archived (unpacked) and live parts of a trail in the order of their segment numbers (a
+/// segment whose archiving failed is still live, between archived ones), the active file last.
+fn in_order(store: &Store, unpacked: &[PathBuf], live: &[Store]) -> Vec<Store> {
+    let mut files: Vec<Store> = unpacked.iter().cloned().map(Store::File).collect();
+    files.extend(live.iter().cloned());
+    if let (Store::File(active), false) = (store, unpacked.is_empty()) {
+        let name = |s: &Store| match s {
+            Store::File(p) => p.file_name().map(|n| n.to_owned()),
+            Store::Postgres { .. } => None,
+        };
+        let active_name = active.file_name().map(|n| n.to_owned());
+        files.sort_by_key(|f| (name(f) == active_name, segment_number(active, f)));
+    }
+    files
+}
+
+/// A scratch directory for unpacked archived segments (removed by the caller).
+fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "warden-audit-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    ))
 }
 
 /// The number in a segment's name (the active file's: none).

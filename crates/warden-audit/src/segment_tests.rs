@@ -259,6 +259,24 @@ fn archived_segments_verify_with_the_live_trail_from_the_first_record() {
         assert!(!whole.notes.iter().any(|n| n.contains("retention")), "{name}: from seq 1: {:?}", whole.notes);
         assert!(whole.records > live.records);
         println!("{name}: {} segments archived in {packed_bytes} bytes", packed.len());
+        // An export reaches into the archive: from seq 1, and it verifies alone.
+        let exported = d.join("export.jsonl");
+        let mut text = String::new();
+        let done = export_archived(&Store::File(log.clone()), Some(&archive), None, None, |l| {
+            text.push_str(l);
+            text.push('\n');
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(done["main"].first, 1, "{name}");
+        let live_only = export(&Store::File(log.clone()), None, None, |_| Ok(())).unwrap();
+        assert!(live_only["main"].first > 1, "{name}");
+        std::fs::write(&exported, text).unwrap();
+        let mut alone = expect();
+        alone.exported = true;
+        let r = verify(&Store::File(exported.clone()), &[], alone).unwrap();
+        assert!(r.ok() && r.records == whole.records, "{name}: {:?} {} of {}", r.problems, r.records, whole.records);
+        std::fs::remove_file(&exported).unwrap();
         // Review finding M1: with the archive read, an archived segment removed is found.
         let oldest = segments::archived(&log, &archive).unwrap().remove(0).1;
         std::fs::remove_file(oldest).unwrap();

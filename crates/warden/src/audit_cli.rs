@@ -66,8 +66,9 @@ pub enum AuditCmd {
         exported: bool,
     },
     /// Write the records of a time range as JSON lines to a file, for an auditor: the whole
-    /// trail is verified first (nothing is written when it does not verify), and each chain is
-    /// continued past --until to its next signed checkpoint. `warden audit verify --log FILE
+    /// trail is verified first (nothing is written when it does not verify; with its archive,
+    /// which is read too), and each chain is continued past --until to its next signed
+    /// checkpoint. `warden audit verify --log FILE
     /// --exported --public-key KEY` checks the file alone.
     Export {
         #[command(flatten)]
@@ -297,7 +298,8 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             .with_context(|| format!("{}", out.display()))?;
             let mut w = std::io::BufWriter::new(file);
-            let done = warden_audit::export(&trail.store, since.as_deref(), until.as_deref(), |line| {
+            let (from, to) = (since.as_deref(), until.as_deref());
+            let done = warden_audit::export_archived(&trail.store, trail.archive.as_deref(), from, to, |line| {
                 use std::io::Write;
                 writeln!(w, "{line}").map_err(|e| e.to_string())
             })
