@@ -408,6 +408,9 @@ pub fn verify_archived(
     };
     let _ = std::fs::remove_dir_all(&scratch);
     result?;
+    if let Some(config) = store.pg() {
+        r.add_marks(&pg::marks(&config?)?);
+    }
     r.anchor(&lines);
     r.finish(given || !checkpoints.is_empty());
     Ok(r)

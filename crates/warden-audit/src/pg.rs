@@ -164,6 +164,17 @@ impl Sink for Postgres {
     }
 }
 
+/// The signed marks of every removal (`audit_retention`: chain, through, hash, signature), for
+/// the verifier ([`crate::verify::Report::add_marks`]); none before any removal.
+pub fn marks(config: &postgres::Config) -> Result<Vec<(String, u64, String, String)>, String> {
+    let mut db = connect(config)?;
+    match db.query("SELECT chain, through, hash, sig FROM audit_retention", &[]) {
+        Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2), r.get(3))).collect()),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(Vec::new()),
+        Err(e) => Err(message(&e)),
+    }
+}
+
 /// Reads a PostgreSQL trail a page at a time.
 pub struct Reader(Client);
 

@@ -104,12 +104,7 @@ pub fn this_month(db: &mut impl GenericClient) -> Result<Month, String> {
 
 /// Make the partition of `m` if it is not there (the caller holds [`LOCK`]).
 fn make_partition(db: &mut impl GenericClient, m: Month) -> Result<(), String> {
-    let ((y, mo), (ny, nm)) = (m, next_month(m));
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF audit_events \
-         FOR VALUES FROM ('{y:04}-{mo:02}-01 00:00:00+00') TO ('{ny:04}-{nm:02}-01 00:00:00+00')",
-        partition_name(m)
-    );
+    let sql = format!("CREATE TABLE IF NOT EXISTS {} PARTITION OF audit_events {}", partition_name(m), bounds(m));
     db.batch_execute(&sql).map_err(|e| format!("partition {}: {}", partition_name(m), message(&e)))
 }
 
@@ -152,13 +147,16 @@ fn migrate_v1(tx: &mut postgres::Transaction<'_>) -> Result<(), String> {
     )?;
     run(tx, TABLES)?;
     // Each row's month: the latest record time of its chain so far (months follow seq order);
-    // a time that is not Warden's RFC 3339 form counts as now.
+    // a time that does not parse, or lies ahead, counts as now.
+    run(
+        tx,
+        "CREATE FUNCTION pg_temp.warden_v1_time(t text) RETURNS timestamptz LANGUAGE plpgsql AS $$
+         BEGIN RETURN t::timestamptz; EXCEPTION WHEN others THEN RETURN now(); END $$",
+    )?;
     run(
         tx,
         "CREATE TEMP TABLE audit_v1_at ON COMMIT DROP AS
-         SELECT id, max(CASE WHEN ts ~ '^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(\\.\\d+)?Z$'
-                             THEN ts::timestamptz ELSE now() END)
-                    OVER (PARTITION BY chain ORDER BY seq) AS at
+         SELECT id, max(least(pg_temp.warden_v1_time(ts), now())) OVER (PARTITION BY chain ORDER BY seq) AS at
          FROM audit_events_v1",
     )?;
     let months = tx
@@ -184,23 +182,50 @@ fn migrate_v1(tx: &mut postgres::Transaction<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Warden's partitions of `audit_events`, oldest first, with their size in bytes.
-pub fn partitions(db: &mut impl GenericClient) -> Result<Vec<(Month, String, u64)>, String> {
+/// One of Warden's partitions of `audit_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    pub month: Month,
+    /// Schema-qualified and quoted, for SQL.
+    pub name: String,
+    /// With its indexes.
+    pub bytes: u64,
+}
+
+/// The bounds a partition of month `m` is made with, as PostgreSQL prints them in UTC.
+fn bounds(m: Month) -> String {
+    let ((y, mo), (ny, nm)) = (m, next_month(m));
+    format!("FOR VALUES FROM ('{y:04}-{mo:02}-01 00:00:00+00') TO ('{ny:04}-{nm:02}-01 00:00:00+00')")
+}
+
+/// Warden's partitions of `audit_events`, oldest first: plain tables in its schema, named for a
+/// month and bounded by exactly that month. Anything else attached (a table renamed to another
+/// month, one of another schema) is left alone, with a warning.
+pub fn partitions(db: &mut impl GenericClient) -> Result<Vec<Partition>, String> {
+    db.batch_execute("SET TIME ZONE 'UTC'").map_err(|e| message(&e))?;
     let rows = db
         .query(
-            "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+            "SELECT c.relname::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_total_relation_size(c.oid), \
+                    c.relkind = 'r' AND c.relnamespace = p.relnamespace, pg_get_expr(c.relpartbound, c.oid) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  JOIN pg_class p ON p.oid = i.inhparent \
              WHERE i.inhparent = to_regclass('audit_events')",
             &[],
         )
         .map_err(|e| message(&e))?;
-    let mut out: Vec<(Month, String, u64)> = rows
-        .iter()
-        .filter_map(|r| {
-            let name: String = r.get(0);
-            Some((parse_partition(&name)?, name, r.get::<_, i64>(1).max(0) as u64))
-        })
-        .collect();
-    out.sort();
+    let mut out = Vec::new();
+    for r in rows {
+        let (relname, name, bytes, plain, bound): (String, String, i64, bool, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        match parse_partition(&relname) {
+            Some(month) if plain && bound.as_deref() == Some(bounds(month).as_str()) => {
+                out.push(Partition { month, name, bytes: bytes.max(0) as u64 })
+            }
+            _ => tracing::warn!(partition = %name, bounds = ?bound,
+                "audit: a partition of audit_events that is not Warden's (its name, kind, schema or bounds); never dropped"),
+        }
+    }
+    out.sort_by_key(|p| p.month);
     Ok(out)
 }
 
@@ -208,7 +233,7 @@ pub fn partitions(db: &mut impl GenericClient) -> Result<Vec<(Month, String, u64
 /// (`warden bench --audit`).
 pub fn footprint(config: &postgres::Config) -> Result<(u64, u64), String> {
     let mut db = crate::pg::connect(config)?;
-    let bytes: u64 = partitions(&mut db)?.iter().map(|p| p.2).sum();
+    let bytes: u64 = partitions(&mut db)?.iter().map(|p| p.bytes).sum();
     let r = db
         .query_one(
             "SELECT pg_total_relation_size('audit_heads') + pg_total_relation_size('audit_retention'), (SELECT count(*) FROM audit_events)",

@@ -94,6 +94,8 @@ pub struct Report {
     seen_checkpoints: HashMap<(String, u64), String>,
     /// Chains some checkpoint file holds.
     anchored: HashSet<String>,
+    /// Signed retention marks, as anchors ([`Report::add_marks`]).
+    marks: Vec<crate::event::Anchor>,
     expect: Expect,
 }
 
@@ -115,36 +117,40 @@ impl Report {
         Report { expect: self.expect.clone(), problems: self.problems.clone(), ..Report::default() }
     }
 
-    /// The signed retention anchors (carried by a record a valid checkpoint covers), each with
-    /// the chain whose records it says were removed.
-    fn signed_anchors(&self) -> Vec<(&str, &crate::event::Anchor)> {
+    /// The signed retention anchors, by the chain whose records they say were removed: those
+    /// carried by a record a valid checkpoint covers, and the signed marks a PostgreSQL trail
+    /// keeps of each removal ([`Report::add_marks`]), which outlive the anchors' own months.
+    fn signed_anchors(&self) -> HashMap<String, Vec<crate::event::Anchor>> {
+        let mut out: HashMap<String, Vec<crate::event::Anchor>> = HashMap::new();
         if self.expect.key.is_none() {
-            return Vec::new();
+            return out;
         }
-        self.chains
-            .iter()
-            .flat_map(|(name, c)| {
-                c.anchors
-                    .iter()
-                    .filter(|(at, _)| *at <= c.signed_through)
-                    .map(move |(_, a)| (a.chain.as_deref().unwrap_or(name.as_str()), a))
-            })
-            .collect()
+        for (name, c) in &self.chains {
+            for (_, a) in c.anchors.iter().filter(|(at, _)| *at <= c.signed_through) {
+                out.entry(a.chain.clone().unwrap_or_else(|| name.clone())).or_default().push(a.clone());
+            }
+        }
+        for a in &self.marks {
+            out.entry(a.chain.clone().unwrap_or_default()).or_default().push(a.clone());
+        }
+        out
     }
 
-    /// The signed retention anchor that explains where `chain` starts, if one does: records
-    /// before it were removed by policy, not by someone else.
-    fn cut_by_policy(&self, chain: &str, c: &ChainReport) -> Option<&crate::event::Anchor> {
-        let (seq, prev, _) = c.starts.as_ref()?;
-        self.signed_anchors()
-            .into_iter()
-            .find(|(of, a)| *of == chain && a.through + 1 == *seq && a.hash == *prev)
-            .map(|(_, a)| a)
-    }
-
-    /// Through which seq `chain`'s records were removed by policy, as signed anchors say.
-    fn removed_through(&self, chain: &str) -> Option<u64> {
-        self.signed_anchors().into_iter().filter(|(of, _)| *of == chain).map(|(_, a)| a.through).max()
+    /// Signed marks of removals (PostgreSQL's `audit_retention`): each `(chain, through, hash,
+    /// signature)` whose signature the pinned key verifies counts as a signed anchor.
+    pub fn add_marks(&mut self, marks: &[(String, u64, String, String)]) {
+        let Some(key) = self.expect.key.clone() else { return };
+        for (chain, through, hash, sig) in marks {
+            if crate::signing::verify(&key, &crate::retain::payload(chain, *through, hash), sig).is_ok() {
+                self.marks.push(crate::event::Anchor {
+                    chain: Some(chain.clone()),
+                    hash: hash.clone(),
+                    removed: vec!["a dropped partition".into()],
+                    through: *through,
+                    why: "a signed retention mark".into(),
+                });
+            }
+        }
     }
 
     pub(crate) fn problem(&mut self, msg: String) {
@@ -299,6 +305,8 @@ impl Report {
     /// log, and every checkpoint the log holds of a chain they anchor must be in them (but the
     /// last, whose append a kill may have cut short).
     pub fn anchor(&mut self, checkpoint_lines: &[String]) {
+        let cuts = self.signed_anchors();
+        let removed_through = |chain: &str| cuts.get(chain).and_then(|v| v.iter().map(|a| a.through).max());
         let mut held: HashSet<(String, u64)> = HashSet::new();
         for (i, l) in checkpoint_lines.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
             let Ok(e) = serde_json::from_str::<Event>(l) else {
@@ -312,7 +320,7 @@ impl Report {
             // A chain removed whole by policy (a Warden gone before its records expired) is in no
             // record any more, but its signed anchor says through which seq.
             let first = self.chains.get(&e.chain).and_then(|c| c.starts.as_ref()).map(|s| s.0);
-            if first.is_some_and(|first| e.seq < first) || self.removed_through(&e.chain).is_some_and(|t| e.seq <= t) {
+            if first.is_some_and(|first| e.seq < first) || removed_through(&e.chain).is_some_and(|t| e.seq <= t) {
                 continue;
             }
             match self.seen_checkpoints.get(&(e.chain.clone(), e.seq)) {
@@ -343,7 +351,7 @@ impl Report {
             // the one a kill cut short of the file are past the file's end, and only noted.
             let file_end = held.iter().filter(|(ch, _)| ch == name).map(|(_, s)| *s).max().unwrap_or(0);
             // Checkpoints of records removed by policy (read from an archive) left the file with them.
-            let removed = self.removed_through(name).unwrap_or(0);
+            let removed = removed_through(name).unwrap_or(0);
             for &seq in c.checkpoint_seqs.iter().filter(|s| **s > removed && !held.contains(&(name.clone(), **s))) {
                 if seq > file_end {
                     self.notes.push(format!(
@@ -378,9 +386,12 @@ impl Report {
         }
         let mut problems = Vec::new();
         let mut notes = Vec::new();
+        let cuts = self.signed_anchors();
         for (name, c) in &self.chains {
-            if let Some((seq, _, at)) = &c.starts {
-                match self.cut_by_policy(name, c) {
+            if let Some((seq, prev, at)) = &c.starts {
+                let by_policy =
+                    cuts.get(name).and_then(|v| v.iter().find(|a| a.through + 1 == *seq && a.hash == *prev));
+                match by_policy {
                     _ if self.expect.exported => {
                         notes.push(format!("chain {name}: the export starts at seq {seq}"));
                     }
@@ -402,7 +413,7 @@ impl Report {
                     "chain {name}: no valid signed checkpoint (every Warden signs one when it starts): the chain was rewritten, or its checkpoints dropped"
                 ));
             }
-            let tail = c.seq - c.signed_through;
+            let tail = c.seq.saturating_sub(c.signed_through);
             let span = c.unsigned_since.as_deref().and_then(|from| seconds_between(from, &c.last_ts));
             if c.checkpoints > 0 && (tail > self.expect.tail_records || span.is_some_and(|s| s > self.expect.tail_secs))
             {
@@ -443,4 +454,78 @@ impl Report {
 fn seconds_between(from: &str, to: &str) -> Option<u64> {
     let (a, b) = (humantime::parse_rfc3339(from).ok()?, humantime::parse_rfc3339(to).ok()?);
     Some(b.duration_since(a).map_or(0, |d| d.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SigningKey;
+
+    /// Records 11.. of chain `c` (a start checkpoint over seq 10, two calls, a close), signed.
+    fn cut_chain(key: &SigningKey, prev: &str) -> Vec<Stored> {
+        let (mut seq, mut hash) = (10u64, prev.to_string());
+        let mut out = Vec::new();
+        for i in 0..4 {
+            let mut e = if i == 0 || i == 3 {
+                let phase = if i == 0 { "start" } else { "close" };
+                let mut e = Event::new("checkpoint", "success");
+                e.checkpoint = Some(Checkpoint {
+                    dropped: 0,
+                    hash: hash.clone(),
+                    key: key.public_key(),
+                    phase: Some(phase.into()),
+                    seq,
+                    sig: key.sign(&Checkpoint::payload("c", seq, &hash, 0, Some(phase))),
+                });
+                e
+            } else {
+                Event::new("call", "success")
+            };
+            e.ts = "2026-12-01T00:00:00.000000Z".into();
+            seq += 1;
+            let line = e.seal("c", seq, &hash);
+            hash = e.hash.clone().unwrap();
+            out.push(Stored { location: format!("row {seq}"), line, columns: None });
+        }
+        out
+    }
+
+    /// Review of issue 24 (PostgreSQL, finding 2): the anchor records of a removal live in the
+    /// month they were written, which is itself dropped later; the signed mark of the removal
+    /// (kept apart, `audit_retention`) still explains where the chain starts. A mark signed by
+    /// another key, or for another place, does not.
+    #[test]
+    fn a_signed_mark_explains_a_cut_whose_anchor_records_are_gone() {
+        let dir = std::env::temp_dir().join(format!("warden-audit-marks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = SigningKey::generate(&dir.join("k")).unwrap();
+        let other = SigningKey::generate(&dir.join("o")).unwrap();
+        let prev = "ab".repeat(32);
+        let rows = cut_chain(&key, &prev);
+        let report = |marks: &[(String, u64, String, String)]| {
+            let mut r = Report::new(Expect::new(Some(&key.public_key()), 100, 60));
+            for s in &rows {
+                r.add(s);
+            }
+            r.add_marks(marks);
+            let cps: Vec<String> =
+                rows.iter().filter(|s| s.line.contains("\"checkpoint\":{")).map(|s| s.line.clone()).collect();
+            r.anchor(&cps);
+            r.finish(true);
+            r
+        };
+        let mark = |k: &SigningKey, through: u64, hash: &str| {
+            ("c".to_string(), through, hash.to_string(), k.sign(&crate::retain::payload("c", through, hash)))
+        };
+        let r = report(&[mark(&key, 10, &prev)]);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert!(r.notes.iter().any(|n| n.contains("removed by the retention policy")), "{:?}", r.notes);
+        for bad in
+            [vec![], vec![mark(&other, 10, &prev)], vec![mark(&key, 9, &prev)], vec![mark(&key, 10, &"cd".repeat(32))]]
+        {
+            let r = report(&bad);
+            assert!(r.problems.iter().any(|p| p.contains("the records before it were deleted")), "{:?}", r.problems);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
