@@ -102,7 +102,9 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     if let Ok(url) = std::env::var("WARDEN_BENCH_POSTGRES") {
         let store = Store::Postgres { url, password: None };
         let (rate, _) = tokio::task::block_in_place(|| throughput(&store, &dir.join("pg"), Fsync::Never, n, &key));
-        let footprint = store.pg().expect("postgres").and_then(|c| warden_audit::pg_schema::footprint(&c));
+        let footprint = tokio::task::block_in_place(|| {
+            store.pg().expect("postgres").and_then(|c| warden_audit::pg_schema::footprint(&c))
+        });
         let (bytes, rows) = footprint.map_err(|e| anyhow::anyhow!(e))?;
         println!(
             "| PostgreSQL (monthly partitions, unnest batches) | server's | {n} | {rate:.0} | {:.0} |",
