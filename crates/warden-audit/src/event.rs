@@ -146,6 +146,10 @@ pub struct Event {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The session read untrusted content before this request: where from and when
+    /// (`server/name at <time> (why)`), the first few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taint: Vec<String>,
     /// A resource URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -247,6 +251,7 @@ mod tests {
         e.server = Some("s".into());
         e.session = Some("sess".into());
         e.subject = Some("alice".into());
+        e.taint = vec!["s/t at 2026-01-01T00:00:00Z (untrusted_source)".into()];
         e.target = Some("file:///a".into());
         e.tenant = Some("t".into());
         e.truncated = true;

@@ -117,6 +117,16 @@ fn random_id() -> String {
     crate::digest::hex(&b)
 }
 
+/// The call a person is asked about, and why, when more than its rule says so.
+#[derive(Clone, Copy)]
+pub struct Held<'a> {
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub args: &'a Value,
+    /// Added to the question (a tainted session's sink call, `taint.rs`).
+    pub why: Option<&'a str>,
+}
+
 impl Approvals {
     pub fn new(store: Arc<dyn Store>, cfg: ApprovalConfig) -> Approvals {
         Approvals { store, cfg, decided: Notify::new() }
@@ -128,15 +138,15 @@ impl Approvals {
         &self,
         mode: ApprovalMode,
         p: &Principal,
-        server: &str,
-        tool: &str,
-        args: &Value,
+        call: Held<'_>,
         elicit: Option<&Peer>,
     ) -> Result<(), GatewayError> {
+        let Held { server, tool, args, why } = call;
         let summary = reveal(&format!(
-            "{} asks to run the tool \"{tool}\" of the server \"{server}\"{}.",
+            "{} asks to run the tool \"{tool}\" of the server \"{server}\"{}.{}",
             p.subject,
-            p.tenant.as_deref().map(|t| format!(" for tenant \"{t}\"")).unwrap_or_default()
+            p.tenant.as_deref().map(|t| format!(" for tenant \"{t}\"")).unwrap_or_default(),
+            why.map(|w| format!(" {w}")).unwrap_or_default()
         ));
         match (mode, elicit) {
             (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, server, tool, args, &summary).await,

@@ -19,6 +19,9 @@ pub const AUDIT_UNAVAILABLE: i64 = -32032;
 /// JSON-RPC code of a request for a tool, prompt or resource an operator switched off (kill
 /// switch); `data.scope` is `tool` or `server`. A `tools/call` gets a tool error instead.
 pub const SWITCHED_OFF: i64 = -32033;
+/// JSON-RPC code of a call to a sink refused because its session read untrusted content
+/// (`taint.rs`, `when_tainted = "deny"`); `data.source` says what tainted it.
+pub const TAINTED: i64 = -32034;
 
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
@@ -54,6 +57,9 @@ pub enum GatewayError {
         "Tool switched off by an operator for now: this tool cannot be called until it is switched back on; do not retry now"
     })]
     SwitchedOff { server: bool },
+    /// A call to a sink from a session that read untrusted content (`taint.rs`).
+    #[error("Call refused: this session read untrusted content ({from}), and this tool can send data out or change things{why}; start a new session for it")]
+    Tainted { from: String, why: &'static str },
     #[error("Call not approved: {reason}")]
     ApprovalDenied { id: Option<String>, reason: &'static str },
     /// Held for approval longer than `[approval] wait_secs`; the same call goes through once
@@ -108,6 +114,7 @@ impl GatewayError {
                 Some(json!({"reason": "switched_off", "scope": if *server { "server" } else { "tool" }}))
             }
             GatewayError::MissingCapability { required, .. } => Some(json!({"requiredCapabilities": required})),
+            GatewayError::Tainted { from, .. } => Some(json!({"reason": "tainted", "source": from})),
             _ => None,
         }
     }
@@ -126,6 +133,7 @@ impl GatewayError {
             GatewayError::StoreUnavailable => STORE_UNAVAILABLE,
             GatewayError::AuditUnavailable => AUDIT_UNAVAILABLE,
             GatewayError::SwitchedOff { .. } => SWITCHED_OFF,
+            GatewayError::Tainted { .. } => TAINTED,
             GatewayError::MissingCapability { .. } => warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
             GatewayError::Upstream(e) => e.code,
         }
@@ -141,6 +149,7 @@ impl GatewayError {
             GatewayError::Timeout => "timeout",
             GatewayError::Cancelled => "killed",
             GatewayError::SwitchedOff { .. } => "switched_off",
+            GatewayError::Tainted { .. } => "tainted",
             GatewayError::ApprovalDenied { .. } => "approval_denied",
             GatewayError::ApprovalPending { .. } => "approval_pending",
             GatewayError::StoreUnavailable => "store_unavailable",

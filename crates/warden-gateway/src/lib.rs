@@ -38,6 +38,7 @@ pub mod seal;
 pub mod server;
 pub use warden_audit::signing;
 pub mod store;
+pub mod taint;
 pub mod task_handle;
 pub mod tls;
 pub mod trace;

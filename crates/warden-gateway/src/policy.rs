@@ -12,7 +12,7 @@
 //! at once or none; while the store is out, `[store] on_outage` decides (fail closed by default).
 //! Concurrency caps are per process. Human approval is `approval.rs`.
 
-use crate::config::{ApprovalMode, Config, Effect, OnOutage, ToolClass, Transport};
+use crate::config::{ApprovalMode, Config, Effect, OnOutage, TaintAction, ToolClass, ToolClasses, Transport};
 use crate::error::GatewayError;
 use crate::killswitch::KillSwitches;
 use crate::store::{Check, Limit, Store};
@@ -62,10 +62,11 @@ pub struct Obligation {
     daily_quota: Option<u64>,
     timeout: Duration,
     approval: Option<ApprovalMode>,
+    when_tainted: TaintAction,
 }
 
 struct Classification {
-    tools: BTreeMap<String, ToolClass>,
+    tools: BTreeMap<String, ToolClasses>,
     trust_annotations: bool,
 }
 
@@ -78,6 +79,8 @@ pub struct Policy {
     listing_rate: Option<Rate>,
     principal_concurrency: Option<usize>,
     store: Arc<dyn Store>,
+    /// `[admin]` is configured: someone can decide the approval queue.
+    approvers: bool,
     on_outage: OnOutage,
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
     upstream_slots: Vec<Option<Arc<Semaphore>>>,
@@ -103,6 +106,8 @@ pub struct Grant {
     pub timeout: Duration,
     /// Whose decision the call waits for, if anyone's.
     pub approval: Option<ApprovalMode>,
+    /// What the call does if it is to a sink and its session is tainted.
+    pub when_tainted: TaintAction,
     /// Let through without its limits: the store was out and `on_outage = "fail_open"` (the
     /// call's record says so).
     pub unlimited: bool,
@@ -153,6 +158,7 @@ pub fn compile_rules(cfg: &Config) -> Result<(RuleSet, Vec<Obligation>), String>
             daily_quota: r.daily_quota,
             timeout: r.timeout_secs.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
             approval: r.approval,
+            when_tainted: r.when_tainted.unwrap_or_default(),
         });
         rules.push(Rule {
             id: r.id.clone(),
@@ -245,6 +251,7 @@ impl Policy {
             listing_rate: rates.listings,
             principal_concurrency: cfg.limits.max_concurrent_per_principal,
             store,
+            approvers: cfg.admin.is_some(),
             on_outage: cfg.store.on_outage,
             in_flight: Mutex::new(HashMap::new()),
             upstream_slots: cfg
@@ -264,6 +271,16 @@ impl Policy {
             names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
             kills,
         })
+    }
+
+    /// Can anyone decide the approval queue (`[admin]`)?
+    pub fn approvers(&self) -> bool {
+        self.approvers
+    }
+
+    /// The store of limits (and of session taint, `taint.rs`).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -307,12 +324,27 @@ impl Policy {
         }
         let c = &self.classes[up];
         match c.tools.get(name) {
-            Some(class) => *class == ToolClass::ReadOnly,
+            Some(class) => class.has(ToolClass::ReadOnly),
             None => {
                 c.trust_annotations
                     && tool.and_then(|t| t.pointer("/annotations/readOnlyHint")).and_then(Value::as_bool) == Some(true)
             }
         }
+    }
+
+    /// Does what upstream `up`'s tool `name` returns come from people other than the caller
+    /// (`classify … "untrusted_source"`)? Reading it taints the session.
+    pub fn untrusted_source(&self, up: usize, name: &str) -> bool {
+        self.classes[up].tools.get(name).is_some_and(|c| c.has(ToolClass::UntrustedSource))
+    }
+
+    /// Is a call to this tool a sink a tainted session may not use freely: classified
+    /// `exfiltration` or `destructive`?
+    pub fn sink(&self, up: usize, name: &str) -> bool {
+        self.classes[up]
+            .tools
+            .get(name)
+            .is_some_and(|c| c.has(ToolClass::Exfiltration) || c.has(ToolClass::Destructive))
     }
 
     fn target<'a>(&'a self, up: usize, kind: Kind, name: &'a str, read_only: bool) -> Target<'a> {
@@ -461,6 +493,13 @@ impl Policy {
                 }
             }
         }
-        Ok(Grant { rule: id.clone(), timeout: o.timeout, approval: o.approval, unlimited, _slots: slots })
+        Ok(Grant {
+            rule: id.clone(),
+            timeout: o.timeout,
+            approval: o.approval,
+            when_tainted: o.when_tainted,
+            unlimited,
+            _slots: slots,
+        })
     }
 }

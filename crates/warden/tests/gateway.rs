@@ -50,6 +50,8 @@ mod shared_store;
 mod sql_postgres;
 #[path = "gateway/stateless.rs"]
 mod stateless;
+#[path = "gateway/taint.rs"]
+mod taint;
 #[path = "gateway/tasks.rs"]
 mod tasks;
 #[path = "gateway/tenants.rs"]

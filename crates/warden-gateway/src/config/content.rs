@@ -77,6 +77,11 @@ pub struct ContentConfig {
     /// Score (0–1) at which output counts as an injection. Default 0.5.
     #[serde(default = "default_threshold")]
     pub injection_threshold: f32,
+    /// Score (0–1) at which an output taints the session that read it (a suspicion, lower than
+    /// `injection_threshold`): its later calls to sinks are held (`[[rule]] when_tainted`).
+    /// Default 0.25.
+    #[serde(default = "default_suspicion")]
+    pub suspicion_threshold: f32,
     /// What is redacted from outputs and error messages: `"secrets"`, `"pii"`, or single
     /// classes (`"email"`, `"card"`, `"jwt"`, …). Default `["secrets", "pii"]`.
     #[serde(default = "default_redact")]

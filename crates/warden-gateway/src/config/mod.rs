@@ -179,6 +179,10 @@ fn default_max_definitions() -> usize {
 fn default_max_item() -> usize {
     256 << 10
 }
+fn default_suspicion() -> f32 {
+    0.25
+}
+
 fn default_threshold() -> f32 {
     warden_policy::inject::DEFAULT_THRESHOLD
 }

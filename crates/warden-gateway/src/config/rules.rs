@@ -59,6 +59,21 @@ pub struct RuleConfig {
     /// MCP elicitation when the client supports it, else the admin queue; `"admin"` always uses
     /// the admin approval queue (someone other than the caller decides).
     pub approval: Option<ApprovalMode>,
+    /// What a call to a sink (a tool classified `exfiltration` or `destructive`) does when
+    /// its session has read untrusted content (`classify … "untrusted_source"`, or an output
+    /// scoring over `[content] suspicion_threshold`): `"approval"` (default: held for a
+    /// person, as `approval`, `"user"` unless the rule says otherwise), `"deny"`, or `"allow"`.
+    pub when_tainted: Option<TaintAction>,
+}
+
+/// What a tainted session's call to a sink does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TaintAction {
+    #[default]
+    Approval,
+    Deny,
+    Allow,
 }
 
 /// Who approves a call.

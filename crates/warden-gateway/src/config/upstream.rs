@@ -71,10 +71,15 @@ pub struct Upstream {
     /// Seconds to connect and complete `initialize`. Default 30.
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: u64,
-    /// Operator classification of this upstream's tools, by the upstream's tool name:
-    /// `"read_only"` or `"destructive"`. It wins over the tool's annotations.
+    /// Operator classification of this upstream's tools, by the upstream's tool name: one
+    /// class or a list of them. `"read_only"` or `"destructive"` (it wins over the tool's
+    /// annotations); `"untrusted_source"`: what it returns comes from people other than the
+    /// caller (web pages, email, issues), and taints the session that reads it;
+    /// `"exfiltration"`: it sends data out (network, email, shared places). A tainted
+    /// session's calls to sinks (`exfiltration` or `destructive`) follow the rule's
+    /// `when_tainted`. A web fetch: `["read_only", "untrusted_source", "exfiltration"]`.
     #[serde(default)]
-    pub classify: BTreeMap<String, ToolClass>,
+    pub classify: BTreeMap<String, ToolClasses>,
     /// Believe this upstream's `readOnlyHint` for tools not in `classify`. Default false: an
     /// unclassified tool counts as destructive, whatever it claims.
     #[serde(default)]
@@ -308,6 +313,25 @@ pub struct TenantUpstream {
 pub enum ToolClass {
     ReadOnly,
     Destructive,
+    UntrustedSource,
+    Exfiltration,
+}
+
+/// One class, or several (`classify`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ToolClasses {
+    One(ToolClass),
+    Many(Vec<ToolClass>),
+}
+
+impl ToolClasses {
+    pub fn has(&self, c: ToolClass) -> bool {
+        match self {
+            ToolClasses::One(one) => *one == c,
+            ToolClasses::Many(v) => v.contains(&c),
+        }
+    }
 }
 
 /// `[[upstream]] protocol`: the MCP generation Warden speaks to one upstream.

@@ -116,6 +116,9 @@ impl Content {
         if !(0.0..=1.0).contains(&c.injection_threshold) || c.injection_threshold == 0.0 {
             return Err("content.injection_threshold: expected a number in (0, 1]".into());
         }
+        if !(0.0..=1.0).contains(&c.suspicion_threshold) || c.suspicion_threshold == 0.0 {
+            return Err("content.suspicion_threshold: expected a number in (0, 1]".into());
+        }
         if c.max_item_bytes < 256 || c.max_result_bytes < c.max_item_bytes.min(1024) {
             return Err("content: max_item_bytes must be ≥ 256 and max_result_bytes ≥ 1024".into());
         }

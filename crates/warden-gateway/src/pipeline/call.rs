@@ -7,6 +7,8 @@
 use super::method::Method;
 use super::record::{Note, StageGuard};
 use super::route::Target;
+use crate::approval::Held;
+use crate::config::{ApprovalMode, TaintAction};
 use crate::error::GatewayError;
 use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
@@ -87,15 +89,40 @@ pub async fn call_one(
         }
     }
     let args = method.has_arguments().then(|| params.get("arguments")).flatten();
-    if let Some(mode) = grant.approval {
-        let elicit = s.client_caps.get("elicitation").is_some().then_some(&peer);
+    // A session that read untrusted content: its calls to sinks follow `when_tainted`.
+    let elicits = s.client_caps.get("elicitation").is_some();
+    let sink = method == Method::ToolsCall && policy.sink(up, name);
+    note.taint = if sink { s.taint.sources(policy.store()).await } else { s.taint.known() };
+    let (approval, why) = match note.taint.first().filter(|_| sink) {
+        None => (grant.approval, None),
+        Some(from) => match grant.when_tainted {
+            TaintAction::Allow => {
+                note.findings.push("taint:allowed".into());
+                (grant.approval, None)
+            }
+            TaintAction::Approval if grant.approval.is_some() || elicits || policy.approvers() => {
+                note.findings.push("taint:approval".into());
+                let why = format!(
+                    "This session read untrusted content ({from}), and this tool can send data out or change things."
+                );
+                (Some(grant.approval.unwrap_or(ApprovalMode::User)), Some(why))
+            }
+            action => {
+                note.findings.push("taint:denied".into());
+                let why = if action == TaintAction::Deny { "" } else { " (and no one can approve it here)" };
+                return Err(GatewayError::Tainted { from: from.clone(), why });
+            }
+        },
+    };
+    if let Some(mode) = approval {
+        let elicit = elicits.then_some(&peer);
         let empty = json!({});
         let args = args.unwrap_or(if method.has_arguments() { &empty } else { &params });
         let stage = tr.begin("warden.approval");
         let tool = (kind == Kind::Tool).then_some(name);
         // A kill switch flipped while the call waits for a person ends the wait.
         let r = tokio::select! {
-            r = s.shared.approvals.require(mode, p, server, name, args, elicit) => r,
+            r = s.shared.approvals.require(mode, p, Held { server, tool: name, args, why: why.as_deref() }, elicit) => r,
             _ = policy.kills.switched_off(server, tool) => {
                 Err(GatewayError::SwitchedOff { server: policy.kills.killed(server, None) })
             }

@@ -60,6 +60,14 @@ pub async fn respond(
                 if rep.removed.any() {
                     note.findings.push("sanitize:removed".into());
                 }
+                // What other people wrote, or what reads as an attempt, taints the session.
+                let untrusted = method == Method::ToolsCall && s.shared.policy.untrusted_source(up, name);
+                let suspicious = rep.injection.score >= content.config().suspicion_threshold;
+                if untrusted || suspicious {
+                    let why = if untrusted { "untrusted_source" } else { "suspicion" };
+                    s.taint.mark(s.shared.policy.store(), crate::taint::source(server, name, why)).await;
+                    note.findings.push(format!("taint:{why}"));
+                }
                 note.findings.extend(rep.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
                 note.truncated = rep.truncated;
                 if !note.findings.is_empty() || rep.truncated {

@@ -28,6 +28,8 @@ pub struct Note {
     /// record then refers to them by it (issue 24: each call's arguments stored once).
     pub args_in_attempt: Option<String>,
     pub read_only: Option<bool>,
+    /// What tainted the session before this request (`taint.rs`).
+    pub taint: Vec<String>,
 }
 
 /// What happened, in the audit vocabulary, kept apart from what policy decided.
@@ -39,7 +41,9 @@ pub fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static 
         Err(e) => match e {
             GatewayError::RateLimited { .. } => "rate_limited",
             _ if note.denied => "auth_denied",
-            GatewayError::ApprovalDenied { .. } | GatewayError::SwitchedOff { .. } => "auth_denied",
+            GatewayError::ApprovalDenied { .. } | GatewayError::SwitchedOff { .. } | GatewayError::Tainted { .. } => {
+                "auth_denied"
+            }
             GatewayError::Timeout => "timeout",
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::Upstream(_) | GatewayError::Unavailable => "backend_error",
@@ -108,6 +112,7 @@ pub async fn record(
     };
     e.rule = note.rule;
     e.findings = note.findings;
+    e.taint = note.taint;
     e.truncated = note.truncated;
     e.approval = note.approval;
     e.read_only = note.read_only;

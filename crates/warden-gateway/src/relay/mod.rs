@@ -157,6 +157,8 @@ fn open_session(
         "capabilities": client_caps,
         "clientInfo": client_info,
     });
+    let session_tag = warden_audit::event::digest(&Value::String(origin.session))[..16].to_string();
+    let taint = crate::taint::Taint::new(&session_tag, origin.stateless.then(|| principal.binding_key()).as_deref());
     let session = Arc::new_cyclic(|me| RelaySession {
         slots: shared
             .specs
@@ -167,7 +169,8 @@ fn open_session(
         peer,
         principal,
         client_caps,
-        session_tag: warden_audit::event::digest(&Value::String(origin.session))[..16].to_string(),
+        taint,
+        session_tag,
         client_addr: origin.client.map(|a| a.to_string()),
         upstream_init,
         routes: Mutex::new(Routes::default()),

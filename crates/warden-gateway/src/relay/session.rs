@@ -77,6 +77,8 @@ pub struct RelaySession {
     /// address, for audit records.
     pub session_tag: String,
     pub client_addr: Option<String>,
+    /// Whether it has read untrusted content (`taint.rs`).
+    pub taint: crate::taint::Taint,
     pub(super) upstream_init: Value,
     pub(super) slots: Vec<Slot>,
     pub(super) routes: Mutex<Routes>,

@@ -34,6 +34,9 @@ pub struct Origin {
     pub session: String,
     /// The client's address (HTTP: the peer, or what a trusted proxy forwarded).
     pub client: Option<std::net::IpAddr>,
+    /// A 2026 stateless caller's pooled session (state that outlives a request is the
+    /// principal's, not the pooled session's).
+    pub stateless: bool,
 }
 
 pub trait Service: Send + Sync + 'static {

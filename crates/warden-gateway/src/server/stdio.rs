@@ -67,7 +67,7 @@ where
                         params,
                         peer,
                         Arc::new(warden_policy::Principal::local()),
-                        super::Origin { session: "stdio".into(), client: None },
+                        super::Origin { session: "stdio".into(), client: None, stateless: false },
                     )
                     .await
                 {

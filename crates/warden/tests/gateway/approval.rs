@@ -21,7 +21,7 @@ pub(crate) fn admin_section() -> (String, String) {
 }
 
 /// A client that declares no client capabilities (so no elicitation).
-async fn plain_client(w: &Proc, bearer: &str) -> Client {
+pub(crate) async fn plain_client(w: &Proc, bearer: &str) -> Client {
     let mut c = Client::new(&w.url);
     c.bearer = Some(bearer.into());
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -32,7 +32,7 @@ async fn plain_client(w: &Proc, bearer: &str) -> Client {
     c
 }
 
-async fn admin_get(url: &str, bearer: &str) -> (u16, Value) {
+pub(crate) async fn admin_get(url: &str, bearer: &str) -> (u16, Value) {
     let r = reqwest::Client::new().get(url).bearer_auth(bearer).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }

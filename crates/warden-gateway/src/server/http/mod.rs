@@ -489,7 +489,7 @@ impl McpEndpoint {
         }
         let calls = Arc::new(Calls::new("warden-"));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        let origin = super::Origin { session: sid.clone(), client };
+        let origin = super::Origin { session: sid.clone(), client, stateless: false };
         match self.svc.initialize(params, peer, principal, origin).await {
             Ok(init) => {
                 let conn = Conn::new(init.session, streams, calls);

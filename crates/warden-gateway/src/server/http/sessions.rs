@@ -408,7 +408,7 @@ impl McpEndpoint {
         // Past the ids of the sessions it may replace (answers to those still reach them).
         let calls = Arc::new(Calls::starting_at("warden-", (self.svc.generation() << 32) + 1));
         let peer = crate::rpc::Peer::new(streams.clone(), calls.clone(), None);
-        let origin = Origin { session: id.to_string(), client };
+        let origin = Origin { session: id.to_string(), client, stateless: false };
         let generation = self.svc.generation();
         let resumed = self.svc.resume(sealed.params.clone(), peer, who.clone(), origin).ok_or(NOT_FOUND)?;
         let session = resumed.await.map_err(|e| {

@@ -319,7 +319,7 @@ impl McpEndpoint {
             "capabilities": caps,
             "clientInfo": req.client_info.clone().unwrap_or_else(|| json!({"name": "stateless-client", "version": "0"})),
         });
-        let origin = Origin { session: sid.clone(), client };
+        let origin = Origin { session: sid.clone(), client, stateless: true };
         match self.svc.initialize(params, peer, principal.clone(), origin).await {
             Ok(init) => {
                 let _ = session.conn.set(Conn::new(init.session, streams, calls));

@@ -1,0 +1,109 @@
+//! Session taint (toxic flows): a session that has read untrusted content may not use a sink
+//! freely afterwards.
+//!
+//! A session becomes tainted when an answer enters it from a tool the operator classified
+//! `untrusted_source` (web pages, email, issues: text other people wrote), or any answer whose
+//! injection score reaches `[content] suspicion_threshold`. Its later calls to sinks (tools
+//! classified `exfiltration` or `destructive`) then follow the allowing rule's `when_tainted`:
+//! held for a person (default), refused, or let through; each later call's audit record names
+//! where the taint came from and when.
+//!
+//! The taint of a 2025 session is kept under its session id; a 2026 stateless caller's under
+//! the principal (all its conversations: stricter than one conversation). It is written to the
+//! store (`[store]`), so every replica that takes the session up sees it, and lives a day.
+//!
+//! Defends against: the "lethal trifecta" — private data read, then an instruction planted in
+//! something untrusted, then data sent out — at its last step, whatever the planted text says
+//! (no detector has to recognise it); a compromised session moved to another replica.
+//! Does not defend against: a sink the operator did not classify (tool annotations do not make
+//! sinks or sources yet); untrusted content from a tool not classified as such that scores under the
+//! suspicion threshold; data carried out in a read-only call's arguments (classify such tools
+//! `exfiltration`); a taint written while the store was out reaches other replicas only when
+//! this one marks it again. A call to a sink whose taint cannot be read (the store out) counts
+//! as tainted.
+
+use crate::store::{RecordKey, Store};
+use parking_lot::Mutex;
+use std::time::Duration;
+
+/// Sources kept per session (the first ones: what tainted it).
+const MAX_SOURCES: usize = 8;
+/// How long a taint lives in the store after the last mark.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+const KIND: &str = "taint";
+
+/// One session's taint: where it is kept, and what this replica knows of it.
+pub struct Taint {
+    key: String,
+    known: Mutex<Vec<String>>,
+}
+
+impl Taint {
+    /// A 2025 session's (`session` is its id's digest), or a 2026 caller's (`principal`: its
+    /// binding key).
+    pub fn new(session: &str, principal: Option<&str>) -> Taint {
+        let key = match principal {
+            Some(p) => format!("p:{}", &warden_audit::event::digest(&serde_json::Value::String(p.into()))[..32]),
+            None => format!("s:{session}"),
+        };
+        Taint { key, known: Mutex::new(Vec::new()) }
+    }
+
+    /// What this replica knows tainted the session (may lag another replica's marks).
+    pub fn known(&self) -> Vec<String> {
+        self.known.lock().clone()
+    }
+
+    /// Taint the session: `source` (`server/name at <time> (why)`) is kept if it is among the
+    /// first [`MAX_SOURCES`], and the whole list written to the store.
+    pub async fn mark(&self, store: &dyn Store, source: String) {
+        let list = {
+            let mut k = self.known.lock();
+            if k.len() >= MAX_SOURCES || k.iter().any(|s| same_place(s, &source)) {
+                return;
+            }
+            k.push(source);
+            k.clone()
+        };
+        let body = serde_json::to_vec(&list).unwrap_or_default();
+        if let Err(e) = store.put_record(RecordKey { kind: KIND, key: &self.key }, &body, TTL, false).await {
+            tracing::warn!(error = %e, "taint not written to the store: other replicas do not see it yet");
+        }
+    }
+
+    /// Everything that tainted the session, as far as any replica has said (asks the store only
+    /// while this replica knows of none). The store out: tainted, by that.
+    pub async fn sources(&self, store: &dyn Store) -> Vec<String> {
+        let known = self.known();
+        if !known.is_empty() {
+            return known;
+        }
+        match store.record(RecordKey { kind: KIND, key: &self.key }).await {
+            Ok(Some(b)) => {
+                let list: Vec<String> = serde_json::from_slice(&b).unwrap_or_default();
+                let list: Vec<String> = list.into_iter().take(MAX_SOURCES).collect();
+                let mut k = self.known.lock();
+                if k.is_empty() {
+                    k.clone_from(&list);
+                }
+                list
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "taint unknown (store out): this sink call counts as tainted");
+                vec!["unknown: the store is out".into()]
+            }
+        }
+    }
+}
+
+/// Two sources from the same tool.
+fn same_place(a: &str, b: &str) -> bool {
+    a.split(" at ").next() == b.split(" at ").next()
+}
+
+/// How a source is written: `server/name at <time> (why)`.
+pub fn source(server: &str, name: &str, why: &str) -> String {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    format!("{server}/{name} at {at} ({why})")
+}
