@@ -12,7 +12,12 @@ const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 
 fn replica(sections: &str, key: &str) -> Proc {
-    let up = fixture_stdio_upstream("fx", Some(""), "");
+    replica_with("", sections, key)
+}
+
+/// [`replica`], with more settings for its upstream.
+fn replica_with(upstream: &str, sections: &str, key: &str) -> Proc {
+    let up = fixture_stdio_upstream("fx", Some(""), upstream);
     warden_with_env("", &format!("{up}\n[cluster]\nkey = {{ env = \"{KEY_VAR}\" }}\n{sections}"), &[(KEY_VAR, key)])
 }
 
@@ -273,4 +278,27 @@ async fn definition_pins_and_their_approvals_are_shared() {
         assert!(Instant::now() < deadline, "b never took the approval: {:?}", offered(&b).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Issue 25: a session's taint is kept in the store, so the replica that takes the session up
+/// refuses its sink call too (a session hopping replicas would otherwise leave its taint behind).
+#[tokio::test]
+async fn a_session_tainted_on_one_replica_is_tainted_on_the_next() {
+    let redis = harness::redis_server();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = {:?}\nprefix = \"t{}\"\n", redis.url, std::process::id());
+    let (alice, ea) = key("alice", &["mcp"], &[], None);
+    let sections = format!("[auth]\n{ea}\n{store}[[rule]]\nid = \"all\"\ntools = [\"*\"]\nwhen_tainted = \"deny\"\n");
+    let classify = "classify = { echo = [\"read_only\", \"untrusted_source\"], rows = \"exfiltration\" }\n";
+    let a = replica_with(classify, &sections, KEY_A);
+    let b = replica_with(classify, &sections, KEY_A);
+    let ca = client(&a, &alice).await;
+    assert_eq!(text(&ca.tool(1, "echo", json!({"text": "an issue someone filed"})).await), "an issue someone filed");
+    let refused = on(&b, &ca).tool(2, "rows", json!({"value": {"rows": [1]}})).await;
+    assert_eq!(refused["error"]["code"], -32034, "refused on the other replica: {refused}");
+    assert!(refused["error"]["data"]["source"].as_str().is_some_and(|s| s.starts_with("fx/echo at")), "{refused}");
+    let clean = client(&b, &alice).await;
+    assert_eq!(
+        clean.tool(1, "rows", json!({"value": {"rows": [1]}})).await["result"]["structuredContent"]["rows"][0],
+        1
+    );
 }
