@@ -332,19 +332,27 @@ impl Policy {
         }
     }
 
-    /// Does what upstream `up`'s tool `name` returns come from people other than the caller
-    /// (`classify … "untrusted_source"`)? Reading it taints the session.
-    pub fn untrusted_source(&self, up: usize, name: &str) -> bool {
-        self.classes[up].tools.get(name).is_some_and(|c| c.has(ToolClass::UntrustedSource))
+    /// Does what upstream `up`'s tool `name` returns come from people other than the caller?
+    /// Classified `untrusted_source`; unclassified on an upstream whose annotations are
+    /// trusted: a read-only tool that reaches the open world (`openWorldHint`, true unless said
+    /// otherwise). Reading it taints the session.
+    pub fn untrusted_source(&self, up: usize, name: &str, read_only: bool, open_world: bool) -> bool {
+        let c = &self.classes[up];
+        match c.tools.get(name) {
+            Some(classes) => classes.has(ToolClass::UntrustedSource),
+            None => c.trust_annotations && read_only && open_world,
+        }
     }
 
-    /// Is a call to this tool a sink a tainted session may not use freely: classified
-    /// `exfiltration` or `destructive`?
-    pub fn sink(&self, up: usize, name: &str) -> bool {
-        self.classes[up]
-            .tools
-            .get(name)
-            .is_some_and(|c| c.has(ToolClass::Exfiltration) || c.has(ToolClass::Destructive))
+    /// Is a call to this tool a sink a tainted session may not use freely? Classified
+    /// `exfiltration` or `destructive`; unclassified on an upstream whose annotations are
+    /// trusted: anything not read-only (posting a comment destroys nothing, and sends data out).
+    pub fn sink(&self, up: usize, name: &str, read_only: bool) -> bool {
+        let c = &self.classes[up];
+        match c.tools.get(name) {
+            Some(classes) => classes.has(ToolClass::Exfiltration) || classes.has(ToolClass::Destructive),
+            None => c.trust_annotations && !read_only,
+        }
     }
 
     fn target<'a>(&'a self, up: usize, kind: Kind, name: &'a str, read_only: bool) -> Target<'a> {
@@ -501,5 +509,40 @@ impl Policy {
             unlimited,
             _slots: slots,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn policy(upstream: &str) -> Policy {
+        let text = format!(
+            "[[upstream]]\nname = \"u\"\ntransport = \"stdio\"\ncommand = \"x\"\n{upstream}\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n"
+        );
+        let cfg = Config::parse(&text, "t").unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(None).unwrap());
+        let kills = KillSwitches::load(store.clone()).now_or_never().unwrap().unwrap();
+        Policy::new(&cfg, kills, store).unwrap()
+    }
+
+    /// Issue 25: sinks and untrusted sources, by the operator's classes, and by trusted
+    /// annotations with MCP's defaults; untrusted annotations make neither.
+    #[test]
+    fn sinks_and_untrusted_sources_by_class_and_by_trusted_annotations() {
+        let classified = policy(
+            "classify = { fetch = [\"read_only\", \"untrusted_source\", \"exfiltration\"], wipe = \"destructive\", get = \"read_only\" }",
+        );
+        assert!(classified.untrusted_source(0, "fetch", true, false) && classified.sink(0, "fetch", true));
+        assert!(classified.sink(0, "wipe", false) && !classified.untrusted_source(0, "wipe", false, true));
+        assert!(!classified.sink(0, "get", true) && !classified.untrusted_source(0, "get", true, true));
+        // Unclassified, annotations not trusted: neither, whatever the tool says.
+        assert!(!classified.sink(0, "post", false) && !classified.untrusted_source(0, "search", true, true));
+        let trusted = policy("trust_annotations = true");
+        assert!(trusted.sink(0, "post", false), "not read-only: a sink");
+        assert!(!trusted.sink(0, "search", true));
+        assert!(trusted.untrusted_source(0, "search", true, true), "read-only, open world: untrusted");
+        assert!(!trusted.untrusted_source(0, "lookup", true, false), "openWorldHint false: its own data");
     }
 }

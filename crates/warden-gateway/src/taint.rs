@@ -4,7 +4,10 @@
 //! A session becomes tainted when an answer enters it from a tool the operator classified
 //! `untrusted_source` (web pages, email, issues: text other people wrote), or any answer whose
 //! injection score reaches `[content] suspicion_threshold`. Its later calls to sinks (tools
-//! classified `exfiltration` or `destructive`) then follow the allowing rule's `when_tainted`:
+//! classified `exfiltration` or `destructive`) then follow the allowing rule's `when_tainted`.
+//! On an upstream with `trust_annotations`, unclassified tools count by their annotations and
+//! MCP's defaults: a read-only tool that reaches the open world is a source, anything not
+//! read-only a sink (`policy.rs`). The allowing rule's `when_tainted` says what a sink call does:
 //! held for a person (default), refused, or let through; each later call's audit record names
 //! where the taint came from and when.
 //!
@@ -15,8 +18,8 @@
 //! Defends against: the "lethal trifecta" — private data read, then an instruction planted in
 //! something untrusted, then data sent out — at its last step, whatever the planted text says
 //! (no detector has to recognise it); a compromised session moved to another replica.
-//! Does not defend against: a sink the operator did not classify (tool annotations do not make
-//! sinks or sources yet); untrusted content from a tool not classified as such that scores under the
+//! Does not defend against: a sink the operator did not classify on an upstream whose
+//! annotations are not trusted; untrusted content from a tool not classified as such that scores under the
 //! suspicion threshold; data carried out in a read-only call's arguments (classify such tools
 //! `exfiltration`); a taint written while the store was out reaches other replicas only when
 //! this one marks it again. A call to a sink whose taint cannot be read (the store out) counts

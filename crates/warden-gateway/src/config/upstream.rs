@@ -81,7 +81,9 @@ pub struct Upstream {
     #[serde(default)]
     pub classify: BTreeMap<String, ToolClasses>,
     /// Believe this upstream's `readOnlyHint` for tools not in `classify`. Default false: an
-    /// unclassified tool counts as destructive, whatever it claims.
+    /// unclassified tool counts as destructive, whatever it claims. With it, session taint
+    /// also goes by annotations: a read-only tool reaching the open world (`openWorldHint`,
+    /// true unless it says otherwise) taints the session, and a tool not read-only is a sink.
     #[serde(default)]
     pub trust_annotations: bool,
     /// Calls in flight to this upstream at once, over all sessions; more get a retryable error.

@@ -91,7 +91,7 @@ pub async fn call_one(
     let args = method.has_arguments().then(|| params.get("arguments")).flatten();
     // A session that read untrusted content: its calls to sinks follow `when_tainted`.
     let elicits = s.client_caps.get("elicitation").is_some();
-    let sink = method == Method::ToolsCall && policy.sink(up, name);
+    let sink = method == Method::ToolsCall && policy.sink(up, name, read_only);
     note.taint = if sink { s.taint.sources(policy.store()).await } else { s.taint.known() };
     let (approval, why) = match note.taint.first().filter(|_| sink) {
         None => (grant.approval, None),

@@ -61,7 +61,9 @@ pub async fn respond(
                     note.findings.push("sanitize:removed".into());
                 }
                 // What other people wrote, or what reads as an attempt, taints the session.
-                let untrusted = method == Method::ToolsCall && s.shared.policy.untrusted_source(up, name);
+                let open_world = s.vetted(up, name).is_none_or(|v| v.open_world);
+                let untrusted = method == Method::ToolsCall
+                    && s.shared.policy.untrusted_source(up, name, target.read_only, open_world);
                 let suspicious = rep.injection.score >= content.config().suspicion_threshold;
                 if untrusted || suspicious {
                     let why = if untrusted { "untrusted_source" } else { "suspicion" };

@@ -42,6 +42,8 @@ pub struct Vetted {
     pub findings: Vec<ToolFinding>,
     /// Its `x-mcp-header` annotations (the `Mcp-Param-*` headers of a 2026 HTTP call).
     pub header_params: Vec<warden_protocol::param_headers::HeaderParam>,
+    /// Its `openWorldHint` (MCP's default: true): it reaches outside the upstream's own data.
+    pub open_world: bool,
 }
 
 /// Why a tool is withheld.
@@ -251,7 +253,8 @@ impl Registry {
         if let Some(Err(e)) = &output {
             tracing::warn!(server, tool, error = %e, "tool output schema is unusable; its results are withheld");
         }
-        let v = Arc::new(Vetted { schema, output, findings, header_params });
+        let open_world = item.pointer("/annotations/openWorldHint").and_then(Value::as_bool) != Some(false);
+        let v = Arc::new(Vetted { schema, output, findings, header_params, open_world });
         let mut cache = self.vetted.lock();
         if cache.len() > 10_000 {
             cache.clear();
