@@ -142,6 +142,13 @@ impl Approvals {
         elicit: Option<&Peer>,
     ) -> Result<(), GatewayError> {
         let Held { server, tool, args, why } = call;
+        // A tainted session's call is its own question: an approval given (or asked) for the
+        // same call from a clean session does not cover it.
+        let d = if why.is_some() {
+            digest(p, server, &format!("{tool}\0tainted"), args)
+        } else {
+            digest(p, server, tool, args)
+        };
         let summary = reveal(&format!(
             "{} asks to run the tool \"{tool}\" of the server \"{server}\"{}.{}",
             p.subject,
@@ -149,8 +156,8 @@ impl Approvals {
             why.map(|w| format!(" {w}")).unwrap_or_default()
         ));
         match (mode, elicit) {
-            (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, server, tool, args, &summary).await,
-            _ => self.queue(p, server, tool, args, summary).await,
+            (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, call, &summary, &d).await,
+            _ => self.queue(p, call, summary, d).await,
         }
     }
 
@@ -158,16 +165,15 @@ impl Approvals {
         &self,
         peer: &Peer,
         p: &Principal,
-        server: &str,
-        tool: &str,
-        args: &Value,
+        call: Held<'_>,
         summary: &str,
+        digest: &str,
     ) -> Result<(), GatewayError> {
+        let Held { server, tool, args, .. } = call;
         let params = json!({
             "message": format!(
-                "Approval needed. {summary}\n\nArguments:\n{}\n\nCall digest: {}",
+                "Approval needed. {summary}\n\nArguments:\n{}\n\nCall digest: {digest}",
                 shown(args),
-                digest(p, server, tool, args)
             ),
             "requestedSchema": {
                 "type": "object",
@@ -199,20 +205,14 @@ impl Approvals {
                     return refuse("declined by the user");
                 }
                 tracing::info!(subject = %p.subject, server, tool, approver = %format!("user:{} (elicitation)", p.subject),
-                    digest = %digest(p, server, tool, args), "call approved");
+                    digest = %digest, "call approved");
                 Ok(())
             }
         }
     }
 
-    async fn queue(
-        &self,
-        p: &Principal,
-        server: &str,
-        tool: &str,
-        args: &Value,
-        summary: String,
-    ) -> Result<(), GatewayError> {
+    async fn queue(&self, p: &Principal, call: Held<'_>, summary: String, digest: String) -> Result<(), GatewayError> {
+        let Held { server, tool, args, .. } = call;
         let store_out = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "approval store out; call refused");
             GatewayError::StoreUnavailable
@@ -220,7 +220,7 @@ impl Approvals {
         let now = crate::clock::now_secs();
         let fresh = Approval {
             id: random_id(),
-            digest: digest(p, server, tool, args),
+            digest,
             requester: requester_key(p),
             subject: p.subject.clone(),
             tenant: p.tenant.clone(),

@@ -58,7 +58,7 @@ pub enum GatewayError {
     })]
     SwitchedOff { server: bool },
     /// A call to a sink from a session that read untrusted content (`taint.rs`).
-    #[error("Call refused: this session read untrusted content ({from}), and this tool can send data out or change things{why}; start a new session for it")]
+    #[error("Call refused: this session read untrusted content ({from}), and this tool can send data out or change things{why}")]
     Tainted { from: String, why: &'static str },
     #[error("Call not approved: {reason}")]
     ApprovalDenied { id: Option<String>, reason: &'static str },

@@ -22,8 +22,8 @@
 //! annotations are not trusted; untrusted content from a tool not classified as such that scores under the
 //! suspicion threshold; data carried out in a read-only call's arguments (classify such tools
 //! `exfiltration`); a taint written while the store was out reaches other replicas only when
-//! this one marks it again. A call to a sink whose taint cannot be read (the store out) counts
-//! as tainted.
+//! this one marks it again. A call to a sink whose taint cannot be read (the store out, or an
+//! unreadable record) counts as tainted, whatever `[store] on_outage` says.
 
 use crate::store::{RecordKey, Store};
 use parking_lot::Mutex;
@@ -39,6 +39,8 @@ const KIND: &str = "taint";
 pub struct Taint {
     key: String,
     known: Mutex<Vec<String>>,
+    /// The store holds what `known` holds (else the next mark writes it again).
+    stored: std::sync::atomic::AtomicBool,
 }
 
 impl Taint {
@@ -49,7 +51,7 @@ impl Taint {
             Some(p) => format!("p:{}", &warden_audit::event::digest(&serde_json::Value::String(p.into()))[..32]),
             None => format!("s:{session}"),
         };
-        Taint { key, known: Mutex::new(Vec::new()) }
+        Taint { key, known: Mutex::new(Vec::new()), stored: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// What this replica knows tainted the session (may lag another replica's marks).
@@ -60,17 +62,25 @@ impl Taint {
     /// Taint the session: `source` (`server/name at <time> (why)`) is kept if it is among the
     /// first [`MAX_SOURCES`], and the whole list written to the store.
     pub async fn mark(&self, store: &dyn Store, source: String) {
+        use std::sync::atomic::Ordering;
         let list = {
             let mut k = self.known.lock();
-            if k.len() >= MAX_SOURCES || k.iter().any(|s| same_place(s, &source)) {
+            let known = k.len() >= MAX_SOURCES || k.iter().any(|s| same_place(s, &source));
+            if known && self.stored.load(Ordering::Acquire) {
                 return;
             }
-            k.push(source);
+            if !known {
+                k.push(source);
+            }
             k.clone()
         };
         let body = serde_json::to_vec(&list).unwrap_or_default();
-        if let Err(e) = store.put_record(RecordKey { kind: KIND, key: &self.key }, &body, TTL, false).await {
-            tracing::warn!(error = %e, "taint not written to the store: other replicas do not see it yet");
+        match store.put_record(RecordKey { kind: KIND, key: &self.key }, &body, TTL, false).await {
+            Ok(_) => self.stored.store(true, Ordering::Release),
+            Err(e) => {
+                self.stored.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "taint not written to the store: other replicas do not see it yet (written again at the next mark)");
+            }
         }
     }
 
@@ -83,7 +93,11 @@ impl Taint {
         }
         match store.record(RecordKey { kind: KIND, key: &self.key }).await {
             Ok(Some(b)) => {
-                let list: Vec<String> = serde_json::from_slice(&b).unwrap_or_default();
+                // A record that does not read as a list: tainted, by that (fail closed).
+                let list: Vec<String> = serde_json::from_slice::<Vec<String>>(&b)
+                    .ok()
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| vec!["unknown: an unreadable taint record".into()]);
                 let list: Vec<String> = list.into_iter().take(MAX_SOURCES).collect();
                 let mut k = self.known.lock();
                 if k.is_empty() {
@@ -94,10 +108,16 @@ impl Taint {
             Ok(None) => Vec::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "taint unknown (store out): this sink call counts as tainted");
-                vec!["unknown: the store is out".into()]
+                vec!["unknown".into()]
             }
         }
     }
+}
+
+/// A source as the client is told it: where and when, not why (which would tell a hostile
+/// client how its text was scored).
+pub fn shown(source: &str) -> String {
+    source.split(" (").next().unwrap_or(source).to_string()
 }
 
 /// Two sources from the same tool.

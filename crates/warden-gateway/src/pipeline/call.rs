@@ -100,17 +100,20 @@ pub async fn call_one(
                 note.findings.push("taint:allowed".into());
                 (grant.approval, None)
             }
-            TaintAction::Approval if grant.approval.is_some() || elicits || policy.approvers() => {
+            // Someone other than the tainted client decides, unless the rule asks the user: an
+            // operator on the admin queue (the client's own answer could be the injection's).
+            TaintAction::Approval if grant.approval.is_some() || policy.approvers() => {
                 note.findings.push("taint:approval".into());
                 let why = format!(
                     "This session read untrusted content ({from}), and this tool can send data out or change things."
                 );
-                (Some(grant.approval.unwrap_or(ApprovalMode::User)), Some(why))
+                (Some(grant.approval.unwrap_or(ApprovalMode::Admin)), Some(why))
             }
             action => {
                 note.findings.push("taint:denied".into());
+                note.denied = true;
                 let why = if action == TaintAction::Deny { "" } else { " (and no one can approve it here)" };
-                return Err(GatewayError::Tainted { from: from.clone(), why });
+                return Err(GatewayError::Tainted { from: crate::taint::shown(from), why });
             }
         },
     };

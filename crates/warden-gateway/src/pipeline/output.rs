@@ -60,16 +60,7 @@ pub async fn respond(
                 if rep.removed.any() {
                     note.findings.push("sanitize:removed".into());
                 }
-                // What other people wrote, or what reads as an attempt, taints the session.
-                let open_world = s.vetted(up, name).is_none_or(|v| v.open_world);
-                let untrusted = method == Method::ToolsCall
-                    && s.shared.policy.untrusted_source(up, name, target.read_only, open_world);
-                let suspicious = rep.injection.score >= content.config().suspicion_threshold;
-                if untrusted || suspicious {
-                    let why = if untrusted { "untrusted_source" } else { "suspicion" };
-                    s.taint.mark(s.shared.policy.store(), crate::taint::source(server, name, why)).await;
-                    note.findings.push(format!("taint:{why}"));
-                }
+                taint(s, target, method, rep.injection.score, note).await;
                 note.findings.extend(rep.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));
                 note.truncated = rep.truncated;
                 if !note.findings.is_empty() || rep.truncated {
@@ -86,9 +77,30 @@ pub async fn respond(
             Ok(v)
         }
         Err(GatewayError::Upstream(mut e)) => {
+            // An error from an untrusted source (a fetched page's body in a 404) taints as its
+            // answer would; so does one that reads as an attempt.
+            let text = format!("{} {}", e.message, e.data.as_ref().map(Value::to_string).unwrap_or_default());
+            taint(s, target, method, warden_policy::inject::scan(&text).score, note).await;
             content.process_error(server, name, &mut e);
             Err(GatewayError::Upstream(e))
         }
         Err(e) => Err(e),
     }
+}
+
+/// What other people wrote (a tool that is an untrusted source), or what reads as an attempt
+/// (`score` at `[content] suspicion_threshold` or over), taints the session that reads it
+/// (`taint.rs`).
+async fn taint(s: &RelaySession, target: &Target, method: Method, score: f32, note: &mut Note) {
+    let (up, name) = (target.up, target.name.as_str());
+    let open_world = s.vetted(up, name).is_none_or(|v| v.open_world);
+    let untrusted =
+        method == Method::ToolsCall && s.shared.policy.untrusted_source(up, name, target.read_only, open_world);
+    if !untrusted && score < s.shared.content.config().suspicion_threshold {
+        return;
+    }
+    let why = if untrusted { "untrusted_source" } else { "suspicion" };
+    let server = &s.shared.specs[up].name;
+    s.taint.mark(s.shared.policy.store(), crate::taint::source(server, name, why)).await;
+    note.findings.push(format!("taint:{why}"));
 }
