@@ -62,7 +62,8 @@ pub struct RuleConfig {
     /// What a call to a sink (a tool classified `exfiltration` or `destructive`) does when
     /// its session has read untrusted content (`classify … "untrusted_source"`, or an output
     /// scoring over `[content] suspicion_threshold`): `"approval"` (default: held for a
-    /// person, as `approval`, `"user"` unless the rule says otherwise), `"deny"`, or `"allow"`.
+    /// person, as the rule's `approval` says, else on the admin queue; refused without
+    /// `[admin]`), `"deny"`, or `"allow"`.
     pub when_tainted: Option<TaintAction>,
 }
 
