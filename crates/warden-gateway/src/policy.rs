@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_policy::limits::Rate;
-use warden_policy::rules::{Condition, Decision, Glob, Kind, Rule, RuleSet, Target};
+use warden_policy::rules::{Condition, Decision, Facts, Glob, Kind, Rule, RuleSet, Target};
 use warden_policy::Principal;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -380,11 +380,11 @@ impl Policy {
         kind: Kind,
         name: &str,
         read_only: bool,
-        args: Option<&Value>,
+        f: &Facts,
     ) -> Result<usize, Refused<'_>> {
         let server = &self.names[up];
         let tool = (kind == Kind::Tool).then_some(name);
-        let ruled = self.rules.decide(p, &self.target(up, kind, name, read_only), args);
+        let ruled = self.rules.decide_with(p, &self.target(up, kind, name, read_only), f);
         if self.kills.killed(server, tool) {
             let allowed = matches!(ruled, Decision::Allow { .. });
             return Err(Refused::Killed { kind, allowed, server: self.kills.killed(server, None) });
@@ -408,7 +408,7 @@ impl Policy {
         read_only: bool,
         args: Option<&Value>,
     ) -> Result<String, (String, GatewayError)> {
-        match self.decide(p, up, kind, name, read_only, args) {
+        match self.decide(p, up, kind, name, read_only, &Facts { args, taint: &[] }) {
             Ok(rule) => Ok(self.rules.rules()[rule].id.clone()),
             Err(r) => Err((r.by().to_string(), r.answer())),
         }
@@ -424,10 +424,10 @@ impl Policy {
         kind: Kind,
         name: &str,
         read_only: bool,
-        args: Option<&Value>,
+        f: &Facts<'_>,
     ) -> Result<Grant, Refusal> {
         let server = &self.names[up];
-        let rule = match self.decide(p, up, kind, name, read_only, args) {
+        let rule = match self.decide(p, up, kind, name, read_only, f) {
             Ok(rule) => rule,
             Err(r) => {
                 tracing::info!(subject = %p.subject, server = %server, kind = kind.as_str(), name, rule = r.by(), "denied");

@@ -94,12 +94,21 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// What a call brings besides its caller and target: its arguments (`None` for calls without
+/// arguments) and what its session has read (the sources of its taint, empty when clean).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    pub args: Option<&'a Value>,
+    pub taint: &'a [String],
+}
+
 /// A compiled CEL condition.
 pub struct Condition {
     pub source: String,
     program: Program,
-    /// Which of `principal`, `target`, `args` it reads (only those are converted per call).
-    reads: [bool; 3],
+    /// Which of `principal`, `target`, `args`, `session` it reads (only those are converted per
+    /// call).
+    reads: [bool; 4],
 }
 
 impl std::fmt::Debug for Condition {
@@ -109,25 +118,25 @@ impl std::fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Compile `src`; it may read only `principal`, `target` and `args`. A trial run against an
-    /// empty call catches misspelt variables that the evaluation reaches.
+    /// Compile `src`; it may read only `principal`, `target`, `args` and `session`. A trial run
+    /// against an empty call catches misspelt variables that the evaluation reaches.
     pub fn compile(src: &str) -> Result<Condition, String> {
         let program = Program::compile(src).map_err(|e| format!("invalid CEL condition: {e}"))?;
         let refs = program.references();
-        let reads = ["principal", "target", "args"].map(|v| refs.has_variable(v));
+        let reads = ["principal", "target", "args", "session"].map(|v| refs.has_variable(v));
         let sample = Principal::local();
         let t = Target { kind: Kind::Tool, server: "", name: "", read_only: false };
         if let Err(cel::ExecutionError::UndeclaredReference(v)) =
-            program.execute(&context([true; 3], &sample, &t, None))
+            program.execute(&context([true; 4], &sample, &t, &Facts::default()))
         {
-            return Err(format!("unknown variable {v:?} in condition (use principal, target or args)"));
+            return Err(format!("unknown variable {v:?} in condition (use principal, target, args or session)"));
         }
         Ok(Condition { source: src.to_string(), program, reads })
     }
 
     /// Evaluate; `None` when it does not evaluate to a boolean (missing key, type error, …).
-    fn eval(&self, p: &Principal, t: &Target, args: Option<&Value>) -> Option<bool> {
-        match self.program.execute(&context(self.reads, p, t, args)) {
+    fn eval(&self, p: &Principal, t: &Target, f: &Facts) -> Option<bool> {
+        match self.program.execute(&context(self.reads, p, t, f)) {
             Ok(cel::Value::Bool(b)) => Some(b),
             _ => None,
         }
@@ -245,8 +254,14 @@ impl RuleSet {
         merge_sorted(exact, &ix.wild).map(move |i| (i as usize, &self.rules[i as usize]))
     }
 
-    /// May `p` use `t` with these arguments (`None` for calls without arguments)?
+    /// May `p` use `t` with these arguments (`None` for calls without arguments), from a
+    /// clean session?
     pub fn decide(&self, p: &Principal, t: &Target, args: Option<&Value>) -> Decision {
+        self.decide_with(p, t, &Facts { args, taint: &[] })
+    }
+
+    /// May `p` use `t` in this call?
+    pub fn decide_with(&self, p: &Principal, t: &Target, f: &Facts) -> Decision {
         let mut allow: Option<usize> = None;
         for (idx, r) in self.candidates(t) {
             if !r.matches_target(t) || !r.matches_principal(p) {
@@ -258,7 +273,7 @@ impl RuleSet {
             let holds = match &r.when {
                 None => true,
                 // Fail closed both ways: an error never allows and always denies.
-                Some(c) => c.eval(p, t, args).unwrap_or(r.deny),
+                Some(c) => c.eval(p, t, f).unwrap_or(r.deny),
             };
             if !holds {
                 continue;
@@ -352,7 +367,13 @@ struct TargetView<'a> {
 }
 
 /// The variables a condition reads, on top of the shared built-ins.
-fn context(reads: [bool; 3], p: &Principal, t: &Target, args: Option<&Value>) -> Context<'static, 'static> {
+#[derive(serde::Serialize)]
+struct SessionView<'a> {
+    tainted: bool,
+    taint_sources: &'a [String],
+}
+
+fn context(reads: [bool; 4], p: &Principal, t: &Target, f: &Facts) -> Context<'static, 'static> {
     let mut ctx = ROOT.get_or_init(Context::default).new_inner_scope();
     if reads[0] {
         let v = PrincipalView {
@@ -375,8 +396,13 @@ fn context(reads: [bool; 3], p: &Principal, t: &Target, args: Option<&Value>) ->
     }
     if reads[2] {
         let empty = Value::Object(Default::default());
-        if let Ok(v) = cel::to_value(args.unwrap_or(&empty)) {
+        if let Ok(v) = cel::to_value(f.args.unwrap_or(&empty)) {
             ctx.add_variable_from_value("args", v);
+        }
+    }
+    if reads[3] {
+        if let Ok(v) = cel::to_value(SessionView { tainted: !f.taint.is_empty(), taint_sources: f.taint }) {
+            ctx.add_variable_from_value("session", v);
         }
     }
     ctx
@@ -472,6 +498,31 @@ mod tests {
         let p = who(&[], &[], None);
         assert!(!set.decide(&p, &tool("fx", "write"), None).allowed());
         assert!(set.decide(&p, &Target { read_only: true, ..tool("fx", "read") }, None).allowed());
+    }
+
+    /// Issue 25: conditions read the session's taint (`session.tainted`, `session.taint_sources`).
+    #[test]
+    fn conditions_read_the_session_taint() {
+        let mut d = rule("no-send-when-tainted", &["send"]);
+        d.deny = true;
+        d.when = Some(Condition::compile("session.tainted").unwrap());
+        let mut a = rule("send-unless-from-web", &["send"]);
+        a.when = Some(Condition::compile("!('web/fetch' in session.taint_sources)").unwrap());
+        let p = who(&[], &[], None);
+        let t = tool("mail", "send");
+        let set = RuleSet::new(vec![a]);
+        assert!(set.decide(&p, &t, None).allowed(), "clean");
+        let from_web = ["web/fetch".to_string()];
+        assert!(!set.decide_with(&p, &t, &Facts { args: None, taint: &from_web }).allowed());
+        let from_issues = ["issues/get".to_string()];
+        assert!(set.decide_with(&p, &t, &Facts { args: None, taint: &from_issues }).allowed());
+        let set = RuleSet::new(vec![rule("send", &["send"]), d]);
+        assert!(set.decide(&p, &t, None).allowed());
+        assert_eq!(
+            set.decide_with(&p, &t, &Facts { args: None, taint: &from_issues }),
+            Decision::Deny { rule: Some(1) }
+        );
+        assert!(Condition::compile("sessions.tainted").is_err(), "a misspelt variable is a config error");
     }
 
     #[test]

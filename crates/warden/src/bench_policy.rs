@@ -57,7 +57,11 @@ pub fn run(n: usize) -> anyhow::Result<()> {
     let d_exact = per_op(n, |_| assert!(rules.decide(&p, &exact, None).allowed()));
     let d_cel = per_op(n, |_| assert!(rules.decide(&p, &query, Some(&args)).allowed()));
     let admit = per_op(n, |_| {
-        policy.admit(&p, 0, Kind::Tool, "query", false, Some(&args)).now_or_never().expect("ready").expect("admitted");
+        policy
+            .admit(&p, 0, Kind::Tool, "query", false, &warden_policy::rules::Facts { args: Some(&args), taint: &[] })
+            .now_or_never()
+            .expect("ready")
+            .expect("admitted");
     });
     let limiter = MemoryLimiter::default();
     let rate = Rate::parse("1000000/s", Some(1_000_000)).map_err(|e| anyhow::anyhow!(e))?;

@@ -44,8 +44,10 @@ pub struct RuleConfig {
     /// Match only tools classified read-only (by `classify`, or trusted annotations).
     #[serde(default)]
     pub read_only: bool,
-    /// A CEL condition over `principal`, `target` and `args`, e.g.
-    /// `args.table in ['orders', 'products']`. An error counts as false for allow, true for deny.
+    /// A CEL condition over `principal`, `target`, `args` and `session` (`session.tainted`,
+    /// `session.taint_sources`: what untrusted content it read, as `server/tool at <time> (why)`),
+    /// e.g. `args.table in ['orders', 'products']`. An error counts as false for allow, true for
+    /// deny.
     pub when: Option<String>,
     /// Rate per caller and tool, like `"10/hour"` (units second, minute, hour, day).
     pub rate: Option<String>,

@@ -15,7 +15,7 @@ use crate::rpc::Peer;
 use crate::trace::Trace;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use warden_policy::rules::Kind;
+use warden_policy::rules::{Facts, Kind};
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::Id;
 
@@ -51,8 +51,12 @@ pub async fn call_one(
     }
     let args = method.has_arguments().then(|| params.get("arguments")).flatten();
     note.args = args.cloned();
+    // What tainted the session (`taint.rs`): rules' conditions read it (`session.tainted`),
+    // and a sink call follows `when_tainted`. The store is asked only for a sink call.
+    let sink = method == Method::ToolsCall && policy.sink(up, name, read_only);
+    note.taint = if sink { s.taint.sources(policy.store()).await } else { s.taint.known() };
     let stage = tr.begin("warden.policy");
-    let admitted = policy.admit(p, up, kind, name, read_only, args).await;
+    let admitted = policy.admit(p, up, kind, name, read_only, &Facts { args, taint: &note.taint }).await;
     tr.end(stage);
     let grant = match admitted {
         Ok(g) => g,
@@ -91,8 +95,6 @@ pub async fn call_one(
     let args = method.has_arguments().then(|| params.get("arguments")).flatten();
     // A session that read untrusted content: its calls to sinks follow `when_tainted`.
     let elicits = s.client_caps.get("elicitation").is_some();
-    let sink = method == Method::ToolsCall && policy.sink(up, name, read_only);
-    note.taint = if sink { s.taint.sources(policy.store()).await } else { s.taint.known() };
     let (approval, why) = match note.taint.first().filter(|_| sink) {
         None => (grant.approval, None),
         Some(from) => match grant.when_tainted {

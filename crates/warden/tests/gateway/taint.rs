@@ -24,6 +24,7 @@ async fn a_tainted_session_cannot_send_data_out_unasked_and_a_clean_one_can() {
     let (bob, eb) = key("bob", &["mcp"], &[], None);
     let (carol, ec) = key("carol", &["mcp"], &[], None);
     let rules = "[[rule]]\nid = \"whoami-never-tainted\"\ntools = [\"whoami\"]\nwhen_tainted = \"deny\"\n\
+                 [[rule]]\nid = \"no-images-once-tainted\"\neffect = \"deny\"\ntools = [\"test_image_content\"]\nwhen = \"session.tainted\"\n\
                  [[rule]]\nid = \"all\"\ntools = [\"*\"]\n[approval]\nwait_secs = 1\n";
     let w = warden("", &format!("{up}\n[auth]\n{ea}{eb}{ec}\n{admin_cfg}\n{rules}"));
     let text = |r: &Value| r["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
@@ -48,14 +49,17 @@ async fn a_tainted_session_cannot_send_data_out_unasked_and_a_clean_one_can() {
     let refused = error(&c.tool(4, "whoami", json!({})).await);
     assert_eq!(refused["code"], -32034, "{refused}");
     assert_eq!(refused["data"]["reason"], "tainted", "{refused}");
-    // Reads still work in the tainted session.
+    // Reads still work in the tainted session, but a rule's condition can read the taint.
     assert!(!text(&c.tool(5, "test_simple_text", json!({})).await).is_empty());
+    assert!(c.tool(6, "test_image_content", json!({})).await.get("error").is_some(), "session.tainted denies it");
 
     // A clean session of the same user: the same call passes.
     let clean = plain_client(&w, &alice).await;
     let posted = clean.tool(1, "rows", json!({"value": {"rows": ["shared on purpose"]}})).await;
     assert!(text(&posted).contains("shared on purpose"), "{posted}");
     assert!(!text(&clean.tool(2, "whoami", json!({})).await).is_empty());
+    let image = clean.tool(3, "test_image_content", json!({}));
+    assert!(image.await["result"]["content"].is_array(), "a clean session's image is not denied");
 
     // An upstream error that reads as an injection taints too (by its score), from a tool
     // nobody classified.
