@@ -335,12 +335,12 @@ impl Policy {
     /// Does what upstream `up`'s tool `name` returns come from people other than the caller?
     /// Classified `untrusted_source`; unclassified on an upstream whose annotations are
     /// trusted: a read-only tool that reaches the open world (`openWorldHint`, true unless said
-    /// otherwise). Reading it taints the session.
-    pub fn untrusted_source(&self, up: usize, name: &str, read_only: bool, open_world: bool) -> bool {
+    /// otherwise; asked only then). Reading it taints the session.
+    pub fn untrusted_source(&self, up: usize, name: &str, read_only: bool, open_world: impl FnOnce() -> bool) -> bool {
         let c = &self.classes[up];
         match c.tools.get(name) {
             Some(classes) => classes.has(ToolClass::UntrustedSource),
-            None => c.trust_annotations && read_only && open_world,
+            None => c.trust_annotations && read_only && open_world(),
         }
     }
 
@@ -534,15 +534,15 @@ mod tests {
         let classified = policy(
             "classify = { fetch = [\"read_only\", \"untrusted_source\", \"exfiltration\"], wipe = \"destructive\", get = \"read_only\" }",
         );
-        assert!(classified.untrusted_source(0, "fetch", true, false) && classified.sink(0, "fetch", true));
-        assert!(classified.sink(0, "wipe", false) && !classified.untrusted_source(0, "wipe", false, true));
-        assert!(!classified.sink(0, "get", true) && !classified.untrusted_source(0, "get", true, true));
+        assert!(classified.untrusted_source(0, "fetch", true, || false) && classified.sink(0, "fetch", true));
+        assert!(classified.sink(0, "wipe", false) && !classified.untrusted_source(0, "wipe", false, || true));
+        assert!(!classified.sink(0, "get", true) && !classified.untrusted_source(0, "get", true, || true));
         // Unclassified, annotations not trusted: neither, whatever the tool says.
-        assert!(!classified.sink(0, "post", false) && !classified.untrusted_source(0, "search", true, true));
+        assert!(!classified.sink(0, "post", false) && !classified.untrusted_source(0, "search", true, || true));
         let trusted = policy("trust_annotations = true");
         assert!(trusted.sink(0, "post", false), "not read-only: a sink");
         assert!(!trusted.sink(0, "search", true));
-        assert!(trusted.untrusted_source(0, "search", true, true), "read-only, open world: untrusted");
-        assert!(!trusted.untrusted_source(0, "lookup", true, false), "openWorldHint false: its own data");
+        assert!(trusted.untrusted_source(0, "search", true, || true), "read-only, open world: untrusted");
+        assert!(!trusted.untrusted_source(0, "lookup", true, || false), "openWorldHint false: its own data");
     }
 }

@@ -93,7 +93,8 @@ pub async fn respond(
 /// (`taint.rs`).
 async fn taint(s: &RelaySession, target: &Target, method: Method, score: f32, note: &mut Note) {
     let (up, name) = (target.up, target.name.as_str());
-    let open_world = s.vetted(up, name).is_none_or(|v| v.open_world);
+    // The definition is looked up only for an unclassified tool of a trusted upstream.
+    let open_world = || s.vetted(up, name).is_none_or(|v| v.open_world);
     let untrusted =
         method == Method::ToolsCall && s.shared.policy.untrusted_source(up, name, target.read_only, open_world);
     if !untrusted && score < s.shared.content.config().suspicion_threshold {
