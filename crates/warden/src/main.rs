@@ -10,6 +10,7 @@ mod audit_cli;
 mod bench;
 mod bench_audit;
 mod bench_auth;
+mod bench_classifier;
 mod bench_cluster;
 mod bench_content;
 mod bench_floor;
@@ -55,6 +56,11 @@ enum Cmd {
     },
     /// Measure tools/call latency directly against the fixture and through Warden.
     Bench(bench::BenchArgs),
+    /// Train or try the semantic injection classifier.
+    Classifier {
+        #[command(subcommand)]
+        action: warden_classifier::cli::ClassifierCmd,
+    },
     /// Connect to upstreams, list what they offer, and print the poisoning scan, pin changes and
     /// look-alike tool names — locally, sending nothing anywhere. Exit status 1 when anything is
     /// found. `warden scan --config FILE`, `warden scan --url URL`, `warden scan [--read-only DIR]… -- CMD
@@ -359,6 +365,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Classifier { action } => warden_classifier::cli::run(action),
             Cmd::Scan { target, json } => {
                 found = pins::scan(&target, json).await? > 0;
                 Ok(())

@@ -22,6 +22,8 @@ mod auth;
 mod authz;
 #[path = "gateway/builtin.rs"]
 mod builtin;
+#[path = "gateway/classifier.rs"]
+mod classifier;
 #[path = "gateway/client_requests.rs"]
 mod client_requests;
 #[path = "gateway/cluster.rs"]

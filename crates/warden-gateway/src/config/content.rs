@@ -96,6 +96,45 @@ pub struct ContentConfig {
     /// Schema overlays for one argument of some tools.
     #[serde(default, rename = "argument")]
     pub arguments: Vec<ArgumentOverlay>,
+    /// The semantic injection classifier (off unless configured).
+    pub classifier: Option<ClassifierConfig>,
+}
+
+/// `[content.classifier]`: a small sentence encoder (all-MiniLM-L6-v2) and a trained head, run in
+/// process on the CPU, off the async workers. Its score joins the patterns' in the injection
+/// verdict of tool results, resource contents and prompt messages (finding
+/// `classifier.semantic`). What it cannot classify in time or size is left to the patterns and
+/// counted (`warden_findings_total{guard="classifier.limit"}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// The encoder's directory (`config.json`, `tokenizer.json`, `model.safetensors`), checked
+    /// against pinned digests at load; `scripts/setup.sh` installs it in `.models/all-minilm-l6-v2`.
+    /// Relative to the config file.
+    pub model: PathBuf,
+    /// A head from `warden classifier train` (default: the head shipped with Warden).
+    pub head: Option<PathBuf>,
+    /// Bytes of one answer classified; the rest is left to the patterns. Default 16384.
+    #[serde(default = "default_classify_bytes")]
+    pub max_classify_bytes: usize,
+    /// Time for one answer, in milliseconds; windows not scored by then are left to the
+    /// patterns. Default 300.
+    #[serde(default = "default_classify_ms")]
+    pub budget_ms: u64,
+    /// Answers classified at once (each holds a blocking thread); an answer beyond it is left to
+    /// the patterns. Default 2.
+    #[serde(default = "default_classify_concurrency")]
+    pub max_concurrent: usize,
+}
+
+fn default_classify_bytes() -> usize {
+    16384
+}
+fn default_classify_ms() -> u64 {
+    300
+}
+fn default_classify_concurrency() -> usize {
+    2
 }
 
 impl Default for ContentConfig {

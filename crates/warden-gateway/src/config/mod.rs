@@ -406,6 +406,7 @@ pub fn reference_markdown() -> String {
         ("ApprovalConfig", "[approval]"),
         ("ClusterConfig", "[cluster]"),
         ("ContentConfig", "[content]"),
+        ("ClassifierConfig", "[content.classifier]"),
         ("ContentOverride", "[[content.tool]]"),
         ("ArgumentOverlay", "[[content.argument]]"),
         ("GuardConfig", "[[guard]]"),

@@ -10,6 +10,7 @@
 
 mod guard;
 mod output;
+mod semantic;
 mod walk;
 
 use crate::config::{Config, ContentConfig, InjectionAction};
@@ -49,6 +50,7 @@ pub struct Content {
     outputs: Vec<OutputOverride>,
     overlays: Vec<ArgOverlay>,
     guards: Vec<Guard>,
+    semantic: Option<semantic::Semantic>,
 }
 
 /// A checked argument value to forward in place of the one the client sent (a relative path
@@ -78,6 +80,9 @@ pub struct OutputReport {
     pub truncated: bool,
     /// The result was withheld (injection action `block`).
     pub blocked: bool,
+    /// Why the semantic classifier left (part of) the answer to the patterns: `bytes`, `time`,
+    /// `busy` or `error`.
+    pub classifier_cut: Option<&'static str>,
 }
 
 fn globs(v: &[String]) -> Vec<Glob> {
@@ -179,7 +184,8 @@ impl Content {
             .map(|(i, g)| guard(g, c.injection_threshold, &cfg.base_dir).map_err(|m| format!("guard[{i}]: {m}")))
             .collect::<Result<Vec<_>, _>>()?;
         inject::warm();
-        Ok(Content { cfg: c.clone(), redactor, outputs, overlays, guards })
+        let semantic = c.classifier.as_ref().map(|k| semantic::Semantic::load(k, &cfg.base_dir)).transpose()?;
+        Ok(Content { cfg: c.clone(), redactor, outputs, overlays, guards, semantic })
     }
 
     pub fn config(&self) -> &ContentConfig {
@@ -269,13 +275,42 @@ impl Content {
         (action, red, cap)
     }
 
+    /// True when answers are also classified by the semantic classifier (which must run on the
+    /// blocking pool: [`Content::process_output_classified`]).
+    pub fn classifies(&self) -> bool {
+        self.semantic.is_some()
+    }
+
     /// Stage 8 on one result (tool result, resource contents, prompt messages, completion),
-    /// in place: size caps → sanitize → injection detection → redaction.
+    /// in place: size caps → sanitize → injection detection → redaction. Patterns only.
     pub fn process_output(&self, server: &str, name: &str, result: &mut Value) -> OutputReport {
+        self.process_output_with(server, name, result, false)
+    }
+
+    /// [`Content::process_output`] with the semantic classifier too, when configured. Blocks for
+    /// up to its time budget: call it on the blocking pool.
+    pub fn process_output_classified(&self, server: &str, name: &str, result: &mut Value) -> OutputReport {
+        self.process_output_with(server, name, result, true)
+    }
+
+    fn process_output_with(&self, server: &str, name: &str, result: &mut Value, classify: bool) -> OutputReport {
         let (action, red, cap) = self.output_settings(server, name);
         let mut report = OutputReport::default();
         let is_error = result.get("isError").and_then(Value::as_bool) == Some(true);
-        Walker::new(&self.cfg, action, red, cap, &mut report, is_error && self.cfg.scrub_errors).result(result, &[]);
+        let judge = match (&self.semantic, classify && action != InjectionAction::Off) {
+            (Some(s), true) => s.begin(),
+            _ => Ok(None),
+        };
+        let judge = judge.unwrap_or_else(|busy| {
+            report.classifier_cut = Some(busy);
+            None
+        });
+        let mut walker = Walker::new(&self.cfg, action, red, cap, &mut report, is_error && self.cfg.scrub_errors);
+        walker.judge = judge;
+        walker.result(result, &[]);
+        let cut = walker.judge.take().and_then(|j| j.cut);
+        drop(walker);
+        report.classifier_cut = report.classifier_cut.or(cut);
         if action == InjectionAction::Block && report.injection.is_injection(self.cfg.injection_threshold) {
             report.blocked = true;
             let rules: Vec<&str> = report.injection.findings.iter().map(|f| f.rule).collect();

@@ -34,6 +34,8 @@ pub(super) struct Walker<'a> {
     scrub: bool,
     /// Object keys already found unchanged (rows repeat their column names), at most 256.
     clean_keys: HashSet<String>,
+    /// The semantic classifier, for this answer (within its budget).
+    pub judge: Option<super::semantic::Judge<'a>>,
 }
 
 impl<'a> Walker<'a> {
@@ -45,7 +47,7 @@ impl<'a> Walker<'a> {
         report: &'a mut OutputReport,
         scrub: bool,
     ) -> Walker<'a> {
-        Walker { cfg, action, red, budget, report, scrub, clean_keys: HashSet::new() }
+        Walker { cfg, action, red, budget, report, scrub, clean_keys: HashSet::new(), judge: None }
     }
 
     /// A result, or a request's or notification's params: `content`, `contents` and `messages`
@@ -211,7 +213,10 @@ impl<'a> Walker<'a> {
             }
         }
         if self.action != InjectionAction::Off && out.len() >= 12 {
-            let v = inject::scan(&out);
+            let mut v = inject::scan(&out);
+            if let Some(f) = self.judge.as_mut().and_then(|j| j.judge(&out)) {
+                v.merge(inject::Verdict { score: f.weight, findings: vec![f] });
+            }
             if v.is_injection(cfg.injection_threshold) && self.action == InjectionAction::Wrap {
                 let rules: Vec<&str> = v.findings.iter().map(|f| f.rule).collect();
                 out = Cow::Owned(wrap(&out, &rules));

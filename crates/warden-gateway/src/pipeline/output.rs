@@ -38,12 +38,13 @@ pub async fn respond(
                 }
             }
             if !method.is_subscription() {
-                let rep = if json_size(&v) > OFFLOAD_BYTES {
-                    // Large outputs are processed on the blocking pool, not on an async worker
-                    // that other sessions' requests are waiting for.
+                let rep = if content.classifies() || json_size(&v) > OFFLOAD_BYTES {
+                    // Large outputs, and every output the classifier reads, are processed on the
+                    // blocking pool, not on an async worker that other sessions' requests are
+                    // waiting for.
                     let (c, srv, nm) = (content.clone(), server.clone(), name.to_string());
                     let done = tokio::task::spawn_blocking(move || {
-                        let rep = c.process_output(&srv, &nm, &mut v);
+                        let rep = c.process_output_classified(&srv, &nm, &mut v);
                         (v, rep)
                     });
                     let (processed, rep) = done.await.map_err(|_| GatewayError::Unavailable)?;
@@ -59,6 +60,9 @@ pub async fn respond(
                 }
                 if rep.removed.any() {
                     note.findings.push("sanitize:removed".into());
+                }
+                if let Some(cut) = rep.classifier_cut {
+                    note.findings.push(format!("classifier.limit:{cut}"));
                 }
                 taint(s, target, method, rep.injection.score, note).await;
                 note.findings.extend(rep.redacted.iter().map(|c| format!("redact.{}:redacted", c.name())));

@@ -52,6 +52,9 @@ pub enum Category {
     Exfiltration,
     /// Directs the content of the model's reply or code (BIPIA's task-hijack phrasing).
     ResponseDirective,
+    /// Reads as an instruction or request to whoever reads the text: the semantic classifier's
+    /// finding (`classifier.semantic`, crate `warden-classifier`), not a rule's.
+    Semantic,
 }
 
 const W: &str = r"(?:\W+\w+){0,4}?\W+";

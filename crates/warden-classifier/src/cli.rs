@@ -1,0 +1,151 @@
+//! `warden classifier`: train the injection classifier's heads on labelled JSON lines, and
+//! score texts with it (what `[content.classifier]` would say).
+
+use crate::train::{featurize, train, Sample};
+use crate::{files, Classifier, Limits};
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum ClassifierCmd {
+    /// Train the heads on `--data` (JSON lines: text, label 0|1, kind) and write `--out`.
+    Train {
+        /// The encoder's directory (all-MiniLM-L6-v2; `scripts/setup.sh` installs it in .models/).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep the texts' embeddings here and reuse them while the data is unchanged.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// The classifier's hidden units.
+        #[arg(long, default_value_t = crate::train::HIDDEN)]
+        hidden: usize,
+        /// Passes over the training windows.
+        #[arg(long, default_value_t = crate::train::EPOCHS)]
+        epochs: usize,
+        /// Share of benign training texts allowed over the operating point.
+        #[arg(long, default_value_t = crate::train::BENIGN_OVER)]
+        benign_over: f64,
+    },
+    /// Detection per kind on labelled JSON lines (a held-out split), at the head's operating point.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// A head file (default: the bundled one).
+        #[arg(long)]
+        head: Option<PathBuf>,
+        #[arg(long)]
+        data: PathBuf,
+        /// As for `train`.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Print the score of each file (or of stdin).
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        /// A head file (default: the bundled one).
+        #[arg(long)]
+        head: Option<PathBuf>,
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Labelled samples from JSON lines.
+pub fn samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            Ok(Sample {
+                text: v["text"].as_str().context("text")?.to_string(),
+                positive: v["label"].as_u64().context("label")? == 1,
+                kind: v["kind"].as_str().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The data file's bytes and its texts' features (from the cache while the data is unchanged).
+fn features(model: &Path, data: &Path, cache: Option<&Path>) -> anyhow::Result<(Vec<u8>, Vec<crate::train::Features>)> {
+    let set = samples(data)?;
+    let raw = std::fs::read(data)?;
+    let key = files::sha256_hex(&raw);
+    if let Some(f) = cache.and_then(|c| crate::train::load_cache(c, &key, &set)) {
+        return Ok((raw, f));
+    }
+    let start = Instant::now();
+    let encoder = Classifier::encoder(model)?;
+    let mut feats = Vec::with_capacity(set.len());
+    for (i, s) in set.iter().enumerate() {
+        feats.push(featurize(&encoder, s)?);
+        if i % 100 == 99 {
+            eprintln!("classifier: embedded {}/{} texts ({:.0?})", i + 1, set.len(), start.elapsed());
+        }
+    }
+    if let Some(c) = cache {
+        crate::train::save_cache(c, &key, &feats)?;
+    }
+    Ok((raw, feats))
+}
+
+pub fn run(cmd: ClassifierCmd) -> anyhow::Result<()> {
+    match cmd {
+        ClassifierCmd::Eval { model, head, data, cache } => {
+            let (_, feats) = features(&model, &data, cache.as_deref())?;
+            let head = std::fs::read_to_string(head.unwrap_or_else(|| "crates/warden-classifier/head.json".into()))?;
+            let head: crate::head::Head = serde_json::from_str(&head)?;
+            println!("{}", serde_json::to_string_pretty(&crate::train::metrics(&head, &feats))?);
+            Ok(())
+        }
+        ClassifierCmd::Train { model, data, out, cache, hidden, epochs, benign_over } => {
+            let start = Instant::now();
+            let (raw, feats) = features(&model, &data, cache.as_deref())?;
+            let set = samples(&data)?;
+            let meta = json!({
+                "data": data.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "data_sha256": files::sha256_hex(&raw),
+                "texts": set.len(),
+                "positives": set.iter().filter(|s| s.positive).count(),
+                "method": format!("multiple-instance training, 3 rounds: classifier a tanh MLP ({hidden} hidden, {epochs} epochs of minibatch Adam, L2 1e-4, classes balanced, seed {}); gate logistic regression on static embeddings; operating point: {benign_over} of benign training texts over it", crate::train::SEED),
+            });
+            let settings = crate::train::Settings { hidden, epochs, benign_over };
+            let head = train(&feats, files::MINILM_L6_V2[2].1, meta, settings);
+            std::fs::write(&out, serde_json::to_string_pretty(&head)? + "\n")?;
+            eprintln!(
+                "classifier: wrote {} ({:.0?}); {}",
+                out.display(),
+                start.elapsed(),
+                head.training["train_metrics"]
+            );
+            Ok(())
+        }
+        ClassifierCmd::Score { model, head, files } => {
+            let head = head.map(std::fs::read_to_string).transpose()?;
+            let c = Classifier::load(&model, head.as_deref())?;
+            let limits = Limits { max_bytes: usize::MAX, budget: Duration::from_secs(3600) };
+            let texts: Vec<(String, String)> = if files.is_empty() {
+                vec![("-".into(), std::io::read_to_string(std::io::stdin())?)]
+            } else {
+                files
+                    .iter()
+                    .map(|f| Ok((f.display().to_string(), std::fs::read_to_string(f)?)))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            for (name, t) in texts {
+                let o = c.score(&t, limits)?;
+                let worst = o.worst.map(|r| t[r].to_string()).unwrap_or_default();
+                println!("{:.3}\t{name}\t{}/{} windows\t{worst:?}", o.score, o.scored, o.windows);
+            }
+            Ok(())
+        }
+    }
+}
