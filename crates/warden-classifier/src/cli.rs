@@ -103,6 +103,7 @@ pub fn run(cmd: ClassifierCmd) -> anyhow::Result<()> {
             let (_, feats) = features(&model, &data, cache.as_deref())?;
             let head = std::fs::read_to_string(head.unwrap_or_else(|| "crates/warden-classifier/head.json".into()))?;
             let head: crate::head::Head = serde_json::from_str(&head)?;
+            head.check(files::MINILM_L6_V2[2].1).map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&crate::train::metrics(&head, &feats))?);
             Ok(())
         }

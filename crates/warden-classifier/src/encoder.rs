@@ -32,6 +32,8 @@ impl Encoder {
             Tokenizer::from_bytes(&files.tokenizer).map_err(|err| Error::Model(format!("tokenizer.json: {err}")))?;
         // Windows are cut here, not by the tokenizer's own 128-token truncation.
         tokenizer.with_padding(None);
+        // "[SEP]" or "[CLS]" written in untrusted text is text, not a control token.
+        tokenizer.set_encode_special_tokens(true);
         tokenizer.with_truncation(None).map_err(|err| Error::Model(format!("tokenizer.json: {err}")))?;
         let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| Error::Model(format!("tokenizer has no {t}")));
         let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);

@@ -34,11 +34,13 @@ pub fn read_verified(dir: &Path) -> Result<ModelFiles, Error> {
     let mut out = Vec::with_capacity(3);
     for (name, want) in MINILM_L6_V2 {
         let path = dir.join(name);
-        let len = std::fs::metadata(&path).map_err(|e| Error::Files(format!("{}: {e}", path.display())))?.len();
-        if len > MAX_FILE {
-            return Err(Error::Files(format!("{}: {len} bytes is over the {MAX_FILE}-byte limit", path.display())));
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE + 1), &mut bytes))
+            .map_err(|e| Error::Files(format!("{}: {e}", path.display())))?;
+        if bytes.len() as u64 > MAX_FILE {
+            return Err(Error::Files(format!("{}: over the {MAX_FILE}-byte limit", path.display())));
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::Files(format!("{}: {e}", path.display())))?;
         let got = sha256_hex(&bytes);
         if got != want {
             return Err(Error::Files(format!(

@@ -1,4 +1,5 @@
-//! The classification head: logistic regression on a window's embedding, and its training.
+//! The heads' file: the classifier (an MLP, `mlp.rs`) and the gate (logistic regression on the
+//! static embedding, trained here).
 //!
 //! The head file records what it was trained on (data digest, seed, counts) and its metrics,
 //! so a score can be traced to the data behind it. Scores are calibrated so that 0.5 is the

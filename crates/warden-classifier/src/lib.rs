@@ -1,10 +1,12 @@
 //! Warden's semantic prompt-injection classifier: a small sentence encoder (all-MiniLM-L6-v2,
 //! 6 layers, 384 dimensions) run in process on the CPU with `candle`, no network and no native
-//! runtime, and a logistic head trained by `scripts/classifier/train.sh` on BIPIA's train split
-//! and the project's own cases (`head.json` records the data, seed and metrics).
+//! runtime, and a head (a small MLP, with a logistic gate in front) trained by
+//! `scripts/classifier/train.sh` on BIPIA's train split, the project's own cases and public
+//! injection and documentation texts (`head.json` records the data, seed and metrics).
 //!
-//! A text is tokenized once and cut into sentence windows (`segment`); every window is embedded
-//! and scored; the text's score is its worst window's. Only the first `max_bytes` of a text are
+//! A text is tokenized once and cut into sentence windows (`segment`); the gate scores every
+//! window on cheap static embeddings, the windows it passes are embedded by the encoder and
+//! scored; the text's score is its worst window's. Only the first `max_bytes` of a text are
 //! classified, and windows stop being scored when the time budget is spent: the outcome says
 //! which limit cut it short, so the caller can let the pattern result stand alone and count it.
 //!

@@ -104,7 +104,7 @@ pub struct ContentConfig {
 /// process on the CPU, off the async workers. Its score joins the patterns' in the injection
 /// verdict of tool results, resource contents and prompt messages (finding
 /// `classifier.semantic`). What it cannot classify in time or size is left to the patterns and
-/// counted (`warden_findings_total{guard="classifier.limit"}`).
+/// counted (`warden_guard_findings_total{guard="classifier.limit"}`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
@@ -114,11 +114,12 @@ pub struct ClassifierConfig {
     pub model: PathBuf,
     /// A head from `warden classifier train` (default: the head shipped with Warden).
     pub head: Option<PathBuf>,
-    /// Bytes of one answer classified; the rest is left to the patterns. Default 16384.
+    /// Bytes of one answer classified (at most 1 MiB); the rest is left to the patterns. Default
+    /// 16384.
     #[serde(default = "default_classify_bytes")]
     pub max_classify_bytes: usize,
-    /// Time for one answer, in milliseconds; windows not scored by then are left to the
-    /// patterns. Default 300.
+    /// Time for one answer, in milliseconds (at most 10000); windows not scored by then are left
+    /// to the patterns. Default 300.
     #[serde(default = "default_classify_ms")]
     pub budget_ms: u64,
     /// Answers classified at once (each holds a blocking thread); an answer beyond it is left to

@@ -4,23 +4,64 @@
 //!
 //! Defends against what the classifier defends against (its crate docs), on tool results,
 //! resource contents and prompt messages.
-//! Does not defend against: text past the byte or time budget, or answers arriving while
-//! `max_concurrent` others are being classified: those are left to the patterns, and the
-//! audit record and `warden_findings_total{guard="classifier.limit"}` say so. Notifications,
-//! sampling requests, instructions and task status messages are checked by the patterns only.
+//! Does not defend against: text past the byte or time budget (one budget per answer, spent in
+//! the order the answer's strings come: filler first leaves a later injection unread), answers
+//! arriving while `max_concurrent` others are being classified, or a classifier error: those are
+//! left to the patterns (fail open, to the patterns' verdict), and the audit record's finding
+//! `classifier.limit:bytes|time|busy|error` and `warden_guard_findings_total{guard="classifier.limit"}`
+//! say so. Upstream errors, notifications, sampling requests, instructions and task status
+//! messages are checked by the patterns only. Scores under the operating point (0.5) count for
+//! nothing, neither towards the injection threshold nor towards taint.
 
 use crate::config::ClassifierConfig;
-use std::path::Path;
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_classifier::{Classifier, Cut, Limits};
 use warden_policy::inject::{Category, Finding};
 
-/// Scores under this are no finding (the classifier's 0.5 is its operating point).
-const FLOOR: f32 = 0.2;
+/// Scores under this are no finding: the head is calibrated at its operating point (0.5) only,
+/// so lower scores neither add to the patterns' nor taint a session.
+const FLOOR: f32 = 0.5;
+/// Bounds on the settings (a larger byte budget only holds a blocking thread longer).
+const MAX_BYTES: usize = 1 << 20;
+const MAX_BUDGET_MS: u64 = 10_000;
+
+/// The largest head file read.
+const MAX_HEAD: u64 = 16 << 20;
+
+fn read_head(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_HEAD + 1).read_to_string(&mut s))
+        .map_err(|e| format!("content.classifier.head: {}: {e}", path.display()))?;
+    if s.len() as u64 > MAX_HEAD {
+        return Err(format!("content.classifier.head: {} is over {MAX_HEAD} bytes", path.display()));
+    }
+    Ok(s)
+}
+
+/// The last classifier loaded, by model directory and head: validating a config and then
+/// building it, or reloading one whose classifier did not change, loads the model once.
+static LAST: Mutex<Option<(PathBuf, Option<String>, Arc<Classifier>)>> = Mutex::new(None);
+
+fn loaded(model: &Path, head: Option<String>) -> Result<Arc<Classifier>, String> {
+    let mut last = LAST.lock();
+    if let Some((m, h, c)) = last.as_ref() {
+        if m == model && *h == head {
+            return Ok(c.clone());
+        }
+    }
+    let c = Arc::new(Classifier::load(model, head.as_deref()).map_err(|e| format!("content.classifier: {e}"))?);
+    *last = Some((model.to_path_buf(), head, c.clone()));
+    Ok(c)
+}
 
 pub struct Semantic {
-    classifier: Classifier,
+    classifier: Arc<Classifier>,
     max_bytes: usize,
     budget: Duration,
     max_concurrent: usize,
@@ -29,16 +70,16 @@ pub struct Semantic {
 
 impl Semantic {
     pub fn load(c: &ClassifierConfig, base: &Path) -> Result<Semantic, String> {
-        if c.max_classify_bytes == 0 || c.budget_ms == 0 || !(1..=64).contains(&c.max_concurrent) {
-            return Err("content.classifier: max_classify_bytes and budget_ms > 0, max_concurrent 1 to 64".into());
+        if !(1..=MAX_BYTES).contains(&c.max_classify_bytes)
+            || !(1..=MAX_BUDGET_MS).contains(&c.budget_ms)
+            || !(1..=64).contains(&c.max_concurrent)
+        {
+            return Err(format!(
+                "content.classifier: max_classify_bytes 1 to {MAX_BYTES}, budget_ms 1 to {MAX_BUDGET_MS}, max_concurrent 1 to 64"
+            ));
         }
-        let head = c
-            .head
-            .as_ref()
-            .map(|h| std::fs::read_to_string(base.join(h)).map_err(|e| format!("content.classifier.head: {e}")))
-            .transpose()?;
-        let classifier =
-            Classifier::load(&base.join(&c.model), head.as_deref()).map_err(|e| format!("content.classifier: {e}"))?;
+        let head = c.head.as_ref().map(|h| read_head(&base.join(h))).transpose()?;
+        let classifier = loaded(&base.join(&c.model), head)?;
         Ok(Semantic {
             classifier,
             max_bytes: c.max_classify_bytes,

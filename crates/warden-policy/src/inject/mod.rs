@@ -162,10 +162,14 @@ impl Verdict {
         self.score >= threshold
     }
 
+    /// Add another text's findings: a rule found twice counts once, at its higher weight (the
+    /// classifier's finding weighs what it scored, which differs from text to text).
     pub fn merge(&mut self, o: Verdict) {
         for f in o.findings {
-            if !self.findings.iter().any(|g| g.rule == f.rule) {
-                self.findings.push(f);
+            match self.findings.iter_mut().find(|g| g.rule == f.rule) {
+                Some(g) if g.weight < f.weight => *g = f,
+                Some(_) => {}
+                None => self.findings.push(f),
             }
         }
         self.score = self.findings.iter().map(|f| f.weight).sum::<f32>().min(1.0);
@@ -227,6 +231,16 @@ mod tests {
             let v = scan(line);
             assert!(!v.is_injection(DEFAULT_THRESHOLD), "{line}: {v:?}");
         }
+    }
+
+    #[test]
+    fn a_rule_found_in_two_texts_counts_at_its_higher_weight() {
+        let f = |weight| Finding { rule: "classifier.semantic", category: Category::Semantic, weight, at: 0 };
+        let mut v = Verdict { score: 0.21, findings: vec![f(0.21)] };
+        v.merge(Verdict { score: 0.99, findings: vec![f(0.99)] });
+        assert_eq!((v.score, v.findings.len()), (0.99, 1));
+        v.merge(Verdict { score: 0.3, findings: vec![f(0.3)] });
+        assert_eq!(v.score, 0.99);
     }
 
     #[test]
