@@ -57,23 +57,21 @@ impl Encoder {
     /// The cheap embedding of each window: the mean of its word pieces' input vectors
     /// (L2-normalised), no attention; what the gate scores.
     pub fn static_embed(&self, ids: &[u32], windows: &[std::ops::Range<usize>]) -> Result<Vec<[f32; DIM]>, Error> {
-        if ids.is_empty() {
-            return Ok(vec![[0.0; DIM]; windows.len()]);
-        }
-        let rows = self.model.word_vectors(ids).map_err(e("lookup"))?;
-        Ok(windows
+        // Window by window (at most 64 rows each): memory stays small however long the text.
+        windows
             .iter()
             .map(|r| {
                 let mut out = [0f32; DIM];
-                for row in &rows[r.clone()] {
-                    for (o, x) in out.iter_mut().zip(row) {
-                        *o += x;
+                let window = ids.get(r.clone()).unwrap_or_default();
+                if !window.is_empty() {
+                    for row in self.model.word_vectors(window).map_err(e("lookup"))? {
+                        out.iter_mut().zip(row).for_each(|(o, x)| *o += x);
                     }
                 }
                 normalise(&mut out);
-                out
+                Ok(out)
             })
-            .collect())
+            .collect()
     }
 
     /// One embedding per window of word pieces (each at most 510 long); windows of one batch

@@ -114,7 +114,7 @@ pub struct ClassifierConfig {
     pub model: PathBuf,
     /// A head from `warden classifier train` (default: the head shipped with Warden).
     pub head: Option<PathBuf>,
-    /// Bytes of one answer classified (at most 1 MiB); the rest is left to the patterns. Default
+    /// Bytes of one answer classified (at most 256 KiB); the rest is left to the patterns. Default
     /// 16384.
     #[serde(default = "default_classify_bytes")]
     pub max_classify_bytes: usize,

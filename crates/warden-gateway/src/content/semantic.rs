@@ -26,7 +26,7 @@ use warden_policy::inject::{Category, Finding};
 /// so lower scores neither add to the patterns' nor taint a session.
 const FLOOR: f32 = 0.5;
 /// Bounds on the settings (a larger byte budget only holds a blocking thread longer).
-const MAX_BYTES: usize = 1 << 20;
+const MAX_BYTES: usize = 256 << 10;
 const MAX_BUDGET_MS: u64 = 10_000;
 
 /// The largest head file read.
@@ -44,20 +44,26 @@ fn read_head(path: &Path) -> Result<String, String> {
     Ok(s)
 }
 
-/// The last classifier loaded, by model directory and head: validating a config and then
-/// building it, or reloading one whose classifier did not change, loads the model once.
-static LAST: Mutex<Option<(PathBuf, Option<String>, Arc<Classifier>)>> = Mutex::new(None);
+/// A classifier loaded from a model directory with a head (`None`: the bundled one).
+struct Loaded {
+    model: PathBuf,
+    head: Option<String>,
+    classifier: Arc<Classifier>,
+}
+
+/// The last classifier loaded: validating a config and then building it, or reloading one whose
+/// classifier did not change, loads the model once.
+static LAST: Mutex<Option<Loaded>> = Mutex::new(None);
 
 fn loaded(model: &Path, head: Option<String>) -> Result<Arc<Classifier>, String> {
     let mut last = LAST.lock();
-    if let Some((m, h, c)) = last.as_ref() {
-        if m == model && *h == head {
-            return Ok(c.clone());
-        }
+    if let Some(l) = last.as_ref().filter(|l| l.model == model && l.head == head) {
+        return Ok(l.classifier.clone());
     }
-    let c = Arc::new(Classifier::load(model, head.as_deref()).map_err(|e| format!("content.classifier: {e}"))?);
-    *last = Some((model.to_path_buf(), head, c.clone()));
-    Ok(c)
+    let classifier =
+        Arc::new(Classifier::load(model, head.as_deref()).map_err(|e| format!("content.classifier: {e}"))?);
+    *last = Some(Loaded { model: model.to_path_buf(), head, classifier: classifier.clone() });
+    Ok(classifier)
 }
 
 pub struct Semantic {
