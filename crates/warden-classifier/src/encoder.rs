@@ -43,11 +43,6 @@ impl Encoder {
         Ok(Encoder { model, tokenizer, cls, sep })
     }
 
-    /// The text's word-piece ids, without special tokens.
-    pub fn tokens(&self, text: &str) -> Result<Vec<u32>, Error> {
-        Ok(self.tokens_with_offsets(text)?.0)
-    }
-
     /// The text's word-piece ids and each one's byte range in `text`.
     pub fn tokens_with_offsets(&self, text: &str) -> Result<Tokens, Error> {
         let enc = self.tokenizer.encode(text, false).map_err(|err| Error::Model(format!("tokenize: {err}")))?;

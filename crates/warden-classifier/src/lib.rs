@@ -32,7 +32,7 @@ pub mod mlp;
 pub mod segment;
 pub mod train;
 
-use encoder::{Encoder, DIM};
+use encoder::Encoder;
 use head::Head;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -144,17 +144,6 @@ impl Classifier {
                 }
             }
             out.scored += batch.len();
-        }
-        Ok(out)
-    }
-
-    /// Every window's embedding (for training and evaluation), with no limits.
-    pub fn embed_windows(encoder: &Encoder, text: &str) -> Result<Vec<[f32; DIM]>, Error> {
-        let (ids, offsets) = encoder.tokens_with_offsets(text)?;
-        let mut out = Vec::new();
-        for batch in segment::windows(text, &offsets).chunks(BATCH) {
-            let slices: Vec<&[u32]> = batch.iter().map(|r| &ids[r.clone()]).collect();
-            out.extend(encoder.embed(&slices)?);
         }
         Ok(out)
     }
