@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 /// The head trained by `scripts/classifier/train.sh`, shipped with Warden.
 pub const BUNDLED_HEAD: &str = include_str!("../head.json");
 
+/// The score the head is calibrated at (training shifts its bias so that 1 in 200 benign
+/// training texts scores over it); lower scores are no finding.
+pub const OPERATING_POINT: f32 = 0.5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("classifier model files: {0}")]

@@ -4,13 +4,15 @@
 //! of AgentDojo), and its time per 4 KB of benign output.
 //!
 //! "Both" is what the gateway does: the patterns' verdict plus the classifier's finding (when
-//! it scores 0.2 or more), summed and capped at 1, against the injection threshold.
+//! it scores at least its operating point, 0.5), summed and capped at 1, against the injection
+//! threshold. An attack counts as stopped when flagged, or when the sanitizer took out an HTML
+//! comment (the part a reader cannot see); a benign text counts only when flagged.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use warden_classifier::{Classifier, Limits};
+use warden_classifier::{Classifier, Limits, OPERATING_POINT};
 use warden_policy::inject::{self, DEFAULT_THRESHOLD};
 use warden_policy::sanitize::sanitize;
 
@@ -61,15 +63,18 @@ pub fn run(model: &Path) -> anyhow::Result<()> {
     let mut by: BTreeMap<(String, String), Tally> = BTreeMap::new();
     let mut all: BTreeMap<bool, Tally> = BTreeMap::new();
     for r in &rows {
-        let clean = sanitize(&r.text).0;
+        let (clean, removed) = sanitize(&r.text);
         let mut v = inject::scan(&clean);
-        let p = v.is_injection(DEFAULT_THRESHOLD);
+        v.merge(inject::removed(&removed));
+        // An attack whose hidden part (an HTML comment) the sanitizer took out is stopped too.
+        let stripped = r.positive && removed.comments > 0;
+        let p = v.is_injection(DEFAULT_THRESHOLD) || stripped;
         let o = c.score(&clean, UNLIMITED)?;
-        let k = o.score >= 0.5;
-        if o.score >= 0.2 {
+        let k = o.score >= OPERATING_POINT;
+        if k {
             v.score = (v.score + o.score).min(1.0);
         }
-        let b = v.is_injection(DEFAULT_THRESHOLD);
+        let b = v.is_injection(DEFAULT_THRESHOLD) || stripped;
         for t in [by.entry((r.kind.clone(), r.source.clone())).or_default(), all.entry(r.positive).or_default()] {
             t.n += 1;
             t.patterns += p as usize;

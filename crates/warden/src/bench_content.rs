@@ -14,10 +14,13 @@ use warden_policy::scan;
 use warden_policy::schema::{ArgSchema, Overlay};
 
 /// Detected: an HTML comment (hidden from a reader, removed) or an injection score over the
-/// threshold on the sanitized text. (Invisible characters alone are stripped, not flagged.)
+/// threshold on the sanitized text and what the sanitizer took out (template tokens count).
+/// (Invisible characters alone are stripped, not flagged.)
 fn flagged(text: &str) -> bool {
     let (clean, removed) = sanitize(text);
-    removed.comments > 0 || inject::scan(&clean).is_injection(DEFAULT_THRESHOLD)
+    let mut v = inject::scan(&clean);
+    v.merge(inject::removed(&removed));
+    removed.comments > 0 || v.is_injection(DEFAULT_THRESHOLD)
 }
 
 fn lines(path: &Path) -> anyhow::Result<Vec<String>> {

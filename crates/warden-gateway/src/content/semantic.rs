@@ -24,7 +24,7 @@ use warden_policy::inject::{Category, Finding};
 
 /// Scores under this are no finding: the head is calibrated at its operating point (0.5) only,
 /// so lower scores neither add to the patterns' nor taint a session.
-const FLOOR: f32 = 0.5;
+const FLOOR: f32 = warden_classifier::OPERATING_POINT;
 /// Bounds on the settings (a larger byte budget only holds a blocking thread longer).
 const MAX_BYTES: usize = 256 << 10;
 const MAX_BUDGET_MS: u64 = 10_000;

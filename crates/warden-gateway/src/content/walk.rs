@@ -204,16 +204,19 @@ impl<'a> Walker<'a> {
                 out = Cow::Owned(scrubbed);
             }
         }
+        let mut hidden = inject::Verdict::default();
         if cfg.sanitize {
             let (clean, removed) = sanitize(&out);
             if removed.any() {
                 let clean = clean.into_owned();
                 self.report.removed.add(removed);
+                hidden = inject::removed(&removed);
                 out = Cow::Owned(clean);
             }
         }
         if self.action != InjectionAction::Off && out.len() >= 12 {
             let mut v = inject::scan(&out);
+            v.merge(hidden);
             if let Some(f) = self.judge.as_mut().and_then(|j| j.judge(&out)) {
                 v.merge(inject::Verdict { score: f.weight, findings: vec![f] });
             }

@@ -14,6 +14,7 @@ fn corpus() -> Vec<&'static str> {
         .iter()
         .flat_map(|t| t.lines())
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .chain(super::cases::ATTACKS.iter().chain(super::cases::BENIGN).copied())
         .collect()
 }
 
@@ -202,6 +203,45 @@ const PIECES: &[&str] = &[
     "within",
     "actually",
     "s",
+    // the class rules' words
+    "stop",
+    "obeying",
+    "no longer follow",
+    "listening to",
+    "as an AI model",
+    "large language model",
+    "must",
+    "are required to",
+    "invoke",
+    "delete_repo",
+    "decode",
+    "Base64-decode",
+    "decoded",
+    "version",
+    "then",
+    "(",
+    ")",
+    "all previous tool outputs",
+    "the full",
+    "chat history",
+    "conversation",
+    "as the",
+    "argument",
+    "body",
+    "GITHUB_TOKEN",
+    "paste",
+    "~/.cursor/mcp.json",
+    "~/.ssh/id_rsa.pub",
+    "id_ed25519",
+    ".aws/credentials",
+    "bash_history",
+    "?data=",
+    "?secret=",
+    "followed by",
+    "{",
+    "value of",
+    "###",
+    "instruction",
 ];
 
 fn generated(seed: &mut u64, max: u64) -> String {

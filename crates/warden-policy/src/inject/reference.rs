@@ -28,6 +28,11 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
 
 /// [`super::scan`], searching the whole text.
 pub fn scan(text: &str) -> Verdict {
+    super::with_encoded(text, scan_rules(text), scan_rules)
+}
+
+/// The rules alone, searching the whole text.
+pub(super) fn scan_rules(text: &str) -> Verdict {
     let c = &*COMPILED;
     let matched = c.set.matches(text);
     if !matched.matched_any() {

@@ -50,7 +50,7 @@ enum Word {
 use Word::{Any, Start, Whole};
 
 /// Rules searched in the whole text (their regex has a literal prefilter and is fast anyway).
-const WHOLE: &[&str] = &["exfil.markdown_image"];
+const WHOLE: &[&str] = &["exfil.markdown_image", "exfil.url_data", "impersonation.hidden_html"];
 
 const fn t(back: u16, fwd: u16) -> Reach {
     Reach::Tokens { back, fwd }
@@ -65,14 +65,20 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
         t(0, 18),
         &["ignore", "disregard", "forget", "override", "skip", "bypass", "neglect", "cancel"],
     ),
+    // stop \s+ following ; no \s+ LONGER \s+ follow: two tokens more than a one-word verb
+    ("override.ignore_previous", Start, t(0, 20), &["stop"]),
+    ("override.ignore_previous", Start, t(2, 20), &["longer"]),
+    // stop \s+ listening \s+ to \s+ the \s+ user
+    ("override.ignore_everything", Start, t(0, 10), &["stop"]),
     // verb \s+ everything \b .{0,30} \b above ; ignore \s+ the \s+ user
     ("override.ignore_everything", Start, t(0, 33), &["ignore", "disregard", "forget"]),
     // noun \s+ (are|is) \s+ no \s+ longer \s+ apply
-    ("override.cancelled", Start, t(0, 8), &["instruction", "rules", "prompt"]),
+    ("override.cancelled", Start, t(0, 8), &["instruction", "rules", "prompt", "guideline", "direction", "directive"]),
     // new \s+ system \s+ NOUN \s* (:|follow|is)
     ("override.new_instructions", Start, t(4, 2), &["instruction", "task", "directive", "prompt"]),
     // you \s+ are \s+ NOW / from \s+ NOW \s+ on / do \s+ anything \s+ NOW
-    ("override.role", Whole, t(4, 2), &["now"]),
+    // you \s+ are \s+ NOW \s+ no \s+ longer
+    ("override.role", Whole, t(4, 4), &["now"]),
     ("override.role", Start, t(0, 2), &["developer"]),
     ("override.role", Start, t(0, 0), &["jailbr"]),
     ("override.role", Start, t(0, 4), &["pretend"]),
@@ -80,6 +86,8 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("override.role", Whole, t(0, 6), &["act"]),
     // disable \s+ all \s+ the \s+ content \s+ filters
     ("override.role", Start, t(0, 8), &["disable"]),
+    // as \s+ an \s+ large \s+ LANGUAGE \s+ model \b .{0,60} \b you \s+ are \s+ required
+    ("override.as_an_ai", Whole, t(6, 70), &["ai", "llm", "language", "assistant"]),
     // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
     (
         "impersonation.tag",
@@ -99,6 +107,11 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("tool.call", Whole, t(6, 0), &["function", "with"]),
     // call \s+ the \s+ `name` \s+ TOOL \b .{0,40} \b to \s+ send
     ("tool.call", Whole, t(6, 43), &["tool"]),
+    // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `name
+    ("tool.must_call", Whole, t(10, 5), &["invoke", "call", "use", "run", "execute", "trigger"]),
+    // base64 - DECODE [^.\n]{0,60} \b then \s+ carry \s+ out ; run \s+ the \s+ DECODED ;
+    // DECODED \s+ version \b .{0,40} \b as \s+ your
+    ("tool.decode_and_follow", Start, t(4, 70), &["decode"]),
     // before \s+ you \s+ continue \b .{0,60} \b read
     ("tool.before_using", Start, t(0, 65), &["before"]),
     // execute \s+ the \s+ following \s+ COMMAND
@@ -110,12 +123,48 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // verb .{0,40} noun .{0,60} https?://
     ("exfil.send", Any, t(103, 0), &["://"]),
     ("exfil.send", Any, Reach::Email { back: 103 }, &["@"]),
-    // verb .{0,40} (api[\s_-]?keys? | system \s+ prompt | …), no \b before them
+    // verb .{0,40} (api[\s_-]?keys? | system \s+ prompt | access \s+ token | …), no \b before them
     (
         "exfil.secrets",
         Any,
-        t(41, 2),
+        t(43, 2),
         &["api", "password", "credentials", "secret", "token", "~/.ssh", "id_rsa", ".env", "mcp.json", "system"],
+    ),
+    // name \s* ( [^)]{0,120} \b all \s+ of \s+ the \s+ previous \s+ tool \s+ outputs
+    ("exfil.context", Any, t(3, 133), &["("]),
+    // messages \s+ from \s+ this \s+ session \s+ as \s+ the \s+ ARGUMENT
+    (
+        "exfil.context",
+        Whole,
+        t(13, 0),
+        &["argument", "body", "content", "payload", "parameter", "message", "text", "input", "attachment"],
+    ),
+    // verb .{0,40} PATH(two to six tokens, then one) .{0,60} verb
+    (
+        "exfil.secret_file",
+        Any,
+        t(42, 72),
+        &[
+            "~/.ssh",
+            "id_rsa",
+            "id_ed25519",
+            "id_ecdsa",
+            "id_dsa",
+            ".aws",
+            ".netrc",
+            ".npmrc",
+            ".pypirc",
+            ".git-credentials",
+            ".pgpass",
+            ".docker",
+            ".kube",
+            "mcp.json",
+            "claude_desktop_config",
+            "/etc/shadow",
+            ".env",
+            "_history",
+            "wallet.dat",
+        ],
     ),
     // following \s+ code \s+ NOUN \b .{0,80} \b as \s+ part \s+ of \s+ your \s+ code
     (
