@@ -77,9 +77,9 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     };
     vec![
         r("override.ignore_previous", Override, 1.0, format!(
-            r"\b(ignore|disregard|forget|override|skip|bypass|neglect|cancel|stop\s+(following|obeying)|no\s+longer\s+(follow|obey))\b{W}(previous|prior|preceding|above|earlier|original|initial|all|any|your|system|the|safety)\b(?:\W+\w+){{0,3}}?\W+(instructions?|prompts?|rules|directions|directives|guidelines|commands?|guardrails|restrictions|messages?)")),
+            r"\b(ignore|disregard|forget|override|skip|bypass|neglect|cancel|abandon|discard|stop\s+(following|obeying)|no\s+longer\s+(follow|obey)|(do\s+not|don'?t)\s+(follow|obey)|pay\s+no\s+attention\s+to)\b{W}(previous|prior|preceding|above|earlier|original|initial|all|any|your|system|the|safety)\b(?:\W+\w+){{0,3}}?\W+(instructions?|prompts?|rules|directions|directives|guidelines|commands?|guardrails|restrictions|messages?)")),
         r("override.ignore_everything", Override, 1.0,
-            r"\b(ignore|disregard|forget)\s+(everything|all)\b.{0,30}\b(above|before|previous|prior|told|said)|\bignore\s+(the\s+)?user\b|\bstop\s+(following|obeying|listening\s+to)\s+(the\s+)?user\b".into()),
+            r"\b(ignore|disregard|forget)\s+(everything|all)\b.{0,30}\b(above|before|previous|prior|told|said)|\bignore\s+(the\s+)?user\b|\bstop\s+(following|obeying|listening\s+to)\s+(the\s+)?user\b|\b(ignore|disregard)\s+(the\s+rest\s+of\s+(this|the)\s+\w+|all\s+(info|information|text|content|data)\s+(except|but)|(all\s+)?instructions\b)".into()),
         r("override.cancelled", Override, 0.8,
             r"\b(instructions?|rules|prompts?|guidelines?|directions|directives?)\s+(are|is)\s+(cancell?ed|void|obsolete|no\s+longer\s+(apply|valid))".into()),
         r("override.new_instructions", Override, 0.8,
@@ -88,6 +88,8 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r"\byou\s+are\s+now\s+(an?|in|the|my|free|no\s+longer|going\s+to|acting|operating|allowed|able|unrestricted|unfiltered|jailbroken|dan)\b|\byou\s+will\s+now\b|\bfrom\s+now\s+on\b|\bdeveloper\s+mode\b|\bjailbr(ea|o)k|\bdo\s+anything\s+now\b|\bpretend\s+(you\s+are|to\s+be)\b|\bact\s+as\s+(an?\s+)?(unrestricted|jailbroken|dan|evil|my)\b|\bdisable\s+(all\s+)?(the\s+)?(content\s+|safety\s+)?(filters|guardrails|safety)".into()),
         r("override.as_an_ai", Override, 0.6,
             r"\bas\s+an?\s+(ai(\s+model|\s+assistant|\s+agent)?|llm|(large\s+)?language\s+model|assistant)\b.{0,60}\byou\s+(must|should|need\s+to|have\s+to|are\s+(required|instructed|ordered))\b".into()),
+        r("override.jailbreak", Override, 0.7,
+            r"\bimmerse\s+yourself\b|\brole\s+of\s+(another|an?)\s+(ai|chatbot|assistant|model)\b|\bknown\s+as\s+(dan|dude|stan|aim)\b|\bbroken\s+free\s+of\b|\b(does|do)\s+not\s+have\s+to\s+(abide|comply)\b|\bfree\s+of\s+(all\s+)?(restrictions|filters|guidelines|policies)\b".into()),
         r("impersonation.tag", Impersonation, 0.8,
             r"<\s*/?\s*(important|system|instructions?|admin|secret|hidden|sys)\s*>|\[\s*(system|admin|important)\s*\]|(^|\n)\s*(#{1,4}\s*)?(system|assistant|instruction)\s*:".into()),
         r("impersonation.address_ai", Impersonation, 0.6,

@@ -63,8 +63,11 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
         "override.ignore_previous",
         Start,
         t(0, 18),
-        &["ignore", "disregard", "forget", "override", "skip", "bypass", "neglect", "cancel"],
+        &["ignore", "disregard", "forget", "override", "skip", "bypass", "neglect", "cancel", "abandon", "discard"],
     ),
+    // do \s+ not \s+ FOLLOW ; don ' t \s+ FOLLOW ; pay \s+ no \s+ attention \s+ TO
+    ("override.ignore_previous", Whole, t(6, 18), &["follow", "obey"]),
+    ("override.ignore_previous", Whole, t(0, 24), &["pay"]),
     // stop \s+ following ; no \s+ LONGER \s+ follow: two tokens more than a one-word verb
     ("override.ignore_previous", Start, t(0, 20), &["stop"]),
     ("override.ignore_previous", Start, t(2, 20), &["longer"]),
@@ -86,6 +89,10 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("override.role", Whole, t(0, 6), &["act"]),
     // disable \s+ all \s+ the \s+ content \s+ filters
     ("override.role", Start, t(0, 8), &["disable"]),
+    // role \s+ of \s+ another \s+ ai ; does \s+ not \s+ have \s+ to \s+ ABIDE
+    ("override.jailbreak", Start, t(0, 2), &["immerse"]),
+    ("override.jailbreak", Whole, t(0, 8), &["role", "known", "broken", "free"]),
+    ("override.jailbreak", Whole, t(8, 0), &["abide", "comply"]),
     // as \s+ an \s+ large \s+ LANGUAGE \s+ model \b .{0,60} \b you \s+ are \s+ required
     ("override.as_an_ai", Whole, t(6, 70), &["ai", "llm", "language", "assistant"]),
     // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
