@@ -1,5 +1,5 @@
 //! Where each injection rule can match: windows around anchor words that every match of the
-//! rule contains, found by Aho-Corasick searches (four, by literal length) over an
+//! rule contains, found by Aho-Corasick searches (groups of literals of similar length) over an
 //! ASCII-lowercased copy of the text.
 //!
 //! Bounds are counted in tokens: maximal runs of word characters (`[0-9A-Za-z_]`) or of other
@@ -45,9 +45,12 @@ enum Word {
     /// `\b` before it, and after it `\b`, `\s` or another non-word character (the literal
     /// is a whole word): `act\s+as`, `(tool|function|with)\b`, `note\s+to`.
     Whole,
+    /// After it `\b` (the literal ends with a word character) and nothing known before it:
+    /// `\.env\b` (which `os.env` matches and `os.environ` does not).
+    End,
 }
 
-use Word::{Any, Start, Whole};
+use Word::{Any, End, Start, Whole};
 
 /// Rules searched in the whole text (their regex has a literal prefilter and is fast anyway).
 const WHOLE: &[&str] = &["exfil.markdown_image", "exfil.url_data", "impersonation.hidden_html"];
@@ -94,7 +97,10 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("override.jailbreak", Whole, t(0, 8), &["role", "known", "broken", "free"]),
     ("override.jailbreak", Whole, t(8, 0), &["abide", "comply"]),
     // as \s+ an \s+ large \s+ LANGUAGE \s+ model \b .{0,60} \b you \s+ are \s+ required
-    ("override.as_an_ai", Whole, t(6, 70), &["ai", "llm", "language", "assistant"]),
+    // (a two-letter literal would be found inside every "said" and "main": the space before
+    // it instead, which the rule requires there)
+    ("override.as_an_ai", Whole, t(6, 70), &["llm", "language", "assistant"]),
+    ("override.as_an_ai", Any, t(5, 70), &[" ai"]),
     // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
     (
         "impersonation.tag",
@@ -115,7 +121,9 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // call \s+ the \s+ `name` \s+ TOOL \b .{0,40} \b to \s+ send
     ("tool.call", Whole, t(6, 43), &["tool"]),
     // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `name
-    ("tool.must_call", Whole, t(10, 5), &["invoke", "call", "use", "run", "execute", "trigger"]),
+    // you \s+ are \s+ REQUIRED \s+ to \s+ now \s+ call \s+ the \s+ `send_email (not the `_` of the
+    // name: JSON is full of them)
+    ("tool.must_call", Whole, t(4, 13), &["must", "should", "need", "have", "required"]),
     // base64 - DECODE [^.\n]{0,60} \b then \s+ carry \s+ out ; run \s+ the \s+ DECODED ;
     // DECODED \s+ version \b .{0,40} \b as \s+ your
     ("tool.decode_and_follow", Start, t(4, 70), &["decode"]),
@@ -137,19 +145,23 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
         t(43, 2),
         &["api", "password", "credentials", "secret", "token", "~/.ssh", "id_rsa", ".env", "mcp.json", "system"],
     ),
-    // name \s* ( [^)]{0,120} \b all \s+ of \s+ the \s+ previous \s+ tool \s+ outputs
-    ("exfil.context", Any, t(3, 133), &["("]),
-    // messages \s+ from \s+ this \s+ session \s+ as \s+ the \s+ ARGUMENT
+    // chat \s+ HISTORY \s+ as ; MESSAGES \s+ from \s+ this \s+ session \s+ as \s+ the \s+ attachment
+    ("exfil.context", Start, t(2, 14), &["conversation", "history", "messages", "output", "prompt", "window"]),
+    // all \s+ of \s+ the \s+ previous \s+ tool \s+ OUTPUTS ; the \s+ entire \s+ CONVERSATION \s+ so \s+ far
     (
-        "exfil.context",
-        Whole,
-        t(13, 0),
-        &["argument", "body", "content", "payload", "parameter", "message", "text", "input", "attachment"],
+        "exfil.context_object",
+        Start,
+        t(12, 4),
+        &["output", "results", "messages", "responses", "conversation", "chat", "context"],
     ),
+    // CALL \s+ the \s+ `send_email` (
+    ("tool.call_syntax", Whole, t(0, 8), &["call", "invoke", "execute", "trigger"]),
     // verb .{0,40} PATH(two to six tokens, then one) .{0,60} verb
+    // Where every match has `\b` after the literal (End), a literal inside a longer word
+    // (`.environ`, `_historyfile`) is passed over.
     (
         "exfil.secret_file",
-        Any,
+        End,
         t(42, 72),
         &[
             "~/.ssh",
@@ -161,17 +173,18 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
             ".netrc",
             ".npmrc",
             ".pypirc",
-            ".git-credentials",
             ".pgpass",
             ".docker",
             ".kube",
-            "mcp.json",
-            "claude_desktop_config",
-            "/etc/shadow",
             ".env",
             "_history",
-            "wallet.dat",
         ],
+    ),
+    (
+        "exfil.secret_file",
+        Any,
+        t(42, 72),
+        &["mcp.json", "claude_desktop_config", ".git-credentials", "wallet.dat", "/etc/shadow"],
     ),
     // following \s+ code \s+ NOUN \b .{0,80} \b as \s+ part \s+ of \s+ your \s+ code
     (
@@ -186,13 +199,17 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("response.directive", Start, t(85, 2), &["response", "answer", "reply", "output"]),
 ];
 
+/// Literals per search (measured on BIPIA text with 100 literals: groups of 12 to 16 are
+/// equally fast, of 8 or 24 slower).
+const GROUP: usize = 14;
+
 struct Compiled {
-    /// Prefix-free literals (at most one starts at any position) in four groups by length
-    /// (one search for all is several times slower; a search for 20 literals or more is about
-    /// twice as slow as one for 14, measured on BIPIA text), each with the anchors whose literal
-    /// starts with it.
+    /// Prefix-free literals (at most one starts at any position) in groups of at most
+    /// [`GROUP`], sorted by length so that a group's literals share a length (one search for
+    /// all is several times slower; a search for 20 literals or more is about twice as slow as
+    /// one for 14, measured on BIPIA text), each with the anchors whose literal starts with it.
     literals: Vec<(AhoCorasick, Vec<Vec<Anchor>>)>,
-    /// Anchors of one byte (`@`, `_`), found with `memchr` (they would slow the literal search).
+    /// Anchors of one byte (`@`), found with `memchr` (they would slow the literal search).
     bytes: Vec<(u8, Vec<Anchor>)>,
     /// The whole-text rules.
     whole: Vec<usize>,
@@ -217,10 +234,11 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     let roots: Vec<&str> =
         roots.iter().copied().filter(|l| !roots.iter().any(|o| o.len() < l.len() && l.starts_with(o))).collect();
     let single: Vec<&str> = roots.iter().copied().filter(|r| r.len() == 1).collect();
-    let group = |lo: usize, hi: usize| roots.iter().copied().filter(|r| (lo..hi).contains(&r.len())).collect();
-    let groups: [Vec<Vec<&str>>; 4] =
-        [vec![group(2, 4), group(9, usize::MAX)], vec![group(4, 6)], vec![group(6, 7)], vec![group(7, 9)]];
-    let groups = groups.map(|g| g.concat());
+    let mut multi: Vec<&str> = roots.iter().copied().filter(|r| r.len() > 1).collect();
+    multi.sort_by_key(|r| (r.len(), *r));
+    let n = multi.len().div_ceil(GROUP);
+    let per = multi.len().div_ceil(n);
+    let groups: Vec<Vec<&str>> = multi.chunks(per.max(1)).map(|c| c.to_vec()).collect();
     let mut literals: Vec<(Vec<&str>, Vec<Vec<Anchor>>)> =
         groups.into_iter().map(|r| (r.clone(), r.iter().map(|_| Vec::new()).collect())).collect();
     let mut bytes: Vec<(u8, Vec<Anchor>)> = single.iter().map(|r| (r.as_bytes()[0], Vec::new())).collect();
@@ -321,8 +339,8 @@ fn windows(text: &str, lower: &mut Vec<u8>) -> Vec<Vec<Range<usize>>> {
 fn add(text: &str, lower: &[u8], p: usize, a: &Anchor, out: &mut [Vec<Range<usize>>]) {
     let b = text.as_bytes();
     if !lower[p..].starts_with(a.lit.as_bytes())
-        || (a.word != Any && p > 0 && is_word(b[p - 1]))
-        || (a.word == Whole && b.get(p + a.lit.len()).is_some_and(|&c| is_word(c)))
+        || (matches!(a.word, Start | Whole) && p > 0 && is_word(b[p - 1]))
+        || (matches!(a.word, Whole | End) && b.get(p + a.lit.len()).is_some_and(|&c| is_word(c)))
     {
         return;
     }
