@@ -40,7 +40,8 @@ pub struct BenchArgs {
     /// Measure the audit trail: sink throughput and the per-call recording cost, in process.
     #[arg(long)]
     audit: bool,
-    /// Measure the content-security detectors: quality on the corpora, and speed.
+    /// Measure the content-security detectors: quality on the corpora and on the classifier's
+    /// held-out split (patterns; with --classifier also the classifier and both), and speed.
     #[arg(long)]
     content: bool,
     /// With --content: the directory of the shared corpora (default `../shared/corpora`
@@ -50,7 +51,7 @@ pub struct BenchArgs {
     /// Measure the semantic injection classifier with this encoder directory (e.g.
     /// `.models/all-minilm-l6-v2`) on the held-out split `scripts/classifier/data/heldout.jsonl`:
     /// patterns, classifier and both, and its time per 4 KB (run with `RAYON_NUM_THREADS=1` for
-    /// one core).
+    /// one core). Alone, or with --content after the corpora.
     #[arg(long)]
     classifier: Option<PathBuf>,
     /// Load one Warden only, for a profiler: `relay` (relay only) or `full` (the full pipeline),
@@ -428,11 +429,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.auth {
         return crate::bench_auth::run(a.calls.max(100)).await;
     }
-    if let Some(model) = a.classifier {
-        return crate::bench_classifier::run(&model);
-    }
     if a.content {
-        return crate::bench_content::run(a.corpora);
+        crate::bench_content::run(a.corpora)?;
+        return crate::bench_classifier::run(a.classifier.as_deref());
+    }
+    if let Some(model) = a.classifier {
+        return crate::bench_classifier::run(Some(&model));
     }
     if a.audit {
         return crate::bench_audit::run(a.calls.max(1000) * 100).await;

@@ -46,7 +46,9 @@ fn percentile(v: &mut [Duration], q: f64) -> Duration {
     v.get(((v.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or_default()
 }
 
-pub fn run(model: &Path) -> anyhow::Result<()> {
+/// The held-out table for the patterns, and with `model` for the classifier and both, then
+/// the classifier's time per 4 KB.
+pub fn run(model: Option<&Path>) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let data = std::fs::read_to_string(root.join("scripts/classifier/data/heldout.jsonl"))?;
     let rows: Vec<Row> = data
@@ -59,7 +61,7 @@ pub fn run(model: &Path) -> anyhow::Result<()> {
             source: v["source"].as_str().unwrap_or("").split('+').next().unwrap_or("").to_string(),
         })
         .collect();
-    let c = Classifier::load(model, None)?;
+    let c = model.map(|m| Classifier::load(m, None)).transpose()?;
     let mut by: BTreeMap<(String, String), Tally> = BTreeMap::new();
     let mut all: BTreeMap<bool, Tally> = BTreeMap::new();
     for r in &rows {
@@ -69,10 +71,13 @@ pub fn run(model: &Path) -> anyhow::Result<()> {
         // An attack whose hidden part (an HTML comment) the sanitizer took out is stopped too.
         let stripped = r.positive && removed.comments > 0;
         let p = v.is_injection(DEFAULT_THRESHOLD) || stripped;
-        let o = c.score(&clean, UNLIMITED)?;
-        let k = o.score >= OPERATING_POINT;
+        let score = match &c {
+            Some(c) => c.score(&clean, UNLIMITED)?.score,
+            None => 0.0,
+        };
+        let k = score >= OPERATING_POINT;
         if k {
-            v.score = (v.score + o.score).min(1.0);
+            v.score = (v.score + score).min(1.0);
         }
         let b = v.is_injection(DEFAULT_THRESHOLD) || stripped;
         for t in [by.entry((r.kind.clone(), r.source.clone())).or_default(), all.entry(r.positive).or_default()] {
@@ -82,27 +87,31 @@ pub fn run(model: &Path) -> anyhow::Result<()> {
             t.both += b as usize;
         }
     }
-    println!("## Semantic classifier, held-out split ({} texts; flagged at {DEFAULT_THRESHOLD})\n", rows.len());
-    println!("| kind | source | texts | patterns | classifier | both |\n|---|---|---|---|---|---|");
+    println!("\n## Injection detectors, held-out split ({} texts; flagged at {DEFAULT_THRESHOLD})\n", rows.len());
+    if c.is_none() {
+        println!("(Patterns only: `--classifier DIR` adds the classifier and both.)\n");
+    }
+    let cols = if c.is_some() { 3 } else { 1 };
+    let names = ["patterns", "classifier", "both"];
+    println!("| kind | source | texts | {} |\n|---|---|---|{}", names[..cols].join(" | "), "---|".repeat(cols));
     for ((kind, source), t) in &by {
-        println!(
-            "| {kind} | {source} | {} | {} | {} | {} |",
-            t.n,
-            pct(t.patterns, t.n),
-            pct(t.classifier, t.n),
-            pct(t.both, t.n)
-        );
+        let cells = [pct(t.patterns, t.n), pct(t.classifier, t.n), pct(t.both, t.n)];
+        println!("| {kind} | {source} | {} | {} |", t.n, cells[..cols].join(" | "));
     }
     let (neg, pos) = (all.remove(&false).unwrap_or_default(), all.remove(&true).unwrap_or_default());
     println!("\n| detector | recall | false positives (benign texts) | precision |\n|---|---|---|---|");
-    for (name, tp, fp) in [
+    let detectors = [
         ("patterns", pos.patterns, neg.patterns),
         ("classifier", pos.classifier, neg.classifier),
         ("both", pos.both, neg.both),
-    ] {
+    ];
+    for (name, tp, fp) in detectors.into_iter().take(cols) {
         println!("| {name} | {} | {} ({fp}/{}) | {} |", pct(tp, pos.n), pct(fp, neg.n), neg.n, pct(tp, tp + fp));
     }
-    speed(&c, &rows, model)
+    match (c, model) {
+        (Some(c), Some(model)) => speed(&c, &rows, model),
+        _ => Ok(()),
+    }
 }
 
 /// Time per 4 KB of benign output (held-out benign outputs, joined and cut to 4,096 bytes), with

@@ -94,7 +94,7 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         r("override.as_an_ai", Override, 0.6,
             r"\bas\s+an?\s+(llm|(large\s+)?language\s+model|assistant)\b.{0,60}\byou\s+(must|should|need\s+to|have\s+to|are\s+(required|instructed|ordered))\b|\bas\s+an +ai(\s+model|\s+assistant|\s+agent)?\b.{0,60}\byou\s+(must|should|need\s+to|have\s+to|are\s+(required|instructed|ordered))\b".into()),
         r("override.jailbreak", Override, 0.7,
-            r"\bimmerse\s+yourself\b|\brole\s+of\s+(another|an?)\s+(ai|chatbot|assistant|model)\b|\bknown\s+as\s+(dan|dude|stan|aim)\b|\bbroken\s+free\s+of\b|\b(does|do)\s+not\s+have\s+to\s+(abide|comply)\b|\bfree\s+of\s+(all\s+)?(restrictions|filters|guidelines|policies)\b".into()),
+            r"\bimmerse\s+yourself\b|\bknown\s+as\s+(dan|dude|stan|aim)\b|\bbroken\s+free\s+of\b".into()),
         r("impersonation.tag", Impersonation, 0.8,
             r"<\s*/?\s*(important|system|instructions?|admin|secret|hidden|sys)\s*>|\[\s*(system|admin|important)\s*\]|(^|\n)\s*(#{1,4}\s*)?(system|assistant|instruction)\s*:".into()),
         r("impersonation.address_ai", Impersonation, 0.6,
@@ -106,7 +106,7 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         r("tool.call", ToolDirective, 0.5,
             r"\b(call|invoke|use|run|execute|trigger)\s+(the\s+)?`?[a-z0-9]+_[a-z0-9_]+`?\s+(tool|function|with)\b|\b(call|invoke|use)\s+(the\s+)?`?\w+`?\s+tool\b.{0,40}\b(with|to\s+(send|delete|export|execute|run|transfer|forward))".into()),
         r("tool.must_call", ToolDirective, 0.6,
-            r"\byou\s+(must|should|need\s+to|have\s+to|are\s+required\s+to)\s+(now\s+|immediately\s+|first\s+)?(invoke|call|use|run|execute|trigger)\s+(the\s+)?`?[a-z0-9]+_[a-z0-9_]+".into()),
+            r"\byou\s+(must|should|need\s+to|have\s+to|are\s+required\s+to)\s+(now\s+|immediately\s+|first\s+)?(invoke|call|execute|trigger)\s+(the\s+)?`?[a-z0-9]+_[a-z0-9_]+".into()),
         r("tool.decode_and_follow", ToolDirective, 0.6,
             r"\b(base64[\s-]*)?decode\b[^.\n]{0,60}\b(and|then)\s+(follow|execute|obey|run|perform|carry\s+out|act\s+on|do\s+what)\b|\b(run|execute|follow|obey|perform)\s+the\s+decoded\b|\bdecoded\s+(version|text|string|instructions?|message)\b.{0,40}\b(as\s+your|instructions?\b|follow|obey|execute)".into()),
         r("tool.before_using", ToolDirective, 0.6,
@@ -126,7 +126,7 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // Weak alone ("clear all previous messages"; "call get_weather(city)" in a tool's docs),
         // an injection together: "call send_email(to=…, body=<all previous tool outputs>)".
         r("exfil.context_object", Exfiltration, 0.3,
-            r"\b(all|every|entire|full|complete|whole)\s+(of\s+)?(the\s+|your\s+|my\s+)?((previous|prior|earlier|above)\s+(tool\s+)?(outputs?|results|messages|responses)|(conversation|chat|context)(\s+(history|window|so\s+far))?)\b".into()),
+            r"\b(all|every|entire|full|complete|whole)\s+(of\s+)?(the\s+|your\s+|my\s+)?((previous|prior|earlier|above)\s+(tool\s+)?(outputs?|messages)|(conversation|context)(\s+(history|window|so\s+far))?|chat\s+history)\b".into()),
         r("tool.call_syntax", ToolDirective, 0.3,
             r"\b(call|invoke|execute|trigger)\s+(the\s+)?`?[a-z0-9]+_[a-z0-9_]+`?\s*\(".into()),
         r("exfil.secret_file", Exfiltration, 0.6, format!(

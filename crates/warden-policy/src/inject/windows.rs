@@ -92,10 +92,9 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("override.role", Whole, t(0, 6), &["act"]),
     // disable \s+ all \s+ the \s+ content \s+ filters
     ("override.role", Start, t(0, 8), &["disable"]),
-    // role \s+ of \s+ another \s+ ai ; does \s+ not \s+ have \s+ to \s+ ABIDE
+    // immerse \s+ yourself ; known \s+ as \s+ dan ; broken \s+ free \s+ of
     ("override.jailbreak", Start, t(0, 2), &["immerse"]),
-    ("override.jailbreak", Whole, t(0, 8), &["role", "known", "broken", "free"]),
-    ("override.jailbreak", Whole, t(8, 0), &["abide", "comply"]),
+    ("override.jailbreak", Whole, t(0, 6), &["known", "broken"]),
     // as \s+ an \s+ large \s+ LANGUAGE \s+ model \b .{0,60} \b you \s+ are \s+ required
     // (a two-letter literal would be found inside every "said" and "main": the space before
     // it instead, which the rule requires there)
@@ -121,9 +120,9 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // call \s+ the \s+ `name` \s+ TOOL \b .{0,40} \b to \s+ send
     ("tool.call", Whole, t(6, 43), &["tool"]),
     // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `name
-    // you \s+ are \s+ REQUIRED \s+ to \s+ now \s+ call \s+ the \s+ `send_email (not the `_` of the
-    // name: JSON is full of them)
-    ("tool.must_call", Whole, t(4, 13), &["must", "should", "need", "have", "required"]),
+    // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `send_email (not the `_` of the
+    // name: JSON is full of them; not modal verbs: "have" and "should" are everywhere)
+    ("tool.must_call", Whole, t(11, 6), &["invoke", "call", "execute", "trigger"]),
     // base64 - DECODE [^.\n]{0,60} \b then \s+ carry \s+ out ; run \s+ the \s+ DECODED ;
     // DECODED \s+ version \b .{0,40} \b as \s+ your
     ("tool.decode_and_follow", Start, t(4, 70), &["decode"]),
@@ -148,12 +147,7 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // chat \s+ HISTORY \s+ as ; MESSAGES \s+ from \s+ this \s+ session \s+ as \s+ the \s+ attachment
     ("exfil.context", Start, t(2, 14), &["conversation", "history", "messages", "output", "prompt", "window"]),
     // all \s+ of \s+ the \s+ previous \s+ tool \s+ OUTPUTS ; the \s+ entire \s+ CONVERSATION \s+ so \s+ far
-    (
-        "exfil.context_object",
-        Start,
-        t(12, 4),
-        &["output", "results", "messages", "responses", "conversation", "chat", "context"],
-    ),
+    ("exfil.context_object", Start, t(12, 4), &["output", "messages", "conversation", "context", "history"]),
     // CALL \s+ the \s+ `send_email` (
     ("tool.call_syntax", Whole, t(0, 8), &["call", "invoke", "execute", "trigger"]),
     // verb .{0,40} PATH(two to six tokens, then one) .{0,60} verb
