@@ -146,8 +146,15 @@ fn scan_text(t: &str, place: &str, prose: bool, out: &mut Vec<ToolFinding>) {
     if prose {
         // Tool descriptions legitimately describe what goes into a reply; only the rules aimed
         // at taking over the model count here.
-        for f in inject::scan(&clean).findings {
-            if f.category != inject::Category::ResponseDirective && f.rule != "tool.call" {
+        // A description is written for the model: addressing it is no finding. A weak rule
+        // (a call's syntax in usage notes) counts only where the whole reaches the threshold.
+        let v = inject::scan(&clean).for_the_model();
+        let whole = v.is_injection(inject::DEFAULT_THRESHOLD);
+        for f in v.findings {
+            if (whole || f.weight >= inject::DEFAULT_THRESHOLD)
+                && f.category != inject::Category::ResponseDirective
+                && f.rule != "tool.call"
+            {
                 add(&format!("instruction.{}", f.rule));
             }
         }

@@ -36,6 +36,9 @@ pub(super) struct Walker<'a> {
     clean_keys: HashSet<String>,
     /// The semantic classifier, for this answer (within its budget).
     pub judge: Option<super::semantic::Judge<'a>>,
+    /// The text is written for the model (a server's `instructions`): addressing it is no
+    /// finding ([`inject::Verdict::for_the_model`]).
+    pub for_the_model: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -47,7 +50,17 @@ impl<'a> Walker<'a> {
         report: &'a mut OutputReport,
         scrub: bool,
     ) -> Walker<'a> {
-        Walker { cfg, action, red, budget, report, scrub, clean_keys: HashSet::new(), judge: None }
+        Walker {
+            cfg,
+            action,
+            red,
+            budget,
+            report,
+            scrub,
+            clean_keys: HashSet::new(),
+            judge: None,
+            for_the_model: false,
+        }
     }
 
     /// A result, or a request's or notification's params: `content`, `contents` and `messages`
@@ -217,6 +230,9 @@ impl<'a> Walker<'a> {
         if self.action != InjectionAction::Off && out.len() >= 12 {
             let mut v = inject::scan(&out);
             v.merge(hidden);
+            if self.for_the_model {
+                v = v.for_the_model();
+            }
             if let Some(f) = self.judge.as_mut().and_then(|j| j.judge(&out)) {
                 v.merge(inject::Verdict { score: f.weight, findings: vec![f] });
             }
