@@ -174,7 +174,7 @@ mod tests {
                 .map(|_| {
                     let r = crate::testing::xorshift(&mut seed);
                     // mostly alphabet, so that long runs are common
-                    if r % 9 == 0 {
+                    if r.is_multiple_of(9) {
                         b" .\n\xC3"[(r >> 8) as usize % 4]
                     } else {
                         b"aZ09+/-_q"[(r >> 8) as usize % 9]
