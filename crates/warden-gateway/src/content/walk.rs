@@ -227,7 +227,8 @@ impl<'a> Walker<'a> {
                 out = Cow::Owned(clean);
             }
         }
-        if self.action != InjectionAction::Off && out.len() >= 12 {
+        // (a removed template token counts however short what is left: `<|im_start|>system`)
+        if self.action != InjectionAction::Off && (out.len() >= 12 || !hidden.findings.is_empty()) {
             let mut v = inject::scan(&out);
             v.merge(hidden);
             if self.for_the_model {

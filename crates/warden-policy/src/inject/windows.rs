@@ -92,13 +92,14 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("override.role", Whole, t(0, 6), &["act"]),
     // disable \s+ all \s+ the \s+ content \s+ filters
     ("override.role", Start, t(0, 8), &["disable"]),
-    // immerse \s+ yourself ; known \s+ as \s+ dan ; broken \s+ free \s+ of
-    ("override.jailbreak", Start, t(0, 2), &["immerse"]),
-    ("override.jailbreak", Whole, t(0, 6), &["known", "broken"]),
+    // immerse \s+ yourself \s+ into \s+ the \s+ role ; known \s+ as \s+ DAN ; broken \s+ free \s+ of
+    // \s+ the \s+ typical \s+ confines
+    ("override.jailbreak", Start, t(0, 10), &["immerse"]),
+    ("override.jailbreak", Whole, t(0, 14), &["known", "broken"]),
     // as \s+ an \s+ large \s+ LANGUAGE \s+ model \b .{0,60} \b you \s+ are \s+ required
     // (a two-letter literal would be found inside every "said" and "main": the space before
     // it instead, which the rule requires there)
-    ("override.as_an_ai", Whole, t(6, 70), &["llm", "language", "assistant"]),
+    ("override.as_an_ai", Whole, t(6, 70), &["llm", "language"]),
     ("override.as_an_ai", Any, t(5, 70), &[" ai"]),
     // <\s*/?\s* WORD \s*> , \[\s* WORD \s*\] , (^|\n)\s* WORD \s*:
     (
@@ -122,10 +123,12 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `name
     // you \s+ are \s+ required \s+ to \s+ now \s+ CALL \s+ the \s+ `send_email (not the `_` of the
     // name: JSON is full of them; not modal verbs: "have" and "should" are everywhere)
-    ("tool.must_call", Whole, t(11, 6), &["invoke", "call", "execute", "trigger"]),
+    // … CALL \s+ the \s+ `get-roots-list-x` \s+ right \s+ away (a name is seven tokens at most)
+    ("tool.must_call", Whole, t(11, 16), &["invoke", "call", "execute", "trigger"]),
     // base64 - DECODE [^.\n]{0,60} \b then \s+ carry \s+ out ; run \s+ the \s+ DECODED ;
     // DECODED \s+ version \b .{0,40} \b as \s+ your
-    ("tool.decode_and_follow", Start, t(4, 70), &["decode"]),
+    // (`Any`: "base64decode" is one word)
+    ("tool.decode_and_follow", Any, t(4, 70), &["decode"]),
     // before \s+ you \s+ continue \b .{0,60} \b read
     ("tool.before_using", Start, t(0, 65), &["before"]),
     // execute \s+ the \s+ following \s+ COMMAND
@@ -148,8 +151,8 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     ("exfil.context", Start, t(2, 14), &["conversation", "history", "messages", "output", "prompt", "window"]),
     // all \s+ of \s+ the \s+ previous \s+ tool \s+ OUTPUTS ; the \s+ entire \s+ CONVERSATION \s+ so \s+ far
     ("exfil.context_object", Start, t(12, 4), &["output", "messages", "conversation", "context", "history"]),
-    // CALL \s+ the \s+ `send_email` (
-    ("tool.call_syntax", Whole, t(0, 8), &["call", "invoke", "execute", "trigger"]),
+    // CALL \s+ the \s+ `get-roots-list-x` (
+    ("tool.call_syntax", Whole, t(0, 13), &["call", "invoke", "execute", "trigger"]),
     // verb .{0,40} PATH(two to six tokens, then one) .{0,60} verb
     // Where every match has `\b` after the literal (End), a literal inside a longer word
     // (`.environ`, `_historyfile`) is passed over.
