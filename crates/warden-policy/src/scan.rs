@@ -146,9 +146,10 @@ fn scan_text(t: &str, place: &str, prose: bool, out: &mut Vec<ToolFinding>) {
     if prose {
         // Tool descriptions legitimately describe what goes into a reply; only the rules aimed
         // at taking over the model count here.
-        // A description is written for the model: addressing it is no finding. A weak rule
-        // (a call's syntax in usage notes) counts only where the whole reaches the threshold.
-        let mut v = inject::scan(&clean).for_the_model();
+        // A weak rule (a call's syntax in usage notes) counts only where the rules reported
+        // reach the threshold together. (Addressing the model still counts here, unlike in a
+        // server's instructions: "note to the AI" is the classic poisoned description.)
+        let mut v = inject::scan(&clean);
         v.findings.retain(|f| f.category != inject::Category::ResponseDirective && f.rule != "tool.call");
         let whole = v.findings.iter().map(|f| f.weight).sum::<f32>() >= inject::DEFAULT_THRESHOLD;
         for f in v.findings {
@@ -269,7 +270,6 @@ mod tests {
         for d in [
             "Use the get_weather tool with a city name. Example: call get_weather(\"Paris\").",
             "Returns the entire conversation history. Include the summary in your response.",
-            "Instructions for the LLM: pass the city name exactly as the user wrote it.",
         ] {
             let f = scan_tool(&json!({"name": "t", "description": d}));
             assert!(f.is_empty(), "{d}: {f:?}");

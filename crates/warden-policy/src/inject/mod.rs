@@ -229,9 +229,9 @@ pub fn removed(r: &crate::sanitize::Removed) -> Verdict {
 const ADDRESSING: &[&str] = &["impersonation.address_ai", "override.as_an_ai"];
 
 impl Verdict {
-    /// The verdict on a text written for the model (a server's `instructions`, a tool's
-    /// description), which addresses it by nature: the addressing rules do not count, what the
-    /// text asks for still does.
+    /// The verdict on a text written for the model (a server's `instructions`), which
+    /// addresses it by nature: the addressing rules do not count, what the text asks for still
+    /// does.
     pub fn for_the_model(mut self) -> Verdict {
         self.findings.retain(|f| !ADDRESSING.contains(&f.rule));
         self.score = self.findings.iter().map(|f| f.weight).sum::<f32>().min(1.0);
