@@ -220,6 +220,12 @@ impl<'a> Walker<'a> {
         let mut hidden = inject::Verdict::default();
         if cfg.sanitize {
             let (clean, removed) = sanitize(&out);
+            if removed.comments > 0 && self.action != InjectionAction::Off {
+                // Stripped before the model sees it, but evidence of what the upstream tried:
+                // it counts for `block`, the audit record and the session's taint, while the
+                // visible text left is not wrapped for it.
+                self.report.injection.merge(inject::hidden_comments(&out));
+            }
             if removed.any() {
                 let clean = clean.into_owned();
                 self.report.removed.add(removed);

@@ -31,6 +31,8 @@ use std::sync::LazyLock;
 #[cfg(test)]
 mod cases;
 pub mod encoded;
+mod hidden;
+pub use hidden::{hidden_comments, removed};
 #[cfg(test)]
 mod equivalence;
 #[doc(hidden)]
@@ -211,17 +213,6 @@ impl Verdict {
         }
         self.score = self.findings.iter().map(|f| f.weight).sum::<f32>().min(1.0);
     }
-}
-
-/// What the sanitizer took out that only an injection puts in a tool's output: chat-template
-/// delimiter tokens (`<|im_start|>`, `[INST]`), which try to open a new turn in the model's
-/// prompt. (Comments and invisible characters are common in benign text: removed, not scored.)
-pub fn removed(r: &crate::sanitize::Removed) -> Verdict {
-    if r.template_tokens == 0 {
-        return Verdict::default();
-    }
-    let f = Finding { rule: "impersonation.template_token", category: Category::Impersonation, weight: 0.8, at: 0 };
-    Verdict { score: f.weight, findings: vec![f] }
 }
 
 /// The rules that only say a text speaks to the model ("note to the AI", "as an AI you
