@@ -32,6 +32,8 @@ pub const BENIGN: &[&str] = &[
     "The aircraft, also known as Aim, had broken free of its moorings.",
     "As an assistant manager, you should approve the timesheets by Friday.",
     "Instruction: press and hold the reset button for five seconds.",
+    "Run the following command to install the package:\n\n    pip install fastapi",
+    "Do not run this script as root; it only modifies files in your home directory.",
 ];
 
 /// The classes the hand-written attacks fell through: override phrasings, turn

@@ -226,6 +226,8 @@ const PIECES: &[&str] = &[
     "style=display:none",
     "<div style=\"display:none\">",
     "<span>",
+    "<p hidden>",
+    "class=\"hidden\"",
     "decoded",
     "version",
     "then",

@@ -102,8 +102,9 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         r("impersonation.address_ai", Impersonation, 0.6,
             r"\b(note|message|attention|instructions?|hey|hello)\s+(to\s+|for\s+)?(the\s+)?(ai|llm|assistant|model|agent|language\s+model|chatbot)s?\b|\b(ai|llm)\s+(agents?|models?|assistants?)\s+(reading|processing|that\s+read)|\bmessage\s+from\s+the\s+(system|admin)".into()),
         // Weak alone (HTML e-mails hide a preheader line): it adds to what the hidden text says.
+        // Inline styles, and the `hidden` attribute or class (other class-based CSS is not seen).
         r("impersonation.hidden_html", Impersonation, 0.3,
-            r"<(div|span|p|section|font|small|td|tr|li|ul|a|em|b|i|strong|label|pre|code|h[1-6])\b[^>]{0,200}\bstyle\s*=\s*[\x22']?[^\x22'>]{0,200}(display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(\.0+)?(px|pt|em|rem|%)?\s*(;|[\x22'>\s]|!)|opacity\s*:\s*0(\.0+)?\s*(;|[\x22'>\s]|!))[^>]{0,200}>\s*(<[^>]{0,100}>\s*)?[^<\s][^<]{20}".into()),
+            r"<(div|span|p|section|font|small|td|tr|li|ul|a|em|b|i|strong|label|pre|code|h[1-6])\b[^>]{0,200}(\bstyle\s*=\s*[\x22']?[^\x22'>]{0,200}(display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(\.0+)?(px|pt|em|rem|%)?\s*(;|[\x22'>\s]|!)|opacity\s*:\s*0(\.0+)?\s*(;|[\x22'>\s]|!))|\bhidden\b)[^>]{0,200}>\s*(<[^>]{0,100}>\s*)?[^<\s][^<]{20}".into()),
         r("secrecy", Secrecy, 0.8,
             r"\b(do\s+not|don'?t|never)\s+(tell|inform|mention|reveal|show|alert|notify|disclose)\b.{0,20}\b(the\s+)?(user|human)\b|\bwithout\s+(telling|informing|notifying|alerting|asking)\s+(the\s+)?(user|human)|\b(secretly|quietly|silently)\s+(send|call|include|forward|upload|change|add)".into()),
         r("tool.call", ToolDirective, 0.5,
@@ -115,7 +116,10 @@ pub(crate) static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         r("tool.before_using", ToolDirective, 0.6,
             r"\bbefore\s+(using|calling|answering|responding|you\s+(continue|answer|respond))\b.{0,60}\b(read|call|send|fetch|include|upload|first)\b".into()),
         r("tool.shell", ToolDirective, 0.6,
-            r"\b(execute|run)\s+(the\s+following|this)\s+(command|script|code)\b|\brm\s+-rf\s+/|curl\s+[^|\n]{0,80}\|\s*(ba)?sh\b".into()),
+            r"\brm\s+-rf\s+/|curl\s+[^|\n]{0,80}\|\s*(ba)?sh\b".into()),
+        // Weak alone: every README says "run the following command to install".
+        r("tool.run_this", ToolDirective, 0.3,
+            r"\b(execute|run)\s+(the\s+following|this)\s+(command|script|code)\b".into()),
         r("exfil.send", Exfiltration, 0.6,
             r"\b(send|post|upload|forward|email|transmit|exfiltrate|leak)\b.{0,40}\b(conversation|chat|history|emails?|files?|data|credentials|tokens?|keys?|secrets?|contents?|messages?|passwords?|invoices?|database|documents?|\w*_(api_key|key|token|secret|password)s?)\b.{0,60}(https?://|\b[\w.+-]+@[\w-]+\.\w)".into()),
         r("exfil.markdown_image", Exfiltration, 0.7,

@@ -132,7 +132,7 @@ const ANCHORS: &[(&str, Word, Reach, &[&str])] = &[
     // before \s+ you \s+ continue \b .{0,60} \b read
     ("tool.before_using", Start, t(0, 65), &["before"]),
     // execute \s+ the \s+ following \s+ COMMAND
-    ("tool.shell", Whole, t(6, 0), &["command", "script", "code"]),
+    ("tool.run_this", Whole, t(6, 0), &["command", "script", "code"]),
     // rm \s+ -rf \s+ /
     ("tool.shell", Any, t(1, 1), &["-rf"]),
     // curl \s+ [^|\n]{0,80} \| \s* bash (no \b before curl)
