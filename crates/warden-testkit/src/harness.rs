@@ -19,8 +19,31 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free loopback port (bound, then released).
+/// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768–60999), so
+/// that the kernel does not give a port just checked free to some test's outgoing connection
+/// (or to another `bind(0)`) before the process it was meant for binds it.
+const PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free loopback port (bound, then released), chosen at random in [`PORTS`] and never
+/// handed out twice by one process.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let span = u64::from(PORTS.end - PORTS.start);
+    for _ in 0..1000 {
+        // A random start per call (std's hasher is seeded randomly per process).
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = PORTS.start + (h.finish() % span) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -49,6 +72,17 @@ pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("warden-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_lie_outside_the_ephemeral_range_and_are_not_repeated() {
+        let ports: Vec<u16> = (0..200).map(|_| super::free_port()).collect();
+        assert!(ports.iter().all(|p| super::PORTS.contains(p)), "{ports:?}");
+        let unique: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(unique.len(), ports.len());
+    }
 }
 
 fn rand_suffix() -> u64 {
