@@ -28,6 +28,9 @@ Warden on http://127.0.0.1:8931/mcp
       -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\
       -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
 
+Operators' console: http://127.0.0.1:8932/console
+  Sign in with the admin token in warden-data/admin-token (kill switches, approvals, upstreams).
+
 MSG
 "$W" serve --config "$CFG" &
 WARDEN_PID=$!

@@ -281,6 +281,7 @@ impl Gateway {
                     metrics: metrics.clone(),
                     auth: self.auth.clone(),
                     resource,
+                    store: self.lasting.store.clone(),
                 });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");

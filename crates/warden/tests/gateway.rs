@@ -30,6 +30,8 @@ mod client_requests;
 mod cluster;
 #[path = "gateway/connections.rs"]
 mod connections;
+#[path = "gateway/console.rs"]
+mod console;
 #[path = "gateway/content.rs"]
 mod content;
 #[path = "gateway/hostile_upstream.rs"]

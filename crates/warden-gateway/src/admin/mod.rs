@@ -1,5 +1,7 @@
 //! The admin API, on its own listener (loopback only):
 //!
+//! - `GET /console` — the operators' console (`console.rs`), signed in at `/console/sign-in`;
+//! - `GET /admin/upstreams` — each upstream's transport, health and restarts;
 //! - `GET /admin/kill-switches` — the switches that are off;
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
 //! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
@@ -27,22 +29,23 @@
 //! upstreams that do not exist, cross-tenant approval, self-approval.
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
-use crate::approval::{Approvals, Approver, DecideError};
+mod caller;
+pub mod console;
+
+use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
-use crate::digest::sha256;
 use crate::killswitch::{Kill, KillSwitches};
 use crate::registry::PinKind;
 use crate::store::ApprovalState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Request, Response, StatusCode};
+use axum::http::{header, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
+use caller::{approver, operator, short, Presented};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
-use warden_policy::Principal;
 
 /// Scope for every admin operation (kill switches need a principal without a tenant).
 pub const SCOPE_ADMIN: &str = "warden:admin";
@@ -63,11 +66,13 @@ pub struct AdminState {
     pub auth: Option<Arc<Authenticator>>,
     /// The MCP resource URI principals' tokens must be issued for.
     pub resource: String,
+    /// Console sessions.
+    pub store: Arc<dyn crate::store::Store>,
 }
 
 type S = Arc<AdminState>;
 
-fn reply(status: StatusCode, v: Value) -> Response<Body> {
+pub(super) fn reply(status: StatusCode, v: Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -76,73 +81,11 @@ fn reply(status: StatusCode, v: Value) -> Response<Body> {
         .expect("static response parts")
 }
 
-fn unauthorized() -> Response<Body> {
-    let mut r = reply(StatusCode::UNAUTHORIZED, json!({"error": "admin token or an admin principal required"}));
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
-    r
-}
-
-fn forbidden() -> Response<Body> {
-    reply(StatusCode::FORBIDDEN, json!({"error": "this credential may not do that"}))
-}
-
-enum Caller {
-    Token,
-    Principal(Arc<Principal>),
-}
-
-impl Caller {
-    fn name(&self, declared: Option<String>) -> String {
-        match self {
-            Caller::Token => {
-                format!("admin-token:{}", declared.filter(|b| short(b, 100)).unwrap_or_else(|| "admin".into()))
-            }
-            Caller::Principal(p) => format!("principal:{}", p.subject),
-        }
-    }
-    fn may_kill(&self) -> bool {
-        match self {
-            Caller::Token => true,
-            Caller::Principal(p) => p.has_scope(SCOPE_ADMIN) && p.tenant.is_none(),
-        }
-    }
-    fn approver(&self, declared: Option<String>) -> Option<Approver> {
-        match self {
-            Caller::Token => Some(Approver { name: self.name(declared), requester_key: None, tenant: None }),
-            Caller::Principal(p) if p.has_scope(SCOPE_ADMIN) || p.has_scope(SCOPE_APPROVE) => {
-                Some(Approver::principal(p))
-            }
-            Caller::Principal(_) => None,
-        }
-    }
-}
-
-async fn caller(s: &AdminState, h: &HeaderMap) -> Option<Caller> {
-    let presented =
-        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
-    if bool::from(sha256(presented.as_bytes()).ct_eq(&s.token_hash)) {
-        return Some(Caller::Token);
-    }
-    let auth = s.auth.as_ref()?;
-    let mut req = Request::new(());
-    *req.headers_mut() = h.clone();
-    let (parts, ()) = req.into_parts();
-    auth.authenticate(&parts, &s.resource).await.ok().map(Caller::Principal)
-}
-
-/// Record a refused admin credential.
-fn refused(s: &AdminState, reason: &str) {
-    let mut e = warden_audit::Event::new("auth_failure", "auth_denied");
-    e.decision = Some("denied".into());
-    e.detail = Some(reason.into());
-    s.audit.emit(e);
-}
-
 /// Record an admin action: what, by whom, on what, with which parameters — and wait until it is
 /// stored (as a request waits for its record), so that an action is never answered without its
 /// record. The action has already taken effect (a kill switch must not wait for the trail); when
 /// the record cannot be stored, that is logged as an error and the answer says `recorded: false`.
-async fn admin_event(
+pub(super) async fn admin_event(
     s: &AdminState,
     kind: &str,
     detail: &str,
@@ -164,22 +107,6 @@ async fn admin_event(
             tracing::error!(kind, detail, server, "an admin action took effect but its audit record was not stored");
             false
         }
-    }
-}
-
-/// A caller allowed to operate the gateway (kill switches, pins): the admin token, or a principal
-/// with [`SCOPE_ADMIN`] and no tenant. Otherwise the 401 or 403 to send.
-async fn operator(s: &AdminState, h: &HeaderMap) -> Result<Caller, Response<Body>> {
-    match caller(s, h).await {
-        None => {
-            refused(s, "admin_credentials");
-            Err(unauthorized())
-        }
-        Some(c) if !c.may_kill() => {
-            refused(s, "admin_forbidden");
-            Err(forbidden())
-        }
-        Some(c) => Ok(c),
     }
 }
 
@@ -231,7 +158,15 @@ pub fn metrics_router(src: MetricsSource) -> Router {
 }
 
 pub fn router(state: AdminState) -> Router {
+    let state = Arc::new(state);
     Router::new()
+        .route("/console", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
+        .route("/console/sign-in", post(console::sign_in))
+        .route("/console/sign-out", post(console::sign_out))
+        .route("/console/session", get(console::current))
+        .route("/admin/upstreams", get(upstreams))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))
@@ -240,8 +175,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/pins/approve", post(approve_pin))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
-        .with_state(Arc::new(state))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), console::session_layer))
+        .with_state(state)
         .route_layer(axum::middleware::from_fn(loopback_only))
+        .layer(axum::middleware::from_fn(console::security_headers))
 }
 
 /// The admin listener binds loopback only: a request whose `Host` or `Origin` names anything
@@ -256,8 +193,8 @@ async fn loopback_only(req: Request<Body>, next: axum::middleware::Next) -> Resp
 
 /// `POST /admin/reload`: re-read the config file (`reload.rs`). 200 with what was applied, 409
 /// with why it was refused (the running config keeps serving).
-async fn reload(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    let c = match operator(&s, &h).await {
+async fn reload(State(s): State<S>, p: Presented) -> Response<Body> {
+    let c = match operator(&s, &p).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -270,8 +207,35 @@ async fn reload(State(s): State<S>, h: HeaderMap) -> Response<Body> {
     }
 }
 
-async fn list(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    match operator(&s, &h).await {
+/// `GET /admin/upstreams`: each upstream's name, transport, health and restarts, and the
+/// config generation serving.
+async fn upstreams(State(s): State<S>, p: Presented) -> Response<Body> {
+    if let Err(r) = operator(&s, &p).await {
+        return r;
+    }
+    let current = s.current.load();
+    let health: std::collections::HashMap<String, (bool, u64)> = match &s.metrics.control {
+        Some(c) => c.load().health().into_iter().map(|(n, up, restarts)| (n, (up, restarts))).collect(),
+        None => Default::default(),
+    };
+    let list: Vec<Value> = current
+        .specs
+        .iter()
+        .map(|u| {
+            let (up, restarts) = health.get(&u.name).copied().unwrap_or((false, 0));
+            let transport = match u.kind {
+                crate::config::Transport::Stdio => "stdio",
+                crate::config::Transport::Http => "http",
+                crate::config::Transport::Builtin => "builtin",
+            };
+            json!({"name": u.name, "transport": transport, "sandboxed": u.sandbox.is_some(), "up": up, "restarts": restarts})
+        })
+        .collect();
+    reply(StatusCode::OK, json!({"upstreams": list, "generation": current.generation}))
+}
+
+async fn list(State(s): State<S>, p: Presented) -> Response<Body> {
+    match operator(&s, &p).await {
         Ok(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
         Err(r) => r,
     }
@@ -284,8 +248,8 @@ async fn shared_pins(s: &S) {
     }
 }
 
-async fn pins(State(s): State<S>, h: HeaderMap) -> Response<Body> {
-    match operator(&s, &h).await {
+async fn pins(State(s): State<S>, p: Presented) -> Response<Body> {
+    match operator(&s, &p).await {
         Ok(_) => {
             shared_pins(&s).await;
             reply(StatusCode::OK, json!({"pending": s.registry.pending()}))
@@ -308,8 +272,8 @@ struct PinApproval {
     by: Option<String>,
 }
 
-async fn approve_pin(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    let c = match operator(&s, &h).await {
+async fn approve_pin(State(s): State<S>, cred: Presented, body: axum::body::Bytes) -> Response<Body> {
+    let c = match operator(&s, &cred).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -376,17 +340,13 @@ struct KillRequest {
     cancel_in_flight: bool,
 }
 
-fn short(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control)
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn store_error(e: impl std::fmt::Display) -> Response<Body> {
     tracing::error!(error = %e, "admin: store error");
     reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the store is unavailable; see the log"}))
 }
 
-async fn kill(State(s): State<S>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    let c = match operator(&s, &h).await {
+async fn kill(State(s): State<S>, p: Presented, body: axum::body::Bytes) -> Response<Body> {
+    let c = match operator(&s, &p).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -428,8 +388,8 @@ struct ReviveQuery {
     by: Option<String>,
 }
 
-async fn revive(State(s): State<S>, h: HeaderMap, Query(q): Query<ReviveQuery>) -> Response<Body> {
-    let c = match operator(&s, &h).await {
+async fn revive(State(s): State<S>, p: Presented, Query(q): Query<ReviveQuery>) -> Response<Body> {
+    let c = match operator(&s, &p).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -454,21 +414,8 @@ struct StateQuery {
     state: Option<String>,
 }
 
-async fn approver(s: &AdminState, h: &HeaderMap, declared: Option<String>) -> Result<Approver, Response<Body>> {
-    match caller(s, h).await {
-        None => {
-            refused(s, "admin_credentials");
-            Err(unauthorized())
-        }
-        Some(c) => c.approver(declared).ok_or_else(|| {
-            refused(s, "admin_forbidden");
-            forbidden()
-        }),
-    }
-}
-
-async fn approvals(State(s): State<S>, h: HeaderMap, Query(q): Query<StateQuery>) -> Response<Body> {
-    let who = match approver(&s, &h, None).await {
+async fn approvals(State(s): State<S>, p: Presented, Query(q): Query<StateQuery>) -> Response<Body> {
+    let who = match approver(&s, &p, None).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -491,8 +438,8 @@ fn not_found() -> Response<Body> {
     reply(StatusCode::NOT_FOUND, json!({"error": "no such approval"}))
 }
 
-async fn approval(State(s): State<S>, h: HeaderMap, Path(id): Path<String>) -> Response<Body> {
-    let who = match approver(&s, &h, None).await {
+async fn approval(State(s): State<S>, p: Presented, Path(id): Path<String>) -> Response<Body> {
+    let who = match approver(&s, &p, None).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -512,7 +459,7 @@ struct DecideRequest {
 
 async fn decide(
     State(s): State<S>,
-    h: HeaderMap,
+    p: Presented,
     Path((id, verdict)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response<Body> {
@@ -532,7 +479,7 @@ async fn decide(
     if req.note.as_deref().is_some_and(|n| n.len() > 500) {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "note: at most 500 characters"}));
     }
-    let who = match approver(&s, &h, req.by).await {
+    let who = match approver(&s, &p, req.by).await {
         Ok(w) => w,
         Err(r) => return r,
     };

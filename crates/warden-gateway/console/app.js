@@ -1,0 +1,196 @@
+// Warden's console. Talks to the admin API on this origin with the session cookie; every state
+// change carries the session's CSRF token. Untrusted text (arguments, reasons, names) is only
+// ever written with textContent: nothing from the server is parsed as HTML.
+"use strict";
+
+const state = { csrf: null, name: null, upstreams: [], timer: null };
+const $ = (id) => document.getElementById(id);
+
+// An element with attributes and children (strings become text nodes).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// Invisible and direction-changing characters, shown as ⟦U+XXXX⟧ marks.
+const HIDDEN = /[\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/g;
+function visible(text) {
+  const out = document.createDocumentFragment();
+  let last = 0;
+  for (const m of text.matchAll(HIDDEN)) {
+    out.append(text.slice(last, m.index));
+    const code = m[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+    out.append(el("span", { class: "mark", title: "hidden character" }, `⟦U+${code}⟧`));
+    last = m.index + m[0].length;
+  }
+  out.append(text.slice(last));
+  return out;
+}
+
+function when(secs) {
+  return secs ? new Date(secs * 1000).toLocaleString() : "";
+}
+
+async function api(method, path, body) {
+  const headers = { accept: "application/json" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (method !== "GET" && state.csrf) headers["x-warden-csrf"] = state.csrf;
+  const r = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = {};
+  try { data = await r.json(); } catch (_) { /* empty body */ }
+  if (r.status === 401 && path !== "/console/sign-in") { showSignIn(); throw new Error("signed out"); }
+  if (!r.ok) throw new Error(data.error || `${r.status}`);
+  return data;
+}
+
+function report(err) {
+  $("error").textContent = err ? String(err.message || err) : "";
+}
+
+function showSignIn() {
+  state.csrf = null;
+  clearInterval(state.timer);
+  $("nav").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").textContent = "";
+  for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== "page-sign-in";
+}
+
+async function signedIn(session) {
+  state.csrf = session.csrf;
+  state.name = session.name;
+  $("nav").hidden = false;
+  $("sign-out").hidden = false;
+  $("who").textContent = `Signed in as ${session.name}`;
+  clearInterval(state.timer);
+  state.timer = setInterval(() => refresh().catch(report), 2000);
+  await route();
+}
+
+async function route() {
+  const page = (location.hash || "#overview").slice(1);
+  const known = ["overview", "kill-switches", "approvals"];
+  const name = known.includes(page) ? page : "overview";
+  for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
+  await refresh();
+}
+
+async function refresh() {
+  if (!state.csrf) return;
+  const [ups, kills, approvals] = await Promise.all([
+    api("GET", "/admin/upstreams"),
+    api("GET", "/admin/kill-switches"),
+    api("GET", "/admin/approvals?state=pending"),
+  ]);
+  state.upstreams = ups.upstreams;
+  const pending = approvals.approvals;
+  $("pending-count").textContent = pending.length ? String(pending.length) : "";
+  renderOverview(ups, kills.kill_switches, pending);
+  renderKills(kills.kill_switches);
+  renderApprovals(pending);
+  report(null);
+}
+
+function renderOverview(ups, kills, pending) {
+  $("generation").textContent = `Config generation ${ups.generation}`;
+  const body = $("upstreams").tBodies[0];
+  body.replaceChildren(...ups.upstreams.map((u) => {
+    const off = kills.filter((k) => k.server === u.name).map((k) => k.tool || "all tools");
+    return el("tr", { "data-upstream": u.name },
+      el("td", {}, u.name), el("td", {}, u.transport), el("td", {}, u.sandboxed ? "yes" : "no"),
+      el("td", { class: u.up ? "up" : "down" }, u.up ? "up" : "not connected"),
+      el("td", {}, String(u.restarts)), el("td", {}, off.join(", ")));
+  }));
+  $("summary").textContent =
+    `${kills.length} switch(es) off, ${pending.length} approval(s) waiting.`;
+}
+
+function renderKills(kills) {
+  const select = $("kill-server");
+  const chosen = select.value;
+  select.replaceChildren(...state.upstreams.map((u) => el("option", { value: u.name }, u.name)));
+  if (chosen) select.value = chosen;
+  $("kills").tBodies[0].replaceChildren(...kills.map((k) =>
+    el("tr", { "data-kill": `${k.server}/${k.tool || ""}` },
+      el("td", {}, k.server), el("td", {}, k.tool || "(all tools)"), el("td", {}, visible(k.reason)),
+      el("td", {}, k.by), el("td", {}, when(k.at)),
+      el("td", {}, el("button", { type: "button", class: "plain", onclick: () => revive(k) }, "Switch on")))));
+}
+
+async function revive(k) {
+  const q = new URLSearchParams({ server: k.server });
+  if (k.tool) q.set("tool", k.tool);
+  try { await api("DELETE", `/admin/kill-switches?${q}`); await refresh(); } catch (e) { report(e); }
+}
+
+function renderApprovals(pending) {
+  const list = $("approvals");
+  // Keep a note being typed: rebuild only when the set of approvals changed.
+  const ids = pending.map((a) => a.id).join(",");
+  if (list.dataset.ids === ids) return;
+  list.dataset.ids = ids;
+  if (!pending.length) { list.replaceChildren(el("p", {}, "Nothing is waiting.")); return; }
+  list.replaceChildren(...pending.map((a) => {
+    const note = el("input", { maxlength: "500", placeholder: "note (optional)", class: "note" });
+    const decide = (verdict) => async () => {
+      try {
+        await api("POST", `/admin/approvals/${encodeURIComponent(a.id)}/${verdict}`, note.value ? { note: note.value } : {});
+        delete list.dataset.ids;
+        await refresh();
+      } catch (e) { report(e); }
+    };
+    return el("div", { class: "card", "data-approval": a.id },
+      el("div", {}, el("strong", {}, `${a.server} / `, visible(a.tool)), ` asked by `, visible(a.subject),
+        a.tenant ? ` (tenant ${a.tenant})` : "", ` at ${when(a.created)}`),
+      el("div", {}, visible(a.summary || "")),
+      el("pre", {}, visible(JSON.stringify(a.arguments, null, 2))),
+      el("div", { class: "digest" }, `digest ${a.digest}; expires ${when(a.expires)}`),
+      el("div", {}, note, " ",
+        el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Approve"), " ",
+        el("button", { type: "button", class: "danger deny", onclick: decide("deny") }, "Deny")));
+  }));
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("sign-in").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { token: $("token").value };
+    if ($("name").value.trim()) body.name = $("name").value.trim();
+    try {
+      const s = await api("POST", "/console/sign-in", body);
+      $("token").value = "";
+      await signedIn(s);
+    } catch (e) { report(e); }
+  });
+  $("sign-out").addEventListener("click", async () => {
+    try { await api("POST", "/console/sign-out"); } catch (_) { /* signed out either way */ }
+    showSignIn();
+  });
+  $("kill").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { server: $("kill-server").value, reason: $("kill-reason").value, cancel_in_flight: $("kill-cancel").checked };
+    if ($("kill-tool").value.trim()) body.tool = $("kill-tool").value.trim();
+    try {
+      await api("POST", "/admin/kill-switches", body);
+      $("kill-reason").value = "";
+      $("kill-tool").value = "";
+      await refresh();
+    } catch (e) { report(e); }
+  });
+  window.addEventListener("hashchange", () => route().catch(report));
+  try {
+    await signedIn(await api("GET", "/console/session"));
+  } catch (_) {
+    showSignIn();
+  }
+});

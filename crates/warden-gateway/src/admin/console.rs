@@ -1,0 +1,212 @@
+//! The operators' console: a web page at `/console` on the admin listener, embedded in the
+//! binary (`console/` next to this crate's sources: HTML, one script, one style sheet; no CDN,
+//! nothing fetched at run time). The page calls the admin API (`/admin/…`) with the session
+//! cookie set here.
+//!
+//! Sign-in: the admin token, under a name the operator gives (`console:<name>` in the audit
+//! records of what they do). The session lives in the store (`console` records, 8 hours), so any
+//! replica serves it; signing out deletes it.
+//!
+//! Defends against: cross-site request forgery (the cookie is `HttpOnly; SameSite=Strict`, and
+//! every state change must carry the session's CSRF token in `x-warden-csrf`, compared in
+//! constant time; the admin listener also refuses a foreign `Host` or `Origin`); script
+//! injection into the page (a strict CSP: `default-src 'self'`, no inline script or style, and
+//! the page writes untrusted text with `textContent`, never as HTML); framing (`frame-ancestors
+//! 'none'`); a stolen session id read from the store (records are keyed by its SHA-256).
+//! Does not defend against: someone at the operator's unlocked browser; a leaked admin token;
+//! a cookie read off the wire when the admin listener is reached through an unencrypted proxy
+//! (it binds loopback; `Secure` is not set because it serves plain HTTP).
+
+use super::caller::{is_admin_token, refused, short};
+use super::{reply, AdminState};
+use crate::digest::{hex, sha256};
+use crate::store::RecordKey;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use axum::middleware::Next;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+pub const COOKIE: &str = "warden_console";
+pub const CSRF_HEADER: &str = "x-warden-csrf";
+const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+const RECORD: &str = "console";
+/// Every answer of the admin listener carries these.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                       connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+                       frame-ancestors 'none'";
+
+/// A signed-in operator, as stored (under the SHA-256 of the cookie's value).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub name: String,
+    csrf: String,
+    /// When it was signed in (seconds since the epoch).
+    at: u64,
+}
+
+fn key(id: &str) -> String {
+    hex(&sha256(id.as_bytes()))
+}
+
+fn random_token() -> String {
+    let b: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The session id a request's cookies carry (43 base64url characters), if any.
+fn cookie(h: &HeaderMap) -> Option<&str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+/// Resolve the console session a request's cookie names (a bearer credential wins: the cookie
+/// is then ignored), and refuse a state change that does not carry its CSRF token.
+pub async fn session_layer(State(s): State<Arc<AdminState>>, mut req: Request<Body>, next: Next) -> Response<Body> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    let Some(id) = cookie(req.headers()).map(str::to_string) else { return next.run(req).await };
+    let record = s.store.record(RecordKey { kind: RECORD, key: &key(&id) }).await;
+    let session = match record {
+        Ok(Some(bytes)) => serde_json::from_slice::<Session>(&bytes).ok(),
+        Ok(None) => None,
+        Err(e) => return super::store_error(e),
+    };
+    if let Some(session) = session {
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        if !safe && req.uri().path() != "/console/sign-in" {
+            let sent = req.headers().get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+            if !bool::from(sent.ct_eq(session.csrf.as_bytes())) {
+                refused(&s, "console_csrf");
+                return reply(
+                    StatusCode::FORBIDDEN,
+                    json!({"error": format!("a state change needs the session's CSRF token in {CSRF_HEADER}")}),
+                );
+            }
+        }
+        req.extensions_mut().insert(session);
+    }
+    next.run(req).await
+}
+
+/// The console's security headers, on every answer of the admin listener.
+pub async fn security_headers(req: Request<Body>, next: Next) -> Response<Body> {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .expect("static response parts")
+}
+
+pub async fn page() -> Response<Body> {
+    asset("text/html; charset=utf-8", include_str!("../../console/index.html"))
+}
+
+pub async fn script() -> Response<Body> {
+    asset("text/javascript; charset=utf-8", include_str!("../../console/app.js"))
+}
+
+pub async fn style() -> Response<Body> {
+    asset("text/css; charset=utf-8", include_str!("../../console/app.css"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    token: String,
+    name: Option<String>,
+}
+
+fn set_cookie(r: &mut Response<Body>, value: &str, max_age: u64) {
+    let c = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie is ASCII"));
+}
+
+/// `POST /console/sign-in` `{token, name?}`: a session for the admin token's holder.
+pub async fn sign_in(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response<Body> {
+    let Ok(req) = serde_json::from_slice::<SignIn>(&body) else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {token, name?}"}));
+    };
+    if req.name.as_deref().is_some_and(|n| !short(n, 64)) {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "name: 1 to 64 characters, no control characters"}));
+    }
+    if !is_admin_token(&s, &req.token) {
+        refused(&s, "console_sign_in");
+        return reply(StatusCode::UNAUTHORIZED, json!({"error": "that is not the admin token"}));
+    }
+    let session = Session {
+        name: req.name.unwrap_or_else(|| "admin".into()),
+        csrf: random_token(),
+        at: crate::clock::now_secs(),
+    };
+    let id = random_token();
+    let value = serde_json::to_vec(&session).expect("a session serializes");
+    match s.store.put_record(RecordKey { kind: RECORD, key: &key(&id) }, &value, LIFETIME, true).await {
+        Ok(true) => {}
+        Ok(false) => return reply(StatusCode::CONFLICT, json!({"error": "try again"})),
+        Err(e) => return super::store_error(e),
+    }
+    let by = format!("console:{}", session.name);
+    super::admin_event(&s, "console", "signed_in", &by, "", None, json!({})).await;
+    let mut r = reply(StatusCode::OK, json!({"name": session.name, "csrf": session.csrf}));
+    set_cookie(&mut r, &id, LIFETIME.as_secs());
+    r
+}
+
+/// `GET /console/session`: who is signed in, and the CSRF token for state changes.
+pub async fn current(session: Option<axum::Extension<Session>>) -> Response<Body> {
+    match session {
+        Some(axum::Extension(s)) => reply(StatusCode::OK, json!({"name": s.name, "csrf": s.csrf, "since": s.at})),
+        None => reply(StatusCode::UNAUTHORIZED, json!({"error": "not signed in"})),
+    }
+}
+
+/// `POST /console/sign-out`: end the session (CSRF-checked like every state change).
+pub async fn sign_out(State(s): State<Arc<AdminState>>, h: HeaderMap) -> Response<Body> {
+    if let Some(id) = cookie(&h) {
+        if let Err(e) = s.store.delete_record(RecordKey { kind: RECORD, key: &key(id) }).await {
+            return super::store_error(e);
+        }
+    }
+    let mut r = reply(StatusCode::OK, json!({"signed_out": true}));
+    set_cookie(&mut r, "", 0);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_well_formed_session_cookie_is_read() {
+        let id = random_token();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, format!("a=b; {COOKIE}={id}; c=d").parse().unwrap());
+        assert_eq!(cookie(&h), Some(id.as_str()));
+        for bad in [format!("{COOKIE}=short"), format!("{COOKIE}x={id}"), format!("{COOKIE}={}", "é".repeat(22))] {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_bytes(bad.as_bytes()).unwrap());
+            assert_eq!(cookie(&h), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+"""The operators' console in a real browser: headless Chromium (Debian's chromium and
+chromium-driver) driven by Selenium, against a running Warden, with the official Python SDK as the
+MCP client whose calls the console's actions stop and release.
+
+Usage: python drive.py CONSOLE_URL MCP_URL ADMIN_TOKEN SCREENSHOT_DIR
+(run by `crates/warden/tests/gateway/console.rs`; Warden serves the fixture as upstream "fx":
+`echo` allowed, `rows` held for an admin's approval).
+Exits non-zero on the first check that fails, saying which."""
+import json
+import os
+import sys
+import urllib.request
+
+import anyio
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+CONSOLE, MCP, TOKEN, SHOTS = sys.argv[1:5]
+os.makedirs(SHOTS, exist_ok=True)
+# Never let Selenium fetch a driver or a browser: use the Debian packages.
+os.environ["SE_OFFLINE"] = "true"
+os.environ["SE_AVOID_STATS"] = "true"
+
+
+def check(cond, what):
+    if not cond:
+        raise SystemExit(f"console check failed: {what}")
+    print(f"ok: {what}", flush=True)
+
+
+def browser():
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        o.add_argument(a)
+    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=o)
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def text(result):
+    return " ".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+async def mcp_call(tool, args):
+    async with streamable_http_client(MCP) as (read, write, *_):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            return await s.call_tool(tool, args)
+
+
+def call(tool, args):
+    return anyio.run(mcp_call, tool, args)
+
+
+def headers_and_body(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.headers, r.read().decode()
+
+
+def main():
+    # The page's security: a strict CSP, no framing, no inline script.
+    h, html = headers_and_body(f"{CONSOLE}/console")
+    csp = h.get("Content-Security-Policy", "")
+    check("default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp,
+          f"the console is served with a strict CSP ({csp})")
+    d = browser()
+    wait = WebDriverWait(d, 15)
+    try:
+        d.get(f"{CONSOLE}/console")
+        scripts = d.find_elements(By.TAG_NAME, "script")
+        check(scripts and all(s.get_attribute("src") for s in scripts), "the page has no inline script")
+        wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))
+        shot(d, "sign-in")
+
+        # A wrong token is refused; the right one signs in.
+        d.find_element(By.ID, "token").send_keys("not-the-admin-token-but-long-enough-to-try")
+        d.find_element(By.ID, "sign-in-button").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "error"), "not the admin token"))
+        check(True, "a wrong admin token is refused")
+        d.find_element(By.ID, "token").clear()
+        d.find_element(By.ID, "token").send_keys(TOKEN)
+        d.find_element(By.ID, "name").send_keys("ops-alice")
+        d.find_element(By.ID, "sign-in-button").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "ops-alice"))
+        cookies = {c["name"]: c for c in d.get_cookies()}
+        c = cookies.get("warden_console")
+        check(c and c["httpOnly"] and c.get("sameSite") == "Strict", f"the session cookie is HttpOnly, SameSite=Strict ({c})")
+
+        # Overview: the upstream is there.
+        check(call("echo", {"text": "before"}).is_error is not True, "the MCP client's echo works before the switch")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-upstream='fx']")))
+        wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "tr[data-upstream='fx']"), "up"))
+        shot(d, "overview")
+
+        # Kill switch: switch echo off; the client's call is refused; switch it back on.
+        d.get(f"{CONSOLE}/console#kill-switches")
+        wait.until(EC.visibility_of_element_located((By.ID, "kill")))
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "kill-server")).options) > 0)
+        Select(d.find_element(By.ID, "kill-server")).select_by_value("fx")
+        d.find_element(By.ID, "kill-tool").send_keys("echo")
+        d.find_element(By.ID, "kill-reason").send_keys("incident 42: echo leaks")
+        d.find_element(By.ID, "kill-button").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-kill='fx/echo']")))
+        shot(d, "kill-switches")
+        try:
+            r = call("echo", {"text": "during"})
+            refused, detail = bool(r.is_error), text(r)
+        except Exception as e:  # a JSON-RPC error
+            refused, detail = True, str(e)
+        check(refused, f"the MCP client's echo is refused while switched off ({detail})")
+        d.find_element(By.CSS_SELECTOR, "tr[data-kill='fx/echo'] button").click()
+        wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "tr[data-kill='fx/echo']")))
+        check(call("echo", {"text": "after"}).is_error is not True, "echo works again after switching it on")
+
+        # A state change without the CSRF token is refused, from the page itself.
+        status = d.execute_async_script(
+            "const done = arguments[0];"
+            "fetch('/admin/kill-switches', {method: 'POST', credentials: 'same-origin',"
+            " headers: {'content-type': 'application/json'},"
+            " body: JSON.stringify({server: 'fx', reason: 'forged'})}).then(r => done(r.status));")
+        check(status == 403, f"a state change without the CSRF token gets 403 (got {status})")
+
+        # Approvals: a held call appears live; approving it completes the client's call.
+        async def held_and_approved():
+            result = {}
+
+            async def client():
+                result["r"] = await mcp_call("rows", {"value": {"rows": [{"to": "ops\u202eliame.evil"}]}})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client)
+                await anyio.to_thread.run_sync(approve_in_browser, d, wait)
+            return result["r"]
+
+        r = anyio.run(held_and_approved)
+        check(r.is_error is not True and "liame" in json.dumps(r.structured_content or {}),
+              f"the approved call completes for the client ({r})")
+
+        # Sign out: the session is gone.
+        d.get(f"{CONSOLE}/console#overview")
+        wait.until(EC.element_to_be_clickable((By.ID, "sign-out"))).click()
+        wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))
+        status = d.execute_async_script(
+            "const done = arguments[0]; fetch('/console/session').then(r => done(r.status));")
+        check(status == 401, "after signing out the session is gone")
+    finally:
+        d.quit()
+    print("console: all checks passed", flush=True)
+
+
+def approve_in_browser(d, wait):
+    d.get(f"{CONSOLE}/console#approvals")
+    card = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#approvals .card")))
+    marks = [m.text for m in card.find_elements(By.CSS_SELECTOR, ".mark")]
+    check("⟦U+202E⟧" in marks, f"the right-to-left override in the arguments is shown as a mark ({marks})")
+    check("digest" in card.text, "the approval shows its digest")
+    shot(d, "approvals")
+    card.find_element(By.CSS_SELECTOR, "input.note").send_keys("checked with the requester")
+    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "approvals"), "Nothing is waiting"))
+
+
+if __name__ == "__main__":
+    main()
