@@ -16,6 +16,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -40,6 +41,15 @@ def browser():
               "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
         o.add_argument(a)
     return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=o)
+
+
+def click(d, css):
+    """Click the element `css` names, again if the page re-rendered it meanwhile (it refreshes
+    its tables every two seconds)."""
+    def go(d):
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+    WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException]).until(go)
 
 
 def shot(d, name):
@@ -117,7 +127,7 @@ def main():
         except Exception as e:  # a JSON-RPC error
             refused, detail = True, str(e)
         check(refused, f"the MCP client's echo is refused while switched off ({detail})")
-        d.find_element(By.CSS_SELECTOR, "tr[data-kill='fx/echo'] button").click()
+        click(d, "tr[data-kill='fx/echo'] button")
         wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "tr[data-kill='fx/echo']")))
         check(call("echo", {"text": "after"}).is_error is not True, "echo works again after switching it on")
 
@@ -144,6 +154,32 @@ def main():
         r = anyio.run(held_and_approved)
         check(r.is_error is not True and "liame" in json.dumps(r.structured_content or {}),
               f"the approved call completes for the client ({r})")
+
+        # Audit: the approved call is found by its tool; the export carries it too.
+        d.get(f"{CONSOLE}/console#audit")
+        # (the page searches once on arrival: let that finish before searching again)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "audit-summary"), "matched"))
+        d.find_element(By.ID, "audit-tool").send_keys("rows")
+        d.find_element(By.ID, "audit-kind").send_keys("call")
+        d.find_element(By.ID, "audit-button").click()
+
+        def open_the_call(d):
+            for r in d.find_elements(By.CSS_SELECTOR, "#audit tr.record"):
+                if "rows" in r.text and "allowed" in r.text:
+                    r.click()
+                    return r.text
+            return False
+
+        row = WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException]).until(open_the_call)
+        check(True, f"the approved call is in the audit search ({row})")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "audit-record"), "console:ops-alice"))
+        check(True, "the call's record names the approver")
+        shot(d, "audit")
+        exported = d.execute_async_script(
+            "const done = arguments[0];"
+            "fetch(document.getElementById('audit-export').href).then(r => r.text()).then(done);")
+        lines = [json.loads(x) for x in exported.splitlines() if x.strip()]
+        check(lines and all(x.get("name") == "rows" for x in lines), f"the export holds the matching records ({len(lines)})")
 
         # Sign out: the session is gone.
         d.get(f"{CONSOLE}/console#overview")

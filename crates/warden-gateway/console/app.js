@@ -78,11 +78,36 @@ async function signedIn(session) {
 
 async function route() {
   const page = (location.hash || "#overview").slice(1);
-  const known = ["overview", "kill-switches", "approvals"];
+  const known = ["overview", "kill-switches", "approvals", "audit"];
   const name = known.includes(page) ? page : "overview";
   for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   await refresh();
+  if (name === "audit") await searchAudit();
+}
+
+// The audit search's query string, from the form.
+function auditQuery(extra) {
+  const q = new URLSearchParams();
+  for (const f of ["subject", "server", "tool", "decision", "status", "kind", "since"]) {
+    const v = $(`audit-${f}`).value.trim();
+    if (v) q.set(f, v);
+  }
+  for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+  return q;
+}
+
+async function searchAudit() {
+  const r = await api("GET", `/admin/audit?${auditQuery()}`);
+  $("audit-export").href = `/admin/audit?${auditQuery({ format: "jsonl", limit: "10000" })}`;
+  $("audit-summary").textContent =
+    `${r.matched} record(s) matched; the newest ${r.records.length} shown` + (r.truncated ? " (search cut short: narrow it)" : "");
+  $("audit-record").hidden = true;
+  $("audit").tBodies[0].replaceChildren(...r.records.map((e) =>
+    el("tr", { class: "record", onclick: () => { $("audit-record").hidden = false; $("audit-record").replaceChildren(visible(JSON.stringify(e, null, 2))); } },
+      el("td", {}, e.ts || ""), el("td", {}, e.kind || ""), el("td", {}, visible(e.subject || "")),
+      el("td", {}, visible(e.server || "")), el("td", {}, visible(e.name || "")), el("td", {}, e.decision || ""),
+      el("td", {}, e.status || ""), el("td", {}, visible(e.detail || "")))));
 }
 
 async function refresh() {
@@ -186,6 +211,10 @@ document.addEventListener("DOMContentLoaded", async () => {
       $("kill-tool").value = "";
       await refresh();
     } catch (e) { report(e); }
+  });
+  $("audit-search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    searchAudit().catch(report);
   });
   window.addEventListener("hashchange", () => route().catch(report));
   try {

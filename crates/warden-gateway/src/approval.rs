@@ -117,6 +117,14 @@ fn random_id() -> String {
     crate::digest::hex(&b)
 }
 
+/// Who let a held call through: the queue's approval id and its approver (both `None` when the
+/// client's own user accepted an elicitation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub id: Option<String>,
+    pub approver: Option<String>,
+}
+
 /// The call a person is asked about, and why, when more than its rule says so.
 #[derive(Clone, Copy)]
 pub struct Held<'a> {
@@ -140,7 +148,7 @@ impl Approvals {
         p: &Principal,
         call: Held<'_>,
         elicit: Option<&Peer>,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<Granted, GatewayError> {
         let Held { server, tool, args, why } = call;
         // A tainted session's call is its own question: an approval given (or asked) for the
         // same call from a clean session does not cover it.
@@ -156,7 +164,9 @@ impl Approvals {
             why.map(|w| format!(" {w}")).unwrap_or_default()
         ));
         match (mode, elicit) {
-            (ApprovalMode::User, Some(peer)) => self.elicit(peer, p, call, &summary, &d).await,
+            (ApprovalMode::User, Some(peer)) => {
+                self.elicit(peer, p, call, &summary, &d).await.map(|()| Granted { id: None, approver: None })
+            }
             _ => self.queue(p, call, summary, d).await,
         }
     }
@@ -211,7 +221,13 @@ impl Approvals {
         }
     }
 
-    async fn queue(&self, p: &Principal, call: Held<'_>, summary: String, digest: String) -> Result<(), GatewayError> {
+    async fn queue(
+        &self,
+        p: &Principal,
+        call: Held<'_>,
+        summary: String,
+        digest: String,
+    ) -> Result<Granted, GatewayError> {
         let Held { server, tool, args, .. } = call;
         let store_out = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "approval store out; call refused");
@@ -258,7 +274,7 @@ impl Approvals {
                 ApprovalState::Approved if self.store.consume(&a.id).await.map_err(store_out)? => {
                     tracing::info!(id = %a.id, subject = %p.subject, server, tool,
                         approver = a.approver.as_deref().unwrap_or(""), "call approved");
-                    return Ok(());
+                    return Ok(Granted { id: Some(a.id), approver: a.approver });
                 }
                 ApprovalState::Denied => {
                     return Err(GatewayError::ApprovalDenied { id: Some(a.id), reason: "denied by an approver" })

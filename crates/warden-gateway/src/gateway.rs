@@ -282,6 +282,7 @@ impl Gateway {
                     auth: self.auth.clone(),
                     resource,
                     store: self.lasting.store.clone(),
+                    audit_store: self.cfg.audit.store().ok(),
                 });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");

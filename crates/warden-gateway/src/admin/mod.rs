@@ -2,6 +2,8 @@
 //!
 //! - `GET /console` — the operators' console (`console.rs`), signed in at `/console/sign-in`;
 //! - `GET /admin/upstreams` — each upstream's transport, health and restarts;
+//! - `GET /admin/audit?subject=…&tool=…&decision=…&status=…&since=…` — the audit trail searched
+//!   (`audit_search.rs`), newest first; `format=jsonl` exports;
 //! - `GET /admin/kill-switches` — the switches that are off;
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
 //! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
@@ -29,6 +31,7 @@
 //! upstreams that do not exist, cross-tenant approval, self-approval.
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
+mod audit_search;
 mod caller;
 pub mod console;
 
@@ -68,6 +71,8 @@ pub struct AdminState {
     pub resource: String,
     /// Console sessions.
     pub store: Arc<dyn crate::store::Store>,
+    /// The audit trail `GET /admin/audit` searches (`None`: none is written where it can be read).
+    pub audit_store: Option<warden_audit::Store>,
 }
 
 type S = Arc<AdminState>;
@@ -167,6 +172,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/console/sign-out", post(console::sign_out))
         .route("/console/session", get(console::current))
         .route("/admin/upstreams", get(upstreams))
+        .route("/admin/audit", get(audit_search::search))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))

@@ -135,14 +135,23 @@ pub async fn call_one(
         tr.end(stage);
         let mode = format!("{mode:?}").to_lowercase();
         note.approval = Some(match &r {
-            Ok(()) => json!({"mode": mode, "outcome": "approved", "by_elicitation": elicit.is_some()}),
+            Ok(g) => {
+                let mut a = json!({"mode": mode, "outcome": "approved", "by_elicitation": elicit.is_some()});
+                if let Some(id) = &g.id {
+                    a["id"] = id.clone().into();
+                }
+                if let Some(by) = &g.approver {
+                    a["approver"] = by.clone().into();
+                }
+                a
+            }
             Err(GatewayError::ApprovalDenied { id, reason }) => {
                 json!({"mode": mode, "outcome": "denied", "id": id, "reason": reason})
             }
             Err(GatewayError::ApprovalPending { id }) => json!({"mode": mode, "outcome": "pending", "id": id}),
             Err(e) => json!({"mode": mode, "outcome": "error", "reason": e.reason()}),
         });
-        r?;
+        r.map(drop)?;
     }
     let conn = s.conn(up).await?;
     // The attempt is on record before the upstream gets the call (fail closed on a full queue):
