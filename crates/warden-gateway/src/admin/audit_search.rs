@@ -70,15 +70,14 @@ pub async fn search(State(s): State<Arc<AdminState>>, p: Presented, Query(q): Qu
     if limit == 0 || limit > max {
         return bad(&format!("limit: 1 to {max}"));
     }
-    let bound = |v: &Option<String>, what: &str| match v.as_deref().filter(|v| !v.is_empty()) {
+    // Err: which bound did not parse.
+    let bound = |v: &Option<String>, what: &'static str| match v.as_deref().filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => {
-            time_bound(v).map(Some).ok_or_else(|| bad(&format!("{what}: an RFC 3339 time or a duration (15m, 2h)")))
-        }
+        Some(v) => time_bound(v).map(Some).ok_or(what),
     };
     let (since, until) = match (bound(&q.since, "since"), bound(&q.until, "until")) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(what), _) | (_, Err(what)) => return bad(&format!("{what}: an RFC 3339 time or a duration (15m, 2h)")),
     };
     let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
     let filter = warden_audit::Filter {
