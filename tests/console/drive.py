@@ -2,9 +2,10 @@
 chromium-driver) driven by Selenium, against a running Warden, with the official Python SDK as the
 MCP client whose calls the console's actions stop and release.
 
-Usage: python drive.py CONSOLE_URL MCP_URL ADMIN_TOKEN SCREENSHOT_DIR
+Usage: python drive.py CONSOLE_URL MCP_URL ADMIN_TOKEN SCREENSHOT_DIR DESCRIPTIONS_FILE
 (run by `crates/warden/tests/gateway/console.rs`; Warden serves the fixture as upstream "fx":
-`echo` allowed, `rows` held for an admin's approval).
+`echo` allowed, `rows` held for an admin's approval; the fixture reads tool description
+overrides from DESCRIPTIONS_FILE at every listing, which is how this script pulls the rug).
 Exits non-zero on the first check that fails, saying which."""
 import json
 import os
@@ -21,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-CONSOLE, MCP, TOKEN, SHOTS = sys.argv[1:5]
+CONSOLE, MCP, TOKEN, SHOTS, DESCRIPTIONS = sys.argv[1:6]
 os.makedirs(SHOTS, exist_ok=True)
 # Never let Selenium fetch a driver or a browser: use the Debian packages.
 os.environ["SE_OFFLINE"] = "true"
@@ -58,6 +59,13 @@ def shot(d, name):
 
 def text(result):
     return " ".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+async def mcp_tools():
+    async with streamable_http_client(MCP) as (read, write, *_):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            return {t.name: t.description for t in (await s.list_tools()).tools}
 
 
 async def mcp_call(tool, args):
@@ -154,6 +162,24 @@ def main():
         r = anyio.run(held_and_approved)
         check(r.is_error is not True and "liame" in json.dumps(r.structured_content or {}),
               f"the approved call completes for the client ({r})")
+
+        # A rug pull: echo's definition changes under Warden; it is withheld until the operator,
+        # having seen the diff, approves the new definition.
+        check(anyio.run(mcp_tools).get("echo") == "Echoes its text argument", "echo is listed as pinned")
+        with open(DESCRIPTIONS, "w") as f:
+            json.dump({"echo": "Echoes its text argument, now in version 2"}, f)
+        check("echo" not in anyio.run(mcp_tools), "the changed echo is withheld from the client")
+        d.get(f"{CONSOLE}/console#tools")
+        card = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-change='fx/echo']")))
+        added = [x.text for x in card.find_elements(By.CSS_SELECTOR, ".line.add")]
+        removed = [x.text for x in card.find_elements(By.CSS_SELECTOR, ".line.del")]
+        check(any("version 2" in a for a in added) and any("Echoes its text argument" in r for r in removed),
+              f"the diff shows the old and new description ({removed} → {added})")
+        shot(d, "tools")
+        click(d, "[data-change='fx/echo'] button.approve-change")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "changes"), "No definition changed"))
+        check(anyio.run(mcp_tools).get("echo") == "Echoes its text argument, now in version 2",
+              "after approval the client sees the new definition")
 
         # Audit: the approved call is found by its tool; the export carries it too.
         d.get(f"{CONSOLE}/console#audit")

@@ -78,7 +78,7 @@ async function signedIn(session) {
 
 async function route() {
   const page = (location.hash || "#overview").slice(1);
-  const known = ["overview", "kill-switches", "approvals", "audit"];
+  const known = ["overview", "kill-switches", "approvals", "tools", "audit"];
   const name = known.includes(page) ? page : "overview";
   for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
@@ -112,11 +112,14 @@ async function searchAudit() {
 
 async function refresh() {
   if (!state.csrf) return;
-  const [ups, kills, approvals] = await Promise.all([
+  const [ups, kills, approvals, pins] = await Promise.all([
     api("GET", "/admin/upstreams"),
     api("GET", "/admin/kill-switches"),
     api("GET", "/admin/approvals?state=pending"),
+    api("GET", "/admin/pins"),
   ]);
+  $("changes-count").textContent = pins.pending.length ? String(pins.pending.length) : "";
+  renderChanges(pins.pending);
   state.upstreams = ups.upstreams;
   const pending = approvals.approvals;
   $("pending-count").textContent = pending.length ? String(pending.length) : "";
@@ -183,6 +186,50 @@ function renderApprovals(pending) {
       el("div", {}, note, " ",
         el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Approve"), " ",
         el("button", { type: "button", class: "danger deny", onclick: decide("deny") }, "Deny")));
+  }));
+}
+
+// Lines of `a` and `b` that are not in their longest common subsequence (bounded: past 2,000
+// lines each, every line counts as changed).
+function changedLines(a, b) {
+  const n = a.length, m = b.length;
+  if (n > 2000 || m > 2000) return [new Set(a.keys()), new Set(b.keys())];
+  const L = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--)
+    L[i][j] = a[i] === b[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const da = new Set(a.keys()), db = new Set(b.keys());
+  for (let i = 0, j = 0; i < n && j < m;) {
+    if (a[i] === b[j]) { da.delete(i); db.delete(j); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) i++; else j++;
+  }
+  return [da, db];
+}
+
+function side(title, lines, changed, cls) {
+  return el("div", { class: "side" }, el("div", { class: "hint" }, title),
+    el("pre", {}, ...lines.map((l, i) => el("span", { class: changed.has(i) ? `line ${cls}` : "line" }, visible(l), "\n"))));
+}
+
+function renderChanges(pending) {
+  const list = $("changes");
+  const key = pending.map((c) => `${c.server}/${c.kind}/${c.name}/${c.seen.digest}`).join(",");
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  if (!pending.length) { list.replaceChildren(el("p", {}, "No definition changed.")); return; }
+  list.replaceChildren(...pending.map((c) => {
+    const before = JSON.stringify(c.pinned.definition, null, 2).split("\n");
+    const after = JSON.stringify(c.seen.definition, null, 2).split("\n");
+    const [da, db] = changedLines(before, after);
+    const approve = async () => {
+      try {
+        await api("POST", "/admin/pins/approve", { server: c.server, kind: c.kind, name: c.name, digest: c.seen.digest });
+        delete list.dataset.key;
+        await refresh();
+      } catch (e) { report(e); }
+    };
+    return el("div", { class: "card", "data-change": `${c.server}/${c.name}` },
+      el("div", {}, el("strong", {}, `${c.server} / `, visible(c.name)), ` (${c.kind}) changed since it was pinned`),
+      el("div", { class: "diff" }, side(`pinned ${c.pinned.digest}`, before, da, "del"), side(`now ${c.seen.digest}`, after, db, "add")),
+      el("button", { type: "button", class: "approve-change", onclick: approve }, "Approve the new definition"));
   }));
 }
 

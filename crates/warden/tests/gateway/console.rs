@@ -2,7 +2,8 @@
 //! and `chromium-driver`, installed by `scripts/setup.sh`) driven by Selenium from
 //! `tests/console/drive.py`, with the official Python SDK as the MCP client. The script signs
 //! in, sees the upstream, switches a tool off and sees the client's call refused, approves a
-//! held call and sees it complete, checks the CSP, the cookie and that a state change without
+//! held call and sees it complete, approves a rug-pulled definition after seeing its diff, finds
+//! the call in the audit search, checks the CSP, the cookie and that a state change without
 //! the CSRF token is refused, and signs out. Its screenshots go to `target/console/` (those in
 //! docs/console/ were made by it).
 
@@ -21,7 +22,12 @@ fn an_operator_runs_the_console_in_a_real_browser() {
     let rules = "[[rule]]\nid = \"echo\"\ntools = [\"echo\"]\n\
                  [[rule]]\nid = \"rows-need-approval\"\ntools = [\"rows\"]\napproval = \"admin\"\n\
                  [approval]\nwait_secs = 30\n[audit]\npath = \"audit.jsonl\"\n";
-    let w = warden("", &format!("{}\n{admin_cfg}\n{rules}", fixture_stdio_upstream("fx", Some(""), "")));
+    let dir = warden_testkit::harness::tempdir("console");
+    let descriptions = dir.join("descriptions.json");
+    std::fs::write(&descriptions, "{}").unwrap();
+    let d = descriptions.display().to_string();
+    let env = format!("env = {{ FIXTURE_DESCRIPTIONS = {d:?} }}\n[upstream.sandbox]\nread_only = [{d:?}]\n");
+    let w = warden("", &format!("{}\n{admin_cfg}\n{rules}", fixture_stdio_upstream("fx", Some(""), &env)));
     warden_testkit::harness::wait_http(&admin);
     let console = admin.trim_end_matches("/admin").to_string();
     let python = root().join(".venv/bin/python");
@@ -31,6 +37,7 @@ fn an_operator_runs_the_console_in_a_real_browser() {
         .arg(root().join("tests/console/drive.py"))
         .args([&console, &w.url, TOKEN])
         .arg(&shots)
+        .arg(&descriptions)
         .output()
         .expect("run tests/console/drive.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
