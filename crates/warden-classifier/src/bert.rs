@@ -1,4 +1,5 @@
-//! BERT's encoder (as in Hugging Face `BertModel`), inference only, on `candle`'s tensors:
+//! BERT's encoder (as in Hugging Face `BertModel`) on `candle`'s tensors, with optional low-rank
+//! updates (LoRA) of each layer's linear maps:
 //! embeddings (word + position + token type, layer norm), then per layer self-attention with a
 //! residual and layer norm, and a GELU feed-forward with a residual and layer norm. Written here
 //! (about a hundred lines) rather than taken from `candle-transformers`, whose hundreds of other
@@ -39,6 +40,7 @@ pub struct Bert {
     norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
+    eps: f64,
 }
 
 impl Bert {
@@ -70,6 +72,7 @@ impl Bert {
             norm: layer_norm(h, c.layer_norm_eps, e.pp("LayerNorm"))?,
             layers,
             heads: c.num_attention_heads,
+            eps: c.layer_norm_eps,
         })
     }
 
@@ -80,27 +83,108 @@ impl Bert {
     }
 
     /// Hidden states `(batch, len, hidden)` for `ids` `(batch, len)`; `mask` is 1 on real
-    /// tokens, 0 on padding.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, n) = ids.dims2()?;
+    /// tokens, 0 on padding. `adapters[i]`, where given, adds its low-rank updates to layer `i`.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, adapters: &[Option<LayerAdapters>]) -> Result<Tensor> {
+        let bias = attention_bias(mask)?;
+        let mut x = self.embed(ids)?;
+        for i in 0..self.layers.len() {
+            x = self.layer(i, &x, &bias, adapters.get(i).and_then(Option::as_ref), false)?;
+        }
+        Ok(x)
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The `(out, in)` shape of each linear map of layer `i`.
+    pub fn linear_dims(&self, i: usize) -> Dims<(usize, usize)> {
+        let d = |l: &Linear| l.weight().dims2().unwrap_or((0, 0));
+        let l = &self.layers[i];
+        Dims {
+            query: d(&l.query),
+            key: d(&l.key),
+            value: d(&l.value),
+            attn_out: d(&l.attn_out),
+            up: d(&l.up),
+            down: d(&l.down),
+        }
+    }
+
+    /// The input to the first layer: word + position + token type embeddings, normalised.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let n = ids.dim(1)?;
         let pos = Tensor::arange(0u32, n as u32, ids.device())?;
         let mut x = self.words.forward(ids)?;
         x = x.broadcast_add(&self.positions.forward(&pos)?)?;
         x = x.broadcast_add(&self.types.forward(&ids.zeros_like()?)?)?;
-        x = self.norm.forward(&x)?;
-        // Padding gets a large negative added before the softmax.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, n))?;
-        let hd = x.dim(2)? / self.heads;
+        self.norm.forward(&x)
+    }
+
+    /// Layer `i` on `x` `(batch, len, hidden)`. With `train`, the softmax and layer norms are
+    /// the composed (differentiable) ones; without, `candle`'s fused kernels (same values).
+    pub fn layer(&self, i: usize, x: &Tensor, bias: &Tensor, a: Option<&LayerAdapters>, train: bool) -> Result<Tensor> {
+        let l = &self.layers[i];
+        let (b, n, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let lin = |lin: &Linear, x: &Tensor, pick: fn(&LayerAdapters) -> &Lora| -> Result<Tensor> {
+            let y = lin.forward(x)?;
+            match a.map(pick) {
+                Some(lora) => y + (x.broadcast_matmul(&lora.a.t()?)?.broadcast_matmul(&lora.b.t()?)? * lora.scale)?,
+                None => Ok(y),
+            }
+        };
+        let norm = |ln: &LayerNorm, x: &Tensor| -> Result<Tensor> {
+            if train {
+                let (w, b) = (ln.weight(), ln.bias().ok_or_else(|| candle_core::Error::Msg("layer norm bias".into()))?);
+                candle_nn::ops::layer_norm_slow(x, w, b, self.eps as f32)
+            } else {
+                ln.forward(x)
+            }
+        };
         let split = |t: Tensor| t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.contiguous();
-        for l in &self.layers {
-            let (q, k, v) = (split(l.query.forward(&x)?)?, split(l.key.forward(&x)?)?, split(l.value.forward(&x)?)?);
-            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&bias)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.flatten_from(D::Minus2)?;
-            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + &x)?)?;
-            let f = l.down.forward(&l.up.forward(&a)?.gelu_erf()?)?;
-            x = l.out_norm.forward(&(f + a)?)?;
-        }
-        Ok(x)
+        let q = split(lin(&l.query, x, |a| &a.query)?)?;
+        let k = split(lin(&l.key, x, |a| &a.key)?)?;
+        let v = split(lin(&l.value, x, |a| &a.value)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
+        let probs = if train {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.flatten_from(D::Minus2)?;
+        let att = norm(&l.attn_norm, &(lin(&l.attn_out, &ctx, |a| &a.attn_out)? + x)?)?;
+        let f = lin(&l.down, &lin(&l.up, &att, |a| &a.up)?.gelu_erf()?, |a| &a.down)?;
+        norm(&l.out_norm, &(f + att)?)
     }
 }
+
+/// What is added before the softmax: 0 on real tokens, a large negative on padding, shaped
+/// `(batch, 1, 1, len)`.
+pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, n) = mask.dims2()?;
+    ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, n))
+}
+
+/// A low-rank update of one linear map (LoRA): `x ↦ scale · B (A x)`, `a` `(rank, in)`, `b`
+/// `(out, rank)`.
+#[derive(Clone, Debug)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// Something per linear map of a layer.
+#[derive(Clone, Debug)]
+pub struct Dims<T> {
+    pub query: T,
+    pub key: T,
+    pub value: T,
+    pub attn_out: T,
+    pub up: T,
+    pub down: T,
+}
+
+/// One layer's updates, one per linear map.
+pub type LayerAdapters = Dims<Lora>;

@@ -1,7 +1,9 @@
 //! The sentence encoder: BERT (MiniLM-L6, 384 dimensions) on the CPU through `candle`, mean
-//! pooled over each window's tokens and L2-normalised, as sentence-transformers does.
+//! pooled over each window's tokens and L2-normalised, as sentence-transformers does; a head's
+//! fine-tuning (`adapters`) is applied when the head carries one.
 
-use crate::bert::{Bert, Config};
+use crate::adapters::Adapters;
+use crate::bert::{Bert, Config, LayerAdapters};
 use crate::files::ModelFiles;
 use crate::Error;
 use candle_core::{DType, Device, Tensor};
@@ -22,6 +24,7 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     cls: u32,
     sep: u32,
+    adapters: Vec<Option<LayerAdapters>>,
 }
 
 impl Encoder {
@@ -40,7 +43,7 @@ impl Encoder {
         let vb = VarBuilder::from_buffered_safetensors(files.weights, DType::F32, &Device::Cpu)
             .map_err(e("model.safetensors"))?;
         let model = Bert::load(vb, &config).map_err(e("model.safetensors"))?;
-        Ok(Encoder { model, tokenizer, cls, sep })
+        Ok(Encoder { model, tokenizer, cls, sep, adapters: Vec::new() })
     }
 
     /// The text's word-piece ids and each one's byte range in `text`.
@@ -72,7 +75,26 @@ impl Encoder {
     /// One embedding per window of word pieces (each at most 510 long); windows of one batch
     /// are padded to the longest.
     pub fn embed(&self, windows: &[&[u32]]) -> Result<Vec<[f32; DIM]>, Error> {
-        let Some(longest) = windows.iter().map(|w| w.len()).max() else { return Ok(Vec::new()) };
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, mask) = self.batch(windows)?;
+        let hidden = self.model.forward(&ids, &mask, &self.adapters).map_err(e("forward"))?;
+        let rows: Vec<Vec<f32>> = pool(&hidden, &mask).and_then(|t| t.to_vec2()).map_err(e("pool"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut out = [0f32; DIM];
+                out.iter_mut().zip(r).for_each(|(o, x)| *o = x);
+                out
+            })
+            .collect())
+    }
+
+    /// The encoder's input for `windows`: `[CLS] window [SEP]`, padded to the longest, and the
+    /// mask (1 on real tokens).
+    pub fn batch(&self, windows: &[&[u32]]) -> Result<(Tensor, Tensor), Error> {
+        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
         let len = longest.min(510) + 2;
         let mut ids = Vec::with_capacity(windows.len() * len);
         let mut mask = Vec::with_capacity(windows.len() * len);
@@ -89,23 +111,28 @@ impl Encoder {
         let shape = (windows.len(), len);
         let ids = Tensor::from_vec(ids, shape, dev).map_err(e("input"))?;
         let mask = Tensor::from_vec(mask, shape, dev).map_err(e("input"))?;
-        let hidden = self.model.forward(&ids, &mask).map_err(e("forward"))?;
-        // Mean over the real tokens ([CLS] and [SEP] included, as sentence-transformers does).
-        let m = mask.to_dtype(DType::F32).map_err(e("pool"))?.unsqueeze(2).map_err(e("pool"))?;
-        let sum = hidden.broadcast_mul(&m).and_then(|t| t.sum(1)).map_err(e("pool"))?;
-        let count = m.sum(1).map_err(e("pool"))?;
-        let mean = sum.broadcast_div(&count).map_err(e("pool"))?;
-        let rows: Vec<Vec<f32>> = mean.to_vec2().map_err(e("pool"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let mut out = [0f32; DIM];
-                out.iter_mut().zip(r).for_each(|(o, x)| *o = x);
-                normalise(&mut out);
-                out
-            })
-            .collect())
+        Ok((ids, mask))
     }
+
+    pub fn model(&self) -> &Bert {
+        &self.model
+    }
+
+    /// Apply a head's fine-tuning (its layers' low-rank updates) to every later embedding.
+    pub fn set_adapters(&mut self, a: &Adapters) -> Result<(), Error> {
+        self.adapters = a.tensors(&self.model).map_err(Error::Head)?;
+        Ok(())
+    }
+}
+
+/// Mean over each row's real tokens (`[CLS]` and `[SEP]` included, as sentence-transformers
+/// does), L2-normalised: `(batch, len, hidden)` to `(batch, hidden)`. Differentiable.
+pub fn pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let mean = sum.broadcast_div(&m.sum(1)?)?;
+    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    mean.broadcast_div(&norm)
 }
 
 fn normalise(v: &mut [f32; DIM]) {

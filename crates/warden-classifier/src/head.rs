@@ -1,5 +1,6 @@
-//! The heads' file: the classifier (an MLP, `mlp.rs`) and the gate (logistic regression on the
-//! static embedding, trained here).
+//! The heads' file: the classifier (an MLP, `mlp.rs`), the gate (logistic regression on the
+//! static embedding, trained here), and the encoder's fine-tuning where it was tuned
+//! (`adapters.rs`).
 //!
 //! The head file records what it was trained on (data digest, seed, counts) and its metrics,
 //! so a score can be traced to the data behind it. Scores are calibrated so that 0.5 is the
@@ -8,7 +9,9 @@
 use crate::encoder::DIM;
 use serde::{Deserialize, Serialize};
 
-pub const FORMAT: &str = "warden-classifier-head/1";
+pub const FORMAT: &str = "warden-classifier-head/2";
+/// The first format: no adapters.
+const FORMAT_1: &str = "warden-classifier-head/1";
 
 /// A logistic model on one embedding.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +45,9 @@ pub struct Head {
     pub classifier: crate::mlp::Mlp,
     pub gate: Linear,
     pub gate_threshold: f32,
+    /// The encoder's fine-tuning the classifier was trained with (none: the published encoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<crate::adapters::Adapters>,
     /// Whatever the trainer recorded: data, seed, metrics.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -53,7 +59,7 @@ pub fn sigmoid(x: f32) -> f32 {
 
 impl Head {
     pub fn check(&self, encoder_digest: &str) -> Result<(), String> {
-        if self.format != FORMAT {
+        if self.format != FORMAT && (self.format != FORMAT_1 || self.adapters.is_some()) {
             return Err(format!("head format {:?}, expected {FORMAT:?}", self.format));
         }
         self.classifier.check()?;
@@ -132,6 +138,7 @@ mod tests {
             classifier: m,
             gate: l.clone(),
             gate_threshold: 0.1,
+            adapters: None,
             training: Default::default(),
         };
         assert!(h.check("e").is_ok());

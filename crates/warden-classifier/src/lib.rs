@@ -23,7 +23,8 @@
 //! Model files are read whole and checked against pinned digests (`files`); the head must name
 //! the encoder it was trained on. One `Classifier` is shared by all threads (`&self` only).
 
-mod bert;
+pub mod adapters;
+pub mod bert;
 pub mod cli;
 pub mod encoder;
 pub mod files;
@@ -31,6 +32,7 @@ pub mod head;
 pub mod mlp;
 pub mod segment;
 pub mod train;
+pub mod tune;
 
 use encoder::Encoder;
 use head::Head;
@@ -99,7 +101,11 @@ impl Classifier {
         let digest = files::MINILM_L6_V2[2].1;
         let head: Head = serde_json::from_str(head.unwrap_or(BUNDLED_HEAD)).map_err(|e| Error::Head(e.to_string()))?;
         head.check(digest).map_err(Error::Head)?;
-        Ok(Classifier { encoder: Encoder::load(files)?, head })
+        let mut encoder = Encoder::load(files)?;
+        if let Some(a) = &head.adapters {
+            encoder.set_adapters(a)?;
+        }
+        Ok(Classifier { encoder, head })
     }
 
     /// Load the encoder only (for training a head).

@@ -110,9 +110,18 @@ fn quantile(mut v: Vec<f32>, q: f64) -> f32 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-pub fn train(feats: &[Features], encoder_digest: &str, training: serde_json::Value, s: Settings) -> Head {
+/// Fit the heads on `feats`; the operating point is set on the benign texts of `calibration`
+/// when given (texts kept out of every fit), else on those of `feats`.
+pub fn train(
+    feats: &[Features],
+    calibration: Option<&[Features]>,
+    encoder_digest: &str,
+    training: serde_json::Value,
+    s: Settings,
+) -> Head {
     let mut classifier = mil(feats, |f| &f.enc, |ex| crate::mlp::fit(ex, s.hidden, s.epochs, 1e-4, SEED));
-    let negatives: Vec<f32> = feats.iter().filter(|f| !f.positive).map(|f| text_score(&classifier, &f.enc)).collect();
+    let negatives: Vec<f32> =
+        calibration.unwrap_or(feats).iter().filter(|f| !f.positive).map(|f| text_score(&classifier, &f.enc)).collect();
     let t = quantile(negatives, 1.0 - s.benign_over).clamp(1e-4, 1.0 - 1e-4);
     classifier.b2 -= (t / (1.0 - t)).ln();
     let gate = mil(feats, |f| &f.stat, |ex| fit(ex, 1e-4, 300));
@@ -127,8 +136,15 @@ pub fn train(feats: &[Features], encoder_digest: &str, training: serde_json::Val
         })
         .collect();
     let gate_threshold = quantile(passing, 0.01).clamp(0.0, 0.99);
-    let mut head =
-        Head { format: FORMAT.into(), encoder: encoder_digest.into(), classifier, gate, gate_threshold, training };
+    let mut head = Head {
+        format: FORMAT.into(),
+        encoder: encoder_digest.into(),
+        classifier,
+        gate,
+        gate_threshold,
+        adapters: None,
+        training,
+    };
     head.training["train_metrics"] = metrics(&head, feats);
     head
 }
