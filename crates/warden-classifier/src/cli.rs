@@ -203,7 +203,7 @@ pub fn run(cmd: ClassifierCmd) -> anyhow::Result<()> {
             for x in all {
                 if !x.positive {
                     benign_seen += 1;
-                    if calibrate_every > 0 && benign_seen % calibrate_every == 0 {
+                    if calibrate_every > 0 && benign_seen.is_multiple_of(calibrate_every) {
                         calib.push(x);
                         continue;
                     }
