@@ -3,7 +3,9 @@
 // ever written with textContent: nothing from the server is parsed as HTML.
 "use strict";
 
-const state = { csrf: null, name: null, upstreams: [], timer: null };
+const state = { csrf: null, name: null, operate: false, upstreams: [], timer: null };
+// The pages an approver (warden:approve, or a tenant's principal) may see.
+const APPROVER_PAGES = ["approvals"];
 const $ = (id) => document.getElementById(id);
 
 // An element with attributes and children (strings become text nodes).
@@ -68,9 +70,13 @@ function showSignIn() {
 async function signedIn(session) {
   state.csrf = session.csrf;
   state.name = session.name;
+  state.operate = session.may_operate;
   $("nav").hidden = false;
   $("sign-out").hidden = false;
-  $("who").textContent = `Signed in as ${session.name}`;
+  for (const a of document.querySelectorAll("nav a")) {
+    a.hidden = !state.operate && !APPROVER_PAGES.includes(a.id.replace("nav-", ""));
+  }
+  $("who").textContent = `Signed in as ${session.name}` + (session.tenant ? ` (tenant ${session.tenant})` : "");
   clearInterval(state.timer);
   state.timer = setInterval(() => refresh().catch(report), 2000);
   await route();
@@ -78,12 +84,12 @@ async function signedIn(session) {
 
 async function route() {
   const page = (location.hash || "#overview").slice(1);
-  const known = ["overview", "kill-switches", "approvals", "tools", "audit"];
-  const name = known.includes(page) ? page : "overview";
+  const known = state.operate ? ["overview", "kill-switches", "approvals", "tools", "audit"] : APPROVER_PAGES;
+  const name = known.includes(page) ? page : known[0];
   for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   await refresh();
-  if (name === "audit") await searchAudit();
+  if (name === "audit" && state.operate) await searchAudit();
 }
 
 // The audit search's query string, from the form.
@@ -112,6 +118,13 @@ async function searchAudit() {
 
 async function refresh() {
   if (!state.csrf) return;
+  if (!state.operate) {
+    const approvals = await api("GET", "/admin/approvals?state=pending");
+    $("pending-count").textContent = approvals.approvals.length ? String(approvals.approvals.length) : "";
+    renderApprovals(approvals.approvals);
+    report(null);
+    return;
+  }
   const [ups, kills, approvals, pins] = await Promise.all([
     api("GET", "/admin/upstreams"),
     api("GET", "/admin/kill-switches"),

@@ -1,10 +1,10 @@
 //! Who is calling: the result of authentication, read by every later stage.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// How the caller proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// A bearer JWT validated locally (external IdP or the built-in authorization server).
@@ -20,7 +20,7 @@ pub enum AuthMethod {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Principal {
     pub subject: String,
     pub tenant: Option<String>,

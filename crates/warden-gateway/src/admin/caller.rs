@@ -87,7 +87,10 @@ async fn caller(s: &AdminState, p: &Presented) -> Option<Caller> {
     let bearer =
         p.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(presented) = bearer else {
-        return p.console.clone().map(Caller::Console);
+        return p.console.clone().map(|s| match s.principal {
+            Some(principal) => Caller::Principal(Arc::new(principal)),
+            None => Caller::Console(s),
+        });
     };
     if is_admin_token(s, presented) {
         return Some(Caller::Token);

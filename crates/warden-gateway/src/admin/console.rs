@@ -4,8 +4,11 @@
 //! cookie set here.
 //!
 //! Sign-in: the admin token, under a name the operator gives (`console:<name>` in the audit
-//! records of what they do). The session lives in the store (`console` records, 8 hours), so any
-//! replica serves it; signing out deletes it.
+//! records of what they do), or an operator principal's credential (an API key or access token
+//! with `warden:admin` or `warden:approve`): the session then has that principal's rights and
+//! tenant, exactly as its bearer calls to the admin API would, and ends when its token expires.
+//! The session lives in the store (`console` records, at most 8 hours), so any replica serves
+//! it; signing out deletes it.
 //!
 //! Defends against: cross-site request forgery (the cookie is `HttpOnly; SameSite=Strict`, and
 //! every state change must carry the session's CSRF token in `x-warden-csrf`, compared in
@@ -18,7 +21,7 @@
 //! (it binds loopback; `Secure` is not set because it serves plain HTTP).
 
 use super::caller::{is_admin_token, refused, short};
-use super::{reply, AdminState};
+use super::{reply, AdminState, SCOPE_ADMIN, SCOPE_APPROVE};
 use crate::digest::{hex, sha256};
 use crate::store::RecordKey;
 use axum::body::Body;
@@ -31,6 +34,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use warden_policy::Principal;
 
 pub const COOKIE: &str = "warden_console";
 pub const CSRF_HEADER: &str = "x-warden-csrf";
@@ -48,6 +52,10 @@ pub struct Session {
     csrf: String,
     /// When it was signed in (seconds since the epoch).
     at: u64,
+    /// Signed in with a principal's credential (an API key or access token with `warden:admin`
+    /// or `warden:approve`): its rights, its tenant. `None`: the admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
 }
 
 fn key(id: &str) -> String {
@@ -142,41 +150,91 @@ fn set_cookie(r: &mut Response<Body>, value: &str, max_age: u64) {
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie is ASCII"));
 }
 
-/// `POST /console/sign-in` `{token, name?}`: a session for the admin token's holder.
+/// Who a sign-in token names, and for how long a session may last: the admin token (8 hours),
+/// or a principal's credential with an operator scope (until its token expires, at most 8 hours).
+async fn signer(s: &AdminState, token: &str) -> Result<(Option<Principal>, Duration), Response<Body>> {
+    if is_admin_token(s, token) {
+        return Ok((None, LIFETIME));
+    }
+    let refused_sign_in = || {
+        refused(s, "console_sign_in");
+        reply(StatusCode::UNAUTHORIZED, json!({"error": "that is not the admin token or a valid operator credential"}))
+    };
+    let (Some(auth), Ok(value)) = (&s.auth, HeaderValue::from_str(&format!("Bearer {token}"))) else {
+        return Err(refused_sign_in());
+    };
+    let mut req = Request::new(());
+    req.headers_mut().insert(header::AUTHORIZATION, value);
+    let (parts, ()) = req.into_parts();
+    let Ok(p) = auth.authenticate(&parts, &s.resource).await else { return Err(refused_sign_in()) };
+    if !p.has_scope(SCOPE_ADMIN) && !p.has_scope(SCOPE_APPROVE) {
+        refused(s, "console_forbidden");
+        return Err(reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("this credential has neither {SCOPE_ADMIN} nor {SCOPE_APPROVE}")}),
+        ));
+    }
+    let now = crate::clock::now_secs();
+    let life = match p.claims.get("exp").and_then(serde_json::Value::as_u64) {
+        Some(exp) if exp <= now => return Err(refused_sign_in()),
+        Some(exp) => LIFETIME.min(Duration::from_secs(exp - now)),
+        None => LIFETIME,
+    };
+    Ok((Some(Principal::clone(&p)), life))
+}
+
+/// `POST /console/sign-in` `{token, name?}`: a session for the admin token's holder (under the
+/// name given), or for the principal an operator credential names (under its subject).
 pub async fn sign_in(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response<Body> {
     let Ok(req) = serde_json::from_slice::<SignIn>(&body) else {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {token, name?}"}));
     };
-    if req.name.as_deref().is_some_and(|n| !short(n, 64)) {
+    if req.name.as_deref().is_some_and(|n| !short(n, 64)) || req.token.len() > 16 * 1024 {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "name: 1 to 64 characters, no control characters"}));
     }
-    if !is_admin_token(&s, &req.token) {
-        refused(&s, "console_sign_in");
-        return reply(StatusCode::UNAUTHORIZED, json!({"error": "that is not the admin token"}));
-    }
+    let (principal, life) = match signer(&s, &req.token).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let session = Session {
-        name: req.name.unwrap_or_else(|| "admin".into()),
+        name: match &principal {
+            Some(p) => p.subject.clone(),
+            None => req.name.unwrap_or_else(|| "admin".into()),
+        },
         csrf: random_token(),
         at: crate::clock::now_secs(),
+        principal,
     };
     let id = random_token();
     let value = serde_json::to_vec(&session).expect("a session serializes");
-    match s.store.put_record(RecordKey { kind: RECORD, key: &key(&id) }, &value, LIFETIME, true).await {
+    match s.store.put_record(RecordKey { kind: RECORD, key: &key(&id) }, &value, life, true).await {
         Ok(true) => {}
         Ok(false) => return reply(StatusCode::CONFLICT, json!({"error": "try again"})),
         Err(e) => return super::store_error(e),
     }
-    let by = format!("console:{}", session.name);
+    let by = match &session.principal {
+        Some(p) => format!("principal:{}", p.subject),
+        None => format!("console:{}", session.name),
+    };
     super::admin_event(&s, "console", "signed_in", &by, "", None, json!({})).await;
-    let mut r = reply(StatusCode::OK, json!({"name": session.name, "csrf": session.csrf}));
-    set_cookie(&mut r, &id, LIFETIME.as_secs());
+    let mut r = reply(StatusCode::OK, session.shown());
+    set_cookie(&mut r, &id, life.as_secs());
     r
+}
+
+impl Session {
+    /// What the page is told: the name, the CSRF token, and what it may do.
+    fn shown(&self) -> serde_json::Value {
+        let operate = self.principal.as_ref().is_none_or(|p| p.has_scope(SCOPE_ADMIN) && p.tenant.is_none());
+        json!({"name": self.name, "csrf": self.csrf, "since": self.at, "may_operate": operate,
+               "tenant": self.principal.as_ref().and_then(|p| p.tenant.clone())})
+    }
 }
 
 /// `GET /console/session`: who is signed in, and the CSRF token for state changes.
 pub async fn current(session: Option<axum::Extension<Session>>) -> Response<Body> {
     match session {
-        Some(axum::Extension(s)) => reply(StatusCode::OK, json!({"name": s.name, "csrf": s.csrf, "since": s.at})),
+        Some(axum::Extension(s)) => reply(StatusCode::OK, s.shown()),
         None => reply(StatusCode::UNAUTHORIZED, json!({"error": "not signed in"})),
     }
 }
