@@ -99,16 +99,10 @@ impl Bert {
 
     /// The `(out, in)` shape of each linear map of layer `i`.
     pub fn linear_dims(&self, i: usize) -> Dims<(usize, usize)> {
-        let d = |l: &Linear| l.weight().dims2().unwrap_or((0, 0));
         let l = &self.layers[i];
-        Dims {
-            query: d(&l.query),
-            key: d(&l.key),
-            value: d(&l.value),
-            attn_out: d(&l.attn_out),
-            up: d(&l.up),
-            down: d(&l.down),
-        }
+        let maps =
+            Dims { query: &l.query, key: &l.key, value: &l.value, attn_out: &l.attn_out, up: &l.up, down: &l.down };
+        maps.map(|l| l.weight().dims2().unwrap_or((0, 0)))
     }
 
     /// The input to the first layer: word + position + token type embeddings, normalised.
@@ -184,6 +178,19 @@ pub struct Dims<T> {
     pub attn_out: T,
     pub up: T,
     pub down: T,
+}
+
+impl<T> Dims<T> {
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Dims<U> {
+        Dims {
+            query: f(&self.query),
+            key: f(&self.key),
+            value: f(&self.value),
+            attn_out: f(&self.attn_out),
+            up: f(&self.up),
+            down: f(&self.down),
+        }
+    }
 }
 
 /// One layer's updates, one per linear map.

@@ -9,17 +9,26 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// What training reads and writes.
+#[derive(clap::Args)]
+pub struct Paths {
+    /// The encoder's directory (all-MiniLM-L6-v2; `scripts/setup.sh` installs it in .models/).
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled JSON lines (text, label 0|1, kind).
+    #[arg(long)]
+    data: PathBuf,
+    /// The head file written.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum ClassifierCmd {
     /// Train the heads on `--data` (JSON lines: text, label 0|1, kind) and write `--out`.
     Train {
-        /// The encoder's directory (all-MiniLM-L6-v2; `scripts/setup.sh` installs it in .models/).
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        paths: Paths,
         /// Keep the texts' embeddings here and reuse them while the data is unchanged.
         #[arg(long)]
         cache: Option<PathBuf>,
@@ -36,12 +45,8 @@ pub enum ClassifierCmd {
     /// Fine-tune the encoder's top layers (low-rank updates) with the classifier on `--data`,
     /// then fit, calibrate and gate the head as `train` does, and write `--out`.
     Tune {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        paths: Paths,
         /// Top layers tuned.
         #[arg(long, default_value_t = 2)]
         layers: usize,
@@ -156,7 +161,7 @@ pub fn run(cmd: ClassifierCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&crate::train::metrics(&head, &feats))?);
             Ok(())
         }
-        ClassifierCmd::Train { model, data, out, cache, hidden, epochs, benign_over } => {
+        ClassifierCmd::Train { paths: Paths { model, data, out }, cache, hidden, epochs, benign_over } => {
             let start = Instant::now();
             let (raw, feats) = features(&model, &data, cache.as_deref(), None)?;
             let set = samples(&data)?;
@@ -179,9 +184,7 @@ pub fn run(cmd: ClassifierCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClassifierCmd::Tune {
-            model,
-            data,
-            out,
+            paths: Paths { model, data, out },
             layers,
             rank,
             alpha,

@@ -125,20 +125,7 @@ impl Tuned {
             ));
         }
         let as_lora = |(a, b): &(Var, Var)| Lora { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scale };
-        let layers = lora
-            .iter()
-            .map(|(i, d)| {
-                let a = LayerAdapters {
-                    query: as_lora(&d.query),
-                    key: as_lora(&d.key),
-                    value: as_lora(&d.value),
-                    attn_out: as_lora(&d.attn_out),
-                    up: as_lora(&d.up),
-                    down: as_lora(&d.down),
-                };
-                (*i, a)
-            })
-            .collect();
+        let layers = lora.iter().map(|(i, d): &(usize, Dims<(Var, Var)>)| (*i, d.map(as_lora))).collect();
         let h = start.hidden();
         Ok(Tuned {
             layers,
