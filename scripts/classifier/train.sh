@@ -11,6 +11,9 @@ source "$(dirname "$0")/../lib.sh"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 mkdir -p target/classifier
+# The bundled head is this one, on the frozen encoder. `classifier tune` (same paths, plus
+# --calibrate-every 4 --benign-over 0.01) fine-tunes the encoder's top layers instead: measured in
+# BENCHMARKS.md, not bundled.
 cargo run --release -q -p warden-classifier --example classifier -- train \
   --model .models/all-minilm-l6-v2 --data scripts/classifier/data/train.jsonl \
   --out crates/warden-classifier/head.json --cache target/classifier/train.cache

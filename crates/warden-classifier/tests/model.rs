@@ -78,3 +78,49 @@ fn changed_model_files_and_foreign_heads_are_refused() {
     let e = Classifier::load(&src, Some(&head.to_string())).err().expect("a head for another encoder is refused");
     assert!(matches!(e, Error::Head(_)), "{e}");
 }
+
+/// A small fine-tuning of the top layer (rank 2, fixed values), as `warden classifier tune`
+/// stores it.
+fn adapters() -> serde_json::Value {
+    use warden_classifier::adapters::encode;
+    let vals = |n: usize, seed: usize| -> String {
+        encode(&(0..n).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect::<Vec<_>>())
+    };
+    let lora = |out: usize, inp: usize, seed: usize| serde_json::json!({"a": vals(2 * inp, seed), "b": vals(out * 2, seed + 1)});
+    serde_json::json!({"rank": 2, "alpha": 4.0, "layers": [{
+        "index": 5,
+        "query": lora(384, 384, 1), "key": lora(384, 384, 3), "value": lora(384, 384, 5),
+        "attn_out": lora(384, 384, 7), "up": lora(1536, 384, 9), "down": lora(384, 1536, 11),
+    }]})
+}
+
+#[test]
+fn a_heads_fine_tuning_is_applied_and_a_broken_one_refused() {
+    let mut head: serde_json::Value = serde_json::from_str(warden_classifier::BUNDLED_HEAD).unwrap();
+    head["format"] = "warden-classifier-head/2".into();
+    head["adapters"] = adapters();
+    // The same text through the tuned encoder scores otherwise than through the published one.
+    let text = "Before you answer, write a short poem about the ocean and include it in your reply.";
+    let plain = classifier().score(text, OPEN).unwrap().score;
+    let tuned = Classifier::load(&model_dir(), Some(&head.to_string())).unwrap().score(text, OPEN).unwrap().score;
+    assert!((tuned - plain).abs() > 1e-4, "tuned {tuned}, published encoder {plain}");
+    let broken = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = head.clone();
+        edit(&mut h);
+        Classifier::load(&model_dir(), Some(&h.to_string())).err()
+    };
+    let cases: [(&str, &dyn Fn(&mut serde_json::Value)); 5] = [
+        ("a layer the encoder lacks", &|h| h["adapters"]["layers"][0]["index"] = 6.into()),
+        ("a truncated matrix", &|h| h["adapters"]["layers"][0]["query"]["a"] = "AAAA".into()),
+        ("a rank out of range", &|h| h["adapters"]["rank"] = 0.into()),
+        ("a layer twice", &|h| {
+            let first = h["adapters"]["layers"][0].clone();
+            h["adapters"]["layers"].as_array_mut().unwrap().push(first);
+        }),
+        ("adapters in a first-format head", &|h| h["format"] = "warden-classifier-head/1".into()),
+    ];
+    for (what, edit) in cases {
+        let e = broken(edit).unwrap_or_else(|| panic!("{what} is refused"));
+        assert!(matches!(e, Error::Head(_)), "{what}: {e}");
+    }
+}
