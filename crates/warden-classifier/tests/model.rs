@@ -79,6 +79,9 @@ fn changed_model_files_and_foreign_heads_are_refused() {
     assert!(matches!(e, Error::Head(_)), "{e}");
 }
 
+/// A change made to a head file.
+type Edit = dyn Fn(&mut serde_json::Value);
+
 /// A small fine-tuning of the top layer (rank 2, fixed values), as `warden classifier tune`
 /// stores it.
 fn adapters() -> serde_json::Value {
@@ -104,12 +107,12 @@ fn a_heads_fine_tuning_is_applied_and_a_broken_one_refused() {
     let plain = classifier().score(text, OPEN).unwrap().score;
     let tuned = Classifier::load(&model_dir(), Some(&head.to_string())).unwrap().score(text, OPEN).unwrap().score;
     assert!((tuned - plain).abs() > 1e-4, "tuned {tuned}, published encoder {plain}");
-    let broken = |edit: &dyn Fn(&mut serde_json::Value)| {
+    let broken = |edit: &Edit| {
         let mut h = head.clone();
         edit(&mut h);
         Classifier::load(&model_dir(), Some(&h.to_string())).err()
     };
-    let cases: [(&str, &dyn Fn(&mut serde_json::Value)); 5] = [
+    let cases: [(&str, &Edit); 5] = [
         ("a layer the encoder lacks", &|h| h["adapters"]["layers"][0]["index"] = 6.into()),
         ("a truncated matrix", &|h| h["adapters"]["layers"][0]["query"]["a"] = "AAAA".into()),
         ("a rank out of range", &|h| h["adapters"]["rank"] = 0.into()),
