@@ -10,6 +10,7 @@ Exits non-zero on the first check that fails, saying which."""
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
 import anyio
@@ -139,7 +140,11 @@ def main():
         wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "tr[data-kill='fx/echo']")))
         check(call("echo", {"text": "after"}).is_error is not True, "echo works again after switching it on")
 
-        # A state change without the CSRF token is refused, from the page itself.
+        # The cookie alone is worth nothing: a read without the CSRF token is not signed in, a
+        # state change without it is refused; from the page itself.
+        status = d.execute_async_script(
+            "const done = arguments[0]; fetch('/admin/kill-switches').then(r => done(r.status));")
+        check(status == 401, f"a read with the cookie but without the CSRF token is not signed in (got {status})")
         status = d.execute_async_script(
             "const done = arguments[0];"
             "fetch('/admin/kill-switches', {method: 'POST', credentials: 'same-origin',"
@@ -152,7 +157,7 @@ def main():
             result = {}
 
             async def client():
-                result["r"] = await mcp_call("rows", {"value": {"rows": [{"to": "ops\u202eliame.evil"}]}})
+                result["r"] = await mcp_call("rows", {"value": {"rows": [{"to": "ops\u202eliame.evil", "note": "ok\U000E0041\U000E0042"}]}})
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client)
@@ -201,19 +206,29 @@ def main():
         wait.until(EC.text_to_be_present_in_element((By.ID, "audit-record"), "console:ops-alice"))
         check(True, "the call's record names the approver")
         shot(d, "audit")
-        exported = d.execute_async_script(
-            "const done = arguments[0];"
-            "fetch(document.getElementById('audit-export').href).then(r => r.text()).then(done);")
+        exported = d.execute_async_script("const done = arguments[0]; exportAudit().then(done);")
         lines = [json.loads(x) for x in exported.splitlines() if x.strip()]
         check(lines and all(x.get("name") == "rows" for x in lines), f"the export holds the matching records ({len(lines)})")
 
-        # Sign out: the session is gone.
+        # Sign out: the session is gone from the store, not only from the browser.
         d.get(f"{CONSOLE}/console#overview")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "ops-alice"))
+        old_cookie = d.get_cookie("warden_console")["value"]
+        old_csrf = d.execute_script("return sessionStorage.getItem('warden-csrf')")
+
+        def session_status():
+            req = urllib.request.Request(f"{CONSOLE}/console/session", headers={
+                "cookie": f"warden_console={old_cookie}", "x-warden-csrf": old_csrf})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        check(session_status() == 200, "the cookie with its CSRF token is a session")
         wait.until(EC.element_to_be_clickable((By.ID, "sign-out"))).click()
         wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))
-        status = d.execute_async_script(
-            "const done = arguments[0]; fetch('/console/session').then(r => done(r.status));")
-        check(status == 401, "after signing out the session is gone")
+        check(session_status() == 401, "after signing out the same cookie and token are no session")
     finally:
         d.quit()
     print("console: all checks passed", flush=True)
@@ -224,6 +239,7 @@ def approve_in_browser(d, wait):
     card = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#approvals .card")))
     marks = [m.text for m in card.find_elements(By.CSS_SELECTOR, ".mark")]
     check("⟦U+202E⟧" in marks, f"the right-to-left override in the arguments is shown as a mark ({marks})")
+    check("⟦U+E0041⟧" in marks and "⟦U+E0042⟧" in marks, f"tag characters (ASCII smuggling) are shown as marks ({marks})")
     check("digest" in card.text, "the approval shows its digest")
     shot(d, "approvals")
     card.find_element(By.CSS_SELECTOR, "input.note").send_keys("checked with the requester")

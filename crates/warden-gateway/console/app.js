@@ -20,8 +20,10 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-// Invisible and direction-changing characters, shown as ⟦U+XXXX⟧ marks.
-const HIDDEN = /[\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/g;
+// Invisible, formatting and direction-changing characters (every default-ignorable code point
+// and format character: zero-width, bidi controls, tag characters used to smuggle ASCII,
+// variation selectors, fillers), shown as ⟦U+XXXX⟧ marks.
+const HIDDEN = /[\p{Default_Ignorable_Code_Point}\p{Cf}]/gu;
 function visible(text) {
   const out = document.createDocumentFragment();
   let last = 0;
@@ -42,7 +44,8 @@ function when(secs) {
 async function api(method, path, body) {
   const headers = { accept: "application/json" };
   if (body !== undefined) headers["content-type"] = "application/json";
-  if (method !== "GET" && state.csrf) headers["x-warden-csrf"] = state.csrf;
+  // The cookie alone is worth nothing: every request carries the session's CSRF token.
+  if (state.csrf) headers["x-warden-csrf"] = state.csrf;
   const r = await fetch(path, {
     method, headers, credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -58,8 +61,13 @@ function report(err) {
   $("error").textContent = err ? String(err.message || err) : "";
 }
 
+// The CSRF token is kept for this tab only, from sign-in (the server never hands it to a
+// request that does not already carry it).
+const CSRF_KEY = "warden-csrf";
+
 function showSignIn() {
   state.csrf = null;
+  sessionStorage.removeItem(CSRF_KEY);
   clearInterval(state.timer);
   $("nav").hidden = true;
   $("sign-out").hidden = true;
@@ -69,6 +77,7 @@ function showSignIn() {
 
 async function signedIn(session) {
   state.csrf = session.csrf;
+  sessionStorage.setItem(CSRF_KEY, session.csrf);
   state.name = session.name;
   state.operate = session.may_operate;
   $("nav").hidden = false;
@@ -76,7 +85,8 @@ async function signedIn(session) {
   for (const a of document.querySelectorAll("nav a")) {
     a.hidden = !state.operate && !APPROVER_PAGES.includes(a.id.replace("nav-", ""));
   }
-  $("who").textContent = `Signed in as ${session.name}` + (session.tenant ? ` (tenant ${session.tenant})` : "");
+  $("who").replaceChildren("Signed in as ", visible(session.name),
+    session.tenant ? el("span", {}, " (tenant ", visible(session.tenant), ")") : "");
   clearInterval(state.timer);
   state.timer = setInterval(() => refresh().catch(report), 2000);
   await route();
@@ -103,17 +113,25 @@ function auditQuery(extra) {
   return q;
 }
 
+// The matching records as JSON lines (what "Export JSONL" downloads).
+async function exportAudit() {
+  const r = await fetch(`/admin/audit?${auditQuery({ format: "jsonl", limit: "10000" })}`,
+    { headers: { "x-warden-csrf": state.csrf }, credentials: "same-origin" });
+  if (!r.ok) throw new Error(`export: ${r.status}`);
+  return r.text();
+}
+
 async function searchAudit() {
   const r = await api("GET", `/admin/audit?${auditQuery()}`);
-  $("audit-export").href = `/admin/audit?${auditQuery({ format: "jsonl", limit: "10000" })}`;
+
   $("audit-summary").textContent =
     `${r.matched} record(s) matched; the newest ${r.records.length} shown` + (r.truncated ? " (search cut short: narrow it)" : "");
   $("audit-record").hidden = true;
   $("audit").tBodies[0].replaceChildren(...r.records.map((e) =>
     el("tr", { class: "record", onclick: () => { $("audit-record").hidden = false; $("audit-record").replaceChildren(visible(JSON.stringify(e, null, 2))); } },
-      el("td", {}, e.ts || ""), el("td", {}, e.kind || ""), el("td", {}, visible(e.subject || "")),
-      el("td", {}, visible(e.server || "")), el("td", {}, visible(e.name || "")), el("td", {}, e.decision || ""),
-      el("td", {}, e.status || ""), el("td", {}, visible(e.detail || "")))));
+      el("td", {}, visible(e.ts || "")), el("td", {}, visible(e.kind || "")), el("td", {}, visible(e.subject || "")),
+      el("td", {}, visible(e.server || "")), el("td", {}, visible(e.name || "")), el("td", {}, visible(e.decision || "")),
+      el("td", {}, visible(e.status || "")), el("td", {}, visible(e.detail || "")))));
 }
 
 async function refresh() {
@@ -148,9 +166,9 @@ function renderOverview(ups, kills, pending) {
   body.replaceChildren(...ups.upstreams.map((u) => {
     const off = kills.filter((k) => k.server === u.name).map((k) => k.tool || "all tools");
     return el("tr", { "data-upstream": u.name },
-      el("td", {}, u.name), el("td", {}, u.transport), el("td", {}, u.sandboxed ? "yes" : "no"),
+      el("td", {}, visible(u.name)), el("td", {}, u.transport), el("td", {}, u.sandboxed ? "yes" : "no"),
       el("td", { class: u.up ? "up" : "down" }, u.up ? "up" : "not connected"),
-      el("td", {}, String(u.restarts)), el("td", {}, off.join(", ")));
+      el("td", {}, String(u.restarts)), el("td", {}, visible(off.join(", "))));
   }));
   $("summary").textContent =
     `${kills.length} switch(es) off, ${pending.length} approval(s) waiting.`;
@@ -159,12 +177,12 @@ function renderOverview(ups, kills, pending) {
 function renderKills(kills) {
   const select = $("kill-server");
   const chosen = select.value;
-  select.replaceChildren(...state.upstreams.map((u) => el("option", { value: u.name }, u.name)));
+  select.replaceChildren(...state.upstreams.map((u) => el("option", { value: u.name }, visible(u.name))));
   if (chosen) select.value = chosen;
   $("kills").tBodies[0].replaceChildren(...kills.map((k) =>
     el("tr", { "data-kill": `${k.server}/${k.tool || ""}` },
-      el("td", {}, k.server), el("td", {}, k.tool || "(all tools)"), el("td", {}, visible(k.reason)),
-      el("td", {}, k.by), el("td", {}, when(k.at)),
+      el("td", {}, visible(k.server)), el("td", {}, k.tool ? visible(k.tool) : "(all tools)"),
+      el("td", {}, visible(k.reason)), el("td", {}, visible(k.by)), el("td", {}, when(k.at)),
       el("td", {}, el("button", { type: "button", class: "plain", onclick: () => revive(k) }, "Switch on")))));
 }
 
@@ -191,8 +209,8 @@ function renderApprovals(pending) {
       } catch (e) { report(e); }
     };
     return el("div", { class: "card", "data-approval": a.id },
-      el("div", {}, el("strong", {}, `${a.server} / `, visible(a.tool)), ` asked by `, visible(a.subject),
-        a.tenant ? ` (tenant ${a.tenant})` : "", ` at ${when(a.created)}`),
+      el("div", {}, el("strong", {}, visible(a.server), " / ", visible(a.tool)), " asked by ", visible(a.subject),
+        a.tenant ? el("span", {}, " (tenant ", visible(a.tenant), ")") : "", ` at ${when(a.created)}`),
       el("div", {}, visible(a.summary || "")),
       el("pre", {}, visible(JSON.stringify(a.arguments, null, 2))),
       el("div", { class: "digest" }, `digest ${a.digest}; expires ${when(a.expires)}`),
@@ -240,7 +258,7 @@ function renderChanges(pending) {
       } catch (e) { report(e); }
     };
     return el("div", { class: "card", "data-change": `${c.server}/${c.name}` },
-      el("div", {}, el("strong", {}, `${c.server} / `, visible(c.name)), ` (${c.kind}) changed since it was pinned`),
+      el("div", {}, el("strong", {}, visible(c.server), " / ", visible(c.name)), ` (${c.kind}) changed since it was pinned`),
       el("div", { class: "diff" }, side(`pinned ${c.pinned.digest}`, before, da, "del"), side(`now ${c.seen.digest}`, after, db, "add")),
       el("button", { type: "button", class: "approve-change", onclick: approve }, "Approve the new definition"));
   }));
@@ -272,11 +290,22 @@ document.addEventListener("DOMContentLoaded", async () => {
       await refresh();
     } catch (e) { report(e); }
   });
+  $("audit-export").addEventListener("click", async (ev) => {
+    ev.preventDefault();
+    try {
+      const blob = new Blob([await exportAudit()], { type: "application/x-ndjson" });
+      const a = el("a", { href: URL.createObjectURL(blob), download: "warden-audit.jsonl" });
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) { report(e); }
+  });
   $("audit-search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     searchAudit().catch(report);
   });
   window.addEventListener("hashchange", () => route().catch(report));
+  state.csrf = sessionStorage.getItem(CSRF_KEY);
+  if (!state.csrf) { showSignIn(); return; }
   try {
     await signedIn(await api("GET", "/console/session"));
   } catch (_) {

@@ -2,10 +2,12 @@
 //! status, kind and time (`since`, `until`: RFC 3339 or a duration ago such as `15m`), newest
 //! first; `format=jsonl` answers the matching records as JSON lines (an export). Operators only.
 //!
-//! Bounded: at most `limit` records kept (100 by default, 500 at most; 10,000 for an export)
-//! and 3 seconds of scanning, after which the answer says `truncated` (the oldest part of a
-//! large trail was not read). It reads the trail the way `warden audit query` does: the file's
-//! segments, or the PostgreSQL table, on the blocking pool.
+//! Bounded: at most `limit` records kept (100 by default, 500 at most; 10,000 for an export),
+//! 32 MiB of them (a record over 256 KiB is shown as a stub naming its time, kind and size), and
+//! 3 seconds of scanning, counted on every record read (a JSONL trail is filtered here, record by
+//! record; SQLite and PostgreSQL filter in their queries). The scan runs oldest first, so a cut
+//! leaves out the newest records: the answer then says `truncated`, and the page asks for a
+//! narrower search. It reads the trail the way `warden audit query` does, on the blocking pool.
 
 use super::caller::{operator, Presented};
 use super::{reply, AdminState};
@@ -19,6 +21,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const SCAN_BUDGET: Duration = Duration::from_secs(3);
+/// Bytes of records kept for one answer, and the largest record kept whole.
+const KEPT_BYTES: usize = 32 << 20;
+const LARGEST_RECORD: usize = 256 << 10;
+
+/// A record too large to show: its time, kind and size.
+fn stub(line: &str) -> String {
+    let e = serde_json::from_str::<warden_audit::Event>(line).ok();
+    json!({"ts": e.as_ref().map(|e| e.ts.clone()), "kind": e.map(|e| e.kind),
+           "detail": format!("record of {} bytes not shown: read it with warden audit query", line.len())})
+    .to_string()
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -93,14 +106,22 @@ pub async fn search(State(s): State<Arc<AdminState>>, p: Presented, Query(q): Qu
     };
     let scanned = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
-        let (mut last, mut matched, mut truncated) = (VecDeque::with_capacity(limit), 0usize, false);
-        let r = warden_audit::scan_all(&store, Some(&filter), |stored| {
-            matched += 1;
-            if last.len() == limit {
-                last.pop_front();
-            }
-            last.push_back(stored.line.clone());
+        // A JSONL trail is filtered here, so that the time budget counts every record read.
+        let here = matches!(&store, warden_audit::Store::File(p) if warden_audit::sink::is_jsonl(p));
+        let (mut last, mut kept, mut matched, mut truncated) = (VecDeque::with_capacity(limit), 0usize, 0usize, false);
+        let r = warden_audit::scan_all(&store, (!here).then_some(&filter), |stored| {
             truncated = start.elapsed() >= SCAN_BUDGET;
+            let keep =
+                !here || serde_json::from_str::<warden_audit::Event>(&stored.line).is_ok_and(|e| filter.matches(&e));
+            if keep {
+                matched += 1;
+                let line = if stored.line.len() > LARGEST_RECORD { stub(&stored.line) } else { stored.line.clone() };
+                kept += line.len();
+                last.push_back(line);
+                while last.len() > limit || (kept > KEPT_BYTES && last.len() > 1) {
+                    kept -= last.pop_front().map_or(0, |l| l.len());
+                }
+            }
             !truncated
         });
         r.map(|_| (last, matched, truncated))

@@ -2,7 +2,7 @@
 //! like an MCP caller (bearer token, API key) with an operator scope, or an operator signed in
 //! to the console (a session cookie; `console.rs` checks its CSRF token before a handler runs).
 
-use super::console::Session;
+use super::console::{Session, Signer};
 use super::{reply, AdminState, SCOPE_ADMIN, SCOPE_APPROVE};
 use crate::approval::Approver;
 use crate::digest::sha256;
@@ -87,9 +87,9 @@ async fn caller(s: &AdminState, p: &Presented) -> Option<Caller> {
     let bearer =
         p.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(presented) = bearer else {
-        return p.console.clone().map(|s| match s.principal {
-            Some(principal) => Caller::Principal(Arc::new(principal)),
-            None => Caller::Console(s),
+        return p.console.clone().map(|s| match s.signer {
+            Signer::Principal(principal) => Caller::Principal(Arc::new(principal)),
+            Signer::AdminToken { .. } => Caller::Console(s),
         });
     };
     if is_admin_token(s, presented) {

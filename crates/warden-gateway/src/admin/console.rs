@@ -10,17 +10,23 @@
 //! The session lives in the store (`console` records, at most 8 hours), so any replica serves
 //! it; signing out deletes it.
 //!
-//! Defends against: cross-site request forgery (the cookie is `HttpOnly; SameSite=Strict`, and
-//! every state change must carry the session's CSRF token in `x-warden-csrf`, compared in
-//! constant time; the admin listener also refuses a foreign `Host` or `Origin`); script
+//! Defends against: cross-site request forgery and a cookie leaked to another local port (the
+//! cookie is `HttpOnly; SameSite=Strict`, and is worth nothing without the session's CSRF token in
+//! `x-warden-csrf`, compared in constant time, which the page keeps from sign-in in its tab's
+//! storage; an `Origin` must be exactly this listener, port included; sign-in takes JSON only;
+//! the admin listener also refuses a foreign `Host`); a rotated admin token (its sessions end);
+//! sign-in floods (50 sessions per credential per 8 hours; failures are throttled in the
+//! audit trail); script
 //! injection into the page (a strict CSP: `default-src 'self'`, no inline script or style, and
 //! the page writes untrusted text with `textContent`, never as HTML); framing (`frame-ancestors
 //! 'none'`); a stolen session id read from the store (records are keyed by its SHA-256).
-//! Does not defend against: someone at the operator's unlocked browser; a leaked admin token;
+//! Does not defend against: someone at the operator's unlocked browser; a leaked admin token; a
+//! principal whose API key is removed or token revoked keeping its console session until it
+//! expires (8 hours at most, or the token's expiry) or signs out;
 //! a cookie read off the wire when the admin listener is reached through an unencrypted proxy
 //! (it binds loopback; `Secure` is not set because it serves plain HTTP).
 
-use super::caller::{is_admin_token, refused, short};
+use super::caller::{is_admin_token, short};
 use super::{reply, AdminState, SCOPE_ADMIN, SCOPE_APPROVE};
 use crate::digest::{hex, sha256};
 use crate::store::RecordKey;
@@ -40,6 +46,8 @@ pub const COOKIE: &str = "warden_console";
 pub const CSRF_HEADER: &str = "x-warden-csrf";
 const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 const RECORD: &str = "console";
+/// Sign-ins one credential may make within a session's lifetime.
+const MAX_SIGN_INS: u64 = 50;
 /// Every answer of the admin listener carries these.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
@@ -47,15 +55,37 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 
 /// A signed-in operator, as stored (under the SHA-256 of the cookie's value).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Session {
     pub name: String,
     csrf: String,
     /// When it was signed in (seconds since the epoch).
     at: u64,
-    /// Signed in with a principal's credential (an API key or access token with `warden:admin`
-    /// or `warden:approve`): its rights, its tenant. `None`: the admin token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<Principal>,
+    pub signer: Signer,
+}
+
+/// What a session was signed in with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signer {
+    /// The admin token: its rights, as long as it is still the admin token (`token` is the hex
+    /// SHA-256 of its SHA-256: a rotated token ends the sessions signed in with the old one).
+    AdminToken { token: String },
+    /// A principal's credential (an API key or access token with `warden:admin` or
+    /// `warden:approve`): its rights, its tenant.
+    Principal(Principal),
+}
+
+fn token_fingerprint(s: &AdminState) -> String {
+    hex(&sha256(&s.token_hash))
+}
+
+/// Whether a request's `Origin`, when it has one, is exactly this listener (scheme, host and
+/// port): a page on another local port is another origin, though browsers send it the cookie.
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN) else { return true };
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    !host.is_empty() && origin.as_bytes() == format!("http://{host}").as_bytes()
 }
 
 fn key(id: &str) -> String {
@@ -77,32 +107,38 @@ fn cookie(h: &HeaderMap) -> Option<&str> {
         .find(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
-/// Resolve the console session a request's cookie names (a bearer credential wins: the cookie
-/// is then ignored), and refuse a state change that does not carry its CSRF token.
+/// Resolve the console session a request's cookie names, and attach it only when the request
+/// also carries the session's CSRF token (`x-warden-csrf`, which the page keeps since sign-in):
+/// the cookie alone, which a browser also sends to other local ports, is not enough for
+/// anything. A state change without the token is refused (403); a read without it is answered
+/// as not signed in. A bearer credential wins: the cookie is then ignored.
 pub async fn session_layer(State(s): State<Arc<AdminState>>, mut req: Request<Body>, next: Next) -> Response<Body> {
-    if req.headers().contains_key(header::AUTHORIZATION) {
+    if req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/console/sign-in" {
         return next.run(req).await;
     }
     let Some(id) = cookie(req.headers()).map(str::to_string) else { return next.run(req).await };
     let record = s.store.record(RecordKey { kind: RECORD, key: &key(&id) }).await;
     let session = match record {
-        Ok(Some(bytes)) => serde_json::from_slice::<Session>(&bytes).ok(),
+        Ok(Some(bytes)) => serde_json::from_slice::<Session>(&bytes).ok().filter(|x| match &x.signer {
+            Signer::AdminToken { token } => *token == token_fingerprint(&s),
+            Signer::Principal(_) => true,
+        }),
         Ok(None) => None,
         Err(e) => return super::store_error(e),
     };
     if let Some(session) = session {
+        let sent = req.headers().get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        let token_ok = bool::from(sent.ct_eq(session.csrf.as_bytes())) && same_origin(req.headers());
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-        if !safe && req.uri().path() != "/console/sign-in" {
-            let sent = req.headers().get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-            if !bool::from(sent.ct_eq(session.csrf.as_bytes())) {
-                refused(&s, "console_csrf");
-                return reply(
-                    StatusCode::FORBIDDEN,
-                    json!({"error": format!("a state change needs the session's CSRF token in {CSRF_HEADER}")}),
-                );
-            }
+        if token_ok {
+            req.extensions_mut().insert(session);
+        } else if !safe {
+            s.audit.auth_failure(None, "console_csrf");
+            return reply(
+                StatusCode::FORBIDDEN,
+                json!({"error": format!("a state change needs the session's CSRF token in {CSRF_HEADER}")}),
+            );
         }
-        req.extensions_mut().insert(session);
     }
     next.run(req).await
 }
@@ -152,12 +188,12 @@ fn set_cookie(r: &mut Response<Body>, value: &str, max_age: u64) {
 
 /// Who a sign-in token names, and for how long a session may last: the admin token (8 hours),
 /// or a principal's credential with an operator scope (until its token expires, at most 8 hours).
-async fn signer(s: &AdminState, token: &str) -> Result<(Option<Principal>, Duration), Response<Body>> {
+async fn signer(s: &AdminState, token: &str) -> Result<(Signer, Duration), Response<Body>> {
     if is_admin_token(s, token) {
-        return Ok((None, LIFETIME));
+        return Ok((Signer::AdminToken { token: token_fingerprint(s) }, LIFETIME));
     }
     let refused_sign_in = || {
-        refused(s, "console_sign_in");
+        s.audit.auth_failure(None, "console_sign_in");
         reply(StatusCode::UNAUTHORIZED, json!({"error": "that is not the admin token or a valid operator credential"}))
     };
     let (Some(auth), Ok(value)) = (&s.auth, HeaderValue::from_str(&format!("Bearer {token}"))) else {
@@ -168,7 +204,7 @@ async fn signer(s: &AdminState, token: &str) -> Result<(Option<Principal>, Durat
     let (parts, ()) = req.into_parts();
     let Ok(p) = auth.authenticate(&parts, &s.resource).await else { return Err(refused_sign_in()) };
     if !p.has_scope(SCOPE_ADMIN) && !p.has_scope(SCOPE_APPROVE) {
-        refused(s, "console_forbidden");
+        s.audit.auth_failure(None, "console_forbidden");
         return Err(reply(
             StatusCode::FORBIDDEN,
             json!({"error": format!("this credential has neither {SCOPE_ADMIN} nor {SCOPE_APPROVE}")}),
@@ -180,31 +216,55 @@ async fn signer(s: &AdminState, token: &str) -> Result<(Option<Principal>, Durat
         Some(exp) => LIFETIME.min(Duration::from_secs(exp - now)),
         None => LIFETIME,
     };
-    Ok((Some(Principal::clone(&p)), life))
+    Ok((Signer::Principal(Principal::clone(&p)), life))
 }
 
 /// `POST /console/sign-in` `{token, name?}`: a session for the admin token's holder (under the
 /// name given), or for the principal an operator credential names (under its subject).
-pub async fn sign_in(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response<Body> {
+pub async fn sign_in(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
+    // JSON only (a cross-origin form cannot send it without CORS), from this origin only.
+    let json_body = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_body || !same_origin(&h) {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "expected a JSON body from the console's own origin"}));
+    }
     let Ok(req) = serde_json::from_slice::<SignIn>(&body) else {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "expected {token, name?}"}));
     };
     if req.name.as_deref().is_some_and(|n| !short(n, 64)) || req.token.len() > 16 * 1024 {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "name: 1 to 64 characters, no control characters"}));
     }
-    let (principal, life) = match signer(&s, &req.token).await {
+    let (signer, life) = match signer(&s, &req.token).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let session = Session {
-        name: match &principal {
-            Some(p) => p.subject.clone(),
-            None => req.name.unwrap_or_else(|| "admin".into()),
+        name: match &signer {
+            Signer::Principal(p) => p.subject.clone(),
+            Signer::AdminToken { .. } => req.name.unwrap_or_else(|| "admin".into()),
         },
         csrf: random_token(),
         at: crate::clock::now_secs(),
-        principal,
+        signer,
     };
+    // Sessions are records in the store, which is shared and bounded: a credential may open
+    // only so many in its lifetime.
+    let who = match &session.signer {
+        Signer::Principal(p) => format!("p:{}:{}", p.tenant.as_deref().unwrap_or("-"), p.subject),
+        Signer::AdminToken { .. } => "admin".into(),
+    };
+    match s.store.count_record(RecordKey { kind: "console-sign-ins", key: &key(&who) }, LIFETIME).await {
+        Ok(n) if n > MAX_SIGN_INS => {
+            return reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "too many sign-ins; sign out of old sessions or wait"}),
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return super::store_error(e),
+    }
     let id = random_token();
     let value = serde_json::to_vec(&session).expect("a session serializes");
     match s.store.put_record(RecordKey { kind: RECORD, key: &key(&id) }, &value, life, true).await {
@@ -212,9 +272,9 @@ pub async fn sign_in(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) 
         Ok(false) => return reply(StatusCode::CONFLICT, json!({"error": "try again"})),
         Err(e) => return super::store_error(e),
     }
-    let by = match &session.principal {
-        Some(p) => format!("principal:{}", p.subject),
-        None => format!("console:{}", session.name),
+    let by = match &session.signer {
+        Signer::Principal(p) => format!("principal:{}", p.subject),
+        Signer::AdminToken { .. } => format!("console:{}", session.name),
     };
     super::admin_event(&s, "console", "signed_in", &by, "", None, json!({})).await;
     let mut r = reply(StatusCode::OK, session.shown());
@@ -225,9 +285,11 @@ pub async fn sign_in(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) 
 impl Session {
     /// What the page is told: the name, the CSRF token, and what it may do.
     fn shown(&self) -> serde_json::Value {
-        let operate = self.principal.as_ref().is_none_or(|p| p.has_scope(SCOPE_ADMIN) && p.tenant.is_none());
-        json!({"name": self.name, "csrf": self.csrf, "since": self.at, "may_operate": operate,
-               "tenant": self.principal.as_ref().and_then(|p| p.tenant.clone())})
+        let (operate, tenant) = match &self.signer {
+            Signer::AdminToken { .. } => (true, None),
+            Signer::Principal(p) => (p.has_scope(SCOPE_ADMIN) && p.tenant.is_none(), p.tenant.clone()),
+        };
+        json!({"name": self.name, "csrf": self.csrf, "since": self.at, "may_operate": operate, "tenant": tenant})
     }
 }
 
