@@ -16,46 +16,18 @@ import urllib.request
 import anyio
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from browser import browser, check, click, shot as shot_in
+
 CONSOLE, MCP, TOKEN, SHOTS, DESCRIPTIONS = sys.argv[1:6]
-os.makedirs(SHOTS, exist_ok=True)
-# Never let Selenium fetch a driver or a browser: use the Debian packages.
-os.environ["SE_OFFLINE"] = "true"
-os.environ["SE_AVOID_STATS"] = "true"
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"console check failed: {what}")
-    print(f"ok: {what}", flush=True)
-
-
-def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
-        o.add_argument(a)
-    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=o)
-
-
-def click(d, css):
-    """Click the element `css` names, again if the page re-rendered it meanwhile (it refreshes
-    its tables every two seconds)."""
-    def go(d):
-        d.find_element(By.CSS_SELECTOR, css).click()
-        return True
-    WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException]).until(go)
 
 
 def shot(d, name):
-    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+    shot_in(d, SHOTS, name)
 
 
 def text(result):

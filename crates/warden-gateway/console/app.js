@@ -65,7 +65,31 @@ function report(err) {
 // request that does not already carry it).
 const CSRF_KEY = "warden-csrf";
 
+// Why a sign-in through the authorization server came back without a session (fixed codes:
+// nothing from the URL is shown as text).
+const SIGN_IN_ERRORS = {
+  denied: "The login failed, or you declined, at the authorization server.",
+  refused: "The authorization server did not grant the sign-in.",
+  scope: "That account may not use the console (it needs warden:admin or warden:approve).",
+  expired: "That sign-in took too long or was already used; try again.",
+  browser: "That sign-in was started in another browser; start it again here.",
+  issuer: "The answer did not come from the expected authorization server.",
+  busy: "Too many sign-ins; wait a little.",
+  unavailable: "Sign-in through the authorization server is not available now.",
+};
+
+async function offerOAuth() {
+  try {
+    const o = await api("GET", "/console/oauth");
+    $("oauth").hidden = !o.available;
+    $("oauth-issuer").textContent = o.issuer || "";
+    $("oauth-admin").hidden = !o.scopes.includes("warden:admin");
+    $("oauth-approve").hidden = !o.scopes.includes("warden:approve");
+  } catch (_) { $("oauth").hidden = true; }
+}
+
 function showSignIn() {
+  offerOAuth();
   state.csrf = null;
   sessionStorage.removeItem(CSRF_KEY);
   clearInterval(state.timer);
@@ -304,6 +328,13 @@ document.addEventListener("DOMContentLoaded", async () => {
     searchAudit().catch(report);
   });
   window.addEventListener("hashchange", () => route().catch(report));
+  // Back from the authorization server: the session's CSRF token, or why there is none.
+  const back = new URLSearchParams(location.hash.slice(1));
+  if (back.has("csrf") || back.has("sign-in-error")) {
+    history.replaceState(null, "", "/console#overview");
+    if (back.has("csrf")) sessionStorage.setItem(CSRF_KEY, back.get("csrf"));
+    else { showSignIn(); report(SIGN_IN_ERRORS[back.get("sign-in-error")] || "The sign-in failed."); return; }
+  }
   state.csrf = sessionStorage.getItem(CSRF_KEY);
   if (!state.csrf) { showSignIn(); return; }
   try {

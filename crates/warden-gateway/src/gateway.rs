@@ -280,9 +280,10 @@ impl Gateway {
                     audit: self.lasting.audit.clone(),
                     metrics: metrics.clone(),
                     auth: self.auth.clone(),
-                    resource,
+                    resource: resource.clone(),
                     store: self.lasting.store.clone(),
                     audit_store: self.cfg.audit.store().ok(),
+                    oauth: self.auth.as_ref().and_then(|a| crate::admin::oauth::ConsoleOAuth::for_auth(a, &resource)),
                 });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");

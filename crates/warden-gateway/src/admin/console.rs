@@ -58,7 +58,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 #[serde(deny_unknown_fields)]
 pub struct Session {
     pub name: String,
-    csrf: String,
+    pub(super) csrf: String,
     /// When it was signed in (seconds since the epoch).
     at: u64,
     pub signer: Signer,
@@ -82,17 +82,17 @@ fn token_fingerprint(s: &AdminState) -> String {
 
 /// Whether a request's `Origin`, when it has one, is exactly this listener (scheme, host and
 /// port): a page on another local port is another origin, though browsers send it the cookie.
-fn same_origin(h: &HeaderMap) -> bool {
+pub(super) fn same_origin(h: &HeaderMap) -> bool {
     let Some(origin) = h.get(header::ORIGIN) else { return true };
     let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     !host.is_empty() && origin.as_bytes() == format!("http://{host}").as_bytes()
 }
 
-fn key(id: &str) -> String {
+pub(super) fn key(id: &str) -> String {
     hex(&sha256(id.as_bytes()))
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let b: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
@@ -181,7 +181,7 @@ struct SignIn {
     name: Option<String>,
 }
 
-fn set_cookie(r: &mut Response<Body>, value: &str, max_age: u64) {
+pub(super) fn set_cookie(r: &mut Response<Body>, value: &str, max_age: u64) {
     let c = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie is ASCII"));
 }
@@ -192,6 +192,13 @@ async fn signer(s: &AdminState, token: &str) -> Result<(Signer, Duration), Respo
     if is_admin_token(s, token) {
         return Ok((Signer::AdminToken { token: token_fingerprint(s) }, LIFETIME));
     }
+    principal_signer(s, token).await
+}
+
+/// The principal an operator credential (API key or access token) names, with
+/// `warden:admin` or `warden:approve`, and how long its session may last (until the token
+/// expires, at most 8 hours).
+pub(super) async fn principal_signer(s: &AdminState, token: &str) -> Result<(Signer, Duration), Response<Body>> {
     let refused_sign_in = || {
         s.audit.auth_failure(None, "console_sign_in");
         reply(StatusCode::UNAUTHORIZED, json!({"error": "that is not the admin token or a valid operator credential"}))
@@ -240,10 +247,29 @@ pub async fn sign_in(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum:
         Ok(x) => x,
         Err(r) => return r,
     };
+    match open(&s, signer, life, req.name, "signed_in").await {
+        Ok((id, session)) => {
+            let mut r = reply(StatusCode::OK, session.shown());
+            set_cookie(&mut r, &id, life.as_secs());
+            r
+        }
+        Err(r) => r,
+    }
+}
+
+/// Open a session for `signer` (named `name` when it is the admin token's holder), recorded as
+/// `how` in the audit trail: its id (the cookie's value) and the session.
+pub(super) async fn open(
+    s: &AdminState,
+    signer: Signer,
+    life: Duration,
+    name: Option<String>,
+    how: &str,
+) -> Result<(String, Session), Response<Body>> {
     let session = Session {
         name: match &signer {
             Signer::Principal(p) => p.subject.clone(),
-            Signer::AdminToken { .. } => req.name.unwrap_or_else(|| "admin".into()),
+            Signer::AdminToken { .. } => name.unwrap_or_else(|| "admin".into()),
         },
         csrf: random_token(),
         at: crate::clock::now_secs(),
@@ -257,29 +283,27 @@ pub async fn sign_in(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum:
     };
     match s.store.count_record(RecordKey { kind: "console-sign-ins", key: &key(&who) }, LIFETIME).await {
         Ok(n) if n > MAX_SIGN_INS => {
-            return reply(
+            return Err(reply(
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({"error": "too many sign-ins; sign out of old sessions or wait"}),
-            )
+            ))
         }
         Ok(_) => {}
-        Err(e) => return super::store_error(e),
+        Err(e) => return Err(super::store_error(e)),
     }
     let id = random_token();
     let value = serde_json::to_vec(&session).expect("a session serializes");
     match s.store.put_record(RecordKey { kind: RECORD, key: &key(&id) }, &value, life, true).await {
         Ok(true) => {}
-        Ok(false) => return reply(StatusCode::CONFLICT, json!({"error": "try again"})),
-        Err(e) => return super::store_error(e),
+        Ok(false) => return Err(reply(StatusCode::CONFLICT, json!({"error": "try again"}))),
+        Err(e) => return Err(super::store_error(e)),
     }
     let by = match &session.signer {
         Signer::Principal(p) => format!("principal:{}", p.subject),
         Signer::AdminToken { .. } => format!("console:{}", session.name),
     };
-    super::admin_event(&s, "console", "signed_in", &by, "", None, json!({})).await;
-    let mut r = reply(StatusCode::OK, session.shown());
-    set_cookie(&mut r, &id, life.as_secs());
-    r
+    super::admin_event(s, "console", how, &by, "", None, json!({})).await;
+    Ok((id, session))
 }
 
 impl Session {

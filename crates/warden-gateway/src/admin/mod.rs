@@ -1,6 +1,7 @@
 //! The admin API, on its own listener (loopback only):
 //!
-//! - `GET /console` — the operators' console (`console.rs`), signed in at `/console/sign-in`;
+//! - `GET /console` — the operators' console (`console.rs`), signed in at `/console/sign-in` or
+//!   through the authorization server (`/console/oauth/…`, `oauth.rs`);
 //! - `GET /admin/upstreams` — each upstream's transport, health and restarts;
 //! - `GET /admin/audit?subject=…&tool=…&decision=…&status=…&since=…` — the audit trail searched
 //!   (`audit_search.rs`), newest first; `format=jsonl` exports;
@@ -34,6 +35,7 @@
 mod audit_search;
 mod caller;
 pub mod console;
+pub mod oauth;
 
 use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
@@ -73,6 +75,8 @@ pub struct AdminState {
     pub store: Arc<dyn crate::store::Store>,
     /// The audit trail `GET /admin/audit` searches (`None`: none is written where it can be read).
     pub audit_store: Option<warden_audit::Store>,
+    /// Console sign-in through the authorization server (`oauth.rs`), when one is configured.
+    pub oauth: Option<oauth::ConsoleOAuth>,
 }
 
 type S = Arc<AdminState>;
@@ -171,6 +175,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/console/sign-in", post(console::sign_in))
         .route("/console/sign-out", post(console::sign_out))
         .route("/console/session", get(console::current))
+        .route("/console/oauth", get(oauth::offered))
+        .route("/console/oauth/start", get(oauth::start))
+        .route("/console/oauth/callback", get(oauth::callback))
         .route("/admin/upstreams", get(upstreams))
         .route("/admin/audit", get(audit_search::search))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))

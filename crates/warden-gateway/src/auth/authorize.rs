@@ -62,15 +62,38 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
+/// The consent form posts here and is answered with a redirect to the client: browsers apply
+/// `form-action` to that redirect too, so the policy names the redirect URI's origin (or, for an
+/// app's own scheme, the scheme) besides `'self'`.
+fn form_action(redirect_uri: Option<&str>) -> String {
+    let to = redirect_uri.and_then(|r| reqwest::Url::parse(r).ok()).map(|u| match u.scheme() {
+        "http" | "https" => u.origin().ascii_serialization(),
+        scheme => format!("{scheme}:"),
+    });
+    // A parsed origin or scheme holds no space, comma or semicolon to end the directive early.
+    match to.filter(|t| !t.contains([' ', ';', ','])) {
+        Some(t) => format!("form-action 'self' {t}"),
+        None => "form-action 'self'".into(),
+    }
+}
+
 fn page(status: StatusCode, body: String, cookie: Option<String>) -> Response<Body> {
+    consent_page(status, body, cookie, None)
+}
+
+fn consent_page(
+    status: StatusCode,
+    body: String,
+    cookie: Option<String>,
+    redirect_uri: Option<&str>,
+) -> Response<Body> {
+    let csp =
+        format!("default-src 'none'; style-src 'unsafe-inline'; {}; frame-ancestors 'none'", form_action(redirect_uri));
     let mut b = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header("x-frame-options", "DENY")
-        .header(
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        )
+        .header("content-security-policy", csp)
         .header("referrer-policy", "no-referrer")
         .header("x-content-type-options", "nosniff");
     if let Some(c) = cookie {
@@ -260,7 +283,7 @@ pub(super) async fn authorize_get(
     );
     let secure = if a.resource_for(&h, None).starts_with("https:") { "; Secure" } else { "" };
     let cookie = format!("warden_csrf={csrf}; Path=/authorize; HttpOnly; SameSite=Strict; Max-Age=600{secure}");
-    page(StatusCode::OK, body, Some(cookie))
+    consent_page(StatusCode::OK, body, Some(cookie), Some(&redirect_uri))
 }
 
 #[derive(Deserialize)]
@@ -358,4 +381,20 @@ pub(super) async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Fo
     tracing::info!(user = %user.name, "authorization granted");
     base.push(("code", &code));
     redirect(&p.redirect_uri, &base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_action;
+
+    /// Chromium refused the redirect back to the client after the consent form (found by the
+    /// console's browser test): `form-action 'self'` alone blocks it.
+    #[test]
+    fn the_consent_forms_policy_lets_it_redirect_to_its_client_only() {
+        assert_eq!(form_action(Some("http://127.0.0.1:9/cb?x=1")), "form-action 'self' http://127.0.0.1:9");
+        assert_eq!(form_action(Some("https://app.example/cb")), "form-action 'self' https://app.example");
+        assert_eq!(form_action(Some("com.example.app:/cb")), "form-action 'self' com.example.app:");
+        assert_eq!(form_action(None), "form-action 'self'");
+        assert_eq!(form_action(Some("not a url; script-src *")), "form-action 'self'");
+    }
 }

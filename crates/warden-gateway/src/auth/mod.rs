@@ -203,6 +203,16 @@ impl Authenticator {
 
     /// This server's resource URI for a request: configured, or (loopback only) from its `Host`,
     /// which the endpoint has already checked.
+    /// The scopes every caller's credential must carry.
+    pub fn required_scopes(&self) -> &[String] {
+        &self.required_scopes
+    }
+
+    /// The first JWT issuer trusted with Warden's own scopes (`admin_scopes`).
+    pub fn admin_issuer(&self) -> Option<String> {
+        self.issuers.iter().find(|i| i.cfg.admin_scopes).map(|i| i.cfg.issuer.clone())
+    }
+
     pub fn resource_for(&self, req_headers: &http::HeaderMap, authority: Option<&str>) -> String {
         if let Some(r) = &self.resource {
             return r.clone();

@@ -141,3 +141,152 @@ async fn a_tenants_approver_in_the_console_sees_only_its_tenants_approvals_and_n
     let done = tokio::time::timeout(std::time::Duration::from_secs(10), held).await.expect("released").unwrap();
     assert_eq!(done["result"]["content"][0]["text"], "wire the money", "{done}");
 }
+
+/// `warden user add` for the config at `cfg` (password from stdin).
+fn add_user(cfg: &std::path::Path, name: &str, scopes: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(warden_testkit::harness::bin("warden"))
+        .args(["user", "add", "--config"])
+        .arg(cfg)
+        .args([name, "--scopes", scopes])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A Warden with the built-in authorization server (offering the operator scopes), users
+/// olivia (`warden:admin`) and amy (`warden:approve`), and the admin listener; its console URL.
+fn warden_with_operators() -> (warden_testkit::harness::Proc, String) {
+    let (admin_cfg, admin) = admin_section();
+    let dir = warden_testkit::harness::tempdir("console-oauth");
+    let port = warden_testkit::harness::free_port();
+    let up = fixture_stdio_upstream("fx", Some(""), "");
+    let cfg = dir.join("warden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\naddr = \"127.0.0.1:{port}\"\n{up}\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n\
+             [auth]\nrequired_scopes = [\"mcp\"]\n[auth.builtin]\nscopes = [\"mcp\", \"warden:admin\", \"warden:approve\"]\n\
+             [audit]\npath = \"audit.jsonl\"\n{admin_cfg}"
+        ),
+    )
+    .unwrap();
+    add_user(&cfg, "olivia", "mcp,warden:admin", PASSWORD);
+    add_user(&cfg, "amy", "mcp,warden:approve", PASSWORD);
+    let w = warden_testkit::harness::warden_config(&cfg, port);
+    warden_testkit::harness::wait_http(&admin);
+    (w, admin.trim_end_matches("/admin").to_string())
+}
+
+/// Issue 26: sign-in through the authorization server is bound to the browser that started it
+/// (a code brought by another browser, login CSRF, opens nothing), single use, and gives the
+/// user's own rights.
+#[tokio::test]
+async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browser_and_single_use() {
+    use crate::auth::builtin::As;
+    let (w, console) = warden_with_operators();
+    let base = w.url.trim_end_matches("/mcp").to_string();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let offered: serde_json::Value =
+        http.get(format!("{console}/console/oauth")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(offered["available"], true, "{offered}");
+    assert_eq!(offered["issuer"], base.as_str(), "{offered}");
+
+    // One flow to the callback: the URL the authorization server sends the browser back to,
+    // and the flow cookie the start set.
+    let a = As { w, base, http: http.clone() };
+    let flow = |user: &'static str, scope: &'static str| {
+        let (a, console) = (&a, console.clone());
+        async move {
+            let r = a.http.get(format!("{console}/console/oauth/start?scope={scope}")).send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let to = r.headers()["location"].to_str().unwrap().to_string();
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            assert!(cookie.starts_with("warden_console_oauth="), "{cookie}");
+            let q: Vec<(String, String)> = reqwest::Url::parse(&to).unwrap().query_pairs().into_owned().collect();
+            let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            assert!(to.starts_with(&format!("{}/authorize?", a.base)), "{to}");
+            assert_eq!((get("code_challenge_method").as_str(), get("resource").as_str()), ("S256", a.w.url.as_str()));
+            assert!(get("scope").split(' ').any(|s| s == "mcp"), "the required scopes are asked for too: {to}");
+            let page = a.http.get(&to).send().await.unwrap();
+            assert_eq!(page.status(), 200);
+            let (status, back) = a.consent(page, user, PASSWORD, "approve").await;
+            assert_eq!(status, 303, "{back:?}");
+            let mut cb = reqwest::Url::parse(&format!("{console}/console/oauth/callback")).unwrap();
+            cb.query_pairs_mut().extend_pairs(back);
+            (cb.to_string(), cookie)
+        }
+    };
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
+
+    // Login CSRF: the code brought back by a browser that did not start the flow.
+    let (cb, _) = flow("olivia", "warden:admin").await;
+    let r = http.get(&cb).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/console#sign-in-error=browser".into()));
+    assert!(r.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("warden_console=")));
+
+    // The browser that started it gets a session with olivia's rights; the same answer again
+    // opens nothing.
+    let (cb, cookie) = flow("olivia", "warden:admin").await;
+    let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
+    let to = location(&r);
+    let csrf = to.strip_prefix("/console#csrf=").unwrap_or_else(|| panic!("{to}")).to_string();
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("warden_console="))
+        .unwrap();
+    let s = (session, csrf);
+    let (status, me) = with_session(reqwest::Method::GET, &format!("{console}/console/session"), &s, None).await;
+    assert_eq!((status, me["name"].as_str(), me["may_operate"].as_bool()), (200, Some("olivia"), Some(true)), "{me}");
+    let (status, _) = with_session(reqwest::Method::GET, &format!("{console}/admin/upstreams"), &s, None).await;
+    assert_eq!(status, 200);
+    let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(location(&r), "/console#sign-in-error=expired", "a flow's answer is single use");
+
+    // amy asks to operate: her account may not grant warden:admin, so no session.
+    let (cb, cookie) = flow("amy", "warden:admin").await;
+    let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(location(&r), "/console#sign-in-error=refused");
+    // As an approver she gets approvals only.
+    let (cb, cookie) = flow("amy", "warden:approve").await;
+    let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
+    let csrf = location(&r).strip_prefix("/console#csrf=").unwrap().to_string();
+    let session = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let s = (session, csrf);
+    let (_, me) = with_session(reqwest::Method::GET, &format!("{console}/console/session"), &s, None).await;
+    assert_eq!((me["name"].as_str(), me["may_operate"].as_bool()), (Some("amy"), Some(false)), "{me}");
+    let (status, _) = with_session(reqwest::Method::GET, &format!("{console}/admin/kill-switches"), &s, None).await;
+    assert_eq!(status, 403);
+    // A scope other than the two operator scopes is not asked for.
+    let r = http.get(format!("{console}/console/oauth/start?scope=mcp")).send().await.unwrap();
+    assert_eq!(location(&r), "/console#sign-in-error=scope");
+    let log = std::fs::read_to_string(a.w.dir.join("audit.jsonl")).unwrap_or_default();
+    assert!(log.contains("signed_in_oauth") && log.contains("principal:olivia"), "{log}");
+}
+
+/// Issue 26: both roles sign in to the console through the built-in authorization server in a
+/// real browser (`tests/console/oauth.py`), and a wrong password signs nobody in.
+#[test]
+fn operators_sign_in_to_the_console_through_the_authorization_server_in_a_real_browser() {
+    let (w, console) = warden_with_operators();
+    let python = root().join(".venv/bin/python");
+    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    let out = Command::new(python)
+        .arg(root().join("tests/console/oauth.py"))
+        .args([&console, PASSWORD])
+        .arg(root().join("target/console"))
+        .output()
+        .expect("run tests/console/oauth.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser run failed\n{stdout}\n{stderr}\nwarden log:\n{}", w.log());
+    assert!(stdout.contains("console oauth: all checks passed"), "{stdout}");
+}
