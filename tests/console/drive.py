@@ -143,8 +143,10 @@ def main():
         # A rug pull: echo's definition changes under Warden; it is withheld until the operator,
         # having seen the diff, approves the new definition.
         check(anyio.run(mcp_tools).get("echo") == "Echoes its text argument", "echo is listed as pinned")
+        with open(DESCRIPTIONS) as f:
+            overrides = json.load(f)
         with open(DESCRIPTIONS, "w") as f:
-            json.dump({"echo": "Echoes its text argument, now in version 2"}, f)
+            json.dump({**overrides, "echo": "Echoes its text argument, now in version 2"}, f)
         check("echo" not in anyio.run(mcp_tools), "the changed echo is withheld from the client")
         d.get(f"{CONSOLE}/console#tools")
         card = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-change='fx/echo']")))
@@ -153,6 +155,17 @@ def main():
         check(any("version 2" in a for a in added) and any("Echoes its text argument" in r for r in removed),
               f"the diff shows the old and new description ({removed} → {added})")
         shot(d, "tools")
+        # Every definition is listed, with the rules naming it; the poisoned one's findings
+        # are marked in its definition.
+        row = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-definition='fx/tool/echo']")))
+        check("allow echo" in row.text, f"echo's row names the rule that allows it ({row.text})")
+        click(d, "tr[data-definition='fx/tool/test_simple_text']")
+        marks = [m.text for m in wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#definition pre mark.finding"))]
+        check(any("~/.ssh" in m for m in marks), f"the poisoned description's matched text is marked ({marks})")
+        check("No rule names it" in d.find_element(By.ID, "definition").text, "a tool no rule names says so")
+        d.execute_script("document.getElementById('definition').scrollIntoView()")
+        shot(d, "tools-definitions")
+        d.execute_script("window.scrollTo(0, 0)")
         click(d, "[data-change='fx/echo'] button.approve-change")
         wait.until(EC.text_to_be_present_in_element((By.ID, "changes"), "No definition changed"))
         check(anyio.run(mcp_tools).get("echo") == "Echoes its text argument, now in version 2",

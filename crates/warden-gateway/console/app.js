@@ -124,6 +124,7 @@ async function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   await refresh();
   if (name === "audit" && state.operate) await searchAudit();
+  if (name === "tools" && state.operate) await loadInventory();
 }
 
 // The audit search's query string, from the form.
@@ -279,16 +280,110 @@ function renderChanges(pending) {
         await api("POST", "/admin/pins/approve", { server: c.server, kind: c.kind, name: c.name, digest: c.seen.digest });
         delete list.dataset.key;
         await refresh();
+        await loadInventory();
+      } catch (e) { report(e); }
+    };
+    const reason = el("input", { maxlength: "400", placeholder: "why refused (optional)", class: "note" });
+    const refuse = async () => {
+      try {
+        const body = { server: c.server, kind: c.kind, name: c.name, digest: c.seen.digest };
+        if (reason.value.trim()) body.reason = reason.value.trim();
+        await api("POST", "/admin/pins/refuse", body);
+        delete list.dataset.key;
+        await refresh();
+        await loadInventory();
       } catch (e) { report(e); }
     };
     return el("div", { class: "card", "data-change": `${c.server}/${c.name}` },
       el("div", {}, el("strong", {}, visible(c.server), " / ", visible(c.name)), ` (${c.kind}) changed since it was pinned`),
       el("div", { class: "diff" }, side(`pinned ${c.pinned.digest}`, before, da, "del"), side(`now ${c.seen.digest}`, after, db, "add")),
-      el("button", { type: "button", class: "approve-change", onclick: approve }, "Approve the new definition"));
+      el("div", {}, el("button", { type: "button", class: "approve-change", onclick: approve }, "Approve the new definition"), " ",
+        reason, " ", el("button", { type: "button", class: "danger refuse-change", onclick: refuse }, "Refuse")));
   }));
 }
 
+// `text` with every occurrence of the findings' excerpts marked (as they appear in the JSON
+// shown: escaped as JSON escapes them), the rest through visible().
+function highlighted(text, excerpts) {
+  const spans = [];
+  for (const e of excerpts) {
+    const needle = JSON.stringify(e).slice(1, -1);
+    if (!needle) continue;
+    for (let at = text.indexOf(needle); at >= 0 && spans.length < 200; at = text.indexOf(needle, at + needle.length)) {
+      spans.push([at, at + needle.length]);
+    }
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  // Overlapping matches are marked as one.
+  const merged = [];
+  for (const [a, b] of spans) {
+    const top = merged[merged.length - 1];
+    if (top && a <= top[1]) top[1] = Math.max(top[1], b); else merged.push([a, b]);
+  }
+  const out = document.createDocumentFragment();
+  let last = 0;
+  for (const [a, b] of merged) {
+    out.append(visible(text.slice(last, a)), el("mark", { class: "finding" }, visible(text.slice(a, b))));
+    last = b;
+  }
+  out.append(visible(text.slice(last)));
+  return out;
+}
+
+function ruleText(r) {
+  const who = [r.scopes.length ? `scopes ${r.scopes.join(" ")}` : "", r.roles.length ? `roles ${r.roles.join("|")}` : "",
+    r.tenants.length ? `tenants ${r.tenants.join("|")}` : ""].filter(Boolean).join(", ");
+  return `${r.effect} ${r.id}` + (who ? ` (${who})` : "") + (r.conditional ? " if its condition holds" : "") +
+    (r.read_only_only ? " read-only only" : "") + (r.approval ? `, held for ${r.approval} approval` : "");
+}
+
+const PIN_STATES = {
+  pinned: "pinned",
+  changed: "changed since pinned (withheld), pinned",
+  unpinned: "not pinned (no client was shown it), digest",
+};
+
+function showDefinition(d) {
+  const box = $("definition");
+  box.hidden = false;
+  const json = JSON.stringify(d.definition, null, 2);
+  box.replaceChildren(
+    el("div", {}, el("strong", {}, visible(d.server), " / ", visible(d.name)), ` (${d.kind}), ${PIN_STATES[d.state] || d.state} ${d.digest}`),
+    d.upstream_digest ? el("div", { class: "down" }, `the upstream now lists another definition (${d.upstream_digest}); clients will not be shown it until it is approved`) : "",
+    d.switched_off ? el("div", { class: "down" }, "switched off by ", visible(d.switched_off.by), ": ", visible(d.switched_off.reason)) : "",
+    el("div", {}, d.rules && d.rules.length ? `Rules: ${d.rules.map(ruleText).join("; ")}` : "No rule names it: nobody may use it."),
+    d.findings.length ? el("ul", { class: "findings" }, ...d.findings.map((f) =>
+      el("li", {}, `${f.rule} in ${f.place}`, f.excerpt ? el("span", {}, ": ", el("mark", { class: "finding" }, visible(f.excerpt))) : ""))) : "",
+    el("pre", {}, highlighted(json, d.findings.map((f) => f.excerpt).filter(Boolean))));
+}
+
+function renderInventory() {
+  const inv = state.inventory;
+  if (!inv) return;
+  const f = $("inventory-filter").value.trim().toLowerCase();
+  const rows = inv.definitions.filter((d) => !f || [d.server, d.kind, d.name, ...(d.classes || []), ...(d.rules || []).map((r) => r.id)]
+    .some((x) => String(x).toLowerCase().includes(f)));
+  $("inventory-summary").textContent = `${inv.definitions.length} definition(s) pinned (pinning: ${inv.pinning})` +
+    (inv.truncated ? "; more are not shown" : "") + (inv.pinning === "off" ? ": with pinning off, Warden keeps no definitions to list" : "");
+  $("look-alikes").replaceChildren(...(inv.look_alikes.length ? [el("p", { class: "error" }, "Look-alike tool names across upstreams (shadowing?):"),
+    el("ul", {}, ...inv.look_alikes.map((l) => el("li", {}, visible(l))))] : []));
+  $("inventory").tBodies[0].replaceChildren(...rows.map((d) =>
+    el("tr", { class: "record", "data-definition": `${d.server}/${d.kind}/${d.name}`, onclick: () => showDefinition(d) },
+      el("td", {}, visible(d.server)), el("td", {}, d.kind), el("td", {}, visible(d.name)),
+      el("td", {}, d.classes ? (d.classes.join(", ") || "none") + (d.classified_by ? ` (${d.classified_by})` : "") : ""),
+      el("td", {}, d.rules ? (d.rules.map((r) => `${r.effect} ${r.id}`).join(", ") || "none") : ""),
+      el("td", { class: d.state === "changed" ? "down" : "" }, d.state === "changed" ? "changed: withheld" : d.state,
+        d.switched_off ? el("div", { class: "down" }, "switched off") : ""),
+      el("td", { class: d.findings.length ? "down" : "" }, d.findings.length ? d.findings.map((x) => x.rule).join(", ") : "clean"))));
+}
+
+async function loadInventory() {
+  state.inventory = await api("GET", "/admin/tools");
+  renderInventory();
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
+  $("inventory-filter").addEventListener("input", renderInventory);
   $("sign-in").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { token: $("token").value };

@@ -16,6 +16,9 @@ use std::time::Duration;
 struct Listed {
     entries: Vec<String>,
     tools: Vec<String>,
+    /// The tools' and prompts' definitions, as the upstream listed them to Warden itself
+    /// (bounded by `content.max_definitions` per kind): what the console lists.
+    definitions: Vec<(&'static str, Value)>,
 }
 
 /// Control connections: one per upstream, Warden's own, for readiness and name collisions.
@@ -171,6 +174,7 @@ impl Control {
     async fn refresh_names(&self, i: usize, conn: &Arc<Conn>) {
         let mut names = Vec::new();
         let mut tools = Vec::new();
+        let mut definitions = Vec::new();
         for (cap, method, field) in [("tools", "tools/list", "tools"), ("prompts", "prompts/list", "prompts")] {
             if !conn.has_capability(cap) {
                 continue;
@@ -190,13 +194,14 @@ impl Control {
                     }
                 }
             }
+            definitions.extend(items.into_iter().map(|it| (if cap == "tools" { "tool" } else { "prompt" }, it)));
         }
         let mut all = Vec::new();
         let mut all_tools = Vec::new();
         // The reports are written while the listings are held: two upstreams refreshing at once
         // cannot leave the report of the one that saw less (a stale, empty one) as the last.
         let mut g = self.names.lock();
-        g[i] = Some(Listed { entries: names, tools });
+        g[i] = Some(Listed { entries: names, tools, definitions });
         for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
             all.push((s.name.clone(), l.entries.clone()));
             all_tools.extend(l.tools.iter().map(|t| (s.name.clone(), t.clone())));
@@ -207,6 +212,22 @@ impl Control {
         *self.collisions.lock() = collisions;
         *self.confusables.lock() = confusables;
         drop(g);
+    }
+
+    /// Every upstream's tools and prompts as it last listed them to Warden: upstream, kind
+    /// (`tool` or `prompt`), definition.
+    pub fn definitions(&self) -> Vec<(String, &'static str, Value)> {
+        let g = self.names.lock();
+        let mut out = Vec::new();
+        for (s, l) in self.shared.specs.iter().zip(g.iter()).filter_map(|(s, l)| Some((s, l.as_ref()?))) {
+            out.extend(l.definitions.iter().map(|(k, d)| (s.name.clone(), *k, d.clone())));
+        }
+        out
+    }
+
+    /// Groups of tool names of different upstreams that look alike (one line each).
+    pub fn confusables(&self) -> Vec<String> {
+        self.confusables.lock().clone()
     }
 
     pub fn status(&self) -> (bool, Value) {

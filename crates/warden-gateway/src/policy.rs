@@ -355,6 +355,21 @@ impl Policy {
         }
     }
 
+    /// Has the operator classified upstream `up`'s tool `name` (`classify`)?
+    pub fn classified(&self, up: usize, name: &str) -> bool {
+        self.classes[up].tools.contains_key(name)
+    }
+
+    /// Does upstream `up`'s own `readOnlyHint` count for its unclassified tools?
+    pub fn trusts_annotations(&self, up: usize) -> bool {
+        self.classes[up].trust_annotations
+    }
+
+    /// Whose decision a call allowed by rule `rule` waits for, if anyone's.
+    pub fn approval_of(&self, rule: usize) -> Option<ApprovalMode> {
+        self.obligations.get(rule).and_then(|o| o.approval)
+    }
+
     fn target<'a>(&'a self, up: usize, kind: Kind, name: &'a str, read_only: bool) -> Target<'a> {
         Target { kind, server: &self.names[up], name, read_only }
     }

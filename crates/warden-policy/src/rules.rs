@@ -254,6 +254,12 @@ impl RuleSet {
         merge_sorted(exact, &ix.wild).map(move |i| (i as usize, &self.rules[i as usize]))
     }
 
+    /// The rules that name `t` (its server, its kind and name, its classification), in config
+    /// order, whoever asks: what an operator reads to see who may reach it and on what terms.
+    pub fn naming(&self, t: &Target) -> Vec<(usize, &Rule)> {
+        self.candidates(t).filter(|(_, r)| r.matches_target(t)).collect()
+    }
+
     /// May `p` use `t` with these arguments (`None` for calls without arguments), from a
     /// clean session?
     pub fn decide(&self, p: &Principal, t: &Target, args: Option<&Value>) -> Decision {
@@ -439,6 +445,25 @@ mod tests {
         p.roles = roles.iter().map(|s| s.to_string()).collect();
         p.tenant = tenant.map(String::from);
         p
+    }
+
+    /// The console's "rules that allow it" (issue 26): every rule naming the target, whoever it
+    /// is for, and none that names another server, another name or only read-only tools.
+    #[test]
+    fn the_rules_naming_a_target_are_found_whoever_they_are_for() {
+        let mut scoped = rule("ops-only", &["deploy"]);
+        scoped.scopes = vec!["ops".into()];
+        let mut other_server = rule("elsewhere", &["deploy"]);
+        other_server.servers = vec![Glob::new("db")];
+        let mut reads = rule("reads", &["*"]);
+        reads.read_only = true;
+        let mut deny = rule("no-prod", &["dep*"]);
+        deny.deny = true;
+        let set = RuleSet::new(vec![scoped, other_server, reads, deny, rule("echo", &["echo"])]);
+        let ids = |t: &Target| set.naming(t).into_iter().map(|(_, r)| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&tool("ci", "deploy")), ["ops-only", "no-prod"]);
+        assert_eq!(ids(&Target { read_only: true, ..tool("db", "deploy") }), ["ops-only", "elsewhere", "reads", "no-prod"]);
+        assert!(ids(&tool("ci", "nothing")).is_empty());
     }
 
     #[test]

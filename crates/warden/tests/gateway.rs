@@ -32,6 +32,8 @@ mod cluster;
 mod connections;
 #[path = "gateway/console.rs"]
 mod console;
+#[path = "gateway/console_tools.rs"]
+mod console_tools;
 #[path = "gateway/content.rs"]
 mod content;
 #[path = "gateway/hostile_upstream.rs"]

@@ -33,6 +33,7 @@
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
 mod audit_search;
+mod definitions;
 mod caller;
 pub mod console;
 pub mod oauth;
@@ -40,7 +41,6 @@ pub mod oauth;
 use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
 use crate::killswitch::{Kill, KillSwitches};
-use crate::registry::PinKind;
 use crate::store::ApprovalState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -184,8 +184,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))
         .route("/admin/approvals/{id}/{verdict}", post(decide))
-        .route("/admin/pins", get(pins))
-        .route("/admin/pins/approve", post(approve_pin))
+        .route("/admin/tools", get(definitions::inventory))
+        .route("/admin/pins", get(definitions::pins))
+        .route("/admin/pins/approve", post(definitions::approve_pin))
+        .route("/admin/pins/refuse", post(definitions::refuse_pin))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), console::session_layer))
@@ -251,94 +253,6 @@ async fn list(State(s): State<S>, p: Presented) -> Response<Body> {
     match operator(&s, &p).await {
         Ok(_) => reply(StatusCode::OK, json!({"kill_switches": s.kills.list()})),
         Err(r) => r,
-    }
-}
-
-/// With a shared store: see the pins and waiting changes of every replica, publish this one's.
-async fn shared_pins(s: &S) {
-    if let Err(e) = s.registry.sync().await {
-        tracing::warn!(error = %e, "definition pins: the store is unreachable; this replica's own pins are shown");
-    }
-}
-
-async fn pins(State(s): State<S>, p: Presented) -> Response<Body> {
-    match operator(&s, &p).await {
-        Ok(_) => {
-            shared_pins(&s).await;
-            reply(StatusCode::OK, json!({"pending": s.registry.pending()}))
-        }
-        Err(r) => r,
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PinApproval {
-    server: String,
-    /// `tool` (default), `prompt`, `resource`, `resource_template` or `instructions`.
-    kind: Option<String>,
-    /// The name (a resource's URI; `instructions`); `tool` is the same, for tools.
-    name: Option<String>,
-    tool: Option<String>,
-    /// The digest of the definition the operator reviewed (`seen.digest` in `GET /admin/pins`).
-    digest: String,
-    by: Option<String>,
-}
-
-async fn approve_pin(State(s): State<S>, cred: Presented, body: axum::body::Bytes) -> Response<Body> {
-    let c = match operator(&s, &cred).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bad =
-        || reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, kind?, name (or tool), digest, by?}"}));
-    let Ok(p) = serde_json::from_slice::<PinApproval>(&body) else { return bad() };
-    let Some(kind) = p.kind.as_deref().map_or(Some(PinKind::Tool), PinKind::parse) else { return bad() };
-    let Some(name) = p.name.or(p.tool) else { return bad() };
-    let by = c.name(p.by);
-    shared_pins(&s).await;
-    let approved = s.registry.approve(&p.server, kind, &name, &p.digest);
-    if approved.is_ok() {
-        shared_pins(&s).await;
-    }
-    match approved {
-        Err(Some(pending)) => {
-            tracing::warn!(server = ?p.server, kind = kind.as_str(), name = ?name, by = ?by, "pin approval refused: the pending definition is not the one reviewed");
-            admin_event(
-                &s,
-                "pin",
-                "refused",
-                &by,
-                &p.server,
-                Some(&name),
-                json!({"kind": kind, "digest": p.digest, "pending": pending}),
-            )
-            .await;
-            reply(
-                StatusCode::CONFLICT,
-                json!({"error": "the pending definition changed since it was reviewed; review it again", "pending_digest": pending}),
-            )
-        }
-        Ok(change) => {
-            tracing::warn!(server = %p.server, kind = kind.as_str(), name = %name, by = %by, "pin change approved through the admin API");
-            let recorded = admin_event(
-                &s,
-                "pin",
-                "approved",
-                &by,
-                &p.server,
-                Some(&name),
-                json!({"kind": kind, "digest": change.seen.digest}),
-            )
-            .await;
-            let mut approved =
-                json!({"server": p.server, "kind": kind, "name": name, "digest": change.seen.digest, "by": by});
-            if kind == PinKind::Tool {
-                approved["tool"] = name.clone().into();
-            }
-            reply(StatusCode::OK, json!({"approved": approved, "recorded": recorded}))
-        }
-        Err(None) => reply(StatusCode::NOT_FOUND, json!({"error": "no pending change for that server, kind and name"})),
     }
 }
 

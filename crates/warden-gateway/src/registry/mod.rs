@@ -412,6 +412,28 @@ impl Registry {
     }
 
     /// Changed definitions waiting for an operator.
+    /// Every pinned definition (what the console lists), at most `limit`: kind, upstream,
+    /// name and pin. With pinning off, none.
+    pub fn pinned(&self, limit: usize) -> Vec<(PinKind, String, String, Pin)> {
+        let pins = self.pins.lock();
+        let mut out = Vec::new();
+        for kind in PinKind::ALL {
+            for (server, t) in pins.table(kind) {
+                for (name, pin) in t {
+                    if out.len() >= limit {
+                        return out;
+                    }
+                    out.push((kind, server.clone(), name.clone(), pin.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn pinning(&self) -> PinMode {
+        self.mode
+    }
+
     pub fn pending(&self) -> Vec<PendingChange> {
         self.pending.lock().values().cloned().collect()
     }
