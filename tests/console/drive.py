@@ -90,7 +90,8 @@ def main():
         check(call("echo", {"text": "before"}).is_error is not True, "the MCP client's echo works before the switch")
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-upstream='fx']")))
         wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "tr[data-upstream='fx']"), "up"))
-        shot(d, "overview")
+        layers = d.find_element(By.CSS_SELECTOR, "tr[data-upstream='fx'] td.layers").text
+        check("namespaces=" in layers and "seccomp=" in layers, f"the overview shows the sandbox layers in force ({layers})")
 
         # Kill switch: switch echo off; the client's call is refused; switch it back on.
         d.get(f"{CONSOLE}/console#kill-switches")
@@ -195,8 +196,15 @@ def main():
         lines = [json.loads(x) for x in exported.splitlines() if x.strip()]
         check(lines and all(x.get("name") == "rows" for x in lines), f"the export holds the matching records ({len(lines)})")
 
-        # Sign out: the session is gone from the store, not only from the browser.
+        # The overview's last hour: the calls made, and the one the kill switch refused.
         d.get(f"{CONSOLE}/console#overview")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "denial-reasons"), "kill switch"))
+        drawn = d.find_element(By.CSS_SELECTOR, "#chart-calls path.series").get_attribute("d")
+        check(drawn.count("L") + drawn.count("M") >= 2 and drawn != "M0,0", f"the calls chart is drawn ({drawn[-60:]})")
+        check("session(s) open" in d.find_element(By.ID, "generation").text, "the overview counts the open sessions")
+        shot(d, "overview")
+
+        # Sign out: the session is gone from the store, not only from the browser.
         wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "ops-alice"))
         old_cookie = d.get_cookie("warden_console")["value"]
         old_csrf = d.execute_script("return sessionStorage.getItem('warden-csrf')")

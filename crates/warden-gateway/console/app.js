@@ -180,18 +180,69 @@ async function refresh() {
   const pending = approvals.approvals;
   $("pending-count").textContent = pending.length ? String(pending.length) : "";
   renderOverview(ups, kills.kill_switches, pending);
+  if (!$("page-overview").hidden) renderTimeline(await api("GET", "/admin/timeline"));
   renderKills(kills.kill_switches);
   renderApprovals(pending);
   report(null);
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// A line chart of `series` ([{cls, values}], one value per slot, null for none) in `id`'s
+// 360 × 120 box: the scale's top at the left, the hour's ends below.
+function lineChart(id, series, unit) {
+  const box = $(id);
+  const W = 360, H = 100, top = 12;
+  const all = series.flatMap((s) => s.values).filter((v) => v !== null);
+  const max = Math.max(1e-9, ...all);
+  const n = Math.max(1, ...series.map((s) => s.values.length)) - 1;
+  const x = (i) => (i / Math.max(1, n)) * W;
+  const y = (v) => top + H - (v / max) * (H - 4);
+  const parts = [svg("line", { x1: 0, y1: top + H, x2: W, y2: top + H, class: "axis" })];
+  for (const s of series) {
+    let d = "";
+    s.values.forEach((v, i) => { if (v !== null) d += `${d && s.values[i - 1] !== null ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`; });
+    parts.push(svg("path", { d: d || "M0,0", class: `series ${s.cls}` }));
+  }
+  const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2));
+  parts.push(svg("text", { x: 2, y: 10, class: "label" }, all.length ? `${fmt(max)} ${unit}` : "no data"));
+  parts.push(svg("text", { x: 2, y: 120, class: "label" }, "−60 min"), svg("text", { x: 340, y: 120, class: "label" }, "now"));
+  box.replaceChildren(...parts);
+}
+
+function reasonTable(id, points, member) {
+  const totals = {};
+  for (const p of points) for (const [k, v] of Object.entries(p[member])) totals[k] = (totals[k] || 0) + v;
+  const rows = Object.entries(totals).sort((a, b) => b[1] - a[1]);
+  $(id).tBodies[0].replaceChildren(...(rows.length ? rows.map(([k, v]) => el("tr", {}, el("td", {}, visible(k)), el("td", {}, String(v))))
+    : [el("tr", {}, el("td", {}, "none"), el("td", {}, ""))]));
+}
+
+function renderTimeline(t) {
+  const p = t.points;
+  const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
+  lineChart("chart-calls", [{ cls: "calls", values: p.map((x) => x.calls_per_sec) }], "/s");
+  lineChart("chart-latency", [{ cls: "p50", values: p.map((x) => x.p50_ms) }, { cls: "p99", values: p.map((x) => x.p99_ms) }], "ms");
+  lineChart("chart-refusals", [{ cls: "denials", values: p.map((x) => sum(x.denials)) }, { cls: "errors", values: p.map((x) => sum(x.errors)) }], "");
+  reasonTable("denial-reasons", p, "denials");
+  reasonTable("error-reasons", p, "errors");
+}
+
 function renderOverview(ups, kills, pending) {
-  $("generation").textContent = `Config generation ${ups.generation}`;
+  $("generation").textContent = `Config generation ${ups.generation}` +
+    (ups.sessions === null || ups.sessions === undefined ? "" : `; ${ups.sessions} session(s) open on this Warden`);
   const body = $("upstreams").tBodies[0];
   body.replaceChildren(...ups.upstreams.map((u) => {
     const off = kills.filter((k) => k.server === u.name).map((k) => k.tool || "all tools");
     return el("tr", { "data-upstream": u.name },
-      el("td", {}, visible(u.name)), el("td", {}, u.transport), el("td", {}, u.sandboxed ? "yes" : "no"),
+      el("td", {}, visible(u.name)), el("td", {}, u.transport),
+      el("td", { class: "layers" }, u.sandbox_layers ? visible(u.sandbox_layers) : u.sandboxed ? "not started yet" : "none"),
       el("td", { class: u.up ? "up" : "down" }, u.up ? "up" : "not connected"),
       el("td", {}, String(u.restarts)), el("td", {}, visible(off.join(", "))));
   }));

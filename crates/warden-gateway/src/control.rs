@@ -225,6 +225,16 @@ impl Control {
         out
     }
 
+    /// Each started stdio upstream's sandbox layers and their state (`namespaces=active …`).
+    pub fn sandbox_summaries(&self) -> std::collections::HashMap<String, String> {
+        self.shared
+            .specs
+            .iter()
+            .zip(&self.conns)
+            .filter_map(|(s, c)| Some((s.name.clone(), c.lock().as_ref()?.sandbox_report()?.summary())))
+            .collect()
+    }
+
     /// Groups of tool names of different upstreams that look alike (one line each).
     pub fn confusables(&self) -> Vec<String> {
         self.confusables.lock().clone()

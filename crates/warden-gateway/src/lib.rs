@@ -40,6 +40,7 @@ pub use warden_audit::signing;
 pub mod store;
 pub mod taint;
 pub mod task_handle;
+pub mod timeline;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub audit_disk_low: Gauge,
     pub forward_pending: Family<Labels, Gauge>,
     pub forward_dropped: Family<Labels, Gauge>,
+    /// The last hour in 10-second slots, for the console's charts.
+    pub timeline: crate::timeline::Timeline,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -91,6 +93,7 @@ impl Metrics {
             audit_disk_low: Gauge::default(),
             forward_pending: Family::default(),
             forward_dropped: Family::default(),
+            timeline: Default::default(),
             registry: Registry::default(),
         };
         r.register("requests", "MCP requests by method, server, tool and status", m.requests.clone());
@@ -164,6 +167,7 @@ impl Metrics {
 
     /// Count what one audit event says.
     pub fn observe(&self, e: &Event) {
+        self.timeline.observe(e);
         let s = |o: &Option<String>| o.clone().unwrap_or_default();
         match e.kind.as_str() {
             "auth_failure" => {

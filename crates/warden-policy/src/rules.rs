@@ -462,7 +462,10 @@ mod tests {
         let set = RuleSet::new(vec![scoped, other_server, reads, deny, rule("echo", &["echo"])]);
         let ids = |t: &Target| set.naming(t).into_iter().map(|(_, r)| r.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&tool("ci", "deploy")), ["ops-only", "no-prod"]);
-        assert_eq!(ids(&Target { read_only: true, ..tool("db", "deploy") }), ["ops-only", "elsewhere", "reads", "no-prod"]);
+        assert_eq!(
+            ids(&Target { read_only: true, ..tool("db", "deploy") }),
+            ["ops-only", "elsewhere", "reads", "no-prod"]
+        );
         assert!(ids(&tool("ci", "nothing")).is_empty());
     }
 

@@ -210,7 +210,8 @@ pub(super) async fn refuse_pin(State(s): State<S>, cred: Presented, body: axum::
         Ok(c) => c,
         Err(r) => return r,
     };
-    let bad = || reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, kind?, name, digest, reason?, by?}"}));
+    let bad =
+        || reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, kind?, name, digest, reason?, by?}"}));
     let Ok(p) = serde_json::from_slice::<PinRefusal>(&body) else { return bad() };
     let Some(kind) = p.kind.as_deref().map_or(Some(PinKind::Tool), PinKind::parse) else { return bad() };
     if p.reason.as_deref().is_some_and(|r| !short(r, 400)) || !short(&p.name, 2048) {
@@ -232,7 +233,10 @@ pub(super) async fn refuse_pin(State(s): State<S>, cred: Presented, body: axum::
     let mut switched_off = false;
     if kind == PinKind::Tool {
         let short_digest: String = p.digest.chars().take(12).collect();
-        let why = format!("changed definition {short_digest}… refused{}", if reason.is_empty() { String::new() } else { format!(": {reason}") });
+        let why = format!(
+            "changed definition {short_digest}… refused{}",
+            if reason.is_empty() { String::new() } else { format!(": {reason}") }
+        );
         let k = Kill {
             server: p.server.clone(),
             tool: Some(p.name.clone()),

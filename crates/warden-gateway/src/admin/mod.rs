@@ -2,7 +2,12 @@
 //!
 //! - `GET /console` — the operators' console (`console.rs`), signed in at `/console/sign-in` or
 //!   through the authorization server (`/console/oauth/…`, `oauth.rs`);
-//! - `GET /admin/upstreams` — each upstream's transport, health and restarts;
+//! - `GET /admin/upstreams` — each upstream's transport, health, restarts and sandbox layers,
+//!   the config generation and the sessions open here;
+//! - `GET /admin/timeline` — this process's last hour in 10-second slots: calls/s, p50/p99,
+//!   denials by reason, errors by status (`timeline.rs`);
+//! - `GET /admin/tools` — every definition with its classes, the rules naming it, scan findings
+//!   and look-alike names (`definitions.rs`);
 //! - `GET /admin/audit?subject=…&tool=…&decision=…&status=…&since=…` — the audit trail searched
 //!   (`audit_search.rs`), newest first; `format=jsonl` exports;
 //! - `GET /admin/kill-switches` — the switches that are off;
@@ -13,7 +18,9 @@
 //! - `GET /admin/pins` — tool definitions that changed since they were pinned (withheld);
 //! - `POST /admin/pins/approve` `{server, kind?, name (or tool), digest, by?}` — accept a changed
 //!   definition (a tool by default; or a prompt, resource, resource template or instructions): the
-//!   one with `digest` (as `GET /admin/pins` showed it), never whatever is pending by then (409).
+//!   one with `digest` (as `GET /admin/pins` showed it), never whatever is pending by then (409);
+//! - `POST /admin/pins/refuse` `{server, kind?, name, digest, reason?, by?}` — refuse it (a tool
+//!   is switched off).
 //!
 //! Optional members of the answers (`tool` of a whole-upstream switch, `tenant`, `approver`,
 //! `decided_at` and `note` of an approval) are absent when unset, never `null`.
@@ -33,9 +40,9 @@
 //! Does not defend against: a leaked admin token — keep it in a secret file and rotate it.
 
 mod audit_search;
-mod definitions;
 mod caller;
 pub mod console;
+mod definitions;
 pub mod oauth;
 
 use crate::approval::{Approvals, DecideError};
@@ -179,6 +186,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/console/oauth/start", get(oauth::start))
         .route("/console/oauth/callback", get(oauth::callback))
         .route("/admin/upstreams", get(upstreams))
+        .route("/admin/timeline", get(timeline))
         .route("/admin/audit", get(audit_search::search))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
         .route("/admin/approvals", get(approvals))
@@ -229,10 +237,12 @@ async fn upstreams(State(s): State<S>, p: Presented) -> Response<Body> {
         return r;
     }
     let current = s.current.load();
-    let health: std::collections::HashMap<String, (bool, u64)> = match &s.metrics.control {
-        Some(c) => c.load().health().into_iter().map(|(n, up, restarts)| (n, (up, restarts))).collect(),
+    let control = s.metrics.control.as_ref().map(|c| c.load_full());
+    let health: std::collections::HashMap<String, (bool, u64)> = match &control {
+        Some(c) => c.health().into_iter().map(|(n, up, restarts)| (n, (up, restarts))).collect(),
         None => Default::default(),
     };
+    let layers = control.map(|c| c.sandbox_summaries()).unwrap_or_default();
     let list: Vec<Value> = current
         .specs
         .iter()
@@ -243,10 +253,21 @@ async fn upstreams(State(s): State<S>, p: Presented) -> Response<Body> {
                 crate::config::Transport::Http => "http",
                 crate::config::Transport::Builtin => "builtin",
             };
-            json!({"name": u.name, "transport": transport, "sandboxed": u.sandbox.is_some(), "up": up, "restarts": restarts})
+            json!({"name": u.name, "transport": transport, "sandboxed": u.sandbox.is_some(), "up": up,
+                   "restarts": restarts, "sandbox_layers": layers.get(&u.name)})
         })
         .collect();
-    reply(StatusCode::OK, json!({"upstreams": list, "generation": current.generation}))
+    let sessions = s.metrics.sessions.as_ref().map(|e| e.session_count());
+    reply(StatusCode::OK, json!({"upstreams": list, "generation": current.generation, "sessions": sessions}))
+}
+
+/// `GET /admin/timeline`: this process's last hour in 10-second slots (`timeline.rs`).
+async fn timeline(State(s): State<S>, p: Presented) -> Response<Body> {
+    if let Err(r) = operator(&s, &p).await {
+        return r;
+    }
+    let points = s.audit.metrics.timeline.points();
+    reply(StatusCode::OK, json!({"slot_secs": crate::timeline::SLOT_SECS, "points": points}))
 }
 
 async fn list(State(s): State<S>, p: Presented) -> Response<Body> {
