@@ -298,15 +298,19 @@ pub(super) async fn open(
         Ok(false) => return Err(reply(StatusCode::CONFLICT, json!({"error": "try again"}))),
         Err(e) => return Err(super::store_error(e)),
     }
-    let by = match &session.signer {
-        Signer::Principal(p) => format!("principal:{}", p.subject),
-        Signer::AdminToken { .. } => format!("console:{}", session.name),
-    };
-    super::admin_event(s, "console", how, &by, "", None, json!({})).await;
+    super::admin_event(s, "console", how, &session.who(), "", None, json!({})).await;
     Ok((id, session))
 }
 
 impl Session {
+    /// Who the audit records name: `console:<name>` (the admin token) or `principal:<subject>`.
+    pub fn who(&self) -> String {
+        match &self.signer {
+            Signer::Principal(p) => format!("principal:{}", p.subject),
+            Signer::AdminToken { .. } => format!("console:{}", self.name),
+        }
+    }
+
     /// What the page is told: the name, the CSRF token, and what it may do.
     fn shown(&self) -> serde_json::Value {
         let (operate, tenant) = match &self.signer {
@@ -326,11 +330,18 @@ pub async fn current(session: Option<axum::Extension<Session>>) -> Response<Body
 }
 
 /// `POST /console/sign-out`: end the session (CSRF-checked like every state change).
-pub async fn sign_out(State(s): State<Arc<AdminState>>, h: HeaderMap) -> Response<Body> {
+pub async fn sign_out(
+    State(s): State<Arc<AdminState>>,
+    session: Option<axum::Extension<Session>>,
+    h: HeaderMap,
+) -> Response<Body> {
     if let Some(id) = cookie(&h) {
         if let Err(e) = s.store.delete_record(RecordKey { kind: RECORD, key: &key(id) }).await {
             return super::store_error(e);
         }
+    }
+    if let Some(axum::Extension(session)) = session {
+        super::admin_event(&s, "console", "signed_out", &session.who(), "", None, json!({})).await;
     }
     let mut r = reply(StatusCode::OK, json!({"signed_out": true}));
     set_cookie(&mut r, "", 0);

@@ -51,7 +51,7 @@ fn an_operator_runs_the_console_in_a_real_browser() {
     assert!(stdout.contains("console: all checks passed"), "{stdout}");
     // Every action was recorded under the operator's name.
     let log = std::fs::read_to_string(w.dir.join("audit.jsonl")).unwrap_or_default();
-    for what in ["signed_in", "\"kill_switch\"", "approved"] {
+    for what in ["signed_in", "\"kill_switch\"", "approved", "signed_out"] {
         assert!(log.contains(what) && log.contains("console:ops-alice"), "no {what} by console:ops-alice in\n{log}");
     }
 }
