@@ -29,7 +29,8 @@ Warden on http://127.0.0.1:8931/mcp
       -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
 
 Operators' console: http://127.0.0.1:8932/console
-  Sign in with the admin token in warden-data/admin-token (kill switches, approvals, upstreams).
+  "Sign in as an operator" and log in as dev, or paste the admin token in warden-data/admin-token
+  (overview, kill switches, approvals, tools, audit).
 
 MSG
 "$W" serve --config "$CFG" &

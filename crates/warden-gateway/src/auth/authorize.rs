@@ -228,7 +228,8 @@ pub(super) async fn authorize_get(
     }
     let scopes: Vec<String> = match q.scope.as_deref() {
         Some(sc) if !sc.trim().is_empty() => sc.split_whitespace().map(String::from).collect(),
-        _ => s.cfg.scopes.clone(),
+        // Warden's own operator scopes are granted only when asked for by name.
+        _ => s.cfg.scopes.iter().filter(|x| !crate::auth::operator_scope(x)).cloned().collect(),
     };
     if let Some(bad) = scopes.iter().find(|x| !s.cfg.scopes.contains(x)) {
         tracing::info!(scope = %bad, "authorization request for an unknown scope");

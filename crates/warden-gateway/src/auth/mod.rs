@@ -161,7 +161,9 @@ impl Authenticator {
         let builtin = auth.builtin.as_ref().map(|b| builtin::AuthServer::new(b, auth, cfg, store)).transpose()?;
         let scopes_supported = if auth.scopes_supported.is_empty() {
             let mut s = auth.required_scopes.clone();
-            for x in auth.builtin.iter().flat_map(|b| &b.scopes) {
+            // Warden's operator scopes are not for MCP clients: a client that asks for every
+            // scope the resource lists must not come back with the admin console's rights.
+            for x in auth.builtin.iter().flat_map(|b| &b.scopes).filter(|x| !operator_scope(x)) {
                 if !s.contains(x) {
                     s.push(x.clone());
                 }
@@ -421,6 +423,12 @@ impl Authenticate for Authenticator {
             }
         })
     }
+}
+
+/// Warden's own scopes (`warden:admin`, `warden:approve`, …): the admin API's and console's,
+/// never granted or advertised unless asked for by name.
+pub fn operator_scope(s: &str) -> bool {
+    s.starts_with("warden:")
 }
 
 /// JWT rules for tokens of the built-in authorization server.

@@ -202,6 +202,17 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     assert_eq!(offered["available"], true, "{offered}");
     assert_eq!(offered["issuer"], base.as_str(), "{offered}");
 
+    // Operator scopes are for the console: a client asking for no scope in particular, or for
+    // every scope the resource advertises, does not get them.
+    let prm: serde_json::Value = http
+        .get(format!("{base}/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["scopes_supported"], serde_json::json!(["mcp"]), "{prm}");
     // One flow to the callback: the URL the authorization server sends the browser back to,
     // and the flow cookie the start set.
     let a = As { w, base, http: http.clone() };
@@ -270,6 +281,22 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     assert_eq!((me["name"].as_str(), me["may_operate"].as_bool()), (Some("amy"), Some(false)), "{me}");
     let (status, _) = with_session(reqwest::Method::GET, &format!("{console}/admin/kill-switches"), &s, None).await;
     assert_eq!(status, 403);
+    // An MCP client that names no scope is granted only the non-operator ones.
+    let client = a.register("http://127.0.0.1:9/cb").await;
+    let (_, challenge) = crate::auth::builtin::pkce();
+    let page = a
+        .authorize(&[
+            ("response_type", "code".into()),
+            ("client_id", client),
+            ("redirect_uri", "http://127.0.0.1:9/cb".into()),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256".into()),
+        ])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<code>mcp</code>") && !page.contains("warden:"), "{page}");
     // A scope other than the two operator scopes is not asked for.
     let r = http.get(format!("{console}/console/oauth/start?scope=mcp")).send().await.unwrap();
     assert_eq!(location(&r), "/console#sign-in-error=scope");
