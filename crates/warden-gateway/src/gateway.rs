@@ -283,6 +283,11 @@ impl Gateway {
                     resource,
                     store: self.lasting.store.clone(),
                     audit_store: self.cfg.audit.store().ok(),
+                    config_origin: match &self.config_path {
+                        Some(p) => p.display().to_string(),
+                        None => "the config".into(),
+                    },
+                    jobs: Default::default(),
                 });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");
