@@ -86,7 +86,8 @@ pub async fn config(State(s): State<Arc<AdminState>>, p: Presented) -> Response<
     let failed = |why: &str| json!({"ok": false, "lines": [CheckLine::error(why)]});
     let mut checked = match got {
         Got::Ready { done, cached } => {
-            json!({"ok": check::passed(&done.value), "checked_at": done.at, "cached": cached, "lines": done.value})
+            json!({"ok": check::passed(&done.value), "generation": done.key, "checked_at": done.at, "cached": cached,
+                   "lines": done.value})
         }
         Got::Running => failed("the check did not finish within 20 s (it is still running: ask again shortly)"),
         Got::Failed => failed("the check failed; see the log"),

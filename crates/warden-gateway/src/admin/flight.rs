@@ -23,7 +23,9 @@ pub struct Done<T> {
     /// Seconds since the epoch.
     pub at: u64,
     finished: Instant,
-    key: u64,
+    /// The key it was run for (a request joining a run under way gets its result, whatever
+    /// its key).
+    pub key: u64,
 }
 
 /// What a request gets.

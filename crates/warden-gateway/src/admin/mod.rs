@@ -6,8 +6,8 @@
 //!   (`audit_search.rs`), newest first; `format=jsonl` exports;
 //! - `GET /admin/config` — the config the current generation runs, secrets masked
 //!   (`config_view.rs`), and what `warden check` finds in it:
-//!   `{"generation": N, "config": {…}, "check": {"ok": bool, "checked_at": secs, "cached": bool,
-//!   "lines": [{"level": "ok"|"warning"|"error", "text": "…"}]}}`;
+//!   `{"generation": N, "config": {…}, "check": {"ok": bool, "generation": N, "checked_at": secs,
+//!   "cached": bool, "lines": [{"level": "ok"|"warning"|"error", "text": "…"}]}}`;
 //! - `GET /admin/audit/verify[?fresh=1]` — the audit trail's chains and signed checkpoints
 //!   verified (`chain.rs`), the result kept 30 s: `{"ok": bool, "verified_at": secs, "cached":
 //!   bool, "trail", "key_pinned", "records", "chains": [{"name", "records", "seq", "checkpoints",

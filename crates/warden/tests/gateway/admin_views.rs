@@ -36,16 +36,21 @@ fn keys() -> Keys {
 }
 
 /// A Warden with an admin listener, API keys, and a JSONL audit trail whose checkpoint key is
-/// pinned (as an operator pins it: `warden audit public-key`); its admin base URL.
-fn start(k: &Keys) -> (Proc, String) {
+/// pinned (as an operator pins it: `warden audit public-key`); its admin base URL. The
+/// upstream's settings end with `extra`, which may name files in the Warden's directory
+/// (`files`: written first).
+fn start(k: &Keys, extra: &str, files: &[(&str, &str)]) -> (Proc, String) {
     let dir = tempdir("admin-views");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
     let cfg = dir.join("warden.toml");
     let port = free_port();
     let (admin_cfg, admin) = admin_section();
     let base = format!(
         "[listen]\naddr = \"127.0.0.1:{port}\"\n{}\n[auth]\n{}\n{admin_cfg}\n\
          [[rule]]\nid = \"all\"\ntools = [\"*\"]\n",
-        fixture_stdio_upstream("fx", Some(""), ""),
+        fixture_stdio_upstream("fx", Some(""), extra),
         k.entries
     );
     std::fs::write(&cfg, format!("{base}[audit]\npath = \"audit.jsonl\"\n")).unwrap();
@@ -61,7 +66,7 @@ fn start(k: &Keys) -> (Proc, String) {
 #[tokio::test]
 async fn the_views_are_for_operators_only() {
     let k = keys();
-    let (_w, admin) = start(&k);
+    let (_w, admin) = start(&k, "", &[]);
     for path in ["config", "audit/verify"] {
         let url = format!("{admin}/{path}");
         assert_eq!(get(&url, None).await.0, 401, "{path}");
@@ -76,44 +81,76 @@ async fn the_views_are_for_operators_only() {
 }
 
 /// `GET /admin/config`: the running config with its defaults, every secret masked (the admin
-/// token's reference, not the token; the API keys' hashes not shown), and the check's findings.
+/// token's reference, not the token; the API keys' hashes not shown), and the check's findings:
+/// a secret that no longer resolves is named (not its value) and fails the check; after a
+/// reload, the new generation's config and its check.
 #[tokio::test]
 async fn the_effective_config_is_shown_masked_with_the_checks_findings() {
+    const UPSTREAM_SECRET: &str = "upstream-secret-value-6a1f93";
     let k = keys();
-    let (w, admin) = start(&k);
+    let extra = "secret_env = { FIXTURE_TOKEN = { file = \"up.token\" } }\n";
+    let (w, admin) = start(&k, extra, &[("up.token", UPSTREAM_SECRET)]);
+    let cfg_path = w.dir.join("warden.toml");
+    // The secret file goes away while Warden runs: the check names the reference that fails.
+    std::fs::remove_file(w.dir.join("up.token")).unwrap();
     let (s, v) = get(&format!("{admin}/config"), Some(TOKEN)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["generation"], 0);
     let cfg = &v["config"];
     assert!(cfg["admin"]["token"]["file"].as_str().is_some_and(|f| f.contains("warden-admin-token")), "{cfg}");
-    assert_eq!(cfg["upstream"][0]["name"], "fx");
+    let up = &cfg["upstream"][0];
+    assert_eq!(up["name"], "fx");
+    assert_eq!(up["secret_env"]["FIXTURE_TOKEN"], json!({"file": w.dir.join("up.token").display().to_string()}));
     assert_eq!(cfg["listen"]["max_body_bytes"], 4 << 20, "defaults applied");
     assert_eq!(cfg["audit"]["checkpoint_every"], 10_000);
     let api_keys = cfg["auth"]["api_key"].as_array().unwrap();
     assert_eq!(api_keys.len(), 4);
     assert!(api_keys.iter().all(|a| a["hash"] == "***"), "{cfg}");
-    let text = v.to_string();
-    assert!(!text.contains(TOKEN), "the admin token is shown");
-    let file = std::fs::read_to_string(w.dir.join("warden.toml")).unwrap();
-    for hash in file.lines().filter_map(|l| l.strip_prefix("hash = \"sha256:")) {
-        assert!(!text.contains(hash.trim_end_matches('"')), "an API key's hash is shown");
-    }
-    for secret in [&k.operator, &k.caller] {
-        assert!(!text.contains(secret.as_str()));
-    }
-
     let check = &v["check"];
-    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!((check["ok"].as_bool(), check["generation"].as_u64()), (Some(false), Some(0)), "{check}");
+    let lines = check["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "the checks stop at the first error: {check}");
+    assert_eq!(lines[0]["level"], "error");
+    let text = lines[0]["text"].as_str().unwrap();
+    assert!(text.contains("upstream \"fx\".secret_env.FIXTURE_TOKEN: secret file "), "{text}");
+    let no_secret = |v: &Value| {
+        let text = v.to_string();
+        assert!(!text.contains(TOKEN), "the admin token is shown");
+        assert!(!text.contains(UPSTREAM_SECRET), "the upstream's secret is shown");
+        let file = std::fs::read_to_string(&cfg_path).unwrap();
+        for hash in file.lines().filter_map(|l| l.strip_prefix("hash = \"sha256:")) {
+            assert!(!text.contains(hash.trim_end_matches('"')), "an API key's hash is shown");
+        }
+        for secret in [&k.operator, &k.tenant_operator, &k.approver, &k.caller] {
+            assert!(!text.contains(secret.as_str()), "an API key is shown");
+        }
+    };
+    no_secret(&v);
+
+    // The secret back, a rule added, the config reloaded: the new generation and its check.
+    std::fs::write(w.dir.join("up.token"), UPSTREAM_SECRET).unwrap();
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, format!("{text}\n[[rule]]\nid = \"second\"\ntools = [\"echo\"]\n")).unwrap();
+    let r = reqwest::Client::new().post(format!("{admin}/reload")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, v) = get(&format!("{admin}/config"), Some(&k.operator)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["config"]["rule"].as_array().map(Vec::len), Some(2), "{v}");
+    let check = &v["check"];
+    assert_eq!((check["ok"].as_bool(), check["generation"].as_u64()), (Some(true), Some(1)), "{check}");
     let lines = check["lines"].as_array().unwrap();
     let level_of = |prefix: &str| {
         lines.iter().find(|l| l["text"].as_str().is_some_and(|t| t.starts_with(prefix))).map(|l| l["level"].clone())
     };
-    assert_eq!(level_of(&format!("{}: ok (1 upstream(s))", w.dir.join("warden.toml").display())), Some(json!("ok")));
+    assert_eq!(level_of(&format!("{}: ok (1 upstream(s))", cfg_path.display())), Some(json!("ok")), "{check}");
     assert_eq!(level_of("upstream fx: sandbox on this machine: "), Some(json!("ok")), "{check}");
     // The fixture's sandbox leaves `strict` unset: advice, without the CLI's prefix.
     assert_eq!(level_of("upstream fx: [upstream.sandbox] strict is not set"), Some(json!("warning")), "{check}");
+    assert_eq!(level_of("authorization: 2 allow rule(s)"), Some(json!("ok")), "{check}");
     assert!(lines.iter().all(|l| ["ok", "warning"].contains(&l["level"].as_str().unwrap())), "{check}");
     assert_eq!(check["cached"], false);
+    no_secret(&v);
     // Asked again: the same result, without running the sandbox helper again.
     let (_, again) = get(&format!("{admin}/config"), Some(TOKEN)).await;
     assert_eq!((again["check"]["cached"].as_bool(), &again["check"]["lines"]), (Some(true), &check["lines"]));
@@ -124,7 +161,7 @@ async fn the_effective_config_is_shown_masked_with_the_checks_findings() {
 #[tokio::test]
 async fn the_audit_trail_verifies_and_a_tampered_record_is_found() {
     let k = keys();
-    let (w, admin) = start(&k);
+    let (w, admin) = start(&k, "", &[]);
     let c = crate::authz::client(&w, &k.caller).await;
     for i in 0..5 {
         let v = c.tool(10 + i, "echo", json!({"text": format!("call {i}")})).await;
