@@ -17,7 +17,7 @@ pub struct Sealed {
 }
 
 /// When a sink forces its writes to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     /// Never: a record is in the OS once written, so it survives Warden being killed, not a

@@ -67,6 +67,8 @@ pub struct ChainReport {
     pub checkpoints: u64,
     /// The seq covered by the last valid checkpoint.
     pub signed_through: u64,
+    /// When the last valid checkpoint was written (its record's `ts`, RFC 3339).
+    pub signed_at: Option<String>,
     pub dropped: u64,
     /// The time of the first record after the last valid checkpoint, and of the last record.
     unsigned_since: Option<String>,
@@ -269,6 +271,7 @@ impl Report {
                     let c = self.chains.get_mut(&e.chain).expect("present");
                     c.checkpoints += 1;
                     c.signed_through = e.seq;
+                    c.signed_at = Some(e.ts.clone());
                     c.dropped = cp.dropped;
                     c.unsigned_since = None;
                     if cp.phase.as_deref() == Some("close") {

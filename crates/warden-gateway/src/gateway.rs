@@ -284,6 +284,11 @@ impl Gateway {
                     store: self.lasting.store.clone(),
                     audit_store: self.cfg.audit.store().ok(),
                     oauth: self.auth.as_ref().and_then(|a| crate::admin::oauth::ConsoleOAuth::for_auth(a, &resource)),
+                    config_origin: match &self.config_path {
+                        Some(p) => p.display().to_string(),
+                        None => "the config".into(),
+                    },
+                    jobs: Default::default(),
                 });
                 let l = TcpListener::bind(a.addr).await?;
                 tracing::info!(addr = %l.local_addr()?, "admin API listening");

@@ -8,6 +8,7 @@ pub mod audit_disk;
 pub mod auth;
 pub mod blocking;
 pub mod caller;
+pub mod check;
 pub mod client_requests;
 pub mod clock;
 pub mod config;

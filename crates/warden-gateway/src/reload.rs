@@ -81,6 +81,7 @@ pub fn build(cfg: &Config, l: &Lasting, generation: u64) -> Result<Shared, Strin
         traces: l.traces.clone(),
         tasks: crate::task_handle::TaskHandles::new(l.sealer.clone()),
         generation,
+        config: Arc::new(cfg.clone()),
     })
 }
 

@@ -1,92 +1,18 @@
-//! `warden check`, upstream by upstream: what isolates a stdio server on this machine (its
-//! sandbox, probed by running the sandbox helper itself exactly as for the server, with
-//! `/bin/true` in the server's place), the program it runs and its pin, and what a built-in
-//! upstream offers.
-//!
-//! A sandbox layer this machine cannot apply is named loudly. With `strict = true` it fails the
-//! check (the server would not start); unset `strict` is warned about, because the loader's
-//! default is best effort.
+//! `warden check`: the findings of `warden_gateway::check` printed, ok lines and warnings on
+//! stdout, in order; the errors (the checks stop at the first) as the command's error, on
+//! stderr, one per line.
 
-use anyhow::{bail, Context};
-use warden_gateway::config::{Config, Transport, Upstream};
+use warden_gateway::check::{CheckLine, Level};
 
-/// For each upstream, what isolates it (stdio: the sandbox on this machine) or what it offers
-/// (builtin).
-pub fn describe_upstreams(cfg: &Config) -> anyhow::Result<()> {
-    let support = warden_sandbox::Support::probe();
-    for u in &cfg.upstreams {
-        match u.transport {
-            Transport::Stdio => {
-                match u.sandbox.policy(u.cwd.as_deref()) {
-                    Some(p) => {
-                        println!("upstream {}: sandbox: {}", u.name, support.describe(&p));
-                        describe_layers(u, &p)?;
-                    }
-                    None => println!("upstream {}: sandbox: OFF (sandbox.enabled = false)", u.name),
-                }
-                describe_program(u)?;
-            }
-            Transport::Builtin => {
-                let b = warden_gateway::upstream::builtin::open(u).map_err(|e| anyhow::anyhow!(e))?;
-                println!("upstream {}: built-in tools: {}", u.name, b.describe());
-            }
-            Transport::Http => println!("upstream {}: remote Streamable HTTP", u.name),
+pub fn print(lines: &[CheckLine]) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    for l in lines {
+        if l.level == Level::Error {
+            errors.push(l.text.as_str());
+        } else {
+            println!("{}", l.printed());
         }
     }
-    Ok(())
-}
-
-/// The layers the helper applies of `p` on this machine, and a warning naming each one not in
-/// force. With `strict`, a layer the helper cannot apply fails the check.
-fn describe_layers(u: &Upstream, p: &warden_sandbox::Policy) -> anyhow::Result<()> {
-    let helper = std::env::current_exe().context("the sandbox helper (warden's own binary)")?;
-    match warden_sandbox::probe(&helper, p) {
-        Ok(r) => {
-            println!("upstream {}: sandbox on this machine: {}", u.name, r.summary());
-            let gaps: Vec<String> = r.gaps().iter().map(ToString::to_string).collect();
-            if !gaps.is_empty() {
-                println!("WARNING: upstream {}: sandbox layer(s) NOT in force: {}", u.name, gaps.join(", "));
-            }
-        }
-        Err(e) if p.strict => bail!(
-            "upstream {}: sandbox.strict, but this machine cannot apply every layer, so the server would not \
-             start: {e} (set strict = false to run it with the layers the machine has)",
-            u.name
-        ),
-        Err(e) => println!("WARNING: upstream {}: the sandbox could not be probed: {e}", u.name),
-    }
-    if u.sandbox.strict.is_none() {
-        println!(
-            "warning: upstream {}: [upstream.sandbox] strict is not set, so a layer this machine cannot apply is \
-             skipped (logged, listed in /readyz): set strict = true to refuse to start without every layer, or \
-             strict = false to accept that",
-            u.name
-        );
-    }
-    Ok(())
-}
-
-/// `warden check`, for a stdio upstream: the program it runs, its digest against the pin, and
-/// an unpinned package launcher. A program that differs from its pin fails the check.
-fn describe_program(u: &Upstream) -> anyhow::Result<()> {
-    use warden_gateway::upstream::program;
-    let cmd = u.command.as_deref().unwrap_or_default();
-    match program::resolve(cmd).map(|p| (program::digest(&p), p)) {
-        Some((Ok(d), path)) => {
-            let pin = match &u.sha256 {
-                Some(w) if w.eq_ignore_ascii_case(&d) => "pinned".to_string(),
-                Some(w) => {
-                    bail!("upstream {}: {} is sha256 {d}, pinned {w}: it changed", u.name, path.display())
-                }
-                None => format!("not pinned: add sha256 = \"{d}\""),
-            };
-            println!("upstream {}: program {} ({pin})", u.name, path.display());
-        }
-        Some((Err(e), _)) => println!("upstream {}: program: {e}", u.name),
-        None => println!("upstream {}: program {cmd:?} not found on PATH", u.name),
-    }
-    if let Some(why) = program::unpinned_launcher(cmd, &u.args) {
-        println!("warning: upstream {}: {why}", u.name);
-    }
+    anyhow::ensure!(errors.is_empty(), "{}", errors.join("\n"));
     Ok(())
 }

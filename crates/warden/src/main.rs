@@ -274,78 +274,11 @@ fn main() -> std::process::ExitCode {
     let res: anyhow::Result<()> = rt.block_on(async {
         match cli.cmd {
             Cmd::Check { config } => {
-                let mut cfg = load(&config, None)?;
-                // Every secret reference is read now (never printed), so `serve` cannot fail on one.
-                let missing = cfg.check_secrets();
-                anyhow::ensure!(missing.is_empty(), "{}", missing.join("\n"));
-                // No sandboxed upstream may reach a key or secret file (serve refuses to start).
-                let mut unsandboxed = Vec::new();
-                let exposed = warden_gateway::upstream::exposure::exposed_secrets(&cfg, &mut unsandboxed);
-                for w in unsandboxed {
-                    println!("WARNING: {w}");
-                }
-                anyhow::ensure!(exposed.is_empty(), "{}", exposed.join("\n"));
-                let registry = warden_gateway::registry::Registry::new(&cfg.content, &cfg.base_dir, warden_gateway::audit::Audit::disabled())
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
-                println!("{}", registry.describe());
-                check::describe_upstreams(&cfg)?;
-                let tls = match &cfg.listen.tls {
-                    Some(t) if t.client_ca_file.is_some() => "TLS 1.3 with client certificates (mTLS)",
-                    Some(_) => "TLS 1.3",
-                    None if !cfg.listen.trusted_proxies.is_empty() => "plain HTTP behind trusted proxies",
-                    None => "plain HTTP (loopback)",
-                };
-                println!("listener: {} — {tls}", cfg.listen.addr);
-                match &cfg.auth {
-                    None => println!("authentication: none (loopback only; every caller is `local`)"),
-                    Some(a) => println!(
-                        "authentication: {} JWT issuer(s), introspection {}, {} API key(s), built-in authorization server {}, required scopes [{}]",
-                        a.issuers.len(),
-                        if a.introspection.is_some() { "on" } else { "off" },
-                        a.api_keys.len(),
-                        if a.builtin.is_some() { "on" } else { "off" },
-                        a.required_scopes.join(" ")
-                    ),
-                }
-                let deny = cfg.rules.iter().filter(|r| r.effect == warden_gateway::config::Effect::Deny).count();
-                println!(
-                    "authorization: {} allow rule(s), {deny} deny rule(s){}",
-                    cfg.rules.len() - deny,
-                    if cfg.rules.is_empty() { " — nothing is reachable until a [[rule]] allows it" } else { "" }
-                );
-                let held = cfg.rules.iter().filter(|r| r.approval.is_some()).count();
-                println!(
-                    "store: {:?}{}; {held} rule(s) hold calls for approval",
-                    cfg.store.backend,
-                    if cfg.store.backend == warden_gateway::config::StoreBackend::Redis {
-                        format!(" (on outage: {:?})", cfg.store.on_outage)
-                    } else {
-                        String::new()
-                    }
-                );
-                match &cfg.admin {
-                    Some(a) => println!("admin API: {} (kill switches, approvals, /metrics)", a.addr),
-                    None => println!("admin API: off (no /metrics)"),
-                }
-                let a = &cfg.audit;
-                if a.enabled {
-                    let settings = format!(
-                        "fsync {:?}, acknowledge {:?}, arguments {:?}, on_full {:?}",
-                        a.fsync, a.acknowledge, a.arguments, a.on_full
-                    )
-                    .to_lowercase();
-                    let lifecycle = a.store().map(|st| warden_gateway::audit::lifecycle(a, &st)).unwrap_or_default();
-                    println!(
-                        "audit: {} (chain {}, {settings}); checkpoint key {}{lifecycle}",
-                        a.path.display(),
-                        a.instance,
-                        a.signing_key.display()
-                    );
-                } else {
-                    println!("audit: off — nothing is recorded");
-                }
-                Ok(())
+                let cfg = load(&config, None)?;
+                let helper =
+                    std::env::current_exe().map_err(|e| format!("the sandbox helper (warden's own binary): {e}"));
+                let lines = warden_gateway::check::run(&cfg, &config.display().to_string(), helper);
+                check::print(&lines)
             }
             Cmd::Serve { config, listen, watch_config } => {
                 let cfg = load(&config, listen)?;
@@ -412,8 +345,8 @@ fn main() -> std::process::ExitCode {
                 let resource = resource
                     .or_else(|| auth.resource.clone())
                     .unwrap_or_else(|| format!("http://{}/mcp", cfg.listen.addr));
-                let server =
-                    warden_gateway::auth::builtin::AuthServer::new(b, auth, &cfg, None).map_err(|e| anyhow::anyhow!(e))?;
+                let server = warden_gateway::auth::builtin::AuthServer::new(b, auth, &cfg, None)
+                    .map_err(|e| anyhow::anyhow!(e))?;
                 println!("{}", server.mint(&sub, &scopes, &client_id, &resource, ttl));
                 Ok(())
             }

@@ -4,6 +4,8 @@
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
+#[path = "gateway/admin_views.rs"]
+mod admin_views;
 #[path = "gateway/approval.rs"]
 mod approval;
 #[path = "gateway/as_cluster.rs"]

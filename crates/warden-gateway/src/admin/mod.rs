@@ -10,6 +10,16 @@
 //!   and look-alike names (`definitions.rs`);
 //! - `GET /admin/audit?subject=…&tool=…&decision=…&status=…&since=…` — the audit trail searched
 //!   (`audit_search.rs`), newest first; `format=jsonl` exports;
+//! - `GET /admin/config` — the config the current generation runs, secrets masked
+//!   (`config_view.rs`), and what `warden check` finds in it:
+//!   `{"generation": N, "config": {…}, "check": {"ok": bool, "generation": N, "checked_at": secs,
+//!   "cached": bool, "lines": [{"level": "ok"|"warning"|"error", "text": "…"}]}}`;
+//! - `GET /admin/audit/verify[?fresh=1]` — the audit trail's chains and signed checkpoints
+//!   verified (`chain.rs`), the result kept 30 s: `{"ok": bool, "verified_at": secs, "cached":
+//!   bool, "trail", "key_pinned", "records", "chains": [{"name", "records", "seq", "checkpoints",
+//!   "signed_through", "last_checkpoint_at"?: secs}], "problems": […], "notes": […], "took_ms"}`;
+//!   `{"ok": null, "reason": "…"}` (200) when no trail is verified here (audit off, PostgreSQL),
+//!   202 `{"ok": null, "running": true, …}` while a long verification goes on;
 //! - `GET /admin/kill-switches` — the switches that are off;
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
 //! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
@@ -41,9 +51,12 @@
 
 mod audit_search;
 mod caller;
+mod chain;
+mod config_view;
 pub mod console;
 mod definitions;
 pub mod oauth;
+mod flight;
 
 use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
@@ -84,6 +97,17 @@ pub struct AdminState {
     pub audit_store: Option<warden_audit::Store>,
     /// Console sign-in through the authorization server (`oauth.rs`), when one is configured.
     pub oauth: Option<oauth::ConsoleOAuth>,
+    /// Where the config was read from, as `warden check` names it (`GET /admin/config`).
+    pub config_origin: String,
+    /// The runs of the expensive read-only views, one at a time each.
+    pub jobs: Jobs,
+}
+
+/// The config check and the audit verification: one run at a time, the last result kept.
+#[derive(Default)]
+pub struct Jobs {
+    check: Arc<flight::Flight<Vec<crate::check::CheckLine>>>,
+    verify: Arc<flight::Flight<chain::Verified>>,
 }
 
 type S = Arc<AdminState>;
@@ -188,6 +212,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/upstreams", get(upstreams))
         .route("/admin/timeline", get(timeline))
         .route("/admin/audit", get(audit_search::search))
+        .route("/admin/audit/verify", get(chain::verify))
+        .route("/admin/config", get(config_view::config))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))

@@ -5,7 +5,7 @@ use super::*;
 /// `[audit]`: the record of every operation (initialize, listings, calls, reads, prompts,
 /// approvals, kill switches, pins, admin actions, authentication failures), hash-chained and
 /// signed at checkpoints; `warden audit verify|query|tail` read it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Keep the audit trail. Default true.
@@ -18,6 +18,7 @@ pub struct AuditConfig {
     /// A PostgreSQL database instead of `path`, `postgres://user@host:port/dbname`, shared by
     /// several Wardens (each writes its own chain, `instance`; table `audit_events`, created
     /// when missing). TLS to the server is not supported yet: use loopback or a Unix socket.
+    #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// PostgreSQL: the password, kept out of the URL.
     pub password: Option<SecretRef>,
@@ -95,7 +96,7 @@ fn default_min_free_mb() -> u64 {
 /// (`warden-audit.000001.db`, …). Its last record is a signed checkpoint and the next file
 /// continues the chain; `warden audit verify|query|tail` read every segment. Either limit (none
 /// set: never). Not for PostgreSQL.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateConfig {
     /// Rotate once the active file (with a SQLite write-ahead log) reaches this many MiB.
@@ -111,7 +112,7 @@ pub struct RotateConfig {
 /// trail (`url`) is kept in monthly partitions: a whole month is dropped once it ended more than
 /// `keep_days` ago, or while all of them are over `keep_gb` (never the current month), after the
 /// same signed anchors for every Warden's chain in it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Remove segments whose last record is older than this many days (PostgreSQL: months
@@ -190,14 +191,15 @@ impl AuditConfig {
 /// `[telemetry]`: OpenTelemetry traces. Trace context is always propagated (from the client's
 /// `params._meta.traceparent` to the upstream's `traceparent` header and `_meta`) and the trace
 /// id is in each audit record; spans are recorded only when `traces_url` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector's OTLP/HTTP traces endpoint (`…/v1/traces`, JSON): `https://…`, or
     /// `http://` to a loopback host.
+    #[serde(serialize_with = "mask::opt_url")]
     pub traces_url: Option<String>,
     /// Headers sent with every export.
-    #[serde(default)]
+    #[serde(default, serialize_with = "mask::values")]
     pub headers: BTreeMap<String, String>,
     /// A listener of its own serving only `GET /metrics` (no credential), on any address: for a
     /// scraper outside the host, such as a Kubernetes ServiceMonitor (`"0.0.0.0:9464"`). The
@@ -210,20 +212,21 @@ pub struct TelemetryConfig {
 /// collector over HTTP, in batches, through a disk spool: nothing is lost while the destination
 /// is down (up to `spool_max_mb`), requests are retried with backoff, and delivery resumes after
 /// a restart. At least once: de-duplicate on `chain` and `seq`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
     /// A name for logs, metrics and the spool file.
     pub name: String,
     /// Where to POST: `https://…`, or `http://` to a loopback host. For `otlp`, the collector's
     /// logs endpoint (`…/v1/logs`).
+    #[serde(serialize_with = "mask::url")]
     pub url: String,
     /// `"jsonl"` (default: the records as newline-delimited JSON, as stored) or `"otlp"`
     /// (OTLP/HTTP JSON logs: one log record per audit record, its fields as attributes).
     #[serde(default)]
     pub format: ForwardFormat,
     /// Headers sent with every request.
-    #[serde(default)]
+    #[serde(default, serialize_with = "mask::values")]
     pub headers: BTreeMap<String, String>,
     /// Headers whose values are secrets (`Authorization = { env = "SIEM_TOKEN", prefix = "Splunk " }`).
     #[serde(default)]
@@ -245,7 +248,7 @@ pub struct ForwardConfig {
     pub spool_max_mb: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardFormat {
     #[default]
@@ -293,7 +296,7 @@ impl Default for AuditConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Acknowledge {
     /// On disk before the answer: in the acknowledgement journal beside a local trail (the
@@ -307,7 +310,7 @@ pub enum Acknowledge {
     Queued,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditArguments {
     None,

@@ -5,12 +5,13 @@ use super::*;
 /// Authentication (DESIGN.md stage 2). Every request to `/mcp` must present one accepted
 /// credential: a bearer JWT from an accepted issuer (or the built-in authorization server), an
 /// opaque token accepted by introspection, an API key, or a verified client certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// This server's canonical resource URI (RFC 8707), the MCP endpoint's public URL, e.g.
     /// `https://mcp.example.com/mcp`. Tokens must name it in `aud`. Required on a non-loopback
     /// bind; on loopback it defaults to `http://<Host header>/mcp`.
+    #[serde(serialize_with = "mask::opt_url")]
     pub resource: Option<String>,
     /// Scopes every request needs. Missing ones get 403 `insufficient_scope`. Default none.
     #[serde(default)]
@@ -34,13 +35,15 @@ pub struct Auth {
 }
 
 /// An external authorization server whose JWTs are accepted.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuer {
     /// The issuer, compared exactly with `iss`. Keys are found by RFC 8414 / OIDC discovery
     /// under it unless `jwks_url` is set. `https://` (plain `http://` only to loopback).
+    #[serde(serialize_with = "mask::url")]
     pub issuer: String,
     /// The JWKS URL, skipping discovery.
+    #[serde(serialize_with = "mask::opt_url")]
     pub jwks_url: Option<String>,
     /// Signature algorithms accepted (asymmetric only). Default: RS256/384/512, PS256/384/512,
     /// ES256, ES384, EdDSA.
@@ -76,10 +79,11 @@ pub struct JwtIssuer {
 }
 
 /// RFC 7662 token introspection for opaque tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Introspection {
     /// The introspection endpoint (`https://`, or `http://` to loopback).
+    #[serde(serialize_with = "mask::url")]
     pub endpoint: String,
     /// Warden's client id at the authorization server.
     pub client_id: String,
@@ -99,12 +103,13 @@ pub struct Introspection {
 }
 
 /// One API key, stored only as a hash.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
     /// The key's public id (the part after `wdk_`, before the next `_`).
     pub id: String,
     /// `sha256:<hex>` of the whole key.
+    #[serde(serialize_with = "mask::masked")]
     pub hash: String,
     /// The principal's subject.
     pub subject: String,
@@ -118,7 +123,7 @@ pub struct ApiKeyEntry {
 }
 
 /// The built-in OAuth 2.1 authorization server (for the embedded default and small teams).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinAs {
     /// The signing key (PKCS#8 Ed25519, created on first start). Default

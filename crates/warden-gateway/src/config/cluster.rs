@@ -3,7 +3,7 @@
 use super::*;
 
 /// `[cluster]`: the key that lets any replica serve any request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The key (32 bytes, base64: `openssl rand -base64 32`) that seals 2025 session ids, task

@@ -12,7 +12,7 @@ impl ContentConfig {
 }
 
 /// `[content]`: what Warden checks in arguments, tool definitions and outputs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentConfig {
     /// Validate every `tools/call` against the tool's `inputSchema` (as pinned). Default true.
@@ -105,7 +105,7 @@ pub struct ContentConfig {
 /// verdict of tool results, resource contents and prompt messages (finding
 /// `classifier.semantic`). What it cannot classify in time or size is left to the patterns and
 /// counted (`warden_guard_findings_total{guard="classifier.limit"}`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
     /// The encoder's directory (`config.json`, `tokenizer.json`, `model.safetensors`), checked
@@ -145,7 +145,7 @@ impl Default for ContentConfig {
 }
 
 /// `[[content.tool]]`: output handling for some tools.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentOverride {
     /// Upstream name (glob). Default any.
@@ -169,7 +169,7 @@ pub struct ContentOverride {
 }
 
 /// `[[content.argument]]`: JSON Schema keywords laid over one argument's declared schema.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentOverlay {
     /// Upstream name (glob). Default any.
@@ -184,7 +184,7 @@ pub struct ArgumentOverlay {
 }
 
 /// `[[guard]]`: one check on one argument.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
     /// Upstream name (glob). Default any.
@@ -239,7 +239,7 @@ pub struct GuardConfig {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardKind {
     Path,
@@ -250,7 +250,7 @@ pub enum GuardKind {
     Text,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanAction {
     #[default]
@@ -259,7 +259,7 @@ pub enum ScanAction {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PinMode {
     #[default]
@@ -268,7 +268,7 @@ pub enum PinMode {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum InjectionAction {
     Flag,

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The client-facing listener (`/mcp`, `/healthz`, `/readyz`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Address to bind. Default `127.0.0.1:8931`. A non-loopback address is refused while no
@@ -78,7 +78,7 @@ pub struct Listen {
 }
 
 /// TLS for the listener: TLS 1.3 only; files are re-read when they change.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// PEM certificate chain, leaf first (relative to the config file).
@@ -94,7 +94,7 @@ pub struct Tls {
 }
 
 /// The admin API (`[admin]`): kill switches and approvals.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Address to bind: loopback only (reach it through SSH or a sidecar). Default `127.0.0.1:8932`.

@@ -13,6 +13,7 @@ mod cluster;
 mod content;
 mod listen;
 mod load;
+pub mod mask;
 mod rules;
 mod secret;
 mod upstream;
@@ -26,13 +27,13 @@ pub use rules::*;
 pub use secret::*;
 pub use upstream::*;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The client-facing HTTP listener.

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     #[default]
@@ -12,7 +12,7 @@ pub enum Effect {
 }
 
 /// One authorization rule (`[[rule]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// A name for logs, audit and errors. Unique.
@@ -70,7 +70,7 @@ pub struct RuleConfig {
 }
 
 /// What a tainted session's call to a sink does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TaintAction {
     #[default]
@@ -80,7 +80,7 @@ pub enum TaintAction {
 }
 
 /// Who approves a call.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalMode {
     User,
@@ -88,13 +88,14 @@ pub enum ApprovalMode {
 }
 
 /// `[store]`: the backend of limits, kill switches and approvals.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `"memory"` (default; this process only) or `"redis"` (shared by every Warden using it).
     #[serde(default)]
     pub backend: StoreBackend,
     /// redis: the server, `redis://host:port/db` (`rediss://` for TLS). Required for redis.
+    #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// redis: a password, when the server requires one.
     pub password: Option<SecretRef>,
@@ -120,7 +121,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreBackend {
     #[default]
@@ -128,7 +129,7 @@ pub enum StoreBackend {
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnOutage {
     #[default]
@@ -137,7 +138,7 @@ pub enum OnOutage {
 }
 
 /// `[approval]`: how long calls wait for a decision and who may decide.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalConfig {
     /// Seconds a call is held waiting for a decision. After that the caller gets an error naming
@@ -165,7 +166,7 @@ impl Default for ApprovalConfig {
 }
 
 /// Limits over all calls (`[limits]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Sessions opened (`initialize`) per authenticated caller, like `"60/minute"`; `"off"`: no

@@ -69,3 +69,23 @@ impl SecretRef {
         Ok(format!("{}{raw}", self.prefix))
     }
 }
+
+/// Shown as where it points (`{"env": "VAR"}` or `{"file": "/path"}`, with a `prefix` that is
+/// only an authentication scheme, else the prefix masked), never as a value: nothing is resolved.
+impl serde::Serialize for SecretRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if let Some(var) = &self.env {
+            m.serialize_entry("env", var)?;
+        }
+        if let Some(f) = &self.file {
+            m.serialize_entry("file", &f.to_string_lossy())?;
+        }
+        if !self.prefix.is_empty() {
+            let shown = if super::mask::scheme_only(&self.prefix) { self.prefix.as_str() } else { super::mask::MASK };
+            m.serialize_entry("prefix", shown)?;
+        }
+        m.end()
+    }
+}

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Combining several upstreams.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Federation {
     /// Placed between an upstream's namespace and a tool or prompt name. Default `__`.
@@ -18,7 +18,7 @@ pub struct Federation {
 }
 
 /// How Warden talks to an upstream.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
@@ -30,7 +30,7 @@ pub enum Transport {
 }
 
 /// One upstream MCP server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Unique name, `[A-Za-z0-9_-]{1,32}`; used in logs and as the default namespace.
@@ -55,12 +55,13 @@ pub struct Upstream {
     #[serde(default = "default_env_allow")]
     pub env_allow: Vec<String>,
     /// stdio: variables set to literal values (not for secrets).
-    #[serde(default)]
+    #[serde(default, serialize_with = "mask::values")]
     pub env: BTreeMap<String, String>,
     /// stdio: variables whose values are secrets, read from Warden's environment or a file.
     #[serde(default)]
     pub secret_env: BTreeMap<String, SecretRef>,
     /// http: the server's MCP endpoint (`http://` only to loopback hosts, else `https://`).
+    #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// http: headers sent on every request whose values are secrets (e.g. `Authorization`).
     #[serde(default)]
@@ -122,7 +123,7 @@ pub struct Upstream {
 
 /// `[upstream.sandbox]`: how a stdio server is isolated. Every layer is applied as far as the
 /// kernel allows, and `warden check` and the `serve` log report what is active.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Run the server in the sandbox. Default true.
@@ -194,7 +195,7 @@ impl Default for SandboxConfig {
 }
 
 /// What a sandboxed server may reach over the network.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxNetwork {
     Allow,
@@ -242,7 +243,7 @@ impl SandboxConfig {
 }
 
 /// `[upstream.files]`: the built-in file tools, confined to `roots`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
     /// Directories the tools may reach (relative to the config file). A path argument is
@@ -260,7 +261,7 @@ pub struct FilesConfig {
 }
 
 /// `[upstream.sql]`: the built-in SQL tools over one SQLite database, read-only.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     /// A SQLite database file (relative to the config file), opened read-only. Either this or
@@ -269,6 +270,7 @@ pub struct SqlConfig {
     /// A PostgreSQL server, `postgres://user@host:port/dbname`; queries run in read-only
     /// transactions. Connect as a role that can read only what `tables` exposes. TLS to the
     /// server is not supported yet: use loopback or a Unix socket (`host=/run/postgresql`).
+    #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// PostgreSQL: the password, kept out of the URL.
     pub password: Option<SecretRef>,
@@ -291,15 +293,16 @@ pub struct SqlConfig {
 
 /// `[upstream.tenants.<tenant>]`: what differs for one tenant. Maps are merged over the
 /// upstream's own (same key: the tenant's value wins).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantUpstream {
     /// http: this tenant's instance of the server.
+    #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// stdio: arguments replacing the upstream's.
     pub args: Option<Vec<String>>,
     /// stdio: variables set to literal values.
-    #[serde(default)]
+    #[serde(default, serialize_with = "mask::values")]
     pub env: BTreeMap<String, String>,
     /// stdio: secret variables (this tenant's credentials).
     #[serde(default)]
@@ -310,7 +313,7 @@ pub struct TenantUpstream {
 }
 
 /// How the operator classifies a tool.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolClass {
     ReadOnly,
@@ -320,7 +323,7 @@ pub enum ToolClass {
 }
 
 /// One class, or several (`classify`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ToolClasses {
     One(ToolClass),
@@ -365,8 +368,17 @@ impl<'de> Deserialize<'de> for UpstreamProtocol {
     }
 }
 
+impl Serialize for UpstreamProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            UpstreamProtocol::Auto => s.serialize_str("auto"),
+            UpstreamProtocol::Stateless(v) | UpstreamProtocol::Session(v) => s.serialize_str(v),
+        }
+    }
+}
+
 /// A request an upstream sends to the client.
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientRequest {
     Sampling,
@@ -396,16 +408,18 @@ impl ClientRequest {
 }
 
 /// OAuth 2.1 client credentials grant against an upstream's authorization server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuth {
     /// The token endpoint (`https://`, or `http://` to loopback).
+    #[serde(serialize_with = "mask::url")]
     pub token_url: String,
     pub client_id: String,
     pub client_secret: SecretRef,
     /// Space-separated scopes to request.
     pub scope: Option<String>,
     /// RFC 8707 resource indicator to request (the upstream's canonical URI).
+    #[serde(serialize_with = "mask::opt_url")]
     pub resource: Option<String>,
 }
 

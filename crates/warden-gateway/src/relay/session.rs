@@ -42,6 +42,8 @@ pub struct Shared {
     pub stateless: Vec<Mutex<HashMap<String, Weak<Conn>>>>,
     /// Which config generation this is (`reload.rs`): 0 at start, one more per reload.
     pub generation: u64,
+    /// The config this generation was built from, defaults applied (`GET /admin/config`).
+    pub config: Arc<crate::config::Config>,
 }
 
 /// A client-visible name or URI → (upstream, upstream's own name or URI, effectively read-only).

@@ -29,6 +29,11 @@ pub fn set_sandbox_helper(path: PathBuf) {
     let _ = HELPER.set(path);
 }
 
+/// The sandbox helper, when set (`GET /admin/config` probes the sandbox with it).
+pub fn sandbox_helper() -> Option<PathBuf> {
+    HELPER.get().cloned()
+}
+
 pub struct StdioTransport {
     stdin: parking_lot::Mutex<Option<mpsc::UnboundedSender<String>>>,
     /// The last lines of the child's stderr, for [`StdioTransport::sandbox_advice`].
