@@ -191,10 +191,23 @@ def main():
         check(True, f"the approved call is in the audit search ({row})")
         wait.until(EC.text_to_be_present_in_element((By.ID, "audit-record"), "console:ops-alice"))
         check(True, "the call's record names the approver")
+        try:
+            wait.until(EC.text_to_be_present_in_element((By.ID, "chain-status"), "The trail verifies"))
+        except Exception:
+            check(False, f"the trail verifies: {d.find_element(By.ID, 'chain').text}")
+        check("signed checkpoint" in d.find_element(By.ID, "chain-details").text, "the audit page shows the chain's checkpoints")
         shot(d, "audit")
         exported = d.execute_async_script("const done = arguments[0]; exportAudit().then(done);")
         lines = [json.loads(x) for x in exported.splitlines() if x.strip()]
         check(lines and all(x.get("name") == "rows" for x in lines), f"the export holds the matching records ({len(lines)})")
+
+        # The effective config, secrets as references, with warden check's findings.
+        d.get(f"{CONSOLE}/console#config")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "check-lines"), "upstream(s))"))
+        shown = d.find_element(By.ID, "config-json").text
+        check('"token": {' in shown and TOKEN not in shown, "the config shows the admin token's reference, not the token")
+        check(d.find_elements(By.CSS_SELECTOR, "#check-lines li.check-ok"), "warden check's findings are listed")
+        shot(d, "config")
 
         # The overview's last hour: the calls made, and the one the kill switch refused.
         d.get(f"{CONSOLE}/console#overview")

@@ -118,13 +118,15 @@ async function signedIn(session) {
 
 async function route() {
   const page = (location.hash || "#overview").slice(1);
-  const known = state.operate ? ["overview", "kill-switches", "approvals", "tools", "audit"] : APPROVER_PAGES;
+  const known = state.operate ? ["overview", "kill-switches", "approvals", "tools", "audit", "config"] : APPROVER_PAGES;
   const name = known.includes(page) ? page : known[0];
   for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   await refresh();
   if (name === "audit" && state.operate) await searchAudit();
   if (name === "tools" && state.operate) await loadInventory();
+  if (name === "audit" && state.operate) await verifyChain(false);
+  if (name === "config" && state.operate) await loadConfig();
 }
 
 // The audit search's query string, from the form.
@@ -428,6 +430,33 @@ function renderInventory() {
       el("td", { class: d.findings.length ? "down" : "" }, d.findings.length ? d.findings.map((x) => x.rule).join(", ") : "clean"))));
 }
 
+// The trail's hash chains and signed checkpoints, as `warden audit verify` checks them.
+async function verifyChain(fresh) {
+  const v = await api("GET", `/admin/audit/verify${fresh ? "?fresh=1" : ""}`);
+  const status = $("chain-status");
+  status.className = v.ok === true ? "up" : v.ok === false ? "down" : "";
+  status.textContent = v.ok === true ? `The trail verifies: every record's hash, each chain's order and every signed checkpoint (checked ${when(v.verified_at)}).`
+    : v.ok === false ? `The trail does NOT verify (checked ${when(v.verified_at)}).`
+    : v.running ? "Verification is still running; look again shortly." : (v.reason || "Not verified here.");
+  const items = [];
+  for (const c of v.chains || []) {
+    items.push(el("li", {}, `chain ${c.name}: ${c.records} record(s) through seq ${c.seq}; ${c.checkpoints} signed checkpoint(s), signed through seq ${c.signed_through}` +
+      (c.last_checkpoint_at ? `; last checkpoint ${when(c.last_checkpoint_at)}` : "")));
+  }
+  for (const p of v.problems || []) items.push(el("li", { class: "down" }, visible(p)));
+  for (const n of v.notes || []) items.push(el("li", { class: "hint" }, visible(n)));
+  $("chain-details").replaceChildren(...items);
+}
+
+async function loadConfig() {
+  const c = await api("GET", "/admin/config");
+  const check = c.check || { lines: [] };
+  $("config-summary").textContent = `Config generation ${c.generation}; checked ${when(check.checked_at)}` +
+    (check.ok === false ? " — the check FAILED" : "");
+  $("check-lines").replaceChildren(...check.lines.map((l) => el("li", { class: `check-${l.level}` }, `${l.level}: `, visible(l.text))));
+  $("config-json").replaceChildren(visible(JSON.stringify(c.config, null, 2)));
+}
+
 async function loadInventory() {
   state.inventory = await api("GET", "/admin/tools");
   renderInventory();
@@ -435,6 +464,7 @@ async function loadInventory() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   $("inventory-filter").addEventListener("input", renderInventory);
+  $("chain-verify").addEventListener("click", () => verifyChain(true).catch(report));
   $("sign-in").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { token: $("token").value };

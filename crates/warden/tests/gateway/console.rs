@@ -25,14 +25,24 @@ fn an_operator_runs_the_console_in_a_real_browser() {
     let (admin_cfg, admin) = admin_section();
     let rules = "[[rule]]\nid = \"echo\"\ntools = [\"echo\"]\n\
                  [[rule]]\nid = \"rows-need-approval\"\ntools = [\"rows\"]\napproval = \"admin\"\n\
-                 [approval]\nwait_secs = 30\n[audit]\npath = \"audit.jsonl\"\n";
+                 [approval]\nwait_secs = 30\n";
     let dir = warden_testkit::harness::tempdir("console");
     let descriptions = dir.join("descriptions.json");
     // A poisoned tool no rule lets anyone see: the console lists it all the same, findings marked.
     std::fs::write(&descriptions, serde_json::json!({"test_simple_text": POISONED}).to_string()).unwrap();
     let d = descriptions.display().to_string();
     let env = format!("env = {{ FIXTURE_DESCRIPTIONS = {d:?} }}\n[upstream.sandbox]\nread_only = [{d:?}]\n");
-    let w = warden("", &format!("{}\n{admin_cfg}\n{rules}", fixture_stdio_upstream("fx", Some(""), &env)));
+    // The trail's checkpoint key pinned, as an operator pins it (`warden audit public-key`).
+    let port = warden_testkit::harness::free_port();
+    let cfg = dir.join("warden.toml");
+    let base = format!(
+        "[listen]\naddr = \"127.0.0.1:{port}\"\n{}\n{admin_cfg}\n{rules}[audit]\npath = \"audit.jsonl\"\n",
+        fixture_stdio_upstream("fx", Some(""), &env)
+    );
+    std::fs::write(&cfg, &base).unwrap();
+    let public_key = crate::audit::public_key(&cfg.display().to_string());
+    std::fs::write(&cfg, format!("{base}public_key = {public_key:?}\n")).unwrap();
+    let w = warden_testkit::harness::warden_config(&cfg, port);
     warden_testkit::harness::wait_http(&admin);
     let console = admin.trim_end_matches("/admin").to_string();
     let python = root().join(".venv/bin/python");
