@@ -55,8 +55,8 @@ mod chain;
 mod config_view;
 pub mod console;
 mod definitions;
-pub mod oauth;
 mod flight;
+pub mod oauth;
 
 use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
