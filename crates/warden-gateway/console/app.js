@@ -75,8 +75,25 @@ const SIGN_IN_ERRORS = {
   browser: "That sign-in was started in another browser; start it again here.",
   issuer: "The answer did not come from the expected authorization server.",
   busy: "Too many sign-ins; wait a little.",
+  host: "Open the console at the admin listener's own address to sign in this way.",
   unavailable: "Sign-in through the authorization server is not available now.",
 };
+
+const NONCE_KEY = "warden-oauth-nonce";
+
+function signInError(code) {
+  return code && Object.hasOwn(SIGN_IN_ERRORS, code) ? SIGN_IN_ERRORS[code] : "The sign-in failed.";
+}
+
+// Start a sign-in through the authorization server: a nonce for this tab, the flow from the
+// server, then the browser to the authorization page.
+async function startOAuth(scope) {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  const nonce = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  sessionStorage.setItem(NONCE_KEY, nonce);
+  const r = await api("POST", "/console/oauth/start", { scope, nonce });
+  location.assign(r.to);
+}
 
 async function offerOAuth() {
   try {
@@ -117,6 +134,7 @@ async function signedIn(session) {
 }
 
 async function route() {
+  if (!state.csrf) { showSignIn(); return; }
   const page = (location.hash || "#overview").slice(1);
   const known = state.operate ? ["overview", "kill-switches", "approvals", "tools", "audit", "config"] : APPROVER_PAGES;
   const name = known.includes(page) ? page : known[0];
@@ -464,6 +482,8 @@ async function loadInventory() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   $("inventory-filter").addEventListener("input", renderInventory);
+  $("oauth-admin").addEventListener("click", () => startOAuth("warden:admin").catch((e) => report(signInError(e.message))));
+  $("oauth-approve").addEventListener("click", () => startOAuth("warden:approve").catch((e) => report(signInError(e.message))));
   $("chain-verify").addEventListener("click", () => verifyChain(true).catch(report));
   $("sign-in").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -505,11 +525,20 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   window.addEventListener("hashchange", () => route().catch(report));
   // Back from the authorization server: the session's CSRF token, or why there is none.
+  // The token is taken only with the nonce this tab made for its flow: a link or a page
+  // elsewhere cannot plant a session of its own here.
   const back = new URLSearchParams(location.hash.slice(1));
   if (back.has("csrf") || back.has("sign-in-error")) {
     history.replaceState(null, "", "/console#overview");
-    if (back.has("csrf")) sessionStorage.setItem(CSRF_KEY, back.get("csrf"));
-    else { showSignIn(); report(SIGN_IN_ERRORS[back.get("sign-in-error")] || "The sign-in failed."); return; }
+    const nonce = sessionStorage.getItem(NONCE_KEY);
+    sessionStorage.removeItem(NONCE_KEY);
+    if (back.has("csrf") && nonce && back.get("n") === nonce) sessionStorage.setItem(CSRF_KEY, back.get("csrf"));
+    else {
+      const code = back.get("sign-in-error");
+      showSignIn();
+      report(signInError(code));
+      return;
+    }
   }
   state.csrf = sessionStorage.getItem(CSRF_KEY);
   if (!state.csrf) { showSignIn(); return; }

@@ -270,6 +270,12 @@ impl Gateway {
                     Some(auth) => auth.resource_for(&http::HeaderMap::new(), Some(&listener.local_addr()?.to_string())),
                     None => String::new(),
                 };
+                let l = TcpListener::bind(a.addr).await?;
+                let admin_addr = l.local_addr()?;
+                let oauth = self
+                    .auth
+                    .as_ref()
+                    .and_then(|a| crate::admin::oauth::ConsoleOAuth::for_auth(a, &resource, admin_addr));
                 let app = crate::admin::router(crate::admin::AdminState {
                     token_hash: crate::digest::sha256(token.as_bytes()),
                     kills: self.lasting.kills.clone(),
@@ -283,15 +289,14 @@ impl Gateway {
                     resource: resource.clone(),
                     store: self.lasting.store.clone(),
                     audit_store: self.cfg.audit.store().ok(),
-                    oauth: self.auth.as_ref().and_then(|a| crate::admin::oauth::ConsoleOAuth::for_auth(a, &resource)),
+                    oauth,
                     config_origin: match &self.config_path {
                         Some(p) => p.display().to_string(),
                         None => "the config".into(),
                     },
                     jobs: Default::default(),
                 });
-                let l = TcpListener::bind(a.addr).await?;
-                tracing::info!(addr = %l.local_addr()?, "admin API listening");
+                tracing::info!(addr = %admin_addr, "admin API listening");
                 Some(tokio::spawn(async move { axum::serve(l, app).await }))
             }
             None => None,

@@ -113,7 +113,9 @@ fn cookie(h: &HeaderMap) -> Option<&str> {
 /// anything. A state change without the token is refused (403); a read without it is answered
 /// as not signed in. A bearer credential wins: the cookie is then ignored.
 pub async fn session_layer(State(s): State<Arc<AdminState>>, mut req: Request<Body>, next: Next) -> Response<Body> {
-    if req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/console/sign-in" {
+    // Signing in (either way) needs no session; a stale cookie must not stand in its way.
+    let signing_in = matches!(req.uri().path(), "/console/sign-in" | "/console/oauth/start");
+    if req.headers().contains_key(header::AUTHORIZATION) || signing_in {
         return next.run(req).await;
     }
     let Some(id) = cookie(req.headers()).map(str::to_string) else { return next.run(req).await };

@@ -57,6 +57,7 @@ pub mod console;
 mod definitions;
 mod flight;
 pub mod oauth;
+mod oauth_client;
 
 use crate::approval::{Approvals, DecideError};
 use crate::auth::Authenticator;
@@ -207,7 +208,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/console/sign-out", post(console::sign_out))
         .route("/console/session", get(console::current))
         .route("/console/oauth", get(oauth::offered))
-        .route("/console/oauth/start", get(oauth::start))
+        .route("/console/oauth/start", post(oauth::start))
         .route("/console/oauth/callback", get(oauth::callback))
         .route("/admin/upstreams", get(upstreams))
         .route("/admin/timeline", get(timeline))

@@ -1,52 +1,52 @@
 //! Console sign-in through the authorization server: the console is an OAuth 2.1 client of the
-//! server that issues Warden's own access tokens (the built-in one on the default), with the
-//! authorization code flow, PKCE (S256), the `resource` indicator (Warden's MCP resource, so the
-//! token is one Warden accepts) and RFC 9207's `iss`. The user asks for `warden:admin` (operate)
-//! or `warden:approve` (approvals, of their own tenant), with the scopes every credential must
-//! carry (`[auth] required_scopes`); the token that comes back is checked
-//! exactly as a pasted one (`console::principal_signer`), and the session has that principal's
-//! rights until the token expires.
+//! server that issues Warden's own access tokens (the built-in one on the default; see
+//! `oauth_client.rs`), with the authorization code flow, PKCE (S256), the `resource` indicator
+//! (Warden's MCP resource, so the token is one Warden accepts) and RFC 9207's `iss`. The user
+//! asks for `warden:admin` (operate) or `warden:approve` (approvals, of their own tenant), with
+//! the scopes every credential must carry (`[auth] required_scopes`); the token that comes back
+//! is checked exactly as a pasted one (`console::principal_signer`), and the session has that
+//! principal's rights until the token expires.
 //!
 //! - `GET /console/oauth`: whether sign-in through the server is offered, and with which scopes;
-//! - `GET /console/oauth/start?scope=warden:admin|warden:approve`: to the server's `/authorize`;
-//! - `GET /console/oauth/callback`: back from it; on success to `/console#csrf=…` with the
-//!   session cookie set (the page keeps the CSRF token from the fragment, which no server sees).
+//! - `POST /console/oauth/start` `{scope, nonce}` (JSON, from the console's own origin):
+//!   `{to}`, the server's authorization URL, where the page sends the browser;
+//! - `GET /console/oauth/callback`: back from the server; on success to
+//!   `/console#csrf=…&n=<nonce>` with the session cookie set. The page takes the CSRF token from
+//!   the fragment (which no server sees) only when the nonce is the one it made for this flow.
 //!
-//! The console registers itself by RFC 7591 dynamic registration (a public client, its redirect
-//! URI this listener's `/console/oauth/callback` under the `Host` the browser used), once per
-//! redirect URI and process. The built-in server is called in process (its own routes, no
-//! network, no TLS trust to set up); another server over HTTP, with 10 s timeouts, no redirects
-//! followed and answers of at most 64 KiB.
-//!
-//! Defends against: login CSRF and code injection (a flow is bound to the browser that started
-//! it by a random value in a `SameSite=Lax` cookie scoped to `/console/oauth`, whose hash the
-//! flow's record keeps; `state` is single use and lives 10 minutes), a code from another server
-//! (the `iss` of the answer must be the server's issuer when the server says it sends one), code
-//! interception (PKCE), tokens for something else (the token must be valid for Warden's
-//! resource and carry an operator scope), floods of flows (200 started per 10 minutes, kept in
-//! the shared store with a lifetime), spoofed messages (errors come back as fixed codes the page
-//! maps to its own words, never as text from the URL).
-//! Does not defend against: a session outliving the user's revocation at the server (until the
-//! access token expires: the built-in server's are valid at most an hour); the session is not
-//! renewed with a refresh token, so the operator signs in again when the token expires.
+//! Defends against: a local process catching the code (the redirect URI is the admin listener's
+//! bound address or `localhost` at its port, chosen by the browser's `Host` only among those);
+//! login CSRF and code injection (a flow is bound to the browser that started it by a random
+//! value in a `SameSite=Lax` cookie scoped to `/console/oauth`, whose hash the flow's record
+//! keeps; `state` is single use and lives 10 minutes); a session planted in the operator's tab
+//! (the page accepts a CSRF token only with the nonce it made before starting); a code from
+//! another server (the `iss` of the answer must be the server's issuer when the server says it
+//! sends one); code interception (PKCE); tokens for something else (the token must be valid for
+//! Warden's resource and carry an operator scope); floods of flows from other sites (the start
+//! is a JSON POST from this origin: no page elsewhere can send it; 200 flows per 10 minutes in
+//! all, kept in the shared store with a lifetime); spoofed messages (errors come back as fixed
+//! codes the page maps to its own words, never as text from the URL).
+//! Does not defend against: a local process using up the 200 flows (it can reach the admin
+//! listener anyway); a session outliving the user's revocation at the server (until the access
+//! token expires: the built-in server's are valid at most an hour); the session is not renewed
+//! with a refresh token, so the operator signs in again when the token expires.
 
-use super::console::{open, principal_signer, random_token, set_cookie, Signer};
+use super::console::{open, principal_signer, random_token, same_origin, set_cookie, Signer};
 use super::{reply, AdminState, SCOPE_ADMIN, SCOPE_APPROVE};
 use crate::digest::{hex, sha256};
 use crate::store::RecordKey;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use axum::Router;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tower::ServiceExt;
+
+pub use super::oauth_client::ConsoleOAuth;
 
 /// The cookie that binds a flow to the browser that started it.
 const FLOW_COOKIE: &str = "warden_console_oauth";
@@ -54,42 +54,6 @@ const FLOW_RECORD: &str = "console-oauth";
 const FLOW_LIFETIME: Duration = Duration::from_secs(600);
 /// Flows started per [`FLOW_LIFETIME`], on every replica together.
 const MAX_FLOWS: u64 = 200;
-/// Redirect URIs (`Host`s the console was reached under) a process registers a client for.
-const MAX_CLIENTS: usize = 16;
-const MAX_ANSWER: usize = 64 << 10;
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How the console reaches the authorization server.
-enum Channel {
-    /// The built-in server's own routes, called in process, as `host` (its issuer's authority).
-    InProcess { routes: Router, host: String },
-    /// Another server, over HTTP.
-    Remote(reqwest::Client),
-}
-
-/// RFC 8414 metadata: what the console uses of it.
-#[derive(Clone, Deserialize)]
-struct Metadata {
-    issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    registration_endpoint: Option<String>,
-    #[serde(default)]
-    scopes_supported: Vec<String>,
-    #[serde(default)]
-    authorization_response_iss_parameter_supported: bool,
-}
-
-/// The console's OAuth client.
-pub struct ConsoleOAuth {
-    issuer: String,
-    /// Scopes asked for beside the operator scope: those every credential must carry.
-    required: Vec<String>,
-    channel: Channel,
-    metadata: tokio::sync::OnceCell<Metadata>,
-    /// Redirect URI → the client id registered for it.
-    clients: Mutex<HashMap<String, String>>,
-}
 
 /// A flow in progress, as stored under the SHA-256 of its `state`.
 #[derive(Serialize, Deserialize)]
@@ -100,146 +64,8 @@ struct Flow {
     verifier: String,
     client_id: String,
     redirect_uri: String,
-}
-
-impl ConsoleOAuth {
-    /// The server the console signs in through: the built-in one when configured, else the first
-    /// JWT issuer trusted with Warden's own scopes (`admin_scopes`).
-    pub fn for_auth(auth: &Arc<crate::auth::Authenticator>, resource: &str) -> Option<ConsoleOAuth> {
-        let mut o = if auth.builtin.is_some() {
-            ConsoleOAuth::builtin(auth.clone(), resource)?
-        } else {
-            let issuer = auth.admin_issuer()?;
-            ConsoleOAuth::remote(&issuer).map_err(|e| tracing::warn!(error = %e, "console: no OAuth client")).ok()?
-        };
-        o.required = auth.required_scopes().to_vec();
-        Some(o)
-    }
-
-    /// The built-in server of `auth`, whose issuer serves `resource`.
-    fn builtin(auth: Arc<crate::auth::Authenticator>, resource: &str) -> Option<ConsoleOAuth> {
-        auth.builtin.as_ref()?;
-        let issuer = crate::auth::builtin::issuer_for(resource);
-        let host = reqwest::Url::parse(&issuer).ok()?.authority().to_string();
-        Some(ConsoleOAuth::new(issuer, Channel::InProcess { routes: crate::auth::as_routes::router(auth), host }))
-    }
-
-    /// A server reached over HTTP, identified by its issuer URL.
-    fn remote(issuer: &str) -> Result<ConsoleOAuth, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(ConsoleOAuth::new(issuer.trim_end_matches('/').to_string(), Channel::Remote(client)))
-    }
-
-    fn new(issuer: String, channel: Channel) -> ConsoleOAuth {
-        ConsoleOAuth {
-            issuer,
-            required: Vec::new(),
-            channel,
-            metadata: tokio::sync::OnceCell::new(),
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// One request to the server: its status and JSON answer.
-    async fn call(&self, method: Method, url: &str, form: Option<Vec<u8>>, json: bool) -> Result<(u16, Value), String> {
-        let content_type = if json { "application/json" } else { "application/x-www-form-urlencoded" };
-        let bytes = match &self.channel {
-            Channel::InProcess { routes, host } => {
-                let u = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-                let path = match u.query() {
-                    Some(q) => format!("{}?{q}", u.path()),
-                    None => u.path().to_string(),
-                };
-                let mut req = Request::builder().method(method).uri(path).header(header::HOST, host);
-                if form.is_some() {
-                    req = req.header(header::CONTENT_TYPE, content_type);
-                }
-                let req = req
-                    .extension(crate::caller::ClientAddr(std::net::IpAddr::from([127, 0, 0, 1])))
-                    .body(Body::from(form.unwrap_or_default()))
-                    .map_err(|e| e.to_string())?;
-                let r = routes.clone().oneshot(req).await.map_err(|e| e.to_string())?;
-                let status = r.status().as_u16();
-                let body = axum::body::to_bytes(r.into_body(), MAX_ANSWER).await.map_err(|e| e.to_string())?;
-                (status, body.to_vec())
-            }
-            Channel::Remote(client) => {
-                let mut req = client.request(method, url).header(header::ACCEPT, "application/json");
-                if let Some(f) = form {
-                    req = req.header(header::CONTENT_TYPE, content_type).body(f);
-                }
-                let mut r = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-                let status = r.status().as_u16();
-                let mut body = Vec::new();
-                while let Some(chunk) = r.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-                    if body.len() + chunk.len() > MAX_ANSWER {
-                        return Err(format!("{url}: answer over {MAX_ANSWER} bytes"));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                (status, body)
-            }
-        };
-        let (status, body) = bytes;
-        let v = serde_json::from_slice(&body).map_err(|_| format!("{url}: answered {status} without JSON"))?;
-        Ok((status, v))
-    }
-
-    async fn metadata(&self) -> Result<&Metadata, String> {
-        self.metadata
-            .get_or_try_init(|| async {
-                let url = format!("{}/.well-known/oauth-authorization-server", self.issuer);
-                let (status, v) = self.call(Method::GET, &url, None, false).await?;
-                if status != 200 {
-                    return Err(format!("{url}: {status}"));
-                }
-                let m: Metadata = serde_json::from_value(v).map_err(|e| format!("{url}: {e}"))?;
-                if m.issuer != self.issuer {
-                    return Err(format!("{url}: names issuer {:?}", m.issuer));
-                }
-                Ok(m)
-            })
-            .await
-    }
-
-    /// The client id registered for `redirect_uri` (registering it the first time).
-    async fn client_id(&self, redirect_uri: &str) -> Result<String, String> {
-        if let Some(id) = self.clients.lock().expect("clients lock").get(redirect_uri) {
-            return Ok(id.clone());
-        }
-        let m = self.metadata().await?;
-        let Some(endpoint) = &m.registration_endpoint else {
-            return Err("the authorization server offers no dynamic registration".into());
-        };
-        let body = json!({
-            "client_name": "Warden console",
-            "redirect_uris": [redirect_uri],
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code"],
-            "response_types": ["code"],
-        });
-        let (status, v) = self.call(Method::POST, endpoint, Some(body.to_string().into_bytes()), true).await?;
-        let id = v.get("client_id").and_then(Value::as_str).filter(|_| status == 201 || status == 200);
-        let Some(id) = id else {
-            return Err(format!("registration refused ({status}): {}", v.get("error").unwrap_or(&v)));
-        };
-        let mut clients = self.clients.lock().expect("clients lock");
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(redirect_uri.to_string(), id.to_string());
-        Ok(id.to_string())
-    }
-
-    /// The operator scopes the server offers.
-    async fn offered(&self) -> Result<Vec<&'static str>, String> {
-        let m = self.metadata().await?;
-        Ok([SCOPE_ADMIN, SCOPE_APPROVE].into_iter().filter(|s| m.scopes_supported.iter().any(|x| x == s)).collect())
-    }
+    /// The page's nonce, handed back with the CSRF token.
+    nonce: String,
 }
 
 fn flow_cookie(h: &HeaderMap) -> Option<&str> {
@@ -291,35 +117,64 @@ pub async fn offered(State(s): State<Arc<AdminState>>) -> Response<Body> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Start {
     scope: String,
+    /// Made by the page for this flow; handed back with the session's CSRF token.
+    nonce: String,
 }
 
-/// `GET /console/oauth/start?scope=…`: register if needed, remember the flow, and send the
-/// browser to the server's authorization endpoint.
-pub async fn start(State(s): State<Arc<AdminState>>, h: HeaderMap, Query(q): Query<Start>) -> Response<Body> {
-    let Some(o) = oauth(&s) else { return failed("unavailable") };
-    if q.scope != SCOPE_ADMIN && q.scope != SCOPE_APPROVE {
-        return failed("scope");
+/// A refusal of `/console/oauth/start`, with one of the codes the page knows.
+fn refused(status: StatusCode, code: &str) -> Response<Body> {
+    reply(status, json!({"error": code}))
+}
+
+/// `POST /console/oauth/start` `{scope, nonce}`: remember the flow, and answer the server's
+/// authorization URL for the page to send the browser to.
+pub async fn start(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
+    // JSON from this origin only: a page elsewhere cannot send it (no CORS), so it cannot use
+    // up the flows or start one in the operator's browser.
+    let json_body = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_body || !same_origin(&h) {
+        return refused(StatusCode::BAD_REQUEST, "origin");
     }
-    // The admin listener accepts loopback `Host`s only (`loopback_only`): the callback is
-    // reached under the name the browser used, where its session cookie will live.
-    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else { return failed("unavailable") };
-    let redirect_uri = format!("http://{host}/console/oauth/callback");
-    let (m, client_id) = match (o.metadata().await, o.client_id(&redirect_uri).await) {
-        (Ok(m), Ok(id)) => (m, id),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "console: sign-in through the authorization server is unavailable");
-            return failed("unavailable");
-        }
+    let Ok(q) = serde_json::from_slice::<Start>(&body) else { return refused(StatusCode::BAD_REQUEST, "request") };
+    let nonce_ok = (22..=128).contains(&q.nonce.len())
+        && q.nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if (q.scope != SCOPE_ADMIN && q.scope != SCOPE_APPROVE) || !nonce_ok {
+        return refused(StatusCode::BAD_REQUEST, "scope");
+    }
+    let Some(o) = oauth(&s) else { return refused(StatusCode::NOT_FOUND, "unavailable") };
+    // The callback is reached under the name the browser used (where its cookies live), but
+    // only one of the admin listener's own: never a listener another process named.
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some(redirect_uri) = o.redirect_for(host).map(str::to_string) else {
+        return refused(StatusCode::BAD_REQUEST, "host");
     };
     match s.store.count_record(RecordKey { kind: "console-oauth-starts", key: "all" }, FLOW_LIFETIME).await {
-        Ok(n) if n > MAX_FLOWS => return failed("busy"),
+        Ok(n) if n > MAX_FLOWS => return refused(StatusCode::TOO_MANY_REQUESTS, "busy"),
         Ok(_) => {}
         Err(e) => return super::store_error(e),
     }
+    let m = match o.metadata().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: sign-in through the authorization server is unavailable");
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    };
+    let client_id = match o.client_id(&m).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: the console is not a client of the authorization server");
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    };
     let (state, browser, verifier) = (random_token(), random_token(), random_token());
-    let flow = Flow { browser: hex(&sha256(browser.as_bytes())), verifier, client_id, redirect_uri };
+    let flow = Flow { browser: hex(&sha256(browser.as_bytes())), verifier, client_id, redirect_uri, nonce: q.nonce };
     let value = serde_json::to_vec(&flow).expect("a flow serializes");
     match s
         .store
@@ -327,10 +182,12 @@ pub async fn start(State(s): State<Arc<AdminState>>, h: HeaderMap, Query(q): Que
         .await
     {
         Ok(true) => {}
-        Ok(false) => return failed("busy"),
+        Ok(false) => return refused(StatusCode::CONFLICT, "busy"),
         Err(e) => return super::store_error(e),
     }
-    let Ok(mut to) = reqwest::Url::parse(&m.authorization_endpoint) else { return failed("unavailable") };
+    let Ok(mut to) = reqwest::Url::parse(&m.authorization_endpoint) else {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    };
     let mut scope = vec![q.scope.as_str()];
     scope.extend(o.required.iter().map(String::as_str).filter(|x| *x != q.scope));
     to.query_pairs_mut()
@@ -342,7 +199,7 @@ pub async fn start(State(s): State<Arc<AdminState>>, h: HeaderMap, Query(q): Que
         .append_pair("code_challenge", &B64.encode(sha256(flow.verifier.as_bytes())))
         .append_pair("code_challenge_method", "S256")
         .append_pair("resource", &s.resource);
-    let mut r = see_other(to.as_str());
+    let mut r = reply(StatusCode::OK, json!({"to": to.as_str()}));
     let c = format!("{FLOW_COOKIE}={browser}; Path=/console/oauth; HttpOnly; SameSite=Lax; Max-Age=600");
     r.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&c).expect("cookie is ASCII"));
     r
@@ -415,7 +272,7 @@ pub async fn callback(State(s): State<Arc<AdminState>>, h: HeaderMap, Query(q): 
     };
     match open(&s, signer, life, None, "signed_in_oauth").await {
         Ok((id, session)) => {
-            let mut r = see_other(&format!("/console#csrf={}", session.csrf));
+            let mut r = see_other(&format!("/console#csrf={}&n={}", session.csrf, flow.nonce));
             set_cookie(&mut r, &id, life.as_secs());
             clear_flow_cookie(&mut r);
             r

@@ -31,6 +31,13 @@ pub struct Client {
     pub last_used: Option<u64>,
 }
 
+impl Client {
+    /// A public client (no secret), not registered.
+    pub fn public() -> Client {
+        Client { name: String::new(), redirect_uris: Vec::new(), secret: None, registered: 0, last_used: None }
+    }
+}
+
 /// An authorization request waiting for the user's consent.
 #[derive(Serialize, Deserialize)]
 pub struct Pending {

@@ -197,7 +197,7 @@ pub(super) async fn authorize_get(
     };
     let client_name = c.name;
     // Self-registered (not a metadata document URL): its name is only its own claim.
-    let self_registered = !cimd::is_url(client_id);
+    let self_registered = !cimd::is_url(client_id) && !s.is_console(client_id);
     // From here errors go back to the validated redirect URI — when that cannot make Warden a
     // redirector for whoever registered the client (RFC 9700 §4.11.2): only to loopback.
     let state = q.state.clone();
@@ -231,6 +231,11 @@ pub(super) async fn authorize_get(
         // Warden's own operator scopes are granted only when asked for by name.
         _ => s.cfg.scopes.iter().filter(|x| !crate::auth::operator_scope(x)).cloned().collect(),
     };
+    // Anyone can register a client and name it anything: Warden's operator scopes go to its
+    // own console only.
+    if scopes.iter().any(|x| crate::auth::operator_scope(x)) && !s.is_console(client_id) {
+        return fail("invalid_scope", "Warden's operator scopes are granted to its console only");
+    }
     if let Some(bad) = scopes.iter().find(|x| !s.cfg.scopes.contains(x)) {
         tracing::info!(scope = %bad, "authorization request for an unknown scope");
         return fail("invalid_scope", "a requested scope is not offered");
@@ -355,7 +360,10 @@ pub(super) async fn authorize_post(State(a): State<S>, h: HeaderMap, Form(f): Fo
         base.extend([("error", "access_denied"), ("error_description", "login failed")]);
         return redirect(&p.redirect_uri, &base);
     };
-    if !user.scopes.is_empty() && p.scopes.iter().any(|x| !user.scopes.contains(x)) {
+    // A user without a scope list may grant every scope but the operator scopes, which a user
+    // must be given by name (`warden user add NAME --scopes mcp,warden:admin`).
+    let may = |x: &String| user.scopes.contains(x) || (user.scopes.is_empty() && !crate::auth::operator_scope(x));
+    if !p.scopes.iter().all(may) {
         base.extend([("error", "invalid_scope"), ("error_description", "the user may not grant a requested scope")]);
         return redirect(&p.redirect_uri, &base);
     }

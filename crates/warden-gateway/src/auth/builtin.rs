@@ -148,7 +148,14 @@ pub struct AuthServer {
     pub(super) users: HashMap<String, User>,
     pub(super) state: AsStore,
     pub(super) documents: Option<Documents>,
+    /// The operators' console's redirect URIs, once its listener is bound: the one client
+    /// Warden's own operator scopes are granted to ([`CONSOLE_CLIENT`]).
+    console: std::sync::OnceLock<Vec<String>>,
 }
+
+/// The client id of Warden's own console: first party, never registered, public (PKCE), its
+/// redirect URIs the admin listener's (`set_console`).
+pub const CONSOLE_CLIENT: &str = "warden-console";
 
 impl AuthServer {
     /// With a shared `store` (not memory), the state lives there; else in the state file.
@@ -202,13 +209,34 @@ impl AuthServer {
             users,
             state: AsStore::Local(Box::new(as_store::Local::new(&cfg, Default::default(), None))),
             documents: cfg.client_metadata_documents.then(|| Documents::new(cfg.client_metadata_allow_loopback)),
+            console: std::sync::OnceLock::new(),
             cfg,
         })
+    }
+
+    /// The console's redirect URIs (its admin listener's, under each name a browser may use).
+    /// Replicas with one config bind the same address, so any of them can serve the consent.
+    pub fn set_console(&self, redirect_uris: Vec<String>) {
+        let _ = self.console.set(redirect_uris);
+    }
+
+    /// Is `id` the console, and is the console known here?
+    pub(super) fn is_console(&self, id: &str) -> bool {
+        id == CONSOLE_CLIENT && self.console.get().is_some()
+    }
+
+    /// The operator scopes this server may grant (to its console, to users allowed them).
+    pub fn operator_scopes(&self) -> Vec<String> {
+        self.cfg.scopes.iter().filter(|x| super::operator_scope(x)).cloned().collect()
     }
 
     /// A client by ID: registered, or described by its metadata document (an error saying why
     /// not); `Unavailable` when the state cannot be read.
     pub(super) async fn client(&self, id: &str) -> Result<Result<Client, String>, as_store::Unavailable> {
+        if let (CONSOLE_CLIENT, Some(uris)) = (id, self.console.get()) {
+            let c = Client { name: "Warden console".into(), redirect_uris: uris.clone(), ..Client::public() };
+            return Ok(Ok(c));
+        }
         if let Some(c) = self.state.client(id).await? {
             return Ok(Ok(c));
         }
@@ -260,7 +288,8 @@ impl AuthServer {
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "scopes_supported": self.cfg.scopes,
+            // The operator scopes are the console's: not advertised to clients.
+            "scopes_supported": self.cfg.scopes.iter().filter(|x| !super::operator_scope(x)).collect::<Vec<_>>(),
             "authorization_response_iss_parameter_supported": true,
             "client_id_metadata_document_supported": self.documents.is_some(),
         });

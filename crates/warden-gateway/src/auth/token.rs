@@ -50,6 +50,9 @@ fn credentials(h: &HeaderMap, f: &TokenForm) -> Option<(String, Option<String>)>
 /// Clients named by a metadata document URL are public: they present no secret.
 async fn client_auth(s: &AuthServer, h: &HeaderMap, f: &TokenForm) -> Result<Option<String>, Unavailable> {
     let Some((id, secret)) = credentials(h, f) else { return Ok(None) };
+    if s.is_console(&id) {
+        return Ok(secret.is_none().then_some(id));
+    }
     let ok = match s.state.client(&id).await? {
         Some(Client { secret: None, .. }) => secret.is_none(),
         Some(Client { secret: Some(want), .. }) => {

@@ -158,12 +158,13 @@ async fn a_tenants_approver_in_the_console_sees_only_its_tenants_approvals_and_n
 }
 
 /// `warden user add` for the config at `cfg` (password from stdin).
-fn add_user(cfg: &std::path::Path, name: &str, scopes: &str, password: &str) {
+fn add_user(cfg: &std::path::Path, name: &str, scopes: Option<&str>, password: &str) {
     use std::io::Write;
     let mut child = Command::new(warden_testkit::harness::bin("warden"))
         .args(["user", "add", "--config"])
         .arg(cfg)
-        .args([name, "--scopes", scopes])
+        .arg(name)
+        .args(scopes.map(|s| ["--scopes", s]).into_iter().flatten())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -173,6 +174,8 @@ fn add_user(cfg: &std::path::Path, name: &str, scopes: &str, password: &str) {
 }
 
 const PASSWORD: &str = "correct horse battery";
+/// The page's nonce for a flow.
+const NONCE: &str = "a-nonce-the-page-made-for-this-flow-0123";
 
 /// A Warden with the built-in authorization server (offering the operator scopes), users
 /// olivia (`warden:admin`) and amy (`warden:approve`), and the admin listener; its console URL.
@@ -191,8 +194,10 @@ fn warden_with_operators() -> (warden_testkit::harness::Proc, String) {
         ),
     )
     .unwrap();
-    add_user(&cfg, "olivia", "mcp,warden:admin", PASSWORD);
-    add_user(&cfg, "amy", "mcp,warden:approve", PASSWORD);
+    add_user(&cfg, "olivia", Some("mcp,warden:admin"), PASSWORD);
+    add_user(&cfg, "amy", Some("mcp,warden:approve"), PASSWORD);
+    // A user added without a scope list may grant every scope but the operator scopes.
+    add_user(&cfg, "nick", None, PASSWORD);
     let w = warden_testkit::harness::warden_config(&cfg, port);
     warden_testkit::harness::wait_http(&admin);
     (w, admin.trim_end_matches("/admin").to_string())
@@ -229,10 +234,16 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     let flow = |user: &'static str, scope: &'static str| {
         let (a, console) = (&a, console.clone());
         async move {
-            let r = a.http.get(format!("{console}/console/oauth/start?scope={scope}")).send().await.unwrap();
-            assert_eq!(r.status(), 303);
-            let to = r.headers()["location"].to_str().unwrap().to_string();
+            let r = a
+                .http
+                .post(format!("{console}/console/oauth/start"))
+                .json(&serde_json::json!({"scope": scope, "nonce": NONCE}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
             let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            let to = r.json::<serde_json::Value>().await.unwrap()["to"].as_str().unwrap().to_string();
             assert!(cookie.starts_with("warden_console_oauth="), "{cookie}");
             let q: Vec<(String, String)> = reqwest::Url::parse(&to).unwrap().query_pairs().into_owned().collect();
             let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default();
@@ -261,7 +272,8 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     let (cb, cookie) = flow("olivia", "warden:admin").await;
     let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
     let to = location(&r);
-    let csrf = to.strip_prefix("/console#csrf=").unwrap_or_else(|| panic!("{to}")).to_string();
+    let csrf = to.strip_prefix("/console#csrf=").and_then(|t| t.strip_suffix(&format!("&n={NONCE}")));
+    let csrf = csrf.unwrap_or_else(|| panic!("{to}")).to_string();
     let session = r
         .headers()
         .get_all("set-cookie")
@@ -284,7 +296,9 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     // As an approver she gets approvals only.
     let (cb, cookie) = flow("amy", "warden:approve").await;
     let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
-    let csrf = location(&r).strip_prefix("/console#csrf=").unwrap().to_string();
+    let to = location(&r);
+    let csrf =
+        to.strip_prefix("/console#csrf=").and_then(|t| t.strip_suffix(&format!("&n={NONCE}"))).unwrap().to_string();
     let session = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     let s = (session, csrf);
     let (_, me) = with_session(reqwest::Method::GET, &format!("{console}/console/session"), &s, None).await;
@@ -307,9 +321,66 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
         .await
         .unwrap();
     assert!(page.contains("<code>mcp</code>") && !page.contains("warden:"), "{page}");
-    // A scope other than the two operator scopes is not asked for.
-    let r = http.get(format!("{console}/console/oauth/start?scope=mcp")).send().await.unwrap();
-    assert_eq!(location(&r), "/console#sign-in-error=scope");
+    // nick, whose account lists no scopes, may not grant the operator scopes either.
+    let (cb, cookie) = flow("nick", "warden:admin").await;
+    let r = http.get(&cb).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(location(&r), "/console#sign-in-error=refused");
+    // Only the console's flows: a scope other than the two operator scopes, a page of another
+    // origin, a form post, or a Host naming another listener (whose owner would catch the code)
+    // start nothing.
+    let start = |body: serde_json::Value| http.post(format!("{console}/console/oauth/start")).json(&body);
+    let r = start(serde_json::json!({"scope": "mcp", "nonce": NONCE})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = start(serde_json::json!({"scope": "warden:admin", "nonce": NONCE}))
+        .header("origin", "http://127.0.0.1:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "another origin");
+    let r = http
+        .post(format!("{console}/console/oauth/start"))
+        .form(&[("scope", "warden:admin"), ("nonce", NONCE)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a form");
+    let port = console.rsplit(':').next().unwrap();
+    for host in [format!("127.0.0.2:{port}"), "localhost:1".to_string(), format!("127.0.0.1:{port}.evil")] {
+        let r = start(serde_json::json!({"scope": "warden:admin", "nonce": NONCE}))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(status == 400 || status == 403, "Host {host}: {status} {v}");
+        assert!(v.get("to").is_none(), "Host {host}: {v}");
+    }
+    // A client that registered itself cannot get the operator scopes, whatever it calls itself,
+    // and the server does not advertise them.
+    let (_, challenge) = crate::auth::builtin::pkce();
+    let rogue = a.register("http://127.0.0.1:9/cb").await;
+    let r = a
+        .authorize(&[
+            ("response_type", "code".into()),
+            ("client_id", rogue),
+            ("redirect_uri", "http://127.0.0.1:9/cb".into()),
+            ("scope", "warden:admin mcp".into()),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256".into()),
+        ])
+        .await;
+    let q = crate::auth::builtin::location_query(&r);
+    assert_eq!(crate::auth::builtin::get(&q, "error"), Some("invalid_scope"), "{q:?}");
+    let meta: serde_json::Value = http
+        .get(format!("{}/.well-known/oauth-authorization-server", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["scopes_supported"], serde_json::json!(["mcp"]), "{meta}");
     let log = std::fs::read_to_string(a.w.dir.join("audit.jsonl")).unwrap_or_default();
     assert!(log.contains("signed_in_oauth") && log.contains("principal:olivia"), "{log}");
 }
@@ -325,6 +396,7 @@ fn operators_sign_in_to_the_console_through_the_authorization_server_in_a_real_b
         .arg(root().join("tests/console/oauth.py"))
         .args([&console, PASSWORD])
         .arg(root().join("target/console"))
+        .arg(TOKEN)
         .output()
         .expect("run tests/console/oauth.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
