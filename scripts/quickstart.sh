@@ -9,7 +9,8 @@ CFG="${1:-examples/quickstart.toml}"
 W=target/release/warden
 if [ ! -s warden-data/users.toml ]; then
   PASS="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-  echo "$PASS" | "$W" user add --config "$CFG" dev >/dev/null
+  # dev may also sign in to the console as its operator (operator scopes are given by name).
+  echo "$PASS" | "$W" user add --config "$CFG" dev --scopes mcp,warden:admin,warden:approve >/dev/null
   echo "Created user 'dev' with password: $PASS  (shown once; reset with: warden user add --config $CFG dev)" >&2
 fi
 mkdir -p warden-data

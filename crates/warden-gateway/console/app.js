@@ -331,9 +331,15 @@ function changedLines(a, b) {
   return [da, db];
 }
 
-function side(title, lines, changed, cls) {
+function side(title, lines, changed, cls, excerpts) {
   return el("div", { class: "side" }, el("div", { class: "hint" }, title),
-    el("pre", {}, ...lines.map((l, i) => el("span", { class: changed.has(i) ? `line ${cls}` : "line" }, visible(l), "\n"))));
+    el("pre", {}, ...lines.map((l, i) => el("span", { class: changed.has(i) ? `line ${cls}` : "line" }, highlighted(l, excerpts || []), "\n"))));
+}
+
+// What the scan found, each with the text it matched marked.
+function findingList(findings) {
+  return el("ul", { class: "findings" }, ...findings.map((f) =>
+    el("li", {}, `${f.rule} in ${f.place}`, f.excerpt ? el("span", {}, ": ", el("mark", { class: "finding" }, visible(f.excerpt))) : "")));
 }
 
 function renderChanges(pending) {
@@ -367,7 +373,10 @@ function renderChanges(pending) {
     };
     return el("div", { class: "card", "data-change": `${c.server}/${c.name}` },
       el("div", {}, el("strong", {}, visible(c.server), " / ", visible(c.name)), ` (${c.kind}) changed since it was pinned`),
-      el("div", { class: "diff" }, side(`pinned ${c.pinned.digest}`, before, da, "del"), side(`now ${c.seen.digest}`, after, db, "add")),
+      el("div", { class: "diff" }, side(`pinned ${c.pinned.digest}`, before, da, "del"),
+        side(`now ${c.seen.digest}`, after, db, "add", (c.findings || []).map((f) => f.excerpt).filter(Boolean))),
+      (c.findings || []).length ? el("div", { class: "down" }, "The poisoning scan finds in the new definition:", findingList(c.findings))
+        : el("div", { class: "hint" }, "The poisoning scan finds nothing in the new definition."),
       el("div", {}, el("button", { type: "button", class: "approve-change", onclick: approve }, "Approve the new definition"), " ",
         reason, " ", el("button", { type: "button", class: "danger refuse-change", onclick: refuse }, "Refuse")));
   }));
@@ -423,9 +432,10 @@ function showDefinition(d) {
     d.upstream_digest ? el("div", { class: "down" }, `the upstream now lists another definition (${d.upstream_digest}); clients will not be shown it until it is approved`) : "",
     d.switched_off ? el("div", { class: "down" }, "switched off by ", visible(d.switched_off.by), ": ", visible(d.switched_off.reason)) : "",
     el("div", {}, d.rules && d.rules.length ? `Rules: ${d.rules.map(ruleText).join("; ")}` : "No rule names it: nobody may use it."),
-    d.findings.length ? el("ul", { class: "findings" }, ...d.findings.map((f) =>
-      el("li", {}, `${f.rule} in ${f.place}`, f.excerpt ? el("span", {}, ": ", el("mark", { class: "finding" }, visible(f.excerpt))) : ""))) : "",
-    el("pre", {}, highlighted(json, d.findings.map((f) => f.excerpt).filter(Boolean))));
+    d.findings.length ? findingList(d.findings) : "",
+    d.pending_findings && d.pending_findings.length ? el("div", { class: "down" }, "In its changed definition (withheld):", findingList(d.pending_findings)) : "",
+    d.definition_omitted ? el("div", { class: "hint" }, "The definition is too large to list here: read it with warden pin diff.") : "",
+    d.definition_omitted ? "" : el("pre", {}, highlighted(json, d.findings.map((f) => f.excerpt).filter(Boolean))));
 }
 
 function renderInventory() {
@@ -445,7 +455,9 @@ function renderInventory() {
       el("td", {}, d.rules ? (d.rules.map((r) => `${r.effect} ${r.id}`).join(", ") || "none") : ""),
       el("td", { class: d.state === "changed" ? "down" : "" }, d.state === "changed" ? "changed: withheld" : d.state,
         d.switched_off ? el("div", { class: "down" }, "switched off") : ""),
-      el("td", { class: d.findings.length ? "down" : "" }, d.findings.length ? d.findings.map((x) => x.rule).join(", ") : "clean"))));
+      el("td", { class: d.findings.length || (d.pending_findings || []).length ? "down" : "" },
+        d.findings.length ? d.findings.map((x) => x.rule).join(", ") : "clean",
+        (d.pending_findings || []).length ? el("div", {}, `changed: ${d.pending_findings.map((x) => x.rule).join(", ")}`) : ""))));
 }
 
 // The trail's hash chains and signed checkpoints, as `warden audit verify` checks them.

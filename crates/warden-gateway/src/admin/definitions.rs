@@ -7,11 +7,16 @@
 //! Refusing a changed tool switches the tool off (a kill switch naming the refused digest, so
 //! every replica refuses it and the switch says who and why); any refused definition stays
 //! withheld, as it was while waiting, and the refusal is an audit record. A definition that
-//! changes again waits again.
+//! changes again waits again. The switch stays off until an operator switches the tool on,
+//! even if the upstream goes back to the pinned definition.
+//!
+//! Both the pinned and the changed definition are scanned (`findings`, `pending_findings`), so
+//! the operator decides on what the scan finds in the new one.
 //!
 //! Defends against: an operator approving what they did not review (approval and refusal name
 //! the digest shown; a definition changed since is 409); a listing too large to answer (at most
-//! 2,000 definitions, then `truncated`; the scan runs off the async threads).
+//! 2,000 definitions, then `truncated`, and 8 MiB of their text, then listed without it; the
+//! scan runs off the async threads).
 //! Besides the pins, the tools and prompts each upstream lists to Warden's own control
 //! connection are shown, so that what no client was ever shown (no rule lets anyone see it) is
 //! there too, as `unpinned`.
@@ -34,8 +39,9 @@ use warden_policy::scan;
 
 type S = Arc<AdminState>;
 
-/// Most definitions one answer lists.
+/// Most definitions one answer lists, and the most bytes of their text it carries.
 const MAX_LISTED: usize = 2000;
+const MAX_DEFINITION_BYTES: usize = 8 << 20;
 
 /// `GET /admin/tools`.
 pub(super) async fn inventory(State(s): State<S>, p: Presented) -> Response<Body> {
@@ -68,12 +74,21 @@ pub(super) async fn inventory(State(s): State<S>, p: Presented) -> Response<Body
             }
         }
         let truncated = all.len() > MAX_LISTED;
+        let mut bytes = 0;
         let definitions = all
             .into_iter()
             .take(MAX_LISTED)
             .map(|((server, kind, name), (pin, now))| {
                 let change = pending.iter().find(|c| c.kind == kind && c.server == server && c.name == name);
-                describe(&current, kind, &server, &name, &pin, change, now.as_deref(), &kills)
+                let mut d = describe(&current, kind, &server, &name, &pin, change, now.as_deref(), &kills);
+                // An upstream's definitions may be large: past the answer's budget, each is
+                // listed without its text (read it with `warden pin diff`).
+                bytes += d["definition"].to_string().len();
+                if bytes > MAX_DEFINITION_BYTES {
+                    d["definition"] = Value::Null;
+                    d["definition_omitted"] = true.into();
+                }
+                d
             })
             .collect::<Vec<Value>>();
         (definitions, truncated)
@@ -125,6 +140,8 @@ fn describe(
     });
     if let Some(c) = change {
         out["pending_digest"] = c.seen.digest.clone().into();
+        // `findings` are the pinned definition's; these, the changed one's (withheld).
+        out["pending_findings"] = json!(findings(kind, &c.seen.definition));
     } else if let Some(d) = now.filter(|_| state == "pinned") {
         // The upstream lists something else to Warden; the next client listing withholds it.
         out["upstream_digest"] = d.into();
@@ -214,7 +231,9 @@ pub(super) async fn refuse_pin(State(s): State<S>, cred: Presented, body: axum::
         || reply(StatusCode::BAD_REQUEST, json!({"error": "expected {server, kind?, name, digest, reason?, by?}"}));
     let Ok(p) = serde_json::from_slice::<PinRefusal>(&body) else { return bad() };
     let Some(kind) = p.kind.as_deref().map_or(Some(PinKind::Tool), PinKind::parse) else { return bad() };
-    if p.reason.as_deref().is_some_and(|r| !short(r, 400)) || !short(&p.name, 2048) {
+    // A tool is switched off by name, and kill switches name tools of at most 128 characters.
+    let longest = if kind == PinKind::Tool { 128 } else { 2048 };
+    if p.reason.as_deref().is_some_and(|r| !short(r, 400)) || !short(&p.name, longest) {
         return bad();
     }
     shared_pins(&s).await;
@@ -271,7 +290,19 @@ pub(super) async fn pins(State(s): State<S>, p: Presented) -> Response<Body> {
     match operator(&s, &p).await {
         Ok(_) => {
             shared_pins(&s).await;
-            reply(StatusCode::OK, json!({"pending": s.registry.pending()}))
+            // What the scan finds in each new definition, beside the diff: the one to decide on.
+            let pending: Vec<Value> = s
+                .registry
+                .pending()
+                .into_iter()
+                .map(|c| {
+                    let found = findings(c.kind, &c.seen.definition);
+                    let mut v = json!(c);
+                    v["findings"] = json!(found);
+                    v
+                })
+                .collect();
+            reply(StatusCode::OK, json!({"pending": pending}))
         }
         Err(r) => r,
     }

@@ -39,6 +39,16 @@ pub(super) fn valid_redirect(u: &str) -> bool {
     if p.fragment().is_some() || u.len() > 2000 {
         return false;
     }
+    // A host a browser's policies can name: letters, digits, hyphens and dots, or an address
+    // (not `*`, quotes or other oddities a consent page's CSP would have to repeat).
+    let plain = match p.host() {
+        Some(url::Host::Domain(d)) => d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+        Some(_) => true,
+        None => p.scheme() != "https" && p.scheme() != "http",
+    };
+    if !plain {
+        return false;
+    }
     match p.scheme() {
         "https" => p.host().is_some(),
         "http" => crate::config::check_remote_url(u).is_ok(),

@@ -66,9 +66,17 @@ fn html_escape(s: &str) -> String {
 /// `form-action` to that redirect too, so the policy names the redirect URI's origin (or, for an
 /// app's own scheme, the scheme) besides `'self'`.
 fn form_action(redirect_uri: Option<&str>) -> String {
-    let to = redirect_uri.and_then(|r| reqwest::Url::parse(r).ok()).map(|u| match u.scheme() {
-        "http" | "https" => u.origin().ascii_serialization(),
-        scheme => format!("{scheme}:"),
+    // CSP sources name hosts of letters, digits, hyphens and dots (or IPv4 addresses); an
+    // IPv6 literal has no CSP form, so such a client's redirect stays blocked by the browser.
+    let to = redirect_uri.and_then(|r| reqwest::Url::parse(r).ok()).and_then(|u| match (u.scheme(), u.host()) {
+        ("http" | "https", Some(url::Host::Domain(d)))
+            if d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            Some(u.origin().ascii_serialization())
+        }
+        ("http" | "https", Some(url::Host::Ipv4(_))) => Some(u.origin().ascii_serialization()),
+        ("http" | "https", _) => None,
+        (scheme, _) => Some(format!("{scheme}:")),
     });
     // A parsed origin or scheme holds no space, comma or semicolon to end the directive early.
     match to.filter(|t| !t.contains([' ', ';', ','])) {
@@ -405,5 +413,9 @@ mod tests {
         assert_eq!(form_action(Some("com.example.app:/cb")), "form-action 'self' com.example.app:");
         assert_eq!(form_action(None), "form-action 'self'");
         assert_eq!(form_action(Some("not a url; script-src *")), "form-action 'self'");
+        // Found by review: a wildcard host would let the form go anywhere.
+        assert_eq!(form_action(Some("https://*/cb")), "form-action 'self'");
+        assert_eq!(form_action(Some("https://%2A/cb")), "form-action 'self'");
+        assert_eq!(form_action(Some("http://[::1]:9/cb")), "form-action 'self'");
     }
 }

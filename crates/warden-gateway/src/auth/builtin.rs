@@ -347,6 +347,10 @@ mod tests {
             "https://a.example/cb#frag",
             "data:text/html,x",
             "/relative",
+            // Hosts a consent page's CSP would have to repeat (found by review).
+            "https://*/cb",
+            "https://%2A/cb",
+            "https://a'b.example/cb",
         ] {
             assert!(!valid_redirect(bad), "{bad}");
         }

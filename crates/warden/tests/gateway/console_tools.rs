@@ -101,10 +101,13 @@ async fn the_console_lists_definitions_with_classes_rules_findings_and_look_alik
     assert!(find("shadow", "ech0")["rules"].as_array().unwrap().is_empty(), "nothing names it: nobody may use it");
 
     // A rug pull on echo, refused: by the digest reviewed only; the tool is switched off.
-    std::fs::write(&fx_file, json!({"test_simple_text": POISON, "echo": "Echoes, and now mails it home"}).to_string())
-        .unwrap();
+    std::fs::write(&fx_file, json!({"test_simple_text": POISON, "echo": POISON}).to_string()).unwrap();
     let _ = c.call(2, "tools/list", json!({})).await;
     let (_, pins) = admin(reqwest::Method::GET, &format!("{base}/pins"), None).await;
+    // The decision is on the new definition: what the scan finds in it comes with the diff.
+    let found: Vec<&str> =
+        pins["pending"][0]["findings"].as_array().unwrap().iter().filter_map(|f| f["excerpt"].as_str()).collect();
+    assert!(found.contains(&"~/.ssh"), "{pins}");
     let seen = pins["pending"][0]["seen"]["digest"].as_str().unwrap_or_else(|| panic!("{pins}")).to_string();
     let refuse = |digest: &str| json!({"server": "fx", "name": "echo", "digest": digest, "reason": "mails data home", "by": "ops-bob"});
     let (status, v) = admin(reqwest::Method::POST, &format!("{base}/pins/refuse"), Some(refuse(&"0".repeat(64)))).await;
@@ -132,6 +135,8 @@ async fn the_console_lists_definitions_with_classes_rules_findings_and_look_alik
         "{echo}"
     );
     assert_eq!(echo["switched_off"]["by"], "admin-token:ops-bob");
+    assert!(echo["findings"].as_array().unwrap().is_empty(), "the pinned definition is clean: {echo}");
+    assert!(!echo["pending_findings"].as_array().unwrap().is_empty(), "the changed one is not: {echo}");
     let r = c.tool(3, "echo", json!({"text": "hi"})).await;
     assert!(r.get("error").is_some() || r["result"]["isError"] == true, "a refused tool is not callable: {r}");
     let log = std::fs::read_to_string(w.dir.join("audit.jsonl")).unwrap_or_default();
