@@ -149,10 +149,25 @@ async fn a_tenants_approver_in_the_console_sees_only_its_tenants_approvals_and_n
     }
     let kill = serde_json::json!({"server": "fx", "reason": "mine now"});
     assert_eq!(with_session(Method::POST, &format!("{admin}/kill-switches"), &bob_s, Some(kill)).await.0, 403);
-    let (s, v) =
-        with_session(Method::POST, &format!("{admin}/approvals/{id}/approve"), &bob_s, Some(serde_json::json!({})))
-            .await;
-    assert_eq!(s, 200, "{v}");
+    // The same in a real browser: carol (tenant b) sees nothing and no kill switches; bob
+    // (tenant a) sees the call and approves it there (`tests/console/tenant.py`).
+    let python = root().join(".venv/bin/python");
+    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    let script = root().join("tests/console/tenant.py");
+    let args = [console.clone(), bob.clone(), carol.clone(), root().join("target/console").display().to_string()];
+    let out = tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
+        .await
+        .unwrap()
+        .expect("run tests/console/tenant.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("console tenant: all checks passed"),
+        "the browser run failed\n{stdout}\n{}\nwarden log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.log()
+    );
+    let (_, v) = with_session(Method::GET, &format!("{admin}/approvals/{id}"), &bob_s, None).await;
+    assert_eq!(v["approval"]["approver"], "principal:bob", "{v}");
     let done = tokio::time::timeout(std::time::Duration::from_secs(10), held).await.expect("released").unwrap();
     assert_eq!(done["result"]["content"][0]["text"], "wire the money", "{done}");
 }
