@@ -99,6 +99,11 @@ pub struct Event {
     /// failures from one address in one window); absent: one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Which credential reached the upstream (never its value): `service` (Warden's own),
+    /// `exchange` (the caller's token exchanged), `exchange:<12 hex of the exchanged token's
+    /// SHA-256>` once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// `allowed`, `denied` (by a rule, a kill switch, a limit or an approver) or `pending` (held
     /// for approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -180,5 +180,6 @@ pub fn cert_principal(der: &[u8], scopes: &[String]) -> Option<Principal> {
         roles: vec![],
         claims,
         method: AuthMethod::Mtls,
+        presented: Default::default(),
     })
 }

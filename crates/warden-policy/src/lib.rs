@@ -17,7 +17,7 @@ pub mod scan;
 pub mod schema;
 pub mod uri;
 
-pub use principal::{AuthMethod, Principal};
+pub use principal::{AuthMethod, Presented, Principal};
 
 #[cfg(test)]
 pub(crate) mod testing;

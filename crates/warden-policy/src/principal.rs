@@ -30,6 +30,38 @@ pub struct Principal {
     /// The token's other claims (JWT/introspection only); never the token itself.
     pub claims: Map<String, Value>,
     pub method: AuthMethod,
+    /// The bearer token itself (JWT/introspection only), kept for one use: an upstream that
+    /// takes the caller's identity by token exchange (RFC 8693). Never serialized, printed or
+    /// compared.
+    #[serde(skip)]
+    pub presented: Presented,
+}
+
+/// A caller's bearer token, held only to be exchanged for an upstream's: it never appears in
+/// `Debug` output or serialization, and two principals compare equal whatever their tokens.
+#[derive(Clone, Default)]
+pub struct Presented(Option<std::sync::Arc<str>>);
+
+impl Presented {
+    pub fn new(token: &str) -> Presented {
+        Presented(Some(token.into()))
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Presented(..)" } else { "Presented(none)" })
+    }
+}
+
+impl PartialEq for Presented {
+    fn eq(&self, _: &Presented) -> bool {
+        true
+    }
 }
 
 impl Principal {
@@ -43,6 +75,7 @@ impl Principal {
             roles: vec![],
             claims: Map::new(),
             method: AuthMethod::Local,
+            presented: Presented::default(),
         }
     }
 
@@ -121,5 +154,18 @@ mod tests {
         assert_ne!(key("k1").binding_key(), key("k2").binding_key());
         // …but one person, for the checks that only refuse.
         assert_eq!(jwt("https://a").person_key(), key("k1").person_key());
+    }
+
+    /// Issue 27: the token kept for an exchange never shows in logs, records or sessions.
+    #[test]
+    fn a_presented_token_is_never_printed_or_serialized() {
+        let p = Principal { presented: Presented::new("eyJ.secret-token.sig"), ..Principal::local() };
+        assert_eq!(p.presented.get(), Some("eyJ.secret-token.sig"));
+        assert!(!format!("{p:?}").contains("secret-token"));
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("secret-token"), "{json}");
+        let back: Principal = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.presented.get(), None);
+        assert_eq!(back, p, "comparisons ignore the token");
     }
 }

@@ -28,11 +28,44 @@ pub struct IdpState {
     pub token_requests: AtomicUsize,
     /// Introspection requests served.
     pub introspections: AtomicUsize,
+    /// RFC 8693 token exchanges served.
+    pub exchanges: AtomicUsize,
     ed: Vec<u8>,
+    ed_public: Vec<u8>,
 }
 
-/// `POST /token`, client credentials for client `warden` / secret `s3cret` (HTTP Basic): an
-/// EdDSA JWT for the requested `resource`.
+/// RFC 8693 token exchange for client `warden`: the subject token must be one of this IdP's
+/// (signature and expiry checked); the answer is a token for `resource` with the same subject,
+/// `act` naming the client, expiring no later than the subject token.
+fn exchange(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bad = |e: &str| (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
+    if f.get("subject_token_type").map(String::as_str) != Some("urn:ietf:params:oauth:token-type:access_token") {
+        return bad("invalid_request");
+    }
+    let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+    v.validate_aud = false;
+    let key = jsonwebtoken::DecodingKey::from_ed_der(&s.ed_public);
+    let Some(subject) = f.get("subject_token").and_then(|t| jsonwebtoken::decode::<Value>(t, &key, &v).ok()) else {
+        return bad("invalid_grant");
+    };
+    let c = subject.claims;
+    s.exchanges.fetch_add(1, Ordering::SeqCst);
+    let n = now();
+    let exp = c["exp"].as_u64().unwrap_or(n).min(n + 300);
+    let claims = json!({"iss": s.issuer, "sub": c["sub"], "aud": f.get("resource"), "iat": n, "exp": exp,
+                        "scope": f.get("scope").cloned().unwrap_or_default(), "client_id": "warden",
+                        "act": {"sub": "warden"}});
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("ed1".into());
+    let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();
+    Json(json!({"access_token": t, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer", "expires_in": exp.saturating_sub(n)}))
+    .into_response()
+}
+
+/// `POST /token` for client `warden` / secret `s3cret` (HTTP Basic): client credentials (an
+/// EdDSA JWT for the requested `resource`), or a token exchange ([`exchange`]).
 async fn token(
     State(s): State<Arc<IdpState>>,
     headers: axum::http::HeaderMap,
@@ -40,10 +73,16 @@ async fn token(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("warden:s3cret"));
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str())
-        || f.get("grant_type").map(String::as_str) != Some("client_credentials")
-    {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
         return (axum::http::StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+    }
+    match f.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some("urn:ietf:params:oauth:grant-type:token-exchange") => return exchange(&s, &f),
+        _ => {
+            return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"})))
+                .into_response()
+        }
     }
     s.token_requests.fetch_add(1, Ordering::SeqCst);
     let n = now();
@@ -96,7 +135,9 @@ impl Idp {
             opaque: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
             introspections: AtomicUsize::new(0),
+            exchanges: AtomicUsize::new(0),
             ed: ed.clone(),
+            ed_public: ed_pub.clone(),
         });
         let app = Router::new()
             .route(

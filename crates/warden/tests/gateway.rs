@@ -64,6 +64,8 @@ mod taint;
 mod tasks;
 #[path = "gateway/tenants.rs"]
 mod tenants;
+#[path = "gateway/upstream_identity.rs"]
+mod upstream_identity;
 #[path = "gateway/upstream_pool.rs"]
 mod upstream_pool;
 

@@ -44,7 +44,7 @@ pub(super) enum Caller {
     Token,
     Principal(Arc<Principal>),
     /// Signed in to the console with the admin token: the token's rights, under the name given.
-    Console(Session),
+    Console(Box<Session>),
 }
 
 impl Caller {
@@ -89,7 +89,7 @@ async fn caller(s: &AdminState, p: &Presented) -> Option<Caller> {
     let Some(presented) = bearer else {
         return p.console.clone().map(|s| match s.signer {
             Signer::Principal(principal) => Caller::Principal(Arc::new(principal)),
-            Signer::AdminToken { .. } => Caller::Console(s),
+            Signer::AdminToken { .. } => Caller::Console(Box::new(s)),
         });
     };
     if is_admin_token(s, presented) {

@@ -60,6 +60,7 @@ impl ApiKeys {
                     roles: e.roles.clone(),
                     claims: Default::default(),
                     method: AuthMethod::ApiKey,
+                    presented: Default::default(),
                 };
                 Some((e.id.clone(), Entry { hash, expires, principal }))
             })

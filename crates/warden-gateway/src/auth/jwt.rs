@@ -410,5 +410,5 @@ pub fn claims_principal(
         return Err(AuthError::InvalidToken("token names a tenant its issuer may not assert"));
     }
     let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(String::from);
-    Ok(Principal { subject, tenant, client_id, scopes, roles, claims, method })
+    Ok(Principal { subject, tenant, client_id, scopes, roles, claims, method, presented: Default::default() })
 }

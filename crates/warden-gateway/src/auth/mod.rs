@@ -325,7 +325,9 @@ impl Authenticator {
             };
             match issuer {
                 Some((issuer, iss)) => {
-                    let p = Arc::new(issuer.verify(token, &header, &iss, resource).await?);
+                    let mut p = issuer.verify(token, &header, &iss, resource).await?;
+                    p.presented = warden_policy::Presented::new(token);
+                    let p = Arc::new(p);
                     let exp = p.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
                     self.verified.put(cache_key, exp, p.clone());
                     return Ok(p);
@@ -337,7 +339,10 @@ impl Authenticator {
             }
         }
         match &self.introspection {
-            Some(i) => i.check(token, resource, client).await.map(Arc::new),
+            Some(i) => i.check(token, resource, client).await.map(|mut p| {
+                p.presented = warden_policy::Presented::new(token);
+                Arc::new(p)
+            }),
             None => Err(AuthError::InvalidToken("malformed token")),
         }
     }

@@ -315,6 +315,21 @@ impl Config {
                     check_remote_url(url).map_err(|m| format!("{at}.url: {m}"))?;
                     if let Some(o) = &u.oauth {
                         check_remote_url(&o.token_url).map_err(|m| format!("{at}.oauth.token_url: {m}"))?;
+                        match o.mode {
+                            OAuthMode::User => {
+                                return Err(format!(
+                                    "{at}.oauth.mode = \"user\": not available yet (use \"service\" or \"exchange\")"
+                                ))
+                            }
+                            OAuthMode::Exchange
+                                if self.auth.as_ref().is_none_or(|a| a.issuers.is_empty() && a.introspection.is_none() && a.builtin.is_none()) =>
+                            {
+                                return Err(format!(
+                                    "{at}.oauth.mode = \"exchange\" needs callers with tokens to exchange: [auth] with a JWT issuer, introspection or the built-in server"
+                                ))
+                            }
+                            _ => {}
+                        }
                     }
                     if u.command.is_some() || !u.args.is_empty() || !u.env.is_empty() || !u.secret_env.is_empty() {
                         return Err(format!("{at}: command/args/env/secret_env are for transport = \"stdio\""));

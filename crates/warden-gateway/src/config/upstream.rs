@@ -66,8 +66,9 @@ pub struct Upstream {
     /// http: headers sent on every request whose values are secrets (e.g. `Authorization`).
     #[serde(default)]
     pub secret_headers: BTreeMap<String, SecretRef>,
-    /// http: OAuth client credentials for this upstream (Warden's own identity there; clients'
-    /// tokens are never forwarded).
+    /// http: OAuth for this upstream: Warden's own client credentials, or each caller's token
+    /// exchanged for one of this upstream's (`mode = "exchange"`). Clients' tokens are never
+    /// forwarded.
     pub oauth: Option<UpstreamOAuth>,
     /// Seconds to connect and complete `initialize`. Default 30.
     #[serde(default = "default_connect")]
@@ -407,10 +408,29 @@ impl ClientRequest {
     }
 }
 
-/// OAuth 2.1 client credentials grant against an upstream's authorization server.
+/// Whose identity Warden presents to an HTTP upstream (`[upstream.oauth] mode`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthMode {
+    /// Warden's own: the client credentials grant, one token for every caller.
+    #[default]
+    Service,
+    /// Each caller's, linked through the upstream's own OAuth flow (not available yet).
+    User,
+    /// Each caller's: its validated token exchanged (RFC 8693) at `token_url` for a token for
+    /// this upstream, cached per caller until it expires. Warden's own connection (readiness,
+    /// look-alike names) uses the client credentials grant of the same client.
+    Exchange,
+}
+
+/// OAuth 2.1 against an upstream's authorization server: Warden's own client credentials, or
+/// each caller's token exchanged (`mode`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuth {
+    /// `"service"` (default), `"exchange"`, or `"user"` (not available yet).
+    #[serde(default)]
+    pub mode: OAuthMode,
     /// The token endpoint (`https://`, or `http://` to loopback).
     #[serde(serialize_with = "mask::url")]
     pub token_url: String,

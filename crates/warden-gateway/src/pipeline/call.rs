@@ -154,6 +154,7 @@ pub async fn call_one(
         r.map(drop)?;
     }
     let conn = s.conn(up).await?;
+    conn.on_behalf_of(p);
     // The attempt is on record before the upstream gets the call (fail closed on a full queue):
     // a call whose outcome is never recorded (Warden killed, the request aborted) still shows.
     let mut attempt = s.event(p, "attempt", "attempted", None);
@@ -165,6 +166,7 @@ pub async fn call_one(
     attempt.target.clone_from(&note.target);
     attempt.rule.clone_from(&note.rule);
     attempt.read_only = note.read_only;
+    attempt.credential = conn.credential();
     if let Some(a) = params.get("arguments") {
         s.shared.audit.arguments(&mut attempt, a);
     }
@@ -196,6 +198,7 @@ pub async fn call_one(
         _ = policy.kills.cancelled(server, tool) => Err(GatewayError::Cancelled),
     };
     tr.end(stage);
+    note.credential = conn.credential();
     let r = if method == Method::ResourcesRead { r.map(|v| s.rewrite_contents(up, v)) } else { r };
     // A task handle instead of the result (the tasks extension): sealed to the caller; its
     // result is vetted when a `tasks/get` brings it.

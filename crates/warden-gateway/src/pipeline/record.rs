@@ -30,6 +30,8 @@ pub struct Note {
     pub read_only: Option<bool>,
     /// What tainted the session before this request (`taint.rs`).
     pub taint: Vec<String>,
+    /// Which credential reached the upstream (`Conn::credential`).
+    pub credential: Option<String>,
 }
 
 /// What happened, in the audit vocabulary, kept apart from what policy decided.
@@ -111,6 +113,7 @@ pub async fn record(
         (None, false, _) => None,
     };
     e.rule = note.rule;
+    e.credential = note.credential;
     e.findings = note.findings;
     e.taint = note.taint;
     e.truncated = note.truncated;

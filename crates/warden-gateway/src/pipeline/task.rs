@@ -153,6 +153,7 @@ pub async fn follow_up(
         params["inputResponses"] = Value::Object(vetted);
     }
     let conn = s.conn(up).await?;
+    conn.on_behalf_of(p);
     let stage = tr.begin("warden.upstream");
     let r = tokio::time::timeout(FOLLOW_UP_TIMEOUT, conn.call(method.as_str(), Some(params), None)).await;
     tr.end(stage);

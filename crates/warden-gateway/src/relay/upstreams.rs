@@ -76,7 +76,11 @@ impl RelaySession {
             return Err(GatewayError::Unavailable);
         };
         let key = self.principal.tenant.as_deref().filter(|t| self.shared.specs[i].tenants.contains_key(*t));
-        let key = key.unwrap_or_default().to_string();
+        let mut key = key.unwrap_or_default().to_string();
+        // A connection that acts for its caller (token exchange) is never shared with another.
+        if spec.exchange.is_some() {
+            key = format!("{key}\0{}", self.principal.binding_key());
+        }
         // The upstream is told only of the client capabilities it may use (`client_requests`).
         let mut init = self.upstream_init.clone();
         init["capabilities"] = crate::client_requests::capabilities_for(&init["capabilities"], &spec.client_requests);
@@ -94,7 +98,7 @@ impl RelaySession {
             *guard = Some(lease.clone());
             return Ok(lease);
         }
-        match Conn::connect_as(spec, init, caller.clone(), &self.shared.http).await {
+        match Conn::connect_as(spec, init, caller.clone(), &self.principal, &self.shared.http).await {
             Ok(c) => {
                 *slot.retry_at.lock() = None;
                 // Found stateless: later sessions share it (unless another one got there first).

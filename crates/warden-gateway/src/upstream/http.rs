@@ -44,6 +44,11 @@ pub struct HttpTransport {
     h1: Option<Arc<h1::Pool>>,
     headers: HeaderMap,
     oauth: Option<Arc<super::oauth::ClientCredentials>>,
+    /// Each caller's token exchanged for this upstream's (`mode = "exchange"`), on a
+    /// connection that serves one caller (`on_behalf`); Warden's own connection uses `oauth`.
+    exchange: Option<Arc<super::oauth::Exchanger>>,
+    /// The caller's latest token and its expiry (Unix seconds), offered with each request.
+    on_behalf: Option<Mutex<Option<Offered>>>,
     session: Mutex<Option<HeaderValue>>,
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
@@ -61,7 +66,13 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(spec: &Spec, client: reqwest::Client, incoming: IncomingTx) -> Arc<Self> {
+    /// `on_behalf`: the caller this connection serves (a session's), or none (Warden's own).
+    pub fn new(
+        spec: &Spec,
+        client: reqwest::Client,
+        incoming: IncomingTx,
+        on_behalf: Option<&warden_policy::Principal>,
+    ) -> Arc<Self> {
         let mut headers = HeaderMap::new();
         for (k, v) in &spec.headers {
             match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
@@ -83,6 +94,8 @@ impl HttpTransport {
             h1,
             headers,
             oauth: spec.oauth.clone(),
+            exchange: spec.exchange.clone(),
+            on_behalf: on_behalf.map(|p| Mutex::new(Some(presented(p)))),
             session: Mutex::new(None),
             version: Mutex::new(None),
             incoming,
@@ -163,11 +176,50 @@ impl HttpTransport {
         }
     }
 
+    /// The latest request's caller (same caller, maybe a fresher token).
+    pub fn offer(&self, p: &warden_policy::Principal) {
+        if let Some(cell) = &self.on_behalf {
+            *cell.lock() = Some(presented(p));
+        }
+    }
+
+    /// Which credential this connection presents (for the audit record; never its value).
+    pub fn credential(&self) -> Option<String> {
+        match (self.subject(), &self.exchange, &self.oauth) {
+            (Some(Ok((token, _))), Some(x), _) => Some(match x.digest(token.get().unwrap_or_default()) {
+                Some(d) => format!("exchange:{d}"),
+                None => "exchange".into(),
+            }),
+            (Some(Err(_)), _, _) => Some("exchange".into()),
+            (None, _, Some(_)) => Some("service".into()),
+            _ => None,
+        }
+    }
+
+    /// The token this connection's caller presented, when it exchanges callers' tokens.
+    fn subject(&self) -> Option<Result<Offered, String>> {
+        self.exchange.as_ref()?;
+        let cell = self.on_behalf.as_ref()?;
+        Some(cell.lock().clone().filter(|(t, _)| t.get().is_some()).ok_or_else(|| {
+            "this upstream takes each caller's own identity (oauth mode = \"exchange\"), and this caller \
+             presented no token to exchange"
+                .to_string()
+        }))
+    }
+
     /// This upstream's credentials, session and version headers.
     async fn head(&self) -> Result<HeaderMap, String> {
         let mut h = self.headers.clone();
-        if let Some(o) = &self.oauth {
-            h.insert(http::header::AUTHORIZATION, o.header(&self.client).await?);
+        match (self.subject(), &self.exchange, &self.oauth) {
+            (Some(subject), Some(x), _) => {
+                let (token, expires) = subject?;
+                let token = token.get().unwrap_or_default();
+                h.insert(http::header::AUTHORIZATION, x.header(&self.client, token, expires).await?);
+            }
+            (_, _, Some(o)) => {
+                h.insert(http::header::AUTHORIZATION, o.header(&self.client).await?);
+            }
+            _ => {}
         }
         if let Some(s) = self.session.lock().clone() {
             h.insert("mcp-session-id", s);
@@ -235,8 +287,10 @@ impl HttpTransport {
             return Err("upstream session expired".into());
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            if let Some(o) = &self.oauth {
-                o.invalidate();
+            match (self.subject(), &self.exchange, &self.oauth) {
+                (Some(Ok((token, _))), Some(x), _) => x.invalidate(token.get().unwrap_or_default()),
+                (None, _, Some(o)) => o.invalidate(),
+                _ => {}
             }
         }
         let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -539,4 +593,11 @@ async fn read_capped(resp: Answer, cap: usize) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// A caller's token and its expiry (Unix seconds), as offered to a connection.
+type Offered = (warden_policy::Presented, Option<u64>);
+
+fn presented(p: &warden_policy::Principal) -> Offered {
+    (p.presented.clone(), p.claims.get("exp").and_then(serde_json::Value::as_u64))
 }

@@ -157,27 +157,46 @@ impl Conn {
 
     /// [`Conn::connect`] for a session, its first caller (`shared.rs`): a stateless upstream's
     /// connection may take more callers later.
+    /// `principal` is whom the connection acts for, where the upstream takes each caller's
+    /// identity (`[upstream.oauth] mode = "exchange"`).
     pub async fn connect_as(
         spec: &Spec,
         init_params: Value,
         caller: Arc<shared::Caller>,
+        principal: &warden_policy::Principal,
         client: &reqwest::Client,
     ) -> Result<Arc<Conn>, String> {
-        Conn::open(spec, init_params, shared::fan_out_handler(), Some(caller), client).await
+        Conn::open(spec, init_params, shared::fan_out_handler(), Some((caller, principal)), client).await
+    }
+
+    /// Which credential this connection presents to its upstream, for the audit record.
+    pub fn credential(&self) -> Option<String> {
+        match &self.transport {
+            Transport::Http(t) => t.credential(),
+            _ => None,
+        }
+    }
+
+    /// The latest request's caller: a connection acting for a caller uses its freshest token.
+    pub fn on_behalf_of(&self, p: &warden_policy::Principal) {
+        if let Transport::Http(t) = &self.transport {
+            t.offer(p);
+        }
     }
 
     async fn open(
         spec: &Spec,
         init_params: Value,
         handler: ServerHandler,
-        first: Option<Arc<shared::Caller>>,
+        first: Option<(Arc<shared::Caller>, &warden_policy::Principal)>,
         client: &reqwest::Client,
     ) -> Result<Arc<Conn>, String> {
         let cell = Arc::new(OnceLock::new());
         let tx = IncomingTx(cell.clone());
+        let (first, principal) = first.unzip();
         let transport = match spec.kind {
             Kind::Stdio => Transport::Stdio(Box::new(stdio::StdioTransport::spawn(spec, tx)?)),
-            Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx)),
+            Kind::Http => Transport::Http(http::HttpTransport::new(spec, client.clone(), tx, principal)),
             Kind::Builtin => Transport::Builtin(builtin::BuiltinTransport::new(spec, tx)?),
         };
         let conn = Arc::new_cyclic(|me| Conn {

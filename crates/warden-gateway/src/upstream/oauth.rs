@@ -1,6 +1,8 @@
-//! Warden's own credentials for an HTTP upstream: OAuth 2.1 client credentials against the
-//! upstream's authorization server. One token per upstream, shared by all sessions, fetched
-//! before first use, renewed 30 s before it expires or after the upstream answers 401.
+//! Credentials for an HTTP upstream. Warden's own ([`ClientCredentials`]): OAuth 2.1 client
+//! credentials against the upstream's authorization server, one token per upstream, shared by
+//! all sessions, fetched before first use, renewed 30 s before it expires or after the upstream
+//! answers 401. Each caller's ([`Exchanger`], `mode = "exchange"`): the caller's token exchanged
+//! for one for this upstream.
 //!
 //! Defends against: clients' tokens reaching upstreams (upstream requests carry only this
 //! token), secrets in logs (the secret and tokens are never logged; header values are marked
@@ -77,6 +79,113 @@ impl ClientCredentials {
         v.set_sensitive(true);
         let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
         *self.cached.lock() = Some((v.clone(), until));
+        Ok(v)
+    }
+}
+
+/// RFC 8693 token exchange for `[upstream.oauth] mode = "exchange"`: a caller's validated token
+/// (the subject token) exchanged at the upstream's authorization server for a token for this
+/// upstream, with Warden authenticating as its client (HTTP Basic). Exchanged tokens are cached
+/// by the SHA-256 of the subject token (so per caller, never shared between callers) until 30 s
+/// before they expire, never past the subject token's own expiry.
+///
+/// Defends against: one caller's upstream token serving another (the cache key is the caller's
+/// own token); the client's token reaching the upstream (only the exchanged token is sent);
+/// unbounded memory (at most [`MAX_EXCHANGED`] tokens kept; expired ones are dropped first).
+/// Does not defend against: an authorization server that exchanges too generously (the
+/// upstream token's scopes and audience are its decision).
+pub struct Exchanger {
+    cfg: UpstreamOAuth,
+    secret: String,
+    /// By the SHA-256 of the subject token: the header, its token's short digest, until when.
+    cached: Mutex<std::collections::HashMap<[u8; 32], (HeaderValue, String, Instant)>>,
+    /// Exchanges made (for tests and the log).
+    pub exchanges: std::sync::atomic::AtomicU64,
+}
+
+/// Exchanged tokens kept at once, per upstream.
+pub const MAX_EXCHANGED: usize = 10_000;
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+impl Exchanger {
+    pub fn new(cfg: &UpstreamOAuth, upstream: &str) -> Result<Exchanger, String> {
+        let secret =
+            cfg.client_secret.resolve().map_err(|e| format!("upstream {upstream}: oauth.client_secret: {e}"))?;
+        Ok(Exchanger { cfg: cfg.clone(), secret, cached: Mutex::new(Default::default()), exchanges: 0.into() })
+    }
+
+    fn key(subject: &str) -> [u8; 32] {
+        crate::digest::sha256(subject.as_bytes())
+    }
+
+    /// The short digest (12 hex of its SHA-256) of the token exchanged for `subject`, if any:
+    /// which credential reached the upstream, for the audit record.
+    pub fn digest(&self, subject: &str) -> Option<String> {
+        self.cached.lock().get(&Self::key(subject)).map(|(_, d, _)| d.clone())
+    }
+
+    /// Forget the token exchanged for `subject` (the upstream refused it).
+    pub fn invalidate(&self, subject: &str) {
+        self.cached.lock().remove(&Self::key(subject));
+    }
+
+    /// `Authorization` value for the upstream on behalf of the caller whose token is
+    /// `subject` (valid until `subject_expires`, Unix seconds, when known).
+    pub async fn header(
+        &self,
+        http: &reqwest::Client,
+        subject: &str,
+        subject_expires: Option<u64>,
+    ) -> Result<HeaderValue, String> {
+        let key = Self::key(subject);
+        if let Some((v, _, _)) = self.cached.lock().get(&key).filter(|(_, _, until)| *until > Instant::now()) {
+            return Ok(v.clone());
+        }
+        let mut form = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", subject),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("requested_token_type", ACCESS_TOKEN),
+        ];
+        if let Some(s) = &self.cfg.scope {
+            form.push(("scope", s));
+        }
+        if let Some(r) = &self.cfg.resource {
+            form.push(("resource", r));
+        }
+        let resp = http
+            .post(&self.cfg.token_url)
+            .basic_auth(&self.cfg.client_id, Some(&self.secret))
+            .header("accept", "application/json")
+            .form(&form)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("token exchange failed: {}", e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(format!("the token exchange was refused (HTTP {})", resp.status()));
+        }
+        let body: Value = resp.json().await.map_err(|_| "token exchange response is not JSON".to_string())?;
+        let token =
+            body.get("access_token").and_then(Value::as_str).ok_or("token exchange response has no access_token")?;
+        let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+        let now = crate::clock::now_secs();
+        let ttl = subject_expires.map_or(ttl, |exp| ttl.min(exp.saturating_sub(now)));
+        let mut v =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "exchanged token is not a valid header")?;
+        v.set_sensitive(true);
+        self.exchanges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
+        let mut cached = self.cached.lock();
+        if cached.len() >= MAX_EXCHANGED {
+            let now = Instant::now();
+            cached.retain(|_, (_, _, until)| *until > now);
+            if cached.len() >= MAX_EXCHANGED {
+                cached.clear();
+            }
+        }
+        let digest = crate::digest::hex(&crate::digest::sha256(token.as_bytes()))[..12].to_string();
+        cached.insert(key, (v.clone(), digest, until));
         Ok(v)
     }
 }

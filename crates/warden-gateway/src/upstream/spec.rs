@@ -21,6 +21,8 @@ pub struct Spec {
     pub headers: Vec<(String, String)>,
     /// OAuth client credentials (shared by all connections to this upstream).
     pub oauth: Option<Arc<oauth::ClientCredentials>>,
+    /// `[upstream.oauth] mode = "exchange"`: each caller's token exchanged for this upstream's.
+    pub exchange: Option<Arc<oauth::Exchanger>>,
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
     /// Per-tenant variants of this spec (their own instance or credentials).
@@ -69,6 +71,10 @@ impl Spec {
             url: u.url.clone().unwrap_or_default(),
             headers,
             oauth: u.oauth.as_ref().map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new)).transpose()?,
+            exchange: (u.oauth.as_ref())
+                .filter(|o| o.mode == config::OAuthMode::Exchange)
+                .map(|o| oauth::Exchanger::new(o, &u.name).map(Arc::new))
+                .transpose()?,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
             call_timeout: Duration::from_secs(u.call_timeout_secs),
             tenants: BTreeMap::new(),
