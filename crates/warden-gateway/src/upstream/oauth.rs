@@ -59,28 +59,40 @@ impl ClientCredentials {
         if let Some(r) = &self.cfg.resource {
             form.push(("resource", r));
         }
-        let resp = http
-            .post(&self.cfg.token_url)
-            .basic_auth(&self.cfg.client_id, Some(&self.secret))
-            .header("accept", "application/json")
-            .form(&form)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("token request failed: {}", e.without_url()))?;
-        if !resp.status().is_success() {
-            return Err(format!("token endpoint answered HTTP {}", resp.status()));
-        }
-        let body: Value = resp.json().await.map_err(|_| "token response is not JSON".to_string())?;
-        let token = body.get("access_token").and_then(Value::as_str).ok_or("token response has no access_token")?;
-        let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
-        let mut v =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "access token is not a valid header")?;
-        v.set_sensitive(true);
+        let (v, ttl, _) = token_request(http, &self.cfg, &self.secret, &form).await?;
         let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
         *self.cached.lock() = Some((v.clone(), until));
         Ok(v)
     }
+}
+
+/// One request to the token endpoint as the upstream's client (HTTP Basic): the
+/// `Authorization` value (marked sensitive), the token's lifetime (300 s when unsaid) and the
+/// token itself.
+async fn token_request(
+    http: &reqwest::Client,
+    cfg: &UpstreamOAuth,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> Result<(HeaderValue, u64, String), String> {
+    let resp = http
+        .post(&cfg.token_url)
+        .basic_auth(&cfg.client_id, Some(secret))
+        .header("accept", "application/json")
+        .form(form)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("token request failed: {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("token endpoint answered HTTP {}", resp.status()));
+    }
+    let body: Value = resp.json().await.map_err(|_| "token response is not JSON".to_string())?;
+    let token = body.get("access_token").and_then(Value::as_str).ok_or("token response has no access_token")?;
+    let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "access token is not a valid header")?;
+    v.set_sensitive(true);
+    Ok((v, ttl, token.to_string()))
 }
 
 /// RFC 8693 token exchange for `[upstream.oauth] mode = "exchange"`: a caller's validated token
@@ -153,27 +165,9 @@ impl Exchanger {
         if let Some(r) = &self.cfg.resource {
             form.push(("resource", r));
         }
-        let resp = http
-            .post(&self.cfg.token_url)
-            .basic_auth(&self.cfg.client_id, Some(&self.secret))
-            .header("accept", "application/json")
-            .form(&form)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("token exchange failed: {}", e.without_url()))?;
-        if !resp.status().is_success() {
-            return Err(format!("the token exchange was refused (HTTP {})", resp.status()));
-        }
-        let body: Value = resp.json().await.map_err(|_| "token exchange response is not JSON".to_string())?;
-        let token =
-            body.get("access_token").and_then(Value::as_str).ok_or("token exchange response has no access_token")?;
-        let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+        let (v, ttl, token) = token_request(http, &self.cfg, &self.secret, &form).await?;
         let now = crate::clock::now_secs();
         let ttl = subject_expires.map_or(ttl, |exp| ttl.min(exp.saturating_sub(now)));
-        let mut v =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "exchanged token is not a valid header")?;
-        v.set_sensitive(true);
         self.exchanges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
         let mut cached = self.cached.lock();

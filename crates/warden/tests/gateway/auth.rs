@@ -1029,27 +1029,30 @@ mod tls {
     }
 }
 
+/// Upstream `b` (over HTTP, at `b.url`) with `[upstream.oauth]` of `mode` against the IdP's
+/// token endpoint, as client `warden` (its secret in a file).
+pub(crate) fn upstream_b(idp: &Idp, b: &Proc, mode: &str) -> String {
+    let secret = warden_testkit::harness::tempdir("upstream-secret").join("client-secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    format!(
+        "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
+         [upstream.oauth]\nmode = {mode:?}\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\n\
+         client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\n",
+        b.url,
+        idp.issuer,
+        secret.display().to_string(),
+        b.url
+    )
+}
+
 #[tokio::test]
 async fn upstream_credentials_are_wardens_own_never_the_clients() {
     let idp = Idp::start().await;
     // B: a protected Warden in front of the fixture, accepting only the IdP's JWTs.
     let b = gateway_with(&idp, "");
-    let secret = std::env::temp_dir().join(format!("warden-upstream-secret-{}", std::process::id()));
-    std::fs::write(&secret, "s3cret\n").unwrap();
     // A: in front of B, authenticating its own clients with API keys and B with client credentials.
     let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
-    let a = warden(
-        "",
-        &format!(
-            "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
-             [upstream.oauth]\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\nclient_secret = {{ file = {:?} }}\n\
-             scope = \"mcp\"\nresource = {:?}\n\n[auth]\n{entry}",
-            b.url,
-            idp.issuer,
-            secret.display().to_string(),
-            b.url
-        ),
-    );
+    let a = warden("", &format!("{}\n[auth]\n{entry}", upstream_b(&idp, &b, "service")));
     let mut c = Client::new(&a.url);
     c.bearer = Some(key.clone());
     c.initialize().await;

@@ -21,23 +21,15 @@ async fn each_caller_reaches_the_upstream_as_itself_through_token_exchange() {
             idp.issuer
         ),
     );
-    let secret = warden_testkit::harness::tempdir("exchange").join("client-secret");
-    std::fs::write(&secret, "s3cret\n").unwrap();
     // A: in front of B, with callers of the same IdP (and an API key, which has no token to
     // exchange).
     let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
     let a = warden(
         "",
         &format!(
-            "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
-             [upstream.oauth]\nmode = \"exchange\"\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\n\
-             client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\n\n\
-             [auth]\nrequired_scopes = [\"mcp\"]\n{entry}\n[[auth.jwt]]\nissuer = {:?}\n\
+            "{}\n[auth]\nrequired_scopes = [\"mcp\"]\n{entry}\n[[auth.jwt]]\nissuer = {:?}\n\
              [audit]\npath = \"audit.jsonl\"\n",
-            b.url,
-            idp.issuer,
-            secret.display().to_string(),
-            b.url,
+            crate::auth::upstream_b(&idp, &b, "exchange"),
             idp.issuer
         ),
     );
