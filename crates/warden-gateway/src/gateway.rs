@@ -295,6 +295,12 @@ impl Gateway {
                         None => "the config".into(),
                     },
                     jobs: Default::default(),
+                    vault: match &self.cfg.vault {
+                        Some(v) => Some(Arc::new(
+                            crate::vault::Vault::open(v, &self.cfg.base_dir).map_err(std::io::Error::other)?,
+                        )),
+                        None => None,
+                    },
                 });
                 tracing::info!(addr = %admin_addr, "admin API listening");
                 Some(tokio::spawn(async move { axum::serve(l, app).await }))

@@ -17,6 +17,7 @@ mod bench_floor;
 mod bench_policy;
 mod bench_soak;
 mod check;
+mod credentials_cli;
 mod logwriter;
 mod pins;
 
@@ -93,6 +94,9 @@ enum Cmd {
     /// API keys for service clients.
     #[command(subcommand)]
     Apikey(ApikeyCmd),
+    /// Users' own upstream credentials in the vault (`[vault]`): list, revoke, rotate the key.
+    #[command(subcommand)]
+    Credentials(credentials_cli::CredentialsCmd),
     /// Tokens of the built-in authorization server.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -322,6 +326,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Approvals { config, state } => admin_cli::approvals(&load(&config, None)?, &state).await,
             Cmd::Approve { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, true, note).await,
             Cmd::Deny { config, id, note } => admin_cli::decide(&load(&config, None)?, &id, false, note).await,
+            Cmd::Credentials(cmd) => tokio::task::spawn_blocking(move || credentials_cli::run(cmd)).await?,
             Cmd::Audit(cmd) => {
                 found = tokio::task::spawn_blocking(move || audit_cli::run(cmd)).await??;
                 Ok(())

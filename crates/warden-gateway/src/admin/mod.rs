@@ -20,6 +20,8 @@
 //!   "signed_through", "last_checkpoint_at"?: secs}], "problems": […], "notes": […], "took_ms"}`;
 //!   `{"ok": null, "reason": "…"}` (200) when no trail is verified here (audit off, PostgreSQL),
 //!   202 `{"ok": null, "running": true, …}` while a long verification goes on;
+//! - `GET /admin/credentials`, `DELETE /admin/credentials/{id}` — the credential vault's entries
+//!   (owners and times, never tokens), and forgetting one (`credentials.rs`);
 //! - `GET /admin/kill-switches` — the switches that are off;
 //! - `POST /admin/kill-switches` `{server, tool?, reason, by?, cancel_in_flight?}` — switch off;
 //! - `DELETE /admin/kill-switches?server=…&tool=…&by=…` — switch back on;
@@ -54,6 +56,7 @@ mod caller;
 mod chain;
 mod config_view;
 pub mod console;
+mod credentials;
 mod definitions;
 mod flight;
 pub mod oauth;
@@ -102,6 +105,8 @@ pub struct AdminState {
     pub config_origin: String,
     /// The runs of the expensive read-only views, one at a time each.
     pub jobs: Jobs,
+    /// The credential vault (`[vault]`), when configured.
+    pub vault: Option<Arc<crate::vault::Vault>>,
 }
 
 /// The config check and the audit verification: one run at a time, the last result kept.
@@ -215,6 +220,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/audit", get(audit_search::search))
         .route("/admin/audit/verify", get(chain::verify))
         .route("/admin/config", get(config_view::config))
+        .route("/admin/credentials", get(credentials::list))
+        .route("/admin/credentials/{id}", axum::routing::delete(credentials::revoke))
         .route("/admin/kill-switches", get(list).post(kill).delete(revive))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}", get(approval))

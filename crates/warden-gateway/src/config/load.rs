@@ -90,6 +90,12 @@ impl Config {
         if let Some(a) = &mut self.admin {
             out.push(("admin.token".into(), &mut a.token));
         }
+        if let Some(v) = &mut self.vault {
+            out.push(("vault.key".into(), &mut v.key));
+            for (i, k) in v.previous_keys.iter_mut().enumerate() {
+                out.push((format!("vault.previous_keys[{i}]"), k));
+            }
+        }
         if let Some(p) = &mut self.audit.password {
             out.push(("audit.password".into(), p));
         }

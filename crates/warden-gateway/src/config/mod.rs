@@ -17,6 +17,7 @@ pub mod mask;
 mod rules;
 mod secret;
 mod upstream;
+mod vault;
 
 pub use audit::*;
 pub use auth::*;
@@ -26,6 +27,7 @@ pub use listen::*;
 pub use rules::*;
 pub use secret::*;
 pub use upstream::*;
+pub use vault::*;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +76,8 @@ pub struct Config {
     /// The audit trail: a hash-chained, signed record of every operation.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Users' own upstream credentials, encrypted at rest.
+    pub vault: Option<VaultConfig>,
     /// Traces: a span per pipeline stage sent to an OpenTelemetry collector.
     #[serde(default)]
     pub telemetry: TelemetryConfig,

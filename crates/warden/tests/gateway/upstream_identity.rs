@@ -76,3 +76,81 @@ async fn each_caller_reaches_the_upstream_as_itself_through_token_exchange() {
     assert_ne!(of("alice"), of("bob"), "each caller its own credential");
     assert!(!trail.contains(&token_for("bob")[..40]));
 }
+
+/// Issue 27: the credential vault, from the outside: entries put for two users are listed by
+/// the admin API and `warden credentials list` (owners and times, never tokens), revoking one
+/// leaves the other, the key rotates, and the file holds no token in the clear.
+#[tokio::test]
+async fn the_vault_lists_revokes_and_rotates_without_showing_a_token() {
+    use warden_gateway::vault::{Secret, Vault};
+    use warden_policy::{AuthMethod, Principal};
+    let (admin_cfg, admin) = crate::approval::admin_section();
+    let dir = warden_testkit::harness::tempdir("vault");
+    std::fs::write(dir.join("vault.key"), "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n").unwrap();
+    let port = warden_testkit::harness::free_port();
+    let cfg = dir.join("warden.toml");
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:{port}\"\n{}\n{admin_cfg}\n[vault]\nkey = {{ file = \"vault.key\" }}\n\
+         [audit]\npath = \"audit.jsonl\"\n[[rule]]\nid = \"all\"\ntools = [\"*\"]\n",
+        fixture_stdio_upstream("fx", Some(""), "")
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let loaded = warden_gateway::config::Config::load(&cfg).unwrap();
+    let vault = Vault::open(loaded.vault.as_ref().unwrap(), &loaded.base_dir).unwrap();
+    let user = |sub: &str| Principal {
+        subject: sub.into(),
+        tenant: Some("acme".into()),
+        method: AuthMethod::Jwt,
+        ..Principal::local()
+    };
+    let secret =
+        |t: &str| Secret { access_token: t.into(), refresh_token: None, expires_at: Some(4_102_444_800), scope: None };
+    let alice = vault.put("github", &user("alice"), &secret("gho_ALICE_TOKEN_VALUE")).unwrap();
+    vault.put("github", &user("bob"), &secret("gho_BOB_TOKEN_VALUE")).unwrap();
+    drop(vault);
+    let w = warden_testkit::harness::warden_config(&cfg, port);
+    warden_testkit::harness::wait_http(&admin);
+    let http = reqwest::Client::new();
+    let get = || async {
+        let r = http.get(format!("{admin}/credentials")).bearer_auth(crate::approval::TOKEN).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = get().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"alice\"") && body.contains("\"bob\"") && !body.contains("gho_"), "{body}");
+    assert_eq!(reqwest::get(format!("{admin}/credentials")).await.unwrap().status(), 401);
+    let r =
+        http.delete(format!("{admin}/credentials/{alice}")).bearer_auth(crate::approval::TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, body) = get().await;
+    assert!(!body.contains("\"alice\"") && body.contains("\"bob\""), "{body}");
+    let r =
+        http.delete(format!("{admin}/credentials/{alice}")).bearer_auth(crate::approval::TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The command line sees the same; revoking an unknown id fails; rotation reseals nothing
+    // (one key).
+    let run = |args: &[&str]| {
+        std::process::Command::new(warden_testkit::harness::bin("warden"))
+            .arg("credentials")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["list", "--json"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && listed.contains("\"bob\"") && !listed.contains("gho_"), "{listed}");
+    assert!(!run(&["revoke", "no-such-id"]).status.success());
+    let out = run(&["rotate"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 credential(s)"), "{out:?}");
+    drop(w);
+    for f in ["warden-data/vault.sqlite", "warden-data/vault.sqlite-wal"] {
+        let bytes = std::fs::read(dir.join(f)).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains("TOKEN_VALUE"), "{f} holds a token in the clear");
+    }
+    // The revocation is on record, by whom and which entry.
+    let trail = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let revoked = trail.lines().find(|l| l.contains("\"kind\":\"credential\"") && l.contains("\"revoked\""));
+    assert!(revoked.is_some_and(|l| l.contains(&alice) && l.contains("admin-token:")), "{trail}");
+}

@@ -1,0 +1,401 @@
+//! The credential vault (issue 27): each user's own tokens for upstreams that act on the user's
+//! account, kept encrypted at rest in a SQLite file (`[vault] path`), one entry per upstream and
+//! principal. `warden credentials list|revoke|rotate` and the admin API read and change it.
+//!
+//! Each token set is sealed with AES-256-GCM under the current `[vault] key`, with a fresh
+//! random 96-bit nonce, and with the entry's id, upstream and principal as associated data: an
+//! entry copied onto another user's row, or another upstream's, does not open. `previous_keys`
+//! still open what they sealed; `rotate` seals every entry again under the current key.
+//!
+//! Defends against: a copy of the vault file (or a backup) yielding tokens (they are ciphertext;
+//! the key lives elsewhere, as a secret reference); one user's token serving another (entries
+//! are keyed by the principal's binding key — method, tenant, issuer, subject — and bound to it
+//! by the associated data); a tampered entry (authenticated encryption: it does not open, and
+//! the error says so); tokens in listings and logs (listings carry ids, owners and times only).
+//! Does not defend against: someone holding both the file and the key; a process that can read
+//! Warden's memory. The file is created readable by its owner only; SQLite calls block, so the
+//! gateway makes them on the blocking pool.
+
+use crate::config::VaultConfig;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use warden_policy::Principal;
+
+/// What is kept for one user and upstream: the tokens, sealed.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Secret {
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the access token expires (Unix seconds), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// One entry as listed: whose, for which upstream, when — never the tokens.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    pub upstream: String,
+    pub tenant: Option<String>,
+    pub subject: String,
+    pub created: u64,
+    pub updated: u64,
+    pub expires_at: Option<u64>,
+    /// Which key sealed it (a short digest of the key).
+    pub key_id: String,
+}
+
+struct Key {
+    id: String,
+    key: LessSafeKey,
+}
+
+pub struct Vault {
+    /// The current key first, then the previous ones.
+    keys: Vec<Key>,
+    db: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn key_of(raw: &[u8; 32]) -> Key {
+    let id = crate::digest::hex(&crate::digest::sha256(raw))[..12].to_string();
+    Key { id, key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).expect("32-byte key")) }
+}
+
+fn aad(id: &str, upstream: &str, binding: &str) -> Vec<u8> {
+    format!("warden-vault\0{id}\0{upstream}\0{binding}").into_bytes()
+}
+
+fn now() -> u64 {
+    crate::clock::now_secs()
+}
+
+impl Vault {
+    /// Open (or create) the vault `cfg` names, relative paths from `base`.
+    pub fn open(cfg: &VaultConfig, base: &Path) -> Result<Vault, String> {
+        let parse = |at: &str, s: &crate::config::SecretRef| {
+            crate::seal::Sealer::parse_key(&s.resolve().map_err(|e| format!("{at}: {e}"))?)
+                .map_err(|e| format!("{at}: {e}"))
+        };
+        let mut keys = vec![key_of(&parse("vault.key", &cfg.key)?)];
+        for (i, k) in cfg.previous_keys.iter().enumerate() {
+            keys.push(key_of(&parse(&format!("vault.previous_keys[{i}]"), k)?));
+        }
+        let path = match &cfg.path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => base.join(p),
+            None => base.join("warden-data/vault.sqlite"),
+        };
+        Vault::at(keys, path)
+    }
+
+    fn at(keys: Vec<Key>, path: PathBuf) -> Result<Vault, String> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("vault: {}: {e}", d.display()))?;
+        }
+        let db = Connection::open(&path).map_err(|e| format!("vault: {}: {e}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("vault: {}: {e}", path.display()))?;
+        }
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS credentials (
+                 id TEXT PRIMARY KEY,
+                 upstream TEXT NOT NULL,
+                 binding TEXT NOT NULL,
+                 tenant TEXT,
+                 subject TEXT NOT NULL,
+                 created INTEGER NOT NULL,
+                 updated INTEGER NOT NULL,
+                 expires_at INTEGER,
+                 key_id TEXT NOT NULL,
+                 sealed BLOB NOT NULL,
+                 UNIQUE (upstream, binding)
+             );",
+        )
+        .map_err(|e| format!("vault: {}: {e}", path.display()))?;
+        Ok(Vault { keys, db: Mutex::new(db), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn seal(&self, id: &str, upstream: &str, binding: &str, s: &Secret) -> Result<Vec<u8>, String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| "vault: no randomness")?;
+        let mut data = serde_json::to_vec(s).map_err(|e| e.to_string())?;
+        let k = &self.keys[0];
+        k.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(id, upstream, binding)),
+                &mut data,
+            )
+            .map_err(|_| "vault: sealing failed")?;
+        let mut out = nonce.to_vec();
+        out.extend(data);
+        Ok(out)
+    }
+
+    fn open_sealed(
+        &self,
+        id: &str,
+        upstream: &str,
+        binding: &str,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Secret, String> {
+        let k = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
+            format!("vault: entry {id} was sealed with key {key_id}, which is neither vault.key nor a previous key")
+        })?;
+        if sealed.len() < NONCE_LEN {
+            return Err(format!("vault: entry {id} is damaged"));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| format!("vault: entry {id} is damaged"))?;
+        let mut ct = ct.to_vec();
+        let plain = k
+            .key
+            .open_in_place(nonce, Aad::from(aad(id, upstream, binding)), &mut ct)
+            .map_err(|_| format!("vault: entry {id} does not open (tampered, or moved to another row)"))?;
+        serde_json::from_slice(plain).map_err(|_| format!("vault: entry {id} is damaged"))
+    }
+
+    /// Keep `s` for `p` at `upstream` (replacing what was kept); the entry's id.
+    pub fn put(&self, upstream: &str, p: &Principal, s: &Secret) -> Result<String, String> {
+        let binding = p.binding_key();
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let existing: Option<String> = db
+            .query_row(
+                "SELECT id FROM credentials WHERE upstream = ?1 AND binding = ?2",
+                params![upstream, binding],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| format!("vault: {e}"))?;
+        let id = existing.unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            let _ = SystemRandom::new().fill(&mut b);
+            crate::digest::hex(&b)
+        });
+        let sealed = self.seal(&id, upstream, &binding, s)?;
+        let t = now();
+        db.execute(
+            "INSERT INTO credentials (id, upstream, binding, tenant, subject, created, updated, expires_at, key_id, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)
+             ON CONFLICT (upstream, binding) DO UPDATE SET
+                 updated = excluded.updated, expires_at = excluded.expires_at, key_id = excluded.key_id,
+                 sealed = excluded.sealed",
+            params![id, upstream, binding, p.tenant, p.subject, t as i64, s.expires_at.map(|e| e as i64), self.keys[0].id, sealed],
+        )
+        .map_err(|e| format!("vault: {e}"))?;
+        Ok(id)
+    }
+
+    /// What is kept for `p` at `upstream`.
+    pub fn get(&self, upstream: &str, p: &Principal) -> Result<Option<Secret>, String> {
+        let binding = p.binding_key();
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let row: Option<(String, String, Vec<u8>)> = db
+            .query_row(
+                "SELECT id, key_id, sealed FROM credentials WHERE upstream = ?1 AND binding = ?2",
+                params![upstream, binding],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| format!("vault: {e}"))?;
+        drop(db);
+        row.map(|(id, key_id, sealed)| self.open_sealed(&id, upstream, &binding, &key_id, &sealed)).transpose()
+    }
+
+    /// Every entry (at most `limit`), newest first: owners and times, never tokens.
+    pub fn list(&self, limit: usize) -> Result<Vec<Entry>, String> {
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let mut q = db
+            .prepare(
+                "SELECT id, upstream, tenant, subject, created, updated, expires_at, key_id FROM credentials
+                 ORDER BY updated DESC LIMIT ?1",
+            )
+            .map_err(|e| format!("vault: {e}"))?;
+        let rows = q
+            .query_map(params![limit as i64], |r| {
+                Ok(Entry {
+                    id: r.get(0)?,
+                    upstream: r.get(1)?,
+                    tenant: r.get(2)?,
+                    subject: r.get(3)?,
+                    created: r.get::<_, i64>(4)? as u64,
+                    updated: r.get::<_, i64>(5)? as u64,
+                    expires_at: r.get::<_, Option<i64>>(6)?.map(|e| e as u64),
+                    key_id: r.get(7)?,
+                })
+            })
+            .map_err(|e| format!("vault: {e}"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| format!("vault: {e}"))
+    }
+
+    /// Forget entry `id`; whether there was one.
+    pub fn revoke(&self, id: &str) -> Result<bool, String> {
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let n = db.execute("DELETE FROM credentials WHERE id = ?1", params![id]).map_err(|e| format!("vault: {e}"))?;
+        Ok(n > 0)
+    }
+
+    /// Forget what is kept for `p` at `upstream` (a user unlinking their own account).
+    pub fn revoke_own(&self, upstream: &str, p: &Principal) -> Result<bool, String> {
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let n = db
+            .execute("DELETE FROM credentials WHERE upstream = ?1 AND binding = ?2", params![upstream, p.binding_key()])
+            .map_err(|e| format!("vault: {e}"))?;
+        Ok(n > 0)
+    }
+
+    /// Seal every entry not under the current key again under it: how many were, and why each
+    /// one that could not be was not (it does not open: revoke it).
+    pub fn rotate(&self) -> Result<(usize, Vec<String>), String> {
+        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
+        let mut q = db
+            .prepare("SELECT id, upstream, binding, key_id, sealed FROM credentials WHERE key_id != ?1")
+            .map_err(|e| format!("vault: {e}"))?;
+        let rows: Vec<(String, String, String, String, Vec<u8>)> = q
+            .query_map(params![self.keys[0].id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(|e| format!("vault: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("vault: {e}"))?;
+        drop(q);
+        let (mut done, mut failed) = (0, Vec::new());
+        for (id, upstream, binding, key_id, sealed) in &rows {
+            let s = match self.open_sealed(id, upstream, binding, key_id, sealed) {
+                Ok(s) => s,
+                Err(e) => {
+                    failed.push(e);
+                    continue;
+                }
+            };
+            let again = self.seal(id, upstream, binding, &s)?;
+            db.execute(
+                "UPDATE credentials SET key_id = ?1, sealed = ?2 WHERE id = ?3",
+                params![self.keys[0].id, again, id],
+            )
+            .map_err(|e| format!("vault: {e}"))?;
+            done += 1;
+        }
+        Ok((done, failed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory for one test.
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("warden-vault-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn vault(dir: &Path, keys: &[[u8; 32]]) -> Vault {
+        Vault::at(keys.iter().map(key_of).collect(), dir.join("vault.sqlite")).unwrap()
+    }
+
+    fn who(subject: &str, tenant: Option<&str>) -> Principal {
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), "https://idp.example".into());
+        Principal {
+            subject: subject.into(),
+            tenant: tenant.map(String::from),
+            method: warden_policy::AuthMethod::Jwt,
+            claims,
+            ..Principal::local()
+        }
+    }
+
+    fn secret(t: &str) -> Secret {
+        Secret { access_token: t.into(), refresh_token: Some(format!("{t}-refresh")), expires_at: Some(9), scope: None }
+    }
+
+    #[test]
+    fn tokens_are_kept_encrypted_per_principal_and_tenant() {
+        let dir = tempdir("kept");
+        let v = vault(&dir, &[[7; 32]]);
+        let (alice, alice_b, bob) = (who("alice", Some("a")), who("alice", Some("b")), who("bob", Some("a")));
+        let id = v.put("github", &alice, &secret("gho_alice_SECRET")).unwrap();
+        v.put("github", &bob, &secret("gho_bob_SECRET")).unwrap();
+        assert_eq!(v.get("github", &alice).unwrap(), Some(secret("gho_alice_SECRET")));
+        assert_eq!(v.get("github", &bob).unwrap(), Some(secret("gho_bob_SECRET")));
+        assert_eq!(v.get("github", &alice_b).unwrap(), None, "another tenant's alice is another user");
+        assert_eq!(v.get("slack", &alice).unwrap(), None);
+        // Replacing keeps the id; the file holds no token in the clear.
+        assert_eq!(v.put("github", &alice, &secret("gho_alice_NEW")).unwrap(), id);
+        drop(v);
+        let raw = std::fs::read(dir.join("vault.sqlite")).unwrap();
+        let wal = std::fs::read(dir.join("vault.sqlite-wal")).unwrap_or_default();
+        for bytes in [&raw, &wal] {
+            assert!(!bytes.windows(6).any(|w| w == b"SECRET" || w == b"_NEW\0\0"), "plaintext in the vault file");
+            assert!(!String::from_utf8_lossy(bytes).contains("gho_"), "plaintext in the vault file");
+        }
+        let v = vault(&dir, &[[7; 32]]);
+        let listed = v.list(10).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(!format!("{listed:?}").contains("gho_"));
+        // Revoking one user's entry leaves the other's.
+        assert!(v.revoke(&id).unwrap());
+        assert_eq!(v.get("github", &alice).unwrap(), None);
+        assert_eq!(v.get("github", &bob).unwrap(), Some(secret("gho_bob_SECRET")));
+        assert!(v.revoke_own("github", &bob).unwrap());
+        assert!(v.list(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_moved_or_tampered_entry_does_not_open_and_keys_rotate() {
+        let dir = tempdir("moved");
+        let v = vault(&dir, &[[1; 32]]);
+        let (alice, bob) = (who("alice", None), who("bob", None));
+        v.put("gh", &alice, &secret("a")).unwrap();
+        v.put("gh", &bob, &secret("b")).unwrap();
+        // Alice's ciphertext copied onto Bob's row: it does not open as Bob's.
+        {
+            let db = v.db.lock().unwrap();
+            db.execute(
+                "UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE subject = 'alice') WHERE subject = 'bob'",
+                [],
+            )
+            .unwrap();
+        }
+        let e = v.get("gh", &bob).unwrap_err();
+        assert!(e.contains("does not open"), "{e}");
+        drop(v);
+        // A new key, the old one kept as previous: old entries still open; rotate reseals them.
+        let v = vault(&dir, &[[2; 32], [1; 32]]);
+        assert_eq!(v.get("gh", &alice).unwrap(), Some(secret("a")));
+        let (done, failed) = v.rotate().unwrap();
+        assert_eq!((done, failed), (1, vec![v.get("gh", &bob).unwrap_err()]), "a damaged entry is named, not resealed");
+        v.revoke_own("gh", &bob).unwrap();
+        assert_eq!(v.rotate().unwrap(), (0, vec![]));
+        drop(v);
+        let v = vault(&dir, &[[2; 32]]);
+        assert_eq!(v.get("gh", &alice).unwrap(), Some(secret("a")), "opens under the new key alone");
+        let v = vault(&dir, &[[3; 32]]);
+        let e = v.get("gh", &alice).unwrap_err();
+        assert!(e.contains("neither vault.key nor a previous key"), "{e}");
+    }
+}
