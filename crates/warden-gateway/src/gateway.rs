@@ -260,6 +260,11 @@ impl Gateway {
         });
         let on_hup = reloader.as_ref().map(|r| r.on_sighup()).transpose()?;
         let on_change = reloader.as_ref().zip(self.watch_config).map(|(r, every)| r.on_file_change(every));
+        // The vault opens (its key checked) at start, with or without the admin listener.
+        let vault = match &self.cfg.vault {
+            Some(v) => Some(Arc::new(crate::vault::Vault::open(v, &self.cfg.base_dir).map_err(std::io::Error::other)?)),
+            None => None,
+        };
         let admin = match &self.cfg.admin {
             Some(a) => {
                 let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;
@@ -295,12 +300,7 @@ impl Gateway {
                         None => "the config".into(),
                     },
                     jobs: Default::default(),
-                    vault: match &self.cfg.vault {
-                        Some(v) => Some(Arc::new(
-                            crate::vault::Vault::open(v, &self.cfg.base_dir).map_err(std::io::Error::other)?,
-                        )),
-                        None => None,
-                    },
+                    vault: vault.clone(),
                 });
                 tracing::info!(addr = %admin_addr, "admin API listening");
                 Some(tokio::spawn(async move { axum::serve(l, app).await }))

@@ -74,7 +74,12 @@ pub fn run(cmd: CredentialsCmd) -> anyhow::Result<()> {
             for f in &failed {
                 eprintln!("{f}");
             }
-            anyhow::ensure!(failed.is_empty(), "{} credential(s) could not be opened: revoke them", failed.len());
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} credential(s) could not be opened: a key missing from the config (add it to previous_keys), \
+                 or a damaged entry (revoke it)",
+                failed.len()
+            );
         }
     }
     Ok(())

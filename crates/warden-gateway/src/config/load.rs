@@ -95,6 +95,9 @@ impl Config {
             for (i, k) in v.previous_keys.iter_mut().enumerate() {
                 out.push((format!("vault.previous_keys[{i}]"), k));
             }
+            if let Some(p) = &mut v.password {
+                out.push(("vault.password".into(), p));
+            }
         }
         if let Some(p) = &mut self.audit.password {
             out.push(("audit.password".into(), p));
@@ -332,6 +335,12 @@ impl Config {
                             {
                                 return Err(format!(
                                     "{at}.oauth.mode = \"exchange\" needs callers with tokens to exchange: [auth] with a JWT issuer, introspection or the built-in server"
+                                ))
+                            }
+                            OAuthMode::Exchange if o.subject_issuers.is_empty() => {
+                                return Err(format!(
+                                    "{at}.oauth.subject_issuers: required with mode = \"exchange\" (the issuers whose \
+                                     callers' tokens may be sent to the upstream's authorization server)"
                                 ))
                             }
                             _ => {}

@@ -522,25 +522,6 @@ url = "http://127.0.0.1:9/mcp"
         }
     }
 
-    /// Issue 27: `mode = "user"` is not available yet, and `exchange` needs callers with
-    /// tokens to exchange; both are refused at load, naming the key.
-    #[test]
-    fn upstream_oauth_modes_are_checked_at_load() {
-        let oauth = |mode: &str| {
-            format!(
-                "{OK}[upstream.oauth]\nmode = {mode:?}\ntoken_url = \"http://127.0.0.1:9/token\"\nclient_id = \"w\"\n\
-                 client_secret = {{ env = \"FIX_TOKEN\" }}\n"
-            )
-        };
-        let e = Config::parse(&oauth("user"), "t.toml").unwrap_err().0;
-        assert!(e.contains("upstream[1].oauth.mode = \"user\": not available yet"), "{e}");
-        let e = Config::parse(&oauth("exchange"), "t.toml").unwrap_err().0;
-        assert!(e.contains("needs callers with tokens to exchange"), "{e}");
-        let with_issuer = format!("{}\n[auth]\n[[auth.jwt]]\nissuer = \"https://idp.example\"\n", oauth("exchange"));
-        assert!(Config::parse(&with_issuer, "t.toml").is_ok());
-        assert!(Config::parse(&oauth("service"), "t.toml").is_ok());
-    }
-
     #[test]
     fn config_reference_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");

@@ -67,8 +67,9 @@ pub struct Upstream {
     #[serde(default)]
     pub secret_headers: BTreeMap<String, SecretRef>,
     /// http: OAuth for this upstream: Warden's own client credentials, or each caller's token
-    /// exchanged for one of this upstream's (`mode = "exchange"`). Clients' tokens are never
-    /// forwarded.
+    /// exchanged for one of this upstream's (`mode = "exchange"`: the caller's token then goes to
+    /// the upstream's authorization server, for the issuers in `subject_issuers` only). Clients'
+    /// tokens never reach the upstream itself.
     pub oauth: Option<UpstreamOAuth>,
     /// Seconds to connect and complete `initialize`. Default 30.
     #[serde(default = "default_connect")]
@@ -441,6 +442,11 @@ pub struct UpstreamOAuth {
     /// RFC 8707 resource indicator to request (the upstream's canonical URI).
     #[serde(serialize_with = "mask::opt_url")]
     pub resource: Option<String>,
+    /// `mode = "exchange"`: the issuers (`iss`) whose callers' tokens may be sent to
+    /// `token_url` to be exchanged (required): the upstream's authorization server sees them,
+    /// and a token of another issuer is refused rather than handed to it.
+    #[serde(default)]
+    pub subject_issuers: Vec<String>,
 }
 
 impl Default for Federation {
@@ -453,5 +459,36 @@ impl Upstream {
     /// The namespace used for prefixing (`name` unless set).
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An HTTP upstream to hang `[upstream.oauth]` on.
+    const OK: &str = "[listen]\naddr = \"127.0.0.1:0\"\n[[upstream]]\nname = \"fix\"\ntransport = \"stdio\"\n\
+                      command = \"f\"\n[[upstream]]\nname = \"remote\"\ntransport = \"http\"\n\
+                      url = \"http://127.0.0.1:9/mcp\"\n";
+
+    /// Issue 27: `mode = "user"` is not available yet, and `exchange` needs callers with
+    /// tokens to exchange; both are refused at load, naming the key.
+    #[test]
+    fn upstream_oauth_modes_are_checked_at_load() {
+        let oauth = |mode: &str| {
+            format!(
+                "{OK}[upstream.oauth]\nmode = {mode:?}\ntoken_url = \"http://127.0.0.1:9/token\"\nclient_id = \"w\"\n\
+                 client_secret = {{ env = \"FIX_TOKEN\" }}\n"
+            )
+        };
+        let e = super::Config::parse(&oauth("user"), "t.toml").unwrap_err().0;
+        assert!(e.contains("upstream[1].oauth.mode = \"user\": not available yet"), "{e}");
+        let e = super::Config::parse(&oauth("exchange"), "t.toml").unwrap_err().0;
+        assert!(e.contains("needs callers with tokens to exchange"), "{e}");
+        let with_issuer = format!("{}\n[auth]\n[[auth.jwt]]\nissuer = \"https://idp.example\"\n", oauth("exchange"));
+        let e = super::Config::parse(&with_issuer, "t.toml").unwrap_err().0;
+        assert!(e.contains("upstream[1].oauth.subject_issuers: required"), "{e}");
+        let listed =
+            with_issuer.replace("client_id = \"w\"", "client_id = \"w\"\nsubject_issuers = [\"https://idp.example\"]");
+        assert!(super::Config::parse(&listed, "t.toml").is_ok());
+        assert!(super::Config::parse(&oauth("service"), "t.toml").is_ok());
     }
 }

@@ -13,6 +13,13 @@ pub struct VaultConfig {
     /// the old one here, run `warden credentials rotate`, then remove it.
     #[serde(default)]
     pub previous_keys: Vec<SecretRef>,
-    /// The SQLite file. Default `warden-data/vault.sqlite` beside the config file.
+    /// The SQLite file (without `url`). Default `warden-data/vault.sqlite` beside the config
+    /// file.
     pub path: Option<PathBuf>,
+    /// PostgreSQL, shared by replicas: `postgres://user@host:5432/db` (the password in
+    /// `password`, not here). The table `warden_credentials` is created when absent.
+    #[serde(default, serialize_with = "mask::opt_url")]
+    pub url: Option<String>,
+    /// PostgreSQL: the password, kept out of the URL.
+    pub password: Option<SecretRef>,
 }

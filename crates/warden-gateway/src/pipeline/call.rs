@@ -13,6 +13,7 @@ use crate::error::GatewayError;
 use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
 use crate::trace::Trace;
+use crate::upstream::oauth::ON_BEHALF;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use warden_policy::rules::{Facts, Kind};
@@ -153,7 +154,10 @@ pub async fn call_one(
         });
         r.map(drop)?;
     }
-    let conn = s.conn(up).await?;
+    // The caller's own token goes with everything this request sends upstream, the connect
+    // included (an upstream that takes each caller's identity: `[upstream.oauth] mode`).
+    let offered = crate::upstream::oauth::presented(p);
+    let conn = ON_BEHALF.scope(offered.clone(), s.conn(up)).await?;
     conn.on_behalf_of(p);
     // The attempt is on record before the upstream gets the call (fail closed on a full queue):
     // a call whose outcome is never recorded (Warden killed, the request aborted) still shows.
@@ -166,7 +170,7 @@ pub async fn call_one(
     attempt.target.clone_from(&note.target);
     attempt.rule.clone_from(&note.rule);
     attempt.read_only = note.read_only;
-    attempt.credential = conn.credential();
+    attempt.credential = ON_BEHALF.sync_scope(offered.clone(), || conn.credential());
     if let Some(a) = params.get("arguments") {
         s.shared.audit.arguments(&mut attempt, a);
     }
@@ -187,6 +191,7 @@ pub async fn call_one(
         }
     }
     let call = crate::trace::TRACEPARENT.scope(traceparent, conn.call(method.as_str(), Some(params), Some(peer)));
+    let call = ON_BEHALF.scope(offered.clone(), call);
     let r = tokio::select! {
         r = tokio::time::timeout(grant.timeout, call) => match r {
             Ok(r) => r.map_err(GatewayError::from),
@@ -198,7 +203,7 @@ pub async fn call_one(
         _ = policy.kills.cancelled(server, tool) => Err(GatewayError::Cancelled),
     };
     tr.end(stage);
-    note.credential = conn.credential();
+    note.credential = ON_BEHALF.sync_scope(offered, || conn.credential());
     let r = if method == Method::ResourcesRead { r.map(|v| s.rewrite_contents(up, v)) } else { r };
     // A task handle instead of the result (the tasks extension): sealed to the caller; its
     // result is vetted when a `tasks/get` brings it.

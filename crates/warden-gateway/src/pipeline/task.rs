@@ -152,10 +152,12 @@ pub async fn follow_up(
         }
         params["inputResponses"] = Value::Object(vetted);
     }
-    let conn = s.conn(up).await?;
+    let offered = crate::upstream::oauth::presented(p);
+    let conn = crate::upstream::oauth::ON_BEHALF.scope(offered.clone(), s.conn(up)).await?;
     conn.on_behalf_of(p);
     let stage = tr.begin("warden.upstream");
-    let r = tokio::time::timeout(FOLLOW_UP_TIMEOUT, conn.call(method.as_str(), Some(params), None)).await;
+    let call = conn.call(method.as_str(), Some(params), None);
+    let r = crate::upstream::oauth::ON_BEHALF.scope(offered, tokio::time::timeout(FOLLOW_UP_TIMEOUT, call)).await;
     tr.end(stage);
     let v = match r {
         Err(_) => return Err(GatewayError::Timeout),

@@ -48,7 +48,7 @@ pub struct HttpTransport {
     /// connection that serves one caller (`on_behalf`); Warden's own connection uses `oauth`.
     exchange: Option<Arc<super::oauth::Exchanger>>,
     /// The caller's latest token and its expiry (Unix seconds), offered with each request.
-    on_behalf: Option<Mutex<Option<Offered>>>,
+    on_behalf: Option<Mutex<Option<super::oauth::Offered>>>,
     session: Mutex<Option<HeaderValue>>,
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
@@ -95,7 +95,7 @@ impl HttpTransport {
             headers,
             oauth: spec.oauth.clone(),
             exchange: spec.exchange.clone(),
-            on_behalf: on_behalf.map(|p| Mutex::new(Some(presented(p)))),
+            on_behalf: on_behalf.map(|p| Mutex::new(Some(super::oauth::presented(p)))),
             session: Mutex::new(None),
             version: Mutex::new(None),
             incoming,
@@ -179,7 +179,7 @@ impl HttpTransport {
     /// The latest request's caller (same caller, maybe a fresher token).
     pub fn offer(&self, p: &warden_policy::Principal) {
         if let Some(cell) = &self.on_behalf {
-            *cell.lock() = Some(presented(p));
+            *cell.lock() = Some(super::oauth::presented(p));
         }
     }
 
@@ -196,11 +196,13 @@ impl HttpTransport {
         }
     }
 
-    /// The token this connection's caller presented, when it exchanges callers' tokens.
-    fn subject(&self) -> Option<Result<Offered, String>> {
+    /// The token to exchange, when this connection exchanges callers' tokens: the request's own
+    /// (`ON_BEHALF`), else the latest its caller offered (traffic Warden starts: streams, close).
+    fn subject(&self) -> Option<Result<super::oauth::Offered, String>> {
         self.exchange.as_ref()?;
         let cell = self.on_behalf.as_ref()?;
-        Some(cell.lock().clone().filter(|(t, _)| t.get().is_some()).ok_or_else(|| {
+        let offered = super::oauth::ON_BEHALF.try_with(Clone::clone).ok().or_else(|| cell.lock().clone());
+        Some(offered.filter(|(t, _)| t.get().is_some()).ok_or_else(|| {
             "this upstream takes each caller's own identity (oauth mode = \"exchange\"), and this caller \
              presented no token to exchange"
                 .to_string()
@@ -593,11 +595,4 @@ async fn read_capped(resp: Answer, cap: usize) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// A caller's token and its expiry (Unix seconds), as offered to a connection.
-type Offered = (warden_policy::Presented, Option<u64>);
-
-fn presented(p: &warden_policy::Principal) -> Offered {
-    (p.presented.clone(), p.claims.get("exp").and_then(serde_json::Value::as_u64))
 }

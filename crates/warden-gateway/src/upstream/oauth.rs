@@ -66,6 +66,18 @@ impl ClientCredentials {
     }
 }
 
+/// Largest token endpoint answer read.
+const MAX_TOKEN_RESPONSE: usize = 64 << 10;
+
+/// The `iss` claim of a JWT, unverified (it was verified when the caller authenticated; here
+/// it only decides where the token may be sent). `None` for an opaque token.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok()?.get("iss")?.as_str().map(str::to_string)
+}
+
 /// One request to the token endpoint as the upstream's client (HTTP Basic): the
 /// `Authorization` value (marked sensitive), the token's lifetime (300 s when unsaid) and the
 /// token itself.
@@ -87,9 +99,18 @@ async fn token_request(
     if !resp.status().is_success() {
         return Err(format!("token endpoint answered HTTP {}", resp.status()));
     }
-    let body: Value = resp.json().await.map_err(|_| "token response is not JSON".to_string())?;
+    let mut resp = resp;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("token response: {}", e.without_url()))? {
+        if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(format!("token response over {MAX_TOKEN_RESPONSE} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body: Value = serde_json::from_slice(&bytes).map_err(|_| "token response is not JSON".to_string())?;
     let token = body.get("access_token").and_then(Value::as_str).ok_or("token response has no access_token")?;
-    let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+    // At most a day: an absurd `expires_in` must not overflow a deadline.
+    let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300).min(86_400);
     let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "access token is not a valid header")?;
     v.set_sensitive(true);
     Ok((v, ttl, token.to_string()))
@@ -149,6 +170,13 @@ impl Exchanger {
         subject: &str,
         subject_expires: Option<u64>,
     ) -> Result<HeaderValue, String> {
+        // Only an issuer's tokens this server is trusted with leave Warden for it.
+        let iss = unverified_issuer(subject);
+        if !iss.as_ref().is_some_and(|i| self.cfg.subject_issuers.contains(i)) {
+            return Err(
+                "this caller's token is not from an issuer listed in oauth.subject_issuers: not exchanged".into()
+            );
+        }
         let key = Self::key(subject);
         if let Some((v, _, _)) = self.cached.lock().get(&key).filter(|(_, _, until)| *until > Instant::now()) {
             return Ok(v.clone());
@@ -174,12 +202,63 @@ impl Exchanger {
         if cached.len() >= MAX_EXCHANGED {
             let now = Instant::now();
             cached.retain(|_, (_, _, until)| *until > now);
+            // Still full: the half nearest its expiry makes way (not everyone's at once).
             if cached.len() >= MAX_EXCHANGED {
-                cached.clear();
+                let mut ends: Vec<Instant> = cached.values().map(|(_, _, u)| *u).collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() / 2];
+                cached.retain(|_, (_, _, until)| *until > cut);
             }
         }
         let digest = crate::digest::hex(&crate::digest::sha256(token.as_bytes()))[..12].to_string();
         cached.insert(key, (v.clone(), digest, until));
         Ok(v)
+    }
+}
+
+/// A caller's token and its expiry (Unix seconds), as offered to a connection.
+pub type Offered = (warden_policy::Presented, Option<u64>);
+
+tokio::task_local! {
+    /// The token of the request being sent (`pipeline/call.rs` scopes each upstream call and
+    /// connect in it): a request goes upstream with its own caller's token, never with one a
+    /// concurrent request of the same user offered to the shared connection meanwhile.
+    pub static ON_BEHALF: Offered;
+}
+
+pub fn presented(p: &warden_policy::Principal) -> Offered {
+    (p.presented.clone(), p.claims.get("exp").and_then(serde_json::Value::as_u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(iss: &str) -> String {
+        use base64::Engine;
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!("{}.{}.sig", b64(r#"{"alg":"EdDSA"}"#), b64(&format!(r#"{{"iss":"{iss}","sub":"alice"}}"#)))
+    }
+
+    /// Found by review: a caller's token went to whatever `token_url` named. Only the listed
+    /// issuers' tokens leave Warden for the upstream's authorization server; nothing is sent
+    /// for another's (the token endpoint here does not even exist).
+    #[tokio::test]
+    async fn only_the_listed_issuers_tokens_are_sent_to_be_exchanged() {
+        let cfg: UpstreamOAuth = toml::from_str(
+            "mode = \"exchange\"\ntoken_url = \"http://127.0.0.1:9/token\"\nclient_id = \"w\"\n\
+             client_secret = { env = \"CARGO_PKG_NAME\" }\nsubject_issuers = [\"https://idp.example\"]\n",
+        )
+        .unwrap();
+        let x = Exchanger::new(&cfg, "up").unwrap();
+        let http = reqwest::Client::new();
+        for other in [jwt("https://evil.example"), "opaque-token".to_string()] {
+            let e = x.header(&http, &other, None).await.unwrap_err();
+            assert!(e.contains("not from an issuer listed"), "{e}");
+        }
+        // A listed issuer's token is sent (and here fails to reach the endpoint).
+        let e = x.header(&http, &jwt("https://idp.example"), None).await.unwrap_err();
+        assert!(e.contains("token request failed"), "{e}");
+        assert_eq!(x.exchanges.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

@@ -1037,11 +1037,12 @@ pub(crate) fn upstream_b(idp: &Idp, b: &Proc, mode: &str) -> String {
     format!(
         "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
          [upstream.oauth]\nmode = {mode:?}\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\n\
-         client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\n",
+         client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\nsubject_issuers = [{:?}]\n",
         b.url,
         idp.issuer,
         secret.display().to_string(),
-        b.url
+        b.url,
+        idp.issuer
     )
 }
 

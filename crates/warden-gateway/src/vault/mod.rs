@@ -1,9 +1,11 @@
 //! The credential vault (issue 27): each user's own tokens for upstreams that act on the user's
-//! account, kept encrypted at rest in a SQLite file (`[vault] path`), one entry per upstream and
-//! principal. `warden credentials list|revoke|rotate` and the admin API read and change it.
+//! account, kept encrypted at rest, one entry per upstream and principal: in a SQLite file on
+//! the embedded default (`[vault] path`, `sqlite.rs`), or in PostgreSQL shared by replicas
+//! (`[vault] url`, `pg.rs`). `warden credentials list|revoke|rotate` and the admin API read and
+//! change it.
 //!
 //! Each token set is sealed with AES-256-GCM under the current `[vault] key`, with a fresh
-//! random 96-bit nonce, and with the entry's id, upstream and principal as associated data: an
+//! random 96-bit nonce, and with the entry's upstream and principal as associated data: an
 //! entry copied onto another user's row, or another upstream's, does not open. `previous_keys`
 //! still open what they sealed; `rotate` seals every entry again under the current key.
 //!
@@ -13,17 +15,50 @@
 //! by the associated data); a tampered entry (authenticated encryption: it does not open, and
 //! the error says so); tokens in listings and logs (listings carry ids, owners and times only).
 //! Does not defend against: someone holding both the file and the key; a process that can read
-//! Warden's memory. The file is created readable by its owner only; SQLite calls block, so the
-//! gateway makes them on the blocking pool.
+//! Warden's memory. The SQLite file is created readable by its owner only. Calls block (SQLite,
+//! the synchronous PostgreSQL client), so the gateway makes them on the blocking pool.
+
+mod pg;
+mod sqlite;
 
 use crate::config::VaultConfig;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use warden_policy::Principal;
+
+/// One stored entry as the backends hand it over: id, upstream, binding key, key id, sealed.
+pub(super) type Row = (String, String, String, String, Vec<u8>);
+
+/// A new or replaced entry.
+pub(super) struct Upsert<'a> {
+    pub id: &'a str,
+    pub upstream: &'a str,
+    pub binding: &'a str,
+    pub tenant: Option<&'a str>,
+    pub subject: &'a str,
+    pub now: u64,
+    pub expires_at: Option<u64>,
+    pub key_id: &'a str,
+    pub sealed: &'a [u8],
+}
+
+/// Where entries are kept (`sqlite.rs`, `pg.rs`): the same table in both.
+pub(super) trait Table: Send {
+    /// The entry of `upstream` and `binding`: id, key id, sealed.
+    fn find(&mut self, upstream: &str, binding: &str) -> Result<Option<(String, String, Vec<u8>)>, String>;
+    /// Insert, or replace the entry of the same upstream and binding (keeping its id).
+    fn upsert(&mut self, u: &Upsert) -> Result<(), String>;
+    fn list(&mut self, limit: usize) -> Result<Vec<Entry>, String>;
+    fn delete(&mut self, id: &str) -> Result<bool, String>;
+    fn delete_own(&mut self, upstream: &str, binding: &str) -> Result<bool, String>;
+    /// Entries sealed under another key than `key_id`.
+    fn not_under(&mut self, key_id: &str) -> Result<Vec<Row>, String>;
+    /// Seal entry `id` anew, if it is still under `old_key`.
+    fn reseal(&mut self, id: &str, old_key: &str, key_id: &str, sealed: &[u8]) -> Result<(), String>;
+}
 
 /// What is kept for one user and upstream: the tokens, sealed.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -66,8 +101,9 @@ struct Key {
 pub struct Vault {
     /// The current key first, then the previous ones.
     keys: Vec<Key>,
-    db: Mutex<Connection>,
-    path: PathBuf,
+    db: Mutex<Box<dyn Table>>,
+    /// Where it is (a path, or the PostgreSQL URL without its password), for messages.
+    place: String,
 }
 
 fn key_of(raw: &[u8; 32]) -> Key {
@@ -75,8 +111,16 @@ fn key_of(raw: &[u8; 32]) -> Key {
     Key { id, key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).expect("32-byte key")) }
 }
 
-fn aad(id: &str, upstream: &str, binding: &str) -> Vec<u8> {
-    format!("warden-vault\0{id}\0{upstream}\0{binding}").into_bytes()
+/// What an entry is bound to: its upstream and owner (unique together). Not its id: two
+/// replicas storing one user's first token at once pick different ids, and the row keeps one.
+fn aad(upstream: &str, binding: &str) -> Vec<u8> {
+    format!("warden-vault\0{upstream}\0{binding}").into_bytes()
+}
+
+/// Whom an entry belongs to: the SHA-256 (hex) of the principal's binding key (method, tenant,
+/// issuer, subject), which holds separators a PostgreSQL text column cannot.
+fn binding_of(p: &Principal) -> String {
+    crate::digest::hex(&crate::digest::sha256(p.binding_key().as_bytes()))
 }
 
 fn now() -> u64 {
@@ -94,60 +138,41 @@ impl Vault {
         for (i, k) in cfg.previous_keys.iter().enumerate() {
             keys.push(key_of(&parse(&format!("vault.previous_keys[{i}]"), k)?));
         }
+        if let Some(url) = &cfg.url {
+            let password =
+                cfg.password.as_ref().map(|p| p.resolve().map_err(|e| format!("vault.password: {e}"))).transpose()?;
+            let (table, place) = pg::open(url, password.as_deref())?;
+            return Ok(Vault { keys, db: Mutex::new(Box::new(table)), place });
+        }
         let path = match &cfg.path {
             Some(p) if p.is_absolute() => p.clone(),
             Some(p) => base.join(p),
             None => base.join("warden-data/vault.sqlite"),
         };
-        Vault::at(keys, path)
+        Vault::at(keys, &path)
     }
 
-    fn at(keys: Vec<Key>, path: PathBuf) -> Result<Vault, String> {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| format!("vault: {}: {e}", d.display()))?;
-        }
-        let db = Connection::open(&path).map_err(|e| format!("vault: {}: {e}", path.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("vault: {}: {e}", path.display()))?;
-        }
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS credentials (
-                 id TEXT PRIMARY KEY,
-                 upstream TEXT NOT NULL,
-                 binding TEXT NOT NULL,
-                 tenant TEXT,
-                 subject TEXT NOT NULL,
-                 created INTEGER NOT NULL,
-                 updated INTEGER NOT NULL,
-                 expires_at INTEGER,
-                 key_id TEXT NOT NULL,
-                 sealed BLOB NOT NULL,
-                 UNIQUE (upstream, binding)
-             );",
-        )
-        .map_err(|e| format!("vault: {}: {e}", path.display()))?;
-        Ok(Vault { keys, db: Mutex::new(db), path })
+    fn at(keys: Vec<Key>, path: &Path) -> Result<Vault, String> {
+        let table = sqlite::open(path)?;
+        Ok(Vault { keys, db: Mutex::new(Box::new(table)), place: path.display().to_string() })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the entries are kept, for messages.
+    pub fn place(&self) -> &str {
+        &self.place
     }
 
-    fn seal(&self, id: &str, upstream: &str, binding: &str, s: &Secret) -> Result<Vec<u8>, String> {
+    fn table(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Table>>, String> {
+        self.db.lock().map_err(|_| "vault: lock poisoned".to_string())
+    }
+
+    fn seal(&self, upstream: &str, binding: &str, s: &Secret) -> Result<Vec<u8>, String> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| "vault: no randomness")?;
         let mut data = serde_json::to_vec(s).map_err(|e| e.to_string())?;
         let k = &self.keys[0];
         k.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(id, upstream, binding)),
-                &mut data,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(upstream, binding)), &mut data)
             .map_err(|_| "vault: sealing failed")?;
         let mut out = nonce.to_vec();
         out.extend(data);
@@ -163,7 +188,10 @@ impl Vault {
         sealed: &[u8],
     ) -> Result<Secret, String> {
         let k = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
-            format!("vault: entry {id} was sealed with key {key_id}, which is neither vault.key nor a previous key")
+            format!(
+                "vault: entry {id} was sealed with key {key_id}, which is neither vault.key nor one of \
+                 vault.previous_keys (check the config: add the key it was sealed with)"
+            )
         })?;
         if sealed.len() < NONCE_LEN {
             return Err(format!("vault: entry {id} is damaged"));
@@ -173,113 +201,65 @@ impl Vault {
         let mut ct = ct.to_vec();
         let plain = k
             .key
-            .open_in_place(nonce, Aad::from(aad(id, upstream, binding)), &mut ct)
+            .open_in_place(nonce, Aad::from(aad(upstream, binding)), &mut ct)
             .map_err(|_| format!("vault: entry {id} does not open (tampered, or moved to another row)"))?;
         serde_json::from_slice(plain).map_err(|_| format!("vault: entry {id} is damaged"))
     }
 
     /// Keep `s` for `p` at `upstream` (replacing what was kept); the entry's id.
     pub fn put(&self, upstream: &str, p: &Principal, s: &Secret) -> Result<String, String> {
-        let binding = p.binding_key();
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let existing: Option<String> = db
-            .query_row(
-                "SELECT id FROM credentials WHERE upstream = ?1 AND binding = ?2",
-                params![upstream, binding],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| format!("vault: {e}"))?;
-        let id = existing.unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            let _ = SystemRandom::new().fill(&mut b);
-            crate::digest::hex(&b)
-        });
-        let sealed = self.seal(&id, upstream, &binding, s)?;
-        let t = now();
-        db.execute(
-            "INSERT INTO credentials (id, upstream, binding, tenant, subject, created, updated, expires_at, key_id, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)
-             ON CONFLICT (upstream, binding) DO UPDATE SET
-                 updated = excluded.updated, expires_at = excluded.expires_at, key_id = excluded.key_id,
-                 sealed = excluded.sealed",
-            params![id, upstream, binding, p.tenant, p.subject, t as i64, s.expires_at.map(|e| e as i64), self.keys[0].id, sealed],
-        )
-        .map_err(|e| format!("vault: {e}"))?;
+        let binding = binding_of(p);
+        let mut db = self.table()?;
+        let id = match db.find(upstream, &binding)? {
+            Some((id, _, _)) => id,
+            None => {
+                let mut b = [0u8; 16];
+                SystemRandom::new().fill(&mut b).map_err(|_| "vault: no randomness")?;
+                crate::digest::hex(&b)
+            }
+        };
+        let sealed = self.seal(upstream, &binding, s)?;
+        db.upsert(&Upsert {
+            id: &id,
+            upstream,
+            binding: &binding,
+            tenant: p.tenant.as_deref(),
+            subject: &p.subject,
+            now: now(),
+            expires_at: s.expires_at,
+            key_id: &self.keys[0].id,
+            sealed: &sealed,
+        })?;
         Ok(id)
     }
 
     /// What is kept for `p` at `upstream`.
     pub fn get(&self, upstream: &str, p: &Principal) -> Result<Option<Secret>, String> {
-        let binding = p.binding_key();
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let row: Option<(String, String, Vec<u8>)> = db
-            .query_row(
-                "SELECT id, key_id, sealed FROM credentials WHERE upstream = ?1 AND binding = ?2",
-                params![upstream, binding],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| format!("vault: {e}"))?;
-        drop(db);
+        let binding = binding_of(p);
+        let row = self.table()?.find(upstream, &binding)?;
         row.map(|(id, key_id, sealed)| self.open_sealed(&id, upstream, &binding, &key_id, &sealed)).transpose()
     }
 
     /// Every entry (at most `limit`), newest first: owners and times, never tokens.
     pub fn list(&self, limit: usize) -> Result<Vec<Entry>, String> {
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let mut q = db
-            .prepare(
-                "SELECT id, upstream, tenant, subject, created, updated, expires_at, key_id FROM credentials
-                 ORDER BY updated DESC LIMIT ?1",
-            )
-            .map_err(|e| format!("vault: {e}"))?;
-        let rows = q
-            .query_map(params![limit as i64], |r| {
-                Ok(Entry {
-                    id: r.get(0)?,
-                    upstream: r.get(1)?,
-                    tenant: r.get(2)?,
-                    subject: r.get(3)?,
-                    created: r.get::<_, i64>(4)? as u64,
-                    updated: r.get::<_, i64>(5)? as u64,
-                    expires_at: r.get::<_, Option<i64>>(6)?.map(|e| e as u64),
-                    key_id: r.get(7)?,
-                })
-            })
-            .map_err(|e| format!("vault: {e}"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| format!("vault: {e}"))
+        self.table()?.list(limit)
     }
 
     /// Forget entry `id`; whether there was one.
     pub fn revoke(&self, id: &str) -> Result<bool, String> {
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let n = db.execute("DELETE FROM credentials WHERE id = ?1", params![id]).map_err(|e| format!("vault: {e}"))?;
-        Ok(n > 0)
+        self.table()?.delete(id)
     }
 
     /// Forget what is kept for `p` at `upstream` (a user unlinking their own account).
     pub fn revoke_own(&self, upstream: &str, p: &Principal) -> Result<bool, String> {
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let n = db
-            .execute("DELETE FROM credentials WHERE upstream = ?1 AND binding = ?2", params![upstream, p.binding_key()])
-            .map_err(|e| format!("vault: {e}"))?;
-        Ok(n > 0)
+        self.table()?.delete_own(upstream, &binding_of(p))
     }
 
     /// Seal every entry not under the current key again under it: how many were, and why each
     /// one that could not be was not (it does not open: revoke it).
     pub fn rotate(&self) -> Result<(usize, Vec<String>), String> {
-        let db = self.db.lock().map_err(|_| "vault: lock poisoned")?;
-        let mut q = db
-            .prepare("SELECT id, upstream, binding, key_id, sealed FROM credentials WHERE key_id != ?1")
-            .map_err(|e| format!("vault: {e}"))?;
-        let rows: Vec<(String, String, String, String, Vec<u8>)> = q
-            .query_map(params![self.keys[0].id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            .map_err(|e| format!("vault: {e}"))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("vault: {e}"))?;
-        drop(q);
+        let mut db = self.table()?;
+        let rows = db.not_under(&self.keys[0].id)?;
         let (mut done, mut failed) = (0, Vec::new());
         for (id, upstream, binding, key_id, sealed) in &rows {
             let s = match self.open_sealed(id, upstream, binding, key_id, sealed) {
@@ -289,12 +269,9 @@ impl Vault {
                     continue;
                 }
             };
-            let again = self.seal(id, upstream, binding, &s)?;
-            db.execute(
-                "UPDATE credentials SET key_id = ?1, sealed = ?2 WHERE id = ?3",
-                params![self.keys[0].id, again, id],
-            )
-            .map_err(|e| format!("vault: {e}"))?;
+            let again = self.seal(upstream, binding, &s)?;
+            // Only if it is still what was read: a token stored meanwhile is not overwritten.
+            db.reseal(id, key_id, &self.keys[0].id, &again)?;
             done += 1;
         }
         Ok((done, failed))
@@ -306,7 +283,7 @@ mod tests {
     use super::*;
 
     /// A fresh directory for one test.
-    fn tempdir(name: &str) -> PathBuf {
+    fn tempdir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("warden-vault-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
@@ -314,7 +291,7 @@ mod tests {
     }
 
     fn vault(dir: &Path, keys: &[[u8; 32]]) -> Vault {
-        Vault::at(keys.iter().map(key_of).collect(), dir.join("vault.sqlite")).unwrap()
+        Vault::at(keys.iter().map(key_of).collect(), &dir.join("vault.sqlite")).unwrap()
     }
 
     fn who(subject: &str, tenant: Option<&str>) -> Principal {
@@ -374,7 +351,7 @@ mod tests {
         v.put("gh", &bob, &secret("b")).unwrap();
         // Alice's ciphertext copied onto Bob's row: it does not open as Bob's.
         {
-            let db = v.db.lock().unwrap();
+            let db = rusqlite::Connection::open(dir.join("vault.sqlite")).unwrap();
             db.execute(
                 "UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE subject = 'alice') WHERE subject = 'bob'",
                 [],
@@ -396,6 +373,6 @@ mod tests {
         assert_eq!(v.get("gh", &alice).unwrap(), Some(secret("a")), "opens under the new key alone");
         let v = vault(&dir, &[[3; 32]]);
         let e = v.get("gh", &alice).unwrap_err();
-        assert!(e.contains("neither vault.key nor a previous key"), "{e}");
+        assert!(e.contains("neither vault.key nor one of vault.previous_keys"), "{e}");
     }
 }
