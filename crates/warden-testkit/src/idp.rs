@@ -55,7 +55,7 @@ fn exchange(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Respon
     let exp = c["exp"].as_u64().unwrap_or(n).min(n + 300);
     let claims = json!({"iss": s.issuer, "sub": c["sub"], "aud": f.get("resource"), "iat": n, "exp": exp,
                         "scope": f.get("scope").cloned().unwrap_or_default(), "client_id": "warden",
-                        "act": {"sub": "warden"}});
+                        "act": {"sub": "warden"}, "subject_client": c["client_id"]});
     let mut h = Header::new(Algorithm::EdDSA);
     h.kid = Some("ed1".into());
     let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();

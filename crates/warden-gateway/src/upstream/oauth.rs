@@ -13,6 +13,7 @@ use crate::config::UpstreamOAuth;
 use http::HeaderValue;
 use parking_lot::Mutex;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct ClientCredentials {
@@ -132,6 +133,8 @@ pub struct Exchanger {
     secret: String,
     /// By the SHA-256 of the subject token: the header, its token's short digest, until when.
     cached: Mutex<std::collections::HashMap<[u8; 32], (HeaderValue, String, Instant)>>,
+    /// One exchange at a time per subject token: concurrent first calls wait for it.
+    inflight: Mutex<std::collections::HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Exchanges made (for tests and the log).
     pub exchanges: std::sync::atomic::AtomicU64,
 }
@@ -144,7 +147,13 @@ impl Exchanger {
     pub fn new(cfg: &UpstreamOAuth, upstream: &str) -> Result<Exchanger, String> {
         let secret =
             cfg.client_secret.resolve().map_err(|e| format!("upstream {upstream}: oauth.client_secret: {e}"))?;
-        Ok(Exchanger { cfg: cfg.clone(), secret, cached: Mutex::new(Default::default()), exchanges: 0.into() })
+        Ok(Exchanger {
+            cfg: cfg.clone(),
+            secret,
+            cached: Mutex::new(Default::default()),
+            inflight: Mutex::new(Default::default()),
+            exchanges: 0.into(),
+        })
     }
 
     fn key(subject: &str) -> [u8; 32] {
@@ -178,9 +187,29 @@ impl Exchanger {
             );
         }
         let key = Self::key(subject);
-        if let Some((v, _, _)) = self.cached.lock().get(&key).filter(|(_, _, until)| *until > Instant::now()) {
-            return Ok(v.clone());
+        let cached =
+            || self.cached.lock().get(&key).filter(|(_, _, until)| *until > Instant::now()).map(|(v, _, _)| v.clone());
+        if let Some(v) = cached() {
+            return Ok(v);
         }
+        // Single flight: the first caller exchanges, the others wait and take its token.
+        let gate = self.inflight.lock().entry(key).or_default().clone();
+        let _one = gate.lock().await;
+        if let Some(v) = cached() {
+            return Ok(v);
+        }
+        let r = self.exchange(http, subject, subject_expires, key).await;
+        self.inflight.lock().remove(&key);
+        r
+    }
+
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        subject: &str,
+        subject_expires: Option<u64>,
+        key: [u8; 32],
+    ) -> Result<HeaderValue, String> {
         let mut form = vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
             ("subject_token", subject),
@@ -260,5 +289,45 @@ mod tests {
         let e = x.header(&http, &jwt("https://idp.example"), None).await.unwrap_err();
         assert!(e.contains("token request failed"), "{e}");
         assert_eq!(x.exchanges.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// Found by review: concurrent first calls of one caller each exchanged. Now one does, and
+    /// the others take its token.
+    #[tokio::test]
+    async fn concurrent_first_calls_make_one_exchange() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    axum::Json(serde_json::json!({"access_token": "exchanged", "expires_in": 300}))
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let cfg: UpstreamOAuth = toml::from_str(&format!(
+            "mode = \"exchange\"\ntoken_url = {url:?}\nclient_id = \"w\"\n\
+             client_secret = {{ env = \"CARGO_PKG_NAME\" }}\nsubject_issuers = [\"https://idp.example\"]\n"
+        ))
+        .unwrap();
+        let x = Arc::new(Exchanger::new(&cfg, "up").unwrap());
+        let http = reqwest::Client::new();
+        let subject = jwt("https://idp.example");
+        let calls = (0..8).map(|_| {
+            let (x, http, subject) = (x.clone(), http.clone(), subject.clone());
+            tokio::spawn(async move { x.header(&http, &subject, None).await })
+        });
+        for c in futures::future::join_all(calls).await {
+            assert_eq!(c.unwrap().unwrap().to_str().unwrap(), "Bearer exchanged");
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert!(x.inflight.lock().is_empty(), "the gate is dropped once the token is cached");
     }
 }

@@ -9,30 +9,25 @@ use std::sync::atomic::Ordering;
 use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
 use warden_testkit::idp::Idp;
 
+/// B: the upstream, a Warden accepting only the IdP's tokens issued for it (and logging who
+/// called); A: in front of B exchanging each caller's token, its callers the IdP's (and those of
+/// `more_auth`), with an audit trail.
+fn a_in_front_of_b(idp: &Idp, more_auth: &str) -> (warden_testkit::harness::Proc, warden_testkit::harness::Proc) {
+    let trust = format!("[auth]\nrequired_scopes = [\"mcp\"]\n{more_auth}\n[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
+    let b = warden("", &format!("{}\n{}", fixture_stdio_upstream("fx", Some(""), ""), trust.replace(more_auth, "")));
+    let a = warden(
+        "",
+        &format!("{}\n{trust}[audit]\npath = \"audit.jsonl\"\n", crate::auth::upstream_b(idp, &b, "exchange")),
+    );
+    (a, b)
+}
+
 #[tokio::test]
 async fn each_caller_reaches_the_upstream_as_itself_through_token_exchange() {
     let idp = Idp::start().await;
-    // B: the upstream, accepting only the IdP's tokens issued for it.
-    let b = warden(
-        "",
-        &format!(
-            "{}\n[auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\n",
-            fixture_stdio_upstream("fx", Some(""), ""),
-            idp.issuer
-        ),
-    );
-    // A: in front of B, with callers of the same IdP (and an API key, which has no token to
-    // exchange).
+    // A's callers: the IdP's, and an API key, which has no token to exchange.
     let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
-    let a = warden(
-        "",
-        &format!(
-            "{}\n[auth]\nrequired_scopes = [\"mcp\"]\n{entry}\n[[auth.jwt]]\nissuer = {:?}\n\
-             [audit]\npath = \"audit.jsonl\"\n",
-            crate::auth::upstream_b(&idp, &b, "exchange"),
-            idp.issuer
-        ),
-    );
+    let (a, b) = a_in_front_of_b(&idp, &entry);
     let token_for = |sub: &str| {
         let mut c = idp.claims(&a.url, "mcp");
         c.insert("sub".into(), sub.into());
@@ -75,6 +70,48 @@ async fn each_caller_reaches_the_upstream_as_itself_through_token_exchange() {
     let of = |who: &str| calls.iter().find(|e| e["subject"] == who).map(|e| e["credential"].clone());
     assert_ne!(of("alice"), of("bob"), "each caller its own credential");
     assert!(!trail.contains(&token_for("bob")[..40]));
+}
+
+/// Review finding: two clients of one user (different tokens, so different rights) share the
+/// upstream connection (B speaks 2026-07-28; its connections are shared per caller). Each call
+/// must go up with its own client's token, whatever the other did meanwhile: each call's record
+/// names the credential exchanged for its own token.
+#[tokio::test]
+async fn two_clients_of_one_user_each_go_upstream_with_their_own_token() {
+    let idp = Idp::start().await;
+    let (a, _b) = a_in_front_of_b(&idp, "");
+    let token = |client: &str| {
+        let mut c = idp.claims(&a.url, "mcp");
+        c.insert("client_id".into(), client.into());
+        idp.sign_ed(&c, Some("ed1"))
+    };
+    let mut clients = Vec::new();
+    for who in ["agent", "ide"] {
+        let mut c = Client::new(&a.url);
+        c.bearer = Some(token(who));
+        c.initialize().await;
+        clients.push(std::sync::Arc::new(c));
+    }
+    let calls = (0..20).map(|i| {
+        let c = clients[i % 2].clone();
+        tokio::spawn(async move { c.tool(i as i64, "echo", json!({"text": format!("call {i}")})).await })
+    });
+    for r in futures::future::join_all(calls).await {
+        let r = r.unwrap();
+        assert!(r["result"]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("call ")), "{r}");
+    }
+    assert_eq!(idp.state.exchanges.load(Ordering::SeqCst), 2, "one exchange per token");
+    let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
+    let mut by_client: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for e in trail.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if e["kind"] == "call" && e["name"] == "echo" {
+            let client = e["client_id"].as_str().unwrap_or_default().to_string();
+            by_client.entry(client).or_default().insert(e["credential"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let (agent, ide) = (&by_client["agent"], &by_client["ide"]);
+    assert_eq!((agent.len(), ide.len()), (1, 1), "each client one credential: {by_client:?}");
+    assert!(agent.is_disjoint(ide), "never the other client's: {by_client:?}");
 }
 
 /// Issue 27: the credential vault, from the outside: entries put for two users are listed by
