@@ -6,6 +6,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 # Never let Selenium fetch a driver or a browser: use the Debian packages.
@@ -40,3 +41,9 @@ def click(d, css):
 def shot(d, shots, name):
     os.makedirs(shots, exist_ok=True)
     d.save_screenshot(os.path.join(shots, f"{name}.png"))
+
+
+def sign_out(d, wait):
+    """Sign out of the console and see the sign-in page."""
+    wait.until(EC.element_to_be_clickable((By.ID, "sign-out"))).click()
+    wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))

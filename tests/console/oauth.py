@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from browser import browser, check, shot
+from browser import browser, check, shot, sign_out
 
 CONSOLE, PASSWORD, SHOTS, TOKEN = sys.argv[1:5]
 
@@ -44,11 +44,6 @@ def through_the_server(d, wait, button, user, password, picture=None):
         shot(d, SHOTS, picture)
     d.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
     wait.until(lambda d: d.current_url.startswith(f"{CONSOLE}/console"))
-
-
-def sign_out(d, wait):
-    wait.until(EC.element_to_be_clickable((By.ID, "sign-out"))).click()
-    wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))
 
 
 def main():

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from browser import browser, check, click, shot
+from browser import browser, check, click, shot, sign_out
 
 CONSOLE, KEY_A, KEY_B, SHOTS = sys.argv[1:5]
 
@@ -20,11 +20,6 @@ def sign_in(d, wait, key, who):
     wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(key)
     d.find_element(By.ID, "sign-in-button").click()
     wait.until(EC.text_to_be_present_in_element((By.ID, "who"), who))
-
-
-def sign_out(d, wait):
-    wait.until(EC.element_to_be_clickable((By.ID, "sign-out"))).click()
-    wait.until(EC.visibility_of_element_located((By.ID, "page-sign-in")))
 
 
 def main():

@@ -172,6 +172,10 @@ async fn a_tenants_approver_in_the_console_sees_only_its_tenants_approvals_and_n
     assert_eq!(done["result"]["content"][0]["text"], "wire the money", "{done}");
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// `warden user add` for the config at `cfg` (password from stdin).
 fn add_user(cfg: &std::path::Path, name: &str, scopes: Option<&str>, password: &str) {
     use std::io::Write;
@@ -227,21 +231,13 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
     let (w, console) = warden_with_operators();
     let base = w.url.trim_end_matches("/mcp").to_string();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let offered: serde_json::Value =
-        http.get(format!("{console}/console/oauth")).send().await.unwrap().json().await.unwrap();
+    let offered = get_json(&http, &format!("{console}/console/oauth")).await;
     assert_eq!(offered["available"], true, "{offered}");
     assert_eq!(offered["issuer"], base.as_str(), "{offered}");
 
     // Operator scopes are for the console: a client asking for no scope in particular, or for
     // every scope the resource advertises, does not get them.
-    let prm: serde_json::Value = http
-        .get(format!("{base}/.well-known/oauth-protected-resource/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm = get_json(&http, &format!("{base}/.well-known/oauth-protected-resource/mcp")).await;
     assert_eq!(prm["scopes_supported"], serde_json::json!(["mcp"]), "{prm}");
     // One flow to the callback: the URL the authorization server sends the browser back to,
     // and the flow cookie the start set.
@@ -387,14 +383,7 @@ async fn console_sign_in_through_the_authorization_server_is_bound_to_its_browse
         .await;
     let q = crate::auth::builtin::location_query(&r);
     assert_eq!(crate::auth::builtin::get(&q, "error"), Some("invalid_scope"), "{q:?}");
-    let meta: serde_json::Value = http
-        .get(format!("{}/.well-known/oauth-authorization-server", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = get_json(&http, &format!("{}/.well-known/oauth-authorization-server", a.base)).await;
     assert_eq!(meta["scopes_supported"], serde_json::json!(["mcp"]), "{meta}");
     let log = std::fs::read_to_string(a.w.dir.join("audit.jsonl")).unwrap_or_default();
     assert!(log.contains("signed_in_oauth") && log.contains("principal:olivia"), "{log}");
