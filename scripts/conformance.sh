@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (server scenarios) against Warden fronting the fixture
-# server over stdio and over HTTP, and against the fixture directly (baseline).
+# server over stdio and over HTTP, and against the fixture directly (baseline); and its client
+# authorization scenarios against Warden's upstream OAuth client.
 # Needs: scripts/setup.sh, and `cargo build --workspace` done.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -149,5 +150,27 @@ run_mrtr() { # name port
 }
 run_mrtr http "$W5"
 run_mrtr stdio "$W6"
+
+# MCP 2026-07-28 client authorization (issue 27): Warden's upstream OAuth client
+# (`warden-gateway/src/upstream/link.rs`, run by `warden-oauth-client`) against every `auth/*`
+# client scenario of the revision's requirement set; each must pass.
+run_client_auth() {
+  local ok=0 n=0 sc out
+  for sc in metadata-default metadata-var1 metadata-var2 metadata-var3 basic-cimd \
+            scope-from-www-authenticate scope-from-scopes-supported scope-omitted-when-undefined scope-step-up \
+            scope-retry-limit token-endpoint-auth-basic token-endpoint-auth-post token-endpoint-auth-none \
+            pre-registration resource-mismatch offline-access-scope offline-access-not-supported \
+            authorization-server-migration iss-supported iss-not-advertised iss-supported-missing iss-wrong-issuer \
+            iss-unexpected iss-normalized metadata-issuer-mismatch; do
+    n=$((n + 1))
+    out="$TMP/client-auth-$sc.log"
+    "$NODE22" "$CONF26" client --command "$BIN/warden-oauth-client" --scenario "auth/$sc" \
+        --spec-version 2026-07-28 --timeout 30000 >"$out" 2>&1 || true
+    if grep -q "OVERALL: PASSED" "$out"; then ok=$((ok + 1)); else cat "$out"; echo "conformance 2026-07-28: client auth/$sc FAILED"; fi
+  done
+  echo "conformance 2026-07-28: Warden's upstream OAuth client: $ok of $n client auth scenarios"
+  if [ "$ok" -eq "$n" ]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+}
+run_client_auth
 echo "conformance: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]

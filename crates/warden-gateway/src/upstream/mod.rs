@@ -15,6 +15,7 @@ pub mod builtin;
 pub mod exposure;
 mod h1;
 pub mod http;
+pub mod link;
 mod listing;
 pub mod modern;
 pub mod oauth;
