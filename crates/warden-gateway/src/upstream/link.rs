@@ -87,12 +87,10 @@ impl Discovered {
     }
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
-        .build()
-        .expect("a reqwest client")
+/// The HTTP client for these exchanges: no redirects followed, 10 s per request, and the
+/// outbound resolver that drops metadata and link-local addresses (`dns.rs`).
+pub fn client() -> Result<reqwest::Client, String> {
+    crate::dns::client_builder().timeout(TIMEOUT).build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// GET `url` as JSON: its status and body (`Null` when not JSON).
@@ -186,12 +184,22 @@ fn loopback(uri: &str) -> bool {
     })
 }
 
-/// How Warden authenticates at the token endpoint.
-#[derive(Debug, Clone, PartialEq)]
+/// How Warden authenticates at the token endpoint. (`Debug` never shows the secret.)
+#[derive(Clone, PartialEq)]
 pub enum ClientAuth {
     None,
     Basic(String),
     Post(String),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientAuth::None => "None",
+            ClientAuth::Basic(_) => "Basic(..)",
+            ClientAuth::Post(_) => "Post(..)",
+        })
+    }
 }
 
 /// Warden's identity at the authorization server.
@@ -273,17 +281,18 @@ pub fn scope_for(d: &Discovered, c: &Challenge) -> Option<String> {
 }
 
 /// An authorization request on its way: what the answer is checked against and redeemed with.
-#[derive(Debug, Clone)]
+/// (`Debug` never shows the verifier.)
+#[derive(Clone)]
 pub struct Pending {
     pub state: String,
     pub verifier: String,
     pub redirect_uri: String,
 }
 
-fn random() -> String {
+fn random() -> Result<String, String> {
     let mut b = [0u8; 32];
-    SystemRandom::new().fill(&mut b).expect("randomness");
-    B64.encode(b)
+    SystemRandom::new().fill(&mut b).map_err(|_| "no randomness")?;
+    Ok(B64.encode(b))
 }
 
 /// The authorization URL to send the user to, and what to keep until the answer.
@@ -293,8 +302,14 @@ pub fn authorization_url(
     redirect_uri: &str,
     scope: Option<&str>,
 ) -> Result<(String, Pending), String> {
+    // A server that lists its PKCE methods must list S256 (code interception otherwise).
+    if d.meta.get("code_challenge_methods_supported").is_some()
+        && !d.supports("code_challenge_methods_supported", "S256")
+    {
+        return Err("the authorization server does not support PKCE with S256".into());
+    }
     let mut u = reqwest::Url::parse(&d.endpoint("authorization_endpoint")?).map_err(|e| e.to_string())?;
-    let p = Pending { state: random(), verifier: random(), redirect_uri: redirect_uri.to_string() };
+    let p = Pending { state: random()?, verifier: random()?, redirect_uri: redirect_uri.to_string() };
     {
         let mut q = u.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -331,13 +346,28 @@ pub fn code_from(d: &Discovered, p: &Pending, answer: &[(String, String)]) -> Re
     get("code").map(String::from).ok_or("the authorization answer has no code".into())
 }
 
-/// Tokens from the token endpoint.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("redirect_uri", &self.redirect_uri).finish_non_exhaustive()
+    }
+}
+
+/// Tokens from the token endpoint. (`Debug` never shows them.)
+#[derive(Clone)]
 pub struct Tokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Redeem `code` (or a refresh token) at the token endpoint.
@@ -418,5 +448,27 @@ mod tests {
         for iss in ["http://localhost:9/as/", "HTTP://localhost:9/as", "http://evil.example/as"] {
             assert!(code_from(&d(false), &p, &q(&[("code", "c"), ("state", "s1"), ("iss", iss)])).is_err(), "{iss}");
         }
+    }
+
+    #[test]
+    fn secrets_never_print_and_a_server_without_s256_is_refused() {
+        let t = Tokens {
+            access_token: "AT-SECRET".into(),
+            refresh_token: Some("RT-SECRET".into()),
+            expires_in: None,
+            scope: None,
+        };
+        let id = Identity { client_id: "c".into(), auth: ClientAuth::Basic("CLIENT-SECRET".into()) };
+        let p = Pending { state: "s".into(), verifier: "VERIFIER-SECRET".into(), redirect_uri: "r".into() };
+        let shown = format!("{t:?} {id:?} {p:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let d = Discovered {
+            resource: "http://localhost:9/mcp".into(),
+            resource_scopes: vec![],
+            issuer: "http://localhost:9".into(),
+            meta: json!({"authorization_endpoint": "http://localhost:9/authorize", "code_challenge_methods_supported": ["plain"]}),
+        };
+        let e = authorization_url(&d, &id, "http://localhost/cb", None).unwrap_err();
+        assert!(e.contains("S256"), "{e}");
     }
 }

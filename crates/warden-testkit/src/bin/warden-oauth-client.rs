@@ -97,7 +97,7 @@ impl Session {
 }
 
 async fn run(url: &str) -> Result<(), String> {
-    let http = link::client();
+    let http = link::client()?;
     let version = std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION").unwrap_or_else(|_| "2025-11-25".into());
     let context: Value =
         std::env::var("MCP_CONFORMANCE_CONTEXT").ok().and_then(|c| serde_json::from_str(&c).ok()).unwrap_or_default();
