@@ -88,6 +88,16 @@ pub(super) fn same_origin(h: &HeaderMap) -> bool {
     !host.is_empty() && origin.as_bytes() == format!("http://{host}").as_bytes()
 }
 
+/// A JSON body from this listener's own origin: what a page elsewhere cannot send (a
+/// cross-origin form cannot send JSON without CORS, and the `Origin` would differ).
+pub(super) fn json_from_this_origin(h: &HeaderMap) -> bool {
+    let json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    json && same_origin(h)
+}
+
 pub(super) fn key(id: &str) -> String {
     hex(&sha256(id.as_bytes()))
 }
@@ -231,12 +241,7 @@ pub(super) async fn principal_signer(s: &AdminState, token: &str) -> Result<(Sig
 /// `POST /console/sign-in` `{token, name?}`: a session for the admin token's holder (under the
 /// name given), or for the principal an operator credential names (under its subject).
 pub async fn sign_in(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    // JSON only (a cross-origin form cannot send it without CORS), from this origin only.
-    let json_body = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
-    if !json_body || !same_origin(&h) {
+    if !json_from_this_origin(&h) {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "expected a JSON body from the console's own origin"}));
     }
     let Ok(req) = serde_json::from_slice::<SignIn>(&body) else {

@@ -31,7 +31,7 @@
 //! token expires: the built-in server's are valid at most an hour); the session is not renewed
 //! with a refresh token, so the operator signs in again when the token expires.
 
-use super::console::{open, principal_signer, random_token, same_origin, set_cookie, Signer};
+use super::console::{json_from_this_origin, open, principal_signer, random_token, set_cookie, Signer};
 use super::{reply, AdminState, SCOPE_ADMIN, SCOPE_APPROVE};
 use crate::digest::{hex, sha256};
 use crate::store::RecordKey;
@@ -132,13 +132,9 @@ fn refused(status: StatusCode, code: &str) -> Response<Body> {
 /// `POST /console/oauth/start` `{scope, nonce}`: remember the flow, and answer the server's
 /// authorization URL for the page to send the browser to.
 pub async fn start(State(s): State<Arc<AdminState>>, h: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    // JSON from this origin only: a page elsewhere cannot send it (no CORS), so it cannot use
-    // up the flows or start one in the operator's browser.
-    let json_body = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
-    if !json_body || !same_origin(&h) {
+    // A page elsewhere cannot send it, so it cannot use up the flows or start one in the
+    // operator's browser.
+    if !json_from_this_origin(&h) {
         return refused(StatusCode::BAD_REQUEST, "origin");
     }
     let Ok(q) = serde_json::from_slice::<Start>(&body) else { return refused(StatusCode::BAD_REQUEST, "request") };

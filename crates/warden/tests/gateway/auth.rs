@@ -23,7 +23,7 @@ async fn init_status(url: &str, bearer: Option<&str>) -> (u16, String) {
     (r.status().as_u16(), challenge(&r))
 }
 
-fn gateway_with(idp: &Idp, extra: &str) -> Proc {
+pub(crate) fn gateway_with(idp: &Idp, extra: &str) -> Proc {
     let auth = format!(
         "[auth]\nrequired_scopes = [\"mcp\"]\n{extra}\n[[auth.jwt]]\nissuer = {:?}\nunknown_kid_refresh_secs = 30\n",
         idp.issuer
@@ -1027,42 +1027,6 @@ mod tls {
         let n = open.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"), "open connection dropped");
     }
-}
-
-/// Upstream `b` (over HTTP, at `b.url`) with `[upstream.oauth]` of `mode` against the IdP's
-/// token endpoint, as client `warden` (its secret in a file).
-pub(crate) fn upstream_b(idp: &Idp, b: &Proc, mode: &str) -> String {
-    let secret = warden_testkit::harness::tempdir("upstream-secret").join("client-secret");
-    std::fs::write(&secret, "s3cret\n").unwrap();
-    format!(
-        "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
-         [upstream.oauth]\nmode = {mode:?}\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\n\
-         client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\nsubject_issuers = [{:?}]\n",
-        b.url,
-        idp.issuer,
-        secret.display().to_string(),
-        b.url,
-        idp.issuer
-    )
-}
-
-#[tokio::test]
-async fn upstream_credentials_are_wardens_own_never_the_clients() {
-    let idp = Idp::start().await;
-    // B: a protected Warden in front of the fixture, accepting only the IdP's JWTs.
-    let b = gateway_with(&idp, "");
-    // A: in front of B, authenticating its own clients with API keys and B with client credentials.
-    let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
-    let a = warden("", &format!("{}\n[auth]\n{entry}", upstream_b(&idp, &b, "service")));
-    let mut c = Client::new(&a.url);
-    c.bearer = Some(key.clone());
-    c.initialize().await;
-    assert_eq!(c.tool(1, "echo", json!({"text": "two hops"})).await["result"]["content"][0]["text"], "two hops");
-    assert_eq!(c.tool(2, "echo", json!({"text": "again"})).await["result"]["content"][0]["text"], "again");
-    // One token served every connection (control + session), and the client's key never reached B.
-    assert_eq!(idp.state.token_requests.load(Ordering::SeqCst), 1);
-    assert!(!b.log().contains(&key));
-    assert!(b.log().contains("subject=warden"), "{}", b.log());
 }
 
 /// Issue 20, finding 6: an issuer asserts only the tenants it is allowed, and grants Warden's own

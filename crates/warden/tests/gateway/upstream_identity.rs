@@ -1,13 +1,50 @@
-//! Issue 27: an upstream that acts on each user's own account gets each caller's identity, not
-//! Warden's: `[upstream.oauth] mode = "exchange"` exchanges the caller's validated token (RFC
-//! 8693) at the upstream's authorization server for a token for that upstream, cached per
-//! caller. Here the upstream is a second Warden (B) that trusts the IdP's tokens and logs who
-//! called; the IdP implements the exchange (`warden-testkit`'s `idp.rs`).
+//! Whose identity reaches an upstream: Warden's own (client credentials) by default, never the
+//! client's token. Issue 27: an upstream that acts on each user's own account gets each
+//! caller's identity, not Warden's: `[upstream.oauth] mode = "exchange"` exchanges the caller's
+//! validated token (RFC 8693) at the upstream's authorization server for a token for that
+//! upstream, cached per caller. Here the upstream is a second Warden (B) that trusts the IdP's
+//! tokens and logs who called; the IdP implements the exchange (`warden-testkit`'s `idp.rs`).
 
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use warden_testkit::harness::{fixture_stdio_upstream, warden, Client};
+use warden_testkit::harness::{fixture_stdio_upstream, warden, Client, Proc};
 use warden_testkit::idp::Idp;
+
+/// Upstream `b` (over HTTP, at `b.url`) with `[upstream.oauth]` of `mode` against the IdP's
+/// token endpoint, as client `warden` (its secret in a file).
+pub(crate) fn upstream_b(idp: &Idp, b: &Proc, mode: &str) -> String {
+    let secret = warden_testkit::harness::tempdir("upstream-secret").join("client-secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    format!(
+        "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
+         [upstream.oauth]\nmode = {mode:?}\ntoken_url = \"{}/token\"\nclient_id = \"warden\"\n\
+         client_secret = {{ file = {:?} }}\nscope = \"mcp\"\nresource = {:?}\nsubject_issuers = [{:?}]\n",
+        b.url,
+        idp.issuer,
+        secret.display().to_string(),
+        b.url,
+        idp.issuer
+    )
+}
+
+#[tokio::test]
+async fn upstream_credentials_are_wardens_own_never_the_clients() {
+    let idp = Idp::start().await;
+    // B: a protected Warden in front of the fixture, accepting only the IdP's JWTs.
+    let b = crate::auth::gateway_with(&idp, "");
+    // A: in front of B, authenticating its own clients with API keys and B with client credentials.
+    let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
+    let a = warden("", &format!("{}\n[auth]\n{entry}", upstream_b(&idp, &b, "service")));
+    let mut c = Client::new(&a.url);
+    c.bearer = Some(key.clone());
+    c.initialize().await;
+    assert_eq!(c.tool(1, "echo", json!({"text": "two hops"})).await["result"]["content"][0]["text"], "two hops");
+    assert_eq!(c.tool(2, "echo", json!({"text": "again"})).await["result"]["content"][0]["text"], "again");
+    // One token served every connection (control + session), and the client's key never reached B.
+    assert_eq!(idp.state.token_requests.load(Ordering::SeqCst), 1);
+    assert!(!b.log().contains(&key));
+    assert!(b.log().contains("subject=warden"), "{}", b.log());
+}
 
 /// B: the upstream, a Warden accepting only the IdP's tokens issued for it (and logging who
 /// called); A: in front of B exchanging each caller's token, its callers the IdP's (and those of
@@ -15,10 +52,7 @@ use warden_testkit::idp::Idp;
 fn a_in_front_of_b(idp: &Idp, more_auth: &str) -> (warden_testkit::harness::Proc, warden_testkit::harness::Proc) {
     let trust = format!("[auth]\nrequired_scopes = [\"mcp\"]\n{more_auth}\n[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
     let b = warden("", &format!("{}\n{}", fixture_stdio_upstream("fx", Some(""), ""), trust.replace(more_auth, "")));
-    let a = warden(
-        "",
-        &format!("{}\n{trust}[audit]\npath = \"audit.jsonl\"\n", crate::auth::upstream_b(idp, &b, "exchange")),
-    );
+    let a = warden("", &format!("{}\n{trust}[audit]\npath = \"audit.jsonl\"\n", upstream_b(idp, &b, "exchange")));
     (a, b)
 }
 
