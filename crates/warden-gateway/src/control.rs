@@ -82,6 +82,11 @@ impl Control {
                     if c.closed.load(std::sync::atomic::Ordering::Acquire) {
                         return;
                     }
+                    // An upstream of each user's own account has no connection of Warden's own:
+                    // only users' (linked) connections reach it.
+                    if c.shared.specs[i].user.is_some() {
+                        return;
+                    }
                     let alive = c.conns[i].lock().as_ref().is_some_and(|c| c.is_alive());
                     if !alive {
                         let spec = &c.shared.specs[i];
@@ -244,6 +249,10 @@ impl Control {
         let mut ready = true;
         let mut ups = serde_json::Map::new();
         for (s, c) in self.shared.specs.iter().zip(&self.conns) {
+            if s.user.is_some() {
+                ups.insert(s.name.clone(), "per user (each links their own account)".into());
+                continue;
+            }
             let ok = c.lock().as_ref().is_some_and(|c| c.is_alive());
             ready &= ok;
             ups.insert(s.name.clone(), (if ok { "ready" } else { "unavailable" }).into());

@@ -23,6 +23,10 @@ pub const SWITCHED_OFF: i64 = -32033;
 /// (`taint.rs`, `when_tainted = "deny"`); `data.source` says what tainted it.
 pub const TAINTED: i64 = -32034;
 
+/// JSON-RPC code of a request that needs the user to open a page first (the MCP
+/// `URLElicitationRequiredError`): `data.elicitations` holds the page (`mode: "url"`).
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
     (d.as_nanos().div_ceil(1_000_000_000) as u64).max(1)
@@ -80,6 +84,10 @@ pub enum GatewayError {
     /// what `requiredCapabilities` names, shaped like client capabilities.
     #[error("Missing required client capability: {what}")]
     MissingCapability { what: &'static str, required: serde_json::Value },
+    /// The upstream acts on each user's own account (`mode = "user"`) and this user has not
+    /// linked theirs: `url` is Warden's page that links it.
+    #[error("Your account at {upstream} is not linked to Warden yet: open {url} to link it, then retry")]
+    LinkRequired { upstream: String, url: String },
     /// The upstream's own JSON-RPC error, passed through (scrubbed and redacted).
     #[error("{0}")]
     Upstream(ErrorObject),
@@ -115,6 +123,12 @@ impl GatewayError {
             }
             GatewayError::MissingCapability { required, .. } => Some(json!({"requiredCapabilities": required})),
             GatewayError::Tainted { from, .. } => Some(json!({"reason": "tainted", "source": from})),
+            GatewayError::LinkRequired { upstream, url } => Some(json!({"elicitations": [{
+                "mode": "url",
+                "elicitationId": url.rsplit('/').next().unwrap_or_default(),
+                "url": url,
+                "message": format!("Link your account at {upstream} to Warden to use it."),
+            }]})),
             _ => None,
         }
     }
@@ -135,6 +149,7 @@ impl GatewayError {
             GatewayError::SwitchedOff { .. } => SWITCHED_OFF,
             GatewayError::Tainted { .. } => TAINTED,
             GatewayError::MissingCapability { .. } => warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
+            GatewayError::LinkRequired { .. } => URL_ELICITATION_REQUIRED,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -156,6 +171,7 @@ impl GatewayError {
             GatewayError::AuditUnavailable => "audit_unavailable",
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::MissingCapability { .. } => "client_unsupported",
+            GatewayError::LinkRequired { .. } => "link_required",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

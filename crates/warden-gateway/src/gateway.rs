@@ -131,7 +131,13 @@ impl Gateway {
             }
             None => None,
         };
-        let lasting = Lasting { http, audit, store, kills, approvals, registry, traces, sealer };
+        // The vault opens (its key checked) at start.
+        let vault = match &cfg.vault {
+            Some(v) => Some(Arc::new(crate::vault::Vault::open(v, &cfg.base_dir)?)),
+            None => None,
+        };
+        let links = crate::upstream::user::Links::new(vault)?;
+        let lasting = Lasting { http, audit, store, kills, approvals, registry, traces, sealer, links };
         let shared = Arc::new(crate::reload::build(&cfg, &lasting, 0)?);
         Ok(Gateway {
             cfg,
@@ -195,6 +201,16 @@ impl Gateway {
         let mut router = mcp_router(endpoint.clone(), Some(control.clone()));
         if let Some(a) = &self.auth {
             router = router.merge(auth_router(a.clone(), endpoint.clone()));
+            // Users link their accounts at user-mode upstreams through pages here, found at the
+            // resource's origin (configured, or this listener's address).
+            let links = &self.lasting.links;
+            if links.vault().is_some() {
+                let resource = a.resource_for(&http::HeaderMap::new(), Some(&listener.local_addr()?.to_string()));
+                if let Ok(u) = reqwest::Url::parse(&resource) {
+                    links.set_base(u.origin().ascii_serialization());
+                }
+                router = router.merge(crate::link_pages::router(links.clone()));
+            }
         }
         let tls = match &self.cfg.listen.tls {
             Some(t) => {
@@ -260,11 +276,7 @@ impl Gateway {
         });
         let on_hup = reloader.as_ref().map(|r| r.on_sighup()).transpose()?;
         let on_change = reloader.as_ref().zip(self.watch_config).map(|(r, every)| r.on_file_change(every));
-        // The vault opens (its key checked) at start, with or without the admin listener.
-        let vault = match &self.cfg.vault {
-            Some(v) => Some(Arc::new(crate::vault::Vault::open(v, &self.cfg.base_dir).map_err(std::io::Error::other)?)),
-            None => None,
-        };
+        let vault = self.lasting.links.vault().cloned();
         let admin = match &self.cfg.admin {
             Some(a) => {
                 let token = a.token.resolve().map_err(|e| std::io::Error::other(format!("admin.token: {e}")))?;

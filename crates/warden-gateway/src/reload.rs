@@ -45,6 +45,8 @@ pub struct Lasting {
     pub registry: Arc<crate::registry::Registry>,
     pub traces: Option<Arc<crate::trace::Exporter>>,
     pub sealer: Arc<crate::seal::Sealer>,
+    /// Users' linked accounts (`mode = "user"`) and the credential vault.
+    pub links: Arc<crate::upstream::user::Links>,
 }
 
 /// One generation of what calls use, from `cfg`.
@@ -59,7 +61,8 @@ pub fn build(cfg: &Config, l: &Lasting, generation: u64) -> Result<Shared, Strin
         let more = if exposed.len() > 1 { format!(" (and {} more)", exposed.len() - 1) } else { String::new() };
         return Err(format!("{first}{more}"));
     }
-    let specs = cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content)).collect::<Result<Vec<_>, _>>()?;
+    let specs =
+        cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content, &l.links)).collect::<Result<Vec<_>, _>>()?;
     let ns =
         Namespaces::new(&cfg.federation.separator, cfg.upstreams.iter().map(|u| u.namespace().to_string()).collect());
     let policy = Arc::new(Policy::new(cfg, l.kills.clone(), l.store.clone())?);

@@ -30,6 +30,18 @@ pub struct IdpState {
     pub introspections: AtomicUsize,
     /// RFC 8693 token exchanges served.
     pub exchanges: AtomicUsize,
+    /// Authorization codes waiting (code → what was authorized), and refresh tokens (→ user,
+    /// resource, scope).
+    codes: Mutex<HashMap<String, Value>>,
+    refresh: Mutex<HashMap<String, Value>>,
+    /// Every access and refresh token issued by the code and refresh grants (to look for them
+    /// where they must not be).
+    pub issued: Mutex<Vec<String>>,
+    /// Codes redeemed, refreshes served.
+    pub redeemed: AtomicUsize,
+    pub refreshes: AtomicUsize,
+    /// Lifetime of access tokens from the code and refresh grants, seconds.
+    pub access_ttl: std::sync::atomic::AtomicU64,
     ed: Vec<u8>,
     ed_public: Vec<u8>,
 }
@@ -64,8 +76,90 @@ fn exchange(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Respon
     .into_response()
 }
 
+/// `GET /authorize` (authorization code with PKCE S256, for client `warden`): the user signs in
+/// by the `user` parameter the test's browser adds; the answer goes to `redirect_uri` with
+/// `code`, `state` and `iss`.
+async fn authorize(
+    State(s): State<Arc<IdpState>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let ok = get("response_type") == "code"
+        && get("client_id") == "warden"
+        && get("code_challenge_method") == "S256"
+        && !get("code_challenge").is_empty()
+        && !get("redirect_uri").is_empty()
+        && !get("user").is_empty();
+    if !ok {
+        return (axum::http::StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+    }
+    let code = B64.encode(ring::rand::generate::<[u8; 16]>(&ring::rand::SystemRandom::new()).unwrap().expose());
+    s.codes.lock().insert(code.clone(), json!(q));
+    let mut to = reqwest::Url::parse(&get("redirect_uri")).unwrap();
+    to.query_pairs_mut().append_pair("code", &code).append_pair("state", &get("state")).append_pair("iss", &s.issuer);
+    (axum::http::StatusCode::FOUND, [("location", to.to_string())]).into_response()
+}
+
+/// An access token for `user` at `resource` (and a refresh token), as the code and refresh
+/// grants answer.
+fn user_tokens(s: &IdpState, user: &str, resource: &str, scope: &str, refresh: Option<String>) -> Value {
+    let n = now();
+    let ttl = s.access_ttl.load(Ordering::SeqCst);
+    let claims = json!({"iss": s.issuer, "sub": user, "aud": resource, "iat": n, "exp": n + ttl,
+                        "scope": scope, "client_id": "warden"});
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("ed1".into());
+    let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();
+    let r = refresh.unwrap_or_else(|| {
+        let r = B64.encode(ring::rand::generate::<[u8; 24]>(&ring::rand::SystemRandom::new()).unwrap().expose());
+        s.refresh.lock().insert(r.clone(), json!({"user": user, "resource": resource, "scope": scope}));
+        r
+    });
+    s.issued.lock().extend([t.clone(), r.clone()]);
+    json!({"access_token": t, "token_type": "Bearer", "expires_in": ttl, "refresh_token": r, "scope": scope})
+}
+
+fn code_grant(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bad = || (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let Some(a) = s.codes.lock().remove(&get("code")) else { return bad() };
+    let challenge = B64.encode(ring::digest::digest(&ring::digest::SHA256, get("code_verifier").as_bytes()));
+    if a["redirect_uri"] != get("redirect_uri") || a["code_challenge"] != challenge || a["resource"] != get("resource")
+    {
+        return bad();
+    }
+    s.redeemed.fetch_add(1, Ordering::SeqCst);
+    let (user, scope) = (a["user"].as_str().unwrap_or_default(), a["scope"].as_str().unwrap_or_default());
+    Json(user_tokens(s, user, &get("resource"), scope, None)).into_response()
+}
+
+fn refresh_grant(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let rt = f.get("refresh_token").cloned().unwrap_or_default();
+    let Some(r) = s.refresh.lock().get(&rt).cloned() else {
+        return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
+    };
+    s.refreshes.fetch_add(1, Ordering::SeqCst);
+    let (user, resource, scope) = (
+        r["user"].as_str().unwrap_or_default(),
+        r["resource"].as_str().unwrap_or_default(),
+        r["scope"].as_str().unwrap_or_default(),
+    );
+    Json(user_tokens(s, user, resource, scope, Some(rt))).into_response()
+}
+
+impl IdpState {
+    /// Revoke every refresh token of `user` (their grant is withdrawn at the server).
+    pub fn revoke_refresh(&self, user: &str) {
+        self.refresh.lock().retain(|_, v| v["user"] != user);
+    }
+}
+
 /// `POST /token` for client `warden` / secret `s3cret` (HTTP Basic): client credentials (an
-/// EdDSA JWT for the requested `resource`), or a token exchange ([`exchange`]).
+/// EdDSA JWT for the requested `resource`), a token exchange ([`exchange`]), an authorization
+/// code (PKCE checked) or a refresh token.
 async fn token(
     State(s): State<Arc<IdpState>>,
     headers: axum::http::HeaderMap,
@@ -79,6 +173,8 @@ async fn token(
     match f.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some("urn:ietf:params:oauth:grant-type:token-exchange") => return exchange(&s, &f),
+        Some("authorization_code") => return code_grant(&s, &f),
+        Some("refresh_token") => return refresh_grant(&s, &f),
         _ => {
             return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"})))
                 .into_response()
@@ -136,6 +232,12 @@ impl Idp {
             token_requests: AtomicUsize::new(0),
             introspections: AtomicUsize::new(0),
             exchanges: AtomicUsize::new(0),
+            codes: Mutex::new(HashMap::new()),
+            refresh: Mutex::new(HashMap::new()),
+            issued: Mutex::new(Vec::new()),
+            redeemed: AtomicUsize::new(0),
+            refreshes: AtomicUsize::new(0),
+            access_ttl: std::sync::atomic::AtomicU64::new(300),
             ed: ed.clone(),
             ed_public: ed_pub.clone(),
         });
@@ -147,7 +249,13 @@ impl Idp {
                         return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
                     }
                     Ok(Json(json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer),
-                                "introspection_endpoint": format!("{}/introspect", s.issuer)})))
+                                "introspection_endpoint": format!("{}/introspect", s.issuer),
+                                "authorization_endpoint": format!("{}/authorize", s.issuer),
+                                "token_endpoint": format!("{}/token", s.issuer),
+                                "response_types_supported": ["code"],
+                                "code_challenge_methods_supported": ["S256"],
+                                "authorization_response_iss_parameter_supported": true,
+                                "scopes_supported": ["mcp", "offline_access"]})))
                 }),
             )
             .route(
@@ -169,6 +277,7 @@ impl Idp {
                 }),
             )
             .route("/token", post(token))
+            .route("/authorize", get(authorize))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

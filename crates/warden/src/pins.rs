@@ -85,8 +85,10 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 async fn read_all(cfg: &Config) -> anyhow::Result<Vec<(String, Definitions)>> {
     let http = http_client()?;
     let mut out = Vec::new();
+    // No user's linked account is used here: an upstream of users' own accounts refuses.
+    let links = warden_gateway::upstream::user::Links::new(None).map_err(|e| anyhow::anyhow!(e))?;
     for u in &cfg.upstreams {
-        let spec = Spec::from_config(u, &cfg.content).map_err(|e| anyhow::anyhow!(e))?;
+        let spec = Spec::from_config(u, &cfg.content, &links).map_err(|e| anyhow::anyhow!(e))?;
         let d = list_definitions(&spec, &http).await.map_err(|e| anyhow::anyhow!("upstream {}: {e}", u.name))?;
         out.push((u.name.clone(), d));
     }

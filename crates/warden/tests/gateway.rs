@@ -68,6 +68,8 @@ mod tenants;
 mod upstream_identity;
 #[path = "gateway/upstream_pool.rs"]
 mod upstream_pool;
+#[path = "gateway/user_links.rs"]
+mod user_links;
 
 use warden_testkit::harness::{self, bin, fixture_stdio_upstream, warden, Client};
 

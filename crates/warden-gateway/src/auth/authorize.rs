@@ -58,9 +58,7 @@ async fn verify_password(hash: Option<String>, password: String) -> bool {
     .unwrap_or(false)
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
+use crate::html::escape as html_escape;
 
 /// The consent form posts here and is answered with a redirect to the client: browsers apply
 /// `form-action` to that redirect too, so the policy names the redirect URI's origin (or, for an

@@ -70,8 +70,8 @@ impl Config {
             if let Some(p) = u.sql.as_mut().and_then(|q| q.password.as_mut()) {
                 out.push((format!("{at}.sql.password"), p));
             }
-            if let Some(o) = &mut u.oauth {
-                out.push((format!("{at}.oauth.client_secret"), &mut o.client_secret));
+            if let Some(s) = u.oauth.as_mut().and_then(|o| o.client_secret.as_mut()) {
+                out.push((format!("{at}.oauth.client_secret"), s));
             }
             for (t, o) in &mut u.tenants {
                 map(&mut out, &format!("{at}.tenants.{t}.secret_env"), &mut o.secret_env);
@@ -323,11 +323,36 @@ impl Config {
                     let url = u.url.as_deref().ok_or(format!("{at}.url: required for transport = \"http\""))?;
                     check_remote_url(url).map_err(|m| format!("{at}.url: {m}"))?;
                     if let Some(o) = &u.oauth {
-                        check_remote_url(&o.token_url).map_err(|m| format!("{at}.oauth.token_url: {m}"))?;
+                        if let Some(t) = &o.token_url {
+                            check_remote_url(t).map_err(|m| format!("{at}.oauth.token_url: {m}"))?;
+                        }
+                        let client = o.client_id.is_some() && o.client_secret.is_some();
                         match o.mode {
-                            OAuthMode::User => {
+                            OAuthMode::Service | OAuthMode::Exchange if o.token_url.is_none() || !client => {
                                 return Err(format!(
-                                    "{at}.oauth.mode = \"user\": not available yet (use \"service\" or \"exchange\")"
+                                    "{at}.oauth: token_url, client_id and client_secret are required with mode = \"{}\"",
+                                    if o.mode == OAuthMode::Service { "service" } else { "exchange" }
+                                ))
+                            }
+                            OAuthMode::User if o.token_url.is_some() || !o.subject_issuers.is_empty() => {
+                                return Err(format!(
+                                    "{at}.oauth: token_url and subject_issuers are not for mode = \"user\" (its \
+                                     authorization server is found from the upstream)"
+                                ))
+                            }
+                            OAuthMode::User if o.client_secret.is_some() && o.client_id.is_none() => {
+                                return Err(format!("{at}.oauth.client_secret: given without client_id"))
+                            }
+                            OAuthMode::User if self.vault.is_none() => {
+                                return Err(format!(
+                                    "{at}.oauth.mode = \"user\" keeps each user's tokens in the credential vault: \
+                                     [vault] with a key is required"
+                                ))
+                            }
+                            OAuthMode::User if self.auth.is_none() => {
+                                return Err(format!(
+                                    "{at}.oauth.mode = \"user\" links each user's account: [auth] is required (an \
+                                     anonymous caller has no account to link)"
                                 ))
                             }
                             OAuthMode::Exchange

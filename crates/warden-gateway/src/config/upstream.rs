@@ -416,7 +416,9 @@ pub enum OAuthMode {
     /// Warden's own: the client credentials grant, one token for every caller.
     #[default]
     Service,
-    /// Each caller's, linked through the upstream's own OAuth flow (not available yet).
+    /// Each caller's own account at the upstream, linked once through the upstream's own OAuth
+    /// flow (Warden the OAuth client, the user's browser signing in), kept in the `[vault]` and
+    /// refreshed. A call before the link gets the link to open.
     User,
     /// Each caller's: its validated token exchanged (RFC 8693) at `token_url` for a token for
     /// this upstream, cached per caller until it expires. Warden's own connection (readiness,
@@ -429,15 +431,22 @@ pub enum OAuthMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuth {
-    /// `"service"` (default), `"exchange"`, or `"user"` (not available yet).
+    /// `"service"` (default), `"exchange"`, or `"user"`.
     #[serde(default)]
     pub mode: OAuthMode,
-    /// The token endpoint (`https://`, or `http://` to loopback).
-    #[serde(serialize_with = "mask::url")]
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: SecretRef,
-    /// Space-separated scopes to request.
+    /// The token endpoint (`https://`, or `http://` to loopback). Required for `service` and
+    /// `exchange`; `user` finds it from the upstream (RFC 9728, RFC 8414) and takes none.
+    #[serde(default, serialize_with = "mask::opt_url")]
+    pub token_url: Option<String>,
+    /// Warden's client id at the upstream's authorization server. Required for `service` and
+    /// `exchange`; for `user`, a pre-registered client (else Warden registers itself).
+    pub client_id: Option<String>,
+    /// The client's secret (required with `client_id` for `service` and `exchange`; for `user`,
+    /// absent for a public client).
+    pub client_secret: Option<SecretRef>,
+    /// Space-separated scopes to request. For `user`, the most a link asks for: scopes the
+    /// upstream's challenge or metadata names beyond these are not asked (default: what the
+    /// upstream names).
     pub scope: Option<String>,
     /// RFC 8707 resource indicator to request (the upstream's canonical URI).
     #[serde(serialize_with = "mask::opt_url")]

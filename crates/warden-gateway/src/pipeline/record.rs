@@ -51,6 +51,7 @@ pub fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static 
             GatewayError::Upstream(_) | GatewayError::Unavailable => "backend_error",
             GatewayError::Cancelled => "cancelled",
             GatewayError::ApprovalPending { .. } => "approval_pending",
+            GatewayError::LinkRequired { .. } => "link_required",
             GatewayError::StoreUnavailable | GatewayError::AuditUnavailable => "unavailable",
             GatewayError::MethodNotFound
             | GatewayError::UnknownTool

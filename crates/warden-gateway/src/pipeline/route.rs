@@ -51,6 +51,12 @@ fn canonical_uri(uri: &str) -> Result<String, GatewayError> {
     })
 }
 
+/// A name or URI no listing knows: unknown, unless it may be behind an upstream of the user's
+/// own account not linked yet (then the link to open).
+async fn unknown(s: &RelaySession, e: GatewayError) -> GatewayError {
+    s.unlinked().await.unwrap_or(e)
+}
+
 /// Decide where a request goes, rewriting exposed names to the upstream's own.
 pub async fn route(
     s: &RelaySession,
@@ -91,18 +97,22 @@ pub async fn route(
         Method::ToolsCall | Method::PromptsGet => {
             let kind = if method == Method::ToolsCall { "tools" } else { "prompts" };
             let name = str_param(&p, "name")?.to_string();
-            let (up, orig, ro) = s.resolve_name(kind, &name).await.ok_or(if kind == "tools" {
-                GatewayError::UnknownTool
-            } else {
-                GatewayError::UnknownPrompt
-            })?;
+            let Some((up, orig, ro)) = s.resolve_name(kind, &name).await else {
+                return Err(unknown(
+                    s,
+                    if kind == "tools" { GatewayError::UnknownTool } else { GatewayError::UnknownPrompt },
+                )
+                .await);
+            };
             p["name"] = orig.clone().into();
             let kind = if kind == "tools" { Kind::Tool } else { Kind::Prompt };
             Ok(Route::One { params: p, target: Target { up, kind, name: orig, read_only: ro } })
         }
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             let uri = str_param(&p, "uri")?.to_string();
-            let (up, listed) = s.resolve_uri(&uri).await.ok_or(GatewayError::UnknownResource)?;
+            let Some((up, listed)) = s.resolve_uri(&uri).await else {
+                return Err(unknown(s, GatewayError::UnknownResource).await);
+            };
             let orig = canonical_uri(&listed)?;
             // A resource withheld from listings because it changed since pinned is not read by URI
             // either (it looks unknown, like any refused target).

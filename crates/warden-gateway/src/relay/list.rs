@@ -44,6 +44,12 @@ impl RelaySession {
             }
         }))
         .await;
+        // An upstream of each user's own account that this user has not linked: the listing
+        // answers with the link (the user's tools there are unknown until then).
+        let mut pages = pages;
+        if let Some(at) = pages.iter().position(|(_, r)| matches!(r, Err(GatewayError::LinkRequired { .. }))) {
+            return Err(pages.swap_remove(at).1.err().unwrap_or(GatewayError::Unavailable));
+        }
         let key = if field == "resourceTemplates" {
             "uriTemplate"
         } else if cap == "resources" {

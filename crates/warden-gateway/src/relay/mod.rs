@@ -75,7 +75,18 @@ impl Service for Relay {
                     }
                     match known {
                         Some(k) => Some(k),
-                        None => s.conn(i).await.ok().and_then(|c| c.init()),
+                        None => match s.conn(i).await {
+                            Ok(c) => c.init(),
+                            // Each user's own account, not linked yet: its tools are shown (a
+                            // listing answers with the link) until the link says more.
+                            Err(GatewayError::LinkRequired { .. }) => Some(ServerInit {
+                                protocol_version: negotiated.to_string(),
+                                capabilities: json!({"tools": {"listChanged": true}}),
+                                server_info: json!({}),
+                                instructions: None,
+                            }),
+                            Err(_) => None,
+                        },
                     }
                 }
             }))

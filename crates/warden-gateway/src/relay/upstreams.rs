@@ -51,8 +51,29 @@ impl Lease {
 }
 
 impl RelaySession {
+    /// A name no listing knows may be behind an upstream of users' own accounts that this user
+    /// has not linked yet: the link to open, if so.
+    pub async fn unlinked(&self) -> Option<GatewayError> {
+        for i in (0..self.slots.len()).filter(|&i| self.reaches(i)) {
+            let spec = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref());
+            if let Some(link) = spec.and_then(|s| s.user.clone()) {
+                if let Err(e @ GatewayError::LinkRequired { .. }) = link.ensure(&self.principal).await {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
     /// The live connection to upstream `i`, connecting (or reconnecting, with backoff) if needed.
     pub async fn conn(&self, i: usize) -> Result<Lease, GatewayError> {
+        // An upstream of each user's own account: this user must have linked theirs (checked on
+        // every request, so a revoked link stops the next one).
+        if let Some(link) =
+            &self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).and_then(|s| s.user.clone())
+        {
+            link.ensure(&self.principal).await?;
+        }
         let slot = &self.slots[i];
         let mut guard = slot.conn.lock().await;
         if let Some(c) = guard.as_ref() {
@@ -77,8 +98,9 @@ impl RelaySession {
         };
         let key = self.principal.tenant.as_deref().filter(|t| self.shared.specs[i].tenants.contains_key(*t));
         let mut key = key.unwrap_or_default().to_string();
-        // A connection that acts for its caller (token exchange) is never shared with another.
-        if spec.exchange.is_some() {
+        // A connection that acts for its caller (token exchange, a linked account) is never
+        // shared with another.
+        if spec.exchange.is_some() || spec.user.is_some() {
             key = format!("{key}\0{}", self.principal.binding_key());
         }
         // The upstream is told only of the client capabilities it may use (`client_requests`).

@@ -43,12 +43,8 @@ pub struct HttpTransport {
     /// The POSTs' own client, for a plain-`http://` upstream ([`h1`]).
     h1: Option<Arc<h1::Pool>>,
     headers: HeaderMap,
-    oauth: Option<Arc<super::oauth::ClientCredentials>>,
-    /// Each caller's token exchanged for this upstream's (`mode = "exchange"`), on a
-    /// connection that serves one caller (`on_behalf`); Warden's own connection uses `oauth`.
-    exchange: Option<Arc<super::oauth::Exchanger>>,
-    /// The caller's latest token and its expiry (Unix seconds), offered with each request.
-    on_behalf: Option<Mutex<Option<super::oauth::Offered>>>,
+    /// Whose credential goes up (`credential.rs`).
+    credential: super::credential::Credential,
     session: Mutex<Option<HeaderValue>>,
     version: Mutex<Option<HeaderValue>>,
     incoming: IncomingTx,
@@ -93,9 +89,7 @@ impl HttpTransport {
             client,
             h1,
             headers,
-            oauth: spec.oauth.clone(),
-            exchange: spec.exchange.clone(),
-            on_behalf: on_behalf.map(|p| Mutex::new(Some(super::oauth::presented(p)))),
+            credential: super::credential::Credential::new(spec, on_behalf),
             session: Mutex::new(None),
             version: Mutex::new(None),
             incoming,
@@ -178,50 +172,19 @@ impl HttpTransport {
 
     /// The latest request's caller (same caller, maybe a fresher token).
     pub fn offer(&self, p: &warden_policy::Principal) {
-        if let Some(cell) = &self.on_behalf {
-            *cell.lock() = Some(super::oauth::presented(p));
-        }
+        self.credential.offer(p);
     }
 
     /// Which credential this connection presents (for the audit record; never its value).
     pub fn credential(&self) -> Option<String> {
-        match (self.subject(), &self.exchange, &self.oauth) {
-            (Some(Ok((token, _))), Some(x), _) => Some(match x.digest(token.get().unwrap_or_default()) {
-                Some(d) => format!("exchange:{d}"),
-                None => "exchange".into(),
-            }),
-            (Some(Err(_)), _, _) => Some("exchange".into()),
-            (None, _, Some(_)) => Some("service".into()),
-            _ => None,
-        }
-    }
-
-    /// The token to exchange, when this connection exchanges callers' tokens: the request's own
-    /// (`ON_BEHALF`), else the latest its caller offered (traffic Warden starts: streams, close).
-    fn subject(&self) -> Option<Result<super::oauth::Offered, String>> {
-        self.exchange.as_ref()?;
-        let cell = self.on_behalf.as_ref()?;
-        let offered = super::oauth::ON_BEHALF.try_with(Clone::clone).ok().or_else(|| cell.lock().clone());
-        Some(offered.filter(|(t, _)| t.get().is_some()).ok_or_else(|| {
-            "this upstream takes each caller's own identity (oauth mode = \"exchange\"), and this caller \
-             presented no token to exchange"
-                .to_string()
-        }))
+        self.credential.label()
     }
 
     /// This upstream's credentials, session and version headers.
     async fn head(&self) -> Result<HeaderMap, String> {
         let mut h = self.headers.clone();
-        match (self.subject(), &self.exchange, &self.oauth) {
-            (Some(subject), Some(x), _) => {
-                let (token, expires) = subject?;
-                let token = token.get().unwrap_or_default();
-                h.insert(http::header::AUTHORIZATION, x.header(&self.client, token, expires).await?);
-            }
-            (_, _, Some(o)) => {
-                h.insert(http::header::AUTHORIZATION, o.header(&self.client).await?);
-            }
-            _ => {}
+        if let Some(v) = self.credential.header(&self.client).await? {
+            h.insert(http::header::AUTHORIZATION, v);
         }
         if let Some(s) = self.session.lock().clone() {
             h.insert("mcp-session-id", s);
@@ -289,11 +252,7 @@ impl HttpTransport {
             return Err("upstream session expired".into());
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            match (self.subject(), &self.exchange, &self.oauth) {
-                (Some(Ok((token, _))), Some(x), _) => x.invalidate(token.get().unwrap_or_default()),
-                (None, _, Some(o)) => o.invalidate(),
-                _ => {}
-            }
+            self.credential.refused().await;
         }
         let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         if !status.is_success() {

@@ -12,6 +12,7 @@
 //! Does not defend against: hostile content in well-formed upstream messages (response policy).
 
 pub mod builtin;
+mod credential;
 pub mod exposure;
 mod h1;
 pub mod http;
@@ -24,6 +25,7 @@ pub mod shared;
 mod spec;
 pub mod stateless;
 pub mod stdio;
+pub mod user;
 
 pub use listing::{list_definitions, Definitions, Listing, MAX_PAGES};
 pub use spec::Spec;

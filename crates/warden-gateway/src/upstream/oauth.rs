@@ -16,20 +16,37 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Warden's client at a configured token endpoint (`service` and `exchange`).
+struct Client {
+    token_url: String,
+    id: String,
+    secret: String,
+}
+
+impl Client {
+    fn new(cfg: &UpstreamOAuth, upstream: &str) -> Result<Client, String> {
+        let missing = |k: &str| format!("upstream {upstream}: oauth.{k}: required");
+        let secret = cfg.client_secret.as_ref().ok_or_else(|| missing("client_secret"))?;
+        Ok(Client {
+            token_url: cfg.token_url.clone().ok_or_else(|| missing("token_url"))?,
+            id: cfg.client_id.clone().ok_or_else(|| missing("client_id"))?,
+            secret: secret.resolve().map_err(|e| format!("upstream {upstream}: oauth.client_secret: {e}"))?,
+        })
+    }
+}
+
 pub struct ClientCredentials {
     cfg: UpstreamOAuth,
-    secret: String,
+    client: Client,
     cached: Mutex<Option<(HeaderValue, Instant)>>,
     fetching: tokio::sync::Mutex<()>,
 }
 
 impl ClientCredentials {
     pub fn new(cfg: &UpstreamOAuth, upstream: &str) -> Result<ClientCredentials, String> {
-        let secret =
-            cfg.client_secret.resolve().map_err(|e| format!("upstream {upstream}: oauth.client_secret: {e}"))?;
         Ok(ClientCredentials {
             cfg: cfg.clone(),
-            secret,
+            client: Client::new(cfg, upstream)?,
             cached: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
         })
@@ -60,7 +77,7 @@ impl ClientCredentials {
         if let Some(r) = &self.cfg.resource {
             form.push(("resource", r));
         }
-        let (v, ttl, _) = token_request(http, &self.cfg, &self.secret, &form).await?;
+        let (v, ttl, _) = token_request(http, &self.client, &form).await?;
         let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
         *self.cached.lock() = Some((v.clone(), until));
         Ok(v)
@@ -84,13 +101,12 @@ fn unverified_issuer(token: &str) -> Option<String> {
 /// token itself.
 async fn token_request(
     http: &reqwest::Client,
-    cfg: &UpstreamOAuth,
-    secret: &str,
+    client: &Client,
     form: &[(&str, &str)],
 ) -> Result<(HeaderValue, u64, String), String> {
     let resp = http
-        .post(&cfg.token_url)
-        .basic_auth(&cfg.client_id, Some(secret))
+        .post(&client.token_url)
+        .basic_auth(&client.id, Some(&client.secret))
         .header("accept", "application/json")
         .form(form)
         .timeout(Duration::from_secs(10))
@@ -130,7 +146,7 @@ async fn token_request(
 /// upstream token's scopes and audience are its decision).
 pub struct Exchanger {
     cfg: UpstreamOAuth,
-    secret: String,
+    client: Client,
     /// By the SHA-256 of the subject token: the header, its token's short digest, until when.
     cached: Mutex<std::collections::HashMap<[u8; 32], (HeaderValue, String, Instant)>>,
     /// One exchange at a time per subject token: concurrent first calls wait for it.
@@ -145,11 +161,9 @@ const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl Exchanger {
     pub fn new(cfg: &UpstreamOAuth, upstream: &str) -> Result<Exchanger, String> {
-        let secret =
-            cfg.client_secret.resolve().map_err(|e| format!("upstream {upstream}: oauth.client_secret: {e}"))?;
         Ok(Exchanger {
             cfg: cfg.clone(),
-            secret,
+            client: Client::new(cfg, upstream)?,
             cached: Mutex::new(Default::default()),
             inflight: Mutex::new(Default::default()),
             exchanges: 0.into(),
@@ -222,7 +236,7 @@ impl Exchanger {
         if let Some(r) = &self.cfg.resource {
             form.push(("resource", r));
         }
-        let (v, ttl, token) = token_request(http, &self.cfg, &self.secret, &form).await?;
+        let (v, ttl, token) = token_request(http, &self.client, &form).await?;
         let now = crate::clock::now_secs();
         let ttl = subject_expires.map_or(ttl, |exp| ttl.min(exp.saturating_sub(now)));
         self.exchanges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

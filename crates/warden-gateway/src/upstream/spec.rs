@@ -23,6 +23,9 @@ pub struct Spec {
     pub oauth: Option<Arc<oauth::ClientCredentials>>,
     /// `[upstream.oauth] mode = "exchange"`: each caller's token exchanged for this upstream's.
     pub exchange: Option<Arc<oauth::Exchanger>>,
+    /// `[upstream.oauth] mode = "user"`: each user's own linked account (set by `reload.rs`,
+    /// which holds the vault).
+    pub user: Option<Arc<super::user::UserLink>>,
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
     /// Per-tenant variants of this spec (their own instance or credentials).
@@ -50,7 +53,12 @@ pub struct Spec {
 impl Spec {
     /// Resolve an upstream's config (reads secrets; the error names the missing reference only).
     /// `content` bounds what is read from it ([`config::ContentConfig::max_message_bytes`]).
-    pub fn from_config(u: &config::Upstream, content: &config::ContentConfig) -> Result<Spec, String> {
+    /// `links`: where user-mode upstreams keep each user's link.
+    pub fn from_config(
+        u: &config::Upstream,
+        content: &config::ContentConfig,
+        links: &Arc<super::user::Links>,
+    ) -> Result<Spec, String> {
         let mut env: Vec<(String, String)> =
             u.env_allow.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
         env.extend(u.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -70,10 +78,19 @@ impl Spec {
             env,
             url: u.url.clone().unwrap_or_default(),
             headers,
-            oauth: u.oauth.as_ref().map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new)).transpose()?,
+            oauth: (u.oauth.as_ref())
+                .filter(|o| o.mode != config::OAuthMode::User)
+                .map(|o| oauth::ClientCredentials::new(o, &u.name).map(Arc::new))
+                .transpose()?,
             exchange: (u.oauth.as_ref())
                 .filter(|o| o.mode == config::OAuthMode::Exchange)
                 .map(|o| oauth::Exchanger::new(o, &u.name).map(Arc::new))
+                .transpose()?,
+            user: (u.oauth.as_ref())
+                .filter(|o| o.mode == config::OAuthMode::User)
+                .map(|_| {
+                    super::user::UserLink::new(u, u.url.as_deref().unwrap_or_default(), links.clone()).map(Arc::new)
+                })
                 .transpose()?,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
             call_timeout: Duration::from_secs(u.call_timeout_secs),
@@ -116,6 +133,9 @@ impl Spec {
                 }
                 if let Some(url) = &o.url {
                     s.url = url.clone();
+                    if s.user.is_some() {
+                        s.user = Some(Arc::new(super::user::UserLink::new(u, url, links.clone())?));
+                    }
                 }
                 tenants.insert(t.clone(), Arc::new(s));
             }

@@ -71,6 +71,25 @@ pub struct Secret {
     pub expires_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Where and as whom the tokens are refreshed (`mode = "user"`): kept with them, so that a
+    /// refresh needs no discovery and survives a restart (a dynamic registration is not
+    /// repeated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Refresher>,
+}
+
+/// What refreshing a linked account's token needs: the token endpoint, the resource, and
+/// Warden's client there (its secret, when it has one, sealed with the tokens).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Refresher {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub resource: String,
+    pub client_id: String,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub auth_method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Secret {
@@ -307,7 +326,13 @@ mod tests {
     }
 
     fn secret(t: &str) -> Secret {
-        Secret { access_token: t.into(), refresh_token: Some(format!("{t}-refresh")), expires_at: Some(9), scope: None }
+        Secret {
+            access_token: t.into(),
+            refresh_token: Some(format!("{t}-refresh")),
+            expires_at: Some(9),
+            scope: None,
+            client: None,
+        }
     }
 
     #[test]

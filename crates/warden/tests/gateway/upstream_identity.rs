@@ -174,8 +174,13 @@ async fn the_vault_lists_revokes_and_rotates_without_showing_a_token() {
         method: AuthMethod::Jwt,
         ..Principal::local()
     };
-    let secret =
-        |t: &str| Secret { access_token: t.into(), refresh_token: None, expires_at: Some(4_102_444_800), scope: None };
+    let secret = |t: &str| Secret {
+        access_token: t.into(),
+        refresh_token: None,
+        expires_at: Some(4_102_444_800),
+        scope: None,
+        client: None,
+    };
     let alice = vault.put("github", &user("alice"), &secret("gho_ALICE_TOKEN_VALUE")).unwrap();
     vault.put("github", &user("bob"), &secret("gho_BOB_TOKEN_VALUE")).unwrap();
     drop(vault);
@@ -244,7 +249,8 @@ fn replicas_share_the_vault_on_postgresql() {
     .unwrap();
     let (one, two) = (Vault::open(&cfg, &dir).unwrap(), Vault::open(&cfg, &dir).unwrap());
     let user = |sub: &str| Principal { subject: sub.into(), method: AuthMethod::Jwt, ..Principal::local() };
-    let secret = |t: &str| Secret { access_token: t.into(), refresh_token: None, expires_at: None, scope: None };
+    let secret =
+        |t: &str| Secret { access_token: t.into(), refresh_token: None, expires_at: None, scope: None, client: None };
     let id = one.put("github", &user("alice"), &secret("gho_ALICE_PG_TOKEN")).unwrap();
     one.put("github", &user("bob"), &secret("gho_BOB_PG_TOKEN")).unwrap();
     assert_eq!(two.get("github", &user("alice")).unwrap(), Some(secret("gho_ALICE_PG_TOKEN")));

@@ -1,0 +1,427 @@
+//! `[upstream.oauth] mode = "user"` (issue 27): each user's own account at an upstream, linked
+//! once through the upstream's OAuth flow with Warden as the OAuth client (`link.rs`), kept in
+//! the credential vault (`crate::vault`), refreshed, and presented on that user's requests only.
+//!
+//! The life of a link: a request of a user with no link for the upstream gets
+//! [`GatewayError::LinkRequired`] (JSON-RPC -32042, the URL elicitation error, with a link to
+//! Warden's own page, `link_pages.rs`); the page names the Warden user the link is for and, once
+//! the user confirms it there, sends the browser to the upstream's authorization server; the
+//! answer comes back to Warden's callback, the code is redeemed, and the tokens are sealed into
+//! the vault under that user (binding key: method, tenant, issuer, subject). Each later request
+//! reads the vault (so a revocation anywhere, by the admin API, the CLI or the user, takes
+//! effect at the next request, on every replica sharing the vault), refreshes an expiring token
+//! (one refresh at a time per user), and forgets a link whose refresh the server refuses.
+//!
+//! Defends against: one user's upstream token serving another (the vault entry is the user's;
+//! connections of this upstream are never shared between users, `relay/upstreams.rs`); a link
+//! completed in another browser than the one that confirmed it (the callback needs the cookie
+//! the confirmation set; `state` is single use and expires after ten minutes); a cross-site form
+//! confirming a link for its author (the confirmation must come from Warden's own origin); a
+//! token endpoint or authorization server of another origin than discovery found (`link.rs`);
+//! unbounded flows (at most [`MAX_FLOWS`], [`MAX_FLOWS_PER_USER`] per user, ten minutes each).
+//! Does not defend against: a user who confirms a link the page says is for someone else (an
+//! attacker who sends a victim their own link relies on that); a malicious authorization
+//! server the upstream names (it sees the user's sign-in; Warden trusts the upstream's
+//! metadata, checked for mix-up only). Flows live in the process that started them: with
+//! several replicas the callback must reach the same one (sticky routing), or the user retries.
+
+use super::link::{self, ClientAuth, Discovered, Identity, Pending};
+use crate::error::GatewayError;
+use crate::vault::{Refresher, Secret, Vault};
+use http::HeaderValue;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_policy::Principal;
+
+/// Flows waiting for their callback, in all and per user.
+pub const MAX_FLOWS: usize = 1000;
+pub const MAX_FLOWS_PER_USER: usize = 4;
+/// How long a flow waits for the user.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+/// How long what discovery found is reused.
+const DISCOVERY_TTL: Duration = Duration::from_secs(600);
+/// A token this close to its expiry is refreshed first.
+const EARLY: u64 = 30;
+
+/// One link on its way: whose, where, and what the answer is checked against.
+pub struct Flow {
+    pub upstream: String,
+    pub principal: Principal,
+    pub d: Discovered,
+    pub id: Identity,
+    pub pending: Pending,
+    pub authorization_url: String,
+    /// Set by the confirmation: the secret of the cookie the callback must bring.
+    pub browser: Option<String>,
+    pub created: Instant,
+}
+
+/// Every user-mode upstream's links: the vault, the flows, Warden's public origin.
+pub struct Links {
+    vault: Option<Arc<Vault>>,
+    http: reqwest::Client,
+    /// Warden's public origin (`https://host`), where the pages are: from `[auth] resource`, or
+    /// the listener's address.
+    base: Mutex<Option<String>>,
+    /// By flow id (the page's path).
+    flows: Mutex<HashMap<String, Flow>>,
+    /// By upstream URL: what discovery found, Warden's identity there, the challenge.
+    found: Mutex<HashMap<String, (Discovered, Identity, link::Challenge, Instant)>>,
+    /// One refresh at a time per upstream and user.
+    refreshing: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn random() -> Result<String, GatewayError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 24];
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| GatewayError::Unavailable)?;
+    Ok(crate::digest::hex(&b))
+}
+
+impl Links {
+    pub fn new(vault: Option<Arc<Vault>>) -> Result<Arc<Links>, String> {
+        Ok(Arc::new(Links {
+            vault,
+            http: link::client()?,
+            base: Mutex::new(None),
+            flows: Mutex::new(HashMap::new()),
+            found: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
+    }
+
+    /// Where the pages are (`https://host`, no path).
+    pub fn set_base(&self, origin: String) {
+        *self.base.lock() = Some(origin.trim_end_matches('/').to_string());
+    }
+
+    pub fn base(&self) -> Option<String> {
+        self.base.lock().clone()
+    }
+
+    /// The callback every authorization server sends the user back to.
+    pub fn redirect_uri(&self) -> Option<String> {
+        self.base().map(|b| format!("{b}{CALLBACK}"))
+    }
+
+    fn vault_or_fail(&self) -> Result<Arc<Vault>, GatewayError> {
+        self.vault.clone().ok_or(GatewayError::Unavailable)
+    }
+
+    /// Run a vault call on the blocking pool (SQLite and the PostgreSQL client block).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Vault) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, GatewayError> {
+        let v = self.vault_or_fail()?;
+        match tokio::task::spawn_blocking(move || f(&v)).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "credential vault unavailable");
+                Err(GatewayError::Unavailable)
+            }
+            Err(_) => Err(GatewayError::Unavailable),
+        }
+    }
+
+    /// Take the flow whose authorization request had `state` (single use).
+    pub fn take_by_state(&self, state: &str) -> Option<Flow> {
+        let mut flows = self.flows.lock();
+        let id = flows.iter().find(|(_, f)| f.pending.state == state).map(|(k, _)| k.clone())?;
+        flows.remove(&id).filter(|f| f.created.elapsed() < FLOW_TTL)
+    }
+
+    /// Look at flow `id` (for its page), if it is still waiting.
+    pub fn with_flow<T>(&self, id: &str, f: impl FnOnce(&mut Flow) -> T) -> Option<T> {
+        let mut flows = self.flows.lock();
+        let flow = flows.get_mut(id).filter(|f| f.created.elapsed() < FLOW_TTL)?;
+        Some(f(flow))
+    }
+
+    /// Redeem the code of a completed flow and keep the tokens for its user.
+    pub async fn complete(&self, flow: Flow, code: &str) -> Result<(), String> {
+        let t = link::token(
+            &self.http,
+            &flow.d,
+            &flow.id,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &flow.pending.redirect_uri),
+                ("code_verifier", &flow.pending.verifier),
+            ],
+        )
+        .await?;
+        let refresher = Refresher {
+            issuer: flow.d.issuer.clone(),
+            token_endpoint: flow.d.meta.get("token_endpoint").and_then(|v| v.as_str()).unwrap_or_default().into(),
+            resource: flow.d.resource.clone(),
+            client_id: flow.id.client_id.clone(),
+            auth_method: auth_method(&flow.id.auth).into(),
+            client_secret: secret_of(&flow.id.auth),
+        };
+        let secret = secret_from(t, refresher);
+        let (up, p) = (flow.upstream.clone(), flow.principal.clone());
+        self.blocking(move |v| v.put(&up, &p, &secret)).await.map_err(|_| "the credential vault is unavailable")?;
+        tracing::info!(upstream = %flow.upstream, subject = %flow.principal.subject, "account linked");
+        Ok(())
+    }
+}
+
+/// The callback's path.
+pub const CALLBACK: &str = "/oauth/upstream/callback";
+/// The flows' pages are under this path.
+pub const PAGES: &str = "/oauth/upstream/";
+
+fn auth_method(a: &ClientAuth) -> &'static str {
+    match a {
+        ClientAuth::None => "none",
+        ClientAuth::Basic(_) => "client_secret_basic",
+        ClientAuth::Post(_) => "client_secret_post",
+    }
+}
+
+fn secret_of(a: &ClientAuth) -> Option<String> {
+    match a {
+        ClientAuth::None => None,
+        ClientAuth::Basic(s) | ClientAuth::Post(s) => Some(s.clone()),
+    }
+}
+
+fn secret_from(t: link::Tokens, client: Refresher) -> Secret {
+    Secret {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        expires_at: t.expires_in.map(|s| crate::clock::now_secs() + s.min(366 * 86_400)),
+        scope: t.scope,
+        client: Some(client),
+    }
+}
+
+/// One user-mode upstream.
+pub struct UserLink {
+    upstream: String,
+    url: String,
+    /// The most a link asks for (`oauth.scope`), if limited.
+    ceiling: Option<Vec<String>>,
+    preregistered: Option<(String, Option<String>)>,
+    links: Arc<Links>,
+}
+
+/// Why no token can be presented.
+#[derive(Debug)]
+pub enum NoToken {
+    /// The user has no (usable) link: they must link first.
+    NotLinked,
+    /// The vault or the authorization server failed; the link may still be good.
+    Failed(String),
+}
+
+impl UserLink {
+    /// For upstream `u` at `url` (a tenant's own instance has its own).
+    pub fn new(u: &crate::config::Upstream, url: &str, links: Arc<Links>) -> Result<UserLink, String> {
+        let o = u.oauth.as_ref().ok_or("no oauth")?;
+        let secret = (o.client_secret.as_ref())
+            .map(|s| s.resolve().map_err(|e| format!("upstream {}: oauth.client_secret: {e}", u.name)))
+            .transpose()?;
+        Ok(UserLink {
+            upstream: u.name.clone(),
+            url: url.to_string(),
+            ceiling: o.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
+            preregistered: o.client_id.clone().map(|id| (id, secret)),
+            links,
+        })
+    }
+
+    /// The `Authorization` value for `owner`'s requests: their linked token, refreshed first
+    /// when it is about to expire.
+    pub async fn header(&self, owner: &Principal) -> Result<HeaderValue, NoToken> {
+        let got = self.get(owner).await.map_err(|e| NoToken::Failed(e.to_string()))?;
+        let s = got.ok_or(NoToken::NotLinked)?;
+        let now = crate::clock::now_secs();
+        let s = if s.expires_at.is_some_and(|e| e <= now + EARLY) { self.refresh(owner, Some(s)).await? } else { s };
+        bearer(&s.access_token).map_err(NoToken::Failed)
+    }
+
+    /// The upstream refused `owner`'s token: refresh it now (or forget the link).
+    pub async fn refused(&self, owner: &Principal) {
+        match self.refresh(owner, None).await {
+            Ok(_) | Err(NoToken::NotLinked) => {}
+            Err(NoToken::Failed(e)) => tracing::warn!(upstream = %self.upstream, error = %e, "refresh failed"),
+        }
+    }
+
+    async fn get(&self, owner: &Principal) -> Result<Option<Secret>, GatewayError> {
+        let (up, p) = (self.upstream.clone(), owner.clone());
+        self.links.blocking(move |v| v.get(&up, &p)).await
+    }
+
+    /// Refresh `owner`'s token (one refresh at a time per user: a second caller takes the
+    /// first one's). `seen`: the entry the caller found expiring (none: refused upstream).
+    async fn refresh(&self, owner: &Principal, seen: Option<Secret>) -> Result<Secret, NoToken> {
+        let key = (self.upstream.clone(), owner.binding_key());
+        let gate = self.links.refreshing.lock().entry(key.clone()).or_default().clone();
+        let _one = gate.lock().await;
+        let r = self.refresh_now(owner, seen).await;
+        self.links.refreshing.lock().remove(&key);
+        r
+    }
+
+    async fn refresh_now(&self, owner: &Principal, seen: Option<Secret>) -> Result<Secret, NoToken> {
+        let failed = |e: GatewayError| NoToken::Failed(e.to_string());
+        let current = self.get(owner).await.map_err(failed)?.ok_or(NoToken::NotLinked)?;
+        // Another request refreshed it meanwhile.
+        if seen.is_some_and(|s| s.access_token != current.access_token) {
+            return Ok(current);
+        }
+        let (Some(rt), Some(c)) = (current.refresh_token.clone(), current.client.clone()) else {
+            self.forget(owner).await;
+            return Err(NoToken::NotLinked);
+        };
+        let d = Discovered {
+            resource: c.resource.clone(),
+            resource_scopes: vec![],
+            issuer: c.issuer.clone(),
+            meta: serde_json::json!({"token_endpoint": c.token_endpoint}),
+        };
+        let auth = match (c.auth_method.as_str(), c.client_secret.clone()) {
+            ("client_secret_post", Some(s)) => ClientAuth::Post(s),
+            ("client_secret_basic", Some(s)) => ClientAuth::Basic(s),
+            _ => ClientAuth::None,
+        };
+        let id = Identity { client_id: c.client_id.clone(), auth };
+        match link::token(&self.links.http, &d, &id, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await {
+            Ok(mut t) => {
+                // A server that does not rotate refresh tokens keeps the old one good.
+                t.refresh_token = t.refresh_token.or(Some(rt));
+                let s = secret_from(t, c);
+                let (up, p, kept) = (self.upstream.clone(), owner.clone(), s.clone());
+                self.links.blocking(move |v| v.put(&up, &p, &kept)).await.map_err(failed)?;
+                tracing::info!(upstream = %self.upstream, subject = %owner.subject, "linked token refreshed");
+                Ok(s)
+            }
+            // The server refused the grant (revoked, expired): the user links again.
+            Err(e) if e.contains("refused (400") || e.contains("refused (401") => {
+                tracing::info!(upstream = %self.upstream, subject = %owner.subject, error = %e, "link refused; forgotten");
+                self.forget(owner).await;
+                Err(NoToken::NotLinked)
+            }
+            Err(e) => Err(NoToken::Failed(e)),
+        }
+    }
+
+    async fn forget(&self, owner: &Principal) {
+        let (up, p) = (self.upstream.clone(), owner.clone());
+        let _ = self.links.blocking(move |v| v.revoke_own(&up, &p)).await;
+    }
+
+    /// `owner` may use this upstream: a link is kept for them. Otherwise the link to open.
+    pub async fn ensure(&self, owner: &Principal) -> Result<(), GatewayError> {
+        if self.get(owner).await?.is_some() {
+            return Ok(());
+        }
+        let url = self.start(owner).await?;
+        Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
+    }
+
+    /// Start a flow for `owner` (or hand back the one already waiting): the page's URL.
+    async fn start(&self, owner: &Principal) -> Result<String, GatewayError> {
+        let base = self.links.base().ok_or(GatewayError::Unavailable)?;
+        let binding = owner.binding_key();
+        {
+            let mut flows = self.links.flows.lock();
+            flows.retain(|_, f| f.created.elapsed() < FLOW_TTL);
+            // A fresh one already waiting (under half its time gone) is handed out again.
+            let waiting = flows.iter().find(|(_, f)| {
+                f.upstream == self.upstream
+                    && f.principal.binding_key() == binding
+                    && f.browser.is_none()
+                    && f.created.elapsed() < FLOW_TTL / 2
+            });
+            if let Some((id, _)) = waiting {
+                return Ok(format!("{base}{PAGES}{id}"));
+            }
+        }
+        let redirect_uri = format!("{base}{CALLBACK}");
+        let (d, id, challenge) = self.discover(&redirect_uri).await.map_err(|e| {
+            tracing::warn!(upstream = %self.upstream, error = %e, "cannot start a link");
+            GatewayError::Unavailable
+        })?;
+        let scope = link::scope_for(&d, &challenge).map(|s| self.within_ceiling(&s)).filter(|s| !s.is_empty());
+        let (url, pending) = link::authorization_url(&d, &id, &redirect_uri, scope.as_deref()).map_err(|e| {
+            tracing::warn!(upstream = %self.upstream, error = %e, "cannot start a link");
+            GatewayError::Unavailable
+        })?;
+        let flow_id = random()?;
+        let mut flows = self.links.flows.lock();
+        let mine = flows.values().filter(|f| f.principal.binding_key() == binding).count();
+        if flows.len() >= MAX_FLOWS || mine >= MAX_FLOWS_PER_USER {
+            return Err(GatewayError::RateLimited {
+                retry_after: FLOW_TTL / 10,
+                limit: if mine >= MAX_FLOWS_PER_USER { "links_per_user" } else { "links" },
+            });
+        }
+        flows.insert(
+            flow_id.clone(),
+            Flow {
+                upstream: self.upstream.clone(),
+                principal: owner.clone(),
+                d,
+                id,
+                pending,
+                authorization_url: url,
+                browser: None,
+                created: Instant::now(),
+            },
+        );
+        Ok(format!("{base}{PAGES}{flow_id}"))
+    }
+
+    /// The scopes of `s` within `oauth.scope` (all of them when it is not set).
+    fn within_ceiling(&self, s: &str) -> String {
+        let ok = |x: &&str| self.ceiling.as_ref().is_none_or(|c| c.iter().any(|y| y == x) || *x == "offline_access");
+        s.split_whitespace().filter(ok).collect::<Vec<_>>().join(" ")
+    }
+
+    /// What the upstream's 401 and metadata say (reused for ten minutes), and Warden's identity
+    /// at its authorization server.
+    async fn discover(&self, redirect_uri: &str) -> Result<(Discovered, Identity, link::Challenge), String> {
+        if let Some((d, i, c, at)) = self.links.found.lock().get(&self.url) {
+            if at.elapsed() < DISCOVERY_TTL {
+                return Ok((d.clone(), i.clone(), c.clone()));
+            }
+        }
+        let http = &self.links.http;
+        // The upstream's own challenge, from a request without credentials.
+        let probe = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+        crate::config::check_remote_url(&self.url)?;
+        let r = http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&probe)
+            .send()
+            .await
+            .map_err(|e| format!("upstream: {}", e.without_url()))?;
+        let challenge = (r.headers().get_all(http::header::WWW_AUTHENTICATE).iter())
+            .filter_map(|v| v.to_str().ok())
+            .find_map(link::challenge)
+            .unwrap_or_default();
+        let d = link::discover(http, &self.url, &challenge).await?;
+        let id = link::identify(http, &d, redirect_uri, self.preregistered.clone(), None).await?;
+        self.links.found.lock().insert(self.url.clone(), (d.clone(), id.clone(), challenge.clone(), Instant::now()));
+        Ok((d, id, challenge))
+    }
+}
+
+fn bearer(token: &str) -> Result<HeaderValue, String> {
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "the linked token is not a valid header")?;
+    v.set_sensitive(true);
+    Ok(v)
+}
