@@ -3,6 +3,8 @@
 //! per stage in the order the defences apply:
 //!
 //! - `route.rs` (5): method and exposed name → Warden, every upstream, or one upstream's target;
+//! - `link.rs` (5½): a request that needs the user's own account at an upstream not linked yet:
+//!   the user asked to link it (URL elicitation), the request run again once linked;
 //! - `call.rs` (6–7): request policy (kill switch → rules → limits → arguments → approval), then
 //!   the upstream, within the rule's timeout;
 //! - `output.rs` (8): response policy on what came back;
@@ -14,6 +16,7 @@
 //! (listener, authentication, session, decode) run in the transport before this function.
 
 mod call;
+mod link;
 pub mod method;
 mod output;
 mod record;
@@ -36,8 +39,31 @@ use warden_policy::rules::Kind;
 use warden_policy::Principal;
 use warden_protocol::jsonrpc::Id;
 
-/// Run one client request through the stages, in order.
+/// Run one client request through the stages, in order. A request that needs the user to link
+/// their account at an upstream first runs again once they have (`link.rs`).
 pub async fn handle(
+    s: &Arc<RelaySession>,
+    p: &Arc<Principal>,
+    id: &Id,
+    method: &str,
+    params: Option<Value>,
+    peer: Peer,
+) -> Result<Value, GatewayError> {
+    let again = link::takes_url_elicitation(&s.client_caps) && s.shared.specs.iter().any(|x| x.user.is_some());
+    let kept = again.then(|| params.clone());
+    match run(s, p, id, method, params, peer.clone()).await {
+        Err(e @ GatewayError::LinkRequired { .. }) if again => {
+            if link::ask(s, &peer, &e).await {
+                run(s, p, id, method, kept.flatten(), peer).await
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
+}
+
+async fn run(
     s: &Arc<RelaySession>,
     p: &Arc<Principal>,
     id: &Id,

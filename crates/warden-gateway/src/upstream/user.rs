@@ -42,8 +42,15 @@ pub const MAX_FLOWS_PER_USER: usize = 4;
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
 /// How long what discovery found is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(600);
-/// A token this close to its expiry is refreshed first.
+/// A token this close to its expiry is refreshed first (or at half its life, if shorter).
 const EARLY: u64 = 30;
+
+/// Whether `s` should be refreshed before use at `now`.
+fn expiring(s: &Secret, now: u64) -> bool {
+    let Some(exp) = s.expires_at else { return false };
+    let life = s.client.as_ref().map_or(u64::MAX, |c| exp.saturating_sub(c.obtained_at));
+    exp <= now + EARLY.min(life / 2)
+}
 
 /// One link on its way: whose, where, and what the answer is checked against.
 pub struct Flow {
@@ -165,6 +172,7 @@ impl Links {
             client_id: flow.id.client_id.clone(),
             auth_method: auth_method(&flow.id.auth).into(),
             client_secret: secret_of(&flow.id.auth),
+            obtained_at: 0,
         };
         let secret = secret_from(t, refresher);
         let (up, p) = (flow.upstream.clone(), flow.principal.clone());
@@ -194,11 +202,13 @@ fn secret_of(a: &ClientAuth) -> Option<String> {
     }
 }
 
-fn secret_from(t: link::Tokens, client: Refresher) -> Secret {
+fn secret_from(t: link::Tokens, mut client: Refresher) -> Secret {
+    let now = crate::clock::now_secs();
+    client.obtained_at = now;
     Secret {
         access_token: t.access_token,
         refresh_token: t.refresh_token,
-        expires_at: t.expires_in.map(|s| crate::clock::now_secs() + s.min(366 * 86_400)),
+        expires_at: t.expires_in.map(|s| now + s.min(366 * 86_400)),
         scope: t.scope,
         client: Some(client),
     }
@@ -245,7 +255,7 @@ impl UserLink {
         let got = self.get(owner).await.map_err(|e| NoToken::Failed(e.to_string()))?;
         let s = got.ok_or(NoToken::NotLinked)?;
         let now = crate::clock::now_secs();
-        let s = if s.expires_at.is_some_and(|e| e <= now + EARLY) { self.refresh(owner, Some(s)).await? } else { s };
+        let s = if expiring(&s, now) { self.refresh(owner, Some(s)).await? } else { s };
         bearer(&s.access_token).map_err(NoToken::Failed)
     }
 
@@ -321,13 +331,25 @@ impl UserLink {
         let _ = self.links.blocking(move |v| v.revoke_own(&up, &p)).await;
     }
 
-    /// `owner` may use this upstream: a link is kept for them. Otherwise the link to open.
+    /// Whether `owner` has a usable link (refreshed if it had to be).
+    pub async fn is_linked(&self, owner: &Principal) -> bool {
+        self.header(owner).await.is_ok()
+    }
+
+    /// `owner` may use this upstream: a usable link is kept for them (refreshed here when it
+    /// expires). Otherwise the link to open.
     pub async fn ensure(&self, owner: &Principal) -> Result<(), GatewayError> {
-        if self.get(owner).await?.is_some() {
-            return Ok(());
+        match self.header(owner).await {
+            Ok(_) => Ok(()),
+            Err(NoToken::NotLinked) => {
+                let url = self.start(owner).await?;
+                Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
+            }
+            Err(NoToken::Failed(e)) => {
+                tracing::warn!(upstream = %self.upstream, subject = %owner.subject, error = %e, "linked account unusable");
+                Err(GatewayError::Unavailable)
+            }
         }
-        let url = self.start(owner).await?;
-        Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
     }
 
     /// Start a flow for `owner` (or hand back the one already waiting): the page's URL.

@@ -90,6 +90,10 @@ pub struct Refresher {
     pub auth_method: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// When the tokens were obtained (Unix seconds): a short-lived token is refreshed at half its
+    /// life, a long-lived one 30 s before it expires.
+    #[serde(default)]
+    pub obtained_at: u64,
 }
 
 impl std::fmt::Debug for Secret {

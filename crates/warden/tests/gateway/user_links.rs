@@ -157,3 +157,103 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     link_of(&alice.tool(5, "echo", json!({"text": "after revoke"})).await);
     assert_eq!(echo_text(&bob.tool(4, "echo", json!({"text": "still bob"})).await), "still bob");
 }
+
+/// Hostile browsers: a form on another site cannot confirm a flow; a callback without the
+/// cookie of the browser that confirmed (the link phished to someone else, or the answer
+/// replayed) links nothing and spends the flow; a state nobody issued is unknown; the page
+/// escapes what it shows.
+#[tokio::test]
+async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
+    let idp = Idp::start().await;
+    let (a, b) = a_in_front_of_b(&idp, "");
+    let alice = client_of(&idp, &a, "alice").await;
+    let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for origin in [Some("http://evil.example"), None] {
+        let mut req = http.post(&link);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 403, "confirmed from {origin:?}");
+    }
+    // Confirmed, signed in, but the answer arrives in a browser without the cookie.
+    let (status, page) = browse(&link, "alice", "alice", true).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("another browser"), "{page}");
+    link_of(&alice.tool(2, "echo", json!({"text": "still not linked"})).await);
+    assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 0, "no code was redeemed");
+    // The flow is spent: its page is gone; a new request gives a new link.
+    assert_eq!(http.get(&link).send().await.unwrap().status(), 404);
+    let fresh = link_of(&alice.tool(3, "echo", json!({"text": "again"})).await);
+    assert_ne!(fresh, link);
+    let cb = format!("{}/oauth/upstream/callback?code=x&state=forged", a.url.trim_end_matches("/mcp"));
+    assert_eq!(http.get(&cb).send().await.unwrap().status(), 404);
+    // Confirmed once only: a second confirmation (another browser) is refused.
+    let origin = reqwest::Url::parse(&fresh).unwrap().origin().ascii_serialization();
+    assert_eq!(http.post(&fresh).header("origin", &origin).send().await.unwrap().status(), 303);
+    assert_eq!(http.post(&fresh).header("origin", &origin).send().await.unwrap().status(), 404);
+    assert!(!b.log().contains("subject=alice"), "nothing reached B as alice");
+}
+
+/// Tokens expire and are refreshed (one refresh per expiry, not per call); a grant the
+/// authorization server withdrew makes the link forgotten, and the user gets a link again.
+#[tokio::test]
+async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link() {
+    let idp = Idp::start().await;
+    // Two-second tokens: refreshed once a second has gone (half their life).
+    idp.state.access_ttl.store(2, Ordering::SeqCst);
+    let (a, _b) = a_in_front_of_b(&idp, "");
+    let alice = client_of(&idp, &a, "alice").await;
+    let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
+    assert_eq!(browse(&link, "alice", "alice", false).await.0, 200);
+    assert_eq!(echo_text(&alice.tool(2, "echo", json!({"text": "x"})).await), "x");
+    assert_eq!(idp.state.refreshes.load(Ordering::SeqCst), 0, "a fresh token is used as it is");
+    // Past half its life, concurrent calls share one refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let alice = std::sync::Arc::new(alice);
+    let calls = (0..6).map(|i| {
+        let c = alice.clone();
+        tokio::spawn(async move { c.tool(10 + i, "echo", json!({"text": "y"})).await })
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(echo_text(&r.unwrap()), "y");
+    }
+    assert_eq!(idp.state.refreshes.load(Ordering::SeqCst), 1, "one refresh for the six calls");
+    // The IdP withdraws alice's grant: once the token needs refreshing, the link is forgotten
+    // and a new one handed out.
+    idp.state.revoke_refresh("alice");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    link_of(&alice.tool(20, "echo", json!({"text": "z"})).await);
+}
+
+/// A 2026-07-28 client that takes URL elicitation is asked to open the link (`input_required`
+/// with `elicitation/create`, mode `url`); once the user has linked and the client retries with
+/// the user's acceptance, the same call goes on and reaches B as the user. A 2026 client that
+/// does not take URL elicitation gets the error with the link.
+#[tokio::test]
+async fn a_2026_client_is_asked_to_open_the_link_and_its_call_goes_on() {
+    use crate::stateless::{meta_with, post};
+    let idp = Idp::start().await;
+    let (a, b) = a_in_front_of_b(&idp, "");
+    let mut claims = idp.claims(&a.url, "mcp");
+    claims.insert("sub".into(), "carol".into());
+    let token = idp.sign_ed(&claims, Some("ed1"));
+    let call = |caps: Value| json!({"name": "echo", "arguments": {"text": "as carol"}, "_meta": meta_with(caps)});
+    let (_, plain) = post(&a.url, Some(&token), "tools/call", call(json!({})), &[]).await;
+    let first = link_of(&plain);
+    let caps = json!({"elicitation": {"url": {}}});
+    let (_, r1) = post(&a.url, Some(&token), "tools/call", call(caps.clone()), &[]).await;
+    assert_eq!(r1["result"]["resultType"], "input_required", "{r1}");
+    let (k, q) =
+        r1["result"]["inputRequests"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    assert_eq!((q["method"].as_str(), q["params"]["mode"].as_str()), (Some("elicitation/create"), Some("url")), "{q}");
+    let link = q["params"]["url"].as_str().unwrap().to_string();
+    assert_eq!(link, first, "the same waiting link");
+    assert_eq!(browse(&link, "carol", "carol", false).await.0, 200);
+    let mut retry = call(caps);
+    retry["inputResponses"] = json!({ k: {"action": "accept"} });
+    retry["requestState"] = r1["result"]["requestState"].clone();
+    let (_, r2) = post(&a.url, Some(&token), "tools/call", retry, &[]).await;
+    assert_eq!(echo_text(&r2), "as carol", "{r2}");
+    assert!(b.log().contains("subject=carol"), "{}", b.log());
+}

@@ -1,0 +1,58 @@
+//! Stage 5½, for an upstream of each user's own account (`[upstream.oauth] mode = "user"`,
+//! `upstream/user.rs`): a request that routing or a listing answered with
+//! [`GatewayError::LinkRequired`]. A client that takes URL elicitation is asked to open the
+//! link (`elicitation/create`, mode `url`: a 2025-11-25 session's request, a 2026-07-28
+//! client's `input_required`); once the user accepts, the request waits for the link (at most
+//! [`LINK_WAIT`]) and then runs again, once. Any other client, or a user who declines, gets
+//! the error: -32042 with the link, in its message too.
+//!
+//! Defends against: a request waiting forever (bounded wait); a loop (one run again only).
+//! Does not defend against: the user linking another account than they meant (the page names
+//! the Warden user; the upstream's sign-in is theirs).
+
+use crate::error::GatewayError;
+use crate::relay::session::RelaySession;
+use crate::rpc::Peer;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a link the user accepted to open.
+pub const LINK_WAIT: Duration = Duration::from_secs(300);
+/// How often the vault is looked at while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Whether the client takes URL-mode elicitation.
+pub fn takes_url_elicitation(caps: &Value) -> bool {
+    caps.pointer("/elicitation/url").is_some_and(Value::is_object)
+}
+
+/// Ask the user to open the link of `e` and wait for it: whether the account is linked now.
+pub async fn ask(s: &RelaySession, peer: &Peer, e: &GatewayError) -> bool {
+    let GatewayError::LinkRequired { upstream, url } = e else { return false };
+    let Some(link) = (s.shared.specs.iter().find(|x| &x.name == upstream))
+        .and_then(|x| x.for_tenant(s.principal.tenant.as_deref()))
+        .and_then(|x| x.user.clone())
+    else {
+        return false;
+    };
+    let params = json!({
+        "mode": "url",
+        "message": format!("Link your account at {upstream} to Warden to use it: Warden's page names the Warden user it is for, then sends you to {upstream}'s sign-in."),
+        "url": url,
+        "elicitationId": url.rsplit('/').next().unwrap_or_default(),
+    });
+    let answer = tokio::time::timeout(LINK_WAIT, peer.request("elicitation/create", Some(params))).await;
+    let accepted = matches!(&answer, Ok(Ok(r)) if r.get("action").and_then(Value::as_str) == Some("accept"));
+    if !accepted {
+        tracing::info!(upstream = %upstream, subject = %s.principal.subject, "link not accepted");
+        return false;
+    }
+    let until = Instant::now() + LINK_WAIT;
+    while Instant::now() < until {
+        if link.is_linked(&s.principal).await {
+            return true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    false
+}
