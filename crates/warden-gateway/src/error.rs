@@ -88,6 +88,10 @@ pub enum GatewayError {
     /// linked theirs: `url` is Warden's page that links it.
     #[error("Your account at {upstream} is not linked to Warden yet: open {url} to link it, then retry")]
     LinkRequired { upstream: String, url: String },
+    /// The upstream acts on each user's own account, and this caller is not a user who signs in
+    /// with a token (an API key, a certificate): it has no account to link.
+    #[error("{upstream} acts on each user's own account: sign in to Warden as a user (with an OAuth token) to link yours; API keys and certificates cannot")]
+    CannotLink { upstream: String },
     /// The upstream's own JSON-RPC error, passed through (scrubbed and redacted).
     #[error("{0}")]
     Upstream(ErrorObject),
@@ -150,6 +154,7 @@ impl GatewayError {
             GatewayError::Tainted { .. } => TAINTED,
             GatewayError::MissingCapability { .. } => warden_protocol::modern::MISSING_CLIENT_CAPABILITY,
             GatewayError::LinkRequired { .. } => URL_ELICITATION_REQUIRED,
+            GatewayError::CannotLink { .. } => jsonrpc::INVALID_REQUEST,
             GatewayError::Upstream(e) => e.code,
         }
     }
@@ -172,6 +177,7 @@ impl GatewayError {
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::MissingCapability { .. } => "client_unsupported",
             GatewayError::LinkRequired { .. } => "link_required",
+            GatewayError::CannotLink { .. } => "cannot_link",
             GatewayError::Upstream(_) => "upstream_error",
         }
     }

@@ -209,7 +209,7 @@ impl Gateway {
                 if let Ok(u) = reqwest::Url::parse(&resource) {
                     links.set_base(u.origin().ascii_serialization());
                 }
-                router = router.merge(crate::link_pages::router(links.clone()));
+                router = router.merge(crate::link_pages::router(links.clone(), a.clone(), resource));
             }
         }
         let tls = match &self.cfg.listen.tls {

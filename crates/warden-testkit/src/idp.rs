@@ -106,8 +106,9 @@ async fn authorize(
 fn user_tokens(s: &IdpState, user: &str, resource: &str, scope: &str, refresh: Option<String>) -> Value {
     let n = now();
     let ttl = s.access_ttl.load(Ordering::SeqCst);
+    // Every user here is of tenant `acme`, as `Idp::claims` makes them.
     let claims = json!({"iss": s.issuer, "sub": user, "aud": resource, "iat": n, "exp": n + ttl,
-                        "scope": scope, "client_id": "warden"});
+                        "scope": scope, "client_id": "warden", "tenant": "acme"});
     let mut h = Header::new(Algorithm::EdDSA);
     h.kid = Some("ed1".into());
     let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();

@@ -151,7 +151,14 @@ pub struct AuthServer {
     /// The operators' console's redirect URIs, once its listener is bound: the one client
     /// Warden's own operator scopes are granted to ([`CONSOLE_CLIENT`]).
     console: std::sync::OnceLock<Vec<String>>,
+    /// The redirect URI of Warden's own link pages ([`LINK_CLIENT`]), once the listener is bound.
+    link: std::sync::OnceLock<Vec<String>>,
 }
+
+/// The client id Warden's link pages sign users in with (`link_pages.rs`: whoever opens a link
+/// to an upstream account must be the user it is for): first party, never registered, public
+/// (PKCE), its redirect URI the MCP listener's (`set_link`).
+pub const LINK_CLIENT: &str = "warden-link";
 
 /// The client id of Warden's own console: first party, never registered, public (PKCE), its
 /// redirect URIs the admin listener's (`set_console`).
@@ -210,6 +217,7 @@ impl AuthServer {
             state: AsStore::Local(Box::new(as_store::Local::new(&cfg, Default::default(), None))),
             documents: cfg.client_metadata_documents.then(|| Documents::new(cfg.client_metadata_allow_loopback)),
             console: std::sync::OnceLock::new(),
+            link: std::sync::OnceLock::new(),
             cfg,
         })
     }
@@ -218,6 +226,11 @@ impl AuthServer {
     /// Replicas with one config bind the same address, so any of them can serve the consent.
     pub fn set_console(&self, redirect_uris: Vec<String>) {
         let _ = self.console.set(redirect_uris);
+    }
+
+    /// The link pages' redirect URIs.
+    pub fn set_link(&self, redirect_uris: Vec<String>) {
+        let _ = self.link.set(redirect_uris);
     }
 
     /// Is `id` the console, and is the console known here?
@@ -235,6 +248,11 @@ impl AuthServer {
     pub(super) async fn client(&self, id: &str) -> Result<Result<Client, String>, as_store::Unavailable> {
         if let (CONSOLE_CLIENT, Some(uris)) = (id, self.console.get()) {
             let c = Client { name: "Warden console".into(), redirect_uris: uris.clone(), ..Client::public() };
+            return Ok(Ok(c));
+        }
+        if let (LINK_CLIENT, Some(uris)) = (id, self.link.get()) {
+            let c =
+                Client { name: "Warden (linking an account)".into(), redirect_uris: uris.clone(), ..Client::public() };
             return Ok(Ok(c));
         }
         if let Some(c) = self.state.client(id).await? {

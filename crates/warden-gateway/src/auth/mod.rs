@@ -347,6 +347,29 @@ impl Authenticator {
         }
     }
 
+    /// Who a bearer token (from a browser's sign-in, `link_pages.rs`) says the caller is, checked
+    /// as a request's would be for `resource`.
+    pub async fn verify_bearer(&self, token: &str, resource: &str) -> Result<Arc<Principal>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES || !b64token(token) {
+            return Err(AuthError::InvalidToken("malformed token"));
+        }
+        self.bearer(token, resource, None).await
+    }
+
+    /// Warden's client at `issuer` for signing its users in (a pre-registered id and secret):
+    /// the built-in server's first-party link client, or `[[auth.jwt]] sign_in_client_id`.
+    /// `None`: register dynamically if the issuer offers it.
+    pub fn sign_in_client(&self, issuer: &str, resource: &str) -> Result<Option<(String, Option<String>)>, String> {
+        if self.builtin.is_some() && issuer == builtin::issuer_for(resource) {
+            return Ok(Some((builtin::LINK_CLIENT.to_string(), None)));
+        }
+        let Some(i) = self.issuers.iter().find(|i| i.cfg.issuer == issuer) else { return Ok(None) };
+        let secret = (i.cfg.sign_in_client_secret.as_ref())
+            .map(|s| s.resolve().map_err(|e| format!("sign_in_client_secret: {e}")))
+            .transpose()?;
+        Ok(i.cfg.sign_in_client_id.clone().map(|id| (id, secret)))
+    }
+
     /// The refusal for `e`: status, `WWW-Authenticate` challenge and a JSON body.
     pub fn reject(&self, e: &AuthError, resource: &str) -> Response<Body> {
         let meta = Self::metadata_url(resource);

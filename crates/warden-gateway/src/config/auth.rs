@@ -76,6 +76,13 @@ pub struct JwtIssuer {
     /// can register scopes at cannot make its users Warden operators.
     #[serde(default)]
     pub admin_scopes: bool,
+    /// Warden's client at this issuer for signing its users in, in a browser, when they link
+    /// their account at an upstream (`[upstream.oauth] mode = "user"`: Warden checks the one who
+    /// opens a link is the user it is for). Default: registered dynamically (RFC 7591) when the
+    /// issuer offers it; without either, this issuer's users cannot link.
+    pub sign_in_client_id: Option<String>,
+    /// The secret of `sign_in_client_id` (absent: a public client).
+    pub sign_in_client_secret: Option<SecretRef>,
 }
 
 /// RFC 7662 token introspection for opaque tokens.

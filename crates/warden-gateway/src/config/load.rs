@@ -62,6 +62,11 @@ impl Config {
             if let Some(i) = &mut a.introspection {
                 out.push(("auth.introspection.client_secret".into(), &mut i.client_secret));
             }
+            for (n, j) in a.issuers.iter_mut().enumerate() {
+                if let Some(s) = &mut j.sign_in_client_secret {
+                    out.push((format!("auth.jwt[{n}].sign_in_client_secret"), s));
+                }
+            }
         }
         for u in &mut self.upstreams {
             let at = format!("upstream {:?}", u.name);

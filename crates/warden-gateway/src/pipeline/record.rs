@@ -43,9 +43,10 @@ pub fn status_of(result: &Result<Value, GatewayError>, note: &Note) -> &'static 
         Err(e) => match e {
             GatewayError::RateLimited { .. } => "rate_limited",
             _ if note.denied => "auth_denied",
-            GatewayError::ApprovalDenied { .. } | GatewayError::SwitchedOff { .. } | GatewayError::Tainted { .. } => {
-                "auth_denied"
-            }
+            GatewayError::ApprovalDenied { .. }
+            | GatewayError::SwitchedOff { .. }
+            | GatewayError::Tainted { .. }
+            | GatewayError::CannotLink { .. } => "auth_denied",
             GatewayError::Timeout => "timeout",
             GatewayError::Withheld => "blocked_by_guard",
             GatewayError::Upstream(_) | GatewayError::Unavailable => "backend_error",

@@ -52,12 +52,14 @@ impl Lease {
 
 impl RelaySession {
     /// A name no listing knows may be behind an upstream of users' own accounts that this user
-    /// has not linked yet: the link to open, if so.
+    /// has not linked yet: the link to open, if so (or why this caller cannot link).
     pub async fn unlinked(&self) -> Option<GatewayError> {
         for i in (0..self.slots.len()).filter(|&i| self.reaches(i)) {
             let spec = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref());
             if let Some(link) = spec.and_then(|s| s.user.clone()) {
-                if let Err(e @ GatewayError::LinkRequired { .. }) = link.ensure(&self.principal).await {
+                if let Err(e @ (GatewayError::LinkRequired { .. } | GatewayError::CannotLink { .. })) =
+                    link.ensure(&self.principal).await
+                {
                     return Some(e);
                 }
             }

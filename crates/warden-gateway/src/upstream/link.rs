@@ -11,9 +11,9 @@
 //! the server's issuer whenever present, and required when the server advertises it; the code
 //! redeemed with the client authentication the registration named.
 //!
-//! Not wired into calls yet: `warden-oauth-client` (warden-testkit) runs it against the
-//! official conformance suite's client scenarios. The vault (`crate::vault`) will keep what it
-//! obtains.
+//! Used by `user.rs` (each user's link, kept in the vault) and `sign_in.rs` (who opens a link);
+//! `warden-oauth-client` (warden-testkit) runs it against the official conformance suite's
+//! client scenarios.
 //!
 //! Defends against: a resource that is not the upstream (resource mismatch: refused), metadata
 //! of another issuer (mix-up: refused), an authorization answer from another server (`iss`),
@@ -145,7 +145,17 @@ pub async fn discover(http: &reqwest::Client, mcp_url: &str, c: &Challenge) -> R
         .and_then(Value::as_str)
         .ok_or("the resource metadata names no authorization server")?
         .to_string();
-    let iss = reqwest::Url::parse(&issuer).map_err(|e| format!("authorization server: {e}"))?;
+    let meta = server_metadata(http, &issuer).await?;
+    let resource_scopes = (prm.get("scopes_supported").and_then(Value::as_array))
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Discovered { resource: resource.to_string(), resource_scopes, issuer, meta })
+}
+
+/// An authorization server's metadata (RFC 8414, then OpenID discovery; path insertion first),
+/// whose `issuer` must be `issuer` exactly.
+pub async fn server_metadata(http: &reqwest::Client, issuer: &str) -> Result<Value, String> {
+    let iss = reqwest::Url::parse(issuer).map_err(|e| format!("authorization server: {e}"))?;
     let has_path = !iss.path().trim_end_matches('/').is_empty();
     let mut urls =
         vec![well_known(&iss, "oauth-authorization-server", true), well_known(&iss, "openid-configuration", true)];
@@ -155,13 +165,10 @@ pub async fn discover(http: &reqwest::Client, mcp_url: &str, c: &Challenge) -> R
     for u in urls {
         if let (200, meta @ Value::Object(_)) = get_json(http, &u).await? {
             // Compared as strings: metadata of another issuer is a mix-up.
-            if meta.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
+            if meta.get("issuer").and_then(Value::as_str) != Some(issuer) {
                 return Err(format!("the metadata at {u} names another issuer"));
             }
-            let resource_scopes = (prm.get("scopes_supported").and_then(Value::as_array))
-                .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
-                .unwrap_or_default();
-            return Ok(Discovered { resource: resource.to_string(), resource_scopes, issuer, meta });
+            return Ok(meta);
         }
     }
     Err(format!("no authorization server metadata for {issuer}"))

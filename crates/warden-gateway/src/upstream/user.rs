@@ -3,27 +3,28 @@
 //! the credential vault (`crate::vault`), refreshed, and presented on that user's requests only.
 //!
 //! The life of a link: a request of a user with no link for the upstream gets
-//! [`GatewayError::LinkRequired`] (JSON-RPC -32042, the URL elicitation error, with a link to
-//! Warden's own page, `link_pages.rs`); the page names the Warden user the link is for and, once
-//! the user confirms it there, sends the browser to the upstream's authorization server; the
-//! answer comes back to Warden's callback, the code is redeemed, and the tokens are sealed into
-//! the vault under that user (binding key: method, tenant, issuer, subject). Each later request
-//! reads the vault (so a revocation anywhere, by the admin API, the CLI or the user, takes
-//! effect at the next request, on every replica sharing the vault), refreshes an expiring token
-//! (one refresh at a time per user), and forgets a link whose refresh the server refuses.
+//! [`GatewayError::LinkRequired`] (a URL elicitation, `pipeline/link.rs`: a link to Warden's
+//! own page, `link_pages/`). There whoever opened it confirms, signs in at the Warden user's
+//! own issuer and must be that user, and is then sent to the upstream's authorization server;
+//! its answer comes back to Warden's callback, the code is redeemed, and the tokens are sealed
+//! into the vault under that user (binding key: method, tenant, issuer, subject). Each later
+//! request reads the vault (so a revocation anywhere, by the admin API, the CLI or the user,
+//! takes effect at the next request, on every replica sharing the vault), refreshes an expiring
+//! token (one refresh at a time per user), and forgets a link whose refresh the server refuses.
+//! Callers without a token (API keys, certificates) cannot link ([`GatewayError::CannotLink`]).
 //!
 //! Defends against: one user's upstream token serving another (the vault entry is the user's;
 //! connections of this upstream are never shared between users, `relay/upstreams.rs`); a link
-//! completed in another browser than the one that confirmed it (the callback needs the cookie
-//! the confirmation set; `state` is single use and expires after ten minutes); a cross-site form
-//! confirming a link for its author (the confirmation must come from Warden's own origin); a
-//! token endpoint or authorization server of another origin than discovery found (`link.rs`);
-//! unbounded flows (at most [`MAX_FLOWS`], [`MAX_FLOWS_PER_USER`] per user, ten minutes each).
-//! Does not defend against: a user who confirms a link the page says is for someone else (an
-//! attacker who sends a victim their own link relies on that); a malicious authorization
-//! server the upstream names (it sees the user's sign-in; Warden trusts the upstream's
-//! metadata, checked for mix-up only). Flows live in the process that started them: with
-//! several replicas the callback must reach the same one (sticky routing), or the user retries.
+//! opened by someone else than its user (the sign-in must name the same principal, MCP's URL
+//! elicitation phishing rule); the answers completed in another browser than the one that
+//! confirmed (a cookie; `state` single use, ten minutes); a token endpoint or authorization
+//! server of another issuer than discovery found (`link.rs`); unbounded flows (at most
+//! [`MAX_FLOWS`], [`MAX_FLOWS_PER_USER`] per user, ten minutes each); scopes beyond
+//! `oauth.scope` (not asked).
+//! Does not defend against: a malicious authorization server the upstream names (it sees the
+//! user's sign-in; Warden trusts the upstream's metadata, checked for mix-up only). Flows live
+//! in the process that started them: with several replicas the browser must come back to the
+//! same one (sticky routing), or the user makes the request again.
 
 use super::link::{self, ClientAuth, Discovered, Identity, Pending};
 use crate::error::GatewayError;
@@ -33,7 +34,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_policy::Principal;
+use warden_policy::{AuthMethod, Principal};
 
 /// Flows waiting for their callback, in all and per user.
 pub const MAX_FLOWS: usize = 1000;
@@ -52,6 +53,14 @@ fn expiring(s: &Secret, now: u64) -> bool {
     exp <= now + EARLY.min(life / 2)
 }
 
+/// The sign-in of whoever opened a link, at the Warden user's own issuer, on its way
+/// (`link_pages/sign_in.rs`).
+pub struct SignIn {
+    pub d: Discovered,
+    pub id: Identity,
+    pub pending: Pending,
+}
+
 /// One link on its way: whose, where, and what the answer is checked against.
 pub struct Flow {
     pub upstream: String,
@@ -62,6 +71,10 @@ pub struct Flow {
     pub authorization_url: String,
     /// Set by the confirmation: the secret of the cookie the callback must bring.
     pub browser: Option<String>,
+    /// The sign-in that shows who opened the link, while it is on its way.
+    pub sign_in: Option<SignIn>,
+    /// Whoever opened the link signed in as the user it is for.
+    pub verified: bool,
     pub created: Instant,
 }
 
@@ -76,6 +89,8 @@ pub struct Links {
     flows: Mutex<HashMap<String, Flow>>,
     /// By upstream URL: what discovery found, Warden's identity there, the challenge.
     found: Mutex<HashMap<String, (Discovered, Identity, link::Challenge, Instant)>>,
+    /// Warden's client at each issuer its users sign in at, with that issuer's metadata.
+    sign_in_clients: Mutex<HashMap<String, (Discovered, Identity, Instant)>>,
     /// One refresh at a time per upstream and user.
     refreshing: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -95,6 +110,7 @@ impl Links {
             base: Mutex::new(None),
             flows: Mutex::new(HashMap::new()),
             found: Mutex::new(HashMap::new()),
+            sign_in_clients: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashMap::new()),
         }))
     }
@@ -135,6 +151,39 @@ impl Links {
             }
             Err(_) => Err(GatewayError::Unavailable),
         }
+    }
+
+    /// The flow whose sign-in had `state`, its sign-in taken (single use): its id.
+    pub fn by_sign_in(&self, state: &str) -> Option<(String, SignIn)> {
+        let mut flows = self.flows.lock();
+        let (id, f) = flows.iter_mut().find(|(_, f)| f.sign_in.as_ref().is_some_and(|s| s.pending.state == state))?;
+        let s = f.sign_in.take()?;
+        (f.created.elapsed() < FLOW_TTL).then(|| (id.clone(), s))
+    }
+
+    /// Forget flow `id`.
+    pub fn drop_flow(&self, id: &str) {
+        self.flows.lock().remove(id);
+    }
+
+    /// Warden's client at `issuer` for signing users in, as registered (reused for an hour).
+    pub fn sign_in_client(&self, issuer: &str) -> Option<(Discovered, Identity)> {
+        let c = self.sign_in_clients.lock();
+        c.get(issuer)
+            .filter(|(_, _, at)| at.elapsed() < Duration::from_secs(3600))
+            .map(|(d, i, _)| (d.clone(), i.clone()))
+    }
+
+    pub fn keep_sign_in_client(&self, issuer: &str, d: Discovered, id: Identity) {
+        let mut c = self.sign_in_clients.lock();
+        if c.len() >= 64 {
+            c.clear();
+        }
+        c.insert(issuer.to_string(), (d, id, Instant::now()));
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Take the flow whose authorization request had `state` (single use).
@@ -184,6 +233,8 @@ impl Links {
 
 /// The callback's path.
 pub const CALLBACK: &str = "/oauth/upstream/callback";
+/// Where the sign-in of whoever opened a link comes back.
+pub const SIGNED_IN: &str = "/oauth/upstream/signed-in";
 /// The flows' pages are under this path.
 pub const PAGES: &str = "/oauth/upstream/";
 
@@ -341,6 +392,9 @@ impl UserLink {
     pub async fn ensure(&self, owner: &Principal) -> Result<(), GatewayError> {
         match self.header(owner).await {
             Ok(_) => Ok(()),
+            Err(NoToken::NotLinked) if !matches!(owner.method, AuthMethod::Jwt | AuthMethod::Introspection) => {
+                Err(GatewayError::CannotLink { upstream: self.upstream.clone() })
+            }
             Err(NoToken::NotLinked) => {
                 let url = self.start(owner).await?;
                 Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
@@ -399,6 +453,8 @@ impl UserLink {
                 pending,
                 authorization_url: url,
                 browser: None,
+                sign_in: None,
+                verified: false,
                 created: Instant::now(),
             },
         );

@@ -3,8 +3,10 @@
 //! OAuth client; each user's calls then reach the upstream as that user. Here the upstream is a
 //! second Warden (B) that accepts only the IdP's tokens issued for it and logs who called; the
 //! IdP signs users in (the test's browser names the user), implements the authorization code
-//! grant with PKCE and refresh tokens (`warden-testkit`'s `idp.rs`). The browser is played by
-//! an HTTP client that follows each step by hand (no redirects followed, the cookie carried).
+//! grant with PKCE and refresh tokens (`warden-testkit`'s `idp.rs`), and is also the issuer of
+//! A's own users, where whoever opens a link signs in first (A's client there: `warden`). The
+//! browser is played by an HTTP client that follows each step by hand (no redirects followed,
+//! the cookie carried).
 
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -25,11 +27,13 @@ fn a_in_front_of_b(idp: &Idp, more: &str) -> (Proc, Proc) {
             "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
              [upstream.oauth]\nmode = \"user\"\nclient_id = \"warden\"\nclient_secret = {{ file = {:?} }}\n\
              scope = \"mcp\"\n[vault]\nkey = {{ file = {:?} }}\npath = \"vault.sqlite\"\n\
-             [auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\n[audit]\npath = \"audit.jsonl\"\n{more}",
+             [auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\nsign_in_client_id = \"warden\"\n\
+             sign_in_client_secret = {{ file = {:?} }}\n[audit]\npath = \"audit.jsonl\"\n{more}",
             b.url,
             file("client-secret"),
             file("vault.key"),
-            idp.issuer
+            idp.issuer,
+            file("client-secret"),
         ),
     );
     (a, b)
@@ -55,33 +59,53 @@ fn link_of(answer: &Value) -> String {
     url
 }
 
+/// How far a browser gets with a link.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Linked: the callback's page.
+    Linked,
+    /// Refused at a step: its status and page.
+    Refused(u16, String),
+}
+
 /// What a browser does with `link`: the page (it names `expect_named`), the confirmation from
-/// the page's origin (a cookie and a redirect to the IdP), the sign-in as `user` at the IdP, and
-/// the callback (with the cookie unless `drop_cookie`). The callback's status and page.
-async fn browse(link: &str, expect_named: &str, user: &str, drop_cookie: bool) -> (u16, String) {
+/// the page's origin (a cookie, and a redirect to sign in at A's issuer), the sign-in there as
+/// `signs_in_as`, back to A, on to the upstream's authorization server (the IdP again) to sign
+/// in as `signs_in_as`, and the callback. Without the cookie after the confirmation when
+/// `drop_cookie`.
+async fn browse(link: &str, expect_named: &str, signs_in_as: &str, drop_cookie: bool) -> Outcome {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = http.get(link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
     let text = page.text().await.unwrap();
     assert!(text.contains(&format!("<b>{expect_named}</b>")), "the page names whom the link is for: {text}");
     let origin = reqwest::Url::parse(link).unwrap().origin().ascii_serialization();
     let r = http.post(link).header("origin", &origin).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-    let to_idp = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(to_idp.contains("code_challenge_method=S256") && to_idp.contains("resource="), "{to_idp}");
-    let r = http.get(format!("{to_idp}&user={user}")).send().await.unwrap();
-    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
-    let back = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(back.starts_with(&origin), "back to Warden: {back}");
-    let mut req = http.get(&back);
-    if !drop_cookie {
-        req = req.header("cookie", cookie);
+    let mut next = r.headers()["location"].to_str().unwrap().to_string();
+    // Two sign-ins at the IdP: as A's user, then at the upstream's authorization server.
+    for step in ["sign-in", "upstream"] {
+        assert!(next.contains("code_challenge_method=S256") && next.contains("resource="), "{step}: {next}");
+        let r = http.get(format!("{next}&user={signs_in_as}")).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+        let back = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(back.starts_with(&origin), "back to Warden: {back}");
+        let mut req = http.get(&back);
+        if !drop_cookie {
+            req = req.header("cookie", &cookie);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        match (step, status) {
+            ("sign-in", 303) => next = r.headers()["location"].to_str().unwrap().to_string(),
+            ("upstream", 200) => return Outcome::Linked,
+            _ => return Outcome::Refused(status, r.text().await.unwrap()),
+        }
     }
-    let r = req.send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    unreachable!()
 }
 
 fn echo_text(r: &Value) -> String {
@@ -104,9 +128,7 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     let bobs = link_of(&bob.tool(1, "echo", json!({"text": "hi"})).await);
     assert_ne!(bobs, link, "each user their own link");
     // Alice links; a call now reaches B as alice (B accepts only the IdP's tokens for B).
-    let (status, page) = browse(&link, "alice", "alice", false).await;
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains("linked"), "{page}");
+    assert_eq!(browse(&link, "alice", "alice", false).await, Outcome::Linked);
     let r = alice.tool(3, "echo", json!({"text": "as alice"})).await;
     assert_eq!(echo_text(&r), "as alice", "{r}");
     assert!(b.log().contains("subject=alice"), "{}", b.log());
@@ -114,11 +136,10 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     link_of(&bob.tool(2, "echo", json!({"text": "hi"})).await);
     assert!(!b.log().contains("subject=bob"));
     // Bob links, signing in as bob.
-    let (status, page) = browse(&bobs, "bob", "bob", false).await;
-    assert_eq!(status, 200, "{page}");
+    assert_eq!(browse(&bobs, "bob", "bob", false).await, Outcome::Linked);
     assert_eq!(echo_text(&bob.tool(3, "echo", json!({"text": "as bob"})).await), "as bob");
     assert!(b.log().contains("subject=bob"), "{}", b.log());
-    assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 2);
+    assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 4, "two sign-ins, two links");
     // The listing works now, and shows B's tools.
     let listed = alice.call(4, "tools/list", json!({})).await;
     assert!(listed["result"]["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "echo")), "{listed}");
@@ -176,8 +197,8 @@ async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
         }
         assert_eq!(req.send().await.unwrap().status(), 403, "confirmed from {origin:?}");
     }
-    // Confirmed, signed in, but the answer arrives in a browser without the cookie.
-    let (status, page) = browse(&link, "alice", "alice", true).await;
+    // Confirmed, but the answer arrives in a browser without the cookie.
+    let Outcome::Refused(status, page) = browse(&link, "alice", "alice", true).await else { panic!() };
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("another browser"), "{page}");
     link_of(&alice.tool(2, "echo", json!({"text": "still not linked"})).await);
@@ -205,7 +226,7 @@ async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link()
     let (a, _b) = a_in_front_of_b(&idp, "");
     let alice = client_of(&idp, &a, "alice").await;
     let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
-    assert_eq!(browse(&link, "alice", "alice", false).await.0, 200);
+    assert_eq!(browse(&link, "alice", "alice", false).await, Outcome::Linked);
     assert_eq!(echo_text(&alice.tool(2, "echo", json!({"text": "x"})).await), "x");
     assert_eq!(idp.state.refreshes.load(Ordering::SeqCst), 0, "a fresh token is used as it is");
     // Past half its life, concurrent calls share one refresh.
@@ -249,11 +270,38 @@ async fn a_2026_client_is_asked_to_open_the_link_and_its_call_goes_on() {
     assert_eq!((q["method"].as_str(), q["params"]["mode"].as_str()), (Some("elicitation/create"), Some("url")), "{q}");
     let link = q["params"]["url"].as_str().unwrap().to_string();
     assert_eq!(link, first, "the same waiting link");
-    assert_eq!(browse(&link, "carol", "carol", false).await.0, 200);
+    assert_eq!(browse(&link, "carol", "carol", false).await, Outcome::Linked);
     let mut retry = call(caps);
     retry["inputResponses"] = json!({ k: {"action": "accept"} });
     retry["requestState"] = r1["result"]["requestState"].clone();
     let (_, r2) = post(&a.url, Some(&token), "tools/call", retry, &[]).await;
     assert_eq!(echo_text(&r2), "as carol", "{r2}");
     assert!(b.log().contains("subject=carol"), "{}", b.log());
+}
+
+/// MCP's URL elicitation phishing case: mallory gets a link for herself and sends it to bob,
+/// who opens it thinking it is his. Whoever opens a link signs in at the Warden user's issuer
+/// first: bob signs in as bob, not mallory, and nothing is linked (bob's upstream account never
+/// lands under mallory). A caller without a token (an API key) cannot link at all.
+#[tokio::test]
+async fn a_link_sent_to_someone_else_links_nothing() {
+    let idp = Idp::start().await;
+    let (key, entry) = warden_gateway::auth::apikey::generate("svc", &["mcp".into()], None, None);
+    let (a, b) = a_in_front_of_b(&idp, "");
+    let mallory = client_of(&idp, &a, "mallory").await;
+    let link = link_of(&mallory.tool(1, "echo", json!({"text": "hi"})).await);
+    let Outcome::Refused(status, page) = browse(&link, "mallory", "bob", false).await else { panic!("linked") };
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("You signed in as bob"), "{page}");
+    assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 1, "only the sign-in's code: no upstream code redeemed");
+    link_of(&mallory.tool(2, "echo", json!({"text": "still not linked"})).await);
+    assert!(!b.log().contains("subject=bob") && !b.log().contains("subject=mallory"));
+    drop((a, b));
+    let (a, _b) = a_in_front_of_b(&idp, &entry);
+    let mut svc = Client::new(&a.url);
+    svc.bearer = Some(key);
+    svc.initialize().await;
+    let r = svc.tool(1, "echo", json!({"text": "as whom?"})).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("API keys and certificates cannot"), "{r}");
 }
