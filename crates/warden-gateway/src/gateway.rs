@@ -209,7 +209,9 @@ impl Gateway {
                 if let Ok(u) = reqwest::Url::parse(&resource) {
                     links.set_base(u.origin().ascii_serialization());
                 }
-                router = router.merge(crate::link_pages::router(links.clone(), a.clone(), resource));
+                let pages = crate::link_pages::router(links.clone(), a.clone(), self.lasting.audit.clone(), resource);
+                router = router
+                    .merge(pages.route_layer(axum::middleware::from_fn_with_state(endpoint.clone(), host_checked)));
             }
         }
         let tls = match &self.cfg.listen.tls {
@@ -390,14 +392,18 @@ pub fn auth_router(auth: Arc<Authenticator>, endpoint: Arc<McpEndpoint>) -> Rout
     if auth.builtin.is_some() {
         r = r.merge(crate::auth::as_routes::router(auth));
     }
-    r.route_layer(axum::middleware::from_fn(move |req: Request<Body>, next: axum::middleware::Next| {
-        let endpoint = endpoint.clone();
-        async move {
-            let authority = req.uri().authority().map(|a| a.as_str().to_string());
-            match endpoint.check_host(req.headers(), authority.as_deref()) {
-                Ok(()) => next.run(req).await,
-                Err((status, msg)) => (status, msg).into_response(),
-            }
-        }
-    }))
+    r.route_layer(axum::middleware::from_fn_with_state(endpoint, host_checked))
+}
+
+/// The `Host` check of `/mcp`, for the other routes of its listener.
+async fn host_checked(
+    State(endpoint): State<Arc<McpEndpoint>>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    match endpoint.check_host(req.headers(), authority.as_deref()) {
+        Ok(()) => next.run(req).await,
+        Err((status, msg)) => (status, msg).into_response(),
+    }
 }

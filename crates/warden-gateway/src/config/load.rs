@@ -331,6 +331,9 @@ impl Config {
                         if let Some(t) = &o.token_url {
                             check_remote_url(t).map_err(|m| format!("{at}.oauth.token_url: {m}"))?;
                         }
+                        if let Some(i) = &o.issuer {
+                            check_remote_url(i).map_err(|m| format!("{at}.oauth.issuer: {m}"))?;
+                        }
                         let client = o.client_id.is_some() && o.client_secret.is_some();
                         match o.mode {
                             OAuthMode::Service | OAuthMode::Exchange if o.token_url.is_none() || !client => {
@@ -347,6 +350,12 @@ impl Config {
                             }
                             OAuthMode::User if o.client_secret.is_some() && o.client_id.is_none() => {
                                 return Err(format!("{at}.oauth.client_secret: given without client_id"))
+                            }
+                            OAuthMode::User if o.client_secret.is_some() && o.issuer.is_none() => {
+                                return Err(format!(
+                                    "{at}.oauth.issuer: required with client_secret (the authorization server \
+                                     the secret may be sent to)"
+                                ))
                             }
                             OAuthMode::User if self.vault.is_none() => {
                                 return Err(format!(

@@ -451,6 +451,11 @@ pub struct UpstreamOAuth {
     /// RFC 8707 resource indicator to request (the upstream's canonical URI).
     #[serde(serialize_with = "mask::opt_url")]
     pub resource: Option<String>,
+    /// `mode = "user"`: the authorization server the upstream must name (its issuer, compared
+    /// exactly). Required with `client_secret`, so that the secret only ever goes to it; without
+    /// it, whichever server the upstream's metadata names is used.
+    #[serde(default, serialize_with = "mask::opt_url")]
+    pub issuer: Option<String>,
     /// `mode = "exchange"`: the issuers (`iss`) whose callers' tokens may be sent to
     /// `token_url` to be exchanged (required): the upstream's authorization server sees them,
     /// and a token of another issuer is refused rather than handed to it.
@@ -478,8 +483,9 @@ mod tests {
                       command = \"f\"\n[[upstream]]\nname = \"remote\"\ntransport = \"http\"\n\
                       url = \"http://127.0.0.1:9/mcp\"\n";
 
-    /// Issue 27: `mode = "user"` is not available yet, and `exchange` needs callers with
-    /// tokens to exchange; both are refused at load, naming the key.
+    /// Issue 27: each mode's keys are checked at load, naming the key: `user` needs the vault,
+    /// callers who sign in, and the issuer its secret may go to; `exchange` needs callers with
+    /// tokens to exchange.
     #[test]
     fn upstream_oauth_modes_are_checked_at_load() {
         let oauth = |mode: &str| {
@@ -489,7 +495,21 @@ mod tests {
             )
         };
         let e = super::Config::parse(&oauth("user"), "t.toml").unwrap_err().0;
-        assert!(e.contains("upstream[1].oauth.mode = \"user\": not available yet"), "{e}");
+        assert!(e.contains("token_url and subject_issuers are not for mode = \"user\""), "{e}");
+        let user = |more: &str| format!("{OK}[upstream.oauth]\nmode = \"user\"\n{more}");
+        let e = super::Config::parse(&user(""), "t.toml").unwrap_err().0;
+        assert!(e.contains("[vault] with a key is required"), "{e}");
+        let vault = "\n[vault]\nkey = { env = \"FIX_TOKEN\" }\n";
+        let e = super::Config::parse(&format!("{}{vault}", user("")), "t.toml").unwrap_err().0;
+        assert!(e.contains("[auth] is required"), "{e}");
+        let auth = "[auth]\n[[auth.jwt]]\nissuer = \"https://idp.example\"\n";
+        assert!(super::Config::parse(&format!("{}{vault}{auth}", user("")), "t.toml").is_ok());
+        // A pre-registered secret goes only to the issuer named.
+        let secret = "client_id = \"w\"\nclient_secret = { env = \"FIX_TOKEN\" }\n";
+        let e = super::Config::parse(&format!("{}{vault}{auth}", user(secret)), "t.toml").unwrap_err().0;
+        assert!(e.contains("oauth.issuer: required with client_secret"), "{e}");
+        let named = format!("{secret}issuer = \"https://as.example\"\n");
+        assert!(super::Config::parse(&format!("{}{vault}{auth}", user(&named)), "t.toml").is_ok());
         let e = super::Config::parse(&oauth("exchange"), "t.toml").unwrap_err().0;
         assert!(e.contains("needs callers with tokens to exchange"), "{e}");
         let with_issuer = format!("{}\n[auth]\n[[auth.jwt]]\nissuer = \"https://idp.example\"\n", oauth("exchange"));

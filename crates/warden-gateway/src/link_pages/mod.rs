@@ -9,8 +9,10 @@
 //! - `GET /oauth/upstream/signed-in`: the sign-in's answer; whoever signed in must be the user
 //!   the link is for; then on to the upstream's authorization server;
 //! - `GET /oauth/upstream/callback`: the upstream's authorization server's answer, checked
-//!   (`state`, the cookie, `iss`, the sign-in done), the code redeemed and the tokens kept in the
-//!   vault.
+//!   (`state`, the cookie, `iss`, the sign-in done), the code redeemed, the tokens kept in the
+//!   vault, and the link on record (`credential`, `linked`);
+//! - `GET /oauth/upstream/links`, `DELETE /oauth/upstream/links/{upstream}`: the user's own links
+//!   (`own.rs`).
 //!
 //! Defends against: a link opened by someone else than its user (the sign-in names another
 //! principal: refused, the flow dropped); the answers completed in another browser (no cookie:
@@ -20,6 +22,7 @@
 //! (escaped; no script runs on these pages).
 //! Does not defend against: someone holding the user's own credentials at their issuer.
 
+mod own;
 mod sign_in;
 
 use crate::auth::Authenticator;
@@ -38,20 +41,28 @@ const COOKIE: &str = "warden_link";
 struct Pages {
     links: Arc<Links>,
     auth: Arc<Authenticator>,
+    audit: Arc<crate::audit::Audit>,
     /// Warden's own resource: what the sign-in's token must be for.
     resource: String,
 }
 
 /// The routes, under `/oauth/upstream/`. `resource`: Warden's MCP resource URI.
-pub fn router(links: Arc<Links>, auth: Arc<Authenticator>, resource: String) -> Router {
+pub fn router(
+    links: Arc<Links>,
+    auth: Arc<Authenticator>,
+    audit: Arc<crate::audit::Audit>,
+    resource: String,
+) -> Router {
     if let (Some(b), Some(base)) = (&auth.builtin, links.base()) {
         b.set_link(vec![format!("{base}{SIGNED_IN}")]);
     }
     Router::new()
         .route(CALLBACK, get(callback))
         .route(SIGNED_IN, get(signed_in))
+        .route("/oauth/upstream/links", get(own::list))
+        .route("/oauth/upstream/links/{upstream}", axum::routing::delete(own::revoke))
         .route("/oauth/upstream/{flow}", get(page).post(confirm))
-        .with_state(Pages { links, auth, resource })
+        .with_state(Pages { links, auth, audit, resource })
 }
 
 /// A page with the headers every one of these gets; `form`: whether it has the confirmation
@@ -267,14 +278,27 @@ async fn callback(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap)
         Ok(c) => c,
         Err(e) => return refused(StatusCode::BAD_REQUEST, &e),
     };
-    let upstream = flow.upstream.clone();
+    let (upstream, who) = (flow.upstream.clone(), flow.principal.clone());
     match links.complete(flow, &code).await {
-        Ok(()) => html(
-            StatusCode::OK,
-            "Account linked",
-            &format!("<p>Your account at <b>{}</b> is linked. Return to your client and retry.</p>", escape(&upstream)),
-            false,
-        ),
+        Ok(()) => {
+            let mut e = warden_audit::Event::new("credential", "success");
+            crate::audit::Audit::principal(&mut e, &who);
+            e.decision = Some("allowed".into());
+            e.detail = Some("linked".into());
+            e.server = Some(upstream.clone());
+            if pg.audit.commit(e).await.is_err() {
+                tracing::error!(upstream = %upstream, "an account was linked but its audit record was not stored");
+            }
+            html(
+                StatusCode::OK,
+                "Account linked",
+                &format!(
+                    "<p>Your account at <b>{}</b> is linked. Return to your client and retry.</p>",
+                    escape(&upstream)
+                ),
+                false,
+            )
+        }
         Err(e) => {
             tracing::warn!(upstream = %upstream, error = %e, "account link failed");
             refused(

@@ -272,6 +272,8 @@ pub struct UserLink {
     /// The most a link asks for (`oauth.scope`), if limited.
     ceiling: Option<Vec<String>>,
     preregistered: Option<(String, Option<String>)>,
+    /// The authorization server the upstream must name (`oauth.issuer`), if set.
+    issuer: Option<String>,
     links: Arc<Links>,
 }
 
@@ -296,6 +298,7 @@ impl UserLink {
             url: url.to_string(),
             ceiling: o.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
             preregistered: o.client_id.clone().map(|id| (id, secret)),
+            issuer: o.issuer.clone(),
             links,
         })
     }
@@ -491,6 +494,9 @@ impl UserLink {
             .find_map(link::challenge)
             .unwrap_or_default();
         let d = link::discover(http, &self.url, &challenge).await?;
+        if self.issuer.as_ref().is_some_and(|i| *i != d.issuer) {
+            return Err(format!("the upstream names {} as its authorization server, not oauth.issuer", d.issuer));
+        }
         let id = link::identify(http, &d, redirect_uri, self.preregistered.clone(), None).await?;
         self.links.found.lock().insert(self.url.clone(), (d.clone(), id.clone(), challenge.clone(), Instant::now()));
         Ok((d, id, challenge))

@@ -51,7 +51,8 @@ pub(super) trait Table: Send {
     fn find(&mut self, upstream: &str, binding: &str) -> Result<Option<(String, String, Vec<u8>)>, String>;
     /// Insert, or replace the entry of the same upstream and binding (keeping its id).
     fn upsert(&mut self, u: &Upsert) -> Result<(), String>;
-    fn list(&mut self, limit: usize) -> Result<Vec<Entry>, String>;
+    /// Entries (at most `limit`), newest first; only `binding`'s when given.
+    fn list(&mut self, limit: usize, binding: Option<&str>) -> Result<Vec<Entry>, String>;
     fn delete(&mut self, id: &str) -> Result<bool, String>;
     fn delete_own(&mut self, upstream: &str, binding: &str) -> Result<bool, String>;
     /// Entries sealed under another key than `key_id`.
@@ -265,7 +266,12 @@ impl Vault {
 
     /// Every entry (at most `limit`), newest first: owners and times, never tokens.
     pub fn list(&self, limit: usize) -> Result<Vec<Entry>, String> {
-        self.table()?.list(limit)
+        self.table()?.list(limit, None)
+    }
+
+    /// `p`'s own entries (at most `limit`), newest first.
+    pub fn list_own(&self, p: &Principal, limit: usize) -> Result<Vec<Entry>, String> {
+        self.table()?.list(limit, Some(&binding_of(p)))
     }
 
     /// Forget entry `id`; whether there was one.

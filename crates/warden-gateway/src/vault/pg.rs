@@ -80,13 +80,13 @@ impl Table for Pg {
             .map_err(err)
     }
 
-    fn list(&mut self, limit: usize) -> Result<Vec<Entry>, String> {
+    fn list(&mut self, limit: usize, binding: Option<&str>) -> Result<Vec<Entry>, String> {
         let rows = self
             .0
             .query(
                 "SELECT id, upstream, tenant, subject, created, updated, expires_at, key_id FROM warden_credentials
-                 ORDER BY updated DESC LIMIT $1",
-                &[&(limit as i64)],
+                 WHERE $2::TEXT IS NULL OR binding = $2 ORDER BY updated DESC LIMIT $1",
+                &[&(limit as i64), &binding],
             )
             .map_err(err)?;
         Ok(rows

@@ -86,16 +86,16 @@ impl Table for Sqlite {
             .map_err(err)
     }
 
-    fn list(&mut self, limit: usize) -> Result<Vec<Entry>, String> {
+    fn list(&mut self, limit: usize, binding: Option<&str>) -> Result<Vec<Entry>, String> {
         let mut q = self
             .0
             .prepare(
                 "SELECT id, upstream, tenant, subject, created, updated, expires_at, key_id FROM credentials
-                 ORDER BY updated DESC LIMIT ?1",
+                 WHERE ?2 IS NULL OR binding = ?2 ORDER BY updated DESC LIMIT ?1",
             )
             .map_err(err)?;
         let rows = q
-            .query_map(params![limit as i64], |r| {
+            .query_map(params![limit as i64, binding], |r| {
                 Ok(Entry {
                     id: r.get(0)?,
                     upstream: r.get(1)?,

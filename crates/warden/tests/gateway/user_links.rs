@@ -26,11 +26,12 @@ fn a_in_front_of_b(idp: &Idp, more: &str) -> (Proc, Proc) {
         &format!(
             "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
              [upstream.oauth]\nmode = \"user\"\nclient_id = \"warden\"\nclient_secret = {{ file = {:?} }}\n\
-             scope = \"mcp\"\n[vault]\nkey = {{ file = {:?} }}\npath = \"vault.sqlite\"\n\
+             scope = \"mcp\"\nissuer = {:?}\n[vault]\nkey = {{ file = {:?} }}\npath = \"vault.sqlite\"\n\
              [auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\nsign_in_client_id = \"warden\"\n\
              sign_in_client_secret = {{ file = {:?} }}\n[audit]\npath = \"audit.jsonl\"\n{more}",
             b.url,
             file("client-secret"),
+            idp.issuer,
             file("vault.key"),
             idp.issuer,
             file("client-secret"),
@@ -177,6 +178,44 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     assert_eq!(r.status(), 200);
     link_of(&alice.tool(5, "echo", json!({"text": "after revoke"})).await);
     assert_eq!(echo_text(&bob.tool(4, "echo", json!({"text": "still bob"})).await), "still bob");
+    // Each user sees and revokes only their own links, with the token they call with.
+    let links = format!("{}/oauth/upstream/links", a.url.trim_end_matches("/mcp"));
+    let mine = |c: &Client| {
+        let (http, links, token) = (http.clone(), links.clone(), c.bearer.clone().unwrap());
+        async move { http.get(&links).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(mine(&alice).await["links"], json!([]));
+    let bobs_links = mine(&bob).await;
+    assert_eq!(bobs_links["links"][0]["upstream"], "b", "{bobs_links}");
+    assert!(!bobs_links.to_string().contains("eyJ"), "no token shown: {bobs_links}");
+    assert_eq!(http.get(&links).send().await.unwrap().status(), 401, "only for a caller");
+    let unlink = |c: &Client| {
+        let (http, links, token) = (http.clone(), links.clone(), c.bearer.clone().unwrap());
+        async move { http.delete(format!("{links}/b")).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(unlink(&alice).await, 404, "alice has no link (and cannot touch bob's)");
+    assert_eq!(echo_text(&bob.tool(5, "echo", json!({"text": "bob again"})).await), "bob again");
+    assert_eq!(unlink(&bob).await, 200);
+    link_of(&bob.tool(6, "echo", json!({"text": "after unlink"})).await);
+    // Linking and unlinking are on record, naming the user and the upstream (the trail is
+    // written behind the answers: read until it shows them, for a while).
+    let on_record = |who: &str, what: &str| {
+        let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
+        trail
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["kind"] == "credential" && e["subject"] == who && e["detail"] == what && e["server"] == "b")
+    };
+    for (who, what) in [("alice", "linked"), ("bob", "linked"), ("bob", "revoked")] {
+        for _ in 0..50 {
+            if on_record(who, what) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
+        assert!(on_record(who, what), "{who} {what}:\n{trail}");
+    }
 }
 
 /// Hostile browsers: a form on another site cannot confirm a flow; a callback without the
@@ -221,8 +260,9 @@ async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
 #[tokio::test]
 async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link() {
     let idp = Idp::start().await;
-    // Two-second tokens: refreshed once a second has gone (half their life).
-    idp.state.access_ttl.store(2, Ordering::SeqCst);
+    // Four-second tokens: refreshed once two seconds have gone (half their life; times are
+    // whole seconds).
+    idp.state.access_ttl.store(4, Ordering::SeqCst);
     let (a, _b) = a_in_front_of_b(&idp, "");
     let alice = client_of(&idp, &a, "alice").await;
     let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
@@ -230,7 +270,7 @@ async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link()
     assert_eq!(echo_text(&alice.tool(2, "echo", json!({"text": "x"})).await), "x");
     assert_eq!(idp.state.refreshes.load(Ordering::SeqCst), 0, "a fresh token is used as it is");
     // Past half its life, concurrent calls share one refresh.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     let alice = std::sync::Arc::new(alice);
     let calls = (0..6).map(|i| {
         let c = alice.clone();
@@ -243,7 +283,7 @@ async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link()
     // The IdP withdraws alice's grant: once the token needs refreshing, the link is forgotten
     // and a new one handed out.
     idp.state.revoke_refresh("alice");
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     link_of(&alice.tool(20, "echo", json!({"text": "z"})).await);
 }
 
