@@ -78,6 +78,9 @@ pub struct Flow {
     pub created: Instant,
 }
 
+/// One refresh at a time: the gate its waiters queue at.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
 /// Every user-mode upstream's links: the vault, the flows, Warden's public origin.
 pub struct Links {
     vault: Option<Arc<Vault>>,
@@ -92,7 +95,7 @@ pub struct Links {
     /// Warden's client at each issuer its users sign in at, with that issuer's metadata.
     sign_in_clients: Mutex<HashMap<String, (Discovered, Identity, Instant)>>,
     /// One refresh at a time per upstream and user.
-    refreshing: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    refreshing: Mutex<HashMap<(String, String), Gate>>,
 }
 
 fn random() -> Result<String, GatewayError> {
