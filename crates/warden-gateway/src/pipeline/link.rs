@@ -2,14 +2,16 @@
 //! `upstream/user.rs`): a request that routing or a listing answered with
 //! [`GatewayError::LinkRequired`]. A client that takes URL elicitation is asked to open the
 //! link (`elicitation/create`, mode `url`: a 2025-11-25 session's request, a 2026-07-28
-//! client's `input_required`); once the user accepts, the request waits for the link (at most
-//! [`LINK_WAIT`]) and then runs again, once. Any other client, or a user who declines, gets
-//! the error: -32042 with the link, in its message too.
+//! client's `input_required` for a call, read or prompt); once the user accepts, the request
+//! waits for the link (at most [`LINK_WAIT`]) and then runs again, once; a listing the user
+//! declined goes on without that upstream. Any other client or request, or a user who declines
+//! a call, gets the error: -32042 with the link, in its message too.
 //!
 //! Defends against: a request waiting forever (bounded wait); a loop (one run again only).
 //! Does not defend against: the user linking another account than they meant (the page names
 //! the Warden user; the upstream's sign-in is theirs).
 
+use super::Method;
 use crate::error::GatewayError;
 use crate::relay::session::RelaySession;
 use crate::rpc::Peer;
@@ -21,9 +23,12 @@ pub const LINK_WAIT: Duration = Duration::from_secs(300);
 /// How often the vault is looked at while waiting.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Whether the client takes URL-mode elicitation.
-pub fn takes_url_elicitation(caps: &Value) -> bool {
-    caps.pointer("/elicitation/url").is_some_and(Value::is_object)
+/// Whether the client of `s` can be asked to open a link for `method`: it takes URL-mode
+/// elicitation, and (2026-07-28) the request may answer `input_required` (a call, a read, a
+/// prompt; never a listing).
+pub fn may_ask(s: &RelaySession, method: Option<Method>) -> bool {
+    let asks = |m: Method| !s.stateless || matches!(m, Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet);
+    s.client_caps.pointer("/elicitation/url").is_some_and(Value::is_object) && method.is_some_and(asks)
 }
 
 /// Ask the user to open the link of `e` and wait for it: whether the account is linked now.

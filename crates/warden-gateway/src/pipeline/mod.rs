@@ -49,12 +49,16 @@ pub async fn handle(
     params: Option<Value>,
     peer: Peer,
 ) -> Result<Value, GatewayError> {
-    let again = link::takes_url_elicitation(&s.client_caps) && s.shared.specs.iter().any(|x| x.user.is_some());
+    let again = s.shared.specs.iter().any(|x| x.user.is_some()) && link::may_ask(s, Method::parse(method));
     let kept = again.then(|| params.clone());
-    match run(s, p, id, method, params, peer.clone()).await {
+    match run(s, p, id, method, params, peer.clone(), false).await {
         Err(e @ GatewayError::LinkRequired { .. }) if again => {
             if link::ask(s, &peer, &e).await {
-                run(s, p, id, method, kept.flatten(), peer).await
+                s.routes_stale();
+                run(s, p, id, method, kept.flatten(), peer, false).await
+            } else if Method::parse(method).is_some_and(|m| m.listing().is_some()) {
+                // Declined: the listing goes on without that upstream.
+                run(s, p, id, method, kept.flatten(), peer, true).await
             } else {
                 Err(e)
             }
@@ -63,6 +67,7 @@ pub async fn handle(
     }
 }
 
+/// The walk; `without_unlinked`: a listing leaves out upstreams the user declined to link.
 async fn run(
     s: &Arc<RelaySession>,
     p: &Arc<Principal>,
@@ -70,6 +75,7 @@ async fn run(
     method: &str,
     params: Option<Value>,
     peer: Peer,
+    without_unlinked: bool,
 ) -> Result<Value, GatewayError> {
     let started = Instant::now();
     let m = Method::parse(method);
@@ -121,7 +127,7 @@ async fn run(
         (_, Err(e)) => Err(e),
         (_, Ok(Route::Local(v))) => Ok(v),
         (Some(m), Ok(Route::FanOut)) => match s.shared.policy.admit_op(p, SessionOp::Listing).await {
-            Ok(()) => s.list(m, p).await,
+            Ok(()) => s.list(m, p, without_unlinked).await,
             Err(e) => Err(e),
         },
         (_, Ok(Route::Broadcast { cap, params })) => s.broadcast(cap, method, Some(params)).await,

@@ -19,8 +19,10 @@ use warden_policy::Principal;
 
 impl RelaySession {
     /// Fan a listing out to every upstream that has the capability, rename, and merge.
-    /// Colliding names are withheld from the answer and from routing.
-    pub async fn list(&self, method: Method, p: &Principal) -> Result<Value, GatewayError> {
+    /// Colliding names are withheld from the answer and from routing. An upstream of users' own
+    /// accounts that this user has not linked answers with the link, or is left out when
+    /// `without_unlinked` (the user declined to link it).
+    pub async fn list(&self, method: Method, p: &Principal, without_unlinked: bool) -> Result<Value, GatewayError> {
         let (cap, field) = method.listing().ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
         let kind = match cap {
@@ -47,7 +49,8 @@ impl RelaySession {
         // An upstream of each user's own account that this user has not linked: the listing
         // answers with the link (the user's tools there are unknown until then).
         let mut pages = pages;
-        if let Some(at) = pages.iter().position(|(_, r)| matches!(r, Err(GatewayError::LinkRequired { .. }))) {
+        let unlinked = pages.iter().position(|(_, r)| matches!(r, Err(GatewayError::LinkRequired { .. })));
+        if let Some(at) = unlinked.filter(|_| !without_unlinked) {
             return Err(pages.swap_remove(at).1.err().unwrap_or(GatewayError::Unavailable));
         }
         let key = if field == "resourceTemplates" {
@@ -191,8 +194,9 @@ impl RelaySession {
                 || (kind == "prompts" && r.prompts.is_empty())
         };
         if stale {
-            let _ =
-                self.list(if kind == "tools" { Method::ToolsList } else { Method::PromptsList }, &self.principal).await;
+            let _ = self
+                .list(if kind == "tools" { Method::ToolsList } else { Method::PromptsList }, &self.principal, false)
+                .await;
         }
         lookup(&self.routes.lock())
     }
@@ -221,7 +225,7 @@ impl RelaySession {
             [one] => Some((*one, uri.to_string())),
             [] => None,
             _ => {
-                let _ = self.list(Method::ResourcesList, &self.principal).await;
+                let _ = self.list(Method::ResourcesList, &self.principal, false).await;
                 self.routes.lock().resources.get(uri).map(|(up, orig, _)| (*up, orig.clone()))
             }
         }

@@ -183,6 +183,7 @@ fn open_session(
         taint,
         session_tag,
         client_addr: origin.client.map(|a| a.to_string()),
+        stateless: origin.stateless,
         upstream_init,
         routes: Mutex::new(Routes::default()),
         closed: AtomicBool::new(false),

@@ -79,6 +79,9 @@ pub struct RelaySession {
     /// address, for audit records.
     pub session_tag: String,
     pub client_addr: Option<String>,
+    /// A 2026-07-28 client's pooled session: what it asks of the client goes as
+    /// `input_required`, which only calls, reads and prompts may answer.
+    pub stateless: bool,
     /// Whether it has read untrusted content (`taint.rs`).
     pub taint: crate::taint::Taint,
     pub(super) upstream_init: Value,

@@ -67,6 +67,12 @@ impl RelaySession {
         None
     }
 
+    /// What this session may reach changed (a link made): the next name not in the route table
+    /// refreshes it at once.
+    pub fn routes_stale(&self) {
+        self.routes.lock().refreshed = None;
+    }
+
     /// The live connection to upstream `i`, connecting (or reconnecting, with backoff) if needed.
     pub async fn conn(&self, i: usize) -> Result<Lease, GatewayError> {
         // An upstream of each user's own account: this user must have linked theirs (checked on

@@ -345,3 +345,67 @@ async fn a_link_sent_to_someone_else_links_nothing() {
     assert_eq!(r["error"]["code"], -32600, "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("API keys and certificates cannot"), "{r}");
 }
+
+/// A 2025-11-25 session whose client takes URL elicitation: the request is answered with an
+/// `elicitation/create` (mode `url`) on its stream; the client accepts (the user agreed to
+/// open the page), the user links in the browser meanwhile, and the same call then goes on.
+/// A listing whose link the user declines goes on without that upstream.
+#[tokio::test]
+async fn a_2025_client_that_takes_url_elicitation_is_asked_and_its_call_waits_for_the_link() {
+    use warden_protocol::sse;
+    let idp = Idp::start().await;
+    let (a, b) = a_in_front_of_b(&idp, "");
+    let mut claims = idp.claims(&a.url, "mcp");
+    claims.insert("sub".into(), "dave".into());
+    let mut c = Client::new(&a.url);
+    c.bearer = Some(idp.sign_ed(&claims, Some("ed1")));
+    let init = json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+                      "clientInfo": {"name": "url-client", "version": "1"}});
+    let r = c.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})).await;
+    c.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(c.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await.status, 202);
+    // Ask, answering each elicitation with `reply` (and linking in the browser when accepted).
+    let ask = |id: i64, method: &str, params: Value, reply: Value| {
+        let c = &c;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        async move {
+            let mut resp = c.post_stream(&body).await;
+            let mut d = sse::Decoder::new(1 << 20);
+            let mut asked = Vec::new();
+            let mut browser = None;
+            loop {
+                let chunk =
+                    tokio::time::timeout(std::time::Duration::from_secs(20), resp.chunk()).await.unwrap().unwrap();
+                let Some(chunk) = chunk else { panic!("stream ended without an answer") };
+                for ev in d.feed(&chunk).unwrap() {
+                    let Ok(m) = serde_json::from_str::<Value>(&ev.data) else { continue };
+                    if m["method"] == "elicitation/create" {
+                        asked.push(m["params"].clone());
+                        if reply["action"] == "accept" {
+                            let url = m["params"]["url"].as_str().unwrap().to_string();
+                            browser = Some(tokio::spawn(async move { browse(&url, "dave", "dave", false).await }));
+                        }
+                        let r = c.post(&json!({"jsonrpc": "2.0", "id": m["id"], "result": reply})).await;
+                        assert_eq!(r.status, 202);
+                    } else if m["id"] == json!(id) {
+                        if let Some(b) = browser {
+                            assert_eq!(b.await.unwrap(), Outcome::Linked);
+                        }
+                        return (asked, m);
+                    }
+                }
+            }
+        }
+    };
+    let (asked, listed) = ask(1, "tools/list", json!({}), json!({"action": "decline"})).await;
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["mode"], "url");
+    assert_eq!(listed["result"]["tools"], json!([]), "declined: listed without b: {listed}");
+    let (asked, answer) =
+        ask(2, "tools/call", json!({"name": "echo", "arguments": {"text": "as dave"}}), json!({"action": "accept"}))
+            .await;
+    assert_eq!(asked.len(), 1);
+    assert!(asked[0]["url"].as_str().unwrap().contains("/oauth/upstream/"), "{asked:?}");
+    assert_eq!(echo_text(&answer), "as dave", "{answer}");
+    assert!(b.log().contains("subject=dave"));
+}
