@@ -12,7 +12,9 @@
 //!   (`state`, the cookie, `iss`, the sign-in done), the code redeemed, the tokens kept in the
 //!   vault, and the link on record (`credential`, `linked`);
 //! - `GET /oauth/upstream/links`, `DELETE /oauth/upstream/links/{upstream}`: the user's own links
-//!   (`own.rs`).
+//!   (`own.rs`);
+//! - `GET /oauth/upstream/client`: Warden's Client ID Metadata Document, when its pages are on
+//!   `https` (authorization servers that take them need no registration).
 //!
 //! Defends against: a link opened by someone else than its user (the sign-in names another
 //! principal: refused, the flow dropped); the answers completed in another browser (no cookie:
@@ -27,7 +29,7 @@ mod sign_in;
 
 use crate::auth::Authenticator;
 use crate::html::escape;
-use crate::upstream::user::{Links, CALLBACK, SIGNED_IN};
+use crate::upstream::user::{Links, CALLBACK, CLIENT_DOCUMENT, SIGNED_IN};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +61,7 @@ pub fn router(
     Router::new()
         .route(CALLBACK, get(callback))
         .route(SIGNED_IN, get(signed_in))
+        .route(CLIENT_DOCUMENT, get(client_document))
         .route("/oauth/upstream/links", get(own::list))
         .route("/oauth/upstream/links/{upstream}", axum::routing::delete(own::revoke))
         .route("/oauth/upstream/{flow}", get(page).post(confirm))
@@ -86,6 +89,17 @@ fn html(status: StatusCode, title: &str, body: &str, form: bool) -> Response {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     r
+}
+
+async fn client_document(State(pg): State<Pages>) -> Response {
+    match pg.links.cimd() {
+        Some(doc) => {
+            let mut r = axum::Json(doc).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+            r
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn gone() -> Response {

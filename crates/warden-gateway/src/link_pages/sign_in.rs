@@ -2,7 +2,8 @@
 //! user who opens a URL elicitation's page is the user it was made for). Before the browser is
 //! sent to the upstream's authorization server, it signs in at the Warden user's own issuer
 //! (the built-in server through its first-party client `warden-link`; another issuer through
-//! `[[auth.jwt]] sign_in_client_id`, or a dynamic registration), Warden as the OAuth client
+//! `[[auth.jwt]] sign_in_client_id`, Warden's Client ID Metadata Document on `https`, or a
+//! dynamic registration), Warden as the OAuth client
 //! (PKCE, `state`, `iss`, the `resource` Warden's own); the token it gets is checked as a
 //! request's would be, and the principal it names must be the link's (same method, tenant,
 //! issuer and subject).
@@ -37,7 +38,8 @@ pub async fn start(
             let d =
                 Discovered { resource: resource.to_string(), resource_scopes: vec![], issuer: issuer.clone(), meta };
             let pre = auth.sign_in_client(&issuer, resource)?;
-            let id = link::identify(links.http(), &d, redirect_uri, pre, None).await?;
+            let cimd = links.cimd_url();
+            let id = link::identify(links.http(), &d, redirect_uri, pre, cimd.as_deref()).await?;
             links.keep_sign_in_client(&issuer, d.clone(), id.clone());
             (d, id)
         }

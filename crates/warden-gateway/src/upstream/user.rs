@@ -131,6 +131,26 @@ impl Links {
         self.base.lock().clone()
     }
 
+    /// Warden's Client ID Metadata Document (its URL is the client id), when Warden's pages are
+    /// on `https` (an authorization server fetches it; it takes no other).
+    pub fn cimd_url(&self) -> Option<String> {
+        self.base().filter(|b| b.starts_with("https://")).map(|b| format!("{b}{CLIENT_DOCUMENT}"))
+    }
+
+    /// The document itself (served by `link_pages/`).
+    pub fn cimd(&self) -> Option<serde_json::Value> {
+        let (base, id) = (self.base()?, self.cimd_url()?);
+        Some(serde_json::json!({
+            "client_id": id,
+            "client_name": "Warden",
+            "redirect_uris": [format!("{base}{CALLBACK}"), format!("{base}{SIGNED_IN}")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "web",
+        }))
+    }
+
     /// The callback every authorization server sends the user back to.
     pub fn redirect_uri(&self) -> Option<String> {
         self.base().map(|b| format!("{b}{CALLBACK}"))
@@ -238,6 +258,8 @@ impl Links {
 pub const CALLBACK: &str = "/oauth/upstream/callback";
 /// Where the sign-in of whoever opened a link comes back.
 pub const SIGNED_IN: &str = "/oauth/upstream/signed-in";
+/// Warden's Client ID Metadata Document.
+pub const CLIENT_DOCUMENT: &str = "/oauth/upstream/client";
 /// The flows' pages are under this path.
 pub const PAGES: &str = "/oauth/upstream/";
 
@@ -435,7 +457,8 @@ impl UserLink {
             tracing::warn!(upstream = %self.upstream, error = %e, "cannot start a link");
             GatewayError::Unavailable
         })?;
-        let scope = link::scope_for(&d, &challenge).map(|s| self.within_ceiling(&s)).filter(|s| !s.is_empty());
+        let scope =
+            link::scope_for(&d, &challenge).map(|s| within(self.ceiling.as_deref(), &s)).filter(|s| !s.is_empty());
         let (url, pending) = link::authorization_url(&d, &id, &redirect_uri, scope.as_deref()).map_err(|e| {
             tracing::warn!(upstream = %self.upstream, error = %e, "cannot start a link");
             GatewayError::Unavailable
@@ -467,12 +490,6 @@ impl UserLink {
         Ok(format!("{base}{PAGES}{flow_id}"))
     }
 
-    /// The scopes of `s` within `oauth.scope` (all of them when it is not set).
-    fn within_ceiling(&self, s: &str) -> String {
-        let ok = |x: &&str| self.ceiling.as_ref().is_none_or(|c| c.iter().any(|y| y == x) || *x == "offline_access");
-        s.split_whitespace().filter(ok).collect::<Vec<_>>().join(" ")
-    }
-
     /// What the upstream's 401 and metadata say (reused for ten minutes), and Warden's identity
     /// at its authorization server.
     async fn discover(&self, redirect_uri: &str) -> Result<(Discovered, Identity, link::Challenge), String> {
@@ -500,10 +517,18 @@ impl UserLink {
         if self.issuer.as_ref().is_some_and(|i| *i != d.issuer) {
             return Err(format!("the upstream names {} as its authorization server, not oauth.issuer", d.issuer));
         }
-        let id = link::identify(http, &d, redirect_uri, self.preregistered.clone(), None).await?;
+        let cimd = self.links.cimd_url();
+        let id = link::identify(http, &d, redirect_uri, self.preregistered.clone(), cimd.as_deref()).await?;
         self.links.found.lock().insert(self.url.clone(), (d.clone(), id.clone(), challenge.clone(), Instant::now()));
         Ok((d, id, challenge))
     }
+}
+
+/// The scopes of `s` within `ceiling` (`oauth.scope`; all of them when it is not set), with
+/// `offline_access` (a refresh token keeps the link alive).
+fn within(ceiling: Option<&[String]>, s: &str) -> String {
+    let ok = |x: &&str| ceiling.is_none_or(|c| c.iter().any(|y| y == x) || *x == "offline_access");
+    s.split_whitespace().filter(ok).collect::<Vec<_>>().join(" ")
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, String> {
@@ -511,4 +536,57 @@ fn bearer(token: &str) -> Result<HeaderValue, String> {
         HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "the linked token is not a valid header")?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_asks_no_scope_beyond_the_ceiling() {
+        let ceiling = vec!["repo:read".to_string()];
+        assert_eq!(within(Some(&ceiling), "repo:read repo:write admin offline_access"), "repo:read offline_access");
+        assert_eq!(within(None, "a b"), "a b");
+        assert_eq!(within(Some(&ceiling), "admin"), "");
+    }
+
+    #[test]
+    fn tokens_are_refreshed_at_half_their_life_or_thirty_seconds_before_expiry() {
+        let at = |obtained: u64, expires: Option<u64>| Secret {
+            access_token: "t".into(),
+            refresh_token: None,
+            expires_at: expires,
+            scope: None,
+            client: Some(Refresher {
+                issuer: "i".into(),
+                token_endpoint: "t".into(),
+                resource: "r".into(),
+                client_id: "c".into(),
+                auth_method: "none".into(),
+                client_secret: None,
+                obtained_at: obtained,
+            }),
+        };
+        // An hour-long token: 30 s before it ends.
+        assert!(!expiring(&at(1000, Some(4600)), 4569));
+        assert!(expiring(&at(1000, Some(4600)), 4570));
+        // A 4 s token: at half its life.
+        assert!(!expiring(&at(1000, Some(1004)), 1001));
+        assert!(expiring(&at(1000, Some(1004)), 1002));
+        // No expiry said: never refreshed ahead.
+        assert!(!expiring(&at(1000, None), u64::MAX / 2));
+    }
+
+    #[test]
+    fn the_client_metadata_document_is_offered_on_https_only() {
+        let links = Links::new(None).unwrap();
+        assert!(links.cimd().is_none(), "no base yet");
+        links.set_base("http://127.0.0.1:8080".into());
+        assert!(links.cimd_url().is_none() && links.cimd().is_none());
+        links.set_base("https://mcp.example.com/".into());
+        let doc = links.cimd().unwrap();
+        assert_eq!(doc["client_id"], "https://mcp.example.com/oauth/upstream/client");
+        assert_eq!(doc["redirect_uris"][0], "https://mcp.example.com/oauth/upstream/callback");
+        assert_eq!(doc["token_endpoint_auth_method"], "none");
+    }
 }
