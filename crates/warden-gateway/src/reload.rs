@@ -61,6 +61,9 @@ pub fn build(cfg: &Config, l: &Lasting, generation: u64) -> Result<Shared, Strin
         let more = if exposed.len() > 1 { format!(" (and {} more)", exposed.len() - 1) } else { String::new() };
         return Err(format!("{first}{more}"));
     }
+    let user_mode =
+        |u: &&crate::config::Upstream| u.oauth.as_ref().is_some_and(|o| o.mode == crate::config::OAuthMode::User);
+    l.links.set_upstreams(cfg.upstreams.iter().filter(user_mode).map(|u| u.name.clone()).collect());
     let specs =
         cfg.upstreams.iter().map(|u| Spec::from_config(u, &cfg.content, &l.links)).collect::<Result<Vec<_>, _>>()?;
     let ns =

@@ -103,7 +103,7 @@ async fn authorize(
 
 /// An access token for `user` at `resource` (and a refresh token), as the code and refresh
 /// grants answer.
-fn user_tokens(s: &IdpState, user: &str, resource: &str, scope: &str, refresh: Option<String>) -> Value {
+fn user_tokens(s: &IdpState, user: &str, resource: &str, scope: &str) -> Value {
     let n = now();
     let ttl = s.access_ttl.load(Ordering::SeqCst);
     // Every user here is of tenant `acme`, as `Idp::claims` makes them.
@@ -112,11 +112,8 @@ fn user_tokens(s: &IdpState, user: &str, resource: &str, scope: &str, refresh: O
     let mut h = Header::new(Algorithm::EdDSA);
     h.kid = Some("ed1".into());
     let t = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&s.ed)).unwrap();
-    let r = refresh.unwrap_or_else(|| {
-        let r = B64.encode(ring::rand::generate::<[u8; 24]>(&ring::rand::SystemRandom::new()).unwrap().expose());
-        s.refresh.lock().insert(r.clone(), json!({"user": user, "resource": resource, "scope": scope}));
-        r
-    });
+    let r = B64.encode(ring::rand::generate::<[u8; 24]>(&ring::rand::SystemRandom::new()).unwrap().expose());
+    s.refresh.lock().insert(r.clone(), json!({"user": user, "resource": resource, "scope": scope}));
     s.issued.lock().extend([t.clone(), r.clone()]);
     json!({"access_token": t, "token_type": "Bearer", "expires_in": ttl, "refresh_token": r, "scope": scope})
 }
@@ -133,24 +130,21 @@ fn code_grant(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Resp
     }
     s.redeemed.fetch_add(1, Ordering::SeqCst);
     let (user, scope) = (a["user"].as_str().unwrap_or_default(), a["scope"].as_str().unwrap_or_default());
-    Json(user_tokens(s, user, &get("resource"), scope, None)).into_response()
+    Json(user_tokens(s, user, &get("resource"), scope)).into_response()
 }
 
+/// A refresh token is used once: the answer brings a new one (rotation, as OAuth 2.1 asks of
+/// public clients), and the old one is refused from then on.
 fn refresh_grant(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let rt = f.get("refresh_token").cloned().unwrap_or_default();
-    let Some(r) = s.refresh.lock().get(&rt).cloned() else {
+    let Some(r) = s.refresh.lock().remove(&rt) else {
         return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
     };
     s.refreshes.fetch_add(1, Ordering::SeqCst);
-    let (user, resource, scope) = (
-        r["user"].as_str().unwrap_or_default(),
-        r["resource"].as_str().unwrap_or_default(),
-        r["scope"].as_str().unwrap_or_default(),
-    );
-    Json(user_tokens(s, user, resource, scope, Some(rt))).into_response()
+    let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+    Json(user_tokens(s, &field("user"), &field("resource"), &field("scope"))).into_response()
 }
-
 impl IdpState {
     /// Revoke every refresh token of `user` (their grant is withdrawn at the server).
     pub fn revoke_refresh(&self, user: &str) {

@@ -20,7 +20,7 @@
 //! principal: refused, the flow dropped); the answers completed in another browser (no cookie:
 //! refused, the flow spent); a page of another site confirming a flow (Origin refused); the
 //! pages framed (`frame-ancestors 'none'`), cached (`no-store`) or leaking the flow in a
-//! Referer (`no-referrer`); text from the upstream or the user's claims injected into the page
+//! Referer to another site (`same-origin`; the redirects say `no-referrer`); text from the upstream or the user's claims injected into the page
 //! (escaped; no script runs on these pages).
 //! Does not defend against: someone holding the user's own credentials at their issuer.
 
@@ -29,7 +29,7 @@ mod sign_in;
 
 use crate::auth::Authenticator;
 use crate::html::escape;
-use crate::upstream::user::{Links, CALLBACK, CLIENT_DOCUMENT, SIGNED_IN};
+use crate::upstream::user::{Links, CALLBACKS, CLIENT_DOCUMENT, SIGNED_IN};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,27 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
-const COOKIE: &str = "warden_link";
+/// The cookie that binds flow `id` to the browser that confirmed it: one per flow (two links
+/// at once do not undo each other), `__Host-` on https (no sibling host or path can set it).
+fn cookie_name(links: &Links, id: &str) -> String {
+    let tag = &crate::digest::hex(&crate::digest::sha256(id.as_bytes()))[..12];
+    let host = if https(links) { "__Host-" } else { "" };
+    format!("{host}warden_link_{tag}")
+}
+
+fn https(links: &Links) -> bool {
+    links.base().is_some_and(|b| b.starts_with("https://"))
+}
+
+/// The cookie for flow `id`: `value`, or cleared (`None`).
+fn set_cookie(links: &Links, id: &str, value: Option<&str>) -> String {
+    let name = cookie_name(links, id);
+    let (path, secure) = if https(links) { ("/", "; Secure") } else { ("/oauth/upstream", "") };
+    match value {
+        Some(v) => format!("{name}={v}; Path={path}; HttpOnly; SameSite=Lax; Max-Age=600{secure}"),
+        None => format!("{name}=; Path={path}; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    }
+}
 
 #[derive(Clone)]
 struct Pages {
@@ -59,7 +79,7 @@ pub fn router(
         b.set_link(vec![format!("{base}{SIGNED_IN}")]);
     }
     Router::new()
-        .route(CALLBACK, get(callback))
+        .route(&format!("{CALLBACKS}{{upstream}}"), get(callback))
         .route(SIGNED_IN, get(signed_in))
         .route(CLIENT_DOCUMENT, get(client_document))
         .route("/oauth/upstream/links", get(own::list))
@@ -83,7 +103,9 @@ fn html(status: StatusCode, title: &str, body: &str, form: bool) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends the confirmation
+    // with `Origin: null`, which the check below must refuse. Nothing goes to another site.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if let Ok(v) = HeaderValue::from_str(&format!("default-src 'none'; frame-ancestors 'none'{form}")) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -158,11 +180,20 @@ fn see_other(to: &str, cookie: Option<&str>) -> Response {
     r
 }
 
+/// Whether a POST comes from a page of Warden's own origin: its `Origin` (browsers send it with
+/// every POST), or, without one, `Sec-Fetch-Site: same-origin`. `Origin: null` is refused.
+fn from_own_page(links: &Links, headers: &HeaderMap) -> bool {
+    let own = links.base().and_then(|b| origin_of(&b));
+    match headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or_default()) {
+        Some(o) => own.as_deref() == Some(o),
+        None => headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin"),
+    }
+}
+
 async fn confirm(State(pg): State<Pages>, Path(flow): Path<String>, headers: HeaderMap) -> Response {
     let links = &pg.links;
     // Only this page confirms: a form on another site carries its own Origin.
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if origin.is_none() || origin.map(str::to_string) != links.base().and_then(|b| origin_of(&b)) {
+    if !from_own_page(links, &headers) {
         return refused(StatusCode::FORBIDDEN, "Confirm from the link's own page.");
     }
     let Some((principal, unconfirmed)) = links.with_flow(&flow, |f| (f.principal.clone(), f.browser.is_none())) else {
@@ -197,23 +228,22 @@ async fn confirm(State(pg): State<Pages>, Path(flow): Path<String>, headers: Hea
     if bound != Some(true) {
         return gone();
     }
-    let secure = if links.base().is_some_and(|b| b.starts_with("https://")) { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={secret}; Path=/oauth/upstream; HttpOnly; SameSite=Lax; Max-Age=600{secure}");
-    see_other(&to, Some(&cookie))
+    see_other(&to, Some(&set_cookie(links, &flow, Some(&secret))))
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == COOKIE).then(|| v.to_string())
-    })
-}
-
-/// Whether the request brings the cookie of the browser that confirmed (compared as digests:
-/// the time taken says nothing about the secret).
-fn same_browser(headers: &HeaderMap, browser: Option<&str>) -> bool {
+/// Whether the request brings flow `id`'s cookie of the browser that confirmed it (compared as
+/// digests: the time taken says nothing about the secret).
+fn same_browser(links: &Links, headers: &HeaderMap, id: &str, browser: Option<&str>) -> bool {
+    let name = cookie_name(links, id);
+    let sent =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+            |c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.to_string())
+            },
+        );
     let digest = |s: &str| crate::digest::sha256(s.as_bytes());
-    browser.map(digest).is_some_and(|b| cookie(headers).is_some_and(|c| digest(&c) == b))
+    browser.map(digest).is_some_and(|b| sent.is_some_and(|c| digest(&c) == b))
 }
 
 type Answer = Query<Vec<(String, String)>>;
@@ -235,14 +265,14 @@ async fn signed_in(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap
     let Some((browser, wanted)) = links.with_flow(&flow, |f| (f.browser.clone(), f.principal.binding_key())) else {
         return gone();
     };
-    if !same_browser(&headers, browser.as_deref()) {
+    if !same_browser(links, &headers, &flow, browser.as_deref()) {
         links.drop_flow(&flow);
         return refused(
             StatusCode::BAD_REQUEST,
             "This link was confirmed in another browser. Make the request again from your client.",
         );
     }
-    let who = match sign_in::finish(links, &pg.auth, &s, &q).await {
+    let who = match sign_in::finish(&pg.auth, &s, &q).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "sign-in for a link failed");
@@ -270,13 +300,21 @@ async fn signed_in(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap
     }
 }
 
-async fn callback(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap) -> Response {
+async fn callback(
+    State(pg): State<Pages>,
+    Path(upstream): Path<String>,
+    Query(q): Answer,
+    headers: HeaderMap,
+) -> Response {
     let links = &pg.links;
     if malformed(&q) {
         return refused(StatusCode::BAD_REQUEST, "The answer is malformed.");
     }
-    let Some(flow) = links.take_by_state(state_of(&q)) else { return gone() };
-    if !same_browser(&headers, flow.browser.as_deref()) {
+    // This upstream's flow only: another upstream's authorization server cannot answer for it.
+    let Some((id, flow)) = links.take_by_state(&upstream, state_of(&q)) else { return gone() };
+    let clear = set_cookie(links, &id, None);
+    let refused = |status, why: &str| with_cookie(refused(status, why), &clear);
+    if !same_browser(links, &headers, &id, flow.browser.as_deref()) {
         return refused(
             StatusCode::BAD_REQUEST,
             "This link was confirmed in another browser. Make the request again from your client.",
@@ -292,7 +330,7 @@ async fn callback(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap)
         Ok(c) => c,
         Err(e) => return refused(StatusCode::BAD_REQUEST, &e),
     };
-    let (upstream, who) = (flow.upstream.clone(), flow.principal.clone());
+    let who = flow.principal.clone();
     match links.complete(flow, &code).await {
         Ok(()) => {
             let mut e = warden_audit::Event::new("credential", "success");
@@ -303,22 +341,27 @@ async fn callback(State(pg): State<Pages>, Query(q): Answer, headers: HeaderMap)
             if pg.audit.commit(e).await.is_err() {
                 tracing::error!(upstream = %upstream, "an account was linked but its audit record was not stored");
             }
-            html(
-                StatusCode::OK,
-                "Account linked",
-                &format!(
-                    "<p>Your account at <b>{}</b> is linked. Return to your client and retry.</p>",
-                    escape(&upstream)
-                ),
-                false,
-            )
+            let page = format!(
+                "<p>Your account at <b>{}</b> is linked. Return to your client and retry.</p>",
+                escape(&upstream)
+            );
+            with_cookie(html(StatusCode::OK, "Account linked", &page, false), &clear)
         }
         Err(e) => {
             tracing::warn!(upstream = %upstream, error = %e, "account link failed");
-            refused(
-                StatusCode::BAD_GATEWAY,
-                "The upstream's authorization server did not give a token. Make the request again from your client.",
-            )
+            let why = if e.contains("beyond oauth.scope") {
+                "The upstream granted more than Warden allows for it. Nothing was linked."
+            } else {
+                "The upstream's authorization server did not give a token. Make the request again from your client."
+            };
+            refused(StatusCode::BAD_GATEWAY, why)
         }
     }
+}
+
+fn with_cookie(mut r: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }

@@ -14,10 +14,16 @@
 //! Does not defend against: a user who has the link's user's own credentials at the issuer.
 
 use crate::auth::Authenticator;
-use crate::upstream::link::{self, Discovered};
+use crate::upstream::link::{self, Discovered, Outbound};
 use crate::upstream::user::{Links, SignIn};
 use std::sync::Arc;
 use warden_policy::{AuthMethod, Principal};
+
+/// How the issuer is reached: its own host as configured (an issuer Warden trusts tokens of),
+/// any other host its metadata names only at public addresses.
+fn outbound(issuer: &str) -> Result<Outbound, String> {
+    Outbound::guarded([issuer])
+}
 
 /// Start the sign-in of whoever opened a link for `p`: the URL at `p`'s issuer.
 pub async fn start(
@@ -34,12 +40,14 @@ pub async fn start(
     let (d, id) = match links.sign_in_client(&issuer) {
         Some(known) => known,
         None => {
-            let meta = link::server_metadata(links.http(), &issuer).await?;
+            let http = outbound(&issuer)?;
+            let meta = link::server_metadata(&http, &issuer).await?;
             let d =
                 Discovered { resource: resource.to_string(), resource_scopes: vec![], issuer: issuer.clone(), meta };
             let pre = auth.sign_in_client(&issuer, resource)?;
             let cimd = links.cimd_url();
-            let id = link::identify(links.http(), &d, redirect_uri, pre, cimd.as_deref()).await?;
+            let id = link::identify(&http, &d, redirect_uri, pre, cimd.as_deref()).await?;
+            let d = Arc::new(d);
             links.keep_sign_in_client(&issuer, d.clone(), id.clone());
             (d, id)
         }
@@ -51,15 +59,10 @@ pub async fn start(
 }
 
 /// Finish the sign-in: who it says opened the link.
-pub async fn finish(
-    links: &Links,
-    auth: &Authenticator,
-    s: &SignIn,
-    answer: &[(String, String)],
-) -> Result<Arc<Principal>, String> {
+pub async fn finish(auth: &Authenticator, s: &SignIn, answer: &[(String, String)]) -> Result<Arc<Principal>, String> {
     let code = link::code_from(&s.d, &s.pending, answer)?;
     let t = link::token(
-        links.http(),
+        &outbound(&s.d.issuer)?,
         &s.d,
         &s.id,
         &[

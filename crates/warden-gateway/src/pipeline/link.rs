@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Longest wait for a link the user accepted to open.
 pub const LINK_WAIT: Duration = Duration::from_secs(300);
+/// How long a flow that ended may take to become a link (its code redeemed, the vault written).
+const REDEEMING: Duration = Duration::from_secs(15);
 /// How often the vault is looked at while waiting.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -46,16 +48,23 @@ pub async fn ask(s: &RelaySession, peer: &Peer, e: &GatewayError) -> bool {
         "url": url,
         "elicitationId": url.rsplit('/').next().unwrap_or_default(),
     });
+    // One deadline for the answer and the link together.
+    let until = Instant::now() + LINK_WAIT;
     let answer = tokio::time::timeout(LINK_WAIT, peer.request("elicitation/create", Some(params))).await;
     let accepted = matches!(&answer, Ok(Ok(r)) if r.get("action").and_then(Value::as_str) == Some("accept"));
     if !accepted {
         tracing::info!(upstream = %upstream, subject = %s.principal.subject, "link not accepted");
         return false;
     }
-    let until = Instant::now() + LINK_WAIT;
+    let mut gone: Option<Instant> = None;
     while Instant::now() < until {
         if link.is_linked(&s.principal).await {
             return true;
+        }
+        // The flow ended: linked within moments (its code being redeemed), or not at all
+        // (refused, expired): nothing more to wait for.
+        if !link.waiting(&s.principal) && gone.get_or_insert_with(Instant::now).elapsed() > REDEEMING {
+            return false;
         }
         tokio::time::sleep(POLL).await;
     }

@@ -73,20 +73,18 @@ impl Service for Relay {
                     if !s.reaches(i) {
                         return None; // not even its existence is shown to other tenants
                     }
-                    match known {
-                        Some(k) => Some(k),
-                        None => match s.conn(i).await {
-                            Ok(c) => c.init(),
-                            // Each user's own account, not linked yet: its tools are shown (a
-                            // listing answers with the link) until the link says more.
-                            Err(GatewayError::LinkRequired { .. }) => Some(ServerInit {
-                                protocol_version: negotiated.to_string(),
-                                capabilities: json!({"tools": {"listChanged": true}}),
-                                server_info: json!({}),
-                                instructions: None,
-                            }),
-                            Err(_) => None,
-                        },
+                    let link = s.shared.specs[i].for_tenant(s.principal.tenant.as_deref()).and_then(|x| x.user.clone());
+                    match (known, link) {
+                        (Some(k), _) => Some(k),
+                        // Each user's own account, not linked yet (no flow is started here): a
+                        // listing answers with the link, so tools are announced.
+                        (None, Some(l)) if !l.is_linked(&s.principal).await => Some(ServerInit {
+                            protocol_version: negotiated.to_string(),
+                            capabilities: json!({"tools": {"listChanged": true}}),
+                            server_info: json!({}),
+                            instructions: None,
+                        }),
+                        (None, _) => s.conn(i).await.ok().and_then(|c| c.init()),
                     }
                 }
             }))

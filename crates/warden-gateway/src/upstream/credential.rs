@@ -24,17 +24,12 @@ pub enum Credential {
         x: Arc<Exchanger>,
         offered: Mutex<Option<Offered>>,
     },
-    /// The owner's linked account; `last`: the short digest of the token last presented.
+    /// The owner's linked account; `last`: the digest of the token last presented.
     User {
         link: Arc<UserLink>,
         owner: Box<Principal>,
         last: Mutex<Option<String>>,
     },
-}
-
-/// The short digest (12 hex) of a token, for the record.
-fn short(token: &[u8]) -> String {
-    crate::digest::hex(&crate::digest::sha256(token))[..12].to_string()
 }
 
 impl Credential {
@@ -80,8 +75,8 @@ impl Credential {
             }
             Credential::User { link, owner, last } => match link.header(owner).await {
                 Ok(v) => {
-                    let token = v.as_bytes().strip_prefix(b"Bearer ").unwrap_or_default();
-                    *last.lock() = Some(short(token));
+                    let token = v.to_str().unwrap_or_default().trim_start_matches("Bearer ");
+                    *last.lock() = Some(super::user::token_digest(token));
                     Ok(Some(v))
                 }
                 Err(NoToken::NotLinked) => Err("this user's account at the upstream is not linked".into()),
@@ -100,7 +95,12 @@ impl Credential {
                     x.invalidate(token.get().unwrap_or_default());
                 }
             }
-            Credential::User { link, owner, .. } => link.refused(owner).await,
+            Credential::User { link, owner, last } => {
+                let seen = last.lock().clone();
+                if let Some(seen) = seen {
+                    link.refused(owner, seen).await;
+                }
+            }
         }
     }
 
@@ -117,7 +117,7 @@ impl Credential {
                 Err(_) => "exchange".into(),
             }),
             Credential::User { last, .. } => Some(match &*last.lock() {
-                Some(d) => format!("user:{d}"),
+                Some(d) => format!("user:{}", &d[..12]),
                 None => "user".into(),
             }),
         }

@@ -18,17 +18,17 @@
 //! Defends against: a resource that is not the upstream (resource mismatch: refused), metadata
 //! of another issuer (mix-up: refused), an authorization answer from another server (`iss`),
 //! code injection (`state`), code interception (PKCE), answers too large (64 KiB) or slow
-//! (10 s), redirects (not followed).
+//! (10 s), redirects (not followed), requests to internal addresses the upstream names
+//! (`outbound.rs`, when guarded).
 //! Does not defend against: a malicious authorization server the operator pointed at.
 
+pub use super::outbound::Outbound;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const MAX_ANSWER: usize = 64 << 10;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `WWW-Authenticate: Bearer …` challenge's parameters.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -87,16 +87,10 @@ impl Discovered {
     }
 }
 
-/// The HTTP client for these exchanges: no redirects followed, 10 s per request, and the
-/// outbound resolver that drops metadata and link-local addresses (`dns.rs`).
-pub fn client() -> Result<reqwest::Client, String> {
-    crate::dns::client_builder().timeout(TIMEOUT).build().map_err(|e| format!("HTTP client: {e}"))
-}
-
 /// GET `url` as JSON: its status and body (`Null` when not JSON).
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {
-    crate::config::check_remote_url(url).map_err(|m| format!("{url}: {m}"))?;
-    let r = http.get(url).header("accept", "application/json").send().await.map_err(|e| format!("{url}: {e}"))?;
+async fn get_json(http: &Outbound, url: &str) -> Result<(u16, Value), String> {
+    let r = http.request(reqwest::Method::GET, url).await?;
+    let r = r.header("accept", "application/json").send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = r.status().as_u16();
     Ok((status, read_json(r).await.unwrap_or(Value::Null)))
 }
@@ -119,7 +113,7 @@ fn well_known(url: &reqwest::Url, name: &str, with_path: bool) -> String {
 }
 
 /// From the upstream at `mcp_url` and its challenge: the resource and its authorization server.
-pub async fn discover(http: &reqwest::Client, mcp_url: &str, c: &Challenge) -> Result<Discovered, String> {
+pub async fn discover(http: &Outbound, mcp_url: &str, c: &Challenge) -> Result<Discovered, String> {
     let url = reqwest::Url::parse(mcp_url).map_err(|e| format!("upstream URL: {e}"))?;
     let candidates = match &c.resource_metadata {
         Some(u) => vec![u.clone()],
@@ -154,7 +148,7 @@ pub async fn discover(http: &reqwest::Client, mcp_url: &str, c: &Challenge) -> R
 
 /// An authorization server's metadata (RFC 8414, then OpenID discovery; path insertion first),
 /// whose `issuer` must be `issuer` exactly.
-pub async fn server_metadata(http: &reqwest::Client, issuer: &str) -> Result<Value, String> {
+pub async fn server_metadata(http: &Outbound, issuer: &str) -> Result<Value, String> {
     let iss = reqwest::Url::parse(issuer).map_err(|e| format!("authorization server: {e}"))?;
     let has_path = !iss.path().trim_end_matches('/').is_empty();
     let mut urls =
@@ -219,7 +213,7 @@ pub struct Identity {
 /// Who Warden is at `d`'s server: `preregistered` (id, secret) when given; else the metadata
 /// document at `cimd_url` when the server takes them; else a dynamic registration.
 pub async fn identify(
-    http: &reqwest::Client,
+    http: &Outbound,
     d: &Discovered,
     redirect_uri: &str,
     preregistered: Option<(String, Option<String>)>,
@@ -260,7 +254,8 @@ pub async fn identify(
         // SEP-837: a loopback redirect is a native application's; any other, a web one.
         "application_type": if loopback(redirect_uri) { "native" } else { "web" },
     });
-    let r = http.post(&endpoint).json(&body).send().await.map_err(|e| format!("registration: {e}"))?;
+    let r = http.request(reqwest::Method::POST, &endpoint).await?;
+    let r = r.json(&body).send().await.map_err(|e| format!("registration: {e}"))?;
     let status = r.status();
     let v = read_json(r).await.map_err(|e| format!("registration: {e}"))?;
     let id = v.get("client_id").and_then(Value::as_str).filter(|_| status.is_success());
@@ -377,17 +372,52 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// Why the token endpoint gave no token.
+#[derive(Debug)]
+pub enum TokenError {
+    /// The server answered and refused: its status and `error` (`invalid_grant`, …).
+    Refused { status: u16, error: Option<String> },
+    /// No answer that says: unreachable, too large, not JSON, not allowed.
+    Failed(String),
+}
+
+impl TokenError {
+    /// The grant itself is no good (revoked, expired, used): the user must authorize again.
+    /// Anything else (the client refused, the server down) says nothing about the grant.
+    pub fn grant_refused(&self) -> bool {
+        matches!(self, TokenError::Refused { error: Some(e), .. } if e == "invalid_grant")
+    }
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::Refused { status, error } => {
+                write!(f, "token request refused ({status}): {}", error.as_deref().unwrap_or("no error named"))
+            }
+            TokenError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<TokenError> for String {
+    fn from(e: TokenError) -> String {
+        e.to_string()
+    }
+}
+
 /// Redeem `code` (or a refresh token) at the token endpoint.
 pub async fn token(
-    http: &reqwest::Client,
+    http: &Outbound,
     d: &Discovered,
     id: &Identity,
     grant: &[(&str, &str)],
-) -> Result<Tokens, String> {
-    let endpoint = d.endpoint("token_endpoint")?;
+) -> Result<Tokens, TokenError> {
+    let endpoint = d.endpoint("token_endpoint").map_err(TokenError::Failed)?;
     let mut form: Vec<(&str, &str)> = grant.to_vec();
     form.push(("resource", &d.resource));
-    let mut req = http.post(&endpoint).header("accept", "application/json");
+    let req = http.request(reqwest::Method::POST, &endpoint).await.map_err(TokenError::Failed)?;
+    let mut req = req.header("accept", "application/json");
     match &id.auth {
         ClientAuth::None => form.push(("client_id", &id.client_id)),
         ClientAuth::Basic(secret) => req = req.basic_auth(&id.client_id, Some(secret)),
@@ -396,12 +426,14 @@ pub async fn token(
             form.push(("client_secret", secret));
         }
     }
-    let r = req.form(&form).send().await.map_err(|e| format!("token request: {e}"))?;
+    let r =
+        req.form(&form).send().await.map_err(|e| TokenError::Failed(format!("token request: {}", e.without_url())))?;
     let status = r.status();
-    let v = read_json(r).await.map_err(|e| format!("token answer: {e}"))?;
+    let v = read_json(r).await.map_err(|e| TokenError::Failed(format!("token answer: {e}")))?;
     let access = v.get("access_token").and_then(Value::as_str).filter(|_| status.is_success());
     let Some(access) = access else {
-        return Err(format!("token request refused ({status}): {}", v.get("error").unwrap_or(&Value::Null)));
+        let error = v.get("error").and_then(Value::as_str).map(|e| e.chars().take(64).collect());
+        return Err(TokenError::Refused { status: status.as_u16(), error });
     };
     Ok(Tokens {
         access_token: access.to_string(),

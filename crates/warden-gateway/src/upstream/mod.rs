@@ -20,6 +20,7 @@ pub mod link;
 mod listing;
 pub mod modern;
 pub mod oauth;
+mod outbound;
 pub mod program;
 pub mod shared;
 mod spec;

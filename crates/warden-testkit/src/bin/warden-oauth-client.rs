@@ -61,16 +61,17 @@ impl Session {
     async fn authorize(
         &mut self,
         http: &reqwest::Client,
+        outbound: &link::Outbound,
         url: &str,
         challenge: &link::Challenge,
         preregistered: &Option<(String, Option<String>)>,
     ) -> Result<(), String> {
-        let d = link::discover(http, url, challenge).await?;
+        let d = link::discover(outbound, url, challenge).await?;
         let id = match self.identity.take() {
             Some((issuer, id)) if issuer == d.issuer => id,
             _ => {
                 self.granted.clear();
-                link::identify(http, &d, REDIRECT, preregistered.clone(), Some(CIMD)).await?
+                link::identify(outbound, &d, REDIRECT, preregistered.clone(), Some(CIMD)).await?
             }
         };
         let mut scopes = self.granted.clone();
@@ -88,7 +89,7 @@ impl Session {
             ("redirect_uri", pending.redirect_uri.as_str()),
             ("code_verifier", pending.verifier.as_str()),
         ];
-        let tokens = link::token(http, &d, &id, &grant).await?;
+        let tokens = link::token(outbound, &d, &id, &grant).await?;
         self.granted = scopes;
         self.token = Some(tokens.access_token);
         self.identity = Some((d.issuer.clone(), id));
@@ -97,7 +98,12 @@ impl Session {
 }
 
 async fn run(url: &str) -> Result<(), String> {
-    let http = link::client()?;
+    let outbound = link::Outbound::open()?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
     let version = std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION").unwrap_or_else(|_| "2025-11-25".into());
     let context: Value =
         std::env::var("MCP_CONFORMANCE_CONTEXT").ok().and_then(|c| serde_json::from_str(&c).ok()).unwrap_or_default();
@@ -139,7 +145,7 @@ async fn run(url: &str) -> Result<(), String> {
             if tries > 3 {
                 return Err(format!("{method}: still refused after authorizing three times"));
             }
-            session.authorize(&http, url, &challenge, &preregistered).await?;
+            session.authorize(&http, &outbound, url, &challenge, &preregistered).await?;
         }
     }
     session.token.map(drop).ok_or_else(|| "never authorized".to_string())

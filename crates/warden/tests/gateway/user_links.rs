@@ -69,23 +69,37 @@ enum Outcome {
     Refused(u16, String),
 }
 
+/// What a hostile hand does to the browser's way through a link.
+#[derive(Clone, Copy, PartialEq)]
+enum Tamper {
+    None,
+    /// The sign-in's answer arrives without the cookie (another browser).
+    NoCookieAtSignIn,
+    /// Signed in, but the upstream's answer arrives without the cookie.
+    NoCookieAtCallback,
+    /// The upstream's answer is first sent to another upstream's callback.
+    OtherUpstreamsCallback,
+}
+
 /// What a browser does with `link`: the page (it names `expect_named`), the confirmation from
 /// the page's origin (a cookie, and a redirect to sign in at A's issuer), the sign-in there as
 /// `signs_in_as`, back to A, on to the upstream's authorization server (the IdP again) to sign
-/// in as `signs_in_as`, and the callback. Without the cookie after the confirmation when
-/// `drop_cookie`.
-async fn browse(link: &str, expect_named: &str, signs_in_as: &str, drop_cookie: bool) -> Outcome {
+/// in as `signs_in_as`, and the callback; `tamper` as said.
+async fn browse(link: &str, expect_named: &str, signs_in_as: &str, tamper: Tamper) -> Outcome {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = http.get(link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
+    // Not `no-referrer`: a browser would then send the confirmation with `Origin: null`.
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     let text = page.text().await.unwrap();
     assert!(text.contains(&format!("<b>{expect_named}</b>")), "the page names whom the link is for: {text}");
     let origin = reqwest::Url::parse(link).unwrap().origin().ascii_serialization();
     let r = http.post(link).header("origin", &origin).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("warden_link_"), "{cookie}");
     let mut next = r.headers()["location"].to_str().unwrap().to_string();
     // Two sign-ins at the IdP: as A's user, then at the upstream's authorization server.
     for step in ["sign-in", "upstream"] {
@@ -94,8 +108,16 @@ async fn browse(link: &str, expect_named: &str, signs_in_as: &str, drop_cookie: 
         assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
         let back = r.headers()["location"].to_str().unwrap().to_string();
         assert!(back.starts_with(&origin), "back to Warden: {back}");
+        if step == "upstream" && tamper == Tamper::OtherUpstreamsCallback {
+            let elsewhere = back.replace("/callback/b?", "/callback/other?");
+            assert_ne!(elsewhere, back);
+            let r = http.get(&elsewhere).header("cookie", &cookie).send().await.unwrap();
+            assert_eq!(r.status(), 404, "another upstream's callback knows no such flow");
+        }
+        let drop =
+            matches!((step, tamper), ("sign-in", Tamper::NoCookieAtSignIn) | ("upstream", Tamper::NoCookieAtCallback));
         let mut req = http.get(&back);
-        if !drop_cookie {
+        if !drop {
             req = req.header("cookie", &cookie);
         }
         let r = req.send().await.unwrap();
@@ -129,7 +151,7 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     let bobs = link_of(&bob.tool(1, "echo", json!({"text": "hi"})).await);
     assert_ne!(bobs, link, "each user their own link");
     // Alice links; a call now reaches B as alice (B accepts only the IdP's tokens for B).
-    assert_eq!(browse(&link, "alice", "alice", false).await, Outcome::Linked);
+    assert_eq!(browse(&link, "alice", "alice", Tamper::None).await, Outcome::Linked);
     let r = alice.tool(3, "echo", json!({"text": "as alice"})).await;
     assert_eq!(echo_text(&r), "as alice", "{r}");
     assert!(b.log().contains("subject=alice"), "{}", b.log());
@@ -137,7 +159,7 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     link_of(&bob.tool(2, "echo", json!({"text": "hi"})).await);
     assert!(!b.log().contains("subject=bob"));
     // Bob links, signing in as bob.
-    assert_eq!(browse(&bobs, "bob", "bob", false).await, Outcome::Linked);
+    assert_eq!(browse(&bobs, "bob", "bob", Tamper::None).await, Outcome::Linked);
     assert_eq!(echo_text(&bob.tool(3, "echo", json!({"text": "as bob"})).await), "as bob");
     assert!(b.log().contains("subject=bob"), "{}", b.log());
     assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 4, "two sign-ins, two links");
@@ -218,14 +240,14 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     }
 }
 
-/// Hostile browsers: a form on another site cannot confirm a flow; a callback without the
-/// cookie of the browser that confirmed (the link phished to someone else, or the answer
-/// replayed) links nothing and spends the flow; a state nobody issued is unknown; the page
-/// escapes what it shows.
+/// Hostile browsers: a form on another site (or of no origin) cannot confirm a flow; answers
+/// without the cookie of the browser that confirmed (at the sign-in or at the callback) link
+/// nothing and spend the flow; a state nobody issued is unknown; an answer sent to another
+/// upstream's callback is not taken there; the page escapes what it shows.
 #[tokio::test]
 async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
     let idp = Idp::start().await;
-    let (a, b) = a_in_front_of_b(&idp, "");
+    let (a, _b) = a_in_front_of_b(&idp, "");
     let alice = client_of(&idp, &a, "alice").await;
     let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -236,8 +258,10 @@ async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
         }
         assert_eq!(req.send().await.unwrap().status(), 403, "confirmed from {origin:?}");
     }
-    // Confirmed, but the answer arrives in a browser without the cookie.
-    let Outcome::Refused(status, page) = browse(&link, "alice", "alice", true).await else { panic!() };
+    // Confirmed, but the sign-in's answer arrives in a browser without the cookie.
+    let Outcome::Refused(status, page) = browse(&link, "alice", "alice", Tamper::NoCookieAtSignIn).await else {
+        panic!()
+    };
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("another browser"), "{page}");
     link_of(&alice.tool(2, "echo", json!({"text": "still not linked"})).await);
@@ -246,13 +270,38 @@ async fn a_link_completes_only_in_the_browser_that_confirmed_it() {
     assert_eq!(http.get(&link).send().await.unwrap().status(), 404);
     let fresh = link_of(&alice.tool(3, "echo", json!({"text": "again"})).await);
     assert_ne!(fresh, link);
-    let cb = format!("{}/oauth/upstream/callback?code=x&state=forged", a.url.trim_end_matches("/mcp"));
+    // Signed in as alice, but the upstream's answer arrives without the cookie: refused at the
+    // callback, nothing linked (only the sign-in's code was redeemed).
+    let Outcome::Refused(status, page) = browse(&fresh, "alice", "alice", Tamper::NoCookieAtCallback).await else {
+        panic!()
+    };
+    assert_eq!(status, 400, "{page}");
+    assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 1);
+    link_of(&alice.tool(4, "echo", json!({"text": "still not linked"})).await);
+    let cb = format!("{}/oauth/upstream/callback/b?code=x&state=forged", a.url.trim_end_matches("/mcp"));
     assert_eq!(http.get(&cb).send().await.unwrap().status(), 404);
+    // An answer sent to another upstream's callback first is not taken there; the right one
+    // still completes.
+    let fresh = link_of(&alice.tool(5, "echo", json!({"text": "again"})).await);
+    assert_eq!(browse(&fresh, "alice", "alice", Tamper::OtherUpstreamsCallback).await, Outcome::Linked);
+    assert_eq!(echo_text(&alice.tool(6, "echo", json!({"text": "linked"})).await), "linked");
+    // Confirmation from a page of no origin (`Origin: null`, what `no-referrer` would make a
+    // browser send) is refused; `Sec-Fetch-Site: same-origin` without an Origin is the page's.
+    let carol = client_of(&idp, &a, "carol").await;
+    let fresh = link_of(&carol.tool(1, "echo", json!({"text": "hi"})).await);
+    assert_eq!(http.post(&fresh).header("origin", "null").send().await.unwrap().status(), 403);
+    assert_eq!(http.post(&fresh).header("sec-fetch-site", "cross-site").send().await.unwrap().status(), 403);
+    assert_eq!(http.post(&fresh).header("sec-fetch-site", "same-origin").send().await.unwrap().status(), 303);
+    // The page escapes what it shows (the user's subject here).
+    let odd = client_of(&idp, &a, "<img src=x onerror=alert(1)>").await;
+    let fresh = link_of(&odd.tool(1, "echo", json!({"text": "hi"})).await);
+    let page = http.get(&fresh).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;") && !page.contains("<img"), "{page}");
     // Confirmed once only: a second confirmation (another browser) is refused.
+    let fresh = link_of(&client_of(&idp, &a, "erin").await.tool(1, "echo", json!({"text": "hi"})).await);
     let origin = reqwest::Url::parse(&fresh).unwrap().origin().ascii_serialization();
     assert_eq!(http.post(&fresh).header("origin", &origin).send().await.unwrap().status(), 303);
     assert_eq!(http.post(&fresh).header("origin", &origin).send().await.unwrap().status(), 404);
-    assert!(!b.log().contains("subject=alice"), "nothing reached B as alice");
 }
 
 /// Tokens expire and are refreshed (one refresh per expiry, not per call); a grant the
@@ -266,7 +315,7 @@ async fn linked_tokens_are_refreshed_and_a_withdrawn_grant_asks_for_a_new_link()
     let (a, _b) = a_in_front_of_b(&idp, "");
     let alice = client_of(&idp, &a, "alice").await;
     let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
-    assert_eq!(browse(&link, "alice", "alice", false).await, Outcome::Linked);
+    assert_eq!(browse(&link, "alice", "alice", Tamper::None).await, Outcome::Linked);
     assert_eq!(echo_text(&alice.tool(2, "echo", json!({"text": "x"})).await), "x");
     assert_eq!(idp.state.refreshes.load(Ordering::SeqCst), 0, "a fresh token is used as it is");
     // Past half its life, concurrent calls share one refresh.
@@ -310,7 +359,7 @@ async fn a_2026_client_is_asked_to_open_the_link_and_its_call_goes_on() {
     assert_eq!((q["method"].as_str(), q["params"]["mode"].as_str()), (Some("elicitation/create"), Some("url")), "{q}");
     let link = q["params"]["url"].as_str().unwrap().to_string();
     assert_eq!(link, first, "the same waiting link");
-    assert_eq!(browse(&link, "carol", "carol", false).await, Outcome::Linked);
+    assert_eq!(browse(&link, "carol", "carol", Tamper::None).await, Outcome::Linked);
     let mut retry = call(caps);
     retry["inputResponses"] = json!({ k: {"action": "accept"} });
     retry["requestState"] = r1["result"]["requestState"].clone();
@@ -330,7 +379,7 @@ async fn a_link_sent_to_someone_else_links_nothing() {
     let (a, b) = a_in_front_of_b(&idp, "");
     let mallory = client_of(&idp, &a, "mallory").await;
     let link = link_of(&mallory.tool(1, "echo", json!({"text": "hi"})).await);
-    let Outcome::Refused(status, page) = browse(&link, "mallory", "bob", false).await else { panic!("linked") };
+    let Outcome::Refused(status, page) = browse(&link, "mallory", "bob", Tamper::None).await else { panic!("linked") };
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("You signed in as bob"), "{page}");
     assert_eq!(idp.state.redeemed.load(Ordering::SeqCst), 1, "only the sign-in's code: no upstream code redeemed");
@@ -383,7 +432,8 @@ async fn a_2025_client_that_takes_url_elicitation_is_asked_and_its_call_waits_fo
                         asked.push(m["params"].clone());
                         if reply["action"] == "accept" {
                             let url = m["params"]["url"].as_str().unwrap().to_string();
-                            browser = Some(tokio::spawn(async move { browse(&url, "dave", "dave", false).await }));
+                            browser =
+                                Some(tokio::spawn(async move { browse(&url, "dave", "dave", Tamper::None).await }));
                         }
                         let r = c.post(&json!({"jsonrpc": "2.0", "id": m["id"], "result": reply})).await;
                         assert_eq!(r.status, 202);
