@@ -1,5 +1,5 @@
 //! The pages a user's browser goes through to link their account at an upstream
-//! (`[upstream.oauth] mode = "user"`, `upstream/user.rs`), on Warden's MCP listener:
+//! (`[upstream.oauth] mode = "user"`, `upstream/user/`), on Warden's MCP listener:
 //!
 //! - `GET /oauth/upstream/{flow}`: whom the link is for (the Warden user, tenant, issuer) and
 //!   which upstream, with a button to continue;

@@ -1,5 +1,5 @@
 //! Stage 5½, for an upstream of each user's own account (`[upstream.oauth] mode = "user"`,
-//! `upstream/user.rs`): a request that routing or a listing answered with
+//! `upstream/user/`): a request that routing or a listing answered with
 //! [`GatewayError::LinkRequired`]. A client that takes URL elicitation is asked to open the
 //! link (`elicitation/create`, mode `url`: a 2025-11-25 session's request, a 2026-07-28
 //! client's `input_required` for a call, read or prompt); once the user accepts, the request

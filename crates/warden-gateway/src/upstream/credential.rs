@@ -1,6 +1,6 @@
 //! Whose credential one HTTP upstream connection presents (`[upstream.oauth] mode`): none,
 //! Warden's own (client credentials, `oauth.rs`), each caller's token exchanged (`oauth.rs`),
-//! or each user's linked account (`user.rs`). A connection that acts for a caller serves that
+//! or each user's linked account (`user/`). A connection that acts for a caller serves that
 //! caller only (`relay/upstreams.rs`).
 //!
 //! Defends against: a request going up with another caller's credential (the exchanged token is

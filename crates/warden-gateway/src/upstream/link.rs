@@ -11,7 +11,7 @@
 //! the server's issuer whenever present, and required when the server advertises it; the code
 //! redeemed with the client authentication the registration named.
 //!
-//! Used by `user.rs` (each user's link, kept in the vault) and `sign_in.rs` (who opens a link);
+//! Used by `user/` (each user's link, kept in the vault) and `sign_in.rs` (who opens a link);
 //! `warden-oauth-client` (warden-testkit) runs it against the official conformance suite's
 //! client scenarios.
 //!

@@ -3,7 +3,7 @@
 //! endpoints that server's metadata names (registration, token). No redirects are followed, each
 //! request has 10 s, and the resolver drops metadata and link-local addresses (`dns.rs`).
 //!
-//! Guarded ([`Outbound::guarded`], how `user.rs` and the link pages use it): a host the operator
+//! Guarded ([`Outbound::guarded`], how `user/` and the link pages use it): a host the operator
 //! named (the upstream's own, `oauth.issuer`'s, a configured issuer's) is reached as configured;
 //! any other must resolve to public addresses only, and the request goes to the address checked
 //! (no second lookup that could answer differently).
