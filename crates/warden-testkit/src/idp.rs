@@ -77,8 +77,8 @@ fn exchange(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Respon
 }
 
 /// `GET /authorize` (authorization code with PKCE S256, for client `warden`): the user signs in
-/// by the `user` parameter the test's browser adds; the answer goes to `redirect_uri` with
-/// `code`, `state` and `iss`.
+/// by the `user` parameter the test's browser adds (and consents to the scopes of `grant`, when
+/// the browser adds it); the answer goes to `redirect_uri` with `code`, `state` and `iss`.
 async fn authorize(
     State(s): State<Arc<IdpState>>,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
@@ -95,7 +95,12 @@ async fn authorize(
         return (axum::http::StatusCode::BAD_REQUEST, "bad authorization request").into_response();
     }
     let code = B64.encode(ring::rand::generate::<[u8; 16]>(&ring::rand::SystemRandom::new()).unwrap().expose());
-    s.codes.lock().insert(code.clone(), json!(q));
+    // The user may consent to less than asked (`grant`, the scopes ticked).
+    let mut granted = q.clone();
+    if let Some(g) = q.get("grant") {
+        granted.insert("scope".into(), g.clone());
+    }
+    s.codes.lock().insert(code.clone(), json!(granted));
     let mut to = reqwest::Url::parse(&get("redirect_uri")).unwrap();
     to.query_pairs_mut().append_pair("code", &code).append_pair("state", &get("state")).append_pair("iss", &s.issuer);
     (axum::http::StatusCode::FOUND, [("location", to.to_string())]).into_response()

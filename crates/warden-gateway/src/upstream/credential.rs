@@ -104,6 +104,14 @@ impl Credential {
         }
     }
 
+    /// The upstream answered 403 `insufficient_scope` naming `scope`: for a linked account,
+    /// the user's next request asks them to link again with it (step-up).
+    pub fn insufficient(&self, scope: &str) {
+        if let Credential::User { link, owner, .. } = self {
+            link.step_up(owner, scope);
+        }
+    }
+
     /// Which credential this connection presents (for the audit record; never its value).
     pub fn label(&self) -> Option<String> {
         match self {

@@ -254,6 +254,14 @@ impl HttpTransport {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.credential.refused().await;
         }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            let challenge = (resp.headers().get_all(http::header::WWW_AUTHENTICATE).iter())
+                .filter_map(|v| v.to_str().ok())
+                .find_map(super::link::challenge);
+            if let Some(c) = challenge.filter(|c| c.error.as_deref() == Some("insufficient_scope")) {
+                self.credential.insufficient(c.scope.as_deref().unwrap_or_default());
+            }
+        }
         let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         if !status.is_success() {
             // A JSON-RPC error for this request says more than the status (the stateless

@@ -16,7 +16,11 @@ use warden_testkit::idp::Idp;
 /// A (Warden with `b` in user mode, a vault, callers from the IdP, an audit trail) in front of
 /// B (accepting only the IdP's tokens for B).
 fn a_in_front_of_b(idp: &Idp, more: &str) -> (Proc, Proc) {
-    let b = crate::auth::gateway_with(idp, "");
+    a_in_front_of(idp, crate::auth::gateway_with(idp, ""), "mcp", more)
+}
+
+/// A in front of `b`, asking at most `scope` of it.
+fn a_in_front_of(idp: &Idp, b: Proc, scope: &str, more: &str) -> (Proc, Proc) {
     let dir = warden_testkit::harness::tempdir("user-links");
     std::fs::write(dir.join("client-secret"), "s3cret\n").unwrap();
     std::fs::write(dir.join("vault.key"), "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n").unwrap();
@@ -26,7 +30,7 @@ fn a_in_front_of_b(idp: &Idp, more: &str) -> (Proc, Proc) {
         &format!(
             "[[upstream]]\nname = \"b\"\nnamespace = \"\"\ntransport = \"http\"\nurl = {:?}\n\
              [upstream.oauth]\nmode = \"user\"\nclient_id = \"warden\"\nclient_secret = {{ file = {:?} }}\n\
-             scope = \"mcp\"\nissuer = {:?}\n[vault]\nkey = {{ file = {:?} }}\npath = \"vault.sqlite\"\n\
+             scope = {scope:?}\nissuer = {:?}\n[vault]\nkey = {{ file = {:?} }}\npath = \"vault.sqlite\"\n\
              [auth]\nrequired_scopes = [\"mcp\"]\n[[auth.jwt]]\nissuer = {:?}\nsign_in_client_id = \"warden\"\n\
              sign_in_client_secret = {{ file = {:?} }}\n[audit]\npath = \"audit.jsonl\"\n{more}",
             b.url,
@@ -79,6 +83,8 @@ enum Tamper {
     NoCookieAtCallback,
     /// The upstream's answer is first sent to another upstream's callback.
     OtherUpstreamsCallback,
+    /// At the upstream's authorization server, the user consents to these scopes only.
+    ConsentTo(&'static str),
 }
 
 /// What a browser does with `link`: the page (it names `expect_named`), the confirmation from
@@ -104,7 +110,11 @@ async fn browse(link: &str, expect_named: &str, signs_in_as: &str, tamper: Tampe
     // Two sign-ins at the IdP: as A's user, then at the upstream's authorization server.
     for step in ["sign-in", "upstream"] {
         assert!(next.contains("code_challenge_method=S256") && next.contains("resource="), "{step}: {next}");
-        let r = http.get(format!("{next}&user={signs_in_as}")).send().await.unwrap();
+        let consent = match (step, tamper) {
+            ("upstream", Tamper::ConsentTo(g)) => format!("&grant={}", g.replace(' ', "+")),
+            _ => String::new(),
+        };
+        let r = http.get(format!("{next}&user={signs_in_as}{consent}")).send().await.unwrap();
         assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
         let back = r.headers()["location"].to_str().unwrap().to_string();
         assert!(back.starts_with(&origin), "back to Warden: {back}");
@@ -458,4 +468,35 @@ async fn a_2025_client_that_takes_url_elicitation_is_asked_and_its_call_waits_fo
     assert!(asked[0]["url"].as_str().unwrap().contains("/oauth/upstream/"), "{asked:?}");
     assert_eq!(echo_text(&answer), "as dave", "{answer}");
     assert!(b.log().contains("subject=dave"));
+}
+
+/// Scope step-up: the user consented to less than the upstream needs; the upstream answers 403
+/// `insufficient_scope`; the user's next request gets a link again, asking what was granted
+/// and what the upstream named (within `oauth.scope`); once linked again, calls go through.
+#[tokio::test]
+async fn an_upstream_that_needs_more_scope_gets_a_link_again_asking_for_it() {
+    let idp = Idp::start().await;
+    let trust = format!("[auth]\nrequired_scopes = [\"mcp\", \"extra\"]\n[[auth.jwt]]\nissuer = {:?}\n", idp.issuer);
+    let b = warden("", &format!("{}\n{trust}", warden_testkit::harness::fixture_stdio_upstream("fx", Some(""), "")));
+    let (a, b) = a_in_front_of(&idp, b, "mcp extra", "");
+    let alice = client_of(&idp, &a, "alice").await;
+    let link = link_of(&alice.tool(1, "echo", json!({"text": "hi"})).await);
+    assert_eq!(browse(&link, "alice", "alice", Tamper::ConsentTo("mcp offline_access")).await, Outcome::Linked);
+    // B refuses the token (it lacks `extra`): this call fails (once B's 403 is seen, with the
+    // link to grant more)…
+    let r = alice.tool(2, "echo", json!({"text": "not yet"})).await;
+    assert!(r.get("error").is_some(), "{r}");
+    assert!(!b.log().contains("subject=alice"));
+    // …and so do the next ones, with the same link, until the user links again.
+    let again = link_of(&alice.tool(3, "echo", json!({"text": "link again"})).await);
+    assert_ne!(again, link);
+    if r["error"]["code"] == -32042 {
+        assert_eq!(link_of(&r), again);
+    }
+    assert_eq!(link_of(&alice.tool(4, "echo", json!({"text": "link again"})).await), again);
+    assert_eq!(browse(&again, "alice", "alice", Tamper::None).await, Outcome::Linked);
+    // (A failed connect backs off for half a second.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(echo_text(&alice.tool(5, "echo", json!({"text": "with extra"})).await), "with extra");
+    assert!(b.log().contains("subject=alice"), "{}", b.log());
 }

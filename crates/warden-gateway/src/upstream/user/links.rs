@@ -43,6 +43,8 @@ pub struct Flow {
     pub id: Identity,
     pub pending: Pending,
     pub authorization_url: String,
+    /// A step-up's scopes (a link again, asking for more), if it is one.
+    pub asked: Option<String>,
     /// How the upstream's authorization server is reached (`outbound.rs`, guarded).
     pub http: Outbound,
     /// The most the link may be granted (`oauth.scope`), if limited.
@@ -90,6 +92,9 @@ pub struct Links {
     pub(super) identities: Mutex<HashMap<String, (Identity, Instant)>>,
     /// Warden's client at each issuer its users sign in at, with that issuer's metadata.
     sign_in_clients: Mutex<HashMap<String, SignInClient>>,
+    /// Scopes an upstream asked for beyond a user's link (403 `insufficient_scope`), by
+    /// upstream and binding key: the user's next request asks them to link again with them.
+    pub(super) step_ups: Mutex<HashMap<String, String>>,
     /// One discovery, and one refresh, at a time per key.
     pub(super) gates: Mutex<HashMap<String, Gate>>,
 }
@@ -122,6 +127,7 @@ impl Links {
             found: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             identities: Mutex::new(HashMap::new()),
+            step_ups: Mutex::new(HashMap::new()),
             sign_in_clients: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
         }))
@@ -291,6 +297,7 @@ impl Links {
         let secret = secret_from(t, refresher);
         let (up, p) = (flow.upstream.clone(), flow.principal.clone());
         self.blocking(move |v| v.put(&up, &p, &secret)).await.map_err(|_| "the credential vault is unavailable")?;
+        self.step_ups.lock().remove(&format!("{}\0{}", flow.upstream, flow.principal.binding_key()));
         tracing::info!(upstream = %flow.upstream, subject = %flow.principal.subject, "account linked");
         Ok(())
     }

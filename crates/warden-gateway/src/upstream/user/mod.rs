@@ -142,16 +142,55 @@ impl UserLink {
         self.header(owner).await.is_ok()
     }
 
+    /// The upstream refused `owner`'s token for want of `scope` (403 `insufficient_scope`):
+    /// what of it is within `oauth.scope` is asked for at the user's next request (step-up).
+    /// Scopes beyond `oauth.scope` are never asked: the call just fails.
+    pub fn step_up(&self, owner: &Principal, scope: &str) {
+        let wanted: Vec<&str> = (scope.split_whitespace())
+            .filter(|x| self.ceiling.as_ref().is_none_or(|c| c.iter().any(|y| y == x)))
+            .collect();
+        if wanted.is_empty() {
+            tracing::info!(upstream = %self.upstream, scope, "the upstream asks for scopes beyond oauth.scope; not asked");
+            return;
+        }
+        let key = format!("{}\0{}", self.upstream, owner.binding_key());
+        bounded_insert(&mut self.links.step_ups.lock(), key, wanted.join(" "), |_| true);
+    }
+
+    /// Scopes to ask beyond `owner`'s link, if the upstream asked for some it does not hold.
+    async fn pending_step_up(&self, owner: &Principal) -> Option<String> {
+        let key = format!("{}\0{}", self.upstream, owner.binding_key());
+        // Kept until a link holds it (`Links::complete` clears it).
+        let wanted = self.links.step_ups.lock().get(&key).cloned()?;
+        let (up, p) = (self.upstream.clone(), owner.clone());
+        let granted = self.links.blocking(move |v| v.get(&up, &p)).await.ok().flatten().and_then(|s| s.scope);
+        let granted: Vec<&str> = granted.as_deref().unwrap_or_default().split_whitespace().collect();
+        // Already granted (the upstream wants something else): asking again would loop.
+        if wanted.split_whitespace().all(|w| granted.contains(&w)) {
+            self.links.step_ups.lock().remove(&key);
+            return None;
+        }
+        let mut all: Vec<&str> = granted;
+        all.extend(wanted.split_whitespace().filter(|w| !all.contains(w)).collect::<Vec<_>>());
+        Some(all.join(" "))
+    }
+
     /// `owner` may use this upstream: a usable link is kept for them (refreshed here when it
-    /// expires). Otherwise the link to open.
+    /// expires) that holds what the upstream asked for. Otherwise the link to open.
     pub async fn ensure(&self, owner: &Principal) -> Result<(), GatewayError> {
         match self.header(owner).await {
-            Ok(_) => Ok(()),
+            Ok(_) => match self.pending_step_up(owner).await {
+                None => Ok(()),
+                Some(scope) => {
+                    let url = self.start(owner, Some(&scope)).await?;
+                    Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
+                }
+            },
             Err(NoToken::NotLinked) if !matches!(owner.method, AuthMethod::Jwt | AuthMethod::Introspection) => {
                 Err(GatewayError::CannotLink { upstream: self.upstream.clone() })
             }
             Err(NoToken::NotLinked) => {
-                let url = self.start(owner).await?;
+                let url = self.start(owner, None).await?;
                 Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
             }
             Err(NoToken::Failed(e)) => {
@@ -162,18 +201,25 @@ impl UserLink {
     }
 
     /// Start a flow for `owner` (or hand back the one already waiting): the page's URL.
-    async fn start(&self, owner: &Principal) -> Result<String, GatewayError> {
+    /// `step_up`: the scopes to ask for (a link again, with more).
+    async fn start(&self, owner: &Principal, step_up: Option<&str>) -> Result<String, GatewayError> {
         let base = self.links.base().ok_or(GatewayError::Unavailable)?;
         let binding = owner.binding_key();
+        let step_scope = step_up.map(|s| within(self.ceiling.as_deref(), s));
         {
             let mut flows = self.links.flows.lock();
             flows.retain(|_, f| f.created.elapsed() < FLOW_TTL);
+            let mine = |f: &Flow| f.upstream == self.upstream && f.principal.binding_key() == binding;
+            // A step-up replaces what is waiting and asks for less.
+            if let Some(s) = &step_scope {
+                flows.retain(|_, f| !(mine(f) && f.asked.as_ref() != Some(s)));
+            }
             // A fresh one already waiting (under half its time gone) is handed out again.
             let waiting = flows.iter().find(|(_, f)| {
-                f.upstream == self.upstream
-                    && f.principal.binding_key() == binding
+                mine(f)
                     && f.browser.is_none()
                     && f.created.elapsed() < FLOW_TTL / 2
+                    && (step_scope.is_none() || f.asked == step_scope)
             });
             if let Some((id, _)) = waiting {
                 return Ok(format!("{base}{PAGES}{id}"));
@@ -188,10 +234,11 @@ impl UserLink {
         // Within `oauth.scope`; when nothing asked for is, `oauth.scope` itself (no scope at
         // all would get the server's default, maybe more).
         let asked = link::scope_for(&found.d, &found.challenge).map(|s| within(self.ceiling.as_deref(), &s));
-        let scope = match (asked.filter(|s| !s.is_empty()), &self.ceiling) {
-            (Some(s), _) => Some(s),
-            (None, Some(c)) => Some(c.join(" ")),
-            (None, None) => None,
+        let scope = match (step_scope.clone(), asked.filter(|s| !s.is_empty()), &self.ceiling) {
+            (Some(s), ..) => Some(s),
+            (None, Some(s), _) => Some(s),
+            (None, None, Some(c)) => Some(c.join(" ")),
+            (None, None, None) => None,
         };
         let (url, pending) =
             link::authorization_url(&found.d, &found.id, &redirect_uri, scope.as_deref()).map_err(unavailable)?;
@@ -213,6 +260,7 @@ impl UserLink {
                 id: found.id,
                 pending,
                 authorization_url: url,
+                asked: step_scope,
                 http: self.http.clone(),
                 ceiling: self.ceiling.clone(),
                 browser: None,
