@@ -77,7 +77,7 @@ fn exchange(s: &IdpState, f: &HashMap<String, String>) -> axum::response::Respon
 }
 
 /// `GET /authorize` (authorization code with PKCE S256, for client `warden`): the user signs in
-/// by the `user` parameter the test's browser adds (and consents to the scopes of `grant`, when
+/// by the `user` parameter the test's browser adds (a real browser gets a form that asks it) (and consents to the scopes of `grant`, when
 /// the browser adds it); the answer goes to `redirect_uri` with `code`, `state` and `iss`.
 async fn authorize(
     State(s): State<Arc<IdpState>>,
@@ -89,9 +89,21 @@ async fn authorize(
         && get("client_id") == "warden"
         && get("code_challenge_method") == "S256"
         && !get("code_challenge").is_empty()
-        && !get("redirect_uri").is_empty()
-        && !get("user").is_empty();
-    if !ok {
+        && !get("redirect_uri").is_empty();
+    // A browser without `user`: the sign-in form (the request again, with the name typed).
+    if ok && get("user").is_empty() {
+        let esc = |v: &str| v.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+        let hidden: String = q
+            .iter()
+            .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v)))
+            .collect();
+        let page = format!(
+            "<!doctype html><title>Test IdP sign-in</title><form method=\"get\" action=\"/authorize\">{hidden}\
+             <input name=\"user\" id=\"user\"><button id=\"sign-in\" type=\"submit\">Sign in</button></form>"
+        );
+        return axum::response::Html(page).into_response();
+    }
+    if !ok || get("user").is_empty() {
         return (axum::http::StatusCode::BAD_REQUEST, "bad authorization request").into_response();
     }
     let code = B64.encode(ring::rand::generate::<[u8; 16]>(&ring::rand::SystemRandom::new()).unwrap().expose());

@@ -500,3 +500,32 @@ async fn an_upstream_that_needs_more_scope_gets_a_link_again_asking_for_it() {
     assert_eq!(echo_text(&alice.tool(5, "echo", json!({"text": "with extra"})).await), "with extra");
     assert!(b.log().contains("subject=alice"), "{}", b.log());
 }
+
+/// The link flow in a real browser (headless Chromium driven by `tests/console/link.py`): what
+/// a browser does with the page's form, its Origin and Referrer-Policy, the cookies across the
+/// two sign-ins at the IdP's own forms, is what decides whether anyone can link (a review found
+/// that `no-referrer` made Chromium send `Origin: null`, refused: no one could have linked).
+#[test]
+fn a_user_links_their_account_in_a_real_browser() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let idp = rt.block_on(Idp::start());
+    let (a, b) = a_in_front_of_b(&idp, "");
+    let mut claims = idp.claims(&a.url, "mcp");
+    claims.insert("sub".into(), "frank".into());
+    let token = idp.sign_ed(&claims, Some("ed1"));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/console/link.py"))
+        .args([&a.url, &token, "frank"])
+        .arg(root.join("target/console"))
+        .output()
+        .expect("run tests/console/link.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser run failed\n{stdout}\n{stderr}\nwarden log:\n{}", a.log());
+    assert!(stdout.contains("link: all checks passed"), "{stdout}");
+    assert!(b.log().contains("subject=frank"), "{}", b.log());
+    drop(rt);
+}
