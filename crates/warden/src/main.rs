@@ -17,6 +17,8 @@ mod bench_floor;
 mod bench_policy;
 mod bench_soak;
 mod check;
+mod client_configs;
+mod client_scan;
 mod credentials_cli;
 mod logwriter;
 mod pins;
@@ -65,10 +67,18 @@ enum Cmd {
     /// Connect to upstreams, list what they offer, and print the poisoning scan, pin changes and
     /// look-alike tool names — locally, sending nothing anywhere. Exit status 1 when anything is
     /// found. `warden scan --config FILE`, `warden scan --url URL`, `warden scan [--read-only DIR]… -- CMD
-    /// ARGS…` (sandboxed; `--no-sandbox` for a one-off look).
+    /// ARGS…` (sandboxed; `--no-sandbox` for a one-off look), `warden scan --clients` (the servers
+    /// this machine's MCP clients use; `--client-config FILE` for one file).
     Scan {
         #[command(flatten)]
         target: pins::Target,
+        /// Scan the MCP servers of this machine's clients instead (Claude Desktop, Claude Code,
+        /// Cursor, VS Code, Windsurf: their config files, docs/onboarding.md).
+        #[arg(long, conflicts_with_all = ["config", "url", "command"])]
+        clients: bool,
+        /// Scan the servers of this client config file (repeatable; implies --clients).
+        #[arg(long = "client-config", value_name = "FILE", conflicts_with_all = ["config", "url", "command"])]
+        client_config: Vec<PathBuf>,
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
@@ -303,7 +313,11 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Classifier { action } => warden_classifier::cli::run(action),
-            Cmd::Scan { target, json } => {
+            Cmd::Scan { clients, client_config, json, .. } if clients || !client_config.is_empty() => {
+                found = client_scan::scan(&client_config, json).await? > 0;
+                Ok(())
+            }
+            Cmd::Scan { target, json, .. } => {
                 found = pins::scan(&target, json).await? > 0;
                 Ok(())
             }

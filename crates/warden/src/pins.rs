@@ -122,7 +122,52 @@ fn pin_file_of(cfg: &Config) -> Option<PathBuf> {
 pub async fn scan(target: &Target, as_json: bool) -> anyhow::Result<usize> {
     let cfg = target.config()?;
     let all = read_all(&cfg).await?;
-    let pins = match pin_file_of(&cfg) {
+    let report = findings(&cfg, &all)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({"findings": report}))?);
+    } else {
+        for (server, d) in &all {
+            println!(
+                "{server}: {} tool(s), {} prompt(s), {} resource(s)",
+                d.tools.len(),
+                d.prompts.len(),
+                d.resources.len()
+            );
+        }
+        print_findings(&report);
+        println!("{} finding(s)", report.len());
+    }
+    Ok(report.len())
+}
+
+/// Each finding as one line.
+pub fn print_findings(report: &[Value]) {
+    for f in report {
+        let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+        let place = if s("place").is_empty() { String::new() } else { format!(" ({})", s("place")) };
+        println!("  {} {}:{} — {}{place}", s("kind"), s("server"), s("name"), s("rule"));
+    }
+}
+
+/// Every upstream's definitions, in config order, each one's or why it could not be read.
+pub async fn read_each(cfg: &Config) -> anyhow::Result<Vec<(String, Result<Definitions, String>)>> {
+    let http = http_client()?;
+    let links = warden_gateway::upstream::user::Links::new(None).map_err(|e| anyhow::anyhow!(e))?;
+    let mut out = Vec::new();
+    for u in &cfg.upstreams {
+        let d = match Spec::from_config(u, &cfg.content, &links) {
+            Ok(spec) => list_definitions(&spec, &http).await,
+            Err(e) => Err(e),
+        };
+        out.push((u.name.clone(), d));
+    }
+    Ok(out)
+}
+
+/// The poisoning scan of the definitions read, their pins (when the config has a pin file), and
+/// look-alike tool names across servers.
+pub fn findings(cfg: &Config, all: &[(String, Definitions)]) -> anyhow::Result<Vec<Value>> {
+    let pins = match pin_file_of(cfg) {
         Some(f) if f.exists() => {
             Some(PinFile::load(&f, cfg.content.pin_public_key.as_deref()).map_err(anyhow::Error::msg)?)
         }
@@ -130,7 +175,7 @@ pub async fn scan(target: &Target, as_json: bool) -> anyhow::Result<usize> {
     };
     let mut report = Vec::new();
     let mut names = Vec::new();
-    for (server, d) in &all {
+    for (server, d) in all {
         let items = [("tool", &d.tools), ("prompt", &d.prompts), ("resource", &d.resources)];
         for (kind, list) in items {
             for item in list.iter() {
@@ -173,25 +218,7 @@ pub async fn scan(target: &Target, as_json: bool) -> anyhow::Result<usize> {
             report.push(json!({"server": s1, "kind": "tool", "name": t1, "rule": "shadowing.look_alike", "place": format!("{s2}:{t2}")}));
         }
     }
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({"findings": report}))?);
-    } else {
-        for (server, d) in &all {
-            println!(
-                "{server}: {} tool(s), {} prompt(s), {} resource(s)",
-                d.tools.len(),
-                d.prompts.len(),
-                d.resources.len()
-            );
-        }
-        for f in &report {
-            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-            let place = if s("place").is_empty() { String::new() } else { format!(" ({})", s("place")) };
-            println!("  {} {}:{} — {}{place}", s("kind"), s("server"), s("name"), s("rule"));
-        }
-        println!("{} finding(s)", report.len());
-    }
-    Ok(report.len())
+    Ok(report)
 }
 
 /// `warden pin`: write the pin file from what the upstreams offer now.

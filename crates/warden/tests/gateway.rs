@@ -44,6 +44,8 @@ mod hostile_upstream;
 mod key_reach;
 #[path = "gateway/modern_upstream.rs"]
 mod modern_upstream;
+#[path = "gateway/onboarding.rs"]
+mod onboarding;
 #[path = "gateway/pins.rs"]
 mod pins;
 #[path = "gateway/reload.rs"]

@@ -1,0 +1,314 @@
+//! `warden scan --clients` (issue 28): every MCP server the machine's clients already use
+//! (`client_configs.rs`), checked before anything is put behind Warden.
+//!
+//! Per server, without starting it: an unpinned package launcher (`npx -y pkg`, `uvx pkg`: it
+//! runs whatever the registry serves when it starts), secrets written inline (an `env` value,
+//! a header, an argument that holds a key or token in the clear). Then each server that needs
+//! no secret is started as `warden scan` starts one (stdio: sandboxed, reading what its
+//! arguments and environment name; HTTP: one connection) and what it offers goes through the
+//! poisoning scan, its pin digests and the look-alike check across all of them. A server that
+//! needs a secret (inline, from the client's own prompt, or from a variable not set here) is
+//! reported, not started.
+//!
+//! Defends against: starting an unknown server with the user's secrets in its environment
+//! (not started); a scan that runs a server unconfined (sandboxed, best effort for unpinned
+//! launchers, as `warden scan -- CMD` does).
+//! Does not defend against: what a server does while listing its tools inside the sandbox
+//! (network included: the sandbox lets a server reach the network unless told otherwise).
+
+use crate::client_configs::{self, Entry, Server};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use warden_gateway::config::Config;
+
+/// A value that names a secret rather than holding it: `${VAR}`, `${env:VAR}`, `${input:id}`,
+/// `$VAR`.
+fn is_reference(v: &str) -> bool {
+    let v = v.trim();
+    v.is_empty()
+        || v.starts_with("${")
+        || (v.starts_with('$') && v[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+/// A name that says its value is a secret.
+fn secret_name(k: &str) -> bool {
+    let k = k.to_ascii_uppercase().replace('-', "_");
+    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL", "AUTH"]
+        .iter()
+        .any(|s| k.contains(s))
+        || k.ends_with("_KEY")
+        || k.ends_with("_PAT")
+}
+
+/// The inline secrets of a server: where each is (never its value).
+pub fn inline_secrets(s: &Server) -> Vec<String> {
+    let mut out = Vec::new();
+    match s {
+        Server::Stdio { env, args, .. } => {
+            for (k, v) in env {
+                if secret_name(k) && !is_reference(v) {
+                    out.push(format!("env {k}"));
+                }
+            }
+            for (i, a) in args.iter().enumerate() {
+                let (flag, value) = match a.split_once('=') {
+                    Some((f, v)) => (f, Some(v)),
+                    None => (a.as_str(), args.get(i + 1).map(String::as_str)),
+                };
+                let flag = flag.trim_start_matches('-');
+                if a.starts_with('-') && secret_name(&flag.replace('-', "_")) && value.is_some_and(|v| !is_reference(v))
+                {
+                    out.push(format!("argument {}", a.split('=').next().unwrap_or(a)));
+                }
+            }
+        }
+        Server::Http { headers, .. } => {
+            for (k, v) in headers {
+                let named = secret_name(k) || k.eq_ignore_ascii_case("authorization");
+                let value = v.strip_prefix("Bearer ").unwrap_or(v);
+                if named && !is_reference(value) {
+                    out.push(format!("header {k}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Secrets the server would need from elsewhere: references to variables not set here, and
+/// the client's own prompts (`${input:…}`).
+fn needed(s: &Server) -> Vec<String> {
+    let values: Vec<&String> = match s {
+        Server::Stdio { env, .. } => env.values().collect(),
+        Server::Http { headers, .. } => headers.values().collect(),
+    };
+    let mut out = Vec::new();
+    for v in values {
+        let v = v.trim().trim_start_matches("Bearer ").trim();
+        let name = v.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| v.strip_prefix('$'));
+        match name {
+            Some(n) if n.starts_with("input:") => out.push(format!("the client's prompt {n}")),
+            Some(n) => {
+                let var = n.strip_prefix("env:").unwrap_or(n);
+                if std::env::var_os(var).is_none() {
+                    out.push(format!("${var}"));
+                }
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// A name Warden's config takes (1–32 of `[A-Za-z0-9_-]`), unique among `taken`.
+fn upstream_name(name: &str, taken: &mut Vec<String>) -> String {
+    let mut base: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    base.truncate(28);
+    if base.is_empty() {
+        base = "server".into();
+    }
+    let mut n = base.clone();
+    let mut i = 2;
+    while taken.contains(&n) {
+        n = format!("{base}-{i}");
+        i += 1;
+    }
+    taken.push(n.clone());
+    n
+}
+
+/// Paths a stdio server's arguments and environment name that exist here: what it may read.
+pub fn named_paths(s: &Server) -> Vec<PathBuf> {
+    let Server::Stdio { args, env, cwd, .. } = s else { return vec![] };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for v in args.iter().chain(env.values()).chain(cwd.iter()) {
+        let v = v.split_once('=').map_or(v.as_str(), |(_, r)| r);
+        let p = Path::new(v);
+        if p.is_absolute() && p.exists() && !out.iter().any(|o| o == p) {
+            out.push(p.to_path_buf());
+        }
+    }
+    out
+}
+
+/// The `[[upstream]]` a server is scanned as (no secret in it: only servers that need none are
+/// started).
+fn upstream_toml(name: &str, s: &Server) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    match s {
+        Server::Http { url, .. } => {
+            format!("[[upstream]]\nname = {}\ntransport = \"http\"\nurl = {}\n", q(name), q(url))
+        }
+        Server::Stdio { command, args, env, cwd } => {
+            let strict = warden_gateway::upstream::program::unpinned_launcher(command, args).is_none();
+            let list = |v: &[String]| v.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
+            let env: Vec<String> = env.iter().map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+            let paths: Vec<String> = named_paths(s).iter().map(|p| p.display().to_string()).collect();
+            let cwd = cwd.as_ref().map(|c| format!("cwd = {}\n", q(c))).unwrap_or_default();
+            format!(
+                "[[upstream]]\nname = {}\ntransport = \"stdio\"\ncommand = {}\nargs = [{}]\n{cwd}env = {{ {} }}\n\
+                 [upstream.sandbox]\nread_only = [{}]\nstrict = {strict}\n",
+                q(name),
+                q(command),
+                list(args),
+                env.join(", "),
+                list(&paths)
+            )
+        }
+    }
+}
+
+/// `warden scan --clients` / `--client-config FILE…`: the number of findings.
+pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
+    let files = if files.is_empty() {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        client_configs::known_files(&home, std::env::current_dir().ok().as_deref())
+    } else {
+        files.to_vec()
+    };
+    let mut errors: Vec<String> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    for f in &files {
+        match client_configs::read(f) {
+            Ok(e) => entries.extend(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut report: Vec<Value> = Vec::new();
+    let mut servers: Vec<Value> = Vec::new();
+    let mut taken = Vec::new();
+    let mut started = String::new();
+    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let name = upstream_name(&e.name, &mut taken);
+        let mut finding = |rule: &str, place: String| {
+            report.push(json!({"server": name, "kind": "server", "name": e.name, "rule": rule, "place": place}));
+        };
+        if let Server::Stdio { command, args, .. } = &e.server {
+            if let Some(why) = warden_gateway::upstream::program::unpinned_launcher(command, args) {
+                finding("supply_chain.unpinned_launcher", why);
+            }
+        }
+        let inline = inline_secrets(&e.server);
+        for w in &inline {
+            finding("secret.inline", format!("{w} holds a secret in the clear in {}", e.file.display()));
+        }
+        let needs = needed(&e.server);
+        let start = inline.is_empty() && needs.is_empty();
+        let (transport, target) = match &e.server {
+            Server::Stdio { command, args, .. } => ("stdio", format!("{command} {}", args.join(" "))),
+            Server::Http { url, .. } => ("http", url.clone()),
+        };
+        servers.push(json!({"client": e.client.name(), "file": e.file, "name": e.name, "upstream": name,
+                            "transport": transport, "target": target.trim(),
+                            "started": start, "needs": needs, "inline_secrets": inline}));
+        if start {
+            started.push_str(&upstream_toml(&name, &e.server));
+            by_name.insert(name, i);
+        }
+    }
+    // The servers that need no secret, as `warden scan --config` would read them.
+    if !started.is_empty() {
+        let cfg = Config::parse(&started, "client configs").map_err(|e| anyhow::anyhow!(e.0))?;
+        let read = crate::pins::read_each(&cfg).await?;
+        let mut ok = Vec::new();
+        for (name, d) in read {
+            let at = by_name.get(&name).copied();
+            match d {
+                Ok(d) => {
+                    if let Some(s) = at.and_then(|i| servers.get_mut(i)) {
+                        s["offers"] =
+                            json!({"tools": d.tools.len(), "prompts": d.prompts.len(), "resources": d.resources.len()});
+                    }
+                    ok.push((name, d));
+                }
+                Err(e) => {
+                    if let Some(s) = at.and_then(|i| servers.get_mut(i)) {
+                        s["error"] = json!(e);
+                    }
+                }
+            }
+        }
+        report.extend(crate::pins::findings(&cfg, &ok)?);
+    }
+    if as_json {
+        let out = json!({"files": files, "servers": servers, "findings": report, "errors": errors});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{} client config file(s), {} server(s)", files.len(), servers.len());
+        println!("| client | server | transport | target | scanned |");
+        println!("|---|---|---|---|---|");
+        for s in &servers {
+            let t = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            let scanned = match (&s["offers"], &s["error"], s["started"].as_bool()) {
+                (Value::Object(o), _, _) => format!("{} tool(s)", o["tools"]),
+                (_, Value::String(e), _) => format!("did not start: {e}"),
+                (_, _, Some(false)) => {
+                    let list = |k: &str| {
+                        s[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                    };
+                    match (list("inline_secrets").filter(|l| !l.is_empty()), list("needs")) {
+                        (Some(inline), _) => format!("not started: a secret is written inline ({inline})"),
+                        (None, needs) => format!("not started: needs {}", needs.unwrap_or_default()),
+                    }
+                }
+                _ => String::new(),
+            };
+            println!("| {} | {} | {} | {} | {scanned} |", t("client"), t("name"), t("transport"), t("target"));
+        }
+        for e in &errors {
+            println!("unreadable: {e}");
+        }
+        crate::pins::print_findings(&report);
+        println!("{} finding(s)", report.len());
+    }
+    Ok(report.len() + errors.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_clear_are_told_from_references() {
+        let stdio = |env: &[(&str, &str)], args: &[&str]| Server::Stdio {
+            command: "x".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cwd: None,
+        };
+        let s = stdio(
+            &[
+                ("GITHUB_PERSONAL_ACCESS_TOKEN", "ghp_abc"),
+                ("API_KEY", "${input:key}"),
+                ("OPENAI_API_KEY", "$OPENAI"),
+                ("LOG_LEVEL", "debug"),
+            ],
+            &["--api-key=sk-123", "--token", "t0k", "--port", "1"],
+        );
+        assert_eq!(
+            inline_secrets(&s),
+            vec!["env GITHUB_PERSONAL_ACCESS_TOKEN", "argument --api-key", "argument --token"]
+        );
+        let h = Server::Http {
+            url: "https://x".into(),
+            headers: [
+                ("Authorization".to_string(), "Bearer ${env:T}".to_string()),
+                ("X-Api-Key".to_string(), "k1".to_string()),
+            ]
+            .into(),
+        };
+        assert_eq!(inline_secrets(&h), vec!["header X-Api-Key"]);
+        assert!(needed(&stdio(&[("K", "${input:key}")], &[]))[0].contains("input:key"));
+    }
+
+    #[test]
+    fn names_become_unique_config_names() {
+        let mut taken = vec![];
+        assert_eq!(upstream_name("my server", &mut taken), "my-server");
+        assert_eq!(upstream_name("my server", &mut taken), "my-server-2");
+        assert_eq!(upstream_name("", &mut taken), "server");
+    }
+}

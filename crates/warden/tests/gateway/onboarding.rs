@@ -1,0 +1,134 @@
+//! Issue 28: the servers a machine's MCP clients already use, found and checked before they go
+//! behind Warden (`warden scan --clients`). The config files are written here in each client's
+//! documented format (Claude Desktop, Claude Code user and project files, Cursor, VS Code with
+//! comments and trailing commas, Windsurf), under a scratch home and project directory.
+
+use serde_json::{json, Value};
+use std::process::Command;
+use warden_testkit::harness::{bin, fixture_http, tempdir};
+
+#[test]
+fn scan_finds_every_clients_servers_and_flags_poison_launchers_and_inline_secrets() {
+    let (home, project) = (tempdir("home"), tempdir("project"));
+    let fixture = bin("warden-fixture").display().to_string();
+    let http = fixture_http();
+    let descriptions = home.join("descriptions.json");
+    std::fs::write(&descriptions, json!({"test_simple_text": crate::console::POISONED}).to_string()).unwrap();
+    let write = |path: std::path::PathBuf, text: String| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    // Claude Desktop (Linux): a poisoned local server, and an unpinned launcher with a token
+    // written inline.
+    write(
+        home.join(".config/Claude/claude_desktop_config.json"),
+        json!({"mcpServers": {
+            "poisoned": {"command": fixture, "args": ["--stdio"], "env": {"FIXTURE_DESCRIPTIONS": descriptions}},
+            "github": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"],
+                       "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_INLINE_SECRET_VALUE"}},
+        }})
+        .to_string(),
+    );
+    // Claude Code: user file (with a project's servers) and the project's `.mcp.json`.
+    write(
+        home.join(".claude.json"),
+        json!({"numStartups": 3, "mcpServers": {"remote": {"type": "http", "url": http.url}},
+               "projects": {"/src/app": {"mcpServers": {"app-local": {"type": "stdio", "command": fixture, "args": ["--stdio"], "env": {}}}}}})
+        .to_string(),
+    );
+    write(
+        project.join(".mcp.json"),
+        json!({"mcpServers": {"docs": {"type": "http", "url": http.url, "headers": {"Authorization": "Bearer ${DOCS_TOKEN_NOT_SET}"}}}})
+            .to_string(),
+    );
+    // Cursor.
+    write(
+        home.join(".cursor/mcp.json"),
+        json!({"mcpServers": {"cursor-fx": {"command": fixture, "args": ["--stdio"]}}}).to_string(),
+    );
+    // VS Code: JSON with comments and trailing commas; a server that asks the user for its key.
+    write(
+        project.join(".vscode/mcp.json"),
+        format!(
+            "{{\n  // servers of this workspace\n  \"inputs\": [{{\"type\": \"promptString\", \"id\": \"api-key\", \"password\": true}}],\n  \
+             \"servers\": {{\n    \"vs-fx\": {{\"type\": \"stdio\", \"command\": {fixture:?}, \"args\": [\"--stdio\"],}},\n    \
+             /* asks */ \"asks-key\": {{\"type\": \"stdio\", \"command\": {fixture:?}, \"args\": [\"--stdio\"], \"env\": {{\"API_KEY\": \"${{input:api-key}}\"}}}},\n  }},\n}}\n"
+        ),
+    );
+    // Windsurf: a remote server by `serverUrl`.
+    write(
+        home.join(".codeium/windsurf/mcp_config.json"),
+        json!({"mcpServers": {"wind": {"serverUrl": http.url}}}).to_string(),
+    );
+
+    let out = Command::new(bin("warden"))
+        .args(["scan", "--clients", "--json"])
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCS_TOKEN_NOT_SET")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "findings make status 1: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["files"].as_array().unwrap().len(), 6, "{}", v["files"]);
+    let servers = v["servers"].as_array().unwrap();
+    let server =
+        |n: &str| servers.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("{n} not found: {servers:?}"));
+    for (name, client) in [
+        ("poisoned", "Claude Desktop"),
+        ("github", "Claude Desktop"),
+        ("remote", "Claude Code"),
+        ("app-local", "Claude Code"),
+        ("docs", "Claude Code"),
+        ("cursor-fx", "Cursor"),
+        ("vs-fx", "VS Code"),
+        ("asks-key", "VS Code"),
+        ("wind", "Windsurf"),
+    ] {
+        assert_eq!(server(name)["client"], client, "{name}");
+    }
+    assert_eq!(servers.len(), 9);
+    // Servers that need a secret are reported, not started.
+    for (name, need) in
+        [("github", "env GITHUB_PERSONAL_ACCESS_TOKEN"), ("docs", "$DOCS_TOKEN_NOT_SET"), ("asks-key", "input:api-key")]
+    {
+        let s = server(name);
+        assert_eq!(s["started"], false, "{s}");
+        assert!(s["needs"].to_string().contains(need) || s["inline_secrets"].to_string().contains(need), "{s}");
+    }
+    // The others were read, stdio ones sandboxed, HTTP ones over loopback.
+    for name in ["poisoned", "remote", "app-local", "cursor-fx", "vs-fx", "wind"] {
+        assert!(server(name)["offers"]["tools"].as_u64().is_some_and(|n| n > 0), "{}", server(name));
+    }
+    let findings = v["findings"].as_array().unwrap();
+    let upstream = |n: &str| server(n)["upstream"].as_str().unwrap().to_string();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["server"] == upstream("poisoned") && f["kind"] == "tool" && f["name"] == "test_simple_text"),
+        "the poisoned tool is flagged: {findings:?}"
+    );
+    assert!(
+        !findings.iter().any(|f| f["server"] == upstream("cursor-fx") && f["kind"] == "tool"),
+        "a clean one is not"
+    );
+    let of = |n: &str, rule: &str| findings.iter().any(|f| f["name"] == n && f["rule"] == rule);
+    assert!(of("github", "secret.inline") && of("github", "supply_chain.unpinned_launcher"), "{findings:?}");
+    assert!(!stdout.contains("ghp_INLINE_SECRET_VALUE"), "the secret itself is never shown");
+    // The same servers, by file.
+    let one = Command::new(bin("warden"))
+        .args(["scan", "--client-config"])
+        .arg(home.join(".cursor/mcp.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&one.stdout);
+    assert!(one.status.success(), "a clean file: status 0\n{text}");
+    assert!(text.contains("| Cursor | cursor-fx | stdio |") && text.contains("0 finding(s)"), "{text}");
+}
