@@ -102,7 +102,7 @@ fn needed(s: &Server) -> Vec<String> {
 }
 
 /// A name Warden's config takes (1–32 of `[A-Za-z0-9_-]`), unique among `taken`.
-fn upstream_name(name: &str, taken: &mut Vec<String>) -> String {
+pub fn upstream_name(name: &str, taken: &mut Vec<String>) -> String {
     let mut base: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     base.truncate(28);
@@ -135,7 +135,7 @@ pub fn named_paths(s: &Server) -> Vec<PathBuf> {
 
 /// The `[[upstream]]` a server is scanned as (no secret in it: only servers that need none are
 /// started).
-fn upstream_toml(name: &str, s: &Server) -> String {
+pub fn upstream_toml(name: &str, s: &Server) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     match s {
         Server::Http { url, .. } => {
@@ -158,6 +158,11 @@ fn upstream_toml(name: &str, s: &Server) -> String {
             )
         }
     }
+}
+
+/// Whether a server starts here without a secret (none inline, none to be found elsewhere).
+pub fn startable(s: &Server) -> bool {
+    inline_secrets(s).is_empty() && needed(s).is_empty()
 }
 
 /// `warden scan --clients` / `--client-config FILE…`: the number of findings.

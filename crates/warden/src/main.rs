@@ -18,6 +18,7 @@ mod bench_policy;
 mod bench_soak;
 mod check;
 mod client_configs;
+mod client_import;
 mod client_scan;
 mod credentials_cli;
 mod logwriter;
@@ -82,6 +83,17 @@ enum Cmd {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// A Warden config from MCP client config files (Claude Desktop, Claude Code, Cursor, VS
+    /// Code, Windsurf; default: this machine's, docs/onboarding.md): sandboxed stdio and HTTP
+    /// upstreams, secrets as environment references (never copied), no rule allowing anything
+    /// yet (a suggestion per server); then `warden check` on it.
+    Import {
+        /// Client config files (default: the known ones of this machine).
+        files: Vec<PathBuf>,
+        /// Where to write the config (never overwritten).
+        #[arg(long, default_value = "warden.toml")]
+        out: PathBuf,
     },
     /// Write the pin file (content.pin_file, or --out) from the definitions the upstreams offer
     /// now; `warden pin diff` shows what changed since; `warden pin keygen` makes a signing key.
@@ -317,6 +329,7 @@ fn main() -> std::process::ExitCode {
                 found = client_scan::scan(&client_config, json).await? > 0;
                 Ok(())
             }
+            Cmd::Import { files, out } => client_import::import(&files, &out).await,
             Cmd::Scan { target, json, .. } => {
                 found = pins::scan(&target, json).await? > 0;
                 Ok(())

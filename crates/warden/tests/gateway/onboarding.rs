@@ -132,3 +132,77 @@ fn scan_finds_every_clients_servers_and_flags_poison_launchers_and_inline_secret
     assert!(one.status.success(), "a clean file: status 0\n{text}");
     assert!(text.contains("| Cursor | cursor-fx | stdio |") && text.contains("0 finding(s)"), "{text}");
 }
+
+/// `warden import`: client files become a config `warden check` accepts (run by the command
+/// itself); a secret is never copied (inline ones and references become `{ env = … }`); with a
+/// rule allowing them, the imported servers (one stdio, one HTTP) serve through Warden.
+#[tokio::test]
+async fn import_makes_a_config_that_serves_the_servers_and_copies_no_secret() {
+    let (home, dir) = (tempdir("import-home"), tempdir("import"));
+    let fixture = bin("warden-fixture").display().to_string();
+    let http = fixture_http();
+    let cursor = home.join(".cursor/mcp.json");
+    std::fs::create_dir_all(cursor.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cursor,
+        json!({"mcpServers": {"fx": {"command": fixture, "args": ["--stdio"], "env": {"LOG_LEVEL": "info"}}}})
+            .to_string(),
+    )
+    .unwrap();
+    let windsurf = home.join("mcp_config.json");
+    std::fs::write(&windsurf, json!({"mcpServers": {"remote": {"serverUrl": http.url}}}).to_string()).unwrap();
+    let vscode = home.join(".vscode/mcp.json");
+    std::fs::create_dir_all(vscode.parent().unwrap()).unwrap();
+    std::fs::write(
+        &vscode,
+        json!({"servers": {
+            "gh": {"type": "stdio", "command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"],
+                   "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_NEVER_COPIED", "KEY2": "${input:api-key}"}},
+            "docs": {"type": "http", "url": "https://docs.example/mcp", "headers": {"X-Api-Key": "k_NEVER_COPIED"}},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    // Secrets: the config has references only, and says where each value must go.
+    let secrets = dir.join("secrets.toml");
+    let out = Command::new(bin("warden")).arg("import").arg(&vscode).arg("--out").arg(&secrets).output().unwrap();
+    let text = std::fs::read_to_string(&secrets).unwrap_or_default();
+    assert!(!text.contains("NEVER_COPIED"), "a secret was copied:\n{text}");
+    assert!(
+        text.contains("\"GITHUB_PERSONAL_ACCESS_TOKEN\" = { env = \"GH_GITHUB_PERSONAL_ACCESS_TOKEN\" }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"KEY2\" = { env = \"API_KEY\" }")
+            && text.contains("\"X-Api-Key\" = { env = \"DOCS_X_API_KEY\" }"),
+        "{text}"
+    );
+    assert!(text.contains("strict = false") && text.contains("pin a version"), "the unpinned launcher is said: {text}");
+    assert!(!text.lines().any(|l| l.starts_with("[[rule]]")), "no rule allows anything: {text}");
+    // (`warden check` ran on it: it resolves the references, unset here, and says so.)
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("wrote") && said.contains("GH_GITHUB_PERSONAL_ACCESS_TOKEN"), "{said}");
+    // Importing over an existing file is refused.
+    let again = Command::new(bin("warden")).arg("import").arg(&vscode).arg("--out").arg(&secrets).output().unwrap();
+    assert!(!again.status.success());
+
+    // One stdio and one HTTP server: the config checks, and serves them once a rule allows.
+    let cfg = dir.join("warden.toml");
+    let out =
+        Command::new(bin("warden")).arg("import").arg(&cursor).arg(&windsurf).arg("--out").arg(&cfg).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("# servers = [\"fx\"]") && text.contains("\"echo\""), "a suggestion names the tools: {text}");
+    let port = warden_testkit::harness::free_port();
+    let served = text.replace("127.0.0.1:8931", &format!("127.0.0.1:{port}"))
+        + "\n[[rule]]\nid = \"imported\"\nservers = [\"fx\", \"remote\"]\ntools = [\"*\"]\n";
+    std::fs::write(&cfg, served).unwrap();
+    let w = warden_testkit::harness::warden_config(&cfg, port);
+    let mut c = warden_testkit::harness::Client::new(&w.url);
+    c.initialize().await;
+    for (i, tool) in ["fx__echo", "remote__echo"].iter().enumerate() {
+        let r = c.tool(i as i64 + 1, tool, json!({"text": format!("via {tool}")})).await;
+        assert_eq!(r["result"]["content"][0]["text"], format!("via {tool}"), "{r}\n{}", w.log());
+    }
+}
