@@ -101,7 +101,7 @@ pub fn known_files(home: &Path, project: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// JSON with `//` and `/* */` comments and trailing commas (VS Code's files) made plain JSON.
-fn strip_jsonc(text: &str) -> String {
+pub fn plain_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let b: Vec<char> = text.chars().collect();
     let (mut i, mut in_str) = (0, false);
@@ -154,7 +154,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let doc: Value = serde_json::from_str(&text)
-        .or_else(|_| serde_json::from_str(&strip_jsonc(&text)))
+        .or_else(|_| serde_json::from_str(&plain_json(&text)))
         .map_err(|e| format!("{}: not JSON ({e})", path.display()))?;
     let mut tables: Vec<&Map<String, Value>> = Vec::new();
     match client {
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn vs_code_files_with_comments_and_trailing_commas_are_read() {
-        let plain = strip_jsonc("{\n // a comment\n \"a\": \"x // not a comment\", /* b */ \"c\": [1, 2,],\n}");
+        let plain = plain_json("{\n // a comment\n \"a\": \"x // not a comment\", /* b */ \"c\": [1, 2,],\n}");
         let v: Value = serde_json::from_str(&plain).unwrap();
         assert_eq!(v, serde_json::json!({"a": "x // not a comment", "c": [1, 2]}));
     }

@@ -172,17 +172,17 @@ fn suggestion(name: &str, tools: Option<&[Value]>, out: &mut String) {
     }
 }
 
-/// `warden import`: write the config; `files` empty: this machine's known client files.
+/// This machine's known client files (`$HOME`'s and the current directory's).
+pub fn known_files() -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    client_configs::known_files(&home, std::env::current_dir().ok().as_deref())
+}
+
+/// `warden import`: write the config from `files`.
 pub async fn import(files: &[PathBuf], out_path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(!out_path.exists(), "{} exists: not overwritten (choose another --out)", out_path.display());
-    let files = if files.is_empty() {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        client_configs::known_files(&home, std::env::current_dir().ok().as_deref())
-    } else {
-        files.to_vec()
-    };
     let mut entries: Vec<Entry> = Vec::new();
-    for f in &files {
+    for f in files {
         entries.extend(client_configs::read(f).map_err(anyhow::Error::msg)?);
     }
     anyhow::ensure!(!entries.is_empty(), "no MCP server in {} file(s)", files.len());

@@ -19,6 +19,7 @@ mod bench_soak;
 mod check;
 mod client_configs;
 mod client_import;
+mod client_rewrite;
 mod client_scan;
 mod credentials_cli;
 mod logwriter;
@@ -94,6 +95,23 @@ enum Cmd {
         /// Where to write the config (never overwritten).
         #[arg(long, default_value = "warden.toml")]
         out: PathBuf,
+        /// Then point each client file at Warden instead (each backed up to
+        /// `<file>.warden-backup` first; asks unless --yes).
+        #[arg(long)]
+        rewrite_clients: bool,
+        /// Confirm --rewrite-clients without asking.
+        #[arg(long, requires = "rewrite_clients")]
+        yes: bool,
+        /// With --rewrite-clients: the URL clients reach Warden at (default: the config's
+        /// listener, `http://127.0.0.1:8931/mcp`).
+        #[arg(long, requires = "rewrite_clients", conflicts_with = "stdio")]
+        url: Option<String>,
+        /// With --rewrite-clients: clients run `warden stdio --config OUT` instead of HTTP.
+        #[arg(long, requires = "rewrite_clients")]
+        stdio: bool,
+        /// Put each client file back from its backup (nothing else is done).
+        #[arg(long, conflicts_with_all = ["rewrite_clients", "out"])]
+        undo: bool,
     },
     /// Write the pin file (content.pin_file, or --out) from the definitions the upstreams offer
     /// now; `warden pin diff` shows what changed since; `warden pin keygen` makes a signing key.
@@ -329,7 +347,29 @@ fn main() -> std::process::ExitCode {
                 found = client_scan::scan(&client_config, json).await? > 0;
                 Ok(())
             }
-            Cmd::Import { files, out } => client_import::import(&files, &out).await,
+            Cmd::Import { files, undo: true, .. } => {
+                let files = if files.is_empty() { client_import::known_files() } else { files };
+                let n = client_rewrite::undo(&files)?;
+                println!("{n} client file(s) restored");
+                Ok(())
+            }
+            Cmd::Import { files, out, rewrite_clients, yes, url, stdio, .. } => {
+                let files = if files.is_empty() { client_import::known_files() } else { files };
+                client_import::import(&files, &out).await?;
+                if rewrite_clients {
+                    let warden = std::env::current_exe()?;
+                    let config = std::path::absolute(&out)?;
+                    let local = client_rewrite::Via::Stdio { warden, config };
+                    let via = match (stdio, url) {
+                        (true, _) => None,
+                        (false, u) => {
+                            Some(client_rewrite::Via::Http(u.unwrap_or_else(|| "http://127.0.0.1:8931/mcp".into())))
+                        }
+                    };
+                    client_rewrite::rewrite(&files, via.as_ref().unwrap_or(&local), &local, yes)?;
+                }
+                Ok(())
+            }
             Cmd::Scan { target, json, .. } => {
                 found = pins::scan(&target, json).await? > 0;
                 Ok(())

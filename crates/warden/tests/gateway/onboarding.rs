@@ -206,3 +206,71 @@ async fn import_makes_a_config_that_serves_the_servers_and_copies_no_secret() {
         assert_eq!(r["result"]["content"][0]["text"], format!("via {tool}"), "{r}\n{}", w.log());
     }
 }
+
+/// `warden import --rewrite-clients`: each client file (every client's format, VS Code's with
+/// comments) is backed up and then names Warden alone, in the form that client takes; nothing
+/// is rewritten without a confirmation; `--undo` puts each file back byte for byte.
+#[test]
+fn rewrite_points_every_client_at_warden_and_undo_restores_byte_for_byte() {
+    let home = tempdir("rewrite");
+    let fixture = bin("warden-fixture").display().to_string();
+    let files = [
+        (".config/Claude/claude_desktop_config.json", json!({"mcpServers": {"a": {"command": fixture, "args": ["--stdio"]}}, "theme": "dark"}).to_string()),
+        (".claude.json", json!({"numStartups": 2, "mcpServers": {"b": {"type": "stdio", "command": fixture, "args": ["--stdio"]}},
+                                "projects": {"/p": {"mcpServers": {"c": {"type": "http", "url": "https://c.example/mcp"}}, "allowedTools": []}}}).to_string()),
+        (".cursor/mcp.json", json!({"mcpServers": {"d": {"url": "https://d.example/mcp"}}}).to_string()),
+        (".vscode/mcp.json", format!("{{\n  // mine\n  \"servers\": {{\n    \"e\": {{\"type\": \"stdio\", \"command\": {fixture:?}, \"args\": [\"--stdio\"],}},\n  }},\n}}\n")),
+        (".codeium/windsurf/mcp_config.json", json!({"mcpServers": {"f": {"serverUrl": "https://f.example/mcp"}}}).to_string()),
+    ];
+    let mut paths = Vec::new();
+    for (rel, text) in &files {
+        let p = home.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        paths.push(p);
+    }
+    let out = home.join("warden.toml");
+    let run = |args: &[&str], more: &[std::path::PathBuf]| {
+        Command::new(bin("warden")).args(args).args(more).stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    // No terminal, no --yes: the config is written, no client file touched.
+    let r = run(&["import", "--out", &out.display().to_string(), "--rewrite-clients"], &paths);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("not confirmed"), "{r:?}");
+    for (p, (_, text)) in paths.iter().zip(&files) {
+        assert_eq!(&std::fs::read_to_string(p).unwrap(), text);
+    }
+    std::fs::remove_file(&out).unwrap();
+    let r = run(&["import", "--out", &out.display().to_string(), "--rewrite-clients", "--yes"], &paths);
+    assert!(r.status.success(), "{}\n{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+    let read =
+        |i: usize| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&paths[i]).unwrap()).unwrap() };
+    let url = "http://127.0.0.1:8931/mcp";
+    // Claude Desktop: `warden stdio` on the new config (its file takes commands only).
+    let desktop = read(0);
+    assert_eq!(desktop["mcpServers"].as_object().unwrap().len(), 1);
+    assert_eq!(
+        desktop["mcpServers"]["warden"]["args"],
+        json!(["stdio", "--config", std::path::absolute(&out).unwrap()])
+    );
+    assert_eq!(desktop["theme"], "dark", "the rest of the file is kept");
+    let code = read(1);
+    assert_eq!(code["mcpServers"], json!({"warden": {"type": "http", "url": url}}));
+    assert_eq!(code["projects"]["/p"]["mcpServers"], json!({"warden": {"type": "http", "url": url}}));
+    assert_eq!(code["numStartups"], 2);
+    assert_eq!(read(2)["mcpServers"], json!({"warden": {"url": url}}));
+    assert_eq!(read(3)["servers"], json!({"warden": {"type": "http", "url": url}}));
+    assert_eq!(read(4)["mcpServers"], json!({"warden": {"serverUrl": url}}));
+    // A second rewrite would replace the backups: refused, nothing changed.
+    std::fs::remove_file(&out).unwrap();
+    let before: Vec<String> = paths.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let r = run(&["import", "--out", &out.display().to_string(), "--rewrite-clients", "--yes"], &paths);
+    assert!(!r.status.success(), "{r:?}");
+    assert_eq!(before, paths.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect::<Vec<_>>());
+    // Undo: byte for byte, backups gone.
+    let r = run(&["import", "--undo"], &paths);
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("5 client file(s) restored"), "{r:?}");
+    for (p, (_, text)) in paths.iter().zip(&files) {
+        assert_eq!(&std::fs::read_to_string(p).unwrap(), text, "{}", p.display());
+        assert!(!p.with_file_name(format!("{}.warden-backup", p.file_name().unwrap().to_str().unwrap())).exists());
+    }
+}
