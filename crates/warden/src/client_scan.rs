@@ -6,7 +6,8 @@
 //! a header, an argument that holds a key or token in the clear). Then each server that needs
 //! no secret is started as `warden scan` starts one (stdio: sandboxed, reading what its
 //! arguments and environment name; HTTP: one connection) and what it offers goes through the
-//! poisoning scan, its pin digests and the look-alike check across all of them. A server that
+//! poisoning scan and the look-alike check across all of them, with each definition's pin digest
+//! in the report (`--json`: `servers[].pins`). A server that
 //! needs a secret (inline, from the client's own prompt, or from a variable not set here) is
 //! reported, not started.
 //!
@@ -165,6 +166,18 @@ pub fn startable(s: &Server) -> bool {
     inline_secrets(s).is_empty() && needed(s).is_empty()
 }
 
+/// Each tool's and prompt's pin digest (what `warden pin` would pin; a later scan shows a
+/// changed definition as a changed digest).
+fn pins_of(d: &warden_gateway::upstream::Definitions) -> Value {
+    use warden_gateway::registry::{pin_digest, PinKind};
+    let of = |kind: PinKind, list: &[Value]| -> serde_json::Map<String, Value> {
+        (list.iter())
+            .filter_map(|item| Some((item.get("name")?.as_str()?.to_string(), json!(pin_digest(kind, item)))))
+            .collect()
+    };
+    json!({"tools": of(PinKind::Tool, &d.tools), "prompts": of(PinKind::Prompt, &d.prompts)})
+}
+
 /// `warden scan --clients` / `--client-config FILE…`: the number of findings.
 pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
     let files = if files.is_empty() {
@@ -226,6 +239,7 @@ pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
                     if let Some(s) = at.and_then(|i| servers.get_mut(i)) {
                         s["offers"] =
                             json!({"tools": d.tools.len(), "prompts": d.prompts.len(), "resources": d.resources.len()});
+                        s["pins"] = pins_of(&d);
                     }
                     ok.push((name, d));
                 }

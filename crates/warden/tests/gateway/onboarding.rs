@@ -107,6 +107,11 @@ fn scan_finds_every_clients_servers_and_flags_poison_launchers_and_inline_secret
     for name in ["poisoned", "remote", "app-local", "cursor-fx", "vs-fx", "wind"] {
         assert!(server(name)["offers"]["tools"].as_u64().is_some_and(|n| n > 0), "{}", server(name));
     }
+    // Each definition's pin digest: the poisoned description changes that one tool's digest.
+    let pin = |s: &str, t: &str| server(s)["pins"]["tools"][t].as_str().unwrap_or_default().to_string();
+    assert_eq!(pin("cursor-fx", "echo"), pin("poisoned", "echo"));
+    assert!(!pin("cursor-fx", "test_simple_text").is_empty());
+    assert_ne!(pin("cursor-fx", "test_simple_text"), pin("poisoned", "test_simple_text"));
     let findings = v["findings"].as_array().unwrap();
     let upstream = |n: &str| server(n)["upstream"].as_str().unwrap().to_string();
     assert!(
