@@ -10,15 +10,15 @@
 //! | Windsurf | `~/.codeium/windsurf/mcp_config.json` | `mcpServers` (`serverUrl` for remote) |
 //!
 //! Files are JSON; VS Code's are JSON with comments and trailing commas (read as such). A file
-//! that does not parse is reported, not guessed at. Bounds: files of at most 4 MiB, 1,000
-//! servers per file.
+//! that does not parse is reported, not guessed at. Bounds: regular files of at most 64 MiB,
+//! 1,000 servers per file.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Largest client config file read.
-const MAX_FILE: u64 = 4 << 20;
+/// Largest client config file read (`~/.claude.json` keeps history: it grows).
+const MAX_FILE: u64 = 64 << 20;
 /// Most servers taken from one file.
 const MAX_SERVERS: usize = 1000;
 
@@ -100,10 +100,15 @@ pub fn known_files(home: &Path, project: Option<&Path>) -> Vec<PathBuf> {
     user.into_iter().filter(|p| p.is_file()).collect()
 }
 
-/// JSON with `//` and `/* */` comments and trailing commas (VS Code's files) made plain JSON.
+/// JSON with `//` and `/* */` comments and trailing commas (VS Code's files) made plain JSON:
+/// comments first (a comment may follow the last comma), then the trailing commas.
 pub fn plain_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    trailing_commas(&without_comments(text))
+}
+
+fn without_comments(text: &str) -> String {
     let b: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
     let (mut i, mut in_str) = (0, false);
     while i < b.len() {
         let c = b[i];
@@ -129,13 +134,8 @@ pub fn plain_json(text: &str) -> String {
                 i += 1;
             }
             i += 2;
+            out.push(' ');
             continue;
-        } else if c == ',' {
-            // A trailing comma: the next significant character closes the object or array.
-            let next = b[i + 1..].iter().find(|c| !c.is_whitespace());
-            if !matches!(next, Some('}') | Some(']')) {
-                out.push(c);
-            }
         } else {
             out.push(c);
         }
@@ -144,15 +144,55 @@ pub fn plain_json(text: &str) -> String {
     out
 }
 
+fn trailing_commas(text: &str) -> String {
+    let b: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut in_str = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if c == '\\' && i + 1 < b.len() {
+                out.push(c);
+                out.push(b[i + 1]);
+                i += 2;
+                continue;
+            }
+            in_str = c != '"';
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ',' && matches!(b[i + 1..].iter().find(|c| !c.is_whitespace()), Some('}') | Some(']')) {
+            i += 1;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The text of `path`, a regular file of at most [`MAX_FILE`] bytes (read so: a file that grows
+/// meanwhile is cut at the bound and refused).
+pub fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut text = String::new();
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("{}: larger than {MAX_FILE} bytes", path.display()));
+    }
+    Ok(text)
+}
+
 /// Read `path` (a client config file): its servers.
 pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
     let client =
         Client::of(path).ok_or_else(|| format!("{}: not a client config file Warden knows", path.display()))?;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_FILE {
-        return Err(format!("{}: larger than {MAX_FILE} bytes", path.display()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = read_text(path)?;
     let doc: Value = serde_json::from_str(&text)
         .or_else(|_| serde_json::from_str(&plain_json(&text)))
         .map_err(|e| format!("{}: not JSON ({e})", path.display()))?;
@@ -207,8 +247,13 @@ mod tests {
 
     #[test]
     fn vs_code_files_with_comments_and_trailing_commas_are_read() {
-        let plain = plain_json("{\n // a comment\n \"a\": \"x // not a comment\", /* b */ \"c\": [1, 2,],\n}");
+        let plain = plain_json("{\n // a comment\n \"a\": \"x // not, a comment,}\", /* b */ \"c\": [1, 2,],\n}");
         let v: Value = serde_json::from_str(&plain).unwrap();
-        assert_eq!(v, serde_json::json!({"a": "x // not a comment", "c": [1, 2]}));
+        assert_eq!(v, serde_json::json!({"a": "x // not, a comment,}", "c": [1, 2]}));
+        // A commented-out last setting after the last comma (common in settings.json).
+        let v: Value = serde_json::from_str(&plain_json("{\"a\": 1,\n // \"b\": 2\n}")).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1}));
+        let v: Value = serde_json::from_str(&plain_json("{\"a\": \"q\\\"/*\", /* unterminated")).unwrap_or(Value::Null);
+        assert_eq!(v, Value::Null, "an unterminated comment: not JSON, and no panic");
     }
 }

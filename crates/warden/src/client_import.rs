@@ -40,30 +40,64 @@ fn variable_for(upstream: &str, key: &str) -> String {
     format!("{}_{}", clean(upstream), clean(key))
 }
 
-/// One `[[upstream]]` block for `e` named `name`, and notes for the reader.
+/// Text made safe for a `#` comment line: control characters (a newline would end the comment
+/// and start configuration) become spaces.
+fn comment(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// A URL without what made it a secret: the user's password, and secret query parameters.
+fn without_credentials(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else { return url.to_string() };
+    let _ = u.set_password(None);
+    let kept: Vec<(String, String)> = (u.query_pairs().into_owned())
+        .filter(|(k, v)| !crate::client_scan::secret_name(k) || crate::client_scan::is_reference(v))
+        .collect();
+    if u.query().is_some() {
+        if kept.is_empty() {
+            u.set_query(None);
+        } else {
+            u.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    u.to_string()
+}
+
+/// One `[[upstream]]` block for `e` named `name`, and notes for the reader. No secret written in
+/// the clear in the client's file is copied: each becomes a reference or a placeholder.
 fn upstream_block(name: &str, e: &Entry, out: &mut String) {
     let inline = crate::client_scan::inline_secrets(&e.server);
-    let _ = writeln!(out, "\n# {} — {} ({})", e.name, e.client.name(), e.file.display());
+    let _ =
+        writeln!(out, "\n# {} — {} ({})", comment(&e.name), e.client.name(), comment(&e.file.display().to_string()));
     let _ = writeln!(out, "[[upstream]]\nname = {}", q(name));
     match &e.server {
         Server::Stdio { command, args, env, cwd } => {
             let launcher = warden_gateway::upstream::program::unpinned_launcher(command, args);
+            let args = inline.masked(args, "SECRET-REMOVED");
             let list = |v: &[String]| v.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
-            let _ = writeln!(out, "transport = \"stdio\"\ncommand = {}\nargs = [{}]", q(command), list(args));
+            for w in inline.places.iter().filter(|w| w.starts_with("argument")) {
+                let _ = writeln!(
+                    out,
+                    "# {}: a secret in the clear in the client's file, not copied (SECRET-REMOVED): give it \
+                     to the server another way (an environment variable in secret_env, if it reads one)",
+                    comment(w)
+                );
+            }
+            let _ = writeln!(out, "transport = \"stdio\"\ncommand = {}\nargs = [{}]", q(command), list(&args));
             if let Some(c) = cwd {
                 let _ = writeln!(out, "cwd = {}", q(c));
             }
             let mut plain = Vec::new();
             let mut secret = Vec::new();
             for (k, v) in env {
-                let is_inline = inline.iter().any(|w| w == &format!("env {k}"));
-                match (variable(v), is_inline) {
+                match (variable(v), inline.env.contains(k)) {
                     (Some(var), _) => secret.push(format!("{} = {{ env = {} }}", q(k), q(&var))),
                     (None, true) => {
                         let var = variable_for(name, k);
                         let _ = writeln!(
                             out,
-                            "# {k} was written inline in the client's file: put it in ${var} where Warden runs"
+                            "# {} was written in the clear in the client's file: put it in ${var} where Warden runs",
+                            comment(k)
                         );
                         secret.push(format!("{} = {{ env = {} }}", q(k), q(&var)));
                     }
@@ -76,42 +110,49 @@ fn upstream_block(name: &str, e: &Entry, out: &mut String) {
             if !secret.is_empty() {
                 let _ = writeln!(out, "secret_env = {{ {} }}", secret.join(", "));
             }
-            for w in inline.iter().filter(|w| w.starts_with("argument")) {
-                let _ = writeln!(
-                    out,
-                    "# {w} holds a secret in the clear in the client's file: move it to an environment variable"
-                );
-            }
             let paths: Vec<String> =
                 crate::client_scan::named_paths(&e.server).iter().map(|p| p.display().to_string()).collect();
             let _ = writeln!(out, "[upstream.sandbox]\nread_only = [{}]", list(&paths));
-            if let Some(why) = launcher {
-                let _ = writeln!(
-                    out,
-                    "# {why}; until then it runs best effort (a strict sandbox refuses it)\nstrict = false"
-                );
+            match launcher {
+                Some(why) => {
+                    let _ = writeln!(
+                        out,
+                        "# {}; until then it runs best effort (a strict sandbox refuses it)\nstrict = false",
+                        comment(&why)
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "strict = true");
+                }
             }
         }
         Server::Http { url, headers } => {
-            let _ = writeln!(out, "transport = \"http\"\nurl = {}", q(url));
+            if inline.url {
+                let _ = writeln!(
+                    out,
+                    "# the URL held a credential in the client's file: removed (give it as a secret header)"
+                );
+            }
+            let _ = writeln!(out, "transport = \"http\"\nurl = {}", q(&without_credentials(url)));
             let mut secret = Vec::new();
             for (k, v) in headers {
                 match variable(v) {
-                    Some(var) => {
-                        let bearer = v.trim().starts_with("Bearer ");
-                        if bearer {
-                            let _ = writeln!(
-                                out,
-                                "# {k}: \"Bearer ${var}\" in the client's file: put the whole value in ${var}_HEADER"
-                            );
-                            secret.push(format!("{} = {{ env = {} }}", q(k), q(&format!("{var}_HEADER"))));
-                        } else {
-                            secret.push(format!("{} = {{ env = {} }}", q(k), q(&var)));
-                        }
+                    Some(var) if v.trim().starts_with("Bearer ") => {
+                        let _ = writeln!(
+                            out,
+                            "# {}: \"Bearer ${var}\" in the client's file: put the whole value in ${var}_HEADER",
+                            comment(k)
+                        );
+                        secret.push(format!("{} = {{ env = {} }}", q(k), q(&format!("{var}_HEADER"))));
                     }
+                    Some(var) => secret.push(format!("{} = {{ env = {} }}", q(k), q(&var))),
                     None => {
                         let var = variable_for(name, k);
-                        let _ = writeln!(out, "# header {k} was written in the client's file: put its value in ${var}");
+                        let _ = writeln!(
+                            out,
+                            "# header {} was written in the client's file: put its value in ${var}",
+                            comment(k)
+                        );
                         secret.push(format!("{} = {{ env = {} }}", q(k), q(&var)));
                     }
                 }
@@ -178,12 +219,16 @@ pub fn known_files() -> Vec<PathBuf> {
     client_configs::known_files(&home, std::env::current_dir().ok().as_deref())
 }
 
-/// `warden import`: write the config from `files`.
-pub async fn import(files: &[PathBuf], out_path: &Path) -> anyhow::Result<()> {
+/// `warden import`: write the config from `files` (`files_were_found`: this machine's known
+/// files, not named by the user).
+pub async fn import(files: &[PathBuf], out_path: &Path, files_were_found: bool) -> anyhow::Result<()> {
     anyhow::ensure!(!out_path.exists(), "{} exists: not overwritten (choose another --out)", out_path.display());
     let mut entries: Vec<Entry> = Vec::new();
     for f in files {
-        entries.extend(client_configs::read(f).map_err(anyhow::Error::msg)?);
+        match client_configs::read(f) {
+            Ok(e) => entries.extend(e),
+            Err(e) => eprintln!("skipped: {e}"),
+        }
     }
     anyhow::ensure!(!entries.is_empty(), "no MCP server in {} file(s)", files.len());
     let mut text = String::from(
@@ -198,9 +243,16 @@ pub async fn import(files: &[PathBuf], out_path: &Path) -> anyhow::Result<()> {
         upstream_block(&name, e, &mut text);
         named.push(name);
     }
-    // The tools of the servers that start without a secret, for the suggestions.
+    // The tools of the servers that start without a secret, for the suggestions (not those of
+    // a project file found in the current directory: a cloned repository's are not started).
+    let cwd = std::env::current_dir().ok();
+    let found = files_were_found;
     let startable: String = (entries.iter().zip(&named))
+        .filter(|(e, _)| !(found && cwd.as_ref().is_some_and(|d| e.file.starts_with(d))))
         .filter(|(e, _)| crate::client_scan::startable(&e.server))
+        .filter(|(e, n)| {
+            warden_gateway::config::Config::parse(&crate::client_scan::upstream_toml(n, &e.server), "-").is_ok()
+        })
         .map(|(e, n)| crate::client_scan::upstream_toml(n, &e.server))
         .collect();
     let mut tools: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
@@ -216,7 +268,17 @@ pub async fn import(files: &[PathBuf], out_path: &Path) -> anyhow::Result<()> {
     for n in &named {
         suggestion(n, tools.get(n).map(Vec::as_slice), &mut text);
     }
-    std::fs::write(out_path, &text)?;
+    // Never over an existing file or through a link; readable by its owner only.
+    {
+        use std::io::Write;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        o.mode(0o600);
+        o.open(out_path)?.write_all(text.as_bytes())?;
+    }
     println!("wrote {} ({} server(s) from {} file(s))", out_path.display(), entries.len(), files.len());
     // `warden check` on the result.
     let cfg = warden_gateway::config::Config::load(out_path).map_err(|e| anyhow::anyhow!(e.0))?;

@@ -1,16 +1,22 @@
 //! `warden import --rewrite-clients` and `--undo` (issue 28): point each MCP client at Warden
 //! instead of the servers Warden now fronts, and put them back.
 //!
-//! Each file is first copied to `<file>.warden-backup` (an existing backup is never replaced:
-//! the rewrite of that file is refused), then its servers are replaced by one entry, `warden`:
-//! Warden's `/mcp` URL in the form the client takes (Claude Desktop, whose file takes only
-//! local commands, and everyone with `--stdio`: `warden stdio --config FILE`). Nothing is
-//! rewritten without a confirmation (`--yes` gives it). `--undo` moves each backup back over
-//! its file: the file is again what it was, byte for byte.
+//! Each file (its link followed: the file itself is rewritten) is first copied to
+//! `<file>.warden-backup` (an existing backup is never replaced: the rewrite is refused), then
+//! its servers are replaced by one entry, `warden`: Warden's `/mcp` URL in the form the client
+//! takes (Claude Desktop, whose file takes only local commands, and everyone with `--stdio`:
+//! `warden stdio --config FILE`). Files with no server are left alone. Every file is planned
+//! before any is written; each write goes to a temporary file renamed over the target (the old
+//! content or the new, never half), keeping its permissions. The digest of what was written is
+//! kept beside the backup (`<file>.warden-rewritten`). Nothing is rewritten without a
+//! confirmation (`--yes` gives it). `--undo` moves each backup back over its file (the file is
+//! again what it was, byte for byte), unless the file changed since the rewrite (`--force`).
 //!
-//! Defends against: losing a user's client configuration (the backup, never overwritten; the
-//! rewrite stops at the first file it cannot back up). Does not keep: comments in a VS Code file
-//! that is rewritten (they are in the backup).
+//! Defends against: losing a user's client configuration (the backup, never overwritten; atomic
+//! writes; undo refusing to discard changes made after the rewrite).
+//! Does not keep: comments in a rewritten VS Code file, or the order of its keys (JSON objects
+//! are written sorted); both are in the backup. A client writing its file at the very moment of
+//! the rewrite loses that write.
 
 use crate::client_configs::Client;
 use serde_json::{json, Map, Value};
@@ -105,43 +111,96 @@ fn confirmed(files: &[PathBuf]) -> bool {
     std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
 
+/// Where the digest of the rewritten file is kept.
+fn written_of(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".warden-rewritten");
+    file.with_file_name(name)
+}
+
+/// Write `data` to `path` through a temporary file renamed over it, with `like`'s permissions.
+fn write_atomic(path: &Path, data: &[u8], like: Option<&Path>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".warden-tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let done = (|| {
+        f.write_all(data)?;
+        if let Some(l) = like {
+            std::fs::set_permissions(&tmp, std::fs::metadata(l)?.permissions())?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
+fn digest(data: &[u8]) -> String {
+    warden_gateway::digest::hex(&warden_gateway::digest::sha256(data))
+}
+
 /// Rewrite `files` to reach Warden `via` (Claude Desktop: `stdio`); `yes`: confirmed already.
 pub fn rewrite(files: &[PathBuf], via: &Via, stdio: &Via, yes: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(yes || confirmed(files), "not confirmed: nothing rewritten (--yes confirms)");
     // Everything checked before anything is written.
     let mut plans = Vec::new();
     for f in files {
         let client =
             Client::of(f).ok_or_else(|| anyhow::anyhow!("{}: not a client config file Warden knows", f.display()))?;
-        let backup = backup_of(f);
+        let f = std::fs::canonicalize(f)?;
+        let backup = backup_of(&f);
         anyhow::ensure!(
             !backup.exists(),
             "{}: a backup is already there ({}): undo first",
             f.display(),
             backup.display()
         );
-        let text = std::fs::read_to_string(f)?;
+        let text = crate::client_configs::read_text(&f).map_err(anyhow::Error::msg)?;
+        if crate::client_configs::read(&f).map_err(anyhow::Error::msg)?.is_empty() {
+            continue; // no server: nothing to point elsewhere
+        }
         let new = rewritten(client, &text, via, stdio).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        plans.push((f, backup, new));
+        plans.push((f, backup, text, new));
     }
-    for (f, backup, new) in plans {
-        std::fs::copy(f, &backup)?;
-        std::fs::write(f, new)?;
+    anyhow::ensure!(!plans.is_empty(), "no client file with servers to rewrite");
+    let names: Vec<PathBuf> = plans.iter().map(|p| p.0.clone()).collect();
+    anyhow::ensure!(yes || confirmed(&names), "not confirmed: nothing rewritten (--yes confirms)");
+    for (f, backup, old, new) in plans {
+        write_atomic(&backup, old.as_bytes(), Some(&f))?;
+        write_atomic(&written_of(&f), digest(new.as_bytes()).as_bytes(), Some(&f))?;
+        write_atomic(&f, new.as_bytes(), Some(&f))?;
         println!("rewrote {} (backup: {})", f.display(), backup.display());
     }
     Ok(())
 }
 
-/// Put back each file of `files` that has a backup.
-pub fn undo(files: &[PathBuf]) -> anyhow::Result<usize> {
+/// Put back each file of `files` that has a backup; one changed since the rewrite only with
+/// `force`. How many were restored.
+pub fn undo(files: &[PathBuf], force: bool) -> anyhow::Result<usize> {
     let mut n = 0;
     for f in files {
-        let backup = backup_of(f);
-        if backup.exists() {
-            std::fs::rename(&backup, f)?;
-            println!("restored {}", f.display());
-            n += 1;
+        let Ok(f) = std::fs::canonicalize(f) else { continue };
+        let backup = backup_of(&f);
+        if !backup.exists() {
+            continue;
         }
+        let written = std::fs::read_to_string(written_of(&f)).unwrap_or_default();
+        let now = std::fs::read(&f).map(|d| digest(&d)).unwrap_or_default();
+        if written.trim() != now && !force {
+            eprintln!(
+                "{}: changed since the rewrite; not restored (its backup is {}; --force restores it, losing those changes)",
+                f.display(),
+                backup.display()
+            );
+            continue;
+        }
+        std::fs::rename(&backup, &f)?;
+        let _ = std::fs::remove_file(written_of(&f));
+        println!("restored {}", f.display());
+        n += 1;
     }
     Ok(n)
 }

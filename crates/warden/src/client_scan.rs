@@ -13,9 +13,12 @@
 //!
 //! Defends against: starting an unknown server with the user's secrets in its environment
 //! (not started); a scan that runs a server unconfined (sandboxed, best effort for unpinned
-//! launchers, as `warden scan -- CMD` does).
-//! Does not defend against: what a server does while listing its tools inside the sandbox
-//! (network included: the sandbox lets a server reach the network unless told otherwise).
+//! launchers, as `warden scan -- CMD` does); a project's file (a cloned repository's) starting
+//! its servers, or granting them `~/.ssh` or the home directory (its servers start only with
+//! `--project`; key stores are never granted).
+//! Does not defend against: what a server does while listing its tools inside the sandbox (the
+//! default sandbox denies it the network, so one that fetches its package first does not start;
+//! the report says so, and such a failure counts in the exit status).
 
 use crate::client_configs::{self, Entry, Server};
 use serde_json::{json, Value};
@@ -24,57 +27,159 @@ use std::path::{Path, PathBuf};
 use warden_gateway::config::Config;
 
 /// A value that names a secret rather than holding it: `${VAR}`, `${env:VAR}`, `${input:id}`,
-/// `$VAR`.
-fn is_reference(v: &str) -> bool {
+/// `$VAR` (`VAR` in capitals: `$abc1` is a literal that starts with a dollar).
+pub fn is_reference(v: &str) -> bool {
     let v = v.trim();
-    v.is_empty()
-        || v.starts_with("${")
-        || (v.starts_with('$') && v[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    let bare = |n: &str| {
+        n.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    };
+    v.is_empty() || (v.starts_with("${") && v.ends_with('}')) || v.strip_prefix('$').is_some_and(bare)
 }
 
 /// A name that says its value is a secret.
-fn secret_name(k: &str) -> bool {
+pub fn secret_name(k: &str) -> bool {
     let k = k.to_ascii_uppercase().replace('-', "_");
-    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL", "AUTH"]
-        .iter()
-        .any(|s| k.contains(s))
-        || k.ends_with("_KEY")
-        || k.ends_with("_PAT")
+    [
+        "TOKEN",
+        "SECRET",
+        "PASS",
+        "API_KEY",
+        "APIKEY",
+        "ACCESS_KEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+        "AUTH",
+        "DSN",
+        "COOKIE",
+        "SESSION",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || ["_KEY", "_PAT", "DATABASE_URL", "CONNECTION_STRING"].iter().any(|s| k.ends_with(s))
 }
 
-/// The inline secrets of a server: where each is (never its value).
-pub fn inline_secrets(s: &Server) -> Vec<String> {
-    let mut out = Vec::new();
+/// A URL that carries a credential: a password, or a query parameter named like a secret.
+fn url_with_secret(v: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(v.trim()) else { return false };
+    u.password().is_some() || u.query_pairs().any(|(k, v)| secret_name(&k) && !is_reference(&v))
+}
+
+/// A header line (`Name: value`) whose value is a secret in the clear.
+fn header_with_secret(line: &str) -> bool {
+    line.split_once(':').is_some_and(|(n, v)| {
+        let v = v.trim();
+        let v = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("Basic ")).unwrap_or(v);
+        (secret_name(n) || n.trim().eq_ignore_ascii_case("authorization")) && !is_reference(v)
+    })
+}
+
+/// Secrets written in the clear in one server's entry: where each is (never its value), and
+/// which arguments, env keys and headers hold one.
+#[derive(Default)]
+pub struct Inline {
+    pub places: Vec<String>,
+    /// Indices of the arguments that hold a secret (the whole argument, or its `=value`).
+    pub args: std::collections::BTreeSet<usize>,
+    pub env: std::collections::BTreeSet<String>,
+    pub headers: std::collections::BTreeSet<String>,
+    /// The URL holds a password or a secret query parameter.
+    pub url: bool,
+}
+
+impl Inline {
+    /// `args` with each secret replaced by `mask` (after its `--flag=`, when it has one).
+    pub fn masked(&self, args: &[String], mask: &str) -> Vec<String> {
+        (args.iter().enumerate())
+            .map(|(i, a)| match (self.args.contains(&i), a.split_once('=')) {
+                (false, _) => a.clone(),
+                (true, Some((f, _))) if f.starts_with('-') => format!("{f}={mask}"),
+                (true, _) => mask.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// The secrets written in the clear in `s`.
+pub fn inline_secrets(s: &Server) -> Inline {
+    let mut out = Inline::default();
     match s {
         Server::Stdio { env, args, .. } => {
             for (k, v) in env {
-                if secret_name(k) && !is_reference(v) {
-                    out.push(format!("env {k}"));
+                if (secret_name(k) && !is_reference(v)) || url_with_secret(v) || header_with_secret(v) {
+                    out.places.push(format!("env {k}"));
+                    out.env.insert(k.clone());
                 }
             }
             for (i, a) in args.iter().enumerate() {
-                let (flag, value) = match a.split_once('=') {
-                    Some((f, v)) => (f, Some(v)),
-                    None => (a.as_str(), args.get(i + 1).map(String::as_str)),
+                let next = args.get(i + 1).map(String::as_str);
+                let flag = a.split('=').next().unwrap_or(a).trim_start_matches('-');
+                let mut hit = |at: usize, what: String| {
+                    if out.args.insert(at) {
+                        out.places.push(what);
+                    }
                 };
-                let flag = flag.trim_start_matches('-');
-                if a.starts_with('-') && secret_name(&flag.replace('-', "_")) && value.is_some_and(|v| !is_reference(v))
+                if let Some(f) = a.strip_prefix('-') {
+                    let f = f.trim_start_matches('-');
+                    match a.split_once('=') {
+                        // `--api-key=sk…`
+                        Some((_, v)) if secret_name(flag) && !is_reference(v) => {
+                            hit(i, format!("argument {}", a.split('=').next().unwrap_or(a)))
+                        }
+                        // `--api-key sk…`, `-e TOKEN=…`, `--header "Authorization: Bearer …"`
+                        None => match next {
+                            Some(v) if secret_name(f) && !v.starts_with('-') && !is_reference(v) => {
+                                hit(i + 1, format!("argument after {a}"))
+                            }
+                            Some(v)
+                                if matches!(f, "e" | "env")
+                                    && v.split_once('=').is_some_and(|(n, x)| secret_name(n) && !is_reference(x)) =>
+                            {
+                                hit(i + 1, format!("argument after {a} ({})", v.split('=').next().unwrap_or_default()))
+                            }
+                            Some(v) if matches!(f, "H" | "header") && header_with_secret(v) => {
+                                hit(i + 1, format!("argument after {a}"))
+                            }
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                } else if url_with_secret(a) {
+                    hit(i, format!("argument {} (a URL with a credential)", i + 1));
+                } else if header_with_secret(a)
+                    || a.split_once('=').is_some_and(|(n, v)| secret_name(n) && !n.contains(' ') && !is_reference(v))
                 {
-                    out.push(format!("argument {}", a.split('=').next().unwrap_or(a)));
+                    hit(i, format!("argument {}", i + 1));
                 }
             }
         }
-        Server::Http { headers, .. } => {
+        Server::Http { url, headers } => {
             for (k, v) in headers {
                 let named = secret_name(k) || k.eq_ignore_ascii_case("authorization");
-                let value = v.strip_prefix("Bearer ").unwrap_or(v);
+                let value = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("Basic ")).unwrap_or(v);
                 if named && !is_reference(value) {
-                    out.push(format!("header {k}"));
+                    out.places.push(format!("header {k}"));
+                    out.headers.insert(k.clone());
                 }
+            }
+            if url_with_secret(url) {
+                out.places.push("url (a password or a secret query parameter)".into());
+                out.url = true;
             }
         }
     }
     out
+}
+
+/// What a server runs or reaches, its inline secrets masked: for reports.
+pub fn shown(s: &Server) -> String {
+    let secrets = inline_secrets(s);
+    match s {
+        Server::Stdio { command, args, .. } => {
+            format!("{command} {}", secrets.masked(args, "***").join(" ")).trim().to_string()
+        }
+        Server::Http { url, .. } => warden_gateway::config::mask::mask_url(url),
+    }
 }
 
 /// Secrets the server would need from elsewhere: references to variables not set here, and
@@ -120,15 +225,26 @@ pub fn upstream_name(name: &str, taken: &mut Vec<String>) -> String {
     n
 }
 
+/// Where keys live: never granted to a server because its entry names them.
+const SENSITIVE: &[&str] =
+    &[".ssh", ".aws", ".gnupg", ".kube", ".docker", ".netrc", ".password-store", ".config/gcloud", ".azure"];
+
 /// Paths a stdio server's arguments and environment name that exist here: what it may read.
+/// Never `/`, the home directory itself or one of its key stores (`~/.ssh`, `~/.aws`, …): an
+/// entry (a project's `.mcp.json` from a cloned repository, say) does not grant those.
 pub fn named_paths(s: &Server) -> Vec<PathBuf> {
     let Server::Stdio { args, env, cwd, .. } = s else { return vec![] };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let sensitive = |p: &Path| {
+        p.parent().is_none()
+            || home.as_ref().is_some_and(|h| h.starts_with(p) || SENSITIVE.iter().any(|k| p.starts_with(h.join(k))))
+    };
     let mut out: Vec<PathBuf> = Vec::new();
     for v in args.iter().chain(env.values()).chain(cwd.iter()) {
         let v = v.split_once('=').map_or(v.as_str(), |(_, r)| r);
-        let p = Path::new(v);
-        if p.is_absolute() && p.exists() && !out.iter().any(|o| o == p) {
-            out.push(p.to_path_buf());
+        let Ok(p) = Path::new(v).canonicalize() else { continue };
+        if Path::new(v).is_absolute() && !sensitive(&p) && !out.contains(&p) {
+            out.push(p);
         }
     }
     out
@@ -163,7 +279,7 @@ pub fn upstream_toml(name: &str, s: &Server) -> String {
 
 /// Whether a server starts here without a secret (none inline, none to be found elsewhere).
 pub fn startable(s: &Server) -> bool {
-    inline_secrets(s).is_empty() && needed(s).is_empty()
+    inline_secrets(s).places.is_empty() && needed(s).is_empty()
 }
 
 /// Each tool's and prompt's pin digest (what `warden pin` would pin; a later scan shows a
@@ -178,14 +294,15 @@ fn pins_of(d: &warden_gateway::upstream::Definitions) -> Value {
     json!({"tools": of(PinKind::Tool, &d.tools), "prompts": of(PinKind::Prompt, &d.prompts)})
 }
 
-/// `warden scan --clients` / `--client-config FILE…`: the number of findings.
-pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
-    let files = if files.is_empty() {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        client_configs::known_files(&home, std::env::current_dir().ok().as_deref())
-    } else {
-        files.to_vec()
-    };
+/// `warden scan --clients` / `--client-config FILE…`: the number of findings, unreadable files
+/// and servers that did not start. `project`: also start the servers of the current directory's
+/// project files (a cloned repository's `.mcp.json` is someone else's: listed and checked, not
+/// started, unless asked).
+pub async fn scan(files: &[PathBuf], as_json: bool, project: bool) -> anyhow::Result<usize> {
+    let cwd = std::env::current_dir().ok();
+    // Files named on the command line are the user's choice; found ones may be a project's.
+    let files_were_found = files.is_empty();
+    let files = if files.is_empty() { crate::client_import::known_files() } else { files.to_vec() };
     let mut errors: Vec<String> = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
     for f in &files {
@@ -209,22 +326,35 @@ pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
                 finding("supply_chain.unpinned_launcher", why);
             }
         }
-        let inline = inline_secrets(&e.server);
+        let inline = inline_secrets(&e.server).places;
         for w in &inline {
             finding("secret.inline", format!("{w} holds a secret in the clear in {}", e.file.display()));
         }
-        let needs = needed(&e.server);
+        let mut needs = needed(&e.server);
+        let of_project = cwd.as_ref().is_some_and(|d| e.file.starts_with(d)) && files_were_found;
+        if of_project && !project && needs.is_empty() {
+            needs.push("--project (a project's own file: its servers start only when asked)".into());
+        }
         let start = inline.is_empty() && needs.is_empty();
-        let (transport, target) = match &e.server {
-            Server::Stdio { command, args, .. } => ("stdio", format!("{command} {}", args.join(" "))),
-            Server::Http { url, .. } => ("http", url.clone()),
-        };
+        let transport = if matches!(e.server, Server::Stdio { .. }) { "stdio" } else { "http" };
+        let target = shown(&e.server);
         servers.push(json!({"client": e.client.name(), "file": e.file, "name": e.name, "upstream": name,
                             "transport": transport, "target": target.trim(),
                             "started": start, "needs": needs, "inline_secrets": inline}));
         if start {
-            started.push_str(&upstream_toml(&name, &e.server));
-            by_name.insert(name, i);
+            // Each entry checked alone: one that Warden's config refuses is reported, the others go on.
+            let one = upstream_toml(&name, &e.server);
+            match Config::parse(&one, "client configs") {
+                Ok(_) => {
+                    started.push_str(&one);
+                    by_name.insert(name, i);
+                }
+                Err(err) => {
+                    if let Some(s) = servers.last_mut() {
+                        s["error"] = json!(err.0);
+                    }
+                }
+            }
         }
     }
     // The servers that need no secret, as `warden scan --config` would read them.
@@ -283,7 +413,8 @@ pub async fn scan(files: &[PathBuf], as_json: bool) -> anyhow::Result<usize> {
         crate::pins::print_findings(&report);
         println!("{} finding(s)", report.len());
     }
-    Ok(report.len() + errors.len())
+    let failed = servers.iter().filter(|s| s["error"].is_string()).count();
+    Ok(report.len() + errors.len() + failed)
 }
 
 #[cfg(test)]
@@ -308,9 +439,19 @@ mod tests {
             &["--api-key=sk-123", "--token", "t0k", "--port", "1"],
         );
         assert_eq!(
-            inline_secrets(&s),
-            vec!["env GITHUB_PERSONAL_ACCESS_TOKEN", "argument --api-key", "argument --token"]
+            inline_secrets(&s).places,
+            vec!["env GITHUB_PERSONAL_ACCESS_TOKEN", "argument --api-key", "argument after --token"]
         );
+        assert_eq!(shown(&s), "x --api-key=*** --token *** --port 1");
+        // Other shapes: docker's `-e NAME=value`, a header argument, a URL with a password, a
+        // literal that starts with a dollar.
+        let more = stdio(
+            &[("DB_PASS", "$abc123"), ("DATABASE_URL", "${DB}")],
+            &["-e", "GITHUB_TOKEN=ghp_x", "-H", "Authorization: Bearer abc", "mysql://u:p@h/db", "-e", "LOG=1"],
+        );
+        let found = inline_secrets(&more);
+        assert_eq!(found.args.iter().copied().collect::<Vec<_>>(), vec![1, 3, 4], "{:?}", found.places);
+        assert!(found.env.contains("DB_PASS") && !found.env.contains("DATABASE_URL"));
         let h = Server::Http {
             url: "https://x".into(),
             headers: [
@@ -319,7 +460,7 @@ mod tests {
             ]
             .into(),
         };
-        assert_eq!(inline_secrets(&h), vec!["header X-Api-Key"]);
+        assert_eq!(inline_secrets(&h).places, vec!["header X-Api-Key"]);
         assert!(needed(&stdio(&[("K", "${input:key}")], &[]))[0].contains("input:key"));
     }
 

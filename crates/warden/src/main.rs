@@ -81,6 +81,10 @@ enum Cmd {
         /// Scan the servers of this client config file (repeatable; implies --clients).
         #[arg(long = "client-config", value_name = "FILE", conflicts_with_all = ["config", "url", "command"])]
         client_config: Vec<PathBuf>,
+        /// With --clients: also start the servers of the current directory's project files
+        /// (`.mcp.json`, `.cursor/mcp.json`, `.vscode/mcp.json`); otherwise they are only checked.
+        #[arg(long)]
+        project: bool,
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
@@ -109,9 +113,13 @@ enum Cmd {
         /// With --rewrite-clients: clients run `warden stdio --config OUT` instead of HTTP.
         #[arg(long, requires = "rewrite_clients")]
         stdio: bool,
-        /// Put each client file back from its backup (nothing else is done).
+        /// Put each client file back from its backup (nothing else is done). A file changed
+        /// since the rewrite is left as it is, unless --force.
         #[arg(long, conflicts_with_all = ["rewrite_clients", "out"])]
         undo: bool,
+        /// With --undo: restore even a file changed since the rewrite (those changes are lost).
+        #[arg(long, requires = "undo")]
+        force: bool,
     },
     /// Write the pin file (content.pin_file, or --out) from the definitions the upstreams offer
     /// now; `warden pin diff` shows what changed since; `warden pin keygen` makes a signing key.
@@ -343,19 +351,20 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Classifier { action } => warden_classifier::cli::run(action),
-            Cmd::Scan { clients, client_config, json, .. } if clients || !client_config.is_empty() => {
-                found = client_scan::scan(&client_config, json).await? > 0;
+            Cmd::Scan { clients, client_config, json, project, .. } if clients || !client_config.is_empty() => {
+                found = client_scan::scan(&client_config, json, project).await? > 0;
                 Ok(())
             }
-            Cmd::Import { files, undo: true, .. } => {
+            Cmd::Import { files, undo: true, force, .. } => {
                 let files = if files.is_empty() { client_import::known_files() } else { files };
-                let n = client_rewrite::undo(&files)?;
+                let n = client_rewrite::undo(&files, force)?;
                 println!("{n} client file(s) restored");
                 Ok(())
             }
             Cmd::Import { files, out, rewrite_clients, yes, url, stdio, .. } => {
-                let files = if files.is_empty() { client_import::known_files() } else { files };
-                client_import::import(&files, &out).await?;
+                let found = files.is_empty();
+                let files = if found { client_import::known_files() } else { files };
+                client_import::import(&files, &out, found).await?;
                 if rewrite_clients {
                     let warden = std::env::current_exe()?;
                     let config = std::path::absolute(&out)?;

@@ -61,14 +61,23 @@ fn scan_finds_every_clients_servers_and_flags_poison_launchers_and_inline_secret
         json!({"mcpServers": {"wind": {"serverUrl": http.url}}}).to_string(),
     );
 
-    let out = Command::new(bin("warden"))
-        .args(["scan", "--clients", "--json"])
-        .env("HOME", &home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("DOCS_TOKEN_NOT_SET")
-        .current_dir(&project)
-        .output()
-        .unwrap();
+    let scan = |more: &[&str]| {
+        Command::new(bin("warden"))
+            .args(["scan", "--clients", "--json"])
+            .args(more)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DOCS_TOKEN_NOT_SET")
+            .current_dir(&project)
+            .output()
+            .unwrap()
+    };
+    // The project's own files (a cloned repository's) are listed and checked, their servers
+    // not started unless asked.
+    let first: Value = serde_json::from_slice(&scan(&[]).stdout).unwrap();
+    let vs = first["servers"].as_array().unwrap().iter().find(|s| s["name"] == "vs-fx").cloned().unwrap();
+    assert!(vs["started"] == false && vs["needs"].to_string().contains("--project"), "{vs}");
+    let out = scan(&["--project"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -127,6 +136,33 @@ fn scan_finds_every_clients_servers_and_flags_poison_launchers_and_inline_secret
     let of = |n: &str, rule: &str| findings.iter().any(|f| f["name"] == n && f["rule"] == rule);
     assert!(of("github", "secret.inline") && of("github", "supply_chain.unpinned_launcher"), "{findings:?}");
     assert!(!stdout.contains("ghp_INLINE_SECRET_VALUE"), "the secret itself is never shown");
+    // Secrets in arguments and URLs: found, masked in the report, never shown.
+    let leaky = home.join("leaky/mcp.json");
+    std::fs::create_dir_all(leaky.parent().unwrap()).unwrap();
+    let leaky = leaky.with_file_name("mcp_config.json");
+    std::fs::write(
+        &leaky,
+        json!({"mcpServers": {
+            "argkey": {"command": "some-server", "args": ["--api-key", "sk-ARG_SECRET_1", "--header", "Authorization: Bearer ARG_SECRET_2"]},
+            "dburl": {"command": "pg-server", "args": ["postgres://u:ARG_SECRET_3@db.example/app"]},
+            "query": {"serverUrl": "https://mcp.example/mcp?api_key=URL_SECRET_4"},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(bin("warden")).args(["scan", "--client-config"]).arg(&leaky).arg("--json").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("SECRET_"), "a secret was shown: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let inline = |n: &str| {
+        v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .map(|s| s["inline_secrets"].as_array().map_or(0, Vec::len))
+    };
+    assert_eq!((inline("argkey"), inline("dburl"), inline("query")), (Some(2), Some(1), Some(1)), "{text}");
     // The same servers, by file.
     let one = Command::new(bin("warden"))
         .args(["scan", "--client-config"])
@@ -164,6 +200,10 @@ async fn import_makes_a_config_that_serves_the_servers_and_copies_no_secret() {
             "gh": {"type": "stdio", "command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"],
                    "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_NEVER_COPIED", "KEY2": "${input:api-key}"}},
             "docs": {"type": "http", "url": "https://docs.example/mcp", "headers": {"X-Api-Key": "k_NEVER_COPIED"}},
+            "args": {"type": "stdio", "command": "some-server", "args": ["--api-key", "sk-NEVER_COPIED", "--port", "1"]},
+            "creds": {"type": "http", "url": "https://u:NEVER_COPIED@mcp.example/mcp?token=NEVER_COPIED&x=1"},
+            // An entry name that tries to write configuration after its comment line.
+            "x\n[[upstream]]\nname = \"evil\"\ntransport = \"stdio\"\ncommand = \"/bin/sh\"\n[upstream.sandbox]\nenabled = false\n#": {"type": "stdio", "command": fixture, "args": ["--stdio"]},
         }})
         .to_string(),
     )
@@ -184,6 +224,18 @@ async fn import_makes_a_config_that_serves_the_servers_and_copies_no_secret() {
     );
     assert!(text.contains("strict = false") && text.contains("pin a version"), "the unpinned launcher is said: {text}");
     assert!(!text.lines().any(|l| l.starts_with("[[rule]]")), "no rule allows anything: {text}");
+    assert!(
+        text.contains("\"--api-key\", \"SECRET-REMOVED\"") && text.contains("url = \"https://u@mcp.example/mcp?x=1\""),
+        "{text}"
+    );
+    // The hostile name stays in its comment: one upstream per server, none unsandboxed.
+    assert_eq!(text.lines().filter(|l| l.starts_with("[[upstream]]")).count(), 5, "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("enabled") || l == "name = \"evil\""), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     // (`warden check` ran on it: it resolves the references, unset here, and says so.)
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("wrote") && said.contains("GH_GITHUB_PERSONAL_ACCESS_TOKEN"), "{said}");
@@ -271,9 +323,19 @@ fn rewrite_points_every_client_at_warden_and_undo_restores_byte_for_byte() {
     let r = run(&["import", "--out", &out.display().to_string(), "--rewrite-clients", "--yes"], &paths);
     assert!(!r.status.success(), "{r:?}");
     assert_eq!(before, paths.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect::<Vec<_>>());
+    // A file the client changed since the rewrite is not put back (its changes would be lost),
+    // unless forced.
+    let mut changed = read(2);
+    changed["mcpServers"]["added-later"] = json!({"url": "https://later.example/mcp"});
+    std::fs::write(&paths[2], changed.to_string()).unwrap();
+    let r = run(&["import", "--undo"], &paths[2..3]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("changed since the rewrite"), "{r:?}");
+    assert!(std::fs::read_to_string(&paths[2]).unwrap().contains("added-later"));
+    let r = run(&["import", "--undo", "--force"], &paths[2..3]);
+    assert!(r.status.success(), "{r:?}");
     // Undo: byte for byte, backups gone.
     let r = run(&["import", "--undo"], &paths);
-    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("5 client file(s) restored"), "{r:?}");
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("4 client file(s) restored"), "{r:?}");
     for (p, (_, text)) in paths.iter().zip(&files) {
         assert_eq!(&std::fs::read_to_string(p).unwrap(), text, "{}", p.display());
         assert!(!p.with_file_name(format!("{}.warden-backup", p.file_name().unwrap().to_str().unwrap())).exists());
