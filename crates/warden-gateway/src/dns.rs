@@ -26,6 +26,23 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).dns_resolver(std::sync::Arc::new(NoMetadata))
 }
 
+/// The addresses a URL's host stands for, within `within`: its IP literal, or what its name
+/// resolves to now (to be pinned by the caller: `ClientBuilder::resolve`, so that the request
+/// goes where the check looked). Errors name the host only.
+pub async fn addresses_of(u: &reqwest::Url, within: std::time::Duration) -> Result<Vec<SocketAddr>, String> {
+    let host = u.host_str().unwrap_or_default().to_string();
+    let port = u.port_or_known_default().unwrap_or(443);
+    Ok(match u.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        _ => tokio::time::timeout(within, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| format!("resolving {host} timed out"))?
+            .map_err(|_| format!("{host} does not resolve"))?
+            .collect(),
+    })
+}
+
 /// The addresses of `addrs` that may be connected to.
 pub fn usable(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
     addrs.filter(|a| !is_metadata_or_link_local(a.ip())).collect()

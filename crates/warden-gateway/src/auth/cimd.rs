@@ -83,16 +83,8 @@ impl Documents {
     async fn fetch(&self, id: &str) -> Result<(ClientMetadata, u64), String> {
         let url = parse_client_id(id, self.allow_loopback)?;
         let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = match url.host() {
-            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
-            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
-            _ => tokio::time::timeout(FETCH_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-                .await
-                .map_err(|_| "resolving the client_id host timed out".to_string())?
-                .map_err(|_| "the client_id host does not resolve".to_string())?
-                .collect(),
-        };
+        let addrs =
+            crate::dns::addresses_of(&url, FETCH_TIMEOUT).await.map_err(|e| format!("the client_id host: {e}"))?;
         let allowed =
             |a: &SocketAddr| warden_policy::net::is_public_ip(a.ip()) || (self.allow_loopback && a.ip().is_loopback());
         if addrs.is_empty() || !addrs.iter().all(allowed) {

@@ -14,7 +14,6 @@
 //! Does not defend against: what a public host the upstream names does with what it is sent
 //! (Warden's registration, the user's code at the token endpoint that discovery found).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,16 +57,7 @@ impl Outbound {
         if trusted.contains(&host) {
             return Ok(self.client.request(method, u));
         }
-        let port = u.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = match u.host() {
-            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
-            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
-            _ => tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-                .await
-                .map_err(|_| format!("{host}: resolving timed out"))?
-                .map_err(|_| format!("{host}: does not resolve"))?
-                .collect(),
-        };
+        let addrs = crate::dns::addresses_of(&u, TIMEOUT).await?;
         if addrs.is_empty() || !addrs.iter().all(|a| warden_policy::net::is_public_ip(a.ip())) {
             return Err(format!("{host}: not a public address, and not a host the configuration names"));
         }
