@@ -17,6 +17,11 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// `s` as a TOML string (quoted and escaped by the TOML writer).
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 /// Largest client config file read (`~/.claude.json` keeps history: it grows).
 const MAX_FILE: u64 = 64 << 20;
 /// Most servers taken from one file.

@@ -18,18 +18,15 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
+use client_configs::toml_str as q;
 
-/// `${VAR}`, `${env:VAR}`, `$VAR` → `VAR`; `${input:id}` → `ID` (upper, `-` as `_`).
+/// The variable a reference names: `${VAR}`, `${env:VAR}`, `$VAR` → `VAR`; `${input:id}` → `ID`
+/// (upper, `-` as `_`).
 fn variable(v: &str) -> Option<String> {
-    let v = v.trim().trim_start_matches("Bearer ").trim();
-    let n = v.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| v.strip_prefix('$'))?;
-    let n = n.strip_prefix("env:").unwrap_or(n);
-    let n = match n.strip_prefix("input:") {
-        Some(id) => id.to_ascii_uppercase().replace(['-', '.', ' '], "_"),
-        None => n.to_string(),
+    use crate::client_scan::Reference;
+    let n = match crate::client_scan::reference(v)? {
+        Reference::Input(id) => id.to_ascii_uppercase().replace(['-', '.', ' '], "_"),
+        Reference::Env(n) => n,
     };
     (!n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(n)
 }

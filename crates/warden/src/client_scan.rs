@@ -37,6 +37,28 @@ pub fn is_reference(v: &str) -> bool {
     v.is_empty() || (v.starts_with("${") && v.ends_with('}')) || v.strip_prefix('$').is_some_and(bare)
 }
 
+/// What a reference names.
+pub enum Reference {
+    /// An environment variable.
+    Env(String),
+    /// A prompt of the client (`${input:id}`).
+    Input(String),
+}
+
+/// The reference `v` is (as [`is_reference`] tells; a `Bearer ` prefix allowed), if any.
+pub fn reference(v: &str) -> Option<Reference> {
+    let v = v.trim();
+    let v = v.strip_prefix("Bearer ").unwrap_or(v).trim();
+    if v.is_empty() || !is_reference(v) {
+        return None;
+    }
+    let n = v.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| v.strip_prefix('$'))?;
+    Some(match n.strip_prefix("input:") {
+        Some(id) => Reference::Input(id.to_string()),
+        None => Reference::Env(n.strip_prefix("env:").unwrap_or(n).to_string()),
+    })
+}
+
 /// A name that says its value is a secret.
 pub fn secret_name(k: &str) -> bool {
     let k = k.to_ascii_uppercase().replace('-', "_");
@@ -191,17 +213,10 @@ fn needed(s: &Server) -> Vec<String> {
     };
     let mut out = Vec::new();
     for v in values {
-        let v = v.trim().trim_start_matches("Bearer ").trim();
-        let name = v.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| v.strip_prefix('$'));
-        match name {
-            Some(n) if n.starts_with("input:") => out.push(format!("the client's prompt {n}")),
-            Some(n) => {
-                let var = n.strip_prefix("env:").unwrap_or(n);
-                if std::env::var_os(var).is_none() {
-                    out.push(format!("${var}"));
-                }
-            }
-            None => {}
+        match reference(v) {
+            Some(Reference::Input(id)) => out.push(format!("the client's prompt input:{id}")),
+            Some(Reference::Env(var)) if std::env::var_os(&var).is_none() => out.push(format!("${var}")),
+            _ => {}
         }
     }
     out
@@ -253,7 +268,7 @@ pub fn named_paths(s: &Server) -> Vec<PathBuf> {
 /// The `[[upstream]]` a server is scanned as (no secret in it: only servers that need none are
 /// started).
 pub fn upstream_toml(name: &str, s: &Server) -> String {
-    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let q = crate::client_configs::toml_str;
     match s {
         Server::Http { url, .. } => {
             format!("[[upstream]]\nname = {}\ntransport = \"http\"\nurl = {}\n", q(name), q(url))

@@ -211,11 +211,9 @@ async fn confirm(State(pg): State<Pages>, Path(flow): Path<String>, headers: Hea
             return refused(StatusCode::BAD_GATEWAY, "Warden cannot check who you are at your sign-in service now.");
         }
     };
-    let mut secret = [0u8; 24];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+    let Some(secret) = crate::digest::random_hex(24) else {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "Try again.");
-    }
-    let secret = crate::digest::hex(&secret);
+    };
     // Once: a flow confirmed is bound to the browser that confirmed it.
     let bound = links.with_flow(&flow, |f| match f.browser {
         Some(_) => false,

@@ -236,11 +236,7 @@ impl Vault {
         let mut db = self.table()?;
         let id = match db.find(upstream, &binding)? {
             Some((id, _, _)) => id,
-            None => {
-                let mut b = [0u8; 16];
-                SystemRandom::new().fill(&mut b).map_err(|_| "vault: no randomness")?;
-                crate::digest::hex(&b)
-            }
+            None => crate::digest::random_hex(16).ok_or("vault: no randomness")?,
         };
         let sealed = self.seal(upstream, &binding, s)?;
         db.upsert(&Upsert {

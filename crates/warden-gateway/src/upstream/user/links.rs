@@ -100,10 +100,7 @@ pub struct Links {
 }
 
 pub(super) fn random() -> Result<String, GatewayError> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 24];
-    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| GatewayError::Unavailable)?;
-    Ok(crate::digest::hex(&b))
+    crate::digest::random_hex(24).ok_or(GatewayError::Unavailable)
 }
 
 /// Insert into a bounded cache: when full, the expired go, then everything (rebuilt on use).
