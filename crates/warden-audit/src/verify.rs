@@ -82,6 +82,10 @@ pub struct ChainReport {
     /// Retention anchors in the chain, with the seq of the record carrying each (an anchor may
     /// speak of another chain: [`crate::Anchor::chain`]).
     anchors: Vec<(u64, crate::event::Anchor)>,
+    /// The seqs (first, last) a restart said followed the checkpoint file's last checkpoint of
+    /// the chain (its `inherited_unsigned` record): a checkpoint among them that the file lacks
+    /// is the one a kill kept from it.
+    inherited: Vec<(u64, u64)>,
 }
 
 #[derive(Default, Debug)]
@@ -225,6 +229,13 @@ impl Report {
         if let Some(a) = &e.anchor {
             c.anchors.push((e.seq, a.clone()));
         }
+        let inherited = match (e.kind.as_str(), e.detail.as_deref(), e.count) {
+            ("audit", Some("inherited_unsigned"), Some(n)) if n > 0 && n < e.seq => Some((e.seq - n, e.seq - 1)),
+            _ => None,
+        };
+        if let Some(range) = inherited.filter(|_| c.inherited.len() < 10_000) {
+            c.inherited.push(range);
+        }
         let mut problems = Vec::new();
         if first {
             // A problem unless a signed retention anchor later in the chain explains it (`finish`).
@@ -255,7 +266,12 @@ impl Report {
         // here was appended by someone else (and a start would otherwise sign it).
         if let Some(closed_at) = c.after_close.take() {
             let starts = e.checkpoint.as_ref().is_some_and(|cp| cp.phase.as_deref() == Some("start"));
-            if !starts {
+            // A stop killed before its close checkpoint reached the checkpoint file: the restart
+            // says so first (covering the close), then starts.
+            let says_so = inherited.is_some_and(|(from, to)| (from..=to).contains(&closed_at));
+            if says_so {
+                c.after_close = Some(closed_at);
+            } else if !starts {
                 problems.push(format!(
                     "{at}: chain {} seq {}: a record after the clean stop at seq {closed_at} that is not Warden's next start: appended by someone else",
                     e.chain, e.seq
@@ -359,6 +375,10 @@ impl Report {
                 if seq > file_end {
                     self.notes.push(format!(
                         "chain {name}: checkpoint at seq {seq} is past the checkpoint file's end (signed since it was read, or Warden killed while appending it)"
+                    ));
+                } else if c.inherited.iter().any(|(from, to)| (*from..=*to).contains(&seq)) {
+                    self.notes.push(format!(
+                        "chain {name}: checkpoint at seq {seq} never reached the checkpoint file (Warden killed while appending it; its restart says so)"
                     ));
                 } else {
                     missing.push(format!(
