@@ -4,8 +4,10 @@
 //! link (`elicitation/create`, mode `url`: a 2025-11-25 session's request, a 2026-07-28
 //! client's `input_required` for a call, read or prompt); once the user accepts, the request
 //! waits for the link (at most [`LINK_WAIT`]) and then runs again, once; a listing the user
-//! declined goes on without that upstream. Any other client or request, or a user who declines
-//! a call, gets the error: -32042 with the link, in its message too.
+//! declined goes on without that upstream. Any other request of such a client, or a user who
+//! declines a call, gets the error: -32042 with the link, in its message too. A client that
+//! does not take URL elicitation gets the error on a call, and in a listing the other
+//! upstreams' names with a stand-in tool that answers with the link (`relay/link_tool.rs`).
 //!
 //! Defends against: a request waiting forever (bounded wait); a loop (one run again only).
 //! Does not defend against: the user linking another account than they meant (the page names
@@ -14,23 +16,36 @@
 use super::Method;
 use crate::error::GatewayError;
 use crate::relay::session::RelaySession;
+use crate::relay::Unlinked;
 use crate::rpc::Peer;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Longest wait for a link the user accepted to open.
 pub const LINK_WAIT: Duration = Duration::from_secs(300);
-/// How long a flow that ended may take to become a link (its code redeemed, the vault written).
-const REDEEMING: Duration = Duration::from_secs(15);
-/// How often the vault is looked at while waiting.
-const POLL: Duration = Duration::from_millis(500);
 
 /// Whether the client of `s` can be asked to open a link for `method`: it takes URL-mode
 /// elicitation, and (2026-07-28) the request may answer `input_required` (a call, a read, a
 /// prompt; never a listing).
 pub fn may_ask(s: &RelaySession, method: Option<Method>) -> bool {
     let asks = |m: Method| !s.stateless || matches!(m, Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet);
-    s.client_caps.pointer("/elicitation/url").is_some_and(Value::is_object) && method.is_some_and(asks)
+    takes_url(s) && method.is_some_and(asks)
+}
+
+fn takes_url(s: &RelaySession) -> bool {
+    s.client_caps.pointer("/elicitation/url").is_some_and(Value::is_object)
+}
+
+/// What a listing of `s` does with an upstream its user has not linked: a client that takes URL
+/// elicitation gets the link (asked, or -32042 where it cannot be asked, as the spec has it);
+/// any other client gets the other upstreams' names and a stand-in tool that answers with the
+/// link (`relay/link_tool.rs`).
+pub fn unlinked(s: &RelaySession) -> Unlinked {
+    if takes_url(s) {
+        Unlinked::Answer
+    } else {
+        Unlinked::Offer
+    }
 }
 
 /// Ask the user to open the link of `e` and wait for it: whether the account is linked now.
@@ -56,17 +71,5 @@ pub async fn ask(s: &RelaySession, peer: &Peer, e: &GatewayError) -> bool {
         tracing::info!(upstream = %upstream, subject = %s.principal.subject, "link not accepted");
         return false;
     }
-    let mut gone: Option<Instant> = None;
-    while Instant::now() < until {
-        if link.is_linked(&s.principal).await {
-            return true;
-        }
-        // The flow ended: linked within moments (its code being redeemed), or not at all
-        // (refused, expired): nothing more to wait for.
-        if !link.waiting(&s.principal) && gone.get_or_insert_with(Instant::now).elapsed() > REDEEMING {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    false
+    link.until_linked(&s.principal, until).await
 }

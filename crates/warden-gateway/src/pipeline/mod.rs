@@ -29,6 +29,7 @@ pub use route::{route, Route, Target};
 use crate::error::GatewayError;
 use crate::policy::SessionOp;
 use crate::relay::session::RelaySession;
+use crate::relay::Unlinked;
 use crate::rpc::Peer;
 use crate::trace::Trace;
 use record::{Note, Unfinished};
@@ -51,14 +52,14 @@ pub async fn handle(
 ) -> Result<Value, GatewayError> {
     let again = s.shared.specs.iter().any(|x| x.user.is_some()) && link::may_ask(s, Method::parse(method));
     let kept = again.then(|| params.clone());
-    match run(s, p, id, method, params, peer.clone(), false).await {
+    match run(s, p, id, method, params, peer.clone(), link::unlinked(s)).await {
         Err(e @ GatewayError::LinkRequired { .. }) if again => {
             if link::ask(s, &peer, &e).await {
                 s.routes_stale();
-                run(s, p, id, method, kept.flatten(), peer, false).await
+                run(s, p, id, method, kept.flatten(), peer, link::unlinked(s)).await
             } else if Method::parse(method).is_some_and(|m| m.listing().is_some()) {
                 // Declined: the listing goes on without that upstream.
-                run(s, p, id, method, kept.flatten(), peer, true).await
+                run(s, p, id, method, kept.flatten(), peer, Unlinked::LeaveOut).await
             } else {
                 Err(e)
             }
@@ -67,7 +68,7 @@ pub async fn handle(
     }
 }
 
-/// The walk; `without_unlinked`: a listing leaves out upstreams the user declined to link.
+/// The walk; `unlinked`: what a listing does with upstreams the user has not linked.
 async fn run(
     s: &Arc<RelaySession>,
     p: &Arc<Principal>,
@@ -75,7 +76,7 @@ async fn run(
     method: &str,
     params: Option<Value>,
     peer: Peer,
-    without_unlinked: bool,
+    unlinked: Unlinked,
 ) -> Result<Value, GatewayError> {
     let started = Instant::now();
     let m = Method::parse(method);
@@ -127,7 +128,7 @@ async fn run(
         (_, Err(e)) => Err(e),
         (_, Ok(Route::Local(v))) => Ok(v),
         (Some(m), Ok(Route::FanOut)) => match s.shared.policy.admit_op(p, SessionOp::Listing).await {
-            Ok(()) => s.list(m, p, without_unlinked).await,
+            Ok(()) => s.list(m, p, unlinked).await,
             Err(e) => Err(e),
         },
         (_, Ok(Route::Broadcast { cap, params })) => s.broadcast(cap, method, Some(params)).await,

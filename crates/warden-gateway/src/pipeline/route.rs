@@ -98,6 +98,12 @@ pub async fn route(
             let kind = if method == Method::ToolsCall { "tools" } else { "prompts" };
             let name = str_param(&p, "name")?.to_string();
             let Some((up, orig, ro)) = s.resolve_name(kind, &name).await else {
+                // The stand-in for an upstream this user has not linked: Warden answers.
+                if kind == "tools" {
+                    if let Some(answer) = s.link_tool(caller, &name).await {
+                        return answer.map(Route::Local);
+                    }
+                }
                 return Err(unknown(
                     s,
                     if kind == "tools" { GatewayError::UnknownTool } else { GatewayError::UnknownPrompt },

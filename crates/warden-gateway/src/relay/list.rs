@@ -17,12 +17,24 @@ use std::time::{Duration, Instant};
 use warden_policy::rules::Kind;
 use warden_policy::Principal;
 
+/// What a listing does with an upstream of users' own accounts that this user has not linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    /// The listing answers with the link ([`GatewayError::LinkRequired`]): for a client that
+    /// takes URL elicitation (asked to open it, or told with -32042 as the spec has it).
+    Answer,
+    /// Left out: the user declined to link it, or the listing only refreshes the route table.
+    LeaveOut,
+    /// Left out, and a tools listing offers a stand-in that answers with the link
+    /// (`link_tool.rs`): for a client that cannot be asked.
+    Offer,
+}
+
 impl RelaySession {
     /// Fan a listing out to every upstream that has the capability, rename, and merge.
     /// Colliding names are withheld from the answer and from routing. An upstream of users' own
-    /// accounts that this user has not linked answers with the link, or is left out when
-    /// `without_unlinked` (the user declined to link it).
-    pub async fn list(&self, method: Method, p: &Principal, without_unlinked: bool) -> Result<Value, GatewayError> {
+    /// accounts that this user has not linked is handled as `unlinked` says.
+    pub async fn list(&self, method: Method, p: &Principal, unlinked: Unlinked) -> Result<Value, GatewayError> {
         let (cap, field) = method.listing().ok_or(GatewayError::MethodNotFound)?;
         let ns = &self.shared.ns;
         let kind = match cap {
@@ -46,13 +58,19 @@ impl RelaySession {
             }
         }))
         .await;
-        // An upstream of each user's own account that this user has not linked: the listing
-        // answers with the link (the user's tools there are unknown until then).
-        let mut pages = pages;
-        let unlinked = pages.iter().position(|(_, r)| matches!(r, Err(GatewayError::LinkRequired { .. })));
-        if let Some(at) = unlinked.filter(|_| !without_unlinked) {
-            return Err(pages.swap_remove(at).1.err().unwrap_or(GatewayError::Unavailable));
+        // An upstream of each user's own account that this user has not linked (the user's
+        // tools there are unknown until then).
+        let (pages, mut not_linked): (Vec<_>, Vec<_>) =
+            pages.into_iter().partition(|(_, r)| !matches!(r, Err(GatewayError::LinkRequired { .. })));
+        if unlinked == Unlinked::Answer && !not_linked.is_empty() {
+            if let (_, Err(e)) = not_linked.swap_remove(0) {
+                return Err(e);
+            }
         }
+        let offered: Vec<usize> = match (unlinked, kind) {
+            (Unlinked::Offer, Kind::Tool) => not_linked.iter().map(|(i, _)| *i).collect(),
+            _ => Vec::new(),
+        };
         let key = if field == "resourceTemplates" {
             "uriTemplate"
         } else if cap == "resources" {
@@ -153,6 +171,15 @@ impl RelaySession {
             }
             self.shared.registry.settle();
         });
+        for i in offered {
+            let stand_in = super::link_tool::definition(&self.shared.specs[i].name);
+            match stand_in["name"].as_str() {
+                Some(n) if !table.contains_key(n) && !dup.contains(n) => out.push(stand_in),
+                _ => {
+                    tracing::warn!(upstream = %self.shared.specs[i].name, "an upstream's tool has the link tool's name; not offered")
+                }
+            }
+        }
         {
             let mut r = self.routes.lock();
             if cap != "resources" {
@@ -166,6 +193,7 @@ impl RelaySession {
                 _ => {}
             }
             if cap == "tools" {
+                r.unlinked = not_linked.iter().map(|(i, _)| *i).collect();
                 r.vetted = vetted;
                 r.refreshed = Some(Instant::now());
                 r.kill_gen = policy.kills.generation();
@@ -193,12 +221,31 @@ impl RelaySession {
                 || r.kill_gen != self.shared.policy.kills.generation()
                 || (kind == "prompts" && r.prompts.is_empty())
         };
+        let left_out = self.routes.lock().unlinked.clone();
+        let stale = stale || self.linked_since(&left_out).await;
         if stale {
             let _ = self
-                .list(if kind == "tools" { Method::ToolsList } else { Method::PromptsList }, &self.principal, false)
+                .list(
+                    if kind == "tools" { Method::ToolsList } else { Method::PromptsList },
+                    &self.principal,
+                    Unlinked::LeaveOut,
+                )
                 .await;
         }
         lookup(&self.routes.lock())
+    }
+
+    /// Whether this session's user has linked one of `ups` (upstreams of users' own accounts).
+    async fn linked_since(&self, ups: &[usize]) -> bool {
+        for &i in ups {
+            let link = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).and_then(|s| s.user.clone());
+            if let Some(link) = link {
+                if link.is_linked(&self.principal).await {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// A tool or prompt (`kind` `tools` or `prompts`) the policy hides from this session, as of
@@ -225,7 +272,7 @@ impl RelaySession {
             [one] => Some((*one, uri.to_string())),
             [] => None,
             _ => {
-                let _ = self.list(Method::ResourcesList, &self.principal, false).await;
+                let _ = self.list(Method::ResourcesList, &self.principal, Unlinked::LeaveOut).await;
                 self.routes.lock().resources.get(uri).map(|(up, orig, _)| (*up, orig.clone()))
             }
         }

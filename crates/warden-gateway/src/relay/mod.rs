@@ -9,11 +9,12 @@
 //! the pipeline. The session itself is in `session.rs`, its upstream connections in
 //! `upstreams.rs`, its listings and route table in `list.rs`.
 
+mod link_tool;
 mod list;
 pub mod session;
 pub mod upstreams;
 
-pub use list::{report_collisions, report_confusables};
+pub use list::{report_collisions, report_confusables, Unlinked};
 pub use session::{RelaySession, Shared};
 use session::{Routes, Slot};
 

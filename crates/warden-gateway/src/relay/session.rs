@@ -62,6 +62,11 @@ pub(super) struct Routes {
     pub(super) kill_gen: u64,
     /// The vetted definition of each listed tool, by (upstream, its own name).
     pub(super) vetted: HashMap<(usize, String), Arc<crate::registry::Vetted>>,
+    /// Upstreams of users' own accounts left out of the last tools listing, unlinked: a name
+    /// missed refreshes the table at once when one of them is linked now.
+    pub(super) unlinked: Vec<usize>,
+    /// Upstreams of users' own accounts whose link this session waits for (`link_tool.rs`).
+    pub(super) link_waits: std::collections::HashSet<usize>,
 }
 
 pub(super) struct Slot {

@@ -152,9 +152,13 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
     let (a, b) = a_in_front_of_b(&idp, &admin_cfg);
     let alice = client_of(&idp, &a, "alice").await;
     let bob = client_of(&idp, &a, "bob").await;
-    // Before linking: the listing and a call both answer with the link to open.
+    // Before linking: the listing offers the tool that answers with the link to open (this
+    // client takes no URL elicitation), and a call of B's tool answers with the link.
     let listed = alice.call(1, "tools/list", json!({})).await;
-    let first = link_of(&listed);
+    let offered = listed["result"]["tools"][0]["name"].clone();
+    assert_eq!(offered, "link_account_b", "{listed}");
+    let text = echo_text(&alice.tool(6, "link_account_b", json!({})).await);
+    let first = text.split_whitespace().find(|w| w.starts_with("http")).unwrap().to_string();
     let link = link_of(&alice.tool(2, "echo", json!({"text": "hi"})).await);
     assert_eq!(link, first, "one waiting link per user, handed out again");
     assert!(link.starts_with(a.url.trim_end_matches("/mcp")), "the link is Warden's own page: {link}");
@@ -182,7 +186,7 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
         trail
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|e| e["kind"] == "call" && e["subject"] == who && e["status"] == "success")
+            .find(|e| e["kind"] == "call" && e["subject"] == who && e["status"] == "success" && e["server"] == "b")
             .map(|e| e["credential"].as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
@@ -248,6 +252,54 @@ async fn each_user_links_their_own_account_and_only_a_revoked_link_stops() {
         let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
         assert!(on_record(who, what), "{who} {what}:\n{trail}");
     }
+}
+
+/// A client that cannot be asked to open a link (no URL elicitation, as most clients today)
+/// still gets every other upstream's tools, and in place of the unlinked upstream's, one tool of
+/// Warden's whose call answers with the link. A call to another upstream's tool is never held up
+/// by the unlinked one, even as a session's first request. Once linked, the upstream's tools are
+/// listed instead, and a 2025 session is told the list changed.
+#[tokio::test]
+async fn a_client_that_cannot_be_asked_gets_the_other_tools_and_a_link_tool() {
+    let idp = Idp::start().await;
+    let plain = warden_testkit::harness::fixture_stdio_upstream("plain", Some("plain"), "");
+    let (a, _b) = a_in_front_of_b(&idp, &plain);
+    let alice = client_of(&idp, &a, "alice").await;
+    let r = alice.tool(1, "plain__echo", json!({"text": "first"})).await;
+    assert_eq!(echo_text(&r), "first", "a call to another upstream goes through: {r}");
+    let names = |listed: &Value| -> Vec<String> {
+        let tools = listed["result"]["tools"].as_array().cloned().unwrap_or_else(|| panic!("{listed}"));
+        tools.iter().map(|t| t["name"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    let listed = alice.call(2, "tools/list", json!({})).await;
+    let before = names(&listed);
+    assert!(before.contains(&"plain__echo".to_string()), "{listed}");
+    assert!(before.contains(&"link_account_b".to_string()) && !before.contains(&"echo".to_string()), "{listed}");
+    let offered = listed["result"]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "link_account_b").unwrap();
+    assert_eq!(offered["annotations"]["readOnlyHint"], true, "{offered}");
+    assert!(offered["description"].as_str().unwrap().contains("b"), "{offered}");
+    // Its call answers with the link (a result the model reads, not an error).
+    let r = alice.tool(3, "link_account_b", json!({})).await;
+    assert_ne!(r["result"]["isError"], true, "{r}");
+    let text = echo_text(&r);
+    let link = text.split_whitespace().find(|w| w.starts_with("http")).unwrap_or_else(|| panic!("{r}")).to_string();
+    assert!(link.starts_with(a.url.trim_end_matches("/mcp")), "Warden's own page: {link}");
+    // Bob's call of the same tool gets bob's link, never alice's.
+    let bob = client_of(&idp, &a, "bob").await;
+    assert!(!echo_text(&bob.tool(1, "link_account_b", json!({})).await).contains(&link));
+    // The session's stream hears that the list changed once alice has linked.
+    let get = alice.request(reqwest::Method::GET).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let mut events = warden_testkit::harness::SseMessages::new(get, std::time::Duration::from_secs(30));
+    assert_eq!(browse(&link, "alice", "alice", Tamper::None).await, Outcome::Linked);
+    events.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    let after = names(&alice.call(4, "tools/list", json!({})).await);
+    assert!(after.contains(&"echo".to_string()) && after.contains(&"plain__echo".to_string()), "{after:?}");
+    assert!(!after.contains(&"link_account_b".to_string()), "{after:?}");
+    let r = alice.tool(5, "link_account_b", json!({})).await;
+    assert!(echo_text(&r).contains("already linked"), "{r}");
+    // Bob, still not linked, calls B's tool by name: the answer carries his link.
+    link_of(&bob.tool(2, "echo", json!({"text": "hi"})).await);
 }
 
 /// Hostile browsers: a form on another site (or of no origin) cannot confirm a flow; answers

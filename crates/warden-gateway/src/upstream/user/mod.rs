@@ -54,6 +54,10 @@ const DISCOVERY_BACKOFF: Duration = Duration::from_secs(30);
 const DISCOVERY_DEADLINE: Duration = Duration::from_secs(20);
 /// How long Warden's identity at an authorization server is reused.
 const IDENTITY_TTL: Duration = Duration::from_secs(86_400);
+/// How long a flow that ended may take to become a link (its code redeemed, the vault written).
+const REDEEMING: Duration = Duration::from_secs(15);
+/// How often the vault is looked at while waiting for a link.
+const POLL: Duration = Duration::from_millis(500);
 
 /// One user-mode upstream.
 pub struct UserLink {
@@ -140,6 +144,23 @@ impl UserLink {
     /// Whether `owner` has a usable link (refreshed if it had to be). Starts no flow.
     pub async fn is_linked(&self, owner: &Principal) -> bool {
         self.header(owner).await.is_ok()
+    }
+
+    /// Wait until `owner` has a link, at most until `until`: whether they have. Gives up as soon
+    /// as no flow of theirs is on its way (it ended unlinked: refused, expired).
+    pub async fn until_linked(&self, owner: &Principal, until: Instant) -> bool {
+        let mut gone: Option<Instant> = None;
+        while Instant::now() < until {
+            if self.is_linked(owner).await {
+                return true;
+            }
+            // The flow ended: linked within moments (its code being redeemed), or not at all.
+            if !self.waiting(owner) && gone.get_or_insert_with(Instant::now).elapsed() > REDEEMING {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        false
     }
 
     /// The upstream refused `owner`'s token for want of `scope` (403 `insufficient_scope`):
