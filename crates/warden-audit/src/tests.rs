@@ -669,4 +669,54 @@ fn a_checkpoint_a_kill_kept_from_the_file_is_covered_by_the_restart() {
     write_log(&log, 5, 100);
     let r = verify_file(&log, &key).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
+
+    // Two checkpoints missing before a restart: a kill keeps only the last from the file, so
+    // the earlier one was cut from it.
+    let d = dir("kill-between-two");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 450, 100);
+    let cpf = checkpoint_path(&log);
+    let recs = lines(&log);
+    let periodic: Vec<usize> = (recs.iter().enumerate().skip(1))
+        .filter(|(_, l)| l.contains("\"checkpoint\":{") && !l.contains("\"phase\""))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(periodic.len() >= 2, "two periodic checkpoints");
+    put_lines(&log, &recs[..=periodic[1]]);
+    let first: serde_json::Value = serde_json::from_str(&recs[periodic[0]]).unwrap();
+    let kept: Vec<String> = (lines(&cpf).into_iter())
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64() < first["seq"].as_u64())
+        .collect();
+    put_lines(&cpf, &kept);
+    write_log(&log, 5, 100);
+    let p = problems(&log, &key);
+    let seq = first["seq"].as_u64().unwrap();
+    assert!(p.iter().any(|m| m.contains(&format!("seq {seq}: the log's checkpoint is missing"))), "{p:?}");
+}
+
+/// Review finding on the fix above: a record appended after a clean stop that claims to be a
+/// restart's word (`inherited_unsigned` covering the close) while the file holds that close is
+/// someone else's; so is a second one, or anything but a start after it.
+#[test]
+fn a_forged_restart_word_after_a_clean_stop_is_found() {
+    let d = dir("forged-inherited");
+    let log = d.join("audit.jsonl");
+    let key = write_log(&log, 5, 1000);
+    let mut l = lines(&log);
+    let forge = |l: &mut Vec<String>, n: u64| {
+        let last: serde_json::Value = serde_json::from_str(l.last().unwrap()).unwrap();
+        let seq = last["seq"].as_u64().unwrap() + 1;
+        let mut f = serde_json::json!({"chain": "main", "kind": "audit", "status": "success",
+            "detail": "inherited_unsigned", "count": n, "ts": last["ts"], "seq": seq, "prev": last["hash"]});
+        f["hash"] = event::expected_hash(&f).into();
+        l.push(warden_policy::canonical::to_string(&f));
+    };
+    forge(&mut l, 1);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("but the file holds it")), "{p:?}");
+    forge(&mut l, 2);
+    put_lines(&log, &l);
+    let p = problems(&log, &key);
+    assert!(p.iter().any(|m| m.contains("after the clean stop")), "{p:?}");
 }

@@ -75,17 +75,21 @@ pub struct ChainReport {
     last_ts: String,
     /// The seq of every checkpoint record in the log (valid or not), for the anchor check.
     checkpoint_seqs: Vec<u64>,
-    /// The last record was a valid `close` checkpoint: only a `start` checkpoint may follow.
-    after_close: Option<u64>,
+    /// The last record was a valid `close` checkpoint (its seq): only a `start` checkpoint may
+    /// follow, after at most one restart's word that the close never reached the checkpoint
+    /// file (then `true`).
+    after_close: Option<(u64, bool)>,
+    /// Closes a restart said never reached the checkpoint file: the file must not hold them.
+    closes_unfiled: Vec<u64>,
     /// The chain's first record when it is not seq 1 from genesis: its seq, prev and place.
     starts: Option<(u64, String, String)>,
     /// Retention anchors in the chain, with the seq of the record carrying each (an anchor may
     /// speak of another chain: [`crate::Anchor::chain`]).
     anchors: Vec<(u64, crate::event::Anchor)>,
     /// The seqs (first, last) a restart said followed the checkpoint file's last checkpoint of
-    /// the chain (its `inherited_unsigned` record): a checkpoint among them that the file lacks
-    /// is the one a kill kept from it.
-    inherited: Vec<(u64, u64)>,
+    /// the chain, and the seq of its `inherited_unsigned` record saying so: the last checkpoint
+    /// among them, when the file lacks it, is the one a kill kept from it.
+    inherited: Vec<(u64, u64, u64)>,
 }
 
 #[derive(Default, Debug)]
@@ -103,6 +107,17 @@ pub struct Report {
     /// Signed retention marks, as anchors ([`Report::add_marks`]).
     marks: Vec<crate::event::Anchor>,
     expect: Expect,
+}
+
+/// Whether the log's checkpoint at `seq` of chain `name`, which the checkpoint files lack, is the
+/// one a kill kept from them: a restart's `inherited_unsigned` record, itself signed over,
+/// covers it, starting right after a checkpoint the files hold, and it is the last checkpoint in
+/// that range (a kill keeps at most the last one it wrote from the file).
+fn kept_by_a_kill(c: &ChainReport, name: &str, seq: u64, held: &HashSet<(String, u64)>) -> bool {
+    c.inherited.iter().any(|&(from, to, at)| {
+        let last_in_range = c.checkpoint_seqs.iter().filter(|s| (from..=to).contains(*s)).max();
+        at <= c.signed_through && held.contains(&(name.to_string(), from - 1)) && last_in_range == Some(&seq)
+    })
 }
 
 /// Problems beyond this many are counted, not listed.
@@ -230,7 +245,7 @@ impl Report {
             c.anchors.push((e.seq, a.clone()));
         }
         let inherited = match (e.kind.as_str(), e.detail.as_deref(), e.count) {
-            ("audit", Some("inherited_unsigned"), Some(n)) if n > 0 && n < e.seq => Some((e.seq - n, e.seq - 1)),
+            ("audit", Some("inherited_unsigned"), Some(n)) if n > 0 && n < e.seq => Some((e.seq - n, e.seq - 1, e.seq)),
             _ => None,
         };
         if let Some(range) = inherited.filter(|_| c.inherited.len() < 10_000) {
@@ -264,13 +279,15 @@ impl Report {
         }
         // Nothing Warden writes follows its clean stop but its next start checkpoint: a record
         // here was appended by someone else (and a start would otherwise sign it).
-        if let Some(closed_at) = c.after_close.take() {
+        if let Some((closed_at, said)) = c.after_close.take() {
             let starts = e.checkpoint.as_ref().is_some_and(|cp| cp.phase.as_deref() == Some("start"));
             // A stop killed before its close checkpoint reached the checkpoint file: the restart
-            // says so first (covering the close), then starts.
-            let says_so = inherited.is_some_and(|(from, to)| (from..=to).contains(&closed_at));
+            // says so first (its range ends at the close), once, then starts. Whether the file
+            // indeed lacks that close is checked against it (`anchor`).
+            let says_so = !said && inherited.is_some_and(|(_, to, _)| to == closed_at);
             if says_so {
-                c.after_close = Some(closed_at);
+                c.after_close = Some((closed_at, true));
+                c.closes_unfiled.push(closed_at);
             } else if !starts {
                 problems.push(format!(
                     "{at}: chain {} seq {}: a record after the clean stop at seq {closed_at} that is not Warden's next start: appended by someone else",
@@ -291,7 +308,7 @@ impl Report {
                     c.dropped = cp.dropped;
                     c.unsigned_since = None;
                     if cp.phase.as_deref() == Some("close") {
-                        c.after_close = Some(e.seq);
+                        c.after_close = Some((e.seq, false));
                     }
                 }
                 Ok(()) => problems.push(format!(
@@ -376,7 +393,7 @@ impl Report {
                     self.notes.push(format!(
                         "chain {name}: checkpoint at seq {seq} is past the checkpoint file's end (signed since it was read, or Warden killed while appending it)"
                     ));
-                } else if c.inherited.iter().any(|(from, to)| (*from..=*to).contains(&seq)) {
+                } else if kept_by_a_kill(c, name, seq, &held) {
                     self.notes.push(format!(
                         "chain {name}: checkpoint at seq {seq} never reached the checkpoint file (Warden killed while appending it; its restart says so)"
                     ));
@@ -385,6 +402,13 @@ impl Report {
                         "chain {name} seq {seq}: the log's checkpoint is missing from the checkpoint file: the file was cut or edited (or an append failed: see the gateway's log)"
                     ));
                 }
+            }
+        }
+        for (name, c) in &self.chains {
+            for seq in c.closes_unfiled.iter().filter(|s| held.contains(&(name.clone(), **s))) {
+                missing.push(format!(
+                    "chain {name} seq {seq}: a record after this clean stop says its close never reached the checkpoint file, but the file holds it: appended by someone else"
+                ));
             }
         }
         for m in missing {
