@@ -53,8 +53,8 @@ fn canonical_uri(uri: &str) -> Result<String, GatewayError> {
 
 /// A name or URI no listing knows: unknown, unless it may be behind an upstream of the user's
 /// own account not linked yet (then the link to open).
-async fn unknown(s: &RelaySession, e: GatewayError) -> GatewayError {
-    s.unlinked().await.unwrap_or(e)
+async fn unknown(s: &RelaySession, p: &Principal, kind: Kind, e: GatewayError) -> GatewayError {
+    s.unlinked(p, kind).await.unwrap_or(e)
 }
 
 /// Decide where a request goes, rewriting exposed names to the upstream's own.
@@ -97,18 +97,19 @@ pub async fn route(
         Method::ToolsCall | Method::PromptsGet => {
             let kind = if method == Method::ToolsCall { "tools" } else { "prompts" };
             let name = str_param(&p, "name")?.to_string();
-            let Some((up, orig, ro)) = s.resolve_name(kind, &name).await else {
-                // The stand-in for an upstream this user has not linked: Warden answers.
-                if kind == "tools" {
-                    if let Some(answer) = s.link_tool(caller, &name).await {
-                        return answer.map(Route::Local);
-                    }
+            // The stand-in for an upstream this user has not linked (a name no upstream's tool
+            // may take): Warden answers.
+            if kind == "tools" {
+                if let Some(answer) = s.link_tool(caller, &name).await {
+                    return answer.map(Route::Local);
                 }
-                return Err(unknown(
-                    s,
-                    if kind == "tools" { GatewayError::UnknownTool } else { GatewayError::UnknownPrompt },
-                )
-                .await);
+            }
+            let Some((up, orig, ro)) = s.resolve_name(kind, &name).await else {
+                return Err(if kind == "tools" {
+                    unknown(s, caller, Kind::Tool, GatewayError::UnknownTool).await
+                } else {
+                    unknown(s, caller, Kind::Prompt, GatewayError::UnknownPrompt).await
+                });
             };
             p["name"] = orig.clone().into();
             let kind = if kind == "tools" { Kind::Tool } else { Kind::Prompt };
@@ -117,7 +118,7 @@ pub async fn route(
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             let uri = str_param(&p, "uri")?.to_string();
             let Some((up, listed)) = s.resolve_uri(&uri).await else {
-                return Err(unknown(s, GatewayError::UnknownResource).await);
+                return Err(unknown(s, caller, Kind::Resource, GatewayError::UnknownResource).await);
             };
             let orig = canonical_uri(&listed)?;
             // A resource withheld from listings because it changed since pinned is not read by URI

@@ -8,10 +8,15 @@
 //!
 //! Defends against: one unlinked upstream making every other upstream's tools unusable for such
 //! clients; the tool handing out anyone's link but the caller's (the flow is started for this
-//! session's user, `UserLink::ensure`); unbounded waiters (one per session and upstream, for as
-//! long as a flow lives, ended with the session).
-//! Does not defend against: an upstream whose own tool has that name (its tool is listed and
-//! called; the stand-in is not offered beside it).
+//! session's user, `UserLink::ensure`; sessions are one user's); unbounded waiters (one per
+//! session and upstream, for as long as a flow lives, ended with the session, woken by a link
+//! made rather than polling often).
+//! The stand-ins' names are Warden's: an upstream's tool that would be listed under one is
+//! withheld (it could pose as Warden's and hand out its own link). The stand-in is neither
+//! offered nor answered while the upstream is switched off.
+//!
+//! Does not defend against: a user who never links holding a flow from each call of the
+//! stand-in (one waiting flow per user and upstream, reused; listings start none).
 
 use super::session::RelaySession;
 use crate::error::GatewayError;
@@ -55,7 +60,7 @@ impl RelaySession {
         let upstream = name.strip_prefix(PREFIX)?;
         let i = (0..self.slots.len()).find(|&i| self.shared.specs[i].name == upstream && self.reaches(i))?;
         let link = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref())?.user.clone()?;
-        if !self.shared.policy.may_list(p, i, Kind::Tool) {
+        if !self.shared.policy.may_list(p, i, Kind::Tool) || self.shared.policy.kills.killed(upstream, None) {
             return None;
         }
         Some(match link.ensure(&self.principal).await {

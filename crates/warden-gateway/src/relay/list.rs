@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::namespace;
 use crate::pipeline::Method;
 use crate::registry::PinKind;
+use crate::upstream::user::UserLink;
 use crate::upstream::Listing;
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -46,31 +47,41 @@ impl RelaySession {
         let ups: Vec<usize> =
             (0..self.slots.len()).filter(|&i| self.reaches(i) && self.shared.policy.may_list(p, i, kind)).collect();
         let pages = join_all(ups.iter().map(|&i| async move {
-            match self.conn(i).await {
-                Ok(c) if c.has_capability(cap) => (
-                    i,
-                    c.list_all(method.as_str(), field, self.shared.content.max_definitions())
-                        .await
-                        .map_err(GatewayError::from),
-                ),
-                Ok(_) => (i, Ok(Listing::default())),
-                Err(e) => (i, Err(e)),
+            // Not linked, and this listing does not hand the link out: no flow is started.
+            if unlinked != Unlinked::Answer && !self.ready(i).await {
+                return (i, None);
             }
+            let page = match self.conn(i).await {
+                Ok(c) if c.has_capability(cap) => c
+                    .list_all(method.as_str(), field, self.shared.content.max_definitions())
+                    .await
+                    .map_err(GatewayError::from),
+                Ok(_) => Ok(Listing::default()),
+                Err(e) => Err(e),
+            };
+            (i, Some(page))
         }))
         .await;
         // An upstream of each user's own account that this user has not linked (the user's
         // tools there are unknown until then).
-        let (pages, mut not_linked): (Vec<_>, Vec<_>) =
-            pages.into_iter().partition(|(_, r)| !matches!(r, Err(GatewayError::LinkRequired { .. })));
-        if unlinked == Unlinked::Answer && !not_linked.is_empty() {
-            if let (_, Err(e)) = not_linked.swap_remove(0) {
-                return Err(e);
+        let mut not_linked = Vec::new();
+        let mut listed = Vec::new();
+        for (i, page) in pages {
+            match page {
+                Some(Err(e @ GatewayError::LinkRequired { .. })) if unlinked == Unlinked::Answer => return Err(e),
+                None | Some(Err(GatewayError::LinkRequired { .. })) => not_linked.push(i),
+                Some(page) => listed.push((i, page)),
             }
         }
         let offered: Vec<usize> = match (unlinked, kind) {
-            (Unlinked::Offer, Kind::Tool) => not_linked.iter().map(|(i, _)| *i).collect(),
+            (Unlinked::Offer, Kind::Tool) => not_linked.clone(),
             _ => Vec::new(),
         };
+        // The stand-ins' names are Warden's: an upstream's tool of that name is withheld.
+        let reserved: Vec<String> = (0..self.slots.len())
+            .filter(|&i| self.shared.specs[i].user.is_some())
+            .map(|i| super::link_tool::name(&self.shared.specs[i].name))
+            .collect();
         let key = if field == "resourceTemplates" {
             "uriTemplate"
         } else if cap == "resources" {
@@ -79,7 +90,7 @@ impl RelaySession {
             "name"
         };
         let mut entries: Vec<(String, usize, String, Value)> = Vec::new();
-        for (i, res) in pages {
+        for (i, res) in listed {
             let items = match res {
                 Ok(l) => {
                     if l.dropped > 0 || l.more {
@@ -98,6 +109,10 @@ impl RelaySession {
                 };
                 let exposed = match cap {
                     "tools" => match ns.tool_name(i, &orig) {
+                        Some(n) if reserved.contains(&n) => {
+                            tracing::warn!(upstream = %self.shared.specs[i].name, name = %n, "tool with the name of Warden's link tool withheld");
+                            continue;
+                        }
                         Some(n) => n,
                         None => {
                             tracing::warn!(upstream = %self.shared.specs[i].name, "tool with an invalid name withheld");
@@ -171,14 +186,8 @@ impl RelaySession {
             }
             self.shared.registry.settle();
         });
-        for i in offered {
-            let stand_in = super::link_tool::definition(&self.shared.specs[i].name);
-            match stand_in["name"].as_str() {
-                Some(n) if !table.contains_key(n) && !dup.contains(n) => out.push(stand_in),
-                _ => {
-                    tracing::warn!(upstream = %self.shared.specs[i].name, "an upstream's tool has the link tool's name; not offered")
-                }
-            }
+        for i in offered.into_iter().filter(|&i| !policy.kills.killed(&self.shared.specs[i].name, None)) {
+            out.push(super::link_tool::definition(&self.shared.specs[i].name));
         }
         {
             let mut r = self.routes.lock();
@@ -193,7 +202,7 @@ impl RelaySession {
                 _ => {}
             }
             if cap == "tools" {
-                r.unlinked = not_linked.iter().map(|(i, _)| *i).collect();
+                r.unlinked = not_linked;
                 r.vetted = vetted;
                 r.refreshed = Some(Instant::now());
                 r.kill_gen = policy.kills.generation();
@@ -235,17 +244,25 @@ impl RelaySession {
         lookup(&self.routes.lock())
     }
 
-    /// Whether this session's user has linked one of `ups` (upstreams of users' own accounts).
+    /// Whether this session's user may use one of `ups` (upstreams of users' own accounts) now.
     async fn linked_since(&self, ups: &[usize]) -> bool {
         for &i in ups {
-            let link = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).and_then(|s| s.user.clone());
-            if let Some(link) = link {
-                if link.is_linked(&self.principal).await {
-                    return true;
-                }
+            if self.ready(i).await {
+                return true;
             }
         }
         false
+    }
+
+    /// Whether upstream `i` may be reached for this session's user without linking first: it is
+    /// not of users' own accounts, or the user's link is ready, or the user cannot link at all
+    /// (reaching it then says why). Starts no flow.
+    async fn ready(&self, i: usize) -> bool {
+        let link = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref()).and_then(|s| s.user.clone());
+        match link {
+            Some(link) if UserLink::can_link(&self.principal) => link.ready(&self.principal).await,
+            _ => true,
+        }
     }
 
     /// A tool or prompt (`kind` `tools` or `prompts`) the policy hides from this session, as of

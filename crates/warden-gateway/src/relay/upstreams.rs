@@ -16,6 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
+use warden_policy::rules::Kind;
+use warden_policy::Principal;
 use warden_protocol::jsonrpc::ErrorObject;
 use warden_protocol::jsonrpc::Message;
 
@@ -52,9 +54,10 @@ impl Lease {
 
 impl RelaySession {
     /// A name no listing knows may be behind an upstream of users' own accounts that this user
-    /// has not linked yet: the link to open, if so (or why this caller cannot link).
-    pub async fn unlinked(&self) -> Option<GatewayError> {
-        for i in (0..self.slots.len()).filter(|&i| self.reaches(i)) {
+    /// has not linked yet, among those whose `kind` `p` may list: the link to open, if so (or why
+    /// this caller cannot link).
+    pub async fn unlinked(&self, p: &Principal, kind: Kind) -> Option<GatewayError> {
+        for i in (0..self.slots.len()).filter(|&i| self.reaches(i) && self.shared.policy.may_list(p, i, kind)) {
             let spec = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref());
             if let Some(link) = spec.and_then(|s| s.user.clone()) {
                 if let Err(e @ (GatewayError::LinkRequired { .. } | GatewayError::CannotLink { .. })) =

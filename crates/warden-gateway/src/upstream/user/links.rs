@@ -97,6 +97,8 @@ pub struct Links {
     pub(super) step_ups: Mutex<HashMap<String, String>>,
     /// One discovery, and one refresh, at a time per key.
     pub(super) gates: Mutex<HashMap<String, Gate>>,
+    /// Counts the links made here: waiters for a link wake at each.
+    linked: tokio::sync::watch::Sender<u64>,
 }
 
 pub(super) fn random() -> Result<String, GatewayError> {
@@ -127,7 +129,13 @@ impl Links {
             step_ups: Mutex::new(HashMap::new()),
             sign_in_clients: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            linked: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Changes each time a link is made here.
+    pub(super) fn linked(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.linked.subscribe()
     }
 
     pub fn vault(&self) -> Option<&Arc<Vault>> {
@@ -295,6 +303,7 @@ impl Links {
         let (up, p) = (flow.upstream.clone(), flow.principal.clone());
         self.blocking(move |v| v.put(&up, &p, &secret)).await.map_err(|_| "the credential vault is unavailable")?;
         self.step_ups.lock().remove(&format!("{}\0{}", flow.upstream, flow.principal.binding_key()));
+        self.linked.send_modify(|n| *n = n.wrapping_add(1));
         tracing::info!(upstream = %flow.upstream, subject = %flow.principal.subject, "account linked");
         Ok(())
     }

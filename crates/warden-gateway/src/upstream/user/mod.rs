@@ -56,8 +56,9 @@ const DISCOVERY_DEADLINE: Duration = Duration::from_secs(20);
 const IDENTITY_TTL: Duration = Duration::from_secs(86_400);
 /// How long a flow that ended may take to become a link (its code redeemed, the vault written).
 const REDEEMING: Duration = Duration::from_secs(15);
-/// How often the vault is looked at while waiting for a link.
-const POLL: Duration = Duration::from_millis(500);
+/// How often the vault is looked at while waiting for a link made elsewhere (another replica):
+/// a link made here wakes the waiters at once.
+const POLL: Duration = Duration::from_secs(5);
 
 /// One user-mode upstream.
 pub struct UserLink {
@@ -146,19 +147,33 @@ impl UserLink {
         self.header(owner).await.is_ok()
     }
 
-    /// Wait until `owner` has a link, at most until `until`: whether they have. Gives up as soon
-    /// as no flow of theirs is on its way (it ended unlinked: refused, expired).
+    /// Whether `owner` may use this upstream now without linking (again): a usable link that
+    /// holds what the upstream asked for. Starts no flow.
+    pub async fn ready(&self, owner: &Principal) -> bool {
+        self.is_linked(owner).await && self.pending_step_up(owner).await.is_none()
+    }
+
+    /// Whether `owner` could link at all (a caller with a token: not an API key or certificate).
+    pub fn can_link(owner: &Principal) -> bool {
+        matches!(owner.method, AuthMethod::Jwt | AuthMethod::Introspection)
+    }
+
+    /// Wait until `owner` is [`ready`](Self::ready), at most until `until`: whether they are.
+    /// Gives up as soon as no flow of theirs is on its way (it ended unlinked: refused, expired).
     pub async fn until_linked(&self, owner: &Principal, until: Instant) -> bool {
+        let mut linked = self.links.linked();
         let mut gone: Option<Instant> = None;
         while Instant::now() < until {
-            if self.is_linked(owner).await {
+            linked.borrow_and_update();
+            if self.ready(owner).await {
                 return true;
             }
             // The flow ended: linked within moments (its code being redeemed), or not at all.
             if !self.waiting(owner) && gone.get_or_insert_with(Instant::now).elapsed() > REDEEMING {
                 return false;
             }
-            tokio::time::sleep(POLL).await;
+            let nap = POLL.min(until.saturating_duration_since(Instant::now())).min(REDEEMING);
+            let _ = tokio::time::timeout(nap, linked.changed()).await;
         }
         false
     }
@@ -207,7 +222,7 @@ impl UserLink {
                     Err(GatewayError::LinkRequired { upstream: self.upstream.clone(), url })
                 }
             },
-            Err(NoToken::NotLinked) if !matches!(owner.method, AuthMethod::Jwt | AuthMethod::Introspection) => {
+            Err(NoToken::NotLinked) if !Self::can_link(owner) => {
                 Err(GatewayError::CannotLink { upstream: self.upstream.clone() })
             }
             Err(NoToken::NotLinked) => {
