@@ -4,10 +4,11 @@
 //! link (`elicitation/create`, mode `url`: a 2025-11-25 session's request, a 2026-07-28
 //! client's `input_required` for a call, read or prompt); once the user accepts, the request
 //! waits for the link (at most [`LINK_WAIT`]) and then runs again, once; a listing the user
-//! declined goes on without that upstream. Any other request of such a client, or a user who
-//! declines a call, gets the error: -32042 with the link, in its message too. A client that
-//! does not take URL elicitation gets the error on a call, and in a listing the other
-//! upstreams' names with a stand-in tool that answers with the link (`relay/link_tool.rs`).
+//! declined goes on without that upstream. A call the client cannot be asked about, or one
+//! whose user declines, gets the error: -32042 with the link, in its message too. A listing
+//! that cannot ask (any 2026-07-28 listing, any client without URL elicitation) is not failed:
+//! it shows the other upstreams' names and a stand-in tool whose call asks, or answers with the
+//! link (`relay/link_tool.rs`).
 //!
 //! Defends against: a request waiting forever (bounded wait); a loop (one run again only).
 //! Does not defend against: the user linking another account than they meant (the page names
@@ -36,12 +37,13 @@ fn takes_url(s: &RelaySession) -> bool {
     s.client_caps.pointer("/elicitation/url").is_some_and(Value::is_object)
 }
 
-/// What a listing of `s` does with an upstream its user has not linked: a client that takes URL
-/// elicitation gets the link (asked, or -32042 where it cannot be asked, as the spec has it);
-/// any other client gets the other upstreams' names and a stand-in tool that answers with the
-/// link (`relay/link_tool.rs`).
-pub fn unlinked(s: &RelaySession) -> Unlinked {
-    if takes_url(s) {
+/// What a listing (`method`) of `s` does with an upstream its user has not linked: a client
+/// that can be asked here gets the link (a 2025-11-25 session that takes URL elicitation);
+/// any other gets the other upstreams' names and a stand-in tool that answers with the link
+/// (`relay/link_tool.rs`; a 2026-07-28 client that takes URL elicitation is asked when it calls
+/// it). A listing is never failed for want of a link: the user may not want that upstream.
+pub fn unlinked(s: &RelaySession, method: Option<Method>) -> Unlinked {
+    if may_ask(s, method) {
         Unlinked::Answer
     } else {
         Unlinked::Offer

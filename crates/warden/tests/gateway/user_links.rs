@@ -416,6 +416,13 @@ async fn a_2026_client_is_asked_to_open_the_link_and_its_call_goes_on() {
     let (_, plain) = post(&a.url, Some(&token), "tools/call", call(json!({})), &[]).await;
     let first = link_of(&plain);
     let caps = json!({"elicitation": {"url": {}}});
+    // A 2026 listing cannot ask: it is not failed for want of the link (the user may not want
+    // B), it offers the stand-in, whose call asks.
+    let (_, listed) = post(&a.url, Some(&token), "tools/list", json!({"_meta": meta_with(caps.clone())}), &[]).await;
+    assert_eq!(listed["result"]["tools"][0]["name"], "link_account_b", "{listed}");
+    let stand_in = json!({"name": "link_account_b", "arguments": {}, "_meta": meta_with(caps.clone())});
+    let (_, asked) = post(&a.url, Some(&token), "tools/call", stand_in.clone(), &[]).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
     let (_, r1) = post(&a.url, Some(&token), "tools/call", call(caps.clone()), &[]).await;
     assert_eq!(r1["result"]["resultType"], "input_required", "{r1}");
     let (k, q) =
@@ -429,6 +436,8 @@ async fn a_2026_client_is_asked_to_open_the_link_and_its_call_goes_on() {
     retry["requestState"] = r1["result"]["requestState"].clone();
     let (_, r2) = post(&a.url, Some(&token), "tools/call", retry, &[]).await;
     assert_eq!(echo_text(&r2), "as carol", "{r2}");
+    let (_, done) = post(&a.url, Some(&token), "tools/call", stand_in, &[]).await;
+    assert!(echo_text(&done).contains("already linked"), "{done}");
     assert!(b.log().contains("subject=carol"), "{}", b.log());
 }
 
