@@ -8,6 +8,7 @@ pub mod journal;
 pub mod pg;
 pub mod pg_retain;
 pub mod pg_schema;
+pub mod pg_tls;
 pub mod recorder;
 pub mod retain;
 pub mod segments;
@@ -86,7 +87,7 @@ impl Store {
     }
 
     /// A PostgreSQL trail's connection settings (None: a file trail).
-    pub fn pg(&self) -> Option<Result<postgres::Config, String>> {
+    pub fn pg(&self) -> Option<Result<crate::pg_tls::PgTarget, String>> {
         match self {
             Store::Postgres { url, password } => Some(pg::config(url, password.as_deref(), "warden-audit")),
             Store::File(_) => None,

@@ -12,15 +12,19 @@
 //! Durability is the server's (`synchronous_commit`); `fsync` does not apply. Not yet: TLS to
 //! the server (use loopback or a Unix socket).
 
+use crate::pg_tls::PgTarget;
 use crate::sink::{filter_sql, Sealed, Sink, Stored, COLUMNS};
 use crate::Filter;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use std::time::Duration;
 
-/// Parse a `postgres://` URL, with the password kept apart, as application `app` (also the
-/// SQL tools' connection settings): a 5 s connect timeout unless the URL sets one, keepalives.
-pub fn config(url: &str, password: Option<&str>, app: &str) -> Result<postgres::Config, String> {
-    let mut c: postgres::Config = url.parse().map_err(|e| format!("url: {e}"))?;
+/// Parse a `postgres://` URL (or `key=value` string), with the password kept apart, as
+/// application `app` (also the SQL tools' and the vault's connection settings): TLS as its
+/// `sslmode` and `sslrootcert` say (`pg_tls.rs`), a 5 s connect timeout unless the URL sets one,
+/// keepalives.
+pub fn config(url: &str, password: Option<&str>, app: &str) -> Result<PgTarget, String> {
+    let mut t = crate::pg_tls::parse(url).map_err(|e| format!("url: {e}"))?;
+    let c = &mut t.config;
     if let Some(p) = password {
         c.password(p);
     }
@@ -28,28 +32,36 @@ pub fn config(url: &str, password: Option<&str>, app: &str) -> Result<postgres::
         c.connect_timeout(Duration::from_secs(5));
     }
     c.application_name(app).keepalives_idle(Duration::from_secs(30));
-    Ok(c)
+    Ok(t)
 }
 
-pub(crate) fn connect(c: &postgres::Config) -> Result<Client, String> {
-    c.connect(NoTls).map_err(|e| format!("PostgreSQL: {}", message(&e)))
+pub fn connect(c: &PgTarget) -> Result<Client, String> {
+    c.connect().map_err(|e| format!("PostgreSQL: {}", message(&e)))
 }
 
-pub(crate) fn message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => d.message().to_string(),
-        None => e.to_string(),
+/// What went wrong, for people: the server's message, or the error with its causes (a TLS
+/// handshake's says which check failed).
+pub fn message(e: &postgres::Error) -> String {
+    if let Some(d) = e.as_db_error() {
+        return d.message().to_string();
     }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 /// The sink. It connects on first use, on the writer's thread, and again after a failure.
 pub struct Postgres {
-    config: postgres::Config,
+    config: PgTarget,
     client: Option<Client>,
 }
 
 impl Postgres {
-    pub fn new(config: postgres::Config) -> Postgres {
+    pub fn new(config: PgTarget) -> Postgres {
         Postgres { config, client: None }
     }
 
@@ -166,7 +178,7 @@ impl Sink for Postgres {
 
 /// The signed marks of every removal (`audit_retention`: chain, through, hash, signature), for
 /// the verifier ([`crate::verify::Report::add_marks`]); none before any removal.
-pub fn marks(config: &postgres::Config) -> Result<Vec<(String, u64, String, String)>, String> {
+pub fn marks(config: &PgTarget) -> Result<Vec<(String, u64, String, String)>, String> {
     let mut db = connect(config)?;
     match db.query("SELECT chain, through, hash, sig FROM audit_retention", &[]) {
         Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2), r.get(3))).collect()),
@@ -179,7 +191,7 @@ pub fn marks(config: &postgres::Config) -> Result<Vec<(String, u64, String, Stri
 pub struct Reader(Client);
 
 impl Reader {
-    pub fn open(config: &postgres::Config) -> Result<Reader, String> {
+    pub fn open(config: &PgTarget) -> Result<Reader, String> {
         connect(config).map(Reader)
     }
 

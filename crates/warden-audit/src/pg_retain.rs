@@ -55,7 +55,7 @@ pub struct Policy {
 }
 
 pub struct Pruner {
-    pub config: postgres::Config,
+    pub config: crate::pg_tls::PgTarget,
     /// This Warden's chain, which carries the anchors.
     pub chain: String,
     pub key: SigningKey,

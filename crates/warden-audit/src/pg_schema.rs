@@ -231,7 +231,7 @@ pub fn partitions(db: &mut impl GenericClient) -> Result<Vec<Partition>, String>
 
 /// The trail's bytes on disk (every partition with its indexes, and the heads) and its rows
 /// (`warden bench --audit`).
-pub fn footprint(config: &postgres::Config) -> Result<(u64, u64), String> {
+pub fn footprint(config: &crate::pg_tls::PgTarget) -> Result<(u64, u64), String> {
     let mut db = crate::pg::connect(config)?;
     let bytes: u64 = partitions(&mut db)?.iter().map(|p| p.bytes).sum();
     let r = db

@@ -160,6 +160,10 @@ pub struct Postgres {
     pub proc: Proc,
     pub url: String,
     pub port: u16,
+    /// [`postgres_tls_server`]: the CA its certificate is from (PEM file).
+    pub ca: Option<PathBuf>,
+    /// How [`Postgres::sql`] connects: `url`, or the Unix socket for a TLS-only server.
+    admin: String,
 }
 
 impl Drop for Postgres {
@@ -197,6 +201,17 @@ fn pg_bin() -> PathBuf {
 }
 
 pub fn postgres_server() -> Postgres {
+    postgres_with(false)
+}
+
+/// A PostgreSQL server that takes TCP connections over TLS only (`hostssl`: a plain one is
+/// refused), its certificate for `localhost` (not `127.0.0.1`) from a throwaway CA, whose PEM
+/// file is [`Postgres::ca`].
+pub fn postgres_tls_server() -> Postgres {
+    postgres_with(true)
+}
+
+fn postgres_with(tls: bool) -> Postgres {
     use std::os::unix::process::CommandExt;
     let bin = pg_bin();
     let dir = tempdir("postgres");
@@ -220,6 +235,24 @@ pub fn postgres_server() -> Postgres {
     as_owner(&mut init);
     let out = init.output().expect("initdb");
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    let ca = tls.then(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let authority = crate::pki::Ca::new("warden-test-postgres-ca");
+        let (cert, key, _) = authority.issue("localhost", &["localhost"], false);
+        std::fs::write(data.join("server.crt"), cert).unwrap();
+        std::fs::write(data.join("server.key"), key).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n").unwrap();
+        for f in ["server.crt", "server.key", "pg_hba.conf"] {
+            let path = data.join(f);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, &authority.pem).unwrap();
+        ca
+    });
     let port = free_port();
     let err = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut cmd = Command::new(bin.join("postgres"));
@@ -237,10 +270,15 @@ pub fn postgres_server() -> Postgres {
         "-c",
         "max_connections=40",
     ]);
+    if tls {
+        cmd.args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]);
+    }
     as_owner(&mut cmd);
     let child = cmd.stdout(Stdio::null()).stderr(err).spawn().expect("postgres");
     let url = format!("postgres://warden@127.0.0.1:{port}/postgres");
-    let pg = Postgres { proc: Proc { child, url: url.clone(), dir }, url, port };
+    let admin =
+        if tls { format!("host={} port={port} user=warden dbname=postgres", dir.display()) } else { url.clone() };
+    let pg = Postgres { proc: Proc { child, url: url.clone(), dir }, url, port, ca, admin };
     pg.sql(|_| ());
     pg
 }
@@ -253,7 +291,7 @@ impl Postgres {
             s.spawn(|| {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 let mut client = loop {
-                    match postgres::Client::connect(&self.url, postgres::NoTls) {
+                    match postgres::Client::connect(&self.admin, postgres::NoTls) {
                         Ok(c) => break c,
                         Err(e) if Instant::now() > deadline => {
                             panic!("postgres did not come up: {e}\n{}", self.proc.log())

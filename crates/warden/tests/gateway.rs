@@ -46,6 +46,8 @@ mod key_reach;
 mod modern_upstream;
 #[path = "gateway/onboarding.rs"]
 mod onboarding;
+#[path = "gateway/pg_tls.rs"]
+mod pg_tls;
 #[path = "gateway/pins.rs"]
 mod pins;
 #[path = "gateway/reload.rs"]

@@ -17,7 +17,8 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// A PostgreSQL database instead of `path`, `postgres://user@host:port/dbname`, shared by
     /// several Wardens (each writes its own chain, `instance`; table `audit_events`, created
-    /// when missing). TLS to the server is not supported yet: use loopback or a Unix socket.
+    /// when missing). TLS as the URL's `sslmode` and `sslrootcert` say, as libpq's (default
+    /// `prefer`; across a network, `verify-full` with `sslrootcert`).
     #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// PostgreSQL: the password, kept out of the URL.

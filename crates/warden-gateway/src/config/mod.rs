@@ -390,6 +390,7 @@ pub fn reference_markdown() -> String {
         include_str!("audit.rs"),
         include_str!("content.rs"),
         include_str!("cluster.rs"),
+        include_str!("vault.rs"),
     ]
     .concat();
     let sections = [
@@ -422,6 +423,7 @@ pub fn reference_markdown() -> String {
         ("AuditConfig", "[audit]"),
         ("TelemetryConfig", "[telemetry]"),
         ("ForwardConfig", "[[audit.forward]]"),
+        ("VaultConfig", "[vault]"),
         ("SecretRef", "secret reference: `{ env = \"VAR\" }` or `{ file = \"/path\" }`"),
     ];
     let mut out = String::from("# Configuration reference\n\nGenerated from `crates/warden-gateway/src/config.rs`; do not edit by hand.\nUnknown keys are errors (`warden check` reports `file:line:column`).\n\nEvery relative path (files, directories, `cwd`, secret files) resolves from the config file's\ndirectory, wherever Warden is started. Only `command` is looked up as a shell would: on `PATH`,\nor (with a `/`) from Warden's working directory.\n");

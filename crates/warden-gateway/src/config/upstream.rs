@@ -270,8 +270,9 @@ pub struct SqlConfig {
     /// `url`.
     pub database: Option<PathBuf>,
     /// A PostgreSQL server, `postgres://user@host:port/dbname`; queries run in read-only
-    /// transactions. Connect as a role that can read only what `tables` exposes. TLS to the
-    /// server is not supported yet: use loopback or a Unix socket (`host=/run/postgresql`).
+    /// transactions. Connect as a role that can read only what `tables` exposes. TLS as the
+    /// URL's `sslmode` and `sslrootcert` say, as libpq's (default `prefer`; across a network,
+    /// `verify-full` with `sslrootcert`).
     #[serde(serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// PostgreSQL: the password, kept out of the URL.

@@ -17,7 +17,9 @@ pub struct VaultConfig {
     /// file.
     pub path: Option<PathBuf>,
     /// PostgreSQL, shared by replicas: `postgres://user@host:5432/db` (the password in
-    /// `password`, not here). The table `warden_credentials` is created when absent.
+    /// `password`, not here). The table `warden_credentials` is created when absent. TLS as the
+    /// URL's `sslmode` and `sslrootcert` say, as libpq's (default `prefer`; across a network,
+    /// `verify-full` with `sslrootcert`).
     #[serde(default, serialize_with = "mask::opt_url")]
     pub url: Option<String>,
     /// PostgreSQL: the password, kept out of the URL.

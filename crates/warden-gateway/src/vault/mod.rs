@@ -165,7 +165,12 @@ impl Vault {
         if let Some(url) = &cfg.url {
             let password =
                 cfg.password.as_ref().map(|p| p.resolve().map_err(|e| format!("vault.password: {e}"))).transpose()?;
-            let (table, place) = pg::open(url, password.as_deref())?;
+            // On a thread of its own: the driver blocks on a runtime of its own, which it may
+            // not start on one of the server's (Warden opens the vault at start, on one).
+            let url = url.clone();
+            let (table, place) = std::thread::spawn(move || pg::open(&url, password.as_deref()))
+                .join()
+                .map_err(|_| "vault: the PostgreSQL connection failed unexpectedly".to_string())??;
             return Ok(Vault { keys, db: Mutex::new(Box::new(table)), place });
         }
         let path = match &cfg.path {

@@ -2,7 +2,7 @@
 //! `sqlite.rs`, created when absent. The password is a secret reference, kept out of the URL.
 
 use super::{Entry, Row, Table, Upsert};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS warden_credentials (
     id TEXT PRIMARY KEY,
@@ -21,25 +21,19 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS warden_credentials (
 pub(super) struct Pg(Client);
 
 fn err(e: postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("vault: PostgreSQL: {}", d.message()),
-        None => format!("vault: PostgreSQL: {e}"),
-    }
+    format!("vault: PostgreSQL: {}", warden_audit::pg::message(&e))
 }
 
-/// Connect to `url` (with `password` when given) and make the table; where it is, without the
-/// password, for messages.
+/// Connect to `url` (with `password` when given; TLS as its `sslmode` says,
+/// `warden_audit::pg_tls`) and make the table; where it is, without the password, for messages.
 pub(super) fn open(url: &str, password: Option<&str>) -> Result<(Pg, String), String> {
-    let mut cfg: postgres::Config = url.parse().map_err(|e| format!("vault.url: {e}"))?;
-    if let Some(p) = password {
-        cfg.password(p);
-    }
+    let t = warden_audit::pg::config(url, password, "warden-vault").map_err(|e| format!("vault.{e}"))?;
     let place = format!(
         "PostgreSQL {} database {}",
-        cfg.get_hosts().iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(","),
-        cfg.get_dbname().unwrap_or("(default)")
+        t.config.get_hosts().iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(","),
+        t.config.get_dbname().unwrap_or("(default)")
     );
-    let mut c = cfg.connect(NoTls).map_err(err)?;
+    let mut c = t.connect().map_err(err)?;
     c.batch_execute(SCHEMA).map_err(err)?;
     Ok((Pg(c), place))
 }

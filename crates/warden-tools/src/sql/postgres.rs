@@ -26,7 +26,7 @@ use super::{
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde_json::Value;
 use sqlparser::ast::{
     AccessExpr, Expr, Ident, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, TableAlias, TableFactor, Visit,
@@ -40,7 +40,7 @@ use std::time::Duration;
 use warden_policy::guards::Dialect;
 
 pub struct Postgres {
-    config: postgres::Config,
+    config: warden_audit::pg_tls::PgTarget,
     schema: String,
     /// Allowed table → the subquery of its allowed columns that replaces it.
     views: BTreeMap<String, Query>,
@@ -110,7 +110,7 @@ impl Postgres {
     }
 
     fn connect(&self) -> Result<Client, String> {
-        self.config.connect(NoTls).map_err(|e| format!("sql: cannot connect to PostgreSQL: {}", message(&e)))
+        self.config.connect().map_err(|e| format!("sql: cannot connect to PostgreSQL: {}", message(&e)))
     }
 
     /// Run `inner` (built or checked here) read-only; `names` are its columns when known.
