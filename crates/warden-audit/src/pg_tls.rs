@@ -6,8 +6,11 @@
 //!   no certificate checked); `require` (TLS or no connection; no certificate checked, unless
 //!   `sslrootcert` is given: then as `verify-ca`); `verify-ca` (the server's certificate chains
 //!   to `sslrootcert`); `verify-full` (and names the host connected to).
-//! - `sslrootcert`: a PEM file of the CAs to trust, or `system` (the machine's own roots).
-//!   `verify-ca` and `verify-full` need it.
+//! - `sslrootcert`: a PEM file of the CAs to trust, or `system` (the machine's own roots: then
+//!   `verify-full` is the default and the only mode taken, as in libpq 16: any public CA would
+//!   vouch for any name otherwise). `verify-ca` and `verify-full` need it.
+//!
+//! A Unix socket (`host=/run/postgresql`) never takes TLS, as in libpq.
 //!
 //! rustls, TLS 1.2 and 1.3, ring's algorithms.
 //!
@@ -67,6 +70,7 @@ enum Mode {
 /// The TLS parameters taken off `url` (which tokio-postgres does not all know): the mode, the
 /// root certificates, and the rest of the URL.
 fn split(url: &str) -> Result<(Mode, Option<String>, String), String> {
+    let url = url.trim();
     let mut mode = None;
     let mut root = None;
     let mut take = |k: &str, v: &str| -> Result<bool, String> {
@@ -94,7 +98,10 @@ fn split(url: &str) -> Result<(Mode, Option<String>, String), String> {
         Ok(true)
     };
     let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        match url.split_once('?') {
+        // The query starts after the user and password (up to the first `@`, as the driver reads
+        // them): a `?` in a password does not start it.
+        let from = url.find('@').map_or(0, |at| at + 1);
+        match url[from..].find('?').map(|q| (&url[..from + q], &url[from + q + 1..])) {
             None => url.to_string(),
             Some((base, query)) => {
                 let mut kept = Vec::new();
@@ -121,7 +128,20 @@ fn split(url: &str) -> Result<(Mode, Option<String>, String), String> {
         }
         kept.join(" ")
     };
-    Ok((mode.unwrap_or(Mode::Prefer), root, rest))
+    // What the driver would read as ours, had it been missed here: refused, not guessed.
+    if rest.contains("sslmode") || rest.contains("sslrootcert") {
+        return Err("sslmode or sslrootcert could not be read (write each once, as key=value)".into());
+    }
+    let system = root.as_deref() == Some("system");
+    let mode = match mode {
+        None if system => Mode::VerifyFull,
+        None => Mode::Prefer,
+        Some(m) if system && m != Mode::VerifyFull => {
+            return Err("sslrootcert=system takes sslmode=verify-full only (a public CA vouches for names)".into())
+        }
+        Some(m) => m,
+    };
+    Ok((mode, root, rest))
 }
 
 fn percent_decode(v: &str) -> Result<String, String> {
@@ -145,6 +165,9 @@ fn percent_decode(v: &str) -> Result<String, String> {
 pub fn parse(url: &str) -> Result<PgTarget, String> {
     let (mode, root, rest) = split(url)?;
     let mut config: postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+    // A Unix socket: no TLS (libpq never uses it there).
+    let unix = config.get_hosts().iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+    let mode = if unix && !config.get_hosts().is_empty() { Mode::Disable } else { mode };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Option<Arc<dyn ServerCertVerifier>> = match (mode, &root) {
         (Mode::Disable, _) => None,
@@ -298,6 +321,14 @@ mod tests {
         assert_eq!((m, r, rest.as_str()), (Mode::Prefer, None, "postgres://u@db/x"), "libpq's default");
         let (m, _, rest) = split("host=db user=u sslmode=disable dbname=x").unwrap();
         assert_eq!((m, rest.as_str()), (Mode::Disable, "host=db user=u dbname=x"));
+        // A `?` in the password is not the query's start.
+        let (m, r, rest) = split(" postgres://u:p?w@db/x?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert_eq!((m, r.as_deref(), rest.as_str()), (Mode::Require, Some("/ca.pem"), "postgres://u:p?w@db/x"));
+        // The system's roots: verify-full, and only that.
+        assert_eq!(split("postgres://db/x?sslrootcert=system").unwrap().0, Mode::VerifyFull);
+        assert!(split("postgres://db/x?sslrootcert=system&sslmode=require").is_err());
+        // Written in a way not read here: refused, not left to the driver.
+        assert!(split("postgres://db/x?sslmode%3Drequire").is_err());
         assert!(split("postgres://db/x?sslmode=bogus").is_err());
         assert!(split("postgres://db/x?sslcert=/c.pem").unwrap_err().contains("not supported"));
         assert!(parse("postgres://db/x?sslmode=verify-full").unwrap_err().contains("sslrootcert"));

@@ -28,22 +28,32 @@ fn settings(log: &Path, every: u64) -> Settings {
 
 /// Write `n` call events to a fresh log and close it; returns the key's public half.
 fn write_log(log: &Path, n: usize, every: u64) -> String {
+    write_chunks(log, &[n], every)
+}
+
+/// [`write_log`] in chunks, each stored before the next is sent: a chunk of at least `every`
+/// events ends with a periodic checkpoint, however the writer batches.
+fn write_chunks(log: &Path, chunks: &[usize], every: u64) -> String {
     let kf = log.with_extension("key");
     let key = SigningKey::load(&kf).or_else(|_| SigningKey::generate(&kf)).unwrap();
     let public = key.public_key();
     let r =
         Recorder::start(settings(log, every), open_sink(&Store::File(log.into()), Fsync::Never).unwrap(), Some(key))
             .unwrap();
-    let mut last = None;
-    for i in 0..n {
-        let mut e = Event::new("call", if i % 3 == 0 { "success" } else { "backend_error" });
-        e.subject = Some(format!("user{}", i % 4));
-        e.name = Some("echo".into());
-        e.decision = Some("allowed".into());
-        last = Some(r.record(e).unwrap());
-    }
-    if let Some(t) = last {
-        assert!(r.stored_blocking(t, Duration::from_secs(10)));
+    let mut i = 0;
+    for &n in chunks {
+        let mut last = None;
+        for _ in 0..n {
+            let mut e = Event::new("call", if i % 3 == 0 { "success" } else { "backend_error" });
+            e.subject = Some(format!("user{}", i % 4));
+            e.name = Some("echo".into());
+            e.decision = Some("allowed".into());
+            last = Some(r.record(e).unwrap());
+            i += 1;
+        }
+        if let Some(t) = last {
+            assert!(r.stored_blocking(t, Duration::from_secs(10)));
+        }
     }
     r.close();
     public
@@ -653,7 +663,7 @@ fn a_checkpoint_a_kill_kept_from_the_file_is_covered_by_the_restart() {
     // The same with a periodic checkpoint, as under load: the log ends at it, the file before it.
     let d = dir("kill-between-periodic");
     let log = d.join("audit.jsonl");
-    let key = write_log(&log, 250, 100);
+    let key = write_chunks(&log, &[150, 150], 100);
     let cpf = checkpoint_path(&log);
     let recs = lines(&log);
     let periodic = (recs.iter().enumerate().skip(1))
@@ -674,7 +684,7 @@ fn a_checkpoint_a_kill_kept_from_the_file_is_covered_by_the_restart() {
     // the earlier one was cut from it.
     let d = dir("kill-between-two");
     let log = d.join("audit.jsonl");
-    let key = write_log(&log, 450, 100);
+    let key = write_chunks(&log, &[150, 150, 150], 100);
     let cpf = checkpoint_path(&log);
     let recs = lines(&log);
     let periodic: Vec<usize> = (recs.iter().enumerate().skip(1))

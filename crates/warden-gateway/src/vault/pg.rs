@@ -18,7 +18,24 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS warden_credentials (
     UNIQUE (upstream, binding)
 )";
 
-pub(super) struct Pg(Client);
+/// The connection (always there until dropped).
+pub(super) struct Pg(Option<Client>);
+
+impl Pg {
+    fn db(&mut self) -> &mut Client {
+        self.0.as_mut().expect("the connection lives until the table is dropped")
+    }
+}
+
+impl Drop for Pg {
+    /// The client owns a runtime, which must not be dropped inside an async context (the vault
+    /// may be dropped there): on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = std::thread::Builder::new().name("warden-vault-close".into()).spawn(move || drop(c));
+        }
+    }
+}
 
 fn err(e: postgres::Error) -> String {
     format!("vault: PostgreSQL: {}", warden_audit::pg::message(&e))
@@ -35,13 +52,13 @@ pub(super) fn open(url: &str, password: Option<&str>) -> Result<(Pg, String), St
     );
     let mut c = t.connect().map_err(err)?;
     c.batch_execute(SCHEMA).map_err(err)?;
-    Ok((Pg(c), place))
+    Ok((Pg(Some(c)), place))
 }
 
 impl Table for Pg {
     fn find(&mut self, upstream: &str, binding: &str) -> Result<Option<(String, String, Vec<u8>)>, String> {
         let row = self
-            .0
+            .db()
             .query_opt(
                 "SELECT id, key_id, sealed FROM warden_credentials WHERE upstream = $1 AND binding = $2",
                 &[&upstream, &binding],
@@ -51,7 +68,7 @@ impl Table for Pg {
     }
 
     fn upsert(&mut self, u: &Upsert) -> Result<(), String> {
-        self.0
+        self.db()
             .execute(
                 "INSERT INTO warden_credentials (id, upstream, binding, tenant, subject, created, updated, expires_at, key_id, sealed)
                  VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)
@@ -76,7 +93,7 @@ impl Table for Pg {
 
     fn list(&mut self, limit: usize, binding: Option<&str>) -> Result<Vec<Entry>, String> {
         let rows = self
-            .0
+            .db()
             .query(
                 "SELECT id, upstream, tenant, subject, created, updated, expires_at, key_id FROM warden_credentials
                  WHERE $2::TEXT IS NULL OR binding = $2 ORDER BY updated DESC LIMIT $1",
@@ -99,12 +116,12 @@ impl Table for Pg {
     }
 
     fn delete(&mut self, id: &str) -> Result<bool, String> {
-        Ok(self.0.execute("DELETE FROM warden_credentials WHERE id = $1", &[&id]).map_err(err)? > 0)
+        Ok(self.db().execute("DELETE FROM warden_credentials WHERE id = $1", &[&id]).map_err(err)? > 0)
     }
 
     fn delete_own(&mut self, upstream: &str, binding: &str) -> Result<bool, String> {
         let n = self
-            .0
+            .db()
             .execute("DELETE FROM warden_credentials WHERE upstream = $1 AND binding = $2", &[&upstream, &binding])
             .map_err(err)?;
         Ok(n > 0)
@@ -112,7 +129,7 @@ impl Table for Pg {
 
     fn not_under(&mut self, key_id: &str) -> Result<Vec<Row>, String> {
         let rows = self
-            .0
+            .db()
             .query(
                 "SELECT id, upstream, binding, key_id, sealed FROM warden_credentials WHERE key_id <> $1",
                 &[&key_id],
@@ -122,7 +139,7 @@ impl Table for Pg {
     }
 
     fn reseal(&mut self, id: &str, old_key: &str, key_id: &str, sealed: &[u8]) -> Result<(), String> {
-        self.0
+        self.db()
             .execute(
                 "UPDATE warden_credentials SET key_id = $1, sealed = $2 WHERE id = $3 AND key_id = $4",
                 &[&key_id, &sealed, &id, &old_key],

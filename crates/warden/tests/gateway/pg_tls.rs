@@ -41,6 +41,9 @@ fn each_sslmode_connects_or_refuses_as_libpq_would() {
     let e = connect(at("localhost", &format!("sslmode=verify-ca&sslrootcert={}", other.display()))).unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     assert!(connect(at("localhost", "sslmode=verify-full")).unwrap_err().contains("sslrootcert"));
+    // A Unix socket takes no TLS, whatever the default.
+    let socket = format!("host={} port={} user=warden dbname=postgres", pg.proc.dir.display(), pg.port);
+    assert_eq!(connect(socket), Ok(false));
     // `require` with roots named checks them, as libpq does.
     assert!(connect(at("localhost", &format!("sslmode=require&sslrootcert={}", other.display()))).is_err());
 }

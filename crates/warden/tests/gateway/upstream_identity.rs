@@ -89,13 +89,25 @@ async fn each_caller_reaches_the_upstream_as_itself_through_token_exchange() {
     let r = c.tool(1, "echo", json!({"text": "as whom?"})).await;
     assert!(r.get("error").is_some() || r["result"]["isError"] == true, "{r}");
     assert_eq!(idp.state.exchanges.load(Ordering::SeqCst), 2);
-    // Each call's record names the credential that reached B (a digest, never the token).
-    let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
-    let calls: Vec<serde_json::Value> = trail
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["kind"] == "call" && e["name"] == "echo" && e["status"] == "success")
-        .collect();
+    // Each call's record names the credential that reached B (a digest, never the token). The
+    // trail is written behind the answers: read it until it holds them, for a while.
+    let read = || {
+        let trail = std::fs::read_to_string(a.dir.join("audit.jsonl")).unwrap();
+        let calls: Vec<serde_json::Value> = trail
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == "call" && e["name"] == "echo" && e["status"] == "success")
+            .collect();
+        (trail, calls)
+    };
+    let (mut trail, mut calls) = read();
+    for _ in 0..50 {
+        if calls.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (trail, calls) = read();
+    }
     assert_eq!(calls.len(), 6, "{trail}");
     for e in &calls {
         let cred = e["credential"].as_str().unwrap_or_default();
