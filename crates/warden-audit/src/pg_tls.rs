@@ -206,6 +206,32 @@ pub fn parse(url: &str) -> Result<PgTarget, String> {
     Ok(PgTarget { config, tls })
 }
 
+/// Advice when `url` reaches a server on another host without a verified certificate: what an
+/// attacker on the path could do. `None` when verified, on loopback or a Unix socket, or when
+/// the URL does not parse (`parse` says why).
+pub fn unverified(url: &str) -> Option<String> {
+    let (mode, root, rest) = split(url).ok()?;
+    let config: postgres::Config = rest.parse().ok()?;
+    let verified = matches!(mode, Mode::VerifyCa | Mode::VerifyFull) || (mode == Mode::Require && root.is_some());
+    let remote = config.get_hosts().iter().find(|h| match h {
+        postgres::config::Host::Tcp(name) => {
+            name != "localhost" && !name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        postgres::config::Host::Unix(_) => false,
+    });
+    let postgres::config::Host::Tcp(host) = remote? else { return None };
+    (!verified).then(|| {
+        format!(
+            "PostgreSQL at {host} is reached without a verified certificate (sslmode {}): whoever is on the path can read the traffic or pose as the server; use sslmode=verify-full with sslrootcert",
+            match mode {
+                Mode::Disable => "disable",
+                Mode::Prefer => "prefer",
+                _ => "require",
+            }
+        )
+    })
+}
+
 fn roots(r: &str) -> Result<rustls::RootCertStore, String> {
     let mut store = rustls::RootCertStore::empty();
     if r == "system" {
@@ -327,6 +353,10 @@ mod tests {
         // The system's roots: verify-full, and only that.
         assert_eq!(split("postgres://db/x?sslrootcert=system").unwrap().0, Mode::VerifyFull);
         assert!(split("postgres://db/x?sslrootcert=system&sslmode=require").is_err());
+        assert!(unverified("postgres://u@db.example.com/x").unwrap().contains("db.example.com"));
+        assert!(unverified("postgres://u@db.example.com/x?sslmode=require").is_some());
+        assert!(unverified("postgres://u@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem").is_none());
+        assert!(unverified("postgres://u@127.0.0.1/x").is_none() && unverified("host=/run/postgresql").is_none());
         // Written in a way not read here: refused, not left to the driver.
         assert!(split("postgres://db/x?sslmode%3Drequire").is_err());
         assert!(split("postgres://db/x?sslmode=bogus").is_err());

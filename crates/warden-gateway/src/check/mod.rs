@@ -123,7 +123,29 @@ fn checks(f: &mut Findings, cfg: &Config, origin: &str, helper: &Result<PathBuf,
     f.push(CheckLine::ok(registry.describe()));
     upstreams::describe(f, cfg, helper)?;
     summary(f, cfg);
+    databases(f, cfg);
     Ok(())
+}
+
+/// PostgreSQL on another host reached without a verified certificate: a warning each.
+fn databases(f: &mut Findings, cfg: &Config) {
+    let mut urls: Vec<(String, &str)> = Vec::new();
+    if let Some(u) = cfg.audit.url.as_deref().filter(|_| cfg.audit.enabled) {
+        urls.push(("audit.url".into(), u));
+    }
+    if let Some(u) = cfg.vault.as_ref().and_then(|v| v.url.as_deref()) {
+        urls.push(("vault.url".into(), u));
+    }
+    for u in &cfg.upstreams {
+        if let Some(url) = u.sql.as_ref().and_then(|s| s.url.as_deref()) {
+            urls.push((format!("upstream {}: sql.url", u.name), url));
+        }
+    }
+    for (at, url) in urls {
+        if let Some(w) = warden_audit::pg_tls::unverified(url) {
+            f.push(CheckLine::warning(format!("{at}: {w}")));
+        }
+    }
 }
 
 /// The listener, authentication, rules, store, admin API and audit trail, a line each.

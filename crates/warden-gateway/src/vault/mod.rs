@@ -168,10 +168,12 @@ impl Vault {
             // On a thread of its own: the driver blocks on a runtime of its own, which it may
             // not start on one of the server's (Warden opens the vault at start, on one).
             let url = url.clone();
-            let (table, place) = std::thread::spawn(move || pg::open(&url, password.as_deref())).join().map_err(|p| {
-                let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("vault: opening PostgreSQL failed: {}", why.unwrap_or_default())
-            })??;
+            let (table, place) =
+                std::thread::spawn(move || pg::open(&url, password.as_deref())).join().map_err(|p| {
+                    let why =
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    format!("vault: opening PostgreSQL failed: {}", why.unwrap_or_default())
+                })??;
             return Ok(Vault { keys, db: Mutex::new(Box::new(table)), place });
         }
         let path = match &cfg.path {
