@@ -171,7 +171,9 @@ pub fn parse(url: &str) -> Result<PgTarget, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Option<Arc<dyn ServerCertVerifier>> = match (mode, &root) {
         (Mode::Disable, _) => None,
-        (Mode::Prefer, _) | (Mode::Require, None) => Some(Arc::new(Unchecked(provider.clone()))),
+        (Mode::Prefer, _) | (Mode::Require, None) => {
+            Some(Arc::new(Lenient { provider: provider.clone(), chain: None }))
+        }
         (Mode::VerifyCa | Mode::VerifyFull, None) => {
             return Err("sslmode verify-ca and verify-full need sslrootcert (a PEM file, or `system`)".into())
         }
@@ -182,7 +184,7 @@ pub fn parse(url: &str) -> Result<PgTarget, String> {
             if mode == Mode::VerifyFull {
                 Some(webpki)
             } else {
-                Some(Arc::new(AnyName(webpki)))
+                Some(Arc::new(Lenient { provider: provider.clone(), chain: Some(webpki) }))
             }
         }
     };
@@ -248,50 +250,15 @@ fn roots(r: &str) -> Result<rustls::RootCertStore, String> {
     Ok(store)
 }
 
-/// `prefer` and `require`: any certificate (the handshake's signatures are still checked).
+/// `prefer` and `require` (no chain: any certificate), `verify-ca` (the chain to the trusted
+/// roots, whatever host it names). The handshake's signatures are checked either way.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// `verify-ca`: the chain to the trusted roots, whatever host it names.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end: &CertificateDer<'_>,
@@ -300,7 +267,10 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.0.verify_server_cert(end, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        // The name is checked last (after the chain, validity and usage): only its mismatch
+        // is let pass.
+        match chain.verify_server_cert(end, intermediates, name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -314,7 +284,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -323,11 +293,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
