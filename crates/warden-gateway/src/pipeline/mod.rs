@@ -50,15 +50,16 @@ pub async fn handle(
     params: Option<Value>,
     peer: Peer,
 ) -> Result<Value, GatewayError> {
-    let again = s.shared.specs.iter().any(|x| x.user.is_some()) && link::may_ask(s, Method::parse(method));
+    let m = Method::parse(method);
+    let again = s.shared.specs.iter().any(|x| x.user.is_some()) && link::may_ask(s, m);
     let kept = again.then(|| params.clone());
-    let unlinked = link::unlinked(s, Method::parse(method));
+    let unlinked = link::unlinked(s, m);
     match run(s, p, id, method, params, peer.clone(), unlinked).await {
         Err(e @ GatewayError::LinkRequired { .. }) if again => {
             if link::ask(s, &peer, &e).await {
                 s.routes_stale();
                 run(s, p, id, method, kept.flatten(), peer, unlinked).await
-            } else if Method::parse(method).is_some_and(|m| m.listing().is_some()) {
+            } else if m.is_some_and(|m| m.listing().is_some()) {
                 // Declined: the listing goes on without that upstream.
                 run(s, p, id, method, kept.flatten(), peer, Unlinked::LeaveOut).await
             } else {
