@@ -100,7 +100,7 @@ pub async fn route(
             // The stand-in for an upstream this user has not linked (a name no upstream's tool
             // may take): Warden answers.
             if kind == "tools" {
-                let ask = super::link::may_ask(s, Some(Method::ToolsCall));
+                let ask = || super::link::may_ask(s, Some(Method::ToolsCall));
                 if let Some(answer) = s.link_tool(caller, &name, ask).await {
                     return answer.map(Route::Local);
                 }

@@ -55,10 +55,16 @@ fn text(t: String) -> Value {
 
 impl RelaySession {
     /// The answer to a call of `name` when it is the stand-in of an upstream of users' own
-    /// accounts that this session reaches and whose tools `p` may list; `None` otherwise. A
-    /// client that can be `ask`ed to open the link gets the error that asks it
+    /// accounts that this session reaches and whose tools `p` may list; `None` otherwise (a
+    /// prefix compare: any other name costs nothing more). A client that can be `ask`ed to
+    /// open the link gets the error that asks it
     /// (`pipeline/link.rs`; once linked, the call runs again and says so).
-    pub async fn link_tool(&self, p: &Principal, name: &str, ask: bool) -> Option<Result<Value, GatewayError>> {
+    pub async fn link_tool(
+        &self,
+        p: &Principal,
+        name: &str,
+        ask: impl FnOnce() -> bool,
+    ) -> Option<Result<Value, GatewayError>> {
         let upstream = name.strip_prefix(PREFIX)?;
         let i = (0..self.slots.len()).find(|&i| self.shared.specs[i].name == upstream && self.reaches(i))?;
         let link = self.shared.specs[i].for_tenant(self.principal.tenant.as_deref())?.user.clone()?;
@@ -70,7 +76,7 @@ impl RelaySession {
                 "Your account at {upstream} is already linked to Warden: its tools are listed (list the tools again \
                  if they are not shown)."
             ))),
-            Err(e @ GatewayError::LinkRequired { .. }) if ask => Err(e),
+            Err(e @ GatewayError::LinkRequired { .. }) if ask() => Err(e),
             Err(GatewayError::LinkRequired { url, .. }) => {
                 self.notify_when_linked(i, link);
                 Ok(text(format!(
